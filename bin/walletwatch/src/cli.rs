@@ -1,0 +1,80 @@
+//! Command-line interface (clap).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Self-hosted, real-time wallet activity tracker.
+#[derive(Debug, Parser)]
+#[command(name = "walletwatch", version, about, long_about = None)]
+pub(crate) struct Cli {
+    /// Configuration file (TOML). Without it, `./walletwatch.toml` is used when present, else the defaults.
+    #[arg(long, global = true, env = "WALLETWATCH_CONFIG", value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
+    /// Directory of the embedded store; overrides `data_dir` from the config.
+    #[arg(long, global = true, env = "WALLETWATCH_DATA_DIR", value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Log filter (error, warn, info, debug, trace, or a directive); overrides `log_level`.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub(crate) log_level: Option<String>,
+    /// Log format: pretty or json; overrides `log_format`.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub(crate) log_format: Option<String>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the tracker until SIGINT or SIGTERM.
+    Run {
+        /// Solana JSON-RPC URL; overrides the config and SOLANA_RPC_URL.
+        #[arg(long, value_name = "URL")]
+        rpc_url: Option<String>,
+        /// Solana PubSub WebSocket URL; overrides the config and SOLANA_WS_URL.
+        #[arg(long, value_name = "URL")]
+        ws_url: Option<String>,
+    },
+    /// Start tracking a wallet.
+    Track {
+        /// Base58 wallet address.
+        address: String,
+        /// A nickname shown in alerts and lists.
+        #[arg(long)]
+        label: Option<String>,
+        /// The user tracking it.
+        #[arg(long, default_value = ww_core::wallet::DEFAULT_USER)]
+        user: String,
+    },
+    /// Stop tracking a wallet (for one user; the wallet goes with its last user).
+    Untrack {
+        /// Base58 wallet address.
+        address: String,
+        /// The user who tracked it.
+        #[arg(long, default_value = ww_core::wallet::DEFAULT_USER)]
+        user: String,
+    },
+    /// List tracked wallets with their subscription status.
+    List {
+        /// One JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show recorded activity events.
+    Events {
+        /// Only this wallet's events.
+        #[arg(long, value_name = "ADDRESS")]
+        wallet: Option<String>,
+        /// How many of the newest events to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// One JSON object per line (the ActivityEvent form plus `seq`).
+        #[arg(long)]
+        json: bool,
+        /// Keep printing new events as they are recorded, until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Print the effective configuration (secrets redacted), or every error in it.
+    CheckConfig,
+}

@@ -1,0 +1,185 @@
+//! Subcommand implementations: load what each needs, call `ww-app`, print.
+//!
+//! Exit codes: 0 success, 2 the user's input was wrong (usage, address,
+//! configuration), 1 a runtime failure (store, network). Every error message
+//! says what to do next.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use ww_app::{AppError, daemon, events, wallets};
+use ww_config::Config;
+use ww_core::store::{EventQuery, Store};
+use ww_core::wallet::{TrackOutcome, UntrackOutcome};
+use ww_core::WalletAddress;
+use ww_store::RedbStore;
+
+use crate::cli::{Cli, Command};
+
+/// How often `events --follow` looks for new events.
+const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// Largest `events --limit`.
+const MAX_EVENTS_LIMIT: usize = 100_000;
+
+/// A failed command, with its exit code.
+pub(crate) enum Failure {
+    /// The user's input was wrong: exit 2.
+    Usage(anyhow::Error),
+    /// Something failed at run time: exit 1.
+    Runtime(anyhow::Error),
+}
+
+impl Failure {
+    pub(crate) fn report(self) -> ExitCode {
+        let (code, error) = match self {
+            Failure::Usage(error) => (2, error),
+            Failure::Runtime(error) => (1, error),
+        };
+        eprintln!("error: {error:#}");
+        ExitCode::from(code)
+    }
+}
+
+impl From<AppError> for Failure {
+    fn from(error: AppError) -> Self {
+        if error.is_user_error() { Failure::Usage(error.into()) } else { Failure::Runtime(error.into()) }
+    }
+}
+
+impl From<ww_core::store::StoreError> for Failure {
+    fn from(error: ww_core::store::StoreError) -> Self {
+        Failure::Runtime(error.into())
+    }
+}
+
+type CommandResult = Result<(), Failure>;
+
+/// Loads the configuration: flags override the environment, which overrides the file.
+fn load_config(cli: &Cli) -> Result<Config, Failure> {
+    let mut env: HashMap<String, String> = std::env::vars().collect();
+    if let Some(data_dir) = &cli.data_dir {
+        env.insert("WALLETWATCH_DATA_DIR".into(), data_dir.display().to_string());
+    }
+    if let Some(level) = &cli.log_level {
+        env.insert("LOG_LEVEL".into(), level.clone());
+    }
+    if let Some(format) = &cli.log_format {
+        env.insert("WALLETWATCH_LOG_FORMAT".into(), format.clone());
+    }
+    if let Command::Run { rpc_url, ws_url } = &cli.command {
+        if let Some(url) = rpc_url {
+            env.insert("SOLANA_RPC_URL".into(), url.clone());
+        }
+        if let Some(url) = ws_url {
+            env.insert("SOLANA_WS_URL".into(), url.clone());
+        }
+    }
+    let default_path = PathBuf::from("walletwatch.toml");
+    let path: Option<&Path> = match &cli.config {
+        Some(path) => Some(path.as_path()),
+        None if default_path.is_file() => Some(default_path.as_path()),
+        None => None,
+    };
+    ww_config::load(path, &env).map_err(|error| Failure::Usage(anyhow!(error)))
+}
+
+fn open_store(config: &Config) -> Result<Arc<RedbStore>, Failure> {
+    RedbStore::open_in_dir(&config.data_dir).map(Arc::new).map_err(|error| Failure::Runtime(error.into()))
+}
+
+pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
+    let config = load_config(&cli)?;
+    if matches!(cli.command, Command::CheckConfig) {
+        print!("{}", config.to_redacted_toml());
+        return Ok(());
+    }
+    crate::telemetry::init(&config.log_level, config.log_format).map_err(Failure::Usage)?;
+    match cli.command {
+        Command::Run { .. } => run(config).await,
+        Command::Track { address, label, user } => {
+            let store = open_store(&config)?;
+            let (address, outcome) = wallets::track(store.as_ref(), &address, label.as_deref(), &user, daemon::now())?;
+            println!("{}", wallets::tracking_message(&address));
+            if outcome == TrackOutcome::AlreadyTracked {
+                eprintln!("note: {address} was already tracked by {user:?}");
+            }
+            Ok(())
+        }
+        Command::Untrack { address, user } => {
+            let store = open_store(&config)?;
+            let (address, outcome) = wallets::untrack(store.as_ref(), &address, &user)?;
+            println!("{}", wallets::untracking_message(&address));
+            if let UntrackOutcome::UserRemoved { remaining_users } = outcome {
+                eprintln!("note: {remaining_users} other user(s) still track {address}");
+            }
+            Ok(())
+        }
+        Command::List { json } => {
+            let store = open_store(&config)?;
+            let records = store.wallets()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&records).map_err(|error| Failure::Runtime(error.into()))?);
+            } else {
+                print!("{}", wallets::render_list(&records));
+            }
+            Ok(())
+        }
+        Command::Events { wallet, limit, json, follow } => print_events(&config, wallet, limit, json, follow).await,
+        Command::CheckConfig => Ok(()),
+    }
+}
+
+async fn run(config: Config) -> CommandResult {
+    let store = open_store(&config)?;
+    let shutdown = crate::signals::install().map_err(Failure::Runtime)?;
+    daemon::run(config, store, shutdown).await.map_err(Failure::from)
+}
+
+async fn print_events(config: &Config, wallet: Option<String>, limit: usize, json: bool, follow: bool) -> CommandResult {
+    if limit == 0 || limit > MAX_EVENTS_LIMIT {
+        return Err(Failure::Usage(anyhow!("--limit must be between 1 and {MAX_EVENTS_LIMIT}")));
+    }
+    let wallet = wallet.map(|text| WalletAddress::parse(&text)).transpose().map_err(|error| Failure::Usage(error.into()))?;
+    let store = open_store(config)?;
+    let shutdown = if follow { Some(crate::signals::install().map_err(Failure::Runtime)?) } else { None };
+    let mut query = EventQuery { wallet, after: None, limit };
+    loop {
+        let batch = {
+            let store = Arc::clone(&store);
+            let query = query.clone();
+            tokio::task::spawn_blocking(move || store.events(&query))
+                .await
+                .map_err(|error| Failure::Runtime(error.into()))??
+        };
+        let mut stdout = std::io::stdout().lock();
+        for stored in &batch {
+            let line = if json {
+                serde_json::to_string(stored).map_err(|error| Failure::Runtime(error.into()))?
+            } else {
+                events::render_event_line(stored)
+            };
+            if writeln!(stdout, "{line}").is_err() {
+                // The reader went away (e.g. `| head`): stop quietly.
+                return Ok(());
+            }
+        }
+        stdout.flush().context("writing events").map_err(Failure::Runtime)?;
+        drop(stdout);
+        let Some(shutdown) = &shutdown else { return Ok(()) };
+        if let Some(last) = batch.last() {
+            query.after = Some(last.seq);
+        } else if query.after.is_none() {
+            query.after = Some(ww_core::EventSeq(0));
+        }
+        query.limit = MAX_EVENTS_LIMIT;
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(FOLLOW_POLL_INTERVAL) => {}
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! The `walletwatch` binary: parses the command line, installs the process-wide
+//! pieces (TLS provider, signals, logging) and hands over to `ww-app`.
+
+mod cli;
+mod commands;
+mod signals;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    // reqwest is built without a default TLS provider; ring builds fast and portably.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(),
+    }
+}

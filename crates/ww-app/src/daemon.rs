@@ -1,0 +1,130 @@
+//! The daemon behind `walletwatch run`.
+//!
+//! Task map (every task is spawned on one `TaskTracker`, and only the edges
+//! watch the shutdown token):
+//! - `endpoint-probe`, one per Solana endpoint: checks the endpoint answers
+//!   (`getVersion`, then `getSlot`) and logs each change of reachability, with
+//!   exponential backoff while it is down;
+//! - `seen-pruner`: drops deduplication keys older than `retention_hours`.
+//!
+//! Shutdown: the token is cancelled, every task returns, and the whole
+//! sequence is bounded by `shutdown_timeout_secs`; tasks still running then
+//! are named in the log and abandoned.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+use ww_config::Config;
+use ww_core::store::Store;
+use ww_core::time::UnixMillis;
+use ww_solana::RpcClient;
+
+use crate::error::AppError;
+
+/// How often a reachable endpoint is re-checked.
+const PROBE_INTERVAL: Duration = Duration::from_secs(30);
+/// Longest wait between probes of an unreachable endpoint.
+const MAX_PROBE_BACKOFF: Duration = Duration::from_secs(60);
+/// How often expired deduplication keys are pruned.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Returns the current wall-clock time.
+pub fn now() -> UnixMillis {
+    let elapsed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    UnixMillis(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Runs until `shutdown` is cancelled, then shuts down within the configured budget.
+pub async fn run(config: Config, store: Arc<dyn Store>, shutdown: CancellationToken) -> Result<(), AppError> {
+    let wallets = {
+        let store = Arc::clone(&store);
+        tokio::task::spawn_blocking(move || store.wallets()).await??
+    };
+    info!(
+        server_id = %config.server_id,
+        wallets = wallets.len(),
+        endpoints = config.solana.endpoints.len(),
+        commitment = %config.solana.commitment,
+        data_dir = %config.data_dir.display(),
+        "walletwatch started"
+    );
+    if wallets.is_empty() {
+        info!("no wallets tracked yet: add one with `walletwatch track <ADDRESS>`");
+    }
+
+    let tracker = TaskTracker::new();
+    for endpoint in &config.solana.endpoints {
+        let client = RpcClient::new(endpoint.rpc_url.expose().clone(), config.solana.rpc_timeout);
+        tracker.spawn(probe_endpoint(client, config.solana.commitment, shutdown.child_token()));
+    }
+    tracker.spawn(prune_seen_keys(Arc::clone(&store), shutdown.child_token()));
+    tracker.close();
+
+    shutdown.cancelled().await;
+    info!(timeout_secs = config.shutdown_timeout.as_secs(), "shutting down");
+    if tokio::time::timeout(config.shutdown_timeout, tracker.wait()).await.is_err() {
+        error!(still_running = tracker.len(), "shutdown timed out; abandoning the remaining tasks");
+    } else {
+        info!("shutdown complete");
+    }
+    Ok(())
+}
+
+async fn probe_endpoint(client: RpcClient, commitment: ww_core::Commitment, shutdown: CancellationToken) {
+    let endpoint = client.endpoint_label().to_string();
+    let mut was_reachable: Option<bool> = None;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let probe = async {
+            let version = client.get_version().await?;
+            let slot = client.get_slot(commitment).await?;
+            Ok::<_, ww_solana::RpcError>((version, slot))
+        };
+        let delay = tokio::select! {
+            () = shutdown.cancelled() => return,
+            outcome = probe => match outcome {
+                Ok((version, slot)) => {
+                    if was_reachable != Some(true) {
+                        info!(endpoint = %endpoint, version = %version, slot = slot.0, "solana endpoint reachable");
+                    }
+                    was_reachable = Some(true);
+                    backoff = Duration::from_secs(1);
+                    PROBE_INTERVAL
+                }
+                Err(error) => {
+                    if was_reachable != Some(false) {
+                        warn!(endpoint = %endpoint, error = %error, "solana endpoint unreachable; retrying with backoff");
+                    }
+                    was_reachable = Some(false);
+                    let delay = error.retry_after().unwrap_or(backoff);
+                    backoff = (backoff * 2).min(MAX_PROBE_BACKOFF);
+                    delay
+                }
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+async fn prune_seen_keys(store: Arc<dyn Store>, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(PRUNE_INTERVAL);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let store = Arc::clone(&store);
+        match tokio::task::spawn_blocking(move || store.prune_seen(now())).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(pruned)) => info!(pruned, "pruned expired deduplication keys"),
+            Ok(Err(error)) => warn!(error = %error, "pruning deduplication keys failed; will retry"),
+            Err(error) => warn!(error = %error, "pruning task failed; will retry"),
+        }
+    }
+}

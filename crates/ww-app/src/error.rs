@@ -1,0 +1,28 @@
+//! Application errors, split into the user's mistakes and runtime failures.
+
+use ww_core::ids::AddressError;
+use ww_core::store::StoreError;
+
+/// A failed application operation.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The input is invalid (address, argument); the user can fix it.
+    #[error(transparent)]
+    InvalidAddress(#[from] AddressError),
+    /// The request cannot be done as asked; the message says what to do.
+    #[error("{0}")]
+    Rejected(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A blocking task panicked or was cancelled.
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl AppError {
+    /// Returns true when the user's input caused the failure (exit code 2).
+    pub fn is_user_error(&self) -> bool {
+        matches!(self, AppError::InvalidAddress(_) | AppError::Rejected(_))
+    }
+}

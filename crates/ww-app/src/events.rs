@@ -1,0 +1,72 @@
+//! Reading recorded events and rendering them as text lines.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use ww_core::StoredEvent;
+use ww_core::event::TxOutcome;
+
+const LAMPORTS_PER_SOL: i64 = 1_000_000_000;
+
+/// Formats signed lamports as SOL with all nine decimals (`+0.000001000`).
+pub fn format_sol(lamports: i64) -> String {
+    let sign = if lamports < 0 { "-" } else { "+" };
+    let magnitude = lamports.unsigned_abs();
+    let per_sol = LAMPORTS_PER_SOL.unsigned_abs();
+    format!("{sign}{}.{:09}", magnitude / per_sol, magnitude % per_sol)
+}
+
+/// Formats a token delta in base units with the mint's decimals.
+pub fn format_token_amount(delta: i128, decimals: u8) -> String {
+    let sign = if delta < 0 { "-" } else { "+" };
+    let magnitude = delta.unsigned_abs();
+    if decimals == 0 {
+        return format!("{sign}{magnitude}");
+    }
+    let scale = 10u128.pow(u32::from(decimals));
+    format!("{sign}{}.{:0width$}", magnitude / scale, magnitude % scale, width = usize::from(decimals))
+}
+
+/// One human-readable line per event.
+pub fn render_event_line(stored: &StoredEvent) -> String {
+    let event = &stored.event;
+    let time = match event.block_time.and_then(|seconds| u64::try_from(seconds).ok()) {
+        Some(seconds) => humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds)).to_string(),
+        None => "-".to_string(),
+    };
+    let mut line = format!(
+        "#{} slot {} {} {} {} SOL",
+        stored.seq,
+        event.slot,
+        time,
+        event.wallet.short(),
+        format_sol(event.sol_delta)
+    );
+    for token in &event.token_deltas {
+        line.push_str(&format!(" {} {}", format_token_amount(token.delta, token.decimals), token.mint.short()));
+    }
+    line.push_str(&format!(" fee {} {}", event.fee, event.origin.as_str()));
+    if let TxOutcome::Failed { error } = &event.outcome {
+        line.push_str(&format!(" FAILED {error}"));
+    }
+    line.push_str(&format!(" {}", event.signature));
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sol_amounts_keep_nine_decimals_and_sign() {
+        assert_eq!(format_sol(1_000), "+0.000001000");
+        assert_eq!(format_sol(-2_500_000_000), "-2.500000000");
+        assert_eq!(format_sol(i64::MIN), "-9223372036.854775808");
+    }
+
+    #[test]
+    fn token_amounts_use_the_mint_decimals() {
+        assert_eq!(format_token_amount(1_500_000, 6), "+1.500000");
+        assert_eq!(format_token_amount(-7, 0), "-7");
+        assert_eq!(format_token_amount(-5, 2), "-0.05");
+    }
+}

@@ -1,0 +1,138 @@
+//! Track, untrack and list wallets, and render the seed's list format.
+//!
+//! Shared by every front end (CLI now; API, Discord and Telegram later) so a
+//! wallet tracked anywhere looks the same everywhere.
+
+use std::fmt::Write as _;
+
+use ww_core::store::{Store, TrackRequest};
+use ww_core::time::UnixMillis;
+use ww_core::wallet::{TrackOutcome, UntrackOutcome, WalletRecord};
+use ww_core::{Chain, WalletAddress};
+
+use crate::error::AppError;
+
+/// Longest label accepted (labels appear in chat messages and embeds).
+pub const MAX_LABEL_CHARS: usize = 64;
+
+/// Starts tracking `address` for `user`.
+pub fn track(
+    store: &dyn Store,
+    address: &str,
+    label: Option<&str>,
+    user: &str,
+    now: UnixMillis,
+) -> Result<(WalletAddress, TrackOutcome), AppError> {
+    let address = WalletAddress::parse(address)?;
+    let label = match label.map(str::trim) {
+        Some("") | None => None,
+        Some(text) if text.chars().count() > MAX_LABEL_CHARS => {
+            return Err(AppError::Rejected(format!("label is longer than {MAX_LABEL_CHARS} characters")));
+        }
+        Some(text) if text.chars().any(char::is_control) => {
+            return Err(AppError::Rejected("label must not contain control characters".into()));
+        }
+        Some(text) => Some(text.to_string()),
+    };
+    let user = validate_user(user)?;
+    let request = TrackRequest { chain: Chain::Solana, address: address.clone(), label, user };
+    let outcome = store.track_wallet(&request, now)?;
+    Ok((address, outcome))
+}
+
+/// Stops tracking `address` for `user`.
+pub fn untrack(store: &dyn Store, address: &str, user: &str) -> Result<(WalletAddress, UntrackOutcome), AppError> {
+    let address = WalletAddress::parse(address)?;
+    let user = validate_user(user)?;
+    match store.untrack_wallet(&address, &user)? {
+        UntrackOutcome::NotTracked => Err(AppError::Rejected(format!(
+            "wallet {address} is not tracked by user {user:?}; `walletwatch list` shows what is tracked"
+        ))),
+        outcome => Ok((address, outcome)),
+    }
+}
+
+fn validate_user(user: &str) -> Result<String, AppError> {
+    let user = user.trim();
+    if user.is_empty() || user.len() > 128 || user.chars().any(char::is_control) {
+        return Err(AppError::Rejected(format!("invalid user id {user:?}: 1-128 printable characters")));
+    }
+    Ok(user.to_string())
+}
+
+/// The message confirming a track (seed 000).
+pub fn tracking_message(address: &WalletAddress) -> String {
+    format!("🟢 Tracking wallet: {address}.")
+}
+
+/// The message confirming an untrack.
+pub fn untracking_message(address: &WalletAddress) -> String {
+    format!("🔴 Stopped tracking wallet: {address}.")
+}
+
+/// Renders the seed's `/list` format, one detail line under each wallet.
+///
+/// ```text
+/// Active Wallet Subscriptions:
+/// - Wallet: 5F...vFpX (Active)
+///     address: 5F…full…vFpX  label: whale  users: alice  transactions: 3  last: 4sGj...8kXz (slot 1234)
+/// ```
+pub fn render_list(wallets: &[WalletRecord]) -> String {
+    if wallets.is_empty() {
+        return "No wallets tracked. Track one with `walletwatch track <ADDRESS>`.\n".to_string();
+    }
+    let mut text = String::from("Active Wallet Subscriptions:\n");
+    for wallet in wallets {
+        let _ = writeln!(text, "- Wallet: {} ({})", wallet.address.short(), wallet.subscription_status);
+        let _ = write!(text, "    address: {}", wallet.address);
+        if let Some(label) = &wallet.label {
+            let _ = write!(text, "  label: {label}");
+        }
+        let users: Vec<&str> = wallet.tracking_users.iter().map(String::as_str).collect();
+        let _ = write!(text, "  users: {}  transactions: {}", users.join(","), wallet.transaction_count);
+        match &wallet.last_transaction {
+            Some(last) => {
+                let _ = writeln!(text, "  last: {} (slot {})", last.signature.short(), last.slot);
+            }
+            None => text.push_str("  last: none\n"),
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use ww_core::wallet::SubscriptionStatus;
+
+    use super::*;
+
+    #[test]
+    fn list_follows_the_seed_format() {
+        let address = WalletAddress::parse("5FHwkrdxntdK24hgQU8qgBjn35Y1zwhz1GZwCkP2UJnM").expect("valid");
+        let record = WalletRecord {
+            address: address.clone(),
+            label: Some("whale".into()),
+            chain: Chain::Solana,
+            tracking_users: BTreeSet::from(["alice".to_string()]),
+            added_at: UnixMillis(0),
+            last_transaction: None,
+            transaction_count: 0,
+            subscription_status: SubscriptionStatus::Active,
+        };
+        let text = render_list(&[record]);
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("Active Wallet Subscriptions:"));
+        assert_eq!(lines.next(), Some("- Wallet: 5FHw...UJnM (Active)"));
+        assert_eq!(
+            lines.next(),
+            Some("    address: 5FHwkrdxntdK24hgQU8qgBjn35Y1zwhz1GZwCkP2UJnM  label: whale  users: alice  transactions: 0  last: none")
+        );
+    }
+
+    #[test]
+    fn empty_list_says_how_to_track() {
+        assert!(render_list(&[]).contains("walletwatch track"));
+    }
+}

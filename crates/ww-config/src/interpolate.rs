@@ -1,0 +1,160 @@
+//! `${VAR}` interpolation of configuration text.
+//!
+//! Forms: `${VAR}` (error when unset), `${VAR:-default}` (default when unset
+//! or empty), `${VAR:?message}` (error with the message when unset or empty),
+//! and `$$` for a literal `$`. TOML comments are copied verbatim, so an
+//! example written in a comment is never expanded. The environment is a parameter, never read
+//! here, so tests run in parallel. Values containing a newline are rejected:
+//! they could inject TOML keys. Every problem is reported, not just the first.
+
+use std::collections::HashMap;
+
+/// Interpolates `text`, returning the result or every error found.
+pub fn interpolate(text: &str, env: &HashMap<String, String>) -> Result<String, Vec<String>> {
+    let mut output = String::with_capacity(text.len());
+    let mut errors = Vec::new();
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let (code, comment) = line.split_at(comment_start(line).unwrap_or(line.len()));
+        interpolate_line(code, index + 1, env, &mut output, &mut errors);
+        output.push_str(comment);
+    }
+    if errors.is_empty() { Ok(output) } else { Err(errors) }
+}
+
+/// Returns where a TOML comment starts: the first `#` outside a string.
+fn comment_start(line: &str) -> Option<usize> {
+    let mut quote: Option<char> = None;
+    let mut is_escaped = false;
+    for (position, character) in line.char_indices() {
+        match (quote, character) {
+            (Some('"'), '\\') if !is_escaped => {
+                is_escaped = true;
+                continue;
+            }
+            (Some(open), _) if character == open && !is_escaped => quote = None,
+            (None, '"' | '\'') => quote = Some(character),
+            (None, '#') => return Some(position),
+            _ => {}
+        }
+        is_escaped = false;
+    }
+    None
+}
+
+fn interpolate_line(
+    text: &str,
+    line: usize,
+    env: &HashMap<String, String>,
+    output: &mut String,
+    errors: &mut Vec<String>,
+) {
+    let mut rest = text;
+    while let Some(dollar) = rest.find('$') {
+        let (before, after_dollar) = rest.split_at(dollar);
+        output.push_str(before);
+        let after_dollar = &after_dollar[1..];
+        if let Some(stripped) = after_dollar.strip_prefix('$') {
+            output.push('$');
+            rest = stripped;
+            continue;
+        }
+        let Some(body_and_rest) = after_dollar.strip_prefix('{') else {
+            output.push('$');
+            rest = after_dollar;
+            continue;
+        };
+        let Some(close) = body_and_rest.find('}') else {
+            errors.push(format!("line {line}: unterminated ${{ (add the closing brace or write $$ for a literal $)"));
+            return;
+        };
+        let body = &body_and_rest[..close];
+        rest = &body_and_rest[close + 1..];
+        match expand(body, env) {
+            Ok(value) if value.contains('\n') || value.contains('\r') => {
+                errors.push(format!("line {line}: the value of ${{{}}} contains a newline", variable_name(body)));
+            }
+            Ok(value) => output.push_str(&value),
+            Err(error) => errors.push(format!("line {line}: {error}")),
+        }
+    }
+    output.push_str(rest);
+}
+
+fn variable_name(body: &str) -> &str {
+    body.split(":-").next().and_then(|name| name.split(":?").next()).unwrap_or(body)
+}
+
+fn expand(body: &str, env: &HashMap<String, String>) -> Result<String, String> {
+    let (name, fallback) = if let Some((name, default)) = body.split_once(":-") {
+        (name, Fallback::Default(default))
+    } else if let Some((name, message)) = body.split_once(":?") {
+        (name, Fallback::Required(message))
+    } else {
+        (body, Fallback::None)
+    };
+    if name.is_empty() || !name.chars().all(|character| character.is_ascii_alphanumeric() || character == '_') {
+        return Err(format!("invalid variable name {name:?} in ${{{body}}}"));
+    }
+    let value = env.get(name).filter(|value| !value.is_empty());
+    match (value, fallback) {
+        (Some(value), _) => Ok(value.clone()),
+        (None, Fallback::Default(default)) => Ok(default.to_string()),
+        (None, Fallback::Required(message)) => Err(format!("{name} is required: {message}")),
+        (None, Fallback::None) => {
+            Err(format!("environment variable {name} is not set (use ${{{name}:-default}} for a default)"))
+        }
+    }
+}
+
+enum Fallback<'a> {
+    None,
+    Default(&'a str),
+    Required(&'a str),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect()
+    }
+
+    #[test]
+    fn substitutes_defaults_and_escapes() {
+        let vars = env(&[("HOST", "example.org"), ("EMPTY", "")]);
+        let text = "a = \"${HOST}\"\nb = \"${PORT:-8899}\"\nc = \"${EMPTY:-x}\"\nd = \"$$HOME $5\"";
+        assert_eq!(
+            interpolate(text, &vars).expect("ok"),
+            "a = \"example.org\"\nb = \"8899\"\nc = \"x\"\nd = \"$HOME $5\""
+        );
+    }
+
+    #[test]
+    fn reports_every_error_with_its_line() {
+        let text = "a = \"${MISSING}\"\nb = \"${TOKEN:?set your bot token}\"\nc = \"${bad name}\"";
+        let errors = interpolate(text, &env(&[])).expect_err("errors");
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].starts_with("line 1: environment variable MISSING is not set"), "{errors:?}");
+        assert_eq!(errors[1], "line 2: TOKEN is required: set your bot token");
+        assert!(errors[2].starts_with("line 3: invalid variable name"), "{errors:?}");
+    }
+
+    #[test]
+    fn rejects_newlines_in_values() {
+        let errors = interpolate("x = \"${EVIL}\"", &env(&[("EVIL", "a\"\ninjected = true")])).expect_err("newline");
+        assert!(errors[0].contains("contains a newline"), "{errors:?}");
+    }
+
+    #[test]
+    fn comments_are_not_expanded() {
+        let text = "# use ${VAR} or ${VAR:?message}\nurl = \"a#${HOST}\" # ${NOT_THIS}\n";
+        let vars = env(&[("HOST", "h")]);
+        assert_eq!(interpolate(text, &vars).expect("ok"), "# use ${VAR} or ${VAR:?message}\nurl = \"a#h\" # ${NOT_THIS}\n");
+    }
+
+    #[test]
+    fn unterminated_braces_are_an_error() {
+        assert!(interpolate("x = \"${OPEN", &env(&[])).is_err());
+    }
+}

@@ -1,0 +1,521 @@
+//! walletwatch configuration.
+//!
+//! Pipeline: TOML text → [`interpolate`] (`${VAR}`, `${VAR:-default}`,
+//! `${VAR:?message}`) → [`RawConfig`] (serde, unknown keys rejected) →
+//! environment overrides (the names the project's users already know:
+//! `SOLANA_RPC_URL`, `SOLANA_WS_URL`, `REDIS_URL`, `SERVER_ID`,
+//! `WEBSOCKET_MAX_CONNECTIONS`, `WEBSOCKET_HEARTBEAT_INTERVAL`, `LOG_LEVEL`,
+//! `WALLETWATCH_DATA_DIR`, `WALLETWATCH_LOG_FORMAT`, `WALLETWATCH_LISTEN`,
+//! `WALLETWATCH_METRICS_LISTEN`)
+//! → [`Config::try_from_raw`], which reports **every** problem at once.
+//!
+//! The environment is always a parameter; this crate never reads the process
+//! environment, so tests run in parallel.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! let env = HashMap::from([("SOLANA_RPC_URL".to_string(), "http://127.0.0.1:8899".to_string())]);
+//! let config = ww_config::load_str("[solana]\ncommitment = \"finalized\"\n", &env).unwrap();
+//! assert_eq!(config.solana.endpoints[0].rpc_url.as_str(), "http://127.0.0.1:8899/");
+//! ```
+
+pub mod interpolate;
+pub mod raw;
+pub mod secret;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use url::Url;
+use ww_core::Commitment;
+
+pub use interpolate::interpolate;
+pub use raw::RawConfig;
+pub use secret::Secret;
+
+/// Every problem found in a configuration, one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration ({source_name}):\n  - {}", errors.join("\n  - "))]
+pub struct ConfigError {
+    /// The file (or `defaults`) the configuration came from.
+    pub source_name: String,
+    /// Each problem, readable on its own.
+    pub errors: Vec<String>,
+}
+
+/// A URL that may carry credentials: printing it redacts the password and
+/// every query value (`?api-key=**REDACTED**`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedactedUrl(Url);
+
+impl RedactedUrl {
+    /// Returns the full URL, credentials included; only for connecting.
+    pub fn expose(&self) -> &Url {
+        &self.0
+    }
+
+    /// Returns the full URL text, credentials included; only for connecting.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// Returns the host (for metric labels and logs), or `unknown`.
+    pub fn host_label(&self) -> String {
+        match (self.0.host_str(), self.0.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_string(),
+            _ => "unknown".to_string(),
+        }
+    }
+
+    fn redacted(&self) -> String {
+        let mut shown = self.0.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("**REDACTED**"));
+        }
+        if shown.query().is_some() {
+            let keys: Vec<String> = shown.query_pairs().map(|(key, _)| key.into_owned()).collect();
+            let mut pairs = shown.query_pairs_mut();
+            pairs.clear();
+            for key in keys {
+                pairs.append_pair(&key, "REDACTED");
+            }
+        }
+        shown.to_string()
+    }
+}
+
+impl fmt::Debug for RedactedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Display for RedactedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for RedactedUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
+    }
+}
+
+/// One Solana endpoint: JSON-RPC over HTTP and PubSub over WebSocket.
+#[derive(Debug, Clone, Serialize)]
+pub struct SolanaEndpoint {
+    /// `http://` or `https://`.
+    pub rpc_url: RedactedUrl,
+    /// `ws://` or `wss://`.
+    pub ws_url: RedactedUrl,
+}
+
+/// Validated `[solana]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SolanaConfig {
+    /// Endpoints in failover order; never empty.
+    pub endpoints: Vec<SolanaEndpoint>,
+    /// Commitment of subscriptions and reads.
+    pub commitment: Commitment,
+    /// Subscriptions per connection.
+    pub max_subscriptions_per_connection: NonZeroUsize,
+    /// Connections per endpoint.
+    pub max_connections_per_endpoint: NonZeroUsize,
+    /// Heartbeat silence after which a connection is replaced.
+    #[serde(with = "duration_secs")]
+    pub stale_after: Duration,
+    /// WebSocket ping interval.
+    #[serde(with = "duration_secs")]
+    pub ping_interval: Duration,
+    /// Fallback polling interval.
+    #[serde(with = "duration_secs")]
+    pub fallback_polling_interval: Duration,
+    /// HTTP request timeout.
+    #[serde(with = "duration_secs")]
+    pub rpc_timeout: Duration,
+}
+
+/// Validated `[server]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerConfig {
+    /// API and WebSocket listener.
+    pub listen: SocketAddr,
+    /// Metrics listener.
+    pub metrics_listen: SocketAddr,
+    /// Most WebSocket clients at once.
+    pub websocket_max_connections: NonZeroUsize,
+    /// Heartbeat interval to WebSocket clients.
+    #[serde(with = "duration_secs")]
+    pub websocket_heartbeat_interval: Duration,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Store directory.
+    pub data_dir: PathBuf,
+    /// Tracing filter directive.
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// This instance's name.
+    pub server_id: String,
+    /// Graceful shutdown budget.
+    #[serde(with = "duration_secs")]
+    pub shutdown_timeout: Duration,
+    /// Dedup key retention.
+    #[serde(with = "duration_secs")]
+    pub retention: Duration,
+    /// Solana.
+    pub solana: SolanaConfig,
+    /// Listeners.
+    pub server: ServerConfig,
+    /// Redis URL, when several instances share fan-out.
+    pub redis_url: Option<RedactedUrl>,
+}
+
+mod duration_secs {
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: serde::Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(value.as_secs())
+    }
+}
+
+/// Loads the file at `path` (or the defaults when `None`) with `env`.
+pub fn load(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+    let Some(path) = path else {
+        return load_named("defaults", "", env);
+    };
+    let source_name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+        source_name: source_name.clone(),
+        errors: vec![format!("cannot read the file: {error}")],
+    })?;
+    load_named(&source_name, &text, env)
+}
+
+/// Loads configuration text with `env` (used by tests and `load`).
+pub fn load_str(text: &str, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+    load_named("inline", text, env)
+}
+
+fn load_named(source_name: &str, text: &str, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+    let fail = |errors: Vec<String>| ConfigError { source_name: source_name.to_string(), errors };
+    let interpolated = interpolate(text, env).map_err(fail)?;
+    let mut raw: RawConfig = toml::from_str(&interpolated).map_err(|error| fail(vec![error.to_string()]))?;
+    let mut errors = apply_env_overrides(&mut raw, env);
+    match Config::try_from_raw(raw) {
+        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(_) => Err(fail(errors)),
+        Err(mut validation_errors) => {
+            errors.append(&mut validation_errors);
+            Err(fail(errors))
+        }
+    }
+}
+
+/// Applies the documented environment overrides; returns parse errors.
+fn apply_env_overrides(raw: &mut RawConfig, env: &HashMap<String, String>) -> Vec<String> {
+    let mut errors = Vec::new();
+    let get = |name: &str| env.get(name).filter(|value| !value.trim().is_empty()).map(|value| value.trim().to_string());
+    if let Some(value) = get("SOLANA_RPC_URL") {
+        raw.solana.rpc_url = value;
+    }
+    if let Some(value) = get("SOLANA_WS_URL") {
+        raw.solana.ws_url = value;
+    }
+    if let Some(value) = get("REDIS_URL") {
+        raw.redis.url = Some(value);
+    }
+    if let Some(value) = get("SERVER_ID") {
+        raw.server_id = value;
+    }
+    if let Some(value) = get("LOG_LEVEL") {
+        raw.log_level = value;
+    }
+    if let Some(value) = get("WALLETWATCH_DATA_DIR") {
+        raw.data_dir = value;
+    }
+    if let Some(value) = get("WALLETWATCH_LOG_FORMAT") {
+        raw.log_format = value;
+    }
+    if let Some(value) = get("WALLETWATCH_LISTEN") {
+        raw.server.listen = value;
+    }
+    if let Some(value) = get("WALLETWATCH_METRICS_LISTEN") {
+        raw.server.metrics_listen = value;
+    }
+    if let Some(value) = get("WEBSOCKET_MAX_CONNECTIONS") {
+        match value.parse() {
+            Ok(number) => raw.server.websocket_max_connections = number,
+            Err(_) => errors.push(format!("WEBSOCKET_MAX_CONNECTIONS={value:?} is not a whole number")),
+        }
+    }
+    if let Some(value) = get("WEBSOCKET_HEARTBEAT_INTERVAL") {
+        match value.parse() {
+            Ok(number) => raw.server.websocket_heartbeat_interval_secs = number,
+            Err(_) => errors.push(format!("WEBSOCKET_HEARTBEAT_INTERVAL={value:?} is not a whole number of seconds")),
+        }
+    }
+    errors
+}
+
+fn parse_url(field: &str, text: &str, schemes: &[&str], errors: &mut Vec<String>) -> Option<RedactedUrl> {
+    match Url::parse(text) {
+        Ok(url) if schemes.contains(&url.scheme()) && url.host_str().is_some() => Some(RedactedUrl(url)),
+        Ok(url) => {
+            errors.push(format!(
+                "{field}: {} must use {} and name a host",
+                RedactedUrl(url.clone()),
+                schemes.join(" or ")
+            ));
+            None
+        }
+        Err(error) => {
+            errors.push(format!("{field}: not a URL ({error})"));
+            None
+        }
+    }
+}
+
+fn positive<T: PartialEq + Default>(field: &str, value: T, errors: &mut Vec<String>) -> T {
+    if value == T::default() {
+        errors.push(format!("{field} must be greater than 0"));
+    }
+    value
+}
+
+fn parse_listen(field: &str, text: &str, errors: &mut Vec<String>) -> SocketAddr {
+    text.parse().unwrap_or_else(|_| {
+        errors.push(format!("{field}: {text:?} is not an address like 127.0.0.1:8080"));
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    })
+}
+
+fn is_valid_log_directive(text: &str) -> bool {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    !text.is_empty()
+        && text.split(',').all(|directive| {
+            let level = directive.rsplit('=').next().unwrap_or(directive).trim();
+            let target = directive.split('=').next().unwrap_or("").trim();
+            LEVELS.contains(&level.to_ascii_lowercase().as_str())
+                || (!directive.contains('=') && !target.is_empty() && target.chars().all(|c| c.is_alphanumeric() || c == '_' || c == ':'))
+        })
+}
+
+impl Config {
+    /// Validates a raw configuration, returning every problem found.
+    pub fn try_from_raw(raw: RawConfig) -> Result<Config, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut endpoints = Vec::new();
+        let primary = [raw::RawEndpoint { rpc_url: raw.solana.rpc_url.clone(), ws_url: raw.solana.ws_url.clone() }];
+        for (index, endpoint) in primary.iter().chain(raw.solana.fallback_endpoints.iter()).enumerate() {
+            let prefix = if index == 0 { "solana".to_string() } else { format!("solana.fallback_endpoints[{}]", index - 1) };
+            let rpc_url = parse_url(&format!("{prefix}.rpc_url"), &endpoint.rpc_url, &["http", "https"], &mut errors);
+            let ws_url = parse_url(&format!("{prefix}.ws_url"), &endpoint.ws_url, &["ws", "wss"], &mut errors);
+            if let (Some(rpc_url), Some(ws_url)) = (rpc_url, ws_url) {
+                endpoints.push(SolanaEndpoint { rpc_url, ws_url });
+            }
+        }
+        let commitment = raw.solana.commitment.parse::<Commitment>().unwrap_or_else(|error| {
+            errors.push(format!("solana.commitment: {error}"));
+            Commitment::default()
+        });
+        let max_subscriptions = positive("solana.max_subscriptions_per_connection", raw.solana.max_subscriptions_per_connection, &mut errors);
+        let max_connections = positive("solana.max_connections_per_endpoint", raw.solana.max_connections_per_endpoint, &mut errors);
+        let stale_after_secs = positive("solana.stale_after_secs", raw.solana.stale_after_secs, &mut errors);
+        let ping_interval_secs = positive("solana.ping_interval_secs", raw.solana.ping_interval_secs, &mut errors);
+        let polling_secs = positive("solana.fallback_polling_interval_secs", raw.solana.fallback_polling_interval_secs, &mut errors);
+        let rpc_timeout_secs = positive("solana.rpc_timeout_secs", raw.solana.rpc_timeout_secs, &mut errors);
+        let websocket_max = positive("server.websocket_max_connections", raw.server.websocket_max_connections, &mut errors);
+        let heartbeat_secs = positive("server.websocket_heartbeat_interval_secs", raw.server.websocket_heartbeat_interval_secs, &mut errors);
+        let shutdown_secs = positive("shutdown_timeout_secs", raw.shutdown_timeout_secs, &mut errors);
+        let retention_hours = positive("retention_hours", raw.retention_hours, &mut errors);
+        let listen = parse_listen("server.listen", &raw.server.listen, &mut errors);
+        let metrics_listen = parse_listen("server.metrics_listen", &raw.server.metrics_listen, &mut errors);
+        if listen == metrics_listen && listen.port() != 0 {
+            errors.push(format!("server.listen and server.metrics_listen are both {listen}: give metrics its own port"));
+        }
+        let log_format = match raw.log_format.as_str() {
+            "pretty" => LogFormat::Pretty,
+            "json" => LogFormat::Json,
+            other => {
+                errors.push(format!("log_format: {other:?} is not pretty or json"));
+                LogFormat::Pretty
+            }
+        };
+        if !is_valid_log_directive(&raw.log_level) {
+            errors.push(format!("log_level: {:?} is not a level (error, warn, info, debug, trace) or directive", raw.log_level));
+        }
+        if raw.data_dir.trim().is_empty() {
+            errors.push("data_dir must not be empty".to_string());
+        }
+        if raw.server_id.trim().is_empty() {
+            errors.push("server_id must not be empty".to_string());
+        }
+        let redis_url = raw.redis.url.as_deref().and_then(|text| parse_url("redis.url", text, &["redis", "rediss"], &mut errors));
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let non_zero = |value: usize| NonZeroUsize::new(value).expect("checked positive above");
+        Ok(Config {
+            data_dir: PathBuf::from(raw.data_dir),
+            log_level: raw.log_level,
+            log_format,
+            server_id: raw.server_id,
+            shutdown_timeout: Duration::from_secs(shutdown_secs),
+            retention: Duration::from_secs(retention_hours.saturating_mul(3600)),
+            solana: SolanaConfig {
+                endpoints,
+                commitment,
+                max_subscriptions_per_connection: non_zero(max_subscriptions),
+                max_connections_per_endpoint: non_zero(max_connections),
+                stale_after: Duration::from_secs(stale_after_secs),
+                ping_interval: Duration::from_secs(ping_interval_secs),
+                fallback_polling_interval: Duration::from_secs(polling_secs),
+                rpc_timeout: Duration::from_secs(rpc_timeout_secs),
+            },
+            server: ServerConfig {
+                listen,
+                metrics_listen,
+                websocket_max_connections: non_zero(websocket_max),
+                websocket_heartbeat_interval: Duration::from_secs(heartbeat_secs),
+            },
+            redis_url,
+        })
+    }
+
+    /// Renders the effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|error| format!("# cannot render the configuration: {error}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> HashMap<String, String> {
+        HashMap::new()
+    }
+
+    #[test]
+    fn defaults_are_mainnet_confirmed_and_data() {
+        let config = load(None, &no_env()).expect("defaults are valid");
+        assert_eq!(config.solana.endpoints.len(), 1);
+        assert_eq!(config.solana.endpoints[0].rpc_url.as_str(), "https://api.mainnet-beta.solana.com/");
+        assert_eq!(config.solana.endpoints[0].ws_url.as_str(), "wss://api.mainnet-beta.solana.com/");
+        assert_eq!(config.solana.commitment, Commitment::Confirmed);
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.solana.max_subscriptions_per_connection.get(), 100);
+        assert_eq!(config.solana.max_connections_per_endpoint.get(), 40);
+        assert_eq!(config.solana.stale_after, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let text = include_str!("../../../config/example.toml");
+        let config = load_str(text, &no_env()).expect("config/example.toml is valid");
+        assert_eq!(config.solana.endpoints.len(), 2);
+        assert_eq!(config.solana.commitment, Commitment::Confirmed);
+    }
+
+    #[test]
+    fn seed_environment_names_override_the_file() {
+        let env: HashMap<String, String> = [
+            ("SOLANA_RPC_URL", "http://127.0.0.1:8899"),
+            ("SOLANA_WS_URL", "ws://127.0.0.1:8900"),
+            ("REDIS_URL", "redis://:pw@127.0.0.1:6379/0"),
+            ("SERVER_ID", "node-b"),
+            ("WEBSOCKET_MAX_CONNECTIONS", "7"),
+            ("WEBSOCKET_HEARTBEAT_INTERVAL", "3"),
+            ("LOG_LEVEL", "debug"),
+            ("WALLETWATCH_DATA_DIR", "/var/lib/walletwatch"),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect();
+        let config = load_str("server_id = \"from-file\"\n[solana]\nrpc_url = \"https://x.example\"\n", &env).expect("valid");
+        assert_eq!(config.solana.endpoints[0].rpc_url.as_str(), "http://127.0.0.1:8899/");
+        assert_eq!(config.solana.endpoints[0].ws_url.as_str(), "ws://127.0.0.1:8900/");
+        assert_eq!(config.server_id, "node-b");
+        assert_eq!(config.server.websocket_max_connections.get(), 7);
+        assert_eq!(config.server.websocket_heartbeat_interval, Duration::from_secs(3));
+        assert_eq!(config.log_level, "debug");
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/walletwatch"));
+        assert_eq!(config.redis_url.expect("set").to_string(), "redis://:**REDACTED**@127.0.0.1:6379/0");
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let text = r#"
+log_format = "xml"
+retention_hours = 0
+[solana]
+rpc_url = "ftp://nope"
+ws_url = "not a url"
+commitment = "max"
+max_subscriptions_per_connection = 0
+[server]
+listen = "localhost"
+"#;
+        let error = load_str(text, &HashMap::from([("WEBSOCKET_MAX_CONNECTIONS".into(), "many".into())])).expect_err("invalid");
+        let joined = error.errors.join("\n");
+        for needle in [
+            "WEBSOCKET_MAX_CONNECTIONS",
+            "solana.rpc_url",
+            "solana.ws_url",
+            "solana.commitment",
+            "max_subscriptions_per_connection",
+            "server.listen",
+            "log_format",
+            "retention_hours",
+        ] {
+            assert!(joined.contains(needle), "missing {needle} in:\n{joined}");
+        }
+        assert_eq!(error.errors.len(), 8, "{joined}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let error = load_str("[solana]\ncomitment = \"confirmed\"\n", &no_env()).expect_err("typo");
+        assert!(error.to_string().contains("comitment"), "{error}");
+    }
+
+    #[test]
+    fn api_keys_never_print() {
+        let env = HashMap::from([("SOLANA_RPC_URL".to_string(), "https://rpc.example/?api-key=s3cr3t".to_string())]);
+        let config = load(None, &env).expect("valid");
+        let printed = format!("{config:?}\n{}", config.to_redacted_toml());
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+        assert!(printed.contains("api-key=REDACTED"), "{printed}");
+        assert_eq!(config.solana.endpoints[0].rpc_url.expose().query(), Some("api-key=s3cr3t"));
+    }
+
+    #[test]
+    fn interpolation_feeds_the_parser() {
+        let env = HashMap::from([("WW_COMMITMENT".to_string(), "finalized".to_string())]);
+        let config = load_str("[solana]\ncommitment = \"${WW_COMMITMENT:-confirmed}\"\n", &env).expect("valid");
+        assert_eq!(config.solana.commitment, Commitment::Finalized);
+        let error = load_str("[solana]\nrpc_url = \"${MISSING_URL}\"\n", &no_env()).expect_err("unset");
+        assert!(error.errors[0].contains("MISSING_URL"), "{error}");
+    }
+}

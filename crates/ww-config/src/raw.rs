@@ -1,0 +1,219 @@
+//! The configuration file as written: serde types with defaults.
+//!
+//! Field doc comments are the user documentation (`config/example.toml`
+//! repeats them). Unknown keys are rejected so that a typo never silently
+//! falls back to a default.
+
+use serde::{Deserialize, Serialize};
+
+pub(crate) const DEFAULT_SOLANA_RPC_URL: &str = "https://api.mainnet-beta.solana.com";
+pub(crate) const DEFAULT_SOLANA_WS_URL: &str = "wss://api.mainnet-beta.solana.com";
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Directory of the embedded store (`walletwatch.redb`). Env: `WALLETWATCH_DATA_DIR`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: String,
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing directive
+    /// such as `info,ww_solana=debug`. Env: `LOG_LEVEL`.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// `pretty` for people, `json` for log collectors.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+    /// This instance's name in logs, metrics and `/api/ws/connections`. Env: `SERVER_ID`.
+    #[serde(default = "default_server_id")]
+    pub server_id: String,
+    /// How long a graceful shutdown may take before remaining work is aborted.
+    #[serde(default = "default_shutdown_timeout_secs")]
+    pub shutdown_timeout_secs: u64,
+    /// How long (wallet, signature) keys are remembered for deduplication.
+    #[serde(default = "default_retention_hours")]
+    pub retention_hours: u64,
+    /// Solana endpoints and subscription behaviour.
+    #[serde(default)]
+    pub solana: RawSolana,
+    /// walletwatch's own API, WebSocket and metrics listeners.
+    #[serde(default)]
+    pub server: RawServer,
+    /// Optional Redis for multi-instance fan-out.
+    #[serde(default)]
+    pub redis: RawRedis,
+}
+
+/// `[solana]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSolana {
+    /// HTTP JSON-RPC endpoint. Env: `SOLANA_RPC_URL`. An API key in the query or
+    /// user info is redacted whenever walletwatch prints the URL.
+    #[serde(default = "default_rpc_url")]
+    pub rpc_url: String,
+    /// PubSub WebSocket endpoint. Env: `SOLANA_WS_URL`.
+    #[serde(default = "default_ws_url")]
+    pub ws_url: String,
+    /// Further endpoints used, in order, when the first one fails.
+    #[serde(default)]
+    pub fallback_endpoints: Vec<RawEndpoint>,
+    /// `processed`, `confirmed` or `finalized`.
+    #[serde(default = "default_commitment")]
+    pub commitment: String,
+    /// Subscriptions per WebSocket connection (the common provider convention is 100).
+    #[serde(default = "default_max_subscriptions_per_connection")]
+    pub max_subscriptions_per_connection: usize,
+    /// WebSocket connections per endpoint (public mainnet allows 40 per IP).
+    #[serde(default = "default_max_connections_per_endpoint")]
+    pub max_connections_per_endpoint: usize,
+    /// A connection with no heartbeat for this long is declared dead and replaced.
+    #[serde(default = "default_stale_after_secs")]
+    pub stale_after_secs: u64,
+    /// WebSocket ping interval; a pong must arrive before the next ping.
+    #[serde(default = "default_ping_interval_secs")]
+    pub ping_interval_secs: u64,
+    /// Polling interval while WebSockets are unavailable.
+    #[serde(default = "default_fallback_polling_interval_secs")]
+    pub fallback_polling_interval_secs: u64,
+    /// Timeout of one HTTP JSON-RPC request.
+    #[serde(default = "default_rpc_timeout_secs")]
+    pub rpc_timeout_secs: u64,
+}
+
+/// One extra endpoint in `[[solana.fallback_endpoints]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    /// HTTP JSON-RPC URL.
+    pub rpc_url: String,
+    /// PubSub WebSocket URL.
+    pub ws_url: String,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// API and WebSocket listen address. Env: `WALLETWATCH_LISTEN`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Prometheus metrics listen address. Env: `WALLETWATCH_METRICS_LISTEN`.
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: String,
+    /// Most WebSocket clients at once. Env: `WEBSOCKET_MAX_CONNECTIONS`.
+    #[serde(default = "default_websocket_max_connections")]
+    pub websocket_max_connections: usize,
+    /// Seconds between heartbeats to WebSocket clients. Env: `WEBSOCKET_HEARTBEAT_INTERVAL`.
+    #[serde(default = "default_websocket_heartbeat_interval_secs")]
+    pub websocket_heartbeat_interval_secs: u64,
+}
+
+/// `[redis]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// `redis://[:password@]host:port/db`; unset means one instance, no Redis. Env: `REDIS_URL`.
+    pub url: Option<String>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            log_level: default_log_level(),
+            log_format: default_log_format(),
+            server_id: default_server_id(),
+            shutdown_timeout_secs: default_shutdown_timeout_secs(),
+            retention_hours: default_retention_hours(),
+            solana: RawSolana::default(),
+            server: RawServer::default(),
+            redis: RawRedis::default(),
+        }
+    }
+}
+
+impl Default for RawSolana {
+    fn default() -> Self {
+        Self {
+            rpc_url: default_rpc_url(),
+            ws_url: default_ws_url(),
+            fallback_endpoints: Vec::new(),
+            commitment: default_commitment(),
+            max_subscriptions_per_connection: default_max_subscriptions_per_connection(),
+            max_connections_per_endpoint: default_max_connections_per_endpoint(),
+            stale_after_secs: default_stale_after_secs(),
+            ping_interval_secs: default_ping_interval_secs(),
+            fallback_polling_interval_secs: default_fallback_polling_interval_secs(),
+            rpc_timeout_secs: default_rpc_timeout_secs(),
+        }
+    }
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            metrics_listen: default_metrics_listen(),
+            websocket_max_connections: default_websocket_max_connections(),
+            websocket_heartbeat_interval_secs: default_websocket_heartbeat_interval_secs(),
+        }
+    }
+}
+
+fn default_data_dir() -> String {
+    "./data".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_log_format() -> String {
+    "pretty".into()
+}
+fn default_server_id() -> String {
+    "walletwatch-1".into()
+}
+fn default_shutdown_timeout_secs() -> u64 {
+    10
+}
+fn default_retention_hours() -> u64 {
+    168
+}
+fn default_rpc_url() -> String {
+    DEFAULT_SOLANA_RPC_URL.into()
+}
+fn default_ws_url() -> String {
+    DEFAULT_SOLANA_WS_URL.into()
+}
+fn default_commitment() -> String {
+    "confirmed".into()
+}
+fn default_max_subscriptions_per_connection() -> usize {
+    100
+}
+fn default_max_connections_per_endpoint() -> usize {
+    40
+}
+fn default_stale_after_secs() -> u64 {
+    120
+}
+fn default_ping_interval_secs() -> u64 {
+    30
+}
+fn default_fallback_polling_interval_secs() -> u64 {
+    15
+}
+fn default_rpc_timeout_secs() -> u64 {
+    30
+}
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9090".into()
+}
+fn default_websocket_max_connections() -> usize {
+    1000
+}
+fn default_websocket_heartbeat_interval_secs() -> u64 {
+    30
+}

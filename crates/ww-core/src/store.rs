@@ -1,0 +1,203 @@
+//! The `Store` trait: walletwatch's durable state behind one interface.
+//!
+//! The embedded redb store is the default; PostgreSQL implements the same
+//! trait for multi-machine deployments. Methods are synchronous because the
+//! embedded store does blocking file IO: async callers run them through
+//! `spawn_blocking`.
+//!
+//! Invariants every implementation keeps:
+//! - [`Store::record_events`] is atomic: an event, its seen-key, its outbox jobs
+//!   and the wallet counters commit together or not at all, and a (wallet,
+//!   signature) pair already seen is never stored twice;
+//! - [`Store::advance_cursor`] is compare-and-set, so two writers (live and
+//!   backfill) cannot both move a cursor from the same position;
+//! - an acknowledged write survives a crash (`kill -9`, power loss).
+
+use crate::event::{ActivityEvent, StoredEvent};
+use crate::ids::{Chain, EventSeq, Position, Signature, WalletAddress};
+use crate::time::UnixMillis;
+use crate::wallet::{SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
+
+/// A store failure. Messages name the file or operation and what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be opened or read; the message says why.
+    #[error("cannot open the store at {path}: {reason}")]
+    Open {
+        /// The store's location.
+        path: String,
+        /// What went wrong and what to do about it.
+        reason: String,
+    },
+    /// The store was written by a newer walletwatch.
+    #[error(
+        "the store at {path} has schema version {found}, newer than this walletwatch supports \
+         ({supported}); upgrade walletwatch or use another --data-dir (the file was left untouched)"
+    )]
+    NewerSchema {
+        /// The store's location.
+        path: String,
+        /// Version found in the file.
+        found: u32,
+        /// Highest version this build understands.
+        supported: u32,
+    },
+    /// The store is locked by another process.
+    #[error(
+        "the store at {path} is in use by another walletwatch process; stop it or use another --data-dir"
+    )]
+    Locked {
+        /// The store's location.
+        path: String,
+    },
+    /// A cursor compare-and-set found another value than expected.
+    #[error("cursor for {address} moved concurrently: expected {expected:?}, found {found:?}")]
+    CursorConflict {
+        /// The address whose cursor conflicted.
+        address: WalletAddress,
+        /// The position the caller expected.
+        expected: Option<Position>,
+        /// The position actually stored.
+        found: Option<Position>,
+    },
+    /// The disk is full or the file system refused the write; nothing was committed.
+    #[error("the store could not write ({reason}); nothing was committed: free disk space and retry")]
+    Write {
+        /// The underlying error.
+        reason: String,
+    },
+    /// A stored value could not be decoded: the file is damaged.
+    #[error("the store holds a damaged record in {table}: {reason}")]
+    Corrupt {
+        /// The table holding the record.
+        table: &'static str,
+        /// The decode error.
+        reason: String,
+    },
+    /// Any other backend failure.
+    #[error("store backend error: {0}")]
+    Backend(String),
+}
+
+/// A request to track a wallet for a user.
+#[derive(Debug, Clone)]
+pub struct TrackRequest {
+    /// The chain.
+    pub chain: Chain,
+    /// The address.
+    pub address: WalletAddress,
+    /// A label; `None` keeps an existing one.
+    pub label: Option<String>,
+    /// The user tracking it.
+    pub user: String,
+}
+
+/// An event to record, with the destinations it must be delivered to.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The event.
+    pub event: ActivityEvent,
+    /// Destination ids; one outbox job is written per destination.
+    pub destinations: Vec<String>,
+}
+
+/// What recording one event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// The event was new and stored with this sequence number.
+    Inserted(EventSeq),
+    /// The (wallet, signature) pair was already seen: nothing was written.
+    Duplicate,
+}
+
+/// Which events to read.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Only this wallet's events.
+    pub wallet: Option<WalletAddress>,
+    /// Only events with a greater sequence number.
+    pub after: Option<EventSeq>,
+    /// At most this many. With `after`, the oldest ones after it; without, the newest.
+    pub limit: usize,
+}
+
+/// One pending delivery in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxJob {
+    /// The job's id (unique per store).
+    pub id: u64,
+    /// The event to deliver.
+    pub seq: EventSeq,
+    /// The destination id.
+    pub destination: String,
+    /// The event's wallet (part of the idempotency key).
+    pub wallet: WalletAddress,
+    /// The event's signature (part of the idempotency key).
+    pub signature: Signature,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Not to be tried before this instant.
+    pub next_attempt_at: UnixMillis,
+}
+
+/// Durable state. See the module docs for the invariants.
+pub trait Store: Send + Sync + 'static {
+    /// Starts tracking a wallet for a user (or updates its label).
+    fn track_wallet(&self, request: &TrackRequest, now: UnixMillis) -> Result<TrackOutcome, StoreError>;
+
+    /// Stops tracking a wallet for a user; the wallet is removed with its last user.
+    fn untrack_wallet(&self, address: &WalletAddress, user: &str) -> Result<UntrackOutcome, StoreError>;
+
+    /// Returns one wallet.
+    fn wallet(&self, address: &WalletAddress) -> Result<Option<WalletRecord>, StoreError>;
+
+    /// Returns every tracked wallet, ordered by address.
+    fn wallets(&self) -> Result<Vec<WalletRecord>, StoreError>;
+
+    /// Sets the subscription status of these wallets (unknown ones are skipped).
+    fn set_subscription_status(
+        &self,
+        addresses: &[WalletAddress],
+        status: SubscriptionStatus,
+    ) -> Result<(), StoreError>;
+
+    /// Returns the newest fully processed position of an address.
+    fn cursor(&self, address: &WalletAddress) -> Result<Option<Position>, StoreError>;
+
+    /// Moves a cursor from `from` to `to`; fails with [`StoreError::CursorConflict`]
+    /// unless the stored cursor equals `from`.
+    fn advance_cursor(
+        &self,
+        address: &WalletAddress,
+        from: Option<&Position>,
+        to: &Position,
+    ) -> Result<(), StoreError>;
+
+    /// Atomically records new events: for each one not yet seen, marks its
+    /// (wallet, signature) seen until `seen_expires_at`, stores it with the
+    /// next sequence number, writes its outbox jobs and updates the wallet's
+    /// counters. Returns one outcome per input, in order.
+    fn record_events(
+        &self,
+        events: &[NewEvent],
+        seen_expires_at: UnixMillis,
+    ) -> Result<Vec<RecordOutcome>, StoreError>;
+
+    /// Returns whether a (wallet, signature) pair was seen and not yet pruned.
+    fn is_seen(&self, wallet: &WalletAddress, signature: &Signature) -> Result<bool, StoreError>;
+
+    /// Removes seen-keys that expired before `now`; returns how many.
+    fn prune_seen(&self, now: UnixMillis) -> Result<u64, StoreError>;
+
+    /// Returns stored events, ordered by sequence number.
+    fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Returns outbox jobs due at `now`, oldest first.
+    fn outbox_due(&self, now: UnixMillis, limit: usize) -> Result<Vec<OutboxJob>, StoreError>;
+
+    /// Removes a delivered job.
+    fn outbox_complete(&self, job_id: u64) -> Result<(), StoreError>;
+
+    /// Returns the number of jobs in the outbox.
+    fn outbox_depth(&self) -> Result<u64, StoreError>;
+}

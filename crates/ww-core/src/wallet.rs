@@ -1,0 +1,127 @@
+//! Tracked wallets: the record every store keeps per address (the seed's
+//! `Wallets` fields) and its subscription status.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Chain, Signature, Slot, WalletAddress};
+use crate::time::UnixMillis;
+
+/// The state of a wallet's live subscription, as shown by `walletwatch list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum SubscriptionStatus {
+    /// Tracked, but no running daemon has subscribed it yet.
+    #[default]
+    Pending,
+    /// Subscribed on a healthy connection.
+    Active,
+    /// Its connection dropped and is being re-established.
+    Reconnecting,
+    /// Not subscribed (the daemon stopped, or its connection closed).
+    Disconnected,
+    /// Its endpoint gave up after repeated failures (slow retries continue).
+    Failed,
+    /// Followed by the fallback polling path while WebSockets are down.
+    Polling,
+}
+
+impl SubscriptionStatus {
+    /// Returns the display name (`Active`, `Disconnected`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionStatus::Pending => "Pending",
+            SubscriptionStatus::Active => "Active",
+            SubscriptionStatus::Reconnecting => "Reconnecting",
+            SubscriptionStatus::Disconnected => "Disconnected",
+            SubscriptionStatus::Failed => "Failed",
+            SubscriptionStatus::Polling => "Polling",
+        }
+    }
+}
+
+impl fmt::Display for SubscriptionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SubscriptionStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        [
+            SubscriptionStatus::Pending,
+            SubscriptionStatus::Active,
+            SubscriptionStatus::Reconnecting,
+            SubscriptionStatus::Disconnected,
+            SubscriptionStatus::Failed,
+            SubscriptionStatus::Polling,
+        ]
+        .into_iter()
+        .find(|status| status.as_str().eq_ignore_ascii_case(text))
+        .ok_or_else(|| format!("unknown subscription status {text:?}"))
+    }
+}
+
+/// The newest transaction recorded for a wallet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastTransaction {
+    /// Its signature.
+    pub signature: Signature,
+    /// Its slot.
+    pub slot: Slot,
+    /// Block time (Unix seconds) when known, else when walletwatch saw it.
+    pub at: UnixMillis,
+}
+
+/// A tracked wallet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletRecord {
+    /// The wallet's address.
+    pub address: WalletAddress,
+    /// A human nickname shown in messages.
+    pub label: Option<String>,
+    /// The chain it lives on.
+    pub chain: Chain,
+    /// Users tracking it; the wallet is removed when the last one untracks.
+    pub tracking_users: BTreeSet<String>,
+    /// When it was first tracked.
+    pub added_at: UnixMillis,
+    /// The newest transaction recorded for it.
+    pub last_transaction: Option<LastTransaction>,
+    /// How many events were recorded for it.
+    pub transaction_count: u64,
+    /// The live subscription's state.
+    pub subscription_status: SubscriptionStatus,
+}
+
+/// The user that owns wallets tracked without `--user` (the CLI's default).
+pub const DEFAULT_USER: &str = "local";
+
+/// What `track` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackOutcome {
+    /// The wallet was not tracked before.
+    Added,
+    /// It was tracked by others; this user was added.
+    UserAdded,
+    /// This user already tracked it (its label may have been updated).
+    AlreadyTracked,
+}
+
+/// What `untrack` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UntrackOutcome {
+    /// The last user untracked it: the wallet is gone.
+    Removed,
+    /// This user stopped tracking it; others still do.
+    UserRemoved {
+        /// How many users still track it.
+        remaining_users: usize,
+    },
+    /// The wallet (or this user's tracking of it) was not there.
+    NotTracked,
+}

@@ -1,0 +1,276 @@
+//! `RpcClient`: Solana JSON-RPC over HTTP.
+//!
+//! One `reqwest::Client` (connection pool, HTTP/2 where offered) per
+//! endpoint. Replies are size-capped and parsed with serde into exactly the
+//! fields walletwatch uses; anything else is a [`RpcError::Malformed`], never
+//! a panic. Errors carry the endpoint's host, never the URL (it may hold an
+//! API key). Retrying is the caller's choice, guided by
+//! [`RpcError::is_retryable`] and [`RpcError::retry_after`].
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), ww_solana::RpcError> {
+//! use ww_solana::{RpcClient, SignaturesQuery};
+//! let client = RpcClient::new("http://127.0.0.1:8899".parse().unwrap(), std::time::Duration::from_secs(30));
+//! let wallet = "9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM".parse().unwrap();
+//! let newest = client.get_signatures_for_address(&wallet, &SignaturesQuery::default()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use url::Url;
+use ww_core::{Commitment, Signature, Slot, WalletAddress};
+
+use crate::error::RpcError;
+
+/// Largest reply body accepted (a full block of transactions stays below it).
+const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+
+/// `getSignaturesForAddress` returns at most this many entries a call.
+pub const MAX_SIGNATURES_PER_PAGE: usize = 1000;
+
+/// A Solana JSON-RPC client for one endpoint.
+#[derive(Debug, Clone)]
+pub struct RpcClient {
+    http: reqwest::Client,
+    url: Url,
+    endpoint_label: String,
+    next_request_id: std::sync::Arc<AtomicU64>,
+}
+
+/// Paging of `getSignaturesForAddress` (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct SignaturesQuery {
+    /// Start strictly before this signature (older entries).
+    pub before: Option<Signature>,
+    /// Stop at this signature (exclusive).
+    pub until: Option<Signature>,
+    /// At most this many (1..=1000; 0 means 1000).
+    pub limit: usize,
+    /// Commitment; `processed` is not allowed by nodes and is sent as `confirmed`.
+    pub commitment: Commitment,
+}
+
+/// One entry of `getSignaturesForAddress`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureInfo {
+    /// The transaction signature.
+    pub signature: Signature,
+    /// Its slot.
+    pub slot: Slot,
+    /// The transaction error, when it failed.
+    #[serde(default)]
+    pub err: Option<Value>,
+    /// Block time (Unix seconds), when known.
+    #[serde(default)]
+    pub block_time: Option<i64>,
+    /// The memo, when the transaction had one.
+    #[serde(default)]
+    pub memo: Option<String>,
+    /// `processed`, `confirmed` or `finalized`.
+    #[serde(default)]
+    pub confirmation_status: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    #[serde(default)]
+    result: Option<Value>,
+    #[serde(default)]
+    error: Option<ReplyError>,
+}
+
+#[derive(Deserialize)]
+struct ReplyError {
+    code: i64,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct WithContext<T> {
+    value: T,
+}
+
+fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let text = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    text.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+impl RpcClient {
+    /// Creates a client; `timeout` bounds each request.
+    pub fn new(url: Url, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("walletwatch/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        let endpoint_label = match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_string(),
+            _ => "unknown".to_string(),
+        };
+        Self { http, url, endpoint_label, next_request_id: std::sync::Arc::new(AtomicU64::new(1)) }
+    }
+
+    /// Returns the endpoint's host label (safe for logs and metrics).
+    pub fn endpoint_label(&self) -> &str {
+        &self.endpoint_label
+    }
+
+    /// Sends one JSON-RPC request and decodes its `result`.
+    pub async fn call<T: DeserializeOwned>(&self, method: &'static str, params: Value) -> Result<T, RpcError> {
+        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let transport = |source| RpcError::Transport { method, endpoint: self.endpoint_label.clone(), source };
+        let response = self.http.post(self.url.clone()).json(&body).send().await.map_err(transport)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(RpcError::Http {
+                method,
+                endpoint: self.endpoint_label.clone(),
+                status: status.as_u16(),
+                retry_after: parse_retry_after(response.headers()),
+            });
+        }
+        if response.content_length().is_some_and(|length| length > MAX_REPLY_BYTES as u64) {
+            return Err(RpcError::Malformed { method, reason: format!("reply larger than {MAX_REPLY_BYTES} bytes") });
+        }
+        let bytes = read_capped(response, MAX_REPLY_BYTES).await.map_err(|error| match error {
+            CappedReadError::Transport(source) => transport(source),
+            CappedReadError::TooLarge => {
+                RpcError::Malformed { method, reason: format!("reply larger than {MAX_REPLY_BYTES} bytes") }
+            }
+        })?;
+        let reply: Reply = serde_json::from_slice(&bytes)
+            .map_err(|error| RpcError::Malformed { method, reason: format!("not a JSON-RPC reply: {error}") })?;
+        if let Some(error) = reply.error {
+            return Err(RpcError::Node { method, code: error.code, message: error.message });
+        }
+        let result = reply.result.unwrap_or(Value::Null);
+        serde_json::from_value(result).map_err(|error| RpcError::Malformed { method, reason: error.to_string() })
+    }
+
+    /// `getSlot` at a commitment.
+    pub async fn get_slot(&self, commitment: Commitment) -> Result<Slot, RpcError> {
+        self.call("getSlot", json!([{"commitment": commitment.as_str()}])).await
+    }
+
+    /// `getVersion`: the node's `solana-core` version string.
+    pub async fn get_version(&self) -> Result<String, RpcError> {
+        #[derive(Deserialize)]
+        struct Version {
+            #[serde(rename = "solana-core")]
+            solana_core: String,
+        }
+        let version: Version = self.call("getVersion", json!([])).await?;
+        Ok(version.solana_core)
+    }
+
+    /// `getBalance` in lamports.
+    pub async fn get_balance(&self, address: &WalletAddress, commitment: Commitment) -> Result<u64, RpcError> {
+        let reply: WithContext<u64> =
+            self.call("getBalance", json!([address.as_str(), {"commitment": commitment.as_str()}])).await?;
+        Ok(reply.value)
+    }
+
+    /// `getSignaturesForAddress`: newest first, one page.
+    pub async fn get_signatures_for_address(
+        &self,
+        address: &WalletAddress,
+        query: &SignaturesQuery,
+    ) -> Result<Vec<SignatureInfo>, RpcError> {
+        let limit = if query.limit == 0 { MAX_SIGNATURES_PER_PAGE } else { query.limit.min(MAX_SIGNATURES_PER_PAGE) };
+        // Nodes reject `processed` for this method.
+        let commitment = match query.commitment {
+            Commitment::Processed => Commitment::Confirmed,
+            other => other,
+        };
+        let mut options = serde_json::Map::new();
+        options.insert("limit".into(), json!(limit));
+        options.insert("commitment".into(), json!(commitment.as_str()));
+        if let Some(before) = &query.before {
+            options.insert("before".into(), json!(before.as_str()));
+        }
+        if let Some(until) = &query.until {
+            options.insert("until".into(), json!(until.as_str()));
+        }
+        self.call("getSignaturesForAddress", json!([address.as_str(), options])).await
+    }
+
+    /// `getTransaction` (jsonParsed, versioned transactions allowed); `None`
+    /// when the node does not have it (yet).
+    pub async fn get_transaction(&self, signature: &Signature, commitment: Commitment) -> Result<Option<Value>, RpcError> {
+        let commitment = match commitment {
+            Commitment::Processed => Commitment::Confirmed,
+            other => other,
+        };
+        self.call(
+            "getTransaction",
+            json!([signature.as_str(), {
+                "encoding": "jsonParsed",
+                "commitment": commitment.as_str(),
+                "maxSupportedTransactionVersion": 0
+            }]),
+        )
+        .await
+    }
+}
+
+enum CappedReadError {
+    Transport(reqwest::Error),
+    TooLarge,
+}
+
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, CappedReadError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(CappedReadError::Transport)? {
+        if body.len() + chunk.len() > cap {
+            return Err(CappedReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_are_parsed() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::RETRY_AFTER, "7".parse().expect("header"));
+        assert_eq!(parse_retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(reqwest::header::RETRY_AFTER, "soon".parse().expect("header"));
+        assert_eq!(parse_retry_after(&headers), None);
+    }
+
+    #[test]
+    fn signature_info_decodes_node_fields() {
+        let entry: SignatureInfo = serde_json::from_value(json!({
+            "signature": bs58_signature(),
+            "slot": 12,
+            "err": null,
+            "memo": null,
+            "blockTime": 1_700_000_000,
+            "confirmationStatus": "confirmed"
+        }))
+        .expect("decode");
+        assert_eq!(entry.slot, Slot(12));
+        assert_eq!(entry.block_time, Some(1_700_000_000));
+        let bad: Result<SignatureInfo, _> = serde_json::from_value(json!({"signature": "xyz0", "slot": 1}));
+        assert!(bad.is_err());
+    }
+
+    fn bs58_signature() -> String {
+        bs58::encode([1u8; 64]).into_string()
+    }
+}

@@ -1,0 +1,3 @@
+//! The HTTP JSON-RPC side of the Solana adapter.
+
+pub mod client;

@@ -1,0 +1,562 @@
+//! `RedbStore`: the embedded store, one redb file in the data directory.
+//!
+//! Every method is one ACID transaction, and every write transaction is made
+//! durable (fsync) before it returns, so an acknowledged write survives
+//! `kill -9` and power loss. Records are JSON (the stable event form), keys
+//! are the natural ids.
+//!
+//! The file is opened in redb's multi-writer mode: the daemon and CLI
+//! commands (`track`, `list`, `events --follow`) share it from separate
+//! processes, one write transaction at a time.
+//!
+//! An existing file is opened, never re-created: a damaged file or one
+//! written by a newer schema is reported and left byte-for-byte untouched.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use ww_core::store::{EventQuery, NewEvent, OutboxJob, RecordOutcome, Store, StoreError, TrackRequest};
+use ww_core::time::UnixMillis;
+use ww_core::wallet::{LastTransaction, SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
+use ww_core::{EventSeq, Position, Signature, StoredEvent, WalletAddress};
+
+use crate::tables::{
+    CURSORS, EVENTS, META, META_NEXT_OUTBOX_ID, META_NEXT_SEQ, META_SCHEMA_VERSION, OUTBOX, SCHEMA_VERSION, SEEN,
+    SEEN_BY_EXPIRY, WALLET_EVENTS, WALLETS,
+};
+
+/// The store file's name inside the data directory.
+pub const STORE_FILE_NAME: &str = "walletwatch.redb";
+
+/// redb's page cache; the working set (wallets, cursors, recent keys) is small.
+const CACHE_SIZE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The embedded store.
+pub struct RedbStore {
+    database: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn backend(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+fn is_disk_full(error: &std::io::Error) -> bool {
+    // ENOSPC (28) and EDQUOT (122) on Linux.
+    matches!(error.raw_os_error(), Some(28) | Some(122)) || error.kind() == std::io::ErrorKind::StorageFull
+}
+
+fn storage_error(error: redb::StorageError) -> StoreError {
+    match error {
+        redb::StorageError::Io(io_error) if is_disk_full(&io_error) => {
+            StoreError::Write { reason: format!("disk full: {io_error}") }
+        }
+        redb::StorageError::Io(io_error) => StoreError::Write { reason: io_error.to_string() },
+        redb::StorageError::Corrupted(reason) => StoreError::Corrupt { table: "file", reason },
+        other => backend(other),
+    }
+}
+
+fn commit_error(error: redb::CommitError) -> StoreError {
+    match error {
+        redb::CommitError::Storage(storage) => storage_error(storage),
+        other => backend(other),
+    }
+}
+
+fn transaction_error(error: redb::TransactionError) -> StoreError {
+    match error {
+        redb::TransactionError::Storage(storage) => storage_error(storage),
+        other => backend(other),
+    }
+}
+
+fn table_error(error: redb::TableError) -> StoreError {
+    match error {
+        redb::TableError::Storage(storage) => storage_error(storage),
+        other => backend(other),
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(backend)
+}
+
+fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt { table, reason: error.to_string() })
+}
+
+fn seen_key(wallet: &WalletAddress, signature: &Signature) -> String {
+    format!("{wallet}:{signature}")
+}
+
+fn read_u64(bytes: &[u8]) -> Result<u64, StoreError> {
+    let array: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt { table: "meta", reason: format!("expected 8 bytes, found {}", bytes.len()) })?;
+    Ok(u64::from_le_bytes(array))
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store in `data_dir`, creating the directory.
+    pub fn open_in_dir(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = data_dir.join(STORE_FILE_NAME);
+        let open_error = |reason: String| StoreError::Open { path: path.display().to_string(), reason };
+        std::fs::create_dir_all(data_dir)
+            .map_err(|error| open_error(format!("cannot create the data directory {}: {error}", data_dir.display())))?;
+        Self::open(&path)
+    }
+
+    /// Opens (or creates) the store file at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let shown_path = path.display().to_string();
+        let open_error = |reason: String| StoreError::Open { path: shown_path.clone(), reason };
+        let exists = path.metadata().map(|metadata| metadata.len() > 0).unwrap_or(false);
+        if exists {
+            // Read the schema version without modifying the file: a newer
+            // schema must be refused before a writable open touches a byte.
+            Self::check_schema_read_only(path)?;
+        }
+        let mut builder = Database::builder();
+        builder.set_cache_size(CACHE_SIZE_BYTES).set_concurrency_mode(redb::ConcurrencyMode::MultiWriter);
+        // An existing file is opened with `open`, which never initializes a
+        // new database in its place; only a missing or empty file is created.
+        let path_owned = path.to_path_buf();
+        // redb may panic on a file altered outside redb; report that as damage.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            if exists { builder.open(&path_owned) } else { builder.create(&path_owned) }
+        }));
+        let database = match opened {
+            Ok(Ok(database)) => database,
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+                return Err(StoreError::Locked { path: shown_path });
+            }
+            Ok(Err(redb::DatabaseError::UpgradeRequired(version))) => {
+                return Err(open_error(format!(
+                    "the file uses redb file format {version}, which this walletwatch cannot read; the file was left untouched"
+                )));
+            }
+            Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(io_error)))) if is_disk_full(&io_error) => {
+                return Err(open_error(format!("disk full while opening: {io_error}")));
+            }
+            Ok(Err(error)) => {
+                return Err(open_error(format!(
+                    "{error}; it is damaged or not a walletwatch store. The file was left untouched: \
+                     move it aside to start afresh, or restore a backup"
+                )));
+            }
+            Err(_) => {
+                return Err(open_error(
+                    "the file is damaged (reading it failed an internal check); the file was left untouched: \
+                     move it aside to start afresh, or restore a backup"
+                        .to_string(),
+                ));
+            }
+        };
+        let store = Self { database, path: path.to_path_buf() };
+        store.initialize_schema()?;
+        Ok(store)
+    }
+
+    /// Refuses a file whose schema is newer than this build, without writing to it.
+    /// Files that need crash recovery cannot be opened read-only; they are
+    /// checked after the (recovering) writable open instead.
+    fn check_schema_read_only(path: &Path) -> Result<(), StoreError> {
+        let mut builder = Database::builder();
+        builder.set_cache_size(CACHE_SIZE_BYTES).set_concurrency_mode(redb::ConcurrencyMode::MultiWriter);
+        let path_owned = path.to_path_buf();
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || builder.open_read_only(&path_owned)));
+        let Ok(Ok(database)) = opened else { return Ok(()) };
+        let Ok(read) = database.begin_read() else { return Ok(()) };
+        let Ok(meta) = read.open_table(META) else { return Ok(()) };
+        let Ok(Some(value)) = meta.get(META_SCHEMA_VERSION) else { return Ok(()) };
+        let found = read_u64(value.value())?;
+        if found > u64::from(SCHEMA_VERSION) {
+            return Err(StoreError::NewerSchema {
+                path: path.display().to_string(),
+                found: u32::try_from(found).unwrap_or(u32::MAX),
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    /// Returns the file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn initialize_schema(&self) -> Result<(), StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let found_version = match read.open_table(META) {
+            Ok(meta) => match meta.get(META_SCHEMA_VERSION).map_err(storage_error)? {
+                Some(value) => Some(read_u64(value.value())?),
+                None => None,
+            },
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(error) => return Err(table_error(error)),
+        };
+        drop(read);
+        match found_version {
+            Some(version) if version == u64::from(SCHEMA_VERSION) => Ok(()),
+            Some(version) if version > u64::from(SCHEMA_VERSION) => Err(StoreError::NewerSchema {
+                path: self.path.display().to_string(),
+                found: u32::try_from(version).unwrap_or(u32::MAX),
+                supported: SCHEMA_VERSION,
+            }),
+            Some(version) => Err(StoreError::Open {
+                path: self.path.display().to_string(),
+                reason: format!("schema version {version} has no migration to {SCHEMA_VERSION}"),
+            }),
+            None => self.create_tables(),
+        }
+    }
+
+    fn create_tables(&self) -> Result<(), StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        {
+            let mut meta = write.open_table(META).map_err(table_error)?;
+            // Another process may have initialized the file meanwhile.
+            if meta.get(META_SCHEMA_VERSION).map_err(storage_error)?.is_none() {
+                let has_tables = write.list_tables().map_err(storage_error)?.count() > 1;
+                if has_tables {
+                    return Err(StoreError::Open {
+                        path: self.path.display().to_string(),
+                        reason: "the file has tables but no schema version: it was not written by walletwatch"
+                            .to_string(),
+                    });
+                }
+                meta.insert(META_SCHEMA_VERSION, u64::from(SCHEMA_VERSION).to_le_bytes().as_slice())
+                    .map_err(storage_error)?;
+            }
+            write.open_table(WALLETS).map_err(table_error)?;
+            write.open_table(CURSORS).map_err(table_error)?;
+            write.open_table(SEEN).map_err(table_error)?;
+            write.open_table(SEEN_BY_EXPIRY).map_err(table_error)?;
+            write.open_table(EVENTS).map_err(table_error)?;
+            write.open_table(WALLET_EVENTS).map_err(table_error)?;
+            write.open_table(OUTBOX).map_err(table_error)?;
+        }
+        write.commit().map_err(commit_error)
+    }
+
+    fn read_wallet(table: &impl redb::ReadableTable<&'static str, &'static [u8]>, address: &WalletAddress) -> Result<Option<WalletRecord>, StoreError> {
+        match table.get(address.as_str()).map_err(storage_error)? {
+            Some(bytes) => decode("wallets", bytes.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn next_counter(meta: &mut redb::Table<&'static str, &'static [u8]>, key: &'static str) -> Result<u64, StoreError> {
+        let current = match meta.get(key).map_err(storage_error)? {
+            Some(value) => read_u64(value.value())?,
+            None => 1,
+        };
+        meta.insert(key, (current + 1).to_le_bytes().as_slice()).map_err(storage_error)?;
+        Ok(current)
+    }
+}
+
+impl Store for RedbStore {
+    fn track_wallet(&self, request: &TrackRequest, now: UnixMillis) -> Result<TrackOutcome, StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        let outcome = {
+            let mut wallets = write.open_table(WALLETS).map_err(table_error)?;
+            let existing = Self::read_wallet(&wallets, &request.address)?;
+            let (record, outcome) = match existing {
+                Some(mut record) => {
+                    let is_new_user = record.tracking_users.insert(request.user.clone());
+                    if request.label.is_some() {
+                        record.label.clone_from(&request.label);
+                    }
+                    (record, if is_new_user { TrackOutcome::UserAdded } else { TrackOutcome::AlreadyTracked })
+                }
+                None => (
+                    WalletRecord {
+                        address: request.address.clone(),
+                        label: request.label.clone(),
+                        chain: request.chain,
+                        tracking_users: BTreeSet::from([request.user.clone()]),
+                        added_at: now,
+                        last_transaction: None,
+                        transaction_count: 0,
+                        subscription_status: SubscriptionStatus::Pending,
+                    },
+                    TrackOutcome::Added,
+                ),
+            };
+            wallets.insert(request.address.as_str(), encode(&record)?.as_slice()).map_err(storage_error)?;
+            outcome
+        };
+        write.commit().map_err(commit_error)?;
+        Ok(outcome)
+    }
+
+    fn untrack_wallet(&self, address: &WalletAddress, user: &str) -> Result<UntrackOutcome, StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        let outcome = {
+            let mut wallets = write.open_table(WALLETS).map_err(table_error)?;
+            match Self::read_wallet(&wallets, address)? {
+                None => UntrackOutcome::NotTracked,
+                Some(mut record) => {
+                    if !record.tracking_users.remove(user) {
+                        UntrackOutcome::NotTracked
+                    } else if record.tracking_users.is_empty() {
+                        wallets.remove(address.as_str()).map_err(storage_error)?;
+                        UntrackOutcome::Removed
+                    } else {
+                        wallets.insert(address.as_str(), encode(&record)?.as_slice()).map_err(storage_error)?;
+                        UntrackOutcome::UserRemoved { remaining_users: record.tracking_users.len() }
+                    }
+                }
+            }
+        };
+        write.commit().map_err(commit_error)?;
+        Ok(outcome)
+    }
+
+    fn wallet(&self, address: &WalletAddress) -> Result<Option<WalletRecord>, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let wallets = read.open_table(WALLETS).map_err(table_error)?;
+        Self::read_wallet(&wallets, address)
+    }
+
+    fn wallets(&self) -> Result<Vec<WalletRecord>, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let wallets = read.open_table(WALLETS).map_err(table_error)?;
+        let mut records = Vec::new();
+        for entry in wallets.iter().map_err(storage_error)? {
+            let (_, value) = entry.map_err(storage_error)?;
+            records.push(decode("wallets", value.value())?);
+        }
+        Ok(records)
+    }
+
+    fn set_subscription_status(&self, addresses: &[WalletAddress], status: SubscriptionStatus) -> Result<(), StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        {
+            let mut wallets = write.open_table(WALLETS).map_err(table_error)?;
+            for address in addresses {
+                let Some(mut record) = Self::read_wallet(&wallets, address)? else { continue };
+                if record.subscription_status != status {
+                    record.subscription_status = status;
+                    wallets.insert(address.as_str(), encode(&record)?.as_slice()).map_err(storage_error)?;
+                }
+            }
+        }
+        write.commit().map_err(commit_error)
+    }
+
+    fn cursor(&self, address: &WalletAddress) -> Result<Option<Position>, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let cursors = read.open_table(CURSORS).map_err(table_error)?;
+        match cursors.get(address.as_str()).map_err(storage_error)? {
+            Some(bytes) => decode("cursors", bytes.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn advance_cursor(&self, address: &WalletAddress, from: Option<&Position>, to: &Position) -> Result<(), StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        {
+            let mut cursors = write.open_table(CURSORS).map_err(table_error)?;
+            let found: Option<Position> = match cursors.get(address.as_str()).map_err(storage_error)? {
+                Some(bytes) => Some(decode("cursors", bytes.value())?),
+                None => None,
+            };
+            if found.as_ref() != from {
+                return Err(StoreError::CursorConflict { address: address.clone(), expected: from.cloned(), found });
+            }
+            cursors.insert(address.as_str(), encode(to)?.as_slice()).map_err(storage_error)?;
+        }
+        write.commit().map_err(commit_error)
+    }
+
+    fn record_events(&self, events: &[NewEvent], seen_expires_at: UnixMillis) -> Result<Vec<RecordOutcome>, StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        let mut outcomes = Vec::with_capacity(events.len());
+        {
+            let mut meta = write.open_table(META).map_err(table_error)?;
+            let mut seen = write.open_table(SEEN).map_err(table_error)?;
+            let mut seen_by_expiry = write.open_table(SEEN_BY_EXPIRY).map_err(table_error)?;
+            let mut stored_events = write.open_table(EVENTS).map_err(table_error)?;
+            let mut wallet_events = write.open_table(WALLET_EVENTS).map_err(table_error)?;
+            let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
+            let mut wallets = write.open_table(WALLETS).map_err(table_error)?;
+            for new_event in events {
+                let event = &new_event.event;
+                let key = seen_key(&event.wallet, &event.signature);
+                if seen.get(key.as_str()).map_err(storage_error)?.is_some() {
+                    outcomes.push(RecordOutcome::Duplicate);
+                    continue;
+                }
+                seen.insert(key.as_str(), seen_expires_at.0).map_err(storage_error)?;
+                seen_by_expiry.insert((seen_expires_at.0, key.as_str()), ()).map_err(storage_error)?;
+                let seq = EventSeq(Self::next_counter(&mut meta, META_NEXT_SEQ)?);
+                let stored = StoredEvent { seq, event: event.clone() };
+                stored_events.insert(seq.0, encode(&stored)?.as_slice()).map_err(storage_error)?;
+                wallet_events.insert((event.wallet.as_str(), seq.0), ()).map_err(storage_error)?;
+                for destination in &new_event.destinations {
+                    let id = Self::next_counter(&mut meta, META_NEXT_OUTBOX_ID)?;
+                    let job = OutboxJobRecord {
+                        id,
+                        seq: seq.0,
+                        destination: destination.clone(),
+                        wallet: event.wallet.clone(),
+                        signature: event.signature.clone(),
+                        attempts: 0,
+                        next_attempt_at: event.emitted_at.0,
+                    };
+                    outbox.insert(id, encode(&job)?.as_slice()).map_err(storage_error)?;
+                }
+                if let Some(mut record) = Self::read_wallet(&wallets, &event.wallet)? {
+                    record.transaction_count += 1;
+                    let is_newer = record.last_transaction.as_ref().is_none_or(|last| event.slot >= last.slot);
+                    if is_newer {
+                        let at = event.block_time.map_or(event.received_at, |seconds| UnixMillis(seconds.saturating_mul(1000)));
+                        record.last_transaction =
+                            Some(LastTransaction { signature: event.signature.clone(), slot: event.slot, at });
+                    }
+                    wallets.insert(event.wallet.as_str(), encode(&record)?.as_slice()).map_err(storage_error)?;
+                }
+                outcomes.push(RecordOutcome::Inserted(seq));
+            }
+        }
+        write.commit().map_err(commit_error)?;
+        Ok(outcomes)
+    }
+
+    fn is_seen(&self, wallet: &WalletAddress, signature: &Signature) -> Result<bool, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let seen = read.open_table(SEEN).map_err(table_error)?;
+        Ok(seen.get(seen_key(wallet, signature).as_str()).map_err(storage_error)?.is_some())
+    }
+
+    fn prune_seen(&self, now: UnixMillis) -> Result<u64, StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        let mut pruned = 0u64;
+        {
+            let mut seen = write.open_table(SEEN).map_err(table_error)?;
+            let mut seen_by_expiry = write.open_table(SEEN_BY_EXPIRY).map_err(table_error)?;
+            let mut expired: Vec<(i64, String)> = Vec::new();
+            for entry in seen_by_expiry.range((i64::MIN, "")..(now.0, "")).map_err(storage_error)? {
+                let (key, _) = entry.map_err(storage_error)?;
+                let (expires_at, seen_key) = key.value();
+                expired.push((expires_at, seen_key.to_string()));
+            }
+            for (expires_at, key) in &expired {
+                seen_by_expiry.remove((*expires_at, key.as_str())).map_err(storage_error)?;
+                // A key re-seen later carries a later expiry; keep it.
+                let current = seen.get(key.as_str()).map_err(storage_error)?.map(|value| value.value());
+                if current == Some(*expires_at) {
+                    seen.remove(key.as_str()).map_err(storage_error)?;
+                    pruned += 1;
+                }
+            }
+        }
+        write.commit().map_err(commit_error)?;
+        Ok(pruned)
+    }
+
+    fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let stored_events = read.open_table(EVENTS).map_err(table_error)?;
+        let after = query.after.map_or(0, |seq| seq.0);
+        let mut sequence_numbers: Vec<u64> = Vec::new();
+        match &query.wallet {
+            Some(wallet) => {
+                let wallet_events = read.open_table(WALLET_EVENTS).map_err(table_error)?;
+                let range = wallet_events
+                    .range((wallet.as_str(), after.saturating_add(1))..=(wallet.as_str(), u64::MAX))
+                    .map_err(storage_error)?;
+                if query.after.is_some() {
+                    for entry in range.take(query.limit) {
+                        sequence_numbers.push(entry.map_err(storage_error)?.0.value().1);
+                    }
+                } else {
+                    for entry in range.rev().take(query.limit) {
+                        sequence_numbers.push(entry.map_err(storage_error)?.0.value().1);
+                    }
+                    sequence_numbers.reverse();
+                }
+            }
+            None => {
+                let range = stored_events.range(after.saturating_add(1)..).map_err(storage_error)?;
+                if query.after.is_some() {
+                    for entry in range.take(query.limit) {
+                        sequence_numbers.push(entry.map_err(storage_error)?.0.value());
+                    }
+                } else {
+                    for entry in range.rev().take(query.limit) {
+                        sequence_numbers.push(entry.map_err(storage_error)?.0.value());
+                    }
+                    sequence_numbers.reverse();
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(sequence_numbers.len());
+        for seq in sequence_numbers {
+            if let Some(bytes) = stored_events.get(seq).map_err(storage_error)? {
+                results.push(decode("events", bytes.value())?);
+            }
+        }
+        Ok(results)
+    }
+
+    fn outbox_due(&self, now: UnixMillis, limit: usize) -> Result<Vec<OutboxJob>, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let outbox = read.open_table(OUTBOX).map_err(table_error)?;
+        let mut jobs = Vec::new();
+        for entry in outbox.iter().map_err(storage_error)? {
+            if jobs.len() >= limit {
+                break;
+            }
+            let (_, value) = entry.map_err(storage_error)?;
+            let record: OutboxJobRecord = decode("outbox", value.value())?;
+            if record.next_attempt_at <= now.0 {
+                jobs.push(OutboxJob {
+                    id: record.id,
+                    seq: EventSeq(record.seq),
+                    destination: record.destination,
+                    wallet: record.wallet,
+                    signature: record.signature,
+                    attempts: record.attempts,
+                    next_attempt_at: UnixMillis(record.next_attempt_at),
+                });
+            }
+        }
+        Ok(jobs)
+    }
+
+    fn outbox_complete(&self, job_id: u64) -> Result<(), StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        write.open_table(OUTBOX).map_err(table_error)?.remove(job_id).map_err(storage_error)?;
+        write.commit().map_err(commit_error)
+    }
+
+    fn outbox_depth(&self) -> Result<u64, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        read.open_table(OUTBOX).map_err(table_error)?.len().map_err(storage_error)
+    }
+}
+
+/// The outbox row as stored.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct OutboxJobRecord {
+    id: u64,
+    seq: u64,
+    destination: String,
+    wallet: WalletAddress,
+    signature: Signature,
+    attempts: u32,
+    next_attempt_at: i64,
+}

@@ -1,0 +1,30 @@
+//! Table definitions and the schema version of the embedded store.
+//!
+//! Bump [`SCHEMA_VERSION`] whenever a table's key or value layout changes, and
+//! add a migration; a file with a newer version is refused, never rewritten.
+
+use redb::TableDefinition;
+
+/// The layout version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `meta`: schema version and counters (u64 little-endian values).
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
+pub(crate) const META_NEXT_SEQ: &str = "next_event_seq";
+pub(crate) const META_NEXT_OUTBOX_ID: &str = "next_outbox_id";
+
+/// `wallets`: address → JSON `WalletRecord`.
+pub(crate) const WALLETS: TableDefinition<&str, &[u8]> = TableDefinition::new("wallets");
+/// `cursors`: address (wallet or token account) → JSON `Position`.
+pub(crate) const CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("cursors");
+/// `seen`: "wallet:signature" → expiry (Unix ms).
+pub(crate) const SEEN: TableDefinition<&str, i64> = TableDefinition::new("seen");
+/// `seen_by_expiry`: (expiry, "wallet:signature") → (), for pruning in order.
+pub(crate) const SEEN_BY_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("seen_by_expiry");
+/// `events`: sequence number → JSON `StoredEvent`.
+pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// `wallet_events`: (wallet, sequence number) → (), the per-wallet index.
+pub(crate) const WALLET_EVENTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("wallet_events");
+/// `outbox`: job id → JSON job.
+pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");

@@ -1,0 +1,188 @@
+use ww_core::event::TxOutcome;
+use ww_core::store::{EventQuery, NewEvent, RecordOutcome, Store, StoreError, TrackRequest};
+use ww_core::time::UnixMillis;
+use ww_core::wallet::{SubscriptionStatus, TrackOutcome, UntrackOutcome};
+use ww_core::{ActivityEvent, Chain, EventSeq, Origin, Position, Signature, Slot, WalletAddress};
+
+use crate::RedbStore;
+
+fn address(byte: u8) -> WalletAddress {
+    WalletAddress::parse(&bs58::encode([byte; 32]).into_string()).expect("valid")
+}
+
+fn signature(byte: u8) -> Signature {
+    Signature::parse(&bs58::encode([byte; 64]).into_string()).expect("valid")
+}
+
+fn event(wallet: &WalletAddress, signature_byte: u8, slot: u64) -> ActivityEvent {
+    ActivityEvent {
+        chain: Chain::Solana,
+        wallet: wallet.clone(),
+        signature: signature(signature_byte),
+        slot: Slot(slot),
+        block_time: Some(1_700_000_000),
+        sol_delta: 1_000,
+        token_deltas: vec![],
+        fee: 5_000,
+        fee_payer: address(99),
+        outcome: TxOutcome::Success,
+        programs: vec![],
+        origin: Origin::Live,
+        received_at: UnixMillis(1),
+        emitted_at: UnixMillis(2),
+    }
+}
+
+fn track(store: &RedbStore, wallet: &WalletAddress, user: &str) -> TrackOutcome {
+    let request = TrackRequest { chain: Chain::Solana, address: wallet.clone(), label: None, user: user.into() };
+    store.track_wallet(&request, UnixMillis(10)).expect("track")
+}
+
+fn open_temp() -> (tempfile::TempDir, RedbStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = RedbStore::open_in_dir(dir.path()).expect("open");
+    (dir, store)
+}
+
+#[test]
+fn track_list_untrack_round_trip_with_users() {
+    let (_dir, store) = open_temp();
+    let wallet = address(1);
+    assert_eq!(track(&store, &wallet, "alice"), TrackOutcome::Added);
+    assert_eq!(track(&store, &wallet, "alice"), TrackOutcome::AlreadyTracked);
+    assert_eq!(track(&store, &wallet, "bob"), TrackOutcome::UserAdded);
+    let record = store.wallet(&wallet).expect("read").expect("present");
+    assert_eq!(record.tracking_users.len(), 2);
+    assert_eq!(record.subscription_status, SubscriptionStatus::Pending);
+    assert_eq!(store.untrack_wallet(&wallet, "alice").expect("untrack"), UntrackOutcome::UserRemoved { remaining_users: 1 });
+    assert_eq!(store.untrack_wallet(&wallet, "alice").expect("untrack"), UntrackOutcome::NotTracked);
+    assert_eq!(store.untrack_wallet(&wallet, "bob").expect("untrack"), UntrackOutcome::Removed);
+    assert!(store.wallets().expect("list").is_empty());
+}
+
+#[test]
+fn events_are_recorded_once_per_wallet_and_signature() {
+    let (_dir, store) = open_temp();
+    let wallet = address(1);
+    let other = address(2);
+    track(&store, &wallet, "alice");
+    let batch = vec![
+        NewEvent { event: event(&wallet, 7, 100), destinations: vec!["discord:1".into()] },
+        NewEvent { event: event(&wallet, 7, 100), destinations: vec!["discord:1".into()] },
+        NewEvent { event: event(&other, 7, 100), destinations: vec![] },
+    ];
+    let outcomes = store.record_events(&batch, UnixMillis(1_000)).expect("record");
+    assert_eq!(outcomes, vec![RecordOutcome::Inserted(EventSeq(1)), RecordOutcome::Duplicate, RecordOutcome::Inserted(EventSeq(2))]);
+    let again = store.record_events(&batch[..1], UnixMillis(1_000)).expect("record");
+    assert_eq!(again, vec![RecordOutcome::Duplicate]);
+
+    let record = store.wallet(&wallet).expect("read").expect("present");
+    assert_eq!(record.transaction_count, 1);
+    assert_eq!(record.last_transaction.expect("set").signature, signature(7));
+    assert_eq!(store.outbox_depth().expect("depth"), 1);
+    let due = store.outbox_due(UnixMillis(10), 10).expect("due");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].destination, "discord:1");
+    store.outbox_complete(due[0].id).expect("complete");
+    assert_eq!(store.outbox_depth().expect("depth"), 0);
+}
+
+#[test]
+fn event_queries_page_by_sequence_and_wallet() {
+    let (_dir, store) = open_temp();
+    let first = address(1);
+    let second = address(2);
+    let batch: Vec<NewEvent> = (0..10u8)
+        .map(|index| NewEvent {
+            event: event(if index % 2 == 0 { &first } else { &second }, index + 1, u64::from(index)),
+            destinations: vec![],
+        })
+        .collect();
+    store.record_events(&batch, UnixMillis(1_000)).expect("record");
+    let newest_three = store.events(&EventQuery { wallet: None, after: None, limit: 3 }).expect("query");
+    assert_eq!(newest_three.iter().map(|stored| stored.seq.0).collect::<Vec<_>>(), vec![8, 9, 10]);
+    let after_four = store.events(&EventQuery { wallet: None, after: Some(EventSeq(4)), limit: 2 }).expect("query");
+    assert_eq!(after_four.iter().map(|stored| stored.seq.0).collect::<Vec<_>>(), vec![5, 6]);
+    let first_wallet = store.events(&EventQuery { wallet: Some(first.clone()), after: None, limit: 100 }).expect("query");
+    assert_eq!(first_wallet.iter().map(|stored| stored.seq.0).collect::<Vec<_>>(), vec![1, 3, 5, 7, 9]);
+    let first_after = store.events(&EventQuery { wallet: Some(first), after: Some(EventSeq(5)), limit: 1 }).expect("query");
+    assert_eq!(first_after.iter().map(|stored| stored.seq.0).collect::<Vec<_>>(), vec![7]);
+}
+
+#[test]
+fn cursor_advances_by_compare_and_set() {
+    let (_dir, store) = open_temp();
+    let wallet = address(1);
+    let first = Position { slot: Slot(5), signature: signature(1) };
+    let second = Position { slot: Slot(9), signature: signature(2) };
+    assert_eq!(store.cursor(&wallet).expect("read"), None);
+    store.advance_cursor(&wallet, None, &first).expect("first advance");
+    let conflict = store.advance_cursor(&wallet, None, &second).expect_err("stale from");
+    assert!(matches!(conflict, StoreError::CursorConflict { .. }), "{conflict}");
+    store.advance_cursor(&wallet, Some(&first), &second).expect("second advance");
+    assert_eq!(store.cursor(&wallet).expect("read"), Some(second));
+}
+
+#[test]
+fn seen_keys_expire_and_are_pruned() {
+    let (_dir, store) = open_temp();
+    let wallet = address(1);
+    store.record_events(&[NewEvent { event: event(&wallet, 1, 1), destinations: vec![] }], UnixMillis(100)).expect("record");
+    store.record_events(&[NewEvent { event: event(&wallet, 2, 2), destinations: vec![] }], UnixMillis(500)).expect("record");
+    assert!(store.is_seen(&wallet, &signature(1)).expect("seen"));
+    assert_eq!(store.prune_seen(UnixMillis(200)).expect("prune"), 1);
+    assert!(!store.is_seen(&wallet, &signature(1)).expect("seen"));
+    assert!(store.is_seen(&wallet, &signature(2)).expect("seen"));
+}
+
+#[test]
+fn status_updates_persist() {
+    let (dir, store) = open_temp();
+    let wallet = address(3);
+    track(&store, &wallet, "alice");
+    store.set_subscription_status(&[wallet.clone(), address(4)], SubscriptionStatus::Active).expect("status");
+    drop(store);
+    let reopened = RedbStore::open_in_dir(dir.path()).expect("reopen");
+    assert_eq!(reopened.wallet(&wallet).expect("read").expect("present").subscription_status, SubscriptionStatus::Active);
+}
+
+#[test]
+fn a_garbage_file_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(crate::STORE_FILE_NAME);
+    let garbage: Vec<u8> = (0..10_000u32).map(|index| (index * 7 % 251) as u8).collect();
+    std::fs::write(&path, &garbage).expect("write");
+    let error = RedbStore::open(&path).expect_err("garbage");
+    assert!(matches!(error, StoreError::Open { .. }), "{error}");
+    assert!(error.to_string().contains("left untouched"), "{error}");
+    assert_eq!(std::fs::read(&path).expect("read"), garbage);
+}
+
+#[test]
+fn a_newer_schema_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(crate::STORE_FILE_NAME);
+    {
+        let database = redb::Database::create(&path).expect("create");
+        let write = database.begin_write().expect("write");
+        {
+            let mut meta = write.open_table(crate::tables::META).expect("meta");
+            meta.insert(crate::tables::META_SCHEMA_VERSION, 99u64.to_le_bytes().as_slice()).expect("insert");
+        }
+        write.commit().expect("commit");
+    }
+    let before = std::fs::read(&path).expect("read");
+    let error = RedbStore::open(&path).expect_err("newer");
+    assert!(matches!(error, StoreError::NewerSchema { found: 99, supported: 1, .. }), "{error}");
+    assert_eq!(std::fs::read(&path).expect("read"), before);
+}
+
+#[test]
+fn two_handles_share_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = RedbStore::open_in_dir(dir.path()).expect("open");
+    let second = RedbStore::open_in_dir(dir.path()).expect("second open in multi-writer mode");
+    track(&first, &address(1), "alice");
+    track(&second, &address(2), "bob");
+    assert_eq!(first.wallets().expect("list").len(), 2);
+}

@@ -1,0 +1,209 @@
+//! Test helpers shared by walletwatch's crates.
+//!
+//! [`LocalNode`] starts a real Solana RPC + PubSub node (the
+//! `walletwatch-localnet` binary, built from `tools/localnet`) on free
+//! loopback ports and drives it: airdrops, SOL transfers, SPL and Token-2022
+//! transfers. Tests talk to the node over RPC exactly as walletwatch does in
+//! production; nothing here is a fake.
+//!
+//! The binary is found through `WALLETWATCH_LOCALNET_BIN`, else in the cargo
+//! target directory (`CARGO_TARGET_DIR` or `./target`) under `release/`. Build
+//! it with `cargo build --release --locked --manifest-path tools/localnet/Cargo.toml`
+//! (`.ci/run` does).
+
+use std::hash::{BuildHasher as _, Hasher as _};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+use ww_core::{Signature, WalletAddress};
+
+/// How long the node may take to print `READY`.
+const MAX_STARTUP_WAIT: Duration = Duration::from_secs(90);
+/// Starting the node can race another process for the free ports it picked.
+const MAX_START_ATTEMPTS: usize = 3;
+
+/// Returns the path of the `walletwatch-localnet` binary, or an error that
+/// says how to build it.
+pub fn localnet_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("WALLETWATCH_LOCALNET_BIN") {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Ok(path);
+        }
+        bail!("WALLETWATCH_LOCALNET_BIN={} is not a file", path.display());
+    }
+    let workspace_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root.join("target"));
+    let candidate = target_dir.join("release").join("walletwatch-localnet");
+    if candidate.is_file() {
+        return Ok(candidate);
+    }
+    bail!(
+        "walletwatch-localnet not found at {} and WALLETWATCH_LOCALNET_BIN is unset; build it with \
+         `cargo build --release --locked --manifest-path tools/localnet/Cargo.toml` (or run .ci/run)",
+        candidate.display()
+    )
+}
+
+/// Returns a random address nobody holds a key for: a fresh destination.
+pub fn fresh_address() -> WalletAddress {
+    let mut bytes = [0u8; 32];
+    for chunk in bytes.chunks_mut(8) {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos()));
+        chunk.copy_from_slice(&hasher.finish().to_le_bytes());
+    }
+    WalletAddress::parse(&bs58::encode(bytes).into_string()).expect("32 bytes always make a valid address")
+}
+
+/// A running local Solana node; killed when dropped.
+#[derive(Debug)]
+pub struct LocalNode {
+    child: Child,
+    binary: PathBuf,
+    /// HTTP JSON-RPC URL.
+    pub rpc_url: String,
+    /// PubSub WebSocket URL.
+    pub ws_url: String,
+}
+
+impl LocalNode {
+    /// Starts a node on free loopback ports with 400 ms slots.
+    pub async fn start() -> Result<Self> {
+        Self::start_with_slot_ms(400).await
+    }
+
+    /// Starts a node with the given slot time.
+    pub async fn start_with_slot_ms(slot_ms: u64) -> Result<Self> {
+        let binary = localnet_binary()?;
+        let mut last_error = anyhow!("not started");
+        for _ in 0..MAX_START_ATTEMPTS {
+            match Self::try_start(&binary, slot_ms).await {
+                Ok(node) => return Ok(node),
+                Err(error) => last_error = error,
+            }
+        }
+        Err(last_error.context(format!("starting {} {MAX_START_ATTEMPTS} times", binary.display())))
+    }
+
+    async fn try_start(binary: &Path, slot_ms: u64) -> Result<Self> {
+        let mut child = Command::new(binary)
+            .args(["serve", "--rpc-port", "0", "--ws-port", "0", "--slot-ms", &slot_ms.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawning {}", binary.display()))?;
+        let stdout = child.stdout.take().context("node stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready_line = tokio::time::timeout(MAX_STARTUP_WAIT, async {
+            while let Some(line) = lines.next_line().await? {
+                if line.starts_with("READY ") {
+                    return Ok::<_, std::io::Error>(Some(line));
+                }
+            }
+            Ok(None)
+        })
+        .await
+        .context("waiting for READY")??
+        .context("the node exited before READY")?;
+        // Keep draining stdout so the node never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let field = |name: &str| {
+            ready_line
+                .split_whitespace()
+                .find_map(|part| part.strip_prefix(name))
+                .map(str::to_string)
+                .with_context(|| format!("no {name} in {ready_line:?}"))
+        };
+        Ok(Self { rpc_url: field("rpc=")?, ws_url: field("ws=")?, child, binary: binary.to_path_buf() })
+    }
+
+    /// Airdrops lamports to an address and waits for confirmation.
+    pub async fn airdrop(&self, to: &WalletAddress, lamports: u64) -> Result<Signature> {
+        let signatures = self.run_client(&["airdrop", "--to", to.as_str(), "--lamports", &lamports.to_string()]).await?;
+        signatures.into_iter().next().context("airdrop printed no signature")
+    }
+
+    /// Sends `count` SOL transfers of `lamports` to `to` from a fresh payer;
+    /// returns their signatures once all are confirmed.
+    pub async fn transfer(&self, to: &WalletAddress, lamports: u64, count: usize) -> Result<Vec<Signature>> {
+        self.run_client(&[
+            "transfer",
+            "--to",
+            to.as_str(),
+            "--lamports",
+            &lamports.to_string(),
+            "--count",
+            &count.to_string(),
+        ])
+        .await
+    }
+
+    /// Creates a mint and `owner`'s token account, then sends `count`
+    /// transfers of `amount` base units to it; returns the transfer signatures.
+    pub async fn token_transfer(
+        &self,
+        owner: &WalletAddress,
+        amount: u64,
+        is_token_2022: bool,
+        count: usize,
+    ) -> Result<Vec<Signature>> {
+        let amount_text = amount.to_string();
+        let count_text = count.to_string();
+        let mut args = vec!["token-transfer", "--to-owner", owner.as_str(), "--amount", &amount_text, "--count", &count_text];
+        if is_token_2022 {
+            args.push("--token-2022");
+        }
+        self.run_client(&args).await
+    }
+
+    async fn run_client(&self, args: &[&str]) -> Result<Vec<Signature>> {
+        let output = Command::new(&self.binary)
+            .args(args)
+            .args(["--rpc", &self.rpc_url])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .with_context(|| format!("running walletwatch-localnet {}", args.join(" ")))?;
+        if !output.status.success() {
+            bail!(
+                "walletwatch-localnet {} failed ({}): {}",
+                args.join(" "),
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| Signature::parse(line).map_err(|error| anyhow!("bad signature line {line:?}: {error}")))
+            .collect()
+    }
+
+    /// Returns the node's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_addresses_are_valid_and_distinct() {
+        let first = fresh_address();
+        let second = fresh_address();
+        assert_ne!(first, second);
+        assert_eq!(first.to_bytes().len(), 32);
+    }
+}
