@@ -1,0 +1,98 @@
+//! Against a real local Solana node (`walletwatch-localnet`, surfpool-core):
+//! track a fresh wallet through the store, send it SOL and tokens with the
+//! harness, and find the transactions with walletwatch's own RPC client.
+
+use std::process::Command;
+use std::time::Duration;
+
+use ww_core::store::Store as _;
+use ww_core::{Commitment, WalletAddress};
+use ww_solana::{RpcClient, SignaturesQuery};
+use ww_store::RedbStore;
+use ww_test_utils::{LocalNode, fresh_address};
+
+const TOKEN_2022_PROGRAM: &str = "TokenzQdBNbLqP5VEhdkAS6EPFLC1PZnBZqcdJYRpVxdJ";
+const TOKEN_PROGRAM: &str = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA";
+
+fn rpc(node: &LocalNode) -> RpcClient {
+    RpcClient::new(node.rpc_url.parse().expect("url"), Duration::from_secs(30))
+}
+
+fn track_with_cli(data_dir: &std::path::Path, wallet: &WalletAddress) {
+    let output = Command::new(env!("CARGO_BIN_EXE_walletwatch"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["track", wallet.as_str(), "--label", "localnet"])
+        .output()
+        .expect("walletwatch track");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), format!("🟢 Tracking wallet: {wallet}.\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sol_transfer_to_a_tracked_wallet_is_found_with_our_rpc_client() {
+    let node = LocalNode::start().await.expect("local node starts");
+    let client = rpc(&node);
+    assert!(!client.get_version().await.expect("getVersion").is_empty());
+
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let wallet = fresh_address();
+    track_with_cli(data_dir.path(), &wallet);
+    let store = RedbStore::open_in_dir(data_dir.path()).expect("open store");
+    let tracked = store.wallets().expect("wallets");
+    assert_eq!(tracked.len(), 1);
+    assert_eq!(tracked[0].address, wallet);
+
+    let signatures = node.transfer(&wallet, 1_234_567, 3).await.expect("transfers");
+    assert_eq!(signatures.len(), 3);
+    let distinct: std::collections::BTreeSet<_> = signatures.iter().collect();
+    assert_eq!(distinct.len(), 3, "each transfer has its own signature");
+
+    let history = client
+        .get_signatures_for_address(&wallet, &SignaturesQuery { commitment: Commitment::Confirmed, ..Default::default() })
+        .await
+        .expect("getSignaturesForAddress");
+    let found: std::collections::BTreeSet<_> = history.iter().map(|entry| &entry.signature).collect();
+    for signature in &signatures {
+        assert!(found.contains(signature), "{signature} missing from {found:?}");
+    }
+    assert!(history.iter().all(|entry| entry.err.is_none()));
+    assert_eq!(client.get_balance(&wallet, Commitment::Confirmed).await.expect("getBalance"), 3 * 1_234_567);
+
+    // Paging with `before`/`until` walks the same history.
+    let newest_first = &history[0].signature;
+    let older = client
+        .get_signatures_for_address(
+            &wallet,
+            &SignaturesQuery { before: Some(newest_first.clone()), limit: 10, ..Default::default() },
+        )
+        .await
+        .expect("page");
+    assert_eq!(older.len(), history.len() - 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_transfers_credit_the_owner_for_both_token_programs() {
+    let node = LocalNode::start().await.expect("local node starts");
+    let client = rpc(&node);
+    for (is_token_2022, program) in [(false, TOKEN_PROGRAM), (true, TOKEN_2022_PROGRAM)] {
+        let owner = fresh_address();
+        let signatures = node.token_transfer(&owner, 250_000, is_token_2022, 2).await.expect("token transfers");
+        assert_eq!(signatures.len(), 2);
+        let transaction = client
+            .get_transaction(&signatures[1], Commitment::Confirmed)
+            .await
+            .expect("getTransaction")
+            .expect("transaction present");
+        let post_balances = transaction["meta"]["postTokenBalances"].as_array().expect("postTokenBalances");
+        let owner_balance = post_balances
+            .iter()
+            .find(|balance| balance["owner"] == owner.as_str())
+            .unwrap_or_else(|| panic!("no post balance for the owner in {post_balances:?}"));
+        assert_eq!(owner_balance["programId"], program);
+        assert_eq!(owner_balance["uiTokenAmount"]["amount"], "500000");
+        // A plain transfer to an existing token account never names the owner.
+        let account_keys = transaction["transaction"]["message"]["accountKeys"].as_array().expect("accountKeys");
+        assert!(account_keys.iter().all(|key| key["pubkey"] != owner.as_str()), "{account_keys:?}");
+    }
+}
