@@ -11,11 +11,11 @@ use ww_solana::{RpcClient, SignaturesQuery};
 use ww_store::RedbStore;
 use ww_test_utils::{LocalNode, fresh_address};
 
-const TOKEN_2022_PROGRAM: &str = "TokenzQdBNbLqP5VEhdkAS6EPFLC1PZnBZqcdJYRpVxdJ";
+const TOKEN_2022_PROGRAM: &str = "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb";
 const TOKEN_PROGRAM: &str = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA";
 
 fn rpc(node: &LocalNode) -> RpcClient {
-    RpcClient::new(node.rpc_url.parse().expect("url"), Duration::from_secs(30))
+    RpcClient::try_new(node.rpc_url.parse().expect("url"), Duration::from_secs(30)).expect("client")
 }
 
 fn track_with_cli(data_dir: &std::path::Path, wallet: &WalletAddress) {

@@ -57,7 +57,7 @@ pub async fn run(config: Config, store: Arc<dyn Store>, shutdown: CancellationTo
 
     let tracker = TaskTracker::new();
     for endpoint in &config.solana.endpoints {
-        let client = RpcClient::new(endpoint.rpc_url.expose().clone(), config.solana.rpc_timeout);
+        let client = RpcClient::try_new(endpoint.rpc_url.expose().clone(), config.solana.rpc_timeout)?;
         tracker.spawn(probe_endpoint(client, config.solana.commitment, shutdown.child_token()));
     }
     tracker.spawn(prune_seen_keys(Arc::clone(&store), shutdown.child_token()));

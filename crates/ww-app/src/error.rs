@@ -15,6 +15,9 @@ pub enum AppError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A Solana RPC client failed.
+    #[error(transparent)]
+    Rpc(#[from] ww_solana::RpcError),
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),

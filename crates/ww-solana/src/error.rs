@@ -5,6 +5,12 @@ use std::time::Duration;
 /// A failed JSON-RPC call.
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
+    /// The HTTP client could not be built (TLS setup).
+    #[error("cannot set up the HTTP client: {reason}")]
+    Setup {
+        /// What failed.
+        reason: String,
+    },
     /// The request never got an HTTP answer (connect, timeout, reset).
     #[error("{method}: request to {endpoint} failed: {source}")]
     Transport {
@@ -58,7 +64,7 @@ impl RpcError {
             // -32004 block not available yet, -32005 node unhealthy or behind,
             // -32014 block status not yet available, -32016 minimum context slot not reached.
             RpcError::Node { code, .. } => matches!(code, -32004 | -32005 | -32014 | -32016),
-            RpcError::Malformed { .. } => false,
+            RpcError::Malformed { .. } | RpcError::Setup { .. } => false,
         }
     }
 
@@ -79,6 +85,7 @@ impl RpcError {
             RpcError::Http { .. } => "http_4xx",
             RpcError::Node { .. } => "node",
             RpcError::Malformed { .. } => "malformed",
+            RpcError::Setup { .. } => "setup",
         }
     }
 }

@@ -10,7 +10,7 @@
 //! ```no_run
 //! # async fn example() -> Result<(), ww_solana::RpcError> {
 //! use ww_solana::{RpcClient, SignaturesQuery};
-//! let client = RpcClient::new("http://127.0.0.1:8899".parse().unwrap(), std::time::Duration::from_secs(30));
+//! let client = RpcClient::try_new("http://127.0.0.1:8899".parse().unwrap(), std::time::Duration::from_secs(30))?;
 //! let wallet = "9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM".parse().unwrap();
 //! let newest = client.get_signatures_for_address(&wallet, &SignaturesQuery::default()).await?;
 //! # Ok(()) }
@@ -104,20 +104,21 @@ fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 impl RpcClient {
     /// Creates a client; `timeout` bounds each request.
-    pub fn new(url: Url, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
+    pub fn try_new(url: Url, timeout: Duration) -> Result<Self, RpcError> {
+        let setup_error = |reason: String| RpcError::Setup { reason };
+        let http = ww_http::client_builder()
+            .map_err(|error| setup_error(error.to_string()))?
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("walletwatch/", env!("CARGO_PKG_VERSION")))
             .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+            .map_err(|error| setup_error(error.to_string()))?;
         let endpoint_label = match (url.host_str(), url.port()) {
             (Some(host), Some(port)) => format!("{host}:{port}"),
             (Some(host), None) => host.to_string(),
             _ => "unknown".to_string(),
         };
-        Self { http, url, endpoint_label, next_request_id: std::sync::Arc::new(AtomicU64::new(1)) }
+        Ok(Self { http, url, endpoint_label, next_request_id: std::sync::Arc::new(AtomicU64::new(1)) })
     }
 
     /// Returns the endpoint's host label (safe for logs and metrics).
