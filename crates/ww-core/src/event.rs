@@ -200,6 +200,16 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_parses_and_round_trips() {
+        let doc = include_str!("../../../docs/EVENTS.md");
+        let start = doc.find("```json").expect("json block") + "```json".len();
+        let end = start + doc[start..].find("```").expect("end of block");
+        let example: serde_json::Value = serde_json::from_str(&doc[start..end]).expect("example is JSON");
+        let stored: StoredEvent = serde_json::from_value(example.clone()).expect("example is a StoredEvent");
+        assert_eq!(serde_json::to_value(&stored).expect("serialize"), example);
+    }
+
+    #[test]
     fn success_outcome_serializes_as_a_tag() {
         let json = serde_json::to_value(TxOutcome::Success).expect("serialize");
         assert_eq!(json, serde_json::json!({"status": "success"}));

@@ -12,7 +12,7 @@
 //! An existing file is opened, never re-created: a damaged file or one
 //! written by a newer schema is reported and left byte-for-byte untouched.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _};
@@ -256,13 +256,11 @@ impl RedbStore {
         }
     }
 
-    fn next_counter(meta: &mut redb::Table<&'static str, &'static [u8]>, key: &'static str) -> Result<u64, StoreError> {
-        let current = match meta.get(key).map_err(storage_error)? {
-            Some(value) => read_u64(value.value())?,
-            None => 1,
-        };
-        meta.insert(key, (current + 1).to_le_bytes().as_slice()).map_err(storage_error)?;
-        Ok(current)
+    fn read_counter(meta: &redb::Table<&'static str, &'static [u8]>, key: &'static str) -> Result<u64, StoreError> {
+        match meta.get(key).map_err(storage_error)? {
+            Some(value) => read_u64(value.value()),
+            None => Ok(1),
+        }
     }
 }
 
@@ -392,6 +390,11 @@ impl Store for RedbStore {
             let mut wallet_events = write.open_table(WALLET_EVENTS).map_err(table_error)?;
             let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
             let mut wallets = write.open_table(WALLETS).map_err(table_error)?;
+            // Counters and wallet records are read once and written once per
+            // batch, not once per event.
+            let mut next_seq = Self::read_counter(&meta, META_NEXT_SEQ)?;
+            let mut next_outbox_id = Self::read_counter(&meta, META_NEXT_OUTBOX_ID)?;
+            let mut touched_wallets: HashMap<WalletAddress, Option<WalletRecord>> = HashMap::new();
             for new_event in events {
                 let event = &new_event.event;
                 let key = seen_key(&event.wallet, &event.signature);
@@ -401,14 +404,14 @@ impl Store for RedbStore {
                 }
                 seen.insert(key.as_str(), seen_expires_at.0).map_err(storage_error)?;
                 seen_by_expiry.insert((seen_expires_at.0, key.as_str()), ()).map_err(storage_error)?;
-                let seq = EventSeq(Self::next_counter(&mut meta, META_NEXT_SEQ)?);
+                let seq = EventSeq(next_seq);
+                next_seq += 1;
                 let stored = StoredEvent { seq, event: event.clone() };
                 stored_events.insert(seq.0, encode(&stored)?.as_slice()).map_err(storage_error)?;
                 wallet_events.insert((event.wallet.as_str(), seq.0), ()).map_err(storage_error)?;
                 for destination in &new_event.destinations {
-                    let id = Self::next_counter(&mut meta, META_NEXT_OUTBOX_ID)?;
                     let job = OutboxJobRecord {
-                        id,
+                        id: next_outbox_id,
                         seq: seq.0,
                         destination: destination.clone(),
                         wallet: event.wallet.clone(),
@@ -416,9 +419,16 @@ impl Store for RedbStore {
                         attempts: 0,
                         next_attempt_at: event.emitted_at.0,
                     };
-                    outbox.insert(id, encode(&job)?.as_slice()).map_err(storage_error)?;
+                    outbox.insert(next_outbox_id, encode(&job)?.as_slice()).map_err(storage_error)?;
+                    next_outbox_id += 1;
                 }
-                if let Some(mut record) = Self::read_wallet(&wallets, &event.wallet)? {
+                let record = match touched_wallets.entry(event.wallet.clone()) {
+                    std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(entry) => {
+                        entry.insert(Self::read_wallet(&wallets, &event.wallet)?)
+                    }
+                };
+                if let Some(record) = record {
                     record.transaction_count += 1;
                     let is_newer = record.last_transaction.as_ref().is_none_or(|last| event.slot >= last.slot);
                     if is_newer {
@@ -426,10 +436,16 @@ impl Store for RedbStore {
                         record.last_transaction =
                             Some(LastTransaction { signature: event.signature.clone(), slot: event.slot, at });
                     }
-                    wallets.insert(event.wallet.as_str(), encode(&record)?.as_slice()).map_err(storage_error)?;
                 }
                 outcomes.push(RecordOutcome::Inserted(seq));
             }
+            for (address, record) in &touched_wallets {
+                if let Some(record) = record {
+                    wallets.insert(address.as_str(), encode(record)?.as_slice()).map_err(storage_error)?;
+                }
+            }
+            meta.insert(META_NEXT_SEQ, next_seq.to_le_bytes().as_slice()).map_err(storage_error)?;
+            meta.insert(META_NEXT_OUTBOX_ID, next_outbox_id.to_le_bytes().as_slice()).map_err(storage_error)?;
         }
         write.commit().map_err(commit_error)?;
         Ok(outcomes)

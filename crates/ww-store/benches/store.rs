@@ -1,0 +1,149 @@
+//! Embedded store throughput, next to baselines measured in the same run.
+//!
+//! `cargo bench -p ww-store` prints, for each case, the median of several
+//! runs and its ratio to the raw-redb baseline:
+//! - `record_events`, 100 events per durable commit (walletwatch's batched path);
+//! - `record_events`, 1 event per durable commit (the unbatched path);
+//! - baseline: raw redb inserts of the same JSON bytes, 100 per durable commit
+//!   (the floor: one table, no dedup key, no index, no outbox, no counters);
+//! - `WalletAddress::parse` next to a bare `bs58` decode.
+//!
+//! The machine is shared and noisy: compare ratios, not absolute figures.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use redb::{Database, TableDefinition};
+use ww_core::event::TxOutcome;
+use ww_core::store::{NewEvent, Store as _};
+use ww_core::time::UnixMillis;
+use ww_core::{ActivityEvent, Chain, Origin, Signature, Slot, WalletAddress};
+use ww_store::RedbStore;
+
+const RUNS: usize = 5;
+const EVENTS_PER_RUN: u64 = 2_000;
+const BATCH: u64 = 100;
+
+fn event(index: u64) -> NewEvent {
+    let wallet = WalletAddress::parse(&bs58::encode([(index % 50) as u8 + 1; 32]).into_string()).expect("valid");
+    let mut signature = [7u8; 64];
+    signature[..8].copy_from_slice(&index.to_le_bytes());
+    NewEvent {
+        event: ActivityEvent {
+            chain: Chain::Solana,
+            wallet: wallet.clone(),
+            signature: Signature::parse(&bs58::encode(signature).into_string()).expect("valid"),
+            slot: Slot(index),
+            block_time: Some(1_700_000_000),
+            sol_delta: -5_000,
+            token_deltas: vec![],
+            fee: 5_000,
+            fee_payer: wallet,
+            outcome: TxOutcome::Success,
+            programs: vec![],
+            origin: Origin::Live,
+            received_at: UnixMillis(1),
+            emitted_at: UnixMillis(2),
+        },
+        destinations: vec!["discord:1".into()],
+    }
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn rate(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+fn bench_record_events(batch: u64) -> f64 {
+    let samples = (0..RUNS)
+        .map(|_| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = RedbStore::open_in_dir(dir.path()).expect("open");
+            let events: Vec<NewEvent> = (0..EVENTS_PER_RUN).map(event).collect();
+            let started = Instant::now();
+            for chunk in events.chunks(batch as usize) {
+                store.record_events(chunk, UnixMillis(i64::MAX)).expect("record");
+            }
+            rate(EVENTS_PER_RUN, started.elapsed())
+        })
+        .collect();
+    median(samples)
+}
+
+fn bench_raw_redb(batch: u64) -> f64 {
+    const TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("raw");
+    let samples = (0..RUNS)
+        .map(|_| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let database = Database::create(dir.path().join("raw.redb")).expect("create");
+            let payloads: Vec<Vec<u8>> =
+                (0..EVENTS_PER_RUN).map(|index| serde_json::to_vec(&event(index).event).expect("json")).collect();
+            let started = Instant::now();
+            for (chunk_index, chunk) in payloads.chunks(batch as usize).enumerate() {
+                let write = database.begin_write().expect("write");
+                {
+                    let mut table = write.open_table(TABLE).expect("table");
+                    for (offset, payload) in chunk.iter().enumerate() {
+                        let key = (chunk_index * batch as usize + offset) as u64;
+                        table.insert(key, payload.as_slice()).expect("insert");
+                    }
+                }
+                write.commit().expect("commit");
+            }
+            rate(EVENTS_PER_RUN, started.elapsed())
+        })
+        .collect();
+    median(samples)
+}
+
+fn bench_parse() -> (f64, f64) {
+    let texts: Vec<String> = (0..10_000u32)
+        .map(|index| {
+            let mut bytes = [9u8; 32];
+            bytes[..4].copy_from_slice(&index.to_le_bytes());
+            bs58::encode(bytes).into_string()
+        })
+        .collect();
+    let ours = median(
+        (0..RUNS)
+            .map(|_| {
+                let started = Instant::now();
+                for text in &texts {
+                    black_box(WalletAddress::parse(black_box(text)).expect("valid"));
+                }
+                rate(texts.len() as u64, started.elapsed())
+            })
+            .collect(),
+    );
+    let raw = median(
+        (0..RUNS)
+            .map(|_| {
+                let started = Instant::now();
+                for text in &texts {
+                    black_box(bs58::decode(black_box(text)).into_vec().expect("valid"));
+                }
+                rate(texts.len() as u64, started.elapsed())
+            })
+            .collect(),
+    );
+    (ours, raw)
+}
+
+fn main() {
+    println!("ww-store benchmark: median of {RUNS} runs, {EVENTS_PER_RUN} events per run, fsync per commit");
+    let baseline = bench_raw_redb(BATCH);
+    let batched = bench_record_events(BATCH);
+    let unbatched = bench_record_events(1);
+    println!("{:<52} {:>12} {:>10}", "case", "events/s", "vs raw");
+    println!("{:<52} {:>12.0} {:>10.2}", "baseline: raw redb insert, 100 per commit", baseline, 1.0);
+    println!("{:<52} {:>12.0} {:>10.2}", "record_events, 100 per commit", batched, batched / baseline);
+    println!("{:<52} {:>12.0} {:>10.2}", "record_events, 1 per commit", unbatched, unbatched / baseline);
+    let (parse, bs58_raw) = bench_parse();
+    println!("{:<52} {:>12} {:>10}", "case", "parses/s", "vs bs58");
+    println!("{:<52} {:>12.0} {:>10.2}", "baseline: bs58::decode into_vec", bs58_raw, 1.0);
+    println!("{:<52} {:>12.0} {:>10.2}", "WalletAddress::parse (validated)", parse, parse / bs58_raw);
+}
