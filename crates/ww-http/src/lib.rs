@@ -23,14 +23,21 @@ pub enum HttpSetupError {
     Tls(#[from] rustls::Error),
 }
 
-/// Returns a `reqwest::ClientBuilder` with walletwatch's TLS setup and user agent.
-pub fn client_builder() -> Result<reqwest::ClientBuilder, HttpSetupError> {
+/// Returns a TLS client configuration (ring, platform roots) offering the
+/// given ALPN protocols; WebSocket clients pass `http/1.1` only.
+pub fn tls_client_config(alpn_protocols: &[&[u8]]) -> Result<rustls::ClientConfig, HttpSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_platform_verifier()?
         .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tls.alpn_protocols = alpn_protocols.iter().map(|protocol| protocol.to_vec()).collect();
+    Ok(tls)
+}
+
+/// Returns a `reqwest::ClientBuilder` with walletwatch's TLS setup and user agent.
+pub fn client_builder() -> Result<reqwest::ClientBuilder, HttpSetupError> {
+    let tls = tls_client_config(&[b"h2", b"http/1.1"])?;
     Ok(reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .user_agent(concat!("walletwatch/", env!("CARGO_PKG_VERSION"))))

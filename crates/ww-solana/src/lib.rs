@@ -3,9 +3,15 @@
 //! - [`rpc`]: the HTTP JSON-RPC client (hand-written over reqwest and serde:
 //!   the agave client crates cost ~160 packages and pin one compiler line).
 //!
-//! PubSub streaming, decoding and backfill plug in beside it.
+//! - [`pubsub`]: the WebSocket connection pool (reconnect, resubscribe, stall detection);
+//! - [`decode`]: `getTransaction` replies into `ActivityEvent`s;
+//! - [`resolve`]: fetching transactions with retries.
 
+pub mod decode;
 pub mod error;
+pub mod metrics;
+pub mod pubsub;
+pub mod resolve;
 pub mod rpc;
 
 pub use error::RpcError;

@@ -76,16 +76,29 @@ enum Command {
         #[arg(long)]
         lamports: u64,
     },
-    /// Sends SOL transfers from a freshly funded payer and prints their signatures.
+    /// Writes a new keypair (solana CLI JSON format) and prints its address.
+    Keygen {
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Sends SOL transfers and prints their signatures. Each transaction pays
+    /// `--lamports` to every `--to` (repeat it for a multi-recipient transaction).
     Transfer {
         #[arg(long)]
         rpc: String,
-        #[arg(long)]
-        to: String,
+        #[arg(long, required = true)]
+        to: Vec<String>,
         #[arg(long)]
         lamports: u64,
         #[arg(long, default_value_t = 1)]
         count: usize,
+        /// Pay from this keypair file (funded by airdrop when short) instead of a fresh payer.
+        #[arg(long)]
+        payer: Option<std::path::PathBuf>,
+        /// Send transactions that land but fail on chain (the payer cannot
+        /// afford them; preflight is skipped). Fees are still charged.
+        #[arg(long)]
+        fail: bool,
     },
     /// Creates a mint and the owner's associated token account, then sends
     /// token transfers to it and prints the transfer signatures.
@@ -120,10 +133,19 @@ fn main() -> Result<()> {
                 Ok(())
             })
         }
-        Command::Transfer { rpc, to, lamports, count } => {
-            let to = parse_address(&to)?;
+        Command::Keygen { out } => {
+            let keypair = Keypair::new();
+            let bytes: Vec<u8> = keypair.to_bytes().to_vec();
+            std::fs::write(&out, serde_json::to_string(&bytes)?).with_context(|| format!("writing {}", out.display()))?;
+            println!("{}", keypair.pubkey());
+            Ok(())
+        }
+        Command::Transfer { rpc, to, lamports, count, payer, fail } => {
+            let recipients = to.iter().map(|text| parse_address(text)).collect::<Result<Vec<_>>>()?;
+            let payer = payer.map(|path| read_keypair(&path)).transpose()?;
             block_on(async {
-                let signatures = send_sol_transfers(&rpc_client(&rpc), &to, lamports, count).await?;
+                let options = TransferOptions { payer, is_failure: fail };
+                let signatures = send_sol_transfers(&rpc_client(&rpc), &recipients, lamports, count, options).await?;
                 print_signatures(&signatures)
             })
         }
@@ -150,6 +172,12 @@ fn block_on<F: Future<Output = Result<()>>>(future: F) -> Result<()> {
 
 fn parse_address(text: &str) -> Result<Pubkey> {
     Pubkey::from_str(text).map_err(|error| anyhow!("invalid address {text:?}: {error}"))
+}
+
+fn read_keypair(path: &std::path::Path) -> Result<Keypair> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes: Vec<u8> = serde_json::from_str(&text).with_context(|| format!("{} is not a keypair file", path.display()))?;
+    Keypair::try_from(bytes.as_slice()).map_err(|error| anyhow!("{} is not a keypair: {error}", path.display()))
 }
 
 fn rpc_client(url: &str) -> RpcClient {
@@ -322,18 +350,71 @@ fn distinct_transactions(
     Ok(transactions)
 }
 
+struct TransferOptions {
+    payer: Option<Keypair>,
+    is_failure: bool,
+}
+
 async fn send_sol_transfers(
     client: &RpcClient,
-    to: &Pubkey,
+    recipients: &[Pubkey],
     lamports: u64,
     count: usize,
+    options: TransferOptions,
 ) -> Result<Vec<Signature>> {
-    let total = lamports.checked_mul(count as u64).context("total lamports overflow u64")?;
-    let payer = fresh_funded_payer(client, total).await?;
-    let instruction = solana_system_interface::instruction::transfer(&payer.pubkey(), to, lamports);
+    let per_transaction = lamports.checked_mul(recipients.len() as u64).context("lamports overflow u64")?;
+    let total = per_transaction.checked_mul(count as u64).context("total lamports overflow u64")?;
+    let payer = match options.payer {
+        Some(payer) => {
+            // Top up in whole reserves only when short: a failing transfer
+            // needs just its fee, a real one its amounts plus fees.
+            let balance = client.get_balance(&payer.pubkey()).await.context("getBalance")?;
+            let fees = (count as u64).saturating_mul(100_000).saturating_add(1_000_000);
+            let needed = if options.is_failure { fees } else { total.saturating_add(fees) };
+            if balance < needed {
+                airdrop(client, &payer.pubkey(), needed.saturating_add(PAYER_RESERVE_LAMPORTS)).await?;
+            }
+            payer
+        }
+        None if options.is_failure => fresh_funded_payer(client, 0).await?,
+        None => fresh_funded_payer(client, total).await?,
+    };
+    if options.is_failure {
+        let balance = client.get_balance(&payer.pubkey()).await.context("getBalance")?;
+        if per_transaction <= balance {
+            bail!("--fail needs --lamports larger than the payer's balance ({balance})");
+        }
+    }
+    let instructions: Vec<Instruction> = recipients
+        .iter()
+        .map(|to| solana_system_interface::instruction::transfer(&payer.pubkey(), to, lamports))
+        .collect();
     let blockhash = client.get_latest_blockhash().await.context("getLatestBlockhash")?;
-    let transactions = distinct_transactions(&payer, &[instruction], blockhash, count)?;
+    let transactions = distinct_transactions(&payer, &instructions, blockhash, count)?;
+    if options.is_failure {
+        return send_failing(client, transactions).await;
+    }
     send_and_confirm_all(client, transactions).await
+}
+
+/// Sends transactions that fail on chain (preflight skipped) and waits until
+/// each has landed with its error.
+async fn send_failing(client: &RpcClient, transactions: Vec<Transaction>) -> Result<Vec<Signature>> {
+    let config = solana_rpc_client_api::config::RpcSendTransactionConfig {
+        skip_preflight: true,
+        ..Default::default()
+    };
+    let mut signatures = Vec::with_capacity(transactions.len());
+    for transaction in &transactions {
+        signatures.push(
+            client
+                .send_transaction_with_config(transaction, config)
+                .await
+                .map_err(|error| anyhow!("sendTransaction failed: {error}"))?,
+        );
+    }
+    wait_for_landing(client, &signatures, true).await?;
+    Ok(signatures)
 }
 
 async fn send_token_transfers(
@@ -488,6 +569,12 @@ async fn send_and_confirm_all(client: &RpcClient, transactions: Vec<Transaction>
 }
 
 async fn wait_for_confirmation(client: &RpcClient, signatures: &[Signature]) -> Result<()> {
+    wait_for_landing(client, signatures, false).await
+}
+
+/// Waits until every signature is confirmed; `expect_failure` inverts which
+/// outcome is an error.
+async fn wait_for_landing(client: &RpcClient, signatures: &[Signature], expect_failure: bool) -> Result<()> {
     let deadline = Instant::now() + MAX_CONFIRMATION_WAIT;
     let mut pending: Vec<Signature> = signatures.to_vec();
     let commitment = Arc::new(CommitmentConfig::confirmed());
@@ -497,11 +584,11 @@ async fn wait_for_confirmation(client: &RpcClient, signatures: &[Signature]) -> 
             let statuses = client.get_signature_statuses(chunk).await.context("getSignatureStatuses")?.value;
             for (signature, status) in chunk.iter().zip(statuses) {
                 match status {
-                    Some(status) if status.satisfies_commitment(*commitment) => {
-                        if let Some(error) = status.err {
-                            bail!("transaction {signature} failed: {error}");
-                        }
-                    }
+                    Some(status) if status.satisfies_commitment(*commitment) => match (&status.err, expect_failure) {
+                        (Some(error), false) => bail!("transaction {signature} failed: {error}"),
+                        (None, true) => bail!("transaction {signature} succeeded but was meant to fail"),
+                        _ => {}
+                    },
                     _ => still_pending.push(*signature),
                 }
             }

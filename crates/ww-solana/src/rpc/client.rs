@@ -128,6 +128,16 @@ impl RpcClient {
 
     /// Sends one JSON-RPC request and decodes its `result`.
     pub async fn call<T: DeserializeOwned>(&self, method: &'static str, params: Value) -> Result<T, RpcError> {
+        metrics::counter!(crate::metrics::RPC_CALLS_TOTAL, "method" => method).increment(1);
+        let outcome = self.call_once(method, params).await;
+        if let Err(error) = &outcome {
+            metrics::counter!(crate::metrics::RPC_ERRORS_TOTAL, "method" => method, "error_kind" => error.kind_label())
+                .increment(1);
+        }
+        outcome
+    }
+
+    async fn call_once<T: DeserializeOwned>(&self, method: &'static str, params: Value) -> Result<T, RpcError> {
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let transport = |source| RpcError::Transport { method, endpoint: self.endpoint_label.clone(), source };

@@ -1,0 +1,288 @@
+//! Decoding a `getTransaction` (jsonParsed) reply into [`ActivityEvent`]s,
+//! one per tracked wallet the transaction touches.
+//!
+//! A wallet is touched when it is one of the transaction's account keys or
+//! owns a token account whose balance appears in the token balances (an
+//! incoming SPL transfer names only the token account). Amounts come from the
+//! node's own pre/post balances, so every instruction kind (transfers, swaps,
+//! CPIs) is covered without decoding instructions.
+//!
+//! Anything unexpected is a [`DecodeError`] naming the field: the caller
+//! counts it in a metric and logs it; nothing panics.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde::Deserialize;
+use serde_json::Value;
+use ww_core::event::{TokenDelta, TxOutcome};
+use ww_core::time::UnixMillis;
+use ww_core::{ActivityEvent, Chain, Origin, Signature, Slot, WalletAddress};
+
+/// Why a transaction could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The reply did not have the expected shape.
+    #[error("malformed transaction {signature}: {reason}")]
+    Malformed {
+        /// The transaction.
+        signature: String,
+        /// The field and what was wrong.
+        reason: String,
+    },
+}
+
+impl DecodeError {
+    /// Returns a bounded metric label.
+    pub fn reason_label(&self) -> &'static str {
+        "malformed"
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawTransaction {
+    slot: u64,
+    #[serde(default)]
+    block_time: Option<i64>,
+    meta: Option<RawMeta>,
+    transaction: RawEnvelope,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMeta {
+    #[serde(default)]
+    err: Option<Value>,
+    fee: u64,
+    pre_balances: Vec<u64>,
+    post_balances: Vec<u64>,
+    #[serde(default)]
+    pre_token_balances: Option<Vec<RawTokenBalance>>,
+    #[serde(default)]
+    post_token_balances: Option<Vec<RawTokenBalance>>,
+    #[serde(default)]
+    inner_instructions: Option<Vec<RawInner>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawTokenBalance {
+    account_index: usize,
+    mint: WalletAddress,
+    #[serde(default)]
+    owner: Option<WalletAddress>,
+    #[serde(default)]
+    program_id: Option<WalletAddress>,
+    ui_token_amount: RawAmount,
+}
+
+#[derive(Deserialize)]
+struct RawAmount {
+    amount: String,
+    decimals: u8,
+}
+
+#[derive(Deserialize)]
+struct RawInner {
+    instructions: Vec<RawInstruction>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawInstruction {
+    program_id: WalletAddress,
+}
+
+#[derive(Deserialize)]
+struct RawEnvelope {
+    message: RawMessage,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMessage {
+    account_keys: Vec<RawAccountKey>,
+    instructions: Vec<RawInstruction>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawAccountKey {
+    Parsed { pubkey: WalletAddress },
+    Plain(WalletAddress),
+}
+
+impl RawAccountKey {
+    fn address(&self) -> &WalletAddress {
+        match self {
+            RawAccountKey::Parsed { pubkey } | RawAccountKey::Plain(pubkey) => pubkey,
+        }
+    }
+}
+
+/// When walletwatch learned of a transaction, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct Provenance {
+    /// Live, backfill or poll.
+    pub origin: Origin,
+    /// When the first notification (or history page) naming it arrived.
+    pub received_at: SystemTime,
+}
+
+fn millis(time: SystemTime) -> UnixMillis {
+    let elapsed = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    UnixMillis(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Decodes a jsonParsed `getTransaction` reply into one event per tracked
+/// wallet it touches (in account-key order, then token owners).
+pub fn decode_transaction(
+    signature: &Signature,
+    reply: &Value,
+    is_tracked: impl Fn(&WalletAddress) -> bool,
+    provenance: Provenance,
+) -> Result<Vec<ActivityEvent>, DecodeError> {
+    let malformed = |reason: String| DecodeError::Malformed { signature: signature.to_string(), reason };
+    let raw = RawTransaction::deserialize(reply).map_err(|error| malformed(error.to_string()))?;
+    let meta = raw.meta.ok_or_else(|| malformed("no meta".into()))?;
+    let keys: Vec<&WalletAddress> = raw.transaction.message.account_keys.iter().map(RawAccountKey::address).collect();
+    if meta.pre_balances.len() != keys.len() || meta.post_balances.len() != keys.len() {
+        return Err(malformed(format!(
+            "{} account keys but {} pre and {} post balances",
+            keys.len(),
+            meta.pre_balances.len(),
+            meta.post_balances.len()
+        )));
+    }
+    let fee_payer = keys.first().copied().cloned().ok_or_else(|| malformed("no account keys".into()))?;
+
+    let mut programs: Vec<WalletAddress> = Vec::new();
+    let inner = meta.inner_instructions.iter().flatten().flat_map(|group| group.instructions.iter());
+    for instruction in raw.transaction.message.instructions.iter().chain(inner) {
+        if !programs.contains(&instruction.program_id) {
+            programs.push(instruction.program_id.clone());
+        }
+    }
+
+    // Token balance changes per token account: (pre, post) raw amounts.
+    struct TokenChange {
+        mint: WalletAddress,
+        owner: Option<WalletAddress>,
+        program: Option<WalletAddress>,
+        decimals: u8,
+        pre: i128,
+        post: i128,
+    }
+    let mut token_changes: BTreeMap<usize, TokenChange> = BTreeMap::new();
+    for (is_post, balances) in [(false, &meta.pre_token_balances), (true, &meta.post_token_balances)] {
+        for balance in balances.iter().flatten() {
+            if balance.account_index >= keys.len() {
+                return Err(malformed(format!("token balance for account index {} out of range", balance.account_index)));
+            }
+            let amount: i128 = balance
+                .ui_token_amount
+                .amount
+                .parse::<u128>()
+                .ok()
+                .and_then(|amount| i128::try_from(amount).ok())
+                .ok_or_else(|| malformed(format!("token amount {:?} is not an integer", balance.ui_token_amount.amount)))?;
+            let change = token_changes.entry(balance.account_index).or_insert_with(|| TokenChange {
+                mint: balance.mint.clone(),
+                owner: balance.owner.clone(),
+                program: balance.program_id.clone(),
+                decimals: balance.ui_token_amount.decimals,
+                pre: 0,
+                post: 0,
+            });
+            if balance.owner.is_some() {
+                change.owner.clone_from(&balance.owner);
+            }
+            if is_post { change.post = amount } else { change.pre = amount }
+        }
+    }
+
+    // Tracked wallets touched, in account-key order, then token owners.
+    let mut wallets: Vec<WalletAddress> = Vec::new();
+    for key in &keys {
+        if is_tracked(key) && !wallets.contains(key) {
+            wallets.push((*key).clone());
+        }
+    }
+    for change in token_changes.values() {
+        if let Some(owner) = &change.owner
+            && is_tracked(owner)
+            && !wallets.contains(owner)
+        {
+            wallets.push(owner.clone());
+        }
+    }
+
+    let outcome = match &meta.err {
+        None | Some(Value::Null) => TxOutcome::Success,
+        Some(error) => TxOutcome::Failed { error: error.to_string() },
+    };
+    let now = millis(SystemTime::now());
+    let mut events = Vec::with_capacity(wallets.len());
+    for wallet in wallets {
+        let mut sol_delta: i64 = 0;
+        for (index, key) in keys.iter().enumerate() {
+            if *key == &wallet {
+                let change = i128::from(meta.post_balances[index]) - i128::from(meta.pre_balances[index]);
+                sol_delta = i64::try_from(change).map_err(|_| malformed("lamport change overflows i64".into()))?;
+                break;
+            }
+        }
+        let token_deltas = token_changes
+            .iter()
+            .filter(|(_, change)| change.owner.as_ref() == Some(&wallet) && change.post != change.pre)
+            .map(|(index, change)| TokenDelta {
+                mint: change.mint.clone(),
+                token_account: Some(keys[*index].clone()),
+                token_program: change.program.clone().unwrap_or_else(|| {
+                    WalletAddress::parse(crate::pubsub::protocol::TOKEN_PROGRAM).expect("constant is valid")
+                }),
+                decimals: change.decimals,
+                delta: change.post - change.pre,
+            })
+            .collect();
+        events.push(ActivityEvent {
+            chain: Chain::Solana,
+            wallet,
+            signature: signature.clone(),
+            slot: Slot(raw.slot),
+            block_time: raw.block_time,
+            sol_delta,
+            token_deltas,
+            fee: meta.fee,
+            fee_payer: fee_payer.clone(),
+            outcome: outcome.clone(),
+            programs: programs.clone(),
+            origin: provenance.origin,
+            received_at: millis(provenance.received_at),
+            emitted_at: now,
+        });
+    }
+    Ok(events)
+}
+
+/// Returns every address the transaction names (account keys and token
+/// account owners), for bookkeeping of the newest signature per address.
+pub fn touched_addresses(reply: &Value) -> Vec<WalletAddress> {
+    let Ok(raw) = RawTransaction::deserialize(reply) else { return Vec::new() };
+    let mut addresses: Vec<WalletAddress> =
+        raw.transaction.message.account_keys.iter().map(|key| key.address().clone()).collect();
+    if let Some(meta) = raw.meta {
+        for balance in meta.pre_token_balances.iter().flatten().chain(meta.post_token_balances.iter().flatten()) {
+            if let Some(owner) = &balance.owner
+                && !addresses.contains(owner)
+            {
+                addresses.push(owner.clone());
+            }
+        }
+    }
+    addresses
+}
+
+#[cfg(test)]
+mod tests;
