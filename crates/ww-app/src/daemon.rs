@@ -5,7 +5,9 @@
 //! - `endpoint-probe`, one per Solana endpoint: checks the endpoint answers
 //!   (`getVersion`, then `getSlot`) and logs each change of reachability, with
 //!   exponential backoff while it is down;
-//! - `seen-pruner`: drops deduplication keys older than `retention_hours`.
+//! - `seen-pruner`: drops deduplication keys older than `retention_hours`;
+//! - `pipeline`: the live Solana pipeline (PubSub pool, resolution,
+//!   decoding, storing), see [`crate::pipeline`].
 //!
 //! Shutdown: the token is cancelled, every task returns, and the whole
 //! sequence is bounded by `shutdown_timeout_secs`; tasks still running then
@@ -61,6 +63,16 @@ pub async fn run(config: Config, store: Arc<dyn Store>, shutdown: CancellationTo
         tracker.spawn(probe_endpoint(client, config.solana.commitment, shutdown.child_token()));
     }
     tracker.spawn(prune_seen_keys(Arc::clone(&store), shutdown.child_token()));
+    {
+        let config = config.clone();
+        let store = Arc::clone(&store);
+        let shutdown = shutdown.child_token();
+        tracker.spawn(async move {
+            if let Err(error) = crate::pipeline::run(&config, store, shutdown).await {
+                error!(error = %error, "the live pipeline stopped");
+            }
+        });
+    }
     tracker.close();
 
     shutdown.cancelled().await;

@@ -8,6 +8,7 @@
 pub mod daemon;
 pub mod error;
 pub mod events;
+pub mod pipeline;
 pub mod wallets;
 
 pub use error::AppError;

@@ -147,6 +147,47 @@ impl LocalNode {
         .await
     }
 
+    /// Writes a new keypair file and returns its address.
+    pub async fn keygen(&self, path: &Path) -> Result<WalletAddress> {
+        let output = Command::new(&self.binary)
+            .arg("keygen")
+            .arg("--out")
+            .arg(path)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .context("running walletwatch-localnet keygen")?;
+        if !output.status.success() {
+            bail!("keygen failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        WalletAddress::parse(String::from_utf8_lossy(&output.stdout).trim()).map_err(|error| anyhow!("keygen printed {error}"))
+    }
+
+    /// Sends `count` transactions from the keypair in `payer` (funded by
+    /// airdrop when short), each paying `lamports` to every recipient. With
+    /// `is_failure`, the transactions land but fail on chain (fees charged).
+    pub async fn transfer_from(
+        &self,
+        payer: &Path,
+        recipients: &[WalletAddress],
+        lamports: u64,
+        count: usize,
+        is_failure: bool,
+    ) -> Result<Vec<Signature>> {
+        let lamports_text = lamports.to_string();
+        let count_text = count.to_string();
+        let payer_text = payer.display().to_string();
+        let mut args = vec!["transfer", "--payer", &payer_text, "--lamports", &lamports_text, "--count", &count_text];
+        for recipient in recipients {
+            args.push("--to");
+            args.push(recipient.as_str());
+        }
+        if is_failure {
+            args.push("--fail");
+        }
+        self.run_client(&args).await
+    }
+
     /// Creates a mint and `owner`'s token account, then sends `count`
     /// transfers of `amount` base units to it; returns the transfer signatures.
     pub async fn token_transfer(

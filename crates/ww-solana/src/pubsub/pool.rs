@@ -161,9 +161,11 @@ impl PubsubPool {
     }
 
     /// Closes every connection and waits for their tasks.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&mut self) {
         self.shutdown.cancel();
-        drop(self.connections);
+        self.connections.clear();
+        self.load.clear();
+        self.assignment.clear();
         self.tracker.close();
         self.tracker.wait().await;
     }

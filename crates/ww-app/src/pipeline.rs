@@ -1,0 +1,466 @@
+//! The live Solana pipeline: PubSub notifications → signatures →
+//! `getTransaction` → decoded events → the store, exactly once per
+//! (wallet, signature).
+//!
+//! ```text
+//! PubsubPool ──events (bounded)──► Pipeline ──spawn (≤ fetch_concurrency)──► fetch / resolve tasks
+//!      ▲                              │  ◄──────────── results (JoinSet) ───────────┘
+//!      └──── add/remove keys ◄── wallet sync (store, every 2 s)
+//!                                     └──► Store::record_events (spawn_blocking) ──► log
+//! ```
+//!
+//! - Logs notifications carry the signature; account and program
+//!   notifications do not, and are resolved with `getSignaturesForAddress` on
+//!   the changed account, bounded by the newest signature seen for it.
+//! - A signature is fetched once however many notifications name it
+//!   (in-flight set + a bounded cache of recent ones); the store's seen-set is
+//!   the final word, so restarts and races never duplicate an event.
+//! - Wallets tracked or untracked by another process (the CLI, the API) are
+//!   picked up by polling the store, within `WALLET_SYNC_INTERVAL`.
+//! - Each wallet's `subscription_status` follows its connections' states.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+use ww_config::Config;
+use ww_core::store::{NewEvent, RecordOutcome, Store};
+use ww_core::time::UnixMillis;
+use ww_core::wallet::SubscriptionStatus;
+use ww_core::{ActivityEvent, Chain, Origin, Signature, WalletAddress};
+use ww_solana::decode::{Provenance, decode_transaction};
+use ww_solana::pubsub::{ConnectionConfig, ConnectionState, PubsubEvent, PubsubPool, SubscriptionKey};
+use ww_solana::resolve::{FetchError, TransactionFetcher};
+use ww_solana::{RpcClient, SignatureInfo, SignaturesQuery};
+
+use crate::error::AppError;
+
+/// How often the tracked wallet set is re-read from the store.
+pub const WALLET_SYNC_INTERVAL: Duration = Duration::from_secs(2);
+/// Capacity of the PubSub → pipeline channel (backpressure beyond it).
+const PUBSUB_QUEUE: usize = 4096;
+/// Transactions fetched concurrently.
+const FETCH_CONCURRENCY: usize = 16;
+/// Signatures remembered in memory in front of the store's seen-set.
+const RECENT_SIGNATURES: usize = 100_000;
+/// Signatures read per resolution of an account change.
+const RESOLVE_PAGE: usize = 25;
+
+/// Metric names emitted by the pipeline.
+pub mod metric_names {
+    /// Counter: events stored. Labels: `origin`.
+    pub const EVENTS_PROCESSED_TOTAL: &str = "ww_events_processed_total";
+    /// Counter: events dropped because their (wallet, signature) was already stored.
+    pub const DUPLICATES_DROPPED_TOTAL: &str = "ww_duplicates_dropped_total";
+    /// Counter: transactions that could not be fetched after retries.
+    pub const FETCH_FAILURES_TOTAL: &str = "ww_fetch_failures_total";
+    /// Histogram: seconds from the first notification to the stored event.
+    pub const DETECTION_LATENCY_SECONDS: &str = "ww_detection_latency_seconds";
+}
+
+enum TaskOutput {
+    Fetched { signature: Signature, provenance: Provenance, result: Result<Value, FetchError> },
+    Resolved {
+        address: WalletAddress,
+        trigger: ResolveTrigger,
+        result: Result<Vec<SignatureInfo>, ww_solana::RpcError>,
+    },
+}
+
+/// What made an address worth resolving: the notification's arrival time and
+/// slot. Only signatures at or after that slot are live activity; older
+/// history is the backfill's job.
+#[derive(Debug, Clone, Copy)]
+struct ResolveTrigger {
+    received_at: SystemTime,
+    min_slot: Option<u64>,
+}
+
+impl ResolveTrigger {
+    fn merge(self, other: ResolveTrigger) -> ResolveTrigger {
+        ResolveTrigger {
+            received_at: self.received_at.min(other.received_at),
+            min_slot: match (self.min_slot, other.min_slot) {
+                (Some(left), Some(right)) => Some(left.min(right)),
+                (left, right) => left.or(right),
+            },
+        }
+    }
+}
+
+/// A bounded set of recently processed signatures (oldest evicted first).
+#[derive(Debug, Default)]
+struct RecentSignatures {
+    set: HashSet<Signature>,
+    order: VecDeque<Signature>,
+}
+
+impl RecentSignatures {
+    fn contains(&self, signature: &Signature) -> bool {
+        self.set.contains(signature)
+    }
+
+    /// Forgets a signature so a later notification fetches it again.
+    fn remove(&mut self, signature: &Signature) {
+        if self.set.remove(signature) {
+            self.order.retain(|queued| queued != signature);
+        }
+    }
+
+    fn insert(&mut self, signature: Signature) {
+        if self.set.insert(signature.clone()) {
+            self.order.push_back(signature);
+            if self.order.len() > RECENT_SIGNATURES
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.set.remove(&oldest);
+            }
+        }
+    }
+}
+
+/// The live pipeline's state, owned by one task.
+struct Pipeline {
+    store: Arc<dyn Store>,
+    pool: PubsubPool,
+    fetcher: TransactionFetcher,
+    rpc: RpcClient,
+    retention: Duration,
+    tracked: HashSet<WalletAddress>,
+    newest_signature: HashMap<WalletAddress, Signature>,
+    recent: RecentSignatures,
+    in_flight: HashSet<Signature>,
+    resolving: HashSet<WalletAddress>,
+    resolve_again: HashMap<WalletAddress, ResolveTrigger>,
+    tasks: JoinSet<TaskOutput>,
+    permits: Arc<Semaphore>,
+    connection_states: HashMap<usize, (ConnectionState, Vec<SubscriptionKey>)>,
+    persisted_status: HashMap<WalletAddress, SubscriptionStatus>,
+}
+
+fn now_millis() -> UnixMillis {
+    crate::daemon::now()
+}
+
+/// Runs the live pipeline until `shutdown` is cancelled.
+pub async fn run(config: &Config, store: Arc<dyn Store>, shutdown: CancellationToken) -> Result<(), AppError> {
+    let solana = &config.solana;
+    let ws_endpoints = solana.endpoints.iter().map(|endpoint| endpoint.ws_url.expose().clone()).collect();
+    let mut connection_config = ConnectionConfig::new(ws_endpoints, solana.commitment);
+    connection_config.ping_interval = solana.ping_interval;
+    connection_config.stale_after = solana.stale_after;
+    let (events_tx, mut events_rx) = mpsc::channel(PUBSUB_QUEUE);
+    let pool = PubsubPool::new(
+        connection_config,
+        solana.max_subscriptions_per_connection.get(),
+        solana.max_connections_per_endpoint.get(),
+        events_tx,
+        shutdown.child_token(),
+    );
+    let rpc = RpcClient::try_new(solana.endpoints[0].rpc_url.expose().clone(), solana.rpc_timeout)?;
+    let mut pipeline = Pipeline {
+        store,
+        pool,
+        fetcher: TransactionFetcher::new(rpc.clone(), solana.commitment),
+        rpc,
+        retention: config.retention,
+        tracked: HashSet::new(),
+        newest_signature: HashMap::new(),
+        recent: RecentSignatures::default(),
+        in_flight: HashSet::new(),
+        resolving: HashSet::new(),
+        resolve_again: HashMap::new(),
+        tasks: JoinSet::new(),
+        permits: Arc::new(Semaphore::new(FETCH_CONCURRENCY)),
+        connection_states: HashMap::new(),
+        persisted_status: HashMap::new(),
+    };
+    let mut sync_tick = tokio::time::interval(WALLET_SYNC_INTERVAL);
+    sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = sync_tick.tick() => {
+                if let Err(error) = pipeline.sync_wallets().await {
+                    warn!(error = %error, "reading tracked wallets failed; will retry");
+                }
+            }
+            Some(event) = events_rx.recv() => pipeline.handle_pubsub(event).await,
+            Some(joined) = pipeline.tasks.join_next(), if !pipeline.tasks.is_empty() => match joined {
+                Ok(output) => pipeline.handle_task(output).await,
+                Err(error) => error!(error = %error, "pipeline task failed"),
+            },
+        }
+    }
+    pipeline.shut_down(events_rx).await;
+    Ok(())
+}
+
+impl Pipeline {
+    async fn sync_wallets(&mut self) -> Result<(), AppError> {
+        let store = Arc::clone(&self.store);
+        let records = tokio::task::spawn_blocking(move || store.wallets()).await??;
+        let desired: HashSet<WalletAddress> =
+            records.into_iter().filter(|record| record.chain == Chain::Solana).map(|record| record.address).collect();
+        let added: Vec<WalletAddress> = desired.difference(&self.tracked).cloned().collect();
+        let removed: Vec<WalletAddress> = self.tracked.difference(&desired).cloned().collect();
+        if !removed.is_empty() {
+            info!(wallets = removed.len(), "untracking wallets");
+            self.pool.remove(removed.iter().flat_map(SubscriptionKey::all_for_wallet)).await;
+            for wallet in &removed {
+                self.tracked.remove(wallet);
+                self.persisted_status.remove(wallet);
+                self.newest_signature.remove(wallet);
+            }
+        }
+        if !added.is_empty() {
+            info!(wallets = added.len(), "tracking wallets");
+            self.tracked.extend(added.iter().cloned());
+            self.pool.add(added.iter().flat_map(SubscriptionKey::all_for_wallet)).await;
+            let unplaced: Vec<WalletAddress> = added
+                .iter()
+                .filter(|wallet| SubscriptionKey::all_for_wallet(wallet).iter().any(|key| self.pool.unplaced().contains(key)))
+                .cloned()
+                .collect();
+            self.persist_status(&unplaced, SubscriptionStatus::Failed).await;
+        }
+        Ok(())
+    }
+
+    async fn handle_pubsub(&mut self, event: PubsubEvent) {
+        match event {
+            PubsubEvent::Notification { key, result, slot, received_at } => {
+                let value = result.get("value").unwrap_or(&Value::Null);
+                match &key {
+                    SubscriptionKey::Logs(wallet) => {
+                        let Some(signature) = value.get("signature").and_then(Value::as_str).and_then(|text| Signature::parse(text).ok())
+                        else {
+                            warn!(wallet = %wallet, "logs notification without a valid signature");
+                            return;
+                        };
+                        debug!(wallet = %wallet, signature = %signature, slot, "logs notification");
+                        self.newest_signature.insert(wallet.clone(), signature.clone());
+                        self.schedule_fetch(signature, Provenance { origin: Origin::Live, received_at });
+                    }
+                    SubscriptionKey::Account(wallet) => {
+                        self.schedule_resolve(wallet.clone(), ResolveTrigger { received_at, min_slot: slot });
+                    }
+                    SubscriptionKey::TokenAccounts { owner, .. } => {
+                        match value.get("pubkey").and_then(Value::as_str).and_then(|text| WalletAddress::parse(text).ok()) {
+                            Some(token_account) => {
+                                self.schedule_resolve(token_account, ResolveTrigger { received_at, min_slot: slot });
+                            }
+                            None => warn!(owner = %owner, "program notification without a valid pubkey"),
+                        }
+                    }
+                }
+            }
+            PubsubEvent::State { connection, state, keys, is_resubscribe } => {
+                if is_resubscribe && state == ConnectionState::Connected {
+                    info!(connection, subscriptions = keys.len(), "pubsub resubscribed after a reconnect");
+                }
+                self.connection_states.insert(connection, (state, keys));
+                self.refresh_statuses().await;
+            }
+        }
+    }
+
+    fn schedule_fetch(&mut self, signature: Signature, provenance: Provenance) {
+        if self.recent.contains(&signature) || !self.in_flight.insert(signature.clone()) {
+            return;
+        }
+        let fetcher = self.fetcher.clone();
+        let permits = Arc::clone(&self.permits);
+        self.tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let result = fetcher.fetch(&signature).await;
+            TaskOutput::Fetched { signature, provenance, result }
+        });
+    }
+
+    fn schedule_resolve(&mut self, address: WalletAddress, trigger: ResolveTrigger) {
+        if self.resolving.contains(&address) {
+            // One more pass after the running one: its page may predate this change.
+            let merged = self.resolve_again.get(&address).map_or(trigger, |queued| queued.merge(trigger));
+            self.resolve_again.insert(address, merged);
+            return;
+        }
+        self.resolving.insert(address.clone());
+        let rpc = self.rpc.clone();
+        let until = self.newest_signature.get(&address).cloned();
+        let permits = Arc::clone(&self.permits);
+        self.tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let query = SignaturesQuery { until, limit: RESOLVE_PAGE, ..SignaturesQuery::default() };
+            let result = rpc.get_signatures_for_address(&address, &query).await;
+            TaskOutput::Resolved { address, trigger, result }
+        });
+    }
+
+    async fn handle_task(&mut self, output: TaskOutput) {
+        match output {
+            TaskOutput::Resolved { address, trigger, result } => {
+                self.resolving.remove(&address);
+                match result {
+                    Ok(entries) => {
+                        if let Some(newest) = entries.first() {
+                            self.newest_signature.insert(address.clone(), newest.signature.clone());
+                        }
+                        let provenance = Provenance { origin: Origin::Live, received_at: trigger.received_at };
+                        // Oldest first, so events are stored in chain order.
+                        let live = entries.into_iter().rev().filter(|entry| trigger.min_slot.is_none_or(|slot| entry.slot.0 >= slot));
+                        for entry in live {
+                            self.schedule_fetch(entry.signature, provenance);
+                        }
+                    }
+                    Err(error) => warn!(address = %address, error = %error, "resolving an account change failed"),
+                }
+                if let Some(again) = self.resolve_again.remove(&address) {
+                    self.schedule_resolve(address, again);
+                }
+            }
+            TaskOutput::Fetched { signature, provenance, result } => {
+                self.in_flight.remove(&signature);
+                let reply = match result {
+                    Ok(reply) => reply,
+                    Err(error) => {
+                        metrics::counter!(metric_names::FETCH_FAILURES_TOTAL).increment(1);
+                        warn!(signature = %signature, error = %error, "fetching a transaction failed; a later notification or gap fill retries it");
+                        return;
+                    }
+                };
+                self.recent.insert(signature.clone());
+                let tracked = &self.tracked;
+                let events = match decode_transaction(&signature, &reply, |wallet| tracked.contains(wallet), provenance) {
+                    Ok(events) => events,
+                    Err(error) => {
+                        metrics::counter!(ww_solana::metrics::DECODE_ERRORS_TOTAL, "reason" => error.reason_label()).increment(1);
+                        error!(signature = %signature, error = %error, "cannot decode a transaction; skipped");
+                        return;
+                    }
+                };
+                if events.is_empty() {
+                    debug!(signature = %signature, "transaction touches no tracked wallet");
+                    return;
+                }
+                self.record(events).await;
+            }
+        }
+    }
+
+    async fn record(&mut self, events: Vec<ActivityEvent>) {
+        let expires_at = now_millis().plus_millis(i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX));
+        let batch: Vec<NewEvent> = events.iter().cloned().map(|event| NewEvent { event, destinations: Vec::new() }).collect();
+        let store = Arc::clone(&self.store);
+        let outcomes = match tokio::task::spawn_blocking(move || store.record_events(&batch, expires_at)).await {
+            Ok(Ok(outcomes)) => outcomes,
+            Ok(Err(error)) => {
+                error!(error = %error, "storing events failed; they will be recovered by gap fill");
+                for event in &events {
+                    self.forget(&event.signature);
+                }
+                return;
+            }
+            Err(error) => {
+                error!(error = %error, "storing events panicked");
+                return;
+            }
+        };
+        for (event, outcome) in events.iter().zip(outcomes) {
+            match outcome {
+                RecordOutcome::Inserted(seq) => {
+                    metrics::counter!(metric_names::EVENTS_PROCESSED_TOTAL, "origin" => event.origin.as_str()).increment(1);
+                    let latency = (event.emitted_at.0 - event.received_at.0).max(0) as f64 / 1000.0;
+                    metrics::histogram!(metric_names::DETECTION_LATENCY_SECONDS).record(latency);
+                    info!(
+                        seq = seq.0,
+                        wallet = %event.wallet,
+                        signature = %event.signature,
+                        slot = event.slot.0,
+                        sol_delta = event.sol_delta,
+                        tokens = event.token_deltas.len(),
+                        success = event.outcome.is_success(),
+                        "wallet activity"
+                    );
+                }
+                RecordOutcome::Duplicate => {
+                    metrics::counter!(metric_names::DUPLICATES_DROPPED_TOTAL).increment(1);
+                    debug!(wallet = %event.wallet, signature = %event.signature, "duplicate dropped");
+                }
+            }
+        }
+    }
+
+    fn forget(&mut self, signature: &Signature) {
+        self.recent.remove(signature);
+    }
+
+    async fn refresh_statuses(&mut self) {
+        let mut key_states: HashMap<&SubscriptionKey, ConnectionState> = HashMap::new();
+        for (state, keys) in self.connection_states.values() {
+            for key in keys {
+                key_states.insert(key, *state);
+            }
+        }
+        let mut changes: HashMap<SubscriptionStatus, Vec<WalletAddress>> = HashMap::new();
+        for wallet in &self.tracked {
+            let states: Vec<Option<ConnectionState>> =
+                SubscriptionKey::all_for_wallet(wallet).iter().map(|key| key_states.get(key).copied()).collect();
+            let status = if states.iter().any(|state| *state == Some(ConnectionState::Failed)) {
+                SubscriptionStatus::Failed
+            } else if states.iter().any(|state| *state == Some(ConnectionState::Reconnecting)) {
+                SubscriptionStatus::Reconnecting
+            } else if states.iter().all(|state| *state == Some(ConnectionState::Connected)) {
+                SubscriptionStatus::Active
+            } else if states.iter().any(|state| *state == Some(ConnectionState::Disconnected)) {
+                SubscriptionStatus::Disconnected
+            } else {
+                SubscriptionStatus::Pending
+            };
+            if self.persisted_status.get(wallet) != Some(&status) {
+                changes.entry(status).or_default().push(wallet.clone());
+            }
+        }
+        for (status, wallets) in changes {
+            self.persist_status(&wallets, status).await;
+        }
+    }
+
+    async fn persist_status(&mut self, wallets: &[WalletAddress], status: SubscriptionStatus) {
+        if wallets.is_empty() {
+            return;
+        }
+        let store = Arc::clone(&self.store);
+        let addresses = wallets.to_vec();
+        match tokio::task::spawn_blocking(move || store.set_subscription_status(&addresses, status)).await {
+            Ok(Ok(())) => {
+                info!(wallets = wallets.len(), status = %status, "subscription status changed");
+                for wallet in wallets {
+                    self.persisted_status.insert(wallet.clone(), status);
+                }
+            }
+            Ok(Err(error)) => warn!(error = %error, "saving subscription status failed; will retry"),
+            Err(error) => warn!(error = %error, "saving subscription status panicked"),
+        }
+    }
+
+    /// Stops the sources, then lets in-flight fetches finish and stores their events.
+    async fn shut_down(mut self, events_rx: mpsc::Receiver<PubsubEvent>) {
+        // Connections may be blocked sending to a full queue: close it first.
+        drop(events_rx);
+        self.pool.shutdown().await;
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Ok(output) = joined {
+                self.handle_task(output).await;
+            }
+        }
+        self.tasks.abort_all();
+        let wallets: Vec<WalletAddress> = self.tracked.iter().cloned().collect();
+        self.persist_status(&wallets, SubscriptionStatus::Disconnected).await;
+    }
+}
