@@ -1,0 +1,275 @@
+//! Protocol edge cases of the PubSub pool against a scripted in-process
+//! server: dropped connections, silent stalls, provider limits and refused
+//! connections. (Real-traffic behaviour is proven against the local node in
+//! the binary's streaming tests.)
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use ww_core::{Commitment, WalletAddress};
+use ww_solana::pubsub::{ConnectionConfig, ConnectionState, PubsubEvent, PubsubPool, SubscriptionKey};
+
+/// What the scripted server saw and can be told to do.
+#[derive(Default)]
+struct ServerState {
+    /// Per accepted connection: the subscribe methods received, in order.
+    connections: Mutex<Vec<Vec<String>>>,
+    /// (connection, request params) → server subscription id.
+    subscriptions: Mutex<HashMap<(usize, String), u64>>,
+    next_subscription_id: AtomicU64,
+    /// While set, no heartbeats (slot notifications) are sent: a silent stall.
+    is_stalled: AtomicBool,
+}
+
+struct FakePubsub {
+    address: SocketAddr,
+    state: Arc<ServerState>,
+    /// Frames pushed to every live connection.
+    push: broadcast::Sender<String>,
+    /// Tells every live connection to drop.
+    drop_all: broadcast::Sender<()>,
+}
+
+impl FakePubsub {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let state = Arc::new(ServerState { next_subscription_id: AtomicU64::new(1000), ..ServerState::default() });
+        let (push, _) = broadcast::channel(64);
+        let (drop_all, _) = broadcast::channel(4);
+        let server = Self { address, state: Arc::clone(&state), push: push.clone(), drop_all: drop_all.clone() };
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let Ok(socket) = tokio_tungstenite::accept_async(stream).await else { continue };
+                let index = {
+                    let mut connections = state.connections.lock().expect("lock");
+                    connections.push(Vec::new());
+                    connections.len() - 1
+                };
+                tokio::spawn(serve_connection(index, socket, Arc::clone(&state), push.subscribe(), drop_all.subscribe()));
+            }
+        });
+        server
+    }
+
+    fn url(&self) -> url::Url {
+        format!("ws://{}", self.address).parse().expect("url")
+    }
+
+    fn subscription_id(&self, connection: usize, key_param: &str) -> Option<u64> {
+        self.state.subscriptions.lock().expect("lock").get(&(connection, key_param.to_string())).copied()
+    }
+
+    fn connection_count(&self) -> usize {
+        self.state.connections.lock().expect("lock").len()
+    }
+}
+
+async fn serve_connection(
+    index: usize,
+    socket: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    state: Arc<ServerState>,
+    mut push: broadcast::Receiver<String>,
+    mut drop_all: broadcast::Receiver<()>,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let mut heartbeat_id: Option<u64> = None;
+    let mut slot = 0u64;
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = drop_all.recv() => return,
+            Ok(frame) = push.recv() => {
+                if sink.send(Message::text(frame)).await.is_err() { return; }
+            }
+            _ = heartbeat.tick() => {
+                if let Some(id) = heartbeat_id && !state.is_stalled.load(Ordering::SeqCst) {
+                    slot += 1;
+                    let frame = json!({"jsonrpc":"2.0","method":"slotNotification","params":{"subscription":id,"result":{"slot":slot,"parent":slot-1,"root":slot}}});
+                    if sink.send(Message::text(frame.to_string())).await.is_err() { return; }
+                }
+            }
+            message = stream.next() => {
+                let Some(Ok(Message::Text(text))) = message else {
+                    if matches!(message, Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_)))) { continue; }
+                    return;
+                };
+                let request: Value = serde_json::from_str(text.as_str()).expect("client sends JSON");
+                let method = request["method"].as_str().unwrap_or_default().to_string();
+                let id = request["id"].as_u64().unwrap_or_default();
+                let subscription_id = state.next_subscription_id.fetch_add(1, Ordering::SeqCst);
+                if method == "slotSubscribe" {
+                    heartbeat_id = Some(subscription_id);
+                } else if method.ends_with("Subscribe") {
+                    state.connections.lock().expect("lock")[index].push(method.clone());
+                    let key_param = format!("{method}:{}", request["params"][0]);
+                    state.subscriptions.lock().expect("lock").insert((index, key_param), subscription_id);
+                }
+                let reply = if method.ends_with("Unsubscribe") { json!(true) } else { json!(subscription_id) };
+                let frame = json!({"jsonrpc":"2.0","result":reply,"id":id});
+                if sink.send(Message::text(frame.to_string())).await.is_err() { return; }
+            }
+        }
+    }
+}
+
+fn wallet(index: u32) -> WalletAddress {
+    let mut bytes = [7u8; 32];
+    bytes[..4].copy_from_slice(&index.to_le_bytes());
+    WalletAddress::parse(&bs58::encode(bytes).into_string()).expect("valid")
+}
+
+fn test_config(url: url::Url) -> ConnectionConfig {
+    let mut config = ConnectionConfig::new(vec![url], Commitment::Confirmed);
+    config.stale_after = Duration::from_secs(2);
+    config.subscribe_batch_interval = Duration::from_millis(10);
+    config.backoff.initial = Duration::from_millis(100);
+    config
+}
+
+async fn next_state(events: &mut mpsc::Receiver<PubsubEvent>, wanted: ConnectionState) -> (usize, Vec<SubscriptionKey>, bool) {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), events.recv()).await.expect("event in time").expect("open");
+        if let PubsubEvent::State { connection, state, keys, is_resubscribe } = event
+            && state == wanted
+        {
+            return (connection, keys, is_resubscribe);
+        }
+    }
+}
+
+async fn next_notification(events: &mut mpsc::Receiver<PubsubEvent>) -> SubscriptionKey {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), events.recv()).await.expect("event in time").expect("open");
+        if let PubsubEvent::Notification { key, .. } = event {
+            return key;
+        }
+    }
+}
+
+fn logs_notification(subscription: u64) -> String {
+    json!({"jsonrpc":"2.0","method":"logsNotification","params":{"subscription":subscription,"result":{"context":{"slot":9},"value":{"signature":bs58::encode([1u8;64]).into_string(),"err":null,"logs":[]}}}}).to_string()
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_reconnected_and_resubscribed_with_new_ids() {
+    let server = FakePubsub::start().await;
+    let (events_tx, mut events) = mpsc::channel(1024);
+    let mut pool = PubsubPool::new(test_config(server.url()), 100, 4, events_tx, CancellationToken::new());
+    let watched = wallet(1);
+    pool.add(SubscriptionKey::all_for_wallet(&watched)).await;
+    pool.add(SubscriptionKey::all_for_wallet(&wallet(2))).await;
+    let (_, keys, is_resubscribe) = next_state(&mut events, ConnectionState::Connected).await;
+    assert_eq!(keys.len(), 8);
+    assert!(!is_resubscribe);
+
+    let logs_param = format!("logsSubscribe:{}", json!({"mentions": [watched.as_str()]}));
+    let first_id = server.subscription_id(0, &logs_param).expect("subscribed on the first connection");
+    server.push.send(logs_notification(first_id)).expect("push");
+    assert_eq!(next_notification(&mut events).await, SubscriptionKey::Logs(watched.clone()));
+
+    server.drop_all.send(()).expect("drop");
+    next_state(&mut events, ConnectionState::Reconnecting).await;
+    let (_, keys, is_resubscribe) = next_state(&mut events, ConnectionState::Connected).await;
+    assert!(is_resubscribe);
+    assert_eq!(keys.len(), 8);
+    assert_eq!(server.connection_count(), 2);
+    assert_eq!(server.state.connections.lock().expect("lock")[1].len(), 8, "every subscription was sent again");
+    let second_id = server.subscription_id(1, &logs_param).expect("resubscribed");
+    assert_ne!(first_id, second_id);
+    // The new server id maps to the same stable key; the old one no longer does.
+    server.push.send(logs_notification(first_id)).expect("push");
+    server.push.send(logs_notification(second_id)).expect("push");
+    assert_eq!(next_notification(&mut events).await, SubscriptionKey::Logs(watched));
+    pool.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_silent_stall_is_detected_and_the_connection_replaced() {
+    let server = FakePubsub::start().await;
+    let (events_tx, mut events) = mpsc::channel(1024);
+    let mut pool = PubsubPool::new(test_config(server.url()), 100, 1, events_tx, CancellationToken::new());
+    pool.add(SubscriptionKey::all_for_wallet(&wallet(3))).await;
+    next_state(&mut events, ConnectionState::Connected).await;
+
+    // The socket stays open and answers pings, but the heartbeat stops.
+    server.state.is_stalled.store(true, Ordering::SeqCst);
+    next_state(&mut events, ConnectionState::Reconnecting).await;
+    server.state.is_stalled.store(false, Ordering::SeqCst);
+    let (_, keys, is_resubscribe) = next_state(&mut events, ConnectionState::Connected).await;
+    assert!(is_resubscribe);
+    assert_eq!(keys.len(), 4);
+    assert_eq!(server.connection_count(), 2, "the stalled connection was replaced");
+    pool.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_thousand_wallets_are_spread_within_the_per_connection_limit() {
+    let server = FakePubsub::start().await;
+    let (events_tx, mut events) = mpsc::channel(16_384);
+    let mut pool = PubsubPool::new(test_config(server.url()), 100, 40, events_tx, CancellationToken::new());
+    pool.add((0..1000).flat_map(|index| SubscriptionKey::all_for_wallet(&wallet(index)))).await;
+    assert_eq!(pool.connection_count(), 40);
+    assert!(pool.loads().iter().all(|&load| load == 100), "{:?}", pool.loads());
+    assert!(pool.unplaced().is_empty());
+    let mut connected = std::collections::BTreeSet::new();
+    while connected.len() < 40 {
+        let (connection, keys, _) = next_state(&mut events, ConnectionState::Connected).await;
+        assert!(keys.len() <= 100);
+        connected.insert(connection);
+    }
+    let per_connection: Vec<usize> = server.state.connections.lock().expect("lock").iter().map(Vec::len).collect();
+    assert_eq!(per_connection.len(), 40);
+    assert!(per_connection.iter().all(|&count| count == 100), "{per_connection:?}");
+
+    // One more wallet does not fit: it waits, counted, until room appears.
+    pool.add(SubscriptionKey::all_for_wallet(&wallet(5000))).await;
+    assert_eq!(pool.unplaced().len(), 4);
+    pool.remove(SubscriptionKey::all_for_wallet(&wallet(0))).await;
+    assert!(pool.unplaced().is_empty(), "freed room is reused");
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusing_endpoint_gets_exponential_backoff_not_a_storm() {
+    // A port nobody listens on: every connect is refused.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address")
+    };
+    let mut config = ConnectionConfig::new(vec![format!("ws://{closed}").parse().expect("url")], Commitment::Confirmed);
+    config.connect_timeout = Duration::from_secs(5);
+    let (events_tx, mut events) = mpsc::channel(1024);
+    let mut pool = PubsubPool::new(config, 100, 1, events_tx, CancellationToken::new());
+    pool.add(SubscriptionKey::all_for_wallet(&wallet(9))).await;
+
+    let started = tokio::time::Instant::now();
+    // Each attempt reports its state before and after at the same (virtual) instant.
+    let mut attempt_instants = std::collections::BTreeSet::new();
+    let mut saw_failed = false;
+    while started.elapsed() < Duration::from_secs(600) {
+        let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(700), events.recv()).await else { break };
+        if let PubsubEvent::State { state, .. } = event
+            && started.elapsed() < Duration::from_secs(600)
+        {
+            attempt_instants.insert(started.elapsed().as_millis());
+            saw_failed |= state == ConnectionState::Failed;
+        }
+    }
+    // Delays of 1, 2, 4, ... 32, then 60 s (±20 %) reach FAILED after ten
+    // attempts near 250 s; retries then slow to 120 s: 13 attempts in ten
+    // minutes, where a tight loop would make thousands.
+    let connect_attempts = attempt_instants.len();
+    assert!((11..=15).contains(&connect_attempts), "{connect_attempts} attempts in 10 minutes");
+    assert!(saw_failed, "the connection was never reported FAILED");
+    pool.shutdown().await;
+}
