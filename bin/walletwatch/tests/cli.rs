@@ -55,6 +55,7 @@ fn sample_event(wallet: &WalletAddress, signature_byte: u8) -> NewEvent {
             programs: vec![],
             origin: Origin::Live,
             received_at: UnixMillis(1),
+            resolved_at: None,
             emitted_at: UnixMillis(2),
         },
         destinations: vec![],

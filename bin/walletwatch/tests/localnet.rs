@@ -79,18 +79,30 @@ async fn token_transfers_credit_the_owner_for_both_token_programs() {
         let owner = fresh_address();
         let signatures = node.token_transfer(&owner, 250_000, is_token_2022, 2).await.expect("token transfers");
         assert_eq!(signatures.len(), 2);
-        let transaction = client
-            .get_transaction(&signatures[1], Commitment::Confirmed)
-            .await
-            .expect("getTransaction")
-            .expect("transaction present");
-        let post_balances = transaction["meta"]["postTokenBalances"].as_array().expect("postTokenBalances");
-        let owner_balance = post_balances
-            .iter()
-            .find(|balance| balance["owner"] == owner.as_str())
-            .unwrap_or_else(|| panic!("no post balance for the owner in {post_balances:?}"));
-        assert_eq!(owner_balance["programId"], program);
-        assert_eq!(owner_balance["uiTokenAmount"]["amount"], "500000");
+        // The two transfers are sent concurrently and may land in either order:
+        // check each one's change rather than the final balance.
+        let mut transaction = serde_json::Value::Null;
+        for signature in &signatures {
+            transaction = client
+                .get_transaction(signature, Commitment::Confirmed)
+                .await
+                .expect("getTransaction")
+                .expect("transaction present");
+            let owner_amount = |field: &str| {
+                transaction["meta"][field]
+                    .as_array()
+                    .expect("token balances")
+                    .iter()
+                    .find(|balance| balance["owner"] == owner.as_str())
+                    .map(|balance| {
+                        assert_eq!(balance["programId"], program);
+                        balance["uiTokenAmount"]["amount"].as_str().expect("amount").parse::<u64>().expect("integer")
+                    })
+            };
+            let pre = owner_amount("preTokenBalances").expect("the owner's account existed before the transfer");
+            let post = owner_amount("postTokenBalances").expect("post balance");
+            assert_eq!(post - pre, 250_000);
+        }
         // A plain transfer to an existing token account never names the owner.
         let account_keys = transaction["transaction"]["message"]["accountKeys"].as_array().expect("accountKeys");
         assert!(account_keys.iter().all(|key| key["pubkey"] != owner.as_str()), "{account_keys:?}");

@@ -353,8 +353,12 @@ impl Pipeline {
         }
     }
 
-    async fn record(&mut self, events: Vec<ActivityEvent>) {
-        let expires_at = now_millis().plus_millis(i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX));
+    async fn record(&mut self, mut events: Vec<ActivityEvent>) {
+        let emitted_at = now_millis();
+        for event in &mut events {
+            event.emitted_at = emitted_at;
+        }
+        let expires_at = emitted_at.plus_millis(i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX));
         let batch: Vec<NewEvent> = events.iter().cloned().map(|event| NewEvent { event, destinations: Vec::new() }).collect();
         let store = Arc::clone(&self.store);
         let outcomes = match tokio::task::spawn_blocking(move || store.record_events(&batch, expires_at)).await {

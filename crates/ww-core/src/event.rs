@@ -103,6 +103,10 @@ pub struct ActivityEvent {
     pub origin: Origin,
     /// When walletwatch first learned of the transaction.
     pub received_at: UnixMillis,
+    /// When its transaction was fetched and decoded (absent in events that
+    /// were not resolved from the chain).
+    #[serde(default)]
+    pub resolved_at: Option<UnixMillis>,
     /// When walletwatch emitted the event to its store and sinks.
     pub emitted_at: UnixMillis,
 }
@@ -163,6 +167,7 @@ mod tests {
             programs: vec![WalletAddress::parse("11111111111111111111111111111111").expect("valid")],
             origin: Origin::Live,
             received_at: UnixMillis(1_700_000_000_123),
+            resolved_at: Some(UnixMillis(1_700_000_000_127)),
             emitted_at: UnixMillis(1_700_000_000_130),
         }
     }
@@ -192,6 +197,7 @@ mod tests {
             "programs": ["11111111111111111111111111111111"],
             "origin": "live",
             "received_at": 1_700_000_000_123i64,
+            "resolved_at": 1_700_000_000_127i64,
             "emitted_at": 1_700_000_000_130i64
         });
         assert_eq!(json, expected);

@@ -260,6 +260,8 @@ pub fn decode_transaction(
             programs: programs.clone(),
             origin: provenance.origin,
             received_at: millis(provenance.received_at),
+            resolved_at: Some(now),
+            // Set again by the pipeline right before the event is stored.
             emitted_at: now,
         });
     }

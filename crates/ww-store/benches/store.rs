@@ -43,6 +43,7 @@ fn event(index: u64) -> NewEvent {
             programs: vec![],
             origin: Origin::Live,
             received_at: UnixMillis(1),
+            resolved_at: None,
             emitted_at: UnixMillis(2),
         },
         destinations: vec!["discord:1".into()],

@@ -29,6 +29,7 @@ fn event(wallet: &WalletAddress, signature_byte: u8, slot: u64) -> ActivityEvent
         programs: vec![],
         origin: Origin::Live,
         received_at: UnixMillis(1),
+        resolved_at: None,
         emitted_at: UnixMillis(2),
     }
 }

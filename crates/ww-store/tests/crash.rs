@@ -40,6 +40,7 @@ fn event(index: u64) -> NewEvent {
             programs: vec![],
             origin: Origin::Backfill,
             received_at: UnixMillis(0),
+            resolved_at: None,
             emitted_at: UnixMillis(0),
         },
         destinations: vec!["webhook:1".into()],
