@@ -99,6 +99,9 @@ enum Command {
         /// afford them; preflight is skipped). Fees are still charged.
         #[arg(long)]
         fail: bool,
+        /// Print `<signature> <unix-ms>` lines: when each sendTransaction returned.
+        #[arg(long)]
+        print_sent_at: bool,
     },
     /// Creates a mint and the owner's associated token account, then sends
     /// token transfers to it and prints the transfer signatures.
@@ -140,13 +143,22 @@ fn main() -> Result<()> {
             println!("{}", keypair.pubkey());
             Ok(())
         }
-        Command::Transfer { rpc, to, lamports, count, payer, fail } => {
+        Command::Transfer { rpc, to, lamports, count, payer, fail, print_sent_at } => {
             let recipients = to.iter().map(|text| parse_address(text)).collect::<Result<Vec<_>>>()?;
             let payer = payer.map(|path| read_keypair(&path)).transpose()?;
             block_on(async {
                 let options = TransferOptions { payer, is_failure: fail };
-                let signatures = send_sol_transfers(&rpc_client(&rpc), &recipients, lamports, count, options).await?;
-                print_signatures(&signatures)
+                let sent = send_sol_transfers(&rpc_client(&rpc), &recipients, lamports, count, options).await?;
+                if print_sent_at {
+                    let mut stdout = std::io::stdout().lock();
+                    for (signature, sent_at_ms) in &sent {
+                        writeln!(stdout, "{signature} {sent_at_ms}")?;
+                    }
+                    stdout.flush()?;
+                    Ok(())
+                } else {
+                    print_signatures(&sent.iter().map(|(signature, _)| *signature).collect::<Vec<_>>())
+                }
             })
         }
         Command::TokenTransfer { rpc, to_owner, amount, token_2022, count, decimals } => {
@@ -361,7 +373,7 @@ async fn send_sol_transfers(
     lamports: u64,
     count: usize,
     options: TransferOptions,
-) -> Result<Vec<Signature>> {
+) -> Result<Vec<(Signature, u128)>> {
     let per_transaction = lamports.checked_mul(recipients.len() as u64).context("lamports overflow u64")?;
     let total = per_transaction.checked_mul(count as u64).context("total lamports overflow u64")?;
     let payer = match options.payer {
@@ -392,9 +404,10 @@ async fn send_sol_transfers(
     let blockhash = client.get_latest_blockhash().await.context("getLatestBlockhash")?;
     let transactions = distinct_transactions(&payer, &instructions, blockhash, count)?;
     if options.is_failure {
-        return send_failing(client, transactions).await;
+        let signatures = send_failing(client, transactions).await?;
+        return Ok(signatures.into_iter().map(|signature| (signature, 0)).collect());
     }
-    send_and_confirm_all(client, transactions).await
+    send_and_confirm_all_timed(client, transactions).await
 }
 
 /// Sends transactions that fail on chain (preflight skipped) and waits until
@@ -552,20 +565,29 @@ fn transfer_checked(
 /// Sends every transaction with bounded concurrency, then waits until all are
 /// confirmed. Returns the signatures in the order the transactions were given.
 async fn send_and_confirm_all(client: &RpcClient, transactions: Vec<Transaction>) -> Result<Vec<Signature>> {
+    let sent = send_and_confirm_all_timed(client, transactions).await?;
+    Ok(sent.into_iter().map(|(signature, _)| signature).collect())
+}
+
+/// Like [`send_and_confirm_all`], with the Unix ms at which each send returned.
+async fn send_and_confirm_all_timed(client: &RpcClient, transactions: Vec<Transaction>) -> Result<Vec<(Signature, u128)>> {
     let client_ref = client;
-    let results: Vec<Result<Signature>> = futures::stream::iter(transactions)
+    let results: Vec<Result<(Signature, u128)>> = futures::stream::iter(transactions)
         .map(|transaction| async move {
-            client_ref
+            let signature = client_ref
                 .send_transaction(&transaction)
                 .await
-                .map_err(|error| anyhow!("sendTransaction failed: {error}"))
+                .map_err(|error| anyhow!("sendTransaction failed: {error}"))?;
+            let sent_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+            Ok((signature, sent_at))
         })
         .buffered(SEND_CONCURRENCY)
         .collect()
         .await;
-    let signatures = results.into_iter().collect::<Result<Vec<_>>>()?;
+    let sent = results.into_iter().collect::<Result<Vec<_>>>()?;
+    let signatures: Vec<Signature> = sent.iter().map(|(signature, _)| *signature).collect();
     wait_for_confirmation(client, &signatures).await?;
-    Ok(signatures)
+    Ok(sent)
 }
 
 async fn wait_for_confirmation(client: &RpcClient, signatures: &[Signature]) -> Result<()> {

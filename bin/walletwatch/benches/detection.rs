@@ -1,0 +1,200 @@
+//! Detection latency on the local Solana node, next to a raw PubSub client.
+//!
+//! `cargo bench -p walletwatch --bench detection` starts `walletwatch-localnet`,
+//! tracks 10 fresh wallets with a release `walletwatch run`, subscribes a raw
+//! WebSocket client (`logsSubscribe`, same wallets, same node) in this
+//! process, sends 200 SOL transfers and prints percentiles of:
+//! - raw client: sendTransaction returned → its logs notification (the floor);
+//! - walletwatch: sendTransaction returned → its own first notification;
+//! - walletwatch: first notification → event stored (decode + fetch + commit);
+//! - walletwatch: sendTransaction returned → event stored (end to end).
+//!
+//! Environment: `WALLETWATCH_LOCALNET_BIN` (set by scripts/test.sh),
+//! `BENCH_WALLETS` (10), `BENCH_TRANSFERS` (200).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio_tungstenite::tungstenite::Message;
+use ww_core::store::{EventQuery, Store as _};
+use ww_core::{ActivityEvent, WalletAddress};
+use ww_store::RedbStore;
+use ww_test_utils::{LocalNode, fresh_address, localnet_binary};
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
+}
+
+fn percentiles(mut samples: Vec<i64>) -> String {
+    if samples.is_empty() {
+        return "no samples".into();
+    }
+    samples.sort_unstable();
+    let at = |quantile: f64| samples[((samples.len() - 1) as f64 * quantile).round() as usize];
+    format!(
+        "{:>6} {:>6} {:>6} {:>6} {:>6}",
+        samples.len(),
+        at(0.50),
+        at(0.95),
+        at(0.99),
+        samples[samples.len() - 1]
+    )
+}
+
+fn stored(data_dir: &Path) -> Vec<ActivityEvent> {
+    let Ok(store) = RedbStore::open_in_dir(data_dir) else { return Vec::new() };
+    store
+        .events(&EventQuery { wallet: None, after: None, limit: 1_000_000 })
+        .map(|events| events.into_iter().map(|stored| stored.event).collect())
+        .unwrap_or_default()
+}
+
+fn all_active(data_dir: &Path, count: usize) -> bool {
+    let Ok(output) = Command::new(env!("CARGO_BIN_EXE_walletwatch"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["list", "--json"])
+        .output()
+    else {
+        return false;
+    };
+    let wallets: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    wallets.as_array().is_some_and(|wallets| wallets.len() == count && wallets.iter().all(|wallet| wallet["subscription_status"] == "Active"))
+}
+
+async fn raw_client(ws_url: String, wallets: Vec<WalletAddress>, arrivals: Arc<Mutex<HashMap<String, i64>>>) {
+    let (socket, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await.expect("raw client connects");
+    let (mut sink, mut stream) = socket.split();
+    for (index, wallet) in wallets.iter().enumerate() {
+        let request = serde_json::json!({"jsonrpc":"2.0","id":index + 1,"method":"logsSubscribe",
+            "params":[{"mentions":[wallet.as_str()]},{"commitment":"confirmed"}]});
+        sink.send(Message::text(request.to_string())).await.expect("subscribe");
+    }
+    while let Some(Ok(message)) = stream.next().await {
+        let Message::Text(text) = message else { continue };
+        let arrived = unix_ms();
+        let Ok(frame) = serde_json::from_str::<serde_json::Value>(text.as_str()) else { continue };
+        if let Some(signature) = frame["params"]["result"]["value"]["signature"].as_str() {
+            arrivals.lock().expect("lock").entry(signature.to_string()).or_insert(arrived);
+        }
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let wallet_count = env_number("BENCH_WALLETS", 10);
+    let transfer_count = env_number("BENCH_TRANSFERS", 200);
+    let binary = localnet_binary().expect("walletwatch-localnet binary");
+    let node = LocalNode::start().await.expect("local node");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let wallets: Vec<WalletAddress> = (0..wallet_count).map(|_| fresh_address()).collect();
+    for wallet in &wallets {
+        let status = Command::new(env!("CARGO_BIN_EXE_walletwatch"))
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(["track", wallet.as_str()])
+            .stdout(Stdio::null())
+            .status()
+            .expect("track");
+        assert!(status.success());
+    }
+    let _daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_walletwatch"))
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(["run", "--rpc-url", &node.rpc_url, "--ws-url", &node.ws_url, "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("daemon"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !all_active(data_dir.path(), wallet_count) {
+        assert!(Instant::now() < deadline, "wallets never became Active");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let arrivals = Arc::new(Mutex::new(HashMap::new()));
+    tokio::spawn(raw_client(node.ws_url.clone(), wallets.clone(), Arc::clone(&arrivals)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Send in rounds of one transfer per wallet, each round from its own payer.
+    let mut sent_at: HashMap<String, i64> = HashMap::new();
+    let rounds = transfer_count.div_ceil(wallet_count);
+    let started = Instant::now();
+    for _ in 0..rounds {
+        for wallet in &wallets {
+            let output = Command::new(&binary)
+                .args(["transfer", "--rpc", &node.rpc_url, "--to", wallet.as_str(), "--lamports", "1000000", "--print-sent-at"])
+                .output()
+                .expect("transfer");
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            for line in String::from_utf8_lossy(&output.stdout).lines() {
+                let mut parts = line.split_whitespace();
+                if let (Some(signature), Some(at)) = (parts.next(), parts.next()) {
+                    sent_at.insert(signature.to_string(), at.parse().expect("ms"));
+                }
+            }
+        }
+    }
+    let sending = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let events = loop {
+        let events = stored(data_dir.path());
+        if events.len() >= sent_at.len() || Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let arrivals = arrivals.lock().expect("lock").clone();
+
+    let mut raw = Vec::new();
+    let mut send_to_notification = Vec::new();
+    let mut notification_to_stored = Vec::new();
+    let mut send_to_stored = Vec::new();
+    for event in &events {
+        let Some(&sent) = sent_at.get(event.signature.as_str()) else { continue };
+        send_to_notification.push(event.received_at.0 - sent);
+        notification_to_stored.push(event.emitted_at.0 - event.received_at.0);
+        send_to_stored.push(event.emitted_at.0 - sent);
+    }
+    for (signature, &sent) in &sent_at {
+        if let Some(&arrived) = arrivals.get(signature) {
+            raw.push(arrived - sent);
+        }
+    }
+    let missing: Vec<&String> = sent_at.keys().filter(|signature| !events.iter().any(|event| event.signature.as_str() == signature.as_str())).collect();
+    let raw_p50 = {
+        let mut sorted = raw.clone();
+        sorted.sort_unstable();
+        sorted.get(sorted.len() / 2).copied().unwrap_or(0)
+    };
+    let ww_p50 = {
+        let mut sorted = send_to_stored.clone();
+        sorted.sort_unstable();
+        sorted.get(sorted.len() / 2).copied().unwrap_or(0)
+    };
+    println!("detection latency on the local node: {wallet_count} wallets, {} transfers sent in {:.1}s, 400 ms slots, commitment confirmed", sent_at.len(), sending.as_secs_f64());
+    println!("{:<58} {:>6} {:>6} {:>6} {:>6} {:>6}", "milliseconds", "n", "p50", "p95", "p99", "max");
+    println!("{:<58} {}", "baseline: raw client, sendTransaction -> logsNotification", percentiles(raw));
+    println!("{:<58} {}", "walletwatch, sendTransaction -> first notification", percentiles(send_to_notification));
+    println!("{:<58} {}", "walletwatch, first notification -> event stored", percentiles(notification_to_stored));
+    println!("{:<58} {}", "walletwatch, sendTransaction -> event stored", percentiles(send_to_stored));
+    println!("end-to-end p50 overhead over the raw client's p50: {} ms", ww_p50 - raw_p50);
+    println!("events missing after 60 s: {}", missing.len());
+}
