@@ -50,6 +50,13 @@ const FETCH_CONCURRENCY: usize = 16;
 const RECENT_SIGNATURES: usize = 100_000;
 /// Signatures read per resolution of an account change.
 const RESOLVE_PAGE: usize = 25;
+/// How often token accounts are rediscovered for owners whose server refused
+/// `programSubscribe` (new accounts are otherwise seen by that subscription).
+const TOKEN_REDISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
+const TOKEN_PROGRAMS: [(&str, bool); 2] = [
+    (ww_solana::pubsub::protocol::TOKEN_PROGRAM, false),
+    (ww_solana::pubsub::protocol::TOKEN_2022_PROGRAM, true),
+];
 
 /// Metric names emitted by the pipeline.
 pub mod metric_names {
@@ -69,6 +76,11 @@ enum TaskOutput {
         address: WalletAddress,
         trigger: ResolveTrigger,
         result: Result<Vec<SignatureInfo>, ww_solana::RpcError>,
+    },
+    Discovered {
+        owner: WalletAddress,
+        is_token_2022: bool,
+        result: Result<Vec<WalletAddress>, ww_solana::RpcError>,
     },
 }
 
@@ -141,6 +153,15 @@ struct Pipeline {
     permits: Arc<Semaphore>,
     connection_states: HashMap<usize, (ConnectionState, Vec<SubscriptionKey>)>,
     persisted_status: HashMap<WalletAddress, SubscriptionStatus>,
+    /// The subscriptions each tracked wallet currently relies on.
+    wallet_keys: HashMap<WalletAddress, HashSet<SubscriptionKey>>,
+    /// Token accounts known per owner (discovered or seen in notifications).
+    token_accounts: HashMap<WalletAddress, HashSet<WalletAddress>>,
+    /// (owner, is_token_2022) whose `programSubscribe` the server refused.
+    per_account_fallback: HashSet<(WalletAddress, bool)>,
+    /// Subscriptions refused for good, with no fallback.
+    rejected_wallets: HashSet<WalletAddress>,
+    commitment: ww_core::Commitment,
 }
 
 fn now_millis() -> UnixMillis {
@@ -179,7 +200,14 @@ pub async fn run(config: &Config, store: Arc<dyn Store>, shutdown: CancellationT
         permits: Arc::new(Semaphore::new(FETCH_CONCURRENCY)),
         connection_states: HashMap::new(),
         persisted_status: HashMap::new(),
+        wallet_keys: HashMap::new(),
+        token_accounts: HashMap::new(),
+        per_account_fallback: HashSet::new(),
+        rejected_wallets: HashSet::new(),
+        commitment: solana.commitment,
     };
+    let mut rediscovery_tick = tokio::time::interval(TOKEN_REDISCOVERY_INTERVAL);
+    rediscovery_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sync_tick = tokio::time::interval(WALLET_SYNC_INTERVAL);
     sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -190,6 +218,7 @@ pub async fn run(config: &Config, store: Arc<dyn Store>, shutdown: CancellationT
                     warn!(error = %error, "reading tracked wallets failed; will retry");
                 }
             }
+            _ = rediscovery_tick.tick() => pipeline.rediscover_fallback_owners(),
             Some(event) = events_rx.recv() => pipeline.handle_pubsub(event).await,
             Some(joined) = pipeline.tasks.join_next(), if !pipeline.tasks.is_empty() => match joined {
                 Ok(output) => pipeline.handle_task(output).await,
@@ -211,16 +240,27 @@ impl Pipeline {
         let removed: Vec<WalletAddress> = self.tracked.difference(&desired).cloned().collect();
         if !removed.is_empty() {
             info!(wallets = removed.len(), "untracking wallets");
-            self.pool.remove(removed.iter().flat_map(SubscriptionKey::all_for_wallet)).await;
+            let keys: Vec<SubscriptionKey> =
+                removed.iter().filter_map(|wallet| self.wallet_keys.remove(wallet)).flatten().collect();
+            self.pool.remove(keys).await;
             for wallet in &removed {
                 self.tracked.remove(wallet);
                 self.persisted_status.remove(wallet);
                 self.newest_signature.remove(wallet);
+                self.token_accounts.remove(wallet);
+                self.rejected_wallets.remove(wallet);
+                self.per_account_fallback.retain(|(owner, _)| owner != wallet);
             }
         }
         if !added.is_empty() {
             info!(wallets = added.len(), "tracking wallets");
             self.tracked.extend(added.iter().cloned());
+            for wallet in &added {
+                self.wallet_keys.insert(wallet.clone(), SubscriptionKey::all_for_wallet(wallet).into_iter().collect());
+                for (_, is_token_2022) in TOKEN_PROGRAMS {
+                    self.schedule_discovery(wallet.clone(), is_token_2022);
+                }
+            }
             self.pool.add(added.iter().flat_map(SubscriptionKey::all_for_wallet)).await;
             let unplaced: Vec<WalletAddress> = added
                 .iter()
@@ -247,12 +287,13 @@ impl Pipeline {
                         self.newest_signature.insert(wallet.clone(), signature.clone());
                         self.schedule_fetch(signature, Provenance { origin: Origin::Live, received_at });
                     }
-                    SubscriptionKey::Account(wallet) => {
-                        self.schedule_resolve(wallet.clone(), ResolveTrigger { received_at, min_slot: slot });
+                    SubscriptionKey::Account(account) | SubscriptionKey::TokenAccount { account, .. } => {
+                        self.schedule_resolve(account.clone(), ResolveTrigger { received_at, min_slot: slot });
                     }
                     SubscriptionKey::TokenAccounts { owner, .. } => {
                         match value.get("pubkey").and_then(Value::as_str).and_then(|text| WalletAddress::parse(text).ok()) {
                             Some(token_account) => {
+                                self.token_accounts.entry(owner.clone()).or_default().insert(token_account.clone());
                                 self.schedule_resolve(token_account, ResolveTrigger { received_at, min_slot: slot });
                             }
                             None => warn!(owner = %owner, "program notification without a valid pubkey"),
@@ -267,6 +308,70 @@ impl Pipeline {
                 self.connection_states.insert(connection, (state, keys));
                 self.refresh_statuses().await;
             }
+            PubsubEvent::Rejected { connection, key, error } => self.handle_rejected(connection, key, error).await,
+        }
+    }
+
+    /// A server refused a subscription for good. A refused `programSubscribe`
+    /// falls back to one `accountSubscribe` per known token account, with
+    /// periodic rediscovery; anything else leaves the wallet Failed.
+    async fn handle_rejected(&mut self, connection: usize, key: SubscriptionKey, error: String) {
+        self.pool.remove([key.clone()]).await;
+        let owner = key.wallet().clone();
+        if let Some(keys) = self.wallet_keys.get_mut(&owner) {
+            keys.remove(&key);
+        }
+        if let SubscriptionKey::TokenAccounts { is_token_2022, .. } = key {
+            warn!(connection, wallet = %owner, error = %error, "server refused programSubscribe; falling back to per-account subscriptions");
+            self.per_account_fallback.insert((owner.clone(), is_token_2022));
+            self.schedule_discovery(owner, is_token_2022);
+        } else {
+            error!(connection, wallet = %owner, method = key.method(), error = %error, "server refused a subscription; the wallet is not fully covered");
+            self.rejected_wallets.insert(owner.clone());
+        }
+        self.refresh_statuses().await;
+    }
+
+    fn schedule_discovery(&mut self, owner: WalletAddress, is_token_2022: bool) {
+        let rpc = self.rpc.clone();
+        let commitment = self.commitment;
+        let permits = Arc::clone(&self.permits);
+        self.tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let program = if is_token_2022 { TOKEN_PROGRAMS[1].0 } else { TOKEN_PROGRAMS[0].0 };
+            let result = rpc.get_token_accounts_by_owner(&owner, program, commitment).await;
+            TaskOutput::Discovered { owner, is_token_2022, result }
+        });
+    }
+
+    fn rediscover_fallback_owners(&mut self) {
+        let owners: Vec<(WalletAddress, bool)> = self.per_account_fallback.iter().cloned().collect();
+        for (owner, is_token_2022) in owners {
+            self.schedule_discovery(owner, is_token_2022);
+        }
+    }
+
+    async fn handle_discovered(&mut self, owner: WalletAddress, is_token_2022: bool, accounts: Vec<WalletAddress>) {
+        if !self.tracked.contains(&owner) {
+            return;
+        }
+        let known = self.token_accounts.entry(owner.clone()).or_default();
+        let before = known.len();
+        known.extend(accounts.iter().cloned());
+        if known.len() != before {
+            info!(wallet = %owner, token_accounts = known.len(), token_2022 = is_token_2022, "token accounts discovered");
+        }
+        if !self.per_account_fallback.contains(&(owner.clone(), is_token_2022)) {
+            return;
+        }
+        let wallet_keys = self.wallet_keys.entry(owner.clone()).or_default();
+        let new_keys: Vec<SubscriptionKey> = accounts
+            .into_iter()
+            .map(|account| SubscriptionKey::TokenAccount { owner: owner.clone(), account })
+            .filter(|key| wallet_keys.insert(key.clone()))
+            .collect();
+        if !new_keys.is_empty() {
+            self.pool.add(new_keys).await;
         }
     }
 
@@ -324,6 +429,10 @@ impl Pipeline {
                     self.schedule_resolve(address, again);
                 }
             }
+            TaskOutput::Discovered { owner, is_token_2022, result } => match result {
+                Ok(accounts) => self.handle_discovered(owner, is_token_2022, accounts).await,
+                Err(error) => warn!(wallet = %owner, error = %error, "token account discovery failed; will retry on the next pass"),
+            },
             TaskOutput::Fetched { signature, provenance, result } => {
                 self.in_flight.remove(&signature);
                 let reply = match result {
@@ -413,9 +522,14 @@ impl Pipeline {
         }
         let mut changes: HashMap<SubscriptionStatus, Vec<WalletAddress>> = HashMap::new();
         for wallet in &self.tracked {
-            let states: Vec<Option<ConnectionState>> =
-                SubscriptionKey::all_for_wallet(wallet).iter().map(|key| key_states.get(key).copied()).collect();
-            let status = if states.iter().any(|state| *state == Some(ConnectionState::Failed)) {
+            let states: Vec<Option<ConnectionState>> = self
+                .wallet_keys
+                .get(wallet)
+                .map(|keys| keys.iter().map(|key| key_states.get(key).copied()).collect())
+                .unwrap_or_default();
+            let status = if self.rejected_wallets.contains(wallet)
+                || states.iter().any(|state| *state == Some(ConnectionState::Failed))
+            {
                 SubscriptionStatus::Failed
             } else if states.iter().any(|state| *state == Some(ConnectionState::Reconnecting)) {
                 SubscriptionStatus::Reconnecting

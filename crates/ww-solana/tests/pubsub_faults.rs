@@ -28,6 +28,8 @@ struct ServerState {
     next_subscription_id: AtomicU64,
     /// While set, no heartbeats (slot notifications) are sent: a silent stall.
     is_stalled: AtomicBool,
+    /// While set, `programSubscribe` is refused, as some providers do.
+    refuses_program_subscribe: AtomicBool,
 }
 
 struct FakePubsub {
@@ -114,8 +116,12 @@ async fn serve_connection(
                     let key_param = format!("{method}:{}", request["params"][0]);
                     state.subscriptions.lock().expect("lock").insert((index, key_param), subscription_id);
                 }
-                let reply = if method.ends_with("Unsubscribe") { json!(true) } else { json!(subscription_id) };
-                let frame = json!({"jsonrpc":"2.0","result":reply,"id":id});
+                let frame = if method == "programSubscribe" && state.refuses_program_subscribe.load(Ordering::SeqCst) {
+                    json!({"jsonrpc":"2.0","error":{"code":-32601,"message":"Method not found"},"id":id})
+                } else {
+                    let reply = if method.ends_with("Unsubscribe") { json!(true) } else { json!(subscription_id) };
+                    json!({"jsonrpc":"2.0","result":reply,"id":id})
+                };
                 if sink.send(Message::text(frame.to_string())).await.is_err() { return; }
             }
         }
@@ -236,6 +242,31 @@ async fn a_thousand_wallets_are_spread_within_the_per_connection_limit() {
     assert_eq!(pool.unplaced().len(), 4);
     pool.remove(SubscriptionKey::all_for_wallet(&wallet(0))).await;
     assert!(pool.unplaced().is_empty(), "freed room is reused");
+    pool.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_refused_subscription_is_given_up_after_three_tries_and_reported() {
+    let server = FakePubsub::start().await;
+    server.state.refuses_program_subscribe.store(true, Ordering::SeqCst);
+    let (events_tx, mut events) = mpsc::channel(1024);
+    let mut pool = PubsubPool::new(test_config(server.url()), 100, 1, events_tx, CancellationToken::new());
+    let watched = wallet(4);
+    pool.add(SubscriptionKey::all_for_wallet(&watched)).await;
+    let mut rejected = Vec::new();
+    let keys = loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), events.recv()).await.expect("event in time").expect("open");
+        match event {
+            PubsubEvent::Rejected { key, .. } => rejected.push(key),
+            PubsubEvent::State { state: ConnectionState::Connected, keys, .. } => break keys,
+            _ => {}
+        }
+    };
+    assert_eq!(rejected.len(), 2, "both programSubscribe keys are reported: {rejected:?}");
+    assert!(rejected.iter().all(|key| matches!(key, SubscriptionKey::TokenAccounts { .. })));
+    assert_eq!(keys, vec![SubscriptionKey::Logs(watched.clone()), SubscriptionKey::Account(watched)]);
+    let sent = server.state.connections.lock().expect("lock")[0].clone();
+    assert_eq!(sent.iter().filter(|method| *method == "programSubscribe").count(), 6, "three tries each, no storm");
     pool.shutdown().await;
 }
 

@@ -128,7 +128,20 @@ pub enum PubsubEvent {
         /// (events may have been missed in between).
         is_resubscribe: bool,
     },
+    /// The server refused a subscription repeatedly; it was dropped from this
+    /// connection (the pipeline decides on a fallback).
+    Rejected {
+        /// The connection's index in its pool.
+        connection: usize,
+        /// The refused subscription.
+        key: SubscriptionKey,
+        /// The server's last error.
+        error: String,
+    },
 }
+
+/// Refusals of one subscription before it is given up and reported.
+const MAX_SUBSCRIBE_REFUSALS: u32 = 3;
 
 /// Changes to a connection's desired subscriptions.
 #[derive(Debug, Clone)]
@@ -285,6 +298,7 @@ async fn run_session(
     let mut last_heartbeat = Instant::now();
     let mut awaiting_pong = false;
     let mut has_reported_connected = false;
+    let mut refusals: HashMap<SubscriptionKey, u32> = HashMap::new();
 
     let heartbeat_request = request(next_request_id, "slotSubscribe", Value::Array(vec![]));
     pending.insert(next_request_id, Pending::Heartbeat);
@@ -436,9 +450,21 @@ async fn run_session(
                         }
                         (Some(Pending::Subscribe(key)), Err(error)) => {
                             metrics::counter!(m::PUBSUB_SUBSCRIBE_ERRORS_TOTAL).increment(1);
-                            warn!(connection = index, method = key.method(), wallet = %key.wallet(), error = %error, "subscribe refused; will retry");
-                            if desired.contains(&key) {
+                            let count = refusals.entry(key.clone()).or_insert(0);
+                            *count += 1;
+                            if !desired.contains(&key) {
+                                continue;
+                            }
+                            if *count < MAX_SUBSCRIBE_REFUSALS {
+                                warn!(connection = index, method = key.method(), wallet = %key.wallet(), error = %error, "subscribe refused; will retry");
                                 to_subscribe.push_back(key);
+                            } else {
+                                warn!(connection = index, method = key.method(), wallet = %key.wallet(), error = %error, "subscribe refused repeatedly; giving it up");
+                                desired.remove(&key);
+                                let event = PubsubEvent::Rejected { connection: index, key, error };
+                                if events.send(event).await.is_err() {
+                                    return SessionEnd::Shutdown;
+                                }
                             }
                         }
                         (Some(Pending::Unsubscribe), _) => {}

@@ -33,6 +33,14 @@ pub enum SubscriptionKey {
         /// Token-2022 rather than Token.
         is_token_2022: bool,
     },
+    /// `accountSubscribe` on one token account: the fallback where a server
+    /// refuses `programSubscribe` (accounts found by `getTokenAccountsByOwner`).
+    TokenAccount {
+        /// The owner (the tracked wallet).
+        owner: WalletAddress,
+        /// The token account.
+        account: WalletAddress,
+    },
 }
 
 impl SubscriptionKey {
@@ -40,7 +48,17 @@ impl SubscriptionKey {
     pub fn wallet(&self) -> &WalletAddress {
         match self {
             SubscriptionKey::Logs(wallet) | SubscriptionKey::Account(wallet) => wallet,
-            SubscriptionKey::TokenAccounts { owner, .. } => owner,
+            SubscriptionKey::TokenAccounts { owner, .. } | SubscriptionKey::TokenAccount { owner, .. } => owner,
+        }
+    }
+
+    /// Returns the account whose changes this subscription reports, when it
+    /// is a single account (`accountSubscribe`).
+    pub fn watched_account(&self) -> Option<&WalletAddress> {
+        match self {
+            SubscriptionKey::Account(wallet) => Some(wallet),
+            SubscriptionKey::TokenAccount { account, .. } => Some(account),
+            SubscriptionKey::Logs(_) | SubscriptionKey::TokenAccounts { .. } => None,
         }
     }
 
@@ -48,7 +66,7 @@ impl SubscriptionKey {
     pub fn method(&self) -> &'static str {
         match self {
             SubscriptionKey::Logs(_) => "logsSubscribe",
-            SubscriptionKey::Account(_) => "accountSubscribe",
+            SubscriptionKey::Account(_) | SubscriptionKey::TokenAccount { .. } => "accountSubscribe",
             SubscriptionKey::TokenAccounts { .. } => "programSubscribe",
         }
     }
@@ -57,7 +75,7 @@ impl SubscriptionKey {
     pub fn unsubscribe_method(&self) -> &'static str {
         match self {
             SubscriptionKey::Logs(_) => "logsUnsubscribe",
-            SubscriptionKey::Account(_) => "accountUnsubscribe",
+            SubscriptionKey::Account(_) | SubscriptionKey::TokenAccount { .. } => "accountUnsubscribe",
             SubscriptionKey::TokenAccounts { .. } => "programUnsubscribe",
         }
     }
@@ -78,8 +96,8 @@ impl SubscriptionKey {
             SubscriptionKey::Logs(wallet) => {
                 json!([{"mentions": [wallet.as_str()]}, {"commitment": commitment.as_str()}])
             }
-            SubscriptionKey::Account(wallet) => {
-                json!([wallet.as_str(), {"encoding": "base64", "commitment": commitment.as_str()}])
+            SubscriptionKey::Account(account) | SubscriptionKey::TokenAccount { account, .. } => {
+                json!([account.as_str(), {"encoding": "base64", "commitment": commitment.as_str()}])
             }
             SubscriptionKey::TokenAccounts { owner, is_token_2022 } => {
                 let owner_filter = json!({"memcmp": {"offset": TOKEN_ACCOUNT_OWNER_OFFSET, "bytes": owner.as_str()}});

@@ -216,6 +216,31 @@ impl RpcClient {
         self.call("getSignaturesForAddress", json!([address.as_str(), options])).await
     }
 
+    /// `getTokenAccountsByOwner` for one token program: the accounts' addresses only.
+    pub async fn get_token_accounts_by_owner(
+        &self,
+        owner: &WalletAddress,
+        token_program: &str,
+        commitment: Commitment,
+    ) -> Result<Vec<WalletAddress>, RpcError> {
+        #[derive(Deserialize)]
+        struct KeyedAccount {
+            pubkey: WalletAddress,
+        }
+        // A zero-length data slice: only the addresses are needed.
+        let reply: WithContext<Vec<KeyedAccount>> = self
+            .call(
+                "getTokenAccountsByOwner",
+                json!([owner.as_str(), {"programId": token_program}, {
+                    "encoding": "base64",
+                    "dataSlice": {"offset": 0, "length": 0},
+                    "commitment": commitment.as_str()
+                }]),
+            )
+            .await?;
+        Ok(reply.value.into_iter().map(|account| account.pubkey).collect())
+    }
+
     /// `getTransaction` (jsonParsed, versioned transactions allowed); `None`
     /// when the node does not have it (yet).
     pub async fn get_transaction(&self, signature: &Signature, commitment: Commitment) -> Result<Option<Value>, RpcError> {
