@@ -38,6 +38,7 @@ use ww_solana::pubsub::{ConnectionConfig, ConnectionState, PubsubEvent, PubsubPo
 use ww_solana::resolve::{FetchError, TransactionFetcher};
 use ww_solana::{RpcClient, SignatureInfo, SignaturesQuery};
 
+use crate::catchup::{CatchUp, CatchUpError, CatchUpReport};
 use crate::error::AppError;
 
 /// How often the tracked wallet set is re-read from the store.
@@ -81,6 +82,12 @@ enum TaskOutput {
         owner: WalletAddress,
         is_token_2022: bool,
         result: Result<Vec<WalletAddress>, ww_solana::RpcError>,
+    },
+    CaughtUp {
+        address: WalletAddress,
+        owner: WalletAddress,
+        origin: Origin,
+        result: Result<CatchUpReport, CatchUpError>,
     },
 }
 
@@ -162,6 +169,19 @@ struct Pipeline {
     /// Subscriptions refused for good, with no fallback.
     rejected_wallets: HashSet<WalletAddress>,
     commitment: ww_core::Commitment,
+    catch_up: CatchUp,
+    /// The tracked set as shared with catch-up tasks (rebuilt when it changes).
+    tracked_snapshot: Arc<HashSet<WalletAddress>>,
+    /// When each wallet was tracked (Unix seconds): history starts there.
+    tracked_since: HashMap<WalletAddress, i64>,
+    catching_up: HashSet<WalletAddress>,
+    catch_up_again: HashMap<WalletAddress, (WalletAddress, Origin)>,
+    /// Wallets whose first catch-up (after subscribing) was started.
+    caught_up_once: HashSet<WalletAddress>,
+    /// Wallets whose connection is down: polled every fallback interval.
+    polling: HashSet<WalletAddress>,
+    /// Wallets polled at least once since their connection went down.
+    polled_while_down: HashSet<WalletAddress>,
 }
 
 fn now_millis() -> UnixMillis {
@@ -184,6 +204,16 @@ pub async fn run(config: &Config, store: Arc<dyn Store>, shutdown: CancellationT
         shutdown.child_token(),
     );
     let rpc = RpcClient::try_new(solana.endpoints[0].rpc_url.expose().clone(), solana.rpc_timeout)?;
+    let permits = Arc::new(Semaphore::new(FETCH_CONCURRENCY));
+    let catch_up = CatchUp {
+        rpc: rpc.clone(),
+        fetcher: TransactionFetcher::new(rpc.clone(), solana.commitment),
+        store: Arc::clone(&store),
+        commitment: solana.commitment,
+        retention: config.retention,
+        permits: Arc::clone(&permits),
+        fetch_concurrency: FETCH_CONCURRENCY,
+    };
     let mut pipeline = Pipeline {
         store,
         pool,
@@ -197,7 +227,7 @@ pub async fn run(config: &Config, store: Arc<dyn Store>, shutdown: CancellationT
         resolving: HashSet::new(),
         resolve_again: HashMap::new(),
         tasks: JoinSet::new(),
-        permits: Arc::new(Semaphore::new(FETCH_CONCURRENCY)),
+        permits,
         connection_states: HashMap::new(),
         persisted_status: HashMap::new(),
         wallet_keys: HashMap::new(),
@@ -205,7 +235,17 @@ pub async fn run(config: &Config, store: Arc<dyn Store>, shutdown: CancellationT
         per_account_fallback: HashSet::new(),
         rejected_wallets: HashSet::new(),
         commitment: solana.commitment,
+        catch_up,
+        tracked_snapshot: Arc::new(HashSet::new()),
+        tracked_since: HashMap::new(),
+        catching_up: HashSet::new(),
+        catch_up_again: HashMap::new(),
+        caught_up_once: HashSet::new(),
+        polling: HashSet::new(),
+        polled_while_down: HashSet::new(),
     };
+    let mut poll_tick = tokio::time::interval(solana.fallback_polling_interval);
+    poll_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rediscovery_tick = tokio::time::interval(TOKEN_REDISCOVERY_INTERVAL);
     rediscovery_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sync_tick = tokio::time::interval(WALLET_SYNC_INTERVAL);
@@ -219,6 +259,7 @@ pub async fn run(config: &Config, store: Arc<dyn Store>, shutdown: CancellationT
                 }
             }
             _ = rediscovery_tick.tick() => pipeline.rediscover_fallback_owners(),
+            _ = poll_tick.tick() => pipeline.poll_disconnected_wallets(),
             Some(event) = events_rx.recv() => pipeline.handle_pubsub(event).await,
             Some(joined) = pipeline.tasks.join_next(), if !pipeline.tasks.is_empty() => match joined {
                 Ok(output) => pipeline.handle_task(output).await,
@@ -234,8 +275,11 @@ impl Pipeline {
     async fn sync_wallets(&mut self) -> Result<(), AppError> {
         let store = Arc::clone(&self.store);
         let records = tokio::task::spawn_blocking(move || store.wallets()).await??;
-        let desired: HashSet<WalletAddress> =
-            records.into_iter().filter(|record| record.chain == Chain::Solana).map(|record| record.address).collect();
+        let mut desired: HashSet<WalletAddress> = HashSet::new();
+        for record in records.into_iter().filter(|record| record.chain == Chain::Solana) {
+            self.tracked_since.insert(record.address.clone(), record.added_at.0 / 1000);
+            desired.insert(record.address);
+        }
         let added: Vec<WalletAddress> = desired.difference(&self.tracked).cloned().collect();
         let removed: Vec<WalletAddress> = self.tracked.difference(&desired).cloned().collect();
         if !removed.is_empty() {
@@ -250,11 +294,17 @@ impl Pipeline {
                 self.token_accounts.remove(wallet);
                 self.rejected_wallets.remove(wallet);
                 self.per_account_fallback.retain(|(owner, _)| owner != wallet);
+                self.tracked_since.remove(wallet);
+                self.caught_up_once.remove(wallet);
+                self.polling.remove(wallet);
+                self.polled_while_down.remove(wallet);
             }
+            self.tracked_snapshot = Arc::new(self.tracked.clone());
         }
         if !added.is_empty() {
             info!(wallets = added.len(), "tracking wallets");
             self.tracked.extend(added.iter().cloned());
+            self.tracked_snapshot = Arc::new(self.tracked.clone());
             for wallet in &added {
                 self.wallet_keys.insert(wallet.clone(), SubscriptionKey::all_for_wallet(wallet).into_iter().collect());
                 for (_, is_token_2022) in TOKEN_PROGRAMS {
@@ -293,7 +343,11 @@ impl Pipeline {
                     SubscriptionKey::TokenAccounts { owner, .. } => {
                         match value.get("pubkey").and_then(Value::as_str).and_then(|text| WalletAddress::parse(text).ok()) {
                             Some(token_account) => {
-                                self.token_accounts.entry(owner.clone()).or_default().insert(token_account.clone());
+                                let is_new = self.token_accounts.entry(owner.clone()).or_default().insert(token_account.clone());
+                                if is_new && self.caught_up_once.contains(owner) {
+                                    // A new token account: give it a cursor so gaps in it are filled too.
+                                    self.schedule_catch_up(token_account.clone(), owner.clone(), Origin::Backfill);
+                                }
                                 self.schedule_resolve(token_account, ResolveTrigger { received_at, min_slot: slot });
                             }
                             None => warn!(owner = %owner, "program notification without a valid pubkey"),
@@ -302,8 +356,26 @@ impl Pipeline {
                 }
             }
             PubsubEvent::State { connection, state, keys, is_resubscribe } => {
-                if is_resubscribe && state == ConnectionState::Connected {
-                    info!(connection, subscriptions = keys.len(), "pubsub resubscribed after a reconnect");
+                let wallets: HashSet<WalletAddress> =
+                    keys.iter().map(|key| key.wallet().clone()).filter(|wallet| self.tracked.contains(wallet)).collect();
+                match state {
+                    ConnectionState::Connected => {
+                        for wallet in &wallets {
+                            self.polling.remove(wallet);
+                            self.polled_while_down.remove(wallet);
+                        }
+                        if is_resubscribe {
+                            // Whatever happened while the socket was down is read from history.
+                            info!(connection, wallets = wallets.len(), "pubsub resubscribed; filling the gap");
+                            for wallet in &wallets {
+                                self.schedule_wallet_catch_up(wallet, Origin::Backfill);
+                            }
+                        }
+                    }
+                    ConnectionState::Reconnecting | ConnectionState::Failed => {
+                        self.polling.extend(wallets.iter().cloned());
+                    }
+                    ConnectionState::Connecting | ConnectionState::Disconnected => {}
                 }
                 self.connection_states.insert(connection, (state, keys));
                 self.refresh_statuses().await;
@@ -332,6 +404,39 @@ impl Pipeline {
         self.refresh_statuses().await;
     }
 
+    /// Catches up a wallet and every token account it is known to own.
+    fn schedule_wallet_catch_up(&mut self, wallet: &WalletAddress, origin: Origin) {
+        self.schedule_catch_up(wallet.clone(), wallet.clone(), origin);
+        let accounts: Vec<WalletAddress> = self.token_accounts.get(wallet).into_iter().flatten().cloned().collect();
+        for account in accounts {
+            self.schedule_catch_up(account, wallet.clone(), origin);
+        }
+    }
+
+    fn schedule_catch_up(&mut self, address: WalletAddress, owner: WalletAddress, origin: Origin) {
+        if !self.tracked.contains(&owner) {
+            return;
+        }
+        if !self.catching_up.insert(address.clone()) {
+            self.catch_up_again.insert(address, (owner, origin));
+            return;
+        }
+        let catch_up = self.catch_up.clone();
+        let tracked = Arc::clone(&self.tracked_snapshot);
+        let since = self.tracked_since.get(&owner).copied();
+        self.tasks.spawn(async move {
+            let result = catch_up.catch_up(&address, &tracked, since, origin).await;
+            TaskOutput::CaughtUp { address, owner, origin, result }
+        });
+    }
+
+    fn poll_disconnected_wallets(&mut self) {
+        let wallets: Vec<WalletAddress> = self.polling.iter().cloned().collect();
+        for wallet in wallets {
+            self.schedule_wallet_catch_up(&wallet, Origin::Poll);
+        }
+    }
+
     fn schedule_discovery(&mut self, owner: WalletAddress, is_token_2022: bool) {
         let rpc = self.rpc.clone();
         let commitment = self.commitment;
@@ -356,10 +461,14 @@ impl Pipeline {
             return;
         }
         let known = self.token_accounts.entry(owner.clone()).or_default();
-        let before = known.len();
-        known.extend(accounts.iter().cloned());
-        if known.len() != before {
+        let new_accounts: Vec<WalletAddress> = accounts.iter().filter(|account| known.insert((*account).clone())).cloned().collect();
+        if !new_accounts.is_empty() {
             info!(wallet = %owner, token_accounts = known.len(), token_2022 = is_token_2022, "token accounts discovered");
+            if self.caught_up_once.contains(&owner) {
+                for account in new_accounts {
+                    self.schedule_catch_up(account, owner.clone(), Origin::Backfill);
+                }
+            }
         }
         if !self.per_account_fallback.contains(&(owner.clone(), is_token_2022)) {
             return;
@@ -427,6 +536,24 @@ impl Pipeline {
                 }
                 if let Some(again) = self.resolve_again.remove(&address) {
                     self.schedule_resolve(address, again);
+                }
+            }
+            TaskOutput::CaughtUp { address, owner, origin, result } => {
+                self.catching_up.remove(&address);
+                match result {
+                    Ok(report) => {
+                        if report.transactions > 0 {
+                            info!(address = %address, wallet = %owner, origin = origin.as_str(), transactions = report.transactions,
+                                events = report.events, duplicates = report.duplicates, "history caught up");
+                        }
+                        if origin == Origin::Poll && self.polling.contains(&owner) && self.polled_while_down.insert(owner.clone()) {
+                            self.refresh_statuses().await;
+                        }
+                    }
+                    Err(error) => warn!(address = %address, wallet = %owner, error = %error, "catching up failed; the next trigger retries from the cursor"),
+                }
+                if let Some((owner, origin)) = self.catch_up_again.remove(&address) {
+                    self.schedule_catch_up(address, owner, origin);
                 }
             }
             TaskOutput::Discovered { owner, is_token_2022, result } => match result {
@@ -527,7 +654,9 @@ impl Pipeline {
                 .get(wallet)
                 .map(|keys| keys.iter().map(|key| key_states.get(key).copied()).collect())
                 .unwrap_or_default();
-            let status = if self.rejected_wallets.contains(wallet)
+            let status = if self.polling.contains(wallet) && self.polled_while_down.contains(wallet) {
+                SubscriptionStatus::Polling
+            } else if self.rejected_wallets.contains(wallet)
                 || states.iter().any(|state| *state == Some(ConnectionState::Failed))
             {
                 SubscriptionStatus::Failed
@@ -544,8 +673,22 @@ impl Pipeline {
                 changes.entry(status).or_default().push(wallet.clone());
             }
         }
+        // Subscribed for the first time: read what happened since the cursor
+        // (or since tracking). Subscribing first leaves no window between the
+        // history read and the live stream; overlaps are removed by the store.
+        let newly_active: Vec<WalletAddress> = changes
+            .get(&SubscriptionStatus::Active)
+            .into_iter()
+            .flatten()
+            .filter(|wallet| !self.caught_up_once.contains(*wallet))
+            .cloned()
+            .collect();
         for (status, wallets) in changes {
             self.persist_status(&wallets, status).await;
+        }
+        for wallet in newly_active {
+            self.caught_up_once.insert(wallet.clone());
+            self.schedule_wallet_catch_up(&wallet, Origin::Backfill);
         }
     }
 

@@ -9,6 +9,7 @@
 
 pub mod decode;
 pub mod error;
+pub mod history;
 pub mod metrics;
 pub mod pubsub;
 pub mod resolve;

@@ -1,0 +1,264 @@
+//! Catch-up, gap fill and backfill: read an address's history with
+//! `getSignaturesForAddress`, fetch each transaction, store its events, and
+//! checkpoint a durable cursor.
+//!
+//! Invariants:
+//! - the cursor of an address is the newest position whose events (and
+//!   every older one's) are stored; it advances only after the commit that
+//!   stored them (fail closed), by compare-and-set;
+//! - transactions are processed oldest first, in chunks, so a crash resumes
+//!   from the last checkpoint and repeats at most one chunk, which the
+//!   store's seen-set turns into duplicates, never into second events;
+//! - a transaction that cannot be fetched stops the walk before it: nothing
+//!   after a gap is checkpointed.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Semaphore;
+use tracing::debug;
+use ww_core::store::{NewEvent, RecordOutcome, Store, StoreError};
+use ww_core::{Commitment, Origin, Position, WalletAddress};
+use ww_solana::decode::{DecodeError, Provenance, decode_transaction};
+use ww_solana::history::{HistoryRange, list_signatures};
+use ww_solana::resolve::{FetchError, TransactionFetcher};
+use ww_solana::{RpcClient, RpcError, SignatureInfo, SignaturesQuery};
+
+use crate::error::AppError;
+
+/// Transactions fetched and stored per checkpoint.
+pub const CHUNK: usize = 100;
+
+/// Metric names emitted here.
+pub mod metric_names {
+    /// Counter: events stored by catch-up and gap fill (not by the live path). Labels: `origin`.
+    pub const GAPFILL_EVENTS_TOTAL: &str = "ww_gapfill_events_total";
+    /// Counter: transactions read from history.
+    pub const BACKFILL_TRANSACTIONS_TOTAL: &str = "ww_backfill_transactions_total";
+}
+
+/// Why a catch-up stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum CatchUpError {
+    /// Listing or fetching failed after retries.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// A transaction could not be fetched; nothing after it was checkpointed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// A transaction could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A blocking task failed.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl From<CatchUpError> for AppError {
+    fn from(error: CatchUpError) -> Self {
+        match error {
+            CatchUpError::Rpc(error) => AppError::Rpc(error),
+            CatchUpError::Store(error) => AppError::Store(error),
+            CatchUpError::Task(error) => AppError::Task(error),
+            other => AppError::Rejected(other.to_string()),
+        }
+    }
+}
+
+/// What a catch-up did.
+#[derive(Debug, Clone, Default)]
+pub struct CatchUpReport {
+    /// Transactions read from history and fetched.
+    pub transactions: usize,
+    /// Events newly stored.
+    pub events: usize,
+    /// Events that were already stored (seen before).
+    pub duplicates: usize,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl CatchUpReport {
+    fn add(&mut self, other: &CatchUpReport) {
+        self.transactions += other.transactions;
+        self.events += other.events;
+        self.duplicates += other.duplicates;
+    }
+}
+
+/// The shared pieces a catch-up needs.
+#[derive(Clone)]
+pub struct CatchUp {
+    /// History and transactions come from here.
+    pub rpc: RpcClient,
+    /// Fetches with retries.
+    pub fetcher: TransactionFetcher,
+    /// Events and cursors go here.
+    pub store: Arc<dyn Store>,
+    /// Read commitment.
+    pub commitment: Commitment,
+    /// Dedup key retention.
+    pub retention: Duration,
+    /// Bounds concurrent RPC calls, shared with the live path.
+    pub permits: Arc<Semaphore>,
+    /// `getTransaction` calls in flight per chunk.
+    pub fetch_concurrency: usize,
+}
+
+impl std::fmt::Debug for CatchUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CatchUp").field("commitment", &self.commitment).finish_non_exhaustive()
+    }
+}
+
+impl CatchUp {
+    /// Brings `address`'s cursor up to the present, storing every event on
+    /// the way. Without a cursor, history is read back to `since_time`
+    /// (Unix seconds; typically when the wallet was tracked); with neither,
+    /// the newest entry becomes the starting cursor and nothing is read.
+    pub async fn catch_up(
+        &self,
+        address: &WalletAddress,
+        tracked: &HashSet<WalletAddress>,
+        since_time: Option<i64>,
+        origin: Origin,
+    ) -> Result<CatchUpReport, CatchUpError> {
+        let started = Instant::now();
+        let cursor = {
+            let store = Arc::clone(&self.store);
+            let address = address.clone();
+            tokio::task::spawn_blocking(move || store.cursor(&address)).await??
+        };
+        let range = match (&cursor, since_time) {
+            (Some(cursor), _) => HistoryRange { until: Some(cursor.signature.clone()), ..HistoryRange::default() },
+            (None, Some(since)) => HistoryRange { since_time: Some(since), ..HistoryRange::default() },
+            (None, None) => {
+                self.start_cursor_at_newest(address).await?;
+                return Ok(CatchUpReport { elapsed: started.elapsed(), ..CatchUpReport::default() });
+            }
+        };
+        let entries = {
+            let _permit = self.permits.acquire().await;
+            list_signatures(&self.rpc, address, &range, self.commitment, |_| {}).await?
+        };
+        if entries.is_empty() && cursor.is_none() {
+            self.start_cursor_at_newest(address).await?;
+        }
+        let mut report = self.process(&entries, tracked, origin, Some((address, cursor)), &|_| {}).await?;
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    async fn start_cursor_at_newest(&self, address: &WalletAddress) -> Result<(), CatchUpError> {
+        let newest = {
+            let _permit = self.permits.acquire().await;
+            let query = SignaturesQuery { limit: 1, commitment: self.commitment, ..SignaturesQuery::default() };
+            self.rpc.get_signatures_for_address(address, &query).await?
+        };
+        let Some(newest) = newest.into_iter().next() else { return Ok(()) };
+        let position = Position { slot: newest.slot, signature: newest.signature };
+        let store = Arc::clone(&self.store);
+        let address = address.clone();
+        match tokio::task::spawn_blocking(move || store.advance_cursor(&address, None, &position)).await? {
+            Ok(()) | Err(StoreError::CursorConflict { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Fetches, decodes and stores `entries` (oldest first) in chunks; with a
+    /// checkpoint, advances that address's cursor after each stored chunk.
+    pub async fn process(
+        &self,
+        entries: &[SignatureInfo],
+        tracked: &HashSet<WalletAddress>,
+        origin: Origin,
+        checkpoint: Option<(&WalletAddress, Option<Position>)>,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<CatchUpReport, CatchUpError> {
+        let mut report = CatchUpReport::default();
+        let (checkpoint_address, mut cursor) = match checkpoint {
+            Some((address, cursor)) => (Some(address.clone()), cursor),
+            None => (None, None),
+        };
+        for chunk in entries.chunks(CHUNK) {
+            let chunk_report = self.process_chunk(chunk, tracked, origin).await?;
+            report.add(&chunk_report);
+            if let (Some(address), Some(last)) = (&checkpoint_address, chunk.last()) {
+                let next = Position { slot: last.slot, signature: last.signature.clone() };
+                let store = Arc::clone(&self.store);
+                let address = address.clone();
+                let from = cursor.clone();
+                let to = next.clone();
+                tokio::task::spawn_blocking(move || store.advance_cursor(&address, from.as_ref(), &to)).await??;
+                cursor = Some(next);
+            }
+            progress(report.transactions);
+        }
+        Ok(report)
+    }
+
+    async fn process_chunk(
+        &self,
+        chunk: &[SignatureInfo],
+        tracked: &HashSet<WalletAddress>,
+        origin: Origin,
+    ) -> Result<CatchUpReport, CatchUpError> {
+        let received_at = SystemTime::now();
+        // Owned tasks (not borrowed futures) so the caller's future stays `Send`
+        // for any lifetime; dropping the set on an early return aborts the rest.
+        let chunk_limit = Arc::new(Semaphore::new(self.fetch_concurrency.max(1)));
+        let mut fetches = tokio::task::JoinSet::new();
+        for (index, entry) in chunk.iter().enumerate() {
+            let fetcher = self.fetcher.clone();
+            let permits = Arc::clone(&self.permits);
+            let chunk_limit = Arc::clone(&chunk_limit);
+            let signature = entry.signature.clone();
+            fetches.spawn(async move {
+                let _chunk_permit = chunk_limit.acquire_owned().await;
+                let _permit = permits.acquire_owned().await;
+                (index, fetcher.fetch(&signature).await)
+            });
+        }
+        let mut replies: Vec<Option<serde_json::Value>> = vec![None; chunk.len()];
+        while let Some(joined) = fetches.join_next().await {
+            let (index, result) = joined?;
+            replies[index] = Some(result?);
+        }
+        let mut events = Vec::new();
+        for (entry, reply) in chunk.iter().zip(replies) {
+            let reply = reply.expect("every fetch task reported");
+            let provenance = Provenance { origin, received_at };
+            events.extend(decode_transaction(&entry.signature, &reply, |wallet| tracked.contains(wallet), provenance)?);
+        }
+        metrics::counter!(metric_names::BACKFILL_TRANSACTIONS_TOTAL).increment(chunk.len() as u64);
+        let emitted_at = crate::daemon::now();
+        for event in &mut events {
+            event.emitted_at = emitted_at;
+        }
+        let expires_at = emitted_at.plus_millis(i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX));
+        let batch: Vec<NewEvent> = events.iter().cloned().map(|event| NewEvent { event, destinations: Vec::new() }).collect();
+        let store = Arc::clone(&self.store);
+        let outcomes = tokio::task::spawn_blocking(move || store.record_events(&batch, expires_at)).await??;
+        let mut report = CatchUpReport { transactions: chunk.len(), ..CatchUpReport::default() };
+        for (event, outcome) in events.iter().zip(outcomes) {
+            match outcome {
+                RecordOutcome::Inserted(seq) => {
+                    report.events += 1;
+                    metrics::counter!(metric_names::GAPFILL_EVENTS_TOTAL, "origin" => origin.as_str()).increment(1);
+                    tracing::info!(seq = seq.0, wallet = %event.wallet, signature = %event.signature, slot = event.slot.0,
+                        sol_delta = event.sol_delta, origin = origin.as_str(), "wallet activity (history)");
+                }
+                RecordOutcome::Duplicate => {
+                    report.duplicates += 1;
+                    metrics::counter!(crate::pipeline::metric_names::DUPLICATES_DROPPED_TOTAL).increment(1);
+                    debug!(wallet = %event.wallet, signature = %event.signature, "history event already stored");
+                }
+            }
+        }
+        Ok(report)
+    }
+}
