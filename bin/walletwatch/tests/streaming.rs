@@ -3,102 +3,20 @@
 //! harness. Each case must yield exactly the node's own history for the
 //! tracked wallets, once, with the right amounts.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{Daemon, all_active, node_history, rpc, stored_events, track, wait_until, walletwatch};
 use ww_core::event::TxOutcome;
-use ww_core::store::{EventQuery, Store as _};
-use ww_core::{ActivityEvent, Signature, WalletAddress};
-use ww_solana::{RpcClient, SignaturesQuery};
-use ww_store::RedbStore;
+use ww_core::{Signature, WalletAddress};
 use ww_test_utils::{LocalNode, fresh_address};
-
-/// Upper bound for the daemon to reach a state; a hang guard, not a timing assertion.
-const MAX_WAIT: Duration = Duration::from_secs(60);
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-    }
-}
-
-fn walletwatch(data_dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_walletwatch"));
-    command.arg("--data-dir").arg(data_dir).env_remove("SOLANA_RPC_URL").env_remove("SOLANA_WS_URL");
-    command
-}
-
-fn track(data_dir: &Path, wallet: &WalletAddress) {
-    let output = walletwatch(data_dir).args(["track", wallet.as_str()]).output().expect("track");
-    assert!(output.status.success(), "{output:?}");
-}
-
-fn start_daemon(data_dir: &Path, node: &LocalNode) -> Daemon {
-    let log = std::fs::File::create(data_dir.join("daemon.log")).expect("log file");
-    let child = walletwatch(data_dir)
-        .args(["run", "--rpc-url", &node.rpc_url, "--ws-url", &node.ws_url, "--log-level", "info,ww_solana=debug"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn daemon");
-    Daemon(child)
-}
-
-fn wait_until(what: &str, data_dir: &Path, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + MAX_WAIT;
-    while !condition() {
-        if Instant::now() > deadline {
-            let log = std::fs::read_to_string(data_dir.join("daemon.log")).unwrap_or_default();
-            panic!("timed out waiting for {what}; daemon log:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn all_active(data_dir: &Path, count: usize) -> bool {
-    let output = walletwatch(data_dir).args(["list", "--json"]).output().expect("list");
-    let wallets: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
-    wallets.as_array().is_some_and(|wallets| {
-        wallets.len() == count && wallets.iter().all(|wallet| wallet["subscription_status"] == "Active")
-    })
-}
-
-fn stored_events(data_dir: &Path) -> Vec<ActivityEvent> {
-    let store = RedbStore::open_in_dir(data_dir).expect("open store");
-    store
-        .events(&EventQuery { wallet: None, after: None, limit: 100_000 })
-        .expect("events")
-        .into_iter()
-        .map(|stored| stored.event)
-        .collect()
-}
-
-async fn node_history(client: &RpcClient, wallet: &WalletAddress) -> BTreeSet<Signature> {
-    client
-        .get_signatures_for_address(wallet, &SignaturesQuery::default())
-        .await
-        .expect("getSignaturesForAddress")
-        .into_iter()
-        .map(|entry| entry.signature)
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_events_match_the_node_history_exactly_once() {
     let node = LocalNode::start().await.expect("local node");
-    let client = RpcClient::try_new(node.rpc_url.parse().expect("url"), Duration::from_secs(30)).expect("client");
+    let client = rpc(&node.rpc_url);
     let data_dir = tempfile::tempdir().expect("tempdir");
     let payer_file = data_dir.path().join("payer.json");
     let payer = node.keygen(&payer_file).await.expect("keygen");
@@ -114,7 +32,7 @@ async fn live_events_match_the_node_history_exactly_once() {
     // catch-up (history since tracking) must deliver this airdrop too.
     node.airdrop(&payer, 5_000_000_000).await.expect("fund payer");
 
-    let _daemon = start_daemon(data_dir.path(), &node);
+    let _daemon = Daemon::start(data_dir.path(), &node.rpc_url, &node.ws_url, &[]);
     wait_until("every wallet Active", data_dir.path(), || all_active(data_dir.path(), wallets.len()));
 
     let incoming_sol = node.transfer(&incoming, 1_234_567, 1).await.expect("incoming SOL")[0].clone();
@@ -188,7 +106,7 @@ async fn tracking_and_untracking_take_effect_without_a_restart() {
     let data_dir = tempfile::tempdir().expect("tempdir");
     let first = fresh_address();
     track(data_dir.path(), &first);
-    let _daemon = start_daemon(data_dir.path(), &node);
+    let daemon = Daemon::start(data_dir.path(), &node.rpc_url, &node.ws_url, &[]);
     wait_until("the first wallet Active", data_dir.path(), || all_active(data_dir.path(), 1));
 
     // Tracked while the daemon runs: subscribed within seconds.
@@ -204,7 +122,7 @@ async fn tracking_and_untracking_take_effect_without_a_restart() {
     let output = walletwatch(data_dir.path()).args(["untrack", second.as_str()]).output().expect("untrack");
     assert!(output.status.success(), "{output:?}");
     wait_until("the daemon to drop the wallet", data_dir.path(), || {
-        std::fs::read_to_string(data_dir.path().join("daemon.log")).unwrap_or_default().contains("untracking wallets")
+        daemon.log_text().contains("untracking wallets")
     });
     let after_untrack = node.transfer(&second, 1_000_000, 1).await.expect("transfer")[0].clone();
     let marker = node.transfer(&first, 1_000_000, 1).await.expect("transfer")[0].clone();

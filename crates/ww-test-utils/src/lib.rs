@@ -11,6 +11,10 @@
 //! it with `cargo build --release --locked --manifest-path tools/localnet/Cargo.toml`
 //! (`.ci/run` does).
 
+mod proxy;
+
+pub use proxy::ChaosProxy;
+
 use std::hash::{BuildHasher as _, Hasher as _};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

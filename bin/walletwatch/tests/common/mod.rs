@@ -1,0 +1,155 @@
+//! Helpers shared by the binary's end-to-end tests: a `walletwatch run`
+//! process, the CLI, the store, and the node's own history.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ww_core::store::{EventQuery, Store as _};
+use ww_core::{ActivityEvent, Signature, WalletAddress};
+use ww_solana::RpcClient;
+use ww_solana::history::{HistoryRange, list_signatures};
+use ww_store::RedbStore;
+
+/// Upper bound for the daemon to reach a state: a hang guard, not a timing assertion.
+pub const MAX_WAIT: Duration = Duration::from_secs(90);
+
+/// A `walletwatch run` process: SIGTERM on drop (or `kill_9`).
+pub struct Daemon {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(data_dir: &Path, rpc_url: &str, ws_url: &str, extra: &[&str]) -> Self {
+        let log = data_dir.join(format!("daemon-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = walletwatch(data_dir)
+            .args(extra)
+            .args(["run", "--rpc-url", rpc_url, "--ws-url", ws_url, "--log-level", "info,ww_solana=debug"])
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn daemon");
+        Self { child: Some(child), log }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill_9(mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9");
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit.
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+pub fn walletwatch(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_walletwatch"));
+    command
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("SOLANA_RPC_URL")
+        .env_remove("SOLANA_WS_URL")
+        .env_remove("WALLETWATCH_CONFIG");
+    command
+}
+
+pub fn track(data_dir: &Path, wallet: &WalletAddress) {
+    let output = walletwatch(data_dir).args(["track", wallet.as_str()]).output().expect("track");
+    assert!(output.status.success(), "{output:?}");
+}
+
+/// Polls `condition` until it holds; panics with the daemon logs after `MAX_WAIT`.
+pub fn wait_until(what: &str, data_dir: &Path, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + MAX_WAIT;
+    while !condition() {
+        if Instant::now() > deadline {
+            let mut logs = String::new();
+            for entry in std::fs::read_dir(data_dir).into_iter().flatten().flatten() {
+                if entry.file_name().to_string_lossy().starts_with("daemon-") {
+                    logs.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+                }
+            }
+            let tail: String = logs.lines().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            panic!("timed out waiting for {what}; daemon log tail:\n{tail}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn statuses(data_dir: &Path) -> Vec<String> {
+    let output = walletwatch(data_dir).args(["list", "--json"]).output().expect("list");
+    let wallets: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    wallets
+        .as_array()
+        .map(|wallets| wallets.iter().map(|wallet| wallet["subscription_status"].as_str().unwrap_or_default().to_string()).collect())
+        .unwrap_or_default()
+}
+
+pub fn all_active(data_dir: &Path, count: usize) -> bool {
+    let statuses = statuses(data_dir);
+    statuses.len() == count && statuses.iter().all(|status| status == "Active")
+}
+
+pub fn stored_events(data_dir: &Path) -> Vec<ActivityEvent> {
+    let Ok(store) = RedbStore::open_in_dir(data_dir) else { return Vec::new() };
+    store
+        .events(&EventQuery { wallet: None, after: None, limit: 1_000_000 })
+        .expect("events")
+        .into_iter()
+        .map(|stored| stored.event)
+        .collect()
+}
+
+/// Every signature the node has for `wallet` (all pages).
+pub async fn node_history(client: &RpcClient, wallet: &WalletAddress) -> BTreeSet<Signature> {
+    list_signatures(client, wallet, &HistoryRange::default(), ww_core::Commitment::Confirmed, |_| {})
+        .await
+        .expect("getSignaturesForAddress")
+        .into_iter()
+        .map(|entry| entry.signature)
+        .collect()
+}
+
+pub fn rpc(url: &str) -> RpcClient {
+    RpcClient::try_new(url.parse().expect("url"), Duration::from_secs(30)).expect("client")
+}
+
+/// Asserts no (wallet, signature) pair was stored twice; returns the pairs.
+pub fn distinct_pairs(events: &[ActivityEvent]) -> BTreeSet<(WalletAddress, Signature)> {
+    let pairs: Vec<(WalletAddress, Signature)> = events.iter().map(|event| (event.wallet.clone(), event.signature.clone())).collect();
+    let distinct: BTreeSet<_> = pairs.iter().cloned().collect();
+    assert_eq!(distinct.len(), pairs.len(), "an event was stored twice");
+    distinct
+}

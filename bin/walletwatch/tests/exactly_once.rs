@@ -1,0 +1,160 @@
+//! Exactly-once across restarts, crashes and a hostile network, against the
+//! real local Solana node: afterwards the stored events equal the node's own
+//! history for the tracked wallets, each exactly once.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{Daemon, all_active, distinct_pairs, node_history, rpc, statuses, stored_events, track, wait_until};
+use ww_core::{Signature, WalletAddress};
+use ww_test_utils::{ChaosProxy, LocalNode, fresh_address};
+
+/// The pairs the node's history says should exist for these wallets.
+async fn expected_pairs(node: &LocalNode, wallets: &[WalletAddress]) -> BTreeSet<(WalletAddress, Signature)> {
+    let client = rpc(&node.rpc_url);
+    let mut pairs = BTreeSet::new();
+    for wallet in wallets {
+        for signature in node_history(&client, wallet).await {
+            pairs.insert((wallet.clone(), signature));
+        }
+    }
+    pairs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_made_while_stopped_are_delivered_once_after_a_restart() {
+    let node = LocalNode::start().await.expect("local node");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let wallets: Vec<WalletAddress> = (0..3).map(|_| fresh_address()).collect();
+    for wallet in &wallets {
+        track(data_dir.path(), wallet);
+    }
+    let daemon = Daemon::start(data_dir.path(), &node.rpc_url, &node.ws_url, &[]);
+    wait_until("wallets Active", data_dir.path(), || all_active(data_dir.path(), wallets.len()));
+    node.transfer(&wallets[0], 1_000_000, 2).await.expect("transfers while running");
+    let running = expected_pairs(&node, &wallets).await;
+    wait_until("live events", data_dir.path(), || distinct_pairs(&stored_events(data_dir.path())) == running);
+    daemon.stop();
+    assert!(statuses(data_dir.path()).iter().all(|status| status == "Disconnected"), "{:?}", statuses(data_dir.path()));
+
+    // While stopped: N transfers spread over the wallets.
+    let mut sent = Vec::new();
+    for wallet in &wallets {
+        sent.extend(node.transfer(wallet, 2_000_000, 7).await.expect("transfers while stopped"));
+    }
+    assert_eq!(sent.len(), 21);
+
+    let _daemon = Daemon::start(data_dir.path(), &node.rpc_url, &node.ws_url, &[]);
+    let expected = expected_pairs(&node, &wallets).await;
+    wait_until("every missed event", data_dir.path(), || distinct_pairs(&stored_events(data_dir.path())) == expected);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events = stored_events(data_dir.path());
+    assert_eq!(distinct_pairs(&events), expected);
+    for signature in &sent {
+        let event = events.iter().find(|event| &event.signature == signature).expect("delivered");
+        assert_eq!(event.sol_delta, 2_000_000);
+        assert_eq!(event.origin, ww_core::Origin::Backfill);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_catch_up_loses_and_repeats_nothing() {
+    let node = LocalNode::start().await.expect("local node");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let wallet = fresh_address();
+    track(data_dir.path(), &wallet);
+    // First run: establish the cursor, then stop.
+    let daemon = Daemon::start(data_dir.path(), &node.rpc_url, &node.ws_url, &[]);
+    wait_until("wallet Active", data_dir.path(), || all_active(data_dir.path(), 1));
+    node.transfer(&wallet, 1_000_000, 1).await.expect("first transfer");
+    wait_until("first event", data_dir.path(), || stored_events(data_dir.path()).len() == 1);
+    daemon.stop();
+
+    let total_missed = 600;
+    node.transfer(&wallet, 1_000_000, total_missed).await.expect("transfers while stopped");
+    let expected = expected_pairs(&node, std::slice::from_ref(&wallet)).await;
+    assert_eq!(expected.len(), total_missed + 1);
+
+    // Second run: SIGKILL as soon as the catch-up has stored its first chunk.
+    let daemon = Daemon::start(data_dir.path(), &node.rpc_url, &node.ws_url, &[]);
+    wait_until("the catch-up to start storing", data_dir.path(), || stored_events(data_dir.path()).len() > 1);
+    daemon.kill_9();
+    let stored_at_kill = distinct_pairs(&stored_events(data_dir.path())).len();
+    assert!(stored_at_kill < expected.len(), "the catch-up finished before the kill ({stored_at_kill} stored)");
+
+    // Third run: resumes from the durable cursor.
+    let _daemon = Daemon::start(data_dir.path(), &node.rpc_url, &node.ws_url, &[]);
+    wait_until("every event after the crash", data_dir.path(), || distinct_pairs(&stored_events(data_dir.path())) == expected);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(distinct_pairs(&stored_events(data_dir.path())), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drops_and_silent_stalls_of_the_websocket_lose_and_repeat_nothing() {
+    let node = LocalNode::start().await.expect("local node");
+    let ws_address = node.ws_url.trim_start_matches("ws://").parse().expect("ws address");
+    let proxy = ChaosProxy::start(ws_address).await.expect("proxy");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let config = data_dir.path().join("walletwatch.toml");
+    std::fs::write(
+        &config,
+        "[solana]\nstale_after_secs = 3\nping_interval_secs = 1\nfallback_polling_interval_secs = 2\n",
+    )
+    .expect("config");
+    let wallets: Vec<WalletAddress> = (0..10).map(|_| fresh_address()).collect();
+    for wallet in &wallets {
+        track(data_dir.path(), wallet);
+    }
+    let config_arg = config.display().to_string();
+    let daemon = Daemon::start(data_dir.path(), &node.rpc_url, &proxy.ws_url(), &["--config", &config_arg]);
+    wait_until("wallets Active", data_dir.path(), || all_active(data_dir.path(), wallets.len()));
+
+    // Chaos while 300 transfers are sent: drops, and stalls longer than the stale window.
+    let chaos_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let chaos = {
+        let chaos_stop = std::sync::Arc::clone(&chaos_stop);
+        let proxy = std::sync::Arc::new(proxy);
+        let chaos_proxy = std::sync::Arc::clone(&proxy);
+        let handle = tokio::spawn(async move {
+            let mut round = 0u32;
+            while !chaos_stop.load(std::sync::atomic::Ordering::SeqCst) {
+                round += 1;
+                if round % 2 == 0 {
+                    chaos_proxy.drop_all();
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                } else {
+                    chaos_proxy.set_stalled(true);
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    chaos_proxy.set_stalled(false);
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                }
+            }
+            round
+        });
+        (handle, proxy)
+    };
+    let mut sent = 0;
+    for _ in 0..3 {
+        for wallet in &wallets {
+            sent += node.transfer(wallet, 1_000_000, 10).await.expect("transfers").len();
+        }
+    }
+    assert_eq!(sent, 300);
+    chaos_stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let rounds = chaos.0.await.expect("chaos task");
+    let proxy = chaos.1;
+    assert!(rounds >= 2, "the chaos did not run ({rounds} rounds)");
+    assert!(proxy.connections_accepted() > 1, "the daemon never reconnected");
+
+    let expected = expected_pairs(&node, &wallets).await;
+    assert!(expected.len() >= 300);
+    wait_until("every event despite the chaos", data_dir.path(), || distinct_pairs(&stored_events(data_dir.path())) == expected);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(distinct_pairs(&stored_events(data_dir.path())), expected);
+    // The faults really happened and were handled the intended way.
+    let log = daemon.log_text();
+    assert!(log.contains("stale: no heartbeat") || log.contains("no pong before the next ping"), "no stall was detected");
+    assert!(log.contains("pubsub resubscribed; filling the gap"), "no gap fill after a reconnect");
+}
