@@ -121,7 +121,7 @@ async fn drops_and_silent_stalls_of_the_websocket_lose_and_repeat_nothing() {
             let mut round = 0u32;
             while !chaos_stop.load(std::sync::atomic::Ordering::SeqCst) {
                 round += 1;
-                if round % 2 == 0 {
+                if round.is_multiple_of(2) {
                     chaos_proxy.drop_all();
                     tokio::time::sleep(Duration::from_millis(1500)).await;
                 } else {

@@ -657,14 +657,14 @@ impl Pipeline {
             let status = if self.polling.contains(wallet) && self.polled_while_down.contains(wallet) {
                 SubscriptionStatus::Polling
             } else if self.rejected_wallets.contains(wallet)
-                || states.iter().any(|state| *state == Some(ConnectionState::Failed))
+                || states.contains(&Some(ConnectionState::Failed))
             {
                 SubscriptionStatus::Failed
-            } else if states.iter().any(|state| *state == Some(ConnectionState::Reconnecting)) {
+            } else if states.contains(&Some(ConnectionState::Reconnecting)) {
                 SubscriptionStatus::Reconnecting
             } else if states.iter().all(|state| *state == Some(ConnectionState::Connected)) {
                 SubscriptionStatus::Active
-            } else if states.iter().any(|state| *state == Some(ConnectionState::Disconnected)) {
+            } else if states.contains(&Some(ConnectionState::Disconnected)) {
                 SubscriptionStatus::Disconnected
             } else {
                 SubscriptionStatus::Pending

@@ -219,7 +219,7 @@ pub async fn run_connection(
         metrics::counter!(m::PUBSUB_RECONNECTS_TOTAL, "endpoint" => host.clone()).increment(1);
         let delay = config.backoff.delay(failures);
         warn!(connection = index, endpoint = %host, attempt = failures, delay_ms = delay.as_millis() as u64, error = %reason, "pubsub connection lost; reconnecting");
-        if config.endpoints.len() > 1 && failures % 2 == 0 {
+        if config.endpoints.len() > 1 && failures.is_multiple_of(2) {
             // Fail over to the next endpoint every second consecutive failure.
             endpoint_index += 1;
         }
