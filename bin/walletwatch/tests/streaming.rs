@@ -36,14 +36,14 @@ async fn live_events_match_the_node_history_exactly_once() {
     wait_until("every wallet Active", data_dir.path(), || all_active(data_dir.path(), wallets.len()));
 
     let incoming_sol = node.transfer(&incoming, 1_234_567, 1).await.expect("incoming SOL")[0].clone();
-    let outgoing_sol = node.transfer_from(&payer_file, &[second.clone()], 2_000_000, 1, false).await.expect("outgoing")[0].clone();
+    let outgoing_sol = node.transfer_from(&payer_file, std::slice::from_ref(&second), 2_000_000, 1, false).await.expect("outgoing")[0].clone();
     let two_wallets = node
         .transfer_from(&payer_file, &[incoming.clone(), second.clone()], 1_000_000, 1, false)
         .await
         .expect("two recipients")[0]
         .clone();
     let failed = node
-        .transfer_from(&payer_file, &[incoming.clone()], 900_000_000_000, 1, true)
+        .transfer_from(&payer_file, std::slice::from_ref(&incoming), 900_000_000_000, 1, true)
         .await
         .expect("failed transfer")[0]
         .clone();
