@@ -75,6 +75,24 @@ pub(crate) enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// Read a tracked wallet's history (and its token accounts') into the store.
+    ///
+    /// Without bounds: from each address's cursor (or from when the wallet was
+    /// tracked) to now, advancing the cursors. With bounds: exactly that range.
+    Backfill {
+        /// Base58 wallet address (must be tracked).
+        address: String,
+        /// Start: a time (2026-11-01, 2026-11-01T12:00:00Z, Unix seconds) or a
+        /// signature (exclusive).
+        #[arg(long, value_name = "TIME|SIGNATURE")]
+        since: Option<String>,
+        /// End: a time or a signature (exclusive).
+        #[arg(long, value_name = "TIME|SIGNATURE")]
+        until: Option<String>,
+        /// Solana JSON-RPC URL; overrides the config and SOLANA_RPC_URL.
+        #[arg(long, value_name = "URL")]
+        rpc_url: Option<String>,
+    },
     /// Print the effective configuration (secrets redacted), or every error in it.
     CheckConfig,
 }

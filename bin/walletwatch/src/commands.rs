@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use ww_app::{AppError, daemon, events, wallets};
+use indicatif::{ProgressBar, ProgressStyle};
+use ww_app::catchup::Progress;
+use ww_app::{AppError, backfill, daemon, events, wallets};
 use ww_config::Config;
 use ww_core::store::{EventQuery, Store};
 use ww_core::wallet::{TrackOutcome, UntrackOutcome};
@@ -79,6 +81,9 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
             env.insert("SOLANA_WS_URL".into(), url.clone());
         }
     }
+    if let Command::Backfill { rpc_url: Some(url), .. } = &cli.command {
+        env.insert("SOLANA_RPC_URL".into(), url.clone());
+    }
     let default_path = PathBuf::from("walletwatch.toml");
     let path: Option<&Path> = match &cli.config {
         Some(path) => Some(path.as_path()),
@@ -130,6 +135,7 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
             Ok(())
         }
         Command::Events { wallet, limit, json, follow } => print_events(&config, wallet, limit, json, follow).await,
+        Command::Backfill { address, since, until, .. } => run_backfill(&config, &address, since, until).await,
         Command::CheckConfig => Ok(()),
     }
 }
@@ -138,6 +144,43 @@ async fn run(config: Config) -> CommandResult {
     let store = open_store(&config)?;
     let shutdown = crate::signals::install().map_err(Failure::Runtime)?;
     daemon::run(config, store, shutdown).await.map_err(Failure::from)
+}
+
+async fn run_backfill(config: &Config, address: &str, since: Option<String>, until: Option<String>) -> CommandResult {
+    let wallet = WalletAddress::parse(address).map_err(|error| Failure::Usage(error.into()))?;
+    let since = since.as_deref().map(backfill::parse_bound).transpose()?;
+    let until = until.as_deref().map(backfill::parse_bound).transpose()?;
+    let store: Arc<dyn Store> = open_store(config)?;
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let on_progress = |update: Progress| match update {
+        Progress::Listing { address, found } => {
+            bar.set_message(format!("listing {}: {found} signatures", address.short()));
+            bar.tick();
+        }
+        Progress::Processing { address, done, total } => {
+            bar.set_message(format!("backfilling {}", address.short()));
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+    };
+    let summary = backfill::run(config, store, &wallet, since, until, &on_progress).await;
+    bar.finish_and_clear();
+    let summary = summary?;
+    println!(
+        "backfill of {wallet}: {} transactions over {} addresses, {} new events, {} duplicates skipped, {:.0} tx/s in {:.1}s",
+        summary.report.transactions,
+        summary.addresses,
+        summary.report.events,
+        summary.report.duplicates,
+        summary.transactions_per_second(),
+        summary.elapsed.as_secs_f64()
+    );
+    Ok(())
 }
 
 async fn print_events(config: &Config, wallet: Option<String>, limit: usize, json: bool, follow: bool) -> CommandResult {

@@ -158,3 +158,55 @@ async fn drops_and_silent_stalls_of_the_websocket_lose_and_repeat_nothing() {
     assert!(log.contains("stale: no heartbeat") || log.contains("no pong before the next ping"), "no stall was detected");
     assert!(log.contains("pubsub resubscribed; filling the gap"), "no gap fill after a reconnect");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_walletwatch_backfill_then_rerun_stores_everything_once() {
+    let node = LocalNode::start().await.expect("local node");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let wallet = fresh_address();
+    track(data_dir.path(), &wallet);
+    let total = 800;
+    node.transfer(&wallet, 1_000_000, total).await.expect("transfers");
+    let expected = expected_pairs(&node, std::slice::from_ref(&wallet)).await;
+    assert_eq!(expected.len(), total);
+
+    let mut backfill = common::walletwatch(data_dir.path())
+        .args(["backfill", wallet.as_str(), "--rpc-url", &node.rpc_url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn backfill");
+    wait_until("the backfill to store a first chunk", data_dir.path(), || !stored_events(data_dir.path()).is_empty());
+    backfill.kill().expect("kill -9");
+    let _ = backfill.wait();
+    let stored_at_kill = distinct_pairs(&stored_events(data_dir.path())).len();
+    assert!(stored_at_kill < total, "the backfill finished before the kill");
+
+    // Rerun: resumes from the cursor and completes.
+    let output = common::walletwatch(data_dir.path())
+        .args(["backfill", wallet.as_str(), "--rpc-url", &node.rpc_url])
+        .output()
+        .expect("backfill");
+    assert!(output.status.success(), "{output:?}");
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(summary.contains("new events") && summary.contains("tx/s"), "{summary}");
+    assert_eq!(distinct_pairs(&stored_events(data_dir.path())), expected);
+
+    // A range backfill over everything stores nothing new: all duplicates.
+    let output = common::walletwatch(data_dir.path())
+        .args(["backfill", wallet.as_str(), "--rpc-url", &node.rpc_url, "--since", "2000-01-01"])
+        .output()
+        .expect("range backfill");
+    assert!(output.status.success(), "{output:?}");
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(summary.contains(&format!("{total} transactions")) && summary.contains(" 0 new events"), "{summary}");
+    assert_eq!(distinct_pairs(&stored_events(data_dir.path())), expected);
+
+    // An untracked wallet is refused with advice (exit 2).
+    let output = common::walletwatch(data_dir.path())
+        .args(["backfill", fresh_address().as_str(), "--rpc-url", &node.rpc_url])
+        .output()
+        .expect("backfill untracked");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("track it first"));
+}

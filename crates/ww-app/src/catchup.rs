@@ -21,7 +21,8 @@ use tracing::debug;
 use ww_core::store::{NewEvent, RecordOutcome, Store, StoreError};
 use ww_core::{Commitment, Origin, Position, WalletAddress};
 use ww_solana::decode::{DecodeError, Provenance, decode_transaction};
-use ww_solana::history::{HistoryRange, list_signatures};
+pub use ww_solana::history::HistoryRange;
+use ww_solana::history::list_signatures;
 use ww_solana::resolve::{FetchError, TransactionFetcher};
 use ww_solana::{RpcClient, RpcError, SignatureInfo, SignaturesQuery};
 
@@ -68,6 +69,30 @@ impl From<CatchUpError> for AppError {
         }
     }
 }
+
+/// Progress of a history walk, for progress bars.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// Listing signatures: `found` so far.
+    Listing {
+        /// The address being listed.
+        address: WalletAddress,
+        /// Signatures found so far.
+        found: usize,
+    },
+    /// Fetching and storing: `done` of `total`.
+    Processing {
+        /// The address being processed.
+        address: WalletAddress,
+        /// Transactions done.
+        done: usize,
+        /// Transactions to do.
+        total: usize,
+    },
+}
+
+/// A progress callback that ignores progress.
+pub fn no_progress(_: Progress) {}
 
 /// What a catch-up did.
 #[derive(Debug, Clone, Default)]
@@ -126,6 +151,7 @@ impl CatchUp {
         tracked: &HashSet<WalletAddress>,
         since_time: Option<i64>,
         origin: Origin,
+        progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<CatchUpReport, CatchUpError> {
         let started = Instant::now();
         let cursor = {
@@ -141,16 +167,25 @@ impl CatchUp {
                 return Ok(CatchUpReport { elapsed: started.elapsed(), ..CatchUpReport::default() });
             }
         };
-        let entries = {
-            let _permit = self.permits.acquire().await;
-            list_signatures(&self.rpc, address, &range, self.commitment, |_| {}).await?
-        };
+        let entries = self.list(address, &range, progress).await?;
         if entries.is_empty() && cursor.is_none() {
             self.start_cursor_at_newest(address).await?;
         }
-        let mut report = self.process(&entries, tracked, origin, Some((address, cursor)), &|_| {}).await?;
+        let mut report = self.process(address, &entries, tracked, origin, Some(cursor), progress).await?;
         report.elapsed = started.elapsed();
         Ok(report)
+    }
+
+    /// Lists `address`'s signatures in `range`, oldest first.
+    pub async fn list(
+        &self,
+        address: &WalletAddress,
+        range: &HistoryRange,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Vec<SignatureInfo>, CatchUpError> {
+        let _permit = self.permits.acquire().await;
+        let on_page = |found| progress(Progress::Listing { address: address.clone(), found });
+        Ok(list_signatures(&self.rpc, address, range, self.commitment, on_page).await?)
     }
 
     async fn start_cursor_at_newest(&self, address: &WalletAddress) -> Result<(), CatchUpError> {
@@ -169,34 +204,35 @@ impl CatchUp {
         }
     }
 
-    /// Fetches, decodes and stores `entries` (oldest first) in chunks; with a
-    /// checkpoint, advances that address's cursor after each stored chunk.
+    /// Fetches, decodes and stores `entries` of `address` (oldest first) in
+    /// chunks. With `checkpoint` (the cursor the entries start after), the
+    /// address's cursor advances after each stored chunk.
     pub async fn process(
         &self,
+        address: &WalletAddress,
         entries: &[SignatureInfo],
         tracked: &HashSet<WalletAddress>,
         origin: Origin,
-        checkpoint: Option<(&WalletAddress, Option<Position>)>,
-        progress: &(dyn Fn(usize) + Sync),
+        checkpoint: Option<Option<Position>>,
+        progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<CatchUpReport, CatchUpError> {
         let mut report = CatchUpReport::default();
-        let (checkpoint_address, mut cursor) = match checkpoint {
-            Some((address, cursor)) => (Some(address.clone()), cursor),
-            None => (None, None),
-        };
+        let is_checkpointing = checkpoint.is_some();
+        let mut cursor = checkpoint.flatten();
+        progress(Progress::Processing { address: address.clone(), done: 0, total: entries.len() });
         for chunk in entries.chunks(CHUNK) {
             let chunk_report = self.process_chunk(chunk, tracked, origin).await?;
             report.add(&chunk_report);
-            if let (Some(address), Some(last)) = (&checkpoint_address, chunk.last()) {
+            if let (true, Some(last)) = (is_checkpointing, chunk.last()) {
                 let next = Position { slot: last.slot, signature: last.signature.clone() };
                 let store = Arc::clone(&self.store);
-                let address = address.clone();
+                let cursor_address = address.clone();
                 let from = cursor.clone();
                 let to = next.clone();
-                tokio::task::spawn_blocking(move || store.advance_cursor(&address, from.as_ref(), &to)).await??;
+                tokio::task::spawn_blocking(move || store.advance_cursor(&cursor_address, from.as_ref(), &to)).await??;
                 cursor = Some(next);
             }
-            progress(report.transactions);
+            progress(Progress::Processing { address: address.clone(), done: report.transactions, total: entries.len() });
         }
         Ok(report)
     }

@@ -5,6 +5,7 @@
 //! codes belong to the binary. Long-running work takes a
 //! `CancellationToken` and returns when it is cancelled.
 
+pub mod backfill;
 pub mod catchup;
 pub mod daemon;
 pub mod error;

@@ -203,7 +203,7 @@ pub async fn run(config: &Config, store: Arc<dyn Store>, shutdown: CancellationT
         events_tx,
         shutdown.child_token(),
     );
-    let rpc = RpcClient::try_new(solana.endpoints[0].rpc_url.expose().clone(), solana.rpc_timeout)?;
+    let rpc = crate::backfill::rpc_client(config)?;
     let permits = Arc::new(Semaphore::new(FETCH_CONCURRENCY));
     let catch_up = CatchUp {
         rpc: rpc.clone(),
@@ -425,7 +425,7 @@ impl Pipeline {
         let tracked = Arc::clone(&self.tracked_snapshot);
         let since = self.tracked_since.get(&owner).copied();
         self.tasks.spawn(async move {
-            let result = catch_up.catch_up(&address, &tracked, since, origin).await;
+            let result = catch_up.catch_up(&address, &tracked, since, origin, &crate::catchup::no_progress).await;
             TaskOutput::CaughtUp { address, owner, origin, result }
         });
     }

@@ -140,6 +140,10 @@ pub struct SolanaConfig {
     /// HTTP request timeout.
     #[serde(with = "duration_secs")]
     pub rpc_timeout: Duration,
+    /// Requests per second in all (`None`: unlimited).
+    pub rpc_requests_per_second: Option<std::num::NonZeroU32>,
+    /// Requests per second per method (`None`: unlimited).
+    pub rpc_requests_per_second_per_method: Option<std::num::NonZeroU32>,
 }
 
 /// Validated `[server]`.
@@ -392,6 +396,8 @@ impl Config {
                 ping_interval: Duration::from_secs(ping_interval_secs),
                 fallback_polling_interval: Duration::from_secs(polling_secs),
                 rpc_timeout: Duration::from_secs(rpc_timeout_secs),
+                rpc_requests_per_second: std::num::NonZeroU32::new(raw.solana.rpc_requests_per_second),
+                rpc_requests_per_second_per_method: std::num::NonZeroU32::new(raw.solana.rpc_requests_per_second_per_method),
             },
             server: ServerConfig {
                 listen,

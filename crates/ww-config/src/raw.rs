@@ -78,6 +78,12 @@ pub struct RawSolana {
     /// Timeout of one HTTP JSON-RPC request.
     #[serde(default = "default_rpc_timeout_secs")]
     pub rpc_timeout_secs: u64,
+    /// JSON-RPC requests per second in all; 0 is unlimited (public mainnet: 10).
+    #[serde(default)]
+    pub rpc_requests_per_second: u32,
+    /// JSON-RPC requests per second per method; 0 is unlimited (public mainnet: 4).
+    #[serde(default)]
+    pub rpc_requests_per_second_per_method: u32,
 }
 
 /// One extra endpoint in `[[solana.fallback_endpoints]]`.
@@ -145,6 +151,8 @@ impl Default for RawSolana {
             ping_interval_secs: default_ping_interval_secs(),
             fallback_polling_interval_secs: default_fallback_polling_interval_secs(),
             rpc_timeout_secs: default_rpc_timeout_secs(),
+            rpc_requests_per_second: 0,
+            rpc_requests_per_second_per_method: 0,
         }
     }
 }

@@ -16,4 +16,4 @@ pub mod resolve;
 pub mod rpc;
 
 pub use error::RpcError;
-pub use rpc::client::{RpcClient, SignatureInfo, SignaturesQuery};
+pub use rpc::client::{RateLimits, RpcClient, SignatureInfo, SignaturesQuery};

@@ -16,8 +16,11 @@
 //! # Ok(()) }
 //! ```
 
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -33,6 +36,27 @@ const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 /// `getSignaturesForAddress` returns at most this many entries a call.
 pub const MAX_SIGNATURES_PER_PAGE: usize = 1000;
 
+/// Request budgets shared by every clone of a client (providers limit both
+/// the total rate and the rate per method).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RateLimits {
+    /// Requests per second in all; `None` is unlimited.
+    pub requests_per_second: Option<NonZeroU32>,
+    /// Requests per second for each method; `None` is unlimited.
+    pub requests_per_second_per_method: Option<NonZeroU32>,
+}
+
+struct Limiter {
+    total: Option<DefaultDirectRateLimiter>,
+    per_method: Option<DefaultKeyedRateLimiter<&'static str>>,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter").finish_non_exhaustive()
+    }
+}
+
 /// A Solana JSON-RPC client for one endpoint.
 #[derive(Debug, Clone)]
 pub struct RpcClient {
@@ -40,6 +64,7 @@ pub struct RpcClient {
     url: Url,
     endpoint_label: String,
     next_request_id: std::sync::Arc<AtomicU64>,
+    limiter: Option<std::sync::Arc<Limiter>>,
 }
 
 /// Paging of `getSignaturesForAddress` (newest first).
@@ -118,7 +143,21 @@ impl RpcClient {
             (Some(host), None) => host.to_string(),
             _ => "unknown".to_string(),
         };
-        Ok(Self { http, url, endpoint_label, next_request_id: std::sync::Arc::new(AtomicU64::new(1)) })
+        Ok(Self { http, url, endpoint_label, next_request_id: std::sync::Arc::new(AtomicU64::new(1)), limiter: None })
+    }
+
+    /// Returns this client with request budgets (shared by its clones).
+    #[must_use]
+    pub fn with_rate_limits(mut self, limits: RateLimits) -> Self {
+        if limits.requests_per_second.is_none() && limits.requests_per_second_per_method.is_none() {
+            self.limiter = None;
+            return self;
+        }
+        self.limiter = Some(std::sync::Arc::new(Limiter {
+            total: limits.requests_per_second.map(|rate| RateLimiter::direct(Quota::per_second(rate))),
+            per_method: limits.requests_per_second_per_method.map(|rate| RateLimiter::keyed(Quota::per_second(rate))),
+        }));
+        self
     }
 
     /// Returns the endpoint's host label (safe for logs and metrics).
@@ -128,6 +167,14 @@ impl RpcClient {
 
     /// Sends one JSON-RPC request and decodes its `result`.
     pub async fn call<T: DeserializeOwned>(&self, method: &'static str, params: Value) -> Result<T, RpcError> {
+        if let Some(limiter) = &self.limiter {
+            if let Some(per_method) = &limiter.per_method {
+                per_method.until_key_ready(&method).await;
+            }
+            if let Some(total) = &limiter.total {
+                total.until_ready().await;
+            }
+        }
         metrics::counter!(crate::metrics::RPC_CALLS_TOTAL, "method" => method).increment(1);
         let outcome = self.call_once(method, params).await;
         if let Err(error) = &outcome {

@@ -1,0 +1,165 @@
+//! `walletwatch backfill`: read a tracked wallet's history (and its token
+//! accounts') into the store.
+//!
+//! - Catch-up mode (no bounds): from each address's cursor, or from when the
+//!   wallet was tracked, to now; cursors advance as chunks are stored, so an
+//!   interrupted run resumes where it stopped.
+//! - Range mode (`--since`/`--until`, a time or a signature): reads exactly
+//!   that range; cursors are left alone.
+//!
+//! Both go through the store's seen-set: running a backfill twice, or next to
+//! a live daemon, never stores an event twice.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use ww_config::Config;
+use ww_core::store::Store;
+use ww_core::{Origin, Signature, WalletAddress};
+use ww_solana::resolve::TransactionFetcher;
+use ww_solana::{RateLimits, RpcClient};
+
+use crate::catchup::{CatchUp, CatchUpReport, HistoryRange, Progress};
+use crate::error::AppError;
+
+/// Concurrent `getTransaction` calls of a backfill.
+pub const BACKFILL_CONCURRENCY: usize = 16;
+
+/// A history bound: a point in time or a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bound {
+    /// Unix seconds.
+    Time(i64),
+    /// A transaction signature.
+    Signature(Signature),
+}
+
+/// Parses `2026-11-01T00:00:00Z`, `2026-11-01`, Unix seconds, or a signature.
+pub fn parse_bound(text: &str) -> Result<Bound, AppError> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<i64>() {
+        return Ok(Bound::Time(seconds));
+    }
+    let date_time = if text.len() == 10 { format!("{text}T00:00:00Z") } else { text.to_string() };
+    if let Ok(time) = humantime::parse_rfc3339_weak(&date_time) {
+        let seconds = time.duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs());
+        return Ok(Bound::Time(i64::try_from(seconds).unwrap_or(i64::MAX)));
+    }
+    Signature::parse(text).map(Bound::Signature).map_err(|_| {
+        AppError::Rejected(format!(
+            "{text:?} is neither a time (2026-11-01, 2026-11-01T12:00:00Z, Unix seconds) nor a transaction signature"
+        ))
+    })
+}
+
+/// What a backfill did, over every address it walked.
+#[derive(Debug, Clone, Default)]
+pub struct BackfillSummary {
+    /// Addresses walked (the wallet and its token accounts).
+    pub addresses: usize,
+    /// Totals.
+    pub report: CatchUpReport,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl BackfillSummary {
+    /// Transactions per second over the whole run.
+    pub fn transactions_per_second(&self) -> f64 {
+        self.report.transactions as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Builds the JSON-RPC client for the first configured endpoint, with the
+/// configured request budgets.
+pub fn rpc_client(config: &Config) -> Result<RpcClient, AppError> {
+    let solana = &config.solana;
+    let client = RpcClient::try_new(solana.endpoints[0].rpc_url.expose().clone(), solana.rpc_timeout)?;
+    Ok(client.with_rate_limits(RateLimits {
+        requests_per_second: solana.rpc_requests_per_second,
+        requests_per_second_per_method: solana.rpc_requests_per_second_per_method,
+    }))
+}
+
+/// Runs a backfill of `wallet` (which must be tracked).
+pub async fn run(
+    config: &Config,
+    store: Arc<dyn Store>,
+    wallet: &WalletAddress,
+    since: Option<Bound>,
+    until: Option<Bound>,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<BackfillSummary, AppError> {
+    let started = Instant::now();
+    let records = {
+        let store = Arc::clone(&store);
+        tokio::task::spawn_blocking(move || store.wallets()).await??
+    };
+    let Some(record) = records.iter().find(|record| &record.address == wallet) else {
+        return Err(AppError::Rejected(format!(
+            "wallet {wallet} is not tracked; track it first with `walletwatch track {wallet}`"
+        )));
+    };
+    let tracked: HashSet<WalletAddress> = records.iter().map(|record| record.address.clone()).collect();
+    let rpc = rpc_client(config)?;
+    let catch_up = CatchUp {
+        rpc: rpc.clone(),
+        fetcher: TransactionFetcher::new(rpc.clone(), config.solana.commitment),
+        store,
+        commitment: config.solana.commitment,
+        retention: config.retention,
+        permits: Arc::new(Semaphore::new(BACKFILL_CONCURRENCY)),
+        fetch_concurrency: BACKFILL_CONCURRENCY,
+    };
+    let mut addresses = vec![wallet.clone()];
+    for program in [ww_solana::pubsub::protocol::TOKEN_PROGRAM, ww_solana::pubsub::protocol::TOKEN_2022_PROGRAM] {
+        addresses.extend(rpc.get_token_accounts_by_owner(wallet, program, config.solana.commitment).await?);
+    }
+    let mut summary = BackfillSummary { addresses: addresses.len(), ..BackfillSummary::default() };
+    let is_range_mode = since.is_some() || until.is_some();
+    for address in &addresses {
+        let report = if is_range_mode {
+            let mut range = HistoryRange::default();
+            match &since {
+                Some(Bound::Time(seconds)) => range.since_time = Some(*seconds),
+                Some(Bound::Signature(signature)) => range.until = Some(signature.clone()),
+                None => {}
+            }
+            match &until {
+                Some(Bound::Time(seconds)) => range.until_time = Some(*seconds),
+                Some(Bound::Signature(signature)) => range.before = Some(signature.clone()),
+                None => {}
+            }
+            let entries = catch_up.list(address, &range, progress).await?;
+            catch_up.process(address, &entries, &tracked, Origin::Backfill, None, progress).await?
+        } else {
+            let since_time = Some(record.added_at.0 / 1000);
+            catch_up.catch_up(address, &tracked, since_time, Origin::Backfill, progress).await?
+        };
+        summary.report.transactions += report.transactions;
+        summary.report.events += report.events;
+        summary.report.duplicates += report.duplicates;
+    }
+    summary.elapsed = started.elapsed();
+    summary.report.elapsed = summary.elapsed;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_parse_times_and_signatures() {
+        assert_eq!(parse_bound("1700000000").expect("seconds"), Bound::Time(1_700_000_000));
+        assert_eq!(parse_bound("2023-11-14T22:13:20Z").expect("rfc3339"), Bound::Time(1_700_000_000));
+        assert_eq!(parse_bound("1970-01-02").expect("date"), Bound::Time(86_400));
+        let signature = bs58::encode([5u8; 64]).into_string();
+        assert!(matches!(parse_bound(&signature).expect("signature"), Bound::Signature(_)));
+        let error = parse_bound("yesterday").expect_err("invalid");
+        assert!(error.is_user_error());
+        assert!(error.to_string().contains("neither a time"), "{error}");
+    }
+}
