@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Semaphore;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::debug;
 use ww_core::store::{NewEvent, RecordOutcome, Store, StoreError};
 use ww_core::{Commitment, Origin, Position, WalletAddress};
@@ -207,6 +208,9 @@ impl CatchUp {
     /// Fetches, decodes and stores `entries` of `address` (oldest first) in
     /// chunks. With `checkpoint` (the cursor the entries start after), the
     /// address's cursor advances after each stored chunk.
+    ///
+    /// Fetching runs ahead of storing (a window of `fetch_concurrency × 4`
+    /// transactions, in order), so the store's commits overlap the network.
     pub async fn process(
         &self,
         address: &WalletAddress,
@@ -220,10 +224,26 @@ impl CatchUp {
         let is_checkpointing = checkpoint.is_some();
         let mut cursor = checkpoint.flatten();
         progress(Progress::Processing { address: address.clone(), done: 0, total: entries.len() });
-        for chunk in entries.chunks(CHUNK) {
-            let chunk_report = self.process_chunk(chunk, tracked, origin).await?;
+        let (fetched_tx, mut fetched_rx) = tokio::sync::mpsc::channel(CHUNK);
+        let _producer = AbortOnDropHandle::new(tokio::spawn(fetch_in_order(
+            entries.to_vec(),
+            self.fetcher.clone(),
+            Arc::clone(&self.permits),
+            self.fetch_concurrency.max(1),
+            fetched_tx,
+        )));
+        let mut chunk: Vec<(SignatureInfo, serde_json::Value)> = Vec::with_capacity(CHUNK);
+        let mut remaining = entries.len();
+        while remaining > 0 {
+            let Some((entry, result)) = fetched_rx.recv().await else { break };
+            remaining -= 1;
+            chunk.push((entry, result?));
+            if chunk.len() < CHUNK && remaining > 0 {
+                continue;
+            }
+            let chunk_report = self.store_chunk(&chunk, tracked, origin).await?;
             report.add(&chunk_report);
-            if let (true, Some(last)) = (is_checkpointing, chunk.last()) {
+            if let (true, Some((last, _))) = (is_checkpointing, chunk.last()) {
                 let next = Position { slot: last.slot, signature: last.signature.clone() };
                 let store = Arc::clone(&self.store);
                 let cursor_address = address.clone();
@@ -232,43 +252,23 @@ impl CatchUp {
                 tokio::task::spawn_blocking(move || store.advance_cursor(&cursor_address, from.as_ref(), &to)).await??;
                 cursor = Some(next);
             }
+            chunk.clear();
             progress(Progress::Processing { address: address.clone(), done: report.transactions, total: entries.len() });
         }
         Ok(report)
     }
 
-    async fn process_chunk(
+    async fn store_chunk(
         &self,
-        chunk: &[SignatureInfo],
+        chunk: &[(SignatureInfo, serde_json::Value)],
         tracked: &HashSet<WalletAddress>,
         origin: Origin,
     ) -> Result<CatchUpReport, CatchUpError> {
         let received_at = SystemTime::now();
-        // Owned tasks (not borrowed futures) so the caller's future stays `Send`
-        // for any lifetime; dropping the set on an early return aborts the rest.
-        let chunk_limit = Arc::new(Semaphore::new(self.fetch_concurrency.max(1)));
-        let mut fetches = tokio::task::JoinSet::new();
-        for (index, entry) in chunk.iter().enumerate() {
-            let fetcher = self.fetcher.clone();
-            let permits = Arc::clone(&self.permits);
-            let chunk_limit = Arc::clone(&chunk_limit);
-            let signature = entry.signature.clone();
-            fetches.spawn(async move {
-                let _chunk_permit = chunk_limit.acquire_owned().await;
-                let _permit = permits.acquire_owned().await;
-                (index, fetcher.fetch(&signature).await)
-            });
-        }
-        let mut replies: Vec<Option<serde_json::Value>> = vec![None; chunk.len()];
-        while let Some(joined) = fetches.join_next().await {
-            let (index, result) = joined?;
-            replies[index] = Some(result?);
-        }
         let mut events = Vec::new();
-        for (entry, reply) in chunk.iter().zip(replies) {
-            let reply = reply.expect("every fetch task reported");
+        for (entry, reply) in chunk {
             let provenance = Provenance { origin, received_at };
-            events.extend(decode_transaction(&entry.signature, &reply, |wallet| tracked.contains(wallet), provenance)?);
+            events.extend(decode_transaction(&entry.signature, reply, |wallet| tracked.contains(wallet), provenance)?);
         }
         metrics::counter!(metric_names::BACKFILL_TRANSACTIONS_TOTAL).increment(chunk.len() as u64);
         let emitted_at = crate::daemon::now();
@@ -296,5 +296,44 @@ impl CatchUp {
             }
         }
         Ok(report)
+    }
+}
+
+/// Fetches `entries` with at most `concurrency × 4` in flight, sending the
+/// results in the entries' order. Stops when the receiver goes away; pending
+/// fetches are aborted with their handles.
+async fn fetch_in_order(
+    entries: Vec<SignatureInfo>,
+    fetcher: TransactionFetcher,
+    permits: Arc<Semaphore>,
+    concurrency: usize,
+    results: tokio::sync::mpsc::Sender<(SignatureInfo, Result<serde_json::Value, FetchError>)>,
+) {
+    let chunk_limit = Arc::new(Semaphore::new(concurrency));
+    let mut window: std::collections::VecDeque<(SignatureInfo, AbortOnDropHandle<Result<serde_json::Value, FetchError>>)> =
+        std::collections::VecDeque::new();
+    let mut entries = entries.into_iter();
+    loop {
+        while window.len() < concurrency * 4 {
+            let Some(entry) = entries.next() else { break };
+            let fetcher = fetcher.clone();
+            let permits = Arc::clone(&permits);
+            let chunk_limit = Arc::clone(&chunk_limit);
+            let signature = entry.signature.clone();
+            let handle = tokio::spawn(async move {
+                let _local = chunk_limit.acquire_owned().await;
+                let _permit = permits.acquire_owned().await;
+                fetcher.fetch(&signature).await
+            });
+            window.push_back((entry, AbortOnDropHandle::new(handle)));
+        }
+        let Some((entry, handle)) = window.pop_front() else { return };
+        let result = match handle.await {
+            Ok(result) => result,
+            Err(_) => return,
+        };
+        if results.send((entry, result)).await.is_err() {
+            return;
+        }
     }
 }
