@@ -33,6 +33,11 @@ use crate::error::RpcError;
 /// Largest reply body accepted (a full block of transactions stays below it).
 const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 
+/// Attempts per JSON-RPC call for retryable failures.
+pub const MAX_CALL_ATTEMPTS: u32 = 4;
+/// Longest wait between attempts (a longer `Retry-After` is capped).
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+
 /// `getSignaturesForAddress` returns at most this many entries a call.
 pub const MAX_SIGNATURES_PER_PAGE: usize = 1000;
 
@@ -165,8 +170,28 @@ impl RpcClient {
         &self.endpoint_label
     }
 
-    /// Sends one JSON-RPC request and decodes its `result`.
+    /// Sends one JSON-RPC request and decodes its `result`, retrying
+    /// retryable failures (transport, 429, 5xx, transient node errors) up to
+    /// [`MAX_CALL_ATTEMPTS`] times with exponential backoff, honouring
+    /// `Retry-After`.
     pub async fn call<T: DeserializeOwned>(&self, method: &'static str, params: Value) -> Result<T, RpcError> {
+        let mut delay = Duration::from_millis(200);
+        let mut attempt = 1;
+        loop {
+            match self.call_limited(method, params.clone()).await {
+                Err(error) if error.is_retryable() && attempt < MAX_CALL_ATTEMPTS => {
+                    let wait = error.retry_after().unwrap_or(delay).min(MAX_RETRY_DELAY);
+                    tracing::debug!(method, attempt, delay_ms = wait.as_millis() as u64, error = %error, "retrying a JSON-RPC call");
+                    tokio::time::sleep(wait).await;
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn call_limited<T: DeserializeOwned>(&self, method: &'static str, params: Value) -> Result<T, RpcError> {
         if let Some(limiter) = &self.limiter {
             if let Some(per_method) = &limiter.per_method {
                 per_method.until_key_ready(&method).await;
