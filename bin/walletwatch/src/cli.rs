@@ -34,6 +34,9 @@ pub(crate) enum Command {
         /// Solana PubSub WebSocket URL; overrides the config and SOLANA_WS_URL.
         #[arg(long, value_name = "URL")]
         ws_url: Option<String>,
+        /// Prometheus metrics listen address; overrides the config and WALLETWATCH_METRICS_LISTEN.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
     },
     /// Start tracking a wallet.
     Track {

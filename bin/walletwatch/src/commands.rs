@@ -73,7 +73,10 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
     if let Some(format) = &cli.log_format {
         env.insert("WALLETWATCH_LOG_FORMAT".into(), format.clone());
     }
-    if let Command::Run { rpc_url, ws_url } = &cli.command {
+    if let Command::Run { rpc_url, ws_url, metrics_listen } = &cli.command {
+        if let Some(listen) = metrics_listen {
+            env.insert("WALLETWATCH_METRICS_LISTEN".into(), listen.clone());
+        }
         if let Some(url) = rpc_url {
             env.insert("SOLANA_RPC_URL".into(), url.clone());
         }
@@ -142,6 +145,7 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
 
 async fn run(config: Config) -> CommandResult {
     let store = open_store(&config)?;
+    crate::telemetry::install_metrics(config.server.metrics_listen).map_err(Failure::Runtime)?;
     let shutdown = crate::signals::install().map_err(Failure::Runtime)?;
     daemon::run(config, store, shutdown).await.map_err(Failure::from)
 }

@@ -198,14 +198,29 @@ fn a_damaged_store_is_refused_with_exit_1_and_a_hint() {
 fn run_shuts_down_gracefully_on_sigterm_even_when_the_node_is_unreachable() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Port 9 on loopback: nothing listens there, so the endpoint is unreachable.
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let metrics_listen = format!("127.0.0.1:{metrics_port}");
     let mut daemon = walletwatch(dir.path())
-        .args(["run", "--rpc-url", "http://127.0.0.1:9", "--ws-url", "ws://127.0.0.1:9"])
+        .args(["run", "--rpc-url", "http://127.0.0.1:9", "--ws-url", "ws://127.0.0.1:9", "--metrics-listen", &metrics_listen])
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn daemon");
     let mut log = BufReader::new(daemon.stderr.take().expect("stderr")).lines();
     let started = log.by_ref().map_while(Result::ok).any(|line| line.contains("walletwatch started"));
     assert!(started, "the daemon never logged its start");
+    // Metrics are served on their own listener although Solana is unreachable,
+    // and already count the failing RPC calls (labels: method, error kind).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let text = http_get(&metrics_listen, "/metrics");
+        if text.contains("ww_rpc_errors_total") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no ww_rpc_errors_total in:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(metrics.contains("error_kind=\"transport\""), "{metrics}");
+    assert!(!metrics.contains("127.0.0.1:9"), "a metric label carries the endpoint URL:\n{metrics}");
     let status = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().expect("kill");
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -219,4 +234,14 @@ fn run_shuts_down_gracefully_on_sigterm_even_when_the_node_is_unreachable() {
     assert!(exit.success(), "{exit:?}");
     let rest: Vec<String> = log.map_while(Result::ok).collect();
     assert!(rest.iter().any(|line| line.contains("shutdown complete")), "{rest:?}");
+}
+
+fn http_get(address: &str, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else { return String::new() };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
 }
