@@ -39,7 +39,7 @@ async fn load_loop(client: &RpcClient, wallet: &WalletAddress, concurrency: usiz
     let signatures: Vec<Signature> = entries.into_iter().map(|entry| entry.signature).collect();
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut tasks = JoinSet::new();
-    for signature in signatures.iter().cloned() {
+    for signature in signatures.clone() {
         let client = client.clone();
         let permits = Arc::clone(&permits);
         tasks.spawn(async move {

@@ -6,10 +6,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ww_core::event::TxOutcome;
 use ww_core::store::{NewEvent, Store as _};
 use ww_core::time::UnixMillis;
-use ww_core::{ActivityEvent, Chain, Origin, Signature, Slot, WalletAddress};
+use ww_core::{Signature, WalletAddress};
 use ww_store::RedbStore;
 
 const WALLET: &str = "9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM";
@@ -40,26 +39,8 @@ fn stderr(output: &Output) -> String {
 }
 
 fn sample_event(wallet: &WalletAddress, signature_byte: u8) -> NewEvent {
-    NewEvent {
-        event: ActivityEvent {
-            chain: Chain::Solana,
-            wallet: wallet.clone(),
-            signature: Signature::parse(&bs58::encode([signature_byte; 64]).into_string()).expect("valid"),
-            slot: Slot(u64::from(signature_byte)),
-            block_time: Some(1_700_000_000),
-            sol_delta: 2_500_000_000,
-            token_deltas: vec![],
-            fee: 5_000,
-            fee_payer: wallet.clone(),
-            outcome: TxOutcome::Success,
-            programs: vec![],
-            origin: Origin::Live,
-            received_at: UnixMillis(1),
-            resolved_at: None,
-            emitted_at: UnixMillis(2),
-        },
-        destinations: vec![],
-    }
+    let signature = Signature::parse(&bs58::encode([signature_byte; 64]).into_string()).expect("valid");
+    NewEvent { event: ww_test_utils::sample_event(wallet, signature, u64::from(signature_byte)), destinations: vec![] }
 }
 
 #[test]

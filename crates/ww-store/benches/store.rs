@@ -14,10 +14,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use redb::{Database, TableDefinition};
-use ww_core::event::TxOutcome;
 use ww_core::store::{NewEvent, Store as _};
 use ww_core::time::UnixMillis;
-use ww_core::{ActivityEvent, Chain, Origin, Signature, Slot, WalletAddress};
+use ww_core::WalletAddress;
 use ww_store::RedbStore;
 
 const RUNS: usize = 5;
@@ -26,28 +25,9 @@ const BATCH: u64 = 100;
 
 fn event(index: u64) -> NewEvent {
     let wallet = WalletAddress::parse(&bs58::encode([(index % 50) as u8 + 1; 32]).into_string()).expect("valid");
-    let mut signature = [7u8; 64];
-    signature[..8].copy_from_slice(&index.to_le_bytes());
-    NewEvent {
-        event: ActivityEvent {
-            chain: Chain::Solana,
-            wallet: wallet.clone(),
-            signature: Signature::parse(&bs58::encode(signature).into_string()).expect("valid"),
-            slot: Slot(index),
-            block_time: Some(1_700_000_000),
-            sol_delta: -5_000,
-            token_deltas: vec![],
-            fee: 5_000,
-            fee_payer: wallet,
-            outcome: TxOutcome::Success,
-            programs: vec![],
-            origin: Origin::Live,
-            received_at: UnixMillis(1),
-            resolved_at: None,
-            emitted_at: UnixMillis(2),
-        },
-        destinations: vec!["discord:1".into()],
-    }
+    let mut event = ww_test_utils::sample_event(&wallet, ww_test_utils::signature_from_seed(index), index);
+    event.sol_delta = -5_000;
+    NewEvent { event, destinations: vec!["discord:1".into()] }
 }
 
 fn median(mut samples: Vec<f64>) -> f64 {

@@ -1,8 +1,7 @@
-use ww_core::event::TxOutcome;
 use ww_core::store::{EventQuery, NewEvent, RecordOutcome, Store, StoreError, TrackRequest};
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{SubscriptionStatus, TrackOutcome, UntrackOutcome};
-use ww_core::{ActivityEvent, Chain, EventSeq, Origin, Position, Signature, Slot, WalletAddress};
+use ww_core::{ActivityEvent, Chain, EventSeq, Position, Signature, Slot, WalletAddress};
 
 use crate::RedbStore;
 
@@ -15,23 +14,10 @@ fn signature(byte: u8) -> Signature {
 }
 
 fn event(wallet: &WalletAddress, signature_byte: u8, slot: u64) -> ActivityEvent {
-    ActivityEvent {
-        chain: Chain::Solana,
-        wallet: wallet.clone(),
-        signature: signature(signature_byte),
-        slot: Slot(slot),
-        block_time: Some(1_700_000_000),
-        sol_delta: 1_000,
-        token_deltas: vec![],
-        fee: 5_000,
-        fee_payer: address(99),
-        outcome: TxOutcome::Success,
-        programs: vec![],
-        origin: Origin::Live,
-        received_at: UnixMillis(1),
-        resolved_at: None,
-        emitted_at: UnixMillis(2),
-    }
+    let mut event = ww_test_utils::sample_event(wallet, signature(signature_byte), slot);
+    event.sol_delta = 1_000;
+    event.fee_payer = address(99);
+    event
 }
 
 fn track(store: &RedbStore, wallet: &WalletAddress, user: &str) -> TrackOutcome {

@@ -8,10 +8,9 @@
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Command, Stdio};
 
-use ww_core::event::TxOutcome;
 use ww_core::store::{EventQuery, NewEvent, RecordOutcome, Store as _, TrackRequest};
 use ww_core::time::UnixMillis;
-use ww_core::{ActivityEvent, Chain, Origin, Signature, Slot, WalletAddress};
+use ww_core::{Chain, Origin, WalletAddress};
 use ww_store::RedbStore;
 
 const WRITER_ENV: &str = "WW_CRASH_WRITER_DIR";
@@ -22,29 +21,9 @@ fn wallet() -> WalletAddress {
 }
 
 fn event(index: u64) -> NewEvent {
-    let mut signature = [0u8; 64];
-    signature[..8].copy_from_slice(&index.to_le_bytes());
-    signature[8] = 1;
-    NewEvent {
-        event: ActivityEvent {
-            chain: Chain::Solana,
-            wallet: wallet(),
-            signature: Signature::parse(&bs58::encode(signature).into_string()).expect("valid"),
-            slot: Slot(index),
-            block_time: None,
-            sol_delta: 1,
-            token_deltas: vec![],
-            fee: 5_000,
-            fee_payer: wallet(),
-            outcome: TxOutcome::Success,
-            programs: vec![],
-            origin: Origin::Backfill,
-            received_at: UnixMillis(0),
-            resolved_at: None,
-            emitted_at: UnixMillis(0),
-        },
-        destinations: vec!["webhook:1".into()],
-    }
+    let mut event = ww_test_utils::sample_event(&wallet(), ww_test_utils::signature_from_seed(index), index);
+    event.origin = Origin::Backfill;
+    NewEvent { event, destinations: vec!["webhook:1".into()] }
 }
 
 /// The writer side: commits batches forever, printing each acknowledged batch.

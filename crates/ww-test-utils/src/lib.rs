@@ -66,6 +66,34 @@ pub fn fresh_address() -> WalletAddress {
     WalletAddress::parse(&bs58::encode(bytes).into_string()).expect("32 bytes always make a valid address")
 }
 
+/// Returns a valid signature derived from `seed` (distinct seeds, distinct signatures).
+pub fn signature_from_seed(seed: u64) -> Signature {
+    let mut bytes = [7u8; 64];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    Signature::parse(&bs58::encode(bytes).into_string()).expect("64 bytes always make a valid signature")
+}
+
+/// Returns a plausible successful incoming-SOL event for tests and benchmarks.
+pub fn sample_event(wallet: &WalletAddress, signature: Signature, slot: u64) -> ww_core::ActivityEvent {
+    ww_core::ActivityEvent {
+        chain: ww_core::Chain::Solana,
+        wallet: wallet.clone(),
+        signature,
+        slot: ww_core::Slot(slot),
+        block_time: Some(1_700_000_000),
+        sol_delta: 2_500_000_000,
+        token_deltas: vec![],
+        fee: 5_000,
+        fee_payer: wallet.clone(),
+        outcome: ww_core::event::TxOutcome::Success,
+        programs: vec![],
+        origin: ww_core::Origin::Live,
+        received_at: ww_core::time::UnixMillis(1),
+        resolved_at: None,
+        emitted_at: ww_core::time::UnixMillis(2),
+    }
+}
+
 /// A running local Solana node; killed when dropped.
 #[derive(Debug)]
 pub struct LocalNode {
