@@ -13,6 +13,7 @@
 //!   backfill) cannot both move a cursor from the same position;
 //! - an acknowledged write survives a crash (`kill -9`, power loss).
 
+use crate::balance::{BalanceChange, BalanceRecord};
 use crate::event::{ActivityEvent, StoredEvent};
 use crate::ids::{Chain, EventSeq, Position, Signature, WalletAddress};
 use crate::time::UnixMillis;
@@ -200,4 +201,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Returns the number of jobs in the outbox.
     fn outbox_depth(&self) -> Result<u64, StoreError>;
+
+    /// Records balance observations: each one that differs from the stored
+    /// balance (or whose last history entry is older than `snapshot_every_ms`)
+    /// is appended to the history and becomes the current balance. Returns
+    /// the changes (amount differs from the previous observation).
+    fn update_balances(&self, observations: &[BalanceRecord], snapshot_every_ms: i64)
+    -> Result<Vec<BalanceChange>, StoreError>;
+
+    /// Returns current balances, of one wallet's accounts or of all, ordered by address.
+    fn balances(&self, wallet: Option<&WalletAddress>) -> Result<Vec<BalanceRecord>, StoreError>;
+
+    /// Returns an account's balance history, newest first.
+    fn balance_history(&self, address: &WalletAddress, limit: usize) -> Result<Vec<BalanceRecord>, StoreError>;
 }

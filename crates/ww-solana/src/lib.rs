@@ -7,6 +7,7 @@
 //! - [`decode`]: `getTransaction` replies into `ActivityEvent`s;
 //! - [`resolve`]: fetching transactions with retries.
 
+pub mod balance;
 pub mod decode;
 pub mod error;
 pub mod history;
@@ -16,4 +17,4 @@ pub mod resolve;
 pub mod rpc;
 
 pub use error::RpcError;
-pub use rpc::client::{RateLimits, RpcClient, SignatureInfo, SignaturesQuery};
+pub use rpc::client::{AccountInfo, RateLimits, RpcClient, SignatureInfo, SignaturesQuery};

@@ -21,10 +21,11 @@ use serde::de::DeserializeOwned;
 use ww_core::store::{EventQuery, NewEvent, OutboxJob, RecordOutcome, Store, StoreError, TrackRequest};
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{LastTransaction, SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
+use ww_core::balance::{BalanceChange, BalanceRecord};
 use ww_core::{EventSeq, Position, Signature, StoredEvent, WalletAddress};
 
 use crate::tables::{
-    CURSORS, EVENTS, META, META_NEXT_OUTBOX_ID, META_NEXT_SEQ, META_SCHEMA_VERSION, OUTBOX, SCHEMA_VERSION, SEEN,
+    BALANCE_HISTORY, BALANCES, CURSORS, EVENTS, META, META_NEXT_OUTBOX_ID, META_NEXT_SEQ, META_SCHEMA_VERSION, OUTBOX, SCHEMA_VERSION, SEEN,
     SEEN_BY_EXPIRY, WALLET_EVENTS, WALLETS,
 };
 
@@ -208,6 +209,7 @@ impl RedbStore {
         drop(read);
         match found_version {
             Some(version) if version == u64::from(SCHEMA_VERSION) => Ok(()),
+            Some(1) => self.migrate_1_to_2(),
             Some(version) if version > u64::from(SCHEMA_VERSION) => Err(StoreError::NewerSchema {
                 path: self.path.display().to_string(),
                 found: u32::try_from(version).unwrap_or(u32::MAX),
@@ -219,6 +221,20 @@ impl RedbStore {
             }),
             None => self.create_tables(),
         }
+    }
+
+    /// Schema 2 adds the balance tables; nothing else changes.
+    fn migrate_1_to_2(&self) -> Result<(), StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        {
+            write.open_table(BALANCES).map_err(table_error)?;
+            write.open_table(BALANCE_HISTORY).map_err(table_error)?;
+            let mut meta = write.open_table(META).map_err(table_error)?;
+            meta.insert(META_SCHEMA_VERSION, 2u64.to_le_bytes().as_slice()).map_err(storage_error)?;
+        }
+        write.commit().map_err(commit_error)?;
+        tracing::info!(path = %self.path.display(), "store migrated from schema 1 to 2");
+        Ok(())
     }
 
     fn create_tables(&self) -> Result<(), StoreError> {
@@ -245,6 +261,8 @@ impl RedbStore {
             write.open_table(EVENTS).map_err(table_error)?;
             write.open_table(WALLET_EVENTS).map_err(table_error)?;
             write.open_table(OUTBOX).map_err(table_error)?;
+            write.open_table(BALANCES).map_err(table_error)?;
+            write.open_table(BALANCE_HISTORY).map_err(table_error)?;
         }
         write.commit().map_err(commit_error)
     }
@@ -562,6 +580,61 @@ impl Store for RedbStore {
     fn outbox_depth(&self) -> Result<u64, StoreError> {
         let read = self.database.begin_read().map_err(transaction_error)?;
         read.open_table(OUTBOX).map_err(table_error)?.len().map_err(storage_error)
+    }
+
+    fn update_balances(&self, observations: &[BalanceRecord], snapshot_every_ms: i64) -> Result<Vec<BalanceChange>, StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        let mut changes = Vec::new();
+        {
+            let mut balances = write.open_table(BALANCES).map_err(table_error)?;
+            let mut history = write.open_table(BALANCE_HISTORY).map_err(table_error)?;
+            for observation in observations {
+                let previous: Option<BalanceRecord> = match balances.get(observation.address.as_str()).map_err(storage_error)? {
+                    Some(bytes) => Some(decode("balances", bytes.value())?),
+                    None => None,
+                };
+                let is_change = previous.as_ref().is_none_or(|previous| previous.amount != observation.amount || previous.asset != observation.asset);
+                let is_snapshot_due = previous
+                    .as_ref()
+                    .is_some_and(|previous| observation.observed_at.0 - previous.observed_at.0 >= snapshot_every_ms);
+                if !is_change && !is_snapshot_due {
+                    continue;
+                }
+                let bytes = encode(observation)?;
+                balances.insert(observation.address.as_str(), bytes.as_slice()).map_err(storage_error)?;
+                history.insert((observation.address.as_str(), observation.observed_at.0), bytes.as_slice()).map_err(storage_error)?;
+                if is_change {
+                    changes.push(BalanceChange { previous, current: observation.clone() });
+                }
+            }
+        }
+        write.commit().map_err(commit_error)?;
+        Ok(changes)
+    }
+
+    fn balances(&self, wallet: Option<&WalletAddress>) -> Result<Vec<BalanceRecord>, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let balances = read.open_table(BALANCES).map_err(table_error)?;
+        let mut records = Vec::new();
+        for entry in balances.iter().map_err(storage_error)? {
+            let (_, value) = entry.map_err(storage_error)?;
+            let record: BalanceRecord = decode("balances", value.value())?;
+            if wallet.is_none_or(|wallet| &record.wallet == wallet) {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    fn balance_history(&self, address: &WalletAddress, limit: usize) -> Result<Vec<BalanceRecord>, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let history = read.open_table(BALANCE_HISTORY).map_err(table_error)?;
+        let mut records = Vec::new();
+        for entry in history.range((address.as_str(), i64::MIN)..=(address.as_str(), i64::MAX)).map_err(storage_error)?.rev().take(limit) {
+            let (_, value) = entry.map_err(storage_error)?;
+            records.push(decode("balance_history", value.value())?);
+        }
+        Ok(records)
     }
 }
 

@@ -6,7 +6,7 @@
 use redb::TableDefinition;
 
 /// The layout version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// `meta`: schema version and counters (u64 little-endian values).
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -28,3 +28,7 @@ pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("eve
 pub(crate) const WALLET_EVENTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("wallet_events");
 /// `outbox`: job id → JSON job.
 pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+/// `balances` (since schema 2): account address → JSON `BalanceRecord` (current).
+pub(crate) const BALANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("balances");
+/// `balance_history` (since schema 2): (account address, observed at ms) → JSON `BalanceRecord`.
+pub(crate) const BALANCE_HISTORY: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("balance_history");

@@ -160,7 +160,7 @@ fn a_newer_schema_is_refused_and_left_untouched() {
     }
     let before = std::fs::read(&path).expect("read");
     let error = RedbStore::open(&path).expect_err("newer");
-    assert!(matches!(error, StoreError::NewerSchema { found: 99, supported: 1, .. }), "{error}");
+    assert!(matches!(error, StoreError::NewerSchema { found: 99, supported: crate::SCHEMA_VERSION, .. }), "{error}");
     assert_eq!(std::fs::read(&path).expect("read"), before);
 }
 
@@ -172,4 +172,57 @@ fn two_handles_share_the_file() {
     track(&first, &address(1), "alice");
     track(&second, &address(2), "bob");
     assert_eq!(first.wallets().expect("list").len(), 2);
+}
+
+#[test]
+fn a_schema_1_file_is_migrated_to_2_and_keeps_its_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wallet = address(8);
+    {
+        let store = RedbStore::open_in_dir(dir.path()).expect("open");
+        track(&store, &wallet, "alice");
+    }
+    // Rewind the file to schema 1 as an older walletwatch wrote it: no balance tables.
+    {
+        let database = redb::Database::create(dir.path().join(crate::STORE_FILE_NAME)).expect("open raw");
+        let write = database.begin_write().expect("write");
+        write.delete_table(crate::tables::BALANCES).expect("drop balances");
+        write.delete_table(crate::tables::BALANCE_HISTORY).expect("drop history");
+        write
+            .open_table(crate::tables::META)
+            .expect("meta")
+            .insert(crate::tables::META_SCHEMA_VERSION, 1u64.to_le_bytes().as_slice())
+            .expect("version");
+        write.commit().expect("commit");
+    }
+    let store = RedbStore::open_in_dir(dir.path()).expect("migrates");
+    assert!(store.wallet(&wallet).expect("read").is_some());
+    assert!(store.balances(None).expect("balances table exists").is_empty());
+}
+
+#[test]
+fn balances_record_changes_and_periodic_snapshots() {
+    use ww_core::balance::{Asset, BalanceRecord};
+    let (_dir, store) = open_temp();
+    let wallet = address(1);
+    let observe = |amount: u64, at: i64| BalanceRecord {
+        address: wallet.clone(),
+        wallet: wallet.clone(),
+        asset: Asset::Sol,
+        amount,
+        slot: Slot(u64::try_from(at).expect("positive")),
+        observed_at: UnixMillis(at),
+    };
+    let snapshot_every = 1_000;
+    assert_eq!(store.update_balances(&[observe(5, 10)], snapshot_every).expect("first").len(), 1);
+    assert!(store.update_balances(&[observe(5, 20)], snapshot_every).expect("same").is_empty());
+    let changes = store.update_balances(&[observe(7, 30)], snapshot_every).expect("change");
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].previous.as_ref().map(|previous| previous.amount), Some(5));
+    assert!(store.update_balances(&[observe(7, 2_000)], snapshot_every).expect("snapshot").is_empty());
+    let history: Vec<(u64, i64)> =
+        store.balance_history(&wallet, 10).expect("history").iter().map(|record| (record.amount, record.observed_at.0)).collect();
+    assert_eq!(history, vec![(7, 2_000), (7, 30), (5, 10)], "changes and the due snapshot, newest first");
+    assert_eq!(store.balances(Some(&wallet)).expect("current")[0].amount, 7);
+    assert!(store.balances(Some(&address(2))).expect("other wallet").is_empty());
 }

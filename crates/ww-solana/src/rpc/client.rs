@@ -38,6 +38,20 @@ pub const MAX_CALL_ATTEMPTS: u32 = 4;
 /// Longest wait between attempts (a longer `Retry-After` is capped).
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 
+/// `getMultipleAccounts` takes at most this many keys a call.
+pub const MAX_ACCOUNTS_PER_CALL: usize = 100;
+
+/// An account as returned by `getMultipleAccounts` (data sliced).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountInfo {
+    /// Its SOL balance.
+    pub lamports: u64,
+    /// The program that owns it.
+    pub owner: WalletAddress,
+    /// The first bytes of its data.
+    pub data: Vec<u8>,
+}
+
 /// `getSignaturesForAddress` returns at most this many entries a call.
 pub const MAX_SIGNATURES_PER_PAGE: usize = 1000;
 
@@ -286,6 +300,60 @@ impl RpcClient {
             options.insert("until".into(), json!(until.as_str()));
         }
         self.call("getSignaturesForAddress", json!([address.as_str(), options])).await
+    }
+
+    /// `getMultipleAccounts` for at most [`MAX_ACCOUNTS_PER_CALL`] keys: the
+    /// context slot and, per key, the account (`None` when it does not exist).
+    /// Data is sliced to its first 165 bytes: enough for a token account, and
+    /// a bound on what a large account can cost.
+    pub async fn get_multiple_accounts(
+        &self,
+        keys: &[WalletAddress],
+        commitment: Commitment,
+    ) -> Result<(u64, Vec<Option<AccountInfo>>), RpcError> {
+        #[derive(Deserialize)]
+        struct Context {
+            slot: u64,
+        }
+        #[derive(Deserialize)]
+        struct Reply {
+            context: Context,
+            value: Vec<Option<RawAccount>>,
+        }
+        #[derive(Deserialize)]
+        struct RawAccount {
+            lamports: u64,
+            owner: WalletAddress,
+            data: (String, String),
+        }
+        debug_assert!(keys.len() <= MAX_ACCOUNTS_PER_CALL, "callers batch by {MAX_ACCOUNTS_PER_CALL}");
+        let addresses: Vec<&str> = keys.iter().map(WalletAddress::as_str).collect();
+        let reply: Reply = self
+            .call(
+                "getMultipleAccounts",
+                json!([addresses, {"encoding": "base64", "commitment": commitment.as_str(), "dataSlice": {"offset": 0, "length": 165}}]),
+            )
+            .await?;
+        if reply.value.len() != keys.len() {
+            return Err(RpcError::Malformed {
+                method: "getMultipleAccounts",
+                reason: format!("{} accounts for {} keys", reply.value.len(), keys.len()),
+            });
+        }
+        let mut accounts = Vec::with_capacity(keys.len());
+        for account in reply.value {
+            accounts.push(match account {
+                None => None,
+                Some(raw) => {
+                    use base64::Engine as _;
+                    let data = base64::engine::general_purpose::STANDARD.decode(raw.data.0.as_bytes()).map_err(|error| {
+                        RpcError::Malformed { method: "getMultipleAccounts", reason: format!("account data is not base64: {error}") }
+                    })?;
+                    Some(AccountInfo { lamports: raw.lamports, owner: raw.owner, data })
+                }
+            });
+        }
+        Ok((reply.context.slot, accounts))
     }
 
     /// `getTokenAccountsByOwner` for one token program: the accounts' addresses only.
