@@ -96,6 +96,14 @@ pub(crate) enum Command {
         #[arg(long, value_name = "URL")]
         rpc_url: Option<String>,
     },
+    /// Show balances (SOL and token accounts) recorded by `walletwatch run`.
+    Balances {
+        /// Only this wallet, with its balance history.
+        address: Option<String>,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the effective configuration (secrets redacted), or every error in it.
     CheckConfig,
 }

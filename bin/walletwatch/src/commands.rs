@@ -139,6 +139,7 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
         }
         Command::Events { wallet, limit, json, follow } => print_events(&config, wallet, limit, json, follow).await,
         Command::Backfill { address, since, until, .. } => run_backfill(&config, &address, since, until).await,
+        Command::Balances { address, json } => print_balances(&config, address.as_deref(), json),
         Command::CheckConfig => Ok(()),
     }
 }
@@ -184,6 +185,40 @@ async fn run_backfill(config: &Config, address: &str, since: Option<String>, unt
         summary.transactions_per_second(),
         summary.elapsed.as_secs_f64()
     );
+    Ok(())
+}
+
+/// History entries shown per account by `balances <ADDRESS>`.
+const BALANCE_HISTORY_SHOWN: usize = 20;
+
+fn print_balances(config: &Config, address: Option<&str>, json: bool) -> CommandResult {
+    let wallet = address.map(WalletAddress::parse).transpose().map_err(|error| Failure::Usage(error.into()))?;
+    let store = open_store(config)?;
+    let current = store.balances(wallet.as_ref())?;
+    let mut history = Vec::new();
+    if wallet.is_some() {
+        for record in &current {
+            history.extend(store.balance_history(&record.address, BALANCE_HISTORY_SHOWN)?);
+        }
+    }
+    if json {
+        let document = serde_json::json!({"balances": current, "history": history});
+        println!("{}", serde_json::to_string_pretty(&document).map_err(|error| Failure::Runtime(error.into()))?);
+        return Ok(());
+    }
+    if current.is_empty() {
+        println!("No balances recorded yet: `walletwatch run` reads them for tracked wallets.");
+        return Ok(());
+    }
+    for record in &current {
+        println!("{}", events::render_balance_line(record));
+    }
+    if !history.is_empty() {
+        println!("history (newest first):");
+        for record in &history {
+            println!("  {}", events::render_balance_line(record));
+        }
+    }
     Ok(())
 }
 

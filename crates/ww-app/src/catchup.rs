@@ -104,6 +104,8 @@ pub struct CatchUpReport {
     pub events: usize,
     /// Events that were already stored (seen before).
     pub duplicates: usize,
+    /// Wallets that got new events.
+    pub event_wallets: HashSet<WalletAddress>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -113,6 +115,7 @@ impl CatchUpReport {
         self.transactions += other.transactions;
         self.events += other.events;
         self.duplicates += other.duplicates;
+        self.event_wallets.extend(other.event_wallets.iter().cloned());
     }
 }
 
@@ -284,6 +287,7 @@ impl CatchUp {
             match outcome {
                 RecordOutcome::Inserted(seq) => {
                     report.events += 1;
+                    report.event_wallets.insert(event.wallet.clone());
                     metrics::counter!(metric_names::GAPFILL_EVENTS_TOTAL, "origin" => origin.as_str()).increment(1);
                     tracing::info!(seq = seq.0, wallet = %event.wallet, signature = %event.signature, slot = event.slot.0,
                         sol_delta = event.sol_delta, origin = origin.as_str(), "wallet activity (history)");

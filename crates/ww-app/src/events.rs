@@ -52,6 +52,21 @@ pub fn render_event_line(stored: &StoredEvent) -> String {
     line
 }
 
+/// One human-readable line per balance observation.
+pub fn render_balance_line(record: &ww_core::balance::BalanceRecord) -> String {
+    let observed = u64::try_from(record.observed_at.0 / 1000)
+        .map(|seconds| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds)).to_string())
+        .unwrap_or_else(|_| "-".to_string());
+    let amount = match &record.asset {
+        ww_core::balance::Asset::Sol => {
+            format!("{} SOL", format_sol(i64::try_from(record.amount).unwrap_or(i64::MAX)).trim_start_matches('+'))
+        }
+        ww_core::balance::Asset::Token { mint, .. } => format!("{} base units of {}", record.amount, mint.short()),
+    };
+    let account = if record.address == record.wallet { "wallet".to_string() } else { format!("token account {}", record.address.short()) };
+    format!("{} {account}: {amount} (slot {}, {observed})", record.wallet.short(), record.slot)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 //! `CancellationToken` and returns when it is cancelled.
 
 pub mod backfill;
+pub mod balances;
 pub mod catchup;
 pub mod daemon;
 pub mod error;

@@ -38,6 +38,7 @@ use ww_solana::pubsub::{ConnectionConfig, ConnectionState, PubsubEvent, PubsubPo
 use ww_solana::resolve::{FetchError, TransactionFetcher};
 use ww_solana::{RpcClient, SignatureInfo, SignaturesQuery};
 
+use crate::balances::{AccountToRead, RoundReport, Schedule};
 use crate::catchup::{CatchUp, CatchUpError, CatchUpReport};
 use crate::error::AppError;
 
@@ -89,7 +90,16 @@ enum TaskOutput {
         origin: Origin,
         result: Result<CatchUpReport, CatchUpError>,
     },
+    BalancesRefreshed {
+        wallets: Vec<WalletAddress>,
+        report: RoundReport,
+    },
 }
+
+/// Every this many fallback polling rounds, polled wallets get a full history
+/// check too, for activity that leaves balances unchanged (a failed
+/// transaction someone else paid for, a zero-sum token round trip).
+const FULL_POLL_EVERY: u64 = 10;
 
 /// What made an address worth resolving: the notification's arrival time and
 /// slot. Only signatures at or after that slot are live activity; older
@@ -182,6 +192,14 @@ struct Pipeline {
     polling: HashSet<WalletAddress>,
     /// Wallets polled at least once since their connection went down.
     polled_while_down: HashSet<WalletAddress>,
+    balances_config: ww_config::BalancesConfig,
+    schedule: Schedule,
+    is_balance_round_running: bool,
+    /// Wallets with events stored since their last balance observation.
+    events_since_observation: HashSet<WalletAddress>,
+    /// Wallets whose unexplained balance change is being reconciled.
+    reconciling: HashSet<WalletAddress>,
+    poll_rounds: u64,
 }
 
 fn now_millis() -> UnixMillis {
@@ -243,7 +261,15 @@ pub async fn run(config: &Config, store: Arc<dyn Store>, shutdown: CancellationT
         caught_up_once: HashSet::new(),
         polling: HashSet::new(),
         polled_while_down: HashSet::new(),
+        balances_config: config.balances.clone(),
+        schedule: Schedule::new(config.balances.clone()),
+        is_balance_round_running: false,
+        events_since_observation: HashSet::new(),
+        reconciling: HashSet::new(),
+        poll_rounds: 0,
     };
+    let mut balance_tick = tokio::time::interval(Duration::from_millis(500));
+    balance_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut poll_tick = tokio::time::interval(solana.fallback_polling_interval);
     poll_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rediscovery_tick = tokio::time::interval(TOKEN_REDISCOVERY_INTERVAL);
@@ -260,6 +286,7 @@ pub async fn run(config: &Config, store: Arc<dyn Store>, shutdown: CancellationT
             }
             _ = rediscovery_tick.tick() => pipeline.rediscover_fallback_owners(),
             _ = poll_tick.tick() => pipeline.poll_disconnected_wallets(),
+            _ = balance_tick.tick() => pipeline.start_balance_round(),
             Some(event) = events_rx.recv() => pipeline.handle_pubsub(event).await,
             Some(joined) = pipeline.tasks.join_next(), if !pipeline.tasks.is_empty() => match joined {
                 Ok(output) => pipeline.handle_task(output).await,
@@ -298,6 +325,9 @@ impl Pipeline {
                 self.caught_up_once.remove(wallet);
                 self.polling.remove(wallet);
                 self.polled_while_down.remove(wallet);
+                self.schedule.remove(wallet);
+                self.events_since_observation.remove(wallet);
+                self.reconciling.remove(wallet);
             }
             self.tracked_snapshot = Arc::new(self.tracked.clone());
         }
@@ -306,6 +336,7 @@ impl Pipeline {
             self.tracked.extend(added.iter().cloned());
             self.tracked_snapshot = Arc::new(self.tracked.clone());
             for wallet in &added {
+                self.schedule.add(wallet.clone());
                 self.wallet_keys.insert(wallet.clone(), SubscriptionKey::all_for_wallet(wallet).into_iter().collect());
                 for (_, is_token_2022) in TOKEN_PROGRAMS {
                     self.schedule_discovery(wallet.clone(), is_token_2022);
@@ -430,10 +461,83 @@ impl Pipeline {
         });
     }
 
+    /// Fallback polling: a balance round over the wallets whose socket is
+    /// down (100 accounts a call); only those whose balances changed get a
+    /// history read, plus a full history check every few rounds.
     fn poll_disconnected_wallets(&mut self) {
+        if self.polling.is_empty() {
+            return;
+        }
+        self.poll_rounds += 1;
         let wallets: Vec<WalletAddress> = self.polling.iter().cloned().collect();
-        for wallet in wallets {
-            self.schedule_wallet_catch_up(&wallet, Origin::Poll);
+        let is_full_round = self.poll_rounds.is_multiple_of(FULL_POLL_EVERY);
+        for wallet in &wallets {
+            self.schedule.make_due(wallet);
+            if is_full_round {
+                self.schedule_wallet_catch_up(wallet, Origin::Poll);
+            }
+        }
+    }
+
+    fn start_balance_round(&mut self) {
+        if self.is_balance_round_running {
+            return;
+        }
+        let wallets = self.schedule.due();
+        if wallets.is_empty() {
+            return;
+        }
+        let mut accounts = Vec::new();
+        for wallet in &wallets {
+            accounts.push(AccountToRead { account: wallet.clone(), wallet: wallet.clone() });
+            for account in self.token_accounts.get(wallet).into_iter().flatten() {
+                accounts.push(AccountToRead { account: account.clone(), wallet: wallet.clone() });
+            }
+        }
+        self.is_balance_round_running = true;
+        let rpc = self.rpc.clone();
+        let store = Arc::clone(&self.store);
+        let commitment = self.commitment;
+        let snapshot_every = self.balances_config.snapshot_interval;
+        let permits = Arc::clone(&self.permits);
+        self.tasks.spawn(async move {
+            let report = crate::balances::refresh(&rpc, store, accounts, commitment, snapshot_every, permits).await;
+            TaskOutput::BalancesRefreshed { wallets, report }
+        });
+    }
+
+    async fn handle_balance_round(&mut self, wallets: Vec<WalletAddress>, report: RoundReport) {
+        self.is_balance_round_running = false;
+        info!(wallets = wallets.len(), accounts = report.accounts, calls = report.calls, changes = report.changes.len(), "balance round");
+        let mut changed: HashSet<WalletAddress> = HashSet::new();
+        for change in &report.changes {
+            if change.previous.is_some() {
+                changed.insert(change.current.wallet.clone());
+            }
+        }
+        for wallet in &changed {
+            self.schedule.record_activity(wallet);
+            if self.polling.contains(wallet) {
+                self.schedule_wallet_catch_up(wallet, Origin::Poll);
+            } else if !self.events_since_observation.contains(wallet) && self.tracked.contains(wallet) {
+                // Nothing stored explains the change: read the history to find out.
+                self.reconciling.insert(wallet.clone());
+                self.schedule_wallet_catch_up(wallet, Origin::Poll);
+            }
+        }
+        let mut status_changed = false;
+        for wallet in &wallets {
+            self.events_since_observation.remove(wallet);
+            if self.polling.contains(wallet) && !report.failed_wallets.contains(wallet) {
+                status_changed |= self.polled_while_down.insert(wallet.clone());
+            }
+        }
+        self.schedule.reschedule(&wallets, &report.failed_wallets);
+        for (tier, count) in self.schedule.tier_counts() {
+            metrics::gauge!(crate::balances::metric_names::WALLETS_BY_TIER, "tier" => tier.as_str()).set(count as f64);
+        }
+        if status_changed {
+            self.refresh_statuses().await;
         }
     }
 
@@ -542,6 +646,14 @@ impl Pipeline {
                 self.catching_up.remove(&address);
                 match result {
                     Ok(report) => {
+                        for wallet in &report.event_wallets {
+                            self.events_since_observation.insert(wallet.clone());
+                            self.schedule.record_activity(wallet);
+                        }
+                        if address == owner && self.reconciling.remove(&owner) && report.event_wallets.contains(&owner) {
+                            metrics::counter!(crate::balances::metric_names::BALANCE_DRIFT_TOTAL).increment(1);
+                            warn!(wallet = %owner, events = report.events, "balance changed without a stored event: the stream missed activity, gap filled");
+                        }
                         if report.transactions > 0 {
                             info!(address = %address, wallet = %owner, origin = origin.as_str(), transactions = report.transactions,
                                 events = report.events, duplicates = report.duplicates, "history caught up");
@@ -556,6 +668,7 @@ impl Pipeline {
                     self.schedule_catch_up(address, owner, origin);
                 }
             }
+            TaskOutput::BalancesRefreshed { wallets, report } => self.handle_balance_round(wallets, report).await,
             TaskOutput::Discovered { owner, is_token_2022, result } => match result {
                 Ok(accounts) => self.handle_discovered(owner, is_token_2022, accounts).await,
                 Err(error) => warn!(wallet = %owner, error = %error, "token account discovery failed; will retry on the next pass"),
@@ -614,6 +727,8 @@ impl Pipeline {
         for (event, outcome) in events.iter().zip(outcomes) {
             match outcome {
                 RecordOutcome::Inserted(seq) => {
+                    self.events_since_observation.insert(event.wallet.clone());
+                    self.schedule.record_activity(&event.wallet);
                     metrics::counter!(metric_names::EVENTS_PROCESSED_TOTAL, "origin" => event.origin.as_str()).increment(1);
                     let latency = (event.emitted_at.0 - event.received_at.0).max(0) as f64 / 1000.0;
                     metrics::histogram!(metric_names::DETECTION_LATENCY_SECONDS).record(latency);

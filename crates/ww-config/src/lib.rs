@@ -160,6 +160,23 @@ pub struct ServerConfig {
     pub websocket_heartbeat_interval: Duration,
 }
 
+/// Validated `[balances]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BalancesConfig {
+    /// Refresh interval of wallets active in the last 10 minutes.
+    #[serde(with = "duration_secs")]
+    pub high_interval: Duration,
+    /// Refresh interval of wallets active in the last 24 hours.
+    #[serde(with = "duration_secs")]
+    pub medium_interval: Duration,
+    /// Refresh interval of quiet wallets.
+    #[serde(with = "duration_secs")]
+    pub low_interval: Duration,
+    /// Unchanged balances are still recorded this often.
+    #[serde(with = "duration_secs")]
+    pub snapshot_interval: Duration,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -193,6 +210,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Redis URL, when several instances share fan-out.
     pub redis_url: Option<RedactedUrl>,
+    /// Balance tracking.
+    pub balances: BalancesConfig,
 }
 
 mod duration_secs {
@@ -375,6 +394,13 @@ impl Config {
         if raw.server_id.trim().is_empty() {
             errors.push("server_id must not be empty".to_string());
         }
+        let high_secs = positive("balances.high_interval_secs", raw.balances.high_interval_secs, &mut errors);
+        let medium_secs = positive("balances.medium_interval_secs", raw.balances.medium_interval_secs, &mut errors);
+        let low_secs = positive("balances.low_interval_secs", raw.balances.low_interval_secs, &mut errors);
+        let snapshot_secs = positive("balances.snapshot_interval_secs", raw.balances.snapshot_interval_secs, &mut errors);
+        if high_secs > medium_secs || medium_secs > low_secs {
+            errors.push("balances: intervals must grow from high to medium to low activity".to_string());
+        }
         let redis_url = raw.redis.url.as_deref().and_then(|text| parse_url("redis.url", text, &["redis", "rediss"], &mut errors));
         if !errors.is_empty() {
             return Err(errors);
@@ -406,6 +432,12 @@ impl Config {
                 websocket_heartbeat_interval: Duration::from_secs(heartbeat_secs),
             },
             redis_url,
+            balances: BalancesConfig {
+                high_interval: Duration::from_secs(high_secs),
+                medium_interval: Duration::from_secs(medium_secs),
+                low_interval: Duration::from_secs(low_secs),
+                snapshot_interval: Duration::from_secs(snapshot_secs),
+            },
         })
     }
 

@@ -41,6 +41,51 @@ pub struct RawConfig {
     /// Optional Redis for multi-instance fan-out.
     #[serde(default)]
     pub redis: RawRedis,
+    /// Balance tracking with batched `getMultipleAccounts`.
+    #[serde(default)]
+    pub balances: RawBalances,
+}
+
+/// `[balances]`: refresh intervals per activity tier.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBalances {
+    /// Seconds between refreshes of wallets active in the last 10 minutes.
+    #[serde(default = "default_high_interval_secs")]
+    pub high_interval_secs: u64,
+    /// Seconds between refreshes of wallets active in the last 24 hours.
+    #[serde(default = "default_medium_interval_secs")]
+    pub medium_interval_secs: u64,
+    /// Seconds between refreshes of quiet wallets.
+    #[serde(default = "default_low_interval_secs")]
+    pub low_interval_secs: u64,
+    /// An unchanged balance is still written to the history this often.
+    #[serde(default = "default_snapshot_interval_secs")]
+    pub snapshot_interval_secs: u64,
+}
+
+impl Default for RawBalances {
+    fn default() -> Self {
+        Self {
+            high_interval_secs: default_high_interval_secs(),
+            medium_interval_secs: default_medium_interval_secs(),
+            low_interval_secs: default_low_interval_secs(),
+            snapshot_interval_secs: default_snapshot_interval_secs(),
+        }
+    }
+}
+
+fn default_high_interval_secs() -> u64 {
+    30
+}
+fn default_medium_interval_secs() -> u64 {
+    300
+}
+fn default_low_interval_secs() -> u64 {
+    1800
+}
+fn default_snapshot_interval_secs() -> u64 {
+    86_400
 }
 
 /// `[solana]`.
@@ -134,6 +179,7 @@ impl Default for RawConfig {
             solana: RawSolana::default(),
             server: RawServer::default(),
             redis: RawRedis::default(),
+            balances: RawBalances::default(),
         }
     }
 }

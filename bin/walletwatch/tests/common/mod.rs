@@ -28,7 +28,9 @@ impl Daemon {
         let file = std::fs::File::create(&log).expect("log file");
         let child = walletwatch(data_dir)
             .args(extra)
-            .args(["run", "--rpc-url", rpc_url, "--ws-url", ws_url, "--log-level", "info,ww_solana=debug"])
+            .args(["run", "--rpc-url", rpc_url, "--ws-url", ws_url, "--log-level", "info,ww_solana=debug,ww_app=debug"])
+            // Tests run daemons side by side: each takes a free metrics port.
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
