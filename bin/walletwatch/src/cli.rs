@@ -104,6 +104,13 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the running daemon's statistics: RPC calls per hour by method,
+    /// wallets per activity tier, the last balance refresh.
+    Stats {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the effective configuration (secrets redacted), or every error in it.
     CheckConfig,
 }

@@ -140,6 +140,7 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
         Command::Events { wallet, limit, json, follow } => print_events(&config, wallet, limit, json, follow).await,
         Command::Backfill { address, since, until, .. } => run_backfill(&config, &address, since, until).await,
         Command::Balances { address, json } => print_balances(&config, address.as_deref(), json),
+        Command::Stats { json } => print_stats(&config, json),
         Command::CheckConfig => Ok(()),
     }
 }
@@ -185,6 +186,34 @@ async fn run_backfill(config: &Config, address: &str, since: Option<String>, unt
         summary.transactions_per_second(),
         summary.elapsed.as_secs_f64()
     );
+    Ok(())
+}
+
+fn print_stats(config: &Config, json: bool) -> CommandResult {
+    let store = open_store(config)?;
+    let Some(stats) = store.runtime_stats()? else {
+        println!("No statistics yet: they are saved by a running `walletwatch run`.");
+        return Ok(());
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats).map_err(|error| Failure::Runtime(error.into()))?);
+        return Ok(());
+    }
+    let hours = ((stats.saved_at.0 - stats.started_at.0) as f64 / 3_600_000.0).max(1.0 / 3600.0);
+    let age_secs = (daemon::now().0 - stats.saved_at.0) / 1000;
+    println!("{} (saved {age_secs}s ago, up {:.2} h)", stats.server_id, hours);
+    println!("RPC calls per hour by method:");
+    for (method, count) in &stats.rpc_calls {
+        println!("  {method:<28} {:>10.0}/h  ({count} in all)", *count as f64 / hours);
+    }
+    let tiers: Vec<String> = stats.wallets_by_tier.iter().map(|(tier, count)| format!("{tier} {count}")).collect();
+    println!("wallets per tier: {}", tiers.join(", "));
+    match (stats.last_balance_refresh, stats.last_balance_round) {
+        (Some(at), Some((accounts, calls))) => {
+            println!("last balance refresh: {}s ago, {accounts} accounts in {calls} calls", (daemon::now().0 - at.0) / 1000);
+        }
+        _ => println!("last balance refresh: none yet"),
+    }
     Ok(())
 }
 

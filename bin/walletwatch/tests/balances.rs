@@ -58,6 +58,20 @@ async fn two_hundred_fifty_wallets_take_three_calls_and_match_get_balance() {
         assert_eq!(expected, 6_000_000);
         wait_until("the new balance", data_dir.path(), || sol_balance(data_dir.path(), wallet) == Some(expected));
     }
+    // `walletwatch stats` (another process) shows the daemon's own accounting.
+    let stats = || {
+        let output = walletwatch(data_dir.path()).args(["stats", "--json"]).output().expect("stats");
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap_or_default()
+    };
+    wait_until("saved statistics", data_dir.path(), || stats()["rpc_calls"]["getMultipleAccounts"].as_u64().unwrap_or(0) >= 3);
+    let saved = stats();
+    let tiers = &saved["wallets_by_tier"];
+    let total: u64 = ["high", "medium", "low"].iter().map(|tier| tiers[*tier].as_u64().unwrap_or(0)).sum();
+    assert_eq!(total, 250, "{saved}");
+    assert!(tiers["high"].as_u64().unwrap_or(0) >= 3, "active wallets are in the high tier: {saved}");
+    let text = walletwatch(data_dir.path()).arg("stats").output().expect("stats");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("getMultipleAccounts") && text.contains("/h") && text.contains("wallets per tier"), "{text}");
     // The text form names the wallet.
     let output = walletwatch(data_dir.path()).args(["balances", wallets[0].as_str()]).output().expect("balances");
     let text = String::from_utf8_lossy(&output.stdout);

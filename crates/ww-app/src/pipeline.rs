@@ -100,6 +100,8 @@ enum TaskOutput {
 /// check too, for activity that leaves balances unchanged (a failed
 /// transaction someone else paid for, a zero-sum token round trip).
 const FULL_POLL_EVERY: u64 = 10;
+/// How often the statistics shown by `walletwatch stats` are saved.
+const STATS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What made an address worth resolving: the notification's arrival time and
 /// slot. Only signatures at or after that slot are live activity; older
@@ -200,6 +202,8 @@ struct Pipeline {
     /// Wallets whose unexplained balance change is being reconciled.
     reconciling: HashSet<WalletAddress>,
     poll_rounds: u64,
+    /// What `walletwatch stats` shows; saved to the store periodically.
+    stats: ww_core::store::RuntimeStats,
 }
 
 fn now_millis() -> UnixMillis {
@@ -267,7 +271,14 @@ pub async fn run(config: &Config, store: Arc<dyn Store>, shutdown: CancellationT
         events_since_observation: HashSet::new(),
         reconciling: HashSet::new(),
         poll_rounds: 0,
+        stats: ww_core::store::RuntimeStats {
+            server_id: config.server_id.clone(),
+            started_at: now_millis(),
+            ..ww_core::store::RuntimeStats::default()
+        },
     };
+    let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
+    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut balance_tick = tokio::time::interval(Duration::from_millis(500));
     balance_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut poll_tick = tokio::time::interval(solana.fallback_polling_interval);
@@ -287,6 +298,7 @@ pub async fn run(config: &Config, store: Arc<dyn Store>, shutdown: CancellationT
             _ = rediscovery_tick.tick() => pipeline.rediscover_fallback_owners(),
             _ = poll_tick.tick() => pipeline.poll_disconnected_wallets(),
             _ = balance_tick.tick() => pipeline.start_balance_round(),
+            _ = stats_tick.tick() => pipeline.save_stats(),
             Some(event) = events_rx.recv() => pipeline.handle_pubsub(event).await,
             Some(joined) = pipeline.tasks.join_next(), if !pipeline.tasks.is_empty() => match joined {
                 Ok(output) => pipeline.handle_task(output).await,
@@ -506,8 +518,25 @@ impl Pipeline {
         });
     }
 
+    fn save_stats(&mut self) {
+        self.stats.saved_at = now_millis();
+        self.stats.rpc_calls = self.rpc.call_counts().into_iter().map(|(method, count)| (method.to_string(), count)).collect();
+        self.stats.wallets_by_tier =
+            self.schedule.tier_counts().iter().map(|(tier, count)| (tier.as_str().to_string(), *count as u64)).collect();
+        let store = Arc::clone(&self.store);
+        let stats = self.stats.clone();
+        // Best effort and off the loop: a slow disk must not delay events.
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = store.save_runtime_stats(&stats) {
+                warn!(error = %error, "saving statistics failed");
+            }
+        });
+    }
+
     async fn handle_balance_round(&mut self, wallets: Vec<WalletAddress>, report: RoundReport) {
         self.is_balance_round_running = false;
+        self.stats.last_balance_refresh = Some(now_millis());
+        self.stats.last_balance_round = Some((report.accounts as u64, report.calls as u64));
         info!(wallets = wallets.len(), accounts = report.accounts, calls = report.calls, changes = report.changes.len(), "balance round");
         let mut changed: HashSet<WalletAddress> = HashSet::new();
         for change in &report.changes {

@@ -214,4 +214,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Returns an account's balance history, newest first.
     fn balance_history(&self, address: &WalletAddress, limit: usize) -> Result<Vec<BalanceRecord>, StoreError>;
+
+    /// Saves the running daemon's statistics (replacing the previous ones).
+    fn save_runtime_stats(&self, stats: &RuntimeStats) -> Result<(), StoreError>;
+
+    /// Returns the statistics the daemon saved last, if any.
+    fn runtime_stats(&self) -> Result<Option<RuntimeStats>, StoreError>;
+}
+
+/// What `walletwatch stats` shows: saved by the daemon every few seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct RuntimeStats {
+    /// The instance that saved them.
+    pub server_id: String,
+    /// When it started.
+    pub started_at: UnixMillis,
+    /// When these were saved.
+    pub saved_at: UnixMillis,
+    /// JSON-RPC requests per method since the start (retries included).
+    pub rpc_calls: std::collections::BTreeMap<String, u64>,
+    /// Wallets per activity tier (`high`, `medium`, `low`).
+    pub wallets_by_tier: std::collections::BTreeMap<String, u64>,
+    /// When the last balance round finished.
+    pub last_balance_refresh: Option<UnixMillis>,
+    /// Accounts and calls of the last balance round.
+    pub last_balance_round: Option<(u64, u64)>,
 }

@@ -18,14 +18,14 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use ww_core::store::{EventQuery, NewEvent, OutboxJob, RecordOutcome, Store, StoreError, TrackRequest};
+use ww_core::store::{EventQuery, NewEvent, OutboxJob, RecordOutcome, RuntimeStats, Store, StoreError, TrackRequest};
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{LastTransaction, SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
 use ww_core::balance::{BalanceChange, BalanceRecord};
 use ww_core::{EventSeq, Position, Signature, StoredEvent, WalletAddress};
 
 use crate::tables::{
-    BALANCE_HISTORY, BALANCES, CURSORS, EVENTS, META, META_NEXT_OUTBOX_ID, META_NEXT_SEQ, META_SCHEMA_VERSION, OUTBOX, SCHEMA_VERSION, SEEN,
+    BALANCE_HISTORY, BALANCES, CURSORS, EVENTS, META, META_NEXT_OUTBOX_ID, META_NEXT_SEQ, META_RUNTIME_STATS, META_SCHEMA_VERSION, OUTBOX, SCHEMA_VERSION, SEEN,
     SEEN_BY_EXPIRY, WALLET_EVENTS, WALLETS,
 };
 
@@ -624,6 +624,21 @@ impl Store for RedbStore {
             }
         }
         Ok(records)
+    }
+
+    fn save_runtime_stats(&self, stats: &RuntimeStats) -> Result<(), StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        write.open_table(META).map_err(table_error)?.insert(META_RUNTIME_STATS, encode(stats)?.as_slice()).map_err(storage_error)?;
+        write.commit().map_err(commit_error)
+    }
+
+    fn runtime_stats(&self) -> Result<Option<RuntimeStats>, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let meta = read.open_table(META).map_err(table_error)?;
+        match meta.get(META_RUNTIME_STATS).map_err(storage_error)? {
+            Some(bytes) => decode("meta", bytes.value()).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn balance_history(&self, address: &WalletAddress, limit: usize) -> Result<Vec<BalanceRecord>, StoreError> {

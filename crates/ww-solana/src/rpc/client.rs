@@ -84,6 +84,7 @@ pub struct RpcClient {
     endpoint_label: String,
     next_request_id: std::sync::Arc<AtomicU64>,
     limiter: Option<std::sync::Arc<Limiter>>,
+    call_counts: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>>,
 }
 
 /// Paging of `getSignaturesForAddress` (newest first).
@@ -162,7 +163,20 @@ impl RpcClient {
             (Some(host), None) => host.to_string(),
             _ => "unknown".to_string(),
         };
-        Ok(Self { http, url, endpoint_label, next_request_id: std::sync::Arc::new(AtomicU64::new(1)), limiter: None })
+        Ok(Self {
+            http,
+            url,
+            endpoint_label,
+            next_request_id: std::sync::Arc::new(AtomicU64::new(1)),
+            limiter: None,
+            call_counts: std::sync::Arc::default(),
+        })
+    }
+
+    /// Returns the JSON-RPC requests sent per method by this client and its
+    /// clones (retries included), for `walletwatch stats`.
+    pub fn call_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.call_counts.lock().map(|counts| counts.clone()).unwrap_or_default()
     }
 
     /// Returns this client with request budgets (shared by its clones).
@@ -215,6 +229,9 @@ impl RpcClient {
             }
         }
         metrics::counter!(crate::metrics::RPC_CALLS_TOTAL, "method" => method).increment(1);
+        if let Ok(mut counts) = self.call_counts.lock() {
+            *counts.entry(method).or_insert(0) += 1;
+        }
         let outcome = self.call_once(method, params).await;
         if let Err(error) = &outcome {
             metrics::counter!(crate::metrics::RPC_ERRORS_TOTAL, "method" => method, "error_kind" => error.kind_label())
