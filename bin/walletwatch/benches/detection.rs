@@ -119,7 +119,7 @@ async fn main() {
         Command::new(env!("CARGO_BIN_EXE_walletwatch"))
             .arg("--data-dir")
             .arg(data_dir.path())
-            .args(["run", "--rpc-url", &node.rpc_url, "--ws-url", &node.ws_url, "--log-level", "warn", "--metrics-listen", "127.0.0.1:0"])
+            .args(["run", "--rpc-url", &node.rpc_url, "--ws-url", &node.ws_url, "--log-level", "warn", "--metrics-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .spawn()
             .expect("daemon"),

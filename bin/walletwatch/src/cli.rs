@@ -37,6 +37,9 @@ pub(crate) enum Command {
         /// Prometheus metrics listen address; overrides the config and WALLETWATCH_METRICS_LISTEN.
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<String>,
+        /// API listen address; overrides the config and WALLETWATCH_LISTEN.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
     },
     /// Start tracking a wallet.
     Track {
@@ -111,6 +114,22 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Manage API bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print the effective configuration (secrets redacted), or every error in it.
     CheckConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Create a token and print it once (only its hash is stored).
+    Create {
+        /// The user the token acts as.
+        #[arg(long)]
+        user: String,
+        /// Allow changing wallets (tracking, untracking) for any user.
+        #[arg(long)]
+        admin: bool,
+    },
 }

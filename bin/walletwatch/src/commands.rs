@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
+use tokio_util::sync::CancellationToken;
 use indicatif::{ProgressBar, ProgressStyle};
 use ww_app::catchup::Progress;
 use ww_app::{AppError, backfill, daemon, events, wallets};
@@ -21,7 +22,7 @@ use ww_core::wallet::{TrackOutcome, UntrackOutcome};
 use ww_core::WalletAddress;
 use ww_store::RedbStore;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, TokenCommand};
 
 /// How often `events --follow` looks for new events.
 const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -73,9 +74,12 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
     if let Some(format) = &cli.log_format {
         env.insert("WALLETWATCH_LOG_FORMAT".into(), format.clone());
     }
-    if let Command::Run { rpc_url, ws_url, metrics_listen } = &cli.command {
+    if let Command::Run { rpc_url, ws_url, metrics_listen, listen } = &cli.command {
         if let Some(listen) = metrics_listen {
             env.insert("WALLETWATCH_METRICS_LISTEN".into(), listen.clone());
+        }
+        if let Some(listen) = listen {
+            env.insert("WALLETWATCH_LISTEN".into(), listen.clone());
         }
         if let Some(url) = rpc_url {
             env.insert("SOLANA_RPC_URL".into(), url.clone());
@@ -141,6 +145,7 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
         Command::Backfill { address, since, until, .. } => run_backfill(&config, &address, since, until).await,
         Command::Balances { address, json } => print_balances(&config, address.as_deref(), json),
         Command::Stats { json } => print_stats(&config, json),
+        Command::Token(TokenCommand::Create { user, admin }) => create_token(&config, &user, admin),
         Command::CheckConfig => Ok(()),
     }
 }
@@ -148,8 +153,43 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
 async fn run(config: Config) -> CommandResult {
     let store = open_store(&config)?;
     crate::telemetry::install_metrics(config.server.metrics_listen).map_err(Failure::Runtime)?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen).await.map_err(|error| {
+        Failure::Runtime(anyhow!(
+            "cannot serve the API on {}: {error}; choose another address with --listen or WALLETWATCH_LISTEN",
+            config.server.listen
+        ))
+    })?;
     let shutdown = crate::signals::install().map_err(Failure::Runtime)?;
-    daemon::run(config, store, shutdown).await.map_err(Failure::from)
+    let health = ww_app::health::Health::default();
+    // The API stops last: it keeps answering (`/ready` says why) while the
+    // daemon drains.
+    let api_shutdown = CancellationToken::new();
+    let api_state = ww_server::ApiState::new(Arc::clone(&store) as Arc<dyn Store>, health.clone());
+    let api = tokio::spawn(ww_server::serve(listener, api_state, api_shutdown.clone()));
+    let outcome = daemon::run(config, store, health, shutdown).await;
+    api_shutdown.cancel();
+    match api.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(error = %error, "the API server failed"),
+        Err(error) => tracing::warn!(error = %error, "the API server task failed"),
+    }
+    outcome.map_err(Failure::from)
+}
+
+fn create_token(config: &Config, user: &str, is_admin: bool) -> CommandResult {
+    let user = user.trim();
+    if user.is_empty() || user.len() > 128 || user.chars().any(char::is_control) {
+        return Err(Failure::Usage(anyhow!("invalid user id {user:?}: 1-128 printable characters")));
+    }
+    let store = open_store(config)?;
+    let (token, hash) = ww_server::generate_token().map_err(|error| Failure::Runtime(anyhow!("no randomness available: {error}")))?;
+    store.save_api_token(&ww_core::store::ApiToken { hash, user: user.to_string(), is_admin, created_at: daemon::now() })?;
+    println!("{token}");
+    eprintln!(
+        "note: this {} token for user {user:?} is shown once; walletwatch keeps only its hash. Use it as `Authorization: Bearer <token>`.",
+        if is_admin { "admin" } else { "read-only" }
+    );
+    Ok(())
 }
 
 async fn run_backfill(config: &Config, address: &str, since: Option<String>, until: Option<String>) -> CommandResult {

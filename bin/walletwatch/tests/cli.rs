@@ -181,12 +181,21 @@ fn run_shuts_down_gracefully_on_sigterm_even_when_the_node_is_unreachable() {
     // Port 9 on loopback: nothing listens there, so the endpoint is unreachable.
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let metrics_listen = format!("127.0.0.1:{metrics_port}");
+    let api_port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let api_listen = format!("127.0.0.1:{api_port}");
+    let token = run(walletwatch(dir.path()).args(["token", "create", "--user", "ops", "--admin"]));
+    assert!(token.status.success(), "{token:?}");
+    let token = stdout(&token).trim().to_string();
+    assert!(token.starts_with("ww_"), "{token}");
+    assert!(!String::from_utf8_lossy(&std::fs::read(dir.path().join(ww_store::STORE_FILE_NAME)).expect("store")).contains(&token), "the token itself is stored");
     let mut daemon = walletwatch(dir.path())
-        .args(["run", "--rpc-url", "http://127.0.0.1:9", "--ws-url", "ws://127.0.0.1:9", "--metrics-listen", &metrics_listen])
+        .args(["run", "--rpc-url", "http://127.0.0.1:9", "--ws-url", "ws://127.0.0.1:9", "--metrics-listen", &metrics_listen, "--listen", &api_listen])
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn daemon");
     let mut log = BufReader::new(daemon.stderr.take().expect("stderr")).lines();
+    let daemon = KillOnDrop(daemon);
     let started = log.by_ref().map_while(Result::ok).any(|line| line.contains("walletwatch started"));
     assert!(started, "the daemon never logged its start");
     // Metrics are served on their own listener although Solana is unreachable,
@@ -202,11 +211,26 @@ fn run_shuts_down_gracefully_on_sigterm_even_when_the_node_is_unreachable() {
     };
     assert!(metrics.contains("error_kind=\"transport\""), "{metrics}");
     assert!(!metrics.contains("127.0.0.1:9"), "a metric label carries the endpoint URL:\n{metrics}");
-    let status = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().expect("kill");
+    // The API is up too: alive, not ready (and says why), and guarded by tokens.
+    assert!(http_get(&api_listen, "/health").contains("\"status\":\"ok\""));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ready = loop {
+        let ready = http_get(&api_listen, "/ready");
+        if ready.contains("unreachable") || Instant::now() > deadline {
+            break ready;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(ready.starts_with("HTTP/1.1 503") && ready.contains("unreachable"), "{ready}");
+    assert!(http_get(&api_listen, "/api/wallets").starts_with("HTTP/1.1 401"));
+    let listed = http_get_with(&api_listen, "/api/wallets", &[("Authorization", &format!("Bearer {token}"))]);
+    assert!(listed.starts_with("HTTP/1.1 200") && listed.ends_with("[]"), "{listed}");
+    let mut daemon = daemon;
+    let status = Command::new("kill").args(["-TERM", &daemon.0.id().to_string()]).status().expect("kill");
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(30);
     let exit = loop {
-        if let Some(exit) = daemon.try_wait().expect("wait") {
+        if let Some(exit) = daemon.0.try_wait().expect("wait") {
             break exit;
         }
         assert!(Instant::now() < deadline, "the daemon did not stop after SIGTERM");
@@ -218,11 +242,26 @@ fn run_shuts_down_gracefully_on_sigterm_even_when_the_node_is_unreachable() {
 }
 
 fn http_get(address: &str, path: &str) -> String {
+    http_get_with(address, path, &[])
+}
+
+fn http_get_with(address: &str, path: &str, headers: &[(&str, &str)]) -> String {
     use std::io::{Read as _, Write as _};
     let Ok(mut stream) = std::net::TcpStream::connect(address) else { return String::new() };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+    let _ = write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\n{extra}Connection: close\r\n\r\n");
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     response
+}
+
+/// Kills a child process if the test fails before stopping it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -25,6 +25,7 @@ use ww_core::time::UnixMillis;
 use ww_solana::RpcClient;
 
 use crate::error::AppError;
+use crate::health::Health;
 
 /// How often a reachable endpoint is re-checked.
 const PROBE_INTERVAL: Duration = Duration::from_secs(30);
@@ -40,7 +41,7 @@ pub fn now() -> UnixMillis {
 }
 
 /// Runs until `shutdown` is cancelled, then shuts down within the configured budget.
-pub async fn run(config: Config, store: Arc<dyn Store>, shutdown: CancellationToken) -> Result<(), AppError> {
+pub async fn run(config: Config, store: Arc<dyn Store>, health: Health, shutdown: CancellationToken) -> Result<(), AppError> {
     let wallets = {
         let store = Arc::clone(&store);
         tokio::task::spawn_blocking(move || store.wallets()).await??
@@ -60,15 +61,16 @@ pub async fn run(config: Config, store: Arc<dyn Store>, shutdown: CancellationTo
     let tracker = TaskTracker::new();
     for endpoint in &config.solana.endpoints {
         let client = RpcClient::try_new(endpoint.rpc_url.expose().clone(), config.solana.rpc_timeout)?;
-        tracker.spawn(probe_endpoint(client, config.solana.commitment, shutdown.child_token()));
+        tracker.spawn(probe_endpoint(client, config.solana.commitment, health.clone(), shutdown.child_token()));
     }
     tracker.spawn(prune_seen_keys(Arc::clone(&store), shutdown.child_token()));
     {
         let config = config.clone();
         let store = Arc::clone(&store);
         let shutdown = shutdown.child_token();
+        let health = health.clone();
         tracker.spawn(async move {
-            if let Err(error) = crate::pipeline::run(&config, store, shutdown).await {
+            if let Err(error) = crate::pipeline::run(&config, store, health, shutdown).await {
                 error!(error = %error, "the live pipeline stopped");
             }
         });
@@ -85,7 +87,7 @@ pub async fn run(config: Config, store: Arc<dyn Store>, shutdown: CancellationTo
     Ok(())
 }
 
-async fn probe_endpoint(client: RpcClient, commitment: ww_core::Commitment, shutdown: CancellationToken) {
+async fn probe_endpoint(client: RpcClient, commitment: ww_core::Commitment, health: Health, shutdown: CancellationToken) {
     let endpoint = client.endpoint_label().to_string();
     let mut was_reachable: Option<bool> = None;
     let mut backoff = Duration::from_secs(1);
@@ -99,6 +101,7 @@ async fn probe_endpoint(client: RpcClient, commitment: ww_core::Commitment, shut
             () = shutdown.cancelled() => return,
             outcome = probe => match outcome {
                 Ok((version, slot)) => {
+                    health.update(|state| state.solana_reachable = Some(true));
                     if was_reachable != Some(true) {
                         info!(endpoint = %endpoint, version = %version, slot = slot.0, "solana endpoint reachable");
                     }
@@ -107,6 +110,7 @@ async fn probe_endpoint(client: RpcClient, commitment: ww_core::Commitment, shut
                     PROBE_INTERVAL
                 }
                 Err(error) => {
+                    health.update(|state| state.solana_reachable = Some(false));
                     if was_reachable != Some(false) {
                         warn!(endpoint = %endpoint, error = %error, "solana endpoint unreachable; retrying with backoff");
                     }

@@ -11,6 +11,7 @@ pub mod catchup;
 pub mod daemon;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod pipeline;
 pub mod wallets;
 

@@ -190,6 +190,9 @@ struct Pipeline {
     catch_up_again: HashMap<WalletAddress, (WalletAddress, Origin)>,
     /// Wallets whose first catch-up (after subscribing) was started.
     caught_up_once: HashSet<WalletAddress>,
+    /// Wallets whose first catch-up finished: from then on, a balance change
+    /// no event explains is drift (before, it is what happened while stopped).
+    history_ready: HashSet<WalletAddress>,
     /// Wallets whose connection is down: polled every fallback interval.
     polling: HashSet<WalletAddress>,
     /// Wallets polled at least once since their connection went down.
@@ -204,6 +207,7 @@ struct Pipeline {
     poll_rounds: u64,
     /// What `walletwatch stats` shows; saved to the store periodically.
     stats: ww_core::store::RuntimeStats,
+    health: crate::health::Health,
 }
 
 fn now_millis() -> UnixMillis {
@@ -211,7 +215,7 @@ fn now_millis() -> UnixMillis {
 }
 
 /// Runs the live pipeline until `shutdown` is cancelled.
-pub async fn run(config: &Config, store: Arc<dyn Store>, shutdown: CancellationToken) -> Result<(), AppError> {
+pub async fn run(config: &Config, store: Arc<dyn Store>, health: crate::health::Health, shutdown: CancellationToken) -> Result<(), AppError> {
     let solana = &config.solana;
     let ws_endpoints = solana.endpoints.iter().map(|endpoint| endpoint.ws_url.expose().clone()).collect();
     let mut connection_config = ConnectionConfig::new(ws_endpoints, solana.commitment);
@@ -263,6 +267,7 @@ pub async fn run(config: &Config, store: Arc<dyn Store>, shutdown: CancellationT
         catching_up: HashSet::new(),
         catch_up_again: HashMap::new(),
         caught_up_once: HashSet::new(),
+        history_ready: HashSet::new(),
         polling: HashSet::new(),
         polled_while_down: HashSet::new(),
         balances_config: config.balances.clone(),
@@ -276,6 +281,7 @@ pub async fn run(config: &Config, store: Arc<dyn Store>, shutdown: CancellationT
             started_at: now_millis(),
             ..ww_core::store::RuntimeStats::default()
         },
+        health,
     };
     let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
     stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -335,6 +341,7 @@ impl Pipeline {
                 self.per_account_fallback.retain(|(owner, _)| owner != wallet);
                 self.tracked_since.remove(wallet);
                 self.caught_up_once.remove(wallet);
+                self.history_ready.remove(wallet);
                 self.polling.remove(wallet);
                 self.polled_while_down.remove(wallet);
                 self.schedule.remove(wallet);
@@ -536,6 +543,8 @@ impl Pipeline {
     async fn handle_balance_round(&mut self, wallets: Vec<WalletAddress>, report: RoundReport) {
         self.is_balance_round_running = false;
         self.stats.last_balance_refresh = Some(now_millis());
+        let finished_at = now_millis();
+        self.health.update(|state| state.last_balance_round = Some(finished_at));
         self.stats.last_balance_round = Some((report.accounts as u64, report.calls as u64));
         info!(wallets = wallets.len(), accounts = report.accounts, calls = report.calls, changes = report.changes.len(), "balance round");
         let mut changed: HashSet<WalletAddress> = HashSet::new();
@@ -548,7 +557,7 @@ impl Pipeline {
             self.schedule.record_activity(wallet);
             if self.polling.contains(wallet) {
                 self.schedule_wallet_catch_up(wallet, Origin::Poll);
-            } else if !self.events_since_observation.contains(wallet) && self.tracked.contains(wallet) {
+            } else if !self.events_since_observation.contains(wallet) && self.history_ready.contains(wallet) {
                 // Nothing stored explains the change: read the history to find out.
                 self.reconciling.insert(wallet.clone());
                 self.schedule_wallet_catch_up(wallet, Origin::Poll);
@@ -678,6 +687,9 @@ impl Pipeline {
                         for wallet in &report.event_wallets {
                             self.events_since_observation.insert(wallet.clone());
                             self.schedule.record_activity(wallet);
+                        }
+                        if address == owner && self.caught_up_once.contains(&owner) {
+                            self.history_ready.insert(owner.clone());
                         }
                         if address == owner && self.reconciling.remove(&owner) && report.event_wallets.contains(&owner) {
                             metrics::counter!(crate::balances::metric_names::BALANCE_DRIFT_TOTAL).increment(1);
@@ -830,6 +842,17 @@ impl Pipeline {
         for (status, wallets) in changes {
             self.persist_status(&wallets, status).await;
         }
+        let connections_connected =
+            self.connection_states.values().filter(|(state, _)| *state == ConnectionState::Connected).count();
+        let wallets_active =
+            self.persisted_status.values().filter(|status| **status == SubscriptionStatus::Active).count();
+        let (connections_total, wallets_total) = (self.connection_states.len(), self.tracked.len());
+        self.health.update(|state| {
+            state.connections_total = connections_total;
+            state.connections_connected = connections_connected;
+            state.wallets_total = wallets_total;
+            state.wallets_active = wallets_active;
+        });
         for wallet in newly_active {
             self.caught_up_once.insert(wallet.clone());
             self.schedule_wallet_catch_up(&wallet, Origin::Backfill);

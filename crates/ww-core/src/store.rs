@@ -220,6 +220,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// Returns the statistics the daemon saved last, if any.
     fn runtime_stats(&self) -> Result<Option<RuntimeStats>, StoreError>;
+
+    /// Stores an API token (only its hash is kept).
+    fn save_api_token(&self, token: &ApiToken) -> Result<(), StoreError>;
+
+    /// Returns the API token with this hash, if any.
+    fn api_token(&self, hash: &str) -> Result<Option<ApiToken>, StoreError>;
+}
+
+/// An API bearer token as stored: the SHA-256 of the secret, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApiToken {
+    /// Lowercase hex SHA-256 of the token text.
+    pub hash: String,
+    /// The user it acts as.
+    pub user: String,
+    /// Admin tokens may change wallets (for any user); others only read.
+    pub is_admin: bool,
+    /// When it was created.
+    pub created_at: UnixMillis,
 }
 
 /// What `walletwatch stats` shows: saved by the daemon every few seconds.

@@ -18,14 +18,14 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use ww_core::store::{EventQuery, NewEvent, OutboxJob, RecordOutcome, RuntimeStats, Store, StoreError, TrackRequest};
+use ww_core::store::{ApiToken, EventQuery, NewEvent, OutboxJob, RecordOutcome, RuntimeStats, Store, StoreError, TrackRequest};
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{LastTransaction, SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
 use ww_core::balance::{BalanceChange, BalanceRecord};
 use ww_core::{EventSeq, Position, Signature, StoredEvent, WalletAddress};
 
 use crate::tables::{
-    BALANCE_HISTORY, BALANCES, CURSORS, EVENTS, META, META_NEXT_OUTBOX_ID, META_NEXT_SEQ, META_RUNTIME_STATS, META_SCHEMA_VERSION, OUTBOX, SCHEMA_VERSION, SEEN,
+    API_TOKENS, BALANCE_HISTORY, BALANCES, CURSORS, EVENTS, META, META_NEXT_OUTBOX_ID, META_NEXT_SEQ, META_RUNTIME_STATS, META_SCHEMA_VERSION, OUTBOX, SCHEMA_VERSION, SEEN,
     SEEN_BY_EXPIRY, WALLET_EVENTS, WALLETS,
 };
 
@@ -209,7 +209,11 @@ impl RedbStore {
         drop(read);
         match found_version {
             Some(version) if version == u64::from(SCHEMA_VERSION) => Ok(()),
-            Some(1) => self.migrate_1_to_2(),
+            Some(1) => {
+                self.migrate_1_to_2()?;
+                self.migrate_2_to_3()
+            }
+            Some(2) => self.migrate_2_to_3(),
             Some(version) if version > u64::from(SCHEMA_VERSION) => Err(StoreError::NewerSchema {
                 path: self.path.display().to_string(),
                 found: u32::try_from(version).unwrap_or(u32::MAX),
@@ -234,6 +238,19 @@ impl RedbStore {
         }
         write.commit().map_err(commit_error)?;
         tracing::info!(path = %self.path.display(), "store migrated from schema 1 to 2");
+        Ok(())
+    }
+
+    /// Schema 3 adds the API token table; nothing else changes.
+    fn migrate_2_to_3(&self) -> Result<(), StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        {
+            write.open_table(API_TOKENS).map_err(table_error)?;
+            let mut meta = write.open_table(META).map_err(table_error)?;
+            meta.insert(META_SCHEMA_VERSION, 3u64.to_le_bytes().as_slice()).map_err(storage_error)?;
+        }
+        write.commit().map_err(commit_error)?;
+        tracing::info!(path = %self.path.display(), "store migrated from schema 2 to 3");
         Ok(())
     }
 
@@ -263,6 +280,7 @@ impl RedbStore {
             write.open_table(OUTBOX).map_err(table_error)?;
             write.open_table(BALANCES).map_err(table_error)?;
             write.open_table(BALANCE_HISTORY).map_err(table_error)?;
+            write.open_table(API_TOKENS).map_err(table_error)?;
         }
         write.commit().map_err(commit_error)
     }
@@ -637,6 +655,21 @@ impl Store for RedbStore {
         let meta = read.open_table(META).map_err(table_error)?;
         match meta.get(META_RUNTIME_STATS).map_err(storage_error)? {
             Some(bytes) => decode("meta", bytes.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn save_api_token(&self, token: &ApiToken) -> Result<(), StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        write.open_table(API_TOKENS).map_err(table_error)?.insert(token.hash.as_str(), encode(token)?.as_slice()).map_err(storage_error)?;
+        write.commit().map_err(commit_error)
+    }
+
+    fn api_token(&self, hash: &str) -> Result<Option<ApiToken>, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let tokens = read.open_table(API_TOKENS).map_err(table_error)?;
+        match tokens.get(hash).map_err(storage_error)? {
+            Some(bytes) => decode("api_tokens", bytes.value()).map(Some),
             None => Ok(None),
         }
     }

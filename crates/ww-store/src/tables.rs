@@ -6,7 +6,7 @@
 use redb::TableDefinition;
 
 /// The layout version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// `meta`: schema version and counters (u64 little-endian values).
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -34,3 +34,5 @@ pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("out
 pub(crate) const BALANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("balances");
 /// `balance_history` (since schema 2): (account address, observed at ms) → JSON `BalanceRecord`.
 pub(crate) const BALANCE_HISTORY: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("balance_history");
+/// `api_tokens` (since schema 3): token SHA-256 (hex) → JSON `ApiToken`.
+pub(crate) const API_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");

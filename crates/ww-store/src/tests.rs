@@ -175,7 +175,7 @@ fn two_handles_share_the_file() {
 }
 
 #[test]
-fn a_schema_1_file_is_migrated_to_2_and_keeps_its_data() {
+fn a_schema_1_file_is_migrated_to_the_current_schema_and_keeps_its_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let wallet = address(8);
     {
@@ -188,6 +188,7 @@ fn a_schema_1_file_is_migrated_to_2_and_keeps_its_data() {
         let write = database.begin_write().expect("write");
         write.delete_table(crate::tables::BALANCES).expect("drop balances");
         write.delete_table(crate::tables::BALANCE_HISTORY).expect("drop history");
+        write.delete_table(crate::tables::API_TOKENS).expect("drop tokens");
         write
             .open_table(crate::tables::META)
             .expect("meta")
@@ -198,6 +199,7 @@ fn a_schema_1_file_is_migrated_to_2_and_keeps_its_data() {
     let store = RedbStore::open_in_dir(dir.path()).expect("migrates");
     assert!(store.wallet(&wallet).expect("read").is_some());
     assert!(store.balances(None).expect("balances table exists").is_empty());
+    assert!(store.api_token("0".repeat(64).as_str()).expect("tokens table exists").is_none());
 }
 
 #[test]

@@ -30,7 +30,7 @@ impl Daemon {
             .args(extra)
             .args(["run", "--rpc-url", rpc_url, "--ws-url", ws_url, "--log-level", "info,ww_solana=debug,ww_app=debug"])
             // Tests run daemons side by side: each takes a free metrics port.
-            .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()

@@ -1,0 +1,41 @@
+//! What `/ready` reports: a small shared snapshot the daemon's tasks update.
+
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use ww_core::time::UnixMillis;
+
+/// The daemon's live state, as `/ready` reports it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct HealthState {
+    /// Whether the Solana JSON-RPC endpoint answered the last probe (`None`: not probed yet).
+    pub solana_reachable: Option<bool>,
+    /// PubSub connections open or opening.
+    pub connections_total: usize,
+    /// PubSub connections with every subscription acknowledged.
+    pub connections_connected: usize,
+    /// Tracked wallets.
+    pub wallets_total: usize,
+    /// Wallets whose subscriptions are all active.
+    pub wallets_active: usize,
+    /// When the last balance round finished.
+    pub last_balance_round: Option<UnixMillis>,
+}
+
+/// A handle to the shared state (cheap to clone).
+#[derive(Debug, Clone, Default)]
+pub struct Health(Arc<Mutex<HealthState>>);
+
+impl Health {
+    /// Changes the state.
+    pub fn update(&self, change: impl FnOnce(&mut HealthState)) {
+        if let Ok(mut state) = self.0.lock() {
+            change(&mut state);
+        }
+    }
+
+    /// Returns a copy of the state.
+    pub fn snapshot(&self) -> HealthState {
+        self.0.lock().map(|state| state.clone()).unwrap_or_default()
+    }
+}

@@ -1,0 +1,95 @@
+//! API errors: a stable code, a status, a message safe to show. Internal
+//! details are logged here and never returned.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An API error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// 401: no token, or an unknown one.
+    pub fn unauthorized() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: "a valid `Authorization: Bearer <token>` header is required (walletwatch token create)".into(),
+        }
+    }
+
+    /// 403: the token's scope does not allow this.
+    pub fn forbidden() -> Self {
+        Self { status: StatusCode::FORBIDDEN, code: "forbidden", message: "this route needs an admin token".into() }
+    }
+
+    /// 429: over the per-token rate.
+    pub fn rate_limited() -> Self {
+        Self { status: StatusCode::TOO_MANY_REQUESTS, code: "rate_limited", message: "too many requests for this token; slow down".into() }
+    }
+
+    /// 400 with a message about the input.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, code, message: message.into() }
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into() }
+    }
+
+    /// 413.
+    pub fn payload_too_large() -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "payload_too_large",
+            message: format!("request bodies are limited to {} bytes", crate::MAX_BODY_BYTES),
+        }
+    }
+
+    /// 500: the cause is logged, not returned.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "API request failed");
+        Self { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", message: "internal error; see the server log".into() }
+    }
+
+    /// Returns the status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+    }
+}
+
+impl From<ww_app::AppError> for ApiError {
+    fn from(error: ww_app::AppError) -> Self {
+        match error {
+            ww_app::AppError::InvalidAddress(error) => ApiError::bad_request("invalid_address", error.to_string()),
+            ww_app::AppError::Rejected(message) if message.contains("not tracked") => ApiError::not_found(message),
+            ww_app::AppError::Rejected(message) => ApiError::bad_request("invalid_request", message),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl From<ww_core::store::StoreError> for ApiError {
+    fn from(error: ww_core::store::StoreError) -> Self {
+        ApiError::internal(&error)
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(error: tokio::task::JoinError) -> Self {
+        ApiError::internal(&error)
+    }
+}

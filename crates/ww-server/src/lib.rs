@@ -1,0 +1,95 @@
+//! walletwatch's HTTP API (axum).
+//!
+//! | route | scope | what |
+//! |---|---|---|
+//! | `GET /health` | none | the process is alive |
+//! | `GET /ready` | none | store readable, Solana reachable, subscriptions live; 503 with reasons otherwise |
+//! | `GET /api/wallets` | read | wallets (admin: all; others: the ones they track) |
+//! | `POST /api/wallets` | admin | track `{address, label?, user?}` |
+//! | `DELETE /api/wallets/{address}?user=` | admin | untrack |
+//! | `GET /api/wallets/{address}/activity?after=&limit=` | read | events, oldest first after `after` |
+//! | `GET /api/wallets/{address}/balances` | read | current balances and history |
+//! | `GET /api/events?after=&limit=` | read | every visible event after a sequence number |
+//!
+//! Every `/api` request needs `Authorization: Bearer <token>` (tokens are
+//! stored hashed; `walletwatch token create`). Missing or unknown token: 401;
+//! read token on an admin route: 403; over the per-token rate: 429. Errors are
+//! `{"error":{"code","message"}}` with a stable code; internal details are
+//! logged, never returned. Request bodies are limited to 16 KiB.
+
+mod auth;
+mod error;
+mod routes;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio_util::sync::CancellationToken;
+use ww_app::health::Health;
+use ww_core::store::Store;
+
+pub use auth::{generate_token, hash_token};
+pub use error::ApiError;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Requests per second allowed per token.
+const REQUESTS_PER_SECOND_PER_TOKEN: u32 = 50;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The daemon's live state, for `/ready`.
+    pub health: Health,
+    limiter: Arc<DefaultKeyedRateLimiter<String>>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState").finish_non_exhaustive()
+    }
+}
+
+impl ApiState {
+    /// Creates the state.
+    pub fn new(store: Arc<dyn Store>, health: Health) -> Self {
+        let rate = NonZeroU32::new(REQUESTS_PER_SECOND_PER_TOKEN).expect("constant is positive");
+        Self { store, health, limiter: Arc::new(RateLimiter::keyed(Quota::per_second(rate))) }
+    }
+}
+
+/// Builds the router.
+pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/wallets", get(routes::list_wallets).post(routes::track_wallet))
+        .route("/wallets/{address}", axum::routing::delete(routes::untrack_wallet))
+        .route("/wallets/{address}/activity", get(routes::wallet_activity))
+        .route("/wallets/{address}/balances", get(routes::wallet_balances))
+        .route("/events", get(routes::events))
+        .fallback(routes::not_found);
+    Router::new()
+        .route("/health", get(routes::health))
+        .route("/ready", get(routes::ready))
+        .nest("/api", api)
+        .fallback(routes::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled (in-flight
+/// requests are finished first).
+pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, shutdown: CancellationToken) -> std::io::Result<()> {
+    let address: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(listen = ?address, "API listening");
+    axum::serve(listener, router(state)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
+#[cfg(test)]
+mod tests;

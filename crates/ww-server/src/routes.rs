@@ -1,0 +1,222 @@
+//! Route handlers. Store calls run on the blocking pool.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use ww_app::wallets;
+use ww_core::store::EventQuery;
+use ww_core::wallet::WalletRecord;
+use ww_core::{EventSeq, StoredEvent, WalletAddress};
+
+use crate::ApiState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// Default and largest page sizes.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+/// Balance history entries returned per account.
+const HISTORY_PER_ACCOUNT: usize = 50;
+
+pub(crate) async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub(crate) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
+    let store = Arc::clone(&state.store);
+    let store_ok = matches!(tokio::task::spawn_blocking(move || store.runtime_stats()).await, Ok(Ok(_)));
+    let health = state.health.snapshot();
+    let mut reasons = Vec::new();
+    if !store_ok {
+        reasons.push("the store cannot be read".to_string());
+    }
+    match health.solana_reachable {
+        Some(true) => {}
+        Some(false) => reasons.push("the Solana JSON-RPC endpoint is unreachable".to_string()),
+        None => reasons.push("the Solana JSON-RPC endpoint has not been probed yet".to_string()),
+    }
+    if health.wallets_total > 0 && health.connections_connected == 0 {
+        reasons.push("no PubSub connection is live".to_string());
+    }
+    let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"ready": reasons.is_empty(), "reasons": reasons, "store": store_ok, "daemon": health})))
+}
+
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+    if caller.0.is_admin { Ok(()) } else { Err(ApiError::forbidden()) }
+}
+
+fn parse_address(text: &str) -> Result<WalletAddress, ApiError> {
+    WalletAddress::parse(text).map_err(|error| ApiError::bad_request("invalid_address", error.to_string()))
+}
+
+/// Returns the wallet if the caller may see it (admins: any tracked wallet).
+async fn visible_wallet(state: &ApiState, caller: &Caller, address: &WalletAddress) -> Result<WalletRecord, ApiError> {
+    let store = Arc::clone(&state.store);
+    let lookup = address.clone();
+    let record = tokio::task::spawn_blocking(move || store.wallet(&lookup)).await??;
+    match record {
+        Some(record) if caller.0.is_admin || record.tracking_users.contains(&caller.0.user) => Ok(record),
+        _ => Err(ApiError::not_found(format!("wallet {address} is not tracked"))),
+    }
+}
+
+pub(crate) async fn list_wallets(State(state): State<ApiState>, caller: Caller) -> Result<Json<Vec<WalletRecord>>, ApiError> {
+    let store = Arc::clone(&state.store);
+    let records = tokio::task::spawn_blocking(move || store.wallets()).await??;
+    let visible = records.into_iter().filter(|record| caller.0.is_admin || record.tracking_users.contains(&caller.0.user)).collect();
+    Ok(Json(visible))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TrackBody {
+    address: String,
+    #[serde(default)]
+    label: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    match body {
+        Ok(Json(value)) => Ok(value),
+        Err(JsonRejection::BytesRejection(_)) => Err(ApiError::payload_too_large()),
+        Err(rejection) => Err(ApiError::bad_request("invalid_request", rejection.body_text())),
+    }
+}
+
+pub(crate) async fn track_wallet(
+    State(state): State<ApiState>,
+    caller: Caller,
+    body: Result<Json<TrackBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require_admin(&caller)?;
+    let body = json_body(body)?;
+    let user = body.user.unwrap_or_else(|| caller.0.user.clone());
+    let store = Arc::clone(&state.store);
+    let (address, _) = tokio::task::spawn_blocking(move || {
+        wallets::track(store.as_ref(), &body.address, body.label.as_deref(), &user, ww_app::daemon::now())
+    })
+    .await??;
+    let record = visible_wallet(&state, &caller, &address).await?;
+    Ok((StatusCode::CREATED, Json(json!({"message": wallets::tracking_message(&address), "wallet": record}))))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct UserQuery {
+    #[serde(default)]
+    user: Option<String>,
+}
+
+pub(crate) async fn untrack_wallet(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(address): Path<String>,
+    Query(query): Query<UserQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&caller)?;
+    let user = query.user.unwrap_or_else(|| caller.0.user.clone());
+    let store = Arc::clone(&state.store);
+    let (address, _) = tokio::task::spawn_blocking(move || wallets::untrack(store.as_ref(), &address, &user)).await??;
+    Ok(Json(json!({"message": wallets::untracking_message(&address)})))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct PageQuery {
+    #[serde(default)]
+    after: Option<u64>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+impl PageQuery {
+    fn limit(&self) -> Result<usize, ApiError> {
+        match self.limit {
+            None => Ok(DEFAULT_PAGE),
+            Some(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
+            Some(_) => Err(ApiError::bad_request("invalid_request", format!("limit must be between 1 and {MAX_PAGE}"))),
+        }
+    }
+}
+
+fn page(events: Vec<StoredEvent>, after: u64) -> Json<Value> {
+    let next_after = events.last().map_or(after, |stored| stored.seq.0);
+    Json(json!({"events": events, "next_after": next_after}))
+}
+
+pub(crate) async fn wallet_activity(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(address): Path<String>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let address = parse_address(&address)?;
+    visible_wallet(&state, &caller, &address).await?;
+    let limit = query.limit()?;
+    let after = query.after.unwrap_or(0);
+    let store = Arc::clone(&state.store);
+    let events = tokio::task::spawn_blocking(move || {
+        store.events(&EventQuery { wallet: Some(address), after: Some(EventSeq(after)), limit })
+    })
+    .await??;
+    Ok(page(events, after))
+}
+
+pub(crate) async fn wallet_balances(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(address): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let address = parse_address(&address)?;
+    visible_wallet(&state, &caller, &address).await?;
+    let store = Arc::clone(&state.store);
+    let (balances, history) = tokio::task::spawn_blocking(move || {
+        let balances = store.balances(Some(&address))?;
+        let mut history = Vec::new();
+        for record in &balances {
+            history.extend(store.balance_history(&record.address, HISTORY_PER_ACCOUNT)?);
+        }
+        Ok::<_, ww_core::store::StoreError>((balances, history))
+    })
+    .await??;
+    Ok(Json(json!({"balances": balances, "history": history})))
+}
+
+pub(crate) async fn events(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = query.limit()?;
+    let after = query.after.unwrap_or(0);
+    let store = Arc::clone(&state.store);
+    let (scanned, visible_wallets) = tokio::task::spawn_blocking(move || {
+        let scanned = store.events(&EventQuery { wallet: None, after: Some(EventSeq(after)), limit })?;
+        let wallets = store.wallets()?;
+        Ok::<_, ww_core::store::StoreError>((scanned, wallets))
+    })
+    .await??;
+    // `next_after` follows what was scanned, so a client paging with it never
+    // skips or repeats, even when some events belong to other users.
+    let next_after = scanned.last().map_or(after, |stored| stored.seq.0);
+    let visible: Vec<StoredEvent> = scanned
+        .into_iter()
+        .filter(|stored| {
+            caller.0.is_admin
+                || visible_wallets
+                    .iter()
+                    .any(|record| record.address == stored.event.wallet && record.tracking_users.contains(&caller.0.user))
+        })
+        .collect();
+    Ok(Json(json!({"events": visible, "next_after": next_after})))
+}

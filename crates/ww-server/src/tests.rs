@@ -1,0 +1,145 @@
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+use ww_app::health::Health;
+use ww_core::store::{ApiToken, NewEvent, Store as _};
+use ww_core::time::UnixMillis;
+use ww_store::RedbStore;
+
+use crate::{ApiState, generate_token, router};
+
+const WALLET: &str = "9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<RedbStore>,
+    health: Health,
+    admin: String,
+    reader: String,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(RedbStore::open_in_dir(dir.path()).expect("store"));
+    let mut tokens = Vec::new();
+    for (user, is_admin) in [("ops", true), ("alice", false)] {
+        let (token, hash) = generate_token().expect("token");
+        store.save_api_token(&ApiToken { hash, user: user.into(), is_admin, created_at: UnixMillis(0) }).expect("save");
+        tokens.push(token);
+    }
+    let reader = tokens.pop().expect("reader");
+    let admin = tokens.pop().expect("admin");
+    Fixture { _dir: dir, store, health: Health::default(), admin, reader }
+}
+
+async fn call(fixture: &Fixture, method: &str, uri: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let body = match body {
+        Some(value) => {
+            request = request.header("content-type", "application/json");
+            Body::from(value.to_string())
+        }
+        None => Body::empty(),
+    };
+    let state = ApiState::new(Arc::clone(&fixture.store) as Arc<dyn ww_core::store::Store>, fixture.health.clone());
+    let response = router(state).oneshot(request.body(body).expect("request")).await.expect("response");
+    let status = response.status();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn health_is_open_and_ready_says_why_not() {
+    let fixture = fixture();
+    assert_eq!(call(&fixture, "GET", "/health", None, None).await, (StatusCode::OK, json!({"status": "ok"})));
+    let (status, body) = call(&fixture, "GET", "/ready", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body["reasons"][0].as_str().unwrap_or_default().contains("not been probed"), "{body}");
+    fixture.health.update(|state| state.solana_reachable = Some(true));
+    let (status, body) = call(&fixture, "GET", "/ready", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ready"], true);
+}
+
+#[tokio::test]
+async fn api_routes_need_a_valid_token_and_the_right_scope() {
+    let fixture = fixture();
+    let (status, body) = call(&fixture, "GET", "/api/wallets", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "unauthorized");
+    assert_eq!(call(&fixture, "GET", "/api/wallets", Some("ww_forged"), None).await.0, StatusCode::UNAUTHORIZED);
+    let (status, body) = call(&fixture, "POST", "/api/wallets", Some(&fixture.reader), Some(json!({"address": WALLET}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["error"]["code"], "forbidden");
+    assert!(fixture.store.wallets().expect("wallets").is_empty(), "a rejected request changed nothing");
+}
+
+#[tokio::test]
+async fn wallets_are_tracked_listed_per_user_and_untracked() {
+    let fixture = fixture();
+    let (status, body) =
+        call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": WALLET, "label": "whale", "user": "alice"})))
+            .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["message"], format!("🟢 Tracking wallet: {WALLET}."));
+    let (_, alice) = call(&fixture, "GET", "/api/wallets", Some(&fixture.reader), None).await;
+    assert_eq!(alice[0]["label"], "whale");
+    assert_eq!(alice[0]["subscription_status"], "Pending");
+
+    let (status, body) = call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": "0OIl"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "invalid_address");
+    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("not base58"));
+    let (status, body) = call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"adress": WALLET}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let huge = "x".repeat(crate::MAX_BODY_BYTES + 1);
+    let (status, body) = call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": huge}))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+
+    let uri = format!("/api/wallets/{WALLET}?user=alice");
+    let (status, body) = call(&fixture, "DELETE", &uri, Some(&fixture.admin), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = call(&fixture, "DELETE", &uri, Some(&fixture.admin), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn activity_pages_by_sequence_and_hides_other_users_wallets() {
+    let fixture = fixture();
+    let wallet = ww_core::WalletAddress::parse(WALLET).expect("valid");
+    call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": WALLET, "user": "bob"}))).await;
+    let events: Vec<NewEvent> = (1..=5)
+        .map(|seed| NewEvent {
+            event: ww_test_utils::sample_event(&wallet, ww_test_utils::signature_from_seed(seed), seed),
+            destinations: vec![],
+        })
+        .collect();
+    fixture.store.record_events(&events, UnixMillis(i64::MAX)).expect("record");
+
+    let uri = format!("/api/wallets/{WALLET}/activity?after=2&limit=2");
+    let (status, body) = call(&fixture, "GET", &uri, Some(&fixture.admin), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seqs: Vec<u64> = body["events"].as_array().expect("events").iter().map(|event| event["seq"].as_u64().expect("seq")).collect();
+    assert_eq!(seqs, vec![3, 4]);
+    assert_eq!(body["next_after"], 4);
+
+    // Alice does not track it: the wallet is invisible to her, not forbidden.
+    let (status, _) = call(&fixture, "GET", &uri, Some(&fixture.reader), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, body) = call(&fixture, "GET", "/api/events?after=0", Some(&fixture.reader), None).await;
+    assert_eq!(body["events"], json!([]));
+    assert_eq!(body["next_after"], 5, "paging follows what was scanned");
+    let (_, body) = call(&fixture, "GET", "/api/events?limit=0", Some(&fixture.admin), None).await;
+    assert_eq!(body["error"]["code"], "invalid_request");
+    let (_, body) = call(&fixture, "GET", &format!("/api/wallets/{WALLET}/balances"), Some(&fixture.admin), None).await;
+    assert_eq!(body, json!({"balances": [], "history": []}));
+    let (status, body) = call(&fixture, "GET", "/api/nope", Some(&fixture.admin), None).await;
+    assert_eq!((status, body["error"]["code"].clone()), (StatusCode::NOT_FOUND, json!("not_found")));
+}
