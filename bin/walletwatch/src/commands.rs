@@ -164,9 +164,18 @@ async fn run(config: Config) -> CommandResult {
     // The API stops last: it keeps answering (`/ready` says why) while the
     // daemon drains.
     let api_shutdown = CancellationToken::new();
-    let api_state = ww_server::ApiState::new(Arc::clone(&store) as Arc<dyn Store>, health.clone());
+    let broker = ww_app::broker::Broker::default();
+    let ws_config = ww_server::ws::WsConfig {
+        max_connections: config.server.websocket_max_connections.get(),
+        heartbeat_interval: config.server.websocket_heartbeat_interval,
+    };
+    let api_state = ww_server::ApiState::new(Arc::clone(&store) as Arc<dyn Store>, health.clone()).with_fanout(
+        broker.clone(),
+        ws_config,
+        &config.server_id,
+    );
     let api = tokio::spawn(ww_server::serve(listener, api_state, api_shutdown.clone()));
-    let outcome = daemon::run(config, store, health, shutdown).await;
+    let outcome = daemon::run(config, store, health, broker, shutdown).await;
     api_shutdown.cancel();
     match api.await {
         Ok(Ok(())) => {}

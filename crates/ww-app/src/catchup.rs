@@ -136,6 +136,8 @@ pub struct CatchUp {
     pub permits: Arc<Semaphore>,
     /// `getTransaction` calls in flight per chunk.
     pub fetch_concurrency: usize,
+    /// Where stored events are published (the daemon's WebSocket fan-out).
+    pub broker: Option<crate::broker::Broker>,
 }
 
 impl std::fmt::Debug for CatchUp {
@@ -288,6 +290,9 @@ impl CatchUp {
                 RecordOutcome::Inserted(seq) => {
                     report.events += 1;
                     report.event_wallets.insert(event.wallet.clone());
+                    if let Some(broker) = &self.broker {
+                        broker.publish(ww_core::StoredEvent { seq, event: event.clone() });
+                    }
                     metrics::counter!(metric_names::GAPFILL_EVENTS_TOTAL, "origin" => origin.as_str()).increment(1);
                     tracing::info!(seq = seq.0, wallet = %event.wallet, signature = %event.signature, slot = event.slot.0,
                         sol_delta = event.sol_delta, origin = origin.as_str(), "wallet activity (history)");

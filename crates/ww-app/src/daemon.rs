@@ -41,7 +41,13 @@ pub fn now() -> UnixMillis {
 }
 
 /// Runs until `shutdown` is cancelled, then shuts down within the configured budget.
-pub async fn run(config: Config, store: Arc<dyn Store>, health: Health, shutdown: CancellationToken) -> Result<(), AppError> {
+pub async fn run(
+    config: Config,
+    store: Arc<dyn Store>,
+    health: Health,
+    broker: crate::broker::Broker,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
     let wallets = {
         let store = Arc::clone(&store);
         tokio::task::spawn_blocking(move || store.wallets()).await??
@@ -70,7 +76,7 @@ pub async fn run(config: Config, store: Arc<dyn Store>, health: Health, shutdown
         let shutdown = shutdown.child_token();
         let health = health.clone();
         tracker.spawn(async move {
-            if let Err(error) = crate::pipeline::run(&config, store, health, shutdown).await {
+            if let Err(error) = crate::pipeline::run(&config, store, health, broker, shutdown).await {
                 error!(error = %error, "the live pipeline stopped");
             }
         });

@@ -7,6 +7,7 @@
 
 pub mod backfill;
 pub mod balances;
+pub mod broker;
 pub mod catchup;
 pub mod daemon;
 pub mod error;

@@ -208,6 +208,7 @@ struct Pipeline {
     /// What `walletwatch stats` shows; saved to the store periodically.
     stats: ww_core::store::RuntimeStats,
     health: crate::health::Health,
+    broker: crate::broker::Broker,
 }
 
 fn now_millis() -> UnixMillis {
@@ -215,7 +216,13 @@ fn now_millis() -> UnixMillis {
 }
 
 /// Runs the live pipeline until `shutdown` is cancelled.
-pub async fn run(config: &Config, store: Arc<dyn Store>, health: crate::health::Health, shutdown: CancellationToken) -> Result<(), AppError> {
+pub async fn run(
+    config: &Config,
+    store: Arc<dyn Store>,
+    health: crate::health::Health,
+    broker: crate::broker::Broker,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
     let solana = &config.solana;
     let ws_endpoints = solana.endpoints.iter().map(|endpoint| endpoint.ws_url.expose().clone()).collect();
     let mut connection_config = ConnectionConfig::new(ws_endpoints, solana.commitment);
@@ -239,6 +246,7 @@ pub async fn run(config: &Config, store: Arc<dyn Store>, health: crate::health::
         retention: config.retention,
         permits: Arc::clone(&permits),
         fetch_concurrency: FETCH_CONCURRENCY,
+        broker: Some(broker.clone()),
     };
     let mut pipeline = Pipeline {
         store,
@@ -282,6 +290,7 @@ pub async fn run(config: &Config, store: Arc<dyn Store>, health: crate::health::
             ..ww_core::store::RuntimeStats::default()
         },
         health,
+        broker,
     };
     let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
     stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -768,6 +777,7 @@ impl Pipeline {
         for (event, outcome) in events.iter().zip(outcomes) {
             match outcome {
                 RecordOutcome::Inserted(seq) => {
+                    self.broker.publish(ww_core::StoredEvent { seq, event: event.clone() });
                     self.events_since_observation.insert(event.wallet.clone());
                     self.schedule.record_activity(&event.wallet);
                     metrics::counter!(metric_names::EVENTS_PROCESSED_TOTAL, "origin" => event.origin.as_str()).increment(1);

@@ -10,6 +10,8 @@
 //! | `GET /api/wallets/{address}/activity?after=&limit=` | read | events, oldest first after `after` |
 //! | `GET /api/wallets/{address}/balances` | read | current balances and history |
 //! | `GET /api/events?after=&limit=` | read | every visible event after a sequence number |
+//! | `GET /api/ws/connections` | none | WebSocket clients, users, subscriptions, server id |
+//! | `GET /ws` | per topic | live events over WebSocket, see [`ws`] |
 //!
 //! Every `/api` request needs `Authorization: Bearer <token>` (tokens are
 //! stored hashed; `walletwatch token create`). Missing or unknown token: 401;
@@ -20,6 +22,7 @@
 mod auth;
 mod error;
 mod routes;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -30,6 +33,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
+use ww_app::broker::Broker;
 use ww_app::health::Health;
 use ww_core::store::Store;
 
@@ -48,6 +52,13 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     /// The daemon's live state, for `/ready`.
     pub health: Health,
+    /// Stored events, fanned out to WebSocket clients.
+    pub broker: Broker,
+    /// WebSocket limits.
+    pub ws_config: ws::WsConfig,
+    /// This instance's name.
+    pub server_id: Arc<str>,
+    ws: Arc<ws::WsRegistry>,
     limiter: Arc<DefaultKeyedRateLimiter<String>>,
 }
 
@@ -61,7 +72,25 @@ impl ApiState {
     /// Creates the state.
     pub fn new(store: Arc<dyn Store>, health: Health) -> Self {
         let rate = NonZeroU32::new(REQUESTS_PER_SECOND_PER_TOKEN).expect("constant is positive");
-        Self { store, health, limiter: Arc::new(RateLimiter::keyed(Quota::per_second(rate))) }
+        Self {
+            store,
+            health,
+            broker: Broker::default(),
+            ws_config: ws::WsConfig::default(),
+            server_id: Arc::from("walletwatch-1"),
+            ws: Arc::default(),
+            limiter: Arc::new(RateLimiter::keyed(Quota::per_second(rate))),
+        }
+    }
+
+    /// Sets the WebSocket fan-out: the broker the daemon publishes to, the
+    /// limits and this instance's name.
+    #[must_use]
+    pub fn with_fanout(mut self, broker: Broker, ws_config: ws::WsConfig, server_id: &str) -> Self {
+        self.broker = broker;
+        self.ws_config = ws_config;
+        self.server_id = Arc::from(server_id);
+        self
     }
 }
 
@@ -73,10 +102,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/wallets/{address}/activity", get(routes::wallet_activity))
         .route("/wallets/{address}/balances", get(routes::wallet_balances))
         .route("/events", get(routes::events))
+        .route("/ws/connections", get(ws::connections))
         .fallback(routes::not_found);
     Router::new()
         .route("/health", get(routes::health))
         .route("/ready", get(routes::ready))
+        .route("/ws", get(ws::upgrade))
         .nest("/api", api)
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -1,0 +1,156 @@
+//! The WebSocket fan-out over a real listener: topics and their tokens,
+//! replay after a sequence number, lag reports, the connection limit and
+//! `/api/ws/connections`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use ww_app::broker::Broker;
+use ww_app::health::Health;
+use ww_core::store::{ApiToken, Store as _, TrackRequest};
+use ww_core::time::UnixMillis;
+use ww_core::{Chain, EventSeq, StoredEvent, WalletAddress};
+use ww_server::ws::WsConfig;
+use ww_server::{ApiState, generate_token, serve};
+use ww_store::RedbStore;
+
+struct Server {
+    _dir: tempfile::TempDir,
+    address: std::net::SocketAddr,
+    broker: Broker,
+    reader: String,
+    wallet: WalletAddress,
+    other_wallet: WalletAddress,
+    _shutdown: tokio_util::sync::DropGuard,
+}
+
+async fn start(broker: Broker, ws_config: WsConfig) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(RedbStore::open_in_dir(dir.path()).expect("store"));
+    let (reader, hash) = generate_token().expect("token");
+    store.save_api_token(&ApiToken { hash, user: "alice".into(), is_admin: false, created_at: UnixMillis(0) }).expect("token");
+    let wallet = ww_test_utils::fresh_address();
+    let other_wallet = ww_test_utils::fresh_address();
+    for (address, user) in [(&wallet, "alice"), (&other_wallet, "bob")] {
+        let request = TrackRequest { chain: Chain::Solana, address: address.clone(), label: None, user: user.into() };
+        store.track_wallet(&request, UnixMillis(0)).expect("track");
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let state = ApiState::new(store, Health::default()).with_fanout(broker.clone(), ws_config, "test-server");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve(listener, state, shutdown.clone()));
+    Server { _dir: dir, address, broker, reader, wallet, other_wallet, _shutdown: shutdown.drop_guard() }
+}
+
+type Client = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(server: &Server, query: &str) -> Client {
+    let url = format!("ws://{}/ws?{query}", server.address);
+    tokio_tungstenite::connect_async(url).await.expect("connect").0
+}
+
+async fn next_json(client: &mut Client) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), client.next()).await.expect("message in time").expect("open").expect("frame");
+        match message {
+            Message::Text(text) => return serde_json::from_str(text.as_str()).expect("json"),
+            Message::Close(frame) => return json!({"closed": frame.map(|frame| u16::from(frame.code))}),
+            _ => {}
+        }
+    }
+}
+
+fn stored(wallet: &WalletAddress, seq: u64) -> StoredEvent {
+    StoredEvent { seq: EventSeq(seq), event: ww_test_utils::sample_event(wallet, ww_test_utils::signature_from_seed(seq), seq) }
+}
+
+#[tokio::test]
+async fn wallet_topics_need_a_token_of_a_tracking_user() {
+    let server = start(Broker::default(), WsConfig::default()).await;
+    let query = format!("subscriptions=wallet:{},wallet:{},transactions,status&token={}", server.wallet, server.other_wallet, server.reader);
+    let mut client = connect(&server, &query).await;
+    // Bob's wallet and the all-events topic are refused; the rest is live.
+    for _ in 0..2 {
+        let notice = next_json(&mut client).await;
+        assert_eq!(notice["data"]["level"], "error", "{notice}");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.broker.publish(stored(&server.other_wallet, 1));
+    server.broker.publish(stored(&server.wallet, 2));
+    let update = next_json(&mut client).await;
+    assert_eq!(update["type"], "TransactionUpdate");
+    assert_eq!(update["data"]["seq"], 2);
+    assert_eq!(update["data"]["wallet"], server.wallet.as_str());
+
+    // Without a token only `status` is open.
+    let mut anonymous = connect(&server, &format!("subscriptions=wallet:{}", server.wallet)).await;
+    assert_eq!(next_json(&mut anonymous).await["data"]["level"], "error");
+    anonymous.send(Message::text(json!({"type": "subscribe", "data": {"topic": "status"}}).to_string())).await.expect("send");
+    assert_eq!(next_json(&mut anonymous).await["data"]["message"], "subscribed");
+
+    let stats: Value = serde_json::from_str(&http_get(server.address, "/api/ws/connections").await).expect("json");
+    assert_eq!(stats["total_connections"], 2);
+    assert_eq!(stats["server_id"], "test-server");
+    assert_eq!(stats["subscriptions"], 3);
+}
+
+#[tokio::test]
+async fn a_reconnecting_client_gets_what_it_missed_then_live_events() {
+    let broker = Broker::default();
+    let server = start(broker, WsConfig::default()).await;
+    for seq in 1..=5 {
+        server.broker.publish(stored(&server.wallet, seq));
+    }
+    let mut client = connect(&server, &format!("subscriptions=user:alice&after=2&token={}", server.reader)).await;
+    for expected in 3..=5 {
+        let message = next_json(&mut client).await;
+        assert_eq!(message["type"], "UserActivity");
+        assert_eq!(message["data"]["event"]["seq"], expected);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.broker.publish(stored(&server.wallet, 6));
+    assert_eq!(next_json(&mut client).await["data"]["event"]["seq"], 6);
+}
+
+#[tokio::test]
+async fn a_slow_client_is_told_how_many_it_missed() {
+    let server = start(Broker::new(4, 100), WsConfig::default()).await;
+    let mut client = connect(&server, &format!("subscriptions=wallet:{}&token={}", server.wallet, server.reader)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // On this single-threaded runtime the server task cannot run while these
+    // are published: its queue of 4 overflows.
+    for seq in 1..=50 {
+        server.broker.publish(stored(&server.wallet, seq));
+    }
+    let lagged = next_json(&mut client).await;
+    assert_eq!(lagged, json!({"type": "lagged", "missed": 46}));
+    for expected in 47..=50 {
+        assert_eq!(next_json(&mut client).await["data"]["seq"], expected);
+    }
+}
+
+#[tokio::test]
+async fn clients_beyond_the_limit_are_closed_with_1013() {
+    let server = start(Broker::default(), WsConfig { max_connections: 1, heartbeat_interval: Duration::from_secs(30) }).await;
+    let _first = connect(&server, "subscriptions=status").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut second = connect(&server, "subscriptions=status").await;
+    assert_eq!(next_json(&mut second).await, json!({"closed": 1013}));
+}
+
+async fn http_get(address: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()
+}
