@@ -10,6 +10,8 @@
 //! | `GET /api/wallets/{address}/activity?after=&limit=` | read | events, oldest first after `after` |
 //! | `GET /api/wallets/{address}/balances` | read | current balances and history |
 //! | `GET /api/events?after=&limit=` | read | every visible event after a sequence number |
+//! | `GET /api/outbox` | admin | delivery outbox depth and the jobs due |
+//! | `GET /api/openapi.json` | none | the OpenAPI 3.1 document of these routes |
 //! | `GET /api/ws/connections` | none | WebSocket clients, users, subscriptions, server id |
 //! | `GET /ws` | per topic | live events over WebSocket, see [`ws`] |
 //!
@@ -103,6 +105,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/wallets/{address}/balances", get(routes::wallet_balances))
         .route("/events", get(routes::events))
         .route("/ws/connections", get(ws::connections))
+        .route("/outbox", get(routes::outbox))
+        .route("/openapi.json", get(routes::openapi))
         .fallback(routes::not_found);
     Router::new()
         .route("/health", get(routes::health))

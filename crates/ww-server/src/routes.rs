@@ -47,6 +47,32 @@ pub(crate) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Va
     (status, Json(json!({"ready": reasons.is_empty(), "reasons": reasons, "store": store_ok, "daemon": health})))
 }
 
+/// The OpenAPI document (hand-written; a test checks it lists every route).
+pub(crate) const OPENAPI: &str = include_str!("openapi.json");
+
+pub(crate) async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+pub(crate) async fn outbox(State(state): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    require_admin(&caller)?;
+    let store = Arc::clone(&state.store);
+    let (depth, due) = tokio::task::spawn_blocking(move || {
+        let depth = store.outbox_depth()?;
+        let due = store.outbox_due(ww_app::daemon::now(), MAX_PAGE)?;
+        Ok::<_, ww_core::store::StoreError>((depth, due))
+    })
+    .await??;
+    let jobs: Vec<Value> = due
+        .iter()
+        .map(|job| {
+            json!({"id": job.id, "seq": job.seq, "destination": job.destination, "wallet": job.wallet,
+                   "signature": job.signature, "attempts": job.attempts, "next_attempt_at": job.next_attempt_at})
+        })
+        .collect();
+    Ok(Json(json!({"depth": depth, "due": jobs})))
+}
+
 pub(crate) async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
 }

@@ -143,3 +143,35 @@ async fn activity_pages_by_sequence_and_hides_other_users_wallets() {
     let (status, body) = call(&fixture, "GET", "/api/nope", Some(&fixture.admin), None).await;
     assert_eq!((status, body["error"]["code"].clone()), (StatusCode::NOT_FOUND, json!("not_found")));
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let fixture = fixture();
+    let (status, document) = call(&fixture, "GET", "/api/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = document["paths"].as_object().expect("paths");
+    let routes = [
+        "/health",
+        "/ready",
+        "/ws",
+        "/api/openapi.json",
+        "/api/wallets",
+        "/api/wallets/{address}",
+        "/api/wallets/{address}/activity",
+        "/api/wallets/{address}/balances",
+        "/api/events",
+        "/api/outbox",
+        "/api/ws/connections",
+    ];
+    for route in routes {
+        assert!(paths.contains_key(route), "{route} is not documented");
+    }
+    assert_eq!(paths.len(), routes.len(), "the document lists a route the router does not have");
+    // Every documented route answers something other than the router's 404.
+    for route in routes.iter().filter(|route| !route.contains('{') && **route != "/ws") {
+        let (status, body) = call(&fixture, "GET", route, Some(&fixture.admin), None).await;
+        assert_ne!(body["error"]["message"], "no such route", "{route}: {status}");
+    }
+    let (status, body) = call(&fixture, "GET", "/api/outbox", Some(&fixture.admin), None).await;
+    assert_eq!((status, body["depth"].clone()), (StatusCode::OK, json!(0)));
+}
