@@ -8,16 +8,45 @@
 //! store.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::broadcast;
 use ww_core::{EventSeq, StoredEvent};
 
+/// A published event with its JSON form computed at most once, however
+/// many subscribers send it.
+#[derive(Debug)]
+pub struct Published {
+    /// The event.
+    pub stored: StoredEvent,
+    json: OnceLock<String>,
+}
+
+impl Published {
+    /// Wraps an event.
+    pub fn new(stored: StoredEvent) -> Self {
+        Self { stored, json: OnceLock::new() }
+    }
+
+    /// Returns the event's JSON form (docs/EVENTS.md), serialized once.
+    pub fn json(&self) -> &str {
+        self.json.get_or_init(|| serde_json::to_string(&self.stored).unwrap_or_default())
+    }
+}
+
+impl std::ops::Deref for Published {
+    type Target = StoredEvent;
+
+    fn deref(&self) -> &StoredEvent {
+        &self.stored
+    }
+}
+
 /// Shared fan-out of stored events (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Broker {
-    sender: broadcast::Sender<Arc<StoredEvent>>,
-    ring: Arc<Mutex<VecDeque<Arc<StoredEvent>>>>,
+    sender: broadcast::Sender<Arc<Published>>,
+    ring: Arc<Mutex<VecDeque<Arc<Published>>>>,
     ring_capacity: usize,
 }
 
@@ -36,7 +65,7 @@ impl Broker {
 
     /// Publishes a newly stored event.
     pub fn publish(&self, stored: StoredEvent) {
-        let stored = Arc::new(stored);
+        let stored = Arc::new(Published::new(stored));
         if let Ok(mut ring) = self.ring.lock() {
             // Catch-up tasks and the live path commit concurrently: keep the
             // ring ordered by sequence number.
@@ -51,12 +80,12 @@ impl Broker {
     }
 
     /// Subscribes to events published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
         self.sender.subscribe()
     }
 
     /// Returns the events after `after` if the ring still holds all of them.
-    pub fn replay_after(&self, after: EventSeq) -> Option<Vec<Arc<StoredEvent>>> {
+    pub fn replay_after(&self, after: EventSeq) -> Option<Vec<Arc<Published>>> {
         let ring = self.ring.lock().ok()?;
         let oldest = ring.front().map_or(EventSeq(u64::MAX), |stored| stored.seq);
         // Sequence numbers are contiguous: the ring covers `after` when it
@@ -101,7 +130,7 @@ mod tests {
         for seq in [1, 2, 4, 3, 5] {
             broker.publish(stored(seq));
         }
-        let seqs = |events: Vec<Arc<StoredEvent>>| events.iter().map(|stored| stored.seq.0).collect::<Vec<_>>();
+        let seqs = |events: Vec<Arc<Published>>| events.iter().map(|stored| stored.seq.0).collect::<Vec<_>>();
         assert_eq!(broker.replay_after(EventSeq(2)).map(seqs), Some(vec![3, 4, 5]));
         assert_eq!(broker.replay_after(EventSeq(4)).map(seqs), Some(vec![5]));
         assert!(broker.replay_after(EventSeq(1)).is_none(), "event 2 left the ring: read the store");

@@ -31,7 +31,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use ww_core::store::{ApiToken, EventQuery};
-use ww_core::{EventSeq, StoredEvent, WalletAddress};
+use ww_app::broker::Published;
+use ww_core::{EventSeq, WalletAddress};
 
 use crate::ApiState;
 use crate::auth::hash_token;
@@ -196,17 +197,25 @@ async fn authorize(state: &ApiState, token: Option<&ApiToken>, text: &str) -> Re
     if allowed { Ok(topic) } else { Err(format!("not allowed to subscribe to {}", topic.name())) }
 }
 
-/// Which message (if any) a client with `topics` gets for `stored`.
-fn message_for(topics: &BTreeSet<Topic>, wallet_users: &HashMap<WalletAddress, BTreeSet<String>>, stored: &StoredEvent) -> Option<Value> {
-    let wallet = &stored.event.wallet;
+/// Which message (if any) a client with `topics` gets for `published`. The
+/// event's JSON is serialized once per event, not once per client.
+fn message_for(topics: &BTreeSet<Topic>, wallet_users: &HashMap<WalletAddress, BTreeSet<String>>, published: &Published) -> Option<String> {
+    let wallet = &published.event.wallet;
     if topics.contains(&Topic::Transactions) || topics.contains(&Topic::Wallet(wallet.clone())) {
-        return Some(json!({"type": "TransactionUpdate", "data": stored}));
+        return Some(format!("{{\"type\":\"TransactionUpdate\",\"data\":{}}}", published.json()));
     }
     let users = wallet_users.get(wallet)?;
     topics.iter().find_map(|topic| match topic {
-        Topic::User(user) if users.contains(user) => Some(json!({"type": "UserActivity", "data": {"user": user, "event": stored}})),
+        Topic::User(user) if users.contains(user) => {
+            let user_json = serde_json::to_string(user).ok()?;
+            Some(format!("{{\"type\":\"UserActivity\",\"data\":{{\"user\":{user_json},\"event\":{}}}}}", published.json()))
+        }
         _ => None,
     })
+}
+
+async fn send_text(socket: &mut WebSocket, text: String) -> bool {
+    socket.send(Message::Text(text.into())).await.is_ok()
 }
 
 async fn wallet_users(state: &ApiState) -> HashMap<WalletAddress, BTreeSet<String>> {
@@ -250,7 +259,7 @@ async fn run_client(mut socket: WebSocket, state: ApiState, query: ConnectQuery,
     let mut users = wallet_users(&state).await;
     let mut last_sent = EventSeq(query.after.unwrap_or(0));
     if let Some(after) = query.after {
-        let replay: Vec<Arc<StoredEvent>> = match state.broker.replay_after(EventSeq(after)) {
+        let replay: Vec<Arc<Published>> = match state.broker.replay_after(EventSeq(after)) {
             Some(events) => events,
             None => {
                 let store = Arc::clone(&state.store);
@@ -261,12 +270,12 @@ async fn run_client(mut socket: WebSocket, state: ApiState, query: ConnectQuery,
                 .ok()
                 .and_then(Result::ok)
                 .unwrap_or_default();
-                events.into_iter().map(Arc::new).collect()
+                events.into_iter().map(|stored| Arc::new(Published::new(stored))).collect()
             }
         };
         for stored in replay {
             if let Some(message) = message_for(&topics, &users, &stored)
-                && !send_json(&mut socket, &message).await
+                && !send_text(&mut socket, message).await
             {
                 state.ws.unregister(id);
                 return;
@@ -290,7 +299,7 @@ async fn run_client(mut socket: WebSocket, state: ApiState, query: ConnectQuery,
                         users = wallet_users(&state).await;
                     }
                     if let Some(message) = message_for(&topics, &users, &stored)
-                        && !send_json(&mut socket, &message).await
+                        && !send_text(&mut socket, message).await
                     {
                         break;
                     }
