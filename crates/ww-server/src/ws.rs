@@ -11,8 +11,9 @@
 //! - `status`: server notices (`Notification`); open to all.
 //!
 //! Each client has a bounded queue (the broker's channel). A client that falls
-//! behind gets `{"type":"lagged","missed":n}` and is closed with 1013 if it
-//! stays behind; nothing is dropped silently. `?after=<seq>` first replays
+//! behind gets `{"type":"lagged","missed":n}` and is closed with 1013 after
+//! three lags within 30 s; one that stops reading (a send does not complete
+//! within a heartbeat interval) is dropped. Nothing is dropped silently. `?after=<seq>` first replays
 //! what the client missed (from the broker's ring, else from the store), then
 //! goes live without a gap or a repeat. Heartbeat pings go out every
 //! `websocket_heartbeat_interval_secs`; a client silent for two intervals is
@@ -39,8 +40,9 @@ use crate::auth::hash_token;
 
 /// Close code: try again later (server full, or the client stayed behind).
 const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
-/// Consecutive lag reports after which a client is closed.
-const MAX_CONSECUTIVE_LAGS: u32 = 3;
+/// Lag reports within [`LAG_WINDOW`] after which a client is closed.
+const MAX_LAGS_IN_WINDOW: usize = 3;
+const LAG_WINDOW: Duration = Duration::from_secs(30);
 /// Events replayed from the store at most, for `?after=` older than the ring.
 const MAX_STORE_REPLAY: usize = 10_000;
 
@@ -214,8 +216,10 @@ fn message_for(topics: &BTreeSet<Topic>, wallet_users: &HashMap<WalletAddress, B
     })
 }
 
-async fn send_text(socket: &mut WebSocket, text: String) -> bool {
-    socket.send(Message::Text(text.into())).await.is_ok()
+/// Sends a message; a client that does not take it within `timeout` (its
+/// socket buffers are full: it stopped reading) counts as gone.
+async fn send_text(socket: &mut WebSocket, text: String, timeout: Duration) -> bool {
+    matches!(tokio::time::timeout(timeout, socket.send(Message::Text(text.into()))).await, Ok(Ok(())))
 }
 
 async fn wallet_users(state: &ApiState) -> HashMap<WalletAddress, BTreeSet<String>> {
@@ -258,6 +262,7 @@ async fn run_client(mut socket: WebSocket, state: ApiState, query: ConnectQuery,
     state.ws.update_subscriptions(id, topics.len());
     let mut users = wallet_users(&state).await;
     let mut last_sent = EventSeq(query.after.unwrap_or(0));
+    let send_timeout = state.ws_config.heartbeat_interval;
     if let Some(after) = query.after {
         let replay: Vec<Arc<Published>> = match state.broker.replay_after(EventSeq(after)) {
             Some(events) => events,
@@ -275,7 +280,7 @@ async fn run_client(mut socket: WebSocket, state: ApiState, query: ConnectQuery,
         };
         for stored in replay {
             if let Some(message) = message_for(&topics, &users, &stored)
-                && !send_text(&mut socket, message).await
+                && !send_text(&mut socket, message, send_timeout).await
             {
                 state.ws.unregister(id);
                 return;
@@ -286,12 +291,11 @@ async fn run_client(mut socket: WebSocket, state: ApiState, query: ConnectQuery,
     let mut heartbeat = tokio::time::interval(state.ws_config.heartbeat_interval);
     heartbeat.tick().await;
     let mut last_seen = tokio::time::Instant::now();
-    let mut consecutive_lags = 0u32;
+    let mut recent_lags: std::collections::VecDeque<tokio::time::Instant> = std::collections::VecDeque::new();
     loop {
         tokio::select! {
             received = live.recv() => match received {
                 Ok(stored) => {
-                    consecutive_lags = 0;
                     if stored.seq <= last_sent && query.after.is_some() {
                         continue;
                     }
@@ -299,20 +303,26 @@ async fn run_client(mut socket: WebSocket, state: ApiState, query: ConnectQuery,
                         users = wallet_users(&state).await;
                     }
                     if let Some(message) = message_for(&topics, &users, &stored)
-                        && !send_text(&mut socket, message).await
+                        && !send_text(&mut socket, message, send_timeout).await
                     {
+                        metrics::counter!(metric_names::WS_CLOSED_TOTAL, "reason" => "not reading").increment(1);
                         break;
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
-                    consecutive_lags += 1;
+                    let now = tokio::time::Instant::now();
+                    recent_lags.push_back(now);
+                    while recent_lags.front().is_some_and(|at| now.duration_since(*at) > LAG_WINDOW) {
+                        recent_lags.pop_front();
+                    }
                     metrics::counter!(metric_names::WS_LAGGED_TOTAL).increment(1);
                     metrics::counter!(metric_names::WS_MISSED_EVENTS_TOTAL).increment(missed);
                     tracing::warn!(client = id, missed, "WebSocket client fell behind");
-                    if !send_json(&mut socket, &json!({"type": "lagged", "missed": missed})).await {
+                    let report = json!({"type": "lagged", "missed": missed}).to_string();
+                    if !send_text(&mut socket, report, send_timeout).await {
                         break;
                     }
-                    if consecutive_lags >= MAX_CONSECUTIVE_LAGS {
+                    if recent_lags.len() >= MAX_LAGS_IN_WINDOW {
                         close(socket, CLOSE_TRY_AGAIN_LATER, "client too slow").await;
                         state.ws.unregister(id);
                         return;

@@ -87,6 +87,18 @@ async fn wallet_topics_need_a_token_of_a_tracking_user() {
     assert_eq!(update["data"]["seq"], 2);
     assert_eq!(update["data"]["wallet"], server.wallet.as_str());
 
+    // Unsubscribed, the wallet's events stop; subscribed again, they resume.
+    let topic = format!("wallet:{}", server.wallet);
+    client.send(Message::text(json!({"type": "unsubscribe", "data": {"topic": topic}}).to_string())).await.expect("send");
+    assert_eq!(next_json(&mut client).await["data"]["message"], "unsubscribed");
+    server.broker.publish(stored(&server.wallet, 3));
+    // Let the server pass event 3 by before the new subscription arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.send(Message::text(json!({"type": "subscribe", "data": {"topic": topic}}).to_string())).await.expect("send");
+    assert_eq!(next_json(&mut client).await["data"]["message"], "subscribed");
+    server.broker.publish(stored(&server.wallet, 4));
+    assert_eq!(next_json(&mut client).await["data"]["seq"], 4, "event 3 came while unsubscribed");
+
     // Without a token only `status` is open.
     let mut anonymous = connect(&server, &format!("subscriptions=wallet:{}", server.wallet)).await;
     assert_eq!(next_json(&mut anonymous).await["data"]["level"], "error");
@@ -153,4 +165,64 @@ async fn http_get(address: std::net::SocketAddr, path: &str) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read");
     response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn a_client_that_keeps_lagging_is_closed_with_1013() {
+    let server = start(Broker::new(4, 100), WsConfig::default()).await;
+    let mut client = connect(&server, &format!("subscriptions=wallet:{}&token={}", server.wallet, server.reader)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut seq = 0;
+    for round in 1..=3 {
+        // A burst the server task cannot drain while it is published.
+        for _ in 0..50 {
+            seq += 1;
+            server.broker.publish(stored(&server.wallet, seq));
+        }
+        let report = next_json(&mut client).await;
+        assert_eq!(report["type"], "lagged", "round {round}: {report}");
+        if round < 3 {
+            for _ in 0..4 {
+                assert_eq!(next_json(&mut client).await["type"], "TransactionUpdate");
+            }
+        }
+    }
+    assert_eq!(next_json(&mut client).await, json!({"closed": 1013}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_while_others_get_everything() {
+    let config = WsConfig { max_connections: 10, heartbeat_interval: Duration::from_secs(1) };
+    let server = start(Broker::new(65_536, 100), config).await;
+    let query = format!("subscriptions=wallet:{}&token={}", server.wallet, server.reader);
+    let _stuck = connect(&server, &query).await;
+    let mut fast = connect(&server, &query).await;
+    let total = 20_000u64;
+    let reader = tokio::spawn(async move {
+        let mut received = 0u64;
+        while received < total {
+            let message = next_json(&mut fast).await;
+            assert_eq!(message["type"], "TransactionUpdate", "{message}");
+            received += 1;
+        }
+        (received, fast)
+    });
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    for seq in 1..=total {
+        if seq % 10 == 0 {
+            ticker.tick().await;
+        }
+        server.broker.publish(stored(&server.wallet, seq));
+    }
+    let (received, _fast) = reader.await.expect("reader");
+    assert_eq!(received, total, "the fast client got every event");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats: Value = serde_json::from_str(&http_get(server.address, "/api/ws/connections").await).expect("json");
+        if stats["total_connections"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the stuck client was never dropped: {stats}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
