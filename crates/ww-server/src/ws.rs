@@ -30,7 +30,8 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
+use futures_util::SinkExt as _;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use ww_core::store::{ApiToken, EventQuery};
 use ww_app::broker::Published;
 use ww_core::{EventSeq, WalletAddress};
@@ -43,6 +44,8 @@ const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 /// Lag reports within [`LAG_WINDOW`] after which a client is closed.
 const MAX_LAGS_IN_WINDOW: usize = 3;
 const LAG_WINDOW: Duration = Duration::from_secs(30);
+/// Messages written per flush at most.
+const MAX_SEND_BATCH: usize = 64;
 /// Events replayed from the store at most, for `?after=` older than the ring.
 const MAX_STORE_REPLAY: usize = 10_000;
 
@@ -222,6 +225,49 @@ async fn send_text(socket: &mut WebSocket, text: String, timeout: Duration) -> b
     matches!(tokio::time::timeout(timeout, socket.send(Message::Text(text.into()))).await, Ok(Ok(())))
 }
 
+/// Sends several messages with one flush, under the same timeout.
+async fn send_batch(socket: &mut WebSocket, messages: Vec<String>, timeout: Duration) -> bool {
+    if messages.is_empty() {
+        return true;
+    }
+    let write = async {
+        for message in messages {
+            socket.feed(Message::Text(message.into())).await?;
+        }
+        socket.flush().await
+    };
+    matches!(tokio::time::timeout(timeout, write).await, Ok(Ok(())))
+}
+
+/// Tells a client how many events it missed; closes it (1013) after
+/// [`MAX_LAGS_IN_WINDOW`] lags within [`LAG_WINDOW`]. `Break` means the
+/// connection is over.
+async fn report_lag(
+    socket: &mut WebSocket,
+    recent_lags: &mut std::collections::VecDeque<tokio::time::Instant>,
+    client: u64,
+    missed: u64,
+    timeout: Duration,
+) -> std::ops::ControlFlow<()> {
+    let now = tokio::time::Instant::now();
+    recent_lags.push_back(now);
+    while recent_lags.front().is_some_and(|at| now.duration_since(*at) > LAG_WINDOW) {
+        recent_lags.pop_front();
+    }
+    metrics::counter!(metric_names::WS_LAGGED_TOTAL).increment(1);
+    metrics::counter!(metric_names::WS_MISSED_EVENTS_TOTAL).increment(missed);
+    tracing::warn!(client, missed, "WebSocket client fell behind");
+    let report = json!({"type": "lagged", "missed": missed}).to_string();
+    if !send_text(socket, report, timeout).await {
+        return std::ops::ControlFlow::Break(());
+    }
+    if recent_lags.len() >= MAX_LAGS_IN_WINDOW {
+        close(socket, CLOSE_TRY_AGAIN_LATER, "client too slow").await;
+        return std::ops::ControlFlow::Break(());
+    }
+    std::ops::ControlFlow::Continue(())
+}
+
 async fn wallet_users(state: &ApiState) -> HashMap<WalletAddress, BTreeSet<String>> {
     let store = Arc::clone(&state.store);
     let records = tokio::task::spawn_blocking(move || store.wallets()).await.ok().and_then(Result::ok).unwrap_or_default();
@@ -232,7 +278,7 @@ async fn send_json(socket: &mut WebSocket, value: &Value) -> bool {
     socket.send(Message::Text(value.to_string().into())).await.is_ok()
 }
 
-async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     metrics::counter!(metric_names::WS_CLOSED_TOTAL, "reason" => reason).increment(1);
     let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
 }
@@ -240,7 +286,7 @@ async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
 async fn run_client(mut socket: WebSocket, state: ApiState, query: ConnectQuery, token: Option<ApiToken>) {
     let (connected, _, _) = state.ws.counts();
     if connected >= state.ws_config.max_connections {
-        close(socket, CLOSE_TRY_AGAIN_LATER, "server full").await;
+        close(&mut socket, CLOSE_TRY_AGAIN_LATER, "server full").await;
         return;
     }
     let Some(id) = state.ws.register(query.user_id.clone().or_else(|| token.as_ref().map(|token| token.user.clone()))) else {
@@ -295,37 +341,44 @@ async fn run_client(mut socket: WebSocket, state: ApiState, query: ConnectQuery,
     loop {
         tokio::select! {
             received = live.recv() => match received {
-                Ok(stored) => {
-                    if stored.seq <= last_sent && query.after.is_some() {
-                        continue;
+                Ok(first) => {
+                    // Under load, send what is already queued in one write:
+                    // one flush per batch instead of one syscall per message.
+                    let mut batch = vec![first];
+                    let mut deferred_lag = None;
+                    while batch.len() < MAX_SEND_BATCH {
+                        match live.try_recv() {
+                            Ok(next) => batch.push(next),
+                            Err(TryRecvError::Lagged(missed)) => {
+                                deferred_lag = Some(missed);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
                     }
-                    if !users.contains_key(&stored.event.wallet) {
-                        users = wallet_users(&state).await;
+                    let mut messages = Vec::with_capacity(batch.len());
+                    for stored in &batch {
+                        if stored.seq <= last_sent && query.after.is_some() {
+                            continue;
+                        }
+                        if !users.contains_key(&stored.event.wallet) {
+                            users = wallet_users(&state).await;
+                        }
+                        messages.extend(message_for(&topics, &users, stored));
                     }
-                    if let Some(message) = message_for(&topics, &users, &stored)
-                        && !send_text(&mut socket, message, send_timeout).await
-                    {
+                    if !send_batch(&mut socket, messages, send_timeout).await {
                         metrics::counter!(metric_names::WS_CLOSED_TOTAL, "reason" => "not reading").increment(1);
+                        break;
+                    }
+                    if let Some(missed) = deferred_lag
+                        && report_lag(&mut socket, &mut recent_lags, id, missed, send_timeout).await.is_break()
+                    {
                         break;
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
-                    let now = tokio::time::Instant::now();
-                    recent_lags.push_back(now);
-                    while recent_lags.front().is_some_and(|at| now.duration_since(*at) > LAG_WINDOW) {
-                        recent_lags.pop_front();
-                    }
-                    metrics::counter!(metric_names::WS_LAGGED_TOTAL).increment(1);
-                    metrics::counter!(metric_names::WS_MISSED_EVENTS_TOTAL).increment(missed);
-                    tracing::warn!(client = id, missed, "WebSocket client fell behind");
-                    let report = json!({"type": "lagged", "missed": missed}).to_string();
-                    if !send_text(&mut socket, report, send_timeout).await {
+                    if report_lag(&mut socket, &mut recent_lags, id, missed, send_timeout).await.is_break() {
                         break;
-                    }
-                    if recent_lags.len() >= MAX_LAGS_IN_WINDOW {
-                        close(socket, CLOSE_TRY_AGAIN_LATER, "client too slow").await;
-                        state.ws.unregister(id);
-                        return;
                     }
                 }
                 Err(RecvError::Closed) => break,
@@ -361,7 +414,7 @@ async fn run_client(mut socket: WebSocket, state: ApiState, query: ConnectQuery,
             }
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() > state.ws_config.heartbeat_interval * 2 {
-                    close(socket, 1001, "stale: no reply to heartbeats").await;
+                    close(&mut socket, 1001, "stale: no reply to heartbeats").await;
                     state.ws.unregister(id);
                     return;
                 }
