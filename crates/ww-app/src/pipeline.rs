@@ -70,6 +70,12 @@ pub mod metric_names {
     pub const FETCH_FAILURES_TOTAL: &str = "ww_fetch_failures_total";
     /// Histogram: seconds from the first notification to the stored event.
     pub const DETECTION_LATENCY_SECONDS: &str = "ww_detection_latency_seconds";
+    /// Gauge: PubSub connections by state. Labels: `state`.
+    pub const PUBSUB_CONNECTIONS: &str = "ww_pubsub_connections";
+    /// Gauge: tracked wallets by subscription status. Labels: `status`.
+    pub const WALLETS_BY_STATUS: &str = "ww_wallets_by_status";
+    /// Gauge: delivery jobs waiting in the outbox.
+    pub const OUTBOX_DEPTH: &str = "ww_outbox_depth";
 }
 
 enum TaskOutput {
@@ -546,6 +552,9 @@ impl Pipeline {
             if let Err(error) = store.save_runtime_stats(&stats) {
                 warn!(error = %error, "saving statistics failed");
             }
+            if let Ok(depth) = store.outbox_depth() {
+                metrics::gauge!(metric_names::OUTBOX_DEPTH).set(depth as f64);
+            }
         });
     }
 
@@ -857,6 +866,27 @@ impl Pipeline {
         let wallets_active =
             self.persisted_status.values().filter(|status| **status == SubscriptionStatus::Active).count();
         let (connections_total, wallets_total) = (self.connection_states.len(), self.tracked.len());
+        for state in [
+            ConnectionState::Disconnected,
+            ConnectionState::Connecting,
+            ConnectionState::Connected,
+            ConnectionState::Reconnecting,
+            ConnectionState::Failed,
+        ] {
+            let count = self.connection_states.values().filter(|(candidate, _)| *candidate == state).count();
+            metrics::gauge!(metric_names::PUBSUB_CONNECTIONS, "state" => state.as_str()).set(count as f64);
+        }
+        for status in [
+            SubscriptionStatus::Pending,
+            SubscriptionStatus::Active,
+            SubscriptionStatus::Reconnecting,
+            SubscriptionStatus::Disconnected,
+            SubscriptionStatus::Failed,
+            SubscriptionStatus::Polling,
+        ] {
+            let count = self.persisted_status.values().filter(|candidate| **candidate == status).count();
+            metrics::gauge!(metric_names::WALLETS_BY_STATUS, "status" => status.as_str()).set(count as f64);
+        }
         self.health.update(|state| {
             state.connections_total = connections_total;
             state.connections_connected = connections_connected;
