@@ -304,3 +304,40 @@ async fn a_refusing_endpoint_gets_exponential_backoff_not_a_storm() {
     assert!(saw_failed, "the connection was never reported FAILED");
     pool.shutdown().await;
 }
+
+/// Regression: a connection blocked handing a notification to a full pipeline
+/// queue must still take commands; otherwise a pipeline blocked handing it a
+/// command (`pool.add`) and the connection would wait on each other forever.
+#[tokio::test]
+async fn a_full_pipeline_queue_never_deadlocks_with_pool_commands() {
+    let server = FakePubsub::start().await;
+    let (events_tx, mut events) = mpsc::channel(1);
+    let mut pool = PubsubPool::new(test_config(server.url()), 100_000, 1, events_tx, CancellationToken::new());
+    let watched = wallet(7);
+    pool.add(SubscriptionKey::all_for_wallet(&watched)).await;
+    next_state(&mut events, ConnectionState::Connected).await;
+    let logs_param = format!("logsSubscribe:{}", json!({"mentions": [watched.as_str()]}));
+    let id = server.subscription_id(0, &logs_param).expect("subscribed");
+    // Far more notifications than the queue holds, and nobody reading them.
+    for _ in 0..50 {
+        server.push.send(logs_notification(id)).expect("push");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // More commands than the command queue (64) holds, one `add` each.
+    let adding = async {
+        for index in 100..300 {
+            pool.add([SubscriptionKey::Logs(wallet(index))]).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), adding).await.expect("pool.add completed while the queue was full");
+    // Draining the queue lets everything through: the notifications and the new subscriptions.
+    let mut notifications = 0;
+    while notifications < 50 {
+        if let PubsubEvent::Notification { .. } = tokio::time::timeout(Duration::from_secs(20), events.recv()).await.expect("event").expect("open") {
+            notifications += 1;
+        }
+    }
+    let (_, keys, _) = next_state(&mut events, ConnectionState::Connected).await;
+    assert_eq!(keys.len(), 4 + 200);
+    pool.shutdown().await;
+}

@@ -173,6 +173,7 @@ pub async fn run_connection(
     shutdown: CancellationToken,
 ) {
     let mut desired: BTreeSet<SubscriptionKey> = BTreeSet::new();
+    let mut pending_commands: VecDeque<ConnectionCommand> = VecDeque::new();
     let mut failures: u32 = 0;
     let mut endpoint_index = 0usize;
     let mut has_had_session = false;
@@ -188,7 +189,7 @@ pub async fn run_connection(
             (true, false) => ConnectionState::Reconnecting,
             (false, false) => ConnectionState::Connecting,
         };
-        if events.send(report(state, &desired, false)).await.is_err() {
+        if !send_event(&events, &mut commands, &mut pending_commands, report(state, &desired, false)).await {
             return;
         }
         let endpoint = &config.endpoints[endpoint_index % config.endpoints.len()];
@@ -201,7 +202,18 @@ pub async fn run_connection(
             Ok(Ok(socket)) => {
                 info!(connection = index, endpoint = %host, subscriptions = desired.len(), "pubsub connected");
                 let started = Instant::now();
-                let end = run_session(index, &config, socket, &mut desired, &mut commands, &events, &shutdown, has_had_session).await;
+                let end = run_session(
+                    index,
+                    &config,
+                    socket,
+                    &mut desired,
+                    &mut commands,
+                    &mut pending_commands,
+                    &events,
+                    &shutdown,
+                    has_had_session,
+                )
+                .await;
                 has_had_session = true;
                 if started.elapsed() >= config.backoff.stable_after {
                     failures = 0;
@@ -224,8 +236,11 @@ pub async fn run_connection(
             endpoint_index += 1;
         }
         let state = if config.backoff.is_failed(failures) { ConnectionState::Failed } else { ConnectionState::Reconnecting };
-        if events.send(report(state, &desired, false)).await.is_err() {
+        if !send_event(&events, &mut commands, &mut pending_commands, report(state, &desired, false)).await {
             return;
+        }
+        while let Some(command) = pending_commands.pop_front() {
+            apply_offline(&mut desired, command);
         }
         // Keep applying commands while waiting, so the desired set stays current.
         let sleep = tokio::time::sleep(delay);
@@ -245,6 +260,47 @@ pub async fn run_connection(
         }
     }
     let _ = events.send(report(ConnectionState::Disconnected, &desired, false)).await;
+}
+
+/// Sends an event to the pipeline. While the pipeline's queue is full, the
+/// connection keeps taking commands (into `pending`): the pipeline may be
+/// waiting to hand this connection a command, and neither may wait on the
+/// other forever. Returns false when the pipeline or the pool is gone.
+async fn send_event(
+    events: &mpsc::Sender<PubsubEvent>,
+    commands: &mut mpsc::Receiver<ConnectionCommand>,
+    pending: &mut VecDeque<ConnectionCommand>,
+    event: PubsubEvent,
+) -> bool {
+    loop {
+        tokio::select! {
+            biased;
+            permit = events.reserve() => {
+                return match permit {
+                    Ok(permit) => {
+                        permit.send(event);
+                        true
+                    }
+                    Err(_) => false,
+                };
+            }
+            command = commands.recv() => match command {
+                Some(command) => pending.push_back(command),
+                None => return false,
+            },
+        }
+    }
+}
+
+/// Returns the next command: buffered ones first, then the channel's.
+async fn next_command(
+    pending: &mut VecDeque<ConnectionCommand>,
+    commands: &mut mpsc::Receiver<ConnectionCommand>,
+) -> Option<ConnectionCommand> {
+    if let Some(command) = pending.pop_front() {
+        return Some(command);
+    }
+    commands.recv().await
 }
 
 fn apply_offline(desired: &mut BTreeSet<SubscriptionKey>, command: ConnectionCommand) {
@@ -284,6 +340,7 @@ async fn run_session(
     socket: Socket,
     desired: &mut BTreeSet<SubscriptionKey>,
     commands: &mut mpsc::Receiver<ConnectionCommand>,
+    pending_commands: &mut VecDeque<ConnectionCommand>,
     events: &mpsc::Sender<PubsubEvent>,
     shutdown: &CancellationToken,
     is_reconnect: bool,
@@ -325,7 +382,7 @@ async fn run_session(
             has_reported_connected = true;
             let keys: Vec<SubscriptionKey> = desired.iter().cloned().collect();
             let event = PubsubEvent::State { connection: index, state: ConnectionState::Connected, keys, is_resubscribe: is_reconnect };
-            if events.send(event).await.is_err() {
+            if !send_event(events, commands, pending_commands, event).await {
                 return SessionEnd::Shutdown;
             }
             metrics::gauge!(m::PUBSUB_SUBSCRIPTIONS, "connection" => index.to_string()).set(active.len() as f64);
@@ -335,7 +392,7 @@ async fn run_session(
                 let _ = sink.send(Message::Close(None)).await;
                 return SessionEnd::Shutdown;
             }
-            command = commands.recv() => {
+            command = next_command(pending_commands, commands) => {
                 let Some(command) = command else {
                     let _ = sink.send(Message::Close(None)).await;
                     return SessionEnd::Shutdown;
@@ -462,7 +519,7 @@ async fn run_session(
                                 warn!(connection = index, method = key.method(), wallet = %key.wallet(), error = %error, "subscribe refused repeatedly; giving it up");
                                 desired.remove(&key);
                                 let event = PubsubEvent::Rejected { connection: index, key, error };
-                                if events.send(event).await.is_err() {
+                                if !send_event(events, commands, pending_commands, event).await {
                                     return SessionEnd::Shutdown;
                                 }
                             }
@@ -488,7 +545,7 @@ async fn run_session(
                             result,
                             received_at: std::time::SystemTime::now(),
                         };
-                        if events.send(event).await.is_err() {
+                        if !send_event(events, commands, pending_commands, event).await {
                             return SessionEnd::Shutdown;
                         }
                     }
