@@ -72,14 +72,14 @@ async fn kill_9_during_a_catch_up_loses_and_repeats_nothing() {
     wait_until("first event", data_dir.path(), || stored_events(data_dir.path()).len() == 1);
     daemon.stop();
 
-    let total_missed = 600;
+    let total_missed = 2000;
     node.transfer(&wallet, 1_000_000, total_missed).await.expect("transfers while stopped");
     let expected = expected_pairs(&node, std::slice::from_ref(&wallet)).await;
     assert_eq!(expected.len(), total_missed + 1);
 
     // Second run: SIGKILL as soon as the catch-up has stored its first chunk.
     let daemon = Daemon::start(data_dir.path(), &node.rpc_url, &node.ws_url, &[]);
-    wait_until("the catch-up to start storing", data_dir.path(), || stored_events(data_dir.path()).len() > 1);
+    common::wait_closely("the catch-up to start storing", || common::has_more_events_than(data_dir.path(), 1));
     daemon.kill_9();
     let stored_at_kill = distinct_pairs(&stored_events(data_dir.path())).len();
     assert!(stored_at_kill < expected.len(), "the catch-up finished before the kill ({stored_at_kill} stored)");
@@ -165,7 +165,7 @@ async fn kill_9_during_walletwatch_backfill_then_rerun_stores_everything_once() 
     let data_dir = tempfile::tempdir().expect("tempdir");
     let wallet = fresh_address();
     track(data_dir.path(), &wallet);
-    let total = 800;
+    let total = 2000;
     node.transfer(&wallet, 1_000_000, total).await.expect("transfers");
     let expected = expected_pairs(&node, std::slice::from_ref(&wallet)).await;
     assert_eq!(expected.len(), total);
@@ -176,7 +176,7 @@ async fn kill_9_during_walletwatch_backfill_then_rerun_stores_everything_once() 
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn backfill");
-    wait_until("the backfill to store a first chunk", data_dir.path(), || !stored_events(data_dir.path()).is_empty());
+    common::wait_closely("the backfill to store a first chunk", || common::has_more_events_than(data_dir.path(), 0));
     backfill.kill().expect("kill -9");
     let _ = backfill.wait();
     let stored_at_kill = distinct_pairs(&stored_events(data_dir.path())).len();

@@ -98,7 +98,7 @@ pub async fn run(
         tokio::task::spawn_blocking(move || store.wallets()).await??
     };
     let Some(record) = records.iter().find(|record| &record.address == wallet) else {
-        return Err(AppError::Rejected(format!(
+        return Err(AppError::NotTracked(format!(
             "wallet {wallet} is not tracked; track it first with `walletwatch track {wallet}`"
         )));
     };

@@ -12,6 +12,9 @@ pub enum AppError {
     /// The request cannot be done as asked; the message says what to do.
     #[error("{0}")]
     Rejected(String),
+    /// The wallet (or this user's tracking of it) does not exist.
+    #[error("{0}")]
+    NotTracked(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -26,6 +29,6 @@ pub enum AppError {
 impl AppError {
     /// Returns true when the user's input caused the failure (exit code 2).
     pub fn is_user_error(&self) -> bool {
-        matches!(self, AppError::InvalidAddress(_) | AppError::Rejected(_))
+        matches!(self, AppError::InvalidAddress(_) | AppError::Rejected(_) | AppError::NotTracked(_))
     }
 }

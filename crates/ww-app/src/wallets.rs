@@ -45,7 +45,7 @@ pub fn untrack(store: &dyn Store, address: &str, user: &str) -> Result<(WalletAd
     let address = WalletAddress::parse(address)?;
     let user = validate_user(user)?;
     match store.untrack_wallet(&address, &user)? {
-        UntrackOutcome::NotTracked => Err(AppError::Rejected(format!(
+        UntrackOutcome::NotTracked => Err(AppError::NotTracked(format!(
             "wallet {address} is not tracked by user {user:?}; `walletwatch list` shows what is tracked"
         ))),
         outcome => Ok((address, outcome)),

@@ -369,7 +369,7 @@ mod tests {
     #[test]
     fn short_form_keeps_four_characters_each_side() {
         let address = WalletAddress::parse(TOKEN_PROGRAM).expect("valid");
-        assert_eq!(address.short(), "Toke...5DA".replace("5DA", "Q5DA"));
+        assert_eq!(address.short(), "Toke...Q5DA");
     }
 
     #[test]

@@ -75,7 +75,7 @@ impl From<ww_app::AppError> for ApiError {
     fn from(error: ww_app::AppError) -> Self {
         match error {
             ww_app::AppError::InvalidAddress(error) => ApiError::bad_request("invalid_address", error.to_string()),
-            ww_app::AppError::Rejected(message) if message.contains("not tracked") => ApiError::not_found(message),
+            ww_app::AppError::NotTracked(message) => ApiError::not_found(message),
             ww_app::AppError::Rejected(message) => ApiError::bad_request("invalid_request", message),
             other => ApiError::internal(&other),
         }

@@ -155,3 +155,21 @@ pub fn distinct_pairs(events: &[ActivityEvent]) -> BTreeSet<(WalletAddress, Sign
     assert_eq!(distinct.len(), pairs.len(), "an event was stored twice");
     distinct
 }
+
+/// Returns whether more than `count` events are stored (cheap: reads one).
+pub fn has_more_events_than(data_dir: &Path, count: u64) -> bool {
+    let Ok(store) = RedbStore::open_in_dir(data_dir) else { return false };
+    store
+        .events(&EventQuery { wallet: None, after: Some(ww_core::EventSeq(count)), limit: 1 })
+        .is_ok_and(|events| !events.is_empty())
+}
+
+/// Polls `condition` every few milliseconds (to act in the middle of fast
+/// work, e.g. to kill a process mid-write); panics after `MAX_WAIT`.
+pub fn wait_closely(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + MAX_WAIT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
