@@ -72,11 +72,12 @@ impl BackfillSummary {
     }
 }
 
-/// Builds the JSON-RPC client for the first configured endpoint, with the
-/// configured request budgets.
+/// Builds the JSON-RPC client: the configured endpoints in failover order,
+/// with the configured request budgets.
 pub fn rpc_client(config: &Config) -> Result<RpcClient, AppError> {
     let solana = &config.solana;
-    let client = RpcClient::try_new(solana.endpoints[0].rpc_url.expose().clone(), solana.rpc_timeout)?;
+    let client = RpcClient::try_new(solana.endpoints[0].rpc_url.expose().clone(), solana.rpc_timeout)?
+        .with_fallbacks(solana.endpoints.iter().skip(1).map(|endpoint| endpoint.rpc_url.expose().clone()));
     Ok(client.with_rate_limits(RateLimits {
         requests_per_second: solana.rpc_requests_per_second,
         requests_per_second_per_method: solana.rpc_requests_per_second_per_method,

@@ -94,7 +94,7 @@ pub async fn run(
 }
 
 async fn probe_endpoint(client: RpcClient, commitment: ww_core::Commitment, health: Health, shutdown: CancellationToken) {
-    let endpoint = client.endpoint_label().to_string();
+    let endpoint = client.endpoint_label();
     let mut was_reachable: Option<bool> = None;
     let mut backoff = Duration::from_secs(1);
     loop {

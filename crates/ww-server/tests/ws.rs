@@ -54,15 +54,27 @@ async fn connect(server: &Server, query: &str) -> Client {
     tokio_tungstenite::connect_async(url).await.expect("connect").0
 }
 
+/// The next text (or close) message; pings do not extend the 10 s deadline.
 async fn next_json(client: &mut Client) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), client.next()).await.expect("message in time").expect("open").expect("frame");
-        match message {
-            Message::Text(text) => return serde_json::from_str(text.as_str()).expect("json"),
-            Message::Close(frame) => return json!({"closed": frame.map(|frame| u16::from(frame.code))}),
-            _ => {}
+    let receive = async {
+        loop {
+            let message = client.next().await.expect("open").expect("frame");
+            match message {
+                Message::Text(text) => return serde_json::from_str(text.as_str()).expect("json"),
+                Message::Close(frame) => return json!({"closed": frame.map(|frame| u16::from(frame.code))}),
+                _ => {}
+            }
         }
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(10), receive).await.expect("message in time")
+}
+
+/// A round trip through the client's server task: once it answers, that task
+/// is subscribed to the broker, so what is published next reaches it.
+async fn sync(client: &mut Client) {
+    client.send(Message::text(json!({"type": "subscribe", "data": {"topic": "status"}}).to_string())).await.expect("send");
+    let reply = next_json(client).await;
+    assert_eq!(reply["data"]["message"], "subscribed", "{reply}");
 }
 
 fn stored(wallet: &WalletAddress, seq: u64) -> StoredEvent {
@@ -79,7 +91,7 @@ async fn wallet_topics_need_a_token_of_a_tracking_user() {
         let notice = next_json(&mut client).await;
         assert_eq!(notice["data"]["level"], "error", "{notice}");
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    sync(&mut client).await;
     server.broker.publish(stored(&server.other_wallet, 1));
     server.broker.publish(stored(&server.wallet, 2));
     let update = next_json(&mut client).await;
@@ -92,8 +104,9 @@ async fn wallet_topics_need_a_token_of_a_tracking_user() {
     client.send(Message::text(json!({"type": "unsubscribe", "data": {"topic": topic}}).to_string())).await.expect("send");
     assert_eq!(next_json(&mut client).await["data"]["message"], "unsubscribed");
     server.broker.publish(stored(&server.wallet, 3));
-    // Let the server pass event 3 by before the new subscription arrives.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A round trip after event 3: the server has passed it by before the
+    // new subscription arrives.
+    sync(&mut client).await;
     client.send(Message::text(json!({"type": "subscribe", "data": {"topic": topic}}).to_string())).await.expect("send");
     assert_eq!(next_json(&mut client).await["data"]["message"], "subscribed");
     server.broker.publish(stored(&server.wallet, 4));
@@ -124,7 +137,7 @@ async fn a_reconnecting_client_gets_what_it_missed_then_live_events() {
         assert_eq!(message["type"], "UserActivity");
         assert_eq!(message["data"]["event"]["seq"], expected);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    sync(&mut client).await;
     server.broker.publish(stored(&server.wallet, 6));
     assert_eq!(next_json(&mut client).await["data"]["event"]["seq"], 6);
 }
@@ -133,7 +146,7 @@ async fn a_reconnecting_client_gets_what_it_missed_then_live_events() {
 async fn a_slow_client_is_told_how_many_it_missed() {
     let server = start(Broker::new(4, 100), WsConfig::default()).await;
     let mut client = connect(&server, &format!("subscriptions=wallet:{}&token={}", server.wallet, server.reader)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    sync(&mut client).await;
     // On this single-threaded runtime the server task cannot run while these
     // are published: its queue of 4 overflows.
     for seq in 1..=50 {
@@ -149,8 +162,8 @@ async fn a_slow_client_is_told_how_many_it_missed() {
 #[tokio::test]
 async fn clients_beyond_the_limit_are_closed_with_1013() {
     let server = start(Broker::default(), WsConfig { max_connections: 1, heartbeat_interval: Duration::from_secs(30) }).await;
-    let _first = connect(&server, "subscriptions=status").await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut first = connect(&server, "subscriptions=status").await;
+    sync(&mut first).await;
     let mut second = connect(&server, "subscriptions=status").await;
     assert_eq!(next_json(&mut second).await, json!({"closed": 1013}));
 }
@@ -175,7 +188,7 @@ async fn http_get(address: std::net::SocketAddr, path: &str) -> String {
 async fn a_client_that_keeps_lagging_is_closed_with_1013() {
     let server = start(Broker::new(4, 100), WsConfig::default()).await;
     let mut client = connect(&server, &format!("subscriptions=wallet:{}&token={}", server.wallet, server.reader)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    sync(&mut client).await;
     let mut seq = 0;
     for round in 1..=3 {
         // A burst the server task cannot drain while it is published.
@@ -201,11 +214,15 @@ async fn a_client_that_stops_reading_is_dropped_while_others_get_everything() {
     let query = format!("subscriptions=wallet:{}&token={}", server.wallet, server.reader);
     let _stuck = connect(&server, &query).await;
     let mut fast = connect(&server, &query).await;
+    sync(&mut fast).await;
     let total = 20_000u64;
     let reader = tokio::spawn(async move {
         let mut received = 0u64;
         while received < total {
             let message = next_json(&mut fast).await;
+            if message["type"] == "Notification" && message["data"]["message"] == "heartbeat" {
+                continue;
+            }
             assert_eq!(message["type"], "TransactionUpdate", "{message}");
             received += 1;
         }

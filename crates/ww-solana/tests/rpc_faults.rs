@@ -83,3 +83,17 @@ async fn node_errors_are_reported_with_their_code() {
     assert!(matches!(&error, RpcError::Node { code: -32602, message, .. } if message.contains("WrongSize")), "{error}");
     assert!(!error.is_retryable());
 }
+
+#[tokio::test]
+async fn a_failing_endpoint_fails_over_to_the_next_and_stays_there() {
+    let (down, down_requests) = scripted_server(vec![http("503 Service Unavailable", "", "")]).await;
+    let (up, up_requests) = scripted_server(vec![http("200 OK", "", r#"{"jsonrpc":"2.0","result":7,"id":1}"#)]).await;
+    let client = client(&down).with_fallbacks([up.parse().expect("url")]);
+    assert_eq!(client.get_slot(Commitment::Confirmed).await.expect("failed over").0, 7);
+    assert_eq!(down_requests.load(Ordering::SeqCst), 1);
+    assert_eq!(client.endpoint_label(), up.trim_start_matches("http://"));
+    // Clones share the choice: the next call goes straight to the working endpoint.
+    assert_eq!(client.clone().get_slot(Commitment::Confirmed).await.expect("second call").0, 7);
+    assert_eq!(down_requests.load(Ordering::SeqCst), 1);
+    assert_eq!(up_requests.load(Ordering::SeqCst), 2);
+}

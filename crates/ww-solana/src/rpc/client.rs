@@ -80,8 +80,10 @@ impl std::fmt::Debug for Limiter {
 #[derive(Debug, Clone)]
 pub struct RpcClient {
     http: reqwest::Client,
-    url: Url,
-    endpoint_label: String,
+    /// Endpoints in failover order, with their host labels.
+    endpoints: std::sync::Arc<Vec<(Url, String)>>,
+    /// The endpoint in use (shared by clones): moves on when one fails.
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     next_request_id: std::sync::Arc<AtomicU64>,
     limiter: Option<std::sync::Arc<Limiter>>,
     call_counts: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>>,
@@ -142,6 +144,14 @@ struct WithContext<T> {
     value: T,
 }
 
+fn host_label(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_string(),
+        _ => "unknown".to_string(),
+    }
+}
+
 fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let text = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     text.trim().parse::<u64>().ok().map(Duration::from_secs)
@@ -158,15 +168,10 @@ impl RpcClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|error| setup_error(error.to_string()))?;
-        let endpoint_label = match (url.host_str(), url.port()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_string(),
-            _ => "unknown".to_string(),
-        };
         Ok(Self {
             http,
-            url,
-            endpoint_label,
+            endpoints: std::sync::Arc::new(vec![(url.clone(), host_label(&url))]),
+            current: std::sync::Arc::default(),
             next_request_id: std::sync::Arc::new(AtomicU64::new(1)),
             limiter: None,
             call_counts: std::sync::Arc::default(),
@@ -193,9 +198,40 @@ impl RpcClient {
         self
     }
 
-    /// Returns the endpoint's host label (safe for logs and metrics).
-    pub fn endpoint_label(&self) -> &str {
-        &self.endpoint_label
+    /// Returns this client with further endpoints, used in order when the
+    /// current one fails (transport errors, 429, 5xx).
+    #[must_use]
+    pub fn with_fallbacks(mut self, urls: impl IntoIterator<Item = Url>) -> Self {
+        let mut endpoints = (*self.endpoints).clone();
+        endpoints.extend(urls.into_iter().map(|url| {
+            let label = host_label(&url);
+            (url, label)
+        }));
+        self.endpoints = std::sync::Arc::new(endpoints);
+        self
+    }
+
+    /// Returns the current endpoint's host label (safe for logs and metrics).
+    pub fn endpoint_label(&self) -> String {
+        self.endpoint().1.clone()
+    }
+
+    fn endpoint(&self) -> &(Url, String) {
+        let index = self.current.load(Ordering::Relaxed) % self.endpoints.len();
+        &self.endpoints[index]
+    }
+
+    /// Moves to the next endpoint after `failed_index` failed (once per failure,
+    /// however many concurrent calls saw it).
+    fn fail_over(&self, failed_index: usize, error: &RpcError) {
+        if self.endpoints.len() < 2 {
+            return;
+        }
+        let next = (failed_index + 1) % self.endpoints.len();
+        if self.current.compare_exchange(failed_index, next, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            tracing::warn!(from = %self.endpoints[failed_index].1, to = %self.endpoints[next].1, error = %error,
+                "JSON-RPC endpoint failing; switching to the next one");
+        }
     }
 
     /// Sends one JSON-RPC request and decodes its `result`, retrying
@@ -206,8 +242,12 @@ impl RpcClient {
         let mut delay = Duration::from_millis(200);
         let mut attempt = 1;
         loop {
+            let index = self.current.load(Ordering::Relaxed) % self.endpoints.len();
             match self.call_limited(method, params.clone()).await {
                 Err(error) if error.is_retryable() && attempt < MAX_CALL_ATTEMPTS => {
+                    if matches!(error, RpcError::Transport { .. } | RpcError::Http { .. }) {
+                        self.fail_over(index, &error);
+                    }
                     let wait = error.retry_after().unwrap_or(delay).min(MAX_RETRY_DELAY);
                     tracing::debug!(method, attempt, delay_ms = wait.as_millis() as u64, error = %error, "retrying a JSON-RPC call");
                     tokio::time::sleep(wait).await;
@@ -243,13 +283,14 @@ impl RpcClient {
     async fn call_once<T: DeserializeOwned>(&self, method: &'static str, params: Value) -> Result<T, RpcError> {
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let transport = |source| RpcError::Transport { method, endpoint: self.endpoint_label.clone(), source };
-        let response = self.http.post(self.url.clone()).json(&body).send().await.map_err(transport)?;
+        let (url, label) = self.endpoint();
+        let transport = |source| RpcError::Transport { method, endpoint: label.clone(), source };
+        let response = self.http.post(url.clone()).json(&body).send().await.map_err(transport)?;
         let status = response.status();
         if !status.is_success() {
             return Err(RpcError::Http {
                 method,
-                endpoint: self.endpoint_label.clone(),
+                endpoint: label.clone(),
                 status: status.as_u16(),
                 retry_after: parse_retry_after(response.headers()),
             });
