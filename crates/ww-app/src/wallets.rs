@@ -1,4 +1,4 @@
-//! Track, untrack and list wallets, and render the seed's list format.
+//! Track, untrack and list wallets, and render the `/list` format.
 //!
 //! Shared by every front end (CLI now; API, Discord and Telegram later) so a
 //! wallet tracked anywhere looks the same everywhere.
@@ -60,7 +60,7 @@ fn validate_user(user: &str) -> Result<String, AppError> {
     Ok(user.to_string())
 }
 
-/// The message confirming a track (seed 000).
+/// The message confirming a track.
 pub fn tracking_message(address: &WalletAddress) -> String {
     format!("🟢 Tracking wallet: {address}.")
 }
@@ -70,7 +70,7 @@ pub fn untracking_message(address: &WalletAddress) -> String {
     format!("🔴 Stopped tracking wallet: {address}.")
 }
 
-/// Renders the seed's `/list` format, one detail line under each wallet.
+/// Renders the `/list` format, one detail line under each wallet.
 ///
 /// ```text
 /// Active Wallet Subscriptions:
@@ -109,7 +109,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn list_follows_the_seed_format() {
+    fn list_follows_the_documented_format() {
         let address = WalletAddress::parse("5FHwkrdxntdK24hgQU8qgBjn35Y1zwhz1GZwCkP2UJnM").expect("valid");
         let record = WalletRecord {
             address: address.clone(),

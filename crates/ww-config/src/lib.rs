@@ -477,7 +477,7 @@ mod tests {
     }
 
     #[test]
-    fn seed_environment_names_override_the_file() {
+    fn documented_environment_names_override_the_file() {
         let env: HashMap<String, String> = [
             ("SOLANA_RPC_URL", "http://127.0.0.1:8899"),
             ("SOLANA_WS_URL", "ws://127.0.0.1:8900"),

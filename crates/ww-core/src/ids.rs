@@ -141,7 +141,7 @@ fn is_base58_char(character: char) -> bool {
 }
 
 /// Shortens a long identifier to `first4...last4`, the form used in alerts and
-/// `walletwatch list` (`5F...vFpX` in the seed uses two; four is unambiguous).
+/// `walletwatch list` (four characters each side: two, as in `5F...vFpX`, collide too often).
 fn shorten(text: &str) -> String {
     if text.len() <= 11 {
         return text.to_string();

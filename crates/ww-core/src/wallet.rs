@@ -1,4 +1,4 @@
-//! Tracked wallets: the record every store keeps per address (the seed's
+//! Tracked wallets: the record every store keeps per address (the
 //! `Wallets` fields) and its subscription status.
 
 use std::collections::BTreeSet;
