@@ -30,7 +30,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use ww_config::Config;
 use ww_core::store::{NewEvent, RecordOutcome, Store};
-use ww_core::time::UnixMillis;
 use ww_core::wallet::SubscriptionStatus;
 use ww_core::{ActivityEvent, Chain, Origin, Signature, WalletAddress};
 use ww_solana::decode::{Provenance, decode_transaction};
@@ -203,7 +202,8 @@ struct Pipeline {
     polling: HashSet<WalletAddress>,
     /// Wallets polled at least once since their connection went down.
     polled_while_down: HashSet<WalletAddress>,
-    balances_config: ww_config::BalancesConfig,
+    /// Unchanged balances are still recorded this often.
+    balance_snapshot_interval: Duration,
     schedule: Schedule,
     is_balance_round_running: bool,
     /// Wallets with events stored since their last balance observation.
@@ -215,10 +215,6 @@ struct Pipeline {
     stats: ww_core::store::RuntimeStats,
     health: crate::health::Health,
     broker: crate::broker::Broker,
-}
-
-fn now_millis() -> UnixMillis {
-    crate::daemon::now()
 }
 
 /// Runs the live pipeline until `shutdown` is cancelled.
@@ -284,7 +280,7 @@ pub async fn run(
         history_ready: HashSet::new(),
         polling: HashSet::new(),
         polled_while_down: HashSet::new(),
-        balances_config: config.balances.clone(),
+        balance_snapshot_interval: config.balances.snapshot_interval,
         schedule: Schedule::new(config.balances.clone()),
         is_balance_round_running: false,
         events_since_observation: HashSet::new(),
@@ -292,7 +288,7 @@ pub async fn run(
         poll_rounds: 0,
         stats: ww_core::store::RuntimeStats {
             server_id: config.server_id.clone(),
-            started_at: now_millis(),
+            started_at: crate::daemon::now(),
             ..ww_core::store::RuntimeStats::default()
         },
         health,
@@ -532,7 +528,7 @@ impl Pipeline {
         let rpc = self.rpc.clone();
         let store = Arc::clone(&self.store);
         let commitment = self.commitment;
-        let snapshot_every = self.balances_config.snapshot_interval;
+        let snapshot_every = self.balance_snapshot_interval;
         let permits = Arc::clone(&self.permits);
         self.tasks.spawn(async move {
             let report = crate::balances::refresh(&rpc, store, accounts, commitment, snapshot_every, permits).await;
@@ -541,7 +537,7 @@ impl Pipeline {
     }
 
     fn save_stats(&mut self) {
-        self.stats.saved_at = now_millis();
+        self.stats.saved_at = crate::daemon::now();
         self.stats.rpc_calls = self.rpc.call_counts().into_iter().map(|(method, count)| (method.to_string(), count)).collect();
         self.stats.wallets_by_tier =
             self.schedule.tier_counts().iter().map(|(tier, count)| (tier.as_str().to_string(), *count as u64)).collect();
@@ -560,8 +556,8 @@ impl Pipeline {
 
     async fn handle_balance_round(&mut self, wallets: Vec<WalletAddress>, report: RoundReport) {
         self.is_balance_round_running = false;
-        self.stats.last_balance_refresh = Some(now_millis());
-        let finished_at = now_millis();
+        let finished_at = crate::daemon::now();
+        self.stats.last_balance_refresh = Some(finished_at);
         self.health.update(|state| state.last_balance_round = Some(finished_at));
         self.stats.last_balance_round = Some((report.accounts as u64, report.calls as u64));
         info!(wallets = wallets.len(), accounts = report.accounts, calls = report.calls, changes = report.changes.len(), "balance round");
@@ -762,7 +758,7 @@ impl Pipeline {
     }
 
     async fn record(&mut self, mut events: Vec<ActivityEvent>) {
-        let emitted_at = now_millis();
+        let emitted_at = crate::daemon::now();
         for event in &mut events {
             event.emitted_at = emitted_at;
         }
@@ -866,24 +862,11 @@ impl Pipeline {
         let wallets_active =
             self.persisted_status.values().filter(|status| **status == SubscriptionStatus::Active).count();
         let (connections_total, wallets_total) = (self.connection_states.len(), self.tracked.len());
-        for state in [
-            ConnectionState::Disconnected,
-            ConnectionState::Connecting,
-            ConnectionState::Connected,
-            ConnectionState::Reconnecting,
-            ConnectionState::Failed,
-        ] {
+        for state in ConnectionState::ALL {
             let count = self.connection_states.values().filter(|(candidate, _)| *candidate == state).count();
             metrics::gauge!(metric_names::PUBSUB_CONNECTIONS, "state" => state.as_str()).set(count as f64);
         }
-        for status in [
-            SubscriptionStatus::Pending,
-            SubscriptionStatus::Active,
-            SubscriptionStatus::Reconnecting,
-            SubscriptionStatus::Disconnected,
-            SubscriptionStatus::Failed,
-            SubscriptionStatus::Polling,
-        ] {
+        for status in SubscriptionStatus::ALL {
             let count = self.persisted_status.values().filter(|candidate| **candidate == status).count();
             metrics::gauge!(metric_names::WALLETS_BY_STATUS, "status" => status.as_str()).set(count as f64);
         }

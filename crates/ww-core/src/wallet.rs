@@ -29,6 +29,16 @@ pub enum SubscriptionStatus {
 }
 
 impl SubscriptionStatus {
+    /// Every status, in display order.
+    pub const ALL: [SubscriptionStatus; 6] = [
+        SubscriptionStatus::Pending,
+        SubscriptionStatus::Active,
+        SubscriptionStatus::Reconnecting,
+        SubscriptionStatus::Disconnected,
+        SubscriptionStatus::Failed,
+        SubscriptionStatus::Polling,
+    ];
+
     /// Returns the display name (`Active`, `Disconnected`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -52,16 +62,9 @@ impl FromStr for SubscriptionStatus {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        [
-            SubscriptionStatus::Pending,
-            SubscriptionStatus::Active,
-            SubscriptionStatus::Reconnecting,
-            SubscriptionStatus::Disconnected,
-            SubscriptionStatus::Failed,
-            SubscriptionStatus::Polling,
-        ]
-        .into_iter()
-        .find(|status| status.as_str().eq_ignore_ascii_case(text))
+        SubscriptionStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str().eq_ignore_ascii_case(text))
         .ok_or_else(|| format!("unknown subscription status {text:?}"))
     }
 }

@@ -274,8 +274,8 @@ async fn wallet_users(state: &ApiState) -> HashMap<WalletAddress, BTreeSet<Strin
     records.into_iter().map(|record| (record.address, record.tracking_users)).collect()
 }
 
-async fn send_json(socket: &mut WebSocket, value: &Value) -> bool {
-    socket.send(Message::Text(value.to_string().into())).await.is_ok()
+async fn send_json(socket: &mut WebSocket, value: &Value, timeout: Duration) -> bool {
+    send_text(socket, value.to_string(), timeout).await
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
@@ -292,6 +292,9 @@ async fn run_client(mut socket: WebSocket, state: ApiState, query: ConnectQuery,
     let Some(id) = state.ws.register(query.user_id.clone().or_else(|| token.as_ref().map(|token| token.user.clone()))) else {
         return;
     };
+    // A client that does not take a message within a heartbeat interval has
+    // stopped reading.
+    let send_timeout = state.ws_config.heartbeat_interval;
     // Subscribe to the broker before replaying, so nothing falls in between.
     let mut live = state.broker.subscribe();
     let mut topics: BTreeSet<Topic> = BTreeSet::new();
@@ -301,14 +304,13 @@ async fn run_client(mut socket: WebSocket, state: ApiState, query: ConnectQuery,
                 topics.insert(topic);
             }
             Err(message) => {
-                let _ = send_json(&mut socket, &json!({"type": "Notification", "data": {"level": "error", "message": message}})).await;
+                let _ = send_json(&mut socket, &json!({"type": "Notification", "data": {"level": "error", "message": message}}), send_timeout).await;
             }
         }
     }
     state.ws.update_subscriptions(id, topics.len());
     let mut users = wallet_users(&state).await;
     let mut last_sent = EventSeq(query.after.unwrap_or(0));
-    let send_timeout = state.ws_config.heartbeat_interval;
     if let Some(after) = query.after {
         let replay: Vec<Arc<Published>> = match state.broker.replay_after(EventSeq(after)) {
             Some(events) => events,
@@ -388,7 +390,7 @@ async fn run_client(mut socket: WebSocket, state: ApiState, query: ConnectQuery,
                 last_seen = tokio::time::Instant::now();
                 let Message::Text(text) = message else { continue };
                 let Ok(request) = serde_json::from_str::<Value>(text.as_str()) else {
-                    let _ = send_json(&mut socket, &json!({"type": "Notification", "data": {"level": "error", "message": "messages are JSON: {\"type\":\"subscribe\",\"data\":{\"topic\":\"...\"}}"}})).await;
+                    let _ = send_json(&mut socket, &json!({"type": "Notification", "data": {"level": "error", "message": "messages are JSON: {\"type\":\"subscribe\",\"data\":{\"topic\":\"...\"}}"}}), send_timeout).await;
                     continue;
                 };
                 let topic_text = request["data"]["topic"].as_str().unwrap_or_default().to_string();
@@ -408,7 +410,7 @@ async fn run_client(mut socket: WebSocket, state: ApiState, query: ConnectQuery,
                     _ => json!({"type": "Notification", "data": {"level": "error", "message": "type must be subscribe or unsubscribe"}}),
                 };
                 state.ws.update_subscriptions(id, topics.len());
-                if !send_json(&mut socket, &reply).await {
+                if !send_json(&mut socket, &reply, send_timeout).await {
                     break;
                 }
             }
@@ -422,7 +424,7 @@ async fn run_client(mut socket: WebSocket, state: ApiState, query: ConnectQuery,
                     break;
                 }
                 if topics.contains(&Topic::Status) {
-                    let _ = send_json(&mut socket, &json!({"type": "Notification", "data": {"level": "info", "message": "heartbeat", "server_id": &*state.server_id}})).await;
+                    let _ = send_json(&mut socket, &json!({"type": "Notification", "data": {"level": "info", "message": "heartbeat", "server_id": &*state.server_id}}), send_timeout).await;
                 }
             }
         }

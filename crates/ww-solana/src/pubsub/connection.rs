@@ -50,6 +50,15 @@ pub enum ConnectionState {
 }
 
 impl ConnectionState {
+    /// Every state.
+    pub const ALL: [ConnectionState; 5] = [
+        ConnectionState::Disconnected,
+        ConnectionState::Connecting,
+        ConnectionState::Connected,
+        ConnectionState::Reconnecting,
+        ConnectionState::Failed,
+    ];
+
     /// Returns the metric label.
     pub fn as_str(self) -> &'static str {
         match self {
