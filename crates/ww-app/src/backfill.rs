@@ -137,7 +137,7 @@ pub async fn run(
             let entries = catch_up.list(address, &range, progress).await?;
             catch_up.process(address, &entries, &tracked, Origin::Backfill, None, progress).await?
         } else {
-            let since_time = Some(record.added_at.0 / 1000);
+            let since_time = Some(crate::catchup::history_start(record.added_at));
             catch_up.catch_up(address, &tracked, since_time, Origin::Backfill, progress).await?
         };
         summary.report.transactions += report.transactions;

@@ -32,6 +32,17 @@ use crate::error::AppError;
 /// Transactions fetched and stored per checkpoint.
 pub const CHUNK: usize = 100;
 
+/// History before the tracking instant that is still read for a wallet with
+/// no cursor: block times come from the cluster's clock, not ours, and a
+/// transaction sent right after `track` can carry an earlier block time.
+pub const TRACKING_CLOCK_SLACK_SECS: i64 = 60;
+
+/// Returns where a new wallet's history starts (Unix seconds): when it was
+/// tracked, less [`TRACKING_CLOCK_SLACK_SECS`].
+pub fn history_start(added_at: ww_core::time::UnixMillis) -> i64 {
+    added_at.0 / 1000 - TRACKING_CLOCK_SLACK_SECS
+}
+
 /// Metric names emitted here.
 pub mod metric_names {
     /// Counter: events stored by catch-up and gap fill (not by the live path). Labels: `origin`.

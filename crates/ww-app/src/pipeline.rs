@@ -333,7 +333,7 @@ impl Pipeline {
         let records = tokio::task::spawn_blocking(move || store.wallets()).await??;
         let mut desired: HashSet<WalletAddress> = HashSet::new();
         for record in records.into_iter().filter(|record| record.chain == Chain::Solana) {
-            self.tracked_since.insert(record.address.clone(), record.added_at.0 / 1000);
+            self.tracked_since.insert(record.address.clone(), crate::catchup::history_start(record.added_at));
             desired.insert(record.address);
         }
         let added: Vec<WalletAddress> = desired.difference(&self.tracked).cloned().collect();
