@@ -51,6 +51,9 @@ pub(crate) enum Command {
         /// The user tracking it.
         #[arg(long, default_value = ww_core::wallet::DEFAULT_USER)]
         user: String,
+        /// Alert filter for this user and wallet.
+        #[command(flatten)]
+        filter: FilterArgs,
     },
     /// Stop tracking a wallet (for one user; the wallet goes with its last user).
     Untrack {
@@ -117,6 +120,12 @@ pub(crate) enum Command {
     /// Manage API bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Inspect and replay alert deliveries (the outbox and its dead letters).
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+    /// Discord bot set-up.
+    #[command(subcommand)]
+    Discord(DiscordCommand),
     /// Print the effective configuration (secrets redacted), or every error in it.
     CheckConfig,
 }
@@ -132,4 +141,79 @@ pub(crate) enum TokenCommand {
         #[arg(long)]
         admin: bool,
     },
+}
+
+/// `track`'s alert filter flags; without any, the filter is left as it is
+/// (the default for a new tracking: every successful transaction alerts).
+#[derive(Debug, clap::Args)]
+pub(crate) struct FilterArgs {
+    /// Only alert on movements this way: in, out or any.
+    #[arg(long, value_name = "in|out|any")]
+    pub(crate) direction: Option<ww_core::alert::Direction>,
+    /// Smallest SOL movement that alerts.
+    #[arg(long, value_name = "SOL")]
+    pub(crate) min_sol: Option<f64>,
+    /// Smallest token movement that alerts (whole tokens).
+    #[arg(long, value_name = "AMOUNT")]
+    pub(crate) min_token_amount: Option<f64>,
+    /// Smallest USD value that alerts (when a price is known).
+    #[arg(long, value_name = "USD")]
+    pub(crate) min_usd: Option<f64>,
+    /// Only these mints alert (repeat; the wrapped-SOL mint stands for SOL).
+    #[arg(long = "allow-mint", value_name = "MINT")]
+    pub(crate) mints_allow: Vec<String>,
+    /// These mints never alert (repeat).
+    #[arg(long = "deny-mint", value_name = "MINT")]
+    pub(crate) mints_deny: Vec<String>,
+    /// Alert on failed transactions too.
+    #[arg(long)]
+    pub(crate) include_failed: bool,
+    /// Record events but send no alerts.
+    #[arg(long)]
+    pub(crate) muted: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum OutboxCommand {
+    /// List pending deliveries and dead letters.
+    List {
+        /// Only the dead letters.
+        #[arg(long)]
+        dead: bool,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Most jobs shown per list.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Move dead letters back to the outbox (due now, attempts reset).
+    Retry {
+        /// Job ids; with none, use --all or --destination.
+        ids: Vec<u64>,
+        /// Every dead letter.
+        #[arg(long, conflicts_with_all = ["ids", "destination"])]
+        all: bool,
+        /// Every dead letter of this destination (e.g. webhook:trading).
+        #[arg(long, conflicts_with = "ids")]
+        destination: Option<String>,
+    },
+    /// Delete jobs from the outbox or the dead letters for good.
+    Drop {
+        /// Job ids; with none, use --all or --destination.
+        ids: Vec<u64>,
+        /// Every job, pending or dead.
+        #[arg(long, conflicts_with_all = ["ids", "destination"])]
+        all: bool,
+        /// Every job of this destination.
+        #[arg(long, conflicts_with = "ids")]
+        destination: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DiscordCommand {
+    /// Register the /track, /untrack and /list slash commands with Discord
+    /// (in discord.guild_id when set, else globally).
+    RegisterCommands,
 }

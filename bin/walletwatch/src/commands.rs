@@ -22,7 +22,7 @@ use ww_core::wallet::{TrackOutcome, UntrackOutcome};
 use ww_core::WalletAddress;
 use ww_store::RedbStore;
 
-use crate::cli::{Cli, Command, TokenCommand};
+use crate::cli::{Cli, Command, DiscordCommand, FilterArgs, OutboxCommand, TokenCommand};
 
 /// How often `events --follow` looks for new events.
 const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -113,9 +113,11 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
     crate::telemetry::init(&config.log_level, config.log_format).map_err(Failure::Usage)?;
     match cli.command {
         Command::Run { .. } => run(config).await,
-        Command::Track { address, label, user } => {
+        Command::Track { address, label, user, filter } => {
             let store = open_store(&config)?;
-            let (address, outcome) = wallets::track(store.as_ref(), &address, label.as_deref(), &user, daemon::now())?;
+            let options = wallets::TrackOptions { filter: filter_from_args(filter)?, destination: None };
+            let (address, outcome) =
+                wallets::track_with(store.as_ref(), &address, label.as_deref(), &user, options, daemon::now())?;
             println!("{}", wallets::tracking_message(&address));
             if outcome == TrackOutcome::AlreadyTracked {
                 eprintln!("note: {address} was already tracked by {user:?}");
@@ -146,6 +148,8 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
         Command::Balances { address, json } => print_balances(&config, address.as_deref(), json),
         Command::Stats { json } => print_stats(&config, json),
         Command::Token(TokenCommand::Create { user, admin }) => create_token(&config, &user, admin),
+        Command::Outbox(command) => outbox(&config, command),
+        Command::Discord(DiscordCommand::RegisterCommands) => register_commands(&config).await,
         Command::CheckConfig => Ok(()),
     }
 }
@@ -169,11 +173,23 @@ async fn run(config: Config) -> CommandResult {
         max_connections: config.server.websocket_max_connections.get(),
         heartbeat_interval: config.server.websocket_heartbeat_interval,
     };
-    let api_state = ww_server::ApiState::new(Arc::clone(&store) as Arc<dyn Store>, health.clone()).with_fanout(
-        broker.clone(),
-        ws_config,
-        &config.server_id,
-    );
+    let chat = ww_server::chat::ChatConfig {
+        discord_public_key: match &config.discord.public_key {
+            Some(bytes) => Some(ww_sinks::discord::public_key(bytes).ok_or_else(|| {
+                Failure::Usage(anyhow!("discord.public_key is not a valid Ed25519 public key"))
+            })?),
+            None => None,
+        },
+        telegram_webhook_secret: match config.telegram.mode {
+            ww_config::alerts::TelegramMode::Webhook => {
+                config.telegram.webhook_secret.as_ref().map(|secret| Arc::from(secret.expose().as_str()))
+            }
+            ww_config::alerts::TelegramMode::Polling => None,
+        },
+    };
+    let api_state = ww_server::ApiState::new(Arc::clone(&store) as Arc<dyn Store>, health.clone())
+        .with_fanout(broker.clone(), ws_config, &config.server_id)
+        .with_chat(chat);
     let api = tokio::spawn(ww_server::serve(listener, api_state, api_shutdown.clone()));
     let outcome = daemon::run(config, store, health, broker, shutdown).await;
     api_shutdown.cancel();
@@ -342,4 +358,111 @@ async fn print_events(config: &Config, wallet: Option<String>, limit: usize, jso
             () = tokio::time::sleep(FOLLOW_POLL_INTERVAL) => {}
         }
     }
+}
+
+fn filter_from_args(args: FilterArgs) -> Result<Option<ww_core::alert::AlertFilter>, Failure> {
+    let parse_mints = |texts: Vec<String>| -> Result<Vec<WalletAddress>, Failure> {
+        texts.iter().map(|text| WalletAddress::parse(text).map_err(|error| Failure::Usage(error.into()))).collect()
+    };
+    let is_set = args.direction.is_some()
+        || args.min_sol.is_some()
+        || args.min_token_amount.is_some()
+        || args.min_usd.is_some()
+        || !args.mints_allow.is_empty()
+        || !args.mints_deny.is_empty()
+        || args.include_failed
+        || args.muted;
+    if !is_set {
+        return Ok(None);
+    }
+    Ok(Some(ww_core::alert::AlertFilter {
+        direction: args.direction.unwrap_or_default(),
+        min_sol: args.min_sol,
+        min_token_amount: args.min_token_amount,
+        min_usd: args.min_usd,
+        mints_allow: parse_mints(args.mints_allow)?,
+        mints_deny: parse_mints(args.mints_deny)?,
+        include_failed: args.include_failed,
+        muted: args.muted,
+    }))
+}
+
+fn job_selection(ids: Vec<u64>, all: bool, destination: Option<String>) -> Result<ww_core::store::JobSelection, Failure> {
+    use ww_core::store::JobSelection;
+    match (ids.is_empty(), all, destination) {
+        (false, _, _) => Ok(JobSelection::Ids(ids)),
+        (true, true, _) => Ok(JobSelection::All),
+        (true, false, Some(destination)) => {
+            Ok(JobSelection::Destination(destination.parse().map_err(|error: String| Failure::Usage(anyhow!(error)))?))
+        }
+        (true, false, None) => Err(Failure::Usage(anyhow!("name job ids, or use --all or --destination"))),
+    }
+}
+
+fn outbox(config: &Config, command: OutboxCommand) -> CommandResult {
+    let store = open_store(config)?;
+    match command {
+        OutboxCommand::List { dead, json, limit } => {
+            let pending = if dead { Vec::new() } else { store.outbox_jobs(limit)? };
+            let letters = store.dead_letters(limit)?;
+            if json {
+                let document = serde_json::json!({"outbox": pending, "dead_letters": letters});
+                println!("{}", serde_json::to_string_pretty(&document).map_err(|error| Failure::Runtime(error.into()))?);
+                return Ok(());
+            }
+            let now = daemon::now();
+            if !dead {
+                println!("outbox: {} pending", store.outbox_depth()?);
+                for job in &pending {
+                    let due = (job.next_attempt_at.0 - now.0).max(0) / 1000;
+                    println!(
+                        "  #{} {} {} {} attempts {} due in {due}s{}",
+                        job.id,
+                        job.destination,
+                        job.wallet.short(),
+                        job.signature.short(),
+                        job.attempts,
+                        job.last_error.as_deref().map(|error| format!(" last error: {error}")).unwrap_or_default()
+                    );
+                }
+            }
+            println!("dead letters: {}", store.dead_letter_count()?);
+            for letter in &letters {
+                let job = &letter.job;
+                println!(
+                    "  #{} {} {} {} after {} attempts: {}",
+                    job.id,
+                    job.destination,
+                    job.wallet.short(),
+                    job.signature.short(),
+                    job.attempts,
+                    job.last_error.as_deref().unwrap_or("-")
+                );
+            }
+            Ok(())
+        }
+        OutboxCommand::Retry { ids, all, destination } => {
+            let selection = job_selection(ids, all, destination)?;
+            let moved = store.retry_dead_letters(&selection, daemon::now())?;
+            println!("{moved} dead letter(s) moved back to the outbox; a running `walletwatch run` delivers them now");
+            Ok(())
+        }
+        OutboxCommand::Drop { ids, all, destination } => {
+            let selection = job_selection(ids, all, destination)?;
+            let dropped = store.drop_jobs(&selection)?;
+            println!("{dropped} job(s) dropped");
+            Ok(())
+        }
+    }
+}
+
+async fn register_commands(config: &Config) -> CommandResult {
+    let sinks = ww_sinks::Sinks::from_config(config).map_err(|error| Failure::Runtime(error.into()))?;
+    let names = sinks.discord().register_commands().await.map_err(|error| match error {
+        ww_sinks::SinkError::Permanent { .. } => Failure::Usage(anyhow!("registering commands failed: {error}")),
+        ww_sinks::SinkError::Retryable { .. } => Failure::Runtime(anyhow!("registering commands failed: {error}; try again")),
+    })?;
+    let scope = config.discord.guild_id.as_deref().map_or("globally".to_string(), |guild| format!("in guild {guild}"));
+    println!("registered /{} {scope}", names.join(", /"));
+    Ok(())
 }

@@ -40,7 +40,7 @@ fn stderr(output: &Output) -> String {
 
 fn sample_event(wallet: &WalletAddress, signature_byte: u8) -> NewEvent {
     let signature = Signature::parse(&bs58::encode([signature_byte; 64]).into_string()).expect("valid");
-    NewEvent { event: ww_test_utils::sample_event(wallet, signature, u64::from(signature_byte)), destinations: vec![] }
+    NewEvent { event: ww_test_utils::sample_event(wallet, signature, u64::from(signature_byte)), routes: vec![] }
 }
 
 #[test]

@@ -114,6 +114,7 @@ pub async fn run(
         permits: Arc::new(Semaphore::new(BACKFILL_CONCURRENCY)),
         fetch_concurrency: BACKFILL_CONCURRENCY,
         broker: None,
+        alerting: None,
     };
     let mut addresses = vec![wallet.clone()];
     for program in [ww_solana::pubsub::protocol::TOKEN_PROGRAM, ww_solana::pubsub::protocol::TOKEN_2022_PROGRAM] {

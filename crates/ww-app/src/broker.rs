@@ -120,6 +120,7 @@ mod tests {
             received_at: ww_core::time::UnixMillis(0),
             resolved_at: None,
             emitted_at: ww_core::time::UnixMillis(0),
+            counterparty: None,
         };
         StoredEvent { seq: EventSeq(seq), event }
     }

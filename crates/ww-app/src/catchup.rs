@@ -149,6 +149,8 @@ pub struct CatchUp {
     pub fetch_concurrency: usize,
     /// Where stored events are published (the daemon's WebSocket fan-out).
     pub broker: Option<crate::broker::Broker>,
+    /// Alert routing; `None` records history without alerts (`walletwatch backfill`).
+    pub alerting: Option<crate::routing::Alerting>,
 }
 
 impl std::fmt::Debug for CatchUp {
@@ -292,9 +294,10 @@ impl CatchUp {
             event.emitted_at = emitted_at;
         }
         let expires_at = emitted_at.plus_millis(i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX));
-        let batch: Vec<NewEvent> = events.iter().cloned().map(|event| NewEvent { event, destinations: Vec::new() }).collect();
+        let batch: Vec<NewEvent> = crate::routing::Alerting::new_events(self.alerting.as_ref(), &events).await;
         let store = Arc::clone(&self.store);
         let outcomes = tokio::task::spawn_blocking(move || store.record_events(&batch, expires_at)).await??;
+        crate::routing::Alerting::notify(self.alerting.as_ref());
         let mut report = CatchUpReport { transactions: chunk.len(), ..CatchUpReport::default() };
         for (event, outcome) in events.iter().zip(outcomes) {
             match outcome {

@@ -7,7 +7,10 @@
 //!   exponential backoff while it is down;
 //! - `seen-pruner`: drops deduplication keys older than `retention_hours`;
 //! - `pipeline`: the live Solana pipeline (PubSub pool, resolution,
-//!   decoding, storing), see [`crate::pipeline`].
+//!   decoding, routing, storing), see [`crate::pipeline`];
+//! - `delivery`: the outbox's delivery workers, see [`crate::delivery`];
+//! - `telegram-bot`: getUpdates polling for chat commands (polling mode with
+//!   a bot token only), see [`crate::telegram_bot`].
 //!
 //! Shutdown: the token is cancelled, every task returns, and the whole
 //! sequence is bounded by `shutdown_timeout_secs`; tasks still running then
@@ -70,13 +73,33 @@ pub async fn run(
         tracker.spawn(probe_endpoint(client, config.solana.commitment, health.clone(), shutdown.child_token()));
     }
     tracker.spawn(prune_seen_keys(Arc::clone(&store), shutdown.child_token()));
+    let sinks = ww_sinks::Sinks::from_config(&config).map_err(|error| AppError::Rejected(error.to_string()))?;
+    let prices = ww_sinks::PriceCache::new(&config.prices);
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let alerting = crate::routing::Alerting {
+        router: crate::routing::Router::new(Arc::clone(&store), config.users.clone(), prices.clone()),
+        wake: Arc::clone(&wake),
+    };
+    {
+        let workers = crate::delivery::DeliveryWorkers::new(
+            Arc::clone(&store),
+            sinks.clone(),
+            prices,
+            Arc::new(config.clone()),
+            wake,
+        );
+        tracker.spawn(workers.run(shutdown.child_token()));
+    }
+    if sinks.telegram().is_configured() && config.telegram.mode == ww_config::alerts::TelegramMode::Polling {
+        tracker.spawn(crate::telegram_bot::run_polling(Arc::clone(&store), sinks.telegram().clone(), shutdown.child_token()));
+    }
     {
         let config = config.clone();
         let store = Arc::clone(&store);
         let shutdown = shutdown.child_token();
         let health = health.clone();
         tracker.spawn(async move {
-            if let Err(error) = crate::pipeline::run(&config, store, health, broker, shutdown).await {
+            if let Err(error) = crate::pipeline::run(&config, store, health, broker, Some(alerting), shutdown).await {
                 error!(error = %error, "the live pipeline stopped");
             }
         });

@@ -75,6 +75,8 @@ pub mod metric_names {
     pub const WALLETS_BY_STATUS: &str = "ww_wallets_by_status";
     /// Gauge: delivery jobs waiting in the outbox.
     pub const OUTBOX_DEPTH: &str = "ww_outbox_depth";
+    /// Gauge: delivery jobs in the dead letters.
+    pub const DEAD_LETTERS: &str = "ww_dead_letters";
 }
 
 enum TaskOutput {
@@ -215,6 +217,7 @@ struct Pipeline {
     stats: ww_core::store::RuntimeStats,
     health: crate::health::Health,
     broker: crate::broker::Broker,
+    alerting: Option<crate::routing::Alerting>,
 }
 
 /// Runs the live pipeline until `shutdown` is cancelled.
@@ -223,6 +226,7 @@ pub async fn run(
     store: Arc<dyn Store>,
     health: crate::health::Health,
     broker: crate::broker::Broker,
+    alerting: Option<crate::routing::Alerting>,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     let solana = &config.solana;
@@ -249,6 +253,7 @@ pub async fn run(
         permits: Arc::clone(&permits),
         fetch_concurrency: FETCH_CONCURRENCY,
         broker: Some(broker.clone()),
+        alerting: alerting.clone(),
     };
     let mut pipeline = Pipeline {
         store,
@@ -293,6 +298,7 @@ pub async fn run(
         },
         health,
         broker,
+        alerting,
     };
     let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
     stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -551,6 +557,9 @@ impl Pipeline {
             if let Ok(depth) = store.outbox_depth() {
                 metrics::gauge!(metric_names::OUTBOX_DEPTH).set(depth as f64);
             }
+            if let Ok(dead) = store.dead_letter_count() {
+                metrics::gauge!(metric_names::DEAD_LETTERS).set(dead as f64);
+            }
         });
     }
 
@@ -763,10 +772,13 @@ impl Pipeline {
             event.emitted_at = emitted_at;
         }
         let expires_at = emitted_at.plus_millis(i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX));
-        let batch: Vec<NewEvent> = events.iter().cloned().map(|event| NewEvent { event, destinations: Vec::new() }).collect();
+        let batch: Vec<NewEvent> = crate::routing::Alerting::new_events(self.alerting.as_ref(), &events).await;
         let store = Arc::clone(&self.store);
         let outcomes = match tokio::task::spawn_blocking(move || store.record_events(&batch, expires_at)).await {
-            Ok(Ok(outcomes)) => outcomes,
+            Ok(Ok(outcomes)) => {
+                crate::routing::Alerting::notify(self.alerting.as_ref());
+                outcomes
+            }
             Ok(Err(error)) => {
                 error!(error = %error, "storing events failed; they will be recovered by gap fill");
                 for event in &events {

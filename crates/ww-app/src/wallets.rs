@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use ww_core::alert::{AlertFilter, DestinationId, Subscription};
 use ww_core::store::{Store, TrackRequest};
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{TrackOutcome, UntrackOutcome, WalletRecord};
@@ -15,6 +16,15 @@ use crate::error::AppError;
 /// Longest label accepted (labels appear in chat messages and embeds).
 pub const MAX_LABEL_CHARS: usize = 64;
 
+/// What a track request may set besides the label.
+#[derive(Debug, Clone, Default)]
+pub struct TrackOptions {
+    /// The user's alert filter (`None` keeps the current one).
+    pub filter: Option<AlertFilter>,
+    /// A destination to send this wallet's alerts to (the chat where `/track` ran).
+    pub destination: Option<DestinationId>,
+}
+
 /// Starts tracking `address` for `user`.
 pub fn track(
     store: &dyn Store,
@@ -23,7 +33,22 @@ pub fn track(
     user: &str,
     now: UnixMillis,
 ) -> Result<(WalletAddress, TrackOutcome), AppError> {
-    let address = WalletAddress::parse(address)?;
+    track_with(store, address, label, user, TrackOptions::default(), now)
+}
+
+/// Starts tracking `address` for `user` with a filter and destination.
+pub fn track_with(
+    store: &dyn Store,
+    address: &str,
+    label: Option<&str>,
+    user: &str,
+    options: TrackOptions,
+    now: UnixMillis,
+) -> Result<(WalletAddress, TrackOutcome), AppError> {
+    let address = WalletAddress::parse(address.trim())?;
+    if let Some(filter) = &options.filter {
+        filter.validate().map_err(AppError::Rejected)?;
+    }
     let label = match label.map(str::trim) {
         Some("") | None => None,
         Some(text) if text.chars().count() > MAX_LABEL_CHARS => {
@@ -35,14 +60,21 @@ pub fn track(
         Some(text) => Some(text.to_string()),
     };
     let user = validate_user(user)?;
-    let request = TrackRequest { chain: Chain::Solana, address: address.clone(), label, user };
+    let request = TrackRequest {
+        chain: Chain::Solana,
+        address: address.clone(),
+        label,
+        user,
+        filter: options.filter,
+        destination: options.destination,
+    };
     let outcome = store.track_wallet(&request, now)?;
     Ok((address, outcome))
 }
 
 /// Stops tracking `address` for `user`.
 pub fn untrack(store: &dyn Store, address: &str, user: &str) -> Result<(WalletAddress, UntrackOutcome), AppError> {
-    let address = WalletAddress::parse(address)?;
+    let address = WalletAddress::parse(address.trim())?;
     let user = validate_user(user)?;
     match store.untrack_wallet(&address, &user)? {
         UntrackOutcome::NotTracked => Err(AppError::NotTracked(format!(
@@ -98,6 +130,38 @@ pub fn render_list(wallets: &[WalletRecord]) -> String {
         }
     }
     text
+}
+
+/// Renders one user's `/list` for chat: their wallets, labels and status.
+///
+/// ```text
+/// Active Wallet Subscriptions:
+/// - Wallet: 5F...vFpX (Active) whale
+/// ```
+pub fn render_user_list(wallets: &[(WalletRecord, Subscription)]) -> String {
+    if wallets.is_empty() {
+        return "No wallets tracked. Track one with /track <address> [label].".to_string();
+    }
+    let mut text = String::from("Active Wallet Subscriptions:\n");
+    for (wallet, subscription) in wallets {
+        let _ = write!(text, "- Wallet: {} ({})", wallet.address.short(), wallet.subscription_status);
+        if let Some(label) = subscription.label.as_ref().or(wallet.label.as_ref()) {
+            let _ = write!(text, " {label}");
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// One user's wallets with their subscriptions, ordered by address.
+pub fn user_wallets(store: &dyn Store, user: &str) -> Result<Vec<(WalletRecord, Subscription)>, AppError> {
+    let mut result = Vec::new();
+    for subscription in store.user_subscriptions(user)? {
+        if let Some(record) = store.wallet(&subscription.wallet)? {
+            result.push((record, subscription));
+        }
+    }
+    Ok(result)
 }
 
 #[cfg(test)]

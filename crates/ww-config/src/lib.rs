@@ -19,6 +19,7 @@
 //! assert_eq!(config.solana.endpoints[0].rpc_url.as_str(), "http://127.0.0.1:8899/");
 //! ```
 
+pub mod alerts;
 pub mod interpolate;
 pub mod raw;
 pub mod secret;
@@ -212,9 +213,21 @@ pub struct Config {
     pub redis_url: Option<RedactedUrl>,
     /// Balance tracking.
     pub balances: BalancesConfig,
+    /// Alert rendering and delivery.
+    pub alerts: alerts::AlertsConfig,
+    /// USD prices.
+    pub prices: alerts::PricesConfig,
+    /// The Discord bot.
+    pub discord: alerts::DiscordConfig,
+    /// The Telegram bot.
+    pub telegram: alerts::TelegramConfig,
+    /// Named webhooks.
+    pub destinations: std::collections::BTreeMap<String, alerts::DestinationConfig>,
+    /// Users' configured destinations.
+    pub users: std::collections::BTreeMap<String, Vec<ww_core::alert::DestinationId>>,
 }
 
-mod duration_secs {
+pub(crate) mod duration_secs {
     use std::time::Duration;
 
     pub(super) fn serialize<S: serde::Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -402,6 +415,8 @@ impl Config {
             errors.push("balances: intervals must grow from high to medium to low activity".to_string());
         }
         let redis_url = raw.redis.url.as_deref().and_then(|text| parse_url("redis.url", text, &["redis", "rediss"], &mut errors));
+        let sections =
+            alerts::validate(raw.alerts, raw.prices, raw.discord, raw.telegram, raw.destinations, raw.users, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -438,6 +453,12 @@ impl Config {
                 low_interval: Duration::from_secs(low_secs),
                 snapshot_interval: Duration::from_secs(snapshot_secs),
             },
+            alerts: sections.alerts,
+            prices: sections.prices,
+            discord: sections.discord,
+            telegram: sections.telegram,
+            destinations: sections.destinations,
+            users: sections.users,
         })
     }
 

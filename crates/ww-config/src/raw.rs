@@ -44,6 +44,24 @@ pub struct RawConfig {
     /// Balance tracking with batched `getMultipleAccounts`.
     #[serde(default)]
     pub balances: RawBalances,
+    /// Alert rendering and delivery.
+    #[serde(default)]
+    pub alerts: crate::alerts::RawAlerts,
+    /// USD prices.
+    #[serde(default)]
+    pub prices: crate::alerts::RawPrices,
+    /// The Discord bot.
+    #[serde(default)]
+    pub discord: crate::alerts::RawDiscord,
+    /// The Telegram bot.
+    #[serde(default)]
+    pub telegram: crate::alerts::RawTelegram,
+    /// Named webhooks (`[destinations.NAME]`).
+    #[serde(default)]
+    pub destinations: std::collections::BTreeMap<String, crate::alerts::RawDestination>,
+    /// Users' destinations (`[users.ID]`).
+    #[serde(default)]
+    pub users: std::collections::BTreeMap<String, crate::alerts::RawUser>,
 }
 
 /// `[balances]`: refresh intervals per activity tier.
@@ -180,6 +198,12 @@ impl Default for RawConfig {
             server: RawServer::default(),
             redis: RawRedis::default(),
             balances: RawBalances::default(),
+            alerts: crate::alerts::RawAlerts::default(),
+            prices: crate::alerts::RawPrices::default(),
+            discord: crate::alerts::RawDiscord::default(),
+            telegram: crate::alerts::RawTelegram::default(),
+            destinations: std::collections::BTreeMap::new(),
+            users: std::collections::BTreeMap::new(),
         }
     }
 }

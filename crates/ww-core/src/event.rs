@@ -109,6 +109,10 @@ pub struct ActivityEvent {
     pub resolved_at: Option<UnixMillis>,
     /// When walletwatch emitted the event to its store and sinks.
     pub emitted_at: UnixMillis,
+    /// The main other party: whoever's balance moved the opposite way the
+    /// most (for a token, the other account's owner), when there is one.
+    #[serde(default)]
+    pub counterparty: Option<WalletAddress>,
 }
 
 impl ActivityEvent {
@@ -169,6 +173,7 @@ mod tests {
             received_at: UnixMillis(1_700_000_000_123),
             resolved_at: Some(UnixMillis(1_700_000_000_127)),
             emitted_at: UnixMillis(1_700_000_000_130),
+            counterparty: Some(WalletAddress::parse("11111111111111111111111111111111").expect("valid")),
         }
     }
 
@@ -198,7 +203,8 @@ mod tests {
             "origin": "live",
             "received_at": 1_700_000_000_123i64,
             "resolved_at": 1_700_000_000_127i64,
-            "emitted_at": 1_700_000_000_130i64
+            "emitted_at": 1_700_000_000_130i64,
+            "counterparty": "11111111111111111111111111111111"
         });
         assert_eq!(json, expected);
         let back: StoredEvent = serde_json::from_value(json).expect("deserialize");

@@ -15,6 +15,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod alert;
 pub mod balance;
 pub mod event;
 pub mod ids;

@@ -13,6 +13,7 @@
 //!   backfill) cannot both move a cursor from the same position;
 //! - an acknowledged write survives a crash (`kill -9`, power loss).
 
+use crate::alert::{AlertFilter, DestinationId, Subscription};
 use crate::balance::{BalanceChange, BalanceRecord};
 use crate::event::{ActivityEvent, StoredEvent};
 use crate::ids::{Chain, EventSeq, Position, Signature, WalletAddress};
@@ -91,15 +92,28 @@ pub struct TrackRequest {
     pub label: Option<String>,
     /// The user tracking it.
     pub user: String,
+    /// The user's alert filter; `None` keeps an existing one (default for a new one).
+    pub filter: Option<AlertFilter>,
+    /// A destination to add to this user's tracking (the chat where `/track` ran).
+    pub destination: Option<DestinationId>,
 }
 
-/// An event to record, with the destinations it must be delivered to.
+/// An event to record, with the deliveries it must get.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     /// The event.
     pub event: ActivityEvent,
-    /// Destination ids; one outbox job is written per destination.
-    pub destinations: Vec<String>,
+    /// One outbox job is written per route (destinations are distinct).
+    pub routes: Vec<Route>,
+}
+
+/// One delivery of an event: where, and for which user (whose label is shown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The destination.
+    pub destination: DestinationId,
+    /// The user whose subscription routed it.
+    pub user: String,
 }
 
 /// What recording one event did.
@@ -122,15 +136,21 @@ pub struct EventQuery {
     pub limit: usize,
 }
 
-/// One pending delivery in the outbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One pending delivery in the outbox (or, with its error, in dead letters).
+///
+/// The idempotency key is (destination, wallet, signature): at most one job
+/// exists per key, and it is sent with the key so receivers can deduplicate.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OutboxJob {
     /// The job's id (unique per store).
     pub id: u64,
     /// The event to deliver.
     pub seq: EventSeq,
-    /// The destination id.
-    pub destination: String,
+    /// The destination.
+    pub destination: DestinationId,
+    /// The user whose subscription routed it.
+    #[serde(default)]
+    pub user: String,
     /// The event's wallet (part of the idempotency key).
     pub wallet: WalletAddress,
     /// The event's signature (part of the idempotency key).
@@ -139,6 +159,43 @@ pub struct OutboxJob {
     pub attempts: u32,
     /// Not to be tried before this instant.
     pub next_attempt_at: UnixMillis,
+    /// When the job was written.
+    #[serde(default)]
+    pub created_at: UnixMillis,
+    /// The last attempt's error, if any.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// A job that ran out of attempts (or failed permanently).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeadLetter {
+    /// The job as it was last tried.
+    pub job: OutboxJob,
+    /// When it was moved here.
+    pub died_at: UnixMillis,
+}
+
+/// Which outbox or dead-letter jobs an operation applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobSelection {
+    /// Every job.
+    All,
+    /// These job ids.
+    Ids(Vec<u64>),
+    /// Every job for this destination.
+    Destination(DestinationId),
+}
+
+impl JobSelection {
+    /// Returns true when `job` is selected.
+    pub fn matches(&self, job: &OutboxJob) -> bool {
+        match self {
+            JobSelection::All => true,
+            JobSelection::Ids(ids) => ids.contains(&job.id),
+            JobSelection::Destination(destination) => &job.destination == destination,
+        }
+    }
 }
 
 /// Durable state. See the module docs for the invariants.
@@ -199,8 +256,46 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a delivered job.
     fn outbox_complete(&self, job_id: u64) -> Result<(), StoreError>;
 
+    /// Records a failed attempt: the job's attempts, next attempt and error.
+    fn outbox_reschedule(&self, job_id: u64, attempts: u32, next_attempt_at: UnixMillis, error: &str)
+    -> Result<(), StoreError>;
+
+    /// Moves a job to the dead letters with its last error.
+    fn outbox_bury(&self, job_id: u64, attempts: u32, error: &str, now: UnixMillis) -> Result<(), StoreError>;
+
+    /// Returns up to `limit` outbox jobs in id order, due or not.
+    fn outbox_jobs(&self, limit: usize) -> Result<Vec<OutboxJob>, StoreError>;
+
+    /// Returns up to `limit` dead letters in id order.
+    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// Moves the selected dead letters back to the outbox, due now with their
+    /// attempts reset; returns how many.
+    fn retry_dead_letters(&self, selection: &JobSelection, now: UnixMillis) -> Result<u64, StoreError>;
+
+    /// Deletes the selected jobs from the outbox and the dead letters; returns how many.
+    fn drop_jobs(&self, selection: &JobSelection) -> Result<u64, StoreError>;
+
     /// Returns the number of jobs in the outbox.
     fn outbox_depth(&self) -> Result<u64, StoreError>;
+
+    /// Returns the number of dead letters.
+    fn dead_letter_count(&self) -> Result<u64, StoreError>;
+
+    /// Returns one stored event.
+    fn event(&self, seq: EventSeq) -> Result<Option<StoredEvent>, StoreError>;
+
+    /// Returns the subscriptions of every user tracking these wallets.
+    fn subscriptions_for(&self, wallets: &[WalletAddress]) -> Result<Vec<Subscription>, StoreError>;
+
+    /// Returns one user's subscriptions, ordered by wallet.
+    fn user_subscriptions(&self, user: &str) -> Result<Vec<Subscription>, StoreError>;
+
+    /// Returns a small named value (chat bot offsets and the like).
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Stores a small named value.
+    fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
 
     /// Records balance observations: each one that differs from the stored
     /// balance (or whose last history entry is older than `snapshot_every_ms`)

@@ -5,12 +5,17 @@
 //! | `GET /health` | none | the process is alive |
 //! | `GET /ready` | none | store readable, Solana reachable, subscriptions live; 503 with reasons otherwise |
 //! | `GET /api/wallets` | read | wallets (admin: all; others: the ones they track) |
-//! | `POST /api/wallets` | admin | track `{address, label?, user?}` |
+//! | `POST /api/wallets` | admin | track `{address, label?, user?, filter?}` |
 //! | `DELETE /api/wallets/{address}?user=` | admin | untrack |
 //! | `GET /api/wallets/{address}/activity?after=&limit=` | read | events, oldest first after `after` |
 //! | `GET /api/wallets/{address}/balances` | read | current balances and history |
 //! | `GET /api/events?after=&limit=` | read | every visible event after a sequence number |
-//! | `GET /api/outbox` | admin | delivery outbox depth and the jobs due |
+//! | `GET /api/outbox` | admin | delivery outbox depth and dead-letter count, with the first jobs |
+//! | `GET /api/outbox/dead` | admin | dead letters with their last error |
+//! | `POST /api/outbox/dead/retry` | admin | `{ids?, destination?}` (neither: all) back to the outbox |
+//! | `DELETE /api/outbox/jobs/{id}` | admin | drop a job from the outbox or dead letters |
+//! | `POST /discord/interactions` | Ed25519 | Discord slash commands, see [`chat`] |
+//! | `POST /telegram/webhook` | secret header | Telegram commands in webhook mode |
 //! | `GET /api/openapi.json` | none | the OpenAPI 3.1 document of these routes |
 //! | `GET /api/ws/connections` | none | WebSocket clients, users, subscriptions, server id |
 //! | `GET /ws` | per topic | live events over WebSocket, see [`ws`] |
@@ -22,6 +27,7 @@
 //! logged, never returned. Request bodies are limited to 16 KiB.
 
 mod auth;
+pub mod chat;
 mod error;
 mod routes;
 pub mod ws;
@@ -60,6 +66,8 @@ pub struct ApiState {
     pub ws_config: ws::WsConfig,
     /// This instance's name.
     pub server_id: Arc<str>,
+    /// Chat endpoints' keys.
+    pub chat: chat::ChatConfig,
     ws: Arc<ws::WsRegistry>,
     limiter: Arc<DefaultKeyedRateLimiter<String>>,
 }
@@ -80,6 +88,7 @@ impl ApiState {
             broker: Broker::default(),
             ws_config: ws::WsConfig::default(),
             server_id: Arc::from("walletwatch-1"),
+            chat: chat::ChatConfig::default(),
             ws: Arc::default(),
             limiter: Arc::new(RateLimiter::keyed(Quota::per_second(rate))),
         }
@@ -94,6 +103,19 @@ impl ApiState {
         self.server_id = Arc::from(server_id);
         self
     }
+
+    /// Turns on the chat endpoints configured in `chat`.
+    #[must_use]
+    pub fn with_chat(mut self, chat: chat::ChatConfig) -> Self {
+        self.chat = chat;
+        self
+    }
+}
+
+/// Metric names of the API.
+pub mod metric_names {
+    /// Counter: chat requests refused (bad signature or secret). Labels: `endpoint` (discord, telegram).
+    pub const CHAT_REQUESTS_REFUSED_TOTAL: &str = "ww_chat_requests_refused_total";
 }
 
 /// Builds the router.
@@ -106,12 +128,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/events", get(routes::events))
         .route("/ws/connections", get(ws::connections))
         .route("/outbox", get(routes::outbox))
+        .route("/outbox/dead", get(routes::dead_letters))
+        .route("/outbox/dead/retry", axum::routing::post(routes::retry_dead_letters))
+        .route("/outbox/jobs/{id}", axum::routing::delete(routes::drop_job))
         .route("/openapi.json", get(routes::openapi))
         .fallback(routes::not_found);
     Router::new()
         .route("/health", get(routes::health))
         .route("/ready", get(routes::ready))
         .route("/ws", get(ws::upgrade))
+        .route("/discord/interactions", axum::routing::post(chat::discord_interaction))
+        .route("/telegram/webhook", axum::routing::post(chat::telegram_webhook))
         .nest("/api", api)
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -57,20 +57,60 @@ pub(crate) async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &
 pub(crate) async fn outbox(State(state): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     require_admin(&caller)?;
     let store = Arc::clone(&state.store);
-    let (depth, due) = tokio::task::spawn_blocking(move || {
+    let (depth, dead, jobs) = tokio::task::spawn_blocking(move || {
         let depth = store.outbox_depth()?;
-        let due = store.outbox_due(ww_app::daemon::now(), MAX_PAGE)?;
-        Ok::<_, ww_core::store::StoreError>((depth, due))
+        let dead = store.dead_letter_count()?;
+        let jobs = store.outbox_jobs(MAX_PAGE)?;
+        Ok::<_, ww_core::store::StoreError>((depth, dead, jobs))
     })
     .await??;
-    let jobs: Vec<Value> = due
-        .iter()
-        .map(|job| {
-            json!({"id": job.id, "seq": job.seq, "destination": job.destination, "wallet": job.wallet,
-                   "signature": job.signature, "attempts": job.attempts, "next_attempt_at": job.next_attempt_at})
-        })
-        .collect();
-    Ok(Json(json!({"depth": depth, "due": jobs})))
+    Ok(Json(json!({"depth": depth, "dead_letters": dead, "jobs": jobs})))
+}
+
+pub(crate) async fn dead_letters(State(state): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    require_admin(&caller)?;
+    let store = Arc::clone(&state.store);
+    let letters = tokio::task::spawn_blocking(move || store.dead_letters(MAX_PAGE)).await??;
+    Ok(Json(json!({"dead_letters": letters})))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetryBody {
+    #[serde(default)]
+    ids: Option<Vec<u64>>,
+    #[serde(default)]
+    destination: Option<String>,
+}
+
+pub(crate) async fn retry_dead_letters(
+    State(state): State<ApiState>,
+    caller: Caller,
+    body: Result<Json<RetryBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&caller)?;
+    let body = json_body(body)?;
+    let selection = match (body.ids, body.destination) {
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("invalid_request", "give ids or destination, not both")),
+        (Some(ids), None) => ww_core::store::JobSelection::Ids(ids),
+        (None, Some(destination)) => ww_core::store::JobSelection::Destination(
+            destination.parse().map_err(|error: String| ApiError::bad_request("invalid_destination", error))?,
+        ),
+        (None, None) => ww_core::store::JobSelection::All,
+    };
+    let store = Arc::clone(&state.store);
+    let moved = tokio::task::spawn_blocking(move || store.retry_dead_letters(&selection, ww_app::daemon::now())).await??;
+    Ok(Json(json!({"retried": moved})))
+}
+
+pub(crate) async fn drop_job(State(state): State<ApiState>, caller: Caller, Path(id): Path<u64>) -> Result<Json<Value>, ApiError> {
+    require_admin(&caller)?;
+    let store = Arc::clone(&state.store);
+    let dropped = tokio::task::spawn_blocking(move || store.drop_jobs(&ww_core::store::JobSelection::Ids(vec![id]))).await??;
+    if dropped == 0 {
+        return Err(ApiError::not_found(format!("no outbox job or dead letter {id}")));
+    }
+    Ok(Json(json!({"dropped": dropped})))
 }
 
 pub(crate) async fn not_found() -> ApiError {
@@ -111,6 +151,8 @@ pub(crate) struct TrackBody {
     label: Option<String>,
     #[serde(default)]
     user: Option<String>,
+    #[serde(default)]
+    filter: Option<ww_core::alert::AlertFilter>,
 }
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
@@ -131,7 +173,8 @@ pub(crate) async fn track_wallet(
     let user = body.user.unwrap_or_else(|| caller.0.user.clone());
     let store = Arc::clone(&state.store);
     let (address, _) = tokio::task::spawn_blocking(move || {
-        wallets::track(store.as_ref(), &body.address, body.label.as_deref(), &user, ww_app::daemon::now())
+        let options = wallets::TrackOptions { filter: body.filter, destination: None };
+        wallets::track_with(store.as_ref(), &body.address, body.label.as_deref(), &user, options, ww_app::daemon::now())
     })
     .await??;
     let record = visible_wallet(&state, &caller, &address).await?;

@@ -165,15 +165,6 @@ pub fn decode_transaction(
         }
     }
 
-    // Token balance changes per token account: (pre, post) raw amounts.
-    struct TokenChange {
-        mint: WalletAddress,
-        owner: Option<WalletAddress>,
-        program: Option<WalletAddress>,
-        decimals: u8,
-        pre: i128,
-        post: i128,
-    }
     let mut token_changes: BTreeMap<usize, TokenChange> = BTreeMap::new();
     for (is_post, balances) in [(false, &meta.pre_token_balances), (true, &meta.post_token_balances)] {
         for balance in balances.iter().flatten() {
@@ -245,7 +236,9 @@ pub fn decode_transaction(
                 decimals: change.decimals,
                 delta: change.post - change.pre,
             })
-            .collect();
+            .collect::<Vec<TokenDelta>>();
+        let counterparty = token_counterparty(&wallet, &token_deltas, &token_changes)
+            .or_else(|| sol_counterparty(&wallet, &keys, &meta.pre_balances, &meta.post_balances, meta.fee));
         events.push(ActivityEvent {
             chain: Chain::Solana,
             wallet,
@@ -263,9 +256,60 @@ pub fn decode_transaction(
             resolved_at: Some(now),
             // Set again by the pipeline right before the event is stored.
             emitted_at: now,
+            counterparty,
         });
     }
     Ok(events)
+}
+
+/// A token account's balance change: (pre, post) raw amounts.
+#[derive(Debug)]
+struct TokenChange {
+    mint: WalletAddress,
+    owner: Option<WalletAddress>,
+    program: Option<WalletAddress>,
+    decimals: u8,
+    pre: i128,
+    post: i128,
+}
+
+/// The owner of the token account that moved the wallet's largest token
+/// change the other way (same mint).
+fn token_counterparty(
+    wallet: &WalletAddress,
+    deltas: &[TokenDelta],
+    changes: &BTreeMap<usize, TokenChange>,
+) -> Option<WalletAddress> {
+    let main = deltas.iter().max_by_key(|delta| delta.delta.unsigned_abs())?;
+    changes
+        .values()
+        .filter(|change| change.mint == main.mint && change.owner.as_ref() != Some(wallet))
+        .filter(|change| (change.post - change.pre).signum() == -main.delta.signum())
+        .max_by_key(|change| (change.post - change.pre).unsigned_abs())
+        .and_then(|change| change.owner.clone())
+}
+
+/// The account whose lamports moved the other way the most (fees excluded).
+fn sol_counterparty(
+    wallet: &WalletAddress,
+    keys: &[&WalletAddress],
+    pre: &[u64],
+    post: &[u64],
+    fee: u64,
+) -> Option<WalletAddress> {
+    let net = |index: usize| {
+        let change = i128::from(post[index]) - i128::from(pre[index]);
+        if index == 0 { change + i128::from(fee) } else { change }
+    };
+    let own = keys.iter().position(|key| *key == wallet).map(net)?;
+    if own == 0 {
+        return None;
+    }
+    keys.iter()
+        .enumerate()
+        .filter(|(index, key)| **key != wallet && net(*index).signum() == -own.signum())
+        .max_by_key(|(index, _)| net(*index).unsigned_abs())
+        .map(|(_, key)| (*key).clone())
 }
 
 /// Returns every address the transaction names (account keys and token

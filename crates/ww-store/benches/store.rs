@@ -27,7 +27,7 @@ fn event(index: u64) -> NewEvent {
     let wallet = WalletAddress::parse(&bs58::encode([(index % 50) as u8 + 1; 32]).into_string()).expect("valid");
     let mut event = ww_test_utils::sample_event(&wallet, ww_test_utils::signature_from_seed(index), index);
     event.sol_delta = -5_000;
-    NewEvent { event, destinations: vec!["discord:1".into()] }
+    NewEvent { event, routes: vec![ww_core::store::Route { destination: "discord-channel:1".parse().expect("valid"), user: "u".into() }] }
 }
 
 fn median(mut samples: Vec<f64>) -> f64 {

@@ -18,15 +18,20 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use ww_core::store::{ApiToken, EventQuery, NewEvent, OutboxJob, RecordOutcome, RuntimeStats, Store, StoreError, TrackRequest};
+use ww_core::alert::Subscription;
+use ww_core::store::{
+    ApiToken, DeadLetter, EventQuery, JobSelection, NewEvent, OutboxJob, RecordOutcome, RuntimeStats, Store, StoreError,
+    TrackRequest,
+};
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{LastTransaction, SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
 use ww_core::balance::{BalanceChange, BalanceRecord};
 use ww_core::{EventSeq, Position, Signature, StoredEvent, WalletAddress};
 
 use crate::tables::{
-    API_TOKENS, BALANCE_HISTORY, BALANCES, CURSORS, EVENTS, META, META_NEXT_OUTBOX_ID, META_NEXT_SEQ, META_RUNTIME_STATS, META_SCHEMA_VERSION, OUTBOX, SCHEMA_VERSION, SEEN,
-    SEEN_BY_EXPIRY, WALLET_EVENTS, WALLETS,
+    API_TOKENS, BALANCE_HISTORY, BALANCES, CURSORS, DEAD_LETTERS, EVENTS, META, META_NEXT_OUTBOX_ID, META_NEXT_SEQ,
+    META_RUNTIME_STATS, META_SCHEMA_VERSION, OUTBOX, SCHEMA_VERSION, SEEN, SEEN_BY_EXPIRY, SETTINGS, SUBSCRIPTIONS,
+    USER_SUBSCRIPTIONS, WALLET_EVENTS, WALLETS,
 };
 
 /// The store file's name inside the data directory.
@@ -211,9 +216,14 @@ impl RedbStore {
             Some(version) if version == u64::from(SCHEMA_VERSION) => Ok(()),
             Some(1) => {
                 self.migrate_1_to_2()?;
-                self.migrate_2_to_3()
+                self.migrate_2_to_3()?;
+                self.migrate_3_to_4()
             }
-            Some(2) => self.migrate_2_to_3(),
+            Some(2) => {
+                self.migrate_2_to_3()?;
+                self.migrate_3_to_4()
+            }
+            Some(3) => self.migrate_3_to_4(),
             Some(version) if version > u64::from(SCHEMA_VERSION) => Err(StoreError::NewerSchema {
                 path: self.path.display().to_string(),
                 found: u32::try_from(version).unwrap_or(u32::MAX),
@@ -254,6 +264,45 @@ impl RedbStore {
         Ok(())
     }
 
+    /// Schema 4 adds per-user subscriptions (one per tracking user of every
+    /// existing wallet, with the wallet's label and the default filter), dead
+    /// letters and settings. Outbox rows gain fields with defaults.
+    fn migrate_3_to_4(&self) -> Result<(), StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        let mut migrated = 0usize;
+        {
+            let wallets = write.open_table(WALLETS).map_err(table_error)?;
+            let mut subscriptions = write.open_table(SUBSCRIPTIONS).map_err(table_error)?;
+            let mut user_subscriptions = write.open_table(USER_SUBSCRIPTIONS).map_err(table_error)?;
+            for entry in wallets.iter().map_err(storage_error)? {
+                let (_, value) = entry.map_err(storage_error)?;
+                let record: WalletRecord = decode("wallets", value.value())?;
+                for user in &record.tracking_users {
+                    let subscription = Subscription {
+                        user: user.clone(),
+                        wallet: record.address.clone(),
+                        label: record.label.clone(),
+                        filter: ww_core::alert::AlertFilter::default(),
+                        destinations: BTreeSet::new(),
+                        created_at: record.added_at,
+                    };
+                    subscriptions
+                        .insert((record.address.as_str(), user.as_str()), encode(&subscription)?.as_slice())
+                        .map_err(storage_error)?;
+                    user_subscriptions.insert((user.as_str(), record.address.as_str()), ()).map_err(storage_error)?;
+                    migrated += 1;
+                }
+            }
+            write.open_table(DEAD_LETTERS).map_err(table_error)?;
+            write.open_table(SETTINGS).map_err(table_error)?;
+            let mut meta = write.open_table(META).map_err(table_error)?;
+            meta.insert(META_SCHEMA_VERSION, 4u64.to_le_bytes().as_slice()).map_err(storage_error)?;
+        }
+        write.commit().map_err(commit_error)?;
+        tracing::info!(path = %self.path.display(), subscriptions = migrated, "store migrated from schema 3 to 4");
+        Ok(())
+    }
+
     fn create_tables(&self) -> Result<(), StoreError> {
         let write = self.database.begin_write().map_err(transaction_error)?;
         {
@@ -281,6 +330,10 @@ impl RedbStore {
             write.open_table(BALANCES).map_err(table_error)?;
             write.open_table(BALANCE_HISTORY).map_err(table_error)?;
             write.open_table(API_TOKENS).map_err(table_error)?;
+            write.open_table(SUBSCRIPTIONS).map_err(table_error)?;
+            write.open_table(USER_SUBSCRIPTIONS).map_err(table_error)?;
+            write.open_table(DEAD_LETTERS).map_err(table_error)?;
+            write.open_table(SETTINGS).map_err(table_error)?;
         }
         write.commit().map_err(commit_error)
     }
@@ -329,6 +382,34 @@ impl Store for RedbStore {
                 ),
             };
             wallets.insert(request.address.as_str(), encode(&record)?.as_slice()).map_err(storage_error)?;
+            let mut subscriptions = write.open_table(SUBSCRIPTIONS).map_err(table_error)?;
+            let key = (request.address.as_str(), request.user.as_str());
+            let mut subscription: Subscription = match subscriptions.get(key).map_err(storage_error)? {
+                Some(bytes) => decode("subscriptions", bytes.value())?,
+                None => Subscription {
+                    user: request.user.clone(),
+                    wallet: request.address.clone(),
+                    label: None,
+                    filter: ww_core::alert::AlertFilter::default(),
+                    destinations: BTreeSet::new(),
+                    created_at: now,
+                },
+            };
+            if request.label.is_some() {
+                subscription.label.clone_from(&request.label);
+            }
+            if let Some(filter) = &request.filter {
+                subscription.filter = filter.clone();
+            }
+            if let Some(destination) = &request.destination {
+                subscription.destinations.insert(destination.clone());
+            }
+            subscriptions.insert(key, encode(&subscription)?.as_slice()).map_err(storage_error)?;
+            write
+                .open_table(USER_SUBSCRIPTIONS)
+                .map_err(table_error)?
+                .insert((request.user.as_str(), request.address.as_str()), ())
+                .map_err(storage_error)?;
             outcome
         };
         write.commit().map_err(commit_error)?;
@@ -342,6 +423,12 @@ impl Store for RedbStore {
             match Self::read_wallet(&wallets, address)? {
                 None => UntrackOutcome::NotTracked,
                 Some(mut record) => {
+                    write.open_table(SUBSCRIPTIONS).map_err(table_error)?.remove((address.as_str(), user)).map_err(storage_error)?;
+                    write
+                        .open_table(USER_SUBSCRIPTIONS)
+                        .map_err(table_error)?
+                        .remove((user, address.as_str()))
+                        .map_err(storage_error)?;
                     if !record.tracking_users.remove(user) {
                         UntrackOutcome::NotTracked
                     } else if record.tracking_users.is_empty() {
@@ -445,15 +532,18 @@ impl Store for RedbStore {
                 let stored = StoredEvent { seq, event: event.clone() };
                 stored_events.insert(seq.0, encode(&stored)?.as_slice()).map_err(storage_error)?;
                 wallet_events.insert((event.wallet.as_str(), seq.0), ()).map_err(storage_error)?;
-                for destination in &new_event.destinations {
-                    let job = OutboxJobRecord {
+                for route in &new_event.routes {
+                    let job = OutboxJob {
                         id: next_outbox_id,
-                        seq: seq.0,
-                        destination: destination.clone(),
+                        seq,
+                        destination: route.destination.clone(),
+                        user: route.user.clone(),
                         wallet: event.wallet.clone(),
                         signature: event.signature.clone(),
                         attempts: 0,
-                        next_attempt_at: event.emitted_at.0,
+                        next_attempt_at: event.emitted_at,
+                        created_at: event.emitted_at,
+                        last_error: None,
                     };
                     outbox.insert(next_outbox_id, encode(&job)?.as_slice()).map_err(storage_error)?;
                     next_outbox_id += 1;
@@ -573,17 +663,9 @@ impl Store for RedbStore {
                 break;
             }
             let (_, value) = entry.map_err(storage_error)?;
-            let record: OutboxJobRecord = decode("outbox", value.value())?;
-            if record.next_attempt_at <= now.0 {
-                jobs.push(OutboxJob {
-                    id: record.id,
-                    seq: EventSeq(record.seq),
-                    destination: record.destination,
-                    wallet: record.wallet,
-                    signature: record.signature,
-                    attempts: record.attempts,
-                    next_attempt_at: UnixMillis(record.next_attempt_at),
-                });
+            let job: OutboxJob = decode("outbox", value.value())?;
+            if job.next_attempt_at <= now {
+                jobs.push(job);
             }
         }
         Ok(jobs)
@@ -598,6 +680,189 @@ impl Store for RedbStore {
     fn outbox_depth(&self) -> Result<u64, StoreError> {
         let read = self.database.begin_read().map_err(transaction_error)?;
         read.open_table(OUTBOX).map_err(table_error)?.len().map_err(storage_error)
+    }
+
+    fn outbox_reschedule(&self, job_id: u64, attempts: u32, next_attempt_at: UnixMillis, error: &str) -> Result<(), StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        {
+            let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
+            let job: Option<OutboxJob> = match outbox.get(job_id).map_err(storage_error)? {
+                Some(bytes) => Some(decode("outbox", bytes.value())?),
+                None => None,
+            };
+            // A job dropped meanwhile (`outbox drop`) stays dropped.
+            if let Some(mut job) = job {
+                job.attempts = attempts;
+                job.next_attempt_at = next_attempt_at;
+                job.last_error = Some(error.to_string());
+                outbox.insert(job_id, encode(&job)?.as_slice()).map_err(storage_error)?;
+            }
+        }
+        write.commit().map_err(commit_error)
+    }
+
+    fn outbox_bury(&self, job_id: u64, attempts: u32, error: &str, now: UnixMillis) -> Result<(), StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        {
+            let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
+            let job: Option<OutboxJob> = match outbox.remove(job_id).map_err(storage_error)? {
+                Some(bytes) => Some(decode("outbox", bytes.value())?),
+                None => None,
+            };
+            if let Some(mut job) = job {
+                job.attempts = attempts;
+                job.last_error = Some(error.to_string());
+                let letter = DeadLetter { job, died_at: now };
+                write.open_table(DEAD_LETTERS).map_err(table_error)?.insert(job_id, encode(&letter)?.as_slice()).map_err(storage_error)?;
+            }
+        }
+        write.commit().map_err(commit_error)
+    }
+
+    fn outbox_jobs(&self, limit: usize) -> Result<Vec<OutboxJob>, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let outbox = read.open_table(OUTBOX).map_err(table_error)?;
+        let mut jobs = Vec::new();
+        for entry in outbox.iter().map_err(storage_error)?.take(limit) {
+            let (_, value) = entry.map_err(storage_error)?;
+            jobs.push(decode("outbox", value.value())?);
+        }
+        Ok(jobs)
+    }
+
+    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let dead = read.open_table(DEAD_LETTERS).map_err(table_error)?;
+        let mut letters = Vec::new();
+        for entry in dead.iter().map_err(storage_error)?.take(limit) {
+            let (_, value) = entry.map_err(storage_error)?;
+            letters.push(decode("dead_letters", value.value())?);
+        }
+        Ok(letters)
+    }
+
+    fn retry_dead_letters(&self, selection: &JobSelection, now: UnixMillis) -> Result<u64, StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        let mut moved = 0u64;
+        {
+            let mut dead = write.open_table(DEAD_LETTERS).map_err(table_error)?;
+            let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
+            let mut selected: Vec<DeadLetter> = Vec::new();
+            for entry in dead.iter().map_err(storage_error)? {
+                let (_, value) = entry.map_err(storage_error)?;
+                let letter: DeadLetter = decode("dead_letters", value.value())?;
+                if selection.matches(&letter.job) {
+                    selected.push(letter);
+                }
+            }
+            for letter in selected {
+                let mut job = letter.job;
+                dead.remove(job.id).map_err(storage_error)?;
+                job.attempts = 0;
+                job.next_attempt_at = now;
+                outbox.insert(job.id, encode(&job)?.as_slice()).map_err(storage_error)?;
+                moved += 1;
+            }
+        }
+        write.commit().map_err(commit_error)?;
+        Ok(moved)
+    }
+
+    fn drop_jobs(&self, selection: &JobSelection) -> Result<u64, StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        let mut dropped = 0u64;
+        {
+            let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
+            let mut ids = Vec::new();
+            for entry in outbox.iter().map_err(storage_error)? {
+                let (key, value) = entry.map_err(storage_error)?;
+                let job: OutboxJob = decode("outbox", value.value())?;
+                if selection.matches(&job) {
+                    ids.push(key.value());
+                }
+            }
+            for id in ids {
+                outbox.remove(id).map_err(storage_error)?;
+                dropped += 1;
+            }
+            let mut dead = write.open_table(DEAD_LETTERS).map_err(table_error)?;
+            let mut ids = Vec::new();
+            for entry in dead.iter().map_err(storage_error)? {
+                let (key, value) = entry.map_err(storage_error)?;
+                let letter: DeadLetter = decode("dead_letters", value.value())?;
+                if selection.matches(&letter.job) {
+                    ids.push(key.value());
+                }
+            }
+            for id in ids {
+                dead.remove(id).map_err(storage_error)?;
+                dropped += 1;
+            }
+        }
+        write.commit().map_err(commit_error)?;
+        Ok(dropped)
+    }
+
+    fn dead_letter_count(&self) -> Result<u64, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        read.open_table(DEAD_LETTERS).map_err(table_error)?.len().map_err(storage_error)
+    }
+
+    fn event(&self, seq: EventSeq) -> Result<Option<StoredEvent>, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let events = read.open_table(EVENTS).map_err(table_error)?;
+        match events.get(seq.0).map_err(storage_error)? {
+            Some(bytes) => decode("events", bytes.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn subscriptions_for(&self, wallets: &[WalletAddress]) -> Result<Vec<Subscription>, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let subscriptions = read.open_table(SUBSCRIPTIONS).map_err(table_error)?;
+        let mut found = Vec::new();
+        let unique: BTreeSet<&str> = wallets.iter().map(WalletAddress::as_str).collect();
+        for wallet in unique {
+            // Users are strings: "" sorts first and char::MAX-prefixed keys last.
+            for entry in subscriptions.range((wallet, "")..).map_err(storage_error)? {
+                let (key, value) = entry.map_err(storage_error)?;
+                if key.value().0 != wallet {
+                    break;
+                }
+                found.push(decode("subscriptions", value.value())?);
+            }
+        }
+        Ok(found)
+    }
+
+    fn user_subscriptions(&self, user: &str) -> Result<Vec<Subscription>, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let index = read.open_table(USER_SUBSCRIPTIONS).map_err(table_error)?;
+        let subscriptions = read.open_table(SUBSCRIPTIONS).map_err(table_error)?;
+        let mut found = Vec::new();
+        for entry in index.range((user, "")..).map_err(storage_error)? {
+            let (key, _) = entry.map_err(storage_error)?;
+            let (entry_user, wallet) = key.value();
+            if entry_user != user {
+                break;
+            }
+            if let Some(bytes) = subscriptions.get((wallet, user)).map_err(storage_error)? {
+                found.push(decode("subscriptions", bytes.value())?);
+            }
+        }
+        Ok(found)
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let settings = read.open_table(SETTINGS).map_err(table_error)?;
+        Ok(settings.get(key).map_err(storage_error)?.map(|value| value.value().to_string()))
+    }
+
+    fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        write.open_table(SETTINGS).map_err(table_error)?.insert(key, value).map_err(storage_error)?;
+        write.commit().map_err(commit_error)
     }
 
     fn update_balances(&self, observations: &[BalanceRecord], snapshot_every_ms: i64) -> Result<Vec<BalanceChange>, StoreError> {
@@ -686,14 +951,3 @@ impl Store for RedbStore {
     }
 }
 
-/// The outbox row as stored.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct OutboxJobRecord {
-    id: u64,
-    seq: u64,
-    destination: String,
-    wallet: WalletAddress,
-    signature: Signature,
-    attempts: u32,
-    next_attempt_at: i64,
-}

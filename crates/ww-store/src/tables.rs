@@ -6,7 +6,7 @@
 use redb::TableDefinition;
 
 /// The layout version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// `meta`: schema version and counters (u64 little-endian values).
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -36,3 +36,11 @@ pub(crate) const BALANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(crate) const BALANCE_HISTORY: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("balance_history");
 /// `api_tokens` (since schema 3): token SHA-256 (hex) → JSON `ApiToken`.
 pub(crate) const API_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
+/// `subscriptions` (since schema 4): (wallet, user) → JSON `Subscription`.
+pub(crate) const SUBSCRIPTIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("subscriptions");
+/// `user_subscriptions` (since schema 4): (user, wallet) → (), the per-user index.
+pub(crate) const USER_SUBSCRIPTIONS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_subscriptions");
+/// `dead_letters` (since schema 4): job id → JSON `DeadLetter`.
+pub(crate) const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+/// `settings` (since schema 4): name → value (chat bot offsets and the like).
+pub(crate) const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("settings");

@@ -21,7 +21,7 @@ fn event(wallet: &WalletAddress, signature_byte: u8, slot: u64) -> ActivityEvent
 }
 
 fn track(store: &RedbStore, wallet: &WalletAddress, user: &str) -> TrackOutcome {
-    let request = TrackRequest { chain: Chain::Solana, address: wallet.clone(), label: None, user: user.into() };
+    let request = TrackRequest { chain: Chain::Solana, address: wallet.clone(), label: None, user: user.into(), filter: None, destination: None };
     store.track_wallet(&request, UnixMillis(10)).expect("track")
 }
 
@@ -54,9 +54,9 @@ fn events_are_recorded_once_per_wallet_and_signature() {
     let other = address(2);
     track(&store, &wallet, "alice");
     let batch = vec![
-        NewEvent { event: event(&wallet, 7, 100), destinations: vec!["discord:1".into()] },
-        NewEvent { event: event(&wallet, 7, 100), destinations: vec!["discord:1".into()] },
-        NewEvent { event: event(&other, 7, 100), destinations: vec![] },
+        NewEvent { event: event(&wallet, 7, 100), routes: vec![ww_core::store::Route { destination: "discord-channel:1".parse().expect("valid"), user: "u".into() }] },
+        NewEvent { event: event(&wallet, 7, 100), routes: vec![ww_core::store::Route { destination: "discord-channel:1".parse().expect("valid"), user: "u".into() }] },
+        NewEvent { event: event(&other, 7, 100), routes: vec![] },
     ];
     let outcomes = store.record_events(&batch, UnixMillis(1_000)).expect("record");
     assert_eq!(outcomes, vec![RecordOutcome::Inserted(EventSeq(1)), RecordOutcome::Duplicate, RecordOutcome::Inserted(EventSeq(2))]);
@@ -69,7 +69,7 @@ fn events_are_recorded_once_per_wallet_and_signature() {
     assert_eq!(store.outbox_depth().expect("depth"), 1);
     let due = store.outbox_due(UnixMillis(10), 10).expect("due");
     assert_eq!(due.len(), 1);
-    assert_eq!(due[0].destination, "discord:1");
+    assert_eq!(due[0].destination.to_string(), "discord-channel:1");
     store.outbox_complete(due[0].id).expect("complete");
     assert_eq!(store.outbox_depth().expect("depth"), 0);
 }
@@ -82,7 +82,7 @@ fn event_queries_page_by_sequence_and_wallet() {
     let batch: Vec<NewEvent> = (0..10u8)
         .map(|index| NewEvent {
             event: event(if index % 2 == 0 { &first } else { &second }, index + 1, u64::from(index)),
-            destinations: vec![],
+            routes: vec![],
         })
         .collect();
     store.record_events(&batch, UnixMillis(1_000)).expect("record");
@@ -114,8 +114,8 @@ fn cursor_advances_by_compare_and_set() {
 fn seen_keys_expire_and_are_pruned() {
     let (_dir, store) = open_temp();
     let wallet = address(1);
-    store.record_events(&[NewEvent { event: event(&wallet, 1, 1), destinations: vec![] }], UnixMillis(100)).expect("record");
-    store.record_events(&[NewEvent { event: event(&wallet, 2, 2), destinations: vec![] }], UnixMillis(500)).expect("record");
+    store.record_events(&[NewEvent { event: event(&wallet, 1, 1), routes: vec![] }], UnixMillis(100)).expect("record");
+    store.record_events(&[NewEvent { event: event(&wallet, 2, 2), routes: vec![] }], UnixMillis(500)).expect("record");
     assert!(store.is_seen(&wallet, &signature(1)).expect("seen"));
     assert_eq!(store.prune_seen(UnixMillis(200)).expect("prune"), 1);
     assert!(!store.is_seen(&wallet, &signature(1)).expect("seen"));

@@ -23,13 +23,13 @@ fn wallet() -> WalletAddress {
 fn event(index: u64) -> NewEvent {
     let mut event = ww_test_utils::sample_event(&wallet(), ww_test_utils::signature_from_seed(index), index);
     event.origin = Origin::Backfill;
-    NewEvent { event, destinations: vec!["webhook:1".into()] }
+    NewEvent { event, routes: vec![ww_core::store::Route { destination: "webhook:one".parse().expect("valid"), user: "u".into() }] }
 }
 
 /// The writer side: commits batches forever, printing each acknowledged batch.
 fn run_writer(dir: &str) {
     let store = RedbStore::open_in_dir(std::path::Path::new(dir)).expect("writer opens");
-    let request = TrackRequest { chain: Chain::Solana, address: wallet(), label: None, user: "crash".into() };
+    let request = TrackRequest { chain: Chain::Solana, address: wallet(), label: None, user: "crash".into(), filter: None, destination: None };
     store.track_wallet(&request, UnixMillis(0)).expect("track");
     let mut stdout = std::io::stdout().lock();
     for batch in 0u64.. {

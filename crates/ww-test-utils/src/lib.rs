@@ -91,6 +91,7 @@ pub fn sample_event(wallet: &WalletAddress, signature: Signature, slot: u64) -> 
         received_at: ww_core::time::UnixMillis(1),
         resolved_at: None,
         emitted_at: ww_core::time::UnixMillis(2),
+        counterparty: None,
     }
 }
 

@@ -1,0 +1,154 @@
+//! Chat commands, shared by Discord and Telegram: `/track <address> [label]`,
+//! `/untrack <address>`, `/list`, `/help`.
+//!
+//! A chat user is `discord:<user id>` or `telegram:<user id>`; `/track`
+//! sends that wallet's alerts to the chat it ran in. Replies follow the
+//! project's formats (`🟢 Tracking wallet: <address>.` and the `/list`
+//! format with subscription status).
+
+use std::sync::Arc;
+
+use ww_core::alert::DestinationId;
+use ww_core::store::Store;
+use ww_core::time::UnixMillis;
+
+use crate::error::AppError;
+use crate::wallets::{self, TrackOptions};
+
+/// A parsed chat command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatCommand {
+    /// Track a wallet here.
+    Track {
+        /// The address as typed.
+        address: String,
+        /// An optional label.
+        label: Option<String>,
+    },
+    /// Stop tracking a wallet.
+    Untrack {
+        /// The address as typed.
+        address: String,
+    },
+    /// List this user's wallets.
+    List,
+    /// Show the commands.
+    Help,
+}
+
+/// Who ran a command, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatContext {
+    /// The walletwatch user (`discord:123`, `telegram:456`).
+    pub user: String,
+    /// Where `/track` sends alerts (the channel or chat).
+    pub destination: DestinationId,
+}
+
+/// A reply to a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatReply {
+    /// The text (plain; Telegram replies escape it).
+    pub text: String,
+    /// False when the command failed (Discord shows those to the invoker only).
+    pub ok: bool,
+}
+
+/// The `/help` text.
+pub const HELP: &str = "walletwatch commands:\n\
+/track <address> [label] — alerts for a wallet's activity in this chat\n\
+/untrack <address> — stop those alerts\n\
+/list — the wallets you track and their status\n\
+/help — this message";
+
+/// Parses a Telegram message (`/track@walletwatch_bot <address> whale`);
+/// `None` when it is not a command.
+pub fn parse_text_command(text: &str) -> Option<Result<ChatCommand, String>> {
+    let text = text.trim();
+    let rest = text.strip_prefix('/')?;
+    let mut parts = rest.split_whitespace();
+    let head = parts.next()?;
+    let name = head.split('@').next().unwrap_or(head).to_ascii_lowercase();
+    let arguments: Vec<&str> = parts.collect();
+    Some(match name.as_str() {
+        "track" => match arguments.split_first() {
+            Some((address, label)) => Ok(ChatCommand::Track {
+                address: (*address).to_string(),
+                label: (!label.is_empty()).then(|| label.join(" ")),
+            }),
+            None => Err("Usage: /track <address> [label]".to_string()),
+        },
+        "untrack" => match arguments.first() {
+            Some(address) => Ok(ChatCommand::Untrack { address: (*address).to_string() }),
+            None => Err("Usage: /untrack <address>".to_string()),
+        },
+        "list" => Ok(ChatCommand::List),
+        "help" | "start" => Ok(ChatCommand::Help),
+        other => Err(format!("Unknown command /{other}. Send /help for the commands.")),
+    })
+}
+
+/// Runs a command (blocking store calls; run it off the async workers).
+pub fn execute(store: &dyn Store, context: &ChatContext, command: &ChatCommand, now: UnixMillis) -> ChatReply {
+    let result = match command {
+        ChatCommand::Track { address, label } => {
+            let options = TrackOptions { filter: None, destination: Some(context.destination.clone()) };
+            wallets::track_with(store, address, label.as_deref(), &context.user, options, now)
+                .map(|(address, _)| wallets::tracking_message(&address))
+        }
+        ChatCommand::Untrack { address } => {
+            wallets::untrack(store, address, &context.user).map(|(address, _)| wallets::untracking_message(&address))
+        }
+        ChatCommand::List => wallets::user_wallets(store, &context.user).map(|list| wallets::render_user_list(&list)),
+        ChatCommand::Help => Ok(HELP.to_string()),
+    };
+    match result {
+        Ok(text) => ChatReply { text, ok: true },
+        Err(error) if error.is_user_error() => ChatReply { text: format!("⚠️ {}", user_message(&error)), ok: false },
+        Err(error) => {
+            tracing::error!(error = %error, user = %context.user, "chat command failed");
+            ChatReply { text: "⚠️ Something went wrong on our side; please try again.".to_string(), ok: false }
+        }
+    }
+}
+
+/// Runs a command on the blocking pool.
+pub async fn execute_async(store: Arc<dyn Store>, context: ChatContext, command: ChatCommand) -> ChatReply {
+    let now = crate::daemon::now();
+    match tokio::task::spawn_blocking(move || execute(store.as_ref(), &context, &command, now)).await {
+        Ok(reply) => reply,
+        Err(error) => {
+            tracing::error!(error = %error, "chat command task failed");
+            ChatReply { text: "⚠️ Something went wrong on our side; please try again.".to_string(), ok: false }
+        }
+    }
+}
+
+fn user_message(error: &AppError) -> String {
+    match error {
+        // The CLI's hint names `walletwatch list`; in chat it is /list.
+        AppError::NotTracked(_) => "You are not tracking that wallet. /list shows the ones you track.".to_string(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn telegram_commands_parse() {
+        assert_eq!(
+            parse_text_command("/track@walletwatch_bot 5FHwkrdxntdK24hgQU8qgBjn35Y1zwhz1GZwCkP2UJnM big whale"),
+            Some(Ok(ChatCommand::Track {
+                address: "5FHwkrdxntdK24hgQU8qgBjn35Y1zwhz1GZwCkP2UJnM".into(),
+                label: Some("big whale".into())
+            }))
+        );
+        assert_eq!(parse_text_command("/LIST"), Some(Ok(ChatCommand::List)));
+        assert_eq!(parse_text_command("/start"), Some(Ok(ChatCommand::Help)));
+        assert!(matches!(parse_text_command("/track"), Some(Err(_))));
+        assert!(matches!(parse_text_command("/frobnicate"), Some(Err(_))));
+        assert_eq!(parse_text_command("hello"), None);
+    }
+}

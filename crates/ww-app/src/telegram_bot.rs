@@ -1,0 +1,87 @@
+//! The Telegram bot's update loop (polling mode) and update handling (both modes).
+//!
+//! Polling: `getUpdates` long polls from the stored offset; each text command
+//! is run and answered with `sendMessage`, then the offset moves past it
+//! (stored, so a restart neither loses nor repeats a command). Errors back
+//! off exponentially, honouring `retry_after`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use ww_core::alert::DestinationId;
+use ww_core::store::Store;
+use ww_sinks::render::escape_html;
+use ww_sinks::telegram::{IncomingMessage, TelegramClient};
+
+use crate::chat::{self, ChatContext};
+
+/// The settings key holding the next update offset.
+const OFFSET_KEY: &str = "telegram.update_offset";
+/// Longest wait after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Runs a message's command; returns the HTML reply, or `None` for non-commands.
+pub async fn handle_message(store: Arc<dyn Store>, message: &IncomingMessage) -> Option<String> {
+    let parsed = chat::parse_text_command(&message.text)?;
+    let text = match parsed {
+        Ok(command) => {
+            let context = ChatContext {
+                user: format!("telegram:{}", message.user_id),
+                destination: DestinationId::TelegramChat(message.chat_id),
+            };
+            chat::execute_async(store, context, command).await.text
+        }
+        Err(usage) => usage,
+    };
+    Some(escape_html(&text))
+}
+
+/// Polls for updates until `shutdown` is cancelled.
+pub async fn run_polling(store: Arc<dyn Store>, client: TelegramClient, shutdown: CancellationToken) {
+    let mut offset: i64 = {
+        let store = Arc::clone(&store);
+        match tokio::task::spawn_blocking(move || store.setting(OFFSET_KEY)).await {
+            Ok(Ok(Some(text))) => text.parse().unwrap_or(0),
+            _ => 0,
+        }
+    };
+    info!(offset, "telegram bot polling for commands");
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let polled = tokio::select! {
+            () = shutdown.cancelled() => return,
+            polled = client.get_updates(offset) => polled,
+        };
+        match polled {
+            Ok((messages, highest)) => {
+                backoff = Duration::from_secs(1);
+                for message in &messages {
+                    if let Some(reply) = handle_message(Arc::clone(&store), message).await
+                        && let Err(error) = client.send_message(message.chat_id, &reply).await
+                    {
+                        warn!(chat = message.chat_id, error = %error, "telegram reply failed");
+                    }
+                }
+                if let Some(highest) = highest {
+                    offset = highest + 1;
+                    let store = Arc::clone(&store);
+                    let text = offset.to_string();
+                    if !matches!(tokio::task::spawn_blocking(move || store.put_setting(OFFSET_KEY, &text)).await, Ok(Ok(()))) {
+                        warn!("saving the telegram update offset failed; a restart may answer a command twice");
+                    }
+                }
+            }
+            Err(error) => {
+                let wait = error.retry_after().unwrap_or(backoff);
+                warn!(error = %error, retry_in_ms = wait.as_millis() as u64, "telegram getUpdates failed; retrying");
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}

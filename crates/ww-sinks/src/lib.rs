@@ -1,0 +1,245 @@
+//! walletwatch's alert sinks: Discord (webhooks and bot channel messages),
+//! Telegram (Bot API) and signed generic webhooks, plus alert rendering and
+//! USD prices.
+//!
+//! Every sink talks to a configurable base URL over its documented HTTP
+//! contract, and classifies failures where they happen: 429 and 5xx (and
+//! transport errors) are retryable with the destination's `Retry-After` /
+//! `retry_after`; other 4xx are permanent. Retrying, backoff and dead
+//! letters belong to the caller (the delivery workers), which own the
+//! durable outbox.
+//!
+//! Each delivery carries an idempotency id derived from (destination,
+//! wallet, signature) — the same on every retry and after a restart — so a
+//! receiver can drop the rare repeat sent when walletwatch crashed between
+//! the destination's answer and recording it: signed webhooks get it as a
+//! header, Discord bot messages as an enforced `nonce`.
+
+pub mod discord;
+pub mod price;
+pub mod render;
+pub mod telegram;
+pub mod webhook;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+use ww_config::Config;
+use ww_config::alerts::{DestinationConfig, DestinationKind};
+use ww_core::StoredEvent;
+use ww_core::alert::DestinationId;
+
+pub use price::PriceCache;
+pub use render::{Alert, Explorer};
+
+/// Why a delivery failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SinkError {
+    /// Worth retrying (429, 5xx, timeouts, connection errors).
+    #[error("{reason}")]
+    Retryable {
+        /// What happened.
+        reason: String,
+        /// How long the destination asked to wait.
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help (bad request, unknown destination, missing credentials).
+    #[error("{reason}")]
+    Permanent {
+        /// What happened.
+        reason: String,
+    },
+}
+
+impl SinkError {
+    /// Returns true when a retry may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SinkError::Retryable { .. })
+    }
+
+    /// Returns the wait the destination asked for.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SinkError::Retryable { retry_after, .. } => *retry_after,
+            SinkError::Permanent { .. } => None,
+        }
+    }
+
+    pub(crate) fn permanent(reason: impl Into<String>) -> Self {
+        SinkError::Permanent { reason: reason.into() }
+    }
+
+    /// Classifies a transport error (timeouts and connection failures retry).
+    pub(crate) fn transport(sink: &str, error: &reqwest::Error) -> Self {
+        // reqwest's Display omits the cause chain; connection refused is in the source.
+        let mut reason = format!("{sink} request failed: {error}");
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            reason.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        if error.is_builder() {
+            SinkError::Permanent { reason }
+        } else {
+            SinkError::Retryable { reason, retry_after: None }
+        }
+    }
+}
+
+/// What a successful delivery learned about the destination's limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Delivered {
+    /// The destination's bucket is empty: wait this long before the next send.
+    pub pause: Option<Duration>,
+}
+
+/// One delivery: the event, the user's label and known prices.
+#[derive(Debug, Clone)]
+pub struct Delivery<'a> {
+    /// The destination.
+    pub destination: &'a DestinationId,
+    /// The stored event.
+    pub event: &'a StoredEvent,
+    /// The user whose subscription routed it.
+    pub user: &'a str,
+    /// The user's label for the wallet.
+    pub label: Option<&'a str>,
+    /// The rendered alert.
+    pub alert: &'a Alert,
+}
+
+impl Delivery<'_> {
+    /// The idempotency id: hex SHA-256 of destination, wallet and signature (32 chars).
+    pub fn idempotency_id(&self) -> String {
+        idempotency_id(self.destination, self.event.event.wallet.as_str(), self.event.event.signature.as_str())
+    }
+}
+
+/// Returns the idempotency id of (destination, wallet, signature).
+pub fn idempotency_id(destination: &DestinationId, wallet: &str, signature: &str) -> String {
+    let digest = Sha256::digest(format!("{destination}\n{wallet}\n{signature}").as_bytes());
+    hex::encode(&digest[..16])
+}
+
+/// Every configured sink, ready to deliver.
+#[derive(Debug, Clone)]
+pub struct Sinks {
+    client: reqwest::Client,
+    discord: discord::DiscordClient,
+    telegram: telegram::TelegramClient,
+    named: BTreeMap<String, DestinationConfig>,
+}
+
+/// A sink could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up alert delivery: {0}")]
+pub struct SetupError(String);
+
+impl Sinks {
+    /// Builds the sinks of `config`.
+    pub fn from_config(config: &Config) -> Result<Self, SetupError> {
+        let client = ww_http::client_builder()
+            .map_err(|error| SetupError(error.to_string()))?
+            .timeout(config.alerts.delivery_timeout)
+            .build()
+            .map_err(|error| SetupError(error.to_string()))?;
+        Ok(Self {
+            discord: discord::DiscordClient::new(client.clone(), &config.discord),
+            telegram: telegram::TelegramClient::new(client.clone(), &config.telegram),
+            client,
+            named: config.destinations.clone(),
+        })
+    }
+
+    /// The Discord REST client.
+    pub fn discord(&self) -> &discord::DiscordClient {
+        &self.discord
+    }
+
+    /// The Telegram Bot API client.
+    pub fn telegram(&self) -> &telegram::TelegramClient {
+        &self.telegram
+    }
+
+    /// Messages per second allowed to `destination`.
+    pub fn rate(&self, destination: &DestinationId, config: &Config) -> f64 {
+        match destination {
+            DestinationId::DiscordWebhook(name) | DestinationId::Webhook(name) => {
+                self.named.get(name).map_or(1.0, |named| named.messages_per_second)
+            }
+            DestinationId::DiscordChannel(_) => config.discord.channel_messages_per_second,
+            DestinationId::TelegramChat(_) => config.telegram.chat_messages_per_second,
+        }
+    }
+
+    /// Sends one alert.
+    pub async fn deliver(&self, delivery: &Delivery<'_>) -> Result<Delivered, SinkError> {
+        match delivery.destination {
+            DestinationId::DiscordWebhook(name) => match self.named.get(name).map(|named| &named.kind) {
+                Some(DestinationKind::DiscordWebhook { url }) => {
+                    discord::execute_webhook(&self.client, url.expose(), delivery.alert).await
+                }
+                _ => Err(SinkError::permanent(format!("{} is not configured under [destinations]", delivery.destination))),
+            },
+            DestinationId::Webhook(name) => match self.named.get(name).map(|named| &named.kind) {
+                Some(DestinationKind::Webhook { url, secret }) => {
+                    webhook::send(&self.client, url.expose(), secret.expose(), delivery).await
+                }
+                _ => Err(SinkError::permanent(format!("{} is not configured under [destinations]", delivery.destination))),
+            },
+            DestinationId::DiscordChannel(channel) => {
+                self.discord.create_message(*channel, delivery.alert, &delivery.idempotency_id()).await
+            }
+            DestinationId::TelegramChat(chat) => {
+                self.telegram.send_message(*chat, &delivery.alert.telegram_html()).await.map(|_| Delivered::default())
+            }
+        }
+    }
+}
+
+/// Reads `Retry-After` (seconds, possibly fractional).
+pub(crate) fn retry_after_header(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.trim().parse::<f64>().ok())
+        .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+        .map(|seconds| Duration::from_secs_f64(seconds.min(86_400.0)))
+}
+
+/// Classifies an HTTP status: 429/5xx/408 retry, other 4xx are permanent.
+pub(crate) fn status_error(sink: &str, status: reqwest::StatusCode, body: &str, retry_after: Option<Duration>) -> SinkError {
+    let reason = format!("{sink} answered {status}: {}", render::truncate_chars(body.trim(), 300));
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+    {
+        SinkError::Retryable { reason, retry_after }
+    } else {
+        SinkError::Permanent { reason }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_ids_are_stable_and_distinct() {
+        let a: DestinationId = "webhook:one".parse().expect("valid");
+        let b: DestinationId = "webhook:two".parse().expect("valid");
+        assert_eq!(idempotency_id(&a, "w", "s"), idempotency_id(&a, "w", "s"));
+        assert_ne!(idempotency_id(&a, "w", "s"), idempotency_id(&b, "w", "s"));
+        assert_eq!(idempotency_id(&a, "w", "s").len(), 32);
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        use reqwest::StatusCode;
+        assert!(status_error("x", StatusCode::TOO_MANY_REQUESTS, "", None).is_retryable());
+        assert!(status_error("x", StatusCode::BAD_GATEWAY, "", None).is_retryable());
+        assert!(!status_error("x", StatusCode::NOT_FOUND, "", None).is_retryable());
+        assert!(!status_error("x", StatusCode::BAD_REQUEST, "", None).is_retryable());
+    }
+}
