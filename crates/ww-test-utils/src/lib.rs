@@ -11,9 +11,37 @@
 //! it with `cargo build --release --locked --manifest-path tools/localnet/Cargo.toml`
 //! (`.ci/run` does).
 
+pub mod contracts;
 mod proxy;
 
+pub use contracts::ContractServer;
 pub use proxy::ChaosProxy;
+
+/// A Discord application key pair for signing interactions in tests.
+#[derive(Debug)]
+pub struct DiscordApp {
+    key: ed25519_dalek::SigningKey,
+}
+
+impl DiscordApp {
+    /// A deterministic key pair from `seed`.
+    pub fn new(seed: u8) -> Self {
+        Self { key: ed25519_dalek::SigningKey::from_bytes(&[seed; 32]) }
+    }
+
+    /// The public key as hex (what the Developer Portal shows).
+    pub fn public_key_hex(&self) -> String {
+        hex::encode(self.key.verifying_key().to_bytes())
+    }
+
+    /// The `X-Signature-Ed25519` value for `timestamp + body`.
+    pub fn sign(&self, timestamp: &str, body: &[u8]) -> String {
+        use ed25519_dalek::Signer as _;
+        let mut message = timestamp.as_bytes().to_vec();
+        message.extend_from_slice(body);
+        hex::encode(self.key.sign(&message).to_bytes())
+    }
+}
 
 use std::hash::{BuildHasher as _, Hasher as _};
 use std::path::{Path, PathBuf};

@@ -68,6 +68,22 @@ impl Daemon {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The API's base URL, read from the `API listening` log line.
+    pub fn api_url(&self) -> String {
+        let deadline = Instant::now() + MAX_WAIT;
+        loop {
+            let text = self.log_text();
+            if let Some(line) = text.lines().find(|line| line.contains("API listening"))
+                && let Some(start) = line.find("127.0.0.1:")
+            {
+                let port: String = line[start + "127.0.0.1:".len()..].chars().take_while(char::is_ascii_digit).collect();
+                return format!("http://127.0.0.1:{port}");
+            }
+            assert!(Instant::now() < deadline, "the daemon never logged its API address:\n{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Daemon {
