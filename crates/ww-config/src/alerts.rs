@@ -388,11 +388,20 @@ pub(crate) fn validate(
     if alerts.delivery_timeout_secs == 0 {
         errors.push("alerts.delivery_timeout_secs must be greater than 0".into());
     }
-    let price_url = prices.url.as_deref().map(|text| api_base("prices.url", text, errors));
+    let price_url =
+        prices.url.as_deref().filter(|text| !text.trim().is_empty()).map(|text| api_base("prices.url", text, errors));
     if prices.timeout_ms == 0 {
         errors.push("prices.timeout_ms must be greater than 0".into());
     }
 
+    // `${VAR:-}` leaves empty strings: they mean "not set".
+    let non_empty = |value: Option<String>| value.filter(|text| !text.trim().is_empty());
+    let discord = RawDiscord {
+        public_key: non_empty(discord.public_key),
+        application_id: non_empty(discord.application_id),
+        guild_id: non_empty(discord.guild_id),
+        ..discord
+    };
     let public_key = discord.public_key.as_deref().and_then(|text| {
         let bytes = decode_hex(text.trim());
         match bytes.and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()) {

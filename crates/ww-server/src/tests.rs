@@ -181,3 +181,81 @@ async fn the_openapi_document_lists_every_route() {
     let (status, body) = call(&fixture, "GET", "/api/outbox", Some(&fixture.admin), None).await;
     assert_eq!((status, body["depth"].clone()), (StatusCode::OK, json!(0)));
 }
+
+async fn call_with_state(state: ApiState, request: Request<Body>) -> (StatusCode, Value) {
+    let response = router(state).oneshot(request).await.expect("response");
+    let status = response.status();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn telegram_webhook_checks_the_secret_and_answers_commands_inline() {
+    let fixture = fixture();
+    let state = ApiState::new(Arc::clone(&fixture.store) as Arc<dyn ww_core::store::Store>, fixture.health.clone())
+        .with_chat(crate::chat::ChatConfig { discord_public_key: None, telegram_webhook_secret: Some(Arc::from("s3cret_token")) });
+    let update = json!({"update_id": 7, "message": {"message_id": 1, "from": {"id": 31}, "chat": {"id": 4242, "type": "private"},
+                        "text": format!("/track {WALLET} my <wallet>")}});
+    let request = |secret: Option<&str>| {
+        let mut builder = Request::builder().method("POST").uri("/telegram/webhook").header("content-type", "application/json");
+        if let Some(secret) = secret {
+            builder = builder.header("x-telegram-bot-api-secret-token", secret);
+        }
+        builder.body(Body::from(update.to_string())).expect("request")
+    };
+    for wrong in [None, Some("s3cret_tokeN"), Some("s3cret")] {
+        let (status, _) = call_with_state(state.clone(), request(wrong)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{wrong:?}");
+    }
+    assert!(fixture.store.wallets().expect("wallets").is_empty(), "a refused update changed the store");
+    let (status, body) = call_with_state(state.clone(), request(Some("s3cret_token"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["method"], "sendMessage");
+    assert_eq!(body["chat_id"], 4242);
+    assert_eq!(body["text"], format!("🟢 Tracking wallet: {WALLET}."));
+    let subscriptions = fixture.store.user_subscriptions("telegram:31").expect("subscriptions");
+    assert_eq!(subscriptions[0].label.as_deref(), Some("my <wallet>"));
+    assert_eq!(subscriptions[0].destinations.iter().next().map(ToString::to_string).as_deref(), Some("telegram:4242"));
+    // /list escapes the label for Telegram HTML.
+    let list = json!({"update_id": 8, "message": {"message_id": 2, "from": {"id": 31}, "chat": {"id": 4242}, "text": "/list"}});
+    let request = Request::builder()
+        .method("POST")
+        .uri("/telegram/webhook")
+        .header("x-telegram-bot-api-secret-token", "s3cret_token")
+        .body(Body::from(list.to_string()))
+        .expect("request");
+    let (_, body) = call_with_state(state, request).await;
+    assert!(body["text"].as_str().expect("text").contains("my &lt;wallet&gt;"), "{body}");
+}
+
+#[tokio::test]
+async fn chat_endpoints_are_off_unless_configured_and_dead_letters_need_admin() {
+    let fixture = fixture();
+    let (status, _) = call(&fixture, "POST", "/discord/interactions", None, Some(json!({"type": 1}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(&fixture, "POST", "/telegram/webhook", None, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(&fixture, "GET", "/api/outbox/dead", Some(&fixture.reader), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = call(&fixture, "GET", "/api/outbox/dead", Some(&fixture.admin), None).await;
+    assert_eq!((status, body["dead_letters"].clone()), (StatusCode::OK, json!([])));
+    let (status, body) = call(&fixture, "POST", "/api/outbox/dead/retry", Some(&fixture.admin), Some(json!({"destination": "pigeon:1"}))).await;
+    assert_eq!((status, body["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("invalid_destination")));
+    let (status, body) = call(&fixture, "POST", "/api/outbox/dead/retry", Some(&fixture.admin), Some(json!({}))).await;
+    assert_eq!((status, body["retried"].clone()), (StatusCode::OK, json!(0)));
+    let (status, _) = call(&fixture, "DELETE", "/api/outbox/jobs/99", Some(&fixture.admin), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Filters are validated when tracking through the API.
+    let (status, body) = call(
+        &fixture,
+        "POST",
+        "/api/wallets",
+        Some(&fixture.admin),
+        Some(json!({"address": WALLET, "filter": {"min_sol": -1}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) =
+        call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": WALLET, "filter": {"min_sooool": 1}}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

@@ -189,6 +189,10 @@ fn a_schema_1_file_is_migrated_to_the_current_schema_and_keeps_its_data() {
         write.delete_table(crate::tables::BALANCES).expect("drop balances");
         write.delete_table(crate::tables::BALANCE_HISTORY).expect("drop history");
         write.delete_table(crate::tables::API_TOKENS).expect("drop tokens");
+        write.delete_table(crate::tables::SUBSCRIPTIONS).expect("drop subscriptions");
+        write.delete_table(crate::tables::USER_SUBSCRIPTIONS).expect("drop user subscriptions");
+        write.delete_table(crate::tables::DEAD_LETTERS).expect("drop dead letters");
+        write.delete_table(crate::tables::SETTINGS).expect("drop settings");
         write
             .open_table(crate::tables::META)
             .expect("meta")
@@ -200,6 +204,87 @@ fn a_schema_1_file_is_migrated_to_the_current_schema_and_keeps_its_data() {
     assert!(store.wallet(&wallet).expect("read").is_some());
     assert!(store.balances(None).expect("balances table exists").is_empty());
     assert!(store.api_token("0".repeat(64).as_str()).expect("tokens table exists").is_none());
+    // Schema 4: every tracking user gets a subscription with the default filter.
+    let subscriptions = store.subscriptions_for(std::slice::from_ref(&wallet)).expect("subscriptions");
+    assert_eq!(subscriptions.len(), 1);
+    assert_eq!((subscriptions[0].user.as_str(), &subscriptions[0].filter), ("alice", &ww_core::alert::AlertFilter::default()));
+    assert_eq!(store.user_subscriptions("alice").expect("by user").len(), 1);
+    assert_eq!(store.dead_letter_count().expect("dead letters table exists"), 0);
+    assert_eq!(store.setting("x").expect("settings table exists"), None);
+}
+
+#[test]
+fn outbox_jobs_retry_die_come_back_and_drop() {
+    use ww_core::store::{JobSelection, Route};
+    let (_dir, store) = open_temp();
+    let wallet = address(1);
+    track(&store, &wallet, "alice");
+    let route = |destination: &str| Route { destination: destination.parse().expect("valid"), user: "alice".into() };
+    store
+        .record_events(
+            &[
+                NewEvent { event: event(&wallet, 1, 1), routes: vec![route("webhook:a"), route("telegram:5")] },
+                NewEvent { event: event(&wallet, 2, 2), routes: vec![route("webhook:a")] },
+            ],
+            UnixMillis(i64::MAX),
+        )
+        .expect("record");
+    let due = store.outbox_due(UnixMillis(i64::MAX), 10).expect("due");
+    assert_eq!(due.len(), 3);
+    assert!(due.iter().all(|job| job.user == "alice" && job.attempts == 0));
+    // A failed attempt pushes the job back; it is not due before then.
+    store.outbox_reschedule(due[0].id, 1, UnixMillis(i64::MAX - 1), "webhook answered 503").expect("reschedule");
+    let now_due = store.outbox_due(UnixMillis(1_000), 10).expect("due");
+    assert!(!now_due.iter().any(|job| job.id == due[0].id));
+    let jobs = store.outbox_jobs(10).expect("jobs");
+    assert_eq!(jobs[0].last_error.as_deref(), Some("webhook answered 503"));
+    // Out of attempts: dead letter with its error, out of the outbox.
+    store.outbox_bury(due[0].id, 2, "webhook answered 503", UnixMillis(5)).expect("bury");
+    store.outbox_bury(due[1].id, 1, "telegram answered 400", UnixMillis(5)).expect("bury");
+    assert_eq!((store.outbox_depth().expect("depth"), store.dead_letter_count().expect("dead")), (1, 2));
+    let letters = store.dead_letters(10).expect("letters");
+    assert_eq!(letters[0].job.attempts, 2);
+    // Retry by destination brings back only that one, due now, attempts reset.
+    let destination = JobSelection::Destination("webhook:a".parse().expect("valid"));
+    assert_eq!(store.retry_dead_letters(&destination, UnixMillis(7)).expect("retry"), 1);
+    let back = store.outbox_jobs(10).expect("jobs");
+    let revived = back.iter().find(|job| job.id == due[0].id).expect("back in the outbox");
+    assert_eq!((revived.attempts, revived.next_attempt_at), (0, UnixMillis(7)));
+    // Drop removes from both tables; completing removes from the outbox.
+    assert_eq!(store.drop_jobs(&JobSelection::Ids(vec![due[1].id])).expect("drop"), 1);
+    store.outbox_complete(due[0].id).expect("complete");
+    store.outbox_complete(due[2].id).expect("complete");
+    assert_eq!((store.outbox_depth().expect("depth"), store.dead_letter_count().expect("dead")), (0, 0));
+    // A job dropped while being tried stays dropped.
+    store.outbox_reschedule(due[0].id, 3, UnixMillis(0), "late").expect("reschedule of a missing job");
+    assert_eq!(store.outbox_depth().expect("depth"), 0);
+}
+
+#[test]
+fn subscriptions_follow_track_untrack_and_keep_filters_and_destinations() {
+    use ww_core::alert::{AlertFilter, Direction};
+    let (_dir, store) = open_temp();
+    let wallet = address(3);
+    let filter = AlertFilter { direction: Direction::Out, min_sol: Some(2.0), ..AlertFilter::default() };
+    let request = TrackRequest {
+        chain: Chain::Solana,
+        address: wallet.clone(),
+        label: Some("whale".into()),
+        user: "discord:1".into(),
+        filter: Some(filter.clone()),
+        destination: Some("discord-channel:9".parse().expect("valid")),
+    };
+    store.track_wallet(&request, UnixMillis(1)).expect("track");
+    // Tracking again from another channel adds a destination and keeps the filter.
+    let again = TrackRequest { label: None, filter: None, destination: Some("discord-channel:10".parse().expect("valid")), ..request };
+    store.track_wallet(&again, UnixMillis(2)).expect("track again");
+    let subscription = store.user_subscriptions("discord:1").expect("list").pop().expect("one");
+    assert_eq!(subscription.filter, filter);
+    assert_eq!(subscription.label.as_deref(), Some("whale"));
+    assert_eq!(subscription.destinations.len(), 2);
+    store.untrack_wallet(&wallet, "discord:1").expect("untrack");
+    assert!(store.user_subscriptions("discord:1").expect("list").is_empty());
+    assert!(store.subscriptions_for(&[wallet]).expect("for wallet").is_empty());
 }
 
 #[test]
