@@ -220,6 +220,11 @@ impl ContractServer {
         self.lock().received.clone()
     }
 
+    /// How many messages were accepted (cheap: no copies).
+    pub fn received_count(&self) -> usize {
+        self.lock().received.len()
+    }
+
     /// Accepted messages for one target.
     pub fn received_by(&self, target: &str) -> Vec<Received> {
         self.lock().received.iter().filter(|received| received.target == target).cloned().collect()

@@ -1,0 +1,147 @@
+//! Alert delivery: how fast the delivery workers drain the durable outbox to
+//! signed webhooks on loopback, next to the baseline of the same signed POSTs
+//! sent straight from memory (no store, no retries) with the same concurrency,
+//! in the same run; and the latency of one alert from its commit to the
+//! receiver, next to one bare POST.
+//!
+//! `cargo bench -p ww-app --bench delivery`
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use ww_app::delivery::DeliveryWorkers;
+use ww_core::store::{NewEvent, Route, Store as _, TrackRequest};
+use ww_core::time::UnixMillis;
+use ww_core::{Chain, EventSeq, StoredEvent};
+use ww_sinks::render::{Alert, Explorer};
+use ww_sinks::{Delivery, PriceCache, Sinks};
+use ww_store::RedbStore;
+use ww_test_utils::{ContractServer, fresh_address, sample_event, signature_from_seed};
+
+const DESTINATIONS: usize = 4;
+const EVENTS: usize = 500;
+const LATENCY_SAMPLES: usize = 40;
+const SECRET: &str = "a-bench-secret-0123456789";
+
+fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * fraction).round() as usize]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let server = ContractServer::start("bot", "1:tg").await.expect("server");
+    let mut config_text = String::from("[alerts]\ndelivery_concurrency = 4\n");
+    let mut destinations = Vec::new();
+    for index in 0..DESTINATIONS {
+        let name = format!("hook{index}");
+        config_text.push_str(&format!(
+            "[destinations.{name}]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\nmessages_per_second = 1000\n",
+            server.webhook_url(&name, SECRET)
+        ));
+        destinations.push(format!("webhook:{name}"));
+    }
+    let config = Arc::new(ww_config::load_str(&config_text, &HashMap::new()).expect("config"));
+    let sinks = Sinks::from_config(&config).expect("sinks");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(RedbStore::open_in_dir(data_dir.path()).expect("store"));
+    let wallet = fresh_address();
+    store
+        .track_wallet(
+            &TrackRequest { chain: Chain::Solana, address: wallet.clone(), label: None, user: "bench".into(), filter: None, destination: None },
+            UnixMillis(0),
+        )
+        .expect("track");
+    let routes: Vec<Route> =
+        destinations.iter().map(|destination| Route { destination: destination.parse().expect("valid"), user: "bench".into() }).collect();
+
+    // Throughput: EVENTS × DESTINATIONS jobs written, then drained by the workers.
+    let events: Vec<NewEvent> = (0..EVENTS)
+        .map(|index| {
+            let mut event = sample_event(&wallet, signature_from_seed(index as u64 + 1), index as u64 + 1);
+            event.emitted_at = ww_app::daemon::now();
+            NewEvent { event, routes: routes.clone() }
+        })
+        .collect();
+    for chunk in events.chunks(100) {
+        store.record_events(chunk, UnixMillis(i64::MAX)).expect("record");
+    }
+    let jobs = (EVENTS * DESTINATIONS) as f64;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let shutdown = CancellationToken::new();
+    let workers = DeliveryWorkers::new(Arc::clone(&store) as Arc<dyn ww_core::store::Store>, sinks.clone(), PriceCache::disabled(), Arc::clone(&config), Arc::clone(&wake));
+    let started = Instant::now();
+    let running = tokio::spawn(workers.run(shutdown.clone()));
+    wake.notify_one();
+    while store.outbox_depth().expect("depth") > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let workers_seconds = started.elapsed().as_secs_f64();
+    assert_eq!(server.received_count(), EVENTS * DESTINATIONS);
+
+    // Baseline: the same signed POSTs from memory, one sequential lane per destination.
+    let explorer = Explorer { tx_url: "https://x/tx/{signature}".into(), account_url: "https://x/a/{address}".into() };
+    let stored: Vec<StoredEvent> =
+        events.iter().enumerate().map(|(index, new)| StoredEvent { seq: EventSeq(index as u64 + 1), event: new.event.clone() }).collect();
+    let stored = Arc::new(stored);
+    let started = Instant::now();
+    let mut lanes = JoinSet::new();
+    for destination in &destinations {
+        let destination: ww_core::alert::DestinationId = destination.parse().expect("valid");
+        let sinks = sinks.clone();
+        let stored = Arc::clone(&stored);
+        let explorer = explorer.clone();
+        lanes.spawn(async move {
+            for event in stored.iter() {
+                let alert = Alert::new(event, None, &HashMap::new(), &explorer);
+                let delivery = Delivery { destination: &destination, event, user: "bench", label: None, alert: &alert };
+                sinks.deliver(&delivery).await.expect("baseline delivery");
+            }
+        });
+    }
+    while lanes.join_next().await.is_some() {}
+    let baseline_seconds = started.elapsed().as_secs_f64();
+
+    // Latency of one alert: commit → accepted by the receiver, one at a time.
+    let mut alert_latencies = Vec::new();
+    for sample in 0..LATENCY_SAMPLES {
+        let before = server.received_count();
+        let mut event = sample_event(&wallet, signature_from_seed(1_000_000 + sample as u64), 1);
+        event.emitted_at = ww_app::daemon::now();
+        let started = Instant::now();
+        store.record_events(&[NewEvent { event, routes: routes[..1].to_vec() }], UnixMillis(i64::MAX)).expect("record");
+        wake.notify_one();
+        while server.received_count() == before {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        alert_latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    shutdown.cancel();
+    let _ = running.await;
+    let mut post_latencies = Vec::new();
+    let destination: ww_core::alert::DestinationId = destinations[0].parse().expect("valid");
+    for event in stored.iter().take(LATENCY_SAMPLES) {
+        let alert = Alert::new(event, None, &HashMap::new(), &explorer);
+        let delivery = Delivery { destination: &destination, event, user: "bench", label: None, alert: &alert };
+        let started = Instant::now();
+        sinks.deliver(&delivery).await.expect("post");
+        post_latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    alert_latencies.sort_by(f64::total_cmp);
+    post_latencies.sort_by(f64::total_cmp);
+
+    println!("alert delivery to {DESTINATIONS} signed webhooks on loopback ({EVENTS} events, {} jobs)", EVENTS * DESTINATIONS);
+    println!("{:<44} {:>10} {:>10}", "", "jobs/s", "seconds");
+    println!("{:<44} {:>10.0} {:>10.2}", "walletwatch workers (outbox → webhook)", jobs / workers_seconds, workers_seconds);
+    println!("{:<44} {:>10.0} {:>10.2}", "baseline: signed POSTs from memory", jobs / baseline_seconds, baseline_seconds);
+    println!("ratio (workers / baseline): {:.2}", baseline_seconds / workers_seconds);
+    println!(
+        "one alert, commit → received: p50 {:.1} ms, p99 {:.1} ms; bare signed POST: p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&alert_latencies, 0.5),
+        percentile(&alert_latencies, 0.99),
+        percentile(&post_latencies, 0.5),
+        percentile(&post_latencies, 0.99)
+    );
+}
