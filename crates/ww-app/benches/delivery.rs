@@ -22,7 +22,7 @@ use ww_store::RedbStore;
 use ww_test_utils::{ContractServer, fresh_address, sample_event, signature_from_seed};
 
 const DESTINATIONS: usize = 4;
-const EVENTS: usize = 500;
+const EVENTS: usize = 2500;
 const LATENCY_SAMPLES: usize = 40;
 const SECRET: &str = "a-bench-secret-0123456789";
 
@@ -38,7 +38,7 @@ async fn main() {
     for index in 0..DESTINATIONS {
         let name = format!("hook{index}");
         config_text.push_str(&format!(
-            "[destinations.{name}]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\nmessages_per_second = 1000\n",
+            "[destinations.{name}]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\nmessages_per_second = 100000\n",
             server.webhook_url(&name, SECRET)
         ));
         destinations.push(format!("webhook:{name}"));

@@ -3,9 +3,13 @@
 //! One loop reads due jobs (woken when events are recorded, and every second)
 //! and starts one *lane* per destination with due jobs, at most
 //! `delivery_concurrency` lanes at once. A lane sends its destination's jobs
-//! in id order, spaced by the destination's rate, and stops at the first
+//! in id order, within the destination's rate (a token bucket holding one
+//! second's worth), and stops at the first
 //! failure, so the destination is left alone until its retry time:
-//! - success: the job is removed (its idempotency id is what receivers dedupe on);
+//! - success: the job is removed. Removals are group-committed by one
+//!   recorder task (one fsync for every job delivered meanwhile); until its
+//!   commit a delivered job is held back from the next rounds, so it is not
+//!   sent twice while the process lives;
 //! - retryable failure (429, 5xx, timeout): attempts + 1, next attempt after
 //!   `max(backoff, Retry-After)`, backoff = `retry_initial × 2^(attempts-1)`
 //!   with ±20 % jitter, capped at `retry_max`;
@@ -33,8 +37,24 @@ use ww_sinks::{Delivery, PriceCache, SinkError, Sinks};
 
 use crate::metric_names;
 
+/// A destination's send rate.
+type Limiter = governor::DefaultDirectRateLimiter;
+
+/// `rate` messages per second, with bursts of up to one second's worth.
+fn limiter(rate: f64) -> Limiter {
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let burst = std::num::NonZeroU32::new(rate.floor().clamp(1.0, 10_000.0) as u32).unwrap_or(std::num::NonZeroU32::MIN);
+    let quota = governor::Quota::with_period(period).unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN));
+    governor::RateLimiter::direct(quota.allow_burst(burst))
+}
+
 /// Jobs read per round.
 const JOBS_PER_ROUND: usize = 1000;
+/// Delivered jobs waiting for their removal to be committed (bounded: lanes
+/// wait when the recorder falls this far behind).
+const COMPLETION_QUEUE: usize = 4096;
+/// Most removals per commit.
+const COMPLETIONS_PER_COMMIT: usize = 1000;
 /// How often the outbox is read when nothing wakes the loop.
 const IDLE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -62,6 +82,85 @@ struct LaneEnd {
     paused_until: Option<Instant>,
 }
 
+/// Delivered jobs on their way to a committed removal.
+///
+/// A round reads the outbox from a snapshot that may predate the commit that
+/// removed a delivered job; such a job must not be handed out again. So a job
+/// is held back while its removal is uncommitted, and also after, until a
+/// round starts whose snapshot is known to follow that commit.
+#[derive(Clone)]
+struct Completions {
+    sender: tokio::sync::mpsc::Sender<u64>,
+    held: Arc<std::sync::Mutex<Held>>,
+}
+
+#[derive(Default)]
+struct Held {
+    /// Delivered; removal not committed yet.
+    uncommitted: HashSet<u64>,
+    /// Removal committed as commit number n; visible to snapshots taken after it.
+    committed: Vec<(u64, Vec<u64>)>,
+    /// Commits done so far.
+    commits: u64,
+}
+
+impl Completions {
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Called before a round's read: forgets jobs whose removal every later
+    /// snapshot sees.
+    fn start_round(&self) {
+        let mut held = self.held();
+        let horizon = held.commits;
+        held.committed.retain(|(commit, _)| *commit > horizon);
+    }
+
+    fn contains(&self, job_id: u64) -> bool {
+        let held = self.held();
+        held.uncommitted.contains(&job_id) || held.committed.iter().any(|(_, ids)| ids.contains(&job_id))
+    }
+
+    async fn push(&self, job_id: u64) {
+        self.held().uncommitted.insert(job_id);
+        if self.sender.send(job_id).await.is_err() {
+            error!(job = job_id, "the completion recorder stopped; the job may be sent again after a restart");
+        }
+    }
+}
+
+/// Commits removals of delivered jobs in groups until every sender is gone.
+async fn record_completions(store: Arc<dyn Store>, mut receiver: tokio::sync::mpsc::Receiver<u64>, held: Arc<std::sync::Mutex<Held>>) {
+    let mut batch: Vec<u64> = Vec::with_capacity(COMPLETIONS_PER_COMMIT);
+    while let Some(first) = receiver.recv().await {
+        batch.push(first);
+        while batch.len() < COMPLETIONS_PER_COMMIT {
+            match receiver.try_recv() {
+                Ok(job_id) => batch.push(job_id),
+                Err(_) => break,
+            }
+        }
+        loop {
+            let ids = batch.clone();
+            let store = Arc::clone(&store);
+            match tokio::task::spawn_blocking(move || store.outbox_complete_many(&ids)).await {
+                Ok(Ok(())) => break,
+                Ok(Err(error)) => error!(error = %error, jobs = batch.len(), "recording deliveries failed; retrying"),
+                Err(error) => error!(error = %error, jobs = batch.len(), "recording deliveries failed; retrying"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut held = held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for job_id in &batch {
+            held.uncommitted.remove(job_id);
+        }
+        held.commits += 1;
+        let commit = held.commits;
+        held.committed.push((commit, std::mem::take(&mut batch)));
+    }
+}
+
 impl DeliveryWorkers {
     /// Creates the workers; `wake` is notified when jobs are written.
     pub fn new(store: Arc<dyn Store>, sinks: Sinks, prices: PriceCache, config: Arc<Config>, wake: Arc<Notify>) -> Self {
@@ -72,12 +171,16 @@ impl DeliveryWorkers {
 
     /// Delivers until `shutdown` is cancelled; lanes finish their current send.
     pub async fn run(self, shutdown: CancellationToken) {
+        let (sender, receiver) = tokio::sync::mpsc::channel(COMPLETION_QUEUE);
+        let held: Arc<std::sync::Mutex<Held>> = Arc::default();
+        let completions = Completions { sender, held: Arc::clone(&held) };
+        let recorder = tokio::spawn(record_completions(Arc::clone(&self.store), receiver, held));
         let lanes_allowed = Arc::new(Semaphore::new(self.config.alerts.delivery_concurrency));
         let mut lanes: JoinSet<LaneEnd> = JoinSet::new();
         let mut busy: HashSet<DestinationId> = HashSet::new();
         let mut paused: HashMap<DestinationId, Instant> = HashMap::new();
         // The instant each destination may next be sent to (rate spacing).
-        let next_send: Arc<std::sync::Mutex<HashMap<DestinationId, Instant>>> = Arc::default();
+        let limiters: Arc<std::sync::Mutex<HashMap<DestinationId, Arc<Limiter>>>> = Arc::default();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -94,6 +197,7 @@ impl DeliveryWorkers {
             }
             let now_instant = Instant::now();
             paused.retain(|_, until| *until > now_instant);
+            completions.start_round();
             let store = Arc::clone(&self.store);
             let due = match tokio::task::spawn_blocking(move || store.outbox_due(crate::daemon::now(), JOBS_PER_ROUND)).await {
                 Ok(Ok(due)) => due,
@@ -108,7 +212,7 @@ impl DeliveryWorkers {
             };
             let mut by_destination: Vec<(DestinationId, Vec<OutboxJob>)> = Vec::new();
             for job in due {
-                if busy.contains(&job.destination) || paused.contains_key(&job.destination) {
+                if busy.contains(&job.destination) || paused.contains_key(&job.destination) || completions.contains(job.id) {
                     continue;
                 }
                 match by_destination.iter_mut().find(|(destination, _)| *destination == job.destination) {
@@ -121,9 +225,16 @@ impl DeliveryWorkers {
                 busy.insert(destination.clone());
                 let worker = self.clone();
                 let shutdown = shutdown.clone();
-                let next_send = Arc::clone(&next_send);
+                let limiter = Arc::clone(
+                    limiters
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .entry(destination.clone())
+                        .or_insert_with(|| Arc::new(limiter(self.sinks.rate(&destination, &self.config)))),
+                );
+                let completions = completions.clone();
                 lanes.spawn(async move {
-                    let end = worker.lane(destination, jobs, &next_send, &shutdown).await;
+                    let end = worker.lane(destination, jobs, &limiter, &completions, &shutdown).await;
                     drop(permit);
                     end
                 });
@@ -131,6 +242,8 @@ impl DeliveryWorkers {
         }
         // Let in-flight sends finish (bounded by the delivery timeout) so their outcome is recorded.
         while lanes.join_next().await.is_some() {}
+        drop(completions);
+        let _ = recorder.await;
         info!("delivery workers stopped");
     }
 
@@ -138,26 +251,21 @@ impl DeliveryWorkers {
         &self,
         destination: DestinationId,
         jobs: Vec<OutboxJob>,
-        next_send: &std::sync::Mutex<HashMap<DestinationId, Instant>>,
+        limiter: &Limiter,
+        completions: &Completions,
         shutdown: &CancellationToken,
     ) -> LaneEnd {
-        let spacing = Duration::from_secs_f64(1.0 / self.sinks.rate(&destination, &self.config));
+        let mut loaded = self.load(&jobs).await.into_iter();
         for job in jobs {
+            let prepared = loaded.next().unwrap_or_else(|| Err(SinkError::Retryable { reason: "job not loaded".into(), retry_after: None }));
             if shutdown.is_cancelled() {
                 break;
             }
-            let wait_until = next_send.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&destination).copied();
-            if let Some(until) = wait_until {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep_until(until.into()) => {}
-                }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = limiter.until_ready() => {}
             }
-            let outcome = self.send(&job).await;
-            next_send
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(destination.clone(), Instant::now() + spacing);
+            let outcome = self.send(&job, prepared, completions).await;
             match outcome {
                 Ok(pause) => {
                     if let Some(pause) = pause {
@@ -173,9 +281,20 @@ impl DeliveryWorkers {
 
     /// Sends one job and records the outcome. `Ok(pause)` on success; `Err(wait)`
     /// when the lane must stop (the destination failed).
-    async fn send(&self, job: &OutboxJob) -> Result<Option<Duration>, Option<Duration>> {
+    async fn send(
+        &self,
+        job: &OutboxJob,
+        loaded: Result<(ww_core::StoredEvent, Option<String>), SinkError>,
+        completions: &Completions,
+    ) -> Result<Option<Duration>, Option<Duration>> {
         let sink = job.destination.sink();
-        let prepared = self.prepare(job).await;
+        let prepared = match loaded {
+            Ok((event, label)) => {
+                let alert = self.render(&event, label.as_deref()).await;
+                Ok((event, label, alert))
+            }
+            Err(error) => Err(error),
+        };
         let result = match &prepared {
             Ok((event, label, alert)) => {
                 let delivery =
@@ -189,10 +308,7 @@ impl DeliveryWorkers {
         let job_id = job.id;
         match result {
             Ok(delivered) => {
-                let recorded = tokio::task::spawn_blocking(move || store.outbox_complete(job_id)).await;
-                if !matches!(recorded, Ok(Ok(()))) {
-                    error!(job = job_id, "recording a delivery failed; it may be sent again with the same idempotency id");
-                }
+                completions.push(job_id).await;
                 metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "delivered").increment(1);
                 if let Ok((event, _, _)) = &prepared {
                     let latency = (crate::daemon::now().0 - event.event.received_at.0).max(0) as f64 / 1000.0;
@@ -236,36 +352,50 @@ impl DeliveryWorkers {
         }
     }
 
-    async fn prepare(&self, job: &OutboxJob) -> Result<(ww_core::StoredEvent, Option<String>, Alert), SinkError> {
+    /// Reads the lane's events and labels in one blocking call.
+    async fn load(&self, jobs: &[OutboxJob]) -> Vec<Result<(ww_core::StoredEvent, Option<String>), SinkError>> {
         let store = Arc::clone(&self.store);
-        let seq = job.seq;
-        let wallet = job.wallet.clone();
+        let keys: Vec<(ww_core::EventSeq, ww_core::WalletAddress, String)> =
+            jobs.iter().map(|job| (job.seq, job.wallet.clone(), job.user.clone())).collect();
         let loaded = tokio::task::spawn_blocking(move || {
-            let event = store.event(seq)?;
-            let subscriptions = store.subscriptions_for(std::slice::from_ref(&wallet))?;
-            let record = store.wallet(&wallet)?;
-            Ok::<_, ww_core::store::StoreError>((event, subscriptions, record))
+            let mut wallets: Vec<ww_core::WalletAddress> = keys.iter().map(|(_, wallet, _)| wallet.clone()).collect();
+            wallets.sort();
+            wallets.dedup();
+            let subscriptions = store.subscriptions_for(&wallets)?;
+            let mut records = HashMap::new();
+            for wallet in &wallets {
+                records.insert(wallet.clone(), store.wallet(wallet)?);
+            }
+            let mut results = Vec::with_capacity(keys.len());
+            for (seq, wallet, user) in keys {
+                let Some(event) = store.event(seq)? else {
+                    results.push(Err(SinkError::Permanent { reason: format!("event #{} is no longer stored", seq.0) }));
+                    continue;
+                };
+                let label = subscriptions
+                    .iter()
+                    .find(|subscription| subscription.wallet == wallet && subscription.user == user)
+                    .and_then(|subscription| subscription.label.clone())
+                    .or_else(|| records.get(&wallet).cloned().flatten().and_then(|record| record.label));
+                results.push(Ok((event, label)));
+            }
+            Ok::<_, ww_core::store::StoreError>(results)
         })
         .await;
-        let (event, subscriptions, record) = match loaded {
-            Ok(Ok(loaded)) => loaded,
-            Ok(Err(error)) => return Err(SinkError::Retryable { reason: format!("reading the event failed: {error}"), retry_after: None }),
-            Err(error) => return Err(SinkError::Retryable { reason: format!("reading the event failed: {error}"), retry_after: None }),
-        };
-        let Some(event) = event else {
-            return Err(SinkError::Permanent { reason: format!("event #{} is no longer stored", job.seq.0) });
-        };
-        let label = subscriptions
-            .iter()
-            .find(|subscription| subscription.user == job.user)
-            .and_then(|subscription| subscription.label.clone())
-            .or_else(|| record.and_then(|record| record.label));
+        let failure = |reason: String| (0..jobs.len()).map(|_| Err(SinkError::Retryable { reason: reason.clone(), retry_after: None })).collect();
+        match loaded {
+            Ok(Ok(results)) => results,
+            Ok(Err(error)) => failure(format!("reading the events failed: {error}")),
+            Err(error) => failure(format!("reading the events failed: {error}")),
+        }
+    }
+
+    async fn render(&self, event: &ww_core::StoredEvent, label: Option<&str>) -> Alert {
         let mints: Vec<String> =
             ww_core::alert::movements(&event.event).iter().map(|movement| movement.price_mint().to_string()).collect();
         let mint_refs: Vec<&str> = mints.iter().map(String::as_str).collect();
         let prices = self.prices.prices(&mint_refs).await;
-        let alert = Alert::new(&event, label.as_deref(), &prices, &self.explorer);
-        Ok((event, label, alert))
+        Alert::new(event, label, &prices, &self.explorer)
     }
 
     fn backoff(&self, attempts: u32) -> Duration {

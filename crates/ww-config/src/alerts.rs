@@ -353,8 +353,8 @@ fn api_base(field: &str, text: &str, errors: &mut Vec<String>) -> RedactedUrl {
 }
 
 fn rate(field: &str, value: f64, errors: &mut Vec<String>) -> f64 {
-    if !value.is_finite() || value <= 0.0 || value > 1000.0 {
-        errors.push(format!("{field} must be between 0 and 1000 messages per second, not {value}"));
+    if !value.is_finite() || value <= 0.0 || value > 100_000.0 {
+        errors.push(format!("{field} must be between 0 and 100000 messages per second, not {value}"));
         return 1.0;
     }
     value

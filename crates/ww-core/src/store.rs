@@ -254,7 +254,12 @@ pub trait Store: Send + Sync + 'static {
     fn outbox_due(&self, now: UnixMillis, limit: usize) -> Result<Vec<OutboxJob>, StoreError>;
 
     /// Removes a delivered job.
-    fn outbox_complete(&self, job_id: u64) -> Result<(), StoreError>;
+    fn outbox_complete(&self, job_id: u64) -> Result<(), StoreError> {
+        self.outbox_complete_many(&[job_id])
+    }
+
+    /// Removes delivered jobs in one commit (ids no longer present are skipped).
+    fn outbox_complete_many(&self, job_ids: &[u64]) -> Result<(), StoreError>;
 
     /// Records a failed attempt: the job's attempts, next attempt and error.
     fn outbox_reschedule(&self, job_id: u64, attempts: u32, next_attempt_at: UnixMillis, error: &str)

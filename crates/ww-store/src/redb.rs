@@ -671,9 +671,14 @@ impl Store for RedbStore {
         Ok(jobs)
     }
 
-    fn outbox_complete(&self, job_id: u64) -> Result<(), StoreError> {
+    fn outbox_complete_many(&self, job_ids: &[u64]) -> Result<(), StoreError> {
         let write = self.database.begin_write().map_err(transaction_error)?;
-        write.open_table(OUTBOX).map_err(table_error)?.remove(job_id).map_err(storage_error)?;
+        {
+            let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
+            for job_id in job_ids {
+                outbox.remove(*job_id).map_err(storage_error)?;
+            }
+        }
         write.commit().map_err(commit_error)
     }
 
