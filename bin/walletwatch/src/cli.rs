@@ -126,6 +126,9 @@ pub(crate) enum Command {
     /// Discord bot set-up.
     #[command(subcommand)]
     Discord(DiscordCommand),
+    /// Telegram bot set-up.
+    #[command(subcommand)]
+    Telegram(TelegramCommand),
     /// Print the effective configuration (secrets redacted), or every error in it.
     CheckConfig,
 }
@@ -216,4 +219,17 @@ pub(crate) enum DiscordCommand {
     /// Register the /track, /untrack and /list slash commands with Discord
     /// (in discord.guild_id when set, else globally).
     RegisterCommands,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TelegramCommand {
+    /// Have Telegram post updates to walletwatch (`telegram.mode = "webhook"`)
+    /// instead of being polled; uses `telegram.webhook_secret`.
+    SetWebhook {
+        /// Public HTTPS URL of walletwatch's `/telegram/webhook`.
+        #[arg(long)]
+        url: String,
+    },
+    /// Remove the webhook so `telegram.mode = "polling"` works again.
+    DeleteWebhook,
 }

@@ -22,7 +22,7 @@ use ww_core::wallet::{TrackOutcome, UntrackOutcome};
 use ww_core::WalletAddress;
 use ww_store::RedbStore;
 
-use crate::cli::{Cli, Command, DiscordCommand, FilterArgs, OutboxCommand, TokenCommand};
+use crate::cli::{Cli, Command, DiscordCommand, FilterArgs, OutboxCommand, TelegramCommand, TokenCommand};
 
 /// How often `events --follow` looks for new events.
 const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -150,6 +150,7 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
         Command::Token(TokenCommand::Create { user, admin }) => create_token(&config, &user, admin),
         Command::Outbox(command) => outbox(&config, command),
         Command::Discord(DiscordCommand::RegisterCommands) => register_commands(&config).await,
+        Command::Telegram(command) => telegram_webhook(&config, command).await,
         Command::CheckConfig => Ok(()),
     }
 }
@@ -464,5 +465,35 @@ async fn register_commands(config: &Config) -> CommandResult {
     })?;
     let scope = config.discord.guild_id.as_deref().map_or("globally".to_string(), |guild| format!("in guild {guild}"));
     println!("registered /{} {scope}", names.join(", /"));
+    Ok(())
+}
+
+async fn telegram_webhook(config: &Config, command: TelegramCommand) -> CommandResult {
+    let sinks = ww_sinks::Sinks::from_config(config).map_err(|error| Failure::Runtime(error.into()))?;
+    let telegram = sinks.telegram();
+    if !telegram.is_configured() {
+        return Err(Failure::Usage(anyhow!("telegram.bot_token is not configured")));
+    }
+    let failure = |error: ww_sinks::SinkError| match error {
+        ww_sinks::SinkError::Permanent { .. } => Failure::Usage(anyhow!("telegram refused: {error}")),
+        ww_sinks::SinkError::Retryable { .. } => Failure::Runtime(anyhow!("telegram failed: {error}; try again")),
+    };
+    match command {
+        TelegramCommand::SetWebhook { url } => {
+            let Some(secret) = &config.telegram.webhook_secret else {
+                return Err(Failure::Usage(anyhow!("set telegram.webhook_secret first: Telegram sends it with every update")));
+            };
+            let parsed = url::Url::parse(&url).map_err(|error| Failure::Usage(anyhow!("--url {url:?}: {error}")))?;
+            if parsed.scheme() != "https" {
+                return Err(Failure::Usage(anyhow!("--url must be https (Telegram only posts to HTTPS webhooks)")));
+            }
+            telegram.set_webhook(parsed.as_str(), secret.expose()).await.map_err(failure)?;
+            println!("telegram will post updates to {parsed}; run walletwatch with telegram.mode = \"webhook\"");
+        }
+        TelegramCommand::DeleteWebhook => {
+            telegram.delete_webhook().await.map_err(failure)?;
+            println!("telegram webhook removed; telegram.mode = \"polling\" works again");
+        }
+    }
     Ok(())
 }

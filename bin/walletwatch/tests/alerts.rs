@@ -312,6 +312,34 @@ async fn signed_interactions_track_untrack_and_list_and_forgeries_change_nothing
     let commands = server.commands();
     let names: Vec<&str> = commands["global"].as_array().expect("array").iter().filter_map(|command| command["name"].as_str()).collect();
     assert_eq!(names, vec!["track", "untrack", "list"]);
+
+    // `walletwatch telegram set-webhook` needs the secret, refuses plain http, and sets both.
+    let refused = walletwatch(data_dir.path())
+        .args(["--config", &config, "telegram", "set-webhook", "--url", "https://bot.example.com/telegram/webhook"])
+        .output()
+        .expect("set-webhook");
+    assert_eq!(refused.status.code(), Some(2), "no webhook_secret configured: {refused:?}");
+    let with_secret = format!("{}\n", std::fs::read_to_string(&config).expect("config").replace(
+        "poll_timeout_secs = 1",
+        "poll_timeout_secs = 1\nwebhook_secret = \"hook_secret-1\"",
+    ));
+    std::fs::write(&config, with_secret).expect("config");
+    let plain = walletwatch(data_dir.path())
+        .args(["--config", &config, "telegram", "set-webhook", "--url", "http://bot.example.com/telegram/webhook"])
+        .output()
+        .expect("set-webhook");
+    assert_eq!(plain.status.code(), Some(2));
+    let output = walletwatch(data_dir.path())
+        .args(["--config", &config, "telegram", "set-webhook", "--url", "https://bot.example.com/telegram/webhook"])
+        .output()
+        .expect("set-webhook");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        server.telegram_webhook(),
+        Some(("https://bot.example.com/telegram/webhook".to_string(), "hook_secret-1".to_string()))
+    );
+    assert!(walletwatch(data_dir.path()).args(["--config", &config, "telegram", "delete-webhook"]).status().expect("delete").success());
+    assert_eq!(server.telegram_webhook(), None);
     assert_eq!(server.contract_violations(), Vec::<String>::new());
     drop(daemon);
 }

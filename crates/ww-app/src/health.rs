@@ -20,7 +20,15 @@ pub struct HealthState {
     pub wallets_active: usize,
     /// When the last balance round finished.
     pub last_balance_round: Option<UnixMillis>,
+    /// Age of the oldest unfinished work (catch-up, gap fill, or a
+    /// transaction still being fetched), in ms; 0 when caught up.
+    pub processing_lag_ms: i64,
+    /// Addresses whose history is being read (first subscription or gap fill).
+    pub wallets_catching_up: usize,
 }
+
+/// `/ready` fails while the oldest unfinished work is older than this.
+pub const MAX_READY_LAG_MS: i64 = 120_000;
 
 /// A handle to the shared state (cheap to clone).
 #[derive(Debug, Clone, Default)]

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use ww_config::Config;
 use ww_core::store::{NewEvent, RecordOutcome, Store};
+use ww_core::time::UnixMillis;
 use ww_core::wallet::SubscriptionStatus;
 use ww_core::{ActivityEvent, Chain, Origin, Signature, WalletAddress};
 use ww_solana::decode::{Provenance, decode_transaction};
@@ -77,6 +78,21 @@ pub mod metric_names {
     pub const OUTBOX_DEPTH: &str = "ww_outbox_depth";
     /// Gauge: delivery jobs in the dead letters.
     pub const DEAD_LETTERS: &str = "ww_dead_letters";
+    /// Gauge: age of the oldest unfinished work (a running catch-up or gap
+    /// fill, or a transaction not yet fetched); 0 when caught up.
+    pub const PROCESSING_LAG_SECONDS: &str = "ww_processing_lag_seconds";
+}
+
+/// Unfinished work whose age is the processing lag.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum WorkItem {
+    CatchUp(WalletAddress),
+    Fetch(Signature),
+}
+
+fn millis_of(time: std::time::SystemTime) -> UnixMillis {
+    let elapsed = time.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    UnixMillis(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
 }
 
 enum TaskOutput {
@@ -194,6 +210,9 @@ struct Pipeline {
     /// When each wallet was tracked (Unix seconds): history starts there.
     tracked_since: HashMap<WalletAddress, i64>,
     catching_up: HashSet<WalletAddress>,
+    /// When each running catch-up started and when each in-flight fetch was
+    /// first learned of: the processing lag `/ready` reports.
+    work_started: HashMap<WorkItem, UnixMillis>,
     catch_up_again: HashMap<WalletAddress, (WalletAddress, Origin)>,
     /// Wallets whose first catch-up (after subscribing) was started.
     caught_up_once: HashSet<WalletAddress>,
@@ -280,6 +299,7 @@ pub async fn run(
         tracked_snapshot: Arc::new(HashSet::new()),
         tracked_since: HashMap::new(),
         catching_up: HashSet::new(),
+        work_started: HashMap::new(),
         catch_up_again: HashMap::new(),
         caught_up_once: HashSet::new(),
         history_ready: HashSet::new(),
@@ -488,6 +508,7 @@ impl Pipeline {
             self.catch_up_again.insert(address, (owner, origin));
             return;
         }
+        self.work_started.entry(WorkItem::CatchUp(address.clone())).or_insert_with(crate::daemon::now);
         let catch_up = self.catch_up.clone();
         let tracked = Arc::clone(&self.tracked_snapshot);
         let since = self.tracked_since.get(&owner).copied();
@@ -544,6 +565,15 @@ impl Pipeline {
 
     fn save_stats(&mut self) {
         self.stats.saved_at = crate::daemon::now();
+        let now = self.stats.saved_at;
+        let oldest = self.work_started.values().min().copied();
+        let lag_ms = oldest.map_or(0, |started| (now.0 - started.0).max(0));
+        let catching_up = self.catching_up.len();
+        metrics::gauge!(metric_names::PROCESSING_LAG_SECONDS).set(lag_ms as f64 / 1000.0);
+        self.health.update(|state| {
+            state.processing_lag_ms = lag_ms;
+            state.wallets_catching_up = catching_up;
+        });
         self.stats.rpc_calls = self.rpc.call_counts().into_iter().map(|(method, count)| (method.to_string(), count)).collect();
         self.stats.wallets_by_tier =
             self.schedule.tier_counts().iter().map(|(tier, count)| (tier.as_str().to_string(), *count as u64)).collect();
@@ -653,6 +683,8 @@ impl Pipeline {
         if self.recent.contains(&signature) || !self.in_flight.insert(signature.clone()) {
             return;
         }
+        let received_at = millis_of(provenance.received_at);
+        self.work_started.insert(WorkItem::Fetch(signature.clone()), received_at);
         let fetcher = self.fetcher.clone();
         let permits = Arc::clone(&self.permits);
         self.tasks.spawn(async move {
@@ -705,6 +737,9 @@ impl Pipeline {
             }
             TaskOutput::CaughtUp { address, owner, origin, result } => {
                 self.catching_up.remove(&address);
+                if !self.catch_up_again.contains_key(&address) {
+                    self.work_started.remove(&WorkItem::CatchUp(address.clone()));
+                }
                 match result {
                     Ok(report) => {
                         for wallet in &report.event_wallets {
@@ -739,6 +774,7 @@ impl Pipeline {
             },
             TaskOutput::Fetched { signature, provenance, result } => {
                 self.in_flight.remove(&signature);
+                self.work_started.remove(&WorkItem::Fetch(signature.clone()));
                 let reply = match result {
                     Ok(reply) => reply,
                     Err(error) => {

@@ -437,17 +437,15 @@ pub(crate) fn validate(
         }
     };
     let webhook_secret = telegram.webhook_secret.filter(|secret| !secret.expose().is_empty());
-    if mode == TelegramMode::Webhook {
-        match &webhook_secret {
-            None => errors.push("telegram.webhook_secret is required in webhook mode".into()),
-            Some(secret)
-                if secret.expose().len() > 256
-                    || !secret.expose().chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
-            {
-                errors.push("telegram.webhook_secret: 1-256 characters of A-Z, a-z, 0-9, _ and -".into());
-            }
-            Some(_) => {}
+    match &webhook_secret {
+        None if mode == TelegramMode::Webhook => errors.push("telegram.webhook_secret is required in webhook mode".into()),
+        Some(secret)
+            if secret.expose().len() > 256
+                || !secret.expose().chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+        {
+            errors.push("telegram.webhook_secret: 1-256 characters of A-Z, a-z, 0-9, _ and -".into());
         }
+        _ => {}
     }
     if telegram.poll_timeout_secs > 50 {
         errors.push("telegram.poll_timeout_secs must be at most 50".into());

@@ -3,7 +3,7 @@
 //! | route | scope | what |
 //! |---|---|---|
 //! | `GET /health` | none | the process is alive |
-//! | `GET /ready` | none | store readable, Solana reachable, subscriptions live; 503 with reasons otherwise |
+//! | `GET /ready` | none | store readable, Solana reachable, subscriptions live, processing lag under 120 s; 503 with reasons otherwise |
 //! | `GET /api/wallets` | read | wallets (admin: all; others: the ones they track) |
 //! | `POST /api/wallets` | admin | track `{address, label?, user?, filter?}` |
 //! | `DELETE /api/wallets/{address}?user=` | admin | untrack |

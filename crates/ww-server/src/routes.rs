@@ -43,6 +43,13 @@ pub(crate) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Va
     if health.wallets_total > 0 && health.connections_connected == 0 {
         reasons.push("no PubSub connection is live".to_string());
     }
+    if health.processing_lag_ms > ww_app::health::MAX_READY_LAG_MS {
+        reasons.push(format!(
+            "processing is {} s behind ({} addresses catching up on history)",
+            health.processing_lag_ms / 1000,
+            health.wallets_catching_up
+        ));
+    }
     let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(json!({"ready": reasons.is_empty(), "reasons": reasons, "store": store_ok, "daemon": health})))
 }

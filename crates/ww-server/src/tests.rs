@@ -66,6 +66,15 @@ async fn health_is_open_and_ready_says_why_not() {
     let (status, body) = call(&fixture, "GET", "/ready", None, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["ready"], true);
+    // Unfinished work older than the limit (a long catch-up) makes it unready, with why.
+    fixture.health.update(|state| {
+        state.processing_lag_ms = ww_app::health::MAX_READY_LAG_MS + 1_000;
+        state.wallets_catching_up = 3;
+    });
+    let (status, body) = call(&fixture, "GET", "/ready", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["reasons"][0], "processing is 121 s behind (3 addresses catching up on history)");
+    assert_eq!(body["daemon"]["processing_lag_ms"], 121_000);
 }
 
 #[tokio::test]

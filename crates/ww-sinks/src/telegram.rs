@@ -113,6 +113,18 @@ impl TelegramClient {
         Ok(result["message_id"].as_i64().unwrap_or_default())
     }
 
+    /// Points Telegram at walletwatch's webhook (`https://<host>/telegram/webhook`)
+    /// with the secret it must send back in `X-Telegram-Bot-Api-Secret-Token`.
+    pub async fn set_webhook(&self, url: &str, secret: &str) -> Result<(), SinkError> {
+        let body = json!({"url": url, "secret_token": secret, "allowed_updates": ["message"]});
+        self.call("setWebhook", &body, None).await.map(|_| ())
+    }
+
+    /// Removes the webhook, so getUpdates polling works again.
+    pub async fn delete_webhook(&self) -> Result<(), SinkError> {
+        self.call("deleteWebhook", &json!({}), None).await.map(|_| ())
+    }
+
     /// Long-polls for messages after `offset`; waits up to the configured timeout.
     pub async fn get_updates(&self, offset: i64) -> Result<(Vec<IncomingMessage>, Option<i64>), SinkError> {
         let body = json!({

@@ -93,6 +93,7 @@ struct Inner {
     updates: Vec<Value>,
     next_update_id: i64,
     commands: HashMap<String, Value>,
+    telegram_webhook: Option<(String, String)>,
     prices: HashMap<String, f64>,
     next_message_id: u64,
 }
@@ -233,6 +234,11 @@ impl ContractServer {
     /// Requests refused for breaking the contract (not failures injected), with why.
     pub fn contract_violations(&self) -> Vec<String> {
         self.lock().rejected.clone()
+    }
+
+    /// The Telegram webhook set with `setWebhook`: (url, secret token).
+    pub fn telegram_webhook(&self) -> Option<(String, String)> {
+        self.lock().telegram_webhook.clone()
     }
 
     /// The registered commands per scope (`global` or `guild:<id>`).
@@ -609,7 +615,32 @@ async fn telegram(State(state): State<AppState>, Path((bot, method)): Path<(Stri
             inner.received.push(Received { target: format!("telegram:{chat}"), body: value.clone(), idempotency: None });
             axum::Json(json!({"ok": true, "result": {"message_id": message_id, "chat": {"id": chat}, "text": text}})).into_response()
         }
+        "setWebhook" => {
+            let mut inner = state.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let url = value["url"].as_str().unwrap_or_default().to_string();
+            let secret = value["secret_token"].as_str().unwrap_or_default().to_string();
+            let port_ok = url::Url::parse(&url)
+                .is_ok_and(|parsed| parsed.scheme() == "https" && [443, 80, 88, 8443].contains(&parsed.port_or_known_default().unwrap_or(0)));
+            let secret_ok = (1..=256).contains(&secret.len())
+                && secret.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !port_ok || !secret_ok {
+                inner.rejected.push(format!("telegram: setWebhook with url {url:?} or a bad secret_token"));
+                return telegram_error(StatusCode::BAD_REQUEST, "Bad Request: bad webhook: HTTPS url on port 443, 80, 88 or 8443 required");
+            }
+            inner.telegram_webhook = Some((url, secret));
+            axum::Json(json!({"ok": true, "result": true, "description": "Webhook was set"})).into_response()
+        }
+        "deleteWebhook" => {
+            state.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).telegram_webhook = None;
+            axum::Json(json!({"ok": true, "result": true, "description": "Webhook was deleted"})).into_response()
+        }
         "getUpdates" => {
+            if state.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).telegram_webhook.is_some() {
+                return telegram_error(
+                    StatusCode::CONFLICT,
+                    "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first",
+                );
+            }
             let offset = value["offset"].as_i64().unwrap_or(0);
             let timeout = Duration::from_secs(value["timeout"].as_u64().unwrap_or(0).min(50));
             let deadline = tokio::time::Instant::now() + timeout;
