@@ -129,6 +129,9 @@ pub(crate) enum Command {
     /// Telegram bot set-up.
     #[command(subcommand)]
     Telegram(TelegramCommand),
+    /// Benchmarks that need a node.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Print the effective configuration (secrets redacted), or every error in it.
     CheckConfig,
 }
@@ -232,4 +235,34 @@ pub(crate) enum TelegramCommand {
     },
     /// Remove the webhook so `telegram.mode = "polling"` works again.
     DeleteWebhook,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Streaming versus polling on the same traffic: sends SOL transfers from
+    /// a funded payer to fresh wallets and prints both paths' detection
+    /// latency, errors, uptime and RPC calls per hour as JSON.
+    Compare {
+        /// How long to send traffic, in seconds.
+        #[arg(long, default_value_t = 300)]
+        duration: u64,
+        /// The polling path's interval, in seconds.
+        #[arg(long, default_value_t = 15)]
+        interval: u64,
+        /// Wallets receiving the traffic.
+        #[arg(long, default_value_t = 5)]
+        wallets: usize,
+        /// Average transfers per minute.
+        #[arg(long, default_value_t = 30.0)]
+        transfers_per_minute: f64,
+        /// The payer's key pair (solana-keygen JSON); it needs about 0.001 SOL per transfer.
+        #[arg(long, value_name = "FILE")]
+        payer: std::path::PathBuf,
+        /// Solana JSON-RPC URL; overrides the config and SOLANA_RPC_URL.
+        #[arg(long, value_name = "URL")]
+        rpc_url: Option<String>,
+        /// Solana PubSub WebSocket URL; overrides the config and SOLANA_WS_URL.
+        #[arg(long, value_name = "URL")]
+        ws_url: Option<String>,
+    },
 }

@@ -22,7 +22,7 @@ use ww_core::wallet::{TrackOutcome, UntrackOutcome};
 use ww_core::WalletAddress;
 use ww_store::RedbStore;
 
-use crate::cli::{Cli, Command, DiscordCommand, FilterArgs, OutboxCommand, TelegramCommand, TokenCommand};
+use crate::cli::{BenchCommand, Cli, Command, DiscordCommand, FilterArgs, OutboxCommand, TelegramCommand, TokenCommand};
 
 /// How often `events --follow` looks for new events.
 const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -91,6 +91,14 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
     if let Command::Backfill { rpc_url: Some(url), .. } = &cli.command {
         env.insert("SOLANA_RPC_URL".into(), url.clone());
     }
+    if let Command::Bench(BenchCommand::Compare { rpc_url, ws_url, .. }) = &cli.command {
+        if let Some(url) = rpc_url {
+            env.insert("SOLANA_RPC_URL".into(), url.clone());
+        }
+        if let Some(url) = ws_url {
+            env.insert("SOLANA_WS_URL".into(), url.clone());
+        }
+    }
     let default_path = PathBuf::from("walletwatch.toml");
     let path: Option<&Path> = match &cli.config {
         Some(path) => Some(path.as_path()),
@@ -151,6 +159,22 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
         Command::Outbox(command) => outbox(&config, command),
         Command::Discord(DiscordCommand::RegisterCommands) => register_commands(&config).await,
         Command::Telegram(command) => telegram_webhook(&config, command).await,
+        Command::Bench(BenchCommand::Compare { duration, interval, wallets, transfers_per_minute, payer, .. }) => {
+            if duration == 0 || interval == 0 || wallets == 0 || transfers_per_minute.is_nan() || transfers_per_minute <= 0.0 {
+                return Err(Failure::Usage(anyhow!("--duration, --interval, --wallets and --transfers-per-minute must be positive")));
+            }
+            let options = ww_app::compare::CompareOptions {
+                duration: Duration::from_secs(duration),
+                interval: Duration::from_secs(interval),
+                wallets,
+                transfers_per_minute,
+                payer,
+            };
+            let shutdown = crate::signals::install().map_err(Failure::Runtime)?;
+            let report = ww_app::compare::run(&config, &options, shutdown).await?;
+            println!("{}", serde_json::to_string_pretty(&report).map_err(|error| Failure::Runtime(error.into()))?);
+            Ok(())
+        }
         Command::CheckConfig => Ok(()),
     }
 }

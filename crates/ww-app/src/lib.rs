@@ -10,6 +10,7 @@ pub mod balances;
 pub mod broker;
 pub mod catchup;
 pub mod chat;
+pub mod compare;
 pub mod daemon;
 pub mod delivery;
 pub mod error;
