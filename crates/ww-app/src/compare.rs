@@ -290,7 +290,8 @@ async fn run_in(
     sampler_stop.cancel();
     // The daemon saves its RPC call counts every few seconds; take them before stopping.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let streaming_calls: u64 = store.runtime_stats()?.map(|stats| stats.rpc_calls.values().sum()).unwrap_or(0);
+    let streaming_by_method = store.runtime_stats()?.map(|stats| stats.rpc_calls).unwrap_or_default();
+    let streaming_calls: u64 = streaming_by_method.values().sum();
     daemon_stop.cancel();
     let _ = daemon.await;
 
@@ -326,7 +327,7 @@ async fn run_in(
     let poll_missed = sent.len() - poll.len();
     let recommendation = if ws_missed == 0 && ws_avg < 1000.0 && reduction_percent >= 50.0 {
         format!(
-            "STRONG RECOMMENDATION: WebSocket detected every transfer in {:.0} ms on average, {:.0}% faster than {}-second polling, at {:.0}% of its RPC calls.",
+            "STRONG RECOMMENDATION: WebSocket detected every transfer in {:.0} ms on average, {:.1}% sooner than {}-second polling, with {:.0}% of its RPC calls.",
             ws_avg,
             reduction_percent,
             options.interval.as_secs(),
@@ -352,6 +353,7 @@ async fn run_in(
             "uptime_percent": if samples > 0 { round(up_samples as f64 / samples as f64 * 100.0, 2) } else { 100.0 },
             "rpc_calls": streaming_calls,
             "rpc_calls_per_hour": round(streaming_calls as f64 / hours, 0),
+            "rpc_calls_by_method": streaming_by_method,
         },
         "polling": {
             "interval_seconds": options.interval.as_secs(),

@@ -74,6 +74,10 @@ async fn publish(broker: &Broker, rate: u64, seconds: u64) -> u64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if let Ok(url) = std::env::var("BENCH_CLIENT_URL") {
+        run_clients(url).await;
+        return;
+    }
     let clients = env_number("BENCH_CLIENTS", 200);
     let rate = env_number("BENCH_RATE", 200);
     let seconds = env_number("BENCH_SECONDS", 5);
@@ -111,22 +115,71 @@ async fn main() {
     let state = ApiState::new(store, Health::default()).with_fanout(broker.clone(), ws_config, "bench");
     let shutdown = CancellationToken::new();
     tokio::spawn(serve(listener, state, shutdown.clone()));
+    let total = rate * seconds;
+    // The WebSocket clients run in a child process (this binary again), so
+    // each side stays within the per-process file-descriptor limit at 10 000
+    // clients and memory is reported per side.
+    let mut child = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .env("BENCH_CLIENT_URL", format!("ws://{address}/ws?subscriptions=transactions&token={token}"))
+        .env("BENCH_CLIENTS", clients.to_string())
+        .env("BENCH_TOTAL", total.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("client process");
+    let mut lines = tokio::io::BufReader::new(tokio::process::ChildStdout::from_std(child.stdout.take().expect("stdout")).expect("async stdout"));
+    let mut line = String::new();
+    use tokio::io::AsyncBufReadExt as _;
+    lines.read_line(&mut line).await.expect("clients ready");
+    assert_eq!(line.trim(), "CONNECTED", "the client process failed: {line}");
+    let started = Instant::now();
+    publish(&broker, rate, seconds).await;
+    let mut report = String::new();
+    lines.read_line(&mut report).await.expect("client report");
+    let _ = child.wait();
+    let elapsed = started.elapsed();
+    shutdown.cancel();
+    let report: serde_json::Value = serde_json::from_str(&report).expect("client report JSON");
+
+    println!("WebSocket fan-out: {clients} clients on loopback, {rate} events/s for {seconds} s ({total} events, {:.1}s)", elapsed.as_secs_f64());
+    println!("{:<52} {:>9} {:>8} {:>8} {:>8}", "milliseconds, publish -> received", "n", "p50", "p99", "max");
+    println!("{:<52} {}", "baseline: broker to in-process receivers", summary(floor_samples.lock().await.clone()));
+    println!("{:<52} {}", "walletwatch /ws (JSON over WebSocket)", report["summary"].as_str().unwrap_or("no samples"));
+    println!(
+        "events reported missed to lagging clients: {}; clients closed by the server: {}",
+        report["lagged"], report["closed"]
+    );
+    println!("peak memory: server process {} MiB, client process {} MiB", peak_rss_kib() / 1024, report["peak_kib"].as_u64().unwrap_or(0) / 1024);
+}
+
+/// The child process: connects the clients, prints `CONNECTED`, then one JSON
+/// line with the latency summary once every client saw the last event, was
+/// closed, or went 30 s without a message.
+async fn run_clients(url: String) {
+    let clients = env_number("BENCH_CLIENTS", 200);
+    let total = env_number("BENCH_TOTAL", 1000);
     let samples = Arc::new(Mutex::new(Vec::new()));
     let lagged = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let total = rate * seconds;
+    let closed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let url = format!("ws://{address}/ws?subscriptions=transactions&token={token}");
-        let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+        let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("connect");
         let samples = Arc::clone(&samples);
         let lagged = Arc::clone(&lagged);
+        let closed = Arc::clone(&closed);
         tasks.push(tokio::spawn(async move {
             let mut local = Vec::new();
             while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(30), socket.next()).await {
-                let Message::Text(text) = message else { continue };
+                let text = match message {
+                    Message::Text(text) => text,
+                    Message::Close(_) => {
+                        closed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        break;
+                    }
+                    _ => continue,
+                };
                 let received_at = now_micros();
-                // Clients share the server's 2 cores: read only the two fields
-                // needed instead of parsing every message in full.
+                // Clients share the machine's 2 cores with the server: read
+                // only the two fields needed instead of parsing every message.
                 let text = text.as_str();
                 if text.starts_with("{\"type\":\"lagged\"") {
                     let value: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
@@ -143,19 +196,15 @@ async fn main() {
             samples.lock().await.extend(local);
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let started = Instant::now();
-    publish(&broker, rate, seconds).await;
+    println!("CONNECTED");
     for task in tasks {
         let _ = task.await;
     }
-    let elapsed = started.elapsed();
-    shutdown.cancel();
-
-    println!("WebSocket fan-out: {clients} clients on loopback, {rate} events/s for {seconds} s ({total} events, {:.1}s)", elapsed.as_secs_f64());
-    println!("{:<52} {:>9} {:>8} {:>8} {:>8}", "milliseconds, publish -> received", "n", "p50", "p99", "max");
-    println!("{:<52} {}", "baseline: broker to in-process receivers", summary(floor_samples.lock().await.clone()));
-    println!("{:<52} {}", "walletwatch /ws (JSON over WebSocket)", summary(samples.lock().await.clone()));
-    println!("events reported missed to lagging clients: {}", lagged.load(std::sync::atomic::Ordering::Relaxed));
-    println!("peak memory of this process (server + clients): {} MiB", peak_rss_kib() / 1024);
+    let report = serde_json::json!({
+        "summary": summary(samples.lock().await.clone()),
+        "lagged": lagged.load(std::sync::atomic::Ordering::Relaxed),
+        "closed": closed.load(std::sync::atomic::Ordering::Relaxed),
+        "peak_kib": peak_rss_kib(),
+    });
+    println!("{report}");
 }
