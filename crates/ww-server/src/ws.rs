@@ -25,6 +25,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+
+/// Per-connection read buffer (clients only send small control messages).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Per-connection write buffer before a flush is forced.
+const WRITE_BUFFER_BYTES: usize = 32 * 1024;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -152,7 +157,13 @@ pub(crate) async fn upgrade(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let token = token_of(&state, &headers, query.token.as_deref()).await;
-    upgrade.max_message_size(64 * 1024).on_upgrade(move |socket| run_client(socket, state, query, token))
+    // Clients send small control messages: a small read buffer (tungstenite's
+    // default is 128 KiB per connection) keeps 10 000 clients affordable.
+    upgrade
+        .max_message_size(64 * 1024)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .on_upgrade(move |socket| run_client(socket, state, query, token))
 }
 
 /// One subscribed topic.
