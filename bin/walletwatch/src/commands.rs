@@ -485,7 +485,9 @@ async fn register_commands(config: &Config) -> CommandResult {
     let sinks = ww_sinks::Sinks::from_config(config).map_err(|error| Failure::Runtime(error.into()))?;
     let names = sinks.discord().register_commands().await.map_err(|error| match error {
         ww_sinks::SinkError::Permanent { .. } => Failure::Usage(anyhow!("registering commands failed: {error}")),
-        ww_sinks::SinkError::Retryable { .. } => Failure::Runtime(anyhow!("registering commands failed: {error}; try again")),
+        ww_sinks::SinkError::Retryable { .. } | ww_sinks::SinkError::GlobalRateLimit { .. } => {
+            Failure::Runtime(anyhow!("registering commands failed: {error}; try again"))
+        }
     })?;
     let scope = config.discord.guild_id.as_deref().map_or("globally".to_string(), |guild| format!("in guild {guild}"));
     println!("registered /{} {scope}", names.join(", /"));
@@ -500,7 +502,9 @@ async fn telegram_webhook(config: &Config, command: TelegramCommand) -> CommandR
     }
     let failure = |error: ww_sinks::SinkError| match error {
         ww_sinks::SinkError::Permanent { .. } => Failure::Usage(anyhow!("telegram refused: {error}")),
-        ww_sinks::SinkError::Retryable { .. } => Failure::Runtime(anyhow!("telegram failed: {error}; try again")),
+        ww_sinks::SinkError::Retryable { .. } | ww_sinks::SinkError::GlobalRateLimit { .. } => {
+            Failure::Runtime(anyhow!("telegram failed: {error}; try again"))
+        }
     };
     match command {
         TelegramCommand::SetWebhook { url } => {

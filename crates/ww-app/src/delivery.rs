@@ -80,6 +80,8 @@ struct LaneEnd {
     destination: DestinationId,
     /// Do not start the destination again before this.
     paused_until: Option<Instant>,
+    /// The whole sink (every destination of its kind) must wait until then.
+    sink_paused_until: Option<Instant>,
 }
 
 /// Delivered jobs on their way to a committed removal.
@@ -179,6 +181,7 @@ impl DeliveryWorkers {
         let mut lanes: JoinSet<LaneEnd> = JoinSet::new();
         let mut busy: HashSet<DestinationId> = HashSet::new();
         let mut paused: HashMap<DestinationId, Instant> = HashMap::new();
+        let mut paused_sinks: HashMap<&'static str, Instant> = HashMap::new();
         // The instant each destination may next be sent to (rate spacing).
         let limiters: Arc<std::sync::Mutex<HashMap<DestinationId, Arc<Limiter>>>> = Arc::default();
         loop {
@@ -189,6 +192,10 @@ impl DeliveryWorkers {
                 Some(joined) = lanes.join_next(), if !lanes.is_empty() => {
                     if let Ok(end) = joined {
                         busy.remove(&end.destination);
+                        if let Some(until) = end.sink_paused_until {
+                            warn!(sink = end.destination.sink(), "rate-limited globally; pausing every destination of this sink");
+                            paused_sinks.insert(end.destination.sink(), until);
+                        }
                         if let Some(until) = end.paused_until {
                             paused.insert(end.destination, until);
                         }
@@ -197,6 +204,7 @@ impl DeliveryWorkers {
             }
             let now_instant = Instant::now();
             paused.retain(|_, until| *until > now_instant);
+            paused_sinks.retain(|_, until| *until > now_instant);
             completions.start_round();
             let store = Arc::clone(&self.store);
             let due = match tokio::task::spawn_blocking(move || store.outbox_due(crate::daemon::now(), JOBS_PER_ROUND)).await {
@@ -212,7 +220,11 @@ impl DeliveryWorkers {
             };
             let mut by_destination: Vec<(DestinationId, Vec<OutboxJob>)> = Vec::new();
             for job in due {
-                if busy.contains(&job.destination) || paused.contains_key(&job.destination) || completions.contains(job.id) {
+                if busy.contains(&job.destination)
+                    || paused.contains_key(&job.destination)
+                    || paused_sinks.contains_key(job.destination.sink())
+                    || completions.contains(job.id)
+                {
                     continue;
                 }
                 match by_destination.iter_mut().find(|(destination, _)| *destination == job.destination) {
@@ -270,23 +282,27 @@ impl DeliveryWorkers {
                 Ok(pause) => {
                     if let Some(pause) = pause {
                         debug!(destination = %destination, pause_ms = pause.as_millis() as u64, "destination bucket empty; pausing");
-                        return LaneEnd { destination, paused_until: Some(Instant::now() + pause) };
+                        return LaneEnd { destination, paused_until: Some(Instant::now() + pause), sink_paused_until: None };
                     }
                 }
-                Err(wait) => return LaneEnd { destination, paused_until: wait.map(|wait| Instant::now() + wait) },
+                Err((wait, global)) => {
+                    let until = wait.map(|wait| Instant::now() + wait);
+                    return LaneEnd { destination, paused_until: until, sink_paused_until: until.filter(|_| global) };
+                }
             }
         }
-        LaneEnd { destination, paused_until: None }
+        LaneEnd { destination, paused_until: None, sink_paused_until: None }
     }
 
-    /// Sends one job and records the outcome. `Ok(pause)` on success; `Err(wait)`
-    /// when the lane must stop (the destination failed).
+    /// Sends one job and records the outcome. `Ok(pause)` on success;
+    /// `Err((wait, global))` when the lane must stop (the destination failed;
+    /// `global`: the whole sink is rate-limited).
     async fn send(
         &self,
         job: &OutboxJob,
         loaded: Result<(ww_core::StoredEvent, Option<String>), SinkError>,
         completions: &Completions,
-    ) -> Result<Option<Duration>, Option<Duration>> {
+    ) -> Result<Option<Duration>, (Option<Duration>, bool)> {
         let sink = job.destination.sink();
         let prepared = match loaded {
             Ok((event, label)) => {
@@ -335,7 +351,7 @@ impl DeliveryWorkers {
                     error!(job = job_id, destination = %job.destination, wallet = %job.wallet, signature = %job.signature,
                         attempts, error = %reason, "delivery failed for good; moved to the dead letters (`walletwatch outbox retry`)");
                     // A permanent failure of one job says nothing about the next one.
-                    return if failure.is_retryable() { Err(failure.retry_after()) } else { Ok(None) };
+                    return if failure.is_retryable() { Err((failure.retry_after(), failure.is_global())) } else { Ok(None) };
                 }
                 let wait = self.backoff(attempts).max(failure.retry_after().unwrap_or_default());
                 let next = UnixMillis(crate::daemon::now().0 + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
@@ -347,7 +363,7 @@ impl DeliveryWorkers {
                 metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "retry").increment(1);
                 warn!(job = job_id, destination = %job.destination, attempts, retry_in_ms = wait.as_millis() as u64,
                     error = %failure, "delivery failed; will retry");
-                Err(Some(wait))
+                Err((Some(wait), failure.is_global()))
             }
         }
     }

@@ -143,10 +143,31 @@ async fn visible_wallet(state: &ApiState, caller: &Caller, address: &WalletAddre
     }
 }
 
-pub(crate) async fn list_wallets(State(state): State<ApiState>, caller: Caller) -> Result<Json<Vec<WalletRecord>>, ApiError> {
+/// Wallets visible to the caller, each with the subscriptions (label,
+/// filter, destinations) the caller may see: admins all, others their own.
+pub(crate) async fn list_wallets(State(state): State<ApiState>, caller: Caller) -> Result<Json<Vec<Value>>, ApiError> {
     let store = Arc::clone(&state.store);
-    let records = tokio::task::spawn_blocking(move || store.wallets()).await??;
-    let visible = records.into_iter().filter(|record| caller.0.is_admin || record.tracking_users.contains(&caller.0.user)).collect();
+    let (records, subscriptions) = tokio::task::spawn_blocking(move || {
+        let records = store.wallets()?;
+        let addresses: Vec<WalletAddress> = records.iter().map(|record| record.address.clone()).collect();
+        let subscriptions = store.subscriptions_for(&addresses)?;
+        Ok::<_, ww_core::store::StoreError>((records, subscriptions))
+    })
+    .await??;
+    let visible = records
+        .into_iter()
+        .filter(|record| caller.0.is_admin || record.tracking_users.contains(&caller.0.user))
+        .map(|record| {
+            let own: Vec<&ww_core::alert::Subscription> = subscriptions
+                .iter()
+                .filter(|subscription| subscription.wallet == record.address)
+                .filter(|subscription| caller.0.is_admin || subscription.user == caller.0.user)
+                .collect();
+            let mut value = serde_json::to_value(&record).unwrap_or(Value::Null);
+            value["subscriptions"] = json!(own);
+            value
+        })
+        .collect();
     Ok(Json(visible))
 }
 

@@ -101,6 +101,16 @@ async fn wallets_are_tracked_listed_per_user_and_untracked() {
     let (_, alice) = call(&fixture, "GET", "/api/wallets", Some(&fixture.reader), None).await;
     assert_eq!(alice[0]["label"], "whale");
     assert_eq!(alice[0]["subscription_status"], "Pending");
+    assert_eq!(alice[0]["subscriptions"][0]["user"], "alice");
+    assert_eq!(alice[0]["subscriptions"][0]["label"], "whale");
+    assert_eq!(alice[0]["subscriptions"][0]["filter"]["direction"], "any");
+    // Another user tracking it stays hidden from alice, not from admins.
+    call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": WALLET, "user": "carol", "filter": {"min_sol": 2.5}}))).await;
+    let (_, alice) = call(&fixture, "GET", "/api/wallets", Some(&fixture.reader), None).await;
+    assert_eq!(alice[0]["subscriptions"].as_array().map(Vec::len), Some(1));
+    let (_, admin) = call(&fixture, "GET", "/api/wallets", Some(&fixture.admin), None).await;
+    let carol = admin[0]["subscriptions"].as_array().expect("subscriptions").iter().find(|subscription| subscription["user"] == "carol").cloned();
+    assert_eq!(carol.expect("carol")["filter"]["min_sol"], 2.5);
 
     let (status, body) = call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": "0OIl"}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -100,11 +100,19 @@ async fn classify(sink: &str, response: reqwest::Response) -> Result<(Delivered,
         return Ok((Delivered { pause }, body));
     }
     // The body's retry_after is more precise than the header (fractional seconds).
-    let body_retry = serde_json::from_str::<Value>(&text)
-        .ok()
+    let body: Option<Value> = serde_json::from_str(&text).ok();
+    let body_retry = body
+        .as_ref()
         .and_then(|body| body["retry_after"].as_f64())
         .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
         .map(|seconds| Duration::from_secs_f64(seconds.min(86_400.0)));
+    let is_global = body.as_ref().is_some_and(|body| body["global"] == Value::Bool(true));
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS && is_global {
+        return Err(SinkError::GlobalRateLimit {
+            reason: format!("{sink} answered 429: the bot is rate-limited globally"),
+            retry_after: body_retry.or(header_retry).unwrap_or(Duration::from_secs(1)),
+        });
+    }
     Err(crate::status_error(sink, status, &text, body_retry.or(header_retry)))
 }
 

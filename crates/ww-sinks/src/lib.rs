@@ -44,6 +44,15 @@ pub enum SinkError {
         /// How long the destination asked to wait.
         retry_after: Option<Duration>,
     },
+    /// The service rate-limited the whole bot (Discord's `"global": true`
+    /// 429): every destination of this sink must wait, not just this one.
+    #[error("{reason}")]
+    GlobalRateLimit {
+        /// What happened.
+        reason: String,
+        /// How long the service asked to wait.
+        retry_after: Duration,
+    },
     /// Retrying cannot help (bad request, unknown destination, missing credentials).
     #[error("{reason}")]
     Permanent {
@@ -55,15 +64,21 @@ pub enum SinkError {
 impl SinkError {
     /// Returns true when a retry may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, SinkError::Retryable { .. })
+        matches!(self, SinkError::Retryable { .. } | SinkError::GlobalRateLimit { .. })
     }
 
     /// Returns the wait the destination asked for.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             SinkError::Retryable { retry_after, .. } => *retry_after,
+            SinkError::GlobalRateLimit { retry_after, .. } => Some(*retry_after),
             SinkError::Permanent { .. } => None,
         }
+    }
+
+    /// Returns true when every destination of the sink must wait.
+    pub fn is_global(&self) -> bool {
+        matches!(self, SinkError::GlobalRateLimit { .. })
     }
 
     pub(crate) fn permanent(reason: impl Into<String>) -> Self {

@@ -67,6 +67,11 @@ async fn discord_buckets_pause_the_sender_and_429_carries_retry_after() {
     // Ignoring the pause is what the real API punishes with 429 + retry_after.
     let error = send(&sinks, "discord-webhook:ops", &stored(6)).await.expect_err("over the limit");
     assert!(error.is_retryable() && error.retry_after().is_some_and(|wait| wait > Duration::ZERO), "{error:?}");
+    // A global 429 says every Discord destination must wait.
+    server.fail_with(Family::Discord, Some(Failure::GloballyRateLimited(3)));
+    let error = send(&sinks, "discord-channel:42", &stored(8)).await.expect_err("global 429");
+    assert!(error.is_global() && error.retry_after() == Some(Duration::from_secs(3)), "{error:?}");
+    server.fail_with(Family::Discord, None);
     // The bot route has its own bucket and needs the token.
     send(&sinks, "discord-channel:42", &stored(7)).await.expect("bot message");
     assert_eq!(server.received_by("discord-channel:42").len(), 1);

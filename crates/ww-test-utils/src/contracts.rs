@@ -67,6 +67,8 @@ pub enum Failure {
     Status(u16),
     /// 429 with this `retry_after` in seconds.
     RateLimited(u32),
+    /// Discord's global 429 (`"global": true`) with this `retry_after`.
+    GloballyRateLimited(u32),
 }
 
 /// One accepted message.
@@ -259,14 +261,18 @@ fn injected(inner: &Inner, family: Family) -> Option<Response> {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             (status, "injected failure").into_response()
         }
-        Failure::RateLimited(seconds) => {
+        Failure::RateLimited(seconds) | Failure::GloballyRateLimited(seconds) => {
+            let global = matches!(failure, Failure::GloballyRateLimited(_));
             let body = match family {
                 Family::Telegram => json!({"ok": false, "error_code": 429,
                     "description": format!("Too Many Requests: retry after {seconds}"), "parameters": {"retry_after": seconds}}),
-                _ => json!({"message": "You are being rate limited.", "retry_after": f64::from(*seconds), "global": false}),
+                _ => json!({"message": "You are being rate limited.", "retry_after": f64::from(*seconds), "global": global}),
             };
             let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
             response.headers_mut().insert("retry-after", HeaderValue::from(*seconds));
+            if global {
+                response.headers_mut().insert("x-ratelimit-global", HeaderValue::from_static("true"));
+            }
             response
         }
     })
