@@ -132,6 +132,34 @@ pub(crate) enum Command {
     /// Benchmarks that need a node.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run the pipeline and record what the node sends (notifications and
+    /// JSON-RPC replies) to a compressed capture file, for `walletwatch replay`.
+    Capture {
+        /// The capture file to write (gzip JSON lines).
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+        /// Stop after this many seconds (default: at SIGINT/SIGTERM).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Solana JSON-RPC URL; overrides the config and SOLANA_RPC_URL.
+        #[arg(long, value_name = "URL")]
+        rpc_url: Option<String>,
+        /// Solana PubSub WebSocket URL; overrides the config and SOLANA_WS_URL.
+        #[arg(long, value_name = "URL")]
+        ws_url: Option<String>,
+    },
+    /// Feed a capture through the real pipeline into the data directory and
+    /// print throughput, latency, CPU and peak memory.
+    Replay {
+        /// The capture file.
+        file: std::path::PathBuf,
+        /// `max`, or the recorded pace times a factor (`1x`, `10x`).
+        #[arg(long, default_value = "max")]
+        speed: String,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the effective configuration (secrets redacted), or every error in it.
     CheckConfig,
 }

@@ -91,6 +91,14 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
     if let Command::Backfill { rpc_url: Some(url), .. } = &cli.command {
         env.insert("SOLANA_RPC_URL".into(), url.clone());
     }
+    if let Command::Capture { rpc_url, ws_url, .. } = &cli.command {
+        if let Some(url) = rpc_url {
+            env.insert("SOLANA_RPC_URL".into(), url.clone());
+        }
+        if let Some(url) = ws_url {
+            env.insert("SOLANA_WS_URL".into(), url.clone());
+        }
+    }
     if let Command::Bench(BenchCommand::Compare { rpc_url, ws_url, .. }) = &cli.command {
         if let Some(url) = rpc_url {
             env.insert("SOLANA_RPC_URL".into(), url.clone());
@@ -159,6 +167,8 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
         Command::Outbox(command) => outbox(&config, command),
         Command::Discord(DiscordCommand::RegisterCommands) => register_commands(&config).await,
         Command::Telegram(command) => telegram_webhook(&config, command).await,
+        Command::Capture { out, duration, .. } => capture(config, &out, duration).await,
+        Command::Replay { file, speed, json } => replay(config, &file, &speed, json).await,
         Command::Bench(BenchCommand::Compare { duration, interval, wallets, transfers_per_minute, payer, .. }) => {
             if duration == 0 || interval == 0 || wallets == 0 || transfers_per_minute.is_nan() || transfers_per_minute <= 0.0 {
                 return Err(Failure::Usage(anyhow!("--duration, --interval, --wallets and --transfers-per-minute must be positive")));
@@ -216,7 +226,7 @@ async fn run(config: Config) -> CommandResult {
         .with_fanout(broker.clone(), ws_config, &config.server_id)
         .with_chat(chat);
     let api = tokio::spawn(ww_server::serve(listener, api_state, api_shutdown.clone()));
-    let outcome = daemon::run(config, store, health, broker, shutdown).await;
+    let outcome = daemon::run(config, store, health, broker, None, shutdown).await;
     api_shutdown.cancel();
     match api.await {
         Ok(Ok(())) => {}
@@ -522,6 +532,64 @@ async fn telegram_webhook(config: &Config, command: TelegramCommand) -> CommandR
             telegram.delete_webhook().await.map_err(failure)?;
             println!("telegram webhook removed; telegram.mode = \"polling\" works again");
         }
+    }
+    Ok(())
+}
+
+async fn capture(config: Config, out: &Path, duration: Option<u64>) -> CommandResult {
+    let store = open_store(&config)?;
+    let wallets: Vec<WalletAddress> = store.wallets()?.into_iter().map(|record| record.address).collect();
+    if wallets.is_empty() {
+        return Err(Failure::Usage(anyhow!("no wallets tracked: track some with `walletwatch track <ADDRESS>` first")));
+    }
+    let header = ww_solana::capture::CaptureHeader {
+        version: ww_solana::capture::CAPTURE_VERSION,
+        wallets,
+        commitment: config.solana.commitment.as_str().to_string(),
+        created_at_ms: daemon::now().0,
+        source: "capture".into(),
+    };
+    let recorder = ww_solana::capture::Capture::create(out, &header)
+        .map_err(|error| Failure::Runtime(anyhow!("cannot write {}: {error}", out.display())))?;
+    let shutdown = crate::signals::install().map_err(Failure::Runtime)?;
+    if let Some(seconds) = duration {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            shutdown.cancel();
+        });
+    }
+    let health = ww_app::health::Health::default();
+    let broker = ww_app::broker::Broker::default();
+    let outcome = daemon::run(config, store, health, broker, Some(std::sync::Arc::clone(&recorder)), shutdown).await;
+    let summary = recorder.finish().map_err(|error| Failure::Runtime(anyhow!("finishing {}: {error}", out.display())))?;
+    outcome?;
+    println!("capture {}: {} records, {} dropped", out.display(), summary.written, summary.dropped);
+    Ok(())
+}
+
+async fn replay(config: Config, file: &Path, speed: &str, json: bool) -> CommandResult {
+    let speed: ww_server::replay::Speed = speed.parse().map_err(|error: String| Failure::Usage(anyhow!(error)))?;
+    let path = file.to_path_buf();
+    let capture = tokio::task::spawn_blocking(move || ww_solana::capture::read_capture(&path))
+        .await
+        .map_err(|error| Failure::Runtime(error.into()))?
+        .map_err(|error| Failure::Usage(anyhow!(error)))?;
+    let shutdown = crate::signals::install().map_err(Failure::Runtime)?;
+    let report = ww_server::replay::run(config, &capture, speed, shutdown).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|error| Failure::Runtime(error.into()))?);
+    } else {
+        println!(
+            "replayed {} notifications ({} delivered): {} transactions, {} new events in {:.2} s",
+            report.notifications, report.notifications_delivered, report.transactions, report.events, report.seconds
+        );
+        println!("{:.0} transactions/s, {:.0} events/s", report.transactions_per_second, report.events_per_second);
+        println!(
+            "per-event latency (notification -> stored): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            report.latency_ms_p50, report.latency_ms_p99, report.latency_ms_max
+        );
+        println!("CPU {:.2} s, peak memory {:.0} MiB", report.cpu_seconds, report.peak_memory_mib);
     }
     Ok(())
 }

@@ -124,7 +124,7 @@ async fn run_in(
     let broker = crate::broker::Broker::default();
     let mut published = broker.subscribe();
     let daemon_stop = shutdown.child_token();
-    let daemon = tokio::spawn(crate::daemon::run(daemon_config, Arc::clone(&store), health.clone(), broker, daemon_stop.clone()));
+    let daemon = tokio::spawn(crate::daemon::run(daemon_config, Arc::clone(&store), health.clone(), broker, None, daemon_stop.clone()));
 
     let sent: Arc<Mutex<HashMap<Signature, Instant>>> = Arc::default();
     let streaming: Arc<Mutex<HashMap<Signature, Instant>>> = Arc::default();

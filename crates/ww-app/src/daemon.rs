@@ -43,12 +43,15 @@ pub fn now() -> UnixMillis {
     UnixMillis(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Runs until `shutdown` is cancelled, then shuts down within the configured budget.
+/// Runs until `shutdown` is cancelled, then shuts down within the configured
+/// budget. With `capture`, every notification and successful JSON-RPC reply
+/// of the pipeline is recorded.
 pub async fn run(
     config: Config,
     store: Arc<dyn Store>,
     health: Health,
     broker: crate::broker::Broker,
+    capture: Option<Arc<ww_solana::capture::Capture>>,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     let wallets = {
@@ -99,7 +102,7 @@ pub async fn run(
         let shutdown = shutdown.child_token();
         let health = health.clone();
         tracker.spawn(async move {
-            if let Err(error) = crate::pipeline::run(&config, store, health, broker, Some(alerting), shutdown).await {
+            if let Err(error) = crate::pipeline::run(&config, store, health, broker, Some(alerting), capture, shutdown).await {
                 error!(error = %error, "the live pipeline stopped");
             }
         });

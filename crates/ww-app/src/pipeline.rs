@@ -237,6 +237,8 @@ struct Pipeline {
     health: crate::health::Health,
     broker: crate::broker::Broker,
     alerting: Option<crate::routing::Alerting>,
+    /// Where notifications are recorded (`walletwatch capture`).
+    capture: Option<Arc<ww_solana::capture::Capture>>,
 }
 
 /// Runs the live pipeline until `shutdown` is cancelled.
@@ -246,6 +248,7 @@ pub async fn run(
     health: crate::health::Health,
     broker: crate::broker::Broker,
     alerting: Option<crate::routing::Alerting>,
+    capture: Option<Arc<ww_solana::capture::Capture>>,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     let solana = &config.solana;
@@ -261,7 +264,7 @@ pub async fn run(
         events_tx,
         shutdown.child_token(),
     );
-    let rpc = crate::backfill::rpc_client(config)?;
+    let rpc = crate::backfill::rpc_client(config)?.with_capture(capture.clone());
     let permits = Arc::new(Semaphore::new(FETCH_CONCURRENCY));
     let catch_up = CatchUp {
         rpc: rpc.clone(),
@@ -319,6 +322,7 @@ pub async fn run(
         health,
         broker,
         alerting,
+        capture,
     };
     let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
     stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -412,6 +416,9 @@ impl Pipeline {
     async fn handle_pubsub(&mut self, event: PubsubEvent) {
         match event {
             PubsubEvent::Notification { key, result, slot, received_at } => {
+                if let Some(capture) = &self.capture {
+                    capture.notification(key.method(), &key.params(self.commitment), &result);
+                }
                 let value = result.get("value").unwrap_or(&Value::Null);
                 match &key {
                     SubscriptionKey::Logs(wallet) => {

@@ -29,6 +29,7 @@
 mod auth;
 pub mod chat;
 mod error;
+pub mod replay;
 mod routes;
 pub mod ws;
 

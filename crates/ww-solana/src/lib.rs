@@ -8,6 +8,7 @@
 //! - [`resolve`]: fetching transactions with retries.
 
 pub mod balance;
+pub mod capture;
 pub mod decode;
 pub mod error;
 pub mod history;

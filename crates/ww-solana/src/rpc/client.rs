@@ -87,6 +87,8 @@ pub struct RpcClient {
     next_request_id: std::sync::Arc<AtomicU64>,
     limiter: Option<std::sync::Arc<Limiter>>,
     call_counts: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>>,
+    /// Where successful replies are recorded (`walletwatch capture`).
+    capture: Option<std::sync::Arc<crate::capture::Capture>>,
 }
 
 /// Paging of `getSignaturesForAddress` (newest first).
@@ -175,7 +177,15 @@ impl RpcClient {
             next_request_id: std::sync::Arc::new(AtomicU64::new(1)),
             limiter: None,
             call_counts: std::sync::Arc::default(),
+            capture: None,
         })
+    }
+
+    /// Returns this client recording every successful reply into `capture`.
+    #[must_use]
+    pub fn with_capture(mut self, capture: Option<std::sync::Arc<crate::capture::Capture>>) -> Self {
+        self.capture = capture;
+        self
     }
 
     /// Returns the JSON-RPC requests sent per method by this client and its
@@ -282,6 +292,7 @@ impl RpcClient {
 
     async fn call_once<T: DeserializeOwned>(&self, method: &'static str, params: Value) -> Result<T, RpcError> {
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let recorded_params = self.capture.as_ref().map(|_| params.clone());
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let (url, label) = self.endpoint();
         let transport = |source| RpcError::Transport { method, endpoint: label.clone(), source };
@@ -310,6 +321,9 @@ impl RpcClient {
             return Err(RpcError::Node { method, code: error.code, message: error.message });
         }
         let result = reply.result.unwrap_or(Value::Null);
+        if let (Some(capture), Some(params)) = (&self.capture, &recorded_params) {
+            capture.rpc(method, params, &result);
+        }
         serde_json::from_value(result).map_err(|error| RpcError::Malformed { method, reason: error.to_string() })
     }
 

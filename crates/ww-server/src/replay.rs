@@ -1,0 +1,501 @@
+//! Replay: a capture fed through the real pipeline.
+//!
+//! A loopback node ([`ReplayNode`]) answers JSON-RPC from the capture and
+//! serves PubSub: subscriptions are acknowledged as the daemon makes them,
+//! and once every wallet is subscribed the recorded notifications go out to
+//! the matching subscriptions, at the recorded pace scaled by the speed, or
+//! as fast as the daemon takes them. The daemon is walletwatch's own (decode,
+//! dedup, store, routing, outbox, fan-out), on the data directory given.
+//!
+//! Answers: `getTransaction` by signature; `getSignaturesForAddress` from an
+//! index of every entry the capture saw for the address (with `before`,
+//! `until` and `limit` applied), so any paging the daemon does is served;
+//! other methods by exact params, else an empty answer of the right shape.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::IntoResponse;
+use axum::routing::{any, post};
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use ww_solana::capture::{CaptureFile, CaptureRecord};
+
+/// How fast notifications are replayed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    /// As fast as the daemon takes them.
+    Max,
+    /// The recorded pace times this factor (1.0: as recorded).
+    Times(f64),
+}
+
+impl std::str::FromStr for Speed {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("max") {
+            return Ok(Speed::Max);
+        }
+        let factor = text.strip_suffix(['x', 'X']).unwrap_or(text);
+        match factor.parse::<f64>() {
+            Ok(value) if value.is_finite() && value > 0.0 => Ok(Speed::Times(value)),
+            _ => Err(format!("speed {text:?}: use max, 1x, 10x, 0.5x")),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Answers {
+    transactions: HashMap<String, Value>,
+    /// Per address: every signature entry seen, newest first.
+    history: HashMap<String, Vec<Value>>,
+    exact: HashMap<String, Value>,
+    slot: u64,
+}
+
+struct Subscriptions {
+    next_id: u64,
+    /// (subscribe method, canonical params) → (connection, subscription id).
+    by_request: HashMap<String, (usize, u64)>,
+    connections: HashMap<usize, mpsc::Sender<String>>,
+}
+
+struct NodeState {
+    answers: Answers,
+    subscriptions: Mutex<Subscriptions>,
+    next_connection: AtomicU64,
+    transactions_served: AtomicU64,
+}
+
+/// The loopback node serving a capture.
+pub struct ReplayNode {
+    /// JSON-RPC URL.
+    pub rpc_url: String,
+    /// PubSub URL.
+    pub ws_url: String,
+    state: Arc<NodeState>,
+    notifications: Vec<(u64, String, String, Value)>,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for ReplayNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayNode").field("rpc_url", &self.rpc_url).finish_non_exhaustive()
+    }
+}
+
+fn request_key(method: &str, params: &Value) -> String {
+    format!("{method} {params}")
+}
+
+fn slot_of(value: &Value) -> u64 {
+    value["slot"].as_u64().or_else(|| value["context"]["slot"].as_u64()).unwrap_or(0)
+}
+
+impl ReplayNode {
+    /// Indexes the capture and starts serving on loopback.
+    pub async fn start(capture: &CaptureFile) -> std::io::Result<Self> {
+        let mut answers = Answers::default();
+        let mut notifications = Vec::new();
+        for record in &capture.records {
+            match record {
+                CaptureRecord::Rpc { method, params, result, .. } => {
+                    answers.slot = answers.slot.max(slot_of(result));
+                    match method.as_str() {
+                        "getTransaction" => {
+                            if let (Some(signature), false) = (params[0].as_str(), result.is_null()) {
+                                answers.transactions.insert(signature.to_string(), result.clone());
+                            }
+                        }
+                        "getSignaturesForAddress" => {
+                            let Some(address) = params[0].as_str() else { continue };
+                            let entries = answers.history.entry(address.to_string()).or_default();
+                            for entry in result.as_array().into_iter().flatten() {
+                                if !entries.iter().any(|known| known["signature"] == entry["signature"]) {
+                                    entries.push(entry.clone());
+                                }
+                            }
+                        }
+                        _ => {
+                            answers.exact.insert(request_key(method, params), result.clone());
+                        }
+                    }
+                }
+                CaptureRecord::Notification { t_us, subscribe_method, subscribe_params, result } => {
+                    answers.slot = answers.slot.max(slot_of(result));
+                    let notification_method = subscribe_method.replace("Subscribe", "Notification");
+                    notifications.push((*t_us, request_key(subscribe_method, subscribe_params), notification_method, result.clone()));
+                }
+            }
+        }
+        for entries in answers.history.values_mut() {
+            entries.sort_by_key(|entry| std::cmp::Reverse(entry["slot"].as_u64().unwrap_or(0)));
+        }
+        notifications.sort_by_key(|(t_us, ..)| *t_us);
+        let state = Arc::new(NodeState {
+            answers,
+            subscriptions: Mutex::new(Subscriptions { next_id: 1, by_request: HashMap::new(), connections: HashMap::new() }),
+            next_connection: AtomicU64::new(0),
+            transactions_served: AtomicU64::new(0),
+        });
+        let stop = CancellationToken::new();
+        let rpc_listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let ws_listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let rpc_url = format!("http://{}", rpc_listener.local_addr()?);
+        let ws_url = format!("ws://{}", ws_listener.local_addr()?);
+        let rpc_router = axum::Router::new().route("/", post(rpc)).with_state(Arc::clone(&state));
+        let ws_router = axum::Router::new().route("/", any(pubsub)).with_state(Arc::clone(&state));
+        for (listener, router) in [(rpc_listener, rpc_router), (ws_listener, ws_router)] {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+            });
+        }
+        Ok(Self { rpc_url, ws_url, state, notifications, stop })
+    }
+
+    /// Notifications in the capture.
+    pub fn notification_count(&self) -> usize {
+        self.notifications.len()
+    }
+
+    /// Transactions answered so far (non-null `getTransaction` replies).
+    pub fn transactions_served(&self) -> u64 {
+        self.state.transactions_served.load(Ordering::Relaxed)
+    }
+
+    /// Sends the recorded notifications to the subscriptions the daemon made;
+    /// returns how many found a subscription.
+    pub async fn play(&self, speed: Speed) -> usize {
+        let started = Instant::now();
+        let mut delivered = 0;
+        for (t_us, request, method, result) in &self.notifications {
+            if let Speed::Times(factor) = speed {
+                let due = Duration::from_micros(*t_us).div_f64(factor);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            let target = {
+                let subscriptions = self.state.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                subscriptions
+                    .by_request
+                    .get(request)
+                    .and_then(|(connection, id)| subscriptions.connections.get(connection).map(|sender| (sender.clone(), *id)))
+            };
+            let Some((sender, id)) = target else { continue };
+            let frame = json!({"jsonrpc": "2.0", "method": method, "params": {"result": result, "subscription": id}}).to_string();
+            if sender.send(frame).await.is_ok() {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+}
+
+impl Drop for ReplayNode {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn answer(state: &NodeState, method: &str, params: &Value) -> Result<Value, (i64, String)> {
+    let answers = &state.answers;
+    let context = json!({"slot": answers.slot});
+    match method {
+        "getTransaction" => {
+            let found = params[0].as_str().and_then(|signature| answers.transactions.get(signature)).cloned();
+            if found.is_some() {
+                state.transactions_served.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(found.unwrap_or(Value::Null))
+        }
+        "getSignaturesForAddress" => {
+            let options = &params[1];
+            let limit = options["limit"].as_u64().unwrap_or(1000).clamp(1, 1000) as usize;
+            let entries = params[0].as_str().and_then(|address| answers.history.get(address));
+            let mut page = Vec::new();
+            let mut started = options["before"].as_str().is_none();
+            for entry in entries.into_iter().flatten() {
+                if !started {
+                    started = entry["signature"].as_str() == options["before"].as_str();
+                    continue;
+                }
+                if options["until"].as_str().is_some() && entry["signature"].as_str() == options["until"].as_str() {
+                    break;
+                }
+                page.push(entry.clone());
+                if page.len() == limit {
+                    break;
+                }
+            }
+            Ok(Value::Array(page))
+        }
+        "getSlot" | "getBlockHeight" => Ok(json!(answers.slot)),
+        "getVersion" => Ok(json!({"solana-core": "walletwatch-replay", "feature-set": 0})),
+        _ => {
+            if let Some(result) = answers.exact.get(&request_key(method, params)) {
+                return Ok(result.clone());
+            }
+            match method {
+                "getTokenAccountsByOwner" | "getProgramAccounts" => Ok(json!({"context": context, "value": []})),
+                "getMultipleAccounts" => {
+                    let count = params[0].as_array().map_or(0, Vec::len);
+                    Ok(json!({"context": context, "value": vec![Value::Null; count]}))
+                }
+                "getBalance" => Ok(json!({"context": context, "value": 0})),
+                "getAccountInfo" => Ok(json!({"context": context, "value": null})),
+                other => Err((-32601, format!("the capture holds no answer for {other}"))),
+            }
+        }
+    }
+}
+
+async fn rpc(State(state): State<Arc<NodeState>>, Json(request): Json<Value>) -> impl IntoResponse {
+    let id = request["id"].clone();
+    let method = request["method"].as_str().unwrap_or_default().to_string();
+    match answer(&state, &method, &request["params"]) {
+        Ok(result) => Json(json!({"jsonrpc": "2.0", "id": id, "result": result})),
+        Err((code, message)) => Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})),
+    }
+}
+
+async fn pubsub(State(state): State<Arc<NodeState>>, upgrade: WebSocketUpgrade) -> impl IntoResponse {
+    upgrade.on_upgrade(move |socket| serve_socket(socket, state))
+}
+
+async fn serve_socket(socket: WebSocket, state: Arc<NodeState>) {
+    let connection = state.next_connection.fetch_add(1, Ordering::Relaxed) as usize;
+    let (sender, mut outgoing) = mpsc::channel::<String>(4096);
+    state.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).connections.insert(connection, sender.clone());
+    let (mut sink, mut stream) = socket.split();
+    let mut slot_ticker = tokio::time::interval(Duration::from_millis(400));
+    let mut slot_subscription: Option<u64> = None;
+    let mut slot = state.answers.slot;
+    loop {
+        tokio::select! {
+            frame = outgoing.recv() => {
+                let Some(frame) = frame else { break };
+                if sink.send(Message::Text(frame.into())).await.is_err() {
+                    break;
+                }
+            }
+            _ = slot_ticker.tick() => {
+                if let Some(id) = slot_subscription {
+                    slot += 1;
+                    let frame = json!({"jsonrpc": "2.0", "method": "slotNotification",
+                        "params": {"result": {"slot": slot, "parent": slot - 1, "root": slot.saturating_sub(32)}, "subscription": id}});
+                    if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            incoming = stream.next() => {
+                let Some(Ok(message)) = incoming else { break };
+                let Message::Text(text) = message else { continue };
+                let Ok(request) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+                let method = request["method"].as_str().unwrap_or_default().to_string();
+                let reply = if method.ends_with("Unsubscribe") {
+                    json!(true)
+                } else if method.ends_with("Subscribe") {
+                    let mut subscriptions = state.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let id = subscriptions.next_id;
+                    subscriptions.next_id += 1;
+                    if method == "slotSubscribe" {
+                        slot_subscription = Some(id);
+                    } else {
+                        subscriptions.by_request.insert(request_key(&method, &request["params"]), (connection, id));
+                    }
+                    json!(id)
+                } else {
+                    Value::Null
+                };
+                let frame = json!({"jsonrpc": "2.0", "id": request["id"], "result": reply}).to_string();
+                if sink.send(Message::Text(frame.into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let mut subscriptions = state.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    subscriptions.connections.remove(&connection);
+    subscriptions.by_request.retain(|_, (owner, _)| *owner != connection);
+}
+
+/// What a replay measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReplayReport {
+    /// Notifications in the capture, and how many found a subscription.
+    pub notifications: usize,
+    /// Notifications delivered to a subscription.
+    pub notifications_delivered: usize,
+    /// Transactions resolved from the capture.
+    pub transactions: u64,
+    /// New events stored (0 when the data directory already had them all).
+    pub events: u64,
+    /// Seconds from the first notification to the last stored event.
+    pub seconds: f64,
+    /// Transactions per second.
+    pub transactions_per_second: f64,
+    /// Events per second.
+    pub events_per_second: f64,
+    /// Per-event processing latency (notification → stored), ms.
+    pub latency_ms_p50: f64,
+    /// p99.
+    pub latency_ms_p99: f64,
+    /// Max.
+    pub latency_ms_max: f64,
+    /// CPU seconds used by the process (user + system) during the replay.
+    pub cpu_seconds: f64,
+    /// Peak resident memory of the process, MiB.
+    pub peak_memory_mib: f64,
+}
+
+fn cpu_seconds() -> f64 {
+    // /proc/self/stat fields 14 and 15: user and system time in clock ticks (100 Hz on Linux).
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let after = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let user: f64 = fields.get(11)?.parse().ok()?;
+            let system: f64 = fields.get(12)?.parse().ok()?;
+            Some((user + system) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+fn peak_memory_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find(|line| line.starts_with("VmHWM:")).and_then(|line| line.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Replays `capture` into the store of `config.data_dir` through the real daemon.
+pub async fn run(
+    mut config: ww_config::Config,
+    capture: &CaptureFile,
+    speed: Speed,
+    shutdown: CancellationToken,
+) -> Result<ReplayReport, ww_app::AppError> {
+    let rejected = |message: String| ww_app::AppError::Rejected(message);
+    let node = ReplayNode::start(capture).await.map_err(|error| rejected(format!("cannot start the replay node: {error}")))?;
+    let env = HashMap::from([
+        ("SOLANA_RPC_URL".to_string(), node.rpc_url.clone()),
+        ("SOLANA_WS_URL".to_string(), node.ws_url.clone()),
+    ]);
+    let endpoints = ww_config::load_str("", &env).map_err(|error| rejected(error.to_string()))?.solana.endpoints;
+    config.solana.endpoints = endpoints;
+    config.solana.rpc_requests_per_second = None;
+    config.solana.rpc_requests_per_second_per_method = None;
+    let store: Arc<dyn ww_core::store::Store> = Arc::new(ww_store::RedbStore::open_in_dir(&config.data_dir)?);
+    for wallet in &capture.header.wallets {
+        if store.wallet(wallet)?.is_none() {
+            ww_app::wallets::track(store.as_ref(), wallet.as_str(), None, "replay", ww_app::daemon::now())?;
+        }
+    }
+    let wallet_count = store.wallets()?.len();
+    let health = ww_app::health::Health::default();
+    let broker = ww_app::broker::Broker::new(65_536, 1000);
+    let mut published = broker.subscribe();
+    let stop = shutdown.child_token();
+    let daemon = tokio::spawn(ww_app::daemon::run(config, Arc::clone(&store), health.clone(), broker, None, stop.clone()));
+
+    let ready_deadline = Instant::now() + Duration::from_secs(120);
+    while health.snapshot().wallets_active < wallet_count {
+        if Instant::now() > ready_deadline || shutdown.is_cancelled() {
+            stop.cancel();
+            let _ = daemon.await;
+            return Err(rejected("the daemon never subscribed every wallet on the replay node".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let latencies: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let last_event: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let counter = {
+        let latencies = Arc::clone(&latencies);
+        let last_event = Arc::clone(&last_event);
+        tokio::spawn(async move {
+            loop {
+                match published.recv().await {
+                    Ok(event) => {
+                        let latency = event.stored.event.emitted_at.0 - event.stored.event.received_at.0;
+                        latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(latency);
+                        *last_event.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
+    };
+    let transactions_before = node.transactions_served();
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    let delivered = node.play(speed).await;
+    // Done when no event was stored for two seconds after the last notification.
+    let mut quiet_since = Instant::now();
+    let mut last_seen_count = 0usize;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let count = latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len();
+        if count != last_seen_count {
+            last_seen_count = count;
+            quiet_since = Instant::now();
+        }
+        if quiet_since.elapsed() > Duration::from_secs(2) || shutdown.is_cancelled() {
+            break;
+        }
+    }
+    let finished = last_event.lock().unwrap_or_else(std::sync::PoisonError::into_inner).unwrap_or(started);
+    let seconds = finished.saturating_duration_since(started).as_secs_f64().max(0.001);
+    let cpu = cpu_seconds() - cpu_before;
+    stop.cancel();
+    let _ = daemon.await;
+    counter.abort();
+    let mut sorted = latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    sorted.sort_unstable();
+    let at = |quantile: f64| sorted.get(((sorted.len().max(1) - 1) as f64 * quantile).round() as usize).copied().unwrap_or(0) as f64;
+    let transactions = node.transactions_served() - transactions_before;
+    let events = sorted.len() as u64;
+    Ok(ReplayReport {
+        notifications: node.notification_count(),
+        notifications_delivered: delivered,
+        transactions,
+        events,
+        seconds,
+        transactions_per_second: transactions as f64 / seconds,
+        events_per_second: events as f64 / seconds,
+        latency_ms_p50: at(0.5),
+        latency_ms_p99: at(0.99),
+        latency_ms_max: sorted.last().copied().unwrap_or(0) as f64,
+        cpu_seconds: cpu,
+        peak_memory_mib: peak_memory_mib(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speeds_parse() {
+        assert_eq!("max".parse::<Speed>(), Ok(Speed::Max));
+        assert_eq!("1x".parse::<Speed>(), Ok(Speed::Times(1.0)));
+        assert_eq!("2.5X".parse::<Speed>(), Ok(Speed::Times(2.5)));
+        assert!("0x".parse::<Speed>().is_err());
+        assert!("fast".parse::<Speed>().is_err());
+    }
+}
