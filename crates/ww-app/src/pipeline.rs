@@ -125,6 +125,10 @@ enum TaskOutput {
 const FULL_POLL_EVERY: u64 = 10;
 /// How often the statistics shown by `walletwatch stats` are saved.
 const STATS_INTERVAL: Duration = Duration::from_secs(5);
+/// Decoded events stored in one commit at most.
+const RECORD_BATCH: usize = 512;
+/// How long a decoded event may wait for others to share its commit.
+const RECORD_DELAY: Duration = Duration::from_millis(1);
 
 /// What made an address worth resolving: the notification's arrival time and
 /// slot. Only signatures at or after that slot are live activity; older
@@ -239,6 +243,10 @@ struct Pipeline {
     alerting: Option<crate::routing::Alerting>,
     /// Where notifications are recorded (`walletwatch capture`).
     capture: Option<Arc<ww_solana::capture::Capture>>,
+    /// Decoded events waiting for their batch commit.
+    pending_records: Vec<ActivityEvent>,
+    /// When the first of them was queued.
+    pending_since: Option<tokio::time::Instant>,
 }
 
 /// Runs the live pipeline until `shutdown` is cancelled.
@@ -323,6 +331,8 @@ pub async fn run(
         broker,
         alerting,
         capture,
+        pending_records: Vec::new(),
+        pending_since: None,
     };
     let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
     stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -347,10 +357,15 @@ pub async fn run(
             _ = balance_tick.tick() => pipeline.start_balance_round(),
             _ = stats_tick.tick() => pipeline.save_stats(),
             Some(event) = events_rx.recv() => pipeline.handle_pubsub(event).await,
+            () = tokio::time::sleep_until(pipeline.pending_since.unwrap_or_else(tokio::time::Instant::now) + RECORD_DELAY),
+                if pipeline.pending_since.is_some() => pipeline.flush_records().await,
             Some(joined) = pipeline.tasks.join_next(), if !pipeline.tasks.is_empty() => match joined {
                 Ok(output) => pipeline.handle_task(output).await,
                 Err(error) => error!(error = %error, "pipeline task failed"),
             },
+        }
+        if pipeline.flush_due() {
+            pipeline.flush_records().await;
         }
     }
     pipeline.shut_down(events_rx).await;
@@ -804,9 +819,31 @@ impl Pipeline {
                     debug!(signature = %signature, "transaction touches no tracked wallet");
                     return;
                 }
-                self.record(events).await;
+                self.queue_record(events);
             }
         }
+    }
+
+    /// Queues decoded events; they are stored together (one commit) when the
+    /// batch is full or a millisecond after the first one was queued.
+    fn queue_record(&mut self, events: Vec<ActivityEvent>) {
+        if self.pending_records.is_empty() {
+            self.pending_since = Some(tokio::time::Instant::now());
+        }
+        self.pending_records.extend(events);
+    }
+
+    fn flush_due(&self) -> bool {
+        self.pending_records.len() >= RECORD_BATCH
+    }
+
+    async fn flush_records(&mut self) {
+        self.pending_since = None;
+        if self.pending_records.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut self.pending_records);
+        self.record(events).await;
     }
 
     async fn record(&mut self, mut events: Vec<ActivityEvent>) {
@@ -965,6 +1002,7 @@ impl Pipeline {
                 self.handle_task(output).await;
             }
         }
+        self.flush_records().await;
         self.tasks.abort_all();
         let wallets: Vec<WalletAddress> = self.tracked.iter().cloned().collect();
         self.persist_status(&wallets, SubscriptionStatus::Disconnected).await;

@@ -445,6 +445,7 @@ pub async fn run(
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     let delivered = node.play(speed).await;
+    let played = started.elapsed();
     // Done when no event was stored for two seconds after the last notification.
     let mut quiet_since = Instant::now();
     let mut last_seen_count = 0usize;
@@ -459,8 +460,10 @@ pub async fn run(
             break;
         }
     }
+    // From the first notification to the last stored event, or to the last
+    // notification sent when nothing new was stored.
     let finished = last_event.lock().unwrap_or_else(std::sync::PoisonError::into_inner).unwrap_or(started);
-    let seconds = finished.saturating_duration_since(started).as_secs_f64().max(0.001);
+    let seconds = finished.saturating_duration_since(started).max(played).as_secs_f64().max(0.001);
     let cpu = cpu_seconds() - cpu_before;
     stop.cancel();
     let _ = daemon.await;

@@ -9,6 +9,8 @@
 //! by airdrop, send transactions, wait until every one is confirmed and print
 //! the signatures, one per line, in the order they were sent.
 
+mod synth;
+
 use std::io::Write as _;
 use std::net::TcpListener;
 use std::str::FromStr as _;
@@ -121,6 +123,21 @@ enum Command {
         #[arg(long, default_value_t = 6)]
         decimals: u8,
     },
+    /// Writes a large synthetic capture for `walletwatch replay` (no node needed).
+    SynthCapture {
+        /// The capture file (gzip JSON lines).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Tracked wallets.
+        #[arg(long, default_value_t = 1000)]
+        wallets: usize,
+        /// Transactions.
+        #[arg(long, default_value_t = 100_000)]
+        transactions: usize,
+        /// Seed (the same seed writes the same capture).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -160,6 +177,11 @@ fn main() -> Result<()> {
                     print_signatures(&sent.iter().map(|(signature, _)| *signature).collect::<Vec<_>>())
                 }
             })
+        }
+        Command::SynthCapture { out, wallets, transactions, seed } => {
+            let (transactions, notifications) = synth::write(&out, wallets, transactions, seed)?;
+            println!("{}: {transactions} transactions, {notifications} notifications for {wallets} wallets", out.display());
+            Ok(())
         }
         Command::TokenTransfer { rpc, to_owner, amount, token_2022, count, decimals } => {
             let owner = parse_address(&to_owner)?;
