@@ -570,13 +570,9 @@ async fn capture(config: Config, out: &Path, duration: Option<u64>) -> CommandRe
 
 async fn replay(config: Config, file: &Path, speed: &str, json: bool) -> CommandResult {
     let speed: ww_server::replay::Speed = speed.parse().map_err(|error: String| Failure::Usage(anyhow!(error)))?;
-    let path = file.to_path_buf();
-    let capture = tokio::task::spawn_blocking(move || ww_solana::capture::read_capture(&path))
-        .await
-        .map_err(|error| Failure::Runtime(error.into()))?
-        .map_err(|error| Failure::Usage(anyhow!(error)))?;
+    let (header, records) = ww_solana::capture::CaptureReader::open(file).map_err(|error| Failure::Usage(anyhow!(error)))?;
     let shutdown = crate::signals::install().map_err(Failure::Runtime)?;
-    let report = ww_server::replay::run(config, &capture, speed, shutdown).await?;
+    let report = ww_server::replay::run(config, &header, records, speed, shutdown).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|error| Failure::Runtime(error.into()))?);
     } else {

@@ -96,7 +96,11 @@ fn millis_of(time: std::time::SystemTime) -> UnixMillis {
 }
 
 enum TaskOutput {
-    Fetched { signature: Signature, provenance: Provenance, result: Result<Value, FetchError> },
+    /// A transaction fetched and decoded (off the pipeline task, in parallel).
+    Fetched {
+        signature: Signature,
+        result: Result<Result<Vec<ActivityEvent>, ww_solana::decode::DecodeError>, FetchError>,
+    },
     Resolved {
         address: WalletAddress,
         trigger: ResolveTrigger,
@@ -709,10 +713,14 @@ impl Pipeline {
         self.work_started.insert(WorkItem::Fetch(signature.clone()), received_at);
         let fetcher = self.fetcher.clone();
         let permits = Arc::clone(&self.permits);
+        let tracked = Arc::clone(&self.tracked_snapshot);
         self.tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let result = fetcher.fetch(&signature).await;
-            TaskOutput::Fetched { signature, provenance, result }
+            let result = fetcher
+                .fetch(&signature)
+                .await
+                .map(|reply| decode_transaction(&signature, &reply, |wallet| tracked.contains(wallet), provenance));
+            TaskOutput::Fetched { signature, result }
         });
     }
 
@@ -794,11 +802,11 @@ impl Pipeline {
                 Ok(accounts) => self.handle_discovered(owner, is_token_2022, accounts).await,
                 Err(error) => warn!(wallet = %owner, error = %error, "token account discovery failed; will retry on the next pass"),
             },
-            TaskOutput::Fetched { signature, provenance, result } => {
+            TaskOutput::Fetched { signature, result } => {
                 self.in_flight.remove(&signature);
                 self.work_started.remove(&WorkItem::Fetch(signature.clone()));
-                let reply = match result {
-                    Ok(reply) => reply,
+                let decoded = match result {
+                    Ok(decoded) => decoded,
                     Err(error) => {
                         metrics::counter!(metric_names::FETCH_FAILURES_TOTAL).increment(1);
                         warn!(signature = %signature, error = %error, "fetching a transaction failed; a later notification or gap fill retries it");
@@ -806,8 +814,7 @@ impl Pipeline {
                     }
                 };
                 self.recent.insert(signature.clone());
-                let tracked = &self.tracked;
-                let events = match decode_transaction(&signature, &reply, |wallet| tracked.contains(wallet), provenance) {
+                let mut events = match decoded {
                     Ok(events) => events,
                     Err(error) => {
                         metrics::counter!(ww_solana::metrics::DECODE_ERRORS_TOTAL, "reason" => error.reason_label()).increment(1);
@@ -815,6 +822,8 @@ impl Pipeline {
                         return;
                     }
                 };
+                // A wallet untracked while its transaction was being fetched gets no event.
+                events.retain(|event| self.tracked.contains(&event.wallet));
                 if events.is_empty() {
                     debug!(signature = %signature, "transaction touches no tracked wallet");
                     return;

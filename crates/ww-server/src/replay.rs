@@ -27,7 +27,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use ww_solana::capture::{CaptureFile, CaptureRecord};
+use ww_solana::capture::{CaptureHeader, CaptureRecord};
 
 /// How fast notifications are replayed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,12 +53,14 @@ impl std::str::FromStr for Speed {
     }
 }
 
+/// Replies are kept as JSON text: a large capture would take several times
+/// its size as parsed values.
 #[derive(Default)]
 struct Answers {
-    transactions: HashMap<String, Value>,
+    transactions: HashMap<String, Box<str>>,
     /// Per address: every signature entry seen, newest first.
     history: HashMap<String, Vec<Value>>,
-    exact: HashMap<String, Value>,
+    exact: HashMap<String, Box<str>>,
     slot: u64,
 }
 
@@ -83,7 +85,8 @@ pub struct ReplayNode {
     /// PubSub URL.
     pub ws_url: String,
     state: Arc<NodeState>,
-    notifications: Vec<(u64, String, String, Value)>,
+    /// (time, subscribe request, notification method, result as JSON text).
+    notifications: Vec<(u64, String, String, Box<str>)>,
     stop: CancellationToken,
 }
 
@@ -102,18 +105,19 @@ fn slot_of(value: &Value) -> u64 {
 }
 
 impl ReplayNode {
-    /// Indexes the capture and starts serving on loopback.
-    pub async fn start(capture: &CaptureFile) -> std::io::Result<Self> {
+    /// Indexes the capture's records and starts serving on loopback.
+    pub async fn start(records: impl IntoIterator<Item = Result<CaptureRecord, String>>) -> Result<Self, String> {
         let mut answers = Answers::default();
         let mut notifications = Vec::new();
-        for record in &capture.records {
+        for record in records {
+            let record = record?;
             match record {
                 CaptureRecord::Rpc { method, params, result, .. } => {
-                    answers.slot = answers.slot.max(slot_of(result));
+                    answers.slot = answers.slot.max(slot_of(&result));
                     match method.as_str() {
                         "getTransaction" => {
                             if let (Some(signature), false) = (params[0].as_str(), result.is_null()) {
-                                answers.transactions.insert(signature.to_string(), result.clone());
+                                answers.transactions.insert(signature.to_string(), result.to_string().into_boxed_str());
                             }
                         }
                         "getSignaturesForAddress" => {
@@ -126,14 +130,19 @@ impl ReplayNode {
                             }
                         }
                         _ => {
-                            answers.exact.insert(request_key(method, params), result.clone());
+                            answers.exact.insert(request_key(&method, &params), result.to_string().into_boxed_str());
                         }
                     }
                 }
                 CaptureRecord::Notification { t_us, subscribe_method, subscribe_params, result } => {
-                    answers.slot = answers.slot.max(slot_of(result));
+                    answers.slot = answers.slot.max(slot_of(&result));
                     let notification_method = subscribe_method.replace("Subscribe", "Notification");
-                    notifications.push((*t_us, request_key(subscribe_method, subscribe_params), notification_method, result.clone()));
+                    notifications.push((
+                        t_us,
+                        request_key(&subscribe_method, &subscribe_params),
+                        notification_method,
+                        result.to_string().into_boxed_str(),
+                    ));
                 }
             }
         }
@@ -148,10 +157,11 @@ impl ReplayNode {
             transactions_served: AtomicU64::new(0),
         });
         let stop = CancellationToken::new();
-        let rpc_listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let ws_listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let rpc_url = format!("http://{}", rpc_listener.local_addr()?);
-        let ws_url = format!("ws://{}", ws_listener.local_addr()?);
+        let io = |error: std::io::Error| format!("cannot listen on loopback: {error}");
+        let rpc_listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(io)?;
+        let ws_listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(io)?;
+        let rpc_url = format!("http://{}", rpc_listener.local_addr().map_err(io)?);
+        let ws_url = format!("ws://{}", ws_listener.local_addr().map_err(io)?);
         let rpc_router = axum::Router::new().route("/", post(rpc)).with_state(Arc::clone(&state));
         let ws_router = axum::Router::new().route("/", any(pubsub)).with_state(Arc::clone(&state));
         for (listener, router) in [(rpc_listener, rpc_router), (ws_listener, ws_router)] {
@@ -193,7 +203,7 @@ impl ReplayNode {
                     .and_then(|(connection, id)| subscriptions.connections.get(connection).map(|sender| (sender.clone(), *id)))
             };
             let Some((sender, id)) = target else { continue };
-            let frame = json!({"jsonrpc": "2.0", "method": method, "params": {"result": result, "subscription": id}}).to_string();
+            let frame = format!(r#"{{"jsonrpc":"2.0","method":"{method}","params":{{"result":{result},"subscription":{id}}}}}"#);
             if sender.send(frame).await.is_ok() {
                 delivered += 1;
             }
@@ -208,16 +218,31 @@ impl Drop for ReplayNode {
     }
 }
 
-fn answer(state: &NodeState, method: &str, params: &Value) -> Result<Value, (i64, String)> {
+/// The reply's `result` as JSON text, or a JSON-RPC error.
+fn answer(state: &NodeState, method: &str, params: &Value) -> Result<String, (i64, String)> {
+    answer_value(state, method, params).map(|reply| match reply {
+        Reply::Text(text) => text.to_string(),
+        Reply::Value(value) => value.to_string(),
+    })
+}
+
+enum Reply<'a> {
+    Text(&'a str),
+    Value(Value),
+}
+
+fn answer_value<'a>(state: &'a NodeState, method: &str, params: &Value) -> Result<Reply<'a>, (i64, String)> {
     let answers = &state.answers;
     let context = json!({"slot": answers.slot});
     match method {
         "getTransaction" => {
-            let found = params[0].as_str().and_then(|signature| answers.transactions.get(signature)).cloned();
-            if found.is_some() {
-                state.transactions_served.fetch_add(1, Ordering::Relaxed);
+            match params[0].as_str().and_then(|signature| answers.transactions.get(signature)) {
+                Some(text) => {
+                    state.transactions_served.fetch_add(1, Ordering::Relaxed);
+                    Ok(Reply::Text(text))
+                }
+                None => Ok(Reply::Value(Value::Null)),
             }
-            Ok(found.unwrap_or(Value::Null))
         }
         "getSignaturesForAddress" => {
             let options = &params[1];
@@ -238,34 +263,38 @@ fn answer(state: &NodeState, method: &str, params: &Value) -> Result<Value, (i64
                     break;
                 }
             }
-            Ok(Value::Array(page))
+            Ok(Reply::Value(Value::Array(page)))
         }
-        "getSlot" | "getBlockHeight" => Ok(json!(answers.slot)),
-        "getVersion" => Ok(json!({"solana-core": "walletwatch-replay", "feature-set": 0})),
+        "getSlot" | "getBlockHeight" => Ok(Reply::Value(json!(answers.slot))),
+        "getVersion" => Ok(Reply::Value(json!({"solana-core": "walletwatch-replay", "feature-set": 0}))),
         _ => {
             if let Some(result) = answers.exact.get(&request_key(method, params)) {
-                return Ok(result.clone());
+                return Ok(Reply::Text(result));
             }
             match method {
-                "getTokenAccountsByOwner" | "getProgramAccounts" => Ok(json!({"context": context, "value": []})),
+                "getTokenAccountsByOwner" | "getProgramAccounts" => Ok(Reply::Value(json!({"context": context, "value": []}))),
                 "getMultipleAccounts" => {
                     let count = params[0].as_array().map_or(0, Vec::len);
-                    Ok(json!({"context": context, "value": vec![Value::Null; count]}))
+                    Ok(Reply::Value(json!({"context": context, "value": vec![Value::Null; count]})))
                 }
-                "getBalance" => Ok(json!({"context": context, "value": 0})),
-                "getAccountInfo" => Ok(json!({"context": context, "value": null})),
+                "getBalance" => Ok(Reply::Value(json!({"context": context, "value": 0}))),
+                "getAccountInfo" => Ok(Reply::Value(json!({"context": context, "value": null}))),
                 other => Err((-32601, format!("the capture holds no answer for {other}"))),
             }
         }
     }
 }
 
-async fn rpc(State(state): State<Arc<NodeState>>, Json(request): Json<Value>) -> impl IntoResponse {
+async fn rpc(State(state): State<Arc<NodeState>>, Json(request): Json<Value>) -> axum::response::Response {
     let id = request["id"].clone();
     let method = request["method"].as_str().unwrap_or_default().to_string();
     match answer(&state, &method, &request["params"]) {
-        Ok(result) => Json(json!({"jsonrpc": "2.0", "id": id, "result": result})),
-        Err((code, message)) => Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})),
+        Ok(result) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#),
+        )
+            .into_response(),
+        Err((code, message)) => Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})).into_response(),
     }
 }
 
@@ -386,12 +415,14 @@ fn peak_memory_mib() -> f64 {
 /// Replays `capture` into the store of `config.data_dir` through the real daemon.
 pub async fn run(
     mut config: ww_config::Config,
-    capture: &CaptureFile,
+    header: &CaptureHeader,
+    records: impl IntoIterator<Item = Result<CaptureRecord, String>>,
     speed: Speed,
     shutdown: CancellationToken,
 ) -> Result<ReplayReport, ww_app::AppError> {
     let rejected = |message: String| ww_app::AppError::Rejected(message);
-    let node = ReplayNode::start(capture).await.map_err(|error| rejected(format!("cannot start the replay node: {error}")))?;
+    let wallets = header.wallets.clone();
+    let node = ReplayNode::start(records).await.map_err(rejected)?;
     let env = HashMap::from([
         ("SOLANA_RPC_URL".to_string(), node.rpc_url.clone()),
         ("SOLANA_WS_URL".to_string(), node.ws_url.clone()),
@@ -401,7 +432,7 @@ pub async fn run(
     config.solana.rpc_requests_per_second = None;
     config.solana.rpc_requests_per_second_per_method = None;
     let store: Arc<dyn ww_core::store::Store> = Arc::new(ww_store::RedbStore::open_in_dir(&config.data_dir)?);
-    for wallet in &capture.header.wallets {
+    for wallet in &wallets {
         if store.wallet(wallet)?.is_none() {
             ww_app::wallets::track(store.as_ref(), wallet.as_str(), None, "replay", ww_app::daemon::now())?;
         }

@@ -179,27 +179,61 @@ pub struct CaptureFile {
     pub records: Vec<CaptureRecord>,
 }
 
-/// Reads a capture; errors name the line that is wrong.
-pub fn read_capture(path: &Path) -> Result<CaptureFile, String> {
-    let file = std::fs::File::open(path).map_err(|error| format!("cannot open {}: {error}", path.display()))?;
-    let mut lines = BufReader::new(GzDecoder::new(file)).lines();
-    let first = lines
-        .next()
-        .ok_or_else(|| format!("{} is empty", path.display()))?
-        .map_err(|error| format!("{} is not a gzip capture: {error}", path.display()))?;
-    let header: CaptureHeader =
-        serde_json::from_str(&first).map_err(|error| format!("{}: line 1 is not a capture header: {error}", path.display()))?;
-    if header.version != CAPTURE_VERSION {
-        return Err(format!("{}: capture version {} (this walletwatch reads {CAPTURE_VERSION})", path.display(), header.version));
+/// The records of a capture, read one at a time (a large capture is never
+/// held whole in memory).
+pub struct CaptureReader {
+    lines: std::io::Lines<BufReader<GzDecoder<std::fs::File>>>,
+    name: String,
+    line: usize,
+}
+
+impl std::fmt::Debug for CaptureReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureReader").field("name", &self.name).field("line", &self.line).finish()
     }
-    let mut records = Vec::new();
-    for (index, line) in lines.enumerate() {
-        let line = line.map_err(|error| format!("{}: line {}: {error}", path.display(), index + 2))?;
-        if line.trim().is_empty() {
-            continue;
+}
+
+impl CaptureReader {
+    /// Opens a capture and reads its header; errors name the file and line.
+    pub fn open(path: &Path) -> Result<(CaptureHeader, Self), String> {
+        let file = std::fs::File::open(path).map_err(|error| format!("cannot open {}: {error}", path.display()))?;
+        let mut lines = BufReader::new(GzDecoder::new(file)).lines();
+        let first = lines
+            .next()
+            .ok_or_else(|| format!("{} is empty", path.display()))?
+            .map_err(|error| format!("{} is not a gzip capture: {error}", path.display()))?;
+        let header: CaptureHeader = serde_json::from_str(&first)
+            .map_err(|error| format!("{}: line 1 is not a capture header: {error}", path.display()))?;
+        if header.version != CAPTURE_VERSION {
+            return Err(format!("{}: capture version {} (this walletwatch reads {CAPTURE_VERSION})", path.display(), header.version));
         }
-        records.push(serde_json::from_str(&line).map_err(|error| format!("{}: line {}: {error}", path.display(), index + 2))?);
+        Ok((header, Self { lines, name: path.display().to_string(), line: 1 }))
     }
+}
+
+impl Iterator for CaptureReader {
+    type Item = Result<CaptureRecord, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let line = self.lines.next()?;
+            self.line += 1;
+            let line = match line {
+                Ok(line) => line,
+                Err(error) => return Some(Err(format!("{}: line {}: {error}", self.name, self.line))),
+            };
+            if line.trim().is_empty() {
+                continue;
+            }
+            return Some(serde_json::from_str(&line).map_err(|error| format!("{}: line {}: {error}", self.name, self.line)));
+        }
+    }
+}
+
+/// Reads a whole capture; errors name the line that is wrong.
+pub fn read_capture(path: &Path) -> Result<CaptureFile, String> {
+    let (header, reader) = CaptureReader::open(path)?;
+    let records = reader.collect::<Result<Vec<_>, _>>()?;
     Ok(CaptureFile { header, records })
 }
 
