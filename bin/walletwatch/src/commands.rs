@@ -586,6 +586,10 @@ async fn replay(config: Config, file: &Path, speed: &str, json: bool) -> Command
             report.latency_ms_p50, report.latency_ms_p99, report.latency_ms_max
         );
         println!("CPU {:.2} s, peak memory {:.0} MiB", report.cpu_seconds, report.peak_memory_mib);
+        println!(
+            "baseline: the same transactions parsed and decoded in one thread, no network or store: {:.0} transactions/s",
+            report.baseline_decode_transactions_per_second
+        );
     }
     Ok(())
 }

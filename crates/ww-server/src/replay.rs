@@ -178,6 +178,25 @@ impl ReplayNode {
         self.notifications.len()
     }
 
+    /// Parses and decodes every captured transaction in this thread (no
+    /// network, no store); returns transactions per second.
+    pub fn decode_baseline(&self, wallets: &[ww_core::WalletAddress]) -> f64 {
+        let tracked: std::collections::HashSet<&ww_core::WalletAddress> = wallets.iter().collect();
+        let provenance =
+            ww_solana::decode::Provenance { origin: ww_core::Origin::Live, received_at: std::time::SystemTime::now() };
+        let started = Instant::now();
+        let mut decoded = 0u64;
+        for (signature, text) in &self.state.answers.transactions {
+            let (Ok(signature), Ok(reply)) = (ww_core::Signature::parse(signature), serde_json::from_str::<Value>(text)) else {
+                continue;
+            };
+            if ww_solana::decode::decode_transaction(&signature, &reply, |wallet| tracked.contains(wallet), provenance).is_ok() {
+                decoded += 1;
+            }
+        }
+        decoded as f64 / started.elapsed().as_secs_f64().max(0.000_001)
+    }
+
     /// Transactions answered so far (non-null `getTransaction` replies).
     pub fn transactions_served(&self) -> u64 {
         self.state.transactions_served.load(Ordering::Relaxed)
@@ -387,6 +406,9 @@ pub struct ReplayReport {
     pub cpu_seconds: f64,
     /// Peak resident memory of the process, MiB.
     pub peak_memory_mib: f64,
+    /// Baseline in the same run: the capture's transactions parsed and
+    /// decoded in one thread, no network, no store (transactions/s).
+    pub baseline_decode_transactions_per_second: f64,
 }
 
 fn cpu_seconds() -> f64 {
@@ -477,28 +499,32 @@ pub async fn run(
     let started = Instant::now();
     let delivered = node.play(speed).await;
     let played = started.elapsed();
-    // Done when no event was stored for two seconds after the last notification.
+    // Done when neither an event was stored nor a transaction fetched for two
+    // seconds after the last notification went out.
     let mut quiet_since = Instant::now();
-    let mut last_seen_count = 0usize;
+    let mut last_activity = started;
+    let mut last_seen = (0usize, node.transactions_served());
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let count = latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len();
-        if count != last_seen_count {
-            last_seen_count = count;
+        let seen = (latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len(), node.transactions_served());
+        if seen != last_seen {
+            last_seen = seen;
             quiet_since = Instant::now();
+            last_activity = quiet_since;
         }
         if quiet_since.elapsed() > Duration::from_secs(2) || shutdown.is_cancelled() {
             break;
         }
     }
-    // From the first notification to the last stored event, or to the last
-    // notification sent when nothing new was stored.
-    let finished = last_event.lock().unwrap_or_else(std::sync::PoisonError::into_inner).unwrap_or(started);
+    // From the first notification to the last stored event or fetch.
+    let last_event = last_event.lock().unwrap_or_else(std::sync::PoisonError::into_inner).unwrap_or(started);
+    let finished = last_event.max(last_activity);
     let seconds = finished.saturating_duration_since(started).max(played).as_secs_f64().max(0.001);
     let cpu = cpu_seconds() - cpu_before;
     stop.cancel();
     let _ = daemon.await;
     counter.abort();
+    let baseline = node.decode_baseline(&wallets);
     let mut sorted = latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     sorted.sort_unstable();
     let at = |quantile: f64| sorted.get(((sorted.len().max(1) - 1) as f64 * quantile).round() as usize).copied().unwrap_or(0) as f64;
@@ -517,6 +543,7 @@ pub async fn run(
         latency_ms_max: sorted.last().copied().unwrap_or(0) as f64,
         cpu_seconds: cpu,
         peak_memory_mib: peak_memory_mib(),
+        baseline_decode_transactions_per_second: baseline,
     })
 }
 
