@@ -221,6 +221,7 @@ async fn run(config: Config) -> CommandResult {
             }
             ww_config::alerts::TelegramMode::Polling => None,
         },
+        discord_can_post: config.discord.bot_token.is_some(),
     };
     let api_state = ww_server::ApiState::new(Arc::clone(&store) as Arc<dyn Store>, health.clone())
         .with_fanout(broker.clone(), ws_config, &config.server_id)

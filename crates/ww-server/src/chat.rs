@@ -33,6 +33,8 @@ pub struct ChatConfig {
     pub discord_public_key: Option<ed25519_dalek::VerifyingKey>,
     /// Telegram's webhook secret; `None` turns the endpoint off.
     pub telegram_webhook_secret: Option<Arc<str>>,
+    /// Whether the Discord bot can post alerts to channels (a bot token is set).
+    pub discord_can_post: bool,
 }
 
 impl std::fmt::Debug for ChatConfig {
@@ -96,7 +98,11 @@ pub(crate) async fn discord_interaction(State(state): State<ApiState>, headers: 
         user: format!("discord:{}", command.user_id),
         destination: DestinationId::DiscordChannel(command.channel_id),
     };
-    let reply = chat::execute_async(Arc::clone(&state.store), context, parsed).await;
+    let is_track = matches!(parsed, ChatCommand::Track { .. });
+    let mut reply = chat::execute_async(Arc::clone(&state.store), context, parsed).await;
+    if is_track && reply.ok && !state.chat.discord_can_post {
+        reply.text.push_str("\n⚠️ Alerts cannot be posted in this channel until the operator sets discord.bot_token.");
+    }
     // Lists and errors are for the invoker only; confirmations are public.
     let ephemeral = !reply.ok || command.name == "list";
     Json(discord::reply(&reply.text, ephemeral)).into_response()

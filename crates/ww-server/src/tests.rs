@@ -212,7 +212,7 @@ async fn call_with_state(state: ApiState, request: Request<Body>) -> (StatusCode
 async fn telegram_webhook_checks_the_secret_and_answers_commands_inline() {
     let fixture = fixture();
     let state = ApiState::new(Arc::clone(&fixture.store) as Arc<dyn ww_core::store::Store>, fixture.health.clone())
-        .with_chat(crate::chat::ChatConfig { discord_public_key: None, telegram_webhook_secret: Some(Arc::from("s3cret_token")) });
+        .with_chat(crate::chat::ChatConfig { discord_public_key: None, telegram_webhook_secret: Some(Arc::from("s3cret_token")), discord_can_post: false });
     let update = json!({"update_id": 7, "message": {"message_id": 1, "from": {"id": 31}, "chat": {"id": 4242, "type": "private"},
                         "text": format!("/track {WALLET} my <wallet>")}});
     let request = |secret: Option<&str>| {
@@ -277,4 +277,37 @@ async fn chat_endpoints_are_off_unless_configured_and_dead_letters_need_admin() 
     let (status, _) =
         call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": WALLET, "filter": {"min_sooool": 1}}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_discord_track_warns_when_the_bot_cannot_post_alerts() {
+    let fixture = fixture();
+    let app = ww_test_utils::DiscordApp::new(11);
+    let key_bytes: [u8; 32] = (0..32)
+        .map(|index| u8::from_str_radix(&app.public_key_hex()[index * 2..index * 2 + 2], 16).expect("hex"))
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("32 bytes");
+    let chat = crate::chat::ChatConfig {
+        discord_public_key: ww_sinks::discord::public_key(&key_bytes),
+        telegram_webhook_secret: None,
+        discord_can_post: false,
+    };
+    let state = ApiState::new(Arc::clone(&fixture.store) as Arc<dyn ww_core::store::Store>, fixture.health.clone()).with_chat(chat);
+    let body = json!({"type": 2, "channel_id": "9", "member": {"user": {"id": "7"}},
+                      "data": {"name": "track", "options": [{"name": "address", "type": 3, "value": WALLET}]}})
+    .to_string();
+    let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs().to_string();
+    let request = Request::builder()
+        .method("POST")
+        .uri("/discord/interactions")
+        .header("x-signature-ed25519", app.sign(&timestamp, body.as_bytes()))
+        .header("x-signature-timestamp", &timestamp)
+        .body(Body::from(body))
+        .expect("request");
+    let (status, reply) = call_with_state(state, request).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let content = reply["data"]["content"].as_str().expect("content");
+    assert!(content.starts_with(&format!("🟢 Tracking wallet: {WALLET}.")), "{content}");
+    assert!(content.contains("discord.bot_token"), "{content}");
 }
