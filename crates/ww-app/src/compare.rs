@@ -7,13 +7,14 @@
 //! - **websocket**: the real daemon (PubSub pool, resolution, decoding,
 //!   storing) on a scratch store; a transfer is detected when its event is
 //!   published;
-//! - **polling**: every `interval` (15 s, as in the original design),
+//! - **polling**: every `interval` (15 s by default, the common bot interval),
 //!   `getSignaturesForAddress` per wallet and `getTransaction` for each new
 //!   signature; a transfer is detected when its transaction was fetched.
 //!
 //! Latency is measured from the moment the node accepted the transfer
-//! (`sendTransaction` returned) to the detection. The report is the original
-//! design's JSON benchmark format plus RPC calls per hour for each path.
+//! (`sendTransaction` returned) to the detection. The report is a JSON document
+//! (detections, latency, errors, uptime per path, improvement,
+//! recommendation) plus RPC calls per hour for each path.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
