@@ -39,8 +39,7 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Returns the current wall-clock time.
 pub fn now() -> UnixMillis {
-    let elapsed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    UnixMillis(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+    UnixMillis::from(std::time::SystemTime::now())
 }
 
 /// Runs until `shutdown` is cancelled, then shuts down within the configured

@@ -90,10 +90,6 @@ enum WorkItem {
     Fetch(Signature),
 }
 
-fn millis_of(time: std::time::SystemTime) -> UnixMillis {
-    let elapsed = time.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    UnixMillis(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-}
 
 enum TaskOutput {
     /// A transaction fetched and decoded (off the pipeline task, in parallel).
@@ -709,7 +705,7 @@ impl Pipeline {
         if self.recent.contains(&signature) || !self.in_flight.insert(signature.clone()) {
             return;
         }
-        let received_at = millis_of(provenance.received_at);
+        let received_at = UnixMillis::from(provenance.received_at);
         self.work_started.insert(WorkItem::Fetch(signature.clone()), received_at);
         let fetcher = self.fetcher.clone();
         let permits = Arc::clone(&self.permits);

@@ -11,6 +11,15 @@ use serde::{Deserialize, Serialize};
 #[serde(transparent)]
 pub struct UnixMillis(pub i64);
 
+impl From<std::time::SystemTime> for UnixMillis {
+    /// Converts a wall-clock instant (reading the clock is the caller's IO);
+    /// instants before 1970 become 0.
+    fn from(time: std::time::SystemTime) -> Self {
+        let elapsed = time.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Self(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
 impl UnixMillis {
     /// Returns this instant moved forward by `millis` (saturating).
     #[must_use]

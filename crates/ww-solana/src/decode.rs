@@ -130,11 +130,6 @@ pub struct Provenance {
     pub received_at: SystemTime,
 }
 
-fn millis(time: SystemTime) -> UnixMillis {
-    let elapsed = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    UnixMillis(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Decodes a jsonParsed `getTransaction` reply into one event per tracked
 /// wallet it touches (in account-key order, then token owners).
 pub fn decode_transaction(
@@ -213,7 +208,7 @@ pub fn decode_transaction(
         None | Some(Value::Null) => TxOutcome::Success,
         Some(error) => TxOutcome::Failed { error: error.to_string() },
     };
-    let now = millis(SystemTime::now());
+    let now = UnixMillis::from(SystemTime::now());
     let mut events = Vec::with_capacity(wallets.len());
     for wallet in wallets {
         let mut sol_delta: i64 = 0;
@@ -252,7 +247,7 @@ pub fn decode_transaction(
             outcome: outcome.clone(),
             programs: programs.clone(),
             origin: provenance.origin,
-            received_at: millis(provenance.received_at),
+            received_at: UnixMillis::from(provenance.received_at),
             resolved_at: Some(now),
             // Set again by the pipeline right before the event is stored.
             emitted_at: now,
