@@ -403,10 +403,10 @@ pub(crate) fn validate(
         ..discord
     };
     let public_key = discord.public_key.as_deref().and_then(|text| {
-        let bytes = decode_hex(text.trim());
-        match bytes.and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()) {
-            Some(key) => Some(key),
-            None => {
+        let mut key = [0u8; 32];
+        match hex::decode_to_slice(text.trim(), &mut key) {
+            Ok(()) => Some(key),
+            Err(_) => {
                 errors.push("discord.public_key must be 64 hex characters (Developer Portal → General Information)".into());
                 None
             }
@@ -462,7 +462,7 @@ pub(crate) fn validate(
     let mut named = BTreeMap::new();
     for (name, raw) in destinations {
         let field = format!("destinations.{name}");
-        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if !ww_core::alert::is_valid_destination_name(&name) {
             errors.push(format!("{field}: names use 1-64 characters of A-Z, a-z, 0-9, - and _"));
             continue;
         }
@@ -548,13 +548,6 @@ pub(crate) fn validate(
         destinations: named,
         users: user_destinations,
     }
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|index| u8::from_str_radix(text.get(index..index + 2)?, 16).ok()).collect()
 }
 
 #[cfg(test)]

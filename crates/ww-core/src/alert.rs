@@ -224,6 +224,12 @@ impl AlertFilter {
     }
 }
 
+/// Returns true for a configured destination's name: 1-64 characters of
+/// A-Z, a-z, 0-9, `-` and `_`.
+pub fn is_valid_destination_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// Where alerts go. The text form (`discord-channel:123`) is the id stored in
 /// subscriptions and outbox jobs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -266,12 +272,9 @@ impl FromStr for DestinationId {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let (kind, rest) = text.split_once(':').ok_or_else(|| format!("destination {text:?} has no kind: prefix"))?;
         let bad = || format!("destination {text:?}: invalid id after {kind}:");
-        let name_ok = |name: &str| {
-            !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        };
         match kind {
-            "discord-webhook" if name_ok(rest) => Ok(DestinationId::DiscordWebhook(rest.to_string())),
-            "webhook" if name_ok(rest) => Ok(DestinationId::Webhook(rest.to_string())),
+            "discord-webhook" if is_valid_destination_name(rest) => Ok(DestinationId::DiscordWebhook(rest.to_string())),
+            "webhook" if is_valid_destination_name(rest) => Ok(DestinationId::Webhook(rest.to_string())),
             "discord-channel" => rest.parse().map(DestinationId::DiscordChannel).map_err(|_| bad()),
             "telegram" => rest.parse().map(DestinationId::TelegramChat).map_err(|_| bad()),
             "discord-webhook" | "webhook" => Err(bad()),

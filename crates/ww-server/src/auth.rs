@@ -15,18 +15,14 @@ const TOKEN_PREFIX: &str = "ww_";
 pub fn generate_token() -> Result<(String, String), getrandom::Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)?;
-    let token = format!("{TOKEN_PREFIX}{}", hex(&bytes));
+    let token = format!("{TOKEN_PREFIX}{}", hex::encode(bytes));
     let hash = hash_token(&token);
     Ok((token, hash))
 }
 
 /// Returns the lowercase hex SHA-256 of a token.
 pub fn hash_token(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// The authenticated caller of an `/api` route.

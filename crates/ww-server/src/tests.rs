@@ -283,11 +283,8 @@ async fn chat_endpoints_are_off_unless_configured_and_dead_letters_need_admin() 
 async fn a_discord_track_warns_when_the_bot_cannot_post_alerts() {
     let fixture = fixture();
     let app = ww_test_utils::DiscordApp::new(11);
-    let key_bytes: [u8; 32] = (0..32)
-        .map(|index| u8::from_str_radix(&app.public_key_hex()[index * 2..index * 2 + 2], 16).expect("hex"))
-        .collect::<Vec<_>>()
-        .try_into()
-        .expect("32 bytes");
+    let mut key_bytes = [0u8; 32];
+    hex::decode_to_slice(app.public_key_hex(), &mut key_bytes).expect("hex public key");
     let chat = crate::chat::ChatConfig {
         discord_public_key: ww_sinks::discord::public_key(&key_bytes),
         telegram_webhook_secret: None,
