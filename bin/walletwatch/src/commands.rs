@@ -435,6 +435,11 @@ fn job_selection(ids: Vec<u64>, all: bool, destination: Option<String>) -> Resul
     }
 }
 
+/// `#<id> <destination> <wallet> <signature>`, short forms: the start of an outbox line.
+fn job_head(job: &ww_core::store::OutboxJob) -> String {
+    format!("#{} {} {} {}", job.id, job.destination, job.wallet.short(), job.signature.short())
+}
+
 fn outbox(config: &Config, command: OutboxCommand) -> CommandResult {
     let store = open_store(config)?;
     match command {
@@ -452,11 +457,8 @@ fn outbox(config: &Config, command: OutboxCommand) -> CommandResult {
                 for job in &pending {
                     let due = (job.next_attempt_at.0 - now.0).max(0) / 1000;
                     println!(
-                        "  #{} {} {} {} attempts {} due in {due}s{}",
-                        job.id,
-                        job.destination,
-                        job.wallet.short(),
-                        job.signature.short(),
+                        "  {} attempts {} due in {due}s{}",
+                        job_head(job),
                         job.attempts,
                         job.last_error.as_deref().map(|error| format!(" last error: {error}")).unwrap_or_default()
                     );
@@ -466,11 +468,8 @@ fn outbox(config: &Config, command: OutboxCommand) -> CommandResult {
             for letter in &letters {
                 let job = &letter.job;
                 println!(
-                    "  #{} {} {} {} after {} attempts: {}",
-                    job.id,
-                    job.destination,
-                    job.wallet.short(),
-                    job.signature.short(),
+                    "  {} after {} attempts: {}",
+                    job_head(job),
                     job.attempts,
                     job.last_error.as_deref().unwrap_or("-")
                 );

@@ -30,13 +30,18 @@ pub const SIGNATURE_HEADER: &str = "x-walletwatch-signature";
 /// Largest clock difference [`verify`] accepts.
 pub const MAX_SKEW: Duration = Duration::from_secs(300);
 
-/// Returns `sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`.
-pub fn sign(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
+/// HMAC-SHA256 over `timestamp + "." + body`, ready to finalize or verify.
+fn mac(secret: &[u8], timestamp: u64, body: &[u8]) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    mac
+}
+
+/// Returns `sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`.
+pub fn sign(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
+    format!("sha256={}", hex::encode(mac(secret, timestamp, body).finalize().into_bytes()))
 }
 
 /// Why a received webhook was rejected.
@@ -62,11 +67,7 @@ pub fn verify(secret: &[u8], timestamp: &str, signature: &str, body: &[u8], now:
     }
     let hex_signature = signature.trim().strip_prefix("sha256=").ok_or(VerifyError::BadSignature)?;
     let expected = hex::decode(hex_signature).map_err(|_| VerifyError::BadSignature)?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.verify_slice(&expected).map_err(|_| VerifyError::BadSignature)
+    mac(secret, timestamp, body).verify_slice(&expected).map_err(|_| VerifyError::BadSignature)
 }
 
 /// The JSON body of one delivery.
