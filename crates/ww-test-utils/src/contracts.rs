@@ -279,7 +279,10 @@ fn injected(inner: &Inner, family: Family) -> Option<Response> {
 }
 
 /// Counts a request against its bucket; `Err` is the 429 to return.
-fn take_bucket(inner: &mut Inner, bucket: &str) -> Result<[(String, String); 5], Box<Response>> {
+/// The `X-RateLimit-*` headers of one response.
+type BucketHeaders = [(String, String); 5];
+
+fn take_bucket(inner: &mut Inner, bucket: &str) -> Result<BucketHeaders, Box<Response>> {
     let now = Instant::now();
     let entry = inner.buckets.entry(bucket.to_string()).or_insert((now, 0));
     if now.duration_since(entry.0) >= BUCKET_WINDOW {
@@ -308,7 +311,7 @@ fn take_bucket(inner: &mut Inner, bucket: &str) -> Result<[(String, String); 5],
     ])
 }
 
-fn with_headers(mut response: Response, headers: [(String, String); 5]) -> Response {
+fn with_headers(mut response: Response, headers: BucketHeaders) -> Response {
     for (name, value) in headers {
         if let (Ok(name), Ok(value)) = (axum::http::HeaderName::try_from(name), HeaderValue::try_from(value)) {
             response.headers_mut().insert(name, value);
@@ -376,6 +379,36 @@ fn check_message(body: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// What Discord checks of every message post, in its order: injected
+/// failures, the route's bucket, JSON, then the payload limits. Returns the
+/// body and the bucket headers, or the response to send.
+fn accept_message(inner: &mut Inner, bucket: &str, sink: &str, body: &[u8]) -> Result<(Value, BucketHeaders), Box<Response>> {
+    if let Some(response) = injected(inner, Family::Discord) {
+        return Err(Box::new(response));
+    }
+    let headers = take_bucket(inner, bucket)?;
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        inner.rejected.push(format!("{sink}: body is not JSON"));
+        return Err(Box::new(discord_error(StatusCode::BAD_REQUEST, 50109, "The request body contains invalid JSON.")));
+    };
+    if let Err(message) = check_message(&value) {
+        inner.rejected.push(format!("{sink}: {message}"));
+        let response = discord_error(StatusCode::BAD_REQUEST, 50035, &format!("Invalid Form Body: {message}"));
+        return Err(Box::new(with_headers(response, headers)));
+    }
+    Ok((value, headers))
+}
+
+/// Checks `Authorization: Bot <token>`; the 401 to send otherwise.
+fn check_bot(inner: &mut Inner, headers: &HeaderMap, sink: &str) -> Result<(), Box<Response>> {
+    let expected = format!("Bot {}", inner.bot_token);
+    if headers.get("authorization").and_then(|value| value.to_str().ok()) == Some(expected.as_str()) {
+        return Ok(());
+    }
+    inner.rejected.push(format!("{sink}: missing or wrong Authorization"));
+    Err(Box::new(discord_error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized")))
+}
+
 async fn discord_webhook(
     State(state): State<AppState>,
     Path((id, token)): Path<(String, String)>,
@@ -386,21 +419,10 @@ async fn discord_webhook(
     if token != format!("webhook-token-{id}") {
         return discord_error(StatusCode::UNAUTHORIZED, 50027, "Invalid Webhook Token");
     }
-    if let Some(response) = injected(&inner, Family::Discord) {
-        return response;
-    }
-    let headers = match take_bucket(&mut inner, &format!("webhook:{id}")) {
-        Ok(headers) => headers,
+    let (value, headers) = match accept_message(&mut inner, &format!("webhook:{id}"), "discord webhook", &body) {
+        Ok(accepted) => accepted,
         Err(response) => return *response,
     };
-    let Ok(value) = serde_json::from_slice::<Value>(&body) else {
-        inner.rejected.push("discord webhook: body is not JSON".into());
-        return discord_error(StatusCode::BAD_REQUEST, 50109, "The request body contains invalid JSON.");
-    };
-    if let Err(message) = check_message(&value) {
-        inner.rejected.push(format!("discord webhook: {message}"));
-        return with_headers(discord_error(StatusCode::BAD_REQUEST, 50035, &format!("Invalid Form Body: {message}")), headers);
-    }
     inner.received.push(Received { target: format!("discord-webhook:{id}"), body: value.clone(), idempotency: None });
     let message_id = inner.next_message_id;
     inner.next_message_id += 1;
@@ -418,26 +440,13 @@ async fn discord_channel_message(
     body: Bytes,
 ) -> Response {
     let mut inner = state.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let expected = format!("Bot {}", inner.bot_token);
-    if request_headers.get("authorization").and_then(|value| value.to_str().ok()) != Some(expected.as_str()) {
-        inner.rejected.push("discord bot: missing or wrong Authorization".into());
-        return discord_error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized");
+    if let Err(response) = check_bot(&mut inner, &request_headers, "discord bot") {
+        return *response;
     }
-    if let Some(response) = injected(&inner, Family::Discord) {
-        return response;
-    }
-    let headers = match take_bucket(&mut inner, &format!("channel:{channel}")) {
-        Ok(headers) => headers,
+    let (value, headers) = match accept_message(&mut inner, &format!("channel:{channel}"), "discord bot", &body) {
+        Ok(accepted) => accepted,
         Err(response) => return *response,
     };
-    let Ok(value) = serde_json::from_slice::<Value>(&body) else {
-        inner.rejected.push("discord bot: body is not JSON".into());
-        return discord_error(StatusCode::BAD_REQUEST, 50109, "The request body contains invalid JSON.");
-    };
-    if let Err(message) = check_message(&value) {
-        inner.rejected.push(format!("discord bot: {message}"));
-        return with_headers(discord_error(StatusCode::BAD_REQUEST, 50035, &format!("Invalid Form Body: {message}")), headers);
-    }
     let nonce = match &value["nonce"] {
         Value::String(text) if text.chars().count() <= 25 => Some(text.clone()),
         Value::Number(number) => Some(number.to_string()),
@@ -497,10 +506,8 @@ fn check_commands(commands: &Value) -> Result<(), String> {
 
 fn register(state: &AppState, scope: String, headers: &HeaderMap, body: &Bytes) -> Response {
     let mut inner = state.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let expected = format!("Bot {}", inner.bot_token);
-    if headers.get("authorization").and_then(|value| value.to_str().ok()) != Some(expected.as_str()) {
-        inner.rejected.push("discord commands: missing or wrong Authorization".into());
-        return discord_error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized");
+    if let Err(response) = check_bot(&mut inner, headers, "discord commands") {
+        return *response;
     }
     let Ok(value) = serde_json::from_slice::<Value>(body) else {
         return discord_error(StatusCode::BAD_REQUEST, 50109, "The request body contains invalid JSON.");
