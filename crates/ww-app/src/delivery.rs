@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -177,13 +177,12 @@ impl DeliveryWorkers {
         let held: Arc<std::sync::Mutex<Held>> = Arc::default();
         let completions = Completions { sender, held: Arc::clone(&held) };
         let recorder = tokio::spawn(record_completions(Arc::clone(&self.store), receiver, held));
-        let lanes_allowed = Arc::new(Semaphore::new(self.config.alerts.delivery_concurrency));
         let mut lanes: JoinSet<LaneEnd> = JoinSet::new();
         let mut busy: HashSet<DestinationId> = HashSet::new();
         let mut paused: HashMap<DestinationId, Instant> = HashMap::new();
         let mut paused_sinks: HashMap<&'static str, Instant> = HashMap::new();
-        // The instant each destination may next be sent to (rate spacing).
-        let limiters: Arc<std::sync::Mutex<HashMap<DestinationId, Arc<Limiter>>>> = Arc::default();
+        // Each destination's send rate, kept across lanes.
+        let mut limiters: HashMap<DestinationId, Arc<Limiter>> = HashMap::new();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -233,23 +232,19 @@ impl DeliveryWorkers {
                 }
             }
             for (destination, jobs) in by_destination {
-                let Ok(permit) = Arc::clone(&lanes_allowed).try_acquire_owned() else { break };
+                if lanes.len() >= self.config.alerts.delivery_concurrency {
+                    break;
+                }
                 busy.insert(destination.clone());
                 let worker = self.clone();
                 let shutdown = shutdown.clone();
                 let limiter = Arc::clone(
                     limiters
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .entry(destination.clone())
                         .or_insert_with(|| Arc::new(limiter(self.sinks.rate(&destination, &self.config)))),
                 );
                 let completions = completions.clone();
-                lanes.spawn(async move {
-                    let end = worker.lane(destination, jobs, &limiter, &completions, &shutdown).await;
-                    drop(permit);
-                    end
-                });
+                lanes.spawn(async move { worker.lane(destination, jobs, &limiter, &completions, &shutdown).await });
             }
         }
         // Let in-flight sends finish (bounded by the delivery timeout) so their outcome is recorded.
