@@ -402,10 +402,7 @@ impl DeliveryWorkers {
     }
 
     async fn render(&self, event: &ww_core::StoredEvent, label: Option<&str>) -> Alert {
-        let mints: Vec<String> =
-            ww_core::alert::movements(&event.event).iter().map(|movement| movement.price_mint().to_string()).collect();
-        let mint_refs: Vec<&str> = mints.iter().map(String::as_str).collect();
-        let prices = self.prices.prices(&mint_refs).await;
+        let prices = self.prices.prices_of([&event.event]).await;
         Alert::new(event, label, &prices, &self.explorer)
     }
 

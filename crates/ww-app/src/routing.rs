@@ -8,11 +8,11 @@
 //! one store transaction, so an event and its deliveries exist together or
 //! not at all.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ww_core::ActivityEvent;
-use ww_core::alert::{DestinationId, FilterDecision, Subscription, movements};
+use ww_core::alert::{DestinationId, FilterDecision, Subscription};
 use ww_core::store::{Route, Store};
 use ww_sinks::PriceCache;
 
@@ -45,15 +45,7 @@ impl Router {
         let subscriptions = tokio::task::spawn_blocking(move || store.subscriptions_for(&wallets)).await??;
         let needs_prices = subscriptions.iter().any(|subscription| subscription.filter.min_usd.is_some());
         let prices = if needs_prices && self.prices.is_enabled() {
-            let mints: Vec<String> = events
-                .iter()
-                .flat_map(movements)
-                .map(|movement| movement.price_mint().to_string())
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .collect();
-            let mint_refs: Vec<&str> = mints.iter().map(String::as_str).collect();
-            self.prices.prices(&mint_refs).await
+            self.prices.prices_of(events).await
         } else {
             Default::default()
         };

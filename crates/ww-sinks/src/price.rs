@@ -59,6 +59,20 @@ impl PriceCache {
         self.inner.url.is_some()
     }
 
+    /// Returns the USD prices of everything these events moved (SOL under
+    /// the wrapped-SOL mint), where known.
+    pub async fn prices_of<'a>(&self, events: impl IntoIterator<Item = &'a ww_core::ActivityEvent>) -> HashMap<String, f64> {
+        let mut mints: Vec<String> = events
+            .into_iter()
+            .flat_map(ww_core::alert::movements)
+            .map(|movement| movement.price_mint().to_string())
+            .collect();
+        mints.sort_unstable();
+        mints.dedup();
+        let mint_refs: Vec<&str> = mints.iter().map(String::as_str).collect();
+        self.prices(&mint_refs).await
+    }
+
     /// Returns the USD price of one whole unit of each mint that has one.
     pub async fn prices(&self, mints: &[&str]) -> HashMap<String, f64> {
         let mut known = HashMap::new();
