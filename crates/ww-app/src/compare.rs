@@ -145,14 +145,10 @@ async fn run_in(
             }
         });
     }
-    let ready_deadline = Instant::now() + Duration::from_secs(120);
-    while health.snapshot().wallets_active < wallets.len() {
-        if Instant::now() > ready_deadline || shutdown.is_cancelled() {
-            daemon_stop.cancel();
-            let _ = daemon.await;
-            return Err(AppError::Rejected("the streaming path never became active: is the PubSub endpoint reachable?".into()));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    if !health.wait_for_active(wallets.len(), Duration::from_secs(120), &shutdown).await {
+        daemon_stop.cancel();
+        let _ = daemon.await;
+        return Err(AppError::Rejected("the streaming path never became active: is the PubSub endpoint reachable?".into()));
     }
 
     // Uptime and reconnects of the streaming path, sampled.

@@ -46,4 +46,22 @@ impl Health {
     pub fn snapshot(&self) -> HealthState {
         self.0.lock().map(|state| state.clone()).unwrap_or_default()
     }
+
+    /// Waits until `wallets` wallets are fully subscribed; false when
+    /// `within` passes or `shutdown` is cancelled first.
+    pub async fn wait_for_active(
+        &self,
+        wallets: usize,
+        within: std::time::Duration,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.snapshot().wallets_active < wallets {
+            if tokio::time::Instant::now() > deadline || shutdown.is_cancelled() {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        true
+    }
 }

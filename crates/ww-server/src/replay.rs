@@ -466,14 +466,10 @@ pub async fn run(
     let stop = shutdown.child_token();
     let daemon = tokio::spawn(ww_app::daemon::run(config, Arc::clone(&store), health.clone(), broker, None, stop.clone()));
 
-    let ready_deadline = Instant::now() + Duration::from_secs(120);
-    while health.snapshot().wallets_active < wallet_count {
-        if Instant::now() > ready_deadline || shutdown.is_cancelled() {
-            stop.cancel();
-            let _ = daemon.await;
-            return Err(rejected("the daemon never subscribed every wallet on the replay node".into()));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if !health.wait_for_active(wallet_count, Duration::from_secs(120), &shutdown).await {
+        stop.cancel();
+        let _ = daemon.await;
+        return Err(rejected("the daemon never subscribed every wallet on the replay node".into()));
     }
     let latencies: Arc<Mutex<Vec<i64>>> = Arc::default();
     let last_event: Arc<Mutex<Option<Instant>>> = Arc::default();
