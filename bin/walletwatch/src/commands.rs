@@ -74,38 +74,27 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
     if let Some(format) = &cli.log_format {
         env.insert("WALLETWATCH_LOG_FORMAT".into(), format.clone());
     }
-    if let Command::Run { rpc_url, ws_url, metrics_listen, listen } = &cli.command {
+    if let Command::Run { metrics_listen, listen, .. } = &cli.command {
         if let Some(listen) = metrics_listen {
             env.insert("WALLETWATCH_METRICS_LISTEN".into(), listen.clone());
         }
         if let Some(listen) = listen {
             env.insert("WALLETWATCH_LISTEN".into(), listen.clone());
         }
-        if let Some(url) = rpc_url {
-            env.insert("SOLANA_RPC_URL".into(), url.clone());
-        }
-        if let Some(url) = ws_url {
-            env.insert("SOLANA_WS_URL".into(), url.clone());
-        }
     }
-    if let Command::Backfill { rpc_url: Some(url), .. } = &cli.command {
+    // The commands that talk to a node take --rpc-url (and --ws-url).
+    let (rpc_url, ws_url) = match &cli.command {
+        Command::Run { rpc_url, ws_url, .. }
+        | Command::Capture { rpc_url, ws_url, .. }
+        | Command::Bench(BenchCommand::Compare { rpc_url, ws_url, .. }) => (rpc_url.as_ref(), ws_url.as_ref()),
+        Command::Backfill { rpc_url, .. } => (rpc_url.as_ref(), None),
+        _ => (None, None),
+    };
+    if let Some(url) = rpc_url {
         env.insert("SOLANA_RPC_URL".into(), url.clone());
     }
-    if let Command::Capture { rpc_url, ws_url, .. } = &cli.command {
-        if let Some(url) = rpc_url {
-            env.insert("SOLANA_RPC_URL".into(), url.clone());
-        }
-        if let Some(url) = ws_url {
-            env.insert("SOLANA_WS_URL".into(), url.clone());
-        }
-    }
-    if let Command::Bench(BenchCommand::Compare { rpc_url, ws_url, .. }) = &cli.command {
-        if let Some(url) = rpc_url {
-            env.insert("SOLANA_RPC_URL".into(), url.clone());
-        }
-        if let Some(url) = ws_url {
-            env.insert("SOLANA_WS_URL".into(), url.clone());
-        }
+    if let Some(url) = ws_url {
+        env.insert("SOLANA_WS_URL".into(), url.clone());
     }
     let default_path = PathBuf::from("walletwatch.toml");
     let path: Option<&Path> = match &cli.config {
