@@ -241,7 +241,7 @@ impl DeliveryWorkers {
                 let limiter = Arc::clone(
                     limiters
                         .entry(destination.clone())
-                        .or_insert_with(|| Arc::new(limiter(self.sinks.rate(&destination, &self.config)))),
+                        .or_insert_with(|| Arc::new(limiter(self.sinks.rate(&destination)))),
                 );
                 let completions = completions.clone();
                 lanes.spawn(async move { worker.lane(destination, jobs, &limiter, &completions, &shutdown).await });

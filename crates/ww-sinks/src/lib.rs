@@ -144,6 +144,9 @@ pub struct Sinks {
     discord: discord::DiscordClient,
     telegram: telegram::TelegramClient,
     named: BTreeMap<String, DestinationConfig>,
+    /// Messages per second to one Discord channel and one Telegram chat.
+    channel_rate: f64,
+    chat_rate: f64,
 }
 
 /// A sink could not be set up.
@@ -164,6 +167,8 @@ impl Sinks {
             telegram: telegram::TelegramClient::new(client.clone(), &config.telegram),
             client,
             named: config.destinations.clone(),
+            channel_rate: config.discord.channel_messages_per_second,
+            chat_rate: config.telegram.chat_messages_per_second,
         })
     }
 
@@ -178,13 +183,13 @@ impl Sinks {
     }
 
     /// Messages per second allowed to `destination`.
-    pub fn rate(&self, destination: &DestinationId, config: &Config) -> f64 {
+    pub fn rate(&self, destination: &DestinationId) -> f64 {
         match destination {
             DestinationId::DiscordWebhook(name) | DestinationId::Webhook(name) => {
                 self.named.get(name).map_or(1.0, |named| named.messages_per_second)
             }
-            DestinationId::DiscordChannel(_) => config.discord.channel_messages_per_second,
-            DestinationId::TelegramChat(_) => config.telegram.chat_messages_per_second,
+            DestinationId::DiscordChannel(_) => self.channel_rate,
+            DestinationId::TelegramChat(_) => self.chat_rate,
         }
     }
 
