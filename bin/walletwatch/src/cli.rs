@@ -54,6 +54,16 @@ pub(crate) enum Command {
         /// Alert filter for this user and wallet.
         #[command(flatten)]
         filter: FilterArgs,
+        /// Also read the history from this point (a time or a signature,
+        /// exclusive) up to the tracking moment, without alerts, as
+        /// `walletwatch backfill` does. Without it, history starts when the
+        /// wallet is tracked (again).
+        #[arg(long, value_name = "TIME|SIGNATURE")]
+        since: Option<String>,
+        /// Solana JSON-RPC URL, asked for the current slot (where the
+        /// wallet's history starts); overrides the config and SOLANA_RPC_URL.
+        #[arg(long, value_name = "URL")]
+        rpc_url: Option<String>,
     },
     /// Stop tracking a wallet (for one user; the wallet goes with its last user).
     Untrack {
@@ -123,6 +133,10 @@ pub(crate) enum Command {
     /// Inspect and replay alert deliveries (the outbox and its dead letters).
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// Transactions the daemon could not fetch or decode (walks step over
+    /// the ones given up after three tries).
+    #[command(subcommand)]
+    Unresolved(UnresolvedCommand),
     /// Discord bot set-up.
     #[command(subcommand)]
     Discord(DiscordCommand),
@@ -242,6 +256,25 @@ pub(crate) enum OutboxCommand {
         /// Every job of this destination.
         #[arg(long, conflicts_with = "ids")]
         destination: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UnresolvedCommand {
+    /// List unresolved transactions with their wallet, attempts and last error.
+    List {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running daemon to try them again (within seconds); a
+    /// transaction that resolves is recorded with its alerts.
+    Retry {
+        /// Transaction signatures; with none, use --all.
+        signatures: Vec<String>,
+        /// Every unresolved transaction.
+        #[arg(long, conflicts_with = "signatures")]
+        all: bool,
     },
 }
 

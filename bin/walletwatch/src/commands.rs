@@ -22,7 +22,9 @@ use ww_core::wallet::{TrackOutcome, UntrackOutcome};
 use ww_core::WalletAddress;
 use ww_store::RedbStore;
 
-use crate::cli::{BenchCommand, Cli, Command, DiscordCommand, FilterArgs, OutboxCommand, TelegramCommand, TokenCommand};
+use crate::cli::{
+    BenchCommand, Cli, Command, DiscordCommand, FilterArgs, OutboxCommand, TelegramCommand, TokenCommand, UnresolvedCommand,
+};
 
 /// How often `events --follow` looks for new events.
 const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -87,7 +89,7 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
         Command::Run { rpc_url, ws_url, .. }
         | Command::Capture { rpc_url, ws_url, .. }
         | Command::Bench(BenchCommand::Compare { rpc_url, ws_url, .. }) => (rpc_url.as_ref(), ws_url.as_ref()),
-        Command::Backfill { rpc_url, .. } => (rpc_url.as_ref(), None),
+        Command::Backfill { rpc_url, .. } | Command::Track { rpc_url, .. } => (rpc_url.as_ref(), None),
         _ => (None, None),
     };
     if let Some(url) = rpc_url {
@@ -112,20 +114,41 @@ fn open_store(config: &Config) -> Result<Arc<RedbStore>, Failure> {
 pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
     let config = load_config(&cli)?;
     if matches!(cli.command, Command::CheckConfig) {
+        for warning in &config.warnings {
+            eprintln!("warning: {warning}");
+        }
         print!("{}", config.to_redacted_toml());
         return Ok(());
     }
     crate::telemetry::init(&config.log_level, config.log_format).map_err(Failure::Usage)?;
+    for warning in &config.warnings {
+        tracing::warn!(warning = %warning, "configuration");
+    }
     match cli.command {
         Command::Run { .. } => run(config).await,
-        Command::Track { address, label, user, filter } => {
+        Command::Track { address, label, user, filter, since, .. } => {
             let store = open_store(&config)?;
-            let options = wallets::TrackOptions { filter: filter_from_args(filter)?, destination: None };
+            let since = since.as_deref().map(backfill::parse_bound).transpose()?;
+            let rpc = backfill::rpc_client(&config)?;
+            let start_slot = wallets::current_slot(&rpc).await;
+            if since.is_some() && start_slot.is_none() {
+                return Err(Failure::Runtime(anyhow!(
+                    "--since needs the node, which did not answer; track without --since, or retry when it is reachable"
+                )));
+            }
+            let options = wallets::TrackOptions { filter: filter_from_args(filter)?, destination: None, start_slot };
             let (address, outcome) =
                 wallets::track_with(store.as_ref(), &address, label.as_deref(), &user, options, daemon::now())?;
             println!("{}", wallets::tracking_message(&address));
             if outcome == TrackOutcome::AlreadyTracked {
                 eprintln!("note: {address} was already tracked by {user:?}");
+            }
+            if start_slot.is_none() {
+                eprintln!("note: the node's current slot is unknown; history starts a minute before now");
+            }
+            if let (Some(since), Some(slot)) = (since, start_slot) {
+                let until = Some(backfill::Bound::Slot(slot));
+                run_backfill_bounds(&config, Arc::clone(&store) as Arc<dyn Store>, &address, Some(since), until).await?;
             }
             Ok(())
         }
@@ -154,6 +177,7 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
         Command::Stats { json } => print_stats(&config, json),
         Command::Token(TokenCommand::Create { user, admin }) => create_token(&config, &user, admin),
         Command::Outbox(command) => outbox(&config, command),
+        Command::Unresolved(command) => unresolved(&config, command),
         Command::Discord(DiscordCommand::RegisterCommands) => register_commands(&config).await,
         Command::Telegram(command) => telegram_webhook(&config, command).await,
         Command::Capture { out, duration, .. } => capture(config, &out, duration).await,
@@ -180,7 +204,13 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
 
 async fn run(config: Config) -> CommandResult {
     let store = open_store(&config)?;
-    crate::telemetry::install_metrics(config.server.metrics_listen).map_err(Failure::Runtime)?;
+    let metrics = crate::telemetry::install_metrics().map_err(Failure::Runtime)?;
+    let metrics_listener = tokio::net::TcpListener::bind(config.server.metrics_listen).await.map_err(|error| {
+        Failure::Runtime(anyhow!(
+            "cannot serve metrics on {}: {error}; choose another address with --metrics-listen or WALLETWATCH_METRICS_LISTEN",
+            config.server.metrics_listen
+        ))
+    })?;
     let listener = tokio::net::TcpListener::bind(config.server.listen).await.map_err(|error| {
         Failure::Runtime(anyhow!(
             "cannot serve the API on {}: {error}; choose another address with --listen or WALLETWATCH_LISTEN",
@@ -214,14 +244,34 @@ async fn run(config: Config) -> CommandResult {
     };
     let api_state = ww_server::ApiState::new(Arc::clone(&store) as Arc<dyn Store>, health.clone())
         .with_fanout(broker.clone(), ws_config, &config.server_id)
-        .with_chat(chat);
+        .with_chat(chat)
+        .with_rpc(backfill::rpc_client(&config)?);
     let api = tokio::spawn(ww_server::serve(listener, api_state, api_shutdown.clone()));
+    let metrics_server = {
+        let upkeep = metrics.clone();
+        let stop = api_shutdown.clone();
+        // Histograms are folded into the exposition by the upkeep.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = tick.tick() => upkeep.run_upkeep(),
+                }
+            }
+        });
+        let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || metrics.render());
+        tokio::spawn(ww_server::serve_metrics(metrics_listener, render, api_shutdown.clone()))
+    };
     let outcome = daemon::run(config, store, health, broker, None, shutdown).await;
     api_shutdown.cancel();
     match api.await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::warn!(error = %error, "the API server failed"),
         Err(error) => tracing::warn!(error = %error, "the API server task failed"),
+    }
+    if let Ok(Err(error)) = metrics_server.await {
+        tracing::warn!(error = %error, "the metrics server failed");
     }
     outcome.map_err(Failure::from)
 }
@@ -247,6 +297,17 @@ async fn run_backfill(config: &Config, address: &str, since: Option<String>, unt
     let since = since.as_deref().map(backfill::parse_bound).transpose()?;
     let until = until.as_deref().map(backfill::parse_bound).transpose()?;
     let store: Arc<dyn Store> = open_store(config)?;
+    run_backfill_bounds(config, store, &wallet, since, until).await
+}
+
+/// Backfills `wallet` between the bounds with a progress bar and a summary.
+async fn run_backfill_bounds(
+    config: &Config,
+    store: Arc<dyn Store>,
+    wallet: &WalletAddress,
+    since: Option<backfill::Bound>,
+    until: Option<backfill::Bound>,
+) -> CommandResult {
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")
@@ -264,15 +325,18 @@ async fn run_backfill(config: &Config, address: &str, since: Option<String>, unt
             bar.set_position(done as u64);
         }
     };
-    let summary = backfill::run(config, store, &wallet, since, until, &on_progress).await;
+    let summary = backfill::run(config, store, wallet, since, until, &on_progress).await;
     bar.finish_and_clear();
     let summary = summary?;
     println!(
-        "backfill of {wallet}: {} transactions over {} addresses, {} new events, {} duplicates skipped, {:.0} tx/s in {:.1}s",
-        summary.report.transactions,
+        "backfill of {wallet}: {} transactions over {} addresses ({} already stored, {} fetched), {} new events, {} duplicates skipped, {} given up as unresolvable, {:.0} tx/s in {:.1}s",
+        summary.report.transactions + summary.report.known,
         summary.addresses,
+        summary.report.known,
+        summary.report.transactions,
         summary.report.events,
         summary.report.duplicates,
+        summary.report.given_up,
         summary.transactions_per_second(),
         summary.elapsed.as_secs_f64()
     );
@@ -427,6 +491,47 @@ fn job_selection(ids: Vec<u64>, all: bool, destination: Option<String>) -> Resul
 /// `#<id> <destination> <wallet> <signature>`, short forms: the start of an outbox line.
 fn job_head(job: &ww_core::store::OutboxJob) -> String {
     format!("#{} {} {} {}", job.id, job.destination, job.wallet.short(), job.signature.short())
+}
+
+fn unresolved(config: &Config, command: UnresolvedCommand) -> CommandResult {
+    let store = open_store(config)?;
+    match command {
+        UnresolvedCommand::List { json } => {
+            let entries = store.unresolved(usize::MAX)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries).map_err(|error| Failure::Runtime(error.into()))?);
+                return Ok(());
+            }
+            if entries.is_empty() {
+                println!("No unresolved transactions.");
+                return Ok(());
+            }
+            for entry in &entries {
+                let state = match (entry.is_given_up, entry.is_retry_requested) {
+                    (_, true) => "retry requested",
+                    (true, false) => "given up",
+                    (false, false) => "retrying",
+                };
+                println!(
+                    "{} wallet {} (address {}) slot {}: {state} after {} attempts: {}",
+                    entry.signature, entry.owner, entry.address, entry.slot, entry.attempts, entry.reason
+                );
+            }
+            Ok(())
+        }
+        UnresolvedCommand::Retry { signatures, all } => {
+            if signatures.is_empty() && !all {
+                return Err(Failure::Usage(anyhow!("name the signatures to retry, or use --all")));
+            }
+            let parsed: Vec<ww_core::Signature> = signatures
+                .iter()
+                .map(|text| ww_core::Signature::parse(text).map_err(|error| Failure::Usage(anyhow!("{text}: {error}"))))
+                .collect::<Result<_, _>>()?;
+            let requested = store.request_unresolved_retry(if all { None } else { Some(&parsed) })?;
+            println!("{requested} unresolved transaction(s) to retry; a running `walletwatch run` tries them within seconds");
+            Ok(())
+        }
+    }
 }
 
 fn outbox(config: &Config, command: OutboxCommand) -> CommandResult {

@@ -20,17 +20,39 @@ pub(crate) fn init(level: &str, format: LogFormat) -> anyhow::Result<()> {
 /// Seconds buckets for latency histograms: 1 ms to 60 s.
 const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0];
 
-/// Installs the Prometheus recorder and serves `/metrics` on `listen`, on a
-/// listener of its own (it comes up even when Solana is unreachable).
-pub(crate) fn install_metrics(listen: std::net::SocketAddr) -> anyhow::Result<()> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(listen)
+/// Installs the Prometheus recorder and registers every metric walletwatch
+/// documents, at zero, with its help text: a fresh daemon's `/metrics`
+/// already shows them all. Returns the handle that renders the exposition.
+pub(crate) fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
         .map_err(|error| anyhow::anyhow!("configuring metrics: {error}"))?
-        .install()
-        .map_err(|error| {
-            anyhow::anyhow!(
-                "cannot serve metrics on {listen}: {error}; choose another address with --metrics-listen or WALLETWATCH_METRICS_LISTEN"
-            )
-        })
+        .install_recorder()
+        .map_err(|error| anyhow::anyhow!("installing the metrics recorder: {error}"))?;
+    let catalogs: [&[ww_core::metric::MetricSpec]; 4] =
+        [ww_solana::metrics::CATALOG, ww_app::METRICS, ww_server::metric_names::CATALOG, ww_sinks::metric_names::CATALOG];
+    for spec in catalogs.into_iter().flatten() {
+        register(spec);
+    }
+    Ok(handle)
+}
+
+fn register(spec: &ww_core::metric::MetricSpec) {
+    use ww_core::metric::MetricKind;
+    match spec.kind {
+        MetricKind::Counter => metrics::describe_counter!(spec.name, spec.help),
+        MetricKind::Gauge => metrics::describe_gauge!(spec.name, spec.help),
+        MetricKind::Histogram => metrics::describe_histogram!(spec.name, spec.help),
+    }
+    for labels in spec.label_sets() {
+        let labels: Vec<metrics::Label> = labels.into_iter().map(|(key, value)| metrics::Label::new(key, value)).collect();
+        match spec.kind {
+            MetricKind::Counter => metrics::counter!(spec.name, labels).increment(0),
+            MetricKind::Gauge => metrics::gauge!(spec.name, labels).increment(0.0),
+            MetricKind::Histogram => {
+                // A histogram shows up once it has a series; registering one records nothing.
+                let _ = metrics::histogram!(spec.name, labels);
+            }
+        }
+    }
 }

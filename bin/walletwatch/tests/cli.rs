@@ -7,7 +7,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ww_core::store::{NewEvent, Store as _};
-use ww_core::time::UnixMillis;
 use ww_core::{Signature, WalletAddress};
 use ww_store::RedbStore;
 
@@ -98,7 +97,17 @@ fn events_print_as_json_lines_and_follow_new_ones() {
     let dir = tempfile::tempdir().expect("tempdir");
     let wallet = WalletAddress::parse(WALLET).expect("valid");
     let store = RedbStore::open_in_dir(dir.path()).expect("open");
-    store.record_events(&[sample_event(&wallet, 1), sample_event(&wallet, 2)], UnixMillis(i64::MAX)).expect("record");
+    let request = ww_core::store::TrackRequest {
+        chain: ww_core::Chain::Solana,
+        address: wallet.clone(),
+        label: None,
+        user: "local".into(),
+        filter: None,
+        destination: None,
+        start_slot: None,
+    };
+    store.track_wallet(&request, ww_core::time::UnixMillis(0)).expect("track");
+    store.record_events(&[sample_event(&wallet, 1), sample_event(&wallet, 2)], None).expect("record");
 
     let output = run(walletwatch(dir.path()).args(["events", "--json", "--limit", "1"]));
     assert!(output.status.success(), "{output:?}");
@@ -122,7 +131,7 @@ fn events_print_as_json_lines_and_follow_new_ones() {
     let mut lines = BufReader::new(follower.stdout.take().expect("stdout")).lines();
     let first: serde_json::Value = serde_json::from_str(&lines.next().expect("line").expect("read")).expect("json");
     assert_eq!(first["seq"], 2);
-    store.record_events(&[sample_event(&wallet, 3)], UnixMillis(i64::MAX)).expect("record");
+    store.record_events(&[sample_event(&wallet, 3)], None).expect("record");
     let next: serde_json::Value = serde_json::from_str(&lines.next().expect("line").expect("read")).expect("json");
     assert_eq!(next["seq"], 3);
     follower.kill().expect("kill follower");

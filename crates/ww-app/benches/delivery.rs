@@ -50,7 +50,7 @@ async fn main() {
     let wallet = fresh_address();
     store
         .track_wallet(
-            &TrackRequest { chain: Chain::Solana, address: wallet.clone(), label: None, user: "bench".into(), filter: None, destination: None },
+            &TrackRequest { chain: Chain::Solana, address: wallet.clone(), label: None, user: "bench".into(), filter: None, destination: None, start_slot: None },
             UnixMillis(0),
         )
         .expect("track");
@@ -66,7 +66,7 @@ async fn main() {
         })
         .collect();
     for chunk in events.chunks(100) {
-        store.record_events(chunk, UnixMillis(i64::MAX)).expect("record");
+        store.record_events(chunk, None).expect("record");
     }
     let jobs = (EVENTS * DESTINATIONS) as f64;
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -111,7 +111,7 @@ async fn main() {
         let mut event = sample_event(&wallet, signature_from_seed(1_000_000 + sample as u64), 1);
         event.emitted_at = ww_app::daemon::now();
         let started = Instant::now();
-        store.record_events(&[NewEvent { event, routes: routes[..1].to_vec() }], UnixMillis(i64::MAX)).expect("record");
+        store.record_events(&[NewEvent { event, routes: routes[..1].to_vec() }], None).expect("record");
         wake.notify_one();
         while server.received_count() == before {
             tokio::time::sleep(Duration::from_micros(200)).await;

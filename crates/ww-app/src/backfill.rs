@@ -21,19 +21,23 @@ use ww_core::{Origin, Signature, WalletAddress};
 use ww_solana::resolve::TransactionFetcher;
 use ww_solana::{RateLimits, RpcClient};
 
-use crate::catchup::{CatchUp, CatchUpReport, HistoryRange, Progress};
+use crate::catchup::{CatchUp, CatchUpReport, HistoryRange, HistoryStart, Progress, Walk};
 use crate::error::AppError;
 
 /// Concurrent `getTransaction` calls of a backfill.
 pub const BACKFILL_CONCURRENCY: usize = 16;
 
-/// A history bound: a point in time or a transaction.
+/// A history bound: a point in time, a transaction, or (as an upper bound
+/// only) a slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bound {
     /// Unix seconds.
     Time(i64),
     /// A transaction signature.
     Signature(Signature),
+    /// Up to and including this slot (upper bound of `track --since`: the
+    /// tracked period after it is the daemon's, with alerts).
+    Slot(u64),
 }
 
 /// Parses `2026-11-01T00:00:00Z`, `2026-11-01`, Unix seconds, or a signature.
@@ -66,9 +70,9 @@ pub struct BackfillSummary {
 }
 
 impl BackfillSummary {
-    /// Transactions per second over the whole run.
+    /// Transactions (fetched or found already stored) per second over the whole run.
     pub fn transactions_per_second(&self) -> f64 {
-        self.report.transactions as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        (self.report.transactions + self.report.known) as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 }
 
@@ -108,13 +112,10 @@ pub async fn run(
     let catch_up = CatchUp {
         rpc: rpc.clone(),
         fetcher: TransactionFetcher::new(rpc.clone(), config.solana.commitment),
-        store,
+        recorder: crate::recorder::Recorder::new(store, None, None),
         commitment: config.solana.commitment,
-        retention: config.retention,
         permits: Arc::new(Semaphore::new(BACKFILL_CONCURRENCY)),
         fetch_concurrency: BACKFILL_CONCURRENCY,
-        broker: None,
-        alerting: None,
     };
     let mut addresses = vec![wallet.clone()];
     for program in [ww_solana::pubsub::protocol::TOKEN_PROGRAM, ww_solana::pubsub::protocol::TOKEN_2022_PROGRAM] {
@@ -122,28 +123,33 @@ pub async fn run(
     }
     let mut summary = BackfillSummary { addresses: addresses.len(), ..BackfillSummary::default() };
     let is_range_mode = since.is_some() || until.is_some();
+    let start = HistoryStart::of(record);
     for address in &addresses {
+        let walk = Walk { address: address.clone(), owner: wallet.clone(), start, origin: Origin::Backfill, received_at: None };
         let report = if is_range_mode {
             let mut range = HistoryRange::default();
             match &since {
                 Some(Bound::Time(seconds)) => range.since_time = Some(*seconds),
                 Some(Bound::Signature(signature)) => range.until = Some(signature.clone()),
+                Some(Bound::Slot(slot)) => range.after_slot = Some(*slot),
                 None => {}
             }
             match &until {
                 Some(Bound::Time(seconds)) => range.until_time = Some(*seconds),
                 Some(Bound::Signature(signature)) => range.before = Some(signature.clone()),
+                Some(Bound::Slot(slot)) => range.max_slot = Some(*slot),
                 None => {}
             }
             let entries = catch_up.list(address, &range, progress).await?;
-            catch_up.process(address, &entries, &tracked, Origin::Backfill, None, progress).await?
+            catch_up.process(&walk, &entries, &tracked, None, progress).await?
         } else {
-            let since_time = Some(crate::catchup::history_start(record.added_at));
-            catch_up.catch_up(address, &tracked, since_time, Origin::Backfill, progress).await?
+            catch_up.catch_up(&walk, &tracked, progress).await?
         };
         summary.report.transactions += report.transactions;
+        summary.report.known += report.known;
         summary.report.events += report.events;
         summary.report.duplicates += report.duplicates;
+        summary.report.given_up += report.given_up;
     }
     summary.elapsed = started.elapsed();
     summary.report.elapsed = summary.elapsed;

@@ -1,17 +1,36 @@
 //! `Broker`: fans stored events out to in-process subscribers (the WebSocket
-//! server), with a bounded replay ring for clients that reconnect.
+//! server), with a bounded replay ring for clients that reconnect; and the
+//! [`Publisher`] that feeds it.
+//!
+//! Events are published **in sequence order, without gaps**: the publisher
+//! task publishes event `n + 1` only after `n`, taking the events the
+//! daemon's recorders hand it and reading the store for anything else (a
+//! hole left by a concurrent commit, events written by another process such
+//! as `walletwatch backfill`). So a subscriber that saw `n` has seen every
+//! event up to `n`, and `?after=n` resumes exactly.
 //!
 //! Bounded everywhere: the broadcast channel keeps at most `channel_capacity`
 //! events per slow subscriber (a subscriber that falls further behind gets
-//! `Lagged(n)`, which the WebSocket server reports to its client), and the
-//! ring keeps the newest `ring_capacity` events; older replays come from the
-//! store.
+//! `Lagged(n)`, which the WebSocket server reports to its client), the ring
+//! keeps the newest `ring_capacity` events (older replays come from the
+//! store), and the publisher holds at most [`MAX_PENDING`] handed-over events
+//! (beyond that it reads the store instead).
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use ww_core::store::{EventQuery, Store};
 use ww_core::{EventSeq, StoredEvent};
+
+/// Events handed to the publisher and not yet published, at most.
+pub const MAX_PENDING: usize = 65_536;
+/// Events read from the store per page when filling a hole.
+const STORE_PAGE: usize = 1_000;
+/// How often the store is checked for events written by other processes.
+const TAIL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A published event with its JSON form computed at most once, however
 /// many subscribers send it.
@@ -63,14 +82,14 @@ impl Broker {
         Self { sender, ring: Arc::default(), ring_capacity: ring_capacity.max(1) }
     }
 
-    /// Publishes a newly stored event.
+    /// Publishes the next stored event. Callers publish in sequence order
+    /// without gaps (the [`Publisher`] task does): the ring's replay relies on it.
     pub fn publish(&self, stored: StoredEvent) {
         let stored = Arc::new(Published::new(stored));
-        if let Ok(mut ring) = self.ring.lock() {
-            // Catch-up tasks and the live path commit concurrently: keep the
-            // ring ordered by sequence number.
-            let position = ring.iter().rposition(|existing| existing.seq < stored.seq).map_or(0, |index| index + 1);
-            ring.insert(position, Arc::clone(&stored));
+        {
+            let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+            debug_assert!(ring.back().is_none_or(|last| last.seq.0 + 1 == stored.seq.0), "published out of order");
+            ring.push_back(Arc::clone(&stored));
             while ring.len() > self.ring_capacity {
                 ring.pop_front();
             }
@@ -84,16 +103,141 @@ impl Broker {
         self.sender.subscribe()
     }
 
-    /// Returns the events after `after` if the ring still holds all of them.
+    /// Returns the events published after `after` if the ring still holds
+    /// all of them (`None`: read the store).
     pub fn replay_after(&self, after: EventSeq) -> Option<Vec<Arc<Published>>> {
-        let ring = self.ring.lock().ok()?;
-        let oldest = ring.front().map_or(EventSeq(u64::MAX), |stored| stored.seq);
-        // Sequence numbers are contiguous: the ring covers `after` when it
-        // starts at or before the next one.
-        if oldest.0 > after.0.saturating_add(1) && !ring.is_empty() {
+        let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        // Published sequence numbers are contiguous: the ring covers `after`
+        // when it starts at or before the next one. An empty ring covers
+        // nothing: events before the first publication are in the store.
+        let oldest = ring.front()?.seq;
+        if oldest.0 > after.0.saturating_add(1) {
             return None;
         }
         Some(ring.iter().filter(|stored| stored.seq > after).cloned().collect())
+    }
+}
+
+/// Hands stored events to the publisher task (cheap to clone).
+#[derive(Debug, Clone, Default)]
+pub struct Publisher {
+    inner: Arc<PublisherInner>,
+}
+
+#[derive(Debug, Default)]
+struct PublisherInner {
+    pending: Mutex<BTreeMap<u64, StoredEvent>>,
+    wake: tokio::sync::Notify,
+}
+
+impl Publisher {
+    /// Hands over events just stored by this process.
+    pub fn offer(&self, events: Vec<StoredEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        {
+            let mut pending = self.inner.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            if pending.len() + events.len() <= MAX_PENDING {
+                pending.extend(events.into_iter().map(|stored| (stored.seq.0, stored)));
+            } else {
+                // Too far behind: the task reads the store, which has them all.
+                pending.clear();
+            }
+        }
+        self.inner.wake.notify_one();
+    }
+
+    /// Runs the publisher until `shutdown`: publishes every event stored
+    /// from now on to `broker`, in sequence order, without gaps.
+    pub async fn run(self, store: Arc<dyn Store>, broker: Broker, shutdown: CancellationToken) {
+        let mut published = match read_last_seq(&store).await {
+            Some(seq) => seq,
+            None => {
+                tracing::error!("reading the newest event failed; the WebSocket fan-out starts with the next readable one");
+                0
+            }
+        };
+        let mut tail = tokio::time::interval(TAIL_INTERVAL);
+        tail.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let is_tail_tick = tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.inner.wake.notified() => false,
+                _ = tail.tick() => true,
+            };
+            loop {
+                let (ready, has_hole) = self.take_ready(&mut published);
+                for stored in ready {
+                    broker.publish(stored);
+                }
+                if !has_hole && !is_tail_tick {
+                    break;
+                }
+                // A hole, or the periodic look for other processes' events.
+                let Some(last) = read_last_seq(&store).await else { break };
+                if last <= published {
+                    break;
+                }
+                let Some(page) = read_page(&store, published).await else { break };
+                if page.is_empty() {
+                    break;
+                }
+                for stored in page {
+                    if stored.seq.0 == published + 1 {
+                        published = stored.seq.0;
+                        broker.publish(stored);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the handed-over events that continue `published`, in order;
+    /// reports whether a later one waits behind a hole.
+    fn take_ready(&self, published: &mut u64) -> (Vec<StoredEvent>, bool) {
+        let mut pending = self.inner.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let stale: Vec<u64> = pending.range(..=*published).map(|(seq, _)| *seq).collect();
+        for seq in stale {
+            pending.remove(&seq);
+        }
+        let mut ready = Vec::new();
+        while let Some(stored) = pending.remove(&(*published + 1)) {
+            *published += 1;
+            ready.push(stored);
+        }
+        (ready, !pending.is_empty())
+    }
+}
+
+async fn read_last_seq(store: &Arc<dyn Store>) -> Option<u64> {
+    let store = Arc::clone(store);
+    match tokio::task::spawn_blocking(move || store.last_event_seq()).await {
+        Ok(Ok(seq)) => Some(seq.0),
+        Ok(Err(error)) => {
+            tracing::warn!(error = %error, "reading the newest event for the fan-out failed; will retry");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "reading the newest event for the fan-out failed; will retry");
+            None
+        }
+    }
+}
+
+async fn read_page(store: &Arc<dyn Store>, after: u64) -> Option<Vec<StoredEvent>> {
+    let store = Arc::clone(store);
+    let query = EventQuery { wallet: None, after: Some(EventSeq(after)), limit: STORE_PAGE };
+    match tokio::task::spawn_blocking(move || store.events(&query)).await {
+        Ok(Ok(page)) => Some(page),
+        Ok(Err(error)) => {
+            tracing::warn!(error = %error, "reading events for the fan-out failed; will retry");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "reading events for the fan-out failed; will retry");
+            None
+        }
     }
 }
 
@@ -128,13 +272,68 @@ mod tests {
     #[test]
     fn replays_from_the_ring_while_it_covers_the_request() {
         let broker = Broker::new(8, 3);
-        for seq in [1, 2, 4, 3, 5] {
+        assert!(broker.replay_after(EventSeq(0)).is_none(), "an empty ring covers nothing: read the store");
+        for seq in 1..=5 {
             broker.publish(stored(seq));
         }
         let seqs = |events: Vec<Arc<Published>>| events.iter().map(|stored| stored.seq.0).collect::<Vec<_>>();
         assert_eq!(broker.replay_after(EventSeq(2)).map(seqs), Some(vec![3, 4, 5]));
         assert_eq!(broker.replay_after(EventSeq(4)).map(seqs), Some(vec![5]));
         assert!(broker.replay_after(EventSeq(1)).is_none(), "event 2 left the ring: read the store");
+    }
+
+    /// Regression (issue #12, losses 7): events were published in commit
+    /// completion order by each recording path, and events another process
+    /// stored were never published, so `?after=` could skip events. The
+    /// publisher publishes every stored event once, in order.
+    #[tokio::test]
+    async fn the_publisher_publishes_every_stored_event_in_order_whoever_stored_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(ww_store::RedbStore::open_in_dir(dir.path()).expect("store"));
+        let wallet = ww_core::WalletAddress::parse("11111111111111111111111111111111").expect("valid");
+        let request = ww_core::store::TrackRequest {
+            chain: ww_core::Chain::Solana,
+            address: wallet.clone(),
+            label: None,
+            user: "u".into(),
+            filter: None,
+            destination: None,
+            start_slot: None,
+        };
+        store.track_wallet(&request, ww_core::time::UnixMillis(0)).expect("track");
+        let broker = Broker::new(64, 64);
+        let publisher = Publisher::default();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(publisher.clone().run(Arc::clone(&store), broker.clone(), shutdown.clone()));
+        let mut receiver = broker.subscribe();
+        // Let the task read the starting point (nothing stored yet).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let record = |seed: u64| {
+            let event = stored(seed).event;
+            let outcome = store.record_events(&[ww_core::store::NewEvent { event: event.clone(), routes: vec![] }], None).expect("record");
+            let ww_core::store::RecordOutcome::Inserted(seq) = outcome[0] else { panic!("not inserted: {outcome:?}") };
+            StoredEvent { seq, event }
+        };
+        // 1 and 2 stored here; 3 stored "by another process" (never offered);
+        // 4 handed over before 3 is known.
+        let first = record(1);
+        let second = record(2);
+        let _third = record(3);
+        let fourth = record(4);
+        publisher.offer(vec![fourth, second]);
+        publisher.offer(vec![first]);
+        let mut seqs = Vec::new();
+        while seqs.len() < 4 {
+            let published = tokio::time::timeout(Duration::from_secs(10), receiver.recv()).await.expect("in time").expect("open");
+            seqs.push(published.seq.0);
+        }
+        assert_eq!(seqs, vec![1, 2, 3, 4]);
+        // Stored by another process while idle: found by the tail.
+        let _fifth = record(5);
+        let published = tokio::time::timeout(Duration::from_secs(10), receiver.recv()).await.expect("in time").expect("open");
+        assert_eq!(published.seq.0, 5);
+        shutdown.cancel();
+        task.await.expect("publisher");
     }
 
     #[tokio::test]

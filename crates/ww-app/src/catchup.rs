@@ -1,16 +1,25 @@
-//! Catch-up, gap fill and backfill: read an address's history with
-//! `getSignaturesForAddress`, fetch each transaction, store its events, and
-//! checkpoint a durable cursor.
+//! History walks: read an address's history with `getSignaturesForAddress`
+//! from its durable cursor to now, fetch what is not stored yet, store the
+//! events, and move the cursor. Catch-up after a (re)subscription, gap fill
+//! after any failure, fallback polling, the resolution of account and token
+//! account changes, and `walletwatch backfill` are all walks.
 //!
 //! Invariants:
 //! - the cursor of an address is the newest position whose events (and
-//!   every older one's) are stored; it advances only after the commit that
-//!   stored them (fail closed), by compare-and-set;
-//! - transactions are processed oldest first, in chunks, so a crash resumes
-//!   from the last checkpoint and repeats at most one chunk, which the
-//!   store's seen-set turns into duplicates, never into second events;
-//! - a transaction that cannot be fetched stops the walk before it: nothing
-//!   after a gap is checkpointed.
+//!   every older one's) are stored, or were given up as unresolvable; it
+//!   moves in the same transaction that stores the events it covers, by
+//!   compare-and-set;
+//! - a walk lists from the cursor (exclusive) at the configured commitment,
+//!   paging until it reaches the cursor, so nothing between the cursor and
+//!   now is skipped; without a cursor it starts where the wallet's tracking
+//!   started;
+//! - transactions are processed oldest first, in chunks: a crash resumes
+//!   from the last checkpoint, and a transaction already stored is
+//!   recognised before it is fetched;
+//! - a transaction that cannot be fetched or decoded stops the walk before
+//!   it (what was fetched before it is stored and checkpointed); after
+//!   [`GIVE_UP_AFTER`] failed walks it is given up as unresolvable (listed,
+//!   counted, retryable) and walks step over it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,57 +27,113 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Semaphore;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::debug;
-use ww_core::store::{NewEvent, RecordOutcome, Store, StoreError};
+use ww_core::store::{CursorMove, RecordOutcome, Store, StoreError, UnresolvedTransaction};
+use ww_core::wallet::WalletRecord;
 use ww_core::{Commitment, Origin, Position, WalletAddress};
 use ww_solana::decode::{DecodeError, Provenance, decode_transaction};
 pub use ww_solana::history::HistoryRange;
 use ww_solana::history::list_signatures;
 use ww_solana::resolve::{FetchError, TransactionFetcher};
-use ww_solana::{RpcClient, RpcError, SignatureInfo, SignaturesQuery};
+use ww_solana::{RpcClient, RpcError, SignatureInfo};
 
 use crate::error::AppError;
+use crate::recorder::{RecordError, Recorder};
 
 /// Transactions fetched and stored per checkpoint.
 pub const CHUNK: usize = 100;
 
+/// Walks that failed on the same transaction before it is given up.
+pub const GIVE_UP_AFTER: u32 = 3;
+
 /// History before the tracking instant that is still read for a wallet with
-/// no cursor: block times come from the cluster's clock, not ours, and a
-/// transaction sent right after `track` can carry an earlier block time.
+/// no cursor and no start slot: block times come from the cluster's clock,
+/// not ours, and a transaction sent right after `track` can carry an earlier
+/// block time.
 pub const TRACKING_CLOCK_SLACK_SECS: i64 = 60;
 
-/// Returns where a new wallet's history starts (Unix seconds): when it was
-/// tracked, less [`TRACKING_CLOCK_SLACK_SECS`].
-pub fn history_start(added_at: ww_core::time::UnixMillis) -> i64 {
-    added_at.0 / 1000 - TRACKING_CLOCK_SLACK_SECS
+/// Where a wallet's history starts when it has no cursor yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryStart {
+    /// After this slot (the confirmed slot when it was tracked).
+    AfterSlot(u64),
+    /// At or after this block time (Unix seconds).
+    SinceTime(i64),
+}
+
+impl HistoryStart {
+    /// Returns where `record`'s history starts: after its start slot, or a
+    /// minute ([`TRACKING_CLOCK_SLACK_SECS`]) before it was tracked.
+    pub fn of(record: &WalletRecord) -> Self {
+        match record.start_slot {
+            Some(slot) => HistoryStart::AfterSlot(slot),
+            None => HistoryStart::SinceTime(record.added_at.0 / 1000 - TRACKING_CLOCK_SLACK_SECS),
+        }
+    }
+
+    fn range(self) -> HistoryRange {
+        match self {
+            HistoryStart::AfterSlot(slot) => HistoryRange { after_slot: Some(slot), ..HistoryRange::default() },
+            HistoryStart::SinceTime(seconds) => HistoryRange { since_time: Some(seconds), ..HistoryRange::default() },
+        }
+    }
 }
 
 /// Metric names emitted here.
 pub mod metric_names {
-    /// Counter: events stored by catch-up and gap fill (not by the live path). Labels: `origin`.
+    /// Counter: events stored by history walks (catch-up, gap fill, polling,
+    /// resolution of account changes, backfill). Labels: `origin`.
     pub const GAPFILL_EVENTS_TOTAL: &str = "ww_gapfill_events_total";
-    /// Counter: transactions read from history.
+    /// Counter: transactions read from history and fetched.
     pub const BACKFILL_TRANSACTIONS_TOTAL: &str = "ww_backfill_transactions_total";
+    /// Counter: listed transactions not fetched because their event was
+    /// already stored (or they were given up).
+    pub const BACKFILL_KNOWN_TOTAL: &str = "ww_backfill_known_transactions_total";
+    /// Counter: failed attempts at a transaction that could not be fetched
+    /// or decoded (each is noted; after a few it is given up).
+    pub const UNRESOLVED_FAILURES_TOTAL: &str = "ww_unresolved_failures_total";
+    /// Counter: transactions given up as unresolvable (walks step over them).
+    pub const UNRESOLVED_GIVEN_UP_TOTAL: &str = "ww_unresolved_given_up_total";
 }
 
-/// Why a catch-up stopped early.
+/// Why a walk stopped early. Nothing after the failure was checkpointed.
 #[derive(Debug, thiserror::Error)]
 pub enum CatchUpError {
-    /// Listing or fetching failed after retries.
+    /// Listing failed after retries.
     #[error(transparent)]
     Rpc(#[from] RpcError),
-    /// A transaction could not be fetched; nothing after it was checkpointed.
+    /// The endpoint failed while fetching a transaction (transport, 429,
+    /// 5xx after retries): the walk is tried again later.
+    #[error("fetching transaction {signature} failed: {reason}; the walk stopped before it")]
+    Unavailable {
+        /// The transaction.
+        signature: ww_core::Signature,
+        /// The endpoint's failure.
+        reason: String,
+    },
+    /// A transaction could not be fetched or decoded; it was noted as
+    /// unresolved and will be retried (given up after a few walks).
+    #[error("transaction {signature} could not be resolved ({reason}); the walk stopped before it")]
+    Unresolved {
+        /// The transaction.
+        signature: ww_core::Signature,
+        /// Why.
+        reason: String,
+    },
+    /// The events could not be recorded.
     #[error(transparent)]
-    Fetch(#[from] FetchError),
-    /// A transaction could not be decoded.
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
+    Record(#[from] RecordError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A blocking task failed.
+    /// A task failed.
     #[error(transparent)]
     Task(#[from] tokio::task::JoinError),
+    /// The fetching task stopped before every transaction was fetched.
+    #[error("the walk of {address} was interrupted")]
+    Interrupted {
+        /// The address being walked.
+        address: WalletAddress,
+    },
 }
 
 impl From<CatchUpError> for AppError {
@@ -76,6 +141,7 @@ impl From<CatchUpError> for AppError {
         match error {
             CatchUpError::Rpc(error) => AppError::Rpc(error),
             CatchUpError::Store(error) => AppError::Store(error),
+            CatchUpError::Record(RecordError::Store(error)) => AppError::Store(error),
             CatchUpError::Task(error) => AppError::Task(error),
             other => AppError::Rejected(other.to_string()),
         }
@@ -106,15 +172,19 @@ pub enum Progress {
 /// A progress callback that ignores progress.
 pub fn no_progress(_: Progress) {}
 
-/// What a catch-up did.
+/// What a walk did.
 #[derive(Debug, Clone, Default)]
 pub struct CatchUpReport {
-    /// Transactions read from history and fetched.
+    /// Transactions fetched from history.
     pub transactions: usize,
+    /// Listed transactions already stored (not fetched).
+    pub known: usize,
     /// Events newly stored.
     pub events: usize,
     /// Events that were already stored (seen before).
     pub duplicates: usize,
+    /// Transactions given up as unresolvable during this walk.
+    pub given_up: usize,
     /// Wallets that got new events.
     pub event_wallets: HashSet<WalletAddress>,
     /// Wall time.
@@ -124,33 +194,44 @@ pub struct CatchUpReport {
 impl CatchUpReport {
     fn add(&mut self, other: &CatchUpReport) {
         self.transactions += other.transactions;
+        self.known += other.known;
         self.events += other.events;
         self.duplicates += other.duplicates;
+        self.given_up += other.given_up;
         self.event_wallets.extend(other.event_wallets.iter().cloned());
     }
 }
 
-/// The shared pieces a catch-up needs.
+/// One address's walk: whose history, and why.
+#[derive(Debug, Clone)]
+pub struct Walk {
+    /// The address walked: the wallet or one of its token accounts.
+    pub address: WalletAddress,
+    /// The tracked wallet it belongs to.
+    pub owner: WalletAddress,
+    /// Where the owner's history starts when the address has no cursor.
+    pub start: HistoryStart,
+    /// `Live` for the resolution of a notification, else backfill or poll.
+    pub origin: Origin,
+    /// When the triggering notification arrived (latency is measured from it).
+    pub received_at: Option<SystemTime>,
+}
+
+/// The shared pieces a walk needs.
 #[derive(Clone)]
 pub struct CatchUp {
-    /// History and transactions come from here.
+    /// History comes from here.
     pub rpc: RpcClient,
-    /// Fetches with retries.
+    /// Fetches with retries, single-flight with the live path.
     pub fetcher: TransactionFetcher,
-    /// Events and cursors go here.
-    pub store: Arc<dyn Store>,
+    /// Records events and cursor moves.
+    pub recorder: Recorder,
     /// Read commitment.
     pub commitment: Commitment,
-    /// Dedup key retention.
-    pub retention: Duration,
     /// Bounds concurrent RPC calls, shared with the live path.
     pub permits: Arc<Semaphore>,
-    /// `getTransaction` calls in flight per chunk.
+    /// `getTransaction` calls in flight per walk.
     pub fetch_concurrency: usize,
-    /// Where stored events are published (the daemon's WebSocket fan-out).
-    pub broker: Option<crate::broker::Broker>,
-    /// Alert routing; `None` records history without alerts (`walletwatch backfill`).
-    pub alerting: Option<crate::routing::Alerting>,
 }
 
 impl std::fmt::Debug for CatchUp {
@@ -159,38 +240,40 @@ impl std::fmt::Debug for CatchUp {
     }
 }
 
+/// What fetching one listed transaction gave.
+enum Fetched {
+    /// Its event is stored already, or it was given up: nothing to fetch.
+    Known,
+    /// Its reply.
+    Reply(Arc<Result<serde_json::Value, FetchError>>),
+}
+
 impl CatchUp {
-    /// Brings `address`'s cursor up to the present, storing every event on
-    /// the way. Without a cursor, history is read back to `since_time`
-    /// (Unix seconds; typically when the wallet was tracked); with neither,
-    /// the newest entry becomes the starting cursor and nothing is read.
+    fn store(&self) -> &Arc<dyn Store> {
+        self.recorder.store()
+    }
+
+    /// Brings the walk's address up to the present: lists its history from
+    /// its cursor (or its owner's history start), stores every event on the
+    /// way and moves the cursor with each stored chunk.
     pub async fn catch_up(
         &self,
-        address: &WalletAddress,
+        walk: &Walk,
         tracked: &HashSet<WalletAddress>,
-        since_time: Option<i64>,
-        origin: Origin,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<CatchUpReport, CatchUpError> {
         let started = Instant::now();
         let cursor = {
-            let store = Arc::clone(&self.store);
-            let address = address.clone();
-            tokio::task::spawn_blocking(move || store.cursor(&address)).await??
+            let store = Arc::clone(self.store());
+            let (owner, address) = (walk.owner.clone(), walk.address.clone());
+            tokio::task::spawn_blocking(move || store.cursor(&owner, &address)).await??
         };
-        let range = match (&cursor, since_time) {
-            (Some(cursor), _) => HistoryRange { until: Some(cursor.signature.clone()), ..HistoryRange::default() },
-            (None, Some(since)) => HistoryRange { since_time: Some(since), ..HistoryRange::default() },
-            (None, None) => {
-                self.start_cursor_at_newest(address).await?;
-                return Ok(CatchUpReport { elapsed: started.elapsed(), ..CatchUpReport::default() });
-            }
+        let range = match &cursor {
+            Some(cursor) => HistoryRange { until: Some(cursor.signature.clone()), ..HistoryRange::default() },
+            None => walk.start.range(),
         };
-        let entries = self.list(address, &range, progress).await?;
-        if entries.is_empty() && cursor.is_none() {
-            self.start_cursor_at_newest(address).await?;
-        }
-        let mut report = self.process(address, &entries, tracked, origin, Some(cursor), progress).await?;
+        let entries = self.list(&walk.address, &range, progress).await?;
+        let mut report = self.process(walk, &entries, tracked, Some(cursor), progress).await?;
         report.elapsed = started.elapsed();
         Ok(report)
     }
@@ -207,138 +290,244 @@ impl CatchUp {
         Ok(list_signatures(&self.rpc, address, range, self.commitment, on_page).await?)
     }
 
-    async fn start_cursor_at_newest(&self, address: &WalletAddress) -> Result<(), CatchUpError> {
-        let newest = {
-            let _permit = self.permits.acquire().await;
-            let query = SignaturesQuery { limit: 1, commitment: self.commitment, ..SignaturesQuery::default() };
-            self.rpc.get_signatures_for_address(address, &query).await?
-        };
-        let Some(newest) = newest.into_iter().next() else { return Ok(()) };
-        let position = Position { slot: newest.slot, signature: newest.signature };
-        let store = Arc::clone(&self.store);
-        let address = address.clone();
-        match tokio::task::spawn_blocking(move || store.advance_cursor(&address, None, &position)).await? {
-            Ok(()) | Err(StoreError::CursorConflict { .. }) => Ok(()),
-            Err(error) => Err(error.into()),
-        }
-    }
-
-    /// Fetches, decodes and stores `entries` of `address` (oldest first) in
-    /// chunks. With `checkpoint` (the cursor the entries start after), the
-    /// address's cursor advances after each stored chunk.
+    /// Fetches, decodes and stores `entries` of the walk's address (oldest
+    /// first) in chunks. With `checkpoint` (the cursor the entries start
+    /// after), the cursor moves with each stored chunk.
     ///
     /// Fetching runs ahead of storing (a window of `fetch_concurrency × 4`
     /// transactions, in order), so the store's commits overlap the network.
     pub async fn process(
         &self,
-        address: &WalletAddress,
+        walk: &Walk,
         entries: &[SignatureInfo],
         tracked: &HashSet<WalletAddress>,
-        origin: Origin,
         checkpoint: Option<Option<Position>>,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<CatchUpReport, CatchUpError> {
         let mut report = CatchUpReport::default();
         let is_checkpointing = checkpoint.is_some();
         let mut cursor = checkpoint.flatten();
+        let address = &walk.address;
         progress(Progress::Processing { address: address.clone(), done: 0, total: entries.len() });
         let (fetched_tx, mut fetched_rx) = tokio::sync::mpsc::channel(CHUNK);
         let _producer = AbortOnDropHandle::new(tokio::spawn(fetch_in_order(
             entries.to_vec(),
+            walk.owner.clone(),
+            Arc::clone(self.store()),
             self.fetcher.clone(),
             Arc::clone(&self.permits),
             self.fetch_concurrency.max(1),
             fetched_tx,
         )));
-        let mut chunk: Vec<(SignatureInfo, serde_json::Value)> = Vec::with_capacity(CHUNK);
+        let mut chunk: Vec<(SignatureInfo, Vec<ww_core::ActivityEvent>)> = Vec::with_capacity(CHUNK);
+        let mut chunk_known = 0usize;
         let mut remaining = entries.len();
+        let mut stop: Option<CatchUpError> = None;
         while remaining > 0 {
-            let Some((entry, result)) = fetched_rx.recv().await else { break };
+            let Some((entry, fetched)) = fetched_rx.recv().await else {
+                stop = Some(CatchUpError::Interrupted { address: address.clone() });
+                break;
+            };
             remaining -= 1;
-            chunk.push((entry, result?));
+            match self.resolve(walk, &entry, fetched, tracked).await {
+                Ok(Some(events)) => chunk.push((entry, events)),
+                Ok(None) => {
+                    chunk_known += 1;
+                    chunk.push((entry, Vec::new()));
+                }
+                Err(error) => {
+                    stop = Some(error);
+                    break;
+                }
+            }
             if chunk.len() < CHUNK && remaining > 0 {
                 continue;
             }
-            let chunk_report = self.store_chunk(&chunk, tracked, origin).await?;
+            let chunk_report = self.store_chunk(walk, &chunk, chunk_known, is_checkpointing, &mut cursor).await?;
             report.add(&chunk_report);
-            if let (true, Some((last, _))) = (is_checkpointing, chunk.last()) {
-                let next = Position { slot: last.slot, signature: last.signature.clone() };
-                let store = Arc::clone(&self.store);
-                let cursor_address = address.clone();
-                let from = cursor.clone();
-                let to = next.clone();
-                tokio::task::spawn_blocking(move || store.advance_cursor(&cursor_address, from.as_ref(), &to)).await??;
-                cursor = Some(next);
-            }
             chunk.clear();
-            progress(Progress::Processing { address: address.clone(), done: report.transactions, total: entries.len() });
+            chunk_known = 0;
+            progress(Progress::Processing { address: address.clone(), done: report.transactions + report.known, total: entries.len() });
         }
-        Ok(report)
+        // What was fetched before a failure is kept and checkpointed.
+        if !chunk.is_empty() {
+            let chunk_report = self.store_chunk(walk, &chunk, chunk_known, is_checkpointing, &mut cursor).await?;
+            report.add(&chunk_report);
+        }
+        match stop {
+            Some(error) => Err(error),
+            None => Ok(report),
+        }
     }
 
+    /// Decodes one fetched transaction. `Ok(None)`: nothing to store for it
+    /// (already stored, or given up). A failure is noted as unresolved:
+    /// below the limit the walk stops before it (to be retried), at the
+    /// limit it is given up and the walk steps over it.
+    async fn resolve(
+        &self,
+        walk: &Walk,
+        entry: &SignatureInfo,
+        fetched: Fetched,
+        tracked: &HashSet<WalletAddress>,
+    ) -> Result<Option<Vec<ww_core::ActivityEvent>>, CatchUpError> {
+        let reply = match fetched {
+            Fetched::Known => return Ok(None),
+            Fetched::Reply(reply) => reply,
+        };
+        let failure = match reply.as_ref() {
+            Ok(reply) => {
+                let provenance = Provenance { origin: walk.origin, received_at: walk.received_at.unwrap_or_else(SystemTime::now) };
+                match decode_transaction(&entry.signature, reply, |wallet| tracked.contains(wallet), provenance) {
+                    Ok(events) => return Ok(Some(events)),
+                    Err(error) => {
+                        metrics::counter!(ww_solana::metrics::DECODE_ERRORS_TOTAL, "reason" => error.reason_label()).increment(1);
+                        decode_reason(&error)
+                    }
+                }
+            }
+            // The endpoint failed, not the transaction: retry the walk later.
+            Err(error) if error.is_transient() => {
+                return Err(CatchUpError::Unavailable { signature: entry.signature.clone(), reason: error.to_string() });
+            }
+            Err(error) => error.to_string(),
+        };
+        self.note_unresolved(walk, entry, failure).await
+    }
+
+    async fn note_unresolved(
+        &self,
+        walk: &Walk,
+        entry: &SignatureInfo,
+        reason: String,
+    ) -> Result<Option<Vec<ww_core::ActivityEvent>>, CatchUpError> {
+        let now = crate::daemon::now();
+        let note = UnresolvedTransaction {
+            owner: walk.owner.clone(),
+            address: walk.address.clone(),
+            signature: entry.signature.clone(),
+            slot: entry.slot,
+            attempts: 1,
+            reason: reason.clone(),
+            first_failed_at: now,
+            last_failed_at: now,
+            is_given_up: false,
+            is_retry_requested: false,
+        };
+        let store = Arc::clone(self.store());
+        let noted = tokio::task::spawn_blocking(move || store.note_unresolved(&note, GIVE_UP_AFTER)).await??;
+        metrics::counter!(metric_names::UNRESOLVED_FAILURES_TOTAL).increment(1);
+        if noted.is_given_up {
+            metrics::counter!(metric_names::UNRESOLVED_GIVEN_UP_TOTAL).increment(1);
+            tracing::error!(wallet = %walk.owner, address = %walk.address, signature = %entry.signature, attempts = noted.attempts,
+                reason = %reason, "transaction given up as unresolvable; the walk goes on (`walletwatch unresolved retry`)");
+            return Ok(None);
+        }
+        tracing::warn!(wallet = %walk.owner, address = %walk.address, signature = %entry.signature, attempts = noted.attempts,
+            reason = %reason, "transaction could not be resolved; the walk stops before it and is retried");
+        Err(CatchUpError::Unresolved { signature: entry.signature.clone(), reason })
+    }
+
+    /// Stores a chunk's events and, when checkpointing, moves the cursor to
+    /// its last entry in the same commit. A cursor moved meanwhile by
+    /// another writer (`walletwatch backfill` next to the daemon) leaves the
+    /// cursor to it: the events are stored without the move and checkpointing
+    /// stops for this walk.
     async fn store_chunk(
         &self,
-        chunk: &[(SignatureInfo, serde_json::Value)],
-        tracked: &HashSet<WalletAddress>,
-        origin: Origin,
+        walk: &Walk,
+        chunk: &[(SignatureInfo, Vec<ww_core::ActivityEvent>)],
+        known: usize,
+        is_checkpointing: bool,
+        cursor: &mut Option<Position>,
     ) -> Result<CatchUpReport, CatchUpError> {
-        let received_at = SystemTime::now();
-        let mut events = Vec::new();
-        for (entry, reply) in chunk {
-            let provenance = Provenance { origin, received_at };
-            events.extend(decode_transaction(&entry.signature, reply, |wallet| tracked.contains(wallet), provenance)?);
-        }
-        metrics::counter!(metric_names::BACKFILL_TRANSACTIONS_TOTAL).increment(chunk.len() as u64);
-        let emitted_at = crate::daemon::now();
-        for event in &mut events {
-            event.emitted_at = emitted_at;
-        }
-        let expires_at = emitted_at.plus_millis(i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX));
-        let batch: Vec<NewEvent> = crate::routing::Alerting::new_events(self.alerting.as_ref(), &events).await;
-        let store = Arc::clone(&self.store);
-        let outcomes = tokio::task::spawn_blocking(move || store.record_events(&batch, expires_at)).await??;
-        crate::routing::Alerting::notify(self.alerting.as_ref());
-        let mut report = CatchUpReport { transactions: chunk.len(), ..CatchUpReport::default() };
-        for (event, outcome) in events.iter().zip(outcomes) {
+        let fetched = chunk.len() - known;
+        metrics::counter!(metric_names::BACKFILL_TRANSACTIONS_TOTAL).increment(fetched as u64);
+        metrics::counter!(metric_names::BACKFILL_KNOWN_TOTAL).increment(known as u64);
+        let events: Vec<ww_core::ActivityEvent> = chunk.iter().flat_map(|(_, events)| events.iter().cloned()).collect();
+        let cursor_move = match (is_checkpointing, chunk.last()) {
+            (true, Some((last, _))) => Some(CursorMove {
+                owner: walk.owner.clone(),
+                address: walk.address.clone(),
+                from: cursor.clone(),
+                to: Position { slot: last.slot, signature: last.signature.clone() },
+            }),
+            _ => None,
+        };
+        let next = cursor_move.as_ref().map(|cursor_move| cursor_move.to.clone());
+        let recorded = match self.recorder.record(events.clone(), cursor_move).await {
+            Ok(recorded) => {
+                if let Some(next) = next {
+                    *cursor = Some(next);
+                }
+                recorded
+            }
+            Err(RecordError::Store(StoreError::CursorConflict { found, .. })) => {
+                tracing::info!(address = %walk.address, found = ?found, "the cursor was moved by another writer; storing without moving it");
+                self.recorder.record(events, None).await?
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let mut report = CatchUpReport { transactions: fetched, known, ..CatchUpReport::default() };
+        for (event, outcome) in recorded {
             match outcome {
-                RecordOutcome::Inserted(seq) => {
+                RecordOutcome::Inserted(_) => {
                     report.events += 1;
                     report.event_wallets.insert(event.wallet.clone());
-                    if let Some(broker) = &self.broker {
-                        broker.publish(ww_core::StoredEvent { seq, event: event.clone() });
-                    }
-                    metrics::counter!(metric_names::GAPFILL_EVENTS_TOTAL, "origin" => origin.as_str()).increment(1);
-                    tracing::info!(seq = seq.0, wallet = %event.wallet, signature = %event.signature, slot = event.slot.0,
-                        sol_delta = event.sol_delta, origin = origin.as_str(), "wallet activity (history)");
+                    metrics::counter!(metric_names::GAPFILL_EVENTS_TOTAL, "origin" => walk.origin.as_str()).increment(1);
                 }
-                RecordOutcome::Duplicate => {
-                    report.duplicates += 1;
-                    metrics::counter!(crate::pipeline::metric_names::DUPLICATES_DROPPED_TOTAL).increment(1);
-                    debug!(wallet = %event.wallet, signature = %event.signature, "history event already stored");
-                }
+                RecordOutcome::Duplicate => report.duplicates += 1,
+                RecordOutcome::Untracked => {}
             }
         }
         Ok(report)
     }
 }
 
+fn decode_reason(error: &DecodeError) -> String {
+    error.to_string()
+}
+
 /// Fetches `entries` with at most `concurrency × 4` in flight, sending the
-/// results in the entries' order. Stops when the receiver goes away; pending
-/// fetches are aborted with their handles.
+/// results in the entries' order. Transactions whose event `owner` already
+/// has (or that were given up) are not fetched: one store lookup per
+/// [`CHUNK`] entries. Stops when the receiver goes away; pending fetches are
+/// aborted with their handles.
 async fn fetch_in_order(
     entries: Vec<SignatureInfo>,
+    owner: WalletAddress,
+    store: Arc<dyn Store>,
     fetcher: TransactionFetcher,
     permits: Arc<Semaphore>,
     concurrency: usize,
-    results: tokio::sync::mpsc::Sender<(SignatureInfo, Result<serde_json::Value, FetchError>)>,
+    results: tokio::sync::mpsc::Sender<(SignatureInfo, Fetched)>,
 ) {
+    type Pending = Option<AbortOnDropHandle<Arc<Result<serde_json::Value, FetchError>>>>;
     let chunk_limit = Arc::new(Semaphore::new(concurrency));
-    let mut window: std::collections::VecDeque<(SignatureInfo, AbortOnDropHandle<Result<serde_json::Value, FetchError>>)> =
-        std::collections::VecDeque::new();
-    let mut entries = entries.into_iter();
+    let mut window: std::collections::VecDeque<(SignatureInfo, Pending)> = std::collections::VecDeque::new();
+    let mut known: HashSet<ww_core::Signature> = HashSet::new();
+    let mut looked_up_until = 0usize;
+    let mut next_index = 0usize;
     loop {
-        while window.len() < concurrency * 4 {
-            let Some(entry) = entries.next() else { break };
+        while window.len() < concurrency * 4 && next_index < entries.len() {
+            if next_index >= looked_up_until {
+                let end = (next_index + CHUNK).min(entries.len());
+                let page: Vec<ww_core::Signature> = entries[next_index..end].iter().map(|entry| entry.signature.clone()).collect();
+                let store = Arc::clone(&store);
+                let owner = owner.clone();
+                // A failed lookup only costs fetches: the store still refuses duplicates.
+                known = match tokio::task::spawn_blocking(move || store.known_transactions(&owner, &page)).await {
+                    Ok(Ok(found)) => found.into_keys().collect(),
+                    _ => HashSet::new(),
+                };
+                looked_up_until = end;
+            }
+            let entry = entries[next_index].clone();
+            next_index += 1;
+            if known.contains(&entry.signature) {
+                window.push_back((entry, None));
+                continue;
+            }
             let fetcher = fetcher.clone();
             let permits = Arc::clone(&permits);
             let chunk_limit = Arc::clone(&chunk_limit);
@@ -346,16 +535,19 @@ async fn fetch_in_order(
             let handle = tokio::spawn(async move {
                 let _local = chunk_limit.acquire_owned().await;
                 let _permit = permits.acquire_owned().await;
-                fetcher.fetch(&signature).await
+                fetcher.fetch_shared(&signature).await
             });
-            window.push_back((entry, AbortOnDropHandle::new(handle)));
+            window.push_back((entry, Some(AbortOnDropHandle::new(handle))));
         }
         let Some((entry, handle)) = window.pop_front() else { return };
-        let result = match handle.await {
-            Ok(result) => result,
-            Err(_) => return,
+        let fetched = match handle {
+            None => Fetched::Known,
+            Some(handle) => match handle.await {
+                Ok(result) => Fetched::Reply(result),
+                Err(_) => return,
+            },
         };
-        if results.send((entry, result)).await.is_err() {
+        if results.send((entry, fetched)).await.is_err() {
             return;
         }
     }

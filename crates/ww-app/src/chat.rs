@@ -89,10 +89,12 @@ pub fn parse_text_command(text: &str) -> Option<Result<ChatCommand, String>> {
 }
 
 /// Runs a command (blocking store calls; run it off the async workers).
-pub fn execute(store: &dyn Store, context: &ChatContext, command: &ChatCommand, now: UnixMillis) -> ChatReply {
+/// `start_slot` is the chain's current slot for a `/track` (see
+/// [`wallets::current_slot`]).
+pub fn execute(store: &dyn Store, context: &ChatContext, command: &ChatCommand, start_slot: Option<u64>, now: UnixMillis) -> ChatReply {
     let result = match command {
         ChatCommand::Track { address, label } => {
-            let options = TrackOptions { filter: None, destination: Some(context.destination.clone()) };
+            let options = TrackOptions { filter: None, destination: Some(context.destination.clone()), start_slot };
             wallets::track_with(store, address, label.as_deref(), &context.user, options, now)
                 .map(|(address, _)| wallets::tracking_message(&address))
         }
@@ -112,10 +114,20 @@ pub fn execute(store: &dyn Store, context: &ChatContext, command: &ChatCommand, 
     }
 }
 
-/// Runs a command on the blocking pool.
-pub async fn execute_async(store: Arc<dyn Store>, context: ChatContext, command: ChatCommand) -> ChatReply {
+/// Runs a command on the blocking pool; a `/track` first asks `rpc` (when
+/// given) for the chain's current slot, where the wallet's history starts.
+pub async fn execute_async(
+    store: Arc<dyn Store>,
+    rpc: Option<&ww_solana::RpcClient>,
+    context: ChatContext,
+    command: ChatCommand,
+) -> ChatReply {
+    let start_slot = match (&command, rpc) {
+        (ChatCommand::Track { .. }, Some(rpc)) => wallets::current_slot(rpc).await,
+        _ => None,
+    };
     let now = crate::daemon::now();
-    match tokio::task::spawn_blocking(move || execute(store.as_ref(), &context, &command, now)).await {
+    match tokio::task::spawn_blocking(move || execute(store.as_ref(), &context, &command, start_slot, now)).await {
         Ok(reply) => reply,
         Err(error) => {
             tracing::error!(error = %error, "chat command task failed");

@@ -115,6 +115,7 @@ async fn run_in(
             user: "bench".into(),
             filter: None,
             destination: None,
+            start_slot: None,
         };
         store.track_wallet(&request, crate::daemon::now())?;
     }

@@ -5,9 +5,10 @@
 //! - `endpoint-probe`, one per Solana endpoint: checks the endpoint answers
 //!   (`getVersion`, then `getSlot`) and logs each change of reachability, with
 //!   exponential backoff while it is down;
-//! - `seen-pruner`: drops deduplication keys older than `retention_hours`;
-//! - `pipeline`: the live Solana pipeline (PubSub pool, resolution,
-//!   decoding, routing, storing), see [`crate::pipeline`];
+//! - `pipeline`: the live Solana pipeline (PubSub pool, history walks,
+//!   decoding), recording through [`crate::recorder`], see [`crate::pipeline`];
+//! - `publisher`: publishes every stored event, in sequence order, to the
+//!   WebSocket fan-out, whoever stored it (see [`crate::broker::Publisher`]);
 //! - `delivery`: the outbox's delivery workers, see [`crate::delivery`];
 //! - `telegram-bot`: getUpdates polling for chat commands (polling mode with
 //!   a bot token only), see [`crate::telegram_bot`].
@@ -34,8 +35,6 @@ use crate::health::Health;
 const PROBE_INTERVAL: Duration = Duration::from_secs(30);
 /// Longest wait between probes of an unreachable endpoint.
 const MAX_PROBE_BACKOFF: Duration = Duration::from_secs(60);
-/// How often expired deduplication keys are pruned.
-const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Returns the current wall-clock time.
 pub fn now() -> UnixMillis {
@@ -74,12 +73,13 @@ pub async fn run(
         let client = RpcClient::try_new(endpoint.rpc_url.expose().clone(), config.solana.rpc_timeout)?;
         tracker.spawn(probe_endpoint(client, config.solana.commitment, health.clone(), shutdown.child_token()));
     }
-    tracker.spawn(prune_seen_keys(Arc::clone(&store), shutdown.child_token()));
+    let publisher = crate::broker::Publisher::default();
+    tracker.spawn(publisher.clone().run(Arc::clone(&store), broker, shutdown.child_token()));
     let sinks = ww_sinks::Sinks::from_config(&config).map_err(|error| AppError::Rejected(error.to_string()))?;
     let prices = ww_sinks::PriceCache::new(&config.prices);
     let wake = Arc::new(tokio::sync::Notify::new());
     let alerting = crate::routing::Alerting {
-        router: crate::routing::Router::new(Arc::clone(&store), config.users.clone(), prices.clone()),
+        router: crate::routing::Router::new(Arc::clone(&store), config.users.clone()),
         wake: Arc::clone(&wake),
     };
     {
@@ -93,15 +93,17 @@ pub async fn run(
         tracker.spawn(workers.run(shutdown.child_token()));
     }
     if sinks.telegram().is_configured() && config.telegram.mode == ww_config::alerts::TelegramMode::Polling {
-        tracker.spawn(crate::telegram_bot::run_polling(Arc::clone(&store), sinks.telegram().clone(), shutdown.child_token()));
+        let rpc = crate::backfill::rpc_client(&config)?;
+        tracker.spawn(crate::telegram_bot::run_polling(Arc::clone(&store), Some(rpc), sinks.telegram().clone(), shutdown.child_token()));
     }
     {
         let config = config.clone();
         let store = Arc::clone(&store);
         let shutdown = shutdown.child_token();
         let health = health.clone();
+        let recorder = crate::recorder::Recorder::new(Arc::clone(&store), Some(alerting), Some(publisher));
         tracker.spawn(async move {
-            if let Err(error) = crate::pipeline::run(&config, store, health, broker, Some(alerting), capture, shutdown).await {
+            if let Err(error) = crate::pipeline::run(&config, store, health, recorder, capture, shutdown).await {
                 error!(error = %error, "the live pipeline stopped");
             }
         });
@@ -155,23 +157,6 @@ async fn probe_endpoint(client: RpcClient, commitment: ww_core::Commitment, heal
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
-        }
-    }
-}
-
-async fn prune_seen_keys(store: Arc<dyn Store>, shutdown: CancellationToken) {
-    let mut interval = tokio::time::interval(PRUNE_INTERVAL);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = interval.tick() => {}
-        }
-        let store = Arc::clone(&store);
-        match tokio::task::spawn_blocking(move || store.prune_seen(now())).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(pruned)) => info!(pruned, "pruned expired deduplication keys"),
-            Ok(Err(error)) => warn!(error = %error, "pruning deduplication keys failed; will retry"),
-            Err(error) => warn!(error = %error, "pruning task failed; will retry"),
         }
     }
 }

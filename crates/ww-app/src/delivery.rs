@@ -1,11 +1,15 @@
 //! Delivery workers: send the outbox's jobs, retry, dead-letter.
 //!
-//! One loop reads due jobs (woken when events are recorded, and every second)
-//! and starts one *lane* per destination with due jobs, at most
-//! `delivery_concurrency` lanes at once. A lane sends its destination's jobs
-//! in id order, within the destination's rate (a token bucket holding one
-//! second's worth), and stops at the first
-//! failure, so the destination is left alone until its retry time:
+//! One loop (woken when events are recorded, and every second) reads the
+//! first job of every destination (one index seek each, never the whole
+//! outbox) and starts one *lane* per destination whose first job is due, at
+//! most `delivery_concurrency` lanes at once, the destinations waiting
+//! longest first. A lane reads its own destination's due jobs, so a
+//! destination with a deep backlog it keeps failing holds back nobody but
+//! itself. A lane sends its destination's jobs in id order, within the
+//! destination's rate (a token bucket holding one second's worth), and
+//! stops at the first failure, so the destination (and its later jobs, which
+//! keep their order) is left alone until its retry time:
 //! - success: the job is removed. Removals are group-committed by one
 //!   recorder task (one fsync for every job delivered meanwhile); until its
 //!   commit a delivered job is held back from the next rounds, so it is not
@@ -19,6 +23,11 @@
 //! A job stays in the outbox until its destination accepted it, so a crash
 //! loses nothing; the rare send whose acceptance was not recorded before a
 //! crash is repeated with the same idempotency id.
+//!
+//! A subscription's USD threshold is checked here, with the price at
+//! delivery time, not when the event is stored: a slow price API delays
+//! alerts, never the recording of events. A job whose alert falls below the
+//! threshold is completed without a send (`outcome="filtered"`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -48,8 +57,10 @@ fn limiter(rate: f64) -> Limiter {
     governor::RateLimiter::direct(quota.allow_burst(burst))
 }
 
-/// Jobs read per round.
-const JOBS_PER_ROUND: usize = 1000;
+/// Jobs one lane reads (and sends, at most) per start.
+const JOBS_PER_LANE: usize = 500;
+/// Destinations scheduled per round at most (more wait for the next round).
+const DESTINATIONS_PER_ROUND: usize = 100_000;
 /// Delivered jobs waiting for their removal to be committed (bounded: lanes
 /// wait when the recorder falls this far behind).
 const COMPLETION_QUEUE: usize = 4096;
@@ -73,6 +84,15 @@ impl std::fmt::Debug for DeliveryWorkers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeliveryWorkers").finish_non_exhaustive()
     }
+}
+
+/// A job's event with what rendering and the delivery-time filter need.
+struct Loaded {
+    event: ww_core::StoredEvent,
+    /// The routing user's label for the wallet (or the wallet's label).
+    label: Option<String>,
+    /// The routing user's filter, for its USD threshold.
+    filter: Option<ww_core::alert::AlertFilter>,
 }
 
 /// How a lane ended.
@@ -178,6 +198,8 @@ impl DeliveryWorkers {
         let completions = Completions { sender, held: Arc::clone(&held) };
         let recorder = tokio::spawn(record_completions(Arc::clone(&self.store), receiver, held));
         let mut lanes: JoinSet<LaneEnd> = JoinSet::new();
+        // Which destination each lane serves, so a lane that panics frees it.
+        let mut lane_destinations: HashMap<tokio::task::Id, DestinationId> = HashMap::new();
         let mut busy: HashSet<DestinationId> = HashSet::new();
         let mut paused: HashMap<DestinationId, Instant> = HashMap::new();
         let mut paused_sinks: HashMap<&'static str, Instant> = HashMap::new();
@@ -188,8 +210,9 @@ impl DeliveryWorkers {
                 () = shutdown.cancelled() => break,
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(IDLE_INTERVAL) => {}
-                Some(joined) = lanes.join_next(), if !lanes.is_empty() => {
-                    if let Ok(end) = joined {
+                Some(joined) = lanes.join_next_with_id(), if !lanes.is_empty() => match joined {
+                    Ok((id, end)) => {
+                        lane_destinations.remove(&id);
                         busy.remove(&end.destination);
                         if let Some(until) = end.sink_paused_until {
                             warn!(sink = end.destination.sink(), "rate-limited globally; pausing every destination of this sink");
@@ -199,15 +222,22 @@ impl DeliveryWorkers {
                             paused.insert(end.destination, until);
                         }
                     }
-                }
+                    Err(error) => {
+                        metrics::counter!(metric_names::TASK_PANICS_TOTAL, "task" => "delivery_lane").increment(1);
+                        if let Some(destination) = lane_destinations.remove(&error.id()) {
+                            error!(destination = %destination, error = %error, "a delivery lane failed; its destination is scheduled again");
+                            busy.remove(&destination);
+                        }
+                    }
+                },
             }
             let now_instant = Instant::now();
             paused.retain(|_, until| *until > now_instant);
             paused_sinks.retain(|_, until| *until > now_instant);
             completions.start_round();
             let store = Arc::clone(&self.store);
-            let due = match tokio::task::spawn_blocking(move || store.outbox_due(crate::daemon::now(), JOBS_PER_ROUND)).await {
-                Ok(Ok(due)) => due,
+            let heads = match tokio::task::spawn_blocking(move || store.outbox_heads(DESTINATIONS_PER_ROUND)).await {
+                Ok(Ok(heads)) => heads,
                 Ok(Err(error)) => {
                     warn!(error = %error, "reading the outbox failed; will retry");
                     continue;
@@ -217,24 +247,23 @@ impl DeliveryWorkers {
                     continue;
                 }
             };
-            let mut by_destination: Vec<(DestinationId, Vec<OutboxJob>)> = Vec::new();
-            for job in due {
-                if busy.contains(&job.destination)
-                    || paused.contains_key(&job.destination)
-                    || paused_sinks.contains_key(job.destination.sink())
-                    || completions.contains(job.id)
-                {
-                    continue;
-                }
-                match by_destination.iter_mut().find(|(destination, _)| *destination == job.destination) {
-                    Some((_, jobs)) => jobs.push(job),
-                    None => by_destination.push((job.destination.clone(), vec![job])),
-                }
-            }
-            for (destination, jobs) in by_destination {
+            let now = crate::daemon::now();
+            let mut due_heads: Vec<OutboxJob> = heads
+                .into_iter()
+                .filter(|head| {
+                    !busy.contains(&head.destination)
+                        && !paused.contains_key(&head.destination)
+                        && !paused_sinks.contains_key(head.destination.sink())
+                        && (head.next_attempt_at <= now || completions.contains(head.id))
+                })
+                .collect();
+            // The destinations waiting longest go first when lanes are scarce.
+            due_heads.sort_by_key(|head| (head.next_attempt_at.0.max(head.created_at.0), head.id));
+            for head in due_heads {
                 if lanes.len() >= self.config.alerts.delivery_concurrency {
                     break;
                 }
+                let destination = head.destination;
                 busy.insert(destination.clone());
                 let worker = self.clone();
                 let shutdown = shutdown.clone();
@@ -244,7 +273,9 @@ impl DeliveryWorkers {
                         .or_insert_with(|| Arc::new(limiter(self.sinks.rate(&destination)))),
                 );
                 let completions = completions.clone();
-                lanes.spawn(async move { worker.lane(destination, jobs, &limiter, &completions, &shutdown).await });
+                let lane_destination = destination.clone();
+                let handle = lanes.spawn(async move { worker.lane(destination, &limiter, &completions, &shutdown).await });
+                lane_destinations.insert(handle.id(), lane_destination);
             }
         }
         // Let in-flight sends finish (bounded by the delivery timeout) so their outcome is recorded.
@@ -257,11 +288,29 @@ impl DeliveryWorkers {
     async fn lane(
         &self,
         destination: DestinationId,
-        jobs: Vec<OutboxJob>,
         limiter: &Limiter,
         completions: &Completions,
         shutdown: &CancellationToken,
     ) -> LaneEnd {
+        let idle = LaneEnd { destination: destination.clone(), paused_until: None, sink_paused_until: None };
+        let jobs = {
+            let store = Arc::clone(&self.store);
+            let reading = destination.clone();
+            match tokio::task::spawn_blocking(move || store.outbox_due_for(&reading, crate::daemon::now(), JOBS_PER_LANE)).await {
+                Ok(Ok(jobs)) => jobs,
+                Ok(Err(error)) => {
+                    warn!(destination = %destination, error = %error, "reading a destination's jobs failed; will retry");
+                    return idle;
+                }
+                Err(error) => {
+                    warn!(destination = %destination, error = %error, "reading a destination's jobs failed; will retry");
+                    return idle;
+                }
+            }
+        };
+        let read_everything = jobs.len() < JOBS_PER_LANE;
+        // Jobs delivered in an earlier lane whose removal is not visible yet are not sent again.
+        let jobs: Vec<OutboxJob> = jobs.into_iter().filter(|job| !completions.contains(job.id)).collect();
         let mut loaded = self.load(&jobs).await.into_iter();
         for job in jobs {
             let prepared = loaded.next().unwrap_or_else(|| Err(SinkError::Retryable { reason: "job not loaded".into(), retry_after: None }));
@@ -286,6 +335,10 @@ impl DeliveryWorkers {
                 }
             }
         }
+        if !read_everything {
+            // More jobs are waiting: the loop starts the lane again at once.
+            self.wake.notify_one();
+        }
         LaneEnd { destination, paused_until: None, sink_paused_until: None }
     }
 
@@ -295,13 +348,24 @@ impl DeliveryWorkers {
     async fn send(
         &self,
         job: &OutboxJob,
-        loaded: Result<(ww_core::StoredEvent, Option<String>), SinkError>,
+        loaded: Result<Loaded, SinkError>,
         completions: &Completions,
     ) -> Result<Option<Duration>, (Option<Duration>, bool)> {
         let sink = job.destination.sink();
         let prepared = match loaded {
-            Ok((event, label)) => {
-                let alert = self.render(&event, label.as_deref()).await;
+            Ok(Loaded { event, label, filter }) => {
+                let prices = self.prices.prices_of([&event.event]).await;
+                if let Some(filter) = filter.filter(|filter| filter.min_usd.is_some()) {
+                    let decision = filter.evaluate(&event.event, |mint| prices.get(mint).copied());
+                    if decision != ww_core::alert::FilterDecision::Deliver {
+                        completions.push(job.id).await;
+                        metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "filtered").increment(1);
+                        debug!(job = job.id, destination = %job.destination, signature = %job.signature, decision = decision.as_str(),
+                            "alert below the subscription's USD threshold at delivery; not sent");
+                        return Ok(None);
+                    }
+                }
+                let alert = Alert::new(&event, label.as_deref(), &prices, &self.explorer);
                 Ok((event, label, alert))
             }
             Err(error) => Err(error),
@@ -363,8 +427,8 @@ impl DeliveryWorkers {
         }
     }
 
-    /// Reads the lane's events and labels in one blocking call.
-    async fn load(&self, jobs: &[OutboxJob]) -> Vec<Result<(ww_core::StoredEvent, Option<String>), SinkError>> {
+    /// Reads the lane's events, labels and filters in one blocking call.
+    async fn load(&self, jobs: &[OutboxJob]) -> Vec<Result<Loaded, SinkError>> {
         let store = Arc::clone(&self.store);
         let keys: Vec<(ww_core::EventSeq, ww_core::WalletAddress, String)> =
             jobs.iter().map(|job| (job.seq, job.wallet.clone(), job.user.clone())).collect();
@@ -383,12 +447,13 @@ impl DeliveryWorkers {
                     results.push(Err(SinkError::Permanent { reason: format!("event #{} is no longer stored", seq.0) }));
                     continue;
                 };
-                let label = subscriptions
-                    .iter()
-                    .find(|subscription| subscription.wallet == wallet && subscription.user == user)
+                let subscription =
+                    subscriptions.iter().find(|subscription| subscription.wallet == wallet && subscription.user == user);
+                let label = subscription
                     .and_then(|subscription| subscription.label.clone())
                     .or_else(|| records.get(&wallet).cloned().flatten().and_then(|record| record.label));
-                results.push(Ok((event, label)));
+                let filter = subscription.map(|subscription| subscription.filter.clone());
+                results.push(Ok(Loaded { event, label, filter }));
             }
             Ok::<_, ww_core::store::StoreError>(results)
         })
@@ -399,11 +464,6 @@ impl DeliveryWorkers {
             Ok(Err(error)) => failure(format!("reading the events failed: {error}")),
             Err(error) => failure(format!("reading the events failed: {error}")),
         }
-    }
-
-    async fn render(&self, event: &ww_core::StoredEvent, label: Option<&str>) -> Alert {
-        let prices = self.prices.prices_of([&event.event]).await;
-        Alert::new(event, label, &prices, &self.explorer)
     }
 
     fn backoff(&self, attempts: u32) -> Duration {

@@ -25,6 +25,27 @@ pub struct HealthState {
     pub processing_lag_ms: i64,
     /// Addresses whose history is being read (first subscription or gap fill).
     pub wallets_catching_up: usize,
+    /// Work accepted and not finished yet, kept current by the pipeline.
+    pub work: WorkCounts,
+}
+
+/// The pipeline's unfinished work, by kind: all zero when it is idle.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct WorkCounts {
+    /// Live transactions waiting for a fetch.
+    pub fetches_queued: usize,
+    /// Live transactions being fetched.
+    pub fetches_running: usize,
+    /// History walks waiting to start.
+    pub walks_queued: usize,
+    /// History walks running.
+    pub walks_running: usize,
+    /// Failed walks waiting for their retry.
+    pub walks_retrying: usize,
+    /// Decoded events waiting for their commit.
+    pub events_unrecorded: usize,
+    /// Unresolved transactions being retried.
+    pub unresolved_retrying: usize,
 }
 
 /// `/ready` fails while the oldest unfinished work is older than this.

@@ -7,6 +7,12 @@
 //! when several users route to it. The routes are written with the event in
 //! one store transaction, so an event and its deliveries exist together or
 //! not at all.
+//!
+//! Routing does no network IO: a USD threshold needs a price, which is
+//! looked up when the alert is delivered (see `crate::delivery`), so a slow
+//! price API never delays storing events. When routing fails (the store
+//! cannot be read), nothing is stored: the caller leaves the events to the
+//! gap fill, which routes them again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +20,6 @@ use std::sync::Arc;
 use ww_core::ActivityEvent;
 use ww_core::alert::{DestinationId, FilterDecision, Subscription};
 use ww_core::store::{Route, Store};
-use ww_sinks::PriceCache;
 
 use crate::error::AppError;
 
@@ -23,7 +28,6 @@ use crate::error::AppError;
 pub struct Router {
     store: Arc<dyn Store>,
     users: Arc<BTreeMap<String, Vec<DestinationId>>>,
-    prices: PriceCache,
 }
 
 impl std::fmt::Debug for Router {
@@ -34,8 +38,8 @@ impl std::fmt::Debug for Router {
 
 impl Router {
     /// Creates a router with the users' configured destinations.
-    pub fn new(store: Arc<dyn Store>, users: BTreeMap<String, Vec<DestinationId>>, prices: PriceCache) -> Self {
-        Self { store, users: Arc::new(users), prices }
+    pub fn new(store: Arc<dyn Store>, users: BTreeMap<String, Vec<DestinationId>>) -> Self {
+        Self { store, users: Arc::new(users) }
     }
 
     /// Returns the routes of each event, in order.
@@ -43,19 +47,14 @@ impl Router {
         let wallets: Vec<_> = events.iter().map(|event| event.wallet.clone()).collect();
         let store = Arc::clone(&self.store);
         let subscriptions = tokio::task::spawn_blocking(move || store.subscriptions_for(&wallets)).await??;
-        let needs_prices = subscriptions.iter().any(|subscription| subscription.filter.min_usd.is_some());
-        let prices = if needs_prices && self.prices.is_enabled() {
-            self.prices.prices_of(events).await
-        } else {
-            Default::default()
-        };
-        Ok(events.iter().map(|event| self.routes_of(event, &subscriptions, |mint| prices.get(mint).copied())).collect())
+        Ok(events.iter().map(|event| self.routes_of(event, &subscriptions)).collect())
     }
 
-    fn routes_of(&self, event: &ActivityEvent, subscriptions: &[Subscription], price: impl Fn(&str) -> Option<f64>) -> Vec<Route> {
-        let mut routes: Vec<Route> = Vec::new();
+    fn routes_of(&self, event: &ActivityEvent, subscriptions: &[Subscription]) -> Vec<Route> {
+        let mut routes: Vec<(Route, Option<f64>)> = Vec::new();
         for subscription in subscriptions.iter().filter(|subscription| subscription.wallet == event.wallet) {
-            let decision = subscription.filter.evaluate(event, &price);
+            // Prices are unknown here: a USD threshold is checked at delivery.
+            let decision = subscription.filter.evaluate(event, |_| None);
             metrics::counter!(crate::metric_names::ALERTS_ROUTED_TOTAL, "decision" => decision.as_str()).increment(1);
             if decision != FilterDecision::Deliver {
                 tracing::debug!(user = %subscription.user, wallet = %event.wallet, signature = %event.signature,
@@ -63,13 +62,28 @@ impl Router {
                 continue;
             }
             let configured = self.users.get(&subscription.user).into_iter().flatten();
+            let min_usd = subscription.filter.min_usd;
             for destination in subscription.destinations.iter().chain(configured) {
-                if !routes.iter().any(|route| &route.destination == destination) {
-                    routes.push(Route { destination: destination.clone(), user: subscription.user.clone() });
+                let route = Route { destination: destination.clone(), user: subscription.user.clone() };
+                match routes.iter_mut().find(|(existing, _)| &existing.destination == destination) {
+                    // One job per destination, on behalf of the user whose USD
+                    // threshold (checked at delivery) lets the most through.
+                    Some(existing) if is_weaker_threshold(min_usd, existing.1) => *existing = (route, min_usd),
+                    Some(_) => {}
+                    None => routes.push((route, min_usd)),
                 }
             }
         }
-        routes
+        routes.into_iter().map(|(route, _)| route).collect()
+    }
+}
+
+/// Returns true when a USD threshold of `candidate` lets more alerts through than `current`.
+fn is_weaker_threshold(candidate: Option<f64>, current: Option<f64>) -> bool {
+    match (candidate, current) {
+        (None, Some(_)) => true,
+        (Some(candidate), Some(current)) => candidate < current,
+        _ => false,
     }
 }
 
@@ -84,21 +98,26 @@ pub struct Alerting {
 }
 
 impl Alerting {
-    /// Returns each event with its routes; on a routing failure the events
-    /// are still recorded, without alerts, and the failure is logged.
-    pub async fn new_events(alerting: Option<&Alerting>, events: &[ActivityEvent]) -> Vec<ww_core::store::NewEvent> {
+    /// Returns each event with its routes (none without alerting: history
+    /// imported by `walletwatch backfill`). A routing failure is returned,
+    /// counted and logged: the caller must not store the events without
+    /// their alerts, since a stored event is never routed again.
+    pub async fn new_events(
+        alerting: Option<&Alerting>,
+        events: &[ActivityEvent],
+    ) -> Result<Vec<ww_core::store::NewEvent>, AppError> {
         let routes = match alerting {
             Some(alerting) => match alerting.router.routes(events).await {
                 Ok(routes) => routes,
                 Err(error) => {
-                    tracing::error!(error = %error, events = events.len(), "routing alerts failed; events are stored without alerts");
+                    tracing::error!(error = %error, events = events.len(), "routing alerts failed; the events are left to the gap fill");
                     metrics::counter!(crate::metric_names::ALERTS_ROUTING_FAILURES_TOTAL).increment(1);
-                    vec![Vec::new(); events.len()]
+                    return Err(error);
                 }
             },
             None => vec![Vec::new(); events.len()],
         };
-        events.iter().cloned().zip(routes).map(|(event, routes)| ww_core::store::NewEvent { event, routes }).collect()
+        Ok(events.iter().cloned().zip(routes).map(|(event, routes)| ww_core::store::NewEvent { event, routes }).collect())
     }
 
     /// Wakes the delivery workers.

@@ -23,6 +23,9 @@ pub struct TrackOptions {
     pub filter: Option<AlertFilter>,
     /// A destination to send this wallet's alerts to (the chat where `/track` ran).
     pub destination: Option<DestinationId>,
+    /// The chain's confirmed slot now (see [`current_slot`]): a wallet not
+    /// tracked yet starts its history after it.
+    pub start_slot: Option<u64>,
 }
 
 /// Starts tracking `address` for `user`.
@@ -67,9 +70,32 @@ pub fn track_with(
         user,
         filter: options.filter,
         destination: options.destination,
+        start_slot: options.start_slot,
     };
     let outcome = store.track_wallet(&request, now)?;
     Ok((address, outcome))
+}
+
+/// How long tracking waits for the node's current slot before tracking
+/// without it (history then starts a minute before the tracking time).
+pub const CURRENT_SLOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Returns the chain's confirmed slot, where a wallet tracked now starts its
+/// history: every transaction confirmed by then is in it or an earlier slot,
+/// every one sent later lands after it. `None` when the node does not answer
+/// within [`CURRENT_SLOT_TIMEOUT`] (logged).
+pub async fn current_slot(rpc: &ww_solana::RpcClient) -> Option<u64> {
+    match tokio::time::timeout(CURRENT_SLOT_TIMEOUT, rpc.get_slot(ww_core::Commitment::Confirmed)).await {
+        Ok(Ok(slot)) => Some(slot.0),
+        Ok(Err(error)) => {
+            tracing::warn!(error = %error, "the node's current slot is unknown; history of wallets tracked now starts a minute before tracking");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("the node did not tell its current slot in time; history of wallets tracked now starts a minute before tracking");
+            None
+        }
+    }
 }
 
 /// Stops tracking `address` for `user`.
@@ -181,6 +207,7 @@ mod tests {
             chain: Chain::Solana,
             tracking_users: BTreeSet::from(["alice".to_string()]),
             added_at: UnixMillis(0),
+            start_slot: None,
             last_transaction: None,
             transaction_count: 0,
             subscription_status: SubscriptionStatus::Active,

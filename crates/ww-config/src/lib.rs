@@ -202,9 +202,9 @@ pub struct Config {
     /// Graceful shutdown budget.
     #[serde(with = "duration_secs")]
     pub shutdown_timeout: Duration,
-    /// Dedup key retention.
-    #[serde(with = "duration_secs")]
-    pub retention: Duration,
+    /// Problems that do not stop walletwatch (deprecated keys), for the log.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
     /// Solana.
     pub solana: SolanaConfig,
     /// Listeners.
@@ -384,7 +384,14 @@ impl Config {
         let websocket_max = positive("server.websocket_max_connections", raw.server.websocket_max_connections, &mut errors);
         let heartbeat_secs = positive("server.websocket_heartbeat_interval_secs", raw.server.websocket_heartbeat_interval_secs, &mut errors);
         let shutdown_secs = positive("shutdown_timeout_secs", raw.shutdown_timeout_secs, &mut errors);
-        let retention_hours = positive("retention_hours", raw.retention_hours, &mut errors);
+        let mut warnings = Vec::new();
+        if raw.retention_hours.is_some() {
+            warnings.push(
+                "retention_hours is deprecated and ignored: every stored event's (wallet, signature) key is kept as long as \
+                 the event, so exactly-once no longer depends on a retention period; remove the key"
+                    .to_string(),
+            );
+        }
         let listen = parse_listen("server.listen", &raw.server.listen, &mut errors);
         let metrics_listen = parse_listen("server.metrics_listen", &raw.server.metrics_listen, &mut errors);
         if listen == metrics_listen && listen.port() != 0 {
@@ -427,7 +434,7 @@ impl Config {
             log_format,
             server_id: raw.server_id,
             shutdown_timeout: Duration::from_secs(shutdown_secs),
-            retention: Duration::from_secs(retention_hours.saturating_mul(3600)),
+            warnings,
             solana: SolanaConfig {
                 endpoints,
                 commitment,
@@ -524,10 +531,18 @@ mod tests {
     }
 
     #[test]
+    fn the_deprecated_retention_key_still_loads_with_a_warning() {
+        let config = load_str("retention_hours = 168\n", &no_env()).expect("loads");
+        assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+        assert!(config.warnings[0].contains("retention_hours"), "{:?}", config.warnings);
+        assert!(load_str("", &no_env()).expect("loads").warnings.is_empty());
+    }
+
+    #[test]
     fn every_error_is_reported_at_once() {
         let text = r#"
 log_format = "xml"
-retention_hours = 0
+shutdown_timeout_secs = 0
 [solana]
 rpc_url = "ftp://nope"
 ws_url = "not a url"
@@ -546,7 +561,7 @@ listen = "localhost"
             "max_subscriptions_per_connection",
             "server.listen",
             "log_format",
-            "retention_hours",
+            "shutdown_timeout_secs",
         ] {
             assert!(joined.contains(needle), "missing {needle} in:\n{joined}");
         }

@@ -29,9 +29,11 @@ pub struct RawConfig {
     /// How long a graceful shutdown may take before remaining work is aborted.
     #[serde(default = "default_shutdown_timeout_secs")]
     pub shutdown_timeout_secs: u64,
-    /// How long (wallet, signature) keys are remembered for deduplication.
-    #[serde(default = "default_retention_hours")]
-    pub retention_hours: u64,
+    /// Deprecated and ignored: (wallet, signature) keys are kept as long as
+    /// their event, so exactly-once does not depend on a retention period.
+    /// Accepted so that older configuration files still load (with a warning).
+    #[serde(default)]
+    pub retention_hours: Option<u64>,
     /// Solana endpoints and subscription behaviour.
     #[serde(default)]
     pub solana: RawSolana,
@@ -193,7 +195,7 @@ impl Default for RawConfig {
             log_format: default_log_format(),
             server_id: default_server_id(),
             shutdown_timeout_secs: default_shutdown_timeout_secs(),
-            retention_hours: default_retention_hours(),
+            retention_hours: None,
             solana: RawSolana::default(),
             server: RawServer::default(),
             redis: RawRedis::default(),
@@ -252,9 +254,6 @@ fn default_server_id() -> String {
 }
 fn default_shutdown_timeout_secs() -> u64 {
     10
-}
-fn default_retention_hours() -> u64 {
-    168
 }
 fn default_rpc_url() -> String {
     DEFAULT_SOLANA_RPC_URL.into()

@@ -19,6 +19,7 @@ pub mod alert;
 pub mod balance;
 pub mod event;
 pub mod ids;
+pub mod metric;
 pub mod store;
 pub mod time;
 pub mod wallet;

@@ -6,11 +6,16 @@
 //! `spawn_blocking`.
 //!
 //! Invariants every implementation keeps:
-//! - [`Store::record_events`] is atomic: an event, its seen-key, its outbox jobs
-//!   and the wallet counters commit together or not at all, and a (wallet,
-//!   signature) pair already seen is never stored twice;
-//! - [`Store::advance_cursor`] is compare-and-set, so two writers (live and
-//!   backfill) cannot both move a cursor from the same position;
+//! - [`Store::record_events`] is atomic: an event, its key, its outbox jobs,
+//!   the wallet counters and the cursor move that goes with them commit
+//!   together or not at all;
+//! - a (wallet, signature) pair is stored at most once, for as long as the
+//!   store exists: the key of a stored event never expires, so no clock,
+//!   restart or history re-read can store it again;
+//! - events are stored only for tracked wallets;
+//! - cursors are compare-and-set, so two writers (the daemon and `walletwatch
+//!   backfill`) cannot both move a cursor from the same position; a wallet's
+//!   cursors go with the wallet when its last user untracks it;
 //! - an acknowledged write survives a crash (`kill -9`, power loss).
 
 use crate::alert::{AlertFilter, DestinationId, Subscription};
@@ -96,6 +101,22 @@ pub struct TrackRequest {
     pub filter: Option<AlertFilter>,
     /// A destination to add to this user's tracking (the chat where `/track` ran).
     pub destination: Option<DestinationId>,
+    /// The chain's confirmed slot when the request was made, if known: a
+    /// wallet that is not tracked yet starts its history after it.
+    pub start_slot: Option<u64>,
+}
+
+/// A cursor move committed together with a batch of events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorMove {
+    /// The tracked wallet the address belongs to (itself, or the owner of a token account).
+    pub owner: WalletAddress,
+    /// The address whose history was walked.
+    pub address: WalletAddress,
+    /// The cursor the walk started from; the move fails unless it is still stored.
+    pub from: Option<Position>,
+    /// The newest position whose events are now all stored.
+    pub to: Position,
 }
 
 /// An event to record, with the deliveries it must get.
@@ -121,8 +142,47 @@ pub struct Route {
 pub enum RecordOutcome {
     /// The event was new and stored with this sequence number.
     Inserted(EventSeq),
-    /// The (wallet, signature) pair was already seen: nothing was written.
+    /// The (wallet, signature) pair was already stored: nothing was written.
     Duplicate,
+    /// The wallet is not tracked (any more): nothing was written.
+    Untracked,
+}
+
+/// A transaction a history walk could not fetch or decode.
+///
+/// After a few failed walks it is given up: walks step over it instead of
+/// stopping before it, and it waits here until an operator retries it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UnresolvedTransaction {
+    /// The tracked wallet whose history holds it.
+    pub owner: WalletAddress,
+    /// The address whose walk met it (the wallet or one of its token accounts).
+    pub address: WalletAddress,
+    /// The transaction.
+    pub signature: Signature,
+    /// Its slot, as listed.
+    pub slot: crate::ids::Slot,
+    /// Failed attempts so far (one per walk or retry).
+    pub attempts: u32,
+    /// The last failure.
+    pub reason: String,
+    /// When it first failed.
+    pub first_failed_at: UnixMillis,
+    /// When it last failed.
+    pub last_failed_at: UnixMillis,
+    /// Walks step over it (attempts reached the limit).
+    pub is_given_up: bool,
+    /// An operator asked for another attempt; the daemon makes it.
+    pub is_retry_requested: bool,
+}
+
+/// What a history walk already knows about a listed transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnownTransaction {
+    /// The wallet's event for it is stored.
+    Stored,
+    /// It was given up as unresolvable.
+    GivenUp,
 }
 
 /// Which events to read.
@@ -219,39 +279,55 @@ pub trait Store: Send + Sync + 'static {
         status: SubscriptionStatus,
     ) -> Result<(), StoreError>;
 
-    /// Returns the newest fully processed position of an address.
-    fn cursor(&self, address: &WalletAddress) -> Result<Option<Position>, StoreError>;
+    /// Returns the newest fully processed position of `address` (the wallet
+    /// `owner` itself, or one of its token accounts).
+    fn cursor(&self, owner: &WalletAddress, address: &WalletAddress) -> Result<Option<Position>, StoreError>;
 
     /// Moves a cursor from `from` to `to`; fails with [`StoreError::CursorConflict`]
     /// unless the stored cursor equals `from`.
     fn advance_cursor(
         &self,
+        owner: &WalletAddress,
         address: &WalletAddress,
         from: Option<&Position>,
         to: &Position,
     ) -> Result<(), StoreError>;
 
-    /// Atomically records new events: for each one not yet seen, marks its
-    /// (wallet, signature) seen until `seen_expires_at`, stores it with the
-    /// next sequence number, writes its outbox jobs and updates the wallet's
-    /// counters. Returns one outcome per input, in order.
-    fn record_events(
-        &self,
-        events: &[NewEvent],
-        seen_expires_at: UnixMillis,
-    ) -> Result<Vec<RecordOutcome>, StoreError>;
+    /// Atomically records new events and the cursor move they complete: for
+    /// each event of a tracked wallet whose (wallet, signature) is not stored
+    /// yet, stores it with the next sequence number, writes its outbox jobs,
+    /// updates the wallet's counters and clears it from the unresolved
+    /// transactions. Returns one outcome per input, in order. With a cursor
+    /// move whose `from` is no longer the stored cursor, nothing is written
+    /// and [`StoreError::CursorConflict`] is returned.
+    fn record_events(&self, events: &[NewEvent], cursor: Option<&CursorMove>) -> Result<Vec<RecordOutcome>, StoreError>;
 
-    /// Returns whether a (wallet, signature) pair was seen and not yet pruned.
+    /// Returns whether the event of (wallet, signature) is stored.
     fn is_seen(&self, wallet: &WalletAddress, signature: &Signature) -> Result<bool, StoreError>;
 
-    /// Removes seen-keys that expired before `now`; returns how many.
-    fn prune_seen(&self, now: UnixMillis) -> Result<u64, StoreError>;
+    /// Returns which of `signatures` the wallet already has an event for, or
+    /// gave up as unresolvable (one lookup for a whole page of history).
+    fn known_transactions(
+        &self,
+        wallet: &WalletAddress,
+        signatures: &[Signature],
+    ) -> Result<std::collections::HashMap<Signature, KnownTransaction>, StoreError>;
 
     /// Returns stored events, ordered by sequence number.
     fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Returns outbox jobs due at `now`, oldest first.
-    fn outbox_due(&self, now: UnixMillis, limit: usize) -> Result<Vec<OutboxJob>, StoreError>;
+    /// Returns the highest sequence number stored so far (0 when none).
+    fn last_event_seq(&self) -> Result<EventSeq, StoreError>;
+
+    /// Returns the first job (lowest id) of every destination with jobs, due
+    /// or not, at most `limit` destinations: what the delivery loop schedules
+    /// from without reading the whole outbox.
+    fn outbox_heads(&self, limit: usize) -> Result<Vec<OutboxJob>, StoreError>;
+
+    /// Returns `destination`'s jobs in id order, from its first one while
+    /// they are due at `now`, at most `limit`: a destination's jobs are sent
+    /// in order, so a job waiting for its retry holds back the ones after it.
+    fn outbox_due_for(&self, destination: &DestinationId, now: UnixMillis, limit: usize) -> Result<Vec<OutboxJob>, StoreError>;
 
     /// Removes a delivered job.
     fn outbox_complete(&self, job_id: u64) -> Result<(), StoreError> {
@@ -320,6 +396,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Returns the statistics the daemon saved last, if any.
     fn runtime_stats(&self) -> Result<Option<RuntimeStats>, StoreError>;
+
+    /// Records a failed attempt at `entry.signature` for `entry.owner`: a
+    /// new entry is stored as given, an existing one gets one more attempt,
+    /// the new reason and time, and is given up once `give_up_after`
+    /// attempts were made. The retry request is cleared. Returns the entry as stored.
+    fn note_unresolved(&self, entry: &UnresolvedTransaction, give_up_after: u32) -> Result<UnresolvedTransaction, StoreError>;
+
+    /// Returns up to `limit` unresolved transactions, ordered by wallet and signature.
+    fn unresolved(&self, limit: usize) -> Result<Vec<UnresolvedTransaction>, StoreError>;
+
+    /// Asks for another attempt at the selected unresolved transactions (all
+    /// of them, or these signatures); returns how many.
+    fn request_unresolved_retry(&self, signatures: Option<&[Signature]>) -> Result<u64, StoreError>;
+
+    /// Forgets an unresolved transaction (its event was stored, or its wallet went).
+    fn clear_unresolved(&self, owner: &WalletAddress, signature: &Signature) -> Result<(), StoreError>;
 
     /// Stores an API token (only its hash is kept).
     fn save_api_token(&self, token: &ApiToken) -> Result<(), StoreError>;

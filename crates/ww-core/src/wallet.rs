@@ -91,8 +91,14 @@ pub struct WalletRecord {
     pub chain: Chain,
     /// Users tracking it; the wallet is removed when the last one untracks.
     pub tracking_users: BTreeSet<String>,
-    /// When it was first tracked.
+    /// When it was first tracked (again, after its last user untracked it).
     pub added_at: UnixMillis,
+    /// The chain's confirmed slot when it was tracked, when the tracking
+    /// front end could ask: its history starts after this slot. Without it,
+    /// history starts a minute before `added_at` (block times are the
+    /// cluster's clock, not ours).
+    #[serde(default)]
+    pub start_slot: Option<u64>,
     /// The newest transaction recorded for it.
     pub last_transaction: Option<LastTransaction>,
     /// How many events were recorded for it.

@@ -69,6 +69,10 @@ pub struct ApiState {
     pub server_id: Arc<str>,
     /// Chat endpoints' keys.
     pub chat: chat::ChatConfig,
+    /// The chain's JSON-RPC, asked for the current slot when a wallet is
+    /// tracked (its history starts there); `None`: history starts a minute
+    /// before tracking.
+    pub rpc: Option<ww_solana::RpcClient>,
     ws: Arc<ws::WsRegistry>,
     limiter: Arc<DefaultKeyedRateLimiter<String>>,
 }
@@ -90,6 +94,7 @@ impl ApiState {
             ws_config: ws::WsConfig::default(),
             server_id: Arc::from("walletwatch-1"),
             chat: chat::ChatConfig::default(),
+            rpc: None,
             ws: Arc::default(),
             limiter: Arc::new(RateLimiter::keyed(Quota::per_second(rate))),
         }
@@ -105,6 +110,13 @@ impl ApiState {
         self
     }
 
+    /// Sets the JSON-RPC client asked for the current slot when tracking.
+    #[must_use]
+    pub fn with_rpc(mut self, rpc: ww_solana::RpcClient) -> Self {
+        self.rpc = Some(rpc);
+        self
+    }
+
     /// Turns on the chat endpoints configured in `chat`.
     #[must_use]
     pub fn with_chat(mut self, chat: chat::ChatConfig) -> Self {
@@ -117,6 +129,25 @@ impl ApiState {
 pub mod metric_names {
     /// Counter: chat requests refused (bad signature or secret). Labels: `endpoint` (discord, telegram).
     pub const CHAT_REQUESTS_REFUSED_TOTAL: &str = "ww_chat_requests_refused_total";
+
+    /// Every metric of the API and the WebSocket fan-out, with its help text and label values.
+    pub const CATALOG: &[ww_core::metric::MetricSpec] = {
+        use ww_core::metric::MetricKind::{Counter, Gauge};
+        use ww_core::metric::MetricSpec;
+        use crate::ws::metric_names as ws;
+        &[
+            MetricSpec { name: CHAT_REQUESTS_REFUSED_TOTAL, kind: Counter, help: "Chat requests refused for a bad signature or secret", labels: &[("endpoint", &["discord", "telegram"])] },
+            MetricSpec { name: ws::WS_CLIENTS, kind: Gauge, help: "WebSocket clients connected to /ws", labels: &[] },
+            MetricSpec { name: ws::WS_LAGGED_TOTAL, kind: Counter, help: "Lag reports sent to WebSocket clients that fell behind", labels: &[] },
+            MetricSpec { name: ws::WS_MISSED_EVENTS_TOTAL, kind: Counter, help: "Events lagging WebSocket clients missed (they were told how many)", labels: &[] },
+            MetricSpec {
+                name: ws::WS_CLOSED_TOTAL,
+                kind: Counter,
+                help: "WebSocket clients closed by the server",
+                labels: &[("reason", &["server full", "client too slow", "stale: no reply to heartbeats", "not reading"])],
+            },
+        ]
+    };
 }
 
 /// Builds the router.
@@ -132,6 +163,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/outbox/dead", get(routes::dead_letters))
         .route("/outbox/dead/retry", axum::routing::post(routes::retry_dead_letters))
         .route("/outbox/jobs/{id}", axum::routing::delete(routes::drop_job))
+        .route("/unresolved", get(routes::unresolved))
+        .route("/unresolved/retry", axum::routing::post(routes::retry_unresolved))
         .route("/openapi.json", get(routes::openapi))
         .fallback(routes::not_found);
     Router::new()
@@ -152,6 +185,25 @@ pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, shutdown:
     let address: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(listen = ?address, "API listening");
     axum::serve(listener, router(state)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
+/// Serves Prometheus text at `/metrics` on a listener of its own until
+/// `shutdown`; `render` returns the current exposition.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let address: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(listen = ?address, "metrics listening");
+    let router = Router::new().route(
+        "/metrics",
+        get(move || {
+            let render = Arc::clone(&render);
+            async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], render()) }
+        }),
+    );
+    axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
 #[cfg(test)]

@@ -9,8 +9,10 @@
 //!
 //! Answers: `getTransaction` by signature; `getSignaturesForAddress` from an
 //! index of every entry the capture saw for the address (with `before`,
-//! `until` and `limit` applied), so any paging the daemon does is served;
-//! other methods by exact params, else an empty answer of the right shape.
+//! `until` and `limit` applied), so any paging the daemon does is served,
+//! showing only entries up to the slot of the last notification played (the
+//! history as the chain held it at that moment); other methods by exact
+//! params, else an empty answer of the right shape.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -76,6 +78,8 @@ struct NodeState {
     subscriptions: Mutex<Subscriptions>,
     next_connection: AtomicU64,
     transactions_served: AtomicU64,
+    /// The slot of the newest notification played: history shows nothing later.
+    played_slot: AtomicU64,
 }
 
 /// The loopback node serving a capture.
@@ -102,6 +106,10 @@ fn request_key(method: &str, params: &Value) -> String {
 
 fn slot_of(value: &Value) -> u64 {
     value["slot"].as_u64().or_else(|| value["context"]["slot"].as_u64()).unwrap_or(0)
+}
+
+fn slot_of_text(text: &str) -> u64 {
+    serde_json::from_str::<Value>(text).map_or(0, |value| slot_of(&value))
 }
 
 impl ReplayNode {
@@ -155,6 +163,7 @@ impl ReplayNode {
             subscriptions: Mutex::new(Subscriptions { next_id: 1, by_request: HashMap::new(), connections: HashMap::new() }),
             next_connection: AtomicU64::new(0),
             transactions_served: AtomicU64::new(0),
+            played_slot: AtomicU64::new(0),
         });
         let stop = CancellationToken::new();
         let io = |error: std::io::Error| format!("cannot listen on loopback: {error}");
@@ -198,6 +207,12 @@ impl ReplayNode {
     }
 
     /// Transactions answered so far (non-null `getTransaction` replies).
+    /// The slot before the capture's first notification: the replayed
+    /// wallets' history starts after it, as if tracked just before.
+    pub fn start_slot(&self) -> u64 {
+        self.notifications.iter().map(|(_, _, _, result)| slot_of_text(result)).filter(|slot| *slot > 0).min().unwrap_or(1).saturating_sub(1)
+    }
+
     pub fn transactions_served(&self) -> u64 {
         self.state.transactions_served.load(Ordering::Relaxed)
     }
@@ -221,6 +236,8 @@ impl ReplayNode {
                     .get(request)
                     .and_then(|(connection, id)| subscriptions.connections.get(connection).map(|sender| (sender.clone(), *id)))
             };
+            // The chain's history now reaches this notification's slot.
+            self.state.played_slot.fetch_max(slot_of_text(result), Ordering::Relaxed);
             let Some((sender, id)) = target else { continue };
             let frame = format!(r#"{{"jsonrpc":"2.0","method":"{method}","params":{{"result":{result},"subscription":{id}}}}}"#);
             if sender.send(frame).await.is_ok() {
@@ -267,6 +284,7 @@ fn answer_value<'a>(state: &'a NodeState, method: &str, params: &Value) -> Resul
             let options = &params[1];
             let limit = options["limit"].as_u64().unwrap_or(1000).clamp(1, 1000) as usize;
             let entries = params[0].as_str().and_then(|address| answers.history.get(address));
+            let played_slot = state.played_slot.load(Ordering::Relaxed);
             let mut page = Vec::new();
             let mut started = options["before"].as_str().is_none();
             for entry in entries.into_iter().flatten() {
@@ -276,6 +294,9 @@ fn answer_value<'a>(state: &'a NodeState, method: &str, params: &Value) -> Resul
                 }
                 if options["until"].as_str().is_some() && entry["signature"].as_str() == options["until"].as_str() {
                     break;
+                }
+                if entry["slot"].as_u64().is_some_and(|slot| slot > played_slot) {
+                    continue;
                 }
                 page.push(entry.clone());
                 if page.len() == limit {
@@ -456,7 +477,8 @@ pub async fn run(
     let store: Arc<dyn ww_core::store::Store> = Arc::new(ww_store::RedbStore::open_in_dir(&config.data_dir)?);
     for wallet in &wallets {
         if store.wallet(wallet)?.is_none() {
-            ww_app::wallets::track(store.as_ref(), wallet.as_str(), None, "replay", ww_app::daemon::now())?;
+            let options = ww_app::wallets::TrackOptions { start_slot: Some(node.start_slot()), ..Default::default() };
+            ww_app::wallets::track_with(store.as_ref(), wallet.as_str(), None, "replay", options, ww_app::daemon::now())?;
         }
     }
     let wallet_count = store.wallets()?.len();

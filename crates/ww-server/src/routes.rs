@@ -51,7 +51,8 @@ pub(crate) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Va
         ));
     }
     let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"ready": reasons.is_empty(), "reasons": reasons, "store": store_ok, "daemon": health})))
+    let work = health.work;
+    (status, Json(json!({"ready": reasons.is_empty(), "reasons": reasons, "store": store_ok, "work": work, "daemon": health})))
 }
 
 /// The OpenAPI document (hand-written; a test checks it lists every route).
@@ -79,6 +80,41 @@ pub(crate) async fn dead_letters(State(state): State<ApiState>, caller: Caller) 
     let store = Arc::clone(&state.store);
     let letters = tokio::task::spawn_blocking(move || store.dead_letters(MAX_PAGE)).await??;
     Ok(Json(json!({"dead_letters": letters})))
+}
+
+pub(crate) async fn unresolved(State(state): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    require_admin(&caller)?;
+    let store = Arc::clone(&state.store);
+    let entries = tokio::task::spawn_blocking(move || store.unresolved(MAX_PAGE)).await??;
+    Ok(Json(json!({"unresolved": entries})))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UnresolvedRetryBody {
+    #[serde(default)]
+    signatures: Option<Vec<String>>,
+}
+
+pub(crate) async fn retry_unresolved(
+    State(state): State<ApiState>,
+    caller: Caller,
+    body: Result<Json<UnresolvedRetryBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&caller)?;
+    let body = json_body(body)?;
+    let signatures = match body.signatures {
+        None => None,
+        Some(texts) => Some(
+            texts
+                .iter()
+                .map(|text| ww_core::Signature::parse(text).map_err(|error| ApiError::bad_request("invalid_signature", error.to_string())))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    let store = Arc::clone(&state.store);
+    let requested = tokio::task::spawn_blocking(move || store.request_unresolved_retry(signatures.as_deref())).await??;
+    Ok(Json(json!({"retry_requested": requested})))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -200,8 +236,12 @@ pub(crate) async fn track_wallet(
     let body = json_body(body)?;
     let user = body.user.unwrap_or_else(|| caller.0.user.clone());
     let store = Arc::clone(&state.store);
+    let start_slot = match &state.rpc {
+        Some(rpc) => wallets::current_slot(rpc).await,
+        None => None,
+    };
     let (address, _) = tokio::task::spawn_blocking(move || {
-        let options = wallets::TrackOptions { filter: body.filter, destination: None };
+        let options = wallets::TrackOptions { filter: body.filter, destination: None, start_slot };
         wallets::track_with(store.as_ref(), &body.address, body.label.as_deref(), &user, options, ww_app::daemon::now())
     })
     .await??;

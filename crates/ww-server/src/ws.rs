@@ -14,8 +14,9 @@
 //! behind gets `{"type":"lagged","missed":n}` and is closed with 1013 after
 //! three lags within 30 s; one that stops reading (a send does not complete
 //! within a heartbeat interval) is dropped. Nothing is dropped silently. `?after=<seq>` first replays
-//! what the client missed (from the broker's ring, else from the store), then
-//! goes live without a gap or a repeat. Heartbeat pings go out every
+//! every stored event after `seq` (from the broker's ring, else from the store,
+//! page by page), then goes live without a gap or a repeat: events are
+//! published in sequence order without gaps, whoever stored them. Heartbeat pings go out every
 //! `websocket_heartbeat_interval_secs`; a client silent for two intervals is
 //! closed. Above `websocket_max_connections` a new client is closed with 1013.
 
@@ -51,8 +52,8 @@ const MAX_LAGS_IN_WINDOW: usize = 3;
 const LAG_WINDOW: Duration = Duration::from_secs(30);
 /// Messages written per flush at most.
 const MAX_SEND_BATCH: usize = 64;
-/// Events replayed from the store at most, for `?after=` older than the ring.
-const MAX_STORE_REPLAY: usize = 10_000;
+/// Events read from the store per page when replaying `?after=`.
+const STORE_REPLAY_PAGE: usize = 1_000;
 
 /// Metric names emitted here.
 pub mod metric_names {
@@ -285,6 +286,59 @@ async fn wallet_users(state: &ApiState) -> HashMap<WalletAddress, BTreeSet<Strin
     records.into_iter().map(|record| (record.address, record.tracking_users)).collect()
 }
 
+/// Sends every stored event after `after` that the client's topics select,
+/// in order: from the broker's ring when it still covers `after`, else from
+/// the store page by page until the ring takes over. Returns the newest
+/// sequence number served, or `None` when the client went away.
+async fn replay(
+    state: &ApiState,
+    socket: &mut WebSocket,
+    topics: &BTreeSet<Topic>,
+    users: &mut HashMap<WalletAddress, BTreeSet<String>>,
+    after: EventSeq,
+    timeout: Duration,
+) -> Option<EventSeq> {
+    let mut last_sent = after;
+    loop {
+        let (page, is_from_ring) = match state.broker.replay_after(last_sent) {
+            Some(events) => (events, true),
+            None => {
+                let store = Arc::clone(&state.store);
+                let query = EventQuery { wallet: None, after: Some(last_sent), limit: STORE_REPLAY_PAGE };
+                let events = match tokio::task::spawn_blocking(move || store.events(&query)).await {
+                    Ok(Ok(events)) => events,
+                    _ => {
+                        let notice = json!({"type": "Notification", "data": {"level": "error", "message": "the store cannot be read; reconnect with ?after= to resume"}});
+                        let _ = send_json(socket, &notice, timeout).await;
+                        return None;
+                    }
+                };
+                (events.into_iter().map(|stored| Arc::new(Published::new(stored))).collect::<Vec<_>>(), false)
+            }
+        };
+        let page_len = page.len();
+        let mut messages = Vec::with_capacity(page_len);
+        for stored in &page {
+            if stored.seq <= last_sent {
+                continue;
+            }
+            if !users.contains_key(&stored.event.wallet) {
+                *users = wallet_users(state).await;
+            }
+            messages.extend(message_for(topics, users, stored));
+            last_sent = stored.seq;
+        }
+        for chunk in messages.chunks(MAX_SEND_BATCH) {
+            if !send_batch(socket, chunk.to_vec(), timeout).await {
+                return None;
+            }
+        }
+        if is_from_ring || page_len < STORE_REPLAY_PAGE {
+            return Some(last_sent);
+        }
+    }
+}
+
 async fn send_json(socket: &mut WebSocket, value: &Value, timeout: Duration) -> bool {
     send_text(socket, value.to_string(), timeout).await
 }
@@ -321,30 +375,17 @@ async fn run_client(mut socket: WebSocket, state: ApiState, query: ConnectQuery,
     }
     state.ws.update_subscriptions(id, topics.len());
     let mut users = wallet_users(&state).await;
+    // The newest sequence number this client has been served (or skipped by
+    // its topics). Events are published in order without gaps, so anything at
+    // or below it on the live stream was already replayed.
     let mut last_sent = EventSeq(query.after.unwrap_or(0));
     if let Some(after) = query.after {
-        let replay: Vec<Arc<Published>> = match state.broker.replay_after(EventSeq(after)) {
-            Some(events) => events,
+        match replay(&state, &mut socket, &topics, &mut users, EventSeq(after), send_timeout).await {
+            Some(last) => last_sent = last,
             None => {
-                let store = Arc::clone(&state.store);
-                let events = tokio::task::spawn_blocking(move || {
-                    store.events(&EventQuery { wallet: None, after: Some(EventSeq(after)), limit: MAX_STORE_REPLAY })
-                })
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
-                events.into_iter().map(|stored| Arc::new(Published::new(stored))).collect()
-            }
-        };
-        for stored in replay {
-            if let Some(message) = message_for(&topics, &users, &stored)
-                && !send_text(&mut socket, message, send_timeout).await
-            {
                 state.ws.unregister(id);
                 return;
             }
-            last_sent = last_sent.max(stored.seq);
         }
     }
     let mut heartbeat = tokio::time::interval(state.ws_config.heartbeat_interval);
@@ -371,9 +412,10 @@ async fn run_client(mut socket: WebSocket, state: ApiState, query: ConnectQuery,
                     }
                     let mut messages = Vec::with_capacity(batch.len());
                     for stored in &batch {
-                        if stored.seq <= last_sent && query.after.is_some() {
+                        if stored.seq <= last_sent {
                             continue;
                         }
+                        last_sent = stored.seq;
                         if !users.contains_key(&stored.event.wallet) {
                             users = wallet_users(&state).await;
                         }

@@ -36,7 +36,7 @@ async fn start(broker: Broker, ws_config: WsConfig) -> Server {
     let wallet = ww_test_utils::fresh_address();
     let other_wallet = ww_test_utils::fresh_address();
     for (address, user) in [(&wallet, "alice"), (&other_wallet, "bob")] {
-        let request = TrackRequest { chain: Chain::Solana, address: address.clone(), label: None, user: user.into(), filter: None, destination: None };
+        let request = TrackRequest { chain: Chain::Solana, address: address.clone(), label: None, user: user.into(), filter: None, destination: None, start_slot: None };
         store.track_wallet(&request, UnixMillis(0)).expect("track");
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

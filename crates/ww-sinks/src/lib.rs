@@ -31,6 +31,20 @@ use ww_core::StoredEvent;
 use ww_core::alert::DestinationId;
 
 pub use price::PriceCache;
+
+/// Metric names of the sinks.
+pub mod metric_names {
+    /// Counter: price API requests. Labels: `outcome` (ok, error).
+    pub const PRICE_REQUESTS_TOTAL: &str = "ww_price_requests_total";
+
+    /// Every metric above, with its help text and label values.
+    pub const CATALOG: &[ww_core::metric::MetricSpec] = &[ww_core::metric::MetricSpec {
+        name: PRICE_REQUESTS_TOTAL,
+        kind: ww_core::metric::MetricKind::Counter,
+        help: "Price API requests (failures leave alerts without USD values)",
+        labels: &[("outcome", &["ok", "error"])],
+    }];
+}
 pub use render::{Alert, Explorer};
 
 /// Why a delivery failed.

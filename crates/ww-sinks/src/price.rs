@@ -105,7 +105,7 @@ impl PriceCache {
                     None
                 }
             };
-            metrics::counter!("ww_price_requests_total", "outcome" => if fetched.is_some() { "ok" } else { "error" }).increment(1);
+            metrics::counter!(crate::metric_names::PRICE_REQUESTS_TOTAL, "outcome" => if fetched.is_some() { "ok" } else { "error" }).increment(1);
             // Failures are not cached, so the next alert tries again.
             let Some(body) = fetched else { continue };
             let now = Instant::now();

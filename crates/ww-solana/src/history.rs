@@ -24,6 +24,8 @@ pub struct HistoryRange {
     pub since_time: Option<i64>,
     /// Only entries with a block time at or before this (Unix seconds).
     pub until_time: Option<i64>,
+    /// Only entries in slots at or below this.
+    pub max_slot: Option<u64>,
 }
 
 /// Lists every signature of `address` in `range`, oldest first.
@@ -54,7 +56,9 @@ pub async fn list_signatures(
                 break;
             }
             before = Some(entry.signature.clone());
-            if range.until_time.is_some_and(|until| entry.block_time.is_some_and(|time| time > until)) {
+            if range.until_time.is_some_and(|until| entry.block_time.is_some_and(|time| time > until))
+                || range.max_slot.is_some_and(|max| entry.slot.0 > max)
+            {
                 continue;
             }
             collected.push(entry);

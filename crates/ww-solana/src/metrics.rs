@@ -12,7 +12,7 @@ pub const PUBSUB_NOTIFICATIONS_TOTAL: &str = "ww_pubsub_notifications_total";
 pub const PUBSUB_DECODE_ERRORS_TOTAL: &str = "ww_pubsub_decode_errors_total";
 /// Counter: subscribe requests the server refused (retried).
 pub const PUBSUB_SUBSCRIBE_ERRORS_TOTAL: &str = "ww_pubsub_subscribe_errors_total";
-/// Gauge: acknowledged subscriptions. Labels: `connection` (pool index).
+/// Gauge: acknowledged subscriptions. Labels: `endpoint` (host).
 pub const PUBSUB_SUBSCRIPTIONS: &str = "ww_pubsub_subscriptions";
 /// Gauge: subscriptions that did not fit in the pool's connection limits.
 pub const PUBSUB_UNPLACED_SUBSCRIPTIONS: &str = "ww_pubsub_unplaced_subscriptions";
@@ -22,3 +22,32 @@ pub const RPC_CALLS_TOTAL: &str = "ww_rpc_calls_total";
 pub const RPC_ERRORS_TOTAL: &str = "ww_rpc_errors_total";
 /// Counter: transactions that could not be decoded. Labels: `reason`.
 pub const DECODE_ERRORS_TOTAL: &str = "ww_solana_decode_errors_total";
+
+/// Every metric above, with its help text and the label values known in advance.
+pub const CATALOG: &[ww_core::metric::MetricSpec] = {
+    use ww_core::metric::MetricKind::{Counter, Gauge};
+    use ww_core::metric::MetricSpec;
+    const SUBSCRIBE_METHODS: &[&str] = &["logsSubscribe", "accountSubscribe", "programSubscribe", "slotSubscribe"];
+    const RPC_METHODS: &[&str] = &[
+        "getTransaction",
+        "getSignaturesForAddress",
+        "getMultipleAccounts",
+        "getTokenAccountsByOwner",
+        "getBalance",
+        "getSlot",
+        "getVersion",
+    ];
+    const ERROR_KINDS: &[&str] = &["transport", "http_429", "http_5xx", "http_4xx", "node", "malformed", "setup"];
+    &[
+        MetricSpec { name: PUBSUB_RECONNECTS_TOTAL, kind: Counter, help: "PubSub connections lost and re-established", labels: &[("endpoint", &[])] },
+        MetricSpec { name: PUBSUB_STALLS_TOTAL, kind: Counter, help: "PubSub connections declared dead because their heartbeat went silent", labels: &[] },
+        MetricSpec { name: PUBSUB_NOTIFICATIONS_TOTAL, kind: Counter, help: "PubSub notifications received for walletwatch's subscriptions", labels: &[("method", SUBSCRIBE_METHODS)] },
+        MetricSpec { name: PUBSUB_DECODE_ERRORS_TOTAL, kind: Counter, help: "PubSub frames that were not valid JSON-RPC (skipped and logged)", labels: &[] },
+        MetricSpec { name: PUBSUB_SUBSCRIBE_ERRORS_TOTAL, kind: Counter, help: "Subscribe requests the server refused", labels: &[] },
+        MetricSpec { name: PUBSUB_SUBSCRIPTIONS, kind: Gauge, help: "Subscriptions acknowledged, per endpoint", labels: &[("endpoint", &[])] },
+        MetricSpec { name: PUBSUB_UNPLACED_SUBSCRIPTIONS, kind: Gauge, help: "Subscriptions that did not fit in the pool's connection limits", labels: &[] },
+        MetricSpec { name: RPC_CALLS_TOTAL, kind: Counter, help: "JSON-RPC attempts, retries included", labels: &[("method", RPC_METHODS)] },
+        MetricSpec { name: RPC_ERRORS_TOTAL, kind: Counter, help: "Failed JSON-RPC attempts", labels: &[("method", RPC_METHODS), ("error_kind", ERROR_KINDS)] },
+        MetricSpec { name: DECODE_ERRORS_TOTAL, kind: Counter, help: "Transactions that could not be decoded (their wallets are gap-filled)", labels: &[("reason", &["malformed"])] },
+    ]
+};

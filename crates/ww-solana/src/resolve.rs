@@ -2,9 +2,17 @@
 //! notification may answer `null` (not yet visible at the commitment), and
 //! providers answer 429 with `Retry-After` under load. Both are retried with
 //! bounded exponential backoff; permanent errors are returned at once.
+//!
+//! [`TransactionFetcher::fetch_shared`] is single-flight: callers asking for
+//! a transaction that is already being fetched (the live path and a history
+//! walk that lists it at the same moment) share that one request.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
+use futures_util::future::{BoxFuture, Shared};
 use serde_json::Value;
 use ww_core::{Commitment, Signature};
 
@@ -27,14 +35,37 @@ pub enum FetchError {
     Rpc(#[from] RpcError),
 }
 
+impl FetchError {
+    /// Returns whether the failure is the endpoint's (transport, 429, 5xx,
+    /// "not available yet"): trying later should work. Otherwise it is the
+    /// transaction's own (the node does not return it), and retrying the same
+    /// request soon is unlikely to help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FetchError::NotFound { .. } => false,
+            FetchError::Rpc(error) => error.is_retryable(),
+        }
+    }
+}
+
+/// A fetch shared by every caller asking for the same transaction meanwhile.
+type SharedFetch = Shared<BoxFuture<'static, Arc<Result<Value, FetchError>>>>;
+
 /// Fetches transactions with retries.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TransactionFetcher {
     client: RpcClient,
     commitment: Commitment,
     max_attempts: u32,
     initial_delay: Duration,
     max_delay: Duration,
+    in_flight: Arc<Mutex<HashMap<Signature, SharedFetch>>>,
+}
+
+impl std::fmt::Debug for TransactionFetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransactionFetcher").field("commitment", &self.commitment).finish_non_exhaustive()
+    }
 }
 
 impl TransactionFetcher {
@@ -46,7 +77,33 @@ impl TransactionFetcher {
             max_attempts: 8,
             initial_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(2),
+            in_flight: Arc::default(),
         }
+    }
+
+    /// Fetches one transaction like [`TransactionFetcher::fetch`], sharing
+    /// the request with any other caller fetching the same signature now.
+    pub async fn fetch_shared(&self, signature: &Signature) -> Arc<Result<Value, FetchError>> {
+        let shared = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+            match in_flight.get(signature) {
+                Some(existing) => existing.clone(),
+                None => {
+                    let fetcher = self.clone();
+                    let owned = signature.clone();
+                    let future = async move {
+                        let result = Arc::new(fetcher.fetch(&owned).await);
+                        fetcher.in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&owned);
+                        result
+                    }
+                    .boxed()
+                    .shared();
+                    in_flight.insert(signature.clone(), future.clone());
+                    future
+                }
+            }
+        };
+        shared.await
     }
 
     /// Returns the underlying client.

@@ -192,8 +192,15 @@ async fn a_dropped_connection_is_reconnected_and_resubscribed_with_new_ids() {
     assert_eq!(server.state.connections.lock().expect("lock")[1].len(), 8, "every subscription was sent again");
     let second_id = server.subscription_id(1, &logs_param).expect("resubscribed");
     assert_ne!(first_id, second_id);
-    // The new server id maps to the same stable key; the old one no longer does.
+    // The old id no longer maps to anything: a notification on it yields
+    // nothing, so the first one through is the other wallet's, on its new id.
+    let other_logs_param = format!("logsSubscribe:{}", json!({"mentions": [wallet(2).as_str()]}));
+    let other_id = server.subscription_id(1, &other_logs_param).expect("the other wallet resubscribed");
+    assert_ne!(other_id, first_id);
     server.push.send(logs_notification(first_id)).expect("push");
+    server.push.send(logs_notification(other_id)).expect("push");
+    assert_eq!(next_notification(&mut events).await, SubscriptionKey::Logs(wallet(2)), "the old id still maps to a key");
+    // The new server id maps to the same stable key.
     server.push.send(logs_notification(second_id)).expect("push");
     assert_eq!(next_notification(&mut events).await, SubscriptionKey::Logs(watched));
     pool.shutdown().await;

@@ -23,8 +23,29 @@ const RUNS: usize = 5;
 const EVENTS_PER_RUN: u64 = 2_000;
 const BATCH: u64 = 100;
 
+fn wallet(index: u64) -> WalletAddress {
+    WalletAddress::parse(&bs58::encode([(index % 50) as u8 + 1; 32]).into_string()).expect("valid")
+}
+
+/// The 50 wallets the events belong to must be tracked: events of untracked
+/// wallets are refused.
+fn track_all(store: &RedbStore) {
+    for index in 0..50 {
+        let request = ww_core::store::TrackRequest {
+            chain: ww_core::Chain::Solana,
+            address: wallet(index),
+            label: None,
+            user: "bench".into(),
+            filter: None,
+            destination: None,
+            start_slot: None,
+        };
+        store.track_wallet(&request, UnixMillis(0)).expect("track");
+    }
+}
+
 fn event(index: u64) -> NewEvent {
-    let wallet = WalletAddress::parse(&bs58::encode([(index % 50) as u8 + 1; 32]).into_string()).expect("valid");
+    let wallet = wallet(index);
     let mut event = ww_test_utils::sample_event(&wallet, ww_test_utils::signature_from_seed(index), index);
     event.sol_delta = -5_000;
     NewEvent { event, routes: vec![ww_core::store::Route { destination: "discord-channel:1".parse().expect("valid"), user: "u".into() }] }
@@ -44,10 +65,11 @@ fn bench_record_events(batch: u64) -> f64 {
         .map(|_| {
             let dir = tempfile::tempdir().expect("tempdir");
             let store = RedbStore::open_in_dir(dir.path()).expect("open");
+            track_all(&store);
             let events: Vec<NewEvent> = (0..EVENTS_PER_RUN).map(event).collect();
             let started = Instant::now();
             for chunk in events.chunks(batch as usize) {
-                store.record_events(chunk, UnixMillis(i64::MAX)).expect("record");
+                store.record_events(chunk, None).expect("record");
             }
             rate(EVENTS_PER_RUN, started.elapsed())
         })

@@ -4,7 +4,9 @@
 //! server to run. It implements [`ww_core::store::Store`]; see that trait for
 //! the invariants every backend keeps.
 
+mod codec;
 mod redb;
+mod schema;
 mod tables;
 
 pub use crate::redb::{RedbStore, STORE_FILE_NAME};

@@ -16,22 +16,23 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use ww_core::alert::Subscription;
+use ww_core::alert::{DestinationId, Subscription};
+use ww_core::balance::{BalanceChange, BalanceRecord};
 use ww_core::store::{
-    ApiToken, DeadLetter, EventQuery, JobSelection, NewEvent, OutboxJob, RecordOutcome, RuntimeStats, Store, StoreError,
-    TrackRequest,
+    ApiToken, CursorMove, DeadLetter, EventQuery, JobSelection, KnownTransaction, NewEvent, OutboxJob, RecordOutcome,
+    RuntimeStats, Store, StoreError, TrackRequest, UnresolvedTransaction,
 };
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{LastTransaction, SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
-use ww_core::balance::{BalanceChange, BalanceRecord};
 use ww_core::{EventSeq, Position, Signature, StoredEvent, WalletAddress};
 
+use crate::codec::{
+    commit_error, decode, encode, is_disk_full, read_u64, storage_error, table_error, transaction_error,
+};
 use crate::tables::{
-    API_TOKENS, BALANCE_HISTORY, BALANCES, CURSORS, DEAD_LETTERS, EVENTS, META, META_NEXT_OUTBOX_ID, META_NEXT_SEQ,
-    META_RUNTIME_STATS, META_SCHEMA_VERSION, OUTBOX, SCHEMA_VERSION, SEEN, SEEN_BY_EXPIRY, SETTINGS, SUBSCRIPTIONS,
-    USER_SUBSCRIPTIONS, WALLET_EVENTS, WALLETS,
+    API_TOKENS, BALANCE_HISTORY, BALANCES, CURSORS, DEAD_LETTERS, EVENT_KEYS, EVENTS, META, META_NEXT_OUTBOX_ID,
+    META_NEXT_SEQ, META_RUNTIME_STATS, META_SCHEMA_VERSION, OUTBOX, OUTBOX_BY_DESTINATION, SCHEMA_VERSION, SETTINGS,
+    SUBSCRIPTIONS, UNRESOLVED, USER_SUBSCRIPTIONS, WALLET_EVENTS, WALLETS,
 };
 
 /// The store file's name inside the data directory.
@@ -44,72 +45,14 @@ const CACHE_SIZE_BYTES: usize = 64 * 1024 * 1024;
 pub struct RedbStore {
     database: Database,
     path: PathBuf,
+    /// The schema version this open migrated from, if it migrated.
+    migrated_from: Option<u32>,
 }
 
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedbStore").field("path", &self.path).finish_non_exhaustive()
     }
-}
-
-fn backend(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(error.to_string())
-}
-
-fn is_disk_full(error: &std::io::Error) -> bool {
-    // ENOSPC (28) and EDQUOT (122) on Linux.
-    matches!(error.raw_os_error(), Some(28) | Some(122)) || error.kind() == std::io::ErrorKind::StorageFull
-}
-
-fn storage_error(error: redb::StorageError) -> StoreError {
-    match error {
-        redb::StorageError::Io(io_error) if is_disk_full(&io_error) => {
-            StoreError::Write { reason: format!("disk full: {io_error}") }
-        }
-        redb::StorageError::Io(io_error) => StoreError::Write { reason: io_error.to_string() },
-        redb::StorageError::Corrupted(reason) => StoreError::Corrupt { table: "file", reason },
-        other => backend(other),
-    }
-}
-
-fn commit_error(error: redb::CommitError) -> StoreError {
-    match error {
-        redb::CommitError::Storage(storage) => storage_error(storage),
-        other => backend(other),
-    }
-}
-
-fn transaction_error(error: redb::TransactionError) -> StoreError {
-    match error {
-        redb::TransactionError::Storage(storage) => storage_error(storage),
-        other => backend(other),
-    }
-}
-
-fn table_error(error: redb::TableError) -> StoreError {
-    match error {
-        redb::TableError::Storage(storage) => storage_error(storage),
-        other => backend(other),
-    }
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(backend)
-}
-
-fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt { table, reason: error.to_string() })
-}
-
-fn seen_key(wallet: &WalletAddress, signature: &Signature) -> String {
-    format!("{wallet}:{signature}")
-}
-
-fn read_u64(bytes: &[u8]) -> Result<u64, StoreError> {
-    let array: [u8; 8] = bytes
-        .try_into()
-        .map_err(|_| StoreError::Corrupt { table: "meta", reason: format!("expected 8 bytes, found {}", bytes.len()) })?;
-    Ok(u64::from_le_bytes(array))
 }
 
 impl RedbStore {
@@ -168,9 +111,9 @@ impl RedbStore {
                 ));
             }
         };
-        let store = Self { database, path: path.to_path_buf() };
-        store.initialize_schema()?;
-        Ok(store)
+        let found_version = crate::schema::initialize(&database, &shown_path)?;
+        let migrated_from = found_version.filter(|version| *version != u64::from(SCHEMA_VERSION)).map(|version| u32::try_from(version).unwrap_or(u32::MAX));
+        Ok(Self { database, path: path.to_path_buf(), migrated_from })
     }
 
     /// Refuses a file whose schema is newer than this build, without writing to it.
@@ -201,141 +144,11 @@ impl RedbStore {
         &self.path
     }
 
-    fn initialize_schema(&self) -> Result<(), StoreError> {
-        let read = self.database.begin_read().map_err(transaction_error)?;
-        let found_version = match read.open_table(META) {
-            Ok(meta) => match meta.get(META_SCHEMA_VERSION).map_err(storage_error)? {
-                Some(value) => Some(read_u64(value.value())?),
-                None => None,
-            },
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(error) => return Err(table_error(error)),
-        };
-        drop(read);
-        match found_version {
-            Some(version) if version == u64::from(SCHEMA_VERSION) => Ok(()),
-            Some(1) => {
-                self.migrate_1_to_2()?;
-                self.migrate_2_to_3()?;
-                self.migrate_3_to_4()
-            }
-            Some(2) => {
-                self.migrate_2_to_3()?;
-                self.migrate_3_to_4()
-            }
-            Some(3) => self.migrate_3_to_4(),
-            Some(version) if version > u64::from(SCHEMA_VERSION) => Err(StoreError::NewerSchema {
-                path: self.path.display().to_string(),
-                found: u32::try_from(version).unwrap_or(u32::MAX),
-                supported: SCHEMA_VERSION,
-            }),
-            Some(version) => Err(StoreError::Open {
-                path: self.path.display().to_string(),
-                reason: format!("schema version {version} has no migration to {SCHEMA_VERSION}"),
-            }),
-            None => self.create_tables(),
-        }
-    }
-
-    /// Schema 2 adds the balance tables; nothing else changes.
-    fn migrate_1_to_2(&self) -> Result<(), StoreError> {
-        let write = self.database.begin_write().map_err(transaction_error)?;
-        {
-            write.open_table(BALANCES).map_err(table_error)?;
-            write.open_table(BALANCE_HISTORY).map_err(table_error)?;
-            let mut meta = write.open_table(META).map_err(table_error)?;
-            meta.insert(META_SCHEMA_VERSION, 2u64.to_le_bytes().as_slice()).map_err(storage_error)?;
-        }
-        write.commit().map_err(commit_error)?;
-        tracing::info!(path = %self.path.display(), "store migrated from schema 1 to 2");
-        Ok(())
-    }
-
-    /// Schema 3 adds the API token table; nothing else changes.
-    fn migrate_2_to_3(&self) -> Result<(), StoreError> {
-        let write = self.database.begin_write().map_err(transaction_error)?;
-        {
-            write.open_table(API_TOKENS).map_err(table_error)?;
-            let mut meta = write.open_table(META).map_err(table_error)?;
-            meta.insert(META_SCHEMA_VERSION, 3u64.to_le_bytes().as_slice()).map_err(storage_error)?;
-        }
-        write.commit().map_err(commit_error)?;
-        tracing::info!(path = %self.path.display(), "store migrated from schema 2 to 3");
-        Ok(())
-    }
-
-    /// Schema 4 adds per-user subscriptions (one per tracking user of every
-    /// existing wallet, with the wallet's label and the default filter), dead
-    /// letters and settings. Outbox rows gain fields with defaults.
-    fn migrate_3_to_4(&self) -> Result<(), StoreError> {
-        let write = self.database.begin_write().map_err(transaction_error)?;
-        let mut migrated = 0usize;
-        {
-            let wallets = write.open_table(WALLETS).map_err(table_error)?;
-            let mut subscriptions = write.open_table(SUBSCRIPTIONS).map_err(table_error)?;
-            let mut user_subscriptions = write.open_table(USER_SUBSCRIPTIONS).map_err(table_error)?;
-            for entry in wallets.iter().map_err(storage_error)? {
-                let (_, value) = entry.map_err(storage_error)?;
-                let record: WalletRecord = decode("wallets", value.value())?;
-                for user in &record.tracking_users {
-                    let subscription = Subscription {
-                        user: user.clone(),
-                        wallet: record.address.clone(),
-                        label: record.label.clone(),
-                        filter: ww_core::alert::AlertFilter::default(),
-                        destinations: BTreeSet::new(),
-                        created_at: record.added_at,
-                    };
-                    subscriptions
-                        .insert((record.address.as_str(), user.as_str()), encode(&subscription)?.as_slice())
-                        .map_err(storage_error)?;
-                    user_subscriptions.insert((user.as_str(), record.address.as_str()), ()).map_err(storage_error)?;
-                    migrated += 1;
-                }
-            }
-            write.open_table(DEAD_LETTERS).map_err(table_error)?;
-            write.open_table(SETTINGS).map_err(table_error)?;
-            let mut meta = write.open_table(META).map_err(table_error)?;
-            meta.insert(META_SCHEMA_VERSION, 4u64.to_le_bytes().as_slice()).map_err(storage_error)?;
-        }
-        write.commit().map_err(commit_error)?;
-        tracing::info!(path = %self.path.display(), subscriptions = migrated, "store migrated from schema 3 to 4");
-        Ok(())
-    }
-
-    fn create_tables(&self) -> Result<(), StoreError> {
-        let write = self.database.begin_write().map_err(transaction_error)?;
-        {
-            let mut meta = write.open_table(META).map_err(table_error)?;
-            // Another process may have initialized the file meanwhile.
-            if meta.get(META_SCHEMA_VERSION).map_err(storage_error)?.is_none() {
-                let has_tables = write.list_tables().map_err(storage_error)?.count() > 1;
-                if has_tables {
-                    return Err(StoreError::Open {
-                        path: self.path.display().to_string(),
-                        reason: "the file has tables but no schema version: it was not written by walletwatch"
-                            .to_string(),
-                    });
-                }
-                meta.insert(META_SCHEMA_VERSION, u64::from(SCHEMA_VERSION).to_le_bytes().as_slice())
-                    .map_err(storage_error)?;
-            }
-            write.open_table(WALLETS).map_err(table_error)?;
-            write.open_table(CURSORS).map_err(table_error)?;
-            write.open_table(SEEN).map_err(table_error)?;
-            write.open_table(SEEN_BY_EXPIRY).map_err(table_error)?;
-            write.open_table(EVENTS).map_err(table_error)?;
-            write.open_table(WALLET_EVENTS).map_err(table_error)?;
-            write.open_table(OUTBOX).map_err(table_error)?;
-            write.open_table(BALANCES).map_err(table_error)?;
-            write.open_table(BALANCE_HISTORY).map_err(table_error)?;
-            write.open_table(API_TOKENS).map_err(table_error)?;
-            write.open_table(SUBSCRIPTIONS).map_err(table_error)?;
-            write.open_table(USER_SUBSCRIPTIONS).map_err(table_error)?;
-            write.open_table(DEAD_LETTERS).map_err(table_error)?;
-            write.open_table(SETTINGS).map_err(table_error)?;
-        }
-        write.commit().map_err(commit_error)
+    /// Returns the schema version this open migrated the file from, when it
+    /// did (other processes opening the file at the same time find it
+    /// migrated and return `None`).
+    pub fn migrated_from(&self) -> Option<u32> {
+        self.migrated_from
     }
 
     fn read_wallet(table: &impl redb::ReadableTable<&'static str, &'static [u8]>, address: &WalletAddress) -> Result<Option<WalletRecord>, StoreError> {
@@ -374,6 +187,7 @@ impl Store for RedbStore {
                         chain: request.chain,
                         tracking_users: BTreeSet::from([request.user.clone()]),
                         added_at: now,
+                        start_slot: request.start_slot,
                         last_transaction: None,
                         transaction_count: 0,
                         subscription_status: SubscriptionStatus::Pending,
@@ -433,6 +247,10 @@ impl Store for RedbStore {
                         UntrackOutcome::NotTracked
                     } else if record.tracking_users.is_empty() {
                         wallets.remove(address.as_str()).map_err(storage_error)?;
+                        // Its history position goes with it: tracked again,
+                        // it starts afresh instead of from where it stopped.
+                        remove_owned(&mut write.open_table(CURSORS).map_err(table_error)?, address)?;
+                        remove_owned(&mut write.open_table(UNRESOLVED).map_err(table_error)?, address)?;
                         UntrackOutcome::Removed
                     } else {
                         wallets.insert(address.as_str(), encode(&record)?.as_slice()).map_err(storage_error)?;
@@ -477,42 +295,47 @@ impl Store for RedbStore {
         write.commit().map_err(commit_error)
     }
 
-    fn cursor(&self, address: &WalletAddress) -> Result<Option<Position>, StoreError> {
+    fn cursor(&self, owner: &WalletAddress, address: &WalletAddress) -> Result<Option<Position>, StoreError> {
         let read = self.database.begin_read().map_err(transaction_error)?;
         let cursors = read.open_table(CURSORS).map_err(table_error)?;
-        match cursors.get(address.as_str()).map_err(storage_error)? {
+        match cursors.get((owner.as_str(), address.as_str())).map_err(storage_error)? {
             Some(bytes) => decode("cursors", bytes.value()).map(Some),
             None => Ok(None),
         }
     }
 
-    fn advance_cursor(&self, address: &WalletAddress, from: Option<&Position>, to: &Position) -> Result<(), StoreError> {
+    fn advance_cursor(
+        &self,
+        owner: &WalletAddress,
+        address: &WalletAddress,
+        from: Option<&Position>,
+        to: &Position,
+    ) -> Result<(), StoreError> {
         let write = self.database.begin_write().map_err(transaction_error)?;
         {
+            let wallets = write.open_table(WALLETS).map_err(table_error)?;
             let mut cursors = write.open_table(CURSORS).map_err(table_error)?;
-            let found: Option<Position> = match cursors.get(address.as_str()).map_err(storage_error)? {
-                Some(bytes) => Some(decode("cursors", bytes.value())?),
-                None => None,
-            };
-            if found.as_ref() != from {
-                return Err(StoreError::CursorConflict { address: address.clone(), expected: from.cloned(), found });
-            }
-            cursors.insert(address.as_str(), encode(to)?.as_slice()).map_err(storage_error)?;
+            let cursor_move = CursorMove { owner: owner.clone(), address: address.clone(), from: from.cloned(), to: to.clone() };
+            move_cursor(&wallets, &mut cursors, &cursor_move)?;
         }
         write.commit().map_err(commit_error)
     }
 
-    fn record_events(&self, events: &[NewEvent], seen_expires_at: UnixMillis) -> Result<Vec<RecordOutcome>, StoreError> {
+    fn record_events(&self, events: &[NewEvent], cursor: Option<&CursorMove>) -> Result<Vec<RecordOutcome>, StoreError> {
         let write = self.database.begin_write().map_err(transaction_error)?;
         let mut outcomes = Vec::with_capacity(events.len());
         {
             let mut meta = write.open_table(META).map_err(table_error)?;
-            let mut seen = write.open_table(SEEN).map_err(table_error)?;
-            let mut seen_by_expiry = write.open_table(SEEN_BY_EXPIRY).map_err(table_error)?;
+            let mut event_keys = write.open_table(EVENT_KEYS).map_err(table_error)?;
             let mut stored_events = write.open_table(EVENTS).map_err(table_error)?;
             let mut wallet_events = write.open_table(WALLET_EVENTS).map_err(table_error)?;
             let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
+            let mut by_destination = write.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
+            let mut unresolved = write.open_table(UNRESOLVED).map_err(table_error)?;
             let mut wallets = write.open_table(WALLETS).map_err(table_error)?;
+            if let Some(cursor_move) = cursor {
+                move_cursor(&wallets, &mut write.open_table(CURSORS).map_err(table_error)?, cursor_move)?;
+            }
             // Counters and wallet records are read once and written once per
             // batch, not once per event.
             let mut next_seq = Self::read_counter(&meta, META_NEXT_SEQ)?;
@@ -520,15 +343,25 @@ impl Store for RedbStore {
             let mut touched_wallets: HashMap<WalletAddress, Option<WalletRecord>> = HashMap::new();
             for new_event in events {
                 let event = &new_event.event;
-                let key = seen_key(&event.wallet, &event.signature);
-                if seen.get(key.as_str()).map_err(storage_error)?.is_some() {
+                let record = match touched_wallets.entry(event.wallet.clone()) {
+                    std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(entry) => {
+                        entry.insert(Self::read_wallet(&wallets, &event.wallet)?)
+                    }
+                };
+                let Some(record) = record else {
+                    outcomes.push(RecordOutcome::Untracked);
+                    continue;
+                };
+                let key = (event.wallet.as_str(), event.signature.as_str());
+                if event_keys.get(key).map_err(storage_error)?.is_some() {
                     outcomes.push(RecordOutcome::Duplicate);
                     continue;
                 }
-                seen.insert(key.as_str(), seen_expires_at.0).map_err(storage_error)?;
-                seen_by_expiry.insert((seen_expires_at.0, key.as_str()), ()).map_err(storage_error)?;
                 let seq = EventSeq(next_seq);
                 next_seq += 1;
+                event_keys.insert(key, seq.0).map_err(storage_error)?;
+                unresolved.remove(key).map_err(storage_error)?;
                 let stored = StoredEvent { seq, event: event.clone() };
                 stored_events.insert(seq.0, encode(&stored)?.as_slice()).map_err(storage_error)?;
                 wallet_events.insert((event.wallet.as_str(), seq.0), ()).map_err(storage_error)?;
@@ -546,22 +379,14 @@ impl Store for RedbStore {
                         last_error: None,
                     };
                     outbox.insert(next_outbox_id, encode(&job)?.as_slice()).map_err(storage_error)?;
+                    by_destination.insert((job.destination.to_string().as_str(), next_outbox_id), ()).map_err(storage_error)?;
                     next_outbox_id += 1;
                 }
-                let record = match touched_wallets.entry(event.wallet.clone()) {
-                    std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(entry) => {
-                        entry.insert(Self::read_wallet(&wallets, &event.wallet)?)
-                    }
-                };
-                if let Some(record) = record {
-                    record.transaction_count += 1;
-                    let is_newer = record.last_transaction.as_ref().is_none_or(|last| event.slot >= last.slot);
-                    if is_newer {
-                        let at = event.block_time.map_or(event.received_at, |seconds| UnixMillis(seconds.saturating_mul(1000)));
-                        record.last_transaction =
-                            Some(LastTransaction { signature: event.signature.clone(), slot: event.slot, at });
-                    }
+                record.transaction_count += 1;
+                let is_newer = record.last_transaction.as_ref().is_none_or(|last| event.slot >= last.slot);
+                if is_newer {
+                    let at = event.block_time.map_or(event.received_at, |seconds| UnixMillis(seconds.saturating_mul(1000)));
+                    record.last_transaction = Some(LastTransaction { signature: event.signature.clone(), slot: event.slot, at });
                 }
                 outcomes.push(RecordOutcome::Inserted(seq));
             }
@@ -579,34 +404,31 @@ impl Store for RedbStore {
 
     fn is_seen(&self, wallet: &WalletAddress, signature: &Signature) -> Result<bool, StoreError> {
         let read = self.database.begin_read().map_err(transaction_error)?;
-        let seen = read.open_table(SEEN).map_err(table_error)?;
-        Ok(seen.get(seen_key(wallet, signature).as_str()).map_err(storage_error)?.is_some())
+        let event_keys = read.open_table(EVENT_KEYS).map_err(table_error)?;
+        Ok(event_keys.get((wallet.as_str(), signature.as_str())).map_err(storage_error)?.is_some())
     }
 
-    fn prune_seen(&self, now: UnixMillis) -> Result<u64, StoreError> {
-        let write = self.database.begin_write().map_err(transaction_error)?;
-        let mut pruned = 0u64;
-        {
-            let mut seen = write.open_table(SEEN).map_err(table_error)?;
-            let mut seen_by_expiry = write.open_table(SEEN_BY_EXPIRY).map_err(table_error)?;
-            let mut expired: Vec<(i64, String)> = Vec::new();
-            for entry in seen_by_expiry.range((i64::MIN, "")..(now.0, "")).map_err(storage_error)? {
-                let (key, _) = entry.map_err(storage_error)?;
-                let (expires_at, seen_key) = key.value();
-                expired.push((expires_at, seen_key.to_string()));
-            }
-            for (expires_at, key) in &expired {
-                seen_by_expiry.remove((*expires_at, key.as_str())).map_err(storage_error)?;
-                // A key re-seen later carries a later expiry; keep it.
-                let current = seen.get(key.as_str()).map_err(storage_error)?.map(|value| value.value());
-                if current == Some(*expires_at) {
-                    seen.remove(key.as_str()).map_err(storage_error)?;
-                    pruned += 1;
+    fn known_transactions(
+        &self,
+        wallet: &WalletAddress,
+        signatures: &[Signature],
+    ) -> Result<HashMap<Signature, KnownTransaction>, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let event_keys = read.open_table(EVENT_KEYS).map_err(table_error)?;
+        let unresolved = read.open_table(UNRESOLVED).map_err(table_error)?;
+        let mut known = HashMap::new();
+        for signature in signatures {
+            let key = (wallet.as_str(), signature.as_str());
+            if event_keys.get(key).map_err(storage_error)?.is_some() {
+                known.insert(signature.clone(), KnownTransaction::Stored);
+            } else if let Some(bytes) = unresolved.get(key).map_err(storage_error)? {
+                let entry: UnresolvedTransaction = decode("unresolved", bytes.value())?;
+                if entry.is_given_up {
+                    known.insert(signature.clone(), KnownTransaction::GivenUp);
                 }
             }
         }
-        write.commit().map_err(commit_error)?;
-        Ok(pruned)
+        Ok(known)
     }
 
     fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
@@ -654,19 +476,52 @@ impl Store for RedbStore {
         Ok(results)
     }
 
-    fn outbox_due(&self, now: UnixMillis, limit: usize) -> Result<Vec<OutboxJob>, StoreError> {
+    fn last_event_seq(&self) -> Result<EventSeq, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let events = read.open_table(EVENTS).map_err(table_error)?;
+        Ok(EventSeq(events.last().map_err(storage_error)?.map_or(0, |(seq, _)| seq.value())))
+    }
+
+    fn outbox_heads(&self, limit: usize) -> Result<Vec<OutboxJob>, StoreError> {
         let read = self.database.begin_read().map_err(transaction_error)?;
         let outbox = read.open_table(OUTBOX).map_err(table_error)?;
+        let by_destination = read.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
+        let mut heads = Vec::new();
+        let mut next_destination = String::new();
+        // One seek per destination: after a destination's first job, jump
+        // past all of its jobs to the next destination's first.
+        while heads.len() < limit {
+            let Some(entry) = by_destination.range((next_destination.as_str(), 0)..).map_err(storage_error)?.next() else {
+                break;
+            };
+            let (key, _) = entry.map_err(storage_error)?;
+            let (destination, job_id) = key.value();
+            if let Some(bytes) = outbox.get(job_id).map_err(storage_error)? {
+                heads.push(decode("outbox", bytes.value())?);
+            }
+            // The smallest string greater than every key of this destination.
+            next_destination = format!("{destination}\u{0}");
+        }
+        Ok(heads)
+    }
+
+    fn outbox_due_for(&self, destination: &DestinationId, now: UnixMillis, limit: usize) -> Result<Vec<OutboxJob>, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let outbox = read.open_table(OUTBOX).map_err(table_error)?;
+        let by_destination = read.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
+        let name = destination.to_string();
         let mut jobs = Vec::new();
-        for entry in outbox.iter().map_err(storage_error)? {
+        for entry in by_destination.range((name.as_str(), 0)..=(name.as_str(), u64::MAX)).map_err(storage_error)? {
             if jobs.len() >= limit {
                 break;
             }
-            let (_, value) = entry.map_err(storage_error)?;
-            let job: OutboxJob = decode("outbox", value.value())?;
-            if job.next_attempt_at <= now {
-                jobs.push(job);
+            let (key, _) = entry.map_err(storage_error)?;
+            let Some(bytes) = outbox.get(key.value().1).map_err(storage_error)? else { continue };
+            let job: OutboxJob = decode("outbox", bytes.value())?;
+            if job.next_attempt_at > now {
+                break;
             }
+            jobs.push(job);
         }
         Ok(jobs)
     }
@@ -675,8 +530,15 @@ impl Store for RedbStore {
         let write = self.database.begin_write().map_err(transaction_error)?;
         {
             let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
+            let mut by_destination = write.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
             for job_id in job_ids {
-                outbox.remove(*job_id).map_err(storage_error)?;
+                let removed: Option<OutboxJob> = match outbox.remove(*job_id).map_err(storage_error)? {
+                    Some(bytes) => Some(decode("outbox", bytes.value())?),
+                    None => None,
+                };
+                if let Some(job) = removed {
+                    by_destination.remove((job.destination.to_string().as_str(), job.id)).map_err(storage_error)?;
+                }
             }
         }
         write.commit().map_err(commit_error)
@@ -715,6 +577,11 @@ impl Store for RedbStore {
                 None => None,
             };
             if let Some(mut job) = job {
+                write
+                    .open_table(OUTBOX_BY_DESTINATION)
+                    .map_err(table_error)?
+                    .remove((job.destination.to_string().as_str(), job.id))
+                    .map_err(storage_error)?;
                 job.attempts = attempts;
                 job.last_error = Some(error.to_string());
                 let letter = DeadLetter { job, died_at: now };
@@ -752,6 +619,7 @@ impl Store for RedbStore {
         {
             let mut dead = write.open_table(DEAD_LETTERS).map_err(table_error)?;
             let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
+            let mut by_destination = write.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
             let mut selected: Vec<DeadLetter> = Vec::new();
             for entry in dead.iter().map_err(storage_error)? {
                 let (_, value) = entry.map_err(storage_error)?;
@@ -766,6 +634,7 @@ impl Store for RedbStore {
                 job.attempts = 0;
                 job.next_attempt_at = now;
                 outbox.insert(job.id, encode(&job)?.as_slice()).map_err(storage_error)?;
+                by_destination.insert((job.destination.to_string().as_str(), job.id), ()).map_err(storage_error)?;
                 moved += 1;
             }
         }
@@ -778,16 +647,18 @@ impl Store for RedbStore {
         let mut dropped = 0u64;
         {
             let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
-            let mut ids = Vec::new();
+            let mut by_destination = write.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
+            let mut selected = Vec::new();
             for entry in outbox.iter().map_err(storage_error)? {
-                let (key, value) = entry.map_err(storage_error)?;
+                let (_, value) = entry.map_err(storage_error)?;
                 let job: OutboxJob = decode("outbox", value.value())?;
                 if selection.matches(&job) {
-                    ids.push(key.value());
+                    selected.push(job);
                 }
             }
-            for id in ids {
-                outbox.remove(id).map_err(storage_error)?;
+            for job in selected {
+                outbox.remove(job.id).map_err(storage_error)?;
+                by_destination.remove((job.destination.to_string().as_str(), job.id)).map_err(storage_error)?;
                 dropped += 1;
             }
             let mut dead = write.open_table(DEAD_LETTERS).map_err(table_error)?;
@@ -929,6 +800,79 @@ impl Store for RedbStore {
         }
     }
 
+    fn note_unresolved(&self, entry: &UnresolvedTransaction, give_up_after: u32) -> Result<UnresolvedTransaction, StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        let stored = {
+            let mut unresolved = write.open_table(UNRESOLVED).map_err(table_error)?;
+            let key = (entry.owner.as_str(), entry.signature.as_str());
+            let previous: Option<UnresolvedTransaction> = match unresolved.get(key).map_err(storage_error)? {
+                Some(bytes) => Some(decode("unresolved", bytes.value())?),
+                None => None,
+            };
+            let mut stored = match previous {
+                Some(mut previous) => {
+                    previous.attempts = previous.attempts.saturating_add(1);
+                    previous.reason.clone_from(&entry.reason);
+                    previous.last_failed_at = entry.last_failed_at;
+                    previous
+                }
+                None => entry.clone(),
+            };
+            stored.is_retry_requested = false;
+            stored.is_given_up = stored.is_given_up || stored.attempts >= give_up_after;
+            unresolved.insert(key, encode(&stored)?.as_slice()).map_err(storage_error)?;
+            stored
+        };
+        write.commit().map_err(commit_error)?;
+        Ok(stored)
+    }
+
+    fn unresolved(&self, limit: usize) -> Result<Vec<UnresolvedTransaction>, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let unresolved = read.open_table(UNRESOLVED).map_err(table_error)?;
+        let mut entries = Vec::new();
+        for entry in unresolved.iter().map_err(storage_error)?.take(limit) {
+            let (_, value) = entry.map_err(storage_error)?;
+            entries.push(decode("unresolved", value.value())?);
+        }
+        Ok(entries)
+    }
+
+    fn request_unresolved_retry(&self, signatures: Option<&[Signature]>) -> Result<u64, StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        let mut requested = 0u64;
+        {
+            let mut unresolved = write.open_table(UNRESOLVED).map_err(table_error)?;
+            let mut selected: Vec<UnresolvedTransaction> = Vec::new();
+            for entry in unresolved.iter().map_err(storage_error)? {
+                let (_, value) = entry.map_err(storage_error)?;
+                let entry: UnresolvedTransaction = decode("unresolved", value.value())?;
+                if signatures.is_none_or(|signatures| signatures.contains(&entry.signature)) {
+                    selected.push(entry);
+                }
+            }
+            for mut entry in selected {
+                entry.is_retry_requested = true;
+                unresolved
+                    .insert((entry.owner.as_str(), entry.signature.as_str()), encode(&entry)?.as_slice())
+                    .map_err(storage_error)?;
+                requested += 1;
+            }
+        }
+        write.commit().map_err(commit_error)?;
+        Ok(requested)
+    }
+
+    fn clear_unresolved(&self, owner: &WalletAddress, signature: &Signature) -> Result<(), StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        write
+            .open_table(UNRESOLVED)
+            .map_err(table_error)?
+            .remove((owner.as_str(), signature.as_str()))
+            .map_err(storage_error)?;
+        write.commit().map_err(commit_error)
+    }
+
     fn save_api_token(&self, token: &ApiToken) -> Result<(), StoreError> {
         let write = self.database.begin_write().map_err(transaction_error)?;
         write.open_table(API_TOKENS).map_err(table_error)?.insert(token.hash.as_str(), encode(token)?.as_slice()).map_err(storage_error)?;
@@ -956,3 +900,46 @@ impl Store for RedbStore {
     }
 }
 
+
+/// Compare-and-sets one cursor inside a write transaction. A cursor is kept
+/// only for a tracked owner: a move for a wallet untracked meanwhile is
+/// dropped, so nothing is left behind for a later re-track to start from.
+fn move_cursor(
+    wallets: &impl redb::ReadableTable<&'static str, &'static [u8]>,
+    cursors: &mut redb::Table<(&'static str, &'static str), &'static [u8]>,
+    cursor_move: &CursorMove,
+) -> Result<(), StoreError> {
+    if wallets.get(cursor_move.owner.as_str()).map_err(storage_error)?.is_none() {
+        return Ok(());
+    }
+    let key = (cursor_move.owner.as_str(), cursor_move.address.as_str());
+    let found: Option<Position> = match cursors.get(key).map_err(storage_error)? {
+        Some(bytes) => Some(decode("cursors", bytes.value())?),
+        None => None,
+    };
+    if found != cursor_move.from {
+        return Err(StoreError::CursorConflict { address: cursor_move.address.clone(), expected: cursor_move.from.clone(), found });
+    }
+    cursors.insert(key, encode(&cursor_move.to)?.as_slice()).map_err(storage_error)?;
+    Ok(())
+}
+
+/// Removes every `(owner, *)` entry of a table keyed by (wallet, something).
+fn remove_owned<V: redb::Value + 'static>(
+    table: &mut redb::Table<(&'static str, &'static str), V>,
+    owner: &WalletAddress,
+) -> Result<(), StoreError> {
+    let mut keys: Vec<String> = Vec::new();
+    for entry in table.range((owner.as_str(), "")..).map_err(storage_error)? {
+        let (key, _) = entry.map_err(storage_error)?;
+        let (entry_owner, second) = key.value();
+        if entry_owner != owner.as_str() {
+            break;
+        }
+        keys.push(second.to_string());
+    }
+    for second in keys {
+        table.remove((owner.as_str(), second.as_str())).map_err(storage_error)?;
+    }
+    Ok(())
+}

@@ -6,7 +6,7 @@
 use redb::TableDefinition;
 
 /// The layout version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// `meta`: schema version and counters (u64 little-endian values).
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -18,18 +18,30 @@ pub(crate) const META_RUNTIME_STATS: &str = "runtime_stats";
 
 /// `wallets`: address → JSON `WalletRecord`.
 pub(crate) const WALLETS: TableDefinition<&str, &[u8]> = TableDefinition::new("wallets");
-/// `cursors`: address (wallet or token account) → JSON `Position`.
-pub(crate) const CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("cursors");
-/// `seen`: "wallet:signature" → expiry (Unix ms).
-pub(crate) const SEEN: TableDefinition<&str, i64> = TableDefinition::new("seen");
-/// `seen_by_expiry`: (expiry, "wallet:signature") → (), for pruning in order.
-pub(crate) const SEEN_BY_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("seen_by_expiry");
+/// `cursors` (until schema 4): address → JSON `Position`; replaced by [`CURSORS_BY_OWNER`].
+pub(crate) const LEGACY_CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("cursors");
+/// `cursors_by_owner` (since schema 5): (tracked wallet, address) → JSON
+/// `Position`; the address is the wallet itself or one of its token accounts,
+/// so a wallet's cursors go with it.
+pub(crate) const CURSORS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("cursors_by_owner");
+/// `seen` (until schema 4): "wallet:signature" → expiry; replaced by [`EVENT_KEYS`].
+pub(crate) const LEGACY_SEEN: TableDefinition<&str, i64> = TableDefinition::new("seen");
+/// `seen_by_expiry` (until schema 4): (expiry, "wallet:signature") → (); dropped.
+pub(crate) const LEGACY_SEEN_BY_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("seen_by_expiry");
+/// `event_keys` (since schema 5): (wallet, signature) → sequence number of
+/// its stored event. Never expires: it is the exactly-once key.
+pub(crate) const EVENT_KEYS: TableDefinition<(&str, &str), u64> = TableDefinition::new("event_keys");
 /// `events`: sequence number → JSON `StoredEvent`.
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// `wallet_events`: (wallet, sequence number) → (), the per-wallet index.
 pub(crate) const WALLET_EVENTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("wallet_events");
 /// `outbox`: job id → JSON job.
 pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+/// `outbox_by_destination` (since schema 5): (destination, job id) → (), so
+/// each destination's jobs are read in order without scanning the others'.
+pub(crate) const OUTBOX_BY_DESTINATION: TableDefinition<(&str, u64), ()> = TableDefinition::new("outbox_by_destination");
+/// `unresolved` (since schema 5): (wallet, signature) → JSON `UnresolvedTransaction`.
+pub(crate) const UNRESOLVED: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("unresolved");
 /// `balances` (since schema 2): account address → JSON `BalanceRecord` (current).
 pub(crate) const BALANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("balances");
 /// `balance_history` (since schema 2): (account address, observed at ms) → JSON `BalanceRecord`.

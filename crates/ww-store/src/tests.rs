@@ -1,4 +1,4 @@
-use ww_core::store::{EventQuery, NewEvent, RecordOutcome, Store, StoreError, TrackRequest};
+use ww_core::store::{CursorMove, EventQuery, KnownTransaction, NewEvent, RecordOutcome, Store, StoreError, TrackRequest, UnresolvedTransaction};
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{SubscriptionStatus, TrackOutcome, UntrackOutcome};
 use ww_core::{ActivityEvent, Chain, EventSeq, Position, Signature, Slot, WalletAddress};
@@ -21,7 +21,8 @@ fn event(wallet: &WalletAddress, signature_byte: u8, slot: u64) -> ActivityEvent
 }
 
 fn track(store: &RedbStore, wallet: &WalletAddress, user: &str) -> TrackOutcome {
-    let request = TrackRequest { chain: Chain::Solana, address: wallet.clone(), label: None, user: user.into(), filter: None, destination: None };
+    let request =
+        TrackRequest { chain: Chain::Solana, address: wallet.clone(), label: None, user: user.into(), filter: None, destination: None, start_slot: None };
     store.track_wallet(&request, UnixMillis(10)).expect("track")
 }
 
@@ -52,22 +53,31 @@ fn events_are_recorded_once_per_wallet_and_signature() {
     let (_dir, store) = open_temp();
     let wallet = address(1);
     let other = address(2);
+    let untracked = address(3);
     track(&store, &wallet, "alice");
+    track(&store, &other, "alice");
     let batch = vec![
         NewEvent { event: event(&wallet, 7, 100), routes: vec![ww_core::store::Route { destination: "discord-channel:1".parse().expect("valid"), user: "u".into() }] },
         NewEvent { event: event(&wallet, 7, 100), routes: vec![ww_core::store::Route { destination: "discord-channel:1".parse().expect("valid"), user: "u".into() }] },
         NewEvent { event: event(&other, 7, 100), routes: vec![] },
+        NewEvent { event: event(&untracked, 7, 100), routes: vec![] },
     ];
-    let outcomes = store.record_events(&batch, UnixMillis(1_000)).expect("record");
-    assert_eq!(outcomes, vec![RecordOutcome::Inserted(EventSeq(1)), RecordOutcome::Duplicate, RecordOutcome::Inserted(EventSeq(2))]);
-    let again = store.record_events(&batch[..1], UnixMillis(1_000)).expect("record");
+    let outcomes = store.record_events(&batch, None).expect("record");
+    assert_eq!(
+        outcomes,
+        vec![RecordOutcome::Inserted(EventSeq(1)), RecordOutcome::Duplicate, RecordOutcome::Inserted(EventSeq(2)), RecordOutcome::Untracked]
+    );
+    let again = store.record_events(&batch[..1], None).expect("record");
     assert_eq!(again, vec![RecordOutcome::Duplicate]);
+    assert_eq!(store.last_event_seq().expect("last"), EventSeq(2));
 
     let record = store.wallet(&wallet).expect("read").expect("present");
     assert_eq!(record.transaction_count, 1);
     assert_eq!(record.last_transaction.expect("set").signature, signature(7));
     assert_eq!(store.outbox_depth().expect("depth"), 1);
-    let due = store.outbox_due(UnixMillis(10), 10).expect("due");
+    let heads = store.outbox_heads(10).expect("heads");
+    assert_eq!(heads.len(), 1);
+    let due = store.outbox_due_for(&heads[0].destination, UnixMillis(10), 10).expect("due");
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].destination.to_string(), "discord-channel:1");
     store.outbox_complete(due[0].id).expect("complete");
@@ -79,13 +89,15 @@ fn event_queries_page_by_sequence_and_wallet() {
     let (_dir, store) = open_temp();
     let first = address(1);
     let second = address(2);
+    track(&store, &first, "alice");
+    track(&store, &second, "alice");
     let batch: Vec<NewEvent> = (0..10u8)
         .map(|index| NewEvent {
             event: event(if index % 2 == 0 { &first } else { &second }, index + 1, u64::from(index)),
             routes: vec![],
         })
         .collect();
-    store.record_events(&batch, UnixMillis(1_000)).expect("record");
+    store.record_events(&batch, None).expect("record");
     let newest_three = store.events(&EventQuery { wallet: None, after: None, limit: 3 }).expect("query");
     assert_eq!(newest_three.iter().map(|stored| stored.seq.0).collect::<Vec<_>>(), vec![8, 9, 10]);
     let after_four = store.events(&EventQuery { wallet: None, after: Some(EventSeq(4)), limit: 2 }).expect("query");
@@ -100,26 +112,157 @@ fn event_queries_page_by_sequence_and_wallet() {
 fn cursor_advances_by_compare_and_set() {
     let (_dir, store) = open_temp();
     let wallet = address(1);
+    let token_account = address(2);
+    track(&store, &wallet, "alice");
     let first = Position { slot: Slot(5), signature: signature(1) };
     let second = Position { slot: Slot(9), signature: signature(2) };
-    assert_eq!(store.cursor(&wallet).expect("read"), None);
-    store.advance_cursor(&wallet, None, &first).expect("first advance");
-    let conflict = store.advance_cursor(&wallet, None, &second).expect_err("stale from");
+    assert_eq!(store.cursor(&wallet, &wallet).expect("read"), None);
+    store.advance_cursor(&wallet, &wallet, None, &first).expect("first advance");
+    let conflict = store.advance_cursor(&wallet, &wallet, None, &second).expect_err("stale from");
     assert!(matches!(conflict, StoreError::CursorConflict { .. }), "{conflict}");
-    store.advance_cursor(&wallet, Some(&first), &second).expect("second advance");
-    assert_eq!(store.cursor(&wallet).expect("read"), Some(second));
+    store.advance_cursor(&wallet, &wallet, Some(&first), &second).expect("second advance");
+    assert_eq!(store.cursor(&wallet, &wallet).expect("read"), Some(second));
+    // A token account's cursor belongs to its owner.
+    store.advance_cursor(&wallet, &token_account, None, &first).expect("token account");
+    assert_eq!(store.cursor(&wallet, &token_account).expect("read"), Some(first.clone()));
+    // No cursor is kept for a wallet nobody tracks.
+    let stranger = address(3);
+    store.advance_cursor(&stranger, &stranger, None, &first).expect("ignored");
+    assert_eq!(store.cursor(&stranger, &stranger).expect("read"), None);
+}
+
+/// Regression (issue #12, repeats 1): keys of stored events expired after the
+/// retention period, so a later re-read of history stored them again. A
+/// stored (wallet, signature) is a duplicate for as long as the store exists.
+#[test]
+fn a_stored_event_stays_a_duplicate_whatever_time_passes() {
+    let (_dir, store) = open_temp();
+    let wallet = address(1);
+    track(&store, &wallet, "alice");
+    let mut first = event(&wallet, 1, 1);
+    first.emitted_at = UnixMillis(1_000);
+    assert_eq!(store.record_events(&[NewEvent { event: first.clone(), routes: vec![] }], None).expect("record"), vec![RecordOutcome::Inserted(EventSeq(1))]);
+    // Years later (the event's own times say so), the same pair is still known.
+    let mut later = first;
+    later.received_at = UnixMillis(1_000 + 3 * 365 * 24 * 3600 * 1000);
+    later.emitted_at = later.received_at;
+    assert_eq!(store.record_events(&[NewEvent { event: later, routes: vec![] }], None).expect("record"), vec![RecordOutcome::Duplicate]);
+    assert!(store.is_seen(&wallet, &signature(1)).expect("seen"));
+    let known = store.known_transactions(&wallet, &[signature(1), signature(2)]).expect("known");
+    assert_eq!(known.get(&signature(1)), Some(&KnownTransaction::Stored));
+    assert_eq!(known.get(&signature(2)), None);
 }
 
 #[test]
-fn seen_keys_expire_and_are_pruned() {
+fn events_and_their_cursor_move_commit_together_or_not_at_all() {
     let (_dir, store) = open_temp();
     let wallet = address(1);
-    store.record_events(&[NewEvent { event: event(&wallet, 1, 1), routes: vec![] }], UnixMillis(100)).expect("record");
-    store.record_events(&[NewEvent { event: event(&wallet, 2, 2), routes: vec![] }], UnixMillis(500)).expect("record");
-    assert!(store.is_seen(&wallet, &signature(1)).expect("seen"));
-    assert_eq!(store.prune_seen(UnixMillis(200)).expect("prune"), 1);
-    assert!(!store.is_seen(&wallet, &signature(1)).expect("seen"));
-    assert!(store.is_seen(&wallet, &signature(2)).expect("seen"));
+    track(&store, &wallet, "alice");
+    let to = Position { slot: Slot(2), signature: signature(2) };
+    let cursor_move = CursorMove { owner: wallet.clone(), address: wallet.clone(), from: None, to: to.clone() };
+    let batch = [NewEvent { event: event(&wallet, 2, 2), routes: vec![] }];
+    store.record_events(&batch, Some(&cursor_move)).expect("record with cursor");
+    assert_eq!(store.cursor(&wallet, &wallet).expect("cursor"), Some(to));
+    // A stale `from`: the events are not stored either.
+    let stale = CursorMove { to: Position { slot: Slot(3), signature: signature(3) }, ..cursor_move };
+    let error = store.record_events(&[NewEvent { event: event(&wallet, 3, 3), routes: vec![] }], Some(&stale)).expect_err("conflict");
+    assert!(matches!(error, StoreError::CursorConflict { .. }), "{error}");
+    assert!(!store.is_seen(&wallet, &signature(3)).expect("seen"));
+    assert_eq!(store.last_event_seq().expect("last"), EventSeq(1));
+}
+
+/// Regression (issue #12, repeats 2): `untrack` left the wallet's cursors
+/// behind, and tracking it again resumed from them.
+#[test]
+fn a_wallets_cursors_and_unresolved_transactions_go_with_its_last_user() {
+    let (_dir, store) = open_temp();
+    let wallet = address(1);
+    let token_account = address(2);
+    track(&store, &wallet, "alice");
+    track(&store, &wallet, "bob");
+    let position = Position { slot: Slot(5), signature: signature(1) };
+    store.advance_cursor(&wallet, &wallet, None, &position).expect("cursor");
+    store.advance_cursor(&wallet, &token_account, None, &position).expect("token cursor");
+    store.note_unresolved(&unresolved(&wallet, 9), 3).expect("note");
+    store.untrack_wallet(&wallet, "alice").expect("untrack alice");
+    assert_eq!(store.cursor(&wallet, &wallet).expect("read"), Some(position.clone()), "bob still tracks it");
+    store.untrack_wallet(&wallet, "bob").expect("untrack bob");
+    track(&store, &wallet, "alice");
+    assert_eq!(store.cursor(&wallet, &wallet).expect("read"), None);
+    assert_eq!(store.cursor(&wallet, &token_account).expect("read"), None);
+    assert!(store.unresolved(10).expect("unresolved").is_empty());
+}
+
+fn unresolved(wallet: &WalletAddress, signature_byte: u8) -> UnresolvedTransaction {
+    UnresolvedTransaction {
+        owner: wallet.clone(),
+        address: wallet.clone(),
+        signature: signature(signature_byte),
+        slot: Slot(7),
+        attempts: 1,
+        reason: "transaction has no meta".into(),
+        first_failed_at: UnixMillis(1),
+        last_failed_at: UnixMillis(1),
+        is_given_up: false,
+        is_retry_requested: false,
+    }
+}
+
+#[test]
+fn unresolved_transactions_are_given_up_after_the_limit_and_cleared_when_stored() {
+    let (_dir, store) = open_temp();
+    let wallet = address(1);
+    track(&store, &wallet, "alice");
+    let entry = unresolved(&wallet, 9);
+    assert!(!store.note_unresolved(&entry, 3).expect("first").is_given_up);
+    let second = store.note_unresolved(&UnresolvedTransaction { last_failed_at: UnixMillis(5), reason: "again".into(), ..entry.clone() }, 3).expect("second");
+    assert_eq!((second.attempts, second.is_given_up, second.reason.as_str(), second.first_failed_at), (2, false, "again", UnixMillis(1)));
+    assert!(store.known_transactions(&wallet, &[signature(9)]).expect("known").is_empty(), "not given up yet: walks stop before it");
+    let third = store.note_unresolved(&entry, 3).expect("third");
+    assert!(third.is_given_up);
+    assert_eq!(store.known_transactions(&wallet, &[signature(9)]).expect("known").get(&signature(9)), Some(&KnownTransaction::GivenUp));
+    assert_eq!(store.request_unresolved_retry(Some(&[signature(9)])).expect("retry"), 1);
+    assert!(store.unresolved(10).expect("list")[0].is_retry_requested);
+    // Storing its event (a retry that worked) forgets it.
+    store.record_events(&[NewEvent { event: event(&wallet, 9, 7), routes: vec![] }], None).expect("record");
+    assert!(store.unresolved(10).expect("list").is_empty());
+}
+
+/// Regression (issue #12, losses 3): the delivery loop read the whole outbox
+/// in id order; a destination's jobs are now read on their own, and a job
+/// waiting for its retry holds back only its own destination.
+#[test]
+fn each_destination_is_scheduled_from_its_own_first_job() {
+    use ww_core::store::Route;
+    let (_dir, store) = open_temp();
+    let wallet = address(1);
+    track(&store, &wallet, "alice");
+    let route = |destination: &str| Route { destination: destination.parse().expect("valid"), user: "alice".into() };
+    let mut batch: Vec<NewEvent> = (1..=50u8).map(|index| NewEvent { event: event(&wallet, index, u64::from(index)), routes: vec![route("webhook:slow")] }).collect();
+    batch.push(NewEvent { event: event(&wallet, 51, 51), routes: vec![route("webhook:fast"), route("telegram:5")] });
+    for new_event in &mut batch {
+        new_event.event.emitted_at = UnixMillis(10);
+    }
+    store.record_events(&batch, None).expect("record");
+    let heads = store.outbox_heads(10).expect("heads");
+    let names: Vec<String> = heads.iter().map(|job| job.destination.to_string()).collect();
+    assert_eq!(names, vec!["telegram:5", "webhook:fast", "webhook:slow"]);
+    let slow = heads[2].clone();
+    assert_eq!(store.outbox_due_for(&slow.destination, UnixMillis(10), 100).expect("due").len(), 50);
+    // The slow destination's first job waits for its retry: nothing of it is due,
+    // the others are untouched.
+    store.outbox_reschedule(slow.id, 1, UnixMillis(1_000), "503").expect("reschedule");
+    assert!(store.outbox_due_for(&slow.destination, UnixMillis(10), 100).expect("due").is_empty());
+    assert_eq!(store.outbox_due_for(&heads[1].destination, UnixMillis(10), 100).expect("due").len(), 1);
+    assert_eq!(store.outbox_due_for(&slow.destination, UnixMillis(1_000), 3).expect("due").len(), 3);
+    // Completed, buried and dropped jobs leave the index too.
+    store.outbox_complete(heads[0].id).expect("complete");
+    store.outbox_bury(heads[1].id, 1, "400", UnixMillis(11)).expect("bury");
+    assert_eq!(store.outbox_heads(10).expect("heads").len(), 1);
+    store.drop_jobs(&ww_core::store::JobSelection::Destination(slow.destination.clone())).expect("drop");
+    assert!(store.outbox_heads(10).expect("heads").is_empty());
+    assert_eq!(store.retry_dead_letters(&ww_core::store::JobSelection::All, UnixMillis(12)).expect("retry"), 1);
+    assert_eq!(store.outbox_heads(10).expect("heads")[0].destination.to_string(), "webhook:fast");
 }
 
 #[test]
@@ -174,6 +317,58 @@ fn two_handles_share_the_file() {
     assert_eq!(first.wallets().expect("list").len(), 2);
 }
 
+/// Rewrites a current store file in the layout schema 4 used: expiring
+/// `seen` keys (already expired here), cursors keyed by address alone, no
+/// per-destination outbox index, no unresolved table. `extra_cursors` are
+/// written as they were left behind by older versions.
+pub(crate) fn rewind_to_schema_4(path: &std::path::Path, extra_cursors: &[(WalletAddress, Position)]) {
+    use redb::{ReadableDatabase as _, ReadableTable as _};
+    const SEEN: redb::TableDefinition<&str, i64> = redb::TableDefinition::new("seen");
+    const SEEN_BY_EXPIRY: redb::TableDefinition<(i64, &str), ()> = redb::TableDefinition::new("seen_by_expiry");
+    const CURSORS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("cursors");
+    let database = redb::Database::create(path).expect("open raw");
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursors: Vec<(String, Vec<u8>)> = Vec::new();
+    {
+        let read = database.begin_read().expect("read");
+        for entry in read.open_table(crate::tables::EVENT_KEYS).expect("keys").iter().expect("iter") {
+            let (key, _) = entry.expect("entry");
+            let (wallet, signature) = key.value();
+            keys.push(format!("{wallet}:{signature}"));
+        }
+        for entry in read.open_table(crate::tables::CURSORS).expect("cursors").iter().expect("iter") {
+            let (key, value) = entry.expect("entry");
+            cursors.push((key.value().1.to_string(), value.value().to_vec()));
+        }
+    }
+    let write = database.begin_write().expect("write");
+    {
+        let mut seen = write.open_table(SEEN).expect("seen");
+        let mut by_expiry = write.open_table(SEEN_BY_EXPIRY).expect("seen by expiry");
+        for key in &keys {
+            seen.insert(key.as_str(), 5).expect("seen");
+            by_expiry.insert((5, key.as_str()), ()).expect("by expiry");
+        }
+        let mut legacy = write.open_table(CURSORS).expect("legacy cursors");
+        for (address, value) in &cursors {
+            legacy.insert(address.as_str(), value.as_slice()).expect("cursor");
+        }
+        for (address, position) in extra_cursors {
+            legacy.insert(address.as_str(), serde_json::to_vec(position).expect("json").as_slice()).expect("cursor");
+        }
+    }
+    write.delete_table(crate::tables::EVENT_KEYS).expect("drop keys");
+    write.delete_table(crate::tables::CURSORS).expect("drop cursors");
+    write.delete_table(crate::tables::OUTBOX_BY_DESTINATION).expect("drop index");
+    write.delete_table(crate::tables::UNRESOLVED).expect("drop unresolved");
+    write
+        .open_table(crate::tables::META)
+        .expect("meta")
+        .insert(crate::tables::META_SCHEMA_VERSION, 4u64.to_le_bytes().as_slice())
+        .expect("version");
+    write.commit().expect("commit");
+}
+
 #[test]
 fn a_schema_1_file_is_migrated_to_the_current_schema_and_keeps_its_data() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -183,6 +378,7 @@ fn a_schema_1_file_is_migrated_to_the_current_schema_and_keeps_its_data() {
         track(&store, &wallet, "alice");
     }
     // Rewind the file to schema 1 as an older walletwatch wrote it: no balance tables.
+    rewind_to_schema_4(&dir.path().join(crate::STORE_FILE_NAME), &[]);
     {
         let database = redb::Database::create(dir.path().join(crate::STORE_FILE_NAME)).expect("open raw");
         let write = database.begin_write().expect("write");
@@ -211,6 +407,64 @@ fn a_schema_1_file_is_migrated_to_the_current_schema_and_keeps_its_data() {
     assert_eq!(store.user_subscriptions("alice").expect("by user").len(), 1);
     assert_eq!(store.dead_letter_count().expect("dead letters table exists"), 0);
     assert_eq!(store.setting("x").expect("settings table exists"), None);
+    assert!(store.unresolved(1).expect("unresolved table exists").is_empty());
+}
+
+#[test]
+fn a_schema_4_store_is_migrated_with_its_events_cursors_and_outbox() {
+    use ww_core::store::Route;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wallet = address(1);
+    let token_account = address(2);
+    let gone = address(3);
+    let stranger_account = address(4);
+    let position = |byte: u8| Position { slot: Slot(u64::from(byte)), signature: signature(byte) };
+    {
+        let store = RedbStore::open_in_dir(dir.path()).expect("open");
+        track(&store, &wallet, "alice");
+        let mut with_token = event(&wallet, 1, 1);
+        with_token.token_deltas.push(ww_core::TokenDelta {
+            mint: address(9),
+            token_account: Some(token_account.clone()),
+            token_program: address(10),
+            decimals: 6,
+            delta: 5,
+        });
+        let route = |destination: &str| Route { destination: destination.parse().expect("valid"), user: "alice".into() };
+        store
+            .record_events(
+                &[
+                    NewEvent { event: with_token, routes: vec![route("webhook:a")] },
+                    NewEvent { event: event(&wallet, 2, 2), routes: vec![route("telegram:5"), route("webhook:a")] },
+                ],
+                None,
+            )
+            .expect("record");
+        store.advance_cursor(&wallet, &wallet, None, &position(2)).expect("cursor");
+        store.advance_cursor(&wallet, &token_account, None, &position(1)).expect("token cursor");
+    }
+    // Older versions left cursors behind for untracked wallets and unknown accounts.
+    rewind_to_schema_4(&dir.path().join(crate::STORE_FILE_NAME), &[(gone.clone(), position(7)), (stranger_account.clone(), position(8))]);
+
+    let store = RedbStore::open_in_dir(dir.path()).expect("migrates");
+    // Every stored event's key is back, although its old seen key had expired.
+    assert!(store.is_seen(&wallet, &signature(1)).expect("seen"));
+    assert!(store.is_seen(&wallet, &signature(2)).expect("seen"));
+    assert_eq!(store.record_events(&[NewEvent { event: event(&wallet, 2, 2), routes: vec![] }], None).expect("record"), vec![RecordOutcome::Duplicate]);
+    assert_eq!(store.events(&EventQuery { wallet: None, after: None, limit: 10 }).expect("events").len(), 2);
+    // Cursors are keyed by their owner; the ones nobody owns are gone.
+    assert_eq!(store.cursor(&wallet, &wallet).expect("cursor"), Some(position(2)));
+    assert_eq!(store.cursor(&wallet, &token_account).expect("cursor"), Some(position(1)));
+    track(&store, &gone, "alice");
+    assert_eq!(store.cursor(&gone, &gone).expect("cursor"), None, "tracked again, it starts afresh");
+    // The outbox is indexed per destination.
+    let heads = store.outbox_heads(10).expect("heads");
+    assert_eq!(heads.iter().map(|job| job.destination.to_string()).collect::<Vec<_>>(), vec!["telegram:5", "webhook:a"]);
+    assert_eq!(store.outbox_due_for(&heads[1].destination, UnixMillis(i64::MAX), 10).expect("due").len(), 2);
+    // Opening again finds the current schema and changes nothing.
+    drop(store);
+    let store = RedbStore::open_in_dir(dir.path()).expect("reopen");
+    assert_eq!(store.outbox_depth().expect("depth"), 3);
 }
 
 #[test]
@@ -226,16 +480,20 @@ fn outbox_jobs_retry_die_come_back_and_drop() {
                 NewEvent { event: event(&wallet, 1, 1), routes: vec![route("webhook:a"), route("telegram:5")] },
                 NewEvent { event: event(&wallet, 2, 2), routes: vec![route("webhook:a")] },
             ],
-            UnixMillis(i64::MAX),
+            None,
         )
         .expect("record");
-    let due = store.outbox_due(UnixMillis(i64::MAX), 10).expect("due");
+    let mut due = Vec::new();
+    for head in store.outbox_heads(10).expect("heads") {
+        due.extend(store.outbox_due_for(&head.destination, UnixMillis(i64::MAX), 10).expect("due"));
+    }
+    due.sort_by_key(|job| job.id);
     assert_eq!(due.len(), 3);
     assert!(due.iter().all(|job| job.user == "alice" && job.attempts == 0));
     // A failed attempt pushes the job back; it is not due before then.
     store.outbox_reschedule(due[0].id, 1, UnixMillis(i64::MAX - 1), "webhook answered 503").expect("reschedule");
-    let now_due = store.outbox_due(UnixMillis(1_000), 10).expect("due");
-    assert!(!now_due.iter().any(|job| job.id == due[0].id));
+    let now_due = store.outbox_due_for(&due[0].destination, UnixMillis(1_000), 10).expect("due");
+    assert!(now_due.is_empty(), "the destination waits for its first job's retry");
     let jobs = store.outbox_jobs(10).expect("jobs");
     assert_eq!(jobs[0].last_error.as_deref(), Some("webhook answered 503"));
     // Out of attempts: dead letter with its error, out of the outbox.
@@ -273,8 +531,10 @@ fn subscriptions_follow_track_untrack_and_keep_filters_and_destinations() {
         user: "discord:1".into(),
         filter: Some(filter.clone()),
         destination: Some("discord-channel:9".parse().expect("valid")),
+        start_slot: Some(77),
     };
     store.track_wallet(&request, UnixMillis(1)).expect("track");
+    assert_eq!(store.wallet(&wallet).expect("read").expect("tracked").start_slot, Some(77));
     // Tracking again from another channel adds a destination and keeps the filter.
     let again = TrackRequest { label: None, filter: None, destination: Some("discord-channel:10".parse().expect("valid")), ..request };
     store.track_wallet(&again, UnixMillis(2)).expect("track again");
@@ -312,4 +572,61 @@ fn balances_record_changes_and_periodic_snapshots() {
     assert_eq!(history, vec![(7, 2_000), (7, 30), (5, 10)], "changes and the due snapshot, newest first");
     assert_eq!(store.balances(Some(&wallet)).expect("current")[0].amount, 7);
     assert!(store.balances(Some(&address(2))).expect("other wallet").is_empty());
+}
+
+const MIGRATION_CHILD_ENV: &str = "WW_MIGRATION_CHILD_DIR";
+
+/// Regression (issue #12, losses 9): the schema version was checked in one
+/// transaction and the migration ran in another, so processes opening an old
+/// store at once could all migrate it. Several processes (this test binary
+/// re-executed) open a schema-4 store at the same moment: exactly one migrates.
+#[test]
+fn an_old_store_opened_by_several_processes_at_once_is_migrated_once() {
+    if let Ok(dir) = std::env::var(MIGRATION_CHILD_ENV) {
+        let go = std::path::Path::new(&dir).join("go");
+        while !go.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let store = RedbStore::open_in_dir(std::path::Path::new(&dir)).expect("child opens");
+        println!("CHILD migrated_from={:?}", store.migrated_from());
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wallet = address(1);
+    {
+        let store = RedbStore::open_in_dir(dir.path()).expect("open");
+        track(&store, &wallet, "alice");
+        let batch: Vec<NewEvent> = (1..=200u8).map(|index| NewEvent { event: event(&wallet, index, u64::from(index)), routes: vec![] }).collect();
+        store.record_events(&batch, None).expect("record");
+        store.advance_cursor(&wallet, &wallet, None, &Position { slot: Slot(200), signature: signature(200) }).expect("cursor");
+    }
+    rewind_to_schema_4(&dir.path().join(crate::STORE_FILE_NAME), &[]);
+    let children: Vec<std::process::Child> = (0..8)
+        .map(|_| {
+            std::process::Command::new(std::env::current_exe().expect("test binary"))
+                .args(["--exact", "tests::an_old_store_opened_by_several_processes_at_once_is_migrated_once", "--nocapture", "--test-threads=1"])
+                .env(MIGRATION_CHILD_ENV, dir.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn child")
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::fs::write(dir.path().join("go"), b"").expect("go");
+    let mut migrations = 0;
+    for child in children {
+        let output = child.wait_with_output().expect("child");
+        assert!(output.status.success(), "{output:?}");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let line = text.lines().find(|line| line.contains("CHILD migrated_from=")).unwrap_or_else(|| panic!("no report: {text}"));
+        if line.contains("Some(4)") {
+            migrations += 1;
+        }
+    }
+    assert_eq!(migrations, 1, "the store was migrated by {migrations} processes");
+    let store = RedbStore::open_in_dir(dir.path()).expect("open");
+    assert_eq!(store.events(&EventQuery { wallet: None, after: None, limit: 1000 }).expect("events").len(), 200);
+    assert!(store.known_transactions(&wallet, &(1..=200u8).map(signature).collect::<Vec<_>>()).expect("known").len() == 200);
+    assert_eq!(store.cursor(&wallet, &wallet).expect("cursor").map(|cursor| cursor.slot), Some(Slot(200)));
 }

@@ -85,7 +85,10 @@ pub struct Received {
 #[derive(Default)]
 struct Inner {
     received: Vec<Received>,
-    failures: HashMap<Family, Failure>,
+    /// Injected failures: what to answer, and for how many more requests (`None`: until cleared).
+    failures: HashMap<Family, (Failure, Option<u32>)>,
+    /// Every request a webhook receiver got: (hook name, when, HTTP status answered).
+    webhook_attempts: Vec<(String, Instant, u16)>,
     rejected: Vec<String>,
     buckets: HashMap<String, (Instant, u32)>,
     nonces: HashMap<String, (Instant, Value)>,
@@ -198,9 +201,24 @@ impl ContractServer {
     pub fn fail_with(&self, family: Family, failure: Option<Failure>) {
         let mut inner = self.lock();
         match failure {
-            Some(failure) => inner.failures.insert(family, failure),
+            Some(failure) => inner.failures.insert(family, (failure, None)),
             None => inner.failures.remove(&family),
         };
+    }
+
+    /// Answers the next `requests` requests of `family` with `failure`, then serves normally.
+    pub fn fail_next(&self, family: Family, failure: Failure, requests: u32) {
+        let mut inner = self.lock();
+        if requests == 0 {
+            inner.failures.remove(&family);
+        } else {
+            inner.failures.insert(family, (failure, Some(requests)));
+        }
+    }
+
+    /// Every request webhook `name` got, accepted or failed: when, and the status answered.
+    pub fn webhook_attempts(&self, name: &str) -> Vec<(Instant, u16)> {
+        self.lock().webhook_attempts.iter().filter(|(hook, ..)| hook == name).map(|(_, at, status)| (*at, *status)).collect()
     }
 
     /// Queues a Telegram text message from `user` in `chat`.
@@ -254,8 +272,16 @@ fn discord_error(status: StatusCode, code: u32, message: &str) -> Response {
 }
 
 /// Applies an injected failure, if any.
-fn injected(inner: &Inner, family: Family) -> Option<Response> {
-    let failure = inner.failures.get(&family)?;
+fn injected(inner: &mut Inner, family: Family) -> Option<Response> {
+    let (failure, remaining) = inner.failures.get_mut(&family)?;
+    let failure = *failure;
+    if let Some(left) = remaining {
+        *left -= 1;
+        if *left == 0 {
+            inner.failures.remove(&family);
+        }
+    }
+    let failure = &failure;
     Some(match failure {
         Failure::Status(status) => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -600,7 +626,7 @@ async fn telegram(State(state): State<AppState>, Path((bot, method)): Path<(Stri
     match method.as_str() {
         "sendMessage" => {
             let mut inner = state.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(response) = injected(&inner, Family::Telegram) {
+            if let Some(response) = injected(&mut inner, Family::Telegram) {
                 return response;
             }
             let Some(chat) = value["chat_id"].as_i64() else {
@@ -676,7 +702,8 @@ async fn telegram(State(state): State<AppState>, Path((bot, method)): Path<(Stri
 
 async fn webhook(State(state): State<AppState>, Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     let mut inner = state.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(response) = injected(&inner, Family::Webhook) {
+    if let Some(response) = injected(&mut inner, Family::Webhook) {
+        inner.webhook_attempts.push((name.clone(), Instant::now(), response.status().as_u16()));
         return response;
     }
     let Some(secret) = inner.webhook_secrets.get(&name).cloned() else {
@@ -708,6 +735,7 @@ async fn webhook(State(state): State<AppState>, Path(name): Path<String>, header
         return (StatusCode::BAD_REQUEST, "id mismatch").into_response();
     }
     inner.received.push(Received { target: format!("webhook:{name}"), body: value, idempotency: Some(id) });
+    inner.webhook_attempts.push((name, Instant::now(), StatusCode::NO_CONTENT.as_u16()));
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -13,9 +13,11 @@
 
 pub mod contracts;
 mod proxy;
+mod rpc_proxy;
 
 pub use contracts::ContractServer;
 pub use proxy::ChaosProxy;
+pub use rpc_proxy::{RpcProxy, TransactionFault};
 
 /// A Discord application key pair for signing interactions in tests.
 #[derive(Debug)]

@@ -71,16 +71,25 @@ impl Daemon {
 
     /// The API's base URL, read from the `API listening` log line.
     pub fn api_url(&self) -> String {
+        self.listening_url("API listening")
+    }
+
+    /// The metrics endpoint's URL, read from the `metrics listening` log line.
+    pub fn metrics_url(&self) -> String {
+        format!("{}/metrics", self.listening_url("metrics listening"))
+    }
+
+    fn listening_url(&self, marker: &str) -> String {
         let deadline = Instant::now() + MAX_WAIT;
         loop {
             let text = self.log_text();
-            if let Some(line) = text.lines().find(|line| line.contains("API listening"))
+            if let Some(line) = text.lines().find(|line| line.contains(marker))
                 && let Some(start) = line.find("127.0.0.1:")
             {
                 let port: String = line[start + "127.0.0.1:".len()..].chars().take_while(char::is_ascii_digit).collect();
                 return format!("http://127.0.0.1:{port}");
             }
-            assert!(Instant::now() < deadline, "the daemon never logged its API address:\n{text}");
+            assert!(Instant::now() < deadline, "the daemon never logged {marker:?}:\n{text}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -126,13 +135,23 @@ pub fn wait_until(what: &str, data_dir: &Path, mut condition: impl FnMut() -> bo
     }
 }
 
+/// Every tracked wallet's status, from `walletwatch list --json`. Panics when
+/// the command fails or prints something else: an error is never "no wallets".
 pub fn statuses(data_dir: &Path) -> Vec<String> {
     let output = walletwatch(data_dir).args(["list", "--json"]).output().expect("list");
-    let wallets: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    assert!(output.status.success(), "walletwatch list failed: {output:?}");
+    let wallets: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("walletwatch list printed no JSON ({error}): {output:?}"));
+    let wallets = wallets.as_array().unwrap_or_else(|| panic!("walletwatch list printed no array: {wallets}"));
     wallets
-        .as_array()
-        .map(|wallets| wallets.iter().map(|wallet| wallet["subscription_status"].as_str().unwrap_or_default().to_string()).collect())
-        .unwrap_or_default()
+        .iter()
+        .map(|wallet| {
+            wallet["subscription_status"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a wallet without a status: {wallet}"))
+                .to_string()
+        })
+        .collect()
 }
 
 pub fn all_active(data_dir: &Path, count: usize) -> bool {
@@ -187,5 +206,34 @@ pub fn wait_closely(what: &str, mut condition: impl FnMut() -> bool) {
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Records events in the store as another process would (no alerts routed
+/// unless the events carry routes).
+pub fn record(store: &RedbStore, batch: &[ww_core::store::NewEvent]) {
+    store.record_events(batch, None).expect("record");
+}
+
+/// Waits until the daemon reports no unfinished work (`/ready`'s `work`
+/// counters all zero twice in a row), so "nothing else arrives" can be
+/// asserted without a fixed sleep.
+pub async fn wait_idle(api: &str) {
+    let client = ww_http::client_builder().expect("tls").timeout(Duration::from_secs(10)).build().expect("client");
+    let deadline = Instant::now() + MAX_WAIT;
+    let mut idle_polls = 0;
+    loop {
+        let ready: serde_json::Value = match client.get(format!("{api}/ready")).send().await {
+            Ok(response) => response.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        let work = &ready["work"];
+        let is_idle = work.is_object() && work.as_object().is_some_and(|counters| counters.values().all(|value| value.as_u64() == Some(0)));
+        idle_polls = if is_idle { idle_polls + 1 } else { 0 };
+        if idle_polls >= 2 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the daemon never became idle: {ready}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

@@ -213,6 +213,7 @@ pub async fn run_connection(
                 let started = Instant::now();
                 let end = run_session(
                     index,
+                    &host,
                     &config,
                     socket,
                     &mut desired,
@@ -342,9 +343,35 @@ async fn connect(endpoint: &Url, max_frame_bytes: usize) -> Result<Socket, Strin
     Ok(socket)
 }
 
+/// This session's share of the per-endpoint subscriptions gauge; given
+/// back when the session ends, however it ends.
+struct SubscriptionsGauge {
+    host: String,
+    reported: usize,
+}
+
+impl SubscriptionsGauge {
+    fn set(&mut self, count: usize) {
+        let gauge = metrics::gauge!(m::PUBSUB_SUBSCRIPTIONS, "endpoint" => self.host.clone());
+        if count >= self.reported {
+            gauge.increment((count - self.reported) as f64);
+        } else {
+            gauge.decrement((self.reported - count) as f64);
+        }
+        self.reported = count;
+    }
+}
+
+impl Drop for SubscriptionsGauge {
+    fn drop(&mut self) {
+        self.set(0);
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_session(
     index: usize,
+    host: &str,
     config: &ConnectionConfig,
     socket: Socket,
     desired: &mut BTreeSet<SubscriptionKey>,
@@ -365,6 +392,7 @@ async fn run_session(
     let mut awaiting_pong = false;
     let mut has_reported_connected = false;
     let mut refusals: HashMap<SubscriptionKey, u32> = HashMap::new();
+    let mut subscriptions_gauge = SubscriptionsGauge { host: host.to_string(), reported: 0 };
 
     let heartbeat_request = request(next_request_id, "slotSubscribe", Value::Array(vec![]));
     pending.insert(next_request_id, Pending::Heartbeat);
@@ -394,7 +422,7 @@ async fn run_session(
             if !send_event(events, commands, pending_commands, event).await {
                 return SessionEnd::Shutdown;
             }
-            metrics::gauge!(m::PUBSUB_SUBSCRIPTIONS, "connection" => index.to_string()).set(active.len() as f64);
+            subscriptions_gauge.set(active.len());
         }
         tokio::select! {
             () = shutdown.cancelled() => {

@@ -1,0 +1,712 @@
+//! The live Solana pipeline: PubSub notifications → signatures →
+//! `getTransaction` → decoded events → the store, exactly once per
+//! (wallet, signature).
+//!
+//! ```text
+//! PubsubPool ──events (bounded; not read while the fetch queue is full)──► Pipeline
+//!      ▲                                                                      │
+//!      └──── add/remove keys ◄── wallet sync (store, every 2 s)               │
+//!   logs notification ──► fetch queue (bounded) ──► ≤ 16 fetch tasks ──► decoded events ─┐
+//!   account / token notification, (re)subscription, any failure ──► walk queue ──►       │
+//!        ≤ 32 history walks (from the durable cursor) ──────────────────────────────────►│
+//!                                                              Recorder (route → store → publish)
+//! ```
+//!
+//! - Logs notifications carry the signature: it is fetched at once (the
+//!   fast path). Account and program notifications do not: the address's
+//!   history is walked from its durable cursor (see [`crate::catchup`]),
+//!   which finds every transaction since, at the configured commitment, and
+//!   moves the cursor with the events it stores. A walk does not fetch what
+//!   the live path already stored, and shares the request when both want a
+//!   transaction at the same moment.
+//! - Every failure leaves the affected wallets to a walk: a live fetch or
+//!   decode that fails, a batch the store or the router refuses, a panicked
+//!   task. The live path never moves a cursor, so a walk from the cursor
+//!   always covers what the live path lost. Failed walks are retried with
+//!   backoff (1 s doubling to 60 s) until they succeed.
+//! - Bounded: the fetch queue holds [`MAX_FETCH_QUEUE`] signatures; while it
+//!   is full the PubSub queue is not read, the connections stop reading
+//!   their sockets, and a server that drops us for it causes a reconnect and
+//!   a gap fill. At most [`MAX_WALKS`] walks run; the rest wait in a queue
+//!   that holds one entry per address.
+//! - Wallets tracked or untracked by another process (the CLI, the API) are
+//!   picked up by polling the store, within `WALLET_SYNC_INTERVAL`.
+//! - Each wallet's `subscription_status` follows its connections' states.
+
+mod work;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+use ww_config::Config;
+use ww_core::store::Store;
+use ww_core::time::UnixMillis;
+use ww_core::wallet::SubscriptionStatus;
+use ww_core::{ActivityEvent, Chain, Origin, Signature, WalletAddress};
+use ww_solana::decode::Provenance;
+use ww_solana::pubsub::{ConnectionConfig, ConnectionState, PubsubEvent, PubsubPool, SubscriptionKey};
+use ww_solana::resolve::TransactionFetcher;
+use ww_solana::RpcClient;
+
+use crate::balances::Schedule;
+use crate::catchup::{CatchUp, HistoryStart, Walk};
+use crate::error::AppError;
+use crate::recorder::Recorder;
+use crate::supervised::{Joined, Supervised};
+
+use work::{Task, TaskOutput};
+
+/// How often the tracked wallet set is re-read from the store.
+pub const WALLET_SYNC_INTERVAL: Duration = Duration::from_secs(2);
+/// Capacity of the PubSub → pipeline channel (backpressure beyond it).
+const PUBSUB_QUEUE: usize = 4096;
+/// Live transactions fetched concurrently.
+const FETCH_CONCURRENCY: usize = 16;
+/// Live transactions waiting for a fetch, at most; beyond it the PubSub
+/// queue is not read (backpressure).
+pub const MAX_FETCH_QUEUE: usize = 8192;
+/// History walks running at once; the others wait in the walk queue.
+pub const MAX_WALKS: usize = 32;
+/// Signatures remembered in memory in front of the store's keys.
+const RECENT_SIGNATURES: usize = 100_000;
+/// How often token accounts are rediscovered for owners whose server refused
+/// `programSubscribe` (new accounts are otherwise seen by that subscription).
+const TOKEN_REDISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
+const TOKEN_PROGRAMS: [(&str, bool); 2] = [
+    (ww_solana::pubsub::protocol::TOKEN_PROGRAM, false),
+    (ww_solana::pubsub::protocol::TOKEN_2022_PROGRAM, true),
+];
+/// Every this many fallback polling rounds, polled wallets get a full history
+/// check too, for activity that leaves balances unchanged (a failed
+/// transaction someone else paid for, a zero-sum token round trip).
+const FULL_POLL_EVERY: u64 = 10;
+/// How often the statistics shown by `walletwatch stats` are saved.
+const STATS_INTERVAL: Duration = Duration::from_secs(5);
+/// How often unresolved transactions an operator asked to retry are looked for.
+const UNRESOLVED_RETRY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Metric names emitted by the pipeline.
+pub mod metric_names {
+    pub use crate::recorder::metric_names::{DETECTION_LATENCY_SECONDS, DUPLICATES_DROPPED_TOTAL, EVENTS_PROCESSED_TOTAL};
+    /// Counter: live transactions that could not be fetched or decoded after
+    /// retries (their wallets are gap-filled).
+    pub const FETCH_FAILURES_TOTAL: &str = "ww_fetch_failures_total";
+    /// Gauge: PubSub connections by state. Labels: `state`.
+    pub const PUBSUB_CONNECTIONS: &str = "ww_pubsub_connections";
+    /// Gauge: tracked wallets by subscription status. Labels: `status`.
+    pub const WALLETS_BY_STATUS: &str = "ww_wallets_by_status";
+    /// Gauge: delivery jobs waiting in the outbox.
+    pub const OUTBOX_DEPTH: &str = "ww_outbox_depth";
+    /// Gauge: delivery jobs in the dead letters.
+    pub const DEAD_LETTERS: &str = "ww_dead_letters";
+    /// Gauge: age of the oldest unfinished work (a running or retrying walk,
+    /// or a transaction not yet fetched); 0 when caught up.
+    pub const PROCESSING_LAG_SECONDS: &str = "ww_processing_lag_seconds";
+    /// Gauge: live transactions waiting for a fetch.
+    pub const FETCH_QUEUE_DEPTH: &str = "ww_fetch_queue_depth";
+    /// Gauge: history walks waiting to start or to be retried.
+    pub const WALKS_WAITING: &str = "ww_walks_waiting";
+    /// Counter: history walks that failed (each is retried with backoff).
+    pub const WALK_FAILURES_TOTAL: &str = "ww_walk_failures_total";
+    /// Gauge: transactions given up as unresolvable (`walletwatch unresolved list`).
+    pub const UNRESOLVABLE_TRANSACTIONS: &str = "ww_unresolvable_transactions";
+}
+
+/// Unfinished work whose age is the processing lag.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum WorkItem {
+    Walk(WalletAddress),
+    Fetch(Signature),
+}
+
+/// A bounded set of recently processed signatures (oldest evicted first).
+#[derive(Debug, Default)]
+struct RecentSignatures {
+    set: HashSet<Signature>,
+    order: VecDeque<Signature>,
+}
+
+impl RecentSignatures {
+    fn contains(&self, signature: &Signature) -> bool {
+        self.set.contains(signature)
+    }
+
+    /// Forgets a signature so a later notification fetches it again.
+    fn remove(&mut self, signature: &Signature) {
+        if self.set.remove(signature) {
+            self.order.retain(|queued| queued != signature);
+        }
+    }
+
+    fn insert(&mut self, signature: Signature) {
+        if self.set.insert(signature.clone()) {
+            self.order.push_back(signature);
+            if self.order.len() > RECENT_SIGNATURES
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.set.remove(&oldest);
+            }
+        }
+    }
+}
+
+/// A live transaction to fetch, and the wallets whose notifications named it.
+#[derive(Debug)]
+struct FetchRequest {
+    signature: Signature,
+    provenance: Provenance,
+}
+
+/// The live pipeline's state, owned by one task.
+struct Pipeline {
+    store: Arc<dyn Store>,
+    pool: PubsubPool,
+    fetcher: TransactionFetcher,
+    rpc: RpcClient,
+    recorder: Recorder,
+    tracked: HashSet<WalletAddress>,
+    /// The tracked set as shared with tasks (rebuilt when it changes).
+    tracked_snapshot: Arc<HashSet<WalletAddress>>,
+    /// Where each wallet's history starts when an address has no cursor.
+    history_start: HashMap<WalletAddress, HistoryStart>,
+    recent: RecentSignatures,
+    /// Live transactions queued or being fetched, with the wallets that asked.
+    in_flight: HashMap<Signature, Vec<WalletAddress>>,
+    fetch_queue: VecDeque<FetchRequest>,
+    fetches_running: usize,
+    tasks: Supervised<Task, TaskOutput>,
+    permits: Arc<Semaphore>,
+    connection_states: HashMap<usize, (ConnectionState, Vec<SubscriptionKey>)>,
+    persisted_status: HashMap<WalletAddress, SubscriptionStatus>,
+    /// The subscriptions each tracked wallet currently relies on.
+    wallet_keys: HashMap<WalletAddress, HashSet<SubscriptionKey>>,
+    /// Token accounts known per owner (discovered or seen in notifications).
+    token_accounts: HashMap<WalletAddress, HashSet<WalletAddress>>,
+    /// (owner, is_token_2022) whose `programSubscribe` the server refused.
+    per_account_fallback: HashSet<(WalletAddress, bool)>,
+    /// Subscriptions refused for good, with no fallback.
+    rejected_wallets: HashSet<WalletAddress>,
+    commitment: ww_core::Commitment,
+    catch_up: CatchUp,
+    /// Addresses with a running walk.
+    walking: HashSet<WalletAddress>,
+    /// Addresses waiting for a walk, in order, with the walk (one per address).
+    walk_queue: VecDeque<WalletAddress>,
+    queued_walks: HashMap<WalletAddress, Walk>,
+    /// A trigger that arrived while the address's walk ran: one more walk after it.
+    walk_again: HashMap<WalletAddress, Walk>,
+    /// Failed walks waiting for their retry, and consecutive failures per address.
+    walk_retries: HashMap<WalletAddress, (Walk, tokio::time::Instant)>,
+    walk_failures: HashMap<WalletAddress, u32>,
+    /// When each unfinished walk and live fetch started: the processing lag.
+    work_started: HashMap<WorkItem, UnixMillis>,
+    /// Wallets whose first catch-up (after subscribing) was started.
+    caught_up_once: HashSet<WalletAddress>,
+    /// Wallets whose first catch-up finished: from then on, a balance change
+    /// no event explains is drift (before, it is what happened while stopped).
+    history_ready: HashSet<WalletAddress>,
+    /// Wallets whose connection is down: polled every fallback interval.
+    polling: HashSet<WalletAddress>,
+    /// Wallets polled at least once since their connection went down.
+    polled_while_down: HashSet<WalletAddress>,
+    /// Unchanged balances are still recorded this often.
+    balance_snapshot_interval: Duration,
+    schedule: Schedule,
+    is_balance_round_running: bool,
+    /// Wallets with events stored since their last balance observation.
+    events_since_observation: HashSet<WalletAddress>,
+    /// Wallets whose unexplained balance change is being reconciled.
+    reconciling: HashSet<WalletAddress>,
+    poll_rounds: u64,
+    /// Unresolved transactions being retried, by (wallet, signature).
+    unresolved_retrying: HashSet<(WalletAddress, Signature)>,
+    /// What `walletwatch stats` shows; saved to the store periodically.
+    stats: ww_core::store::RuntimeStats,
+    health: crate::health::Health,
+    last_work: crate::health::WorkCounts,
+    /// Where notifications are recorded (`walletwatch capture`).
+    capture: Option<Arc<ww_solana::capture::Capture>>,
+    /// Decoded events waiting for their batch commit.
+    pending_records: Vec<ActivityEvent>,
+    /// When the first of them was queued.
+    pending_since: Option<tokio::time::Instant>,
+    is_shutting_down: bool,
+}
+
+/// Runs the live pipeline until `shutdown` is cancelled.
+pub async fn run(
+    config: &Config,
+    store: Arc<dyn Store>,
+    health: crate::health::Health,
+    recorder: Recorder,
+    capture: Option<Arc<ww_solana::capture::Capture>>,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
+    let solana = &config.solana;
+    let ws_endpoints = solana.endpoints.iter().map(|endpoint| endpoint.ws_url.expose().clone()).collect();
+    let mut connection_config = ConnectionConfig::new(ws_endpoints, solana.commitment);
+    connection_config.ping_interval = solana.ping_interval;
+    connection_config.stale_after = solana.stale_after;
+    let (events_tx, mut events_rx) = mpsc::channel(PUBSUB_QUEUE);
+    let pool = PubsubPool::new(
+        connection_config,
+        solana.max_subscriptions_per_connection.get(),
+        solana.max_connections_per_endpoint.get(),
+        events_tx,
+        shutdown.child_token(),
+    );
+    let rpc = crate::backfill::rpc_client(config)?.with_capture(capture.clone());
+    let permits = Arc::new(Semaphore::new(FETCH_CONCURRENCY));
+    let fetcher = TransactionFetcher::new(rpc.clone(), solana.commitment);
+    let catch_up = CatchUp {
+        rpc: rpc.clone(),
+        fetcher: fetcher.clone(),
+        recorder: recorder.clone(),
+        commitment: solana.commitment,
+        permits: Arc::clone(&permits),
+        fetch_concurrency: FETCH_CONCURRENCY,
+    };
+    let mut pipeline = Pipeline {
+        store,
+        pool,
+        fetcher,
+        rpc,
+        recorder,
+        tracked: HashSet::new(),
+        tracked_snapshot: Arc::new(HashSet::new()),
+        history_start: HashMap::new(),
+        recent: RecentSignatures::default(),
+        in_flight: HashMap::new(),
+        fetch_queue: VecDeque::new(),
+        fetches_running: 0,
+        tasks: Supervised::default(),
+        permits,
+        connection_states: HashMap::new(),
+        persisted_status: HashMap::new(),
+        wallet_keys: HashMap::new(),
+        token_accounts: HashMap::new(),
+        per_account_fallback: HashSet::new(),
+        rejected_wallets: HashSet::new(),
+        commitment: solana.commitment,
+        catch_up,
+        walking: HashSet::new(),
+        walk_queue: VecDeque::new(),
+        queued_walks: HashMap::new(),
+        walk_again: HashMap::new(),
+        walk_retries: HashMap::new(),
+        walk_failures: HashMap::new(),
+        work_started: HashMap::new(),
+        caught_up_once: HashSet::new(),
+        history_ready: HashSet::new(),
+        polling: HashSet::new(),
+        polled_while_down: HashSet::new(),
+        balance_snapshot_interval: config.balances.snapshot_interval,
+        schedule: Schedule::new(config.balances.clone()),
+        is_balance_round_running: false,
+        events_since_observation: HashSet::new(),
+        reconciling: HashSet::new(),
+        poll_rounds: 0,
+        unresolved_retrying: HashSet::new(),
+        stats: ww_core::store::RuntimeStats {
+            server_id: config.server_id.clone(),
+            started_at: crate::daemon::now(),
+            ..ww_core::store::RuntimeStats::default()
+        },
+        health,
+        last_work: crate::health::WorkCounts::default(),
+        capture,
+        pending_records: Vec::new(),
+        pending_since: None,
+        is_shutting_down: false,
+    };
+    let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
+    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut balance_tick = tokio::time::interval(Duration::from_millis(500));
+    balance_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut poll_tick = tokio::time::interval(solana.fallback_polling_interval);
+    poll_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rediscovery_tick = tokio::time::interval(TOKEN_REDISCOVERY_INTERVAL);
+    rediscovery_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sync_tick = tokio::time::interval(WALLET_SYNC_INTERVAL);
+    sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut unresolved_tick = tokio::time::interval(UNRESOLVED_RETRY_INTERVAL);
+    unresolved_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let can_accept = pipeline.fetch_queue.len() < MAX_FETCH_QUEUE;
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = sync_tick.tick() => {
+                if let Err(error) = pipeline.sync_wallets().await {
+                    warn!(error = %error, "reading tracked wallets failed; will retry");
+                }
+            }
+            _ = rediscovery_tick.tick() => pipeline.rediscover_fallback_owners(),
+            _ = poll_tick.tick() => pipeline.poll_disconnected_wallets(),
+            _ = balance_tick.tick() => {
+                pipeline.start_balance_round();
+                pipeline.retry_due_walks();
+            }
+            _ = stats_tick.tick() => pipeline.save_stats(),
+            _ = unresolved_tick.tick() => pipeline.retry_requested_unresolved().await,
+            Some(event) = events_rx.recv(), if can_accept => pipeline.handle_pubsub(event).await,
+            () = tokio::time::sleep_until(pipeline.pending_since.unwrap_or_else(tokio::time::Instant::now) + work::RECORD_DELAY),
+                if pipeline.pending_since.is_some() => pipeline.flush_records().await,
+            Some(joined) = pipeline.tasks.join_next(), if !pipeline.tasks.is_empty() => pipeline.handle_joined(joined).await,
+        }
+        if pipeline.flush_due() {
+            pipeline.flush_records().await;
+        }
+        pipeline.start_work();
+        pipeline.publish_work();
+    }
+    pipeline.shut_down(events_rx).await;
+    Ok(())
+}
+
+impl Pipeline {
+    async fn sync_wallets(&mut self) -> Result<(), AppError> {
+        let store = Arc::clone(&self.store);
+        let records = tokio::task::spawn_blocking(move || store.wallets()).await??;
+        let mut desired: HashSet<WalletAddress> = HashSet::new();
+        for record in records.into_iter().filter(|record| record.chain == Chain::Solana) {
+            self.history_start.insert(record.address.clone(), HistoryStart::of(&record));
+            desired.insert(record.address);
+        }
+        let added: Vec<WalletAddress> = desired.difference(&self.tracked).cloned().collect();
+        let removed: Vec<WalletAddress> = self.tracked.difference(&desired).cloned().collect();
+        if !removed.is_empty() {
+            info!(wallets = removed.len(), "untracking wallets");
+            let keys: Vec<SubscriptionKey> =
+                removed.iter().filter_map(|wallet| self.wallet_keys.remove(wallet)).flatten().collect();
+            self.pool.remove(keys).await;
+            for wallet in &removed {
+                self.forget_wallet(wallet);
+            }
+            self.tracked_snapshot = Arc::new(self.tracked.clone());
+        }
+        if !added.is_empty() {
+            info!(wallets = added.len(), "tracking wallets");
+            self.tracked.extend(added.iter().cloned());
+            self.tracked_snapshot = Arc::new(self.tracked.clone());
+            for wallet in &added {
+                self.schedule.add(wallet.clone());
+                self.wallet_keys.insert(wallet.clone(), SubscriptionKey::all_for_wallet(wallet).into_iter().collect());
+                for (_, is_token_2022) in TOKEN_PROGRAMS {
+                    self.schedule_discovery(wallet.clone(), is_token_2022);
+                }
+            }
+            self.pool.add(added.iter().flat_map(SubscriptionKey::all_for_wallet)).await;
+            let unplaced: Vec<WalletAddress> = added
+                .iter()
+                .filter(|wallet| SubscriptionKey::all_for_wallet(wallet).iter().any(|key| self.pool.unplaced().contains(key)))
+                .cloned()
+                .collect();
+            self.persist_status(&unplaced, SubscriptionStatus::Failed).await;
+        }
+        Ok(())
+    }
+
+    /// Drops everything known about an untracked wallet. Its queued and
+    /// retrying walks go too; a running one finds the wallet untracked when
+    /// it records (the store refuses its events and cursor moves).
+    fn forget_wallet(&mut self, wallet: &WalletAddress) {
+        self.tracked.remove(wallet);
+        self.history_start.remove(wallet);
+        self.persisted_status.remove(wallet);
+        let accounts = self.token_accounts.remove(wallet).unwrap_or_default();
+        for address in accounts.iter().chain(std::iter::once(wallet)) {
+            self.queued_walks.remove(address);
+            self.walk_again.remove(address);
+            self.walk_retries.remove(address);
+            self.walk_failures.remove(address);
+            if !self.walking.contains(address) {
+                self.work_started.remove(&WorkItem::Walk(address.clone()));
+            }
+        }
+        self.walk_queue.retain(|address| self.queued_walks.contains_key(address));
+        self.rejected_wallets.remove(wallet);
+        self.per_account_fallback.retain(|(owner, _)| owner != wallet);
+        self.caught_up_once.remove(wallet);
+        self.history_ready.remove(wallet);
+        self.polling.remove(wallet);
+        self.polled_while_down.remove(wallet);
+        self.schedule.remove(wallet);
+        self.events_since_observation.remove(wallet);
+        self.reconciling.remove(wallet);
+    }
+
+    async fn handle_pubsub(&mut self, event: PubsubEvent) {
+        match event {
+            PubsubEvent::Notification { key, result, slot, received_at } => {
+                if let Some(capture) = &self.capture {
+                    capture.notification(key.method(), &key.params(self.commitment), &result);
+                }
+                let value = result.get("value").unwrap_or(&Value::Null);
+                match &key {
+                    SubscriptionKey::Logs(wallet) => {
+                        let Some(signature) = value.get("signature").and_then(Value::as_str).and_then(|text| Signature::parse(text).ok())
+                        else {
+                            warn!(wallet = %wallet, "logs notification without a valid signature");
+                            return;
+                        };
+                        debug!(wallet = %wallet, signature = %signature, slot, "logs notification");
+                        self.schedule_fetch(signature, wallet, Provenance { origin: Origin::Live, received_at });
+                    }
+                    SubscriptionKey::Account(account) => {
+                        self.schedule_walk(account.clone(), account.clone(), Origin::Live, Some(received_at));
+                    }
+                    SubscriptionKey::TokenAccount { owner, account } => {
+                        self.schedule_walk(account.clone(), owner.clone(), Origin::Live, Some(received_at));
+                    }
+                    SubscriptionKey::TokenAccounts { owner, .. } => {
+                        match value.get("pubkey").and_then(Value::as_str).and_then(|text| WalletAddress::parse(text).ok()) {
+                            Some(token_account) => {
+                                self.token_accounts.entry(owner.clone()).or_default().insert(token_account.clone());
+                                self.schedule_walk(token_account, owner.clone(), Origin::Live, Some(received_at));
+                            }
+                            None => warn!(owner = %owner, "program notification without a valid pubkey"),
+                        }
+                    }
+                }
+            }
+            PubsubEvent::State { connection, state, keys, is_resubscribe } => {
+                let wallets: HashSet<WalletAddress> =
+                    keys.iter().map(|key| key.wallet().clone()).filter(|wallet| self.tracked.contains(wallet)).collect();
+                match state {
+                    ConnectionState::Connected => {
+                        for wallet in &wallets {
+                            self.polling.remove(wallet);
+                            self.polled_while_down.remove(wallet);
+                        }
+                        if is_resubscribe {
+                            // Whatever happened while the socket was down is read from history.
+                            info!(connection, wallets = wallets.len(), "pubsub resubscribed; filling the gap");
+                            for wallet in &wallets {
+                                self.schedule_wallet_walks(wallet, Origin::Backfill);
+                            }
+                        }
+                    }
+                    ConnectionState::Reconnecting | ConnectionState::Failed => {
+                        self.polling.extend(wallets.iter().cloned());
+                    }
+                    ConnectionState::Connecting | ConnectionState::Disconnected => {}
+                }
+                self.connection_states.insert(connection, (state, keys));
+                self.refresh_statuses().await;
+            }
+            PubsubEvent::Rejected { connection, key, error } => self.handle_rejected(connection, key, error).await,
+        }
+    }
+
+    /// A server refused a subscription for good. A refused `programSubscribe`
+    /// falls back to one `accountSubscribe` per known token account, with
+    /// periodic rediscovery; anything else leaves the wallet Failed.
+    async fn handle_rejected(&mut self, connection: usize, key: SubscriptionKey, error: String) {
+        self.pool.remove([key.clone()]).await;
+        let owner = key.wallet().clone();
+        if let Some(keys) = self.wallet_keys.get_mut(&owner) {
+            keys.remove(&key);
+        }
+        if let SubscriptionKey::TokenAccounts { is_token_2022, .. } = key {
+            warn!(connection, wallet = %owner, error = %error, "server refused programSubscribe; falling back to per-account subscriptions");
+            self.per_account_fallback.insert((owner.clone(), is_token_2022));
+            self.schedule_discovery(owner, is_token_2022);
+        } else {
+            error!(connection, wallet = %owner, method = key.method(), error = %error, "server refused a subscription; the wallet is not fully covered");
+            self.rejected_wallets.insert(owner.clone());
+        }
+        self.refresh_statuses().await;
+    }
+
+    async fn refresh_statuses(&mut self) {
+        let mut key_states: HashMap<&SubscriptionKey, ConnectionState> = HashMap::new();
+        for (state, keys) in self.connection_states.values() {
+            for key in keys {
+                key_states.insert(key, *state);
+            }
+        }
+        let mut changes: HashMap<SubscriptionStatus, Vec<WalletAddress>> = HashMap::new();
+        for wallet in &self.tracked {
+            let states: Vec<Option<ConnectionState>> = self
+                .wallet_keys
+                .get(wallet)
+                .map(|keys| keys.iter().map(|key| key_states.get(key).copied()).collect())
+                .unwrap_or_default();
+            let status = if self.polling.contains(wallet) && self.polled_while_down.contains(wallet) {
+                SubscriptionStatus::Polling
+            } else if self.rejected_wallets.contains(wallet)
+                || states.contains(&Some(ConnectionState::Failed))
+            {
+                SubscriptionStatus::Failed
+            } else if states.contains(&Some(ConnectionState::Reconnecting)) {
+                SubscriptionStatus::Reconnecting
+            } else if states.iter().all(|state| *state == Some(ConnectionState::Connected)) {
+                SubscriptionStatus::Active
+            } else if states.contains(&Some(ConnectionState::Disconnected)) {
+                SubscriptionStatus::Disconnected
+            } else {
+                SubscriptionStatus::Pending
+            };
+            if self.persisted_status.get(wallet) != Some(&status) {
+                changes.entry(status).or_default().push(wallet.clone());
+            }
+        }
+        // Subscribed for the first time: read what happened since the cursor
+        // (or since tracking). Subscribing first leaves no window between the
+        // history read and the live stream; overlaps are removed by the store.
+        let newly_active: Vec<WalletAddress> = changes
+            .get(&SubscriptionStatus::Active)
+            .into_iter()
+            .flatten()
+            .filter(|wallet| !self.caught_up_once.contains(*wallet))
+            .cloned()
+            .collect();
+        for (status, wallets) in changes {
+            self.persist_status(&wallets, status).await;
+        }
+        let connections_connected =
+            self.connection_states.values().filter(|(state, _)| *state == ConnectionState::Connected).count();
+        let wallets_active =
+            self.persisted_status.values().filter(|status| **status == SubscriptionStatus::Active).count();
+        let (connections_total, wallets_total) = (self.connection_states.len(), self.tracked.len());
+        for state in ConnectionState::ALL {
+            let count = self.connection_states.values().filter(|(candidate, _)| *candidate == state).count();
+            metrics::gauge!(metric_names::PUBSUB_CONNECTIONS, "state" => state.as_str()).set(count as f64);
+        }
+        for status in SubscriptionStatus::ALL {
+            let count = self.persisted_status.values().filter(|candidate| **candidate == status).count();
+            metrics::gauge!(metric_names::WALLETS_BY_STATUS, "status" => status.as_str()).set(count as f64);
+        }
+        self.health.update(|state| {
+            state.connections_total = connections_total;
+            state.connections_connected = connections_connected;
+            state.wallets_total = wallets_total;
+            state.wallets_active = wallets_active;
+        });
+        for wallet in newly_active {
+            self.caught_up_once.insert(wallet.clone());
+            self.schedule_wallet_walks(&wallet, Origin::Backfill);
+        }
+    }
+
+    async fn persist_status(&mut self, wallets: &[WalletAddress], status: SubscriptionStatus) {
+        if wallets.is_empty() {
+            return;
+        }
+        let store = Arc::clone(&self.store);
+        let addresses = wallets.to_vec();
+        match tokio::task::spawn_blocking(move || store.set_subscription_status(&addresses, status)).await {
+            Ok(Ok(())) => {
+                info!(wallets = wallets.len(), status = %status, "subscription status changed");
+                for wallet in wallets {
+                    self.persisted_status.insert(wallet.clone(), status);
+                }
+            }
+            Ok(Err(error)) => warn!(error = %error, "saving subscription status failed; will retry"),
+            Err(error) => warn!(error = %error, "saving subscription status panicked"),
+        }
+    }
+
+    /// Fallback polling: a balance round over the wallets whose socket is
+    /// down (100 accounts a call); only those whose balances changed get a
+    /// history read, plus a full history check every few rounds.
+    fn poll_disconnected_wallets(&mut self) {
+        if self.polling.is_empty() {
+            return;
+        }
+        self.poll_rounds += 1;
+        let wallets: Vec<WalletAddress> = self.polling.iter().cloned().collect();
+        let is_full_round = self.poll_rounds.is_multiple_of(FULL_POLL_EVERY);
+        for wallet in &wallets {
+            self.schedule.make_due(wallet);
+            if is_full_round {
+                self.schedule_wallet_walks(wallet, Origin::Poll);
+            }
+        }
+    }
+
+    fn save_stats(&mut self) {
+        self.stats.saved_at = crate::daemon::now();
+        let now = self.stats.saved_at;
+        let oldest = self.work_started.values().min().copied();
+        let lag_ms = oldest.map_or(0, |started| (now.0 - started.0).max(0));
+        let catching_up = self.walking.len() + self.queued_walks.len() + self.walk_retries.len();
+        metrics::gauge!(metric_names::PROCESSING_LAG_SECONDS).set(lag_ms as f64 / 1000.0);
+        self.health.update(|state| {
+            state.processing_lag_ms = lag_ms;
+            state.wallets_catching_up = catching_up;
+        });
+        self.stats.rpc_calls = self.rpc.call_counts().into_iter().map(|(method, count)| (method.to_string(), count)).collect();
+        self.stats.wallets_by_tier =
+            self.schedule.tier_counts().iter().map(|(tier, count)| (tier.as_str().to_string(), *count as u64)).collect();
+        let store = Arc::clone(&self.store);
+        let stats = self.stats.clone();
+        // Best effort and off the loop: a slow disk must not delay events.
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = store.save_runtime_stats(&stats) {
+                warn!(error = %error, "saving statistics failed");
+            }
+            if let Ok(depth) = store.outbox_depth() {
+                metrics::gauge!(metric_names::OUTBOX_DEPTH).set(depth as f64);
+            }
+            if let Ok(dead) = store.dead_letter_count() {
+                metrics::gauge!(metric_names::DEAD_LETTERS).set(dead as f64);
+            }
+            if let Ok(unresolved) = store.unresolved(usize::MAX) {
+                let given_up = unresolved.iter().filter(|entry| entry.is_given_up).count();
+                metrics::gauge!(metric_names::UNRESOLVABLE_TRANSACTIONS).set(given_up as f64);
+            }
+        });
+    }
+
+    /// Keeps `/ready`'s work counters and the queue gauges current.
+    fn publish_work(&mut self) {
+        let work = crate::health::WorkCounts {
+            fetches_queued: self.fetch_queue.len(),
+            fetches_running: self.fetches_running,
+            walks_queued: self.walk_queue.len(),
+            walks_running: self.walking.len(),
+            walks_retrying: self.walk_retries.len(),
+            events_unrecorded: self.pending_records.len(),
+            unresolved_retrying: self.unresolved_retrying.len(),
+        };
+        if work == self.last_work {
+            return;
+        }
+        self.last_work = work;
+        metrics::gauge!(metric_names::FETCH_QUEUE_DEPTH).set(work.fetches_queued as f64);
+        metrics::gauge!(metric_names::WALKS_WAITING).set((work.walks_queued + work.walks_retrying) as f64);
+        self.health.update(|state| state.work = work);
+    }
+
+    async fn handle_joined(&mut self, joined: Joined<Task, TaskOutput>) {
+        match joined {
+            Joined::Done(output) => self.handle_task(output).await,
+            Joined::Panicked { what, error } => {
+                metrics::counter!(crate::metric_names::TASK_PANICS_TOTAL, "task" => what.label()).increment(1);
+                error!(task = what.label(), error = %error, "a pipeline task panicked; its work is rescheduled");
+                self.recover_panicked(what);
+            }
+        }
+    }
+
+    /// Stops the sources, then lets accepted work finish and stores its events.
+    async fn shut_down(mut self, events_rx: mpsc::Receiver<PubsubEvent>) {
+        // Connections may be blocked sending to a full queue: close it first.
+        drop(events_rx);
+        self.pool.shutdown().await;
+        self.is_shutting_down = true;
+        while let Some(joined) = self.tasks.join_next().await {
+            self.handle_joined(joined).await;
+        }
+        self.flush_records().await;
+        self.tasks.abort_all();
+        let wallets: Vec<WalletAddress> = self.tracked.iter().cloned().collect();
+        self.persist_status(&wallets, SubscriptionStatus::Disconnected).await;
+    }
+}

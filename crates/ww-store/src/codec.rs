@@ -1,0 +1,61 @@
+//! Encoding, decoding and error mapping shared by the store and its migrations.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use ww_core::store::StoreError;
+
+pub(crate) fn backend(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+pub(crate) fn is_disk_full(error: &std::io::Error) -> bool {
+    // ENOSPC (28) and EDQUOT (122) on Linux.
+    matches!(error.raw_os_error(), Some(28) | Some(122)) || error.kind() == std::io::ErrorKind::StorageFull
+}
+
+pub(crate) fn storage_error(error: redb::StorageError) -> StoreError {
+    match error {
+        redb::StorageError::Io(io_error) if is_disk_full(&io_error) => {
+            StoreError::Write { reason: format!("disk full: {io_error}") }
+        }
+        redb::StorageError::Io(io_error) => StoreError::Write { reason: io_error.to_string() },
+        redb::StorageError::Corrupted(reason) => StoreError::Corrupt { table: "file", reason },
+        other => backend(other),
+    }
+}
+
+pub(crate) fn commit_error(error: redb::CommitError) -> StoreError {
+    match error {
+        redb::CommitError::Storage(storage) => storage_error(storage),
+        other => backend(other),
+    }
+}
+
+pub(crate) fn transaction_error(error: redb::TransactionError) -> StoreError {
+    match error {
+        redb::TransactionError::Storage(storage) => storage_error(storage),
+        other => backend(other),
+    }
+}
+
+pub(crate) fn table_error(error: redb::TableError) -> StoreError {
+    match error {
+        redb::TableError::Storage(storage) => storage_error(storage),
+        other => backend(other),
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(backend)
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt { table, reason: error.to_string() })
+}
+
+pub(crate) fn read_u64(bytes: &[u8]) -> Result<u64, StoreError> {
+    let array: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt { table: "meta", reason: format!("expected 8 bytes, found {}", bytes.len()) })?;
+    Ok(u64::from_le_bytes(array))
+}
