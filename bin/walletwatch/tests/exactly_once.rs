@@ -7,9 +7,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{Daemon, all_active, distinct_pairs, node_history, rpc, statuses, stored_events, track, wait_until};
+use common::{Daemon, all_active, distinct_pairs, node_history, rpc, statuses, stored_events, track, wait_idle, wait_until};
 use ww_core::{Signature, WalletAddress};
-use ww_test_utils::{ChaosProxy, LocalNode, fresh_address};
+use ww_test_utils::{ChaosProxy, LocalNode, RpcProxy, fresh_address};
 
 /// The pairs the node's history says should exist for these wallets.
 async fn expected_pairs(node: &LocalNode, wallets: &[WalletAddress]) -> BTreeSet<(WalletAddress, Signature)> {
@@ -46,10 +46,10 @@ async fn transfers_made_while_stopped_are_delivered_once_after_a_restart() {
     }
     assert_eq!(sent.len(), 21);
 
-    let _daemon = Daemon::start(data_dir.path(), &node.rpc_url, &node.ws_url, &[]);
+    let daemon = Daemon::start(data_dir.path(), &node.rpc_url, &node.ws_url, &[]);
     let expected = expected_pairs(&node, &wallets).await;
     wait_until("every missed event", data_dir.path(), || distinct_pairs(&stored_events(data_dir.path())) == expected);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_idle(&daemon.api_url()).await;
     let events = stored_events(data_dir.path());
     assert_eq!(distinct_pairs(&events), expected);
     for signature in &sent {
@@ -78,17 +78,25 @@ async fn kill_9_during_a_catch_up_loses_and_repeats_nothing() {
     assert_eq!(expected.len(), total_missed + 1);
 
     // Second run: SIGKILL as soon as the catch-up has stored its first chunk.
-    let daemon = Daemon::start(data_dir.path(), &node.rpc_url, &node.ws_url, &[]);
+    // Fetches go through a proxy that slows each `getTransaction`, so the
+    // catch-up takes seconds and the kill lands in the middle of it on any machine.
+    let proxy = RpcProxy::start(&node.rpc_url).await.expect("rpc proxy");
+    proxy.delay_method("getTransaction", Duration::from_millis(40));
+    let daemon = Daemon::start(data_dir.path(), &proxy.url(), &node.ws_url, &[]);
     common::wait_closely("the catch-up to start storing", || common::has_more_events_than(data_dir.path(), 1));
     daemon.kill_9();
     let stored_at_kill = distinct_pairs(&stored_events(data_dir.path())).len();
     assert!(stored_at_kill < expected.len(), "the catch-up finished before the kill ({stored_at_kill} stored)");
 
     // Third run: resumes from the durable cursor.
-    let _daemon = Daemon::start(data_dir.path(), &node.rpc_url, &node.ws_url, &[]);
+    let daemon = Daemon::start(data_dir.path(), &proxy.url(), &node.ws_url, &[]);
     wait_until("every event after the crash", data_dir.path(), || distinct_pairs(&stored_events(data_dir.path())) == expected);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_idle(&daemon.api_url()).await;
     assert_eq!(distinct_pairs(&stored_events(data_dir.path())), expected);
+    // Resuming fetched only what the killed run had not stored (its last
+    // window of fetches at most is repeated).
+    let fetched = proxy.calls("getTransaction");
+    assert!(fetched < expected.len() + 200, "{fetched} fetches for {} transactions: stored ones were fetched again", expected.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +159,7 @@ async fn drops_and_silent_stalls_of_the_websocket_lose_and_repeat_nothing() {
     let expected = expected_pairs(&node, &wallets).await;
     assert!(expected.len() >= 300);
     wait_until("every event despite the chaos", data_dir.path(), || distinct_pairs(&stored_events(data_dir.path())) == expected);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_idle(&daemon.api_url()).await;
     assert_eq!(distinct_pairs(&stored_events(data_dir.path())), expected);
     // The faults really happened and were handled the intended way.
     let log = daemon.log_text();
@@ -170,8 +178,11 @@ async fn kill_9_during_walletwatch_backfill_then_rerun_stores_everything_once() 
     let expected = expected_pairs(&node, std::slice::from_ref(&wallet)).await;
     assert_eq!(expected.len(), total);
 
+    // Slowed fetches put the kill in the middle of the backfill on any machine.
+    let proxy = RpcProxy::start(&node.rpc_url).await.expect("rpc proxy");
+    proxy.delay_method("getTransaction", Duration::from_millis(40));
     let mut backfill = common::walletwatch(data_dir.path())
-        .args(["backfill", wallet.as_str(), "--rpc-url", &node.rpc_url])
+        .args(["backfill", wallet.as_str(), "--rpc-url", &proxy.url()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -1,8 +1,10 @@
 //! Alert delivery: how fast the delivery workers drain the durable outbox to
 //! signed webhooks on loopback, next to the baseline of the same signed POSTs
 //! sent straight from memory (no store, no retries) with the same concurrency,
-//! in the same run; and the latency of one alert from its commit to the
-//! receiver, next to one bare POST.
+//! in the same run; the latency of one alert from its commit to the
+//! receiver, next to one bare POST; and that latency again while another
+//! destination (a Discord webhook answering 503) holds 1 500 jobs queued
+//! before it, next to the same latency without that backlog.
 //!
 //! `cargo bench -p ww-app --bench delivery`
 
@@ -24,6 +26,8 @@ use ww_test_utils::{ContractServer, fresh_address, sample_event, signature_from_
 const DESTINATIONS: usize = 4;
 const EVENTS: usize = 2500;
 const LATENCY_SAMPLES: usize = 40;
+/// Jobs queued for the failing destination before the healthy one's alerts.
+const BACKLOG: usize = 1500;
 const SECRET: &str = "a-bench-secret-0123456789";
 
 fn percentile(sorted: &[f64], fraction: f64) -> f64 {
@@ -43,6 +47,10 @@ async fn main() {
         ));
         destinations.push(format!("webhook:{name}"));
     }
+    config_text.push_str(&format!(
+        "[destinations.stuck]\nkind = \"discord_webhook\"\nurl = \"{}\"\nmessages_per_second = 50\n",
+        server.discord_webhook_url(9)
+    ));
     let config = Arc::new(ww_config::load_str(&config_text, &HashMap::new()).expect("config"));
     let sinks = Sinks::from_config(&config).expect("sinks");
     let data_dir = tempfile::tempdir().expect("tempdir");
@@ -118,8 +126,38 @@ async fn main() {
         }
         alert_latencies.push(started.elapsed().as_secs_f64() * 1000.0);
     }
+    // The same alert latency while another destination's 1 500 jobs, queued
+    // first, keep failing.
+    server.fail_with(ww_test_utils::contracts::Family::Discord, Some(ww_test_utils::contracts::Failure::Status(503)));
+    let stuck = Route { destination: "discord-webhook:stuck".parse().expect("valid"), user: "bench".into() };
+    let backlog: Vec<NewEvent> = (0..BACKLOG)
+        .map(|index| {
+            let mut event = sample_event(&wallet, signature_from_seed(2_000_000 + index as u64), 1);
+            event.emitted_at = ww_app::daemon::now();
+            NewEvent { event, routes: vec![stuck.clone()] }
+        })
+        .collect();
+    for chunk in backlog.chunks(100) {
+        store.record_events(chunk, None).expect("record backlog");
+    }
+    wake.notify_one();
+    let mut behind_backlog_latencies = Vec::new();
+    for sample in 0..LATENCY_SAMPLES {
+        let before = server.received_count();
+        let mut event = sample_event(&wallet, signature_from_seed(3_000_000 + sample as u64), 1);
+        event.emitted_at = ww_app::daemon::now();
+        let started = Instant::now();
+        store.record_events(&[NewEvent { event, routes: routes[..1].to_vec() }], None).expect("record");
+        wake.notify_one();
+        while server.received_count() == before {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        behind_backlog_latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let backlog_left = store.outbox_depth().expect("depth");
     shutdown.cancel();
     let _ = running.await;
+    behind_backlog_latencies.sort_by(f64::total_cmp);
     let mut post_latencies = Vec::new();
     let destination: ww_core::alert::DestinationId = destinations[0].parse().expect("valid");
     for event in stored.iter().take(LATENCY_SAMPLES) {
@@ -143,5 +181,12 @@ async fn main() {
         percentile(&alert_latencies, 0.99),
         percentile(&post_latencies, 0.5),
         percentile(&post_latencies, 0.99)
+    );
+    println!(
+        "one alert with {BACKLOG} failing jobs of another destination queued first: p50 {:.1} ms, p99 {:.1} ms \
+         (ratio to no backlog, p50: {:.2}); {backlog_left} jobs still owed to the failing destination",
+        percentile(&behind_backlog_latencies, 0.5),
+        percentile(&behind_backlog_latencies, 0.99),
+        percentile(&behind_backlog_latencies, 0.5) / percentile(&alert_latencies, 0.5)
     );
 }

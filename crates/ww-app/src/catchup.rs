@@ -305,7 +305,7 @@ impl CatchUp {
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<CatchUpReport, CatchUpError> {
         let mut report = CatchUpReport::default();
-        let is_checkpointing = checkpoint.is_some();
+        let mut is_checkpointing = checkpoint.is_some();
         let mut cursor = checkpoint.flatten();
         let address = &walk.address;
         progress(Progress::Processing { address: address.clone(), done: 0, total: entries.len() });
@@ -343,7 +343,7 @@ impl CatchUp {
             if chunk.len() < CHUNK && remaining > 0 {
                 continue;
             }
-            let chunk_report = self.store_chunk(walk, &chunk, chunk_known, is_checkpointing, &mut cursor).await?;
+            let chunk_report = self.store_chunk(walk, &chunk, chunk_known, &mut is_checkpointing, &mut cursor).await?;
             report.add(&chunk_report);
             chunk.clear();
             chunk_known = 0;
@@ -351,7 +351,7 @@ impl CatchUp {
         }
         // What was fetched before a failure is kept and checkpointed.
         if !chunk.is_empty() {
-            let chunk_report = self.store_chunk(walk, &chunk, chunk_known, is_checkpointing, &mut cursor).await?;
+            let chunk_report = self.store_chunk(walk, &chunk, chunk_known, &mut is_checkpointing, &mut cursor).await?;
             report.add(&chunk_report);
         }
         match stop {
@@ -438,14 +438,14 @@ impl CatchUp {
         walk: &Walk,
         chunk: &[(SignatureInfo, Vec<ww_core::ActivityEvent>)],
         known: usize,
-        is_checkpointing: bool,
+        is_checkpointing: &mut bool,
         cursor: &mut Option<Position>,
     ) -> Result<CatchUpReport, CatchUpError> {
         let fetched = chunk.len() - known;
         metrics::counter!(metric_names::BACKFILL_TRANSACTIONS_TOTAL).increment(fetched as u64);
         metrics::counter!(metric_names::BACKFILL_KNOWN_TOTAL).increment(known as u64);
         let events: Vec<ww_core::ActivityEvent> = chunk.iter().flat_map(|(_, events)| events.iter().cloned()).collect();
-        let cursor_move = match (is_checkpointing, chunk.last()) {
+        let cursor_move = match (*is_checkpointing, chunk.last()) {
             (true, Some((last, _))) => Some(CursorMove {
                 owner: walk.owner.clone(),
                 address: walk.address.clone(),
@@ -463,7 +463,8 @@ impl CatchUp {
                 recorded
             }
             Err(RecordError::Store(StoreError::CursorConflict { found, .. })) => {
-                tracing::info!(address = %walk.address, found = ?found, "the cursor was moved by another writer; storing without moving it");
+                tracing::info!(address = %walk.address, found = ?found, "the cursor was moved by another writer; this walk stores without moving it");
+                *is_checkpointing = false;
                 self.recorder.record(events, None).await?
             }
             Err(error) => return Err(error.into()),

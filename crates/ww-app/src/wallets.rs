@@ -85,7 +85,7 @@ pub const CURRENT_SLOT_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// every one sent later lands after it. `None` when the node does not answer
 /// within [`CURRENT_SLOT_TIMEOUT`] (logged).
 pub async fn current_slot(rpc: &ww_solana::RpcClient) -> Option<u64> {
-    match tokio::time::timeout(CURRENT_SLOT_TIMEOUT, rpc.get_slot(ww_core::Commitment::Confirmed)).await {
+    match tokio::time::timeout(CURRENT_SLOT_TIMEOUT, rpc.get_slot_once(ww_core::Commitment::Confirmed)).await {
         Ok(Ok(slot)) => Some(slot.0),
         Ok(Err(error)) => {
             tracing::warn!(error = %error, "the node's current slot is unknown; history of wallets tracked now starts a minute before tracking");

@@ -10,9 +10,10 @@
 //! Answers: `getTransaction` by signature; `getSignaturesForAddress` from an
 //! index of every entry the capture saw for the address (with `before`,
 //! `until` and `limit` applied), so any paging the daemon does is served,
-//! showing only entries up to the slot of the last notification played (the
-//! history as the chain held it at that moment); other methods by exact
-//! params, else an empty answer of the right shape.
+//! showing an entry only once every notification captured before the reply
+//! that first listed it has been played (the history as the capture saw it
+//! at that moment); other methods by exact params, else an empty answer of
+//! the right shape.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -60,8 +61,11 @@ impl std::str::FromStr for Speed {
 #[derive(Default)]
 struct Answers {
     transactions: HashMap<String, Box<str>>,
-    /// Per address: every signature entry seen, newest first.
-    history: HashMap<String, Vec<Value>>,
+    /// Per address: every signature entry seen, newest first, with the
+    /// capture time (µs) of the first reply that listed it.
+    history: HashMap<String, Vec<(u64, Value)>>,
+    /// The lowest slot the capture names (its wallets' history starts before it).
+    first_slot: u64,
     exact: HashMap<String, Box<str>>,
     slot: u64,
 }
@@ -78,8 +82,9 @@ struct NodeState {
     subscriptions: Mutex<Subscriptions>,
     next_connection: AtomicU64,
     transactions_served: AtomicU64,
-    /// The slot of the newest notification played: history shows nothing later.
-    played_slot: AtomicU64,
+    /// The capture time of the first notification not played yet: history
+    /// shows entries first listed before it.
+    visible_before_us: AtomicU64,
 }
 
 /// The loopback node serving a capture.
@@ -117,10 +122,12 @@ impl ReplayNode {
     pub async fn start(records: impl IntoIterator<Item = Result<CaptureRecord, String>>) -> Result<Self, String> {
         let mut answers = Answers::default();
         let mut notifications = Vec::new();
+        let mut listed: HashMap<String, HashMap<String, (u64, Value)>> = HashMap::new();
+        let mut first_slot = u64::MAX;
         for record in records {
             let record = record?;
             match record {
-                CaptureRecord::Rpc { method, params, result, .. } => {
+                CaptureRecord::Rpc { t_us, method, params, result } => {
                     answers.slot = answers.slot.max(slot_of(&result));
                     match method.as_str() {
                         "getTransaction" => {
@@ -130,11 +137,15 @@ impl ReplayNode {
                         }
                         "getSignaturesForAddress" => {
                             let Some(address) = params[0].as_str() else { continue };
-                            let entries = answers.history.entry(address.to_string()).or_default();
+                            let entries = listed.entry(address.to_string()).or_default();
                             for entry in result.as_array().into_iter().flatten() {
-                                if !entries.iter().any(|known| known["signature"] == entry["signature"]) {
-                                    entries.push(entry.clone());
+                                let Some(signature) = entry["signature"].as_str() else { continue };
+                                let slot = entry["slot"].as_u64().unwrap_or(0);
+                                if slot > 0 {
+                                    first_slot = first_slot.min(slot);
                                 }
+                                let first_seen = entries.entry(signature.to_string()).or_insert_with(|| (t_us, entry.clone()));
+                                first_seen.0 = first_seen.0.min(t_us);
                             }
                         }
                         _ => {
@@ -154,16 +165,20 @@ impl ReplayNode {
                 }
             }
         }
-        for entries in answers.history.values_mut() {
-            entries.sort_by_key(|entry| std::cmp::Reverse(entry["slot"].as_u64().unwrap_or(0)));
+        for (address, entries) in listed {
+            let mut entries: Vec<(u64, Value)> = entries.into_values().collect();
+            entries.sort_by_key(|(_, entry)| std::cmp::Reverse(entry["slot"].as_u64().unwrap_or(0)));
+            answers.history.insert(address, entries);
         }
+        answers.first_slot = if first_slot == u64::MAX { 1 } else { first_slot };
         notifications.sort_by_key(|(t_us, ..)| *t_us);
+        let first_notification_us = notifications.first().map_or(u64::MAX, |(t_us, ..)| *t_us);
         let state = Arc::new(NodeState {
             answers,
             subscriptions: Mutex::new(Subscriptions { next_id: 1, by_request: HashMap::new(), connections: HashMap::new() }),
             next_connection: AtomicU64::new(0),
             transactions_served: AtomicU64::new(0),
-            played_slot: AtomicU64::new(0),
+            visible_before_us: AtomicU64::new(first_notification_us),
         });
         let stop = CancellationToken::new();
         let io = |error: std::io::Error| format!("cannot listen on loopback: {error}");
@@ -210,7 +225,8 @@ impl ReplayNode {
     /// The slot before the capture's first notification: the replayed
     /// wallets' history starts after it, as if tracked just before.
     pub fn start_slot(&self) -> u64 {
-        self.notifications.iter().map(|(_, _, _, result)| slot_of_text(result)).filter(|slot| *slot > 0).min().unwrap_or(1).saturating_sub(1)
+        let notified = self.notifications.iter().map(|(_, _, _, result)| slot_of_text(result)).filter(|slot| *slot > 0).min();
+        notified.unwrap_or(u64::MAX).min(self.state.answers.first_slot).saturating_sub(1)
     }
 
     pub fn transactions_served(&self) -> u64 {
@@ -222,7 +238,7 @@ impl ReplayNode {
     pub async fn play(&self, speed: Speed) -> usize {
         let started = Instant::now();
         let mut delivered = 0;
-        for (t_us, request, method, result) in &self.notifications {
+        for (index, (t_us, request, method, result)) in self.notifications.iter().enumerate() {
             if let Speed::Times(factor) = speed {
                 let due = Duration::from_micros(*t_us).div_f64(factor);
                 if let Some(wait) = due.checked_sub(started.elapsed()) {
@@ -236,8 +252,9 @@ impl ReplayNode {
                     .get(request)
                     .and_then(|(connection, id)| subscriptions.connections.get(connection).map(|sender| (sender.clone(), *id)))
             };
-            // The chain's history now reaches this notification's slot.
-            self.state.played_slot.fetch_max(slot_of_text(result), Ordering::Relaxed);
+            // History listed up to the next notification is visible from now on.
+            let next_us = self.notifications.get(index + 1).map_or(u64::MAX, |(t_us, ..)| *t_us);
+            self.state.visible_before_us.store(next_us, Ordering::Relaxed);
             let Some((sender, id)) = target else { continue };
             let frame = format!(r#"{{"jsonrpc":"2.0","method":"{method}","params":{{"result":{result},"subscription":{id}}}}}"#);
             if sender.send(frame).await.is_ok() {
@@ -284,10 +301,10 @@ fn answer_value<'a>(state: &'a NodeState, method: &str, params: &Value) -> Resul
             let options = &params[1];
             let limit = options["limit"].as_u64().unwrap_or(1000).clamp(1, 1000) as usize;
             let entries = params[0].as_str().and_then(|address| answers.history.get(address));
-            let played_slot = state.played_slot.load(Ordering::Relaxed);
+            let visible_before_us = state.visible_before_us.load(Ordering::Relaxed);
             let mut page = Vec::new();
             let mut started = options["before"].as_str().is_none();
-            for entry in entries.into_iter().flatten() {
+            for (first_listed_us, entry) in entries.into_iter().flatten() {
                 if !started {
                     started = entry["signature"].as_str() == options["before"].as_str();
                     continue;
@@ -295,7 +312,7 @@ fn answer_value<'a>(state: &'a NodeState, method: &str, params: &Value) -> Resul
                 if options["until"].as_str().is_some() && entry["signature"].as_str() == options["until"].as_str() {
                     break;
                 }
-                if entry["slot"].as_u64().is_some_and(|slot| slot > played_slot) {
+                if *first_listed_us >= visible_before_us {
                     continue;
                 }
                 page.push(entry.clone());

@@ -183,6 +183,8 @@ async fn the_openapi_document_lists_every_route() {
         "/api/outbox/dead",
         "/api/outbox/dead/retry",
         "/api/outbox/jobs/{id}",
+        "/api/unresolved",
+        "/api/unresolved/retry",
         "/api/ws/connections",
         "/discord/interactions",
         "/telegram/webhook",
@@ -192,7 +194,7 @@ async fn the_openapi_document_lists_every_route() {
     }
     assert_eq!(paths.len(), routes.len(), "the document lists a route the router does not have");
     // Every documented route answers something other than the router's 404.
-    let post_only = ["/api/outbox/dead/retry", "/discord/interactions", "/telegram/webhook"];
+    let post_only = ["/api/outbox/dead/retry", "/api/unresolved/retry", "/discord/interactions", "/telegram/webhook"];
     for route in routes.iter().filter(|route| !route.contains('{') && **route != "/ws" && !post_only.contains(route)) {
         let (status, body) = call(&fixture, "GET", route, Some(&fixture.admin), None).await;
         assert_ne!(body["error"]["message"], "no such route", "{route}: {status}");
@@ -245,6 +247,43 @@ async fn telegram_webhook_checks_the_secret_and_answers_commands_inline() {
         .expect("request");
     let (_, body) = call_with_state(state, request).await;
     assert!(body["text"].as_str().expect("text").contains("my &lt;wallet&gt;"), "{body}");
+}
+
+#[tokio::test]
+async fn unresolved_transactions_are_listed_and_retried_by_admins_only() {
+    use ww_core::store::{Store as _, UnresolvedTransaction};
+    let fixture = fixture();
+    call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": WALLET}))).await;
+    let wallet = ww_core::WalletAddress::parse(WALLET).expect("valid");
+    let signature = ww_test_utils::signature_from_seed(7);
+    let entry = UnresolvedTransaction {
+        owner: wallet.clone(),
+        address: wallet,
+        signature: signature.clone(),
+        slot: ww_core::Slot(5),
+        attempts: 3,
+        reason: "transaction has no meta".into(),
+        first_failed_at: UnixMillis(1),
+        last_failed_at: UnixMillis(2),
+        is_given_up: true,
+        is_retry_requested: false,
+    };
+    fixture.store.note_unresolved(&entry, 3).expect("note");
+    let (status, _) = call(&fixture, "GET", "/api/unresolved", Some(&fixture.reader), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = call(&fixture, "POST", "/api/unresolved/retry", Some(&fixture.reader), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = call(&fixture, "GET", "/api/unresolved", Some(&fixture.admin), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["unresolved"][0]["signature"], signature.to_string());
+    assert_eq!(body["unresolved"][0]["is_given_up"], true);
+    let (status, body) =
+        call(&fixture, "POST", "/api/unresolved/retry", Some(&fixture.admin), Some(json!({"signatures": ["not-a-signature"]}))).await;
+    assert_eq!((status, body["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("invalid_signature")));
+    let (status, body) =
+        call(&fixture, "POST", "/api/unresolved/retry", Some(&fixture.admin), Some(json!({"signatures": [signature.to_string()]}))).await;
+    assert_eq!((status, body["retry_requested"].clone()), (StatusCode::OK, json!(1)));
+    assert!(fixture.store.unresolved(10).expect("list")[0].is_retry_requested);
 }
 
 #[tokio::test]

@@ -3,130 +3,15 @@
 //! connections. (Real-traffic behaviour is proven against the local node in
 //! the binary's streaming tests.)
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::{SinkExt as _, StreamExt as _};
-use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc};
-use tokio_tungstenite::tungstenite::Message;
+use serde_json::json;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use ww_test_utils::FakePubsub;
 use ww_core::{Commitment, WalletAddress};
 use ww_solana::pubsub::{ConnectionConfig, ConnectionState, PubsubEvent, PubsubPool, SubscriptionKey};
-
-/// What the scripted server saw and can be told to do.
-#[derive(Default)]
-struct ServerState {
-    /// Per accepted connection: the subscribe methods received, in order.
-    connections: Mutex<Vec<Vec<String>>>,
-    /// (connection, request params) → server subscription id.
-    subscriptions: Mutex<HashMap<(usize, String), u64>>,
-    next_subscription_id: AtomicU64,
-    /// While set, no heartbeats (slot notifications) are sent: a silent stall.
-    is_stalled: AtomicBool,
-    /// While set, `programSubscribe` is refused, as some providers do.
-    refuses_program_subscribe: AtomicBool,
-}
-
-struct FakePubsub {
-    address: SocketAddr,
-    state: Arc<ServerState>,
-    /// Frames pushed to every live connection.
-    push: broadcast::Sender<String>,
-    /// Tells every live connection to drop.
-    drop_all: broadcast::Sender<()>,
-}
-
-impl FakePubsub {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = listener.local_addr().expect("address");
-        let state = Arc::new(ServerState { next_subscription_id: AtomicU64::new(1000), ..ServerState::default() });
-        let (push, _) = broadcast::channel(64);
-        let (drop_all, _) = broadcast::channel(4);
-        let server = Self { address, state: Arc::clone(&state), push: push.clone(), drop_all: drop_all.clone() };
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let Ok(socket) = tokio_tungstenite::accept_async(stream).await else { continue };
-                let index = {
-                    let mut connections = state.connections.lock().expect("lock");
-                    connections.push(Vec::new());
-                    connections.len() - 1
-                };
-                tokio::spawn(serve_connection(index, socket, Arc::clone(&state), push.subscribe(), drop_all.subscribe()));
-            }
-        });
-        server
-    }
-
-    fn url(&self) -> url::Url {
-        format!("ws://{}", self.address).parse().expect("url")
-    }
-
-    fn subscription_id(&self, connection: usize, key_param: &str) -> Option<u64> {
-        self.state.subscriptions.lock().expect("lock").get(&(connection, key_param.to_string())).copied()
-    }
-
-    fn connection_count(&self) -> usize {
-        self.state.connections.lock().expect("lock").len()
-    }
-}
-
-async fn serve_connection(
-    index: usize,
-    socket: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
-    state: Arc<ServerState>,
-    mut push: broadcast::Receiver<String>,
-    mut drop_all: broadcast::Receiver<()>,
-) {
-    let (mut sink, mut stream) = socket.split();
-    let mut heartbeat_id: Option<u64> = None;
-    let mut slot = 0u64;
-    let mut heartbeat = tokio::time::interval(Duration::from_millis(50));
-    loop {
-        tokio::select! {
-            _ = drop_all.recv() => return,
-            Ok(frame) = push.recv() => {
-                if sink.send(Message::text(frame)).await.is_err() { return; }
-            }
-            _ = heartbeat.tick() => {
-                if let Some(id) = heartbeat_id && !state.is_stalled.load(Ordering::SeqCst) {
-                    slot += 1;
-                    let frame = json!({"jsonrpc":"2.0","method":"slotNotification","params":{"subscription":id,"result":{"slot":slot,"parent":slot-1,"root":slot}}});
-                    if sink.send(Message::text(frame.to_string())).await.is_err() { return; }
-                }
-            }
-            message = stream.next() => {
-                let Some(Ok(Message::Text(text))) = message else {
-                    if matches!(message, Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_)))) { continue; }
-                    return;
-                };
-                let request: Value = serde_json::from_str(text.as_str()).expect("client sends JSON");
-                let method = request["method"].as_str().unwrap_or_default().to_string();
-                let id = request["id"].as_u64().unwrap_or_default();
-                let subscription_id = state.next_subscription_id.fetch_add(1, Ordering::SeqCst);
-                if method == "slotSubscribe" {
-                    heartbeat_id = Some(subscription_id);
-                } else if method.ends_with("Subscribe") {
-                    state.connections.lock().expect("lock")[index].push(method.clone());
-                    let key_param = format!("{method}:{}", request["params"][0]);
-                    state.subscriptions.lock().expect("lock").insert((index, key_param), subscription_id);
-                }
-                let frame = if method == "programSubscribe" && state.refuses_program_subscribe.load(Ordering::SeqCst) {
-                    json!({"jsonrpc":"2.0","error":{"code":-32601,"message":"Method not found"},"id":id})
-                } else {
-                    let reply = if method.ends_with("Unsubscribe") { json!(true) } else { json!(subscription_id) };
-                    json!({"jsonrpc":"2.0","result":reply,"id":id})
-                };
-                if sink.send(Message::text(frame.to_string())).await.is_err() { return; }
-            }
-        }
-    }
-}
 
 fn wallet(index: u32) -> WalletAddress {
     let mut bytes = [7u8; 32];
@@ -163,12 +48,12 @@ async fn next_notification(events: &mut mpsc::Receiver<PubsubEvent>) -> Subscrip
 }
 
 fn logs_notification(subscription: u64) -> String {
-    json!({"jsonrpc":"2.0","method":"logsNotification","params":{"subscription":subscription,"result":{"context":{"slot":9},"value":{"signature":bs58::encode([1u8;64]).into_string(),"err":null,"logs":[]}}}}).to_string()
+    ww_test_utils::pubsub::logs_notification(subscription, 0)
 }
 
 #[tokio::test]
 async fn a_dropped_connection_is_reconnected_and_resubscribed_with_new_ids() {
-    let server = FakePubsub::start().await;
+    let server = FakePubsub::start().await.expect("fake pubsub");
     let (events_tx, mut events) = mpsc::channel(1024);
     let mut pool = PubsubPool::new(test_config(server.url()), 100, 4, events_tx, CancellationToken::new());
     let watched = wallet(1);
@@ -180,16 +65,16 @@ async fn a_dropped_connection_is_reconnected_and_resubscribed_with_new_ids() {
 
     let logs_param = format!("logsSubscribe:{}", json!({"mentions": [watched.as_str()]}));
     let first_id = server.subscription_id(0, &logs_param).expect("subscribed on the first connection");
-    server.push.send(logs_notification(first_id)).expect("push");
+    server.push(logs_notification(first_id));
     assert_eq!(next_notification(&mut events).await, SubscriptionKey::Logs(watched.clone()));
 
-    server.drop_all.send(()).expect("drop");
+    server.drop_all();
     next_state(&mut events, ConnectionState::Reconnecting).await;
     let (_, keys, is_resubscribe) = next_state(&mut events, ConnectionState::Connected).await;
     assert!(is_resubscribe);
     assert_eq!(keys.len(), 8);
     assert_eq!(server.connection_count(), 2);
-    assert_eq!(server.state.connections.lock().expect("lock")[1].len(), 8, "every subscription was sent again");
+    assert_eq!(server.subscribe_methods(1).len(), 8, "every subscription was sent again");
     let second_id = server.subscription_id(1, &logs_param).expect("resubscribed");
     assert_ne!(first_id, second_id);
     // The old id no longer maps to anything: a notification on it yields
@@ -197,18 +82,18 @@ async fn a_dropped_connection_is_reconnected_and_resubscribed_with_new_ids() {
     let other_logs_param = format!("logsSubscribe:{}", json!({"mentions": [wallet(2).as_str()]}));
     let other_id = server.subscription_id(1, &other_logs_param).expect("the other wallet resubscribed");
     assert_ne!(other_id, first_id);
-    server.push.send(logs_notification(first_id)).expect("push");
-    server.push.send(logs_notification(other_id)).expect("push");
+    server.push(logs_notification(first_id));
+    server.push(logs_notification(other_id));
     assert_eq!(next_notification(&mut events).await, SubscriptionKey::Logs(wallet(2)), "the old id still maps to a key");
     // The new server id maps to the same stable key.
-    server.push.send(logs_notification(second_id)).expect("push");
+    server.push(logs_notification(second_id));
     assert_eq!(next_notification(&mut events).await, SubscriptionKey::Logs(watched));
     pool.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_silent_stall_is_detected_and_the_connection_replaced() {
-    let server = FakePubsub::start().await;
+    let server = FakePubsub::start().await.expect("fake pubsub");
     let (events_tx, mut events) = mpsc::channel(1024);
     let mut pool = PubsubPool::new(test_config(server.url()), 100, 1, events_tx, CancellationToken::new());
     pool.add(SubscriptionKey::all_for_wallet(&wallet(3))).await;
@@ -227,7 +112,7 @@ async fn a_silent_stall_is_detected_and_the_connection_replaced() {
 
 #[tokio::test]
 async fn a_thousand_wallets_are_spread_within_the_per_connection_limit() {
-    let server = FakePubsub::start().await;
+    let server = FakePubsub::start().await.expect("fake pubsub");
     let (events_tx, mut events) = mpsc::channel(16_384);
     let mut pool = PubsubPool::new(test_config(server.url()), 100, 40, events_tx, CancellationToken::new());
     pool.add((0..1000).flat_map(|index| SubscriptionKey::all_for_wallet(&wallet(index)))).await;
@@ -240,7 +125,7 @@ async fn a_thousand_wallets_are_spread_within_the_per_connection_limit() {
         assert!(keys.len() <= 100);
         connected.insert(connection);
     }
-    let per_connection: Vec<usize> = server.state.connections.lock().expect("lock").iter().map(Vec::len).collect();
+    let per_connection: Vec<usize> = (0..server.connection_count()).map(|index| server.subscribe_methods(index).len()).collect();
     assert_eq!(per_connection.len(), 40);
     assert!(per_connection.iter().all(|&count| count == 100), "{per_connection:?}");
 
@@ -254,7 +139,7 @@ async fn a_thousand_wallets_are_spread_within_the_per_connection_limit() {
 
 #[tokio::test]
 async fn a_refused_subscription_is_given_up_after_three_tries_and_reported() {
-    let server = FakePubsub::start().await;
+    let server = FakePubsub::start().await.expect("fake pubsub");
     server.state.refuses_program_subscribe.store(true, Ordering::SeqCst);
     let (events_tx, mut events) = mpsc::channel(1024);
     let mut pool = PubsubPool::new(test_config(server.url()), 100, 1, events_tx, CancellationToken::new());
@@ -272,7 +157,7 @@ async fn a_refused_subscription_is_given_up_after_three_tries_and_reported() {
     assert_eq!(rejected.len(), 2, "both programSubscribe keys are reported: {rejected:?}");
     assert!(rejected.iter().all(|key| matches!(key, SubscriptionKey::TokenAccounts { .. })));
     assert_eq!(keys, vec![SubscriptionKey::Logs(watched.clone()), SubscriptionKey::Account(watched)]);
-    let sent = server.state.connections.lock().expect("lock")[0].clone();
+    let sent = server.subscribe_methods(0);
     assert_eq!(sent.iter().filter(|method| *method == "programSubscribe").count(), 6, "three tries each, no storm");
     pool.shutdown().await;
 }
@@ -317,7 +202,7 @@ async fn a_refusing_endpoint_gets_exponential_backoff_not_a_storm() {
 /// command (`pool.add`) and the connection would wait on each other forever.
 #[tokio::test]
 async fn a_full_pipeline_queue_never_deadlocks_with_pool_commands() {
-    let server = FakePubsub::start().await;
+    let server = FakePubsub::start().await.expect("fake pubsub");
     let (events_tx, mut events) = mpsc::channel(1);
     let mut pool = PubsubPool::new(test_config(server.url()), 100_000, 1, events_tx, CancellationToken::new());
     let watched = wallet(7);
@@ -327,7 +212,7 @@ async fn a_full_pipeline_queue_never_deadlocks_with_pool_commands() {
     let id = server.subscription_id(0, &logs_param).expect("subscribed");
     // Far more notifications than the queue holds, and nobody reading them.
     for _ in 0..50 {
-        server.push.send(logs_notification(id)).expect("push");
+        server.push(logs_notification(id));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     // More commands than the command queue (64) holds, one `add` each.

@@ -13,10 +13,14 @@
 
 pub mod contracts;
 mod proxy;
+pub mod pubsub;
 mod rpc_proxy;
+mod store;
 
 pub use contracts::ContractServer;
 pub use proxy::ChaosProxy;
+pub use pubsub::FakePubsub;
+pub use store::FlakyStore;
 pub use rpc_proxy::{RpcProxy, TransactionFault};
 
 /// A Discord application key pair for signing interactions in tests.

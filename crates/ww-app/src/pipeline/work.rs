@@ -167,11 +167,15 @@ impl Pipeline {
             }
             return;
         }
+        if let Some((waiting, _)) = self.walk_retries.get_mut(&address) {
+            // A failed walk waits out its backoff: a trigger joins it rather
+            // than hammering a failing endpoint.
+            merge(waiting, walk);
+            return;
+        }
         match self.queued_walks.get_mut(&address) {
             Some(existing) => merge(existing, walk),
             None => {
-                // A trigger ends the wait of a failed walk: it runs now.
-                self.walk_retries.remove(&address);
                 self.queued_walks.insert(address.clone(), walk);
                 self.walk_queue.push_back(address);
             }
@@ -226,8 +230,13 @@ impl Pipeline {
                 let jittered = delay.mul_f64(0.8 + fastrand::f64() * 0.4);
                 warn!(address = %address, wallet = %owner, failures = *failures, retry_in_ms = jittered.as_millis() as u64,
                     error = %error, "walking history failed; retrying from the cursor");
-                if self.tracked.contains(&owner) && !self.walk_again.contains_key(&address) {
-                    self.walk_retries.insert(address.clone(), (walk, tokio::time::Instant::now() + jittered));
+                if self.tracked.contains(&owner) {
+                    // Triggers that arrived meanwhile wait with it.
+                    let mut retry = walk;
+                    if let Some(again) = self.walk_again.remove(&address) {
+                        merge(&mut retry, again);
+                    }
+                    self.walk_retries.insert(address.clone(), (retry, tokio::time::Instant::now() + jittered));
                 }
             }
         }

@@ -332,6 +332,12 @@ impl RpcClient {
         self.call("getSlot", json!([{"commitment": commitment.as_str()}])).await
     }
 
+    /// `getSlot` at a commitment, one attempt and no retries: for a quick
+    /// answer where an unreachable node must not hold the caller up.
+    pub async fn get_slot_once(&self, commitment: Commitment) -> Result<Slot, RpcError> {
+        self.call_limited("getSlot", json!([{"commitment": commitment.as_str()}])).await
+    }
+
     /// `getVersion`: the node's `solana-core` version string.
     pub async fn get_version(&self) -> Result<String, RpcError> {
         #[derive(Deserialize)]
