@@ -237,12 +237,35 @@ async fn a_transaction_that_never_resolves_does_not_block_the_wallets_history() 
     assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
 }
 
+/// Reads `count` `TransactionUpdate` messages and returns their sequence
+/// numbers; fails when they do not all arrive within `MAX_WAIT`.
+async fn transaction_updates(
+    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    count: usize,
+) -> Vec<u64> {
+    use futures_util::StreamExt as _;
+    let deadline = tokio::time::Instant::now() + common::MAX_WAIT;
+    let mut seqs = Vec::new();
+    while seqs.len() < count {
+        let message = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {seqs:?} of {count} events arrived in time"))
+            .expect("open")
+            .expect("frame");
+        let tokio_tungstenite::tungstenite::Message::Text(text) = message else { continue };
+        let value: Value = serde_json::from_str(text.as_str()).expect("json");
+        if value["type"] == "TransactionUpdate" {
+            seqs.push(value["data"]["seq"].as_u64().expect("seq"));
+        }
+    }
+    seqs
+}
+
 /// Bug: events stored by another process (`walletwatch backfill`) never
 /// reached the daemon's WebSocket clients, and a client resuming with
 /// `?after=` was served from a ring that assumed no such events exist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_written_by_another_process_reach_websocket_clients_and_resumes() {
-    use futures_util::StreamExt as _;
     let data_dir = tempfile::tempdir().expect("tempdir");
     let wallet = fresh_address();
     track(data_dir.path(), &wallet);
@@ -266,30 +289,12 @@ async fn events_written_by_another_process_reach_websocket_clients_and_resumes()
             .collect();
         common::record(&store, &batch);
     }
-    let mut seen = Vec::new();
-    while seen.len() < 3 {
-        let message = tokio::time::timeout(common::MAX_WAIT, live.next()).await.expect("an event in time").expect("open").expect("frame");
-        let tokio_tungstenite::tungstenite::Message::Text(text) = message else { continue };
-        let value: Value = serde_json::from_str(text.as_str()).expect("json");
-        if value["type"] == "TransactionUpdate" {
-            seen.push(value["data"]["seq"].as_u64().expect("seq"));
-        }
-    }
-    assert_eq!(seen, vec![1, 2, 3]);
+    assert_eq!(transaction_updates(&mut live, 3).await, vec![1, 2, 3]);
     // A client resuming after event 1 gets 2 and 3, exactly once, in order.
     let (mut resumed, _) = tokio_tungstenite::connect_async(format!("{ws}/ws?subscriptions=transactions&after=1&token={}", token.trim()))
         .await
         .expect("connect");
-    let mut replayed = Vec::new();
-    while replayed.len() < 2 {
-        let message = tokio::time::timeout(common::MAX_WAIT, resumed.next()).await.expect("a replay in time").expect("open").expect("frame");
-        let tokio_tungstenite::tungstenite::Message::Text(text) = message else { continue };
-        let value: Value = serde_json::from_str(text.as_str()).expect("json");
-        if value["type"] == "TransactionUpdate" {
-            replayed.push(value["data"]["seq"].as_u64().expect("seq"));
-        }
-    }
-    assert_eq!(replayed, vec![2, 3]);
+    assert_eq!(transaction_updates(&mut resumed, 2).await, vec![2, 3]);
     let _ = distinct_pairs(&stored_events(data_dir.path()));
 }
 

@@ -133,11 +133,12 @@ async fn events_a_full_disk_refused_are_stored_and_alerted_once_it_has_room() {
     wait_idle(&daemon.health).await;
     store.fail_next_records(4);
     let sent = node.transfer(&wallet, 1_000_000, 1).await.expect("transfer");
-    wait_for("every injected failure to be used", || store.record_failures_served() == 4).await;
+    wait_for("the first injected failure", || store.record_failures_served() >= 1).await;
     let expected = vec![sent[0].to_string()];
     wait_for("the event, once the disk has room", || stored_signatures(inner.as_ref(), &wallet) == expected).await;
     wait_for("its alert", || alerted(&server) == expected).await;
     wait_idle(&daemon.health).await;
+    assert_eq!(store.record_failures_served(), 4, "every injected failure was met");
     assert_eq!(stored_signatures(inner.as_ref(), &wallet), expected);
     assert_eq!(alerted(&server), expected);
     daemon.stop().await;
@@ -160,10 +161,11 @@ async fn events_whose_routing_failed_are_stored_with_their_alerts_later() {
     wait_idle(&daemon.health).await;
     store.fail_next_subscription_reads(3);
     let sent = node.transfer(&wallet, 1_000_000, 1).await.expect("transfer");
-    wait_for("every injected failure to be used", || store.subscription_read_failures_served() == 3).await;
+    wait_for("the first injected failure", || store.subscription_read_failures_served() >= 1).await;
     let expected = vec![sent[0].to_string()];
     wait_for("the alert, once routing works", || alerted(&server) == expected).await;
     wait_idle(&daemon.health).await;
+    assert_eq!(store.subscription_read_failures_served(), 3, "every injected failure was met");
     assert_eq!(stored_signatures(inner.as_ref(), &wallet), expected);
     assert_eq!(alerted(&server), expected);
     daemon.stop().await;
