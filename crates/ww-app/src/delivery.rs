@@ -4,9 +4,9 @@
 //! first job of every destination (one index seek each, never the whole
 //! outbox) and starts one *lane* per destination whose first job is due, at
 //! most `delivery_concurrency` lanes at once, the destinations waiting
-//! longest first. A lane reads its own destination's due jobs, so a
-//! destination with a deep backlog it keeps failing holds back nobody but
-//! itself. A lane sends its destination's jobs in id order, within the
+//! longest first, each with its own destination's due jobs (read by
+//! destination), so a destination with a deep backlog it keeps failing
+//! holds back nobody but itself. A lane sends its destination's jobs in id order, within the
 //! destination's rate (a token bucket holding one second's worth), and
 //! stops at the first failure, so the destination (and its later jobs, which
 //! keep their order) is left alone until its retry time:
@@ -259,11 +259,37 @@ impl DeliveryWorkers {
                 .collect();
             // The destinations waiting longest go first when lanes are scarce.
             due_heads.sort_by_key(|head| (head.next_attempt_at.0.max(head.created_at.0), head.id));
-            for head in due_heads {
-                if lanes.len() >= self.config.alerts.delivery_concurrency {
-                    break;
+            due_heads.truncate(self.config.alerts.delivery_concurrency.saturating_sub(lanes.len()));
+            if due_heads.is_empty() {
+                continue;
+            }
+            // Each starting lane's jobs are read here, between this round's start and the
+            // next one's, so a job whose removal this snapshot predates is still held back.
+            let destinations: Vec<DestinationId> = due_heads.into_iter().map(|head| head.destination).collect();
+            let store = Arc::clone(&self.store);
+            let reading = destinations.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let now = crate::daemon::now();
+                reading.iter().map(|destination| store.outbox_due_for(destination, now, JOBS_PER_LANE)).collect::<Result<Vec<_>, _>>()
+            })
+            .await;
+            let job_lists = match read {
+                Ok(Ok(job_lists)) => job_lists,
+                Ok(Err(error)) => {
+                    warn!(error = %error, "reading the outbox failed; will retry");
+                    continue;
                 }
-                let destination = head.destination;
+                Err(error) => {
+                    warn!(error = %error, "reading the outbox failed; will retry");
+                    continue;
+                }
+            };
+            for (destination, jobs) in destinations.into_iter().zip(job_lists) {
+                let has_more = jobs.len() >= JOBS_PER_LANE;
+                let jobs: Vec<OutboxJob> = jobs.into_iter().filter(|job| !completions.contains(job.id)).collect();
+                if jobs.is_empty() {
+                    continue;
+                }
                 busy.insert(destination.clone());
                 let worker = self.clone();
                 let shutdown = shutdown.clone();
@@ -274,7 +300,7 @@ impl DeliveryWorkers {
                 );
                 let completions = completions.clone();
                 let lane_destination = destination.clone();
-                let handle = lanes.spawn(async move { worker.lane(destination, &limiter, &completions, &shutdown).await });
+                let handle = lanes.spawn(async move { worker.lane(destination, jobs, has_more, &limiter, &completions, &shutdown).await });
                 lane_destinations.insert(handle.id(), lane_destination);
             }
         }
@@ -288,29 +314,12 @@ impl DeliveryWorkers {
     async fn lane(
         &self,
         destination: DestinationId,
+        jobs: Vec<OutboxJob>,
+        has_more: bool,
         limiter: &Limiter,
         completions: &Completions,
         shutdown: &CancellationToken,
     ) -> LaneEnd {
-        let idle = LaneEnd { destination: destination.clone(), paused_until: None, sink_paused_until: None };
-        let jobs = {
-            let store = Arc::clone(&self.store);
-            let reading = destination.clone();
-            match tokio::task::spawn_blocking(move || store.outbox_due_for(&reading, crate::daemon::now(), JOBS_PER_LANE)).await {
-                Ok(Ok(jobs)) => jobs,
-                Ok(Err(error)) => {
-                    warn!(destination = %destination, error = %error, "reading a destination's jobs failed; will retry");
-                    return idle;
-                }
-                Err(error) => {
-                    warn!(destination = %destination, error = %error, "reading a destination's jobs failed; will retry");
-                    return idle;
-                }
-            }
-        };
-        let read_everything = jobs.len() < JOBS_PER_LANE;
-        // Jobs delivered in an earlier lane whose removal is not visible yet are not sent again.
-        let jobs: Vec<OutboxJob> = jobs.into_iter().filter(|job| !completions.contains(job.id)).collect();
         let mut loaded = self.load(&jobs).await.into_iter();
         for job in jobs {
             let prepared = loaded.next().unwrap_or_else(|| Err(SinkError::Retryable { reason: "job not loaded".into(), retry_after: None }));
@@ -335,7 +344,7 @@ impl DeliveryWorkers {
                 }
             }
         }
-        if !read_everything {
+        if has_more {
             // More jobs are waiting: the loop starts the lane again at once.
             self.wake.notify_one();
         }
