@@ -107,7 +107,7 @@ fn events_print_as_json_lines_and_follow_new_ones() {
         start_slot: None,
     };
     store.track_wallet(&request, ww_core::time::UnixMillis(0)).expect("track");
-    store.record_events(&[sample_event(&wallet, 1), sample_event(&wallet, 2)], None).expect("record");
+    store.record_events(&[sample_event(&wallet, 1), sample_event(&wallet, 2)], &[]).expect("record");
 
     let output = run(walletwatch(dir.path()).args(["events", "--json", "--limit", "1"]));
     assert!(output.status.success(), "{output:?}");
@@ -131,7 +131,7 @@ fn events_print_as_json_lines_and_follow_new_ones() {
     let mut lines = BufReader::new(follower.stdout.take().expect("stdout")).lines();
     let first: serde_json::Value = serde_json::from_str(&lines.next().expect("line").expect("read")).expect("json");
     assert_eq!(first["seq"], 2);
-    store.record_events(&[sample_event(&wallet, 3)], None).expect("record");
+    store.record_events(&[sample_event(&wallet, 3)], &[]).expect("record");
     let next: serde_json::Value = serde_json::from_str(&lines.next().expect("line").expect("read")).expect("json");
     assert_eq!(next["seq"], 3);
     follower.kill().expect("kill follower");

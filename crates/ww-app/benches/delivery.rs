@@ -74,7 +74,7 @@ async fn main() {
         })
         .collect();
     for chunk in events.chunks(100) {
-        store.record_events(chunk, None).expect("record");
+        store.record_events(chunk, &[]).expect("record");
     }
     let jobs = (EVENTS * DESTINATIONS) as f64;
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -119,7 +119,7 @@ async fn main() {
         let mut event = sample_event(&wallet, signature_from_seed(1_000_000 + sample as u64), 1);
         event.emitted_at = ww_app::daemon::now();
         let started = Instant::now();
-        store.record_events(&[NewEvent { event, routes: routes[..1].to_vec() }], None).expect("record");
+        store.record_events(&[NewEvent { event, routes: routes[..1].to_vec() }], &[]).expect("record");
         wake.notify_one();
         while server.received_count() == before {
             tokio::time::sleep(Duration::from_micros(200)).await;
@@ -138,7 +138,7 @@ async fn main() {
         })
         .collect();
     for chunk in backlog.chunks(100) {
-        store.record_events(chunk, None).expect("record backlog");
+        store.record_events(chunk, &[]).expect("record backlog");
     }
     wake.notify_one();
     let mut behind_backlog_latencies = Vec::new();
@@ -147,7 +147,7 @@ async fn main() {
         let mut event = sample_event(&wallet, signature_from_seed(3_000_000 + sample as u64), 1);
         event.emitted_at = ww_app::daemon::now();
         let started = Instant::now();
-        store.record_events(&[NewEvent { event, routes: routes[..1].to_vec() }], None).expect("record");
+        store.record_events(&[NewEvent { event, routes: routes[..1].to_vec() }], &[]).expect("record");
         wake.notify_one();
         while server.received_count() == before {
             tokio::time::sleep(Duration::from_micros(200)).await;

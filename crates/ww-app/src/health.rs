@@ -32,10 +32,8 @@ pub struct HealthState {
 /// The pipeline's unfinished work, by kind: all zero when it is idle.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct WorkCounts {
-    /// Live transactions waiting for a fetch.
-    pub fetches_queued: usize,
-    /// Live transactions being fetched.
-    pub fetches_running: usize,
+    /// Live transactions accepted and not fetched yet.
+    pub fetches_pending: usize,
     /// History walks waiting to start.
     pub walks_queued: usize,
     /// History walks running.

@@ -1,23 +1,36 @@
-//! The one place events are recorded: route → store (with the cursor move
+//! The one place events are recorded: route → store (with the cursor moves
 //! they complete, in the same transaction) → wake the delivery workers →
 //! hand the stored events to the publisher. The live path, history walks
 //! (catch-up, gap fill, polling, resolution of account changes), unresolved
 //! retries and `walletwatch backfill` all record through it.
 //!
-//! Fail closed: when routing or the store fails, nothing is stored and the
-//! error is returned. The caller leaves the events to the gap fill (the
-//! cursor never passed them), so an event is never stored without its alerts
-//! and never lost.
+//! Group commit: requests are routed by their callers, then queued to one
+//! committer task that stores everything queued meanwhile in one fsynced
+//! transaction (up to [`MAX_EVENTS_PER_COMMIT`] events), so many concurrent
+//! walks cost one disk flush instead of one each. A cursor move that
+//! conflicts (another writer moved it) fails only its own request: the
+//! transaction is retried without it.
+//!
+//! Fail closed: when routing or the store fails, nothing of the request is
+//! stored and the error is returned. The caller leaves the events to the gap
+//! fill (the cursor never passed them), so an event is never stored without
+//! its alerts and never lost.
 
 use std::sync::Arc;
 
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
-use ww_core::store::{CursorMove, RecordOutcome, Store, StoreError};
+use ww_core::store::{CursorMove, NewEvent, RecordOutcome, Store, StoreError};
 use ww_core::{ActivityEvent, Origin, StoredEvent};
 
 use crate::broker::Publisher;
 use crate::error::AppError;
 use crate::routing::Alerting;
+
+/// Requests waiting for the committer at most (callers wait beyond it).
+const QUEUE: usize = 1024;
+/// Events stored in one commit at most.
+pub const MAX_EVENTS_PER_COMMIT: usize = 4096;
 
 /// Metric names emitted when recording.
 pub mod metric_names {
@@ -38,17 +51,27 @@ pub enum RecordError {
     /// The store refused the batch (full disk, damaged file, cursor moved meanwhile).
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The blocking store call panicked.
-    #[error("the store call failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    /// The committer is gone (the daemon is stopping) or its store call panicked.
+    #[error("the recorder stopped")]
+    Stopped,
 }
 
-/// Records batches of events (cheap to clone).
+type Outcomes = Result<Vec<(ActivityEvent, RecordOutcome)>, RecordError>;
+
+struct Request {
+    events: Vec<ActivityEvent>,
+    batch: Vec<NewEvent>,
+    cursor: Option<CursorMove>,
+    reply: oneshot::Sender<Outcomes>,
+}
+
+/// Records batches of events (cheap to clone; the committer task runs while
+/// any clone lives).
 #[derive(Clone)]
 pub struct Recorder {
     store: Arc<dyn Store>,
     alerting: Option<Alerting>,
-    publisher: Option<Publisher>,
+    requests: mpsc::Sender<Request>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -58,11 +81,14 @@ impl std::fmt::Debug for Recorder {
 }
 
 impl Recorder {
-    /// Creates a recorder. Without `alerting`, events get no alerts (history
-    /// imported by `walletwatch backfill`); without `publisher`, they reach
+    /// Creates a recorder and starts its committer on the current runtime.
+    /// Without `alerting`, events get no alerts (history imported by
+    /// `walletwatch backfill`); without `publisher`, stored events reach
     /// WebSocket clients through the daemon's store tail only.
     pub fn new(store: Arc<dyn Store>, alerting: Option<Alerting>, publisher: Option<Publisher>) -> Self {
-        Self { store, alerting, publisher }
+        let (requests, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(commit_loop(Arc::clone(&store), alerting.clone(), publisher, receiver));
+        Self { store, alerting, requests }
     }
 
     /// Returns the store.
@@ -71,12 +97,9 @@ impl Recorder {
     }
 
     /// Routes and stores `events` with the cursor move they complete, in one
-    /// transaction. Returns one outcome per event, in order.
-    pub async fn record(
-        &self,
-        mut events: Vec<ActivityEvent>,
-        cursor: Option<CursorMove>,
-    ) -> Result<Vec<(ActivityEvent, RecordOutcome)>, RecordError> {
+    /// transaction (shared with whatever else is being recorded at the
+    /// moment). Returns one outcome per event, in order.
+    pub async fn record(&self, mut events: Vec<ActivityEvent>, cursor: Option<CursorMove>) -> Outcomes {
         if events.is_empty() && cursor.is_none() {
             return Ok(Vec::new());
         }
@@ -85,46 +108,134 @@ impl Recorder {
             event.emitted_at = emitted_at;
         }
         let batch = Alerting::new_events(self.alerting.as_ref(), &events).await.map_err(RecordError::Routing)?;
-        let has_routes = batch.iter().any(|new_event| !new_event.routes.is_empty());
-        let store = Arc::clone(&self.store);
-        let outcomes = tokio::task::spawn_blocking(move || store.record_events(&batch, cursor.as_ref())).await??;
-        if has_routes {
-            Alerting::notify(self.alerting.as_ref());
-        }
-        let mut stored: Vec<StoredEvent> = Vec::new();
-        for (event, outcome) in events.iter().zip(&outcomes) {
-            match outcome {
-                RecordOutcome::Inserted(seq) => {
-                    stored.push(StoredEvent { seq: *seq, event: event.clone() });
-                    metrics::counter!(metric_names::EVENTS_PROCESSED_TOTAL, "origin" => event.origin.as_str()).increment(1);
-                    if event.origin == Origin::Live {
-                        let latency = (event.emitted_at.0 - event.received_at.0).max(0) as f64 / 1000.0;
-                        metrics::histogram!(metric_names::DETECTION_LATENCY_SECONDS).record(latency);
-                    }
-                    info!(
-                        seq = seq.0,
-                        wallet = %event.wallet,
-                        signature = %event.signature,
-                        slot = event.slot.0,
-                        sol_delta = event.sol_delta,
-                        tokens = event.token_deltas.len(),
-                        success = event.outcome.is_success(),
-                        origin = event.origin.as_str(),
-                        "wallet activity"
-                    );
+        let (reply, outcome) = oneshot::channel();
+        self.requests.send(Request { events, batch, cursor, reply }).await.map_err(|_| RecordError::Stopped)?;
+        outcome.await.map_err(|_| RecordError::Stopped)?
+    }
+}
+
+/// Commits queued requests in groups until every `Recorder` is dropped.
+async fn commit_loop(
+    store: Arc<dyn Store>,
+    alerting: Option<Alerting>,
+    publisher: Option<Publisher>,
+    mut receiver: mpsc::Receiver<Request>,
+) {
+    while let Some(first) = receiver.recv().await {
+        let mut group = vec![first];
+        let mut events = group[0].batch.len();
+        while events < MAX_EVENTS_PER_COMMIT {
+            match receiver.try_recv() {
+                Ok(request) => {
+                    events += request.batch.len();
+                    group.push(request);
                 }
-                RecordOutcome::Duplicate => {
-                    metrics::counter!(metric_names::DUPLICATES_DROPPED_TOTAL).increment(1);
-                    debug!(wallet = %event.wallet, signature = %event.signature, "duplicate dropped");
-                }
-                RecordOutcome::Untracked => {
-                    debug!(wallet = %event.wallet, signature = %event.signature, "wallet no longer tracked; event not stored");
-                }
+                Err(_) => break,
             }
         }
-        if let Some(publisher) = &self.publisher {
+        commit_group(&store, alerting.as_ref(), publisher.as_ref(), group).await;
+    }
+}
+
+/// Stores a group in one transaction. A request whose cursor move conflicts
+/// is answered with the conflict and the rest is committed without it.
+async fn commit_group(store: &Arc<dyn Store>, alerting: Option<&Alerting>, publisher: Option<&Publisher>, mut group: Vec<Request>) {
+    loop {
+        let batch: Vec<NewEvent> = group.iter().flat_map(|request| request.batch.iter().cloned()).collect();
+        let cursors: Vec<CursorMove> = group.iter().filter_map(|request| request.cursor.clone()).collect();
+        let committing = Arc::clone(store);
+        let result = tokio::task::spawn_blocking(move || committing.record_events(&batch, &cursors)).await;
+        let outcomes = match result {
+            Ok(Ok(outcomes)) => outcomes,
+            Ok(Err(StoreError::CursorConflict { address, expected, found })) => {
+                let conflicting = group.iter().position(|request| request.cursor.as_ref().is_some_and(|cursor| cursor.address == address));
+                let Some(index) = conflicting else {
+                    answer_all(group, || StoreError::CursorConflict { address: address.clone(), expected: expected.clone(), found: found.clone() });
+                    return;
+                };
+                let request = group.remove(index);
+                let _ = request.reply.send(Err(RecordError::Store(StoreError::CursorConflict { address, expected, found })));
+                if group.is_empty() {
+                    return;
+                }
+                continue;
+            }
+            Ok(Err(error)) => {
+                // The same failure for every request: a full disk fails them all.
+                let message = error.to_string();
+                let kind = error;
+                let mut first = Some(kind);
+                for request in group {
+                    let error = first.take().unwrap_or_else(|| StoreError::Backend(message.clone()));
+                    let _ = request.reply.send(Err(RecordError::Store(error)));
+                }
+                return;
+            }
+            Err(_) => {
+                for request in group {
+                    let _ = request.reply.send(Err(RecordError::Stopped));
+                }
+                return;
+            }
+        };
+        let has_routes = group.iter().any(|request| request.batch.iter().any(|new_event| !new_event.routes.is_empty()));
+        if has_routes {
+            Alerting::notify(alerting);
+        }
+        let mut stored: Vec<StoredEvent> = Vec::new();
+        let mut outcomes = outcomes.into_iter();
+        for request in group {
+            let mut answered = Vec::with_capacity(request.events.len());
+            for event in request.events {
+                let outcome = outcomes.next().unwrap_or(RecordOutcome::Untracked);
+                observe(&event, outcome);
+                if let RecordOutcome::Inserted(seq) = outcome {
+                    stored.push(StoredEvent { seq, event: event.clone() });
+                }
+                answered.push((event, outcome));
+            }
+            let _ = request.reply.send(Ok(answered));
+        }
+        if let Some(publisher) = publisher {
             publisher.offer(stored);
         }
-        Ok(events.into_iter().zip(outcomes).collect())
+        return;
+    }
+}
+
+fn answer_all(group: Vec<Request>, error: impl Fn() -> StoreError) {
+    for request in group {
+        let _ = request.reply.send(Err(RecordError::Store(error())));
+    }
+}
+
+/// Counts and logs one event's outcome.
+fn observe(event: &ActivityEvent, outcome: RecordOutcome) {
+    match outcome {
+        RecordOutcome::Inserted(seq) => {
+            metrics::counter!(metric_names::EVENTS_PROCESSED_TOTAL, "origin" => event.origin.as_str()).increment(1);
+            if event.origin == Origin::Live {
+                let latency = (event.emitted_at.0 - event.received_at.0).max(0) as f64 / 1000.0;
+                metrics::histogram!(metric_names::DETECTION_LATENCY_SECONDS).record(latency);
+            }
+            info!(
+                seq = seq.0,
+                wallet = %event.wallet,
+                signature = %event.signature,
+                slot = event.slot.0,
+                sol_delta = event.sol_delta,
+                tokens = event.token_deltas.len(),
+                success = event.outcome.is_success(),
+                origin = event.origin.as_str(),
+                "wallet activity"
+            );
+        }
+        RecordOutcome::Duplicate => {
+            metrics::counter!(metric_names::DUPLICATES_DROPPED_TOTAL).increment(1);
+            debug!(wallet = %event.wallet, signature = %event.signature, "duplicate dropped");
+        }
+        RecordOutcome::Untracked => {
+            debug!(wallet = %event.wallet, signature = %event.signature, "wallet no longer tracked; event not stored");
+        }
     }
 }

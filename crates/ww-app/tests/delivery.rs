@@ -92,7 +92,7 @@ impl Fixture {
                 NewEvent { event, routes: vec![route.clone()] }
             })
             .collect();
-        self.store.record_events(&events, None).expect("record");
+        self.store.record_events(&events, &[]).expect("record");
         self.wake.notify_one();
         events.iter().map(|new_event| new_event.event.signature.to_string()).collect()
     }
@@ -222,7 +222,7 @@ async fn a_usd_threshold_is_applied_with_the_price_at_delivery_time() {
     };
     let small = event(1, 2_500_000_000);
     let large = event(2, 25_000_000_000);
-    fixture.store.record_events(&[small, large.clone()], None).expect("record");
+    fixture.store.record_events(&[small, large.clone()], &[]).expect("record");
     fixture.wake.notify_one();
     fixture.wait_for("both jobs to leave the outbox", || fixture.store.outbox_depth().expect("depth") == 0).await;
     assert_eq!(fixture.alerted("webhook:hook"), vec![large.event.signature.to_string()], "only the alert above the threshold is sent");

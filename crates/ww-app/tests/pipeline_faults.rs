@@ -204,9 +204,8 @@ async fn a_notification_flood_while_fetches_hang_keeps_the_work_bounded() {
     .await;
     let work = daemon.health.snapshot().work;
     let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
-    assert!(work.fetches_queued <= ww_app::pipeline::MAX_FETCH_QUEUE, "{work:?}");
-    assert!(work.fetches_running <= 16, "{work:?}");
-    assert!(tasks < tasks_before + 500, "tasks grew from {tasks_before} to {tasks} under the flood");
+    assert!(work.fetches_pending <= ww_app::pipeline::MAX_FETCH_QUEUE, "{work:?}");
+    assert!(tasks <= tasks_before + ww_app::pipeline::MAX_FETCH_QUEUE + 100, "tasks grew from {tasks_before} to {tasks} under the flood");
     assert!(last < FLOOD, "the daemon kept reading {last} notifications it could not process");
     daemon.stop().await;
 }

@@ -293,14 +293,14 @@ pub trait Store: Send + Sync + 'static {
         to: &Position,
     ) -> Result<(), StoreError>;
 
-    /// Atomically records new events and the cursor move they complete: for
+    /// Atomically records new events and the cursor moves they complete: for
     /// each event of a tracked wallet whose (wallet, signature) is not stored
     /// yet, stores it with the next sequence number, writes its outbox jobs,
     /// updates the wallet's counters and clears it from the unresolved
-    /// transactions. Returns one outcome per input, in order. With a cursor
-    /// move whose `from` is no longer the stored cursor, nothing is written
-    /// and [`StoreError::CursorConflict`] is returned.
-    fn record_events(&self, events: &[NewEvent], cursor: Option<&CursorMove>) -> Result<Vec<RecordOutcome>, StoreError>;
+    /// transactions. Returns one outcome per input, in order. When a cursor
+    /// move's `from` is no longer the stored cursor, nothing is written and
+    /// [`StoreError::CursorConflict`] names its address.
+    fn record_events(&self, events: &[NewEvent], cursors: &[CursorMove]) -> Result<Vec<RecordOutcome>, StoreError>;
 
     /// Returns whether the event of (wallet, signature) is stored.
     fn is_seen(&self, wallet: &WalletAddress, signature: &Signature) -> Result<bool, StoreError>;

@@ -140,7 +140,7 @@ async fn activity_pages_by_sequence_and_hides_other_users_wallets() {
             routes: vec![],
         })
         .collect();
-    fixture.store.record_events(&events, None).expect("record");
+    fixture.store.record_events(&events, &[]).expect("record");
 
     let uri = format!("/api/wallets/{WALLET}/activity?after=2&limit=2");
     let (status, body) = call(&fixture, "GET", &uri, Some(&fixture.admin), None).await;

@@ -69,7 +69,7 @@ fn bench_record_events(batch: u64) -> f64 {
             let events: Vec<NewEvent> = (0..EVENTS_PER_RUN).map(event).collect();
             let started = Instant::now();
             for chunk in events.chunks(batch as usize) {
-                store.record_events(chunk, None).expect("record");
+                store.record_events(chunk, &[]).expect("record");
             }
             rate(EVENTS_PER_RUN, started.elapsed())
         })

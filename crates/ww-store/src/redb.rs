@@ -321,7 +321,7 @@ impl Store for RedbStore {
         write.commit().map_err(commit_error)
     }
 
-    fn record_events(&self, events: &[NewEvent], cursor: Option<&CursorMove>) -> Result<Vec<RecordOutcome>, StoreError> {
+    fn record_events(&self, events: &[NewEvent], cursors: &[CursorMove]) -> Result<Vec<RecordOutcome>, StoreError> {
         let write = self.database.begin_write().map_err(transaction_error)?;
         let mut outcomes = Vec::with_capacity(events.len());
         {
@@ -333,8 +333,11 @@ impl Store for RedbStore {
             let mut by_destination = write.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
             let mut unresolved = write.open_table(UNRESOLVED).map_err(table_error)?;
             let mut wallets = write.open_table(WALLETS).map_err(table_error)?;
-            if let Some(cursor_move) = cursor {
-                move_cursor(&wallets, &mut write.open_table(CURSORS).map_err(table_error)?, cursor_move)?;
+            if !cursors.is_empty() {
+                let mut cursor_table = write.open_table(CURSORS).map_err(table_error)?;
+                for cursor_move in cursors {
+                    move_cursor(&wallets, &mut cursor_table, cursor_move)?;
+                }
             }
             // Counters and wallet records are read once and written once per
             // batch, not once per event.

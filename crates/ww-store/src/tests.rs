@@ -62,12 +62,12 @@ fn events_are_recorded_once_per_wallet_and_signature() {
         NewEvent { event: event(&other, 7, 100), routes: vec![] },
         NewEvent { event: event(&untracked, 7, 100), routes: vec![] },
     ];
-    let outcomes = store.record_events(&batch, None).expect("record");
+    let outcomes = store.record_events(&batch, &[]).expect("record");
     assert_eq!(
         outcomes,
         vec![RecordOutcome::Inserted(EventSeq(1)), RecordOutcome::Duplicate, RecordOutcome::Inserted(EventSeq(2)), RecordOutcome::Untracked]
     );
-    let again = store.record_events(&batch[..1], None).expect("record");
+    let again = store.record_events(&batch[..1], &[]).expect("record");
     assert_eq!(again, vec![RecordOutcome::Duplicate]);
     assert_eq!(store.last_event_seq().expect("last"), EventSeq(2));
 
@@ -97,7 +97,7 @@ fn event_queries_page_by_sequence_and_wallet() {
             routes: vec![],
         })
         .collect();
-    store.record_events(&batch, None).expect("record");
+    store.record_events(&batch, &[]).expect("record");
     let newest_three = store.events(&EventQuery { wallet: None, after: None, limit: 3 }).expect("query");
     assert_eq!(newest_three.iter().map(|stored| stored.seq.0).collect::<Vec<_>>(), vec![8, 9, 10]);
     let after_four = store.events(&EventQuery { wallet: None, after: Some(EventSeq(4)), limit: 2 }).expect("query");
@@ -141,12 +141,12 @@ fn a_stored_event_stays_a_duplicate_whatever_time_passes() {
     track(&store, &wallet, "alice");
     let mut first = event(&wallet, 1, 1);
     first.emitted_at = UnixMillis(1_000);
-    assert_eq!(store.record_events(&[NewEvent { event: first.clone(), routes: vec![] }], None).expect("record"), vec![RecordOutcome::Inserted(EventSeq(1))]);
+    assert_eq!(store.record_events(&[NewEvent { event: first.clone(), routes: vec![] }], &[]).expect("record"), vec![RecordOutcome::Inserted(EventSeq(1))]);
     // Years later (the event's own times say so), the same pair is still known.
     let mut later = first;
     later.received_at = UnixMillis(1_000 + 3 * 365 * 24 * 3600 * 1000);
     later.emitted_at = later.received_at;
-    assert_eq!(store.record_events(&[NewEvent { event: later, routes: vec![] }], None).expect("record"), vec![RecordOutcome::Duplicate]);
+    assert_eq!(store.record_events(&[NewEvent { event: later, routes: vec![] }], &[]).expect("record"), vec![RecordOutcome::Duplicate]);
     assert!(store.is_seen(&wallet, &signature(1)).expect("seen"));
     let known = store.known_transactions(&wallet, &[signature(1), signature(2)]).expect("known");
     assert_eq!(known.get(&signature(1)), Some(&KnownTransaction::Stored));
@@ -161,11 +161,11 @@ fn events_and_their_cursor_move_commit_together_or_not_at_all() {
     let to = Position { slot: Slot(2), signature: signature(2) };
     let cursor_move = CursorMove { owner: wallet.clone(), address: wallet.clone(), from: None, to: to.clone() };
     let batch = [NewEvent { event: event(&wallet, 2, 2), routes: vec![] }];
-    store.record_events(&batch, Some(&cursor_move)).expect("record with cursor");
+    store.record_events(&batch, std::slice::from_ref(&cursor_move)).expect("record with cursor");
     assert_eq!(store.cursor(&wallet, &wallet).expect("cursor"), Some(to));
     // A stale `from`: the events are not stored either.
     let stale = CursorMove { to: Position { slot: Slot(3), signature: signature(3) }, ..cursor_move };
-    let error = store.record_events(&[NewEvent { event: event(&wallet, 3, 3), routes: vec![] }], Some(&stale)).expect_err("conflict");
+    let error = store.record_events(&[NewEvent { event: event(&wallet, 3, 3), routes: vec![] }], std::slice::from_ref(&stale)).expect_err("conflict");
     assert!(matches!(error, StoreError::CursorConflict { .. }), "{error}");
     assert!(!store.is_seen(&wallet, &signature(3)).expect("seen"));
     assert_eq!(store.last_event_seq().expect("last"), EventSeq(1));
@@ -224,7 +224,7 @@ fn unresolved_transactions_are_given_up_after_the_limit_and_cleared_when_stored(
     assert_eq!(store.request_unresolved_retry(Some(&[signature(9)])).expect("retry"), 1);
     assert!(store.unresolved(10).expect("list")[0].is_retry_requested);
     // Storing its event (a retry that worked) forgets it.
-    store.record_events(&[NewEvent { event: event(&wallet, 9, 7), routes: vec![] }], None).expect("record");
+    store.record_events(&[NewEvent { event: event(&wallet, 9, 7), routes: vec![] }], &[]).expect("record");
     assert!(store.unresolved(10).expect("list").is_empty());
 }
 
@@ -243,7 +243,7 @@ fn each_destination_is_scheduled_from_its_own_first_job() {
     for new_event in &mut batch {
         new_event.event.emitted_at = UnixMillis(10);
     }
-    store.record_events(&batch, None).expect("record");
+    store.record_events(&batch, &[]).expect("record");
     let heads = store.outbox_heads(10).expect("heads");
     let names: Vec<String> = heads.iter().map(|job| job.destination.to_string()).collect();
     assert_eq!(names, vec!["telegram:5", "webhook:fast", "webhook:slow"]);
@@ -437,7 +437,7 @@ fn a_schema_4_store_is_migrated_with_its_events_cursors_and_outbox() {
                     NewEvent { event: with_token, routes: vec![route("webhook:a")] },
                     NewEvent { event: event(&wallet, 2, 2), routes: vec![route("telegram:5"), route("webhook:a")] },
                 ],
-                None,
+                &[],
             )
             .expect("record");
         store.advance_cursor(&wallet, &wallet, None, &position(2)).expect("cursor");
@@ -450,7 +450,7 @@ fn a_schema_4_store_is_migrated_with_its_events_cursors_and_outbox() {
     // Every stored event's key is back, although its old seen key had expired.
     assert!(store.is_seen(&wallet, &signature(1)).expect("seen"));
     assert!(store.is_seen(&wallet, &signature(2)).expect("seen"));
-    assert_eq!(store.record_events(&[NewEvent { event: event(&wallet, 2, 2), routes: vec![] }], None).expect("record"), vec![RecordOutcome::Duplicate]);
+    assert_eq!(store.record_events(&[NewEvent { event: event(&wallet, 2, 2), routes: vec![] }], &[]).expect("record"), vec![RecordOutcome::Duplicate]);
     assert_eq!(store.events(&EventQuery { wallet: None, after: None, limit: 10 }).expect("events").len(), 2);
     // Cursors are keyed by their owner; the ones nobody owns are gone.
     assert_eq!(store.cursor(&wallet, &wallet).expect("cursor"), Some(position(2)));
@@ -480,7 +480,7 @@ fn outbox_jobs_retry_die_come_back_and_drop() {
                 NewEvent { event: event(&wallet, 1, 1), routes: vec![route("webhook:a"), route("telegram:5")] },
                 NewEvent { event: event(&wallet, 2, 2), routes: vec![route("webhook:a")] },
             ],
-            None,
+            &[],
         )
         .expect("record");
     let mut due = Vec::new();
@@ -597,7 +597,7 @@ fn an_old_store_opened_by_several_processes_at_once_is_migrated_once() {
         let store = RedbStore::open_in_dir(dir.path()).expect("open");
         track(&store, &wallet, "alice");
         let batch: Vec<NewEvent> = (1..=200u8).map(|index| NewEvent { event: event(&wallet, index, u64::from(index)), routes: vec![] }).collect();
-        store.record_events(&batch, None).expect("record");
+        store.record_events(&batch, &[]).expect("record");
         store.advance_cursor(&wallet, &wallet, None, &Position { slot: Slot(200), signature: signature(200) }).expect("cursor");
     }
     rewind_to_schema_4(&dir.path().join(crate::STORE_FILE_NAME), &[]);

@@ -34,7 +34,7 @@ fn run_writer(dir: &str) {
     let mut stdout = std::io::stdout().lock();
     for batch in 0u64.. {
         let events: Vec<NewEvent> = (0..EVENTS_PER_BATCH).map(|offset| event(batch * EVENTS_PER_BATCH + offset)).collect();
-        store.record_events(&events, None).expect("record");
+        store.record_events(&events, &[]).expect("record");
         writeln!(stdout, "acked {}", (batch + 1) * EVENTS_PER_BATCH).expect("stdout");
         stdout.flush().expect("flush");
     }
@@ -90,7 +90,7 @@ fn acknowledged_writes_survive_kill_9() {
         assert_eq!(record.transaction_count, stored_count, "counters disagree with events");
         assert_eq!(store.outbox_depth().expect("depth"), stored_count);
         // The store still accepts writes, and still refuses duplicates.
-        let again = store.record_events(&[event(0)], None).expect("write after crash");
+        let again = store.record_events(&[event(0)], &[]).expect("write after crash");
         assert_eq!(again, vec![RecordOutcome::Duplicate]);
         // The next round's writer restarts from batch 0: its first batches are
         // all duplicates, and "acked N" still means events 0..N are stored.

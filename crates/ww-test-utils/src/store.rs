@@ -98,11 +98,11 @@ impl Store for FlakyStore {
     fn advance_cursor(&self, owner: &WalletAddress, address: &WalletAddress, from: Option<&Position>, to: &Position) -> Result<(), StoreError> {
         self.inner.advance_cursor(owner, address, from, to)
     }
-    fn record_events(&self, events: &[NewEvent], cursor: Option<&CursorMove>) -> Result<Vec<RecordOutcome>, StoreError> {
+    fn record_events(&self, events: &[NewEvent], cursors: &[CursorMove]) -> Result<Vec<RecordOutcome>, StoreError> {
         if Self::take(&self.record_failures_left, &self.record_failures_served) {
             return Err(StoreError::Write { reason: "disk full: No space left on device (os error 28) (injected)".into() });
         }
-        self.inner.record_events(events, cursor)
+        self.inner.record_events(events, cursors)
     }
     fn is_seen(&self, wallet: &WalletAddress, signature: &Signature) -> Result<bool, StoreError> {
         self.inner.is_seen(wallet, signature)

@@ -212,7 +212,7 @@ pub fn wait_closely(what: &str, mut condition: impl FnMut() -> bool) {
 /// Records events in the store as another process would (no alerts routed
 /// unless the events carry routes).
 pub fn record(store: &RedbStore, batch: &[ww_core::store::NewEvent]) {
-    store.record_events(batch, None).expect("record");
+    store.record_events(batch, &[]).expect("record");
 }
 
 /// Waits until the daemon reports no unfinished work (`/ready`'s `work`

@@ -6,7 +6,7 @@
 //! PubsubPool ──events (bounded; not read while the fetch queue is full)──► Pipeline
 //!      ▲                                                                      │
 //!      └──── add/remove keys ◄── wallet sync (store, every 2 s)               │
-//!   logs notification ──► fetch queue (bounded) ──► ≤ 16 fetch tasks ──► decoded events ─┐
+//!   logs notification ──► fetch task (≤ 8 192 pending, 16 fetching) ──► decoded events ─┐
 //!   account / token notification, (re)subscription, any failure ──► walk queue ──►       │
 //!        ≤ 32 history walks (from the durable cursor) ──────────────────────────────────►│
 //!                                                              Recorder (route → store → publish)
@@ -24,10 +24,11 @@
 //!   task. The live path never moves a cursor, so a walk from the cursor
 //!   always covers what the live path lost. Failed walks are retried with
 //!   backoff (1 s doubling to 60 s) until they succeed.
-//! - Bounded: the fetch queue holds [`MAX_FETCH_QUEUE`] signatures; while it
-//!   is full the PubSub queue is not read, the connections stop reading
-//!   their sockets, and a server that drops us for it causes a reconnect and
-//!   a gap fill. At most [`MAX_WALKS`] walks run; the rest wait in a queue
+//! - Bounded: at most [`MAX_FETCH_QUEUE`] live transactions are pending
+//!   (one small task each, 16 holding an RPC permit); while that many are,
+//!   the PubSub queue is not read, the connections stop reading their
+//!   sockets, and a server that drops us for it causes a reconnect and a gap
+//!   fill. At most [`MAX_WALKS`] walks run; the rest wait in a queue
 //!   that holds one entry per address.
 //! - Wallets tracked or untracked by another process (the CLI, the API) are
 //!   picked up by polling the store, within `WALLET_SYNC_INTERVAL`.
@@ -67,8 +68,9 @@ pub const WALLET_SYNC_INTERVAL: Duration = Duration::from_secs(2);
 const PUBSUB_QUEUE: usize = 4096;
 /// Live transactions fetched concurrently.
 const FETCH_CONCURRENCY: usize = 16;
-/// Live transactions waiting for a fetch, at most; beyond it the PubSub
-/// queue is not read (backpressure).
+/// Live transactions accepted and not fetched yet, at most (each is one
+/// small task waiting for an RPC permit); beyond it the PubSub queue is not
+/// read (backpressure).
 pub const MAX_FETCH_QUEUE: usize = 8192;
 /// History walks running at once; the others wait in the walk queue.
 pub const MAX_WALKS: usize = 32;
@@ -107,7 +109,7 @@ pub mod metric_names {
     /// Gauge: age of the oldest unfinished work (a running or retrying walk,
     /// or a transaction not yet fetched); 0 when caught up.
     pub const PROCESSING_LAG_SECONDS: &str = "ww_processing_lag_seconds";
-    /// Gauge: live transactions waiting for a fetch.
+    /// Gauge: live transactions accepted and not fetched yet.
     pub const FETCH_QUEUE_DEPTH: &str = "ww_fetch_queue_depth";
     /// Gauge: history walks waiting to start or to be retried.
     pub const WALKS_WAITING: &str = "ww_walks_waiting";
@@ -155,13 +157,6 @@ impl RecentSignatures {
     }
 }
 
-/// A live transaction to fetch, and the wallets whose notifications named it.
-#[derive(Debug)]
-struct FetchRequest {
-    signature: Signature,
-    provenance: Provenance,
-}
-
 /// The live pipeline's state, owned by one task.
 struct Pipeline {
     store: Arc<dyn Store>,
@@ -175,10 +170,9 @@ struct Pipeline {
     /// Where each wallet's history starts when an address has no cursor.
     history_start: HashMap<WalletAddress, HistoryStart>,
     recent: RecentSignatures,
-    /// Live transactions queued or being fetched, with the wallets that asked.
+    /// Live transactions accepted and not fetched yet (one task each), with
+    /// the wallets whose notifications named them.
     in_flight: HashMap<Signature, Vec<WalletAddress>>,
-    fetch_queue: VecDeque<FetchRequest>,
-    fetches_running: usize,
     tasks: Supervised<Task, TaskOutput>,
     permits: Arc<Semaphore>,
     connection_states: HashMap<usize, (ConnectionState, Vec<SubscriptionKey>)>,
@@ -282,8 +276,6 @@ pub async fn run(
         history_start: HashMap::new(),
         recent: RecentSignatures::default(),
         in_flight: HashMap::new(),
-        fetch_queue: VecDeque::new(),
-        fetches_running: 0,
         tasks: Supervised::default(),
         permits,
         connection_states: HashMap::new(),
@@ -337,7 +329,7 @@ pub async fn run(
     let mut unresolved_tick = tokio::time::interval(UNRESOLVED_RETRY_INTERVAL);
     unresolved_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let can_accept = pipeline.fetch_queue.len() < MAX_FETCH_QUEUE;
+        let can_accept = pipeline.in_flight.len() < MAX_FETCH_QUEUE;
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = sync_tick.tick() => {
@@ -667,8 +659,7 @@ impl Pipeline {
     /// Keeps `/ready`'s work counters and the queue gauges current.
     fn publish_work(&mut self) {
         let work = crate::health::WorkCounts {
-            fetches_queued: self.fetch_queue.len(),
-            fetches_running: self.fetches_running,
+            fetches_pending: self.in_flight.len(),
             walks_queued: self.walk_queue.len(),
             walks_running: self.walking.len(),
             walks_retrying: self.walk_retries.len(),
@@ -679,7 +670,7 @@ impl Pipeline {
             return;
         }
         self.last_work = work;
-        metrics::gauge!(metric_names::FETCH_QUEUE_DEPTH).set(work.fetches_queued as f64);
+        metrics::gauge!(metric_names::FETCH_QUEUE_DEPTH).set(work.fetches_pending as f64);
         metrics::gauge!(metric_names::WALKS_WAITING).set((work.walks_queued + work.walks_retrying) as f64);
         self.health.update(|state| state.work = work);
     }

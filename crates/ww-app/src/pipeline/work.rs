@@ -12,7 +12,7 @@ use ww_core::time::UnixMillis;
 use ww_core::{ActivityEvent, Origin, Signature, WalletAddress};
 use ww_solana::decode::{DecodeError, Provenance, decode_transaction};
 
-use super::{FETCH_CONCURRENCY, FetchRequest, MAX_WALKS, Pipeline, TOKEN_PROGRAMS, WorkItem, metric_names};
+use super::{MAX_WALKS, Pipeline, TOKEN_PROGRAMS, WorkItem, metric_names};
 use crate::balances::{AccountToRead, RoundReport};
 use crate::catchup::{CatchUpError, CatchUpReport, Walk};
 
@@ -90,33 +90,29 @@ impl Pipeline {
         }
         self.in_flight.insert(signature.clone(), vec![wallet.clone()]);
         self.work_started.insert(WorkItem::Fetch(signature.clone()), UnixMillis::from(provenance.received_at));
-        self.fetch_queue.push_back(FetchRequest { signature, provenance });
+        // The task starts now and waits for an RPC permit itself, so a slot
+        // freed by a finished fetch is taken at once, whatever the loop is doing.
+        let fetcher = self.fetcher.clone();
+        let permits = Arc::clone(&self.permits);
+        let tracked = Arc::clone(&self.tracked_snapshot);
+        self.tasks.spawn(Task::Fetch(signature.clone()), async move {
+            let _permit = permits.acquire_owned().await;
+            let reply = fetcher.fetch_shared(&signature).await;
+            let outcome = match reply.as_ref() {
+                Err(error) => FetchOutcome::FetchFailed(error.to_string()),
+                Ok(reply) => match decode_transaction(&signature, reply, |wallet| tracked.contains(wallet), provenance) {
+                    Ok(events) => FetchOutcome::Events(events),
+                    Err(error) => FetchOutcome::DecodeFailed(error),
+                },
+            };
+            TaskOutput::Fetched { signature, outcome }
+        });
     }
 
-    /// Starts queued fetches and walks up to their concurrency limits.
+    /// Starts queued walks up to their concurrency limit.
     pub(super) fn start_work(&mut self) {
         if self.is_shutting_down {
             return;
-        }
-        while self.fetches_running < FETCH_CONCURRENCY {
-            let Some(request) = self.fetch_queue.pop_front() else { break };
-            self.fetches_running += 1;
-            let fetcher = self.fetcher.clone();
-            let permits = Arc::clone(&self.permits);
-            let tracked = Arc::clone(&self.tracked_snapshot);
-            let signature = request.signature.clone();
-            self.tasks.spawn(Task::Fetch(signature.clone()), async move {
-                let _permit = permits.acquire_owned().await;
-                let reply = fetcher.fetch_shared(&signature).await;
-                let outcome = match reply.as_ref() {
-                    Err(error) => FetchOutcome::FetchFailed(error.to_string()),
-                    Ok(reply) => match decode_transaction(&signature, reply, |wallet| tracked.contains(wallet), request.provenance) {
-                        Ok(events) => FetchOutcome::Events(events),
-                        Err(error) => FetchOutcome::DecodeFailed(error),
-                    },
-                };
-                TaskOutput::Fetched { signature, outcome }
-            });
         }
         while self.walking.len() < MAX_WALKS {
             let Some(address) = self.walk_queue.pop_front() else { break };
@@ -273,7 +269,6 @@ impl Pipeline {
     }
 
     fn handle_fetched(&mut self, signature: Signature, outcome: FetchOutcome) {
-        self.fetches_running = self.fetches_running.saturating_sub(1);
         let wallets = self.in_flight.remove(&signature).unwrap_or_default();
         self.work_started.remove(&WorkItem::Fetch(signature.clone()));
         let mut events = match outcome {
@@ -347,7 +342,6 @@ impl Pipeline {
     pub(super) fn recover_panicked(&mut self, task: Task) {
         match task {
             Task::Fetch(signature) => {
-                self.fetches_running = self.fetches_running.saturating_sub(1);
                 self.work_started.remove(&WorkItem::Fetch(signature.clone()));
                 for wallet in self.in_flight.remove(&signature).unwrap_or_default() {
                     self.schedule_gap_fill(&wallet);
