@@ -130,7 +130,8 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
             let store = open_store(&config)?;
             let since = since.as_deref().map(backfill::parse_bound).transpose()?;
             let rpc = backfill::rpc_client(&config)?;
-            let start_slot = wallets::current_slot(&rpc).await;
+            let slot = wallets::current_slot(&rpc).await;
+            let start_slot = slot.as_ref().ok().copied();
             if since.is_some() && start_slot.is_none() {
                 return Err(Failure::Runtime(anyhow!(
                     "--since needs the node, which did not answer; track without --since, or retry when it is reachable"
@@ -143,8 +144,8 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
             if outcome == TrackOutcome::AlreadyTracked {
                 eprintln!("note: {address} was already tracked by {user:?}");
             }
-            if start_slot.is_none() {
-                eprintln!("note: the node's current slot is unknown; history starts a minute before now");
+            if let Err(reason) = &slot {
+                eprintln!("note: the node's current slot is unknown ({reason}); history starts a minute before now");
             }
             if let (Some(since), Some(slot)) = (since, start_slot) {
                 let until = Some(backfill::Bound::Slot(slot));

@@ -123,7 +123,7 @@ pub async fn execute_async(
     command: ChatCommand,
 ) -> ChatReply {
     let start_slot = match (&command, rpc) {
-        (ChatCommand::Track { .. }, Some(rpc)) => wallets::current_slot(rpc).await,
+        (ChatCommand::Track { .. }, Some(rpc)) => wallets::current_slot_or_log(rpc).await,
         _ => None,
     };
     let now = crate::daemon::now();

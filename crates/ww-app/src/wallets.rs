@@ -82,17 +82,23 @@ pub const CURRENT_SLOT_TIMEOUT: std::time::Duration = std::time::Duration::from_
 
 /// Returns the chain's confirmed slot, where a wallet tracked now starts its
 /// history: every transaction confirmed by then is in it or an earlier slot,
-/// every one sent later lands after it. `None` when the node does not answer
-/// within [`CURRENT_SLOT_TIMEOUT`] (logged).
-pub async fn current_slot(rpc: &ww_solana::RpcClient) -> Option<u64> {
+/// every one sent later lands after it. One attempt, bounded by
+/// [`CURRENT_SLOT_TIMEOUT`]; the error says why the node did not answer.
+pub async fn current_slot(rpc: &ww_solana::RpcClient) -> Result<u64, String> {
     match tokio::time::timeout(CURRENT_SLOT_TIMEOUT, rpc.get_slot_once(ww_core::Commitment::Confirmed)).await {
-        Ok(Ok(slot)) => Some(slot.0),
-        Ok(Err(error)) => {
-            tracing::warn!(error = %error, "the node's current slot is unknown; history of wallets tracked now starts a minute before tracking");
-            None
-        }
-        Err(_) => {
-            tracing::warn!("the node did not tell its current slot in time; history of wallets tracked now starts a minute before tracking");
+        Ok(Ok(slot)) => Ok(slot.0),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {} s", CURRENT_SLOT_TIMEOUT.as_secs())),
+    }
+}
+
+/// [`current_slot`] for the daemon's front ends (API, chat): a failure is
+/// logged and the wallet's history starts a minute before tracking.
+pub async fn current_slot_or_log(rpc: &ww_solana::RpcClient) -> Option<u64> {
+    match current_slot(rpc).await {
+        Ok(slot) => Some(slot),
+        Err(reason) => {
+            tracing::warn!(error = %reason, "the node's current slot is unknown; history of a wallet tracked now starts a minute before tracking");
             None
         }
     }

@@ -237,7 +237,7 @@ pub(crate) async fn track_wallet(
     let user = body.user.unwrap_or_else(|| caller.0.user.clone());
     let store = Arc::clone(&state.store);
     let start_slot = match &state.rpc {
-        Some(rpc) => wallets::current_slot(rpc).await,
+        Some(rpc) => wallets::current_slot_or_log(rpc).await,
         None => None,
     };
     let (address, _) = tokio::task::spawn_blocking(move || {
