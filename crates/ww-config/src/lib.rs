@@ -75,19 +75,7 @@ impl RedactedUrl {
     }
 
     fn redacted(&self) -> String {
-        let mut shown = self.0.clone();
-        if shown.password().is_some() {
-            let _ = shown.set_password(Some("**REDACTED**"));
-        }
-        if shown.query().is_some() {
-            let keys: Vec<String> = shown.query_pairs().map(|(key, _)| key.into_owned()).collect();
-            let mut pairs = shown.query_pairs_mut();
-            pairs.clear();
-            for key in keys {
-                pairs.append_pair(&key, "REDACTED");
-            }
-        }
-        shown.to_string()
+        ww_http::redact_url(&self.0)
     }
 }
 

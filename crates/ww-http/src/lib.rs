@@ -13,6 +13,10 @@
 
 use std::sync::Arc;
 
+mod redact;
+
+pub use redact::{MIN_SECRET_SEGMENT, REDACTED, redact_url, scrub};
+
 use rustls_platform_verifier::BuilderVerifierExt as _;
 
 /// Why an HTTP client could not be built.

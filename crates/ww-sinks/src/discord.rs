@@ -125,7 +125,7 @@ pub(crate) async fn execute_webhook(client: &reqwest::Client, url: &url::Url, al
         .json(&message_body(alert))
         .send()
         .await
-        .map_err(|error| SinkError::transport("discord webhook", &error))?;
+        .map_err(|error| SinkError::transport("discord webhook", error))?;
     classify("discord webhook", response).await.map(|(delivered, _)| delivered)
 }
 
@@ -194,7 +194,7 @@ impl DiscordClient {
             .json(&body)
             .send()
             .await
-            .map_err(|error| SinkError::transport("discord", &error))?;
+            .map_err(|error| SinkError::transport("discord", error))?;
         classify("discord", response).await.map(|(delivered, _)| delivered)
     }
 
@@ -216,7 +216,7 @@ impl DiscordClient {
             .json(&command_definitions())
             .send()
             .await
-            .map_err(|error| SinkError::transport("discord", &error))?;
+            .map_err(|error| SinkError::transport("discord", error))?;
         let (_, body) = classify("discord", response).await?;
         Ok(body
             .as_array()

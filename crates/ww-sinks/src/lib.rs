@@ -100,10 +100,12 @@ impl SinkError {
     }
 
     /// Classifies a transport error (timeouts and connection failures retry).
-    pub(crate) fn transport(sink: &str, error: &reqwest::Error) -> Self {
+    /// The URL is dropped first: webhook URLs and the Bot API's carry tokens.
+    pub(crate) fn transport(sink: &str, error: reqwest::Error) -> Self {
+        let error = error.without_url();
         // reqwest's Display omits the cause chain; connection refused is in the source.
         let mut reason = format!("{sink} request failed: {error}");
-        let mut source = std::error::Error::source(error);
+        let mut source = std::error::Error::source(&error);
         while let Some(cause) = source {
             reason.push_str(&format!(": {cause}"));
             source = cause.source();

@@ -81,7 +81,7 @@ impl TelegramClient {
             request = request.timeout(timeout);
         }
         // The URL holds the token: never let reqwest's error text carry it.
-        let response = request.send().await.map_err(|error| SinkError::transport("telegram", &error.without_url()))?;
+        let response = request.send().await.map_err(|error| SinkError::transport("telegram", error))?;
         let status = response.status();
         let header_retry = crate::retry_after_header(response.headers());
         let text = response.text().await.unwrap_or_default();

@@ -98,7 +98,7 @@ pub(crate) async fn send(client: &reqwest::Client, url: &Url, secret: &str, deli
         .body(body)
         .send()
         .await
-        .map_err(|error| SinkError::transport("webhook", &error))?;
+        .map_err(|error| SinkError::transport("webhook", error))?;
     let status = response.status();
     if status.is_success() {
         return Ok(Delivered::default());

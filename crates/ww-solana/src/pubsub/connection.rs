@@ -339,7 +339,8 @@ async fn connect(endpoint: &Url, max_frame_bytes: usize) -> Result<Socket, Strin
     let (socket, _response) =
         tokio_tungstenite::connect_async_tls_with_config(endpoint.as_str(), Some(websocket_config), true, connector)
             .await
-            .map_err(|error| error.to_string())?;
+            // The error may quote the URL, keys included.
+            .map_err(|error| ww_http::scrub(&error.to_string(), endpoint))?;
     Ok(socket)
 }
 

@@ -295,7 +295,8 @@ impl RpcClient {
         let recorded_params = self.capture.as_ref().map(|_| params.clone());
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let (url, label) = self.endpoint();
-        let transport = |source| RpcError::Transport { method, endpoint: label.clone(), source };
+        // reqwest quotes the URL in its errors: keys in it must not reach a log.
+        let transport = |source: reqwest::Error| RpcError::Transport { method, endpoint: label.clone(), source: source.without_url() };
         let response = self.http.post(url.clone()).json(&body).send().await.map_err(transport)?;
         let status = response.status();
         if !status.is_success() {
