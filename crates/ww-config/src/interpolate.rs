@@ -4,8 +4,14 @@
 //! or empty), `${VAR:?message}` (error with the message when unset or empty),
 //! and `$$` for a literal `$`. TOML comments are copied verbatim, so an
 //! example written in a comment is never expanded. The environment is a parameter, never read
-//! here, so tests run in parallel. Values containing a newline are rejected:
-//! they could inject TOML keys. Every problem is reported, not just the first.
+//! here, so tests run in parallel. Every problem is reported, not just the first.
+//!
+//! A value can never change the TOML around it: inside a basic string
+//! (`"..."`) its `"` and `\` are escaped; inside a literal string (`'...'`),
+//! where nothing can be escaped, a value containing `'` is refused; outside
+//! a string (a bare number or boolean) only letters, digits and `.:+-_` are
+//! accepted. Values containing a newline or another control character are
+//! refused everywhere.
 
 use std::collections::HashMap;
 
@@ -41,6 +47,17 @@ fn comment_start(line: &str) -> Option<usize> {
     None
 }
 
+/// Where a `${...}` stands in a TOML line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Context {
+    /// Outside any string: a bare value.
+    Bare,
+    /// Inside `"..."`: escapes are interpreted.
+    BasicString,
+    /// Inside `'...'`: taken literally, nothing can be escaped.
+    LiteralString,
+}
+
 fn interpolate_line(
     text: &str,
     line: usize,
@@ -48,9 +65,12 @@ fn interpolate_line(
     output: &mut String,
     errors: &mut Vec<String>,
 ) {
+    let mut context = Context::Bare;
+    let mut is_escaped = false;
     let mut rest = text;
     while let Some(dollar) = rest.find('$') {
         let (before, after_dollar) = rest.split_at(dollar);
+        track_context(before, &mut context, &mut is_escaped);
         output.push_str(before);
         let after_dollar = &after_dollar[1..];
         if let Some(stripped) = after_dollar.strip_prefix('$') {
@@ -69,15 +89,54 @@ fn interpolate_line(
         };
         let body = &body_and_rest[..close];
         rest = &body_and_rest[close + 1..];
+        let name = variable_name(body);
         match expand(body, env) {
-            Ok(value) if value.contains('\n') || value.contains('\r') => {
-                errors.push(format!("line {line}: the value of ${{{}}} contains a newline", variable_name(body)));
+            Ok(value) if value.chars().any(char::is_control) => {
+                errors.push(format!("line {line}: the value of ${{{name}}} contains a newline or another control character"));
             }
-            Ok(value) => output.push_str(&value),
+            Ok(value) => match place(&value, context) {
+                Ok(placed) => output.push_str(&placed),
+                Err(reason) => errors.push(format!("line {line}: the value of ${{{name}}} {reason}")),
+            },
             Err(error) => errors.push(format!("line {line}: {error}")),
         }
     }
     output.push_str(rest);
+}
+
+/// Follows `text` (plain config text, no `${...}`) and updates whether the
+/// position after it is inside a string.
+fn track_context(text: &str, context: &mut Context, is_escaped: &mut bool) {
+    for character in text.chars() {
+        match (*context, character) {
+            (Context::BasicString, '\\') if !*is_escaped => {
+                *is_escaped = true;
+                continue;
+            }
+            (Context::BasicString, '"') if !*is_escaped => *context = Context::Bare,
+            (Context::LiteralString, '\'') => *context = Context::Bare,
+            (Context::Bare, '"') => *context = Context::BasicString,
+            (Context::Bare, '\'') => *context = Context::LiteralString,
+            _ => {}
+        }
+        *is_escaped = false;
+    }
+}
+
+/// Returns `value` as it can stand in `context` without changing the TOML
+/// around it, or why it cannot.
+fn place(value: &str, context: Context) -> Result<String, &'static str> {
+    match context {
+        Context::BasicString => Ok(value.replace('\\', "\\\\").replace('"', "\\\"")),
+        Context::LiteralString if value.contains('\'') => {
+            Err("contains ' inside a '...' string; use a \"...\" string for it")
+        }
+        Context::LiteralString => Ok(value.to_string()),
+        Context::Bare if value.chars().all(|character| character.is_ascii_alphanumeric() || ".:+-_".contains(character)) => {
+            Ok(value.to_string())
+        }
+        Context::Bare => Err("is not a plain number or word; quote the ${...} (\"${...}\") to use it as a string"),
+    }
 }
 
 fn variable_name(body: &str) -> &str {
@@ -144,6 +203,26 @@ mod tests {
     fn rejects_newlines_in_values() {
         let errors = interpolate("x = \"${EVIL}\"", &env(&[("EVIL", "a\"\ninjected = true")])).expect_err("newline");
         assert!(errors[0].contains("contains a newline"), "{errors:?}");
+    }
+
+    /// Regression (issue #13, secrets 2): a value holding `"` closed the
+    /// string it was placed in and could add keys to the configuration.
+    #[test]
+    fn a_value_never_changes_the_toml_around_it() {
+        let vars = env(&[("QUOTE", "a\" , injected = \"x"), ("SLASH", "C:\\data\\n"), ("APOSTROPHE", "it's"), ("PORT", "8080"), ("SPACES", "1, evil = 2")]);
+        let basic = interpolate("x = \"${QUOTE}\"\ny = \"${SLASH}\"\nz = \"${APOSTROPHE}\"", &vars).expect("escaped");
+        let parsed: toml::Table = toml::from_str(&basic).expect("valid TOML");
+        assert_eq!(parsed.len(), 3, "{basic}");
+        assert_eq!(parsed["x"].as_str(), Some("a\" , injected = \"x"));
+        assert_eq!(parsed["y"].as_str(), Some("C:\\data\\n"));
+        assert_eq!(parsed["z"].as_str(), Some("it's"));
+        let errors = interpolate("x = '${APOSTROPHE}'\ny = ${SPACES}", &vars).expect_err("refused");
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].contains("inside a '...' string"), "{errors:?}");
+        assert!(errors[1].contains("not a plain number or word"), "{errors:?}");
+        assert_eq!(interpolate("port = ${PORT}\nq = '${PORT}'", &vars).expect("plain"), "port = 8080\nq = '8080'");
+        let control = interpolate("x = \"${TAB}\"", &env(&[("TAB", "a\tb")])).expect_err("control");
+        assert!(control[0].contains("control character"), "{control:?}");
     }
 
     #[test]

@@ -568,7 +568,7 @@ listen = "localhost"
         let config = load(None, &env).expect("valid");
         let printed = format!("{config:?}\n{}", config.to_redacted_toml());
         assert!(!printed.contains("s3cr3t"), "{printed}");
-        assert!(printed.contains("api-key=REDACTED"), "{printed}");
+        assert!(printed.contains("api-key=**REDACTED**"), "{printed}");
         assert_eq!(config.solana.endpoints[0].rpc_url.expose().query(), Some("api-key=s3cr3t"));
     }
 
