@@ -188,6 +188,30 @@ pub(crate) enum TokenCommand {
         /// Allow changing wallets (tracking, untracking) for any user.
         #[arg(long)]
         admin: bool,
+        /// Stop accepting it after this long (`30d`, `12h`, `90min`); without it, it never expires.
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+    },
+    /// List tokens: id, user, scope, creation and expiry (never the token).
+    List {
+        /// Only this user's tokens.
+        #[arg(long)]
+        user: Option<String>,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke tokens; a running daemon refuses them at once and closes their
+    /// WebSocket streams within seconds.
+    Revoke {
+        /// Token ids (from `token list`).
+        ids: Vec<String>,
+        /// Every token of this user (with --all).
+        #[arg(long, conflicts_with = "ids", requires = "all")]
+        user: Option<String>,
+        /// With --user: all of that user's tokens.
+        #[arg(long, requires = "user")]
+        all: bool,
     },
 }
 

@@ -148,7 +148,10 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
                 eprintln!("note: the node's current slot is unknown ({reason}); history starts a minute before now");
             }
             if let (Some(since), Some(slot)) = (since, start_slot) {
-                let until = Some(backfill::Bound::Slot(slot));
+                // Up to where the wallet's tracked period starts (earlier than
+                // now when it was tracked already): the daemon owns the rest.
+                let start = store.wallet(&address)?.and_then(|record| record.start_slot).unwrap_or(slot);
+                let until = Some(backfill::Bound::Slot(start));
                 run_backfill_bounds(&config, Arc::clone(&store) as Arc<dyn Store>, &address, Some(since), until).await?;
             }
             Ok(())
@@ -176,7 +179,9 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
         Command::Backfill { address, since, until, .. } => run_backfill(&config, &address, since, until).await,
         Command::Balances { address, json } => print_balances(&config, address.as_deref(), json),
         Command::Stats { json } => print_stats(&config, json),
-        Command::Token(TokenCommand::Create { user, admin }) => create_token(&config, &user, admin),
+        Command::Token(TokenCommand::Create { user, admin, expires_in }) => create_token(&config, &user, admin, expires_in.as_deref()),
+        Command::Token(TokenCommand::List { user, json }) => list_tokens(&config, user.as_deref(), json),
+        Command::Token(TokenCommand::Revoke { ids, user, .. }) => revoke_tokens(&config, ids, user),
         Command::Outbox(command) => outbox(&config, command),
         Command::Unresolved(command) => unresolved(&config, command),
         Command::Discord(DiscordCommand::RegisterCommands) => register_commands(&config).await,
@@ -277,19 +282,76 @@ async fn run(config: Config) -> CommandResult {
     outcome.map_err(Failure::from)
 }
 
-fn create_token(config: &Config, user: &str, is_admin: bool) -> CommandResult {
+fn create_token(config: &Config, user: &str, is_admin: bool, expires_in: Option<&str>) -> CommandResult {
     let user = user.trim();
     if user.is_empty() || user.len() > 128 || user.chars().any(char::is_control) {
         return Err(Failure::Usage(anyhow!("invalid user id {user:?}: 1-128 printable characters")));
     }
+    let lifetime = match expires_in {
+        Some(text) => Some(humantime::parse_duration(text).map_err(|error| {
+            Failure::Usage(anyhow!("--expires-in {text:?} is not a duration ({error}); write e.g. 30d, 12h or 90min"))
+        })?),
+        None => None,
+    };
     let store = open_store(config)?;
     let (token, hash) = ww_server::generate_token().map_err(|error| Failure::Runtime(anyhow!("no randomness available: {error}")))?;
-    store.save_api_token(&ww_core::store::ApiToken { hash, user: user.to_string(), is_admin, created_at: daemon::now() })?;
+    let now = daemon::now();
+    let expires_at = lifetime.map(|lifetime| now.plus_millis(i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX)));
+    let record = ww_core::store::ApiToken { hash, user: user.to_string(), is_admin, created_at: now, expires_at };
+    store.save_api_token(&record)?;
     println!("{token}");
     eprintln!(
-        "note: this {} token for user {user:?} is shown once; walletwatch keeps only its hash. Use it as `Authorization: Bearer <token>`.",
-        if is_admin { "admin" } else { "read-only" }
+        "note: this {} token {} for user {user:?} is shown once; walletwatch keeps only its hash. Use it as `Authorization: Bearer <token>`{}.",
+        if is_admin { "admin" } else { "read-only" },
+        record.id(),
+        if lifetime.is_some() { "; it expires as set" } else { "" }
     );
+    Ok(())
+}
+
+fn list_tokens(config: &Config, user: Option<&str>, json: bool) -> CommandResult {
+    let store = open_store(config)?;
+    let now = daemon::now();
+    let tokens: Vec<ww_core::store::ApiToken> =
+        store.api_tokens()?.into_iter().filter(|token| user.is_none_or(|user| token.user == user)).collect();
+    if json {
+        let listed: Vec<serde_json::Value> = tokens
+            .iter()
+            .map(|token| {
+                serde_json::json!({"id": token.id(), "user": token.user, "admin": token.is_admin, "created_at": token.created_at,
+                    "expires_at": token.expires_at, "expired": !token.is_valid_at(now)})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&listed).map_err(|error| Failure::Runtime(error.into()))?);
+        return Ok(());
+    }
+    if tokens.is_empty() {
+        println!("No tokens. Create one with `walletwatch token create --user <USER>`.");
+        return Ok(());
+    }
+    for token in &tokens {
+        let expiry = match token.expires_at {
+            None => "never expires".to_string(),
+            Some(at) if token.is_valid_at(now) => format!("expires in {}s", (at.0 - now.0) / 1000),
+            Some(_) => "expired".to_string(),
+        };
+        println!("{}  user {}  {}  {expiry}", token.id(), token.user, if token.is_admin { "admin" } else { "read-only" });
+    }
+    Ok(())
+}
+
+fn revoke_tokens(config: &Config, ids: Vec<String>, user: Option<String>) -> CommandResult {
+    let selection = match (ids.is_empty(), user) {
+        (false, None) => ww_core::store::TokenSelection::Ids(ids),
+        (true, Some(user)) => ww_core::store::TokenSelection::User(user),
+        _ => return Err(Failure::Usage(anyhow!("name token ids (from `walletwatch token list`), or use --user U --all"))),
+    };
+    let store = open_store(config)?;
+    let revoked = store.revoke_api_tokens(&selection)?;
+    if revoked == 0 {
+        return Err(Failure::Usage(anyhow!("no token matched; `walletwatch token list` shows the ids")));
+    }
+    println!("{revoked} token(s) revoked; a running `walletwatch run` refuses them now");
     Ok(())
 }
 

@@ -39,7 +39,7 @@ fn stderr(output: &Output) -> String {
 
 fn sample_event(wallet: &WalletAddress, signature_byte: u8) -> NewEvent {
     let signature = Signature::parse(&bs58::encode([signature_byte; 64]).into_string()).expect("valid");
-    NewEvent { event: ww_test_utils::sample_event(wallet, signature, u64::from(signature_byte)), routes: vec![] }
+    NewEvent { event: ww_test_utils::sample_event(wallet, signature, u64::from(signature_byte)), routes: vec![], allows_before_tracking: false }
 }
 
 #[test]
@@ -149,7 +149,7 @@ fn check_config_prints_the_effective_config_with_secrets_redacted() {
     let text = stdout(&output);
     assert!(!text.contains("s3cr3t") && !text.contains("hunter2"), "{text}");
     assert!(text.contains("commitment = \"confirmed\""), "{text}");
-    assert!(text.contains("api-key=REDACTED"), "{text}");
+    assert!(text.contains("api-key=**REDACTED**"), "{text}");
 }
 
 #[test]

@@ -106,6 +106,7 @@ async fn no_secret_reaches_a_log_line_command_output_api_response_or_the_store()
             .map(|seed| ww_core::store::NewEvent {
                 event: ww_test_utils::sample_event(&wallet, ww_test_utils::signature_from_seed(seed), seed),
                 routes: routes.to_vec(),
+                allows_before_tracking: true,
             })
             .collect();
         common::record(&store, &events);

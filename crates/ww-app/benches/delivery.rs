@@ -70,7 +70,7 @@ async fn main() {
         .map(|index| {
             let mut event = sample_event(&wallet, signature_from_seed(index as u64 + 1), index as u64 + 1);
             event.emitted_at = ww_app::daemon::now();
-            NewEvent { event, routes: routes.clone() }
+            NewEvent { event, routes: routes.clone(), allows_before_tracking: false }
         })
         .collect();
     for chunk in events.chunks(100) {
@@ -119,7 +119,7 @@ async fn main() {
         let mut event = sample_event(&wallet, signature_from_seed(1_000_000 + sample as u64), 1);
         event.emitted_at = ww_app::daemon::now();
         let started = Instant::now();
-        store.record_events(&[NewEvent { event, routes: routes[..1].to_vec() }], &[]).expect("record");
+        store.record_events(&[NewEvent { event, routes: routes[..1].to_vec(), allows_before_tracking: false }], &[]).expect("record");
         wake.notify_one();
         while server.received_count() == before {
             tokio::time::sleep(Duration::from_micros(200)).await;
@@ -134,7 +134,7 @@ async fn main() {
         .map(|index| {
             let mut event = sample_event(&wallet, signature_from_seed(2_000_000 + index as u64), 1);
             event.emitted_at = ww_app::daemon::now();
-            NewEvent { event, routes: vec![stuck.clone()] }
+            NewEvent { event, routes: vec![stuck.clone()], allows_before_tracking: false }
         })
         .collect();
     for chunk in backlog.chunks(100) {
@@ -147,7 +147,7 @@ async fn main() {
         let mut event = sample_event(&wallet, signature_from_seed(3_000_000 + sample as u64), 1);
         event.emitted_at = ww_app::daemon::now();
         let started = Instant::now();
-        store.record_events(&[NewEvent { event, routes: routes[..1].to_vec() }], &[]).expect("record");
+        store.record_events(&[NewEvent { event, routes: routes[..1].to_vec(), allows_before_tracking: false }], &[]).expect("record");
         wake.notify_one();
         while server.received_count() == before {
             tokio::time::sleep(Duration::from_micros(200)).await;

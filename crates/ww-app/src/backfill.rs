@@ -5,10 +5,14 @@
 //!   wallet was tracked, to now; cursors advance as chunks are stored, so an
 //!   interrupted run resumes where it stopped.
 //! - Range mode (`--since`/`--until`, a time or a signature): reads exactly
-//!   that range; cursors are left alone.
+//!   that range; cursors are left alone. Events from before the wallet was
+//!   tracked are imported without alerts.
 //!
-//! Both go through the store's seen-set: running a backfill twice, or next to
-//! a live daemon, never stores an event twice.
+//! Events of the wallet's tracked period are routed to its users'
+//! destinations whichever mode stores them (a running daemon delivers them):
+//! what the daemon missed is owed its alerts. Both go through the store's
+//! keys: running a backfill twice, or next to a live daemon, never stores an
+//! event twice.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -88,6 +92,16 @@ pub fn rpc_client(config: &Config) -> Result<RpcClient, AppError> {
     }))
 }
 
+/// Alert routing for history this process stores: each tracking user's
+/// filter and destinations, as the daemon routes. Nothing here delivers; the
+/// daemon's workers pick the jobs up from the outbox.
+fn alerting(config: &Config, store: Arc<dyn Store>) -> crate::routing::Alerting {
+    crate::routing::Alerting {
+        router: crate::routing::Router::new(store, config.users.clone()),
+        wake: Arc::new(tokio::sync::Notify::new()),
+    }
+}
+
 /// Runs a backfill of `wallet` (which must be tracked).
 pub async fn run(
     config: &Config,
@@ -112,7 +126,9 @@ pub async fn run(
     let catch_up = CatchUp {
         rpc: rpc.clone(),
         fetcher: TransactionFetcher::new(rpc.clone(), config.solana.commitment),
-        recorder: crate::recorder::Recorder::new(store, None, None),
+        // Events of the tracked period are owed their alerts whoever stores
+        // them; a running daemon's delivery workers send them within a second.
+        recorder: crate::recorder::Recorder::new(store.clone(), Some(alerting(config, store)), None),
         commitment: config.solana.commitment,
         permits: Arc::new(Semaphore::new(BACKFILL_CONCURRENCY)),
         fetch_concurrency: BACKFILL_CONCURRENCY,
@@ -125,7 +141,8 @@ pub async fn run(
     let is_range_mode = since.is_some() || until.is_some();
     let start = HistoryStart::of(record);
     for address in &addresses {
-        let walk = Walk { address: address.clone(), owner: wallet.clone(), start, origin: Origin::Backfill, received_at: None };
+        let walk =
+            Walk { address: address.clone(), owner: wallet.clone(), start, origin: Origin::Backfill, received_at: None, is_import: is_range_mode };
         let report = if is_range_mode {
             let mut range = HistoryRange::default();
             match &since {

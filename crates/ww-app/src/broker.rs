@@ -310,7 +310,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let record = |seed: u64| {
             let event = stored(seed).event;
-            let outcome = store.record_events(&[ww_core::store::NewEvent { event: event.clone(), routes: vec![] }], &[]).expect("record");
+            let outcome = store.record_events(&[ww_core::store::NewEvent { event: event.clone(), routes: vec![], allows_before_tracking: false }], &[]).expect("record");
             let ww_core::store::RecordOutcome::Inserted(seq) = outcome[0] else { panic!("not inserted: {outcome:?}") };
             StoredEvent { seq, event }
         };

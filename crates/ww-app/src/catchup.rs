@@ -18,8 +18,10 @@
 //!   recognised before it is fetched;
 //! - a transaction that cannot be fetched or decoded stops the walk before
 //!   it (what was fetched before it is stored and checkpointed); after
-//!   [`GIVE_UP_AFTER`] failed walks it is given up as unresolvable (listed,
-//!   counted, retryable) and walks step over it.
+//!   [`GIVE_UP_AFTER`] failures spread over time (walks meeting it together
+//!   count once; a transaction the node says it does not have gets minutes)
+//!   it is given up as unresolvable (listed, counted, retryable) and walks
+//!   step over it. Endpoint failures (429, 5xx, transport) never count.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -42,14 +44,21 @@ use crate::recorder::{RecordError, Recorder};
 /// Transactions fetched and stored per checkpoint.
 pub const CHUNK: usize = 100;
 
-/// Walks that failed on the same transaction before it is given up.
+/// Failures of the same transaction, counted at least [`UNDECODABLE_RETRY_MS`]
+/// apart (or [`UNAVAILABLE_RETRY_MS`] for one the node says it does not
+/// have), before it is given up.
 pub const GIVE_UP_AFTER: u32 = 3;
 
-/// History before the tracking instant that is still read for a wallet with
-/// no cursor and no start slot: block times come from the cluster's clock,
-/// not ours, and a transaction sent right after `track` can carry an earlier
-/// block time.
-pub const TRACKING_CLOCK_SLACK_SECS: i64 = 60;
+/// Counted failures of a transaction whose reply cannot be decoded are at
+/// least this far apart: walks meeting it at the same moment count once.
+pub const UNDECODABLE_RETRY_MS: i64 = 2_000;
+
+/// Counted failures of a transaction the node says it does not have (null,
+/// history not available, slot skipped) are at least this far apart: a node
+/// lagging or rebalanced behind a load balancer gets time to catch up.
+pub const UNAVAILABLE_RETRY_MS: i64 = 60_000;
+
+pub use ww_core::wallet::TRACKING_CLOCK_SLACK_SECS;
 
 /// Where a wallet's history starts when it has no cursor yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +224,9 @@ pub struct Walk {
     pub origin: Origin,
     /// When the triggering notification arrived (latency is measured from it).
     pub received_at: Option<SystemTime>,
+    /// History read on request (`--since`): events before the wallet's
+    /// tracked period are stored, without alerts; no cursor moves.
+    pub is_import: bool,
 }
 
 /// The shared pieces a walk needs.
@@ -269,7 +281,14 @@ impl CatchUp {
             tokio::task::spawn_blocking(move || store.cursor(&owner, &address)).await??
         };
         let range = match &cursor {
-            Some(cursor) => HistoryRange { until: Some(cursor.signature.clone()), ..HistoryRange::default() },
+            // The slot bound keeps a node that does not know the cursor's
+            // signature (a dropped fork, an inconsistent index) from paging
+            // back to genesis.
+            Some(cursor) => HistoryRange {
+                until: Some(cursor.signature.clone()),
+                after_slot: Some(cursor.slot.0.saturating_sub(1)),
+                ..HistoryRange::default()
+            },
             None => walk.start.range(),
         };
         let entries = self.list(&walk.address, &range, progress).await?;
@@ -375,14 +394,14 @@ impl CatchUp {
             Fetched::Known => return Ok(None),
             Fetched::Reply(reply) => reply,
         };
-        let failure = match reply.as_ref() {
+        let (failure, min_interval_ms) = match reply.as_ref() {
             Ok(reply) => {
                 let provenance = Provenance { origin: walk.origin, received_at: walk.received_at.unwrap_or_else(SystemTime::now) };
                 match decode_transaction(&entry.signature, reply, |wallet| tracked.contains(wallet), provenance) {
                     Ok(events) => return Ok(Some(events)),
                     Err(error) => {
                         metrics::counter!(ww_solana::metrics::DECODE_ERRORS_TOTAL, "reason" => error.reason_label()).increment(1);
-                        decode_reason(&error)
+                        (decode_reason(&error), UNDECODABLE_RETRY_MS)
                     }
                 }
             }
@@ -390,9 +409,10 @@ impl CatchUp {
             Err(error) if error.is_transient() => {
                 return Err(CatchUpError::Unavailable { signature: entry.signature.clone(), reason: error.to_string() });
             }
-            Err(error) => error.to_string(),
+            Err(error) if error.is_not_available() => (error.to_string(), UNAVAILABLE_RETRY_MS),
+            Err(error) => (error.to_string(), UNDECODABLE_RETRY_MS),
         };
-        self.note_unresolved(walk, entry, failure).await
+        self.note_unresolved(walk, entry, failure, min_interval_ms).await
     }
 
     async fn note_unresolved(
@@ -400,6 +420,7 @@ impl CatchUp {
         walk: &Walk,
         entry: &SignatureInfo,
         reason: String,
+        min_interval_ms: i64,
     ) -> Result<Option<Vec<ww_core::ActivityEvent>>, CatchUpError> {
         let now = crate::daemon::now();
         let note = UnresolvedTransaction {
@@ -415,7 +436,7 @@ impl CatchUp {
             is_retry_requested: false,
         };
         let store = Arc::clone(self.store());
-        let noted = tokio::task::spawn_blocking(move || store.note_unresolved(&note, GIVE_UP_AFTER)).await??;
+        let noted = tokio::task::spawn_blocking(move || store.note_unresolved(&note, GIVE_UP_AFTER, min_interval_ms)).await??;
         metrics::counter!(metric_names::UNRESOLVED_FAILURES_TOTAL).increment(1);
         if noted.is_given_up {
             metrics::counter!(metric_names::UNRESOLVED_GIVEN_UP_TOTAL).increment(1);
@@ -455,6 +476,10 @@ impl CatchUp {
             _ => None,
         };
         let next = cursor_move.as_ref().map(|cursor_move| cursor_move.to.clone());
+        if walk.is_import {
+            let recorded = self.recorder.import(events).await?;
+            return Ok(Self::report(walk, fetched, known, recorded));
+        }
         let recorded = match self.recorder.record(events.clone(), cursor_move).await {
             Ok(recorded) => {
                 if let Some(next) = next {
@@ -469,6 +494,15 @@ impl CatchUp {
             }
             Err(error) => return Err(error.into()),
         };
+        Ok(Self::report(walk, fetched, known, recorded))
+    }
+
+    fn report(
+        walk: &Walk,
+        fetched: usize,
+        known: usize,
+        recorded: Vec<(ww_core::ActivityEvent, RecordOutcome)>,
+    ) -> CatchUpReport {
         let mut report = CatchUpReport { transactions: fetched, known, ..CatchUpReport::default() };
         for (event, outcome) in recorded {
             match outcome {
@@ -481,7 +515,7 @@ impl CatchUp {
                 RecordOutcome::Untracked => {}
             }
         }
-        Ok(report)
+        report
     }
 }
 

@@ -108,6 +108,54 @@ impl Recorder {
             event.emitted_at = emitted_at;
         }
         let batch = Alerting::new_events(self.alerting.as_ref(), &events).await.map_err(RecordError::Routing)?;
+        self.submit(events, batch, cursor).await
+    }
+
+    /// Stores history read on request (`track --since`, `backfill --since`):
+    /// events from before their wallet's tracked period are stored without
+    /// alerts (an import must not flood chats); events inside it are routed
+    /// like any other, since their alerts are owed. Moves no cursor.
+    pub async fn import(&self, mut events: Vec<ActivityEvent>) -> Outcomes {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let emitted_at = crate::daemon::now();
+        for event in &mut events {
+            event.emitted_at = emitted_at;
+        }
+        let store = Arc::clone(&self.store);
+        let wallets: Vec<ww_core::WalletAddress> = events.iter().map(|event| event.wallet.clone()).collect();
+        let records = tokio::task::spawn_blocking(move || {
+            let mut records = std::collections::HashMap::new();
+            for wallet in wallets {
+                if let std::collections::hash_map::Entry::Vacant(entry) = records.entry(wallet) {
+                    let record = store.wallet(entry.key())?;
+                    entry.insert(record);
+                }
+            }
+            Ok::<_, StoreError>(records)
+        })
+        .await
+        .map_err(|_| RecordError::Stopped)??;
+        let predates = |event: &ActivityEvent| {
+            records.get(&event.wallet).cloned().flatten().is_some_and(|record| record.predates_tracking(event.slot, event.block_time))
+        };
+        let owed: Vec<ActivityEvent> = events.iter().filter(|event| !predates(event)).cloned().collect();
+        let mut routed = Alerting::new_events(self.alerting.as_ref(), &owed).await.map_err(RecordError::Routing)?.into_iter();
+        let batch: Vec<NewEvent> = events
+            .iter()
+            .map(|event| {
+                if predates(event) {
+                    NewEvent { event: event.clone(), routes: Vec::new(), allows_before_tracking: true }
+                } else {
+                    routed.next().unwrap_or_else(|| NewEvent { event: event.clone(), routes: Vec::new(), allows_before_tracking: false })
+                }
+            })
+            .collect();
+        self.submit(events, batch, None).await
+    }
+
+    async fn submit(&self, events: Vec<ActivityEvent>, batch: Vec<NewEvent>, cursor: Option<CursorMove>) -> Outcomes {
         let (reply, outcome) = oneshot::channel();
         self.requests.send(Request { events, batch, cursor, reply }).await.map_err(|_| RecordError::Stopped)?;
         outcome.await.map_err(|_| RecordError::Stopped)?

@@ -89,7 +89,7 @@ impl Fixture {
             .map(|seed| {
                 let mut event = sample_event(&self.wallet, signature_from_seed(seed), seed);
                 event.emitted_at = ww_app::daemon::now();
-                NewEvent { event, routes: vec![route.clone()] }
+                NewEvent { event, routes: vec![route.clone()], allows_before_tracking: false }
             })
             .collect();
         self.store.record_events(&events, &[]).expect("record");
@@ -218,7 +218,7 @@ async fn a_usd_threshold_is_applied_with_the_price_at_delivery_time() {
         let mut event = sample_event(&fixture.wallet, signature_from_seed(seed), seed);
         event.sol_delta = lamports;
         event.emitted_at = ww_app::daemon::now();
-        NewEvent { event, routes: vec![route.clone()] }
+        NewEvent { event, routes: vec![route.clone()], allows_before_tracking: false }
     };
     let small = event(1, 2_500_000_000);
     let large = event(2, 25_000_000_000);

@@ -126,6 +126,11 @@ pub struct NewEvent {
     pub event: ActivityEvent,
     /// One outbox job is written per route (destinations are distinct).
     pub routes: Vec<Route>,
+    /// Whether it may be stored although it predates the wallet's tracked
+    /// period (history imported on request: `track --since`, `backfill
+    /// --since`). Otherwise such an event is refused as
+    /// [`RecordOutcome::Untracked`].
+    pub allows_before_tracking: bool,
 }
 
 /// One delivery of an event: where, and for which user (whose label is shown).
@@ -144,7 +149,8 @@ pub enum RecordOutcome {
     Inserted(EventSeq),
     /// The (wallet, signature) pair was already stored: nothing was written.
     Duplicate,
-    /// The wallet is not tracked (any more): nothing was written.
+    /// The wallet is not tracked (any more), or the event predates its
+    /// tracked period: nothing was written.
     Untracked,
 }
 
@@ -398,10 +404,18 @@ pub trait Store: Send + Sync + 'static {
     fn runtime_stats(&self) -> Result<Option<RuntimeStats>, StoreError>;
 
     /// Records a failed attempt at `entry.signature` for `entry.owner`: a
-    /// new entry is stored as given, an existing one gets one more attempt,
-    /// the new reason and time, and is given up once `give_up_after`
-    /// attempts were made. The retry request is cleared. Returns the entry as stored.
-    fn note_unresolved(&self, entry: &UnresolvedTransaction, give_up_after: u32) -> Result<UnresolvedTransaction, StoreError>;
+    /// new entry is stored as given; an existing one takes the new reason and
+    /// time, and counts one more attempt when its last one is at least
+    /// `min_interval_ms` old (several walks meeting one failure together count
+    /// once); it is given up once `give_up_after` attempts were counted. The
+    /// retry request is cleared. Nothing is stored for a wallet no longer
+    /// tracked. Returns the entry as stored.
+    fn note_unresolved(
+        &self,
+        entry: &UnresolvedTransaction,
+        give_up_after: u32,
+        min_interval_ms: i64,
+    ) -> Result<UnresolvedTransaction, StoreError>;
 
     /// Returns up to `limit` unresolved transactions, ordered by wallet and signature.
     fn unresolved(&self, limit: usize) -> Result<Vec<UnresolvedTransaction>, StoreError>;
@@ -416,8 +430,14 @@ pub trait Store: Send + Sync + 'static {
     /// Stores an API token (only its hash is kept).
     fn save_api_token(&self, token: &ApiToken) -> Result<(), StoreError>;
 
-    /// Returns the API token with this hash, if any.
+    /// Returns the API token with this hash, if any (expired ones too).
     fn api_token(&self, hash: &str) -> Result<Option<ApiToken>, StoreError>;
+
+    /// Returns every API token, ordered by hash.
+    fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError>;
+
+    /// Deletes the selected API tokens; returns how many.
+    fn revoke_api_tokens(&self, selection: &TokenSelection) -> Result<u64, StoreError>;
 }
 
 /// An API bearer token as stored: the SHA-256 of the secret, never the secret.
@@ -431,6 +451,34 @@ pub struct ApiToken {
     pub is_admin: bool,
     /// When it was created.
     pub created_at: UnixMillis,
+    /// When it stops being accepted, if ever.
+    #[serde(default)]
+    pub expires_at: Option<UnixMillis>,
+}
+
+impl ApiToken {
+    /// Characters of the hash that name the token in lists and `token revoke`.
+    pub const ID_LENGTH: usize = 12;
+
+    /// Returns the token's id: the start of its hash (which says nothing
+    /// about the token itself).
+    pub fn id(&self) -> &str {
+        self.hash.get(..Self::ID_LENGTH).unwrap_or(&self.hash)
+    }
+
+    /// Returns whether it is accepted at `now`.
+    pub fn is_valid_at(&self, now: UnixMillis) -> bool {
+        self.expires_at.is_none_or(|expires_at| now < expires_at)
+    }
+}
+
+/// Which API tokens an operation applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSelection {
+    /// The tokens with these ids (see [`ApiToken::id`]).
+    Ids(Vec<String>),
+    /// Every token of this user.
+    User(String),
 }
 
 /// What `walletwatch stats` shows: saved by the daemon every few seconds.

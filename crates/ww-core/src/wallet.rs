@@ -107,6 +107,24 @@ pub struct WalletRecord {
     pub subscription_status: SubscriptionStatus,
 }
 
+/// History before the tracking instant that still belongs to a wallet with
+/// no start slot: block times come from the cluster's clock, not ours, and a
+/// transaction sent right after `track` can carry an earlier block time.
+pub const TRACKING_CLOCK_SLACK_SECS: i64 = 60;
+
+impl WalletRecord {
+    /// Returns whether a transaction in `slot` with `block_time` (Unix
+    /// seconds) happened before this wallet's tracked period began: at or
+    /// before its start slot, or, without one, over a minute
+    /// ([`TRACKING_CLOCK_SLACK_SECS`]) before it was tracked.
+    pub fn predates_tracking(&self, slot: Slot, block_time: Option<i64>) -> bool {
+        match self.start_slot {
+            Some(start) => slot.0 <= start,
+            None => block_time.is_some_and(|time| time < self.added_at.0 / 1000 - TRACKING_CLOCK_SLACK_SECS),
+        }
+    }
+}
+
 /// The user that owns wallets tracked without `--user` (the CLI's default).
 pub const DEFAULT_USER: &str = "local";
 

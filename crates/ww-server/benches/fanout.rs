@@ -107,7 +107,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(ww_store::RedbStore::open_in_dir(dir.path()).expect("store"));
     let (token, hash) = generate_token().expect("token");
-    store.save_api_token(&ApiToken { hash, user: "bench".into(), is_admin: true, created_at: UnixMillis(0) }).expect("token");
+    store.save_api_token(&ApiToken { hash, user: "bench".into(), is_admin: true, created_at: UnixMillis(0), expires_at: None }).expect("token");
     let broker = Broker::new(4096, 1000);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");

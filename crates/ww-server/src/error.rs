@@ -24,7 +24,16 @@ impl ApiError {
         }
     }
 
-    /// 403: the token's scope does not allow this.
+    /// 401: the token was valid once but has expired.
+    pub fn token_expired() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "token_expired",
+            message: "this token has expired; create a new one with `walletwatch token create`".into(),
+        }
+    }
+
+    /// 403: the token's scope does not allow the route.
     pub fn forbidden() -> Self {
         Self { status: StatusCode::FORBIDDEN, code: "forbidden", message: "this route needs an admin token".into() }
     }

@@ -28,7 +28,7 @@ fn fixture() -> Fixture {
     let mut tokens = Vec::new();
     for (user, is_admin) in [("ops", true), ("alice", false)] {
         let (token, hash) = generate_token().expect("token");
-        store.save_api_token(&ApiToken { hash, user: user.into(), is_admin, created_at: UnixMillis(0) }).expect("save");
+        store.save_api_token(&ApiToken { hash, user: user.into(), is_admin, created_at: UnixMillis(0), expires_at: None }).expect("save");
         tokens.push(token);
     }
     let reader = tokens.pop().expect("reader");
@@ -138,6 +138,7 @@ async fn activity_pages_by_sequence_and_hides_other_users_wallets() {
         .map(|seed| NewEvent {
             event: ww_test_utils::sample_event(&wallet, ww_test_utils::signature_from_seed(seed), seed),
             routes: vec![],
+            allows_before_tracking: true,
         })
         .collect();
     fixture.store.record_events(&events, &[]).expect("record");
@@ -268,7 +269,7 @@ async fn unresolved_transactions_are_listed_and_retried_by_admins_only() {
         is_given_up: true,
         is_retry_requested: false,
     };
-    fixture.store.note_unresolved(&entry, 3).expect("note");
+    fixture.store.note_unresolved(&entry, 3, 0).expect("note");
     let (status, _) = call(&fixture, "GET", "/api/unresolved", Some(&fixture.reader), None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = call(&fixture, "POST", "/api/unresolved/retry", Some(&fixture.reader), Some(json!({}))).await;

@@ -32,7 +32,7 @@ async fn start(broker: Broker, ws_config: WsConfig) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(RedbStore::open_in_dir(dir.path()).expect("store"));
     let (reader, hash) = generate_token().expect("token");
-    store.save_api_token(&ApiToken { hash, user: "alice".into(), is_admin: false, created_at: UnixMillis(0) }).expect("token");
+    store.save_api_token(&ApiToken { hash, user: "alice".into(), is_admin: false, created_at: UnixMillis(0), expires_at: None }).expect("token");
     let wallet = ww_test_utils::fresh_address();
     let other_wallet = ww_test_utils::fresh_address();
     for (address, user) in [(&wallet, "alice"), (&other_wallet, "bob")] {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use futures_util::future::{BoxFuture, Shared};
+use futures_util::future::{BoxFuture, Shared, WeakShared};
 use serde_json::Value;
 use ww_core::{Commitment, Signature};
 
@@ -36,6 +36,17 @@ pub enum FetchError {
 }
 
 impl FetchError {
+    /// Returns whether the node says it does not have the transaction (yet):
+    /// `null`, a skipped or missing slot, history not available here.
+    pub fn is_not_available(&self) -> bool {
+        match self {
+            FetchError::NotFound { .. } => true,
+            // -32007 slot skipped, -32009 slot missing or skipped, -32011 history unavailable.
+            FetchError::Rpc(crate::error::RpcError::Node { code, .. }) => matches!(code, -32007 | -32009 | -32011),
+            FetchError::Rpc(_) => false,
+        }
+    }
+
     /// Returns whether the failure is the endpoint's (transport, 429, 5xx,
     /// "not available yet"): trying later should work. Otherwise it is the
     /// transaction's own (the node does not return it), and retrying the same
@@ -48,8 +59,13 @@ impl FetchError {
     }
 }
 
+/// Entries of abandoned fetches are pruned once the map holds this many.
+const PRUNE_ABOVE: usize = 4096;
+
 /// A fetch shared by every caller asking for the same transaction meanwhile.
 type SharedFetch = Shared<BoxFuture<'static, Arc<Result<Value, FetchError>>>>;
+/// The same, held without keeping it alive.
+type WeakFetch = WeakShared<BoxFuture<'static, Arc<Result<Value, FetchError>>>>;
 
 /// Fetches transactions with retries.
 #[derive(Clone)]
@@ -59,7 +75,9 @@ pub struct TransactionFetcher {
     max_attempts: u32,
     initial_delay: Duration,
     max_delay: Duration,
-    in_flight: Arc<Mutex<HashMap<Signature, SharedFetch>>>,
+    /// Fetches in progress. Weak: a fetch every caller gave up on (a walk
+    /// that stopped) is dropped, not kept alive by this map.
+    in_flight: Arc<Mutex<HashMap<Signature, WeakFetch>>>,
 }
 
 impl std::fmt::Debug for TransactionFetcher {
@@ -84,10 +102,10 @@ impl TransactionFetcher {
     /// Fetches one transaction like [`TransactionFetcher::fetch`], sharing
     /// the request with any other caller fetching the same signature now.
     pub async fn fetch_shared(&self, signature: &Signature) -> Arc<Result<Value, FetchError>> {
-        let shared = {
+        let shared: SharedFetch = {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
-            match in_flight.get(signature) {
-                Some(existing) => existing.clone(),
+            match in_flight.get(signature).and_then(WeakShared::upgrade) {
+                Some(existing) => existing,
                 None => {
                     let fetcher = self.clone();
                     let owned = signature.clone();
@@ -98,7 +116,12 @@ impl TransactionFetcher {
                     }
                     .boxed()
                     .shared();
-                    in_flight.insert(signature.clone(), future.clone());
+                    if in_flight.len() >= PRUNE_ABOVE {
+                        in_flight.retain(|_, weak| weak.upgrade().is_some());
+                    }
+                    if let Some(weak) = future.downgrade() {
+                        in_flight.insert(signature.clone(), weak);
+                    }
                     future
                 }
             }

@@ -48,7 +48,7 @@ fn event(index: u64) -> NewEvent {
     let wallet = wallet(index);
     let mut event = ww_test_utils::sample_event(&wallet, ww_test_utils::signature_from_seed(index), index);
     event.sol_delta = -5_000;
-    NewEvent { event, routes: vec![ww_core::store::Route { destination: "discord-channel:1".parse().expect("valid"), user: "u".into() }] }
+    NewEvent { event, routes: vec![ww_core::store::Route { destination: "discord-channel:1".parse().expect("valid"), user: "u".into() }], allows_before_tracking: false }
 }
 
 fn median(mut samples: Vec<f64>) -> f64 {

@@ -20,7 +20,7 @@ use ww_core::alert::{DestinationId, Subscription};
 use ww_core::balance::{BalanceChange, BalanceRecord};
 use ww_core::store::{
     ApiToken, CursorMove, DeadLetter, EventQuery, JobSelection, KnownTransaction, NewEvent, OutboxJob, RecordOutcome,
-    RuntimeStats, Store, StoreError, TrackRequest, UnresolvedTransaction,
+    RuntimeStats, Store, StoreError, TokenSelection, TrackRequest, UnresolvedTransaction,
 };
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{LastTransaction, SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
@@ -356,6 +356,12 @@ impl Store for RedbStore {
                     outcomes.push(RecordOutcome::Untracked);
                     continue;
                 };
+                // A walk begun before an untrack and re-track (or a late live
+                // fetch) must not store the untracked period into the new one.
+                if !new_event.allows_before_tracking && record.predates_tracking(event.slot, event.block_time) {
+                    outcomes.push(RecordOutcome::Untracked);
+                    continue;
+                }
                 let key = (event.wallet.as_str(), event.signature.as_str());
                 if event_keys.get(key).map_err(storage_error)?.is_some() {
                     outcomes.push(RecordOutcome::Duplicate);
@@ -803,9 +809,17 @@ impl Store for RedbStore {
         }
     }
 
-    fn note_unresolved(&self, entry: &UnresolvedTransaction, give_up_after: u32) -> Result<UnresolvedTransaction, StoreError> {
+    fn note_unresolved(
+        &self,
+        entry: &UnresolvedTransaction,
+        give_up_after: u32,
+        min_interval_ms: i64,
+    ) -> Result<UnresolvedTransaction, StoreError> {
         let write = self.database.begin_write().map_err(transaction_error)?;
         let stored = {
+            if Self::read_wallet(&write.open_table(WALLETS).map_err(table_error)?, &entry.owner)?.is_none() {
+                return Ok(entry.clone());
+            }
             let mut unresolved = write.open_table(UNRESOLVED).map_err(table_error)?;
             let key = (entry.owner.as_str(), entry.signature.as_str());
             let previous: Option<UnresolvedTransaction> = match unresolved.get(key).map_err(storage_error)? {
@@ -814,9 +828,11 @@ impl Store for RedbStore {
             };
             let mut stored = match previous {
                 Some(mut previous) => {
-                    previous.attempts = previous.attempts.saturating_add(1);
+                    if entry.last_failed_at.0 - previous.last_failed_at.0 >= min_interval_ms {
+                        previous.attempts = previous.attempts.saturating_add(1);
+                        previous.last_failed_at = entry.last_failed_at;
+                    }
                     previous.reason.clone_from(&entry.reason);
-                    previous.last_failed_at = entry.last_failed_at;
                     previous
                 }
                 None => entry.clone(),
@@ -889,6 +905,43 @@ impl Store for RedbStore {
             Some(bytes) => decode("api_tokens", bytes.value()).map(Some),
             None => Ok(None),
         }
+    }
+
+    fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let tokens = read.open_table(API_TOKENS).map_err(table_error)?;
+        let mut found = Vec::new();
+        for entry in tokens.iter().map_err(storage_error)? {
+            let (_, value) = entry.map_err(storage_error)?;
+            found.push(decode("api_tokens", value.value())?);
+        }
+        Ok(found)
+    }
+
+    fn revoke_api_tokens(&self, selection: &TokenSelection) -> Result<u64, StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        let mut revoked = 0u64;
+        {
+            let mut tokens = write.open_table(API_TOKENS).map_err(table_error)?;
+            let mut selected: Vec<String> = Vec::new();
+            for entry in tokens.iter().map_err(storage_error)? {
+                let (_, value) = entry.map_err(storage_error)?;
+                let token: ApiToken = decode("api_tokens", value.value())?;
+                let is_selected = match selection {
+                    TokenSelection::Ids(ids) => ids.iter().any(|id| id == token.id()),
+                    TokenSelection::User(user) => &token.user == user,
+                };
+                if is_selected {
+                    selected.push(token.hash);
+                }
+            }
+            for hash in selected {
+                tokens.remove(hash.as_str()).map_err(storage_error)?;
+                revoked += 1;
+            }
+        }
+        write.commit().map_err(commit_error)?;
+        Ok(revoked)
     }
 
     fn balance_history(&self, address: &WalletAddress, limit: usize) -> Result<Vec<BalanceRecord>, StoreError> {

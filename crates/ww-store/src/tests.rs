@@ -57,10 +57,10 @@ fn events_are_recorded_once_per_wallet_and_signature() {
     track(&store, &wallet, "alice");
     track(&store, &other, "alice");
     let batch = vec![
-        NewEvent { event: event(&wallet, 7, 100), routes: vec![ww_core::store::Route { destination: "discord-channel:1".parse().expect("valid"), user: "u".into() }] },
-        NewEvent { event: event(&wallet, 7, 100), routes: vec![ww_core::store::Route { destination: "discord-channel:1".parse().expect("valid"), user: "u".into() }] },
-        NewEvent { event: event(&other, 7, 100), routes: vec![] },
-        NewEvent { event: event(&untracked, 7, 100), routes: vec![] },
+        NewEvent { event: event(&wallet, 7, 100), routes: vec![ww_core::store::Route { destination: "discord-channel:1".parse().expect("valid"), user: "u".into() }], allows_before_tracking: false },
+        NewEvent { event: event(&wallet, 7, 100), routes: vec![ww_core::store::Route { destination: "discord-channel:1".parse().expect("valid"), user: "u".into() }], allows_before_tracking: false },
+        NewEvent { event: event(&other, 7, 100), routes: vec![], allows_before_tracking: false },
+        NewEvent { event: event(&untracked, 7, 100), routes: vec![], allows_before_tracking: false },
     ];
     let outcomes = store.record_events(&batch, &[]).expect("record");
     assert_eq!(
@@ -95,6 +95,7 @@ fn event_queries_page_by_sequence_and_wallet() {
         .map(|index| NewEvent {
             event: event(if index % 2 == 0 { &first } else { &second }, index + 1, u64::from(index)),
             routes: vec![],
+            allows_before_tracking: false,
         })
         .collect();
     store.record_events(&batch, &[]).expect("record");
@@ -141,12 +142,12 @@ fn a_stored_event_stays_a_duplicate_whatever_time_passes() {
     track(&store, &wallet, "alice");
     let mut first = event(&wallet, 1, 1);
     first.emitted_at = UnixMillis(1_000);
-    assert_eq!(store.record_events(&[NewEvent { event: first.clone(), routes: vec![] }], &[]).expect("record"), vec![RecordOutcome::Inserted(EventSeq(1))]);
+    assert_eq!(store.record_events(&[NewEvent { event: first.clone(), routes: vec![], allows_before_tracking: false }], &[]).expect("record"), vec![RecordOutcome::Inserted(EventSeq(1))]);
     // Years later (the event's own times say so), the same pair is still known.
     let mut later = first;
     later.received_at = UnixMillis(1_000 + 3 * 365 * 24 * 3600 * 1000);
     later.emitted_at = later.received_at;
-    assert_eq!(store.record_events(&[NewEvent { event: later, routes: vec![] }], &[]).expect("record"), vec![RecordOutcome::Duplicate]);
+    assert_eq!(store.record_events(&[NewEvent { event: later, routes: vec![], allows_before_tracking: false }], &[]).expect("record"), vec![RecordOutcome::Duplicate]);
     assert!(store.is_seen(&wallet, &signature(1)).expect("seen"));
     let known = store.known_transactions(&wallet, &[signature(1), signature(2)]).expect("known");
     assert_eq!(known.get(&signature(1)), Some(&KnownTransaction::Stored));
@@ -160,12 +161,12 @@ fn events_and_their_cursor_move_commit_together_or_not_at_all() {
     track(&store, &wallet, "alice");
     let to = Position { slot: Slot(2), signature: signature(2) };
     let cursor_move = CursorMove { owner: wallet.clone(), address: wallet.clone(), from: None, to: to.clone() };
-    let batch = [NewEvent { event: event(&wallet, 2, 2), routes: vec![] }];
+    let batch = [NewEvent { event: event(&wallet, 2, 2), routes: vec![], allows_before_tracking: false }];
     store.record_events(&batch, std::slice::from_ref(&cursor_move)).expect("record with cursor");
     assert_eq!(store.cursor(&wallet, &wallet).expect("cursor"), Some(to));
     // A stale `from`: the events are not stored either.
     let stale = CursorMove { to: Position { slot: Slot(3), signature: signature(3) }, ..cursor_move };
-    let error = store.record_events(&[NewEvent { event: event(&wallet, 3, 3), routes: vec![] }], std::slice::from_ref(&stale)).expect_err("conflict");
+    let error = store.record_events(&[NewEvent { event: event(&wallet, 3, 3), routes: vec![], allows_before_tracking: false }], std::slice::from_ref(&stale)).expect_err("conflict");
     assert!(matches!(error, StoreError::CursorConflict { .. }), "{error}");
     assert!(!store.is_seen(&wallet, &signature(3)).expect("seen"));
     assert_eq!(store.last_event_seq().expect("last"), EventSeq(1));
@@ -183,7 +184,7 @@ fn a_wallets_cursors_and_unresolved_transactions_go_with_its_last_user() {
     let position = Position { slot: Slot(5), signature: signature(1) };
     store.advance_cursor(&wallet, &wallet, None, &position).expect("cursor");
     store.advance_cursor(&wallet, &token_account, None, &position).expect("token cursor");
-    store.note_unresolved(&unresolved(&wallet, 9), 3).expect("note");
+    store.note_unresolved(&unresolved(&wallet, 9), 3, 0).expect("note");
     store.untrack_wallet(&wallet, "alice").expect("untrack alice");
     assert_eq!(store.cursor(&wallet, &wallet).expect("read"), Some(position.clone()), "bob still tracks it");
     store.untrack_wallet(&wallet, "bob").expect("untrack bob");
@@ -214,17 +215,24 @@ fn unresolved_transactions_are_given_up_after_the_limit_and_cleared_when_stored(
     let wallet = address(1);
     track(&store, &wallet, "alice");
     let entry = unresolved(&wallet, 9);
-    assert!(!store.note_unresolved(&entry, 3).expect("first").is_given_up);
-    let second = store.note_unresolved(&UnresolvedTransaction { last_failed_at: UnixMillis(5), reason: "again".into(), ..entry.clone() }, 3).expect("second");
-    assert_eq!((second.attempts, second.is_given_up, second.reason.as_str(), second.first_failed_at), (2, false, "again", UnixMillis(1)));
+    let at = |millis: i64, reason: &str| UnresolvedTransaction { last_failed_at: UnixMillis(millis), reason: reason.into(), ..entry.clone() };
+    assert!(!store.note_unresolved(&entry, 3, 10).expect("first").is_given_up);
+    // Several walks meeting the failure at once count once.
+    let together = store.note_unresolved(&at(5, "again"), 3, 10).expect("together");
+    assert_eq!((together.attempts, together.reason.as_str()), (1, "again"));
+    let second = store.note_unresolved(&at(20, "later"), 3, 10).expect("second");
+    assert_eq!((second.attempts, second.is_given_up, second.reason.as_str(), second.first_failed_at), (2, false, "later", UnixMillis(1)));
     assert!(store.known_transactions(&wallet, &[signature(9)]).expect("known").is_empty(), "not given up yet: walks stop before it");
-    let third = store.note_unresolved(&entry, 3).expect("third");
+    let third = store.note_unresolved(&at(40, "still"), 3, 10).expect("third");
     assert!(third.is_given_up);
     assert_eq!(store.known_transactions(&wallet, &[signature(9)]).expect("known").get(&signature(9)), Some(&KnownTransaction::GivenUp));
     assert_eq!(store.request_unresolved_retry(Some(&[signature(9)])).expect("retry"), 1);
     assert!(store.unresolved(10).expect("list")[0].is_retry_requested);
+    // Nothing is noted for a wallet nobody tracks.
+    store.note_unresolved(&unresolved(&address(77), 9), 3, 0).expect("untracked");
+    assert_eq!(store.unresolved(10).expect("list").len(), 1);
     // Storing its event (a retry that worked) forgets it.
-    store.record_events(&[NewEvent { event: event(&wallet, 9, 7), routes: vec![] }], &[]).expect("record");
+    store.record_events(&[NewEvent { event: event(&wallet, 9, 7), routes: vec![], allows_before_tracking: false }], &[]).expect("record");
     assert!(store.unresolved(10).expect("list").is_empty());
 }
 
@@ -238,8 +246,8 @@ fn each_destination_is_scheduled_from_its_own_first_job() {
     let wallet = address(1);
     track(&store, &wallet, "alice");
     let route = |destination: &str| Route { destination: destination.parse().expect("valid"), user: "alice".into() };
-    let mut batch: Vec<NewEvent> = (1..=50u8).map(|index| NewEvent { event: event(&wallet, index, u64::from(index)), routes: vec![route("webhook:slow")] }).collect();
-    batch.push(NewEvent { event: event(&wallet, 51, 51), routes: vec![route("webhook:fast"), route("telegram:5")] });
+    let mut batch: Vec<NewEvent> = (1..=50u8).map(|index| NewEvent { event: event(&wallet, index, u64::from(index)), routes: vec![route("webhook:slow")], allows_before_tracking: false }).collect();
+    batch.push(NewEvent { event: event(&wallet, 51, 51), routes: vec![route("webhook:fast"), route("telegram:5")], allows_before_tracking: false });
     for new_event in &mut batch {
         new_event.event.emitted_at = UnixMillis(10);
     }
@@ -434,8 +442,8 @@ fn a_schema_4_store_is_migrated_with_its_events_cursors_and_outbox() {
         store
             .record_events(
                 &[
-                    NewEvent { event: with_token, routes: vec![route("webhook:a")] },
-                    NewEvent { event: event(&wallet, 2, 2), routes: vec![route("telegram:5"), route("webhook:a")] },
+                    NewEvent { event: with_token, routes: vec![route("webhook:a")], allows_before_tracking: false },
+                    NewEvent { event: event(&wallet, 2, 2), routes: vec![route("telegram:5"), route("webhook:a")], allows_before_tracking: false },
                 ],
                 &[],
             )
@@ -450,7 +458,7 @@ fn a_schema_4_store_is_migrated_with_its_events_cursors_and_outbox() {
     // Every stored event's key is back, although its old seen key had expired.
     assert!(store.is_seen(&wallet, &signature(1)).expect("seen"));
     assert!(store.is_seen(&wallet, &signature(2)).expect("seen"));
-    assert_eq!(store.record_events(&[NewEvent { event: event(&wallet, 2, 2), routes: vec![] }], &[]).expect("record"), vec![RecordOutcome::Duplicate]);
+    assert_eq!(store.record_events(&[NewEvent { event: event(&wallet, 2, 2), routes: vec![], allows_before_tracking: false }], &[]).expect("record"), vec![RecordOutcome::Duplicate]);
     assert_eq!(store.events(&EventQuery { wallet: None, after: None, limit: 10 }).expect("events").len(), 2);
     // Cursors are keyed by their owner; the ones nobody owns are gone.
     assert_eq!(store.cursor(&wallet, &wallet).expect("cursor"), Some(position(2)));
@@ -477,8 +485,8 @@ fn outbox_jobs_retry_die_come_back_and_drop() {
     store
         .record_events(
             &[
-                NewEvent { event: event(&wallet, 1, 1), routes: vec![route("webhook:a"), route("telegram:5")] },
-                NewEvent { event: event(&wallet, 2, 2), routes: vec![route("webhook:a")] },
+                NewEvent { event: event(&wallet, 1, 1), routes: vec![route("webhook:a"), route("telegram:5")], allows_before_tracking: false },
+                NewEvent { event: event(&wallet, 2, 2), routes: vec![route("webhook:a")], allows_before_tracking: false },
             ],
             &[],
         )
@@ -596,7 +604,7 @@ fn an_old_store_opened_by_several_processes_at_once_is_migrated_once() {
     {
         let store = RedbStore::open_in_dir(dir.path()).expect("open");
         track(&store, &wallet, "alice");
-        let batch: Vec<NewEvent> = (1..=200u8).map(|index| NewEvent { event: event(&wallet, index, u64::from(index)), routes: vec![] }).collect();
+        let batch: Vec<NewEvent> = (1..=200u8).map(|index| NewEvent { event: event(&wallet, index, u64::from(index)), routes: vec![], allows_before_tracking: false }).collect();
         store.record_events(&batch, &[]).expect("record");
         store.advance_cursor(&wallet, &wallet, None, &Position { slot: Slot(200), signature: signature(200) }).expect("cursor");
     }

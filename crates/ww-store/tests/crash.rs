@@ -23,7 +23,7 @@ fn wallet() -> WalletAddress {
 fn event(index: u64) -> NewEvent {
     let mut event = ww_test_utils::sample_event(&wallet(), ww_test_utils::signature_from_seed(index), index);
     event.origin = Origin::Backfill;
-    NewEvent { event, routes: vec![ww_core::store::Route { destination: "webhook:one".parse().expect("valid"), user: "u".into() }] }
+    NewEvent { event, routes: vec![ww_core::store::Route { destination: "webhook:one".parse().expect("valid"), user: "u".into() }], allows_before_tracking: false }
 }
 
 /// The writer side: commits batches forever, printing each acknowledged batch.

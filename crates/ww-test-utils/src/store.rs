@@ -182,8 +182,8 @@ impl Store for FlakyStore {
     fn runtime_stats(&self) -> Result<Option<RuntimeStats>, StoreError> {
         self.inner.runtime_stats()
     }
-    fn note_unresolved(&self, entry: &UnresolvedTransaction, give_up_after: u32) -> Result<UnresolvedTransaction, StoreError> {
-        self.inner.note_unresolved(entry, give_up_after)
+    fn note_unresolved(&self, entry: &UnresolvedTransaction, give_up_after: u32, min_interval_ms: i64) -> Result<UnresolvedTransaction, StoreError> {
+        self.inner.note_unresolved(entry, give_up_after, min_interval_ms)
     }
     fn unresolved(&self, limit: usize) -> Result<Vec<UnresolvedTransaction>, StoreError> {
         self.inner.unresolved(limit)
@@ -199,5 +199,11 @@ impl Store for FlakyStore {
     }
     fn api_token(&self, hash: &str) -> Result<Option<ApiToken>, StoreError> {
         self.inner.api_token(hash)
+    }
+    fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        self.inner.api_tokens()
+    }
+    fn revoke_api_tokens(&self, selection: &ww_core::store::TokenSelection) -> Result<u64, StoreError> {
+        self.inner.revoke_api_tokens(selection)
     }
 }

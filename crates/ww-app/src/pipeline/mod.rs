@@ -169,6 +169,9 @@ struct Pipeline {
     tracked_snapshot: Arc<HashSet<WalletAddress>>,
     /// Where each wallet's history starts when an address has no cursor.
     history_start: HashMap<WalletAddress, HistoryStart>,
+    /// When each wallet was tracked: a change means it was untracked and
+    /// tracked again between two syncs (a new tracked period).
+    tracked_at: HashMap<WalletAddress, UnixMillis>,
     recent: RecentSignatures,
     /// Live transactions accepted and not fetched yet (one task each), with
     /// the wallets whose notifications named them.
@@ -274,6 +277,7 @@ pub async fn run(
         tracked: HashSet::new(),
         tracked_snapshot: Arc::new(HashSet::new()),
         history_start: HashMap::new(),
+        tracked_at: HashMap::new(),
         recent: RecentSignatures::default(),
         in_flight: HashMap::new(),
         tasks: Supervised::default(),
@@ -364,13 +368,21 @@ impl Pipeline {
     async fn sync_wallets(&mut self) -> Result<(), AppError> {
         let store = Arc::clone(&self.store);
         let records = tokio::task::spawn_blocking(move || store.wallets()).await??;
-        let mut desired: HashSet<WalletAddress> = HashSet::new();
+        let mut desired: HashMap<WalletAddress, (HistoryStart, UnixMillis)> = HashMap::new();
         for record in records.into_iter().filter(|record| record.chain == Chain::Solana) {
-            self.history_start.insert(record.address.clone(), HistoryStart::of(&record));
-            desired.insert(record.address);
+            desired.insert(record.address.clone(), (HistoryStart::of(&record), record.added_at));
         }
-        let added: Vec<WalletAddress> = desired.difference(&self.tracked).cloned().collect();
-        let removed: Vec<WalletAddress> = self.tracked.difference(&desired).cloned().collect();
+        // Untracked and tracked again since the last sync: a new tracked
+        // period, handled as a removal followed by an addition.
+        let retracked: Vec<WalletAddress> = desired
+            .iter()
+            .filter(|(wallet, (_, added_at))| self.tracked_at.get(*wallet).is_some_and(|known| known != added_at))
+            .map(|(wallet, _)| wallet.clone())
+            .collect();
+        let mut added: Vec<WalletAddress> = desired.keys().filter(|wallet| !self.tracked.contains(*wallet)).cloned().collect();
+        let mut removed: Vec<WalletAddress> = self.tracked.iter().filter(|wallet| !desired.contains_key(*wallet)).cloned().collect();
+        added.extend(retracked.iter().cloned());
+        removed.extend(retracked);
         if !removed.is_empty() {
             info!(wallets = removed.len(), "untracking wallets");
             let keys: Vec<SubscriptionKey> =
@@ -380,6 +392,10 @@ impl Pipeline {
                 self.forget_wallet(wallet);
             }
             self.tracked_snapshot = Arc::new(self.tracked.clone());
+        }
+        for (wallet, (start, added_at)) in desired {
+            self.history_start.insert(wallet.clone(), start);
+            self.tracked_at.insert(wallet, added_at);
         }
         if !added.is_empty() {
             info!(wallets = added.len(), "tracking wallets");
@@ -409,6 +425,7 @@ impl Pipeline {
     fn forget_wallet(&mut self, wallet: &WalletAddress) {
         self.tracked.remove(wallet);
         self.history_start.remove(wallet);
+        self.tracked_at.remove(wallet);
         self.persisted_status.remove(wallet);
         let accounts = self.token_accounts.remove(wallet).unwrap_or_default();
         for address in accounts.iter().chain(std::iter::once(wallet)) {

@@ -152,7 +152,7 @@ impl Pipeline {
             return;
         }
         let Some(start) = self.history_start.get(&owner).copied() else { return };
-        let walk = Walk { address: address.clone(), owner, start, origin, received_at };
+        let walk = Walk { address: address.clone(), owner, start, origin, received_at, is_import: false };
         self.work_started.entry(WorkItem::Walk(address.clone())).or_insert_with(crate::daemon::now);
         if self.walking.contains(&address) {
             match self.walk_again.get_mut(&address) {
@@ -294,6 +294,14 @@ impl Pipeline {
         self.recent.insert(signature.clone());
         // A wallet untracked while its transaction was being fetched gets no event.
         events.retain(|event| self.tracked.contains(&event.wallet));
+        // A wallet tracked after the fetch began was decoded as untracked:
+        // its walk finds the transaction.
+        for wallet in &wallets {
+            if self.tracked.contains(wallet) && !events.iter().any(|event| &event.wallet == wallet) {
+                debug!(wallet = %wallet, signature = %signature, "notified wallet has no event from this fetch; walking its history");
+                self.schedule_gap_fill(wallet);
+            }
+        }
         if events.is_empty() {
             debug!(signature = %signature, "transaction touches no tracked wallet");
             return;
@@ -536,7 +544,10 @@ async fn retry_unresolved(
         Err(reason) => {
             let now = crate::daemon::now();
             let note = UnresolvedTransaction { reason: reason.clone(), last_failed_at: now, ..entry };
-            let _ = tokio::task::spawn_blocking(move || store.note_unresolved(&note, crate::catchup::GIVE_UP_AFTER)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                store.note_unresolved(&note, crate::catchup::GIVE_UP_AFTER, crate::catchup::UNDECODABLE_RETRY_MS)
+            })
+            .await;
             return Err(reason);
         }
     };
