@@ -137,7 +137,7 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
                     "--since needs the node, which did not answer; track without --since, or retry when it is reachable"
                 )));
             }
-            let options = wallets::TrackOptions { filter: filter_from_args(filter)?, destination: None, start_slot };
+            let options = wallets::TrackOptions { filter: filter_from_args(filter)?, destination: None, start_slot, chat_quota: None };
             let (address, outcome) =
                 wallets::track_with(store.as_ref(), &address, label.as_deref(), &user, options, daemon::now())?;
             println!("{}", wallets::tracking_message(&address));
@@ -231,7 +231,13 @@ async fn run(config: Config) -> CommandResult {
     let broker = ww_app::broker::Broker::default();
     let ws_config = ww_server::ws::WsConfig {
         max_connections: config.server.websocket_max_connections.get(),
+        max_connections_per_ip: config.server.websocket_max_connections_per_ip.get(),
         heartbeat_interval: config.server.websocket_heartbeat_interval,
+    };
+    let http_limits = ww_server::HttpLimits {
+        max_connections: config.server.max_connections.get(),
+        header_read_timeout: config.server.request_header_timeout,
+        request_timeout: config.server.request_timeout,
     };
     let chat = ww_server::chat::ChatConfig {
         discord_public_key: match &config.discord.public_key {
@@ -247,9 +253,11 @@ async fn run(config: Config) -> CommandResult {
             ww_config::alerts::TelegramMode::Polling => None,
         },
         discord_can_post: config.discord.bot_token.is_some(),
+        limits: ww_app::chat::ChatLimits::from_config(&config.chat),
     };
     let api_state = ww_server::ApiState::new(Arc::clone(&store) as Arc<dyn Store>, health.clone())
         .with_fanout(broker.clone(), ws_config, &config.server_id)
+        .with_http_limits(http_limits)
         .with_chat(chat)
         .with_rpc(backfill::rpc_client(&config)?);
     let api = tokio::spawn(ww_server::serve(listener, api_state, api_shutdown.clone()));

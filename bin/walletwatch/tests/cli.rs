@@ -104,7 +104,7 @@ fn events_print_as_json_lines_and_follow_new_ones() {
         user: "local".into(),
         filter: None,
         destination: None,
-        start_slot: None,
+        start_slot: None, shares_label: true, max_wallets: None,
     };
     store.track_wallet(&request, ww_core::time::UnixMillis(0)).expect("track");
     store.record_events(&[sample_event(&wallet, 1), sample_event(&wallet, 2)], &[]).expect("record");

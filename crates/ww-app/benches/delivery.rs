@@ -58,7 +58,7 @@ async fn main() {
     let wallet = fresh_address();
     store
         .track_wallet(
-            &TrackRequest { chain: Chain::Solana, address: wallet.clone(), label: None, user: "bench".into(), filter: None, destination: None, start_slot: None },
+            &TrackRequest { chain: Chain::Solana, address: wallet.clone(), label: None, user: "bench".into(), filter: None, destination: None, start_slot: None, shares_label: true, max_wallets: None },
             UnixMillis(0),
         )
         .expect("track");

@@ -298,7 +298,7 @@ mod tests {
             user: "u".into(),
             filter: None,
             destination: None,
-            start_slot: None,
+            start_slot: None, shares_label: true, max_wallets: None,
         };
         store.track_wallet(&request, ww_core::time::UnixMillis(0)).expect("track");
         let broker = Broker::new(64, 64);

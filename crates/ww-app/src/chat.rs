@@ -6,8 +6,10 @@
 //! project's formats (`🟢 Tracking wallet: <address>.` and the `/list`
 //! format with subscription status).
 
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ww_core::alert::DestinationId;
 use ww_core::store::Store;
 use ww_core::time::UnixMillis;
@@ -54,6 +56,53 @@ pub struct ChatReply {
     pub ok: bool,
 }
 
+/// What chat users may do: how many wallets each may track, and how many
+/// commands each chat may run per minute. The CLI and admin API tokens are
+/// not limited.
+#[derive(Clone)]
+pub struct ChatLimits {
+    max_wallets_per_user: usize,
+    commands: Arc<DefaultKeyedRateLimiter<DestinationId>>,
+}
+
+impl std::fmt::Debug for ChatLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatLimits").field("max_wallets_per_user", &self.max_wallets_per_user).finish_non_exhaustive()
+    }
+}
+
+impl ChatLimits {
+    /// Limits of `[chat]`.
+    pub fn new(max_wallets_per_user: NonZeroUsize, commands_per_minute: NonZeroU32) -> Self {
+        Self {
+            max_wallets_per_user: max_wallets_per_user.get(),
+            commands: Arc::new(RateLimiter::keyed(Quota::per_minute(commands_per_minute))),
+        }
+    }
+
+    /// From the configuration's `[chat]`.
+    pub fn from_config(config: &ww_config::ChatConfig) -> Self {
+        Self::new(config.max_wallets_per_user, config.commands_per_minute)
+    }
+
+    /// Takes one command from `chat`'s allowance; false when it is spent.
+    fn allow(&self, chat: &DestinationId) -> bool {
+        if self.commands.len() > MAX_RATE_LIMITED_CHATS {
+            self.commands.retain_recent();
+        }
+        self.commands.check_key(chat).is_ok()
+    }
+}
+
+impl Default for ChatLimits {
+    fn default() -> Self {
+        Self::new(NonZeroUsize::new(100).expect("positive"), NonZeroU32::new(20).expect("positive"))
+    }
+}
+
+/// Chats remembered by the command rate limiter before idle ones are forgotten.
+const MAX_RATE_LIMITED_CHATS: usize = 10_000;
+
 /// The `/help` text.
 pub const HELP: &str = "walletwatch commands:\n\
 /track <address> [label] — alerts for a wallet's activity in this chat\n\
@@ -91,10 +140,22 @@ pub fn parse_text_command(text: &str) -> Option<Result<ChatCommand, String>> {
 /// Runs a command (blocking store calls; run it off the async workers).
 /// `start_slot` is the chain's current slot for a `/track` (see
 /// [`wallets::current_slot`]).
-pub fn execute(store: &dyn Store, context: &ChatContext, command: &ChatCommand, start_slot: Option<u64>, now: UnixMillis) -> ChatReply {
+pub fn execute(
+    store: &dyn Store,
+    limits: &ChatLimits,
+    context: &ChatContext,
+    command: &ChatCommand,
+    start_slot: Option<u64>,
+    now: UnixMillis,
+) -> ChatReply {
     let result = match command {
         ChatCommand::Track { address, label } => {
-            let options = TrackOptions { filter: None, destination: Some(context.destination.clone()), start_slot };
+            let options = TrackOptions {
+                filter: None,
+                destination: Some(context.destination.clone()),
+                start_slot,
+                chat_quota: Some(limits.max_wallets_per_user),
+            };
             wallets::track_with(store, address, label.as_deref(), &context.user, options, now)
                 .map(|(address, _)| wallets::tracking_message(&address))
         }
@@ -114,20 +175,28 @@ pub fn execute(store: &dyn Store, context: &ChatContext, command: &ChatCommand, 
     }
 }
 
-/// Runs a command on the blocking pool; a `/track` first asks `rpc` (when
-/// given) for the chain's current slot, where the wallet's history starts.
+/// Runs a command on the blocking pool, within the chat's command
+/// allowance; a `/track` first asks `rpc` (when given) for the chain's
+/// current slot, where the wallet's history starts.
 pub async fn execute_async(
     store: Arc<dyn Store>,
     rpc: Option<&ww_solana::RpcClient>,
+    limits: &ChatLimits,
     context: ChatContext,
     command: ChatCommand,
 ) -> ChatReply {
+    if !limits.allow(&context.destination) {
+        metrics::counter!(crate::metric_names::CHAT_COMMANDS_LIMITED_TOTAL).increment(1);
+        tracing::warn!(chat = %context.destination, user = %context.user, "chat command refused: over the chat's rate");
+        return ChatReply { text: "⚠️ Too many commands in this chat; try again in a minute.".to_string(), ok: false };
+    }
+    let limits = limits.clone();
     let start_slot = match (&command, rpc) {
         (ChatCommand::Track { .. }, Some(rpc)) => wallets::current_slot_or_log(rpc).await,
         _ => None,
     };
     let now = crate::daemon::now();
-    match tokio::task::spawn_blocking(move || execute(store.as_ref(), &context, &command, start_slot, now)).await {
+    match tokio::task::spawn_blocking(move || execute(store.as_ref(), &limits, &context, &command, start_slot, now)).await {
         Ok(reply) => reply,
         Err(error) => {
             tracing::error!(error = %error, "chat command task failed");

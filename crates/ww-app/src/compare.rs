@@ -115,7 +115,7 @@ async fn run_in(
             user: "bench".into(),
             filter: None,
             destination: None,
-            start_slot: None,
+            start_slot: None, shares_label: true, max_wallets: None,
         };
         store.track_wallet(&request, crate::daemon::now())?;
     }

@@ -94,7 +94,13 @@ pub async fn run(
     }
     if sinks.telegram().is_configured() && config.telegram.mode == ww_config::alerts::TelegramMode::Polling {
         let rpc = crate::backfill::rpc_client(&config)?;
-        tracker.spawn(crate::telegram_bot::run_polling(Arc::clone(&store), Some(rpc), sinks.telegram().clone(), shutdown.child_token()));
+        tracker.spawn(crate::telegram_bot::run_polling(
+            Arc::clone(&store),
+            Some(rpc),
+            crate::chat::ChatLimits::from_config(&config.chat),
+            sinks.telegram().clone(),
+            shutdown.child_token(),
+        ));
     }
     {
         let config = config.clone();

@@ -31,6 +31,8 @@ pub mod metric_names {
     pub const ALERTS_ROUTED_TOTAL: &str = "ww_alerts_routed_total";
     /// Counter: routing attempts that failed (nothing was stored; the gap fill routes the events again).
     pub const ALERTS_ROUTING_FAILURES_TOTAL: &str = "ww_alerts_routing_failures_total";
+    /// Counter: chat commands refused because their chat ran too many this minute.
+    pub const CHAT_COMMANDS_LIMITED_TOTAL: &str = "ww_chat_commands_limited_total";
     /// Counter: delivery attempts. Labels: `sink` (discord, telegram, webhook), `outcome` (delivered, filtered, retry, dead_lettered).
     pub const DELIVERIES_TOTAL: &str = "ww_deliveries_total";
     /// Histogram: seconds from detection to a delivered alert. Labels: `sink`.
@@ -83,6 +85,7 @@ pub const METRICS: &[ww_core::metric::MetricSpec] = {
             help: "Subscription filter decisions for stored events",
             labels: &[("decision", &["deliver", "muted", "failed", "below_thresholds"])],
         },
+        MetricSpec { name: metric_names::CHAT_COMMANDS_LIMITED_TOTAL, kind: Counter, help: "Chat commands refused because their chat ran too many this minute", labels: &[] },
         MetricSpec { name: metric_names::ALERTS_ROUTING_FAILURES_TOTAL, kind: Counter, help: "Routing attempts that failed (nothing stored; the gap fill routes the events again)", labels: &[] },
         MetricSpec {
             name: metric_names::DELIVERIES_TOTAL,

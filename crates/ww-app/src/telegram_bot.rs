@@ -23,7 +23,12 @@ const OFFSET_KEY: &str = "telegram.update_offset";
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Runs a message's command; returns the HTML reply, or `None` for non-commands.
-pub async fn handle_message(store: Arc<dyn Store>, rpc: Option<&ww_solana::RpcClient>, message: &IncomingMessage) -> Option<String> {
+pub async fn handle_message(
+    store: Arc<dyn Store>,
+    rpc: Option<&ww_solana::RpcClient>,
+    limits: &chat::ChatLimits,
+    message: &IncomingMessage,
+) -> Option<String> {
     let parsed = chat::parse_text_command(&message.text)?;
     let text = match parsed {
         Ok(command) => {
@@ -31,7 +36,7 @@ pub async fn handle_message(store: Arc<dyn Store>, rpc: Option<&ww_solana::RpcCl
                 user: format!("telegram:{}", message.user_id),
                 destination: DestinationId::TelegramChat(message.chat_id),
             };
-            chat::execute_async(store, rpc, context, command).await.text
+            chat::execute_async(store, rpc, limits, context, command).await.text
         }
         Err(usage) => usage,
     };
@@ -42,6 +47,7 @@ pub async fn handle_message(store: Arc<dyn Store>, rpc: Option<&ww_solana::RpcCl
 pub async fn run_polling(
     store: Arc<dyn Store>,
     rpc: Option<ww_solana::RpcClient>,
+    limits: chat::ChatLimits,
     client: TelegramClient,
     shutdown: CancellationToken,
 ) {
@@ -63,7 +69,7 @@ pub async fn run_polling(
             Ok((messages, highest)) => {
                 backoff = Duration::from_secs(1);
                 for message in &messages {
-                    if let Some(reply) = handle_message(Arc::clone(&store), rpc.as_ref(), message).await
+                    if let Some(reply) = handle_message(Arc::clone(&store), rpc.as_ref(), &limits, message).await
                         && let Err(error) = client.send_message(message.chat_id, &reply).await
                     {
                         warn!(chat = message.chat_id, error = %error, "telegram reply failed");

@@ -26,6 +26,9 @@ pub struct TrackOptions {
     /// The chain's confirmed slot now (see [`current_slot`]): a wallet not
     /// tracked yet starts its history after it.
     pub start_slot: Option<u64>,
+    /// A chat user's request: the label is theirs alone (not the wallet's
+    /// shared label) and they may track at most this many wallets.
+    pub chat_quota: Option<usize>,
 }
 
 /// Starts tracking `address` for `user`.
@@ -71,8 +74,15 @@ pub fn track_with(
         filter: options.filter,
         destination: options.destination,
         start_slot: options.start_slot,
+        shares_label: options.chat_quota.is_none(),
+        max_wallets: options.chat_quota,
     };
-    let outcome = store.track_wallet(&request, now)?;
+    let outcome = store.track_wallet(&request, now).map_err(|error| match error {
+        ww_core::store::StoreError::QuotaReached { limit } => {
+            AppError::Rejected(format!("You already track {limit} wallets, the most allowed; untrack one first."))
+        }
+        other => AppError::Store(other),
+    })?;
     Ok((address, outcome))
 }
 

@@ -71,7 +71,7 @@ async fn fixture(extra_config: &str, prices: Option<&ContractServer>) -> Fixture
         user: "alice".into(),
         filter: None,
         destination: None,
-        start_slot: None,
+        start_slot: None, shares_label: true, max_wallets: None,
     };
     store.track_wallet(&request, UnixMillis(0)).expect("track");
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -208,7 +208,7 @@ async fn a_usd_threshold_is_applied_with_the_price_at_delivery_time() {
         user: "alice".into(),
         filter: Some(filter),
         destination: None,
-        start_slot: None,
+        start_slot: None, shares_label: true, max_wallets: None,
     };
     fixture.store.track_wallet(&request, UnixMillis(0)).expect("filter");
     // At $100 a SOL: 2.5 SOL is $250 (filtered out), 25 SOL is $2 500 (sent).

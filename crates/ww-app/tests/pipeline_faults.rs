@@ -61,7 +61,7 @@ fn track(store: &dyn Store, wallet: &WalletAddress, start_slot: Option<u64>) {
         user: "local".into(),
         filter: None,
         destination: None,
-        start_slot,
+        start_slot, shares_label: true, max_wallets: None,
     };
     store.track_wallet(&request, ww_app::daemon::now()).expect("track");
 }

@@ -147,6 +147,25 @@ pub struct ServerConfig {
     /// Heartbeat interval to WebSocket clients.
     #[serde(with = "duration_secs")]
     pub websocket_heartbeat_interval: Duration,
+    /// Most WebSocket clients at once from one IP address.
+    pub websocket_max_connections_per_ip: NonZeroUsize,
+    /// Most open HTTP connections to the API.
+    pub max_connections: NonZeroUsize,
+    /// Time a client has to send a request's headers.
+    #[serde(with = "duration_secs")]
+    pub request_header_timeout: Duration,
+    /// Time a request has from its headers to its response.
+    #[serde(with = "duration_secs")]
+    pub request_timeout: Duration,
+}
+
+/// Validated `[chat]`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ChatConfig {
+    /// Most wallets one chat user may track.
+    pub max_wallets_per_user: NonZeroUsize,
+    /// Commands one chat may run per minute.
+    pub commands_per_minute: std::num::NonZeroU32,
 }
 
 /// Validated `[balances]`.
@@ -199,6 +218,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Redis URL, when several instances share fan-out.
     pub redis_url: Option<RedactedUrl>,
+    /// Limits on chat users.
+    pub chat: ChatConfig,
     /// Balance tracking.
     pub balances: BalancesConfig,
     /// Alert rendering and delivery.
@@ -371,7 +392,13 @@ impl Config {
         let rpc_timeout_secs = positive("solana.rpc_timeout_secs", raw.solana.rpc_timeout_secs, &mut errors);
         let websocket_max = positive("server.websocket_max_connections", raw.server.websocket_max_connections, &mut errors);
         let heartbeat_secs = positive("server.websocket_heartbeat_interval_secs", raw.server.websocket_heartbeat_interval_secs, &mut errors);
+        let websocket_per_ip = positive("server.websocket_max_connections_per_ip", raw.server.websocket_max_connections_per_ip, &mut errors);
+        let http_max = positive("server.max_connections", raw.server.max_connections, &mut errors);
+        let header_secs = positive("server.request_header_timeout_secs", raw.server.request_header_timeout_secs, &mut errors);
+        let request_secs = positive("server.request_timeout_secs", raw.server.request_timeout_secs, &mut errors);
         let shutdown_secs = positive("shutdown_timeout_secs", raw.shutdown_timeout_secs, &mut errors);
+        let chat_wallets = positive("chat.max_wallets_per_user", raw.chat.max_wallets_per_user, &mut errors);
+        let chat_commands = positive("chat.commands_per_minute", raw.chat.commands_per_minute, &mut errors);
         let mut warnings = Vec::new();
         if raw.retention_hours.is_some() {
             warnings.push(
@@ -440,8 +467,16 @@ impl Config {
                 metrics_listen,
                 websocket_max_connections: non_zero(websocket_max),
                 websocket_heartbeat_interval: Duration::from_secs(heartbeat_secs),
+                websocket_max_connections_per_ip: non_zero(websocket_per_ip),
+                max_connections: non_zero(http_max),
+                request_header_timeout: Duration::from_secs(header_secs),
+                request_timeout: Duration::from_secs(request_secs),
             },
             redis_url,
+            chat: ChatConfig {
+                max_wallets_per_user: non_zero(chat_wallets),
+                commands_per_minute: std::num::NonZeroU32::new(chat_commands).expect("checked positive above"),
+            },
             balances: BalancesConfig {
                 high_interval: Duration::from_secs(high_secs),
                 medium_interval: Duration::from_secs(medium_secs),

@@ -43,6 +43,9 @@ pub struct RawConfig {
     /// Optional Redis for multi-instance fan-out.
     #[serde(default)]
     pub redis: RawRedis,
+    /// Limits on what chat users (Discord, Telegram) may do.
+    #[serde(default)]
+    pub chat: RawChat,
     /// Balance tracking with batched `getMultipleAccounts`.
     #[serde(default)]
     pub balances: RawBalances,
@@ -177,6 +180,19 @@ pub struct RawServer {
     /// Seconds between heartbeats to WebSocket clients. Env: `WEBSOCKET_HEARTBEAT_INTERVAL`.
     #[serde(default = "default_websocket_heartbeat_interval_secs")]
     pub websocket_heartbeat_interval_secs: u64,
+    /// Most WebSocket clients at once from one IP address.
+    #[serde(default = "default_websocket_max_connections_per_ip")]
+    pub websocket_max_connections_per_ip: usize,
+    /// Most open HTTP connections to the API; more wait in the listen backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (and that an idle
+    /// keep-alive connection stays open).
+    #[serde(default = "default_request_header_timeout_secs")]
+    pub request_header_timeout_secs: u64,
+    /// Seconds a request has from its headers to its response (408 after).
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
 }
 
 /// `[redis]`.
@@ -185,6 +201,31 @@ pub struct RawServer {
 pub struct RawRedis {
     /// `redis://[:password@]host:port/db`; unset means one instance, no Redis. Env: `REDIS_URL`.
     pub url: Option<String>,
+}
+
+/// `[chat]`: limits on chat users; the CLI and admin API tokens are not limited.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChat {
+    /// Most wallets one chat user may track.
+    #[serde(default = "default_max_wallets_per_user")]
+    pub max_wallets_per_user: usize,
+    /// Commands one chat (Discord channel, Telegram chat) may run per minute.
+    #[serde(default = "default_commands_per_minute")]
+    pub commands_per_minute: u32,
+}
+
+impl Default for RawChat {
+    fn default() -> Self {
+        Self { max_wallets_per_user: default_max_wallets_per_user(), commands_per_minute: default_commands_per_minute() }
+    }
+}
+
+fn default_max_wallets_per_user() -> usize {
+    100
+}
+fn default_commands_per_minute() -> u32 {
+    20
 }
 
 impl Default for RawConfig {
@@ -199,6 +240,7 @@ impl Default for RawConfig {
             solana: RawSolana::default(),
             server: RawServer::default(),
             redis: RawRedis::default(),
+            chat: RawChat::default(),
             balances: RawBalances::default(),
             alerts: crate::alerts::RawAlerts::default(),
             prices: crate::alerts::RawPrices::default(),
@@ -236,6 +278,10 @@ impl Default for RawServer {
             metrics_listen: default_metrics_listen(),
             websocket_max_connections: default_websocket_max_connections(),
             websocket_heartbeat_interval_secs: default_websocket_heartbeat_interval_secs(),
+            websocket_max_connections_per_ip: default_websocket_max_connections_per_ip(),
+            max_connections: default_max_connections(),
+            request_header_timeout_secs: default_request_header_timeout_secs(),
+            request_timeout_secs: default_request_timeout_secs(),
         }
     }
 }
@@ -292,5 +338,17 @@ fn default_websocket_max_connections() -> usize {
     1000
 }
 fn default_websocket_heartbeat_interval_secs() -> u64 {
+    30
+}
+fn default_websocket_max_connections_per_ip() -> usize {
+    50
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_request_header_timeout_secs() -> u64 {
+    10
+}
+fn default_request_timeout_secs() -> u64 {
     30
 }

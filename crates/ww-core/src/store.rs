@@ -81,6 +81,12 @@ pub enum StoreError {
         /// The decode error.
         reason: String,
     },
+    /// The user already tracks the most wallets they may.
+    #[error("already tracking {limit} wallets, the most allowed per user")]
+    QuotaReached {
+        /// The user's limit.
+        limit: usize,
+    },
     /// Any other backend failure.
     #[error("store backend error: {0}")]
     Backend(String),
@@ -93,8 +99,15 @@ pub struct TrackRequest {
     pub chain: Chain,
     /// The address.
     pub address: WalletAddress,
-    /// A label; `None` keeps an existing one.
+    /// The user's label for the wallet; `None` keeps an existing one.
     pub label: Option<String>,
+    /// Whether the label also becomes the wallet's shared label, the one
+    /// users without a label of their own see (operator front ends: the CLI
+    /// and admin API tokens). A chat user's label is theirs alone.
+    pub shares_label: bool,
+    /// The most wallets the user may track; a request for a wallet they do
+    /// not track yet beyond it fails with [`StoreError::QuotaReached`].
+    pub max_wallets: Option<usize>,
     /// The user tracking it.
     pub user: String,
     /// The user's alert filter; `None` keeps an existing one (default for a new one).

@@ -111,8 +111,13 @@ async fn main() {
     let broker = Broker::new(4096, 1000);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
-    let ws_config = WsConfig { max_connections: clients as usize + 10, heartbeat_interval: Duration::from_secs(30) };
-    let state = ApiState::new(store, Health::default()).with_fanout(broker.clone(), ws_config, "bench");
+    let ws_config = WsConfig {
+        max_connections: clients as usize + 10,
+        max_connections_per_ip: clients as usize + 10,
+        heartbeat_interval: Duration::from_secs(30),
+    };
+    let http_limits = ww_server::HttpLimits { max_connections: clients as usize + 10, ..ww_server::HttpLimits::default() };
+    let state = ApiState::new(store, Health::default()).with_fanout(broker.clone(), ws_config, "bench").with_http_limits(http_limits);
     let shutdown = CancellationToken::new();
     tokio::spawn(serve(listener, state, shutdown.clone()));
     let total = rate * seconds;

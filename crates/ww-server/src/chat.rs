@@ -35,6 +35,8 @@ pub struct ChatConfig {
     pub telegram_webhook_secret: Option<Arc<str>>,
     /// Whether the Discord bot can post alerts to channels (a bot token is set).
     pub discord_can_post: bool,
+    /// What chat users may do.
+    pub limits: ww_app::chat::ChatLimits,
 }
 
 impl std::fmt::Debug for ChatConfig {
@@ -99,7 +101,7 @@ pub(crate) async fn discord_interaction(State(state): State<ApiState>, headers: 
         destination: DestinationId::DiscordChannel(command.channel_id),
     };
     let is_track = matches!(parsed, ChatCommand::Track { .. });
-    let mut reply = chat::execute_async(Arc::clone(&state.store), state.rpc.as_ref(), context, parsed).await;
+    let mut reply = chat::execute_async(Arc::clone(&state.store), state.rpc.as_ref(), &state.chat.limits, context, parsed).await;
     if is_track && reply.ok && !state.chat.discord_can_post {
         reply.text.push_str("\n⚠️ Alerts cannot be posted in this channel until the operator sets discord.bot_token.");
     }
@@ -124,7 +126,7 @@ pub(crate) async fn telegram_webhook(State(state): State<ApiState>, headers: Hea
     };
     let (messages, _) = ww_sinks::telegram::parse_updates(&update);
     let Some(message) = messages.first() else { return StatusCode::OK.into_response() };
-    match ww_app::telegram_bot::handle_message(Arc::clone(&state.store), state.rpc.as_ref(), message).await {
+    match ww_app::telegram_bot::handle_message(Arc::clone(&state.store), state.rpc.as_ref(), &state.chat.limits, message).await {
         Some(html) => Json(json!({
             "method": "sendMessage",
             "chat_id": message.chat_id,

@@ -24,6 +24,25 @@ impl ApiError {
         }
     }
 
+    /// 401 with a message saying what needs a token.
+    pub fn unauthorized_for(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::UNAUTHORIZED, code: "unauthorized", message: message.into() }
+    }
+
+    /// 503: the server is at a capacity limit; try again later.
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self { status: StatusCode::SERVICE_UNAVAILABLE, code, message: message.into() }
+    }
+
+    /// 429: too many connections from one address.
+    pub fn too_many_connections(limit: usize) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "too_many_connections",
+            message: format!("at most {limit} WebSocket connections per address"),
+        }
+    }
+
     /// 401: the token was valid once but has expired.
     pub fn token_expired() -> Self {
         Self {

@@ -17,15 +17,17 @@
 //! | `POST /discord/interactions` | Ed25519 | Discord slash commands, see [`chat`] |
 //! | `POST /telegram/webhook` | secret header | Telegram commands in webhook mode |
 //! | `GET /api/openapi.json` | none | the OpenAPI 3.1 document of these routes |
-//! | `GET /api/ws/connections` | none | WebSocket clients, users, subscriptions, server id |
+//! | `GET /api/ws/connections` | admin | WebSocket clients, users, subscriptions, server id |
 //! | `GET /ws` | per topic | live events over WebSocket, see [`ws`] |
 //!
 //! Every `/api` request needs `Authorization: Bearer <token>` (tokens are
 //! stored hashed; `walletwatch token create`). Missing or unknown token: 401;
 //! read token on an admin route: 403; over the per-token rate: 429. Errors are
 //! `{"error":{"code","message"}}` with a stable code; internal details are
-//! logged, never returned. Request bodies are limited to 16 KiB.
+//! logged, never returned. Request bodies are limited to 16 KiB; see
+//! [`HttpLimits`] for the connection and time limits.
 
+pub mod access;
 mod auth;
 pub mod chat;
 mod error;
@@ -36,6 +38,7 @@ pub mod ws;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -53,6 +56,26 @@ pub use error::ApiError;
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// Requests per second allowed per token.
 const REQUESTS_PER_SECOND_PER_TOKEN: u32 = 50;
+
+/// Limits that keep hostile or broken HTTP clients from holding the server.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Most open connections (WebSocket clients not counted once upgraded:
+    /// they have caps of their own). Beyond it, new connections wait in the
+    /// listen backlog.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (also how long an idle
+    /// keep-alive connection stays open).
+    pub header_read_timeout: Duration,
+    /// Time a request has from its headers to its response, body included.
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self { max_connections: 1024, header_read_timeout: Duration::from_secs(10), request_timeout: Duration::from_secs(30) }
+    }
+}
 
 /// What handlers share.
 #[derive(Clone)]
@@ -73,7 +96,10 @@ pub struct ApiState {
     /// tracked (its history starts there); `None`: history starts a minute
     /// before tracking.
     pub rpc: Option<ww_solana::RpcClient>,
+    /// Connection and request limits of the HTTP server.
+    pub http_limits: HttpLimits,
     ws: Arc<ws::WsRegistry>,
+    access: access::AccessWatch,
     limiter: Arc<DefaultKeyedRateLimiter<String>>,
 }
 
@@ -95,7 +121,9 @@ impl ApiState {
             server_id: Arc::from("walletwatch-1"),
             chat: chat::ChatConfig::default(),
             rpc: None,
+            http_limits: HttpLimits::default(),
             ws: Arc::default(),
+            access: access::AccessWatch::default(),
             limiter: Arc::new(RateLimiter::keyed(Quota::per_second(rate))),
         }
     }
@@ -117,6 +145,13 @@ impl ApiState {
         self
     }
 
+    /// Sets the HTTP server's connection and request limits.
+    #[must_use]
+    pub fn with_http_limits(mut self, limits: HttpLimits) -> Self {
+        self.http_limits = limits;
+        self
+    }
+
     /// Turns on the chat endpoints configured in `chat`.
     #[must_use]
     pub fn with_chat(mut self, chat: chat::ChatConfig) -> Self {
@@ -127,6 +162,10 @@ impl ApiState {
 
 /// Metric names of the API.
 pub mod metric_names {
+    /// Gauge: open HTTP connections (upgraded WebSocket clients are `ww_ws_clients`).
+    pub const HTTP_CONNECTIONS: &str = "ww_http_connections";
+    /// Counter: times a new connection had to wait because `server.max_connections` were open.
+    pub const HTTP_CONNECTION_LIMIT_REACHED_TOTAL: &str = "ww_http_connection_limit_reached_total";
     /// Counter: chat requests refused (bad signature or secret). Labels: `endpoint` (discord, telegram).
     pub const CHAT_REQUESTS_REFUSED_TOTAL: &str = "ww_chat_requests_refused_total";
 
@@ -136,6 +175,13 @@ pub mod metric_names {
         use ww_core::metric::MetricSpec;
         use crate::ws::metric_names as ws;
         &[
+            MetricSpec { name: HTTP_CONNECTIONS, kind: Gauge, help: "Open HTTP connections to the API (upgraded WebSocket clients are ww_ws_clients)", labels: &[] },
+            MetricSpec {
+                name: HTTP_CONNECTION_LIMIT_REACHED_TOTAL,
+                kind: Counter,
+                help: "Times a new API connection waited because server.max_connections were open",
+                labels: &[],
+            },
             MetricSpec { name: CHAT_REQUESTS_REFUSED_TOTAL, kind: Counter, help: "Chat requests refused for a bad signature or secret", labels: &[("endpoint", &["discord", "telegram"])] },
             MetricSpec { name: ws::WS_CLIENTS, kind: Gauge, help: "WebSocket clients connected to /ws", labels: &[] },
             MetricSpec { name: ws::WS_LAGGED_TOTAL, kind: Counter, help: "Lag reports sent to WebSocket clients that fell behind", labels: &[] },
@@ -144,14 +190,22 @@ pub mod metric_names {
                 name: ws::WS_CLOSED_TOTAL,
                 kind: Counter,
                 help: "WebSocket clients closed by the server",
-                labels: &[("reason", &["server full", "client too slow", "stale: no reply to heartbeats", "not reading"])],
+                labels: &[("reason", &["client too slow", "stale: no reply to heartbeats", "not reading", "token revoked or expired"])],
             },
+            MetricSpec {
+                name: ws::WS_REFUSED_TOTAL,
+                kind: Counter,
+                help: "WebSocket connections refused before the upgrade",
+                labels: &[("reason", &["unauthorized", "server full", "too many from one address"])],
+            },
+            MetricSpec { name: ws::WS_TOPICS_REVOKED_TOTAL, kind: Counter, help: "WebSocket topics dropped because the client may no longer see them", labels: &[] },
         ]
     };
 }
 
 /// Builds the router.
 pub fn router(state: ApiState) -> Router {
+    let request_timeout = state.http_limits.request_timeout;
     let api = Router::new()
         .route("/wallets", get(routes::list_wallets).post(routes::track_wallet))
         .route("/wallets/{address}", axum::routing::delete(routes::untrack_wallet))
@@ -176,15 +230,78 @@ pub fn router(state: ApiState) -> Router {
         .nest("/api", api)
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, request_timeout))
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` is cancelled (in-flight
-/// requests are finished first).
+/// Serves the API on `listener` until `shutdown` is cancelled; in-flight
+/// requests are finished first (for at most the request timeout).
+///
+/// Each connection gets [`HttpLimits::header_read_timeout`] to send its
+/// headers and [`HttpLimits::request_timeout`] for the rest of a request
+/// (408 after it); at most [`HttpLimits::max_connections`] are open at once.
+/// The peer's address reaches handlers as `ConnectInfo<SocketAddr>`.
 pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, shutdown: CancellationToken) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::Service as _;
+
     let address: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(listen = ?address, "API listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+    let limits = state.http_limits;
+    tracing::info!(listen = ?address, max_connections = limits.max_connections, "API listening");
+    let mut make_service = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = {
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+        Arc::new(builder)
+    };
+    loop {
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                metrics::counter!(metric_names::HTTP_CONNECTION_LIMIT_REACHED_TOTAL).increment(1);
+                tracing::warn!(limit = limits.max_connections, "HTTP connection limit reached; new connections wait");
+                tokio::select! {
+                    permit = Arc::clone(&permits).acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %error, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let Ok(service) = make_service.call(peer).await;
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
+        metrics::gauge!(metric_names::HTTP_CONNECTIONS).increment(1.0);
+        tokio::spawn(async move {
+            let service = hyper_util::service::TowerToHyperService::new(service);
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection).await {
+                tracing::debug!(error = %error, peer = %peer, "HTTP connection ended with an error");
+            }
+            metrics::gauge!(metric_names::HTTP_CONNECTIONS).decrement(1.0);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.request_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("HTTP connections still open after the request timeout; closing them");
+    }
+    Ok(())
 }
 
 /// Serves Prometheus text at `/metrics` on a listener of its own until

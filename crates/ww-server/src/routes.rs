@@ -160,7 +160,7 @@ pub(crate) async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
 }
 
-fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+pub(crate) fn require_admin(caller: &Caller) -> Result<(), ApiError> {
     if caller.0.is_admin { Ok(()) } else { Err(ApiError::forbidden()) }
 }
 
@@ -180,7 +180,9 @@ async fn visible_wallet(state: &ApiState, caller: &Caller, address: &WalletAddre
 }
 
 /// Wallets visible to the caller, each with the subscriptions (label,
-/// filter, destinations) the caller may see: admins all, others their own.
+/// filter, destinations) the caller may see: admins all, others their own
+/// (and, in `tracking_users`, only themselves; `label` is theirs when they
+/// set one).
 pub(crate) async fn list_wallets(State(state): State<ApiState>, caller: Caller) -> Result<Json<Vec<Value>>, ApiError> {
     let store = Arc::clone(&state.store);
     let (records, subscriptions) = tokio::task::spawn_blocking(move || {
@@ -200,6 +202,14 @@ pub(crate) async fn list_wallets(State(state): State<ApiState>, caller: Caller) 
                 .filter(|subscription| caller.0.is_admin || subscription.user == caller.0.user)
                 .collect();
             let mut value = serde_json::to_value(&record).unwrap_or(Value::Null);
+            if !caller.0.is_admin {
+                // Other users' ids (Discord, Telegram) are theirs: a reader
+                // sees only their own tracking, under their own label.
+                value["tracking_users"] = json!([caller.0.user]);
+                if let Some(label) = own.first().and_then(|subscription| subscription.label.as_ref()) {
+                    value["label"] = json!(label);
+                }
+            }
             value["subscriptions"] = json!(own);
             value
         })
@@ -241,7 +251,7 @@ pub(crate) async fn track_wallet(
         None => None,
     };
     let (address, _) = tokio::task::spawn_blocking(move || {
-        let options = wallets::TrackOptions { filter: body.filter, destination: None, start_slot };
+        let options = wallets::TrackOptions { filter: body.filter, destination: None, start_slot, chat_quota: None };
         wallets::track_with(store.as_ref(), &body.address, body.label.as_deref(), &user, options, ww_app::daemon::now())
     })
     .await??;

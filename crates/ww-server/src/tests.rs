@@ -108,7 +108,9 @@ async fn wallets_are_tracked_listed_per_user_and_untracked() {
     call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": WALLET, "user": "carol", "filter": {"min_sol": 2.5}}))).await;
     let (_, alice) = call(&fixture, "GET", "/api/wallets", Some(&fixture.reader), None).await;
     assert_eq!(alice[0]["subscriptions"].as_array().map(Vec::len), Some(1));
+    assert_eq!(alice[0]["tracking_users"], json!(["alice"]), "a reader sees no other user's id");
     let (_, admin) = call(&fixture, "GET", "/api/wallets", Some(&fixture.admin), None).await;
+    assert_eq!(admin[0]["tracking_users"], json!(["alice", "carol"]));
     let carol = admin[0]["subscriptions"].as_array().expect("subscriptions").iter().find(|subscription| subscription["user"] == "carol").cloned();
     assert_eq!(carol.expect("carol")["filter"]["min_sol"], 2.5);
 
@@ -215,7 +217,7 @@ async fn call_with_state(state: ApiState, request: Request<Body>) -> (StatusCode
 async fn telegram_webhook_checks_the_secret_and_answers_commands_inline() {
     let fixture = fixture();
     let state = ApiState::new(Arc::clone(&fixture.store) as Arc<dyn ww_core::store::Store>, fixture.health.clone())
-        .with_chat(crate::chat::ChatConfig { discord_public_key: None, telegram_webhook_secret: Some(Arc::from("s3cret_token")), discord_can_post: false });
+        .with_chat(crate::chat::ChatConfig { discord_public_key: None, telegram_webhook_secret: Some(Arc::from("s3cret_token")), discord_can_post: false, ..Default::default() });
     let update = json!({"update_id": 7, "message": {"message_id": 1, "from": {"id": 31}, "chat": {"id": 4242, "type": "private"},
                         "text": format!("/track {WALLET} my <wallet>")}});
     let request = |secret: Option<&str>| {
@@ -329,6 +331,7 @@ async fn a_discord_track_warns_when_the_bot_cannot_post_alerts() {
         discord_public_key: ww_sinks::discord::public_key(&key_bytes),
         telegram_webhook_secret: None,
         discord_can_post: false,
+        limits: ww_app::chat::ChatLimits::default(),
     };
     let state = ApiState::new(Arc::clone(&fixture.store) as Arc<dyn ww_core::store::Store>, fixture.health.clone()).with_chat(chat);
     let body = json!({"type": 2, "channel_id": "9", "member": {"user": {"id": "7"}},

@@ -1,7 +1,8 @@
 //! `/ws`: events pushed to WebSocket clients by topic.
 //!
 //! Connect with `?subscriptions=wallet:<address>,user:<id>,transactions,status`
-//! (and `user_id=`, `after=<seq>`, `token=`), or send
+//! (and `after=<seq>`), presenting a token as `Authorization: Bearer <token>`
+//! or `?token=` (browsers cannot set headers on a WebSocket), or send
 //! `{"type":"subscribe","data":{"topic":"..."}}` / `unsubscribe`. Topics:
 //! - `wallet:<address>`: that wallet's events (`TransactionUpdate`); the token's
 //!   user must track it (admins: any);
@@ -10,43 +11,63 @@
 //! - `transactions`: every event (`TransactionUpdate`); admin tokens only;
 //! - `status`: server notices (`Notification`); open to all.
 //!
+//! Before the upgrade, a presented token is checked (unknown: 401
+//! `unauthorized`, expired: 401 `token_expired`), `?after=` without a token is
+//! refused (401), and a slot is taken under one lock against
+//! `websocket_max_connections` (503 `server_full`) and
+//! `websocket_max_connections_per_ip` (429 `too_many_connections`).
+//! Permissions are kept current while a client is connected: within about a
+//! second ([`crate::access::ACCESS_REFRESH`]) of a token being revoked or
+//! expiring its streams are closed (1008), and of a user untracking a wallet
+//! their `wallet:` topic for it is dropped (they are told) and their `user:`
+//! topic stops carrying it.
+//!
 //! Each client has a bounded queue (the broker's channel). A client that falls
 //! behind gets `{"type":"lagged","missed":n}` and is closed with 1013 after
-//! three lags within 30 s; one that stops reading (a send does not complete
-//! within a heartbeat interval) is dropped. Nothing is dropped silently. `?after=<seq>` first replays
-//! every stored event after `seq` (from the broker's ring, else from the store,
-//! page by page), then goes live without a gap or a repeat: events are
-//! published in sequence order without gaps, whoever stored them. Heartbeat pings go out every
+//! three lags within 30 s; one that stops reading (any send, pings and close
+//! frames included, does not complete within a heartbeat interval) is
+//! dropped. Nothing is dropped silently. `?after=<seq>` first replays every
+//! stored event after `seq` that the topics select (from the broker's ring,
+//! else from the store, page by page), then goes live without a gap or a
+//! repeat: events are published in sequence order without gaps, whoever
+//! stored them. Heartbeat pings go out every
 //! `websocket_heartbeat_interval_secs`; a client silent for two intervals is
-//! closed. Above `websocket_max_connections` a new client is closed with 1013.
+//! closed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{Extensions, HeaderMap};
+use axum::response::{IntoResponse as _, Response};
+use futures_util::SinkExt as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::time::Instant;
+use ww_app::broker::Published;
+use ww_core::store::{ApiToken, EventQuery};
+use ww_core::{EventSeq, WalletAddress};
+
+use crate::ApiState;
+use crate::access::Access;
+use crate::auth::{Caller, hash_token};
+use crate::error::ApiError;
 
 /// Per-connection read buffer (clients only send small control messages).
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Per-connection write buffer before a flush is forced.
 const WRITE_BUFFER_BYTES: usize = 32 * 1024;
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
-use serde::Deserialize;
-use serde_json::{Value, json};
-use futures_util::SinkExt as _;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use ww_core::store::{ApiToken, EventQuery};
-use ww_app::broker::Published;
-use ww_core::{EventSeq, WalletAddress};
-
-use crate::ApiState;
-use crate::auth::hash_token;
-
-/// Close code: try again later (server full, or the client stayed behind).
+/// Largest message a client may send.
+const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
+/// Close code: try again later (the client stayed behind).
 const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+/// Close code: policy violation (the token was revoked or expired).
+const CLOSE_POLICY_VIOLATION: u16 = 1008;
 /// Lag reports within [`LAG_WINDOW`] after which a client is closed.
 const MAX_LAGS_IN_WINDOW: usize = 3;
 const LAG_WINDOW: Duration = Duration::from_secs(30);
@@ -54,6 +75,8 @@ const LAG_WINDOW: Duration = Duration::from_secs(30);
 const MAX_SEND_BATCH: usize = 64;
 /// Events read from the store per page when replaying `?after=`.
 const STORE_REPLAY_PAGE: usize = 1_000;
+/// Longest accepted token text.
+const MAX_TOKEN_CHARS: usize = 256;
 
 /// Metric names emitted here.
 pub mod metric_names {
@@ -65,6 +88,10 @@ pub mod metric_names {
     pub const WS_MISSED_EVENTS_TOTAL: &str = "ww_ws_missed_events_total";
     /// Counter: clients closed by the server. Labels: `reason`.
     pub const WS_CLOSED_TOTAL: &str = "ww_ws_closed_total";
+    /// Counter: connection attempts refused before the upgrade. Labels: `reason`.
+    pub const WS_REFUSED_TOTAL: &str = "ww_ws_refused_total";
+    /// Counter: topics a client lost because it may no longer see them.
+    pub const WS_TOPICS_REVOKED_TOTAL: &str = "ww_ws_topics_revoked_total";
 }
 
 /// WebSocket limits from the configuration.
@@ -72,59 +99,90 @@ pub mod metric_names {
 pub struct WsConfig {
     /// Most clients at once.
     pub max_connections: usize,
-    /// Heartbeat interval.
+    /// Most clients at once from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Heartbeat interval; also how long one send may take.
     pub heartbeat_interval: Duration,
 }
 
 impl Default for WsConfig {
     fn default() -> Self {
-        Self { max_connections: 1000, heartbeat_interval: Duration::from_secs(30) }
+        Self { max_connections: 1000, max_connections_per_ip: 50, heartbeat_interval: Duration::from_secs(30) }
     }
 }
 
-/// Live connections, for `/api/ws/connections`.
+#[derive(Debug)]
+struct ClientEntry {
+    ip: Option<IpAddr>,
+    user: Option<String>,
+    subscriptions: usize,
+}
+
+/// Live connections: the caps, and the counts of `/api/ws/connections`.
 #[derive(Debug, Default)]
 pub struct WsRegistry {
     next_id: AtomicU64,
-    clients: std::sync::Mutex<HashMap<u64, (Option<String>, usize)>>,
+    clients: std::sync::Mutex<HashMap<u64, ClientEntry>>,
+}
+
+/// Why a connection was refused before its upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    ServerFull,
+    IpFull,
+}
+
+/// A taken connection slot; dropping it frees the slot.
+pub(crate) struct Slot {
+    registry: Arc<WsRegistry>,
+    id: u64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut clients) = self.registry.clients.lock() {
+            clients.remove(&self.id);
+            metrics::gauge!(metric_names::WS_CLIENTS).set(clients.len() as f64);
+        }
+    }
 }
 
 impl WsRegistry {
-    fn register(&self, user: Option<String>) -> Option<u64> {
+    /// Takes a slot if both caps allow it; checked and taken under one lock.
+    fn try_register(self: &Arc<Self>, ip: Option<IpAddr>, user: Option<String>, config: &WsConfig) -> Result<Slot, Refusal> {
+        let Ok(mut clients) = self.clients.lock() else { return Err(Refusal::ServerFull) };
+        if clients.len() >= config.max_connections {
+            return Err(Refusal::ServerFull);
+        }
+        if let Some(ip) = ip
+            && clients.values().filter(|entry| entry.ip == Some(ip)).count() >= config.max_connections_per_ip
+        {
+            return Err(Refusal::IpFull);
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut clients = self.clients.lock().ok()?;
-        clients.insert(id, (user, 0));
+        clients.insert(id, ClientEntry { ip, user, subscriptions: 0 });
         metrics::gauge!(metric_names::WS_CLIENTS).set(clients.len() as f64);
-        Some(id)
+        Ok(Slot { registry: Arc::clone(self), id })
     }
 
     fn update_subscriptions(&self, id: u64, count: usize) {
         if let Ok(mut clients) = self.clients.lock()
             && let Some(entry) = clients.get_mut(&id)
         {
-            entry.1 = count;
-        }
-    }
-
-    fn unregister(&self, id: u64) {
-        if let Ok(mut clients) = self.clients.lock() {
-            clients.remove(&id);
-            metrics::gauge!(metric_names::WS_CLIENTS).set(clients.len() as f64);
+            entry.subscriptions = count;
         }
     }
 
     /// Returns (connections, distinct users, subscriptions).
     pub fn counts(&self) -> (usize, usize, usize) {
         let Ok(clients) = self.clients.lock() else { return (0, 0, 0) };
-        let users: BTreeSet<&String> = clients.values().filter_map(|(user, _)| user.as_ref()).collect();
-        (clients.len(), users.len(), clients.values().map(|(_, count)| count).sum())
+        let users: BTreeSet<&String> = clients.values().filter_map(|entry| entry.user.as_ref()).collect();
+        (clients.len(), users.len(), clients.values().map(|entry| entry.subscriptions).sum())
     }
 }
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct ConnectQuery {
-    #[serde(default)]
-    user_id: Option<String>,
     #[serde(default)]
     subscriptions: Option<String>,
     #[serde(default)]
@@ -133,38 +191,80 @@ pub(crate) struct ConnectQuery {
     token: Option<String>,
 }
 
-pub(crate) async fn connections(State(state): State<ApiState>) -> axum::Json<Value> {
+/// `GET /api/ws/connections` (admin): how many clients, users and
+/// subscriptions this instance serves.
+pub(crate) async fn connections(State(state): State<ApiState>, caller: Caller) -> Result<axum::Json<Value>, ApiError> {
+    crate::routes::require_admin(&caller)?;
     let (total, users, subscriptions) = state.ws.counts();
-    axum::Json(json!({
+    Ok(axum::Json(json!({
         "total_connections": total,
         "active_users": users,
         "subscriptions": subscriptions,
         "server_id": &*state.server_id,
-    }))
+    })))
 }
 
-async fn token_of(state: &ApiState, headers: &HeaderMap, query_token: Option<&str>) -> Option<ApiToken> {
+/// The token a client presented (header, else `?token=`), checked: `Ok(None)`
+/// when none was presented; an unknown, expired or oversized one is refused.
+async fn authenticate(state: &ApiState, headers: &HeaderMap, query_token: Option<&str>) -> Result<Option<ApiToken>, ApiError> {
     let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
-    let token = header.and_then(|value| value.strip_prefix("Bearer ")).or(query_token)?.trim().to_string();
+    let Some(text) = header.and_then(|value| value.strip_prefix("Bearer ")).or(query_token).map(str::trim) else {
+        return Ok(None);
+    };
+    if text.is_empty() || text.len() > MAX_TOKEN_CHARS {
+        return Err(ApiError::unauthorized());
+    }
     let store = Arc::clone(&state.store);
-    let hash = hash_token(&token);
-    tokio::task::spawn_blocking(move || store.api_token(&hash)).await.ok()?.ok()?
+    let hash = hash_token(text);
+    let found = tokio::task::spawn_blocking(move || store.api_token(&hash)).await??;
+    match found {
+        Some(token) if token.is_valid_at(ww_app::daemon::now()) => Ok(Some(token)),
+        Some(_) => Err(ApiError::token_expired()),
+        None => Err(ApiError::unauthorized()),
+    }
 }
 
+fn refuse(reason: &'static str, error: ApiError) -> Response {
+    metrics::counter!(metric_names::WS_REFUSED_TOTAL, "reason" => reason).increment(1);
+    error.into_response()
+}
+
+/// `GET /ws`: the token is checked and a slot taken before the upgrade, so a
+/// refused client costs one HTTP response and no connection task.
 pub(crate) async fn upgrade(
     State(state): State<ApiState>,
     Query(query): Query<ConnectQuery>,
     headers: HeaderMap,
+    extensions: Extensions,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let token = token_of(&state, &headers, query.token.as_deref()).await;
+    let token = match authenticate(&state, &headers, query.token.as_deref()).await {
+        Ok(token) => token,
+        Err(error) => return refuse("unauthorized", error),
+    };
+    if query.after.is_some() && token.is_none() {
+        return refuse("unauthorized", ApiError::unauthorized_for("replaying stored events (?after=) needs a token"));
+    }
+    let ip = extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+    let slot = match state.ws.try_register(ip, token.as_ref().map(|token| token.user.clone()), &state.ws_config) {
+        Ok(slot) => slot,
+        Err(Refusal::ServerFull) => {
+            tracing::warn!(limit = state.ws_config.max_connections, "WebSocket client refused: server full");
+            return refuse("server full", ApiError::unavailable("server_full", "too many WebSocket clients; try again later"));
+        }
+        Err(Refusal::IpFull) => {
+            tracing::warn!(ip = ?ip, limit = state.ws_config.max_connections_per_ip, "WebSocket client refused: too many from its address");
+            return refuse("too many from one address", ApiError::too_many_connections(state.ws_config.max_connections_per_ip));
+        }
+    };
+    let authenticated_at = Instant::now();
     // Clients send small control messages: a small read buffer (tungstenite's
     // default is 128 KiB per connection) keeps 10 000 clients affordable.
     upgrade
-        .max_message_size(64 * 1024)
+        .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| run_client(socket, state, query, token))
+        .on_upgrade(move |socket| run_client(socket, state, query, token, slot, authenticated_at))
 }
 
 /// One subscribed topic.
@@ -214,15 +314,16 @@ async fn authorize(state: &ApiState, token: Option<&ApiToken>, text: &str) -> Re
     if allowed { Ok(topic) } else { Err(format!("not allowed to subscribe to {}", topic.name())) }
 }
 
-/// Which message (if any) a client with `topics` gets for `published`. The
-/// event's JSON is serialized once per event, not once per client.
-fn message_for(topics: &BTreeSet<Topic>, wallet_users: &HashMap<WalletAddress, BTreeSet<String>>, published: &Published) -> Option<String> {
+/// Which message (if any) a client with `topics` gets for `published`;
+/// `users` are the users tracking its wallet. The event's JSON is serialized
+/// once per event, not once per client.
+fn message_for(topics: &BTreeMap<Topic, Instant>, users: Option<&BTreeSet<String>>, published: &Published) -> Option<String> {
     let wallet = &published.event.wallet;
-    if topics.contains(&Topic::Transactions) || topics.contains(&Topic::Wallet(wallet.clone())) {
+    if topics.contains_key(&Topic::Transactions) || topics.contains_key(&Topic::Wallet(wallet.clone())) {
         return Some(format!("{{\"type\":\"TransactionUpdate\",\"data\":{}}}", published.json()));
     }
-    let users = wallet_users.get(wallet)?;
-    topics.iter().find_map(|topic| match topic {
+    let users = users?;
+    topics.keys().find_map(|topic| match topic {
         Topic::User(user) if users.contains(user) => {
             let user_json = serde_json::to_string(user).ok()?;
             Some(format!("{{\"type\":\"UserActivity\",\"data\":{{\"user\":{user_json},\"event\":{}}}}}", published.json()))
@@ -233,8 +334,12 @@ fn message_for(topics: &BTreeSet<Topic>, wallet_users: &HashMap<WalletAddress, B
 
 /// Sends a message; a client that does not take it within `timeout` (its
 /// socket buffers are full: it stopped reading) counts as gone.
+async fn send_message(socket: &mut WebSocket, message: Message, timeout: Duration) -> bool {
+    matches!(tokio::time::timeout(timeout, socket.send(message)).await, Ok(Ok(())))
+}
+
 async fn send_text(socket: &mut WebSocket, text: String, timeout: Duration) -> bool {
-    matches!(tokio::time::timeout(timeout, socket.send(Message::Text(text.into()))).await, Ok(Ok(())))
+    send_message(socket, Message::Text(text.into()), timeout).await
 }
 
 /// Sends several messages with one flush, under the same timeout.
@@ -251,17 +356,53 @@ async fn send_batch(socket: &mut WebSocket, messages: Vec<String>, timeout: Dura
     matches!(tokio::time::timeout(timeout, write).await, Ok(Ok(())))
 }
 
+async fn send_json(socket: &mut WebSocket, value: &Value, timeout: Duration) -> bool {
+    send_text(socket, value.to_string(), timeout).await
+}
+
+/// Sends a close frame (bounded by `timeout` like every send) and counts it.
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str, timeout: Duration) {
+    metrics::counter!(metric_names::WS_CLOSED_TOTAL, "reason" => reason).increment(1);
+    let _ = send_message(socket, Message::Close(Some(CloseFrame { code, reason: reason.into() })), timeout).await;
+}
+
+fn notice(level: &str, message: &str) -> Value {
+    json!({"type": "Notification", "data": {"level": level, "message": message}})
+}
+
+/// One client's view of who tracks which wallet: the shared snapshot, plus
+/// wallets looked up since it was read (tracked in the last moment).
+struct Viewer {
+    access: tokio::sync::watch::Receiver<Arc<Access>>,
+    snapshot: Arc<Access>,
+    looked_up: HashMap<WalletAddress, BTreeSet<String>>,
+}
+
+impl Viewer {
+    /// The users tracking `wallet`; a wallet the snapshot does not know yet
+    /// is read from the store once.
+    async fn users(&mut self, state: &ApiState, wallet: &WalletAddress) -> Option<&BTreeSet<String>> {
+        if !self.snapshot.wallet_users.contains_key(wallet) && !self.looked_up.contains_key(wallet) {
+            let store = Arc::clone(&state.store);
+            let lookup = wallet.clone();
+            let record = tokio::task::spawn_blocking(move || store.wallet(&lookup)).await.ok().and_then(Result::ok).flatten();
+            self.looked_up.insert(wallet.clone(), record.map(|record| record.tracking_users).unwrap_or_default());
+        }
+        self.snapshot.wallet_users.get(wallet).or_else(|| self.looked_up.get(wallet))
+    }
+}
+
 /// Tells a client how many events it missed; closes it (1013) after
 /// [`MAX_LAGS_IN_WINDOW`] lags within [`LAG_WINDOW`]. `Break` means the
 /// connection is over.
 async fn report_lag(
     socket: &mut WebSocket,
-    recent_lags: &mut std::collections::VecDeque<tokio::time::Instant>,
+    recent_lags: &mut std::collections::VecDeque<Instant>,
     client: u64,
     missed: u64,
     timeout: Duration,
 ) -> std::ops::ControlFlow<()> {
-    let now = tokio::time::Instant::now();
+    let now = Instant::now();
     recent_lags.push_back(now);
     while recent_lags.front().is_some_and(|at| now.duration_since(*at) > LAG_WINDOW) {
         recent_lags.pop_front();
@@ -274,16 +415,10 @@ async fn report_lag(
         return std::ops::ControlFlow::Break(());
     }
     if recent_lags.len() >= MAX_LAGS_IN_WINDOW {
-        close(socket, CLOSE_TRY_AGAIN_LATER, "client too slow").await;
+        close(socket, CLOSE_TRY_AGAIN_LATER, "client too slow", timeout).await;
         return std::ops::ControlFlow::Break(());
     }
     std::ops::ControlFlow::Continue(())
-}
-
-async fn wallet_users(state: &ApiState) -> HashMap<WalletAddress, BTreeSet<String>> {
-    let store = Arc::clone(&state.store);
-    let records = tokio::task::spawn_blocking(move || store.wallets()).await.ok().and_then(Result::ok).unwrap_or_default();
-    records.into_iter().map(|record| (record.address, record.tracking_users)).collect()
 }
 
 /// Sends every stored event after `after` that the client's topics select,
@@ -293,8 +428,8 @@ async fn wallet_users(state: &ApiState) -> HashMap<WalletAddress, BTreeSet<Strin
 async fn replay(
     state: &ApiState,
     socket: &mut WebSocket,
-    topics: &BTreeSet<Topic>,
-    users: &mut HashMap<WalletAddress, BTreeSet<String>>,
+    topics: &BTreeMap<Topic, Instant>,
+    viewer: &mut Viewer,
     after: EventSeq,
     timeout: Duration,
 ) -> Option<EventSeq> {
@@ -308,8 +443,7 @@ async fn replay(
                 let events = match tokio::task::spawn_blocking(move || store.events(&query)).await {
                     Ok(Ok(events)) => events,
                     _ => {
-                        let notice = json!({"type": "Notification", "data": {"level": "error", "message": "the store cannot be read; reconnect with ?after= to resume"}});
-                        let _ = send_json(socket, &notice, timeout).await;
+                        let _ = send_json(socket, &notice("error", "the store cannot be read; reconnect with ?after= to resume"), timeout).await;
                         return None;
                     }
                 };
@@ -322,9 +456,7 @@ async fn replay(
             if stored.seq <= last_sent {
                 continue;
             }
-            if !users.contains_key(&stored.event.wallet) {
-                *users = wallet_users(state).await;
-            }
+            let users = viewer.users(state, &stored.event.wallet).await;
             messages.extend(message_for(topics, users, stored));
             last_sent = stored.seq;
         }
@@ -339,61 +471,158 @@ async fn replay(
     }
 }
 
-async fn send_json(socket: &mut WebSocket, value: &Value, timeout: Duration) -> bool {
-    send_text(socket, value.to_string(), timeout).await
-}
-
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    metrics::counter!(metric_names::WS_CLOSED_TOTAL, "reason" => reason).increment(1);
-    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
-}
-
-async fn run_client(mut socket: WebSocket, state: ApiState, query: ConnectQuery, token: Option<ApiToken>) {
-    let (connected, _, _) = state.ws.counts();
-    if connected >= state.ws_config.max_connections {
-        close(&mut socket, CLOSE_TRY_AGAIN_LATER, "server full").await;
-        return;
+/// Applies a new permission snapshot: a token no longer valid ends the
+/// stream (`Break`); wallet topics the token's user stopped tracking are
+/// dropped, and the client is told. Only permissions granted before the
+/// snapshot was read are judged by it.
+async fn apply_access(
+    socket: &mut WebSocket,
+    snapshot: &Access,
+    token: Option<&ApiToken>,
+    authenticated_at: Instant,
+    topics: &mut BTreeMap<Topic, Instant>,
+    timeout: Duration,
+) -> std::ops::ControlFlow<()> {
+    let Some(token) = token else { return std::ops::ControlFlow::Continue(()) };
+    if snapshot.read_at > authenticated_at && !snapshot.tokens.contains_key(&token.hash) {
+        tracing::info!(user = %token.user, token = token.id(), "WebSocket stream ended: its token was revoked or expired");
+        let _ = send_json(socket, &notice("error", "this token was revoked or has expired"), timeout).await;
+        close(socket, CLOSE_POLICY_VIOLATION, "token revoked or expired", timeout).await;
+        return std::ops::ControlFlow::Break(());
     }
-    let Some(id) = state.ws.register(query.user_id.clone().or_else(|| token.as_ref().map(|token| token.user.clone()))) else {
-        return;
-    };
+    if token.is_admin {
+        return std::ops::ControlFlow::Continue(());
+    }
+    let lost: Vec<Topic> = topics
+        .iter()
+        .filter(|(topic, granted_at)| {
+            snapshot.read_at > **granted_at
+                && matches!(topic, Topic::Wallet(address)
+                    if !snapshot.wallet_users.get(address).is_some_and(|users| users.contains(&token.user)))
+        })
+        .map(|(topic, _)| topic.clone())
+        .collect();
+    for topic in lost {
+        topics.remove(&topic);
+        metrics::counter!(metric_names::WS_TOPICS_REVOKED_TOTAL).increment(1);
+        let message = json!({"type": "Notification", "data": {"level": "warning", "message": "unsubscribed: you no longer track this wallet", "topic": topic.name()}});
+        if !send_json(socket, &message, timeout).await {
+            return std::ops::ControlFlow::Break(());
+        }
+    }
+    std::ops::ControlFlow::Continue(())
+}
+
+async fn run_client(
+    mut socket: WebSocket,
+    state: ApiState,
+    query: ConnectQuery,
+    token: Option<ApiToken>,
+    slot: Slot,
+    authenticated_at: Instant,
+) {
+    let id = slot.id;
     // A client that does not take a message within a heartbeat interval has
     // stopped reading.
     let send_timeout = state.ws_config.heartbeat_interval;
     // Subscribe to the broker before replaying, so nothing falls in between.
     let mut live = state.broker.subscribe();
-    let mut topics: BTreeSet<Topic> = BTreeSet::new();
+    let mut access = state.access.subscribe(&state.store);
+    let snapshot = Arc::clone(&access.borrow_and_update());
+    let mut viewer = Viewer { access, snapshot, looked_up: HashMap::new() };
+    let mut topics: BTreeMap<Topic, Instant> = BTreeMap::new();
     for text in query.subscriptions.as_deref().unwrap_or_default().split(',').filter(|text| !text.trim().is_empty()) {
         match authorize(&state, token.as_ref(), text).await {
             Ok(topic) => {
-                topics.insert(topic);
+                topics.insert(topic, authenticated_at);
             }
             Err(message) => {
-                let _ = send_json(&mut socket, &json!({"type": "Notification", "data": {"level": "error", "message": message}}), send_timeout).await;
+                if !send_json(&mut socket, &notice("error", &message), send_timeout).await {
+                    return;
+                }
             }
         }
     }
     state.ws.update_subscriptions(id, topics.len());
-    let mut users = wallet_users(&state).await;
     // The newest sequence number this client has been served (or skipped by
     // its topics). Events are published in order without gaps, so anything at
     // or below it on the live stream was already replayed.
     let mut last_sent = EventSeq(query.after.unwrap_or(0));
     if let Some(after) = query.after {
-        match replay(&state, &mut socket, &topics, &mut users, EventSeq(after), send_timeout).await {
+        match replay(&state, &mut socket, &topics, &mut viewer, EventSeq(after), send_timeout).await {
             Some(last) => last_sent = last,
-            None => {
-                state.ws.unregister(id);
-                return;
-            }
+            None => return,
         }
     }
     let mut heartbeat = tokio::time::interval(state.ws_config.heartbeat_interval);
     heartbeat.tick().await;
-    let mut last_seen = tokio::time::Instant::now();
-    let mut recent_lags: std::collections::VecDeque<tokio::time::Instant> = std::collections::VecDeque::new();
+    let mut last_seen = Instant::now();
+    let mut recent_lags: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
     loop {
+        // Permission changes first (nothing is sent under a revoked one),
+        // then the client's messages and heartbeats (a busy stream must
+        // not starve them), then events.
         tokio::select! {
+            biased;
+            changed = viewer.access.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                viewer.snapshot = Arc::clone(&viewer.access.borrow_and_update());
+                viewer.looked_up.clear();
+                if apply_access(&mut socket, &viewer.snapshot, token.as_ref(), authenticated_at, &mut topics, send_timeout).await.is_break() {
+                    break;
+                }
+                state.ws.update_subscriptions(id, topics.len());
+            }
+            incoming = socket.recv() => {
+                let Some(Ok(message)) = incoming else { break };
+                last_seen = Instant::now();
+                let Message::Text(text) = message else { continue };
+                let Ok(request) = serde_json::from_str::<Value>(text.as_str()) else {
+                    let help = notice("error", "messages are JSON: {\"type\":\"subscribe\",\"data\":{\"topic\":\"...\"}}");
+                    if !send_json(&mut socket, &help, send_timeout).await {
+                        break;
+                    }
+                    continue;
+                };
+                let topic_text = request["data"]["topic"].as_str().unwrap_or_default().to_string();
+                let reply = match request["type"].as_str() {
+                    Some("subscribe") => match authorize(&state, token.as_ref(), &topic_text).await {
+                        Ok(topic) => {
+                            let name = topic.name();
+                            topics.insert(topic, Instant::now());
+                            json!({"type": "Notification", "data": {"level": "info", "message": "subscribed", "topic": name}})
+                        }
+                        Err(message) => notice("error", &message),
+                    },
+                    Some("unsubscribe") => {
+                        topics.retain(|topic, _| topic.name() != topic_text.trim());
+                        json!({"type": "Notification", "data": {"level": "info", "message": "unsubscribed", "topic": topic_text}})
+                    }
+                    _ => notice("error", "type must be subscribe or unsubscribe"),
+                };
+                state.ws.update_subscriptions(id, topics.len());
+                if !send_json(&mut socket, &reply, send_timeout).await {
+                    break;
+                }
+            }
+            _ = heartbeat.tick() => {
+                if last_seen.elapsed() > state.ws_config.heartbeat_interval * 2 {
+                    close(&mut socket, 1001, "stale: no reply to heartbeats", send_timeout).await;
+                    break;
+                }
+                if !send_message(&mut socket, Message::Ping(Vec::new().into()), send_timeout).await {
+                    metrics::counter!(metric_names::WS_CLOSED_TOTAL, "reason" => "not reading").increment(1);
+                    break;
+                }
+                if topics.contains_key(&Topic::Status) {
+                    let beat = json!({"type": "Notification", "data": {"level": "info", "message": "heartbeat", "server_id": &*state.server_id}});
+                    if !send_json(&mut socket, &beat, send_timeout).await {
+                        break;
+                    }
+                }
+            }
             received = live.recv() => match received {
                 Ok(first) => {
                     // Under load, send what is already queued in one write:
@@ -416,10 +645,8 @@ async fn run_client(mut socket: WebSocket, state: ApiState, query: ConnectQuery,
                             continue;
                         }
                         last_sent = stored.seq;
-                        if !users.contains_key(&stored.event.wallet) {
-                            users = wallet_users(&state).await;
-                        }
-                        messages.extend(message_for(&topics, &users, stored));
+                        let users = viewer.users(&state, &stored.event.wallet).await;
+                        messages.extend(message_for(&topics, users, stored));
                     }
                     if !send_batch(&mut socket, messages, send_timeout).await {
                         metrics::counter!(metric_names::WS_CLOSED_TOTAL, "reason" => "not reading").increment(1);
@@ -438,49 +665,7 @@ async fn run_client(mut socket: WebSocket, state: ApiState, query: ConnectQuery,
                 }
                 Err(RecvError::Closed) => break,
             },
-            incoming = socket.recv() => {
-                let Some(Ok(message)) = incoming else { break };
-                last_seen = tokio::time::Instant::now();
-                let Message::Text(text) = message else { continue };
-                let Ok(request) = serde_json::from_str::<Value>(text.as_str()) else {
-                    let _ = send_json(&mut socket, &json!({"type": "Notification", "data": {"level": "error", "message": "messages are JSON: {\"type\":\"subscribe\",\"data\":{\"topic\":\"...\"}}"}}), send_timeout).await;
-                    continue;
-                };
-                let topic_text = request["data"]["topic"].as_str().unwrap_or_default().to_string();
-                let reply = match request["type"].as_str() {
-                    Some("subscribe") => match authorize(&state, token.as_ref(), &topic_text).await {
-                        Ok(topic) => {
-                            let name = topic.name();
-                            topics.insert(topic);
-                            json!({"type": "Notification", "data": {"level": "info", "message": "subscribed", "topic": name}})
-                        }
-                        Err(message) => json!({"type": "Notification", "data": {"level": "error", "message": message}}),
-                    },
-                    Some("unsubscribe") => {
-                        topics.retain(|topic| topic.name() != topic_text.trim());
-                        json!({"type": "Notification", "data": {"level": "info", "message": "unsubscribed", "topic": topic_text}})
-                    }
-                    _ => json!({"type": "Notification", "data": {"level": "error", "message": "type must be subscribe or unsubscribe"}}),
-                };
-                state.ws.update_subscriptions(id, topics.len());
-                if !send_json(&mut socket, &reply, send_timeout).await {
-                    break;
-                }
-            }
-            _ = heartbeat.tick() => {
-                if last_seen.elapsed() > state.ws_config.heartbeat_interval * 2 {
-                    close(&mut socket, 1001, "stale: no reply to heartbeats").await;
-                    state.ws.unregister(id);
-                    return;
-                }
-                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    break;
-                }
-                if topics.contains(&Topic::Status) {
-                    let _ = send_json(&mut socket, &json!({"type": "Notification", "data": {"level": "info", "message": "heartbeat", "server_id": &*state.server_id}}), send_timeout).await;
-                }
-            }
         }
     }
-    state.ws.unregister(id);
+    drop(slot);
 }

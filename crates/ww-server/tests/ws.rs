@@ -1,6 +1,7 @@
 //! The WebSocket fan-out over a real listener: topics and their tokens,
-//! replay after a sequence number, lag reports, the connection limit and
-//! `/api/ws/connections`.
+//! replay after a sequence number, lag reports, the connection caps,
+//! authentication before the upgrade, permissions that follow revocations
+//! and untracking, and `/api/ws/connections`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,8 @@ struct Server {
     address: std::net::SocketAddr,
     broker: Broker,
     reader: String,
+    admin: String,
+    store: Arc<RedbStore>,
     wallet: WalletAddress,
     other_wallet: WalletAddress,
     _shutdown: tokio_util::sync::DropGuard,
@@ -33,25 +36,39 @@ async fn start(broker: Broker, ws_config: WsConfig) -> Server {
     let store = Arc::new(RedbStore::open_in_dir(dir.path()).expect("store"));
     let (reader, hash) = generate_token().expect("token");
     store.save_api_token(&ApiToken { hash, user: "alice".into(), is_admin: false, created_at: UnixMillis(0), expires_at: None }).expect("token");
+    let (admin, hash) = generate_token().expect("token");
+    store.save_api_token(&ApiToken { hash, user: "root".into(), is_admin: true, created_at: UnixMillis(0), expires_at: None }).expect("token");
     let wallet = ww_test_utils::fresh_address();
     let other_wallet = ww_test_utils::fresh_address();
     for (address, user) in [(&wallet, "alice"), (&other_wallet, "bob")] {
-        let request = TrackRequest { chain: Chain::Solana, address: address.clone(), label: None, user: user.into(), filter: None, destination: None, start_slot: None };
+        let request = TrackRequest { chain: Chain::Solana, address: address.clone(), label: None, user: user.into(), filter: None, destination: None, start_slot: None, shares_label: true, max_wallets: None };
         store.track_wallet(&request, UnixMillis(0)).expect("track");
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
-    let state = ApiState::new(store, Health::default()).with_fanout(broker.clone(), ws_config, "test-server");
+    let state = ApiState::new(Arc::clone(&store) as Arc<dyn ww_core::store::Store>, Health::default()).with_fanout(broker.clone(), ws_config, "test-server");
     let shutdown = CancellationToken::new();
     tokio::spawn(serve(listener, state, shutdown.clone()));
-    Server { _dir: dir, address, broker, reader, wallet, other_wallet, _shutdown: shutdown.drop_guard() }
+    Server { _dir: dir, address, broker, reader, admin, store, wallet, other_wallet, _shutdown: shutdown.drop_guard() }
 }
 
 type Client = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(server: &Server, query: &str) -> Client {
+    try_connect(server, query).await.expect("connect")
+}
+
+/// Connects; a refusal before the upgrade is its HTTP status and body.
+async fn try_connect(server: &Server, query: &str) -> Result<Client, (u16, Value)> {
     let url = format!("ws://{}/ws?{query}", server.address);
-    tokio_tungstenite::connect_async(url).await.expect("connect").0
+    match tokio_tungstenite::connect_async(url).await {
+        Ok((client, _)) => Ok(client),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = response.body().as_deref().map(|bytes| serde_json::from_slice(bytes).unwrap_or(Value::Null)).unwrap_or(Value::Null);
+            Err((response.status().as_u16(), body))
+        }
+        Err(error) => panic!("connect: {error}"),
+    }
 }
 
 /// The next text (or close) message; pings do not extend the 10 s deadline.
@@ -118,7 +135,7 @@ async fn wallet_topics_need_a_token_of_a_tracking_user() {
     anonymous.send(Message::text(json!({"type": "subscribe", "data": {"topic": "status"}}).to_string())).await.expect("send");
     assert_eq!(next_json(&mut anonymous).await["data"]["message"], "subscribed");
 
-    let stats: Value = serde_json::from_str(&http_get(server.address, "/api/ws/connections").await).expect("json");
+    let stats: Value = serde_json::from_str(&http_get(server.address, "/api/ws/connections", Some(&server.admin)).await).expect("json");
     assert_eq!(stats["total_connections"], 2);
     assert_eq!(stats["server_id"], "test-server");
     assert_eq!(stats["subscriptions"], 3);
@@ -160,20 +177,30 @@ async fn a_slow_client_is_told_how_many_it_missed() {
 }
 
 #[tokio::test]
-async fn clients_beyond_the_limit_are_closed_with_1013() {
-    let server = start(Broker::default(), WsConfig { max_connections: 1, heartbeat_interval: Duration::from_secs(30) }).await;
+async fn clients_beyond_the_limit_are_refused_before_the_upgrade() {
+    let config = WsConfig { max_connections: 1, max_connections_per_ip: 10, heartbeat_interval: Duration::from_secs(30) };
+    let server = start(Broker::default(), config).await;
     let mut first = connect(&server, "subscriptions=status").await;
     sync(&mut first).await;
-    let mut second = connect(&server, "subscriptions=status").await;
-    assert_eq!(next_json(&mut second).await, json!({"closed": 1013}));
+    let (status, body) = try_connect(&server, "subscriptions=status").await.expect_err("refused");
+    assert_eq!((status, body["error"]["code"].clone()), (503, json!("server_full")), "{body}");
+    // The slot is free again once the first client leaves.
+    first.close(None).await.expect("close");
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while try_connect(&server, "subscriptions=status").await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the slot was never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
-async fn http_get(address: std::net::SocketAddr, path: &str) -> String {
+async fn http_get(address: std::net::SocketAddr, path: &str, token: Option<&str>) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let authorization = token.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
     let request = async {
         let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
         stream
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes())
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n{authorization}Connection: close\r\n\r\n").as_bytes())
             .await
             .expect("write");
         let mut response = String::new();
@@ -209,7 +236,7 @@ async fn a_client_that_keeps_lagging_is_closed_with_1013() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_dropped_while_others_get_everything() {
-    let config = WsConfig { max_connections: 10, heartbeat_interval: Duration::from_secs(1) };
+    let config = WsConfig { max_connections: 10, max_connections_per_ip: 10, heartbeat_interval: Duration::from_secs(1) };
     let server = start(Broker::new(65_536, 100), config).await;
     let query = format!("subscriptions=wallet:{}&token={}", server.wallet, server.reader);
     let _stuck = connect(&server, &query).await;
@@ -239,11 +266,139 @@ async fn a_client_that_stops_reading_is_dropped_while_others_get_everything() {
     assert_eq!(received, total, "the fast client got every event");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let stats: Value = serde_json::from_str(&http_get(server.address, "/api/ws/connections").await).expect("json");
+        let stats: Value = serde_json::from_str(&http_get(server.address, "/api/ws/connections", Some(&server.admin)).await).expect("json");
         if stats["total_connections"] == 1 {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "the stuck client was never dropped: {stats}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caps_hold_under_a_burst_of_connections() {
+    // Twenty clients at once against a cap of five: the check and the slot
+    // are one step, so exactly five get in, however the handshakes interleave.
+    let config = WsConfig { max_connections: 5, max_connections_per_ip: 100, heartbeat_interval: Duration::from_secs(30) };
+    let server = Arc::new(start(Broker::default(), config).await);
+    let attempts: Vec<_> = (0..20)
+        .map(|_| {
+            let server = Arc::clone(&server);
+            tokio::spawn(async move { try_connect(&server, "subscriptions=status").await })
+        })
+        .collect();
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for attempt in attempts {
+        match attempt.await.expect("task") {
+            Ok(client) => admitted.push(client),
+            Err((status, _)) => {
+                assert_eq!(status, 503);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((admitted.len(), refused), (5, 15));
+
+    // One address may hold at most `max_connections_per_ip` of them.
+    let config = WsConfig { max_connections: 100, max_connections_per_ip: 2, heartbeat_interval: Duration::from_secs(30) };
+    let server = start(Broker::default(), config).await;
+    let _first = connect(&server, "subscriptions=status").await;
+    let _second = connect(&server, "subscriptions=status").await;
+    let (status, body) = try_connect(&server, "subscriptions=status").await.expect_err("refused");
+    assert_eq!((status, body["error"]["code"].clone()), (429, json!("too_many_connections")), "{body}");
+}
+
+#[tokio::test]
+async fn tokens_are_checked_before_the_upgrade_and_replay_needs_one() {
+    let server = start(Broker::default(), WsConfig::default()).await;
+    for seq in 1..=3 {
+        server.broker.publish(stored(&server.wallet, seq));
+    }
+    let (status, body) = try_connect(&server, "subscriptions=status&token=ww_forged").await.expect_err("refused");
+    assert_eq!((status, body["error"]["code"].clone()), (401, json!("unauthorized")), "{body}");
+    let (status, body) = try_connect(&server, "subscriptions=status&after=0").await.expect_err("refused");
+    assert_eq!((status, body["error"]["code"].clone()), (401, json!("unauthorized")), "{body}");
+    let (expired, hash) = generate_token().expect("token");
+    server
+        .store
+        .save_api_token(&ApiToken { hash, user: "alice".into(), is_admin: false, created_at: UnixMillis(0), expires_at: Some(UnixMillis(1)) })
+        .expect("token");
+    let (status, body) = try_connect(&server, &format!("subscriptions=user:alice&token={expired}")).await.expect_err("refused");
+    assert_eq!((status, body["error"]["code"].clone()), (401, json!("token_expired")), "{body}");
+    // Refused clients took no slot.
+    let stats: Value = serde_json::from_str(&http_get(server.address, "/api/ws/connections", Some(&server.admin)).await).expect("json");
+    assert_eq!(stats["total_connections"], 0, "{stats}");
+    // With a valid token, replay serves only what the token's user may see.
+    let mut client = connect(&server, &format!("subscriptions=wallet:{}&after=0&token={}", server.other_wallet, server.reader)).await;
+    assert_eq!(next_json(&mut client).await["data"]["level"], "error", "bob's wallet is refused");
+    sync(&mut client).await;
+}
+
+#[tokio::test]
+async fn the_connections_endpoint_needs_an_admin_token() {
+    let server = start(Broker::default(), WsConfig::default()).await;
+    let _client = connect(&server, &format!("subscriptions=user:alice&token={}", server.reader)).await;
+    let anonymous: Value = serde_json::from_str(&http_get(server.address, "/api/ws/connections", None).await).expect("json");
+    assert_eq!(anonymous["error"]["code"], "unauthorized", "{anonymous}");
+    let reader: Value = serde_json::from_str(&http_get(server.address, "/api/ws/connections?user_id=root", Some(&server.reader)).await).expect("json");
+    assert_eq!(reader["error"]["code"], "forbidden", "{reader}");
+    let admin: Value = serde_json::from_str(&http_get(server.address, "/api/ws/connections", Some(&server.admin)).await).expect("json");
+    assert_eq!((admin["total_connections"].clone(), admin["active_users"].clone()), (json!(1), json!(1)), "{admin}");
+    // A client cannot choose who it is counted as.
+    let _claimed = connect(&server, "subscriptions=status&user_id=bob").await;
+    let admin: Value = serde_json::from_str(&http_get(server.address, "/api/ws/connections", Some(&server.admin)).await).expect("json");
+    assert_eq!((admin["total_connections"].clone(), admin["active_users"].clone()), (json!(2), json!(1)), "{admin}");
+}
+
+/// Skips heartbeats and reads until `wanted` matches, under the 10 s deadline
+/// of each read.
+async fn next_matching(client: &mut Client, wanted: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        let message = next_json(client).await;
+        if wanted(&message) {
+            return message;
+        }
+        assert_ne!(message["type"], "TransactionUpdate", "an event arrived first: {message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untracking_and_revoking_end_what_the_client_may_no_longer_see() {
+    let server = start(Broker::default(), WsConfig::default()).await;
+    let (token, hash) = generate_token().expect("token");
+    server.store.save_api_token(&ApiToken { hash, user: "alice".into(), is_admin: false, created_at: UnixMillis(0), expires_at: None }).expect("token");
+    let kept = ww_test_utils::fresh_address();
+    let request = TrackRequest { chain: Chain::Solana, address: kept.clone(), label: None, user: "alice".into(), filter: None, destination: None, start_slot: None, shares_label: true, max_wallets: None };
+    server.store.track_wallet(&request, UnixMillis(0)).expect("track");
+    let wallet_topic = format!("wallet:{}", server.wallet);
+    let mut by_wallet = connect(&server, &format!("subscriptions={wallet_topic},wallet:{kept}&token={token}")).await;
+    let mut by_user = connect(&server, &format!("subscriptions=user:alice&token={token}")).await;
+    sync(&mut by_wallet).await;
+    sync(&mut by_user).await;
+    server.broker.publish(stored(&server.wallet, 1));
+    assert_eq!(next_json(&mut by_wallet).await["data"]["seq"], 1);
+    assert_eq!(next_json(&mut by_user).await["data"]["event"]["seq"], 1);
+
+    // Alice untracks the wallet: the wallet topic is dropped (she is told),
+    // and her user topic no longer carries it.
+    ww_app::wallets::untrack(server.store.as_ref(), server.wallet.as_str(), "alice").expect("untrack");
+    let notice = next_matching(&mut by_wallet, |message| message["data"]["level"] == "warning").await;
+    assert_eq!(notice["data"]["topic"], wallet_topic.as_str(), "{notice}");
+    // The snapshot that dropped the topic was published before this round
+    // trip, and a client applies permission changes before anything else.
+    sync(&mut by_user).await;
+    server.broker.publish(stored(&server.wallet, 2));
+    server.broker.publish(stored(&kept, 3));
+    let next = next_matching(&mut by_user, |message| message["type"] == "UserActivity").await;
+    assert_eq!(next["data"]["event"]["seq"], 3, "the untracked wallet's event 2 reached alice's user topic: {next}");
+    let next = next_matching(&mut by_wallet, |message| message["type"] == "TransactionUpdate").await;
+    assert_eq!(next["data"]["seq"], 3, "the untracked wallet's event 2 reached its dropped topic: {next}");
+
+    // The token is revoked: both streams end with 1008.
+    server.store.revoke_api_tokens(&ww_core::store::TokenSelection::User("alice".into())).expect("revoke");
+    for client in [&mut by_wallet, &mut by_user] {
+        let closed = next_matching(client, |message| message.get("closed").is_some()).await;
+        assert_eq!(closed, json!({"closed": 1008}));
     }
 }

@@ -38,7 +38,7 @@ fn track_all(store: &RedbStore) {
             user: "bench".into(),
             filter: None,
             destination: None,
-            start_slot: None,
+            start_slot: None, shares_label: true, max_wallets: None,
         };
         store.track_wallet(&request, UnixMillis(0)).expect("track");
     }

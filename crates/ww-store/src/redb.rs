@@ -172,18 +172,33 @@ impl Store for RedbStore {
         let outcome = {
             let mut wallets = write.open_table(WALLETS).map_err(table_error)?;
             let existing = Self::read_wallet(&wallets, &request.address)?;
+            if let Some(limit) = request.max_wallets
+                && !existing.as_ref().is_some_and(|record| record.tracking_users.contains(&request.user))
+            {
+                let user_subscriptions = write.open_table(USER_SUBSCRIPTIONS).map_err(table_error)?;
+                let tracked = user_subscriptions
+                    .range((request.user.as_str(), "")..)
+                    .map_err(storage_error)?
+                    .take_while(|entry| entry.as_ref().is_ok_and(|(key, _)| key.value().0 == request.user))
+                    .take(limit)
+                    .count();
+                if tracked >= limit {
+                    return Err(StoreError::QuotaReached { limit });
+                }
+            }
+            let shared_label = if request.shares_label { request.label.clone() } else { None };
             let (record, outcome) = match existing {
                 Some(mut record) => {
                     let is_new_user = record.tracking_users.insert(request.user.clone());
-                    if request.label.is_some() {
-                        record.label.clone_from(&request.label);
+                    if shared_label.is_some() {
+                        record.label = shared_label;
                     }
                     (record, if is_new_user { TrackOutcome::UserAdded } else { TrackOutcome::AlreadyTracked })
                 }
                 None => (
                     WalletRecord {
                         address: request.address.clone(),
-                        label: request.label.clone(),
+                        label: shared_label,
                         chain: request.chain,
                         tracking_users: BTreeSet::from([request.user.clone()]),
                         added_at: now,

@@ -22,7 +22,7 @@ fn event(wallet: &WalletAddress, signature_byte: u8, slot: u64) -> ActivityEvent
 
 fn track(store: &RedbStore, wallet: &WalletAddress, user: &str) -> TrackOutcome {
     let request =
-        TrackRequest { chain: Chain::Solana, address: wallet.clone(), label: None, user: user.into(), filter: None, destination: None, start_slot: None };
+        TrackRequest { chain: Chain::Solana, address: wallet.clone(), label: None, user: user.into(), filter: None, destination: None, start_slot: None, shares_label: true, max_wallets: None };
     store.track_wallet(&request, UnixMillis(10)).expect("track")
 }
 
@@ -539,7 +539,7 @@ fn subscriptions_follow_track_untrack_and_keep_filters_and_destinations() {
         user: "discord:1".into(),
         filter: Some(filter.clone()),
         destination: Some("discord-channel:9".parse().expect("valid")),
-        start_slot: Some(77),
+        start_slot: Some(77), shares_label: true, max_wallets: None,
     };
     store.track_wallet(&request, UnixMillis(1)).expect("track");
     assert_eq!(store.wallet(&wallet).expect("read").expect("tracked").start_slot, Some(77));
