@@ -162,8 +162,10 @@ pub(crate) enum Command {
         #[arg(long, value_name = "URL")]
         ws_url: Option<String>,
     },
-    /// Feed a capture through the real pipeline into the data directory and
-    /// print throughput, latency, CPU and peak memory.
+    /// Feed a capture through the real pipeline into the data directory (one
+    /// of its own: a directory holding other users' wallets is refused) and
+    /// print throughput, latency, CPU and peak memory. Sandboxed: the
+    /// Telegram bot is not polled, and no alert is sent unless --deliver-alerts.
     Replay {
         /// The capture file.
         file: std::path::PathBuf,
@@ -173,6 +175,9 @@ pub(crate) enum Command {
         /// JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Send the replayed events' alerts to the `replay` user's configured destinations.
+        #[arg(long)]
+        deliver_alerts: bool,
     },
     /// Print the effective configuration (secrets redacted), or every error in it.
     CheckConfig,

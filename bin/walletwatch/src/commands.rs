@@ -187,7 +187,9 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
         Command::Discord(DiscordCommand::RegisterCommands) => register_commands(&config).await,
         Command::Telegram(command) => telegram_webhook(&config, command).await,
         Command::Capture { out, duration, .. } => capture(config, &out, duration).await,
-        Command::Replay { file, speed, json } => replay(config, &file, &speed, json).await,
+        Command::Replay { file, speed, json, deliver_alerts } => {
+            replay(config, &file, &speed, json, ww_server::replay::Sandbox { deliver_alerts }).await
+        }
         Command::Bench(BenchCommand::Compare { duration, interval, wallets, transfers_per_minute, payer, .. }) => {
             if duration == 0 || interval == 0 || wallets == 0 || transfers_per_minute.is_nan() || transfers_per_minute <= 0.0 {
                 return Err(Failure::Usage(anyhow!("--duration, --interval, --wallets and --transfers-per-minute must be positive")));
@@ -733,11 +735,11 @@ async fn capture(config: Config, out: &Path, duration: Option<u64>) -> CommandRe
     Ok(())
 }
 
-async fn replay(config: Config, file: &Path, speed: &str, json: bool) -> CommandResult {
+async fn replay(config: Config, file: &Path, speed: &str, json: bool, sandbox: ww_server::replay::Sandbox) -> CommandResult {
     let speed: ww_server::replay::Speed = speed.parse().map_err(|error: String| Failure::Usage(anyhow!(error)))?;
     let (header, records) = ww_solana::capture::CaptureReader::open(file).map_err(|error| Failure::Usage(anyhow!(error)))?;
     let shutdown = crate::signals::install().map_err(Failure::Runtime)?;
-    let report = ww_server::replay::run(config, &header, records, speed, shutdown).await?;
+    let report = ww_server::replay::run(config, &header, records, speed, sandbox, shutdown).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|error| Failure::Runtime(error.into()))?);
     } else {

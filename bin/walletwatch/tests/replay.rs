@@ -86,3 +86,103 @@ async fn a_replayed_capture_stores_exactly_the_live_events_once() {
     assert_eq!(second["events"], 0, "a second replay stored events: {second}");
     assert_eq!(stored_events(replayed.path()).len(), replayed_events.len());
 }
+
+/// A small synthetic capture (no node needed).
+fn synthetic_capture(dir: &std::path::Path) -> std::path::PathBuf {
+    let capture = dir.join("synth.jsonl.gz");
+    let binary = ww_test_utils::localnet_binary().expect("walletwatch-localnet");
+    let output = std::process::Command::new(binary)
+        .args(["synth-capture", "--wallets", "3", "--transactions", "30", "--seed", "7", "--out"])
+        .arg(&capture)
+        .output()
+        .expect("synth-capture");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    capture
+}
+
+/// Bug: a replay ran the delivery workers and the Telegram bot's polling
+/// with the configured destinations and tokens: replaying a capture sent
+/// real alerts and consumed (and answered) the bot's pending commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_sends_no_alert_and_reads_no_bot_update() {
+    let server = ww_test_utils::contracts::ContractServer::start("bot", "1:tg").await.expect("contract server");
+    server.push_telegram_message(5, 6, "/list");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capture = synthetic_capture(dir.path());
+    let config = dir.path().join("walletwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[telegram]
+api_base_url = "{telegram}"
+bot_token = "1:tg"
+mode = "polling"
+poll_timeout_secs = 1
+
+[discord]
+api_base_url = "{discord}"
+bot_token = "bot"
+
+[destinations.hook]
+kind = "webhook"
+url = "{hook}"
+secret = "0123456789abcdef0123"
+
+[destinations.channel]
+kind = "discord_webhook"
+url = "{discord_webhook}"
+
+[users.replay]
+destinations = ["webhook:hook", "discord-webhook:channel", "telegram:5"]
+"#,
+            telegram = server.telegram_api(),
+            discord = server.discord_api(),
+            hook = server.webhook_url("hook", "0123456789abcdef0123"),
+            discord_webhook = server.discord_webhook_url(9),
+        ),
+    )
+    .expect("config");
+    let data_dir = dir.path().join("replay");
+    let output = walletwatch(&data_dir).arg("--config").arg(&config).args(["replay", "--json"]).arg(&capture).output().expect("replay");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("report");
+    assert!(report["events"].as_u64().unwrap_or(0) > 0, "the replay stored events: {report}");
+    assert_eq!(server.received(), Vec::new(), "the replay sent alerts or answered a command");
+    assert!(server.contract_violations().is_empty(), "{:?}", server.contract_violations());
+
+    // Asked for, alerts go to the replay user's destinations; the bot's
+    // updates are still left alone.
+    let delivering = dir.path().join("delivering");
+    let output = walletwatch(&delivering)
+        .arg("--config")
+        .arg(&config)
+        .args(["replay", "--json", "--deliver-alerts"])
+        .arg(&capture)
+        .output()
+        .expect("replay");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while server.received_by("webhook:hook").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no alert was delivered with --deliver-alerts");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let answered = server.received().into_iter().any(|message| message.body["text"].as_str().is_some_and(|text| text.contains("No wallets tracked")));
+    assert!(!answered, "the replay answered the bot's pending /list");
+}
+
+#[test]
+fn a_replay_refuses_a_data_directory_with_other_users_wallets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capture = synthetic_capture(dir.path());
+    let data_dir = dir.path().join("production");
+    track(&data_dir, &fresh_address());
+    let output = walletwatch(&data_dir).args(["replay", "--json"]).arg(&capture).output().expect("replay");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("1 wallets tracked by users other than \"replay\""), "{stderr}");
+    assert_eq!(stored_events(&data_dir).len(), 0);
+    let listed = walletwatch(&data_dir).args(["list", "--json"]).output().expect("list");
+    let wallets: Value = serde_json::from_slice(&listed.stdout).expect("list json");
+    assert_eq!(wallets.as_array().map(Vec::len), Some(1), "the replay tracked nothing there: {wallets}");
+}

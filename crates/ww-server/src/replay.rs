@@ -5,7 +5,10 @@
 //! and once every wallet is subscribed the recorded notifications go out to
 //! the matching subscriptions, at the recorded pace scaled by the speed, or
 //! as fast as the daemon takes them. The daemon is walletwatch's own (decode,
-//! dedup, store, routing, outbox, fan-out), on the data directory given.
+//! dedup, store, routing, outbox, fan-out), on the data directory given,
+//! which must hold no wallet of anyone but the replay's user. It is
+//! sandboxed: no Telegram polling, and no alert destination unless asked
+//! for ([`Sandbox`]).
 //!
 //! Answers: `getTransaction` by signature; `getSignaturesForAddress` from an
 //! index of every entry the capture saw for the address (with `before`,
@@ -472,15 +475,61 @@ fn peak_memory_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-/// Replays `capture` into the store of `config.data_dir` through the real daemon.
+/// The user replayed wallets are tracked for.
+pub const REPLAY_USER: &str = "replay";
+
+/// What a replay may reach besides its own loopback node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sandbox {
+    /// Deliver alerts to the configured Discord, Telegram and webhook
+    /// destinations (the `replay` user's). Off by default: a replay never
+    /// sends a real alert unless asked to.
+    pub deliver_alerts: bool,
+}
+
+/// Makes `config` safe for a replay: no chat bot ever answers or consumes
+/// commands (Telegram polling off: the bot's updates are left for the real
+/// daemon), and without [`Sandbox::deliver_alerts`] no destination is
+/// configured at all.
+fn sandboxed(mut config: ww_config::Config, sandbox: Sandbox) -> ww_config::Config {
+    // The replay serves no API, so webhook mode means no command handling.
+    config.telegram.mode = ww_config::alerts::TelegramMode::Webhook;
+    if !sandbox.deliver_alerts {
+        config.discord.bot_token = None;
+        config.telegram.bot_token = None;
+        config.destinations.clear();
+        config.users.clear();
+    }
+    config
+}
+
+/// Refuses a store that holds wallets tracked by anyone but the replay: a
+/// replay writes wallets and events, and must not write them among a real
+/// daemon's.
+fn check_replay_store(store: &dyn ww_core::store::Store, data_dir: &std::path::Path) -> Result<(), ww_app::AppError> {
+    let foreign = store.wallets()?.into_iter().filter(|record| record.tracking_users.iter().any(|user| user != REPLAY_USER)).count();
+    if foreign > 0 {
+        return Err(ww_app::AppError::Rejected(format!(
+            "{} holds {foreign} wallets tracked by users other than {REPLAY_USER:?}: a replay writes wallets and events, so it \
+             runs only on a data directory of its own (pass --data-dir with an empty or earlier replay's directory)",
+            data_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Replays `capture` into the store of `config.data_dir` through the real
+/// daemon, inside `sandbox`.
 pub async fn run(
-    mut config: ww_config::Config,
+    config: ww_config::Config,
     header: &CaptureHeader,
     records: impl IntoIterator<Item = Result<CaptureRecord, String>>,
     speed: Speed,
+    sandbox: Sandbox,
     shutdown: CancellationToken,
 ) -> Result<ReplayReport, ww_app::AppError> {
     let rejected = |message: String| ww_app::AppError::Rejected(message);
+    let mut config = sandboxed(config, sandbox);
     let wallets = header.wallets.clone();
     let node = ReplayNode::start(records).await.map_err(rejected)?;
     let env = HashMap::from([
@@ -492,10 +541,11 @@ pub async fn run(
     config.solana.rpc_requests_per_second = None;
     config.solana.rpc_requests_per_second_per_method = None;
     let store: Arc<dyn ww_core::store::Store> = Arc::new(ww_store::RedbStore::open_in_dir(&config.data_dir)?);
+    check_replay_store(store.as_ref(), &config.data_dir)?;
     for wallet in &wallets {
         if store.wallet(wallet)?.is_none() {
             let options = ww_app::wallets::TrackOptions { start_slot: Some(node.start_slot()), ..Default::default() };
-            ww_app::wallets::track_with(store.as_ref(), wallet.as_str(), None, "replay", options, ww_app::daemon::now())?;
+            ww_app::wallets::track_with(store.as_ref(), wallet.as_str(), None, REPLAY_USER, options, ww_app::daemon::now())?;
         }
     }
     let wallet_count = store.wallets()?.len();

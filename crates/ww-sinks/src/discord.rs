@@ -242,13 +242,16 @@ pub enum InteractionError {
     Forged,
 }
 
-/// Parses the application's public key (hex).
+/// Parses the application's public key; `None` for bytes that are not a
+/// point, or a weak (small-order) key, under which signatures prove nothing.
 pub fn public_key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
-    VerifyingKey::from_bytes(bytes).ok()
+    VerifyingKey::from_bytes(bytes).ok().filter(|key| !key.is_weak())
 }
 
 /// Verifies an interaction: Ed25519 over `timestamp + body` with the
 /// application's key, and a timestamp within [`MAX_INTERACTION_AGE`] of `now`.
+/// Verification is strict (RFC 8032 with small-order keys and `R` refused),
+/// so no signature but the signer's own passes.
 pub fn verify_interaction(
     key: &VerifyingKey,
     signature_hex: Option<&str>,
@@ -265,7 +268,7 @@ pub fn verify_interaction(
     let mut message = Vec::with_capacity(timestamp.len() + body.len());
     message.extend_from_slice(timestamp.as_bytes());
     message.extend_from_slice(body);
-    key.verify(&message, &signature).map_err(|_| InteractionError::Forged)?;
+    key.verify_strict(&message, &signature).map_err(|_| InteractionError::Forged)?;
     if seconds.abs_diff(now_secs) > MAX_INTERACTION_AGE.as_secs() {
         return Err(InteractionError::Stale);
     }
@@ -374,6 +377,22 @@ mod tests {
         let other = SigningKey::from_bytes(&[8u8; 32]);
         let forged = hex::encode(other.sign(&[timestamp.as_bytes(), body].concat()).to_bytes());
         assert_eq!(verify_interaction(&key, Some(&forged), Some(timestamp), body, 1_700_000_000), Err(InteractionError::Forged));
+    }
+
+    /// Bug: plain `verify` accepts signatures with a small-order `R` under a
+    /// small-order key: the identity key and the all-identity signature
+    /// "signed" every body.
+    #[test]
+    fn small_order_keys_and_signatures_are_refused() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(public_key(&identity).is_none(), "a small-order key is not a usable public key");
+        let weak = VerifyingKey::from_bytes(&identity).expect("a point");
+        let mut signature = [0u8; 64];
+        signature[0] = 1;
+        let forged = hex::encode(signature);
+        let body = br#"{"type":2,"data":{"name":"track"}}"#;
+        assert_eq!(verify_interaction(&weak, Some(&forged), Some("1700000000"), body, 1_700_000_000), Err(InteractionError::Forged));
     }
 
     #[test]
