@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::{Value, json};
 use ww_config::Secret;
 use ww_config::alerts::DiscordConfig;
