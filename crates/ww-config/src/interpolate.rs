@@ -236,4 +236,53 @@ mod tests {
     fn unterminated_braces_are_an_error() {
         assert!(interpolate("x = \"${OPEN", &env(&[])).is_err());
     }
+
+    /// A TOML document, when the text is one.
+    fn parsed(text: &str) -> Option<toml::Table> {
+        toml::from_str(text).ok()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2048, failure_persistence: None, ..proptest::prelude::ProptestConfig::default() })]
+
+        /// Whatever an environment value holds (quotes, backslashes, newlines,
+        /// `${...}`, TOML syntax), it either lands verbatim as the one value
+        /// it stands for, or is refused with an error naming the variable:
+        /// the document around it never changes.
+        #[test]
+        fn no_value_changes_the_document(value in "(.|\\n|\"|'|\\\\|\\$\\{[A-Z]{1,3}\\}|=|\\[|#){0,24}") {
+            let vars = env(&[("V", value.as_str()), ("A", "other")]);
+            for (template, quoted) in [
+                ("a = \"pre ${V} post\"\nsentinel = 1\n", true),
+                ("a = 'pre ${V} post'\nsentinel = 1\n", true),
+                ("a = ${V}\nsentinel = 1\n", false),
+                ("[t]\na = [\"${V}\", 'x']\nsentinel = 1\n", true),
+            ] {
+                match interpolate(template, &vars) {
+                    Ok(text) => {
+                        let Some(table) = parsed(&text) else {
+                            // A bare value that is not a TOML value: the
+                            // loader reports the TOML error.
+                            proptest::prop_assert!(!quoted, "{template:?} with {value:?} gave invalid TOML: {text:?}");
+                            continue;
+                        };
+                        let table = table.get("t").and_then(toml::Value::as_table).cloned().unwrap_or(table);
+                        let keys: Vec<&String> = table.keys().collect();
+                        proptest::prop_assert_eq!(keys, vec!["a", "sentinel"], "{:?} with {:?}: {:?}", template, value, text);
+                        let a = match &table["a"] {
+                            toml::Value::Array(items) => items[0].clone(),
+                            other => other.clone(),
+                        };
+                        if quoted {
+                            let expected = if template.contains("pre") { format!("pre {value} post") } else { value.clone() };
+                            proptest::prop_assert_eq!(a.as_str(), Some(expected.as_str()));
+                        }
+                    }
+                    Err(errors) => {
+                        proptest::prop_assert!(errors.iter().all(|error| error.contains("V")), "{errors:?}");
+                    }
+                }
+            }
+        }
+    }
 }
