@@ -314,6 +314,14 @@ async fn authorize(state: &ApiState, token: Option<&ApiToken>, text: &str) -> Re
     if allowed { Ok(topic) } else { Err(format!("not allowed to subscribe to {}", topic.name())) }
 }
 
+/// Whether `topics` need to know who tracks `wallet` (only a `user:` topic
+/// does, and only when no other topic already selects the event).
+fn needs_users(topics: &BTreeMap<Topic, Instant>, wallet: &WalletAddress) -> bool {
+    !topics.contains_key(&Topic::Transactions)
+        && !topics.contains_key(&Topic::Wallet(wallet.clone()))
+        && topics.keys().any(|topic| matches!(topic, Topic::User(_)))
+}
+
 /// Which message (if any) a client with `topics` gets for `published`;
 /// `users` are the users tracking its wallet. The event's JSON is serialized
 /// once per event, not once per client.
@@ -456,7 +464,7 @@ async fn replay(
             if stored.seq <= last_sent {
                 continue;
             }
-            let users = viewer.users(state, &stored.event.wallet).await;
+            let users = if needs_users(topics, &stored.event.wallet) { viewer.users(state, &stored.event.wallet).await } else { None };
             messages.extend(message_for(topics, users, stored));
             last_sent = stored.seq;
         }
@@ -645,7 +653,11 @@ async fn run_client(
                             continue;
                         }
                         last_sent = stored.seq;
-                        let users = viewer.users(&state, &stored.event.wallet).await;
+                        let users = if needs_users(&topics, &stored.event.wallet) {
+                            viewer.users(&state, &stored.event.wallet).await
+                        } else {
+                            None
+                        };
                         messages.extend(message_for(&topics, users, stored));
                     }
                     if !send_batch(&mut socket, messages, send_timeout).await {
