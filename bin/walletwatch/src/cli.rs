@@ -227,12 +227,18 @@ pub(crate) struct FilterArgs {
     /// Only alert on movements this way: in, out or any.
     #[arg(long, value_name = "in|out|any")]
     pub(crate) direction: Option<ww_core::alert::Direction>,
-    /// Smallest SOL movement that alerts.
-    #[arg(long, value_name = "SOL")]
-    pub(crate) min_sol: Option<f64>,
+    /// Smallest native-coin movement that alerts, in whole coins (SOL, ETH,
+    /// POL); `--min-sol` is its Solana spelling.
+    #[arg(long, visible_alias = "min-sol", value_name = "AMOUNT")]
+    pub(crate) min_native: Option<f64>,
     /// Smallest token movement that alerts (whole tokens).
     #[arg(long, value_name = "AMOUNT")]
     pub(crate) min_token_amount: Option<f64>,
+    /// Smallest movement of one token that alerts, as MINT=AMOUNT (a mint or
+    /// token contract, whole tokens; repeat). Overrides --min-token-amount
+    /// for that token.
+    #[arg(long = "min-token", value_name = "MINT=AMOUNT")]
+    pub(crate) min_token: Vec<String>,
     /// Smallest USD value that alerts (when a price is known).
     #[arg(long, value_name = "USD")]
     pub(crate) min_usd: Option<f64>,

@@ -139,7 +139,7 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
             }
             let options = wallets::TrackOptions { filter: filter_from_args(filter)?, destination: None, start_slot, chat_quota: None };
             let (address, outcome) =
-                wallets::track_with(store.as_ref(), &address, label.as_deref(), &user, options, daemon::now())?;
+                wallets::track_with(store.as_ref(), &address, label.as_deref(), &user, options, ww_core::time::now())?;
             println!("{}", wallets::tracking_message(&address));
             if outcome == TrackOutcome::AlreadyTracked {
                 eprintln!("note: {address} was already tracked by {user:?}");
@@ -305,7 +305,7 @@ fn create_token(config: &Config, user: &str, is_admin: bool, expires_in: Option<
     };
     let store = open_store(config)?;
     let (token, hash) = ww_server::generate_token().map_err(|error| Failure::Runtime(anyhow!("no randomness available: {error}")))?;
-    let now = daemon::now();
+    let now = ww_core::time::now();
     let expires_at = lifetime.map(|lifetime| now.plus_millis(i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX)));
     let record = ww_core::store::ApiToken { hash, user: user.to_string(), is_admin, created_at: now, expires_at };
     store.save_api_token(&record)?;
@@ -321,7 +321,7 @@ fn create_token(config: &Config, user: &str, is_admin: bool, expires_in: Option<
 
 fn list_tokens(config: &Config, user: Option<&str>, json: bool) -> CommandResult {
     let store = open_store(config)?;
-    let now = daemon::now();
+    let now = ww_core::time::now();
     let tokens: Vec<ww_core::store::ApiToken> =
         store.api_tokens()?.into_iter().filter(|token| user.is_none_or(|user| token.user == user)).collect();
     if json {
@@ -427,7 +427,7 @@ fn print_stats(config: &Config, json: bool) -> CommandResult {
         return Ok(());
     }
     let hours = ((stats.saved_at.0 - stats.started_at.0) as f64 / 3_600_000.0).max(1.0 / 3600.0);
-    let age_secs = (daemon::now().0 - stats.saved_at.0) / 1000;
+    let age_secs = (ww_core::time::now().0 - stats.saved_at.0) / 1000;
     println!("{} (saved {age_secs}s ago, up {:.2} h)", stats.server_id, hours);
     println!("RPC calls per hour by method:");
     for (method, count) in &stats.rpc_calls {
@@ -437,7 +437,7 @@ fn print_stats(config: &Config, json: bool) -> CommandResult {
     println!("wallets per tier: {}", tiers.join(", "));
     match (stats.last_balance_refresh, stats.last_balance_round) {
         (Some(at), Some((accounts, calls))) => {
-            println!("last balance refresh: {}s ago, {accounts} accounts in {calls} calls", (daemon::now().0 - at.0) / 1000);
+            println!("last balance refresh: {}s ago, {accounts} accounts in {calls} calls", (ww_core::time::now().0 - at.0) / 1000);
         }
         _ => println!("last balance refresh: none yet"),
     }
@@ -527,8 +527,9 @@ fn filter_from_args(args: FilterArgs) -> Result<Option<ww_core::alert::AlertFilt
         texts.iter().map(|text| WalletAddress::parse(text).map_err(|error| Failure::Usage(error.into()))).collect()
     };
     let is_set = args.direction.is_some()
-        || args.min_sol.is_some()
+        || args.min_native.is_some()
         || args.min_token_amount.is_some()
+        || !args.min_token.is_empty()
         || args.min_usd.is_some()
         || !args.mints_allow.is_empty()
         || !args.mints_deny.is_empty()
@@ -537,10 +538,23 @@ fn filter_from_args(args: FilterArgs) -> Result<Option<ww_core::alert::AlertFilt
     if !is_set {
         return Ok(None);
     }
+    let mut min_token_amounts = std::collections::BTreeMap::new();
+    for pair in &args.min_token {
+        let (mint, amount) = pair.split_once('=').ok_or_else(|| {
+            Failure::Usage(anyhow::anyhow!("--min-token {pair:?}: expected MINT=AMOUNT, e.g. EPjF...Dt1v=100"))
+        })?;
+        let mint = WalletAddress::parse(mint).map_err(|error| Failure::Usage(error.into()))?;
+        let amount: f64 = amount
+            .trim()
+            .parse()
+            .map_err(|_| Failure::Usage(anyhow::anyhow!("--min-token {pair:?}: {amount:?} is not a number")))?;
+        min_token_amounts.insert(mint, amount);
+    }
     Ok(Some(ww_core::alert::AlertFilter {
         direction: args.direction.unwrap_or_default(),
-        min_sol: args.min_sol,
+        min_native: args.min_native,
         min_token_amount: args.min_token_amount,
+        min_token_amounts,
         min_usd: args.min_usd,
         mints_allow: parse_mints(args.mints_allow)?,
         mints_deny: parse_mints(args.mints_deny)?,
@@ -618,7 +632,7 @@ fn outbox(config: &Config, command: OutboxCommand) -> CommandResult {
                 println!("{}", serde_json::to_string_pretty(&document).map_err(|error| Failure::Runtime(error.into()))?);
                 return Ok(());
             }
-            let now = daemon::now();
+            let now = ww_core::time::now();
             if !dead {
                 println!("outbox: {} pending", store.outbox_depth()?);
                 for job in &pending {
@@ -645,7 +659,7 @@ fn outbox(config: &Config, command: OutboxCommand) -> CommandResult {
         }
         OutboxCommand::Retry { ids, all, destination } => {
             let selection = job_selection(ids, all, destination)?;
-            let moved = store.retry_dead_letters(&selection, daemon::now())?;
+            let moved = store.retry_dead_letters(&selection, ww_core::time::now())?;
             println!("{moved} dead letter(s) moved back to the outbox; a running `walletwatch run` delivers them now");
             Ok(())
         }
@@ -713,7 +727,7 @@ async fn capture(config: Config, out: &Path, duration: Option<u64>) -> CommandRe
         version: ww_solana::capture::CAPTURE_VERSION,
         wallets,
         commitment: config.solana.commitment.as_str().to_string(),
-        created_at_ms: daemon::now().0,
+        created_at_ms: ww_core::time::now().0,
         source: "capture".into(),
     };
     let recorder = ww_solana::capture::Capture::create(out, &header)

@@ -102,7 +102,7 @@ async fn a_transfer_the_stream_cannot_see_is_found_by_polling_once() {
     let matching: Vec<_> = events.iter().filter(|event| event.signature == signature).collect();
     assert_eq!(matching.len(), 1, "delivered exactly once");
     assert_eq!(matching[0].origin, Origin::Poll);
-    assert_eq!(matching[0].sol_delta, 2_000_000);
+    assert_eq!(matching[0].native_delta, 2_000_000);
 
     // Unblocked: back to Active, and still exactly once.
     ws_proxy.set_stalled(false);

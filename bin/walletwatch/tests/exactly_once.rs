@@ -54,7 +54,7 @@ async fn transfers_made_while_stopped_are_delivered_once_after_a_restart() {
     assert_eq!(distinct_pairs(&events), expected);
     for signature in &sent {
         let event = events.iter().find(|event| &event.signature == signature).expect("delivered");
-        assert_eq!(event.sol_delta, 2_000_000);
+        assert_eq!(event.native_delta, 2_000_000);
         assert_eq!(event.origin, ww_core::Origin::Backfill);
     }
 }

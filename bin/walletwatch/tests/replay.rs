@@ -19,7 +19,7 @@ fn essence(events: &[ActivityEvent]) -> BTreeSet<String> {
         .map(|event| {
             format!(
                 "{} {} {} {:?} {} {:?} {:?}",
-                event.wallet, event.signature, event.sol_delta, event.token_deltas, event.fee, event.outcome, event.counterparty
+                event.wallet, event.signature, event.native_delta, event.token_deltas, event.fee, event.outcome, event.counterparty
             )
         })
         .collect()

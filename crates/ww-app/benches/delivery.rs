@@ -69,7 +69,7 @@ async fn main() {
     let events: Vec<NewEvent> = (0..EVENTS)
         .map(|index| {
             let mut event = sample_event(&wallet, signature_from_seed(index as u64 + 1), index as u64 + 1);
-            event.emitted_at = ww_app::daemon::now();
+            event.emitted_at = ww_core::time::now();
             NewEvent { event, routes: routes.clone(), allows_before_tracking: false }
         })
         .collect();
@@ -117,7 +117,7 @@ async fn main() {
     for sample in 0..LATENCY_SAMPLES {
         let before = server.received_count();
         let mut event = sample_event(&wallet, signature_from_seed(1_000_000 + sample as u64), 1);
-        event.emitted_at = ww_app::daemon::now();
+        event.emitted_at = ww_core::time::now();
         let started = Instant::now();
         store.record_events(&[NewEvent { event, routes: routes[..1].to_vec(), allows_before_tracking: false }], &[]).expect("record");
         wake.notify_one();
@@ -133,7 +133,7 @@ async fn main() {
     let backlog: Vec<NewEvent> = (0..BACKLOG)
         .map(|index| {
             let mut event = sample_event(&wallet, signature_from_seed(2_000_000 + index as u64), 1);
-            event.emitted_at = ww_app::daemon::now();
+            event.emitted_at = ww_core::time::now();
             NewEvent { event, routes: vec![stuck.clone()], allows_before_tracking: false }
         })
         .collect();
@@ -145,7 +145,7 @@ async fn main() {
     for sample in 0..LATENCY_SAMPLES {
         let before = server.received_count();
         let mut event = sample_event(&wallet, signature_from_seed(3_000_000 + sample as u64), 1);
-        event.emitted_at = ww_app::daemon::now();
+        event.emitted_at = ww_core::time::now();
         let started = Instant::now();
         store.record_events(&[NewEvent { event, routes: routes[..1].to_vec(), allows_before_tracking: false }], &[]).expect("record");
         wake.notify_one();

@@ -161,7 +161,7 @@ pub async fn refresh(
         });
         report.calls += 1;
     }
-    let observed_at = crate::daemon::now();
+    let observed_at = ww_core::time::now();
     let mut observations = Vec::new();
     while let Some(joined) = batches.join_next().await {
         let Ok((batch, result)) = joined else { continue };

@@ -254,7 +254,7 @@ mod tests {
             signature,
             slot: ww_core::Slot(seq),
             block_time: None,
-            sol_delta: 0,
+            native_delta: 0,
             token_deltas: vec![],
             fee: 0,
             fee_payer: wallet,

@@ -137,6 +137,13 @@ pub enum CatchUpError {
     /// A task failed.
     #[error(transparent)]
     Task(#[from] tokio::task::JoinError),
+    /// The address's stored cursor is not a Solana position (a store shared
+    /// with another chain's data under the same address).
+    #[error("the cursor of {address} is not a Solana position; refusing to walk from it")]
+    ForeignCursor {
+        /// The address being walked.
+        address: WalletAddress,
+    },
     /// The fetching task stopped before every transaction was fetched.
     #[error("the walk of {address} was interrupted")]
     Interrupted {
@@ -280,15 +287,16 @@ impl CatchUp {
             let (owner, address) = (walk.owner.clone(), walk.address.clone());
             tokio::task::spawn_blocking(move || store.cursor(&owner, &address)).await??
         };
-        let range = match &cursor {
+        let range = match cursor.as_ref().map(Position::as_solana) {
             // The slot bound keeps a node that does not know the cursor's
             // signature (a dropped fork, an inconsistent index) from paging
             // back to genesis.
-            Some(cursor) => HistoryRange {
-                until: Some(cursor.signature.clone()),
-                after_slot: Some(cursor.slot.0.saturating_sub(1)),
+            Some(Some((slot, signature))) => HistoryRange {
+                until: Some(signature.clone()),
+                after_slot: Some(slot.0.saturating_sub(1)),
                 ..HistoryRange::default()
             },
+            Some(None) => return Err(CatchUpError::ForeignCursor { address: walk.address.clone() }),
             None => walk.start.range(),
         };
         let entries = self.list(&walk.address, &range, progress).await?;
@@ -422,7 +430,7 @@ impl CatchUp {
         reason: String,
         min_interval_ms: i64,
     ) -> Result<Option<Vec<ww_core::ActivityEvent>>, CatchUpError> {
-        let now = crate::daemon::now();
+        let now = ww_core::time::now();
         let note = UnresolvedTransaction {
             owner: walk.owner.clone(),
             address: walk.address.clone(),
@@ -471,7 +479,7 @@ impl CatchUp {
                 owner: walk.owner.clone(),
                 address: walk.address.clone(),
                 from: cursor.clone(),
-                to: Position { slot: last.slot, signature: last.signature.clone() },
+                to: Position::Solana { slot: last.slot, signature: last.signature.clone() },
             }),
             _ => None,
         };

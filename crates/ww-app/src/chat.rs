@@ -195,7 +195,7 @@ pub async fn execute_async(
         (ChatCommand::Track { .. }, Some(rpc)) => wallets::current_slot_or_log(rpc).await,
         _ => None,
     };
-    let now = crate::daemon::now();
+    let now = ww_core::time::now();
     match tokio::task::spawn_blocking(move || execute(store.as_ref(), &limits, &context, &command, start_slot, now)).await {
         Ok(reply) => reply,
         Err(error) => {

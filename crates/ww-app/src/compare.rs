@@ -88,7 +88,7 @@ pub async fn run(config: &Config, options: &CompareOptions, shutdown: Cancellati
     }
 
     // The streaming path: the real daemon on a scratch store.
-    let scratch = std::env::temp_dir().join(format!("walletwatch-compare-{}-{}", std::process::id(), crate::daemon::now().0));
+    let scratch = std::env::temp_dir().join(format!("walletwatch-compare-{}-{}", std::process::id(), ww_core::time::now().0));
     std::fs::create_dir_all(&scratch).map_err(|error| AppError::Rejected(format!("cannot create {}: {error}", scratch.display())))?;
     let result = run_in(config, options, shutdown, &payer, &rpc, wallets, lamports, &scratch).await;
     let _ = std::fs::remove_dir_all(&scratch);
@@ -117,7 +117,7 @@ async fn run_in(
             destination: None,
             start_slot: None, shares_label: true, max_wallets: None,
         };
-        store.track_wallet(&request, crate::daemon::now())?;
+        store.track_wallet(&request, ww_core::time::now())?;
     }
     let mut daemon_config = config.clone();
     daemon_config.data_dir = scratch.to_path_buf();

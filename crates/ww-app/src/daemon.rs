@@ -25,7 +25,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 use ww_config::Config;
 use ww_core::store::Store;
-use ww_core::time::UnixMillis;
 use ww_solana::RpcClient;
 
 use crate::error::AppError;
@@ -35,11 +34,6 @@ use crate::health::Health;
 const PROBE_INTERVAL: Duration = Duration::from_secs(30);
 /// Longest wait between probes of an unreachable endpoint.
 const MAX_PROBE_BACKOFF: Duration = Duration::from_secs(60);
-
-/// Returns the current wall-clock time.
-pub fn now() -> UnixMillis {
-    UnixMillis::from(std::time::SystemTime::now())
-}
 
 /// Runs until `shutdown` is cancelled, then shuts down within the configured
 /// budget. With `capture`, every notification and successful JSON-RPC reply

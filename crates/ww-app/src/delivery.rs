@@ -247,7 +247,7 @@ impl DeliveryWorkers {
                     continue;
                 }
             };
-            let now = crate::daemon::now();
+            let now = ww_core::time::now();
             let mut due_heads: Vec<OutboxJob> = heads
                 .into_iter()
                 .filter(|head| {
@@ -269,7 +269,7 @@ impl DeliveryWorkers {
             let store = Arc::clone(&self.store);
             let reading = destinations.clone();
             let read = tokio::task::spawn_blocking(move || {
-                let now = crate::daemon::now();
+                let now = ww_core::time::now();
                 reading.iter().map(|destination| store.outbox_due_for(destination, now, JOBS_PER_LANE)).collect::<Result<Vec<_>, _>>()
             })
             .await;
@@ -395,7 +395,7 @@ impl DeliveryWorkers {
                 completions.push(job_id).await;
                 metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "delivered").increment(1);
                 if let Ok((event, _, _)) = &prepared {
-                    let latency = (crate::daemon::now().0 - event.event.received_at.0).max(0) as f64 / 1000.0;
+                    let latency = (ww_core::time::now().0 - event.event.received_at.0).max(0) as f64 / 1000.0;
                     metrics::histogram!(metric_names::DELIVERY_LATENCY_SECONDS, "sink" => sink).record(latency);
                 }
                 info!(job = job_id, destination = %job.destination, wallet = %job.wallet, signature = %job.signature,
@@ -406,7 +406,7 @@ impl DeliveryWorkers {
                 let reason = failure.to_string();
                 let give_up = !failure.is_retryable() || attempts >= self.config.alerts.max_attempts;
                 if give_up {
-                    let now = crate::daemon::now();
+                    let now = ww_core::time::now();
                     let recorded = tokio::task::spawn_blocking({
                         let reason = reason.clone();
                         move || store.outbox_bury(job_id, attempts, &reason, now)
@@ -422,7 +422,7 @@ impl DeliveryWorkers {
                     return if failure.is_retryable() { Err((failure.retry_after(), failure.is_global())) } else { Ok(None) };
                 }
                 let wait = self.backoff(attempts).max(failure.retry_after().unwrap_or_default());
-                let next = UnixMillis(crate::daemon::now().0 + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+                let next = UnixMillis(ww_core::time::now().0 + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
                 let recorded =
                     tokio::task::spawn_blocking(move || store.outbox_reschedule(job_id, attempts, next, &reason)).await;
                 if !matches!(recorded, Ok(Ok(()))) {

@@ -34,12 +34,13 @@ pub fn render_event_line(stored: &StoredEvent) -> String {
         None => "-".to_string(),
     };
     let mut line = format!(
-        "#{} slot {} {} {} {} SOL",
+        "#{} slot {} {} {} {} {}",
         stored.seq,
         event.slot,
         time,
         event.wallet.short(),
-        format_sol(event.sol_delta)
+        format_token_amount(event.native_delta, event.chain.native_decimals()),
+        event.chain.native_symbol()
     );
     for token in &event.token_deltas {
         line.push_str(&format!(" {} {}", format_token_amount(token.delta, token.decimals), token.mint.short()));

@@ -103,7 +103,7 @@ impl Recorder {
         if events.is_empty() && cursor.is_none() {
             return Ok(Vec::new());
         }
-        let emitted_at = crate::daemon::now();
+        let emitted_at = ww_core::time::now();
         for event in &mut events {
             event.emitted_at = emitted_at;
         }
@@ -119,7 +119,7 @@ impl Recorder {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let emitted_at = crate::daemon::now();
+        let emitted_at = ww_core::time::now();
         for event in &mut events {
             event.emitted_at = emitted_at;
         }
@@ -271,7 +271,7 @@ fn observe(event: &ActivityEvent, outcome: RecordOutcome) {
                 wallet = %event.wallet,
                 signature = %event.signature,
                 slot = event.slot.0,
-                sol_delta = event.sol_delta,
+                native_delta = %event.native_delta,
                 tokens = event.token_deltas.len(),
                 success = event.outcome.is_success(),
                 origin = event.origin.as_str(),

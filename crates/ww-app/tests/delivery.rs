@@ -88,7 +88,7 @@ impl Fixture {
         let events: Vec<NewEvent> = (first_seed..first_seed + count)
             .map(|seed| {
                 let mut event = sample_event(&self.wallet, signature_from_seed(seed), seed);
-                event.emitted_at = ww_app::daemon::now();
+                event.emitted_at = ww_core::time::now();
                 NewEvent { event, routes: vec![route.clone()], allows_before_tracking: false }
             })
             .collect();
@@ -216,8 +216,8 @@ async fn a_usd_threshold_is_applied_with_the_price_at_delivery_time() {
     let route = Route { destination: "webhook:hook".parse().expect("destination"), user: "alice".into() };
     let event = |seed: u64, lamports: i64| {
         let mut event = sample_event(&fixture.wallet, signature_from_seed(seed), seed);
-        event.sol_delta = lamports;
-        event.emitted_at = ww_app::daemon::now();
+        event.native_delta = i128::from(lamports);
+        event.emitted_at = ww_core::time::now();
         NewEvent { event, routes: vec![route.clone()], allows_before_tracking: false }
     };
     let small = event(1, 2_500_000_000);

@@ -63,7 +63,7 @@ fn track(store: &dyn Store, wallet: &WalletAddress, start_slot: Option<u64>) {
         destination: None,
         start_slot, shares_label: true, max_wallets: None,
     };
-    store.track_wallet(&request, ww_app::daemon::now()).expect("track");
+    store.track_wallet(&request, ww_core::time::now()).expect("track");
 }
 
 fn start(config: ww_config::Config, store: Arc<dyn Store>) -> Daemon {

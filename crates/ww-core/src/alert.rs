@@ -5,11 +5,12 @@
 //! through that user's [`AlertFilter`] for the wallet. The rules, in order:
 //! 1. a muted subscription never alerts;
 //! 2. a failed transaction alerts only with `include_failed`;
-//! 3. the event's [`Movement`]s (SOL net of the fee it paid, and each token
-//!    balance change) are kept when they match the direction, the mint
-//!    allow/deny lists (SOL counts as the wrapped-SOL mint) and every amount
-//!    threshold that applies to them (`min_sol` to SOL, `min_token_amount` to
-//!    tokens, `min_usd` to both when a price is known);
+//! 3. the event's [`Movement`]s (the native coin net of the fee it paid, and
+//!    each token balance change) are kept when they match the direction, the
+//!    mint allow/deny lists (SOL counts as the wrapped-SOL mint) and every
+//!    amount threshold that applies to them (`min_native` to the native coin,
+//!    `min_token_amounts` for a named token and otherwise `min_token_amount`
+//!    to tokens, `min_usd` to both when a price is known);
 //! 4. the event alerts when a movement is kept, or when it has no movement at
 //!    all (a fee-only interaction) and the filter sets no direction, threshold
 //!    or allow list.
@@ -17,14 +18,14 @@
 //! A USD threshold whose price is unknown does not suppress an alert: a
 //! missing price feed must not hide a large transfer.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::event::ActivityEvent;
-use crate::ids::WalletAddress;
+use crate::ids::{Chain, WalletAddress};
 use crate::time::UnixMillis;
 
 /// The wrapped-SOL mint; SOL movements are priced and filtered under it.
@@ -72,10 +73,16 @@ impl fmt::Display for Direction {
 pub struct AlertFilter {
     /// Only movements this way.
     pub direction: Direction,
-    /// Smallest SOL movement that alerts, in SOL.
-    pub min_sol: Option<f64>,
+    /// Smallest native-coin movement that alerts, in whole coins (SOL, ETH,
+    /// POL). `min_sol` is read as its Solana spelling.
+    #[serde(alias = "min_sol")]
+    pub min_native: Option<f64>,
     /// Smallest token movement that alerts, in whole tokens (decimals applied).
     pub min_token_amount: Option<f64>,
+    /// Smallest movement of a named token (its mint or token contract) that
+    /// alerts, in whole tokens; overrides `min_token_amount` for that token.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub min_token_amounts: BTreeMap<WalletAddress, f64>,
     /// Smallest movement value that alerts, in USD (when a price is known).
     pub min_usd: Option<f64>,
     /// When not empty, only these mints alert (the wrapped-SOL mint stands for SOL).
@@ -116,11 +123,13 @@ impl FilterDecision {
 /// A value change of one asset for the wallet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Movement {
-    /// The token mint; `None` for SOL.
+    /// The chain it happened on.
+    pub chain: Chain,
+    /// The token (mint or contract); `None` for the native coin.
     pub mint: Option<WalletAddress>,
     /// Decimals of `amount`.
     pub decimals: u8,
-    /// Signed change in base units (lamports for SOL), fee excluded.
+    /// Signed change in base units (lamports, wei), fee excluded.
     pub amount: i128,
 }
 
@@ -130,9 +139,16 @@ impl Movement {
         self.amount as f64 / 10f64.powi(i32::from(self.decimals))
     }
 
-    /// The mint used for prices and allow/deny lists (wrapped SOL for SOL).
+    /// The mint used for prices and allow/deny lists: wrapped SOL for SOL,
+    /// `native:<chain>` for another chain's native coin.
     pub fn price_mint(&self) -> &str {
-        self.mint.as_ref().map_or(WRAPPED_SOL_MINT, WalletAddress::as_str)
+        match (&self.mint, self.chain) {
+            (Some(mint), _) => mint.as_str(),
+            (None, Chain::Solana) => WRAPPED_SOL_MINT,
+            (None, Chain::Ethereum) => "native:ethereum",
+            (None, Chain::Polygon) => "native:polygon",
+            (None, Chain::EvmLocal) => "native:evm-local",
+        }
     }
 
     /// Returns true when value came in.
@@ -141,18 +157,20 @@ impl Movement {
     }
 }
 
-/// Returns the event's movements: SOL net of the fee the wallet paid, then each
-/// non-zero token change.
+/// Returns the event's movements: the native coin net of the fee the wallet
+/// paid, then each non-zero token change.
 pub fn movements(event: &ActivityEvent) -> Vec<Movement> {
     let mut result = Vec::with_capacity(1 + event.token_deltas.len());
     let fee = if event.fee_payer == event.wallet { i128::from(event.fee) } else { 0 };
-    let sol = i128::from(event.sol_delta) + fee;
-    if sol != 0 {
-        result.push(Movement { mint: None, decimals: 9, amount: sol });
+    let native = event.native_delta.saturating_add(fee);
+    let chain = event.chain;
+    if native != 0 {
+        result.push(Movement { chain, mint: None, decimals: chain.native_decimals(), amount: native });
     }
     for token in &event.token_deltas {
         if token.delta != 0 {
-            result.push(Movement { mint: Some(token.mint.clone()), decimals: token.decimals, amount: token.delta });
+            let mint = Some(token.mint.clone());
+            result.push(Movement { chain, mint, decimals: token.decimals, amount: token.delta });
         }
     }
     result
@@ -161,15 +179,17 @@ pub fn movements(event: &ActivityEvent) -> Vec<Movement> {
 impl AlertFilter {
     /// Checks the thresholds for sanity; returns a message naming the bad field.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, value) in [("min_sol", self.min_sol), ("min_token_amount", self.min_token_amount), ("min_usd", self.min_usd)] {
+        let named = self.min_token_amounts.values().map(|value| ("min_token_amounts", Some(*value)));
+        let thresholds = [("min_native", self.min_native), ("min_token_amount", self.min_token_amount), ("min_usd", self.min_usd)];
+        for (name, value) in thresholds.into_iter().chain(named) {
             if let Some(value) = value
                 && (!value.is_finite() || value < 0.0)
             {
                 return Err(format!("{name} must be a non-negative number, not {value}"));
             }
         }
-        if self.mints_allow.len() + self.mints_deny.len() > 100 {
-            return Err("at most 100 mints in mints_allow and mints_deny together".into());
+        if self.mints_allow.len() + self.mints_deny.len() + self.min_token_amounts.len() > 100 {
+            return Err("at most 100 mints in mints_allow, mints_deny and min_token_amounts together".into());
         }
         Ok(())
     }
@@ -177,8 +197,9 @@ impl AlertFilter {
     /// Returns true when the filter only mutes or narrows nothing.
     fn is_unconstrained(&self) -> bool {
         self.direction == Direction::Any
-            && self.min_sol.is_none()
+            && self.min_native.is_none()
             && self.min_token_amount.is_none()
+            && self.min_token_amounts.is_empty()
             && self.min_usd.is_none()
             && self.mints_allow.is_empty()
     }
@@ -213,7 +234,10 @@ impl AlertFilter {
             return false;
         }
         let size = movement.ui_amount().abs();
-        let threshold = if movement.mint.is_none() { self.min_sol } else { self.min_token_amount };
+        let threshold = match &movement.mint {
+            None => self.min_native,
+            Some(mint) => self.min_token_amounts.get(mint).copied().or(self.min_token_amount),
+        };
         if threshold.is_some_and(|minimum| size < minimum) {
             return false;
         }
@@ -341,7 +365,7 @@ mod tests {
             signature: Signature::parse(&bs58::encode([1u8; 64]).into_string()).expect("valid"),
             slot: Slot(1),
             block_time: None,
-            sol_delta,
+            native_delta: i128::from(sol_delta),
             token_deltas: tokens
                 .into_iter()
                 .map(|(mint, delta)| TokenDelta {
@@ -371,14 +395,14 @@ mod tests {
     #[test]
     fn sol_movement_excludes_the_fee_the_wallet_paid() {
         let moves = movements(&event(-1_000_005_000, true, vec![]));
-        assert_eq!(moves, vec![Movement { mint: None, decimals: 9, amount: -1_000_000_000 }]);
+        assert_eq!(moves, vec![Movement { chain: Chain::Solana, mint: None, decimals: 9, amount: -1_000_000_000 }]);
         assert!(movements(&event(-5_000, true, vec![])).is_empty());
     }
 
     #[test]
     fn direction_and_minimum_sol() {
         let incoming = event(2_000_000_000, false, vec![]);
-        let filter = AlertFilter { direction: Direction::In, min_sol: Some(1.0), ..AlertFilter::default() };
+        let filter = AlertFilter { direction: Direction::In, min_native: Some(1.0), ..AlertFilter::default() };
         assert_eq!(filter.evaluate(&incoming, no_price), FilterDecision::Deliver);
         let small = event(500_000_000, false, vec![]);
         assert_eq!(filter.evaluate(&small, no_price), FilterDecision::BelowThresholds);
@@ -401,6 +425,35 @@ mod tests {
         };
         assert_eq!(allow_sol_only.evaluate(&tokens, no_price), FilterDecision::BelowThresholds);
         assert_eq!(allow_sol_only.evaluate(&event(1, false, vec![]), no_price), FilterDecision::Deliver);
+    }
+
+    #[test]
+    fn a_named_token_threshold_overrides_the_general_one() {
+        let other_mint = WalletAddress::parse("So11111111111111111111111111111111111111112").expect("valid");
+        let tokens = event(0, false, vec![(usdc(), 5_000_000)]);
+        let mut filter = AlertFilter { min_token_amount: Some(1.0), ..AlertFilter::default() };
+        filter.min_token_amounts.insert(usdc(), 10.0);
+        filter.min_token_amounts.insert(other_mint, 1_000.0);
+        assert_eq!(filter.evaluate(&tokens, no_price), FilterDecision::BelowThresholds);
+        filter.min_token_amounts.insert(usdc(), 5.0);
+        assert_eq!(filter.evaluate(&tokens, no_price), FilterDecision::Deliver);
+        let json = serde_json::to_value(&filter).expect("serialize");
+        assert_eq!(json["min_token_amounts"][usdc().as_str()], 5.0);
+        assert_eq!(serde_json::from_value::<AlertFilter>(json).expect("back"), filter);
+    }
+
+    #[test]
+    fn native_movements_follow_the_chain() {
+        let mut polygon = event(0, false, vec![]);
+        polygon.chain = Chain::Polygon;
+        polygon.native_delta = 2_000_000_000_000_000_000; // 2 POL in wei
+        let moves = movements(&polygon);
+        assert_eq!(moves[0].decimals, 18);
+        assert_eq!(moves[0].price_mint(), "native:polygon");
+        let filter = AlertFilter { min_native: Some(1.5), ..AlertFilter::default() };
+        assert_eq!(filter.evaluate(&polygon, no_price), FilterDecision::Deliver);
+        let filter = AlertFilter { min_native: Some(2.5), ..AlertFilter::default() };
+        assert_eq!(filter.evaluate(&polygon, no_price), FilterDecision::BelowThresholds);
     }
 
     #[test]
@@ -439,5 +492,8 @@ mod tests {
         assert!(serde_json::from_str::<AlertFilter>(r#"{"min_sool": 1}"#).is_err());
         let filter: AlertFilter = serde_json::from_str(r#"{"min_sol": -1}"#).expect("parses");
         assert!(filter.validate().is_err());
+        let spelled: AlertFilter = serde_json::from_str(r#"{"min_sol": 2.5}"#).expect("Solana spelling");
+        assert_eq!(spelled.min_native, Some(2.5));
+        assert_eq!(serde_json::to_value(&spelled).expect("serialize")["min_native"], 2.5);
     }
 }

@@ -41,7 +41,7 @@ impl Origin {
 /// The change of one token balance owned by the wallet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenDelta {
-    /// The token's mint.
+    /// The token: its mint on Solana, its token contract on EVM chains.
     pub mint: WalletAddress,
     /// The token account whose balance changed.
     pub token_account: Option<WalletAddress>,
@@ -75,7 +75,12 @@ impl TxOutcome {
 }
 
 /// What one transaction changed for one tracked wallet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its JSON form (docs/EVENTS.md) carries the native change twice for Solana
+/// events: `sol_delta` (lamports, a number, the original field) and
+/// `native_delta` (base units as a decimal string, on every chain: wei does
+/// not fit a JSON number safely).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActivityEvent {
     /// The chain the transaction is on.
     pub chain: Chain,
@@ -87,11 +92,12 @@ pub struct ActivityEvent {
     pub slot: Slot,
     /// The block's Unix time in seconds, when the node reports one.
     pub block_time: Option<i64>,
-    /// Change of the wallet's SOL balance in lamports (negative when it paid).
-    pub sol_delta: i64,
+    /// Change of the wallet's native balance in base units (lamports, wei;
+    /// negative when it paid).
+    pub native_delta: i128,
     /// Changes of token balances owned by the wallet, one per token account.
     pub token_deltas: Vec<TokenDelta>,
-    /// The transaction fee in lamports (paid by `fee_payer`).
+    /// The transaction fee in native base units (paid by `fee_payer`).
     pub fee: u64,
     /// The account that paid the fee.
     pub fee_payer: WalletAddress,
@@ -105,14 +111,122 @@ pub struct ActivityEvent {
     pub received_at: UnixMillis,
     /// When its transaction was fetched and decoded (absent in events that
     /// were not resolved from the chain).
-    #[serde(default)]
     pub resolved_at: Option<UnixMillis>,
     /// When walletwatch emitted the event to its store and sinks.
     pub emitted_at: UnixMillis,
     /// The main other party: whoever's balance moved the opposite way the
     /// most (for a token, the other account's owner), when there is one.
-    #[serde(default)]
     pub counterparty: Option<WalletAddress>,
+}
+
+/// The JSON form of [`ActivityEvent`], borrowed for writing.
+#[derive(Serialize)]
+struct EventOut<'a> {
+    chain: Chain,
+    wallet: &'a WalletAddress,
+    signature: &'a Signature,
+    slot: Slot,
+    block_time: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sol_delta: Option<i64>,
+    #[serde(with = "i128_as_string")]
+    native_delta: i128,
+    token_deltas: &'a [TokenDelta],
+    fee: u64,
+    fee_payer: &'a WalletAddress,
+    outcome: &'a TxOutcome,
+    programs: &'a [WalletAddress],
+    origin: Origin,
+    received_at: UnixMillis,
+    resolved_at: Option<UnixMillis>,
+    emitted_at: UnixMillis,
+    counterparty: Option<&'a WalletAddress>,
+}
+
+/// The JSON form of [`ActivityEvent`] as read: events stored before
+/// `native_delta` existed carry only `sol_delta`.
+#[derive(Deserialize)]
+struct EventIn {
+    chain: Chain,
+    wallet: WalletAddress,
+    signature: Signature,
+    slot: Slot,
+    block_time: Option<i64>,
+    #[serde(default)]
+    sol_delta: Option<i64>,
+    #[serde(default, with = "option_i128_as_string")]
+    native_delta: Option<i128>,
+    token_deltas: Vec<TokenDelta>,
+    fee: u64,
+    fee_payer: WalletAddress,
+    outcome: TxOutcome,
+    programs: Vec<WalletAddress>,
+    origin: Origin,
+    received_at: UnixMillis,
+    #[serde(default)]
+    resolved_at: Option<UnixMillis>,
+    emitted_at: UnixMillis,
+    #[serde(default)]
+    counterparty: Option<WalletAddress>,
+}
+
+impl Serialize for ActivityEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let sol_delta = match self.chain {
+            // Lamport deltas always fit: the whole SOL supply is under 2^63 lamports.
+            Chain::Solana => Some(i64::try_from(self.native_delta).map_err(serde::ser::Error::custom)?),
+            _ => None,
+        };
+        EventOut {
+            chain: self.chain,
+            wallet: &self.wallet,
+            signature: &self.signature,
+            slot: self.slot,
+            block_time: self.block_time,
+            sol_delta,
+            native_delta: self.native_delta,
+            token_deltas: &self.token_deltas,
+            fee: self.fee,
+            fee_payer: &self.fee_payer,
+            outcome: &self.outcome,
+            programs: &self.programs,
+            origin: self.origin,
+            received_at: self.received_at,
+            resolved_at: self.resolved_at,
+            emitted_at: self.emitted_at,
+            counterparty: self.counterparty.as_ref(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ActivityEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = EventIn::deserialize(deserializer)?;
+        let native_delta = match (raw.native_delta, raw.sol_delta) {
+            (Some(native), _) => native,
+            (None, Some(lamports)) => i128::from(lamports),
+            (None, None) => return Err(serde::de::Error::missing_field("native_delta")),
+        };
+        Ok(ActivityEvent {
+            chain: raw.chain,
+            wallet: raw.wallet,
+            signature: raw.signature,
+            slot: raw.slot,
+            block_time: raw.block_time,
+            native_delta,
+            token_deltas: raw.token_deltas,
+            fee: raw.fee,
+            fee_payer: raw.fee_payer,
+            outcome: raw.outcome,
+            programs: raw.programs,
+            origin: raw.origin,
+            received_at: raw.received_at,
+            resolved_at: raw.resolved_at,
+            emitted_at: raw.emitted_at,
+            counterparty: raw.counterparty,
+        })
+    }
 }
 
 impl ActivityEvent {
@@ -130,6 +244,15 @@ pub struct StoredEvent {
     /// The event.
     #[serde(flatten)]
     pub event: ActivityEvent,
+}
+
+mod option_i128_as_string {
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i128>, D::Error> {
+        let text = Option::<String>::deserialize(deserializer)?;
+        text.map(|text| text.parse().map_err(serde::de::Error::custom)).transpose()
+    }
 }
 
 mod i128_as_string {
@@ -157,7 +280,7 @@ mod tests {
             signature: Signature::parse(&bs58::encode([3u8; 64]).into_string()).expect("valid"),
             slot: Slot(42),
             block_time: Some(1_700_000_000),
-            sol_delta: -5_000,
+            native_delta: -5_000,
             token_deltas: vec![TokenDelta {
                 mint: WalletAddress::parse("So11111111111111111111111111111111111111112").expect("valid"),
                 token_account: None,
@@ -189,6 +312,7 @@ mod tests {
             "slot": 42,
             "block_time": 1_700_000_000,
             "sol_delta": -5000,
+            "native_delta": "-5000",
             "token_deltas": [{
                 "mint": "So11111111111111111111111111111111111111112",
                 "token_account": null,
@@ -219,6 +343,29 @@ mod tests {
         let example: serde_json::Value = serde_json::from_str(&doc[start..end]).expect("example is JSON");
         let stored: StoredEvent = serde_json::from_value(example.clone()).expect("example is a StoredEvent");
         assert_eq!(serde_json::to_value(&stored).expect("serialize"), example);
+    }
+
+    #[test]
+    fn events_stored_before_native_delta_read_it_from_sol_delta() {
+        let mut json = serde_json::to_value(sample_event()).expect("serialize");
+        json.as_object_mut().expect("object").remove("native_delta");
+        json["sol_delta"] = serde_json::json!(-7_000);
+        let event: ActivityEvent = serde_json::from_value(json.clone()).expect("old form");
+        assert_eq!(event.native_delta, -7_000);
+        json.as_object_mut().expect("object").remove("sol_delta");
+        assert!(serde_json::from_value::<ActivityEvent>(json).is_err(), "an event with no native change is refused");
+    }
+
+    #[test]
+    fn evm_events_carry_wei_as_a_string_and_no_sol_delta() {
+        let mut event = sample_event();
+        event.chain = Chain::Polygon;
+        event.wallet = WalletAddress::parse("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").expect("valid");
+        event.native_delta = -1_500_000_000_000_000_000_000; // 1 500 POL: beyond an i64 of wei
+        let json = serde_json::to_value(&event).expect("serialize");
+        assert_eq!(json["native_delta"], "-1500000000000000000000");
+        assert!(json.get("sol_delta").is_none(), "{json}");
+        assert_eq!(serde_json::from_value::<ActivityEvent>(json).expect("back"), event);
     }
 
     #[test]

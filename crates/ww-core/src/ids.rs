@@ -1,36 +1,102 @@
 //! Validated identifiers: chains, wallet addresses, signatures, slots and
 //! positions.
 //!
-//! Invariant: a value of these newtypes is always valid. `WalletAddress` is
-//! base58 that decodes to exactly 32 bytes; `Signature` is base58 that decodes
-//! to exactly 64 bytes. Parsing is the only way in (serde included), so code
-//! that holds one never re-validates it.
+//! Invariant: a value of these newtypes is always valid. A `WalletAddress` is
+//! Solana base58 that decodes to exactly 32 bytes or an EVM `0x` address of 20
+//! bytes (held with its EIP-55 checksum); a `TxId` is a Solana signature
+//! (base58 of 64 bytes) or an EVM transaction hash (`0x` and 32 bytes). The
+//! `0x` prefix tells the forms apart: base58 has no `0`. Parsing is the only
+//! way in (serde included), so code that holds one never re-validates it.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A blockchain walletwatch can follow.
+/// A blockchain network walletwatch can follow. Each network is its own
+/// value: the same `0x` address on Ethereum and on Polygon is two wallets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
 pub enum Chain {
     /// Solana mainnet-beta, devnet, testnet or a local node.
     #[default]
+    #[serde(rename = "solana")]
     Solana,
-    /// Ethereum mainnet or a compatible test network.
+    /// Ethereum mainnet.
+    #[serde(rename = "ethereum")]
     Ethereum,
     /// Polygon PoS.
+    #[serde(rename = "polygon")]
     Polygon,
+    /// A local EVM development node (chain id 31337, as Anvil and Hardhat use).
+    #[serde(rename = "evm-local")]
+    EvmLocal,
+}
+
+/// The address and transaction-id forms a chain uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChainFamily {
+    /// Base58 of a 32-byte key; base58 of a 64-byte signature.
+    Solana,
+    /// `0x` and 20 bytes in hex (EIP-55 checksum); `0x` and a 32-byte hash.
+    Evm,
+}
+
+impl ChainFamily {
+    /// Returns a short name for messages ("Solana", "EVM").
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChainFamily::Solana => "Solana",
+            ChainFamily::Evm => "EVM",
+        }
+    }
 }
 
 impl Chain {
-    /// Returns the lowercase name used in config, JSON and metric labels.
+    /// Every chain walletwatch knows, in a stable order.
+    pub const ALL: [Chain; 4] = [Chain::Solana, Chain::Ethereum, Chain::Polygon, Chain::EvmLocal];
+
+    /// Returns the name used in config, JSON and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
             Chain::Solana => "solana",
             Chain::Ethereum => "ethereum",
             Chain::Polygon => "polygon",
+            Chain::EvmLocal => "evm-local",
+        }
+    }
+
+    /// Returns the form its addresses and transaction ids take.
+    pub fn family(self) -> ChainFamily {
+        match self {
+            Chain::Solana => ChainFamily::Solana,
+            Chain::Ethereum | Chain::Polygon | Chain::EvmLocal => ChainFamily::Evm,
+        }
+    }
+
+    /// Returns the native coin's symbol.
+    pub fn native_symbol(self) -> &'static str {
+        match self {
+            Chain::Solana => "SOL",
+            Chain::Ethereum | Chain::EvmLocal => "ETH",
+            Chain::Polygon => "POL",
+        }
+    }
+
+    /// Returns the decimals of the native coin's base unit (lamports, wei).
+    pub fn native_decimals(self) -> u8 {
+        match self {
+            Chain::Solana => 9,
+            Chain::Ethereum | Chain::Polygon | Chain::EvmLocal => 18,
+        }
+    }
+
+    /// Returns the EIP-155 chain id of an EVM network.
+    pub fn evm_chain_id(self) -> Option<u64> {
+        match self {
+            Chain::Solana => None,
+            Chain::Ethereum => Some(1),
+            Chain::Polygon => Some(137),
+            Chain::EvmLocal => Some(31_337),
         }
     }
 }
@@ -45,21 +111,16 @@ impl FromStr for Chain {
     type Err = ParseChainError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "solana" => Ok(Chain::Solana),
-            "ethereum" => Ok(Chain::Ethereum),
-            "polygon" => Ok(Chain::Polygon),
-            _ => Err(ParseChainError(text.to_string())),
-        }
+        Chain::ALL.into_iter().find(|chain| chain.as_str() == text).ok_or_else(|| ParseChainError(text.to_string()))
     }
 }
 
 /// A chain name that walletwatch does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown chain {0:?}: expected solana, ethereum or polygon")]
+#[error("unknown chain {0:?}: expected solana, ethereum, polygon or evm-local")]
 pub struct ParseChainError(pub String);
 
-/// Why a string is not a valid base58 key or signature.
+/// Why a string is not a valid address, transaction id or block hash.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddressError {
     /// The input was empty.
@@ -83,7 +144,19 @@ pub enum AddressError {
         /// Its zero-based character position.
         position: usize,
     },
-    /// The input is base58 but decodes to the wrong number of bytes.
+    /// A `0x` input contains a character that is not a hex digit.
+    #[error("invalid {kind} {input:?}: character {character:?} at position {position} is not a hex digit")]
+    NotHex {
+        /// What was being parsed.
+        kind: &'static str,
+        /// The rejected input.
+        input: String,
+        /// The first offending character.
+        character: char,
+        /// Its zero-based character position (the `0x` prefix included).
+        position: usize,
+    },
+    /// The input decodes to the wrong number of bytes.
     #[error("invalid {kind} {input:?}: decodes to {actual} bytes, expected exactly {expected}")]
     WrongLength {
         /// What was being parsed.
@@ -94,6 +167,34 @@ pub enum AddressError {
         actual: usize,
         /// The required length.
         expected: usize,
+    },
+    /// A mixed-case EVM address whose letters' case does not match its EIP-55
+    /// checksum (a typo, most likely).
+    #[error(
+        "invalid {kind} {input:?}: the mixed-case checksum (EIP-55) does not match; expected {expected} \
+         (all-lowercase input skips the check)"
+    )]
+    BadChecksum {
+        /// What was being parsed.
+        kind: &'static str,
+        /// The rejected input.
+        input: String,
+        /// The correctly checksummed form.
+        expected: String,
+    },
+    /// A valid id of another chain family than the one asked for.
+    #[error("invalid {kind} {input:?} for {chain}: it is a {found} {kind}, {chain} expects the {expected} form")]
+    WrongChain {
+        /// What was being parsed.
+        kind: &'static str,
+        /// The rejected input.
+        input: String,
+        /// The chain it was given for.
+        chain: Chain,
+        /// The family the input belongs to.
+        found: &'static str,
+        /// The family the chain uses.
+        expected: &'static str,
     },
 }
 
@@ -140,38 +241,108 @@ fn is_base58_char(character: char) -> bool {
     character.is_ascii_alphanumeric() && !matches!(character, '0' | 'O' | 'I' | 'l')
 }
 
-/// Shortens a long identifier to `first4...last4`, the form used in alerts and
-/// `walletwatch list` (four characters each side: two, as in `5F...vFpX`, collide too often).
-fn shorten(text: &str) -> String {
-    if text.len() <= 11 {
-        return text.to_string();
-    }
-    format!("{}...{}", &text[..4], &text[text.len() - 4..])
+/// Returns true when `text` starts with the EVM `0x` prefix (base58 has no
+/// `0`, so no Solana id ever does).
+fn has_hex_prefix(text: &str) -> bool {
+    text.starts_with("0x") || text.starts_with("0X")
 }
 
-macro_rules! base58_newtype_impls {
-    ($name:ident, $kind:literal, $bytes:literal) => {
-        impl $name {
-            /// Parses and validates base58 text.
-            pub fn parse(text: &str) -> Result<Self, AddressError> {
-                let trimmed = text.trim();
-                decode_base58_exact::<$bytes>($kind, trimmed)?;
-                Ok(Self(trimmed.to_string()))
-            }
+/// Decodes `0x` + hex of exactly `N` bytes, naming the first bad character.
+fn decode_hex_exact<const N: usize>(kind: &'static str, input: &str) -> Result<[u8; N], AddressError> {
+    let digits = &input[2..];
+    if let Some((position, character)) = digits.chars().enumerate().find(|(_, character)| !character.is_ascii_hexdigit())
+    {
+        return Err(AddressError::NotHex {
+            kind,
+            input: input.chars().take(2 * N + 16).collect(),
+            character,
+            position: position + 2,
+        });
+    }
+    if digits.len() != 2 * N {
+        return Err(AddressError::WrongLength {
+            kind,
+            input: input.chars().take(2 * N + 16).collect(),
+            actual: digits.len() / 2,
+            expected: N,
+        });
+    }
+    let mut bytes = [0u8; N];
+    for (index, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&digits[2 * index..2 * index + 2], 16).expect("checked hex digits");
+    }
+    Ok(bytes)
+}
 
-            /// Returns the canonical base58 text.
+fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(2 + 2 * bytes.len());
+    text.push_str("0x");
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text
+}
+
+/// Returns the EIP-55 checksummed text of a 20-byte address: each hex letter
+/// is upper case when the matching nibble of keccak256(lowercase hex) is 8 or more.
+fn eip55(bytes: &[u8; 20]) -> String {
+    use sha3::{Digest, Keccak256};
+    let lower = lower_hex(bytes);
+    let hash = Keccak256::digest(&lower.as_bytes()[2..]);
+    let mut text = String::with_capacity(42);
+    text.push_str("0x");
+    for (index, character) in lower[2..].chars().enumerate() {
+        let nibble = if index % 2 == 0 { hash[index / 2] >> 4 } else { hash[index / 2] & 0x0f };
+        text.push(if nibble >= 8 { character.to_ascii_uppercase() } else { character });
+    }
+    text
+}
+
+/// Shortens a long identifier to `first4...last4` (`0x` and four for EVM
+/// forms), the form used in alerts and `walletwatch list` (two characters
+/// each side, as in `5F...vFpX`, collide too often).
+fn shorten(text: &str) -> String {
+    let head = if has_hex_prefix(text) { 6 } else { 4 };
+    if text.len() <= head + 7 {
+        return text.to_string();
+    }
+    format!("{}...{}", &text[..head], &text[text.len() - 4..])
+}
+
+macro_rules! text_newtype_impls {
+    ($name:ident) => {
+        impl $name {
+            /// Returns the canonical text.
             pub fn as_str(&self) -> &str {
                 &self.0
-            }
-
-            /// Returns the decoded bytes.
-            pub fn to_bytes(&self) -> [u8; $bytes] {
-                decode_base58_exact::<$bytes>($kind, &self.0).expect("validated at construction")
             }
 
             /// Returns the short `abcd...wxyz` form for messages.
             pub fn short(&self) -> String {
                 shorten(&self.0)
+            }
+
+            /// Returns the form it takes (and so the chains it can belong to).
+            pub fn family(&self) -> ChainFamily {
+                if has_hex_prefix(&self.0) { ChainFamily::Evm } else { ChainFamily::Solana }
+            }
+
+            /// Parses `text` as an id of `chain`: the form must be that chain's.
+            pub fn parse_for(chain: Chain, text: &str) -> Result<Self, AddressError> {
+                let parsed = Self::parse(text)?;
+                let found = parsed.family();
+                if found != chain.family() {
+                    return Err(AddressError::WrongChain {
+                        kind: Self::KIND,
+                        input: parsed.0,
+                        chain,
+                        found: found.as_str(),
+                        expected: chain.family().as_str(),
+                    });
+                }
+                Ok(parsed)
             }
         }
 
@@ -196,22 +367,126 @@ macro_rules! base58_newtype_impls {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let text = String::deserialize(deserializer)?;
+                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
                 Self::parse(&text).map_err(serde::de::Error::custom)
             }
         }
     };
 }
 
-/// A Solana account address: base58 text of exactly 32 bytes.
+/// An account address of any supported chain, always valid: Solana base58 of
+/// exactly 32 bytes, or EVM `0x` and 20 bytes held in its EIP-55 checksummed
+/// form (accepted in any case; a mixed-case input must carry the right
+/// checksum). The form alone does not name the chain (an EVM address is the
+/// same on every EVM network): records keep the chain beside it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WalletAddress(String);
-base58_newtype_impls!(WalletAddress, "wallet address", 32);
+text_newtype_impls!(WalletAddress);
 
-/// A Solana transaction signature: base58 text of exactly 64 bytes.
+impl WalletAddress {
+    const KIND: &'static str = "wallet address";
+
+    /// Parses and validates either form (`0x…` is EVM, anything else base58).
+    pub fn parse(text: &str) -> Result<Self, AddressError> {
+        let trimmed = text.trim();
+        if !has_hex_prefix(trimmed) {
+            decode_base58_exact::<32>(Self::KIND, trimmed)?;
+            return Ok(Self(trimmed.to_string()));
+        }
+        let bytes = decode_hex_exact::<20>(Self::KIND, trimmed)?;
+        let checksummed = eip55(&bytes);
+        let digits = &trimmed[2..];
+        let single_case = digits == digits.to_ascii_lowercase() || digits == digits.to_ascii_uppercase();
+        if !single_case && digits != &checksummed[2..] {
+            return Err(AddressError::BadChecksum { kind: Self::KIND, input: trimmed.to_string(), expected: checksummed });
+        }
+        Ok(Self(checksummed))
+    }
+
+    /// Returns the decoded bytes (32 for Solana, 20 for EVM).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self.family() {
+            ChainFamily::Solana => decode_base58_exact::<32>(Self::KIND, &self.0).expect("validated").to_vec(),
+            ChainFamily::Evm => decode_hex_exact::<20>(Self::KIND, &self.0).expect("validated").to_vec(),
+        }
+    }
+}
+
+/// A transaction id of any supported chain, always valid: a Solana signature
+/// (base58 of exactly 64 bytes) or an EVM transaction hash (`0x` and 32 bytes,
+/// held in lower case).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Signature(String);
-base58_newtype_impls!(Signature, "signature", 64);
+pub struct TxId(String);
+text_newtype_impls!(TxId);
+
+/// Solana's name for a transaction id: its first signature.
+pub type Signature = TxId;
+
+impl TxId {
+    const KIND: &'static str = "signature";
+
+    /// Parses and validates either form (`0x…` is an EVM hash, anything else base58).
+    pub fn parse(text: &str) -> Result<Self, AddressError> {
+        let trimmed = text.trim();
+        if has_hex_prefix(trimmed) {
+            let bytes = decode_hex_exact::<32>("transaction hash", trimmed)?;
+            return Ok(Self(lower_hex(&bytes)));
+        }
+        decode_base58_exact::<64>(Self::KIND, trimmed)?;
+        Ok(Self(trimmed.to_string()))
+    }
+
+    /// Returns the decoded bytes (64 for a Solana signature, 32 for an EVM hash).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self.family() {
+            ChainFamily::Solana => decode_base58_exact::<64>(Self::KIND, &self.0).expect("validated").to_vec(),
+            ChainFamily::Evm => decode_hex_exact::<32>("transaction hash", &self.0).expect("validated").to_vec(),
+        }
+    }
+}
+
+/// An EVM block hash: `0x` and 32 bytes, held in lower case.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlockHash(String);
+
+impl BlockHash {
+    /// Parses and validates `0x` + 64 hex digits.
+    pub fn parse(text: &str) -> Result<Self, AddressError> {
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return Err(AddressError::Empty { kind: "block hash" });
+        }
+        if !has_hex_prefix(trimmed) {
+            let character = trimmed.chars().next().unwrap_or('?');
+            return Err(AddressError::NotHex { kind: "block hash", input: trimmed.into(), character, position: 0 });
+        }
+        Ok(Self(lower_hex(&decode_hex_exact::<32>("block hash", trimmed)?)))
+    }
+
+    /// Returns the canonical lower-case text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BlockHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for BlockHash {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for BlockHash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
 
 /// A Solana slot number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
@@ -272,16 +547,63 @@ impl FromStr for Commitment {
 #[error("unknown commitment {0:?}: expected processed, confirmed or finalized")]
 pub struct ParseCommitmentError(pub String);
 
-/// A point in one address's history: the slot and the transaction signature.
+/// A point in one address's history, in its chain's terms. Cursors are
+/// positions: everything at or before one is known to be stored.
 ///
-/// Ordering compares the slot first. Within one slot the signature only breaks
-/// ties deterministically; it is not the order the cluster executed them in.
+/// The JSON form has no tag: a Solana position is `{"slot", "signature"}`
+/// (the form stored before EVM chains existed), an EVM one
+/// `{"block", "block_hash"}`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Position {
-    /// The slot the transaction landed in.
-    pub slot: Slot,
-    /// The transaction's signature.
-    pub signature: Signature,
+#[serde(untagged)]
+pub enum Position {
+    /// A Solana transaction: its slot, then its signature. Ordering compares
+    /// the slot first; within one slot the signature only breaks ties
+    /// deterministically, it is not the order the cluster executed them in.
+    Solana {
+        /// The slot the transaction landed in.
+        slot: Slot,
+        /// The transaction's signature.
+        signature: TxId,
+    },
+    /// An EVM block: its number and hash (the hash tells a reorganised block
+    /// of the same height apart).
+    Evm {
+        /// The block number.
+        block: u64,
+        /// The block's hash.
+        block_hash: BlockHash,
+    },
+}
+
+impl Position {
+    /// Returns the Solana position at `slot` and `signature`.
+    pub fn solana(slot: Slot, signature: TxId) -> Self {
+        Position::Solana { slot, signature }
+    }
+
+    /// Returns the height: the slot or the block number.
+    pub fn height(&self) -> u64 {
+        match self {
+            Position::Solana { slot, .. } => slot.0,
+            Position::Evm { block, .. } => *block,
+        }
+    }
+
+    /// Returns the slot and signature of a Solana position.
+    pub fn as_solana(&self) -> Option<(Slot, &TxId)> {
+        match self {
+            Position::Solana { slot, signature } => Some((*slot, signature)),
+            Position::Evm { .. } => None,
+        }
+    }
+
+    /// Returns the family of the chain it belongs to.
+    pub fn family(&self) -> ChainFamily {
+        match self {
+            Position::Solana { .. } => ChainFamily::Solana,
+            Position::Evm { .. } => ChainFamily::Evm,
+        }
+    }
 }
 
 /// The store-assigned, strictly increasing sequence number of an event.
@@ -310,6 +632,7 @@ mod tests {
             let address = WalletAddress::parse(text).expect("valid");
             assert_eq!(address.as_str(), text);
             assert_eq!(bs58::encode(address.to_bytes()).into_string(), text);
+            assert_eq!(address.family(), ChainFamily::Solana);
         }
     }
 
@@ -376,15 +699,100 @@ mod tests {
     fn positions_order_by_slot_first() {
         let low = Signature::parse(&bs58::encode([1u8; 64]).into_string()).expect("valid");
         let high = Signature::parse(&bs58::encode([200u8; 64]).into_string()).expect("valid");
-        let earlier = Position { slot: Slot(5), signature: high };
-        let later = Position { slot: Slot(6), signature: low };
+        let earlier = Position::Solana { slot: Slot(5), signature: high };
+        let later = Position::Solana { slot: Slot(6), signature: low };
         assert!(earlier < later);
+    }
+
+    /// The test vectors of EIP-55 itself.
+    const EIP55_VECTORS: [&str; 4] = [
+        "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+        "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+        "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
+        "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb",
+    ];
+
+    #[test]
+    fn evm_addresses_are_held_with_their_eip55_checksum_and_accepted_in_any_case() {
+        for text in EIP55_VECTORS {
+            assert_eq!(WalletAddress::parse(text).expect("checksummed").as_str(), text);
+            let lower = format!("0x{}", text[2..].to_ascii_lowercase());
+            let upper = format!("0X{}", text[2..].to_ascii_uppercase());
+            for input in [lower, upper] {
+                let address = WalletAddress::parse(&input).expect("single case");
+                assert_eq!(address.as_str(), text, "{input}");
+                assert_eq!(address.family(), ChainFamily::Evm);
+                assert_eq!(address.to_bytes().len(), 20);
+            }
+        }
+        assert_eq!(WalletAddress::parse(EIP55_VECTORS[0]).expect("valid").short(), "0x5aAe...eAed");
+    }
+
+    #[test]
+    fn a_wrong_mixed_case_checksum_is_refused_with_the_right_form() {
+        let typo = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD";
+        let error = WalletAddress::parse(typo).expect_err("bad checksum");
+        assert_eq!(
+            error,
+            AddressError::BadChecksum { kind: "wallet address", input: typo.into(), expected: EIP55_VECTORS[0].into() }
+        );
+        assert!(error.to_string().contains("EIP-55"), "{error}");
+    }
+
+    #[test]
+    fn evm_errors_name_the_character_or_the_length() {
+        let error = WalletAddress::parse("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeg").expect_err("not hex");
+        assert!(matches!(error, AddressError::NotHex { character: 'g', position: 41, .. }), "{error:?}");
+        let error = WalletAddress::parse("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeA").expect_err("19 bytes");
+        assert!(matches!(error, AddressError::WrongLength { actual: 19, expected: 20, .. }), "{error:?}");
+        assert!(WalletAddress::parse("0x").is_err());
+        let huge = format!("0x{}", "a".repeat(100_000));
+        assert!(WalletAddress::parse(&huge).expect_err("huge").to_string().len() < 300);
+    }
+
+    #[test]
+    fn transaction_ids_take_either_form() {
+        let hash = format!("0x{}", "AB".repeat(32));
+        let id = TxId::parse(&hash).expect("evm hash");
+        assert_eq!(id.as_str(), format!("0x{}", "ab".repeat(32)));
+        assert_eq!(id.family(), ChainFamily::Evm);
+        assert_eq!(id.to_bytes(), vec![0xab; 32]);
+        assert!(matches!(TxId::parse(&hash[..64]), Err(AddressError::WrongLength { actual: 31, .. })));
+        let signature = bs58::encode([9u8; 64]).into_string();
+        assert_eq!(TxId::parse(&signature).expect("signature").family(), ChainFamily::Solana);
+    }
+
+    #[test]
+    fn parsing_for_a_chain_refuses_the_other_family() {
+        assert!(WalletAddress::parse_for(Chain::Polygon, EIP55_VECTORS[1]).is_ok());
+        assert!(WalletAddress::parse_for(Chain::Solana, TOKEN_PROGRAM).is_ok());
+        let error = WalletAddress::parse_for(Chain::Solana, EIP55_VECTORS[1]).expect_err("evm on solana");
+        assert!(error.to_string().contains("solana expects the Solana form"), "{error}");
+        let error = WalletAddress::parse_for(Chain::Ethereum, TOKEN_PROGRAM).expect_err("solana on ethereum");
+        assert!(matches!(error, AddressError::WrongChain { chain: Chain::Ethereum, found: "Solana", .. }), "{error:?}");
+    }
+
+    #[test]
+    fn positions_keep_their_json_forms() {
+        let signature = TxId::parse(&bs58::encode([1u8; 64]).into_string()).expect("valid");
+        let solana = Position::solana(Slot(5), signature.clone());
+        let json = serde_json::to_value(&solana).expect("serialize");
+        assert_eq!(json, serde_json::json!({"slot": 5, "signature": signature.as_str()}));
+        assert_eq!(serde_json::from_value::<Position>(json).expect("back"), solana);
+        let hash = BlockHash::parse(&format!("0x{}", "0F".repeat(32))).expect("hash");
+        let evm = Position::Evm { block: 19_000_000, block_hash: hash };
+        let json = serde_json::to_value(&evm).expect("serialize");
+        assert_eq!(json, serde_json::json!({"block": 19_000_000, "block_hash": format!("0x{}", "0f".repeat(32))}));
+        assert_eq!(serde_json::from_value::<Position>(json).expect("back"), evm);
+        assert_eq!(evm.height(), 19_000_000);
+        assert!(serde_json::from_value::<Position>(serde_json::json!({"slot": 1})).is_err());
     }
 
     #[test]
     fn chain_and_commitment_names_round_trip() {
-        for chain in [Chain::Solana, Chain::Ethereum, Chain::Polygon] {
+        for chain in Chain::ALL {
             assert_eq!(chain.as_str().parse::<Chain>(), Ok(chain));
+            assert_eq!(serde_json::to_value(chain).expect("serialize"), serde_json::json!(chain.as_str()));
         }
         for commitment in [Commitment::Processed, Commitment::Confirmed, Commitment::Finalized] {
             assert_eq!(commitment.as_str().parse::<Commitment>(), Ok(commitment));

@@ -2,7 +2,7 @@
 //! wallet records and the [`store::Store`] trait every storage backend
 //! implements.
 //!
-//! This crate does no IO. Everything else in walletwatch depends on it and it
+//! This crate does no IO (beyond reading the clock in [`time::now`]). Everything else in walletwatch depends on it and it
 //! depends on nothing of walletwatch's, so adapters (Solana, EVM), stores and
 //! sinks meet only through these types.
 //!
@@ -25,5 +25,5 @@ pub mod time;
 pub mod wallet;
 
 pub use event::{ActivityEvent, Origin, StoredEvent, TokenDelta};
-pub use ids::{Chain, Commitment, EventSeq, Position, Signature, Slot, WalletAddress};
+pub use ids::{BlockHash, Chain, ChainFamily, Commitment, EventSeq, Position, Signature, Slot, TxId, WalletAddress};
 pub use wallet::{SubscriptionStatus, WalletRecord};

@@ -1,8 +1,9 @@
 //! Wall-clock instants as milliseconds since the Unix epoch.
 //!
 //! Stored and serialized as plain integers so the JSON form is stable and
-//! language-neutral. Reading the clock is IO, so this crate never does it:
-//! callers pass `UnixMillis` in.
+//! language-neutral. The rest of this crate never reads the clock: its
+//! functions take `UnixMillis` in, so they are deterministic under test;
+//! [`now`] is the one place the process reads it.
 
 use serde::{Deserialize, Serialize};
 
@@ -26,4 +27,9 @@ impl UnixMillis {
     pub fn plus_millis(self, millis: i64) -> Self {
         Self(self.0.saturating_add(millis))
     }
+}
+
+/// Reads the wall clock.
+pub fn now() -> UnixMillis {
+    UnixMillis::from(std::time::SystemTime::now())
 }

@@ -45,7 +45,7 @@ impl FromRequestParts<ApiState> for Caller {
         let lookup_hash = hash.clone();
         let found = tokio::task::spawn_blocking(move || store.api_token(&lookup_hash)).await??;
         let Some(api_token) = found else { return Err(ApiError::unauthorized()) };
-        if !api_token.is_valid_at(ww_app::daemon::now()) {
+        if !api_token.is_valid_at(ww_core::time::now()) {
             return Err(ApiError::token_expired());
         }
         if state.limiter.check_key(&hash).is_err() {

@@ -545,7 +545,7 @@ pub async fn run(
     for wallet in &wallets {
         if store.wallet(wallet)?.is_none() {
             let options = ww_app::wallets::TrackOptions { start_slot: Some(node.start_slot()), ..Default::default() };
-            ww_app::wallets::track_with(store.as_ref(), wallet.as_str(), None, REPLAY_USER, options, ww_app::daemon::now())?;
+            ww_app::wallets::track_with(store.as_ref(), wallet.as_str(), None, REPLAY_USER, options, ww_core::time::now())?;
         }
     }
     let wallet_count = store.wallets()?.len();

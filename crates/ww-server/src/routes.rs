@@ -142,7 +142,7 @@ pub(crate) async fn retry_dead_letters(
         (None, None) => ww_core::store::JobSelection::All,
     };
     let store = Arc::clone(&state.store);
-    let moved = tokio::task::spawn_blocking(move || store.retry_dead_letters(&selection, ww_app::daemon::now())).await??;
+    let moved = tokio::task::spawn_blocking(move || store.retry_dead_letters(&selection, ww_core::time::now())).await??;
     Ok(Json(json!({"retried": moved})))
 }
 
@@ -252,7 +252,7 @@ pub(crate) async fn track_wallet(
     };
     let (address, _) = tokio::task::spawn_blocking(move || {
         let options = wallets::TrackOptions { filter: body.filter, destination: None, start_slot, chat_quota: None };
-        wallets::track_with(store.as_ref(), &body.address, body.label.as_deref(), &user, options, ww_app::daemon::now())
+        wallets::track_with(store.as_ref(), &body.address, body.label.as_deref(), &user, options, ww_core::time::now())
     })
     .await??;
     let record = visible_wallet(&state, &caller, &address).await?;

@@ -112,7 +112,7 @@ async fn wallets_are_tracked_listed_per_user_and_untracked() {
     let (_, admin) = call(&fixture, "GET", "/api/wallets", Some(&fixture.admin), None).await;
     assert_eq!(admin[0]["tracking_users"], json!(["alice", "carol"]));
     let carol = admin[0]["subscriptions"].as_array().expect("subscriptions").iter().find(|subscription| subscription["user"] == "carol").cloned();
-    assert_eq!(carol.expect("carol")["filter"]["min_sol"], 2.5);
+    assert_eq!(carol.expect("carol")["filter"]["min_native"], 2.5, "min_sol is read as min_native");
 
     let (status, body) = call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": "0OIl"}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -218,7 +218,7 @@ async fn authenticate(state: &ApiState, headers: &HeaderMap, query_token: Option
     let hash = hash_token(text);
     let found = tokio::task::spawn_blocking(move || store.api_token(&hash)).await??;
     match found {
-        Some(token) if token.is_valid_at(ww_app::daemon::now()) => Ok(Some(token)),
+        Some(token) if token.is_valid_at(ww_core::time::now()) => Ok(Some(token)),
         Some(_) => Err(ApiError::token_expired()),
         None => Err(ApiError::unauthorized()),
     }

@@ -86,7 +86,8 @@ pub struct Alert {
     pub changes: Vec<Change>,
     /// The other party.
     pub counterparty: Option<WalletAddress>,
-    /// The fee the wallet paid, in SOL text; `None` when another account paid.
+    /// The fee the wallet paid with its coin's symbol (`0.000005 SOL`);
+    /// `None` when another account paid.
     pub fee: Option<String>,
     /// The node's error for a failed transaction.
     pub failed: Option<String>,
@@ -122,12 +123,14 @@ impl Alert {
             .into_iter()
             .map(|(movement, usd)| Change {
                 amount: format_units(movement.amount.unsigned_abs(), movement.decimals),
-                symbol: symbol(movement.mint.as_ref()),
+                symbol: symbol(&movement),
                 incoming: movement.is_incoming(),
                 usd,
             })
             .collect();
-        let fee = (event.fee_payer == event.wallet).then(|| format_units(u128::from(event.fee), 9));
+        let fee = (event.fee_payer == event.wallet).then(|| {
+            format!("{} {}", format_units(u128::from(event.fee), event.chain.native_decimals()), event.chain.native_symbol())
+        });
         let failed = match &event.outcome {
             TxOutcome::Success => None,
             TxOutcome::Failed { error } => Some(error.clone()),
@@ -158,7 +161,7 @@ impl Alert {
     /// What happened, after the wallet's name (`transferred 50 SOL ($2500) to 3K...zVpQ`).
     fn action(&self) -> String {
         if let Some(fee) = self.failed.as_ref().and(self.fee.as_ref()) {
-            return format!("sent a transaction that failed (fee {fee} SOL)");
+            return format!("sent a transaction that failed (fee {fee})");
         }
         if self.failed.is_some() {
             return "was part of a transaction that failed".to_string();
@@ -193,7 +196,7 @@ impl Alert {
     pub fn details_line(&self) -> String {
         let mut parts = Vec::new();
         if let Some(fee) = &self.fee {
-            parts.push(format!("Fee {fee} SOL"));
+            parts.push(format!("Fee {fee}"));
         }
         parts.push(format!("Slot {}", self.slot));
         if let Some(time) = self.time_text() {
@@ -261,7 +264,7 @@ impl Alert {
             fields.push(json!({"name": "Counterparty", "value": counterparty.as_str(), "inline": false}));
         }
         if let Some(fee) = &self.fee {
-            fields.push(json!({"name": "Fee", "value": format!("{fee} SOL"), "inline": true}));
+            fields.push(json!({"name": "Fee", "value": fee.clone(), "inline": true}));
         }
         fields.push(json!({"name": "Slot", "value": self.slot.to_string(), "inline": true}));
         if let Some(error) = &self.failed {
@@ -306,8 +309,8 @@ pub fn format_usd(usd: f64) -> String {
     }
 }
 
-fn symbol(mint: Option<&WalletAddress>) -> String {
-    let Some(mint) = mint else { return "SOL".to_string() };
+fn symbol(movement: &Movement) -> String {
+    let Some(mint) = &movement.mint else { return movement.chain.native_symbol().to_string() };
     KNOWN_MINTS
         .iter()
         .find(|(address, _)| *address == mint.as_str())
@@ -371,7 +374,7 @@ mod tests {
                     .expect("valid"),
                 slot: Slot(1234),
                 block_time: Some(1_700_000_000),
-                sol_delta,
+                native_delta: i128::from(sol_delta),
                 token_deltas: tokens,
                 fee: 5000,
                 fee_payer: wallet,

@@ -211,11 +211,10 @@ pub fn decode_transaction(
     let now = UnixMillis::from(SystemTime::now());
     let mut events = Vec::with_capacity(wallets.len());
     for wallet in wallets {
-        let mut sol_delta: i64 = 0;
+        let mut native_delta: i128 = 0;
         for (index, key) in keys.iter().enumerate() {
             if *key == &wallet {
-                let change = i128::from(meta.post_balances[index]) - i128::from(meta.pre_balances[index]);
-                sol_delta = i64::try_from(change).map_err(|_| malformed("lamport change overflows i64".into()))?;
+                native_delta = i128::from(meta.post_balances[index]) - i128::from(meta.pre_balances[index]);
                 break;
             }
         }
@@ -240,7 +239,7 @@ pub fn decode_transaction(
             signature: signature.clone(),
             slot: Slot(raw.slot),
             block_time: raw.block_time,
-            sol_delta,
+            native_delta,
             token_deltas,
             fee: meta.fee,
             fee_payer: fee_payer.clone(),

@@ -47,7 +47,7 @@ fn track_all(store: &RedbStore) {
 fn event(index: u64) -> NewEvent {
     let wallet = wallet(index);
     let mut event = ww_test_utils::sample_event(&wallet, ww_test_utils::signature_from_seed(index), index);
-    event.sol_delta = -5_000;
+    event.native_delta = -5_000;
     NewEvent { event, routes: vec![ww_core::store::Route { destination: "discord-channel:1".parse().expect("valid"), user: "u".into() }], allows_before_tracking: false }
 }
 

@@ -15,7 +15,7 @@ fn signature(byte: u8) -> Signature {
 
 fn event(wallet: &WalletAddress, signature_byte: u8, slot: u64) -> ActivityEvent {
     let mut event = ww_test_utils::sample_event(wallet, signature(signature_byte), slot);
-    event.sol_delta = 1_000;
+    event.native_delta = 1_000;
     event.fee_payer = address(99);
     event
 }
@@ -115,8 +115,8 @@ fn cursor_advances_by_compare_and_set() {
     let wallet = address(1);
     let token_account = address(2);
     track(&store, &wallet, "alice");
-    let first = Position { slot: Slot(5), signature: signature(1) };
-    let second = Position { slot: Slot(9), signature: signature(2) };
+    let first = Position::Solana { slot: Slot(5), signature: signature(1) };
+    let second = Position::Solana { slot: Slot(9), signature: signature(2) };
     assert_eq!(store.cursor(&wallet, &wallet).expect("read"), None);
     store.advance_cursor(&wallet, &wallet, None, &first).expect("first advance");
     let conflict = store.advance_cursor(&wallet, &wallet, None, &second).expect_err("stale from");
@@ -159,13 +159,13 @@ fn events_and_their_cursor_move_commit_together_or_not_at_all() {
     let (_dir, store) = open_temp();
     let wallet = address(1);
     track(&store, &wallet, "alice");
-    let to = Position { slot: Slot(2), signature: signature(2) };
+    let to = Position::Solana { slot: Slot(2), signature: signature(2) };
     let cursor_move = CursorMove { owner: wallet.clone(), address: wallet.clone(), from: None, to: to.clone() };
     let batch = [NewEvent { event: event(&wallet, 2, 2), routes: vec![], allows_before_tracking: false }];
     store.record_events(&batch, std::slice::from_ref(&cursor_move)).expect("record with cursor");
     assert_eq!(store.cursor(&wallet, &wallet).expect("cursor"), Some(to));
     // A stale `from`: the events are not stored either.
-    let stale = CursorMove { to: Position { slot: Slot(3), signature: signature(3) }, ..cursor_move };
+    let stale = CursorMove { to: Position::Solana { slot: Slot(3), signature: signature(3) }, ..cursor_move };
     let error = store.record_events(&[NewEvent { event: event(&wallet, 3, 3), routes: vec![], allows_before_tracking: false }], std::slice::from_ref(&stale)).expect_err("conflict");
     assert!(matches!(error, StoreError::CursorConflict { .. }), "{error}");
     assert!(!store.is_seen(&wallet, &signature(3)).expect("seen"));
@@ -181,7 +181,7 @@ fn a_wallets_cursors_and_unresolved_transactions_go_with_its_last_user() {
     let token_account = address(2);
     track(&store, &wallet, "alice");
     track(&store, &wallet, "bob");
-    let position = Position { slot: Slot(5), signature: signature(1) };
+    let position = Position::Solana { slot: Slot(5), signature: signature(1) };
     store.advance_cursor(&wallet, &wallet, None, &position).expect("cursor");
     store.advance_cursor(&wallet, &token_account, None, &position).expect("token cursor");
     store.note_unresolved(&unresolved(&wallet, 9), 3, 0).expect("note");
@@ -426,7 +426,7 @@ fn a_schema_4_store_is_migrated_with_its_events_cursors_and_outbox() {
     let token_account = address(2);
     let gone = address(3);
     let stranger_account = address(4);
-    let position = |byte: u8| Position { slot: Slot(u64::from(byte)), signature: signature(byte) };
+    let position = |byte: u8| Position::Solana { slot: Slot(u64::from(byte)), signature: signature(byte) };
     {
         let store = RedbStore::open_in_dir(dir.path()).expect("open");
         track(&store, &wallet, "alice");
@@ -531,7 +531,7 @@ fn subscriptions_follow_track_untrack_and_keep_filters_and_destinations() {
     use ww_core::alert::{AlertFilter, Direction};
     let (_dir, store) = open_temp();
     let wallet = address(3);
-    let filter = AlertFilter { direction: Direction::Out, min_sol: Some(2.0), ..AlertFilter::default() };
+    let filter = AlertFilter { direction: Direction::Out, min_native: Some(2.0), ..AlertFilter::default() };
     let request = TrackRequest {
         chain: Chain::Solana,
         address: wallet.clone(),
@@ -606,7 +606,7 @@ fn an_old_store_opened_by_several_processes_at_once_is_migrated_once() {
         track(&store, &wallet, "alice");
         let batch: Vec<NewEvent> = (1..=200u8).map(|index| NewEvent { event: event(&wallet, index, u64::from(index)), routes: vec![], allows_before_tracking: false }).collect();
         store.record_events(&batch, &[]).expect("record");
-        store.advance_cursor(&wallet, &wallet, None, &Position { slot: Slot(200), signature: signature(200) }).expect("cursor");
+        store.advance_cursor(&wallet, &wallet, None, &Position::Solana { slot: Slot(200), signature: signature(200) }).expect("cursor");
     }
     rewind_to_schema_4(&dir.path().join(crate::STORE_FILE_NAME), &[]);
     let children: Vec<std::process::Child> = (0..8)
@@ -636,5 +636,5 @@ fn an_old_store_opened_by_several_processes_at_once_is_migrated_once() {
     let store = RedbStore::open_in_dir(dir.path()).expect("open");
     assert_eq!(store.events(&EventQuery { wallet: None, after: None, limit: 1000 }).expect("events").len(), 200);
     assert!(store.known_transactions(&wallet, &(1..=200u8).map(signature).collect::<Vec<_>>()).expect("known").len() == 200);
-    assert_eq!(store.cursor(&wallet, &wallet).expect("cursor").map(|cursor| cursor.slot), Some(Slot(200)));
+    assert_eq!(store.cursor(&wallet, &wallet).expect("cursor").map(|cursor| cursor.height()), Some(200));
 }

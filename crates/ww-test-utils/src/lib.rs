@@ -115,7 +115,7 @@ pub fn sample_event(wallet: &WalletAddress, signature: Signature, slot: u64) -> 
         signature,
         slot: ww_core::Slot(slot),
         block_time: Some(1_700_000_000),
-        sol_delta: 2_500_000_000,
+        native_delta: 2_500_000_000,
         token_deltas: vec![],
         fee: 5_000,
         fee_payer: wallet.clone(),

@@ -310,7 +310,7 @@ pub async fn run(
         unresolved_retrying: HashSet::new(),
         stats: ww_core::store::RuntimeStats {
             server_id: config.server_id.clone(),
-            started_at: crate::daemon::now(),
+            started_at: ww_core::time::now(),
             ..ww_core::store::RuntimeStats::default()
         },
         health,
@@ -640,7 +640,7 @@ impl Pipeline {
     }
 
     fn save_stats(&mut self) {
-        self.stats.saved_at = crate::daemon::now();
+        self.stats.saved_at = ww_core::time::now();
         let now = self.stats.saved_at;
         let oldest = self.work_started.values().min().copied();
         let lag_ms = oldest.map_or(0, |started| (now.0 - started.0).max(0));

@@ -153,7 +153,7 @@ impl Pipeline {
         }
         let Some(start) = self.history_start.get(&owner).copied() else { return };
         let walk = Walk { address: address.clone(), owner, start, origin, received_at, is_import: false };
-        self.work_started.entry(WorkItem::Walk(address.clone())).or_insert_with(crate::daemon::now);
+        self.work_started.entry(WorkItem::Walk(address.clone())).or_insert_with(ww_core::time::now);
         if self.walking.contains(&address) {
             match self.walk_again.get_mut(&address) {
                 Some(existing) => merge(existing, walk),
@@ -399,7 +399,7 @@ impl Pipeline {
 
     async fn handle_balance_round(&mut self, wallets: Vec<WalletAddress>, report: RoundReport) {
         self.is_balance_round_running = false;
-        let finished_at = crate::daemon::now();
+        let finished_at = ww_core::time::now();
         self.stats.last_balance_refresh = Some(finished_at);
         self.health.update(|state| state.last_balance_round = Some(finished_at));
         self.stats.last_balance_round = Some((report.accounts as u64, report.calls as u64));
@@ -542,7 +542,7 @@ async fn retry_unresolved(
     let events = match decoded {
         Ok(events) => events,
         Err(reason) => {
-            let now = crate::daemon::now();
+            let now = ww_core::time::now();
             let note = UnresolvedTransaction { reason: reason.clone(), last_failed_at: now, ..entry };
             let _ = tokio::task::spawn_blocking(move || {
                 store.note_unresolved(&note, crate::catchup::GIVE_UP_AFTER, crate::catchup::UNDECODABLE_RETRY_MS)

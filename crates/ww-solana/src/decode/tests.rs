@@ -44,7 +44,7 @@ fn incoming_sol() {
     assert_eq!(events.len(), 1);
     let event = &events[0];
     assert_eq!(event.wallet, address(WALLET_A));
-    assert_eq!(event.sol_delta, 2_000_000);
+    assert_eq!(event.native_delta, 2_000_000);
     assert_eq!(event.fee, 5_000);
     assert_ne!(event.fee_payer, address(WALLET_A));
     assert_eq!(event.outcome, TxOutcome::Success);
@@ -58,10 +58,10 @@ fn outgoing_sol_includes_the_fee() {
     let events = decode_for("sol_outgoing", &[PAYER, WALLET_B]);
     assert_eq!(events.len(), 2);
     assert_eq!(events[0].wallet, address(PAYER));
-    assert_eq!(events[0].sol_delta, -3_000_000 - 5_000);
+    assert_eq!(events[0].native_delta, -3_000_000 - 5_000);
     assert_eq!(events[0].fee_payer, address(PAYER));
     assert_eq!(events[1].wallet, address(WALLET_B));
-    assert_eq!(events[1].sol_delta, 3_000_000);
+    assert_eq!(events[1].native_delta, 3_000_000);
 }
 
 #[test]
@@ -69,7 +69,7 @@ fn incoming_spl_token_to_an_existing_account_is_attributed_to_its_owner() {
     let events = decode_for("spl_token_incoming", &[TOKEN_OWNER]);
     assert_eq!(events.len(), 1, "the owner is not an account key but owns the credited token account");
     let event = &events[0];
-    assert_eq!(event.sol_delta, 0);
+    assert_eq!(event.native_delta, 0);
     assert_eq!(event.token_deltas.len(), 1);
     let delta = &event.token_deltas[0];
     assert_eq!(delta.delta, 1_500_000);
@@ -94,9 +94,9 @@ fn failed_transaction_charges_only_the_fee() {
     assert_eq!(events.len(), 2);
     let payer = &events[0];
     assert_eq!(payer.wallet, address(PAYER));
-    assert_eq!(payer.sol_delta, -5_000);
+    assert_eq!(payer.native_delta, -5_000);
     assert!(matches!(&payer.outcome, TxOutcome::Failed { error } if error.contains("InstructionError")), "{:?}", payer.outcome);
-    assert_eq!(events[1].sol_delta, 0, "the recipient of a failed transfer gets nothing");
+    assert_eq!(events[1].native_delta, 0, "the recipient of a failed transfer gets nothing");
 }
 
 #[test]
@@ -104,7 +104,7 @@ fn one_transaction_touching_two_tracked_wallets_yields_one_event_each() {
     let events = decode_for("two_recipients", &[WALLET_A, WALLET_B]);
     let wallets: Vec<&str> = events.iter().map(|event| event.wallet.as_str()).collect();
     assert_eq!(wallets, vec![WALLET_B, WALLET_A]);
-    assert!(events.iter().all(|event| event.sol_delta == 1_000_000));
+    assert!(events.iter().all(|event| event.native_delta == 1_000_000));
     assert!(events.iter().all(|event| event.signature == events[0].signature));
 }
 
