@@ -51,7 +51,9 @@ pub fn track_with(
     options: TrackOptions,
     now: UnixMillis,
 ) -> Result<(WalletAddress, TrackOutcome), AppError> {
-    let address = WalletAddress::parse(address.trim())?;
+    // Only Solana wallets are watched so far: an EVM address is refused here
+    // rather than stored as a wallet nothing would ever watch.
+    let address = WalletAddress::parse_for(Chain::Solana, address.trim())?;
     if let Some(filter) = &options.filter {
         filter.validate().map_err(AppError::Rejected)?;
     }

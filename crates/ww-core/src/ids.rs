@@ -183,7 +183,7 @@ pub enum AddressError {
         expected: String,
     },
     /// A valid id of another chain family than the one asked for.
-    #[error("invalid {kind} {input:?} for {chain}: it is a {found} {kind}, {chain} expects the {expected} form")]
+    #[error("invalid {kind} {input:?} for {chain}: it has the {found} form, {chain} uses the {expected} form")]
     WrongChain {
         /// What was being parsed.
         kind: &'static str,
@@ -767,7 +767,7 @@ mod tests {
         assert!(WalletAddress::parse_for(Chain::Polygon, EIP55_VECTORS[1]).is_ok());
         assert!(WalletAddress::parse_for(Chain::Solana, TOKEN_PROGRAM).is_ok());
         let error = WalletAddress::parse_for(Chain::Solana, EIP55_VECTORS[1]).expect_err("evm on solana");
-        assert!(error.to_string().contains("solana expects the Solana form"), "{error}");
+        assert!(error.to_string().contains("it has the EVM form, solana uses the Solana form"), "{error}");
         let error = WalletAddress::parse_for(Chain::Ethereum, TOKEN_PROGRAM).expect_err("solana on ethereum");
         assert!(matches!(error, AddressError::WrongChain { chain: Chain::Ethereum, found: "Solana", .. }), "{error:?}");
     }

@@ -118,6 +118,11 @@ async fn wallets_are_tracked_listed_per_user_and_untracked() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "invalid_address");
     assert!(body["error"]["message"].as_str().unwrap_or_default().contains("not base58"));
+    // An EVM address is a valid address but not of the chain the wallet is tracked on.
+    let evm = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+    let (status, body) = call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": evm}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("solana uses the Solana form"), "{body}");
     let (status, body) = call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"adress": WALLET}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let huge = "x".repeat(crate::MAX_BODY_BYTES + 1);
