@@ -127,8 +127,21 @@ async fn main() {
     let again = median(again);
     println!("backfill throughput on the local node: {transactions} transactions, median of {runs} runs");
     println!("{:<66} {:>8} {:>9}", "case", "tx/s", "vs raw");
-    println!("{:<66} {:>8.0} {:>9.2}", "baseline (a): raw load loop, same requests, 16 in flight, no storing", raw, 1.0);
-    println!("{:<66} {:>8.0} {:>9.2}", "baseline (b): crawler, 5 concurrent getTransaction, no storing", crawler, crawler / raw);
+    println!(
+        "{:<66} {:>8.0} {:>9.2}",
+        "baseline (a): raw load loop, same requests, 16 in flight, no storing", raw, 1.0
+    );
+    println!(
+        "{:<66} {:>8.0} {:>9.2}",
+        "baseline (b): crawler, 5 concurrent getTransaction, no storing",
+        crawler,
+        crawler / raw
+    );
     println!("{:<66} {:>8.0} {:>9.2}", "walletwatch backfill (decode + dedup + durable store)", ours, ours / raw);
-    println!("{:<66} {:>8.0} {:>9.2}", "walletwatch backfill again, all stored (list + skip, no fetch)", again, again / raw);
+    println!(
+        "{:<66} {:>8.0} {:>9.2}",
+        "walletwatch backfill again, all stored (list + skip, no fetch)",
+        again,
+        again / raw
+    );
 }

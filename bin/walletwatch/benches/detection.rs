@@ -48,14 +48,7 @@ fn percentiles(mut samples: Vec<i64>) -> String {
     }
     samples.sort_unstable();
     let at = |quantile: f64| samples[((samples.len() - 1) as f64 * quantile).round() as usize];
-    format!(
-        "{:>6} {:>6} {:>6} {:>6} {:>6}",
-        samples.len(),
-        at(0.50),
-        at(0.95),
-        at(0.99),
-        samples[samples.len() - 1]
-    )
+    format!("{:>6} {:>6} {:>6} {:>6} {:>6}", samples.len(), at(0.50), at(0.95), at(0.99), samples[samples.len() - 1])
 }
 
 fn stored(data_dir: &Path) -> Vec<ActivityEvent> {
@@ -76,7 +69,9 @@ fn all_active(data_dir: &Path, count: usize) -> bool {
         return false;
     };
     let wallets: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
-    wallets.as_array().is_some_and(|wallets| wallets.len() == count && wallets.iter().all(|wallet| wallet["subscription_status"] == "Active"))
+    wallets.as_array().is_some_and(|wallets| {
+        wallets.len() == count && wallets.iter().all(|wallet| wallet["subscription_status"] == "Active")
+    })
 }
 
 async fn raw_client(ws_url: String, wallets: Vec<WalletAddress>, arrivals: Arc<Mutex<HashMap<String, i64>>>) {
@@ -119,7 +114,19 @@ async fn main() {
         Command::new(env!("CARGO_BIN_EXE_walletwatch"))
             .arg("--data-dir")
             .arg(data_dir.path())
-            .args(["run", "--rpc-url", &node.rpc_url, "--ws-url", &node.ws_url, "--log-level", "warn", "--metrics-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
+            .args([
+                "run",
+                "--rpc-url",
+                &node.rpc_url,
+                "--ws-url",
+                &node.ws_url,
+                "--log-level",
+                "warn",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--listen",
+                "127.0.0.1:0",
+            ])
             .stdout(Stdio::null())
             .spawn()
             .expect("daemon"),
@@ -140,7 +147,16 @@ async fn main() {
     for _ in 0..rounds {
         for wallet in &wallets {
             let output = Command::new(&binary)
-                .args(["transfer", "--rpc", &node.rpc_url, "--to", wallet.as_str(), "--lamports", "1000000", "--print-sent-at"])
+                .args([
+                    "transfer",
+                    "--rpc",
+                    &node.rpc_url,
+                    "--to",
+                    wallet.as_str(),
+                    "--lamports",
+                    "1000000",
+                    "--print-sent-at",
+                ])
                 .output()
                 .expect("transfer");
             assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -178,7 +194,10 @@ async fn main() {
             raw.push(arrived - sent);
         }
     }
-    let missing: Vec<&String> = sent_at.keys().filter(|signature| !events.iter().any(|event| event.signature.as_str() == signature.as_str())).collect();
+    let missing: Vec<&String> = sent_at
+        .keys()
+        .filter(|signature| !events.iter().any(|event| event.signature.as_str() == signature.as_str()))
+        .collect();
     let raw_p50 = {
         let mut sorted = raw.clone();
         sorted.sort_unstable();
@@ -189,7 +208,11 @@ async fn main() {
         sorted.sort_unstable();
         sorted.get(sorted.len() / 2).copied().unwrap_or(0)
     };
-    println!("detection latency on the local node: {wallet_count} wallets, {} transfers sent in {:.1}s, 400 ms slots, commitment confirmed", sent_at.len(), sending.as_secs_f64());
+    println!(
+        "detection latency on the local node: {wallet_count} wallets, {} transfers sent in {:.1}s, 400 ms slots, commitment confirmed",
+        sent_at.len(),
+        sending.as_secs_f64()
+    );
     println!("{:<58} {:>6} {:>6} {:>6} {:>6} {:>6}", "milliseconds", "n", "p50", "p95", "p99", "max");
     println!("{:<58} {}", "baseline: raw client, sendTransaction -> logsNotification", percentiles(raw));
     println!("{:<58} {}", "walletwatch, sendTransaction -> first notification", percentiles(send_to_notification));

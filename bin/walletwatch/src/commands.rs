@@ -12,18 +12,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use tokio_util::sync::CancellationToken;
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
 use ww_app::catchup::Progress;
 use ww_app::{AppError, backfill, daemon, events, wallets};
 use ww_config::Config;
+use ww_core::WalletAddress;
 use ww_core::store::{EventQuery, Store};
 use ww_core::wallet::{TrackOutcome, UntrackOutcome};
-use ww_core::WalletAddress;
 use ww_store::RedbStore;
 
 use crate::cli::{
-    BenchCommand, Cli, Command, DiscordCommand, FilterArgs, OutboxCommand, TelegramCommand, TokenCommand, UnresolvedCommand,
+    BenchCommand, Cli, Command, DiscordCommand, FilterArgs, OutboxCommand, TelegramCommand, TokenCommand,
+    UnresolvedCommand,
 };
 
 /// How often `events --follow` looks for new events.
@@ -137,7 +138,12 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
                     "--since needs the node, which did not answer; track without --since, or retry when it is reachable"
                 )));
             }
-            let options = wallets::TrackOptions { filter: filter_from_args(filter)?, destination: None, start_slot, chat_quota: None };
+            let options = wallets::TrackOptions {
+                filter: filter_from_args(filter)?,
+                destination: None,
+                start_slot,
+                chat_quota: None,
+            };
             let (address, outcome) =
                 wallets::track_with(store.as_ref(), &address, label.as_deref(), &user, options, ww_core::time::now())?;
             println!("{}", wallets::tracking_message(&address));
@@ -152,7 +158,8 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
                 // now when it was tracked already): the daemon owns the rest.
                 let start = store.wallet(&address)?.and_then(|record| record.start_slot).unwrap_or(slot);
                 let until = Some(backfill::Bound::Slot(start));
-                run_backfill_bounds(&config, Arc::clone(&store) as Arc<dyn Store>, &address, Some(since), until).await?;
+                run_backfill_bounds(&config, Arc::clone(&store) as Arc<dyn Store>, &address, Some(since), until)
+                    .await?;
             }
             Ok(())
         }
@@ -179,7 +186,9 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
         Command::Backfill { address, since, until, .. } => run_backfill(&config, &address, since, until).await,
         Command::Balances { address, json } => print_balances(&config, address.as_deref(), json),
         Command::Stats { json } => print_stats(&config, json),
-        Command::Token(TokenCommand::Create { user, admin, expires_in }) => create_token(&config, &user, admin, expires_in.as_deref()),
+        Command::Token(TokenCommand::Create { user, admin, expires_in }) => {
+            create_token(&config, &user, admin, expires_in.as_deref())
+        }
         Command::Token(TokenCommand::List { user, json }) => list_tokens(&config, user.as_deref(), json),
         Command::Token(TokenCommand::Revoke { ids, user, .. }) => revoke_tokens(&config, ids, user),
         Command::Outbox(command) => outbox(&config, command),
@@ -191,8 +200,15 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
             replay(config, &file, &speed, json, ww_server::replay::Sandbox { deliver_alerts }).await
         }
         Command::Bench(BenchCommand::Compare { duration, interval, wallets, transfers_per_minute, payer, .. }) => {
-            if duration == 0 || interval == 0 || wallets == 0 || transfers_per_minute.is_nan() || transfers_per_minute <= 0.0 {
-                return Err(Failure::Usage(anyhow!("--duration, --interval, --wallets and --transfers-per-minute must be positive")));
+            if duration == 0
+                || interval == 0
+                || wallets == 0
+                || transfers_per_minute.is_nan()
+                || transfers_per_minute <= 0.0
+            {
+                return Err(Failure::Usage(anyhow!(
+                    "--duration, --interval, --wallets and --transfers-per-minute must be positive"
+                )));
             }
             let options = ww_app::compare::CompareOptions {
                 duration: Duration::from_secs(duration),
@@ -243,9 +259,10 @@ async fn run(config: Config) -> CommandResult {
     };
     let chat = ww_server::chat::ChatConfig {
         discord_public_key: match &config.discord.public_key {
-            Some(bytes) => Some(ww_sinks::discord::public_key(bytes).ok_or_else(|| {
-                Failure::Usage(anyhow!("discord.public_key is not a valid Ed25519 public key"))
-            })?),
+            Some(bytes) => Some(
+                ww_sinks::discord::public_key(bytes)
+                    .ok_or_else(|| Failure::Usage(anyhow!("discord.public_key is not a valid Ed25519 public key")))?,
+            ),
             None => None,
         },
         telegram_webhook_secret: match config.telegram.mode {
@@ -304,7 +321,8 @@ fn create_token(config: &Config, user: &str, is_admin: bool, expires_in: Option<
         None => None,
     };
     let store = open_store(config)?;
-    let (token, hash) = ww_server::generate_token().map_err(|error| Failure::Runtime(anyhow!("no randomness available: {error}")))?;
+    let (token, hash) =
+        ww_server::generate_token().map_err(|error| Failure::Runtime(anyhow!("no randomness available: {error}")))?;
     let now = ww_core::time::now();
     let expires_at = lifetime.map(|lifetime| now.plus_millis(i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX)));
     let record = ww_core::store::ApiToken { hash, user: user.to_string(), is_admin, created_at: now, expires_at };
@@ -345,7 +363,12 @@ fn list_tokens(config: &Config, user: Option<&str>, json: bool) -> CommandResult
             Some(at) if token.is_valid_at(now) => format!("expires in {}s", (at.0 - now.0) / 1000),
             Some(_) => "expired".to_string(),
         };
-        println!("{}  user {}  {}  {expiry}", token.id(), token.user, if token.is_admin { "admin" } else { "read-only" });
+        println!(
+            "{}  user {}  {}  {expiry}",
+            token.id(),
+            token.user,
+            if token.is_admin { "admin" } else { "read-only" }
+        );
     }
     Ok(())
 }
@@ -354,7 +377,11 @@ fn revoke_tokens(config: &Config, ids: Vec<String>, user: Option<String>) -> Com
     let selection = match (ids.is_empty(), user) {
         (false, None) => ww_core::store::TokenSelection::Ids(ids),
         (true, Some(user)) => ww_core::store::TokenSelection::User(user),
-        _ => return Err(Failure::Usage(anyhow!("name token ids (from `walletwatch token list`), or use --user U --all"))),
+        _ => {
+            return Err(Failure::Usage(anyhow!(
+                "name token ids (from `walletwatch token list`), or use --user U --all"
+            )));
+        }
     };
     let store = open_store(config)?;
     let revoked = store.revoke_api_tokens(&selection)?;
@@ -437,7 +464,10 @@ fn print_stats(config: &Config, json: bool) -> CommandResult {
     println!("wallets per tier: {}", tiers.join(", "));
     match (stats.last_balance_refresh, stats.last_balance_round) {
         (Some(at), Some((accounts, calls))) => {
-            println!("last balance refresh: {}s ago, {accounts} accounts in {calls} calls", (ww_core::time::now().0 - at.0) / 1000);
+            println!(
+                "last balance refresh: {}s ago, {accounts} accounts in {calls} calls",
+                (ww_core::time::now().0 - at.0) / 1000
+            );
         }
         _ => println!("last balance refresh: none yet"),
     }
@@ -478,11 +508,18 @@ fn print_balances(config: &Config, address: Option<&str>, json: bool) -> Command
     Ok(())
 }
 
-async fn print_events(config: &Config, wallet: Option<String>, limit: usize, json: bool, follow: bool) -> CommandResult {
+async fn print_events(
+    config: &Config,
+    wallet: Option<String>,
+    limit: usize,
+    json: bool,
+    follow: bool,
+) -> CommandResult {
     if limit == 0 || limit > MAX_EVENTS_LIMIT {
         return Err(Failure::Usage(anyhow!("--limit must be between 1 and {MAX_EVENTS_LIMIT}")));
     }
-    let wallet = wallet.map(|text| WalletAddress::parse(&text)).transpose().map_err(|error| Failure::Usage(error.into()))?;
+    let wallet =
+        wallet.map(|text| WalletAddress::parse(&text)).transpose().map_err(|error| Failure::Usage(error.into()))?;
     let store = open_store(config)?;
     let shutdown = if follow { Some(crate::signals::install().map_err(Failure::Runtime)?) } else { None };
     let mut query = EventQuery { wallet, after: None, limit };
@@ -563,7 +600,11 @@ fn filter_from_args(args: FilterArgs) -> Result<Option<ww_core::alert::AlertFilt
     }))
 }
 
-fn job_selection(ids: Vec<u64>, all: bool, destination: Option<String>) -> Result<ww_core::store::JobSelection, Failure> {
+fn job_selection(
+    ids: Vec<u64>,
+    all: bool,
+    destination: Option<String>,
+) -> Result<ww_core::store::JobSelection, Failure> {
     use ww_core::store::JobSelection;
     match (ids.is_empty(), all, destination) {
         (false, _, _) => Ok(JobSelection::Ids(ids)),
@@ -615,7 +656,9 @@ fn unresolved(config: &Config, command: UnresolvedCommand) -> CommandResult {
                 .map(|text| ww_core::Signature::parse(text).map_err(|error| Failure::Usage(anyhow!("{text}: {error}"))))
                 .collect::<Result<_, _>>()?;
             let requested = store.request_unresolved_retry(if all { None } else { Some(&parsed) })?;
-            println!("{requested} unresolved transaction(s) to retry; a running `walletwatch run` tries them within seconds");
+            println!(
+                "{requested} unresolved transaction(s) to retry; a running `walletwatch run` tries them within seconds"
+            );
             Ok(())
         }
     }
@@ -629,7 +672,10 @@ fn outbox(config: &Config, command: OutboxCommand) -> CommandResult {
             let letters = store.dead_letters(limit)?;
             if json {
                 let document = serde_json::json!({"outbox": pending, "dead_letters": letters});
-                println!("{}", serde_json::to_string_pretty(&document).map_err(|error| Failure::Runtime(error.into()))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&document).map_err(|error| Failure::Runtime(error.into()))?
+                );
                 return Ok(());
             }
             let now = ww_core::time::now();
@@ -700,7 +746,9 @@ async fn telegram_webhook(config: &Config, command: TelegramCommand) -> CommandR
     match command {
         TelegramCommand::SetWebhook { url } => {
             let Some(secret) = &config.telegram.webhook_secret else {
-                return Err(Failure::Usage(anyhow!("set telegram.webhook_secret first: Telegram sends it with every update")));
+                return Err(Failure::Usage(anyhow!(
+                    "set telegram.webhook_secret first: Telegram sends it with every update"
+                )));
             };
             let parsed = url::Url::parse(&url).map_err(|error| Failure::Usage(anyhow!("--url {url:?}: {error}")))?;
             if parsed.scheme() != "https" {
@@ -743,15 +791,23 @@ async fn capture(config: Config, out: &Path, duration: Option<u64>) -> CommandRe
     let health = ww_app::health::Health::default();
     let broker = ww_app::broker::Broker::default();
     let outcome = daemon::run(config, store, health, broker, Some(std::sync::Arc::clone(&recorder)), shutdown).await;
-    let summary = recorder.finish().map_err(|error| Failure::Runtime(anyhow!("finishing {}: {error}", out.display())))?;
+    let summary =
+        recorder.finish().map_err(|error| Failure::Runtime(anyhow!("finishing {}: {error}", out.display())))?;
     outcome?;
     println!("capture {}: {} records, {} dropped", out.display(), summary.written, summary.dropped);
     Ok(())
 }
 
-async fn replay(config: Config, file: &Path, speed: &str, json: bool, sandbox: ww_server::replay::Sandbox) -> CommandResult {
+async fn replay(
+    config: Config,
+    file: &Path,
+    speed: &str,
+    json: bool,
+    sandbox: ww_server::replay::Sandbox,
+) -> CommandResult {
     let speed: ww_server::replay::Speed = speed.parse().map_err(|error: String| Failure::Usage(anyhow!(error)))?;
-    let (header, records) = ww_solana::capture::CaptureReader::open(file).map_err(|error| Failure::Usage(anyhow!(error)))?;
+    let (header, records) =
+        ww_solana::capture::CaptureReader::open(file).map_err(|error| Failure::Usage(anyhow!(error)))?;
     let shutdown = crate::signals::install().map_err(Failure::Runtime)?;
     let report = ww_server::replay::run(config, &header, records, speed, sandbox, shutdown).await?;
     if json {

@@ -29,8 +29,12 @@ pub(crate) fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::P
         .map_err(|error| anyhow::anyhow!("configuring metrics: {error}"))?
         .install_recorder()
         .map_err(|error| anyhow::anyhow!("installing the metrics recorder: {error}"))?;
-    let catalogs: [&[ww_core::metric::MetricSpec]; 4] =
-        [ww_solana::metrics::CATALOG, ww_app::METRICS, ww_server::metric_names::CATALOG, ww_sinks::metric_names::CATALOG];
+    let catalogs: [&[ww_core::metric::MetricSpec]; 4] = [
+        ww_solana::metrics::CATALOG,
+        ww_app::METRICS,
+        ww_server::metric_names::CATALOG,
+        ww_sinks::metric_names::CATALOG,
+    ];
     for spec in catalogs.into_iter().flatten() {
         register(spec);
     }
@@ -45,7 +49,8 @@ fn register(spec: &ww_core::metric::MetricSpec) {
         MetricKind::Histogram => metrics::describe_histogram!(spec.name, spec.help),
     }
     for labels in spec.label_sets() {
-        let labels: Vec<metrics::Label> = labels.into_iter().map(|(key, value)| metrics::Label::new(key, value)).collect();
+        let labels: Vec<metrics::Label> =
+            labels.into_iter().map(|(key, value)| metrics::Label::new(key, value)).collect();
         match spec.kind {
             MetricKind::Counter => metrics::counter!(spec.name, labels).increment(0),
             MetricKind::Gauge => metrics::gauge!(spec.name, labels).increment(0.0),

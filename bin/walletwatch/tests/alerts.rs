@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::{Daemon, all_active, wait_closely, wait_until, walletwatch};
 use serde_json::{Value, json};
-use ww_core::store::Store as _;
 use ww_core::Signature;
+use ww_core::store::Store as _;
 use ww_store::RedbStore;
 use ww_test_utils::contracts::{Failure, Family};
 use ww_test_utils::{ContractServer, DiscordApp, LocalNode, fresh_address};
@@ -145,7 +145,18 @@ async fn a_transfer_reaches_every_users_destinations_through_their_filters() {
 
     // alice: CLI, label and a 1 SOL minimum; her destinations come from the config.
     let output = walletwatch(data_dir.path())
-        .args(["--config", &config, "track", wallet.as_str(), "--user", "alice", "--label", "treasury", "--min-sol", "1"])
+        .args([
+            "--config",
+            &config,
+            "track",
+            wallet.as_str(),
+            "--user",
+            "alice",
+            "--label",
+            "treasury",
+            "--min-sol",
+            "1",
+        ])
         .output()
         .expect("track");
     assert!(output.status.success(), "{output:?}");
@@ -161,12 +172,17 @@ async fn a_transfer_reaches_every_users_destinations_through_their_filters() {
     // narrows that user's alerts to outgoing transfers through the API.
     server.push_telegram_message(TELEGRAM_CHAT, TELEGRAM_USER, &format!("/track {wallet}"));
     wait_until("the Telegram reply", data_dir.path(), || {
-        server.received_by(&format!("telegram:{TELEGRAM_CHAT}")).iter().any(|received| {
-            received.body["text"].as_str().is_some_and(|text| text.contains("Tracking wallet"))
-        })
+        server
+            .received_by(&format!("telegram:{TELEGRAM_CHAT}"))
+            .iter()
+            .any(|received| received.body["text"].as_str().is_some_and(|text| text.contains("Tracking wallet")))
     });
     let token = String::from_utf8(
-        walletwatch(data_dir.path()).args(["token", "create", "--user", "admin", "--admin"]).output().expect("token").stdout,
+        walletwatch(data_dir.path())
+            .args(["token", "create", "--user", "admin", "--admin"])
+            .output()
+            .expect("token")
+            .stdout,
     )
     .expect("utf-8");
     let response = http()
@@ -182,8 +198,10 @@ async fn a_transfer_reaches_every_users_destinations_through_their_filters() {
     // a: 3 SOL in; b: 0.5 SOL in; c: 1.5 SOL out; d: a failed transfer out; e: 0.1 SOL out.
     let a = node.airdrop(&wallet, 3_000_000_000).await.expect("airdrop");
     let b = node.transfer(&wallet, 500_000_000, 1).await.expect("transfer in")[0].clone();
-    let c = node.transfer_from(&wallet_file, &[fresh_address()], 1_500_000_000, 1, false).await.expect("out")[0].clone();
-    let d = node.transfer_from(&wallet_file, &[fresh_address()], 900_000_000_000, 1, true).await.expect("failed")[0].clone();
+    let c =
+        node.transfer_from(&wallet_file, &[fresh_address()], 1_500_000_000, 1, false).await.expect("out")[0].clone();
+    let d = node.transfer_from(&wallet_file, &[fresh_address()], 900_000_000_000, 1, true).await.expect("failed")[0]
+        .clone();
     let e = node.transfer_from(&wallet_file, &[fresh_address()], 100_000_000, 1, false).await.expect("out")[0].clone();
 
     let expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::from([
@@ -206,7 +224,11 @@ async fn a_transfer_reaches_every_users_destinations_through_their_filters() {
     });
     for (target, signatures) in &expected {
         let got = alert_signatures(&server, target);
-        assert_eq!(got.len(), signatures.len(), "{target}: an alert arrived twice or an unexpected one arrived: {got:?}");
+        assert_eq!(
+            got.len(),
+            signatures.len(),
+            "{target}: an alert arrived twice or an unexpected one arrived: {got:?}"
+        );
         assert_eq!(&got.into_iter().collect::<BTreeSet<_>>(), signatures, "{target}");
     }
     assert_eq!(server.contract_violations(), Vec::<String>::new());
@@ -224,7 +246,11 @@ async fn a_transfer_reaches_every_users_destinations_through_their_filters() {
     let channel = server.received_by(&format!("discord-channel:{CHANNEL}"));
     let out = channel.iter().find(|received| received.body.to_string().contains(c.as_str())).expect("alert c");
     let content = out.body["content"].as_str().expect("content");
-    assert!(content.starts_with(&format!("🚨 Wallet Alert: Wallet {} (whale) transferred 1.5 SOL ($225) to ", wallet.short())), "{content}");
+    assert!(
+        content
+            .starts_with(&format!("🚨 Wallet Alert: Wallet {} (whale) transferred 1.5 SOL ($225) to ", wallet.short())),
+        "{content}"
+    );
     assert_eq!(out.body["embeds"][0]["url"], format!("https://explorer.test/tx/{c}"));
     let telegram = server.received_by(&format!("telegram:{TELEGRAM_CHAT}"));
     let html = telegram.iter().find(|received| received.body.to_string().contains(e.as_str())).expect("alert e");
@@ -234,7 +260,10 @@ async fn a_transfer_reaches_every_users_destinations_through_their_filters() {
     // /list for the Discord user shows the wallet, its status and label.
     let (status, reply) = interaction(&api, Some(&app), unix_now(), "list", json!([])).await;
     assert_eq!(status, 200);
-    assert_eq!(reply["data"]["content"], format!("Active Wallet Subscriptions:\n- Wallet: {} (Active) whale\n", wallet.short()));
+    assert_eq!(
+        reply["data"]["content"],
+        format!("Active Wallet Subscriptions:\n- Wallet: {} (Active) whale\n", wallet.short())
+    );
     drop(daemon);
 }
 
@@ -291,13 +320,17 @@ async fn signed_interactions_track_untrack_and_list_and_forgeries_change_nothing
     assert!(record.tracking_users.contains(&format!("discord:{DISCORD_USER}")));
     let subscriptions = store.user_subscriptions(&format!("discord:{DISCORD_USER}")).expect("subscriptions");
     assert_eq!(subscriptions.len(), 1);
-    assert_eq!(subscriptions[0].destinations.iter().map(ToString::to_string).collect::<Vec<_>>(), vec![format!("discord-channel:{CHANNEL}")]);
+    assert_eq!(
+        subscriptions[0].destinations.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        vec![format!("discord-channel:{CHANNEL}")]
+    );
     let (_, reply) = interaction(&api, Some(&app), unix_now(), "list", json!([])).await;
     let content = reply["data"]["content"].as_str().expect("content");
     assert!(content.starts_with(&format!("Active Wallet Subscriptions:\n- Wallet: {} (", wallet.short())), "{content}");
     assert_eq!(reply["data"]["flags"], 64, "lists are shown to the invoker only");
     let (status, reply) =
-        interaction(&api, Some(&app), unix_now(), "track", json!([{"name": "address", "type": 3, "value": "0OIl"}])).await;
+        interaction(&api, Some(&app), unix_now(), "track", json!([{"name": "address", "type": 3, "value": "0OIl"}]))
+            .await;
     assert_eq!(status, 200);
     assert!(reply["data"]["content"].as_str().expect("content").starts_with("⚠️"), "{reply}");
     let (_, reply) = interaction(&api, Some(&app), unix_now(), "untrack", address.clone()).await;
@@ -307,10 +340,14 @@ async fn signed_interactions_track_untrack_and_list_and_forgeries_change_nothing
     assert!(reply["data"]["content"].as_str().expect("content").contains("not tracking"), "{reply}");
 
     // `walletwatch discord register-commands` against the contract-checking API.
-    let output = walletwatch(data_dir.path()).args(["--config", &config, "discord", "register-commands"]).output().expect("register");
+    let output = walletwatch(data_dir.path())
+        .args(["--config", &config, "discord", "register-commands"])
+        .output()
+        .expect("register");
     assert!(output.status.success(), "{output:?}");
     let commands = server.commands();
-    let names: Vec<&str> = commands["global"].as_array().expect("array").iter().filter_map(|command| command["name"].as_str()).collect();
+    let names: Vec<&str> =
+        commands["global"].as_array().expect("array").iter().filter_map(|command| command["name"].as_str()).collect();
     assert_eq!(names, vec!["track", "untrack", "list"]);
 
     // `walletwatch telegram set-webhook` needs the secret, refuses plain http, and sets both.
@@ -319,10 +356,12 @@ async fn signed_interactions_track_untrack_and_list_and_forgeries_change_nothing
         .output()
         .expect("set-webhook");
     assert_eq!(refused.status.code(), Some(2), "no webhook_secret configured: {refused:?}");
-    let with_secret = format!("{}\n", std::fs::read_to_string(&config).expect("config").replace(
-        "poll_timeout_secs = 1",
-        "poll_timeout_secs = 1\nwebhook_secret = \"hook_secret-1\"",
-    ));
+    let with_secret = format!(
+        "{}\n",
+        std::fs::read_to_string(&config)
+            .expect("config")
+            .replace("poll_timeout_secs = 1", "poll_timeout_secs = 1\nwebhook_secret = \"hook_secret-1\"",)
+    );
     std::fs::write(&config, with_secret).expect("config");
     let plain = walletwatch(data_dir.path())
         .args(["--config", &config, "telegram", "set-webhook", "--url", "http://bot.example.com/telegram/webhook"])
@@ -338,7 +377,13 @@ async fn signed_interactions_track_untrack_and_list_and_forgeries_change_nothing
         server.telegram_webhook(),
         Some(("https://bot.example.com/telegram/webhook".to_string(), "hook_secret-1".to_string()))
     );
-    assert!(walletwatch(data_dir.path()).args(["--config", &config, "telegram", "delete-webhook"]).status().expect("delete").success());
+    assert!(
+        walletwatch(data_dir.path())
+            .args(["--config", &config, "telegram", "delete-webhook"])
+            .status()
+            .expect("delete")
+            .success()
+    );
     assert_eq!(server.telegram_webhook(), None);
     assert_eq!(server.contract_violations(), Vec::<String>::new());
     drop(daemon);
@@ -365,7 +410,10 @@ async fn nothing_is_lost_or_sent_twice_across_kill_9_dead_letters_and_retry() {
     let data_dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(data_dir.path(), &server, &app, 2);
     let wallet = fresh_address();
-    let output = walletwatch(data_dir.path()).args(["--config", &config, "track", wallet.as_str(), "--user", "alice"]).output().expect("track");
+    let output = walletwatch(data_dir.path())
+        .args(["--config", &config, "track", wallet.as_str(), "--user", "alice"])
+        .output()
+        .expect("track");
     assert!(output.status.success());
     let hook = "webhook:hook".to_string();
     let discord = format!("discord-webhook:{DISCORD_WEBHOOK_ID}");
@@ -388,11 +436,14 @@ async fn nothing_is_lost_or_sent_twice_across_kill_9_dead_letters_and_retry() {
     let daemon = Daemon::start(data_dir.path(), &node.rpc_url, &node.ws_url, &["--config", &config]);
     wait_until("10 dead letters", data_dir.path(), || outbox_counts(data_dir.path()) == (0, 10));
     assert!(server.received().is_empty());
-    let listed = walletwatch(data_dir.path()).args(["outbox", "list", "--dead", "--json"]).output().expect("outbox list");
+    let listed =
+        walletwatch(data_dir.path()).args(["outbox", "list", "--dead", "--json"]).output().expect("outbox list");
     let listed: Value = serde_json::from_slice(&listed.stdout).expect("json");
     let letters = listed["dead_letters"].as_array().expect("dead letters");
     assert_eq!(letters.len(), 10);
-    assert!(letters.iter().all(|letter| letter["job"]["last_error"].as_str().is_some_and(|error| error.contains("500") || error.contains("429"))));
+    assert!(letters.iter().all(|letter| {
+        letter["job"]["last_error"].as_str().is_some_and(|error| error.contains("500") || error.contains("429"))
+    }));
 
     // Back up: `outbox retry` delivers each exactly once.
     server.fail_with(Family::Webhook, None);
@@ -434,6 +485,7 @@ async fn nothing_is_lost_or_sent_twice_across_kill_9_dead_letters_and_retry() {
     assert_eq!(unique_and_total(&server, &hook), (8, 8), "a webhook alert arrived twice");
     assert_eq!(unique_and_total(&server, &discord), (8, 8), "a Discord alert arrived twice");
     // Each webhook delivery carried its idempotency id, distinct per alert.
-    let ids: BTreeSet<String> = server.received_by(&hook).iter().filter_map(|received| received.idempotency.clone()).collect();
+    let ids: BTreeSet<String> =
+        server.received_by(&hook).iter().filter_map(|received| received.idempotency.clone()).collect();
     assert_eq!(ids.len(), 8);
 }

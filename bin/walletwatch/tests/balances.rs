@@ -36,7 +36,10 @@ async fn two_hundred_fifty_wallets_take_three_calls_and_match_get_balance() {
     let rpc_address = node.rpc_url.trim_start_matches("http://").parse().expect("rpc address");
     let rpc_proxy = ChaosProxy::start(rpc_address).await.expect("proxy");
     let data_dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(data_dir.path(), "[balances]\nhigh_interval_secs = 1\nmedium_interval_secs = 600\nlow_interval_secs = 600\n");
+    let config = write_config(
+        data_dir.path(),
+        "[balances]\nhigh_interval_secs = 1\nmedium_interval_secs = 600\nlow_interval_secs = 600\n",
+    );
     let wallets: Vec<WalletAddress> = (0..250).map(|_| fresh_address()).collect();
     for wallet in &wallets {
         track(data_dir.path(), wallet);
@@ -63,7 +66,9 @@ async fn two_hundred_fifty_wallets_take_three_calls_and_match_get_balance() {
         let output = walletwatch(data_dir.path()).args(["stats", "--json"]).output().expect("stats");
         serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap_or_default()
     };
-    wait_until("saved statistics", data_dir.path(), || stats()["rpc_calls"]["getMultipleAccounts"].as_u64().unwrap_or(0) >= 3);
+    wait_until("saved statistics", data_dir.path(), || {
+        stats()["rpc_calls"]["getMultipleAccounts"].as_u64().unwrap_or(0) >= 3
+    });
     let saved = stats();
     let tiers = &saved["wallets_by_tier"];
     let total: u64 = ["high", "medium", "low"].iter().map(|tier| tiers[*tier].as_u64().unwrap_or(0)).sum();
@@ -81,7 +86,8 @@ async fn two_hundred_fifty_wallets_take_three_calls_and_match_get_balance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_the_stream_cannot_see_is_found_by_polling_once() {
     let node = LocalNode::start().await.expect("local node");
-    let ws_proxy = ChaosProxy::start(node.ws_url.trim_start_matches("ws://").parse().expect("ws address")).await.expect("proxy");
+    let ws_proxy =
+        ChaosProxy::start(node.ws_url.trim_start_matches("ws://").parse().expect("ws address")).await.expect("proxy");
     let data_dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(
         data_dir.path(),
@@ -96,7 +102,9 @@ async fn a_transfer_the_stream_cannot_see_is_found_by_polling_once() {
     ws_proxy.set_stalled(true);
     wait_until("status Polling", data_dir.path(), || statuses(data_dir.path()) == ["Polling"]);
     let signature = node.transfer(&wallet, 2_000_000, 1).await.expect("transfer")[0].clone();
-    wait_until("the polled event", data_dir.path(), || stored_events(data_dir.path()).iter().any(|event| event.signature == signature));
+    wait_until("the polled event", data_dir.path(), || {
+        stored_events(data_dir.path()).iter().any(|event| event.signature == signature)
+    });
     tokio::time::sleep(Duration::from_secs(2)).await;
     let events = stored_events(data_dir.path());
     let matching: Vec<_> = events.iter().filter(|event| event.signature == signature).collect();
@@ -113,7 +121,8 @@ async fn a_transfer_the_stream_cannot_see_is_found_by_polling_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_balance_change_no_event_explains_is_reconciled_as_drift() {
     let node = LocalNode::start().await.expect("local node");
-    let ws_proxy = ChaosProxy::start(node.ws_url.trim_start_matches("ws://").parse().expect("ws address")).await.expect("proxy");
+    let ws_proxy =
+        ChaosProxy::start(node.ws_url.trim_start_matches("ws://").parse().expect("ws address")).await.expect("proxy");
     let data_dir = tempfile::tempdir().expect("tempdir");
     // A long stale window: a short stall delays notifications without a reconnect.
     let config = write_config(
@@ -128,12 +137,17 @@ async fn a_balance_change_no_event_explains_is_reconciled_as_drift() {
 
     ws_proxy.set_stalled(true);
     let signature = node.transfer(&wallet, 4_000_000, 1).await.expect("transfer")[0].clone();
-    wait_until("the reconciled event", data_dir.path(), || stored_events(data_dir.path()).iter().any(|event| event.signature == signature));
+    wait_until("the reconciled event", data_dir.path(), || {
+        stored_events(data_dir.path()).iter().any(|event| event.signature == signature)
+    });
     assert!(daemon.log_text().contains("the stream missed activity"), "no drift was reported");
     ws_proxy.set_stalled(false);
     // The late notification is then a duplicate, not a second event.
-    wait_until("the late notification to be dropped", data_dir.path(), || daemon.log_text().contains("duplicate dropped"));
-    let matching: Vec<_> = stored_events(data_dir.path()).into_iter().filter(|event| event.signature == signature).collect();
+    wait_until("the late notification to be dropped", data_dir.path(), || {
+        daemon.log_text().contains("duplicate dropped")
+    });
+    let matching: Vec<_> =
+        stored_events(data_dir.path()).into_iter().filter(|event| event.signature == signature).collect();
     assert_eq!(matching.len(), 1);
     assert_eq!(matching[0].origin, Origin::Poll);
 }

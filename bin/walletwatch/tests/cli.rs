@@ -39,7 +39,11 @@ fn stderr(output: &Output) -> String {
 
 fn sample_event(wallet: &WalletAddress, signature_byte: u8) -> NewEvent {
     let signature = Signature::parse(&bs58::encode([signature_byte; 64]).into_string()).expect("valid");
-    NewEvent { event: ww_test_utils::sample_event(wallet, signature, u64::from(signature_byte)), routes: vec![], allows_before_tracking: false }
+    NewEvent {
+        event: ww_test_utils::sample_event(wallet, signature, u64::from(signature_byte)),
+        routes: vec![],
+        allows_before_tracking: false,
+    }
 }
 
 #[test]
@@ -104,7 +108,9 @@ fn events_print_as_json_lines_and_follow_new_ones() {
         user: "local".into(),
         filter: None,
         destination: None,
-        start_slot: None, shares_label: true, max_wallets: None,
+        start_slot: None,
+        shares_label: true,
+        max_wallets: None,
     };
     store.track_wallet(&request, ww_core::time::UnixMillis(0)).expect("track");
     store.record_events(&[sample_event(&wallet, 1), sample_event(&wallet, 2)], &[]).expect("record");
@@ -196,9 +202,23 @@ fn run_shuts_down_gracefully_on_sigterm_even_when_the_node_is_unreachable() {
     assert!(token.status.success(), "{token:?}");
     let token = stdout(&token).trim().to_string();
     assert!(token.starts_with("ww_"), "{token}");
-    assert!(!String::from_utf8_lossy(&std::fs::read(dir.path().join(ww_store::STORE_FILE_NAME)).expect("store")).contains(&token), "the token itself is stored");
+    assert!(
+        !String::from_utf8_lossy(&std::fs::read(dir.path().join(ww_store::STORE_FILE_NAME)).expect("store"))
+            .contains(&token),
+        "the token itself is stored"
+    );
     let mut daemon = walletwatch(dir.path())
-        .args(["run", "--rpc-url", "http://127.0.0.1:9", "--ws-url", "ws://127.0.0.1:9", "--metrics-listen", &metrics_listen, "--listen", &api_listen])
+        .args([
+            "run",
+            "--rpc-url",
+            "http://127.0.0.1:9",
+            "--ws-url",
+            "ws://127.0.0.1:9",
+            "--metrics-listen",
+            &metrics_listen,
+            "--listen",
+            &api_listen,
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

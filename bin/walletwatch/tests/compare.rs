@@ -16,7 +16,18 @@ async fn compare_reports_both_paths_on_the_same_traffic() {
     let payer = node.keygen(&payer_file).await.expect("keygen");
     node.airdrop(&payer, 10_000_000_000).await.expect("fund");
     let output = walletwatch(data_dir.path())
-        .args(["bench", "compare", "--duration", "12", "--interval", "2", "--wallets", "3", "--transfers-per-minute", "40"])
+        .args([
+            "bench",
+            "compare",
+            "--duration",
+            "12",
+            "--interval",
+            "2",
+            "--wallets",
+            "3",
+            "--transfers-per-minute",
+            "40",
+        ])
         .arg("--payer")
         .arg(&payer_file)
         .args(["--rpc-url", &node.rpc_url, "--ws-url", &node.ws_url])

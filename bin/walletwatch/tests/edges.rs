@@ -67,7 +67,11 @@ fn names(signatures: &[Signature]) -> BTreeSet<String> {
 }
 
 fn wallet_signatures(data_dir: &Path, wallet: &WalletAddress) -> Vec<String> {
-    stored_events(data_dir).into_iter().filter(|event| &event.wallet == wallet).map(|event| event.signature.to_string()).collect()
+    stored_events(data_dir)
+        .into_iter()
+        .filter(|event| &event.wallet == wallet)
+        .map(|event| event.signature.to_string())
+        .collect()
 }
 
 /// Bug: `untrack` left the cursor behind, so tracking the wallet again read
@@ -105,7 +109,10 @@ async fn a_retracked_wallet_starts_fresh_without_the_untracked_periods_transfers
 
     let stored = wallet_signatures(data_dir.path(), &wallet);
     let stored_set: BTreeSet<String> = stored.iter().cloned().collect();
-    assert!(stored_set.is_disjoint(&names(&untracked_period)), "a transfer of the untracked period was stored: {stored:?}");
+    assert!(
+        stored_set.is_disjoint(&names(&untracked_period)),
+        "a transfer of the untracked period was stored: {stored:?}"
+    );
     assert_eq!(stored_set, expected, "stored: {stored:?}");
     assert_eq!(stored.len(), expected.len(), "an event was stored twice");
     let alerts = alerted(&server, "webhook:hook");
@@ -132,7 +139,10 @@ async fn a_destination_with_a_deep_failing_backlog_does_not_hold_back_the_others
     let healthy: ww_core::alert::DestinationId = "webhook:hook".parse().expect("destination");
     {
         let store = RedbStore::open_in_dir(data_dir.path()).expect("store");
-        let route = |destination: &ww_core::alert::DestinationId| ww_core::store::Route { destination: destination.clone(), user: "local".into() };
+        let route = |destination: &ww_core::alert::DestinationId| ww_core::store::Route {
+            destination: destination.clone(),
+            user: "local".into(),
+        };
         let backlog: Vec<ww_core::store::NewEvent> = (0..1500u64)
             .map(|seed| ww_core::store::NewEvent {
                 event: ww_test_utils::sample_event(&wallet, ww_test_utils::signature_from_seed(seed), 1000 + seed),
@@ -176,7 +186,9 @@ async fn a_transaction_the_live_path_could_not_fetch_is_gap_filled_without_anoth
     proxy.fail_method("getTransaction", 503, 60);
     let sent = node.transfer(&wallet, 1_000_000, 1).await.expect("transfer");
     wait_until("the fetches to fail", data_dir.path(), || proxy.faults_served("getTransaction") >= 8);
-    wait_until("the live fetch to give up", data_dir.path(), || daemon.log_text().contains("fetching a transaction failed"));
+    wait_until("the live fetch to give up", data_dir.path(), || {
+        daemon.log_text().contains("fetching a transaction failed")
+    });
     proxy.heal_method("getTransaction");
     wait_until("the event, recovered with no new activity", data_dir.path(), || {
         wallet_signatures(data_dir.path(), &wallet) == vec![sent[0].to_string()]
@@ -212,7 +224,8 @@ async fn a_transaction_that_never_resolves_does_not_block_the_wallets_history() 
     let mut expected = vec![before.to_string()];
     expected.extend(after.iter().map(ToString::to_string));
     wait_until("the transfers after the poison one", data_dir.path(), || {
-        wallet_signatures(data_dir.path(), &wallet).into_iter().collect::<BTreeSet<_>>() == expected.iter().cloned().collect()
+        wallet_signatures(data_dir.path(), &wallet).into_iter().collect::<BTreeSet<_>>()
+            == expected.iter().cloned().collect()
     });
     // It is listed as unresolvable, with the reason.
     let listed = walletwatch(data_dir.path()).args(["unresolved", "list", "--json"]).output().expect("unresolved list");
@@ -229,7 +242,8 @@ async fn a_transaction_that_never_resolves_does_not_block_the_wallets_history() 
     assert!(output.status.success(), "{output:?}");
     expected.push(poison.to_string());
     wait_until("the poison transaction, retried", data_dir.path(), || {
-        wallet_signatures(data_dir.path(), &wallet).into_iter().collect::<BTreeSet<_>>() == expected.iter().cloned().collect()
+        wallet_signatures(data_dir.path(), &wallet).into_iter().collect::<BTreeSet<_>>()
+            == expected.iter().cloned().collect()
     });
     wait_idle(&daemon.api_url()).await;
     let stored = wallet_signatures(data_dir.path(), &wallet);
@@ -272,15 +286,20 @@ async fn events_written_by_another_process_reach_websocket_clients_and_resumes()
     let wallet = fresh_address();
     track(data_dir.path(), &wallet);
     let token = String::from_utf8(
-        walletwatch(data_dir.path()).args(["token", "create", "--user", "admin", "--admin"]).output().expect("token").stdout,
+        walletwatch(data_dir.path())
+            .args(["token", "create", "--user", "admin", "--admin"])
+            .output()
+            .expect("token")
+            .stdout,
     )
     .expect("utf-8");
     let daemon = Daemon::start(data_dir.path(), UNREACHABLE_RPC, UNREACHABLE_WS, &[]);
     let api = daemon.api_url();
     let ws = api.replace("http://", "ws://");
-    let (mut live, _) = tokio_tungstenite::connect_async(format!("{ws}/ws?subscriptions=transactions&token={}", token.trim()))
-        .await
-        .expect("connect");
+    let (mut live, _) =
+        tokio_tungstenite::connect_async(format!("{ws}/ws?subscriptions=transactions&token={}", token.trim()))
+            .await
+            .expect("connect");
     {
         let store = RedbStore::open_in_dir(data_dir.path()).expect("store");
         let batch: Vec<ww_core::store::NewEvent> = (0..3u64)
@@ -294,9 +313,10 @@ async fn events_written_by_another_process_reach_websocket_clients_and_resumes()
     }
     assert_eq!(transaction_updates(&mut live, 3).await, vec![1, 2, 3]);
     // A client resuming after event 1 gets 2 and 3, exactly once, in order.
-    let (mut resumed, _) = tokio_tungstenite::connect_async(format!("{ws}/ws?subscriptions=transactions&after=1&token={}", token.trim()))
-        .await
-        .expect("connect");
+    let (mut resumed, _) =
+        tokio_tungstenite::connect_async(format!("{ws}/ws?subscriptions=transactions&after=1&token={}", token.trim()))
+            .await
+            .expect("connect");
     assert_eq!(transaction_updates(&mut resumed, 2).await, vec![2, 3]);
     let _ = distinct_pairs(&stored_events(data_dir.path()));
 }
@@ -308,13 +328,14 @@ async fn a_fresh_daemon_exports_every_documented_metric_with_help() {
     let data_dir = tempfile::tempdir().expect("tempdir");
     let daemon = Daemon::start(data_dir.path(), UNREACHABLE_RPC, UNREACHABLE_WS, &[]);
     let metrics_url = daemon.metrics_url();
-    let documented: BTreeSet<String> = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/METRICS.md"))
-        .expect("docs/METRICS.md")
-        .lines()
-        .filter_map(|line| line.strip_prefix("| `ww_"))
-        .filter_map(|rest| rest.split('`').next())
-        .map(|name| format!("ww_{name}"))
-        .collect();
+    let documented: BTreeSet<String> =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/METRICS.md"))
+            .expect("docs/METRICS.md")
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `ww_"))
+            .filter_map(|rest| rest.split('`').next())
+            .map(|name| format!("ww_{name}"))
+            .collect();
     assert!(documented.len() > 30, "docs/METRICS.md lists {} metrics", documented.len());
     let client = ww_http::client_builder().expect("tls").timeout(Duration::from_secs(10)).build().expect("client");
     let text = client.get(&metrics_url).send().await.expect("metrics").text().await.expect("body");
@@ -354,7 +375,9 @@ async fn a_transaction_a_lagging_node_does_not_return_yet_is_waited_for() {
     proxy.break_transaction(lagging.as_str(), TransactionFault::Null);
     let daemon = Daemon::start(data_dir.path(), &proxy.url(), &node.ws_url, &["--config", &config]);
     // The node keeps answering null for 40 s: three walks and more meet it.
-    wait_until("the walks to meet the missing transaction", data_dir.path(), || proxy.faults_served("getTransaction") >= 8);
+    wait_until("the walks to meet the missing transaction", data_dir.path(), || {
+        proxy.faults_served("getTransaction") >= 8
+    });
     tokio::time::sleep(Duration::from_secs(40)).await;
     proxy.heal_transaction(lagging.as_str());
     wait_until("the transaction once the node has it", data_dir.path(), || {
@@ -379,7 +402,10 @@ async fn history_the_daemon_missed_keeps_its_alerts_whoever_stores_it() {
     let config = write_config(data_dir.path(), &server, "");
     let wallet = fresh_address();
     let before_tracking = node.transfer(&wallet, 1_000_000, 2).await.expect("history before tracking");
-    let output = walletwatch(data_dir.path()).args(["--config", &config, "track", wallet.as_str(), "--rpc-url", &node.rpc_url]).output().expect("track");
+    let output = walletwatch(data_dir.path())
+        .args(["--config", &config, "track", wallet.as_str(), "--rpc-url", &node.rpc_url])
+        .output()
+        .expect("track");
     assert!(output.status.success(), "{output:?}");
     let missed = node.transfer(&wallet, 2_000_000, 3).await.expect("transfers while no daemon runs");
     // The catch-up mode backfill stores the missed ones; `--since` imports the older ones.
@@ -402,7 +428,11 @@ async fn history_the_daemon_missed_keeps_its_alerts_whoever_stores_it() {
     });
     wait_idle(&daemon.api_url()).await;
     let alerts = alerted(&server, "webhook:hook");
-    assert_eq!(alerts.iter().cloned().collect::<BTreeSet<_>>(), names(&missed), "history before tracking alerted, or a missed one was not");
+    assert_eq!(
+        alerts.iter().cloned().collect::<BTreeSet<_>>(),
+        names(&missed),
+        "history before tracking alerted, or a missed one was not"
+    );
     assert_eq!(alerts.len(), missed.len(), "an alert arrived twice");
 }
 
@@ -426,17 +456,24 @@ async fn an_untrack_and_retrack_between_two_syncs_keeps_the_untracked_moment_out
     let daemon = Daemon::start(data_dir.path(), &node.rpc_url, &node.ws_url, &["--config", &config]);
     wait_until("the wallet Active", data_dir.path(), || all_active(data_dir.path(), 1));
     let first = node.transfer(&wallet, 1_000_000, 1).await.expect("tracked");
-    wait_until("the first event", data_dir.path(), || wallet_signatures(data_dir.path(), &wallet) == vec![first[0].to_string()]);
+    wait_until("the first event", data_dir.path(), || {
+        wallet_signatures(data_dir.path(), &wallet) == vec![first[0].to_string()]
+    });
     // Untracked for one transfer, tracked again at once: the daemon is still subscribed.
     cli(&["untrack", wallet.as_str()]);
     let untracked_moment = node.transfer(&wallet, 2_000_000, 1).await.expect("untracked moment");
     cli(&["track", wallet.as_str(), "--rpc-url", &node.rpc_url]);
     let after = node.transfer(&wallet, 3_000_000, 1).await.expect("tracked again");
     let expected: BTreeSet<String> = names(&first).union(&names(&after)).cloned().collect();
-    wait_until("the new period's event", data_dir.path(), || names(&after).is_subset(&wallet_signatures(data_dir.path(), &wallet).into_iter().collect()));
+    wait_until("the new period's event", data_dir.path(), || {
+        names(&after).is_subset(&wallet_signatures(data_dir.path(), &wallet).into_iter().collect())
+    });
     wait_idle(&daemon.api_url()).await;
     let stored = wallet_signatures(data_dir.path(), &wallet);
-    assert!(!stored.contains(&untracked_moment[0].to_string()), "the untracked moment's transfer was stored: {stored:?}");
+    assert!(
+        !stored.contains(&untracked_moment[0].to_string()),
+        "the untracked moment's transfer was stored: {stored:?}"
+    );
     assert_eq!(stored.iter().cloned().collect::<BTreeSet<_>>(), expected);
     assert_eq!(stored.len(), expected.len(), "stored twice");
     let alerts = alerted(&server, "webhook:hook");

@@ -7,7 +7,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{Daemon, all_active, distinct_pairs, node_history, rpc, statuses, stored_events, track, wait_idle, wait_until};
+use common::{
+    Daemon, all_active, distinct_pairs, node_history, rpc, statuses, stored_events, track, wait_idle, wait_until,
+};
 use ww_core::{Signature, WalletAddress};
 use ww_test_utils::{ChaosProxy, LocalNode, RpcProxy, fresh_address};
 
@@ -90,13 +92,19 @@ async fn kill_9_during_a_catch_up_loses_and_repeats_nothing() {
 
     // Third run: resumes from the durable cursor.
     let daemon = Daemon::start(data_dir.path(), &proxy.url(), &node.ws_url, &[]);
-    wait_until("every event after the crash", data_dir.path(), || distinct_pairs(&stored_events(data_dir.path())) == expected);
+    wait_until("every event after the crash", data_dir.path(), || {
+        distinct_pairs(&stored_events(data_dir.path())) == expected
+    });
     wait_idle(&daemon.api_url()).await;
     assert_eq!(distinct_pairs(&stored_events(data_dir.path())), expected);
     // Resuming fetched only what the killed run had not stored (its last
     // window of fetches at most is repeated).
     let fetched = proxy.calls("getTransaction");
-    assert!(fetched < expected.len() + 200, "{fetched} fetches for {} transactions: stored ones were fetched again", expected.len());
+    assert!(
+        fetched < expected.len() + 200,
+        "{fetched} fetches for {} transactions: stored ones were fetched again",
+        expected.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,12 +166,17 @@ async fn drops_and_silent_stalls_of_the_websocket_lose_and_repeat_nothing() {
 
     let expected = expected_pairs(&node, &wallets).await;
     assert!(expected.len() >= 300);
-    wait_until("every event despite the chaos", data_dir.path(), || distinct_pairs(&stored_events(data_dir.path())) == expected);
+    wait_until("every event despite the chaos", data_dir.path(), || {
+        distinct_pairs(&stored_events(data_dir.path())) == expected
+    });
     wait_idle(&daemon.api_url()).await;
     assert_eq!(distinct_pairs(&stored_events(data_dir.path())), expected);
     // The faults really happened and were handled the intended way.
     let log = daemon.log_text();
-    assert!(log.contains("stale: no heartbeat") || log.contains("no pong before the next ping"), "no stall was detected");
+    assert!(
+        log.contains("stale: no heartbeat") || log.contains("no pong before the next ping"),
+        "no stall was detected"
+    );
     assert!(log.contains("pubsub resubscribed; filling the gap"), "no gap fill after a reconnect");
 }
 

@@ -49,7 +49,10 @@ async fn a_sol_transfer_to_a_tracked_wallet_is_found_with_our_rpc_client() {
     assert_eq!(distinct.len(), 3, "each transfer has its own signature");
 
     let history = client
-        .get_signatures_for_address(&wallet, &SignaturesQuery { commitment: Commitment::Confirmed, ..Default::default() })
+        .get_signatures_for_address(
+            &wallet,
+            &SignaturesQuery { commitment: Commitment::Confirmed, ..Default::default() },
+        )
         .await
         .expect("getSignaturesForAddress");
     let found: std::collections::BTreeSet<_> = history.iter().map(|entry| &entry.signature).collect();

@@ -19,7 +19,13 @@ fn essence(events: &[ActivityEvent]) -> BTreeSet<String> {
         .map(|event| {
             format!(
                 "{} {} {} {:?} {} {:?} {:?}",
-                event.wallet, event.signature, event.native_delta, event.token_deltas, event.fee, event.outcome, event.counterparty
+                event.wallet,
+                event.signature,
+                event.native_delta,
+                event.token_deltas,
+                event.fee,
+                event.outcome,
+                event.counterparty
             )
         })
         .collect()
@@ -55,7 +61,9 @@ async fn a_replayed_capture_stores_exactly_the_live_events_once() {
     wait_until("every wallet Active", live.path(), || all_active(live.path(), 3));
     node.airdrop(&payer, 3_000_000_000).await.expect("airdrop");
     node.transfer(&receiver, 2_000_000, 2).await.expect("incoming");
-    node.transfer_from(&payer_file, &[receiver.clone(), fresh_address()], 1_500_000, 1, false).await.expect("two recipients");
+    node.transfer_from(&payer_file, &[receiver.clone(), fresh_address()], 1_500_000, 1, false)
+        .await
+        .expect("two recipients");
     node.transfer_from(&payer_file, std::slice::from_ref(&receiver), 900_000_000_000, 1, true).await.expect("failed");
     let tokens = node.token_transfer(&token_owner, 42_000, false, 1).await.expect("token transfer");
     let mut expected_pairs = BTreeSet::new();
@@ -68,7 +76,8 @@ async fn a_replayed_capture_stores_exactly_the_live_events_once() {
     }
     expected_pairs.extend(tokens.iter().map(|signature| (token_owner.clone(), signature.clone())));
     wait_until("every live event", live.path(), || {
-        let stored: BTreeSet<_> = stored_events(live.path()).into_iter().map(|event| (event.wallet, event.signature)).collect();
+        let stored: BTreeSet<_> =
+            stored_events(live.path()).into_iter().map(|event| (event.wallet, event.signature)).collect();
         expected_pairs.is_subset(&stored)
     });
     let status = capturing.wait().expect("capture exits");
@@ -144,7 +153,13 @@ destinations = ["webhook:hook", "discord-webhook:channel", "telegram:5"]
     )
     .expect("config");
     let data_dir = dir.path().join("replay");
-    let output = walletwatch(&data_dir).arg("--config").arg(&config).args(["replay", "--json"]).arg(&capture).output().expect("replay");
+    let output = walletwatch(&data_dir)
+        .arg("--config")
+        .arg(&config)
+        .args(["replay", "--json"])
+        .arg(&capture)
+        .output()
+        .expect("replay");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report: Value = serde_json::from_slice(&output.stdout).expect("report");
     assert!(report["events"].as_u64().unwrap_or(0) > 0, "the replay stored events: {report}");
@@ -167,7 +182,10 @@ destinations = ["webhook:hook", "discord-webhook:channel", "telegram:5"]
         assert!(std::time::Instant::now() < deadline, "no alert was delivered with --deliver-alerts");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let answered = server.received().into_iter().any(|message| message.body["text"].as_str().is_some_and(|text| text.contains("No wallets tracked")));
+    let answered = server
+        .received()
+        .into_iter()
+        .any(|message| message.body["text"].as_str().is_some_and(|text| text.contains("No wallets tracked")));
     assert!(!answered, "the replay answered the bot's pending /list");
 }
 

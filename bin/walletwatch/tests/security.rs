@@ -78,7 +78,8 @@ fn leaks(text: &str) -> Vec<&'static str> {
 async fn no_secret_reaches_a_log_line_command_output_api_response_or_the_store() {
     let data_dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(data_dir.path());
-    let cli = |args: &[&str]| walletwatch(data_dir.path()).args(["--config", &config]).args(args).output().expect("cli");
+    let cli =
+        |args: &[&str]| walletwatch(data_dir.path()).args(["--config", &config]).args(args).output().expect("cli");
 
     // check-config prints the effective configuration.
     let checked = cli(&["check-config"]);
@@ -94,14 +95,17 @@ async fn no_secret_reaches_a_log_line_command_output_api_response_or_the_store()
     let wallet = fresh_address();
     let tracked = cli(&["track", wallet.as_str()]);
     assert!(tracked.status.success(), "{tracked:?}");
-    let tracked_output = format!("{}{}", String::from_utf8_lossy(&tracked.stdout), String::from_utf8_lossy(&tracked.stderr));
+    let tracked_output =
+        format!("{}{}", String::from_utf8_lossy(&tracked.stdout), String::from_utf8_lossy(&tracked.stderr));
     if !leaks(&tracked_output).is_empty() {
         found.push(format!("track printed {:?}", leaks(&tracked_output)));
     }
     {
         let store = RedbStore::open_in_dir(data_dir.path()).expect("store");
-        let routes = ["webhook:hook", "discord-webhook:ops"]
-            .map(|destination| ww_core::store::Route { destination: destination.parse().expect("valid"), user: "local".into() });
+        let routes = ["webhook:hook", "discord-webhook:ops"].map(|destination| ww_core::store::Route {
+            destination: destination.parse().expect("valid"),
+            user: "local".into(),
+        });
         let events: Vec<ww_core::store::NewEvent> = (0..2u64)
             .map(|seed| ww_core::store::NewEvent {
                 event: ww_test_utils::sample_event(&wallet, ww_test_utils::signature_from_seed(seed), seed),
@@ -116,7 +120,17 @@ async fn no_secret_reaches_a_log_line_command_output_api_response_or_the_store()
 
     let log_path = data_dir.path().join("daemon.log");
     let mut daemon = walletwatch(data_dir.path())
-        .args(["--config", &config, "--log-level", "debug", "run", "--metrics-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
+        .args([
+            "--config",
+            &config,
+            "--log-level",
+            "debug",
+            "run",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).expect("log"))
         .spawn()
@@ -146,10 +160,19 @@ async fn no_secret_reaches_a_log_line_command_output_api_response_or_the_store()
     let client = ww_http::client_builder().expect("tls").timeout(Duration::from_secs(10)).build().expect("client");
     let mut responses = String::new();
     for path in ["/api/outbox", "/api/outbox/dead", "/api/wallets", "/api/events", "/api/unresolved", "/ready"] {
-        let body = client.get(format!("{api}{path}")).bearer_auth(&token).send().await.expect("api").text().await.expect("body");
+        let body = client
+            .get(format!("{api}{path}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("api")
+            .text()
+            .await
+            .expect("body");
         responses.push_str(&body);
     }
-    responses.push_str(&client.get(format!("{metrics}/metrics")).send().await.expect("metrics").text().await.expect("body"));
+    responses
+        .push_str(&client.get(format!("{metrics}/metrics")).send().await.expect("metrics").text().await.expect("body"));
     if !leaks(&responses).is_empty() {
         found.push(format!("API responses hold {:?}", leaks(&responses)));
     }
@@ -157,7 +180,12 @@ async fn no_secret_reaches_a_log_line_command_output_api_response_or_the_store()
     let listed = cli(&["outbox", "list", "--dead", "--json"]);
     let listed_text = String::from_utf8_lossy(&listed.stdout).to_string();
     let letters: Value = serde_json::from_str(&listed_text).expect("json");
-    let errors: Vec<&str> = letters["dead_letters"].as_array().expect("letters").iter().filter_map(|letter| letter["job"]["last_error"].as_str()).collect();
+    let errors: Vec<&str> = letters["dead_letters"]
+        .as_array()
+        .expect("letters")
+        .iter()
+        .filter_map(|letter| letter["job"]["last_error"].as_str())
+        .collect();
     assert_eq!(errors.len(), 4, "{listed_text}");
     if !leaks(&listed_text).is_empty() {
         found.push(format!("outbox list printed {:?}", leaks(&listed_text)));

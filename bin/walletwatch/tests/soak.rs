@@ -150,7 +150,8 @@ async fn minutes_of_traffic_through_restarts_kills_cuts_and_retracking_store_and
                     .map(|(_, signature, _)| signature.clone())
                     .collect();
                 wait_until("the wallet's transfers stored before untracking", data_dir.path(), || {
-                    let stored: BTreeSet<String> = stored_events(data_dir.path()).iter().map(|event| event.signature.to_string()).collect();
+                    let stored: BTreeSet<String> =
+                        stored_events(data_dir.path()).iter().map(|event| event.signature.to_string()).collect();
                     owed_so_far.is_subset(&stored)
                 });
                 let dropped_before = daemon.log_text().matches("untracking wallets").count();
@@ -174,12 +175,15 @@ async fn minutes_of_traffic_through_restarts_kills_cuts_and_retracking_store_and
     assert!(round >= 10, "only {round} fault rounds ran");
 
     let sent = sent.lock().expect("lock").clone();
-    let owed: BTreeSet<String> = sent.iter().filter(|(_, _, is_owed)| *is_owed).map(|(_, signature, _)| signature.clone()).collect();
-    let not_owed: BTreeSet<String> = sent.iter().filter(|(_, _, is_owed)| !*is_owed).map(|(_, signature, _)| signature.clone()).collect();
+    let owed: BTreeSet<String> =
+        sent.iter().filter(|(_, _, is_owed)| *is_owed).map(|(_, signature, _)| signature.clone()).collect();
+    let not_owed: BTreeSet<String> =
+        sent.iter().filter(|(_, _, is_owed)| !*is_owed).map(|(_, signature, _)| signature.clone()).collect();
     assert!(owed.len() >= 100, "only {} transfers were sent", owed.len());
     assert!(!not_owed.is_empty(), "no transfer was sent while a wallet was untracked");
     wait_until("every owed transfer stored", data_dir.path(), || {
-        let stored: BTreeSet<String> = stored_events(data_dir.path()).iter().map(|event| event.signature.to_string()).collect();
+        let stored: BTreeSet<String> =
+            stored_events(data_dir.path()).iter().map(|event| event.signature.to_string()).collect();
         owed.is_subset(&stored)
     });
     wait_until("every owed alert", data_dir.path(), || owed.is_subset(&alerts(&server).into_iter().collect()));
@@ -190,7 +194,8 @@ async fn minutes_of_traffic_through_restarts_kills_cuts_and_retracking_store_and
     for event in &events {
         *per_signature.entry(event.signature.to_string()).or_default() += 1;
     }
-    let repeated: Vec<&String> = per_signature.iter().filter(|(_, count)| **count > 1).map(|(signature, _)| signature).collect();
+    let repeated: Vec<&String> =
+        per_signature.iter().filter(|(_, count)| **count > 1).map(|(signature, _)| signature).collect();
     assert!(repeated.is_empty(), "stored more than once: {repeated:?}");
     let stored: BTreeSet<String> = per_signature.keys().cloned().collect();
     let unexpected: Vec<&String> = stored.difference(&owed).collect();

@@ -36,7 +36,9 @@ async fn live_events_match_the_node_history_exactly_once() {
     wait_until("every wallet Active", data_dir.path(), || all_active(data_dir.path(), wallets.len()));
 
     let incoming_sol = node.transfer(&incoming, 1_234_567, 1).await.expect("incoming SOL")[0].clone();
-    let outgoing_sol = node.transfer_from(&payer_file, std::slice::from_ref(&second), 2_000_000, 1, false).await.expect("outgoing")[0].clone();
+    let outgoing_sol =
+        node.transfer_from(&payer_file, std::slice::from_ref(&second), 2_000_000, 1, false).await.expect("outgoing")[0]
+            .clone();
     let two_wallets = node
         .transfer_from(&payer_file, &[incoming.clone(), second.clone()], 1_000_000, 1, false)
         .await
@@ -48,7 +50,8 @@ async fn live_events_match_the_node_history_exactly_once() {
         .expect("failed transfer")[0]
         .clone();
     let token_transfers = node.token_transfer(&token_owner, 250_000, false, 2).await.expect("SPL transfers");
-    let token_2022_transfers = node.token_transfer(&token_2022_owner, 7_000, true, 1).await.expect("Token-2022 transfer");
+    let token_2022_transfers =
+        node.token_transfer(&token_2022_owner, 7_000, true, 1).await.expect("Token-2022 transfer");
 
     // The node's own history per wallet, plus the token transfers, which name
     // only the token account and so are not in the owner's history.
@@ -71,13 +74,18 @@ async fn live_events_match_the_node_history_exactly_once() {
     // Give late duplicates a chance to show up before checking for extras.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let events = stored_events(data_dir.path());
-    let pairs: Vec<(WalletAddress, Signature)> = events.iter().map(|event| (event.wallet.clone(), event.signature.clone())).collect();
+    let pairs: Vec<(WalletAddress, Signature)> =
+        events.iter().map(|event| (event.wallet.clone(), event.signature.clone())).collect();
     let distinct: BTreeSet<_> = pairs.iter().cloned().collect();
     assert_eq!(distinct.len(), pairs.len(), "an event was stored twice");
     assert_eq!(distinct, expected_pairs, "stored events differ from the node's history");
 
     let find = |wallet: &WalletAddress, signature: &Signature| {
-        events.iter().find(|event| &event.wallet == wallet && &event.signature == signature).expect("event present").clone()
+        events
+            .iter()
+            .find(|event| &event.wallet == wallet && &event.signature == signature)
+            .expect("event present")
+            .clone()
     };
     assert_eq!(find(&incoming, &incoming_sol).native_delta, 1_234_567);
     let out = find(&payer, &outgoing_sol);
@@ -121,9 +129,7 @@ async fn tracking_and_untracking_take_effect_without_a_restart() {
     // Untracked while the daemon runs: no further events for it.
     let output = walletwatch(data_dir.path()).args(["untrack", second.as_str()]).output().expect("untrack");
     assert!(output.status.success(), "{output:?}");
-    wait_until("the daemon to drop the wallet", data_dir.path(), || {
-        daemon.log_text().contains("untracking wallets")
-    });
+    wait_until("the daemon to drop the wallet", data_dir.path(), || daemon.log_text().contains("untracking wallets"));
     let after_untrack = node.transfer(&second, 1_000_000, 1).await.expect("transfer")[0].clone();
     let marker = node.transfer(&first, 1_000_000, 1).await.expect("transfer")[0].clone();
     wait_until("the first wallet's event", data_dir.path(), || {

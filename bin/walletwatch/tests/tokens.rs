@@ -70,7 +70,12 @@ async fn tokens_are_listed_revoked_and_expire_while_the_daemon_runs() {
     let (mut stream, _) = tokio_tungstenite::connect_async(ws_url).await.expect("connect");
 
     // ...a revoked id is refused at once...
-    let id = of_alice.iter().find(|token| token["expires_at"].is_null()).and_then(|token| token["id"].as_str()).expect("id").to_string();
+    let id = of_alice
+        .iter()
+        .find(|token| token["expires_at"].is_null())
+        .and_then(|token| token["id"].as_str())
+        .expect("id")
+        .to_string();
     let revoked = cli(data_dir, &["token", "revoke", &id]);
     assert!(revoked.status.success(), "{revoked:?}");
     let (status, body) = status_with(&api, &alice).await;

@@ -58,12 +58,24 @@ async fn main() {
     let wallet = fresh_address();
     store
         .track_wallet(
-            &TrackRequest { chain: Chain::Solana, address: wallet.clone(), label: None, user: "bench".into(), filter: None, destination: None, start_slot: None, shares_label: true, max_wallets: None },
+            &TrackRequest {
+                chain: Chain::Solana,
+                address: wallet.clone(),
+                label: None,
+                user: "bench".into(),
+                filter: None,
+                destination: None,
+                start_slot: None,
+                shares_label: true,
+                max_wallets: None,
+            },
             UnixMillis(0),
         )
         .expect("track");
-    let routes: Vec<Route> =
-        destinations.iter().map(|destination| Route { destination: destination.parse().expect("valid"), user: "bench".into() }).collect();
+    let routes: Vec<Route> = destinations
+        .iter()
+        .map(|destination| Route { destination: destination.parse().expect("valid"), user: "bench".into() })
+        .collect();
 
     // Throughput: EVENTS × DESTINATIONS jobs written, then drained by the workers.
     let events: Vec<NewEvent> = (0..EVENTS)
@@ -79,7 +91,13 @@ async fn main() {
     let jobs = (EVENTS * DESTINATIONS) as f64;
     let wake = Arc::new(tokio::sync::Notify::new());
     let shutdown = CancellationToken::new();
-    let workers = DeliveryWorkers::new(Arc::clone(&store) as Arc<dyn ww_core::store::Store>, sinks.clone(), PriceCache::disabled(), Arc::clone(&config), Arc::clone(&wake));
+    let workers = DeliveryWorkers::new(
+        Arc::clone(&store) as Arc<dyn ww_core::store::Store>,
+        sinks.clone(),
+        PriceCache::disabled(),
+        Arc::clone(&config),
+        Arc::clone(&wake),
+    );
     let started = Instant::now();
     let running = tokio::spawn(workers.run(shutdown.clone()));
     wake.notify_one();
@@ -91,8 +109,11 @@ async fn main() {
 
     // Baseline: the same signed POSTs from memory, one sequential lane per destination.
     let explorer = Explorer { tx_url: "https://x/tx/{signature}".into(), account_url: "https://x/a/{address}".into() };
-    let stored: Vec<StoredEvent> =
-        events.iter().enumerate().map(|(index, new)| StoredEvent { seq: EventSeq(index as u64 + 1), event: new.event.clone() }).collect();
+    let stored: Vec<StoredEvent> = events
+        .iter()
+        .enumerate()
+        .map(|(index, new)| StoredEvent { seq: EventSeq(index as u64 + 1), event: new.event.clone() })
+        .collect();
     let stored = Arc::new(stored);
     let started = Instant::now();
     let mut lanes = JoinSet::new();
@@ -119,7 +140,9 @@ async fn main() {
         let mut event = sample_event(&wallet, signature_from_seed(1_000_000 + sample as u64), 1);
         event.emitted_at = ww_core::time::now();
         let started = Instant::now();
-        store.record_events(&[NewEvent { event, routes: routes[..1].to_vec(), allows_before_tracking: false }], &[]).expect("record");
+        store
+            .record_events(&[NewEvent { event, routes: routes[..1].to_vec(), allows_before_tracking: false }], &[])
+            .expect("record");
         wake.notify_one();
         while server.received_count() == before {
             tokio::time::sleep(Duration::from_micros(200)).await;
@@ -147,7 +170,9 @@ async fn main() {
         let mut event = sample_event(&wallet, signature_from_seed(3_000_000 + sample as u64), 1);
         event.emitted_at = ww_core::time::now();
         let started = Instant::now();
-        store.record_events(&[NewEvent { event, routes: routes[..1].to_vec(), allows_before_tracking: false }], &[]).expect("record");
+        store
+            .record_events(&[NewEvent { event, routes: routes[..1].to_vec(), allows_before_tracking: false }], &[])
+            .expect("record");
         wake.notify_one();
         while server.received_count() == before {
             tokio::time::sleep(Duration::from_micros(200)).await;
@@ -170,10 +195,23 @@ async fn main() {
     alert_latencies.sort_by(f64::total_cmp);
     post_latencies.sort_by(f64::total_cmp);
 
-    println!("alert delivery to {DESTINATIONS} signed webhooks on loopback ({EVENTS} events, {} jobs)", EVENTS * DESTINATIONS);
+    println!(
+        "alert delivery to {DESTINATIONS} signed webhooks on loopback ({EVENTS} events, {} jobs)",
+        EVENTS * DESTINATIONS
+    );
     println!("{:<44} {:>10} {:>10}", "", "jobs/s", "seconds");
-    println!("{:<44} {:>10.0} {:>10.2}", "walletwatch workers (outbox → webhook)", jobs / workers_seconds, workers_seconds);
-    println!("{:<44} {:>10.0} {:>10.2}", "baseline: signed POSTs from memory", jobs / baseline_seconds, baseline_seconds);
+    println!(
+        "{:<44} {:>10.0} {:>10.2}",
+        "walletwatch workers (outbox → webhook)",
+        jobs / workers_seconds,
+        workers_seconds
+    );
+    println!(
+        "{:<44} {:>10.0} {:>10.2}",
+        "baseline: signed POSTs from memory",
+        jobs / baseline_seconds,
+        baseline_seconds
+    );
     println!("ratio (workers / baseline): {:.2}", baseline_seconds / workers_seconds);
     println!(
         "one alert, commit → received: p50 {:.1} ms, p99 {:.1} ms; bare signed POST: p50 {:.1} ms, p99 {:.1} ms",

@@ -141,8 +141,14 @@ pub async fn run(
     let is_range_mode = since.is_some() || until.is_some();
     let start = HistoryStart::of(record);
     for address in &addresses {
-        let walk =
-            Walk { address: address.clone(), owner: wallet.clone(), start, origin: Origin::Backfill, received_at: None, is_import: is_range_mode };
+        let walk = Walk {
+            address: address.clone(),
+            owner: wallet.clone(),
+            start,
+            origin: Origin::Backfill,
+            received_at: None,
+            is_import: is_range_mode,
+        };
         let report = if is_range_mode {
             let mut range = HistoryRange::default();
             match &since {

@@ -115,7 +115,12 @@ pub struct RoundReport {
     pub failed_wallets: Vec<WalletAddress>,
 }
 
-fn observation(to_read: &AccountToRead, account: Option<&AccountInfo>, slot: u64, observed_at: ww_core::time::UnixMillis) -> Option<BalanceRecord> {
+fn observation(
+    to_read: &AccountToRead,
+    account: Option<&AccountInfo>,
+    slot: u64,
+    observed_at: ww_core::time::UnixMillis,
+) -> Option<BalanceRecord> {
     let is_wallet = to_read.account == to_read.wallet;
     let (asset, amount) = match (is_wallet, account) {
         (true, Some(info)) => (Asset::Sol, info.lamports),

@@ -154,7 +154,9 @@ impl Publisher {
         let mut published = match read_last_seq(&store).await {
             Some(seq) => seq,
             None => {
-                tracing::error!("reading the newest event failed; the WebSocket fan-out starts with the next readable one");
+                tracing::error!(
+                    "reading the newest event failed; the WebSocket fan-out starts with the next readable one"
+                );
                 0
             }
         };
@@ -298,7 +300,9 @@ mod tests {
             user: "u".into(),
             filter: None,
             destination: None,
-            start_slot: None, shares_label: true, max_wallets: None,
+            start_slot: None,
+            shares_label: true,
+            max_wallets: None,
         };
         store.track_wallet(&request, ww_core::time::UnixMillis(0)).expect("track");
         let broker = Broker::new(64, 64);
@@ -310,7 +314,12 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let record = |seed: u64| {
             let event = stored(seed).event;
-            let outcome = store.record_events(&[ww_core::store::NewEvent { event: event.clone(), routes: vec![], allows_before_tracking: false }], &[]).expect("record");
+            let outcome = store
+                .record_events(
+                    &[ww_core::store::NewEvent { event: event.clone(), routes: vec![], allows_before_tracking: false }],
+                    &[],
+                )
+                .expect("record");
             let ww_core::store::RecordOutcome::Inserted(seq) = outcome[0] else { panic!("not inserted: {outcome:?}") };
             StoredEvent { seq, event }
         };
@@ -324,13 +333,15 @@ mod tests {
         publisher.offer(vec![first]);
         let mut seqs = Vec::new();
         while seqs.len() < 4 {
-            let published = tokio::time::timeout(Duration::from_secs(10), receiver.recv()).await.expect("in time").expect("open");
+            let published =
+                tokio::time::timeout(Duration::from_secs(10), receiver.recv()).await.expect("in time").expect("open");
             seqs.push(published.seq.0);
         }
         assert_eq!(seqs, vec![1, 2, 3, 4]);
         // Stored by another process while idle: found by the tail.
         let _fifth = record(5);
-        let published = tokio::time::timeout(Duration::from_secs(10), receiver.recv()).await.expect("in time").expect("open");
+        let published =
+            tokio::time::timeout(Duration::from_secs(10), receiver.recv()).await.expect("in time").expect("open");
         assert_eq!(published.seq.0, 5);
         shutdown.cancel();
         task.await.expect("publisher");

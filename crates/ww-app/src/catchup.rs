@@ -374,7 +374,11 @@ impl CatchUp {
             report.add(&chunk_report);
             chunk.clear();
             chunk_known = 0;
-            progress(Progress::Processing { address: address.clone(), done: report.transactions + report.known, total: entries.len() });
+            progress(Progress::Processing {
+                address: address.clone(),
+                done: report.transactions + report.known,
+                total: entries.len(),
+            });
         }
         // What was fetched before a failure is kept and checkpointed.
         if !chunk.is_empty() {
@@ -404,18 +408,23 @@ impl CatchUp {
         };
         let (failure, min_interval_ms) = match reply.as_ref() {
             Ok(reply) => {
-                let provenance = Provenance { origin: walk.origin, received_at: walk.received_at.unwrap_or_else(SystemTime::now) };
+                let provenance =
+                    Provenance { origin: walk.origin, received_at: walk.received_at.unwrap_or_else(SystemTime::now) };
                 match decode_transaction(&entry.signature, reply, |wallet| tracked.contains(wallet), provenance) {
                     Ok(events) => return Ok(Some(events)),
                     Err(error) => {
-                        metrics::counter!(ww_solana::metrics::DECODE_ERRORS_TOTAL, "reason" => error.reason_label()).increment(1);
+                        metrics::counter!(ww_solana::metrics::DECODE_ERRORS_TOTAL, "reason" => error.reason_label())
+                            .increment(1);
                         (decode_reason(&error), UNDECODABLE_RETRY_MS)
                     }
                 }
             }
             // The endpoint failed, not the transaction: retry the walk later.
             Err(error) if error.is_transient() => {
-                return Err(CatchUpError::Unavailable { signature: entry.signature.clone(), reason: error.to_string() });
+                return Err(CatchUpError::Unavailable {
+                    signature: entry.signature.clone(),
+                    reason: error.to_string(),
+                });
             }
             Err(error) if error.is_not_available() => (error.to_string(), UNAVAILABLE_RETRY_MS),
             Err(error) => (error.to_string(), UNDECODABLE_RETRY_MS),
@@ -444,7 +453,8 @@ impl CatchUp {
             is_retry_requested: false,
         };
         let store = Arc::clone(self.store());
-        let noted = tokio::task::spawn_blocking(move || store.note_unresolved(&note, GIVE_UP_AFTER, min_interval_ms)).await??;
+        let noted =
+            tokio::task::spawn_blocking(move || store.note_unresolved(&note, GIVE_UP_AFTER, min_interval_ms)).await??;
         metrics::counter!(metric_names::UNRESOLVED_FAILURES_TOTAL).increment(1);
         if noted.is_given_up {
             metrics::counter!(metric_names::UNRESOLVED_GIVEN_UP_TOTAL).increment(1);
@@ -517,7 +527,8 @@ impl CatchUp {
                 RecordOutcome::Inserted(_) => {
                     report.events += 1;
                     report.event_wallets.insert(event.wallet.clone());
-                    metrics::counter!(metric_names::GAPFILL_EVENTS_TOTAL, "origin" => walk.origin.as_str()).increment(1);
+                    metrics::counter!(metric_names::GAPFILL_EVENTS_TOTAL, "origin" => walk.origin.as_str())
+                        .increment(1);
                 }
                 RecordOutcome::Duplicate => report.duplicates += 1,
                 RecordOutcome::Untracked => {}
@@ -555,7 +566,8 @@ async fn fetch_in_order(
         while window.len() < concurrency * 4 && next_index < entries.len() {
             if next_index >= looked_up_until {
                 let end = (next_index + CHUNK).min(entries.len());
-                let page: Vec<ww_core::Signature> = entries[next_index..end].iter().map(|entry| entry.signature.clone()).collect();
+                let page: Vec<ww_core::Signature> =
+                    entries[next_index..end].iter().map(|entry| entry.signature.clone()).collect();
                 let store = Arc::clone(&store);
                 let owner = owner.clone();
                 // A failed lookup only costs fetches: the store still refuses duplicates.

@@ -167,7 +167,9 @@ pub fn execute(
     };
     match result {
         Ok(text) => ChatReply { text, ok: true },
-        Err(error) if error.is_user_error() => ChatReply { text: format!("⚠️ {}", user_message(&error)), ok: false },
+        Err(error) if error.is_user_error() => {
+            ChatReply { text: format!("⚠️ {}", user_message(&error)), ok: false }
+        }
         Err(error) => {
             tracing::error!(error = %error, user = %context.user, "chat command failed");
             ChatReply { text: "⚠️ Something went wrong on our side; please try again.".to_string(), ok: false }
@@ -188,7 +190,9 @@ pub async fn execute_async(
     if !limits.allow(&context.destination) {
         metrics::counter!(crate::metric_names::CHAT_COMMANDS_LIMITED_TOTAL).increment(1);
         tracing::warn!(chat = %context.destination, user = %context.user, "chat command refused: over the chat's rate");
-        return ChatReply { text: "⚠️ Too many commands in this chat; try again in a minute.".to_string(), ok: false };
+        return ChatReply {
+            text: "⚠️ Too many commands in this chat; try again in a minute.".to_string(), ok: false
+        };
     }
     let limits = limits.clone();
     let start_slot = match (&command, rpc) {
@@ -196,7 +200,9 @@ pub async fn execute_async(
         _ => None,
     };
     let now = ww_core::time::now();
-    match tokio::task::spawn_blocking(move || execute(store.as_ref(), &limits, &context, &command, start_slot, now)).await {
+    match tokio::task::spawn_blocking(move || execute(store.as_ref(), &limits, &context, &command, start_slot, now))
+        .await
+    {
         Ok(reply) => reply,
         Err(error) => {
             tracing::error!(error = %error, "chat command task failed");

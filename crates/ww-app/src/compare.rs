@@ -88,8 +88,10 @@ pub async fn run(config: &Config, options: &CompareOptions, shutdown: Cancellati
     }
 
     // The streaming path: the real daemon on a scratch store.
-    let scratch = std::env::temp_dir().join(format!("walletwatch-compare-{}-{}", std::process::id(), ww_core::time::now().0));
-    std::fs::create_dir_all(&scratch).map_err(|error| AppError::Rejected(format!("cannot create {}: {error}", scratch.display())))?;
+    let scratch =
+        std::env::temp_dir().join(format!("walletwatch-compare-{}-{}", std::process::id(), ww_core::time::now().0));
+    std::fs::create_dir_all(&scratch)
+        .map_err(|error| AppError::Rejected(format!("cannot create {}: {error}", scratch.display())))?;
     let result = run_in(config, options, shutdown, &payer, &rpc, wallets, lamports, &scratch).await;
     let _ = std::fs::remove_dir_all(&scratch);
     result
@@ -115,7 +117,9 @@ async fn run_in(
             user: "bench".into(),
             filter: None,
             destination: None,
-            start_slot: None, shares_label: true, max_wallets: None,
+            start_slot: None,
+            shares_label: true,
+            max_wallets: None,
         };
         store.track_wallet(&request, ww_core::time::now())?;
     }
@@ -126,7 +130,14 @@ async fn run_in(
     let broker = crate::broker::Broker::default();
     let mut published = broker.subscribe();
     let daemon_stop = shutdown.child_token();
-    let daemon = tokio::spawn(crate::daemon::run(daemon_config, Arc::clone(&store), health.clone(), broker, None, daemon_stop.clone()));
+    let daemon = tokio::spawn(crate::daemon::run(
+        daemon_config,
+        Arc::clone(&store),
+        health.clone(),
+        broker,
+        None,
+        daemon_stop.clone(),
+    ));
 
     let sent: Arc<Mutex<HashMap<Signature, Instant>>> = Arc::default();
     let streaming: Arc<Mutex<HashMap<Signature, Instant>>> = Arc::default();
@@ -138,7 +149,11 @@ async fn run_in(
                 match published.recv().await {
                     Ok(event) => {
                         let signature = event.stored.event.signature.clone();
-                        streaming.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(signature).or_insert_with(Instant::now);
+                        streaming
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .entry(signature)
+                            .or_insert_with(Instant::now);
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -149,7 +164,9 @@ async fn run_in(
     if !health.wait_for_active(wallets.len(), Duration::from_secs(120), &shutdown).await {
         daemon_stop.cancel();
         let _ = daemon.await;
-        return Err(AppError::Rejected("the streaming path never became active: is the PubSub endpoint reachable?".into()));
+        return Err(AppError::Rejected(
+            "the streaming path never became active: is the PubSub endpoint reachable?".into(),
+        ));
     }
 
     // Uptime and reconnects of the streaming path, sampled.
@@ -221,7 +238,11 @@ async fn run_in(
                         match rpc.get_transaction(&entry.signature, commitment).await {
                             Ok(Some(_)) => {
                                 seen.insert(entry.signature.clone());
-                                polled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(entry.signature).or_insert_with(Instant::now);
+                                polled
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .entry(entry.signature)
+                                    .or_insert_with(Instant::now);
                             }
                             Ok(None) => {}
                             Err(_) => {
@@ -311,13 +332,15 @@ async fn run_in(
     let poll_values: Vec<f64> = poll.iter().map(|(_, latency)| *latency).collect();
     let (ws_avg, ws_min, ws_max) = stats_block(&ws_values);
     let (poll_avg, poll_min, poll_max) = stats_block(&poll_values);
-    let poll_by_signature: HashMap<&Signature, f64> = poll.iter().map(|(signature, latency)| (signature, *latency)).collect();
+    let poll_by_signature: HashMap<&Signature, f64> =
+        poll.iter().map(|(signature, latency)| (signature, *latency)).collect();
     let faster = ws
         .iter()
         .filter(|(signature, latency)| poll_by_signature.get(signature).is_none_or(|polled| latency < polled))
         .count();
     let (samples, up_samples, reconnects) = *uptime.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (cycles, failed_cycles, poll_errors, poll_calls) = *polling_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (cycles, failed_cycles, poll_errors, poll_calls) =
+        *polling_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let hours = total_seconds / 3600.0;
     let reduction = poll_avg - ws_avg;
     let reduction_percent = if poll_avg > 0.0 { reduction / poll_avg * 100.0 } else { 0.0 };
@@ -332,7 +355,9 @@ async fn run_in(
             if poll_calls > 0 { streaming_calls as f64 / poll_calls as f64 * 100.0 } else { 0.0 }
         )
     } else if reduction > 0.0 {
-        format!("RECOMMENDATION: WebSocket was faster on average ({reduction:.0} ms) but missed {ws_missed} transfer(s) or stayed above 1 s; keep polling as the fallback.")
+        format!(
+            "RECOMMENDATION: WebSocket was faster on average ({reduction:.0} ms) but missed {ws_missed} transfer(s) or stayed above 1 s; keep polling as the fallback."
+        )
     } else {
         "NOT RECOMMENDED: WebSocket was not faster than polling in this run.".to_string()
     };

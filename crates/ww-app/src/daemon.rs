@@ -120,7 +120,12 @@ pub async fn run(
     Ok(())
 }
 
-async fn probe_endpoint(client: RpcClient, commitment: ww_core::Commitment, health: Health, shutdown: CancellationToken) {
+async fn probe_endpoint(
+    client: RpcClient,
+    commitment: ww_core::Commitment,
+    health: Health,
+    shutdown: CancellationToken,
+) {
     let endpoint = client.endpoint_label();
     let mut was_reachable: Option<bool> = None;
     let mut backoff = Duration::from_secs(1);

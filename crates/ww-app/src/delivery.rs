@@ -52,8 +52,10 @@ type Limiter = governor::DefaultDirectRateLimiter;
 /// `rate` messages per second, with bursts of up to one second's worth.
 fn limiter(rate: f64) -> Limiter {
     let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
-    let burst = std::num::NonZeroU32::new(rate.floor().clamp(1.0, 10_000.0) as u32).unwrap_or(std::num::NonZeroU32::MIN);
-    let quota = governor::Quota::with_period(period).unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN));
+    let burst =
+        std::num::NonZeroU32::new(rate.floor().clamp(1.0, 10_000.0) as u32).unwrap_or(std::num::NonZeroU32::MIN);
+    let quota =
+        governor::Quota::with_period(period).unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN));
     governor::RateLimiter::direct(quota.allow_burst(burst))
 }
 
@@ -153,7 +155,11 @@ impl Completions {
 }
 
 /// Commits removals of delivered jobs in groups until every sender is gone.
-async fn record_completions(store: Arc<dyn Store>, mut receiver: tokio::sync::mpsc::Receiver<u64>, held: Arc<std::sync::Mutex<Held>>) {
+async fn record_completions(
+    store: Arc<dyn Store>,
+    mut receiver: tokio::sync::mpsc::Receiver<u64>,
+    held: Arc<std::sync::Mutex<Held>>,
+) {
     let mut batch: Vec<u64> = Vec::with_capacity(COMPLETIONS_PER_COMMIT);
     while let Some(first) = receiver.recv().await {
         batch.push(first);
@@ -185,9 +191,17 @@ async fn record_completions(store: Arc<dyn Store>, mut receiver: tokio::sync::mp
 
 impl DeliveryWorkers {
     /// Creates the workers; `wake` is notified when jobs are written.
-    pub fn new(store: Arc<dyn Store>, sinks: Sinks, prices: PriceCache, config: Arc<Config>, wake: Arc<Notify>) -> Self {
-        let explorer =
-            Explorer { tx_url: config.alerts.explorer_tx_url.clone(), account_url: config.alerts.explorer_account_url.clone() };
+    pub fn new(
+        store: Arc<dyn Store>,
+        sinks: Sinks,
+        prices: PriceCache,
+        config: Arc<Config>,
+        wake: Arc<Notify>,
+    ) -> Self {
+        let explorer = Explorer {
+            tx_url: config.alerts.explorer_tx_url.clone(),
+            account_url: config.alerts.explorer_account_url.clone(),
+        };
         Self { store, sinks, prices, explorer, config, wake }
     }
 
@@ -270,7 +284,10 @@ impl DeliveryWorkers {
             let reading = destinations.clone();
             let read = tokio::task::spawn_blocking(move || {
                 let now = ww_core::time::now();
-                reading.iter().map(|destination| store.outbox_due_for(destination, now, JOBS_PER_LANE)).collect::<Result<Vec<_>, _>>()
+                reading
+                    .iter()
+                    .map(|destination| store.outbox_due_for(destination, now, JOBS_PER_LANE))
+                    .collect::<Result<Vec<_>, _>>()
             })
             .await;
             let job_lists = match read {
@@ -300,7 +317,9 @@ impl DeliveryWorkers {
                 );
                 let completions = completions.clone();
                 let lane_destination = destination.clone();
-                let handle = lanes.spawn(async move { worker.lane(destination, jobs, has_more, &limiter, &completions, &shutdown).await });
+                let handle = lanes.spawn(async move {
+                    worker.lane(destination, jobs, has_more, &limiter, &completions, &shutdown).await
+                });
                 lane_destinations.insert(handle.id(), lane_destination);
             }
         }
@@ -322,7 +341,9 @@ impl DeliveryWorkers {
     ) -> LaneEnd {
         let mut loaded = self.load(&jobs).await.into_iter();
         for job in jobs {
-            let prepared = loaded.next().unwrap_or_else(|| Err(SinkError::Retryable { reason: "job not loaded".into(), retry_after: None }));
+            let prepared = loaded
+                .next()
+                .unwrap_or_else(|| Err(SinkError::Retryable { reason: "job not loaded".into(), retry_after: None }));
             if shutdown.is_cancelled() {
                 break;
             }
@@ -335,7 +356,11 @@ impl DeliveryWorkers {
                 Ok(pause) => {
                     if let Some(pause) = pause {
                         debug!(destination = %destination, pause_ms = pause.as_millis() as u64, "destination bucket empty; pausing");
-                        return LaneEnd { destination, paused_until: Some(Instant::now() + pause), sink_paused_until: None };
+                        return LaneEnd {
+                            destination,
+                            paused_until: Some(Instant::now() + pause),
+                            sink_paused_until: None,
+                        };
                     }
                 }
                 Err((wait, global)) => {
@@ -368,7 +393,8 @@ impl DeliveryWorkers {
                     let decision = filter.evaluate(&event.event, |mint| prices.get(mint).copied());
                     if decision != ww_core::alert::FilterDecision::Deliver {
                         completions.push(job.id).await;
-                        metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "filtered").increment(1);
+                        metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "filtered")
+                            .increment(1);
                         debug!(job = job.id, destination = %job.destination, signature = %job.signature, decision = decision.as_str(),
                             "alert below the subscription's USD threshold at delivery; not sent");
                         return Ok(None);
@@ -393,7 +419,8 @@ impl DeliveryWorkers {
         match result {
             Ok(delivered) => {
                 completions.push(job_id).await;
-                metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "delivered").increment(1);
+                metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "delivered")
+                    .increment(1);
                 if let Ok((event, _, _)) = &prepared {
                     let latency = (ww_core::time::now().0 - event.event.received_at.0).max(0) as f64 / 1000.0;
                     metrics::histogram!(metric_names::DELIVERY_LATENCY_SECONDS, "sink" => sink).record(latency);
@@ -415,11 +442,16 @@ impl DeliveryWorkers {
                     if !matches!(recorded, Ok(Ok(()))) {
                         error!(job = job_id, "moving a job to the dead letters failed; it stays in the outbox");
                     }
-                    metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "dead_lettered").increment(1);
+                    metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "dead_lettered")
+                        .increment(1);
                     error!(job = job_id, destination = %job.destination, wallet = %job.wallet, signature = %job.signature,
                         attempts, error = %reason, "delivery failed for good; moved to the dead letters (`walletwatch outbox retry`)");
                     // A permanent failure of one job says nothing about the next one.
-                    return if failure.is_retryable() { Err((failure.retry_after(), failure.is_global())) } else { Ok(None) };
+                    return if failure.is_retryable() {
+                        Err((failure.retry_after(), failure.is_global()))
+                    } else {
+                        Ok(None)
+                    };
                 }
                 let wait = self.backoff(attempts).max(failure.retry_after().unwrap_or_default());
                 let next = UnixMillis(ww_core::time::now().0 + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
@@ -456,8 +488,9 @@ impl DeliveryWorkers {
                     results.push(Err(SinkError::Permanent { reason: format!("event #{} is no longer stored", seq.0) }));
                     continue;
                 };
-                let subscription =
-                    subscriptions.iter().find(|subscription| subscription.wallet == wallet && subscription.user == user);
+                let subscription = subscriptions
+                    .iter()
+                    .find(|subscription| subscription.wallet == wallet && subscription.user == user);
                 let label = subscription
                     .and_then(|subscription| subscription.label.clone())
                     .or_else(|| records.get(&wallet).cloned().flatten().and_then(|record| record.label));
@@ -467,7 +500,9 @@ impl DeliveryWorkers {
             Ok::<_, ww_core::store::StoreError>(results)
         })
         .await;
-        let failure = |reason: String| (0..jobs.len()).map(|_| Err(SinkError::Retryable { reason: reason.clone(), retry_after: None })).collect();
+        let failure = |reason: String| {
+            (0..jobs.len()).map(|_| Err(SinkError::Retryable { reason: reason.clone(), retry_after: None })).collect()
+        };
         match loaded {
             Ok(Ok(results)) => results,
             Ok(Err(error)) => failure(format!("reading the events failed: {error}")),

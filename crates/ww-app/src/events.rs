@@ -64,7 +64,11 @@ pub fn render_balance_line(record: &ww_core::balance::BalanceRecord) -> String {
         }
         ww_core::balance::Asset::Token { mint, .. } => format!("{} base units of {}", record.amount, mint.short()),
     };
-    let account = if record.address == record.wallet { "wallet".to_string() } else { format!("token account {}", record.address.short()) };
+    let account = if record.address == record.wallet {
+        "wallet".to_string()
+    } else {
+        format!("token account {}", record.address.short())
+    };
     format!("{} {account}: {amount} (slot {}, {observed})", record.wallet.short(), record.slot)
 }
 

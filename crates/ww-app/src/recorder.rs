@@ -138,17 +138,26 @@ impl Recorder {
         .await
         .map_err(|_| RecordError::Stopped)??;
         let predates = |event: &ActivityEvent| {
-            records.get(&event.wallet).cloned().flatten().is_some_and(|record| record.predates_tracking(event.slot, event.block_time))
+            records
+                .get(&event.wallet)
+                .cloned()
+                .flatten()
+                .is_some_and(|record| record.predates_tracking(event.slot, event.block_time))
         };
         let owed: Vec<ActivityEvent> = events.iter().filter(|event| !predates(event)).cloned().collect();
-        let mut routed = Alerting::new_events(self.alerting.as_ref(), &owed).await.map_err(RecordError::Routing)?.into_iter();
+        let mut routed =
+            Alerting::new_events(self.alerting.as_ref(), &owed).await.map_err(RecordError::Routing)?.into_iter();
         let batch: Vec<NewEvent> = events
             .iter()
             .map(|event| {
                 if predates(event) {
                     NewEvent { event: event.clone(), routes: Vec::new(), allows_before_tracking: true }
                 } else {
-                    routed.next().unwrap_or_else(|| NewEvent { event: event.clone(), routes: Vec::new(), allows_before_tracking: false })
+                    routed.next().unwrap_or_else(|| NewEvent {
+                        event: event.clone(),
+                        routes: Vec::new(),
+                        allows_before_tracking: false,
+                    })
                 }
             })
             .collect();
@@ -187,7 +196,12 @@ async fn commit_loop(
 
 /// Stores a group in one transaction. A request whose cursor move conflicts
 /// is answered with the conflict and the rest is committed without it.
-async fn commit_group(store: &Arc<dyn Store>, alerting: Option<&Alerting>, publisher: Option<&Publisher>, mut group: Vec<Request>) {
+async fn commit_group(
+    store: &Arc<dyn Store>,
+    alerting: Option<&Alerting>,
+    publisher: Option<&Publisher>,
+    mut group: Vec<Request>,
+) {
     loop {
         let batch: Vec<NewEvent> = group.iter().flat_map(|request| request.batch.iter().cloned()).collect();
         let cursors: Vec<CursorMove> = group.iter().filter_map(|request| request.cursor.clone()).collect();
@@ -196,13 +210,23 @@ async fn commit_group(store: &Arc<dyn Store>, alerting: Option<&Alerting>, publi
         let outcomes = match result {
             Ok(Ok(outcomes)) => outcomes,
             Ok(Err(StoreError::CursorConflict { address, expected, found })) => {
-                let conflicting = group.iter().position(|request| request.cursor.as_ref().is_some_and(|cursor| cursor.address == address));
+                let conflicting = group
+                    .iter()
+                    .position(|request| request.cursor.as_ref().is_some_and(|cursor| cursor.address == address));
                 let Some(index) = conflicting else {
-                    answer_all(group, || StoreError::CursorConflict { address: address.clone(), expected: expected.clone(), found: found.clone() });
+                    answer_all(group, || StoreError::CursorConflict {
+                        address: address.clone(),
+                        expected: expected.clone(),
+                        found: found.clone(),
+                    });
                     return;
                 };
                 let request = group.remove(index);
-                let _ = request.reply.send(Err(RecordError::Store(StoreError::CursorConflict { address, expected, found })));
+                let _ = request.reply.send(Err(RecordError::Store(StoreError::CursorConflict {
+                    address,
+                    expected,
+                    found,
+                })));
                 if group.is_empty() {
                     return;
                 }

@@ -117,7 +117,12 @@ impl Alerting {
             },
             None => vec![Vec::new(); events.len()],
         };
-        Ok(events.iter().cloned().zip(routes).map(|(event, routes)| ww_core::store::NewEvent { event, routes, allows_before_tracking: false }).collect())
+        Ok(events
+            .iter()
+            .cloned()
+            .zip(routes)
+            .map(|(event, routes)| ww_core::store::NewEvent { event, routes, allows_before_tracking: false })
+            .collect())
     }
 
     /// Wakes the delivery workers.

@@ -79,7 +79,10 @@ pub async fn run_polling(
                     offset = highest + 1;
                     let store = Arc::clone(&store);
                     let text = offset.to_string();
-                    if !matches!(tokio::task::spawn_blocking(move || store.put_setting(OFFSET_KEY, &text)).await, Ok(Ok(()))) {
+                    if !matches!(
+                        tokio::task::spawn_blocking(move || store.put_setting(OFFSET_KEY, &text)).await,
+                        Ok(Ok(()))
+                    ) {
                         warn!("saving the telegram update offset failed; a restart may answer a command twice");
                     }
                 }

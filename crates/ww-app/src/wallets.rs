@@ -236,7 +236,9 @@ mod tests {
         assert_eq!(lines.next(), Some("- Wallet: 5FHw...UJnM (Active)"));
         assert_eq!(
             lines.next(),
-            Some("    address: 5FHwkrdxntdK24hgQU8qgBjn35Y1zwhz1GZwCkP2UJnM  label: whale  users: alice  transactions: 0  last: none")
+            Some(
+                "    address: 5FHwkrdxntdK24hgQU8qgBjn35Y1zwhz1GZwCkP2UJnM  label: whale  users: alice  transactions: 0  last: none"
+            )
         );
     }
 

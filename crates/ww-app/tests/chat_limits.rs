@@ -27,12 +27,14 @@ async fn a_chat_user_tracks_at_most_their_quota() {
         let reply = chat::execute_async(Arc::clone(&store), None, &limits, context(1, 10), track(wallet, None)).await;
         assert!(reply.ok, "{}", reply.text);
     }
-    let refused = chat::execute_async(Arc::clone(&store), None, &limits, context(1, 10), track(&wallets[2], None)).await;
+    let refused =
+        chat::execute_async(Arc::clone(&store), None, &limits, context(1, 10), track(&wallets[2], None)).await;
     assert!(!refused.ok);
     assert!(refused.text.contains("already track 2 wallets"), "{}", refused.text);
     assert!(store.wallet(&wallets[2]).expect("read").is_none(), "nothing was tracked beyond the quota");
     // Tracking one of theirs again (a new label) is not a new wallet.
-    let again = chat::execute_async(Arc::clone(&store), None, &limits, context(1, 10), track(&wallets[0], Some("again"))).await;
+    let again =
+        chat::execute_async(Arc::clone(&store), None, &limits, context(1, 10), track(&wallets[0], Some("again"))).await;
     assert!(again.ok, "{}", again.text);
     // The quota is per user: another user in the same chat may track.
     let other = chat::execute_async(Arc::clone(&store), None, &limits, context(2, 10), track(&wallets[2], None)).await;
@@ -50,8 +52,16 @@ async fn a_chat_users_label_is_their_own() {
     let store: Arc<dyn Store> = Arc::new(RedbStore::open_in_dir(dir.path()).expect("store"));
     let limits = ChatLimits::default();
     let wallet = ww_test_utils::fresh_address();
-    assert!(chat::execute_async(Arc::clone(&store), None, &limits, context(1, 10), track(&wallet, Some("my whale"))).await.ok);
-    assert!(chat::execute_async(Arc::clone(&store), None, &limits, context(2, 20), track(&wallet, Some("scammer"))).await.ok);
+    assert!(
+        chat::execute_async(Arc::clone(&store), None, &limits, context(1, 10), track(&wallet, Some("my whale")))
+            .await
+            .ok
+    );
+    assert!(
+        chat::execute_async(Arc::clone(&store), None, &limits, context(2, 20), track(&wallet, Some("scammer")))
+            .await
+            .ok
+    );
     let record = store.wallet(&wallet).expect("read").expect("tracked");
     assert_eq!(record.label, None, "no chat user's label became the one everybody sees");
     let first = chat::execute_async(Arc::clone(&store), None, &limits, context(1, 10), ChatCommand::List).await;
@@ -59,7 +69,8 @@ async fn a_chat_users_label_is_their_own() {
     let second = chat::execute_async(Arc::clone(&store), None, &limits, context(2, 20), ChatCommand::List).await;
     assert!(second.text.contains("scammer") && !second.text.contains("my whale"), "{}", second.text);
     let subscriptions = store.subscriptions_for(std::slice::from_ref(&wallet)).expect("read");
-    let labels: Vec<_> = subscriptions.iter().map(|subscription| (subscription.user.as_str(), subscription.label.as_deref())).collect();
+    let labels: Vec<_> =
+        subscriptions.iter().map(|subscription| (subscription.user.as_str(), subscription.label.as_deref())).collect();
     assert_eq!(labels, vec![("telegram:1", Some("my whale")), ("telegram:2", Some("scammer"))]);
 }
 

@@ -71,12 +71,20 @@ async fn fixture(extra_config: &str, prices: Option<&ContractServer>) -> Fixture
         user: "alice".into(),
         filter: None,
         destination: None,
-        start_slot: None, shares_label: true, max_wallets: None,
+        start_slot: None,
+        shares_label: true,
+        max_wallets: None,
     };
     store.track_wallet(&request, UnixMillis(0)).expect("track");
     let wake = Arc::new(tokio::sync::Notify::new());
     let shutdown = CancellationToken::new();
-    let workers = DeliveryWorkers::new(Arc::clone(&store) as Arc<dyn ww_core::store::Store>, sinks, prices, config, Arc::clone(&wake));
+    let workers = DeliveryWorkers::new(
+        Arc::clone(&store) as Arc<dyn ww_core::store::Store>,
+        sinks,
+        prices,
+        config,
+        Arc::clone(&wake),
+    );
     let workers = tokio::spawn(workers.run(shutdown.clone()));
     Fixture { server, store, wallet, wake, shutdown, workers: Some(workers), _dir: dir }
 }
@@ -187,7 +195,9 @@ async fn a_deep_failing_backlog_holds_back_only_its_own_destination() {
     let fixture = fixture("", None).await;
     fixture.server.fail_with(Family::Webhook, Some(Failure::Status(503)));
     fixture.record(1, 1500, "webhook:hook");
-    fixture.wait_for("the stuck destination's first failure", || !fixture.server.webhook_attempts("hook").is_empty()).await;
+    fixture
+        .wait_for("the stuck destination's first failure", || !fixture.server.webhook_attempts("hook").is_empty())
+        .await;
     let healthy = fixture.record(5000, 1, "discord-webhook:chat");
     // The healthy destination is served while the stuck one still owes its whole backlog.
     fixture.wait_for("the healthy destination's alert", || fixture.alerted("discord-webhook:7") == healthy).await;
@@ -208,7 +218,9 @@ async fn a_usd_threshold_is_applied_with_the_price_at_delivery_time() {
         user: "alice".into(),
         filter: Some(filter),
         destination: None,
-        start_slot: None, shares_label: true, max_wallets: None,
+        start_slot: None,
+        shares_label: true,
+        max_wallets: None,
     };
     fixture.store.track_wallet(&request, UnixMillis(0)).expect("filter");
     // At $100 a SOL: 2.5 SOL is $250 (filtered out), 25 SOL is $2 500 (sent).
@@ -225,7 +237,11 @@ async fn a_usd_threshold_is_applied_with_the_price_at_delivery_time() {
     fixture.store.record_events(&[small, large.clone()], &[]).expect("record");
     fixture.wake.notify_one();
     fixture.wait_for("both jobs to leave the outbox", || fixture.store.outbox_depth().expect("depth") == 0).await;
-    assert_eq!(fixture.alerted("webhook:hook"), vec![large.event.signature.to_string()], "only the alert above the threshold is sent");
+    assert_eq!(
+        fixture.alerted("webhook:hook"),
+        vec![large.event.signature.to_string()],
+        "only the alert above the threshold is sent"
+    );
     assert_eq!(fixture.store.dead_letter_count().expect("dead"), 0);
     drop(fixture);
 }

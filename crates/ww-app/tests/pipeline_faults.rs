@@ -61,7 +61,9 @@ fn track(store: &dyn Store, wallet: &WalletAddress, start_slot: Option<u64>) {
         user: "local".into(),
         filter: None,
         destination: None,
-        start_slot, shares_label: true, max_wallets: None,
+        start_slot,
+        shares_label: true,
+        max_wallets: None,
     };
     store.track_wallet(&request, ww_core::time::now()).expect("track");
 }
@@ -128,7 +130,8 @@ async fn events_a_full_disk_refused_are_stored_and_alerted_once_it_has_room() {
     let store = Arc::new(FlakyStore::new(Arc::clone(&inner)));
     let wallet = fresh_address();
     track(store.as_ref(), &wallet, None);
-    let daemon = start(config(&node.rpc_url, &node.ws_url, data_dir.path(), &server), Arc::clone(&store) as Arc<dyn Store>);
+    let daemon =
+        start(config(&node.rpc_url, &node.ws_url, data_dir.path(), &server), Arc::clone(&store) as Arc<dyn Store>);
     wait_for("the wallet Active", || daemon.health.snapshot().wallets_active == 1).await;
     wait_idle(&daemon.health).await;
     store.fail_next_records(4);
@@ -156,7 +159,8 @@ async fn events_whose_routing_failed_are_stored_with_their_alerts_later() {
     let store = Arc::new(FlakyStore::new(Arc::clone(&inner)));
     let wallet = fresh_address();
     track(store.as_ref(), &wallet, None);
-    let daemon = start(config(&node.rpc_url, &node.ws_url, data_dir.path(), &server), Arc::clone(&store) as Arc<dyn Store>);
+    let daemon =
+        start(config(&node.rpc_url, &node.ws_url, data_dir.path(), &server), Arc::clone(&store) as Arc<dyn Store>);
     wait_for("the wallet Active", || daemon.health.snapshot().wallets_active == 1).await;
     wait_idle(&daemon.health).await;
     store.fail_next_subscription_reads(3);
@@ -205,7 +209,10 @@ async fn a_notification_flood_while_fetches_hang_keeps_the_work_bounded() {
     let work = daemon.health.snapshot().work;
     let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
     assert!(work.fetches_pending <= ww_app::pipeline::MAX_FETCH_QUEUE, "{work:?}");
-    assert!(tasks <= tasks_before + ww_app::pipeline::MAX_FETCH_QUEUE + 100, "tasks grew from {tasks_before} to {tasks} under the flood");
+    assert!(
+        tasks <= tasks_before + ww_app::pipeline::MAX_FETCH_QUEUE + 100,
+        "tasks grew from {tasks_before} to {tasks} under the flood"
+    );
     assert!(last < FLOOD, "the daemon kept reading {last} notifications it could not process");
     daemon.stop().await;
 }

@@ -407,12 +407,15 @@ pub(crate) fn validate(
         match hex::decode_to_slice(text.trim(), &mut key) {
             Ok(()) => Some(key),
             Err(_) => {
-                errors.push("discord.public_key must be 64 hex characters (Developer Portal → General Information)".into());
+                errors.push(
+                    "discord.public_key must be 64 hex characters (Developer Portal → General Information)".into(),
+                );
                 None
             }
         }
     });
-    for (field, value) in [("discord.application_id", &discord.application_id), ("discord.guild_id", &discord.guild_id)] {
+    for (field, value) in [("discord.application_id", &discord.application_id), ("discord.guild_id", &discord.guild_id)]
+    {
         if let Some(value) = value
             && (value.is_empty() || !value.chars().all(|c| c.is_ascii_digit()))
         {
@@ -425,7 +428,11 @@ pub(crate) fn validate(
         public_key,
         bot_token: discord.bot_token.filter(|token| !token.expose().trim().is_empty()),
         guild_id: discord.guild_id,
-        channel_messages_per_second: rate("discord.channel_messages_per_second", discord.channel_messages_per_second, errors),
+        channel_messages_per_second: rate(
+            "discord.channel_messages_per_second",
+            discord.channel_messages_per_second,
+            errors,
+        ),
     };
 
     let mode = match telegram.mode.as_str() {
@@ -438,7 +445,9 @@ pub(crate) fn validate(
     };
     let webhook_secret = telegram.webhook_secret.filter(|secret| !secret.expose().is_empty());
     match &webhook_secret {
-        None if mode == TelegramMode::Webhook => errors.push("telegram.webhook_secret is required in webhook mode".into()),
+        None if mode == TelegramMode::Webhook => {
+            errors.push("telegram.webhook_secret is required in webhook mode".into())
+        }
         Some(secret)
             if secret.expose().len() > 256
                 || !secret.expose().chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
@@ -476,7 +485,9 @@ pub(crate) fn validate(
         let kind = match raw.kind.as_str() {
             "discord_webhook" => DestinationKind::DiscordWebhook { url: Secret::new(url) },
             "webhook" => match raw.secret {
-                Some(secret) if secret.expose().len() >= 16 => DestinationKind::Webhook { url: Secret::new(url), secret },
+                Some(secret) if secret.expose().len() >= 16 => {
+                    DestinationKind::Webhook { url: Secret::new(url), secret }
+                }
                 _ => {
                     errors.push(format!("{field}.secret is required for a webhook: at least 16 characters"));
                     continue;
@@ -498,12 +509,14 @@ pub(crate) fn validate(
             match text.parse::<DestinationId>() {
                 Ok(id) => {
                     let missing = match &id {
-                        DestinationId::DiscordWebhook(name) => {
-                            !matches!(named.get(name), Some(DestinationConfig { kind: DestinationKind::DiscordWebhook { .. }, .. }))
-                        }
-                        DestinationId::Webhook(name) => {
-                            !matches!(named.get(name), Some(DestinationConfig { kind: DestinationKind::Webhook { .. }, .. }))
-                        }
+                        DestinationId::DiscordWebhook(name) => !matches!(
+                            named.get(name),
+                            Some(DestinationConfig { kind: DestinationKind::DiscordWebhook { .. }, .. })
+                        ),
+                        DestinationId::Webhook(name) => !matches!(
+                            named.get(name),
+                            Some(DestinationConfig { kind: DestinationKind::Webhook { .. }, .. })
+                        ),
                         DestinationId::DiscordChannel(_) => {
                             if discord.bot_token.is_none() {
                                 errors.push(format!("users.{user}: {id} needs discord.bot_token"));
@@ -577,7 +590,12 @@ destinations = ["discord-webhook:ops", "webhook:trading", "telegram:-100", "disc
         assert_eq!(config.users["alice"].len(), 4);
         assert!(config.discord.public_key.is_some());
         let printed = config.to_redacted_toml();
-        assert!(!printed.contains("hooksecretXYZ") && !printed.contains("0123456789abcdef") && !printed.contains("telegramSecretABC"), "{printed}");
+        assert!(
+            !printed.contains("hooksecretXYZ")
+                && !printed.contains("0123456789abcdef")
+                && !printed.contains("telegramSecretABC"),
+            "{printed}"
+        );
     }
 
     #[test]

@@ -92,7 +92,9 @@ fn interpolate_line(
         let name = variable_name(body);
         match expand(body, env) {
             Ok(value) if value.chars().any(char::is_control) => {
-                errors.push(format!("line {line}: the value of ${{{name}}} contains a newline or another control character"));
+                errors.push(format!(
+                    "line {line}: the value of ${{{name}}} contains a newline or another control character"
+                ));
             }
             Ok(value) => match place(&value, context) {
                 Ok(placed) => output.push_str(&placed),
@@ -132,7 +134,9 @@ fn place(value: &str, context: Context) -> Result<String, &'static str> {
             Err("contains ' inside a '...' string; use a \"...\" string for it")
         }
         Context::LiteralString => Ok(value.to_string()),
-        Context::Bare if value.chars().all(|character| character.is_ascii_alphanumeric() || ".:+-_".contains(character)) => {
+        Context::Bare
+            if value.chars().all(|character| character.is_ascii_alphanumeric() || ".:+-_".contains(character)) =>
+        {
             Ok(value.to_string())
         }
         Context::Bare => Err("is not a plain number or word; quote the ${...} (\"${...}\") to use it as a string"),
@@ -209,7 +213,13 @@ mod tests {
     /// string it was placed in and could add keys to the configuration.
     #[test]
     fn a_value_never_changes_the_toml_around_it() {
-        let vars = env(&[("QUOTE", "a\" , injected = \"x"), ("SLASH", "C:\\data\\n"), ("APOSTROPHE", "it's"), ("PORT", "8080"), ("SPACES", "1, evil = 2")]);
+        let vars = env(&[
+            ("QUOTE", "a\" , injected = \"x"),
+            ("SLASH", "C:\\data\\n"),
+            ("APOSTROPHE", "it's"),
+            ("PORT", "8080"),
+            ("SPACES", "1, evil = 2"),
+        ]);
         let basic = interpolate("x = \"${QUOTE}\"\ny = \"${SLASH}\"\nz = \"${APOSTROPHE}\"", &vars).expect("escaped");
         let parsed: toml::Table = toml::from_str(&basic).expect("valid TOML");
         assert_eq!(parsed.len(), 3, "{basic}");
@@ -229,7 +239,10 @@ mod tests {
     fn comments_are_not_expanded() {
         let text = "# use ${VAR} or ${VAR:?message}\nurl = \"a#${HOST}\" # ${NOT_THIS}\n";
         let vars = env(&[("HOST", "h")]);
-        assert_eq!(interpolate(text, &vars).expect("ok"), "# use ${VAR} or ${VAR:?message}\nurl = \"a#h\" # ${NOT_THIS}\n");
+        assert_eq!(
+            interpolate(text, &vars).expect("ok"),
+            "# use ${VAR} or ${VAR:?message}\nurl = \"a#h\" # ${NOT_THIS}\n"
+        );
     }
 
     #[test]

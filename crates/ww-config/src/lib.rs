@@ -362,7 +362,9 @@ fn is_valid_log_directive(text: &str) -> bool {
             let level = directive.rsplit('=').next().unwrap_or(directive).trim();
             let target = directive.split('=').next().unwrap_or("").trim();
             LEVELS.contains(&level.to_ascii_lowercase().as_str())
-                || (!directive.contains('=') && !target.is_empty() && target.chars().all(|c| c.is_alphanumeric() || c == '_' || c == ':'))
+                || (!directive.contains('=')
+                    && !target.is_empty()
+                    && target.chars().all(|c| c.is_alphanumeric() || c == '_' || c == ':'))
         })
 }
 
@@ -373,7 +375,8 @@ impl Config {
         let mut endpoints = Vec::new();
         let primary = [raw::RawEndpoint { rpc_url: raw.solana.rpc_url.clone(), ws_url: raw.solana.ws_url.clone() }];
         for (index, endpoint) in primary.iter().chain(raw.solana.fallback_endpoints.iter()).enumerate() {
-            let prefix = if index == 0 { "solana".to_string() } else { format!("solana.fallback_endpoints[{}]", index - 1) };
+            let prefix =
+                if index == 0 { "solana".to_string() } else { format!("solana.fallback_endpoints[{}]", index - 1) };
             let rpc_url = parse_url(&format!("{prefix}.rpc_url"), &endpoint.rpc_url, &["http", "https"], &mut errors);
             let ws_url = parse_url(&format!("{prefix}.ws_url"), &endpoint.ws_url, &["ws", "wss"], &mut errors);
             if let (Some(rpc_url), Some(ws_url)) = (rpc_url, ws_url) {
@@ -384,17 +387,33 @@ impl Config {
             errors.push(format!("solana.commitment: {error}"));
             Commitment::default()
         });
-        let max_subscriptions = positive("solana.max_subscriptions_per_connection", raw.solana.max_subscriptions_per_connection, &mut errors);
-        let max_connections = positive("solana.max_connections_per_endpoint", raw.solana.max_connections_per_endpoint, &mut errors);
+        let max_subscriptions = positive(
+            "solana.max_subscriptions_per_connection",
+            raw.solana.max_subscriptions_per_connection,
+            &mut errors,
+        );
+        let max_connections =
+            positive("solana.max_connections_per_endpoint", raw.solana.max_connections_per_endpoint, &mut errors);
         let stale_after_secs = positive("solana.stale_after_secs", raw.solana.stale_after_secs, &mut errors);
         let ping_interval_secs = positive("solana.ping_interval_secs", raw.solana.ping_interval_secs, &mut errors);
-        let polling_secs = positive("solana.fallback_polling_interval_secs", raw.solana.fallback_polling_interval_secs, &mut errors);
+        let polling_secs =
+            positive("solana.fallback_polling_interval_secs", raw.solana.fallback_polling_interval_secs, &mut errors);
         let rpc_timeout_secs = positive("solana.rpc_timeout_secs", raw.solana.rpc_timeout_secs, &mut errors);
-        let websocket_max = positive("server.websocket_max_connections", raw.server.websocket_max_connections, &mut errors);
-        let heartbeat_secs = positive("server.websocket_heartbeat_interval_secs", raw.server.websocket_heartbeat_interval_secs, &mut errors);
-        let websocket_per_ip = positive("server.websocket_max_connections_per_ip", raw.server.websocket_max_connections_per_ip, &mut errors);
+        let websocket_max =
+            positive("server.websocket_max_connections", raw.server.websocket_max_connections, &mut errors);
+        let heartbeat_secs = positive(
+            "server.websocket_heartbeat_interval_secs",
+            raw.server.websocket_heartbeat_interval_secs,
+            &mut errors,
+        );
+        let websocket_per_ip = positive(
+            "server.websocket_max_connections_per_ip",
+            raw.server.websocket_max_connections_per_ip,
+            &mut errors,
+        );
         let http_max = positive("server.max_connections", raw.server.max_connections, &mut errors);
-        let header_secs = positive("server.request_header_timeout_secs", raw.server.request_header_timeout_secs, &mut errors);
+        let header_secs =
+            positive("server.request_header_timeout_secs", raw.server.request_header_timeout_secs, &mut errors);
         let request_secs = positive("server.request_timeout_secs", raw.server.request_timeout_secs, &mut errors);
         let shutdown_secs = positive("shutdown_timeout_secs", raw.shutdown_timeout_secs, &mut errors);
         let chat_wallets = positive("chat.max_wallets_per_user", raw.chat.max_wallets_per_user, &mut errors);
@@ -410,7 +429,8 @@ impl Config {
         let listen = parse_listen("server.listen", &raw.server.listen, &mut errors);
         let metrics_listen = parse_listen("server.metrics_listen", &raw.server.metrics_listen, &mut errors);
         if listen == metrics_listen && listen.port() != 0 {
-            errors.push(format!("server.listen and server.metrics_listen are both {listen}: give metrics its own port"));
+            errors
+                .push(format!("server.listen and server.metrics_listen are both {listen}: give metrics its own port"));
         }
         let log_format = match raw.log_format.as_str() {
             "pretty" => LogFormat::Pretty,
@@ -421,7 +441,10 @@ impl Config {
             }
         };
         if !is_valid_log_directive(&raw.log_level) {
-            errors.push(format!("log_level: {:?} is not a level (error, warn, info, debug, trace) or directive", raw.log_level));
+            errors.push(format!(
+                "log_level: {:?} is not a level (error, warn, info, debug, trace) or directive",
+                raw.log_level
+            ));
         }
         if raw.data_dir.trim().is_empty() {
             errors.push("data_dir must not be empty".to_string());
@@ -432,13 +455,22 @@ impl Config {
         let high_secs = positive("balances.high_interval_secs", raw.balances.high_interval_secs, &mut errors);
         let medium_secs = positive("balances.medium_interval_secs", raw.balances.medium_interval_secs, &mut errors);
         let low_secs = positive("balances.low_interval_secs", raw.balances.low_interval_secs, &mut errors);
-        let snapshot_secs = positive("balances.snapshot_interval_secs", raw.balances.snapshot_interval_secs, &mut errors);
+        let snapshot_secs =
+            positive("balances.snapshot_interval_secs", raw.balances.snapshot_interval_secs, &mut errors);
         if high_secs > medium_secs || medium_secs > low_secs {
             errors.push("balances: intervals must grow from high to medium to low activity".to_string());
         }
-        let redis_url = raw.redis.url.as_deref().and_then(|text| parse_url("redis.url", text, &["redis", "rediss"], &mut errors));
-        let sections =
-            alerts::validate(raw.alerts, raw.prices, raw.discord, raw.telegram, raw.destinations, raw.users, &mut errors);
+        let redis_url =
+            raw.redis.url.as_deref().and_then(|text| parse_url("redis.url", text, &["redis", "rediss"], &mut errors));
+        let sections = alerts::validate(
+            raw.alerts,
+            raw.prices,
+            raw.discord,
+            raw.telegram,
+            raw.destinations,
+            raw.users,
+            &mut errors,
+        );
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -460,7 +492,9 @@ impl Config {
                 fallback_polling_interval: Duration::from_secs(polling_secs),
                 rpc_timeout: Duration::from_secs(rpc_timeout_secs),
                 rpc_requests_per_second: std::num::NonZeroU32::new(raw.solana.rpc_requests_per_second),
-                rpc_requests_per_second_per_method: std::num::NonZeroU32::new(raw.solana.rpc_requests_per_second_per_method),
+                rpc_requests_per_second_per_method: std::num::NonZeroU32::new(
+                    raw.solana.rpc_requests_per_second_per_method,
+                ),
             },
             server: ServerConfig {
                 listen,
@@ -542,7 +576,8 @@ mod tests {
         .into_iter()
         .map(|(key, value)| (key.to_string(), value.to_string()))
         .collect();
-        let config = load_str("server_id = \"from-file\"\n[solana]\nrpc_url = \"https://x.example\"\n", &env).expect("valid");
+        let config =
+            load_str("server_id = \"from-file\"\n[solana]\nrpc_url = \"https://x.example\"\n", &env).expect("valid");
         assert_eq!(config.solana.endpoints[0].rpc_url.as_str(), "http://127.0.0.1:8899/");
         assert_eq!(config.solana.endpoints[0].ws_url.as_str(), "ws://127.0.0.1:8900/");
         assert_eq!(config.server_id, "node-b");
@@ -574,7 +609,8 @@ max_subscriptions_per_connection = 0
 [server]
 listen = "localhost"
 "#;
-        let error = load_str(text, &HashMap::from([("WEBSOCKET_MAX_CONNECTIONS".into(), "many".into())])).expect_err("invalid");
+        let error =
+            load_str(text, &HashMap::from([("WEBSOCKET_MAX_CONNECTIONS".into(), "many".into())])).expect_err("invalid");
         let joined = error.errors.join("\n");
         for needle in [
             "WEBSOCKET_MAX_CONNECTIONS",

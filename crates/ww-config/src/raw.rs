@@ -217,7 +217,10 @@ pub struct RawChat {
 
 impl Default for RawChat {
     fn default() -> Self {
-        Self { max_wallets_per_user: default_max_wallets_per_user(), commands_per_minute: default_commands_per_minute() }
+        Self {
+            max_wallets_per_user: default_max_wallets_per_user(),
+            commands_per_minute: default_commands_per_minute(),
+        }
     }
 }
 

@@ -58,7 +58,10 @@ mod tests {
     fn never_prints_the_value() {
         let secret = Secret::new("hunter2".to_string());
         assert_eq!(format!("{secret:?} {secret}"), "**REDACTED** **REDACTED**");
-        assert_eq!(toml::to_string(&std::collections::BTreeMap::from([("k", secret.clone())])).expect("toml"), "k = \"**REDACTED**\"\n");
+        assert_eq!(
+            toml::to_string(&std::collections::BTreeMap::from([("k", secret.clone())])).expect("toml"),
+            "k = \"**REDACTED**\"\n"
+        );
         assert_eq!(secret.expose(), "hunter2");
     }
 }

@@ -180,7 +180,8 @@ impl AlertFilter {
     /// Checks the thresholds for sanity; returns a message naming the bad field.
     pub fn validate(&self) -> Result<(), String> {
         let named = self.min_token_amounts.values().map(|value| ("min_token_amounts", Some(*value)));
-        let thresholds = [("min_native", self.min_native), ("min_token_amount", self.min_token_amount), ("min_usd", self.min_usd)];
+        let thresholds =
+            [("min_native", self.min_native), ("min_token_amount", self.min_token_amount), ("min_usd", self.min_usd)];
         for (name, value) in thresholds.into_iter().chain(named) {
             if let Some(value) = value
                 && (!value.is_finite() || value < 0.0)

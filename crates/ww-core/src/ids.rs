@@ -207,9 +207,7 @@ fn decode_base58_exact<const N: usize>(kind: &'static str, input: &str) -> Resul
     if input.is_empty() {
         return Err(AddressError::Empty { kind });
     }
-    if let Some((position, character)) =
-        input.chars().enumerate().find(|(_, character)| !is_base58_char(*character))
-    {
+    if let Some((position, character)) = input.chars().enumerate().find(|(_, character)| !is_base58_char(*character)) {
         return Err(AddressError::NotBase58 { kind, input: input.to_string(), character, position });
     }
     // Very long inputs are rejected before decoding so a hostile string cannot
@@ -250,7 +248,8 @@ fn has_hex_prefix(text: &str) -> bool {
 /// Decodes `0x` + hex of exactly `N` bytes, naming the first bad character.
 fn decode_hex_exact<const N: usize>(kind: &'static str, input: &str) -> Result<[u8; N], AddressError> {
     let digits = &input[2..];
-    if let Some((position, character)) = digits.chars().enumerate().find(|(_, character)| !character.is_ascii_hexdigit())
+    if let Some((position, character)) =
+        digits.chars().enumerate().find(|(_, character)| !character.is_ascii_hexdigit())
     {
         return Err(AddressError::NotHex {
             kind,
@@ -398,7 +397,11 @@ impl WalletAddress {
         let digits = &trimmed[2..];
         let single_case = digits == digits.to_ascii_lowercase() || digits == digits.to_ascii_uppercase();
         if !single_case && digits != &checksummed[2..] {
-            return Err(AddressError::BadChecksum { kind: Self::KIND, input: trimmed.to_string(), expected: checksummed });
+            return Err(AddressError::BadChecksum {
+                kind: Self::KIND,
+                input: trimmed.to_string(),
+                expected: checksummed,
+            });
         }
         Ok(Self(checksummed))
     }

@@ -59,9 +59,15 @@ mod tests {
     fn label_sets_are_the_cartesian_product_of_known_values() {
         let plain = MetricSpec { name: "ww_x_total", kind: MetricKind::Counter, help: "x", labels: &[] };
         assert_eq!(plain.label_sets(), vec![Vec::new()]);
-        let two = MetricSpec { name: "ww_y_total", kind: MetricKind::Counter, help: "y", labels: &[("a", &["1", "2"]), ("b", &["x"])] };
+        let two = MetricSpec {
+            name: "ww_y_total",
+            kind: MetricKind::Counter,
+            help: "y",
+            labels: &[("a", &["1", "2"]), ("b", &["x"])],
+        };
         assert_eq!(two.label_sets(), vec![vec![("a", "1"), ("b", "x")], vec![("a", "2"), ("b", "x")]]);
-        let runtime = MetricSpec { name: "ww_z_total", kind: MetricKind::Counter, help: "z", labels: &[("endpoint", &[])] };
+        let runtime =
+            MetricSpec { name: "ww_z_total", kind: MetricKind::Counter, help: "z", labels: &[("endpoint", &[])] };
         assert!(runtime.label_sets().is_empty());
     }
 }

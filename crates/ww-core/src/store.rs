@@ -50,9 +50,7 @@ pub enum StoreError {
         supported: u32,
     },
     /// The store is locked by another process.
-    #[error(
-        "the store at {path} is in use by another walletwatch process; stop it or use another --data-dir"
-    )]
+    #[error("the store at {path} is in use by another walletwatch process; stop it or use another --data-dir")]
     Locked {
         /// The store's location.
         path: String,
@@ -346,7 +344,12 @@ pub trait Store: Send + Sync + 'static {
     /// Returns `destination`'s jobs in id order, from its first one while
     /// they are due at `now`, at most `limit`: a destination's jobs are sent
     /// in order, so a job waiting for its retry holds back the ones after it.
-    fn outbox_due_for(&self, destination: &DestinationId, now: UnixMillis, limit: usize) -> Result<Vec<OutboxJob>, StoreError>;
+    fn outbox_due_for(
+        &self,
+        destination: &DestinationId,
+        now: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<OutboxJob>, StoreError>;
 
     /// Removes a delivered job.
     fn outbox_complete(&self, job_id: u64) -> Result<(), StoreError> {
@@ -357,8 +360,13 @@ pub trait Store: Send + Sync + 'static {
     fn outbox_complete_many(&self, job_ids: &[u64]) -> Result<(), StoreError>;
 
     /// Records a failed attempt: the job's attempts, next attempt and error.
-    fn outbox_reschedule(&self, job_id: u64, attempts: u32, next_attempt_at: UnixMillis, error: &str)
-    -> Result<(), StoreError>;
+    fn outbox_reschedule(
+        &self,
+        job_id: u64,
+        attempts: u32,
+        next_attempt_at: UnixMillis,
+        error: &str,
+    ) -> Result<(), StoreError>;
 
     /// Moves a job to the dead letters with its last error.
     fn outbox_bury(&self, job_id: u64, attempts: u32, error: &str, now: UnixMillis) -> Result<(), StoreError>;
@@ -401,8 +409,11 @@ pub trait Store: Send + Sync + 'static {
     /// balance (or whose last history entry is older than `snapshot_every_ms`)
     /// is appended to the history and becomes the current balance. Returns
     /// the changes (amount differs from the previous observation).
-    fn update_balances(&self, observations: &[BalanceRecord], snapshot_every_ms: i64)
-    -> Result<Vec<BalanceChange>, StoreError>;
+    fn update_balances(
+        &self,
+        observations: &[BalanceRecord],
+        snapshot_every_ms: i64,
+    ) -> Result<Vec<BalanceChange>, StoreError>;
 
     /// Returns current balances, of one wallet's accounts or of all, ordered by address.
     fn balances(&self, wallet: Option<&WalletAddress>) -> Result<Vec<BalanceRecord>, StoreError>;

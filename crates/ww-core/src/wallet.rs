@@ -65,7 +65,7 @@ impl FromStr for SubscriptionStatus {
         SubscriptionStatus::ALL
             .into_iter()
             .find(|status| status.as_str().eq_ignore_ascii_case(text))
-        .ok_or_else(|| format!("unknown subscription status {text:?}"))
+            .ok_or_else(|| format!("unknown subscription status {text:?}"))
     }
 }
 

@@ -96,11 +96,8 @@ fn secret_parts(url: &Url) -> Vec<String> {
         }
     }
     // Decoded forms too: an error may quote the URL decoded.
-    let decoded: Vec<String> = parts
-        .iter()
-        .filter_map(|part| percent_decode(part))
-        .filter(|decoded| !parts.contains(decoded))
-        .collect();
+    let decoded: Vec<String> =
+        parts.iter().filter_map(|part| percent_decode(part)).filter(|decoded| !parts.contains(decoded)).collect();
     parts.extend(decoded);
     // Longest first, so a part containing another is replaced whole.
     parts.sort_by_key(|part| std::cmp::Reverse(part.len()));
@@ -138,12 +135,36 @@ mod tests {
     #[test]
     fn every_credential_shape_is_redacted() {
         let cases = [
-            ("https://mainnet.helius-rpc.com/?api-key=0123-secret-key", "https://mainnet.helius-rpc.com/?api-key=**REDACTED**", "0123-secret-key"),
-            ("https://solana-mainnet.g.alchemy.com/v2/AbCdEf0123456789xyzKEY", "https://solana-mainnet.g.alchemy.com/v2/**REDACTED**", "AbCdEf0123456789xyzKEY"),
-            ("https://x.solana-mainnet.quiknode.pro/0123456789abcdef0123456789abcdef/", "https://x.solana-mainnet.quiknode.pro/**REDACTED**/", "0123456789abcdef0123456789abcdef"),
-            ("https://user:p4ssw0rd@rpc.example.com/", "https://**REDACTED**:**REDACTED**@rpc.example.com/", "p4ssw0rd"),
-            ("https://discord.com/api/webhooks/123456789012345678/TOKENpart-with_chars0123456789", "https://discord.com/api/webhooks/**REDACTED**/**REDACTED**", "TOKENpart-with_chars0123456789"),
-            ("https://api.telegram.org/bot123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11/", "https://api.telegram.org/**REDACTED**/", "ABC-DEF1234ghIkl-zyx57W2v1u123ew11"),
+            (
+                "https://mainnet.helius-rpc.com/?api-key=0123-secret-key",
+                "https://mainnet.helius-rpc.com/?api-key=**REDACTED**",
+                "0123-secret-key",
+            ),
+            (
+                "https://solana-mainnet.g.alchemy.com/v2/AbCdEf0123456789xyzKEY",
+                "https://solana-mainnet.g.alchemy.com/v2/**REDACTED**",
+                "AbCdEf0123456789xyzKEY",
+            ),
+            (
+                "https://x.solana-mainnet.quiknode.pro/0123456789abcdef0123456789abcdef/",
+                "https://x.solana-mainnet.quiknode.pro/**REDACTED**/",
+                "0123456789abcdef0123456789abcdef",
+            ),
+            (
+                "https://user:p4ssw0rd@rpc.example.com/",
+                "https://**REDACTED**:**REDACTED**@rpc.example.com/",
+                "p4ssw0rd",
+            ),
+            (
+                "https://discord.com/api/webhooks/123456789012345678/TOKENpart-with_chars0123456789",
+                "https://discord.com/api/webhooks/**REDACTED**/**REDACTED**",
+                "TOKENpart-with_chars0123456789",
+            ),
+            (
+                "https://api.telegram.org/bot123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11/",
+                "https://api.telegram.org/**REDACTED**/",
+                "ABC-DEF1234ghIkl-zyx57W2v1u123ew11",
+            ),
         ];
         for (text, shown, secret) in cases {
             let parsed = url(text);

@@ -27,7 +27,8 @@ fn env_number(name: &str, default: u64) -> u64 {
 
 fn report(case: &str, path: &str, mut latencies: Vec<Duration>, elapsed: Duration) {
     latencies.sort_unstable();
-    let at = |quantile: f64| latencies[((latencies.len() - 1) as f64 * quantile).round() as usize].as_secs_f64() * 1000.0;
+    let at =
+        |quantile: f64| latencies[((latencies.len() - 1) as f64 * quantile).round() as usize].as_secs_f64() * 1000.0;
     println!(
         "{case:<26} {path:<14} {:>9} {:>10.0} {:>8.3} {:>8.3} {:>8.3}",
         latencies.len(),
@@ -91,7 +92,13 @@ async fn run() {
             .map(|_| {
                 let (token, hash) = generate_token().expect("token");
                 store
-                    .save_api_token(&ApiToken { hash, user: "alice".into(), is_admin: false, created_at: UnixMillis(0), expires_at: None })
+                    .save_api_token(&ApiToken {
+                        hash,
+                        user: "alice".into(),
+                        is_admin: false,
+                        created_at: UnixMillis(0),
+                        expires_at: None,
+                    })
                     .expect("token");
                 token
             })
@@ -105,7 +112,8 @@ async fn run() {
     let address = listener.local_addr().expect("address");
     let shutdown = CancellationToken::new();
     tokio::spawn(serve(listener, state.clone(), shutdown.clone()));
-    let client = ww_http::client_builder().expect("tls").pool_max_idle_per_host(clients as usize).build().expect("client");
+    let client =
+        ww_http::client_builder().expect("tls").pool_max_idle_per_host(clients as usize).build().expect("client");
 
     println!("REST API, {clients} concurrent clients, {seconds} s per case (latency in ms)");
     println!("{:<26} {:<14} {:>9} {:>10} {:>8} {:>8} {:>8}", "case", "route", "requests", "req/s", "p50", "p99", "max");

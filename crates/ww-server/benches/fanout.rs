@@ -34,14 +34,18 @@ fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
-            status.lines().find(|line| line.starts_with("VmHWM:")).and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
 }
 
 fn integer_after(text: &str, key: &str) -> Option<i64> {
     let start = text.find(key)? + key.len();
-    let digits: String = text[start..].chars().take_while(|character| character.is_ascii_digit() || *character == '-').collect();
+    let digits: String =
+        text[start..].chars().take_while(|character| character.is_ascii_digit() || *character == '-').collect();
     digits.parse().ok()
 }
 
@@ -51,7 +55,13 @@ fn summary(mut samples: Vec<i64>) -> String {
     }
     samples.sort_unstable();
     let at = |quantile: f64| samples[((samples.len() - 1) as f64 * quantile).round() as usize] as f64 / 1000.0;
-    format!("{:>9} {:>8.2} {:>8.2} {:>8.2}", samples.len(), at(0.5), at(0.99), samples[samples.len() - 1] as f64 / 1000.0)
+    format!(
+        "{:>9} {:>8.2} {:>8.2} {:>8.2}",
+        samples.len(),
+        at(0.5),
+        at(0.99),
+        samples[samples.len() - 1] as f64 / 1000.0
+    )
 }
 
 /// Events whose `emitted_at` field carries the publish time in microseconds.
@@ -107,7 +117,15 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(ww_store::RedbStore::open_in_dir(dir.path()).expect("store"));
     let (token, hash) = generate_token().expect("token");
-    store.save_api_token(&ApiToken { hash, user: "bench".into(), is_admin: true, created_at: UnixMillis(0), expires_at: None }).expect("token");
+    store
+        .save_api_token(&ApiToken {
+            hash,
+            user: "bench".into(),
+            is_admin: true,
+            created_at: UnixMillis(0),
+            expires_at: None,
+        })
+        .expect("token");
     let broker = Broker::new(4096, 1000);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
@@ -116,8 +134,11 @@ async fn main() {
         max_connections_per_ip: clients as usize + 10,
         heartbeat_interval: Duration::from_secs(30),
     };
-    let http_limits = ww_server::HttpLimits { max_connections: clients as usize + 10, ..ww_server::HttpLimits::default() };
-    let state = ApiState::new(store, Health::default()).with_fanout(broker.clone(), ws_config, "bench").with_http_limits(http_limits);
+    let http_limits =
+        ww_server::HttpLimits { max_connections: clients as usize + 10, ..ww_server::HttpLimits::default() };
+    let state = ApiState::new(store, Health::default())
+        .with_fanout(broker.clone(), ws_config, "bench")
+        .with_http_limits(http_limits);
     let shutdown = CancellationToken::new();
     tokio::spawn(serve(listener, state, shutdown.clone()));
     let total = rate * seconds;
@@ -131,7 +152,9 @@ async fn main() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("client process");
-    let mut lines = tokio::io::BufReader::new(tokio::process::ChildStdout::from_std(child.stdout.take().expect("stdout")).expect("async stdout"));
+    let mut lines = tokio::io::BufReader::new(
+        tokio::process::ChildStdout::from_std(child.stdout.take().expect("stdout")).expect("async stdout"),
+    );
     let mut line = String::new();
     use tokio::io::AsyncBufReadExt as _;
     lines.read_line(&mut line).await.expect("clients ready");
@@ -145,7 +168,10 @@ async fn main() {
     shutdown.cancel();
     let report: serde_json::Value = serde_json::from_str(&report).expect("client report JSON");
 
-    println!("WebSocket fan-out: {clients} clients on loopback, {rate} events/s for {seconds} s ({total} events, {:.1}s)", elapsed.as_secs_f64());
+    println!(
+        "WebSocket fan-out: {clients} clients on loopback, {rate} events/s for {seconds} s ({total} events, {:.1}s)",
+        elapsed.as_secs_f64()
+    );
     println!("{:<52} {:>9} {:>8} {:>8} {:>8}", "milliseconds, publish -> received", "n", "p50", "p99", "max");
     println!("{:<52} {}", "baseline: broker to in-process receivers", summary(floor_samples.lock().await.clone()));
     println!("{:<52} {}", "walletwatch /ws (JSON over WebSocket)", report["summary"].as_str().unwrap_or("no samples"));
@@ -153,7 +179,11 @@ async fn main() {
         "events reported missed to lagging clients: {}; clients closed by the server: {}",
         report["lagged"], report["closed"]
     );
-    println!("peak memory: server process {} MiB, client process {} MiB", peak_rss_kib() / 1024, report["peak_kib"].as_u64().unwrap_or(0) / 1024);
+    println!(
+        "peak memory: server process {} MiB, client process {} MiB",
+        peak_rss_kib() / 1024,
+        report["peak_kib"].as_u64().unwrap_or(0) / 1024
+    );
 }
 
 /// The child process: connects the clients, prints `CONNECTED`, then one JSON

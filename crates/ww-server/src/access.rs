@@ -78,9 +78,17 @@ async fn refresh(sender: std::sync::Weak<watch::Sender<Arc<Access>>>, store: Arc
         let store = Arc::clone(&store);
         let read = tokio::task::spawn_blocking(move || {
             let now = ww_core::time::now();
-            let tokens = store.api_tokens()?.into_iter().filter(|token| token.is_valid_at(now)).map(|token| (token.hash.clone(), token));
+            let tokens = store
+                .api_tokens()?
+                .into_iter()
+                .filter(|token| token.is_valid_at(now))
+                .map(|token| (token.hash.clone(), token));
             let wallets = store.wallets()?.into_iter().map(|record| (record.address, record.tracking_users));
-            Ok::<_, ww_core::store::StoreError>(Access { tokens: tokens.collect(), wallet_users: wallets.collect(), read_at })
+            Ok::<_, ww_core::store::StoreError>(Access {
+                tokens: tokens.collect(),
+                wallet_users: wallets.collect(),
+                read_at,
+            })
         })
         .await;
         match read {
@@ -93,7 +101,9 @@ async fn refresh(sender: std::sync::Weak<watch::Sender<Arc<Access>>>, store: Arc
                     true
                 });
             }
-            Ok(Err(error)) => tracing::warn!(error = %error, "WebSocket permissions could not be read; the previous reading stays"),
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "WebSocket permissions could not be read; the previous reading stays")
+            }
             Err(error) => tracing::warn!(error = %error, "WebSocket permission reading failed"),
         }
     }

@@ -13,11 +13,11 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::{Value, json};
 use ww_app::chat::{self, ChatCommand, ChatContext};
 use ww_core::alert::DestinationId;
@@ -69,7 +69,10 @@ pub(crate) async fn discord_interaction(State(state): State<ApiState>, headers: 
     ) {
         tracing::warn!(reason = %error, "discord interaction refused");
         metrics::counter!(crate::metric_names::CHAT_REQUESTS_REFUSED_TOTAL, "endpoint" => "discord").increment(1);
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error": {"code": "unauthorized", "message": "invalid request signature"}})))
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": {"code": "unauthorized", "message": "invalid request signature"}})),
+        )
             .into_response();
     }
     let interaction = match discord::parse_interaction(&body) {
@@ -79,7 +82,8 @@ pub(crate) async fn discord_interaction(State(state): State<ApiState>, headers: 
     let command = match interaction {
         Interaction::Ping => return Json(discord::pong()).into_response(),
         Interaction::Unsupported(kind) => {
-            return Json(discord::reply(&format!("walletwatch does not handle interactions of type {kind}"), true)).into_response();
+            return Json(discord::reply(&format!("walletwatch does not handle interactions of type {kind}"), true))
+                .into_response();
         }
         Interaction::Command(command) => command,
     };
@@ -94,14 +98,16 @@ pub(crate) async fn discord_interaction(State(state): State<ApiState>, headers: 
         _ => None,
     };
     let Some(parsed) = parsed else {
-        return Json(discord::reply(&format!("Unknown command or missing option: /{}", command.name), true)).into_response();
+        return Json(discord::reply(&format!("Unknown command or missing option: /{}", command.name), true))
+            .into_response();
     };
     let context = ChatContext {
         user: format!("discord:{}", command.user_id),
         destination: DestinationId::DiscordChannel(command.channel_id),
     };
     let is_track = matches!(parsed, ChatCommand::Track { .. });
-    let mut reply = chat::execute_async(Arc::clone(&state.store), state.rpc.as_ref(), &state.chat.limits, context, parsed).await;
+    let mut reply =
+        chat::execute_async(Arc::clone(&state.store), state.rpc.as_ref(), &state.chat.limits, context, parsed).await;
     if is_track && reply.ok && !state.chat.discord_can_post {
         reply.text.push_str("\n⚠️ Alerts cannot be posted in this channel until the operator sets discord.bot_token.");
     }
@@ -112,21 +118,34 @@ pub(crate) async fn discord_interaction(State(state): State<ApiState>, headers: 
 
 pub(crate) async fn telegram_webhook(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(secret) = state.chat.telegram_webhook_secret.clone() else {
-        return ApiError::not_found("the telegram webhook is not configured (telegram.mode = \"webhook\")").into_response();
+        return ApiError::not_found("the telegram webhook is not configured (telegram.mode = \"webhook\")")
+            .into_response();
     };
     let given = header(&headers, "x-telegram-bot-api-secret-token").unwrap_or_default();
     if !constant_time_eq(given.as_bytes(), secret.as_bytes()) {
         metrics::counter!(crate::metric_names::CHAT_REQUESTS_REFUSED_TOTAL, "endpoint" => "telegram").increment(1);
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error": {"code": "unauthorized", "message": "invalid secret token"}})))
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": {"code": "unauthorized", "message": "invalid secret token"}})),
+        )
             .into_response();
     }
     let update: Value = match serde_json::from_slice(&body) {
         Ok(update) => update,
-        Err(error) => return ApiError::bad_request("invalid_request", format!("update is not JSON: {error}")).into_response(),
+        Err(error) => {
+            return ApiError::bad_request("invalid_request", format!("update is not JSON: {error}")).into_response();
+        }
     };
     let (messages, _) = ww_sinks::telegram::parse_updates(&update);
     let Some(message) = messages.first() else { return StatusCode::OK.into_response() };
-    match ww_app::telegram_bot::handle_message(Arc::clone(&state.store), state.rpc.as_ref(), &state.chat.limits, message).await {
+    match ww_app::telegram_bot::handle_message(
+        Arc::clone(&state.store),
+        state.rpc.as_ref(),
+        &state.chat.limits,
+        message,
+    )
+    .await
+    {
         Some(html) => Json(json!({
             "method": "sendMessage",
             "chat_id": message.chat_id,

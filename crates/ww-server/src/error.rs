@@ -59,7 +59,11 @@ impl ApiError {
 
     /// 429: over the per-token rate.
     pub fn rate_limited() -> Self {
-        Self { status: StatusCode::TOO_MANY_REQUESTS, code: "rate_limited", message: "too many requests for this token; slow down".into() }
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "rate_limited",
+            message: "too many requests for this token; slow down".into(),
+        }
     }
 
     /// 400 with a message about the input.
@@ -84,7 +88,11 @@ impl ApiError {
     /// 500: the cause is logged, not returned.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "API request failed");
-        Self { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", message: "internal error; see the server log".into() }
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: "internal error; see the server log".into(),
+        }
     }
 
     /// Returns the status.

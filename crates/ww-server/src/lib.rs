@@ -73,7 +73,11 @@ pub struct HttpLimits {
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        Self { max_connections: 1024, header_read_timeout: Duration::from_secs(10), request_timeout: Duration::from_secs(30) }
+        Self {
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -171,26 +175,49 @@ pub mod metric_names {
 
     /// Every metric of the API and the WebSocket fan-out, with its help text and label values.
     pub const CATALOG: &[ww_core::metric::MetricSpec] = {
+        use crate::ws::metric_names as ws;
         use ww_core::metric::MetricKind::{Counter, Gauge};
         use ww_core::metric::MetricSpec;
-        use crate::ws::metric_names as ws;
         &[
-            MetricSpec { name: HTTP_CONNECTIONS, kind: Gauge, help: "Open HTTP connections to the API (upgraded WebSocket clients are ww_ws_clients)", labels: &[] },
+            MetricSpec {
+                name: HTTP_CONNECTIONS,
+                kind: Gauge,
+                help: "Open HTTP connections to the API (upgraded WebSocket clients are ww_ws_clients)",
+                labels: &[],
+            },
             MetricSpec {
                 name: HTTP_CONNECTION_LIMIT_REACHED_TOTAL,
                 kind: Counter,
                 help: "Times a new API connection waited because server.max_connections were open",
                 labels: &[],
             },
-            MetricSpec { name: CHAT_REQUESTS_REFUSED_TOTAL, kind: Counter, help: "Chat requests refused for a bad signature or secret", labels: &[("endpoint", &["discord", "telegram"])] },
+            MetricSpec {
+                name: CHAT_REQUESTS_REFUSED_TOTAL,
+                kind: Counter,
+                help: "Chat requests refused for a bad signature or secret",
+                labels: &[("endpoint", &["discord", "telegram"])],
+            },
             MetricSpec { name: ws::WS_CLIENTS, kind: Gauge, help: "WebSocket clients connected to /ws", labels: &[] },
-            MetricSpec { name: ws::WS_LAGGED_TOTAL, kind: Counter, help: "Lag reports sent to WebSocket clients that fell behind", labels: &[] },
-            MetricSpec { name: ws::WS_MISSED_EVENTS_TOTAL, kind: Counter, help: "Events lagging WebSocket clients missed (they were told how many)", labels: &[] },
+            MetricSpec {
+                name: ws::WS_LAGGED_TOTAL,
+                kind: Counter,
+                help: "Lag reports sent to WebSocket clients that fell behind",
+                labels: &[],
+            },
+            MetricSpec {
+                name: ws::WS_MISSED_EVENTS_TOTAL,
+                kind: Counter,
+                help: "Events lagging WebSocket clients missed (they were told how many)",
+                labels: &[],
+            },
             MetricSpec {
                 name: ws::WS_CLOSED_TOTAL,
                 kind: Counter,
                 help: "WebSocket clients closed by the server",
-                labels: &[("reason", &["client too slow", "stale: no reply to heartbeats", "not reading", "token revoked or expired"])],
+                labels: &[(
+                    "reason",
+                    &["client too slow", "stale: no reply to heartbeats", "not reading", "token revoked or expired"],
+                )],
             },
             MetricSpec {
                 name: ws::WS_REFUSED_TOTAL,
@@ -198,7 +225,12 @@ pub mod metric_names {
                 help: "WebSocket connections refused before the upgrade",
                 labels: &[("reason", &["unauthorized", "server full", "too many from one address"])],
             },
-            MetricSpec { name: ws::WS_TOPICS_REVOKED_TOTAL, kind: Counter, help: "WebSocket topics dropped because the client may no longer see them", labels: &[] },
+            MetricSpec {
+                name: ws::WS_TOPICS_REVOKED_TOTAL,
+                kind: Counter,
+                help: "WebSocket topics dropped because the client may no longer see them",
+                labels: &[],
+            },
         ]
     };
 }
@@ -230,7 +262,10 @@ pub fn router(state: ApiState) -> Router {
         .nest("/api", api)
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, request_timeout))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
         .with_state(state)
 }
 
@@ -241,7 +276,11 @@ pub fn router(state: ApiState) -> Router {
 /// headers and [`HttpLimits::request_timeout`] for the rest of a request
 /// (408 after it); at most [`HttpLimits::max_connections`] are open at once.
 /// The peer's address reaches handlers as `ConnectInfo<SocketAddr>`.
-pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use tower::Service as _;
 

@@ -147,7 +147,8 @@ impl ReplayNode {
                                 if slot > 0 {
                                     first_slot = first_slot.min(slot);
                                 }
-                                let first_seen = entries.entry(signature.to_string()).or_insert_with(|| (t_us, entry.clone()));
+                                let first_seen =
+                                    entries.entry(signature.to_string()).or_insert_with(|| (t_us, entry.clone()));
                                 first_seen.0 = first_seen.0.min(t_us);
                             }
                         }
@@ -178,7 +179,11 @@ impl ReplayNode {
         let first_notification_us = notifications.first().map_or(u64::MAX, |(t_us, ..)| *t_us);
         let state = Arc::new(NodeState {
             answers,
-            subscriptions: Mutex::new(Subscriptions { next_id: 1, by_request: HashMap::new(), connections: HashMap::new() }),
+            subscriptions: Mutex::new(Subscriptions {
+                next_id: 1,
+                by_request: HashMap::new(),
+                connections: HashMap::new(),
+            }),
             next_connection: AtomicU64::new(0),
             transactions_served: AtomicU64::new(0),
             visible_before_us: AtomicU64::new(first_notification_us),
@@ -194,7 +199,8 @@ impl ReplayNode {
         for (listener, router) in [(rpc_listener, rpc_router), (ws_listener, ws_router)] {
             let stop = stop.clone();
             tokio::spawn(async move {
-                let _ = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+                let _ =
+                    axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await;
             });
         }
         Ok(Self { rpc_url, ws_url, state, notifications, stop })
@@ -214,10 +220,14 @@ impl ReplayNode {
         let started = Instant::now();
         let mut decoded = 0u64;
         for (signature, text) in &self.state.answers.transactions {
-            let (Ok(signature), Ok(reply)) = (ww_core::Signature::parse(signature), serde_json::from_str::<Value>(text)) else {
+            let (Ok(signature), Ok(reply)) =
+                (ww_core::Signature::parse(signature), serde_json::from_str::<Value>(text))
+            else {
                 continue;
             };
-            if ww_solana::decode::decode_transaction(&signature, &reply, |wallet| tracked.contains(wallet), provenance).is_ok() {
+            if ww_solana::decode::decode_transaction(&signature, &reply, |wallet| tracked.contains(wallet), provenance)
+                .is_ok()
+            {
                 decoded += 1;
             }
         }
@@ -228,7 +238,8 @@ impl ReplayNode {
     /// The slot before the capture's first notification: the replayed
     /// wallets' history starts after it, as if tracked just before.
     pub fn start_slot(&self) -> u64 {
-        let notified = self.notifications.iter().map(|(_, _, _, result)| slot_of_text(result)).filter(|slot| *slot > 0).min();
+        let notified =
+            self.notifications.iter().map(|(_, _, _, result)| slot_of_text(result)).filter(|slot| *slot > 0).min();
         notified.unwrap_or(u64::MAX).min(self.state.answers.first_slot).saturating_sub(1)
     }
 
@@ -250,16 +261,17 @@ impl ReplayNode {
             }
             let target = {
                 let subscriptions = self.state.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                subscriptions
-                    .by_request
-                    .get(request)
-                    .and_then(|(connection, id)| subscriptions.connections.get(connection).map(|sender| (sender.clone(), *id)))
+                subscriptions.by_request.get(request).and_then(|(connection, id)| {
+                    subscriptions.connections.get(connection).map(|sender| (sender.clone(), *id))
+                })
             };
             // History listed up to the next notification is visible from now on.
             let next_us = self.notifications.get(index + 1).map_or(u64::MAX, |(t_us, ..)| *t_us);
             self.state.visible_before_us.store(next_us, Ordering::Relaxed);
             let Some((sender, id)) = target else { continue };
-            let frame = format!(r#"{{"jsonrpc":"2.0","method":"{method}","params":{{"result":{result},"subscription":{id}}}}}"#);
+            let frame = format!(
+                r#"{{"jsonrpc":"2.0","method":"{method}","params":{{"result":{result},"subscription":{id}}}}}"#
+            );
             if sender.send(frame).await.is_ok() {
                 delivered += 1;
             }
@@ -291,15 +303,13 @@ fn answer_value<'a>(state: &'a NodeState, method: &str, params: &Value) -> Resul
     let answers = &state.answers;
     let context = json!({"slot": answers.slot});
     match method {
-        "getTransaction" => {
-            match params[0].as_str().and_then(|signature| answers.transactions.get(signature)) {
-                Some(text) => {
-                    state.transactions_served.fetch_add(1, Ordering::Relaxed);
-                    Ok(Reply::Text(text))
-                }
-                None => Ok(Reply::Value(Value::Null)),
+        "getTransaction" => match params[0].as_str().and_then(|signature| answers.transactions.get(signature)) {
+            Some(text) => {
+                state.transactions_served.fetch_add(1, Ordering::Relaxed);
+                Ok(Reply::Text(text))
             }
-        }
+            None => Ok(Reply::Value(Value::Null)),
+        },
         "getSignaturesForAddress" => {
             let options = &params[1];
             let limit = options["limit"].as_u64().unwrap_or(1000).clamp(1, 1000) as usize;
@@ -332,7 +342,9 @@ fn answer_value<'a>(state: &'a NodeState, method: &str, params: &Value) -> Resul
                 return Ok(Reply::Text(result));
             }
             match method {
-                "getTokenAccountsByOwner" | "getProgramAccounts" => Ok(Reply::Value(json!({"context": context, "value": []}))),
+                "getTokenAccountsByOwner" | "getProgramAccounts" => {
+                    Ok(Reply::Value(json!({"context": context, "value": []})))
+                }
                 "getMultipleAccounts" => {
                     let count = params[0].as_array().map_or(0, Vec::len);
                     Ok(Reply::Value(json!({"context": context, "value": vec![Value::Null; count]})))
@@ -354,7 +366,9 @@ async fn rpc(State(state): State<Arc<NodeState>>, Json(request): Json<Value>) ->
             format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#),
         )
             .into_response(),
-        Err((code, message)) => Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})).into_response(),
+        Err((code, message)) => {
+            Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})).into_response()
+        }
     }
 }
 
@@ -365,7 +379,12 @@ async fn pubsub(State(state): State<Arc<NodeState>>, upgrade: WebSocketUpgrade) 
 async fn serve_socket(socket: WebSocket, state: Arc<NodeState>) {
     let connection = state.next_connection.fetch_add(1, Ordering::Relaxed) as usize;
     let (sender, mut outgoing) = mpsc::channel::<String>(4096);
-    state.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).connections.insert(connection, sender.clone());
+    state
+        .subscriptions
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .connections
+        .insert(connection, sender.clone());
     let (mut sink, mut stream) = socket.split();
     let mut slot_ticker = tokio::time::interval(Duration::from_millis(400));
     let mut slot_subscription: Option<u64> = None;
@@ -470,7 +489,10 @@ fn peak_memory_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
-            status.lines().find(|line| line.starts_with("VmHWM:")).and_then(|line| line.split_whitespace().nth(1)?.parse::<f64>().ok())
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kib| kib / 1024.0)
 }
@@ -507,7 +529,11 @@ fn sandboxed(mut config: ww_config::Config, sandbox: Sandbox) -> ww_config::Conf
 /// replay writes wallets and events, and must not write them among a real
 /// daemon's.
 fn check_replay_store(store: &dyn ww_core::store::Store, data_dir: &std::path::Path) -> Result<(), ww_app::AppError> {
-    let foreign = store.wallets()?.into_iter().filter(|record| record.tracking_users.iter().any(|user| user != REPLAY_USER)).count();
+    let foreign = store
+        .wallets()?
+        .into_iter()
+        .filter(|record| record.tracking_users.iter().any(|user| user != REPLAY_USER))
+        .count();
     if foreign > 0 {
         return Err(ww_app::AppError::Rejected(format!(
             "{} holds {foreign} wallets tracked by users other than {REPLAY_USER:?}: a replay writes wallets and events, so it \
@@ -545,7 +571,14 @@ pub async fn run(
     for wallet in &wallets {
         if store.wallet(wallet)?.is_none() {
             let options = ww_app::wallets::TrackOptions { start_slot: Some(node.start_slot()), ..Default::default() };
-            ww_app::wallets::track_with(store.as_ref(), wallet.as_str(), None, REPLAY_USER, options, ww_core::time::now())?;
+            ww_app::wallets::track_with(
+                store.as_ref(),
+                wallet.as_str(),
+                None,
+                REPLAY_USER,
+                options,
+                ww_core::time::now(),
+            )?;
         }
     }
     let wallet_count = store.wallets()?.len();
@@ -553,7 +586,8 @@ pub async fn run(
     let broker = ww_app::broker::Broker::new(65_536, 1000);
     let mut published = broker.subscribe();
     let stop = shutdown.child_token();
-    let daemon = tokio::spawn(ww_app::daemon::run(config, Arc::clone(&store), health.clone(), broker, None, stop.clone()));
+    let daemon =
+        tokio::spawn(ww_app::daemon::run(config, Arc::clone(&store), health.clone(), broker, None, stop.clone()));
 
     if !health.wait_for_active(wallet_count, Duration::from_secs(120), &shutdown).await {
         stop.cancel();
@@ -591,7 +625,8 @@ pub async fn run(
     let mut last_seen = (0usize, node.transactions_served());
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let seen = (latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len(), node.transactions_served());
+        let seen =
+            (latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len(), node.transactions_served());
         if seen != last_seen {
             last_seen = seen;
             quiet_since = Instant::now();
@@ -612,7 +647,9 @@ pub async fn run(
     let baseline = node.decode_baseline(&wallets);
     let mut sorted = latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     sorted.sort_unstable();
-    let at = |quantile: f64| sorted.get(((sorted.len().max(1) - 1) as f64 * quantile).round() as usize).copied().unwrap_or(0) as f64;
+    let at = |quantile: f64| {
+        sorted.get(((sorted.len().max(1) - 1) as f64 * quantile).round() as usize).copied().unwrap_or(0) as f64
+    };
     let transactions = node.transactions_served() - transactions_before;
     let events = sorted.len() as u64;
     Ok(ReplayReport {

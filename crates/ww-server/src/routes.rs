@@ -52,7 +52,12 @@ pub(crate) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Va
     }
     let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let work = health.work;
-    (status, Json(json!({"ready": reasons.is_empty(), "reasons": reasons, "store": store_ok, "work": work, "daemon": health})))
+    (
+        status,
+        Json(
+            json!({"ready": reasons.is_empty(), "reasons": reasons, "store": store_ok, "work": work, "daemon": health}),
+        ),
+    )
 }
 
 /// The OpenAPI document (hand-written; a test checks it lists every route).
@@ -108,12 +113,16 @@ pub(crate) async fn retry_unresolved(
         Some(texts) => Some(
             texts
                 .iter()
-                .map(|text| ww_core::Signature::parse(text).map_err(|error| ApiError::bad_request("invalid_signature", error.to_string())))
+                .map(|text| {
+                    ww_core::Signature::parse(text)
+                        .map_err(|error| ApiError::bad_request("invalid_signature", error.to_string()))
+                })
                 .collect::<Result<Vec<_>, _>>()?,
         ),
     };
     let store = Arc::clone(&state.store);
-    let requested = tokio::task::spawn_blocking(move || store.request_unresolved_retry(signatures.as_deref())).await??;
+    let requested =
+        tokio::task::spawn_blocking(move || store.request_unresolved_retry(signatures.as_deref())).await??;
     Ok(Json(json!({"retry_requested": requested})))
 }
 
@@ -134,7 +143,9 @@ pub(crate) async fn retry_dead_letters(
     require_admin(&caller)?;
     let body = json_body(body)?;
     let selection = match (body.ids, body.destination) {
-        (Some(_), Some(_)) => return Err(ApiError::bad_request("invalid_request", "give ids or destination, not both")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("invalid_request", "give ids or destination, not both"));
+        }
         (Some(ids), None) => ww_core::store::JobSelection::Ids(ids),
         (None, Some(destination)) => ww_core::store::JobSelection::Destination(
             destination.parse().map_err(|error: String| ApiError::bad_request("invalid_destination", error))?,
@@ -142,14 +153,20 @@ pub(crate) async fn retry_dead_letters(
         (None, None) => ww_core::store::JobSelection::All,
     };
     let store = Arc::clone(&state.store);
-    let moved = tokio::task::spawn_blocking(move || store.retry_dead_letters(&selection, ww_core::time::now())).await??;
+    let moved =
+        tokio::task::spawn_blocking(move || store.retry_dead_letters(&selection, ww_core::time::now())).await??;
     Ok(Json(json!({"retried": moved})))
 }
 
-pub(crate) async fn drop_job(State(state): State<ApiState>, caller: Caller, Path(id): Path<u64>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn drop_job(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<u64>,
+) -> Result<Json<Value>, ApiError> {
     require_admin(&caller)?;
     let store = Arc::clone(&state.store);
-    let dropped = tokio::task::spawn_blocking(move || store.drop_jobs(&ww_core::store::JobSelection::Ids(vec![id]))).await??;
+    let dropped =
+        tokio::task::spawn_blocking(move || store.drop_jobs(&ww_core::store::JobSelection::Ids(vec![id]))).await??;
     if dropped == 0 {
         return Err(ApiError::not_found(format!("no outbox job or dead letter {id}")));
     }
@@ -360,9 +377,9 @@ pub(crate) async fn events(
         .into_iter()
         .filter(|stored| {
             caller.0.is_admin
-                || visible_wallets
-                    .iter()
-                    .any(|record| record.address == stored.event.wallet && record.tracking_users.contains(&caller.0.user))
+                || visible_wallets.iter().any(|record| {
+                    record.address == stored.event.wallet && record.tracking_users.contains(&caller.0.user)
+                })
         })
         .collect();
     Ok(Json(json!({"events": visible, "next_after": next_after})))

@@ -28,7 +28,15 @@ fn fixture() -> Fixture {
     let mut tokens = Vec::new();
     for (user, is_admin) in [("ops", true), ("alice", false)] {
         let (token, hash) = generate_token().expect("token");
-        store.save_api_token(&ApiToken { hash, user: user.into(), is_admin, created_at: UnixMillis(0), expires_at: None }).expect("save");
+        store
+            .save_api_token(&ApiToken {
+                hash,
+                user: user.into(),
+                is_admin,
+                created_at: UnixMillis(0),
+                expires_at: None,
+            })
+            .expect("save");
         tokens.push(token);
     }
     let reader = tokens.pop().expect("reader");
@@ -36,7 +44,13 @@ fn fixture() -> Fixture {
     Fixture { _dir: dir, store, health: Health::default(), admin, reader }
 }
 
-async fn call(fixture: &Fixture, method: &str, uri: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+async fn call(
+    fixture: &Fixture,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let mut request = Request::builder().method(method).uri(uri);
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
@@ -84,7 +98,8 @@ async fn api_routes_need_a_valid_token_and_the_right_scope() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["code"], "unauthorized");
     assert_eq!(call(&fixture, "GET", "/api/wallets", Some("ww_forged"), None).await.0, StatusCode::UNAUTHORIZED);
-    let (status, body) = call(&fixture, "POST", "/api/wallets", Some(&fixture.reader), Some(json!({"address": WALLET}))).await;
+    let (status, body) =
+        call(&fixture, "POST", "/api/wallets", Some(&fixture.reader), Some(json!({"address": WALLET}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(body["error"]["code"], "forbidden");
     assert!(fixture.store.wallets().expect("wallets").is_empty(), "a rejected request changed nothing");
@@ -93,9 +108,14 @@ async fn api_routes_need_a_valid_token_and_the_right_scope() {
 #[tokio::test]
 async fn wallets_are_tracked_listed_per_user_and_untracked() {
     let fixture = fixture();
-    let (status, body) =
-        call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": WALLET, "label": "whale", "user": "alice"})))
-            .await;
+    let (status, body) = call(
+        &fixture,
+        "POST",
+        "/api/wallets",
+        Some(&fixture.admin),
+        Some(json!({"address": WALLET, "label": "whale", "user": "alice"})),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["message"], format!("🟢 Tracking wallet: {WALLET}."));
     let (_, alice) = call(&fixture, "GET", "/api/wallets", Some(&fixture.reader), None).await;
@@ -105,28 +125,44 @@ async fn wallets_are_tracked_listed_per_user_and_untracked() {
     assert_eq!(alice[0]["subscriptions"][0]["label"], "whale");
     assert_eq!(alice[0]["subscriptions"][0]["filter"]["direction"], "any");
     // Another user tracking it stays hidden from alice, not from admins.
-    call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": WALLET, "user": "carol", "filter": {"min_sol": 2.5}}))).await;
+    call(
+        &fixture,
+        "POST",
+        "/api/wallets",
+        Some(&fixture.admin),
+        Some(json!({"address": WALLET, "user": "carol", "filter": {"min_sol": 2.5}})),
+    )
+    .await;
     let (_, alice) = call(&fixture, "GET", "/api/wallets", Some(&fixture.reader), None).await;
     assert_eq!(alice[0]["subscriptions"].as_array().map(Vec::len), Some(1));
     assert_eq!(alice[0]["tracking_users"], json!(["alice"]), "a reader sees no other user's id");
     let (_, admin) = call(&fixture, "GET", "/api/wallets", Some(&fixture.admin), None).await;
     assert_eq!(admin[0]["tracking_users"], json!(["alice", "carol"]));
-    let carol = admin[0]["subscriptions"].as_array().expect("subscriptions").iter().find(|subscription| subscription["user"] == "carol").cloned();
+    let carol = admin[0]["subscriptions"]
+        .as_array()
+        .expect("subscriptions")
+        .iter()
+        .find(|subscription| subscription["user"] == "carol")
+        .cloned();
     assert_eq!(carol.expect("carol")["filter"]["min_native"], 2.5, "min_sol is read as min_native");
 
-    let (status, body) = call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": "0OIl"}))).await;
+    let (status, body) =
+        call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": "0OIl"}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "invalid_address");
     assert!(body["error"]["message"].as_str().unwrap_or_default().contains("not base58"));
     // An EVM address is a valid address but not of the chain the wallet is tracked on.
     let evm = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
-    let (status, body) = call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": evm}))).await;
+    let (status, body) =
+        call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": evm}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body["error"]["message"].as_str().unwrap_or_default().contains("solana uses the Solana form"), "{body}");
-    let (status, body) = call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"adress": WALLET}))).await;
+    let (status, body) =
+        call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"adress": WALLET}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let huge = "x".repeat(crate::MAX_BODY_BYTES + 1);
-    let (status, body) = call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": huge}))).await;
+    let (status, body) =
+        call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": huge}))).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
 
     let uri = format!("/api/wallets/{WALLET}?user=alice");
@@ -153,7 +189,8 @@ async fn activity_pages_by_sequence_and_hides_other_users_wallets() {
     let uri = format!("/api/wallets/{WALLET}/activity?after=2&limit=2");
     let (status, body) = call(&fixture, "GET", &uri, Some(&fixture.admin), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let seqs: Vec<u64> = body["events"].as_array().expect("events").iter().map(|event| event["seq"].as_u64().expect("seq")).collect();
+    let seqs: Vec<u64> =
+        body["events"].as_array().expect("events").iter().map(|event| event["seq"].as_u64().expect("seq")).collect();
     assert_eq!(seqs, vec![3, 4]);
     assert_eq!(body["next_after"], 4);
 
@@ -222,11 +259,17 @@ async fn call_with_state(state: ApiState, request: Request<Body>) -> (StatusCode
 async fn telegram_webhook_checks_the_secret_and_answers_commands_inline() {
     let fixture = fixture();
     let state = ApiState::new(Arc::clone(&fixture.store) as Arc<dyn ww_core::store::Store>, fixture.health.clone())
-        .with_chat(crate::chat::ChatConfig { discord_public_key: None, telegram_webhook_secret: Some(Arc::from("s3cret_token")), discord_can_post: false, ..Default::default() });
+        .with_chat(crate::chat::ChatConfig {
+            discord_public_key: None,
+            telegram_webhook_secret: Some(Arc::from("s3cret_token")),
+            discord_can_post: false,
+            ..Default::default()
+        });
     let update = json!({"update_id": 7, "message": {"message_id": 1, "from": {"id": 31}, "chat": {"id": 4242, "type": "private"},
                         "text": format!("/track {WALLET} my <wallet>")}});
     let request = |secret: Option<&str>| {
-        let mut builder = Request::builder().method("POST").uri("/telegram/webhook").header("content-type", "application/json");
+        let mut builder =
+            Request::builder().method("POST").uri("/telegram/webhook").header("content-type", "application/json");
         if let Some(secret) = secret {
             builder = builder.header("x-telegram-bot-api-secret-token", secret);
         }
@@ -285,11 +328,23 @@ async fn unresolved_transactions_are_listed_and_retried_by_admins_only() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["unresolved"][0]["signature"], signature.to_string());
     assert_eq!(body["unresolved"][0]["is_given_up"], true);
-    let (status, body) =
-        call(&fixture, "POST", "/api/unresolved/retry", Some(&fixture.admin), Some(json!({"signatures": ["not-a-signature"]}))).await;
+    let (status, body) = call(
+        &fixture,
+        "POST",
+        "/api/unresolved/retry",
+        Some(&fixture.admin),
+        Some(json!({"signatures": ["not-a-signature"]})),
+    )
+    .await;
     assert_eq!((status, body["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("invalid_signature")));
-    let (status, body) =
-        call(&fixture, "POST", "/api/unresolved/retry", Some(&fixture.admin), Some(json!({"signatures": [signature.to_string()]}))).await;
+    let (status, body) = call(
+        &fixture,
+        "POST",
+        "/api/unresolved/retry",
+        Some(&fixture.admin),
+        Some(json!({"signatures": [signature.to_string()]})),
+    )
+    .await;
     assert_eq!((status, body["retry_requested"].clone()), (StatusCode::OK, json!(1)));
     assert!(fixture.store.unresolved(10).expect("list")[0].is_retry_requested);
 }
@@ -305,7 +360,14 @@ async fn chat_endpoints_are_off_unless_configured_and_dead_letters_need_admin() 
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, body) = call(&fixture, "GET", "/api/outbox/dead", Some(&fixture.admin), None).await;
     assert_eq!((status, body["dead_letters"].clone()), (StatusCode::OK, json!([])));
-    let (status, body) = call(&fixture, "POST", "/api/outbox/dead/retry", Some(&fixture.admin), Some(json!({"destination": "pigeon:1"}))).await;
+    let (status, body) = call(
+        &fixture,
+        "POST",
+        "/api/outbox/dead/retry",
+        Some(&fixture.admin),
+        Some(json!({"destination": "pigeon:1"})),
+    )
+    .await;
     assert_eq!((status, body["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("invalid_destination")));
     let (status, body) = call(&fixture, "POST", "/api/outbox/dead/retry", Some(&fixture.admin), Some(json!({}))).await;
     assert_eq!((status, body["retried"].clone()), (StatusCode::OK, json!(0)));
@@ -321,8 +383,14 @@ async fn chat_endpoints_are_off_unless_configured_and_dead_letters_need_admin() 
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let (status, _) =
-        call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": WALLET, "filter": {"min_sooool": 1}}))).await;
+    let (status, _) = call(
+        &fixture,
+        "POST",
+        "/api/wallets",
+        Some(&fixture.admin),
+        Some(json!({"address": WALLET, "filter": {"min_sooool": 1}})),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
@@ -338,11 +406,13 @@ async fn a_discord_track_warns_when_the_bot_cannot_post_alerts() {
         discord_can_post: false,
         limits: ww_app::chat::ChatLimits::default(),
     };
-    let state = ApiState::new(Arc::clone(&fixture.store) as Arc<dyn ww_core::store::Store>, fixture.health.clone()).with_chat(chat);
+    let state = ApiState::new(Arc::clone(&fixture.store) as Arc<dyn ww_core::store::Store>, fixture.health.clone())
+        .with_chat(chat);
     let body = json!({"type": 2, "channel_id": "9", "member": {"user": {"id": "7"}},
                       "data": {"name": "track", "options": [{"name": "address", "type": 3, "value": WALLET}]}})
     .to_string();
-    let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs().to_string();
+    let timestamp =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs().to_string();
     let request = Request::builder()
         .method("POST")
         .uri("/discord/interactions")

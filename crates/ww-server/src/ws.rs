@@ -149,7 +149,12 @@ impl Drop for Slot {
 
 impl WsRegistry {
     /// Takes a slot if both caps allow it; checked and taken under one lock.
-    fn try_register(self: &Arc<Self>, ip: Option<IpAddr>, user: Option<String>, config: &WsConfig) -> Result<Slot, Refusal> {
+    fn try_register(
+        self: &Arc<Self>,
+        ip: Option<IpAddr>,
+        user: Option<String>,
+        config: &WsConfig,
+    ) -> Result<Slot, Refusal> {
         let Ok(mut clients) = self.clients.lock() else { return Err(Refusal::ServerFull) };
         if clients.len() >= config.max_connections {
             return Err(Refusal::ServerFull);
@@ -206,7 +211,11 @@ pub(crate) async fn connections(State(state): State<ApiState>, caller: Caller) -
 
 /// The token a client presented (header, else `?token=`), checked: `Ok(None)`
 /// when none was presented; an unknown, expired or oversized one is refused.
-async fn authenticate(state: &ApiState, headers: &HeaderMap, query_token: Option<&str>) -> Result<Option<ApiToken>, ApiError> {
+async fn authenticate(
+    state: &ApiState,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<Option<ApiToken>, ApiError> {
     let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
     let Some(text) = header.and_then(|value| value.strip_prefix("Bearer ")).or(query_token).map(str::trim) else {
         return Ok(None);
@@ -250,11 +259,17 @@ pub(crate) async fn upgrade(
         Ok(slot) => slot,
         Err(Refusal::ServerFull) => {
             tracing::warn!(limit = state.ws_config.max_connections, "WebSocket client refused: server full");
-            return refuse("server full", ApiError::unavailable("server_full", "too many WebSocket clients; try again later"));
+            return refuse(
+                "server full",
+                ApiError::unavailable("server_full", "too many WebSocket clients; try again later"),
+            );
         }
         Err(Refusal::IpFull) => {
             tracing::warn!(ip = ?ip, limit = state.ws_config.max_connections_per_ip, "WebSocket client refused: too many from its address");
-            return refuse("too many from one address", ApiError::too_many_connections(state.ws_config.max_connections_per_ip));
+            return refuse(
+                "too many from one address",
+                ApiError::too_many_connections(state.ws_config.max_connections_per_ip),
+            );
         }
     };
     let authenticated_at = Instant::now();
@@ -293,9 +308,15 @@ async fn authorize(state: &ApiState, token: Option<&ApiToken>, text: &str) -> Re
         "transactions" => Topic::Transactions,
         "status" => Topic::Status,
         other => match other.split_once(':') {
-            Some(("wallet", address)) => Topic::Wallet(WalletAddress::parse(address).map_err(|error| error.to_string())?),
+            Some(("wallet", address)) => {
+                Topic::Wallet(WalletAddress::parse(address).map_err(|error| error.to_string())?)
+            }
             Some(("user", user)) if !user.is_empty() => Topic::User(user.to_string()),
-            _ => return Err(format!("unknown topic {other:?}: use wallet:<address>, user:<id>, transactions or status")),
+            _ => {
+                return Err(format!(
+                    "unknown topic {other:?}: use wallet:<address>, user:<id>, transactions or status"
+                ));
+            }
         },
     };
     let is_admin = token.is_some_and(|token| token.is_admin);
@@ -307,7 +328,8 @@ async fn authorize(state: &ApiState, token: Option<&ApiToken>, text: &str) -> Re
             let Some(token) = token else { return Err(format!("topic {} needs a token", topic.name())) };
             let store = Arc::clone(&state.store);
             let address = address.clone();
-            let record = tokio::task::spawn_blocking(move || store.wallet(&address)).await.ok().and_then(Result::ok).flatten();
+            let record =
+                tokio::task::spawn_blocking(move || store.wallet(&address)).await.ok().and_then(Result::ok).flatten();
             record.is_some_and(|record| token.is_admin || record.tracking_users.contains(&token.user))
         }
     };
@@ -325,7 +347,11 @@ fn needs_users(topics: &BTreeMap<Topic, Instant>, wallet: &WalletAddress) -> boo
 /// Which message (if any) a client with `topics` gets for `published`;
 /// `users` are the users tracking its wallet. The event's JSON is serialized
 /// once per event, not once per client.
-fn message_for(topics: &BTreeMap<Topic, Instant>, users: Option<&BTreeSet<String>>, published: &Published) -> Option<String> {
+fn message_for(
+    topics: &BTreeMap<Topic, Instant>,
+    users: Option<&BTreeSet<String>>,
+    published: &Published,
+) -> Option<String> {
     let wallet = &published.event.wallet;
     if topics.contains_key(&Topic::Transactions) || topics.contains_key(&Topic::Wallet(wallet.clone())) {
         return Some(format!("{{\"type\":\"TransactionUpdate\",\"data\":{}}}", published.json()));
@@ -334,7 +360,10 @@ fn message_for(topics: &BTreeMap<Topic, Instant>, users: Option<&BTreeSet<String
     topics.keys().find_map(|topic| match topic {
         Topic::User(user) if users.contains(user) => {
             let user_json = serde_json::to_string(user).ok()?;
-            Some(format!("{{\"type\":\"UserActivity\",\"data\":{{\"user\":{user_json},\"event\":{}}}}}", published.json()))
+            Some(format!(
+                "{{\"type\":\"UserActivity\",\"data\":{{\"user\":{user_json},\"event\":{}}}}}",
+                published.json()
+            ))
         }
         _ => None,
     })
@@ -393,7 +422,8 @@ impl Viewer {
         if !self.snapshot.wallet_users.contains_key(wallet) && !self.looked_up.contains_key(wallet) {
             let store = Arc::clone(&state.store);
             let lookup = wallet.clone();
-            let record = tokio::task::spawn_blocking(move || store.wallet(&lookup)).await.ok().and_then(Result::ok).flatten();
+            let record =
+                tokio::task::spawn_blocking(move || store.wallet(&lookup)).await.ok().and_then(Result::ok).flatten();
             self.looked_up.insert(wallet.clone(), record.map(|record| record.tracking_users).unwrap_or_default());
         }
         self.snapshot.wallet_users.get(wallet).or_else(|| self.looked_up.get(wallet))
@@ -451,7 +481,12 @@ async fn replay(
                 let events = match tokio::task::spawn_blocking(move || store.events(&query)).await {
                     Ok(Ok(events)) => events,
                     _ => {
-                        let _ = send_json(socket, &notice("error", "the store cannot be read; reconnect with ?after= to resume"), timeout).await;
+                        let _ = send_json(
+                            socket,
+                            &notice("error", "the store cannot be read; reconnect with ?after= to resume"),
+                            timeout,
+                        )
+                        .await;
                         return None;
                     }
                 };
@@ -464,7 +499,11 @@ async fn replay(
             if stored.seq <= last_sent {
                 continue;
             }
-            let users = if needs_users(topics, &stored.event.wallet) { viewer.users(state, &stored.event.wallet).await } else { None };
+            let users = if needs_users(topics, &stored.event.wallet) {
+                viewer.users(state, &stored.event.wallet).await
+            } else {
+                None
+            };
             messages.extend(message_for(topics, users, stored));
             last_sent = stored.seq;
         }

@@ -39,7 +39,10 @@ async fn read_until_closed(stream: &mut TcpStream) -> String {
     let read = stream.read_to_end(&mut received);
     match tokio::time::timeout(DEADLINE, read).await {
         Ok(_) => String::from_utf8_lossy(&received).into_owned(),
-        Err(_) => panic!("the server kept the connection open for {DEADLINE:?}; it sent {:?}", String::from_utf8_lossy(&received)),
+        Err(_) => panic!(
+            "the server kept the connection open for {DEADLINE:?}; it sent {:?}",
+            String::from_utf8_lossy(&received)
+        ),
     }
 }
 
@@ -48,7 +51,10 @@ async fn a_request_whose_headers_never_finish_is_cut() {
     let limits = HttpLimits { header_read_timeout: Duration::from_secs(1), ..HttpLimits::default() };
     let server = start(limits).await;
     let mut stream = TcpStream::connect(server.address).await.expect("connect");
-    stream.write_all(b"POST /discord/interactions HTTP/1.1\r\nHost: walletwatch\r\nX-Signature-Ed25519: ").await.expect("write");
+    stream
+        .write_all(b"POST /discord/interactions HTTP/1.1\r\nHost: walletwatch\r\nX-Signature-Ed25519: ")
+        .await
+        .expect("write");
     let answer = read_until_closed(&mut stream).await;
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
@@ -68,7 +74,8 @@ async fn a_request_whose_body_never_finishes_gets_408() {
 
 #[tokio::test]
 async fn connections_beyond_the_cap_wait_for_a_free_one() {
-    let limits = HttpLimits { max_connections: 2, header_read_timeout: Duration::from_secs(600), ..HttpLimits::default() };
+    let limits =
+        HttpLimits { max_connections: 2, header_read_timeout: Duration::from_secs(600), ..HttpLimits::default() };
     let server = start(limits).await;
     // Two clients hold half-sent requests: the cap is reached.
     let mut holders = Vec::new();
@@ -86,6 +93,9 @@ async fn connections_beyond_the_cap_wait_for_a_free_one() {
     // ...until one of the holders goes away.
     drop(holders.pop());
     let mut rest = String::new();
-    tokio::time::timeout(DEADLINE, third.read_to_string(&mut rest)).await.expect("served once a slot was free").expect("read");
+    tokio::time::timeout(DEADLINE, third.read_to_string(&mut rest))
+        .await
+        .expect("served once a slot was free")
+        .expect("read");
     assert!(rest.starts_with("HTTP/1.1 200"), "{rest}");
 }

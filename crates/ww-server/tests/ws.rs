@@ -35,18 +35,48 @@ async fn start(broker: Broker, ws_config: WsConfig) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(RedbStore::open_in_dir(dir.path()).expect("store"));
     let (reader, hash) = generate_token().expect("token");
-    store.save_api_token(&ApiToken { hash, user: "alice".into(), is_admin: false, created_at: UnixMillis(0), expires_at: None }).expect("token");
+    store
+        .save_api_token(&ApiToken {
+            hash,
+            user: "alice".into(),
+            is_admin: false,
+            created_at: UnixMillis(0),
+            expires_at: None,
+        })
+        .expect("token");
     let (admin, hash) = generate_token().expect("token");
-    store.save_api_token(&ApiToken { hash, user: "root".into(), is_admin: true, created_at: UnixMillis(0), expires_at: None }).expect("token");
+    store
+        .save_api_token(&ApiToken {
+            hash,
+            user: "root".into(),
+            is_admin: true,
+            created_at: UnixMillis(0),
+            expires_at: None,
+        })
+        .expect("token");
     let wallet = ww_test_utils::fresh_address();
     let other_wallet = ww_test_utils::fresh_address();
     for (address, user) in [(&wallet, "alice"), (&other_wallet, "bob")] {
-        let request = TrackRequest { chain: Chain::Solana, address: address.clone(), label: None, user: user.into(), filter: None, destination: None, start_slot: None, shares_label: true, max_wallets: None };
+        let request = TrackRequest {
+            chain: Chain::Solana,
+            address: address.clone(),
+            label: None,
+            user: user.into(),
+            filter: None,
+            destination: None,
+            start_slot: None,
+            shares_label: true,
+            max_wallets: None,
+        };
         store.track_wallet(&request, UnixMillis(0)).expect("track");
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
-    let state = ApiState::new(Arc::clone(&store) as Arc<dyn ww_core::store::Store>, Health::default()).with_fanout(broker.clone(), ws_config, "test-server");
+    let state = ApiState::new(Arc::clone(&store) as Arc<dyn ww_core::store::Store>, Health::default()).with_fanout(
+        broker.clone(),
+        ws_config,
+        "test-server",
+    );
     let shutdown = CancellationToken::new();
     tokio::spawn(serve(listener, state, shutdown.clone()));
     Server { _dir: dir, address, broker, reader, admin, store, wallet, other_wallet, _shutdown: shutdown.drop_guard() }
@@ -64,7 +94,11 @@ async fn try_connect(server: &Server, query: &str) -> Result<Client, (u16, Value
     match tokio_tungstenite::connect_async(url).await {
         Ok((client, _)) => Ok(client),
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            let body = response.body().as_deref().map(|bytes| serde_json::from_slice(bytes).unwrap_or(Value::Null)).unwrap_or(Value::Null);
+            let body = response
+                .body()
+                .as_deref()
+                .map(|bytes| serde_json::from_slice(bytes).unwrap_or(Value::Null))
+                .unwrap_or(Value::Null);
             Err((response.status().as_u16(), body))
         }
         Err(error) => panic!("connect: {error}"),
@@ -89,19 +123,28 @@ async fn next_json(client: &mut Client) -> Value {
 /// A round trip through the client's server task: once it answers, that task
 /// is subscribed to the broker, so what is published next reaches it.
 async fn sync(client: &mut Client) {
-    client.send(Message::text(json!({"type": "subscribe", "data": {"topic": "status"}}).to_string())).await.expect("send");
+    client
+        .send(Message::text(json!({"type": "subscribe", "data": {"topic": "status"}}).to_string()))
+        .await
+        .expect("send");
     let reply = next_json(client).await;
     assert_eq!(reply["data"]["message"], "subscribed", "{reply}");
 }
 
 fn stored(wallet: &WalletAddress, seq: u64) -> StoredEvent {
-    StoredEvent { seq: EventSeq(seq), event: ww_test_utils::sample_event(wallet, ww_test_utils::signature_from_seed(seq), seq) }
+    StoredEvent {
+        seq: EventSeq(seq),
+        event: ww_test_utils::sample_event(wallet, ww_test_utils::signature_from_seed(seq), seq),
+    }
 }
 
 #[tokio::test]
 async fn wallet_topics_need_a_token_of_a_tracking_user() {
     let server = start(Broker::default(), WsConfig::default()).await;
-    let query = format!("subscriptions=wallet:{},wallet:{},transactions,status&token={}", server.wallet, server.other_wallet, server.reader);
+    let query = format!(
+        "subscriptions=wallet:{},wallet:{},transactions,status&token={}",
+        server.wallet, server.other_wallet, server.reader
+    );
     let mut client = connect(&server, &query).await;
     // Bob's wallet and the all-events topic are refused; the rest is live.
     for _ in 0..2 {
@@ -118,7 +161,10 @@ async fn wallet_topics_need_a_token_of_a_tracking_user() {
 
     // Unsubscribed, the wallet's events stop; subscribed again, they resume.
     let topic = format!("wallet:{}", server.wallet);
-    client.send(Message::text(json!({"type": "unsubscribe", "data": {"topic": topic}}).to_string())).await.expect("send");
+    client
+        .send(Message::text(json!({"type": "unsubscribe", "data": {"topic": topic}}).to_string()))
+        .await
+        .expect("send");
     assert_eq!(next_json(&mut client).await["data"]["message"], "unsubscribed");
     server.broker.publish(stored(&server.wallet, 3));
     // A round trip after event 3: the server has passed it by before the
@@ -132,10 +178,15 @@ async fn wallet_topics_need_a_token_of_a_tracking_user() {
     // Without a token only `status` is open.
     let mut anonymous = connect(&server, &format!("subscriptions=wallet:{}", server.wallet)).await;
     assert_eq!(next_json(&mut anonymous).await["data"]["level"], "error");
-    anonymous.send(Message::text(json!({"type": "subscribe", "data": {"topic": "status"}}).to_string())).await.expect("send");
+    anonymous
+        .send(Message::text(json!({"type": "subscribe", "data": {"topic": "status"}}).to_string()))
+        .await
+        .expect("send");
     assert_eq!(next_json(&mut anonymous).await["data"]["message"], "subscribed");
 
-    let stats: Value = serde_json::from_str(&http_get(server.address, "/api/ws/connections", Some(&server.admin)).await).expect("json");
+    let stats: Value =
+        serde_json::from_str(&http_get(server.address, "/api/ws/connections", Some(&server.admin)).await)
+            .expect("json");
     assert_eq!(stats["total_connections"], 2);
     assert_eq!(stats["server_id"], "test-server");
     assert_eq!(stats["subscriptions"], 3);
@@ -178,7 +229,8 @@ async fn a_slow_client_is_told_how_many_it_missed() {
 
 #[tokio::test]
 async fn clients_beyond_the_limit_are_refused_before_the_upgrade() {
-    let config = WsConfig { max_connections: 1, max_connections_per_ip: 10, heartbeat_interval: Duration::from_secs(30) };
+    let config =
+        WsConfig { max_connections: 1, max_connections_per_ip: 10, heartbeat_interval: Duration::from_secs(30) };
     let server = start(Broker::default(), config).await;
     let mut first = connect(&server, "subscriptions=status").await;
     sync(&mut first).await;
@@ -200,7 +252,10 @@ async fn http_get(address: std::net::SocketAddr, path: &str, token: Option<&str>
     let request = async {
         let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
         stream
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n{authorization}Connection: close\r\n\r\n").as_bytes())
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n{authorization}Connection: close\r\n\r\n")
+                    .as_bytes(),
+            )
             .await
             .expect("write");
         let mut response = String::new();
@@ -236,7 +291,8 @@ async fn a_client_that_keeps_lagging_is_closed_with_1013() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_dropped_while_others_get_everything() {
-    let config = WsConfig { max_connections: 10, max_connections_per_ip: 10, heartbeat_interval: Duration::from_secs(1) };
+    let config =
+        WsConfig { max_connections: 10, max_connections_per_ip: 10, heartbeat_interval: Duration::from_secs(1) };
     let server = start(Broker::new(65_536, 100), config).await;
     let query = format!("subscriptions=wallet:{}&token={}", server.wallet, server.reader);
     let _stuck = connect(&server, &query).await;
@@ -266,7 +322,9 @@ async fn a_client_that_stops_reading_is_dropped_while_others_get_everything() {
     assert_eq!(received, total, "the fast client got every event");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let stats: Value = serde_json::from_str(&http_get(server.address, "/api/ws/connections", Some(&server.admin)).await).expect("json");
+        let stats: Value =
+            serde_json::from_str(&http_get(server.address, "/api/ws/connections", Some(&server.admin)).await)
+                .expect("json");
         if stats["total_connections"] == 1 {
             break;
         }
@@ -279,7 +337,8 @@ async fn a_client_that_stops_reading_is_dropped_while_others_get_everything() {
 async fn the_caps_hold_under_a_burst_of_connections() {
     // Twenty clients at once against a cap of five: the check and the slot
     // are one step, so exactly five get in, however the handshakes interleave.
-    let config = WsConfig { max_connections: 5, max_connections_per_ip: 100, heartbeat_interval: Duration::from_secs(30) };
+    let config =
+        WsConfig { max_connections: 5, max_connections_per_ip: 100, heartbeat_interval: Duration::from_secs(30) };
     let server = Arc::new(start(Broker::default(), config).await);
     let attempts: Vec<_> = (0..20)
         .map(|_| {
@@ -301,7 +360,8 @@ async fn the_caps_hold_under_a_burst_of_connections() {
     assert_eq!((admitted.len(), refused), (5, 15));
 
     // One address may hold at most `max_connections_per_ip` of them.
-    let config = WsConfig { max_connections: 100, max_connections_per_ip: 2, heartbeat_interval: Duration::from_secs(30) };
+    let config =
+        WsConfig { max_connections: 100, max_connections_per_ip: 2, heartbeat_interval: Duration::from_secs(30) };
     let server = start(Broker::default(), config).await;
     let _first = connect(&server, "subscriptions=status").await;
     let _second = connect(&server, "subscriptions=status").await;
@@ -322,15 +382,26 @@ async fn tokens_are_checked_before_the_upgrade_and_replay_needs_one() {
     let (expired, hash) = generate_token().expect("token");
     server
         .store
-        .save_api_token(&ApiToken { hash, user: "alice".into(), is_admin: false, created_at: UnixMillis(0), expires_at: Some(UnixMillis(1)) })
+        .save_api_token(&ApiToken {
+            hash,
+            user: "alice".into(),
+            is_admin: false,
+            created_at: UnixMillis(0),
+            expires_at: Some(UnixMillis(1)),
+        })
         .expect("token");
-    let (status, body) = try_connect(&server, &format!("subscriptions=user:alice&token={expired}")).await.expect_err("refused");
+    let (status, body) =
+        try_connect(&server, &format!("subscriptions=user:alice&token={expired}")).await.expect_err("refused");
     assert_eq!((status, body["error"]["code"].clone()), (401, json!("token_expired")), "{body}");
     // Refused clients took no slot.
-    let stats: Value = serde_json::from_str(&http_get(server.address, "/api/ws/connections", Some(&server.admin)).await).expect("json");
+    let stats: Value =
+        serde_json::from_str(&http_get(server.address, "/api/ws/connections", Some(&server.admin)).await)
+            .expect("json");
     assert_eq!(stats["total_connections"], 0, "{stats}");
     // With a valid token, replay serves only what the token's user may see.
-    let mut client = connect(&server, &format!("subscriptions=wallet:{}&after=0&token={}", server.other_wallet, server.reader)).await;
+    let mut client =
+        connect(&server, &format!("subscriptions=wallet:{}&after=0&token={}", server.other_wallet, server.reader))
+            .await;
     assert_eq!(next_json(&mut client).await["data"]["level"], "error", "bob's wallet is refused");
     sync(&mut client).await;
 }
@@ -339,15 +410,22 @@ async fn tokens_are_checked_before_the_upgrade_and_replay_needs_one() {
 async fn the_connections_endpoint_needs_an_admin_token() {
     let server = start(Broker::default(), WsConfig::default()).await;
     let _client = connect(&server, &format!("subscriptions=user:alice&token={}", server.reader)).await;
-    let anonymous: Value = serde_json::from_str(&http_get(server.address, "/api/ws/connections", None).await).expect("json");
+    let anonymous: Value =
+        serde_json::from_str(&http_get(server.address, "/api/ws/connections", None).await).expect("json");
     assert_eq!(anonymous["error"]["code"], "unauthorized", "{anonymous}");
-    let reader: Value = serde_json::from_str(&http_get(server.address, "/api/ws/connections?user_id=root", Some(&server.reader)).await).expect("json");
+    let reader: Value =
+        serde_json::from_str(&http_get(server.address, "/api/ws/connections?user_id=root", Some(&server.reader)).await)
+            .expect("json");
     assert_eq!(reader["error"]["code"], "forbidden", "{reader}");
-    let admin: Value = serde_json::from_str(&http_get(server.address, "/api/ws/connections", Some(&server.admin)).await).expect("json");
+    let admin: Value =
+        serde_json::from_str(&http_get(server.address, "/api/ws/connections", Some(&server.admin)).await)
+            .expect("json");
     assert_eq!((admin["total_connections"].clone(), admin["active_users"].clone()), (json!(1), json!(1)), "{admin}");
     // A client cannot choose who it is counted as.
     let _claimed = connect(&server, "subscriptions=status&user_id=bob").await;
-    let admin: Value = serde_json::from_str(&http_get(server.address, "/api/ws/connections", Some(&server.admin)).await).expect("json");
+    let admin: Value =
+        serde_json::from_str(&http_get(server.address, "/api/ws/connections", Some(&server.admin)).await)
+            .expect("json");
     assert_eq!((admin["total_connections"].clone(), admin["active_users"].clone()), (json!(2), json!(1)), "{admin}");
 }
 
@@ -367,9 +445,28 @@ async fn next_matching(client: &mut Client, wanted: impl Fn(&Value) -> bool) -> 
 async fn untracking_and_revoking_end_what_the_client_may_no_longer_see() {
     let server = start(Broker::default(), WsConfig::default()).await;
     let (token, hash) = generate_token().expect("token");
-    server.store.save_api_token(&ApiToken { hash, user: "alice".into(), is_admin: false, created_at: UnixMillis(0), expires_at: None }).expect("token");
+    server
+        .store
+        .save_api_token(&ApiToken {
+            hash,
+            user: "alice".into(),
+            is_admin: false,
+            created_at: UnixMillis(0),
+            expires_at: None,
+        })
+        .expect("token");
     let kept = ww_test_utils::fresh_address();
-    let request = TrackRequest { chain: Chain::Solana, address: kept.clone(), label: None, user: "alice".into(), filter: None, destination: None, start_slot: None, shares_label: true, max_wallets: None };
+    let request = TrackRequest {
+        chain: Chain::Solana,
+        address: kept.clone(),
+        label: None,
+        user: "alice".into(),
+        filter: None,
+        destination: None,
+        start_slot: None,
+        shares_label: true,
+        max_wallets: None,
+    };
     server.store.track_wallet(&request, UnixMillis(0)).expect("track");
     let wallet_topic = format!("wallet:{}", server.wallet);
     let mut by_wallet = connect(&server, &format!("subscriptions={wallet_topic},wallet:{kept}&token={token}")).await;

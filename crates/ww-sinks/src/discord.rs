@@ -117,7 +117,11 @@ async fn classify(sink: &str, response: reqwest::Response) -> Result<(Delivered,
 }
 
 /// Executes a webhook with the alert (`?wait=true`, so errors are reported).
-pub(crate) async fn execute_webhook(client: &reqwest::Client, url: &url::Url, alert: &Alert) -> Result<Delivered, SinkError> {
+pub(crate) async fn execute_webhook(
+    client: &reqwest::Client,
+    url: &url::Url,
+    alert: &Alert,
+) -> Result<Delivered, SinkError> {
     let mut url = url.clone();
     url.query_pairs_mut().append_pair("wait", "true");
     let response = client
@@ -182,7 +186,12 @@ impl DiscordClient {
     }
 
     /// Posts an alert to a channel, with an enforced nonce.
-    pub async fn create_message(&self, channel: u64, alert: &Alert, idempotency_id: &str) -> Result<Delivered, SinkError> {
+    pub async fn create_message(
+        &self,
+        channel: u64,
+        alert: &Alert,
+        idempotency_id: &str,
+    ) -> Result<Delivered, SinkError> {
         let mut body = message_body(alert);
         // Discord nonces are at most 25 characters.
         body["nonce"] = json!(idempotency_id.chars().take(25).collect::<String>());
@@ -220,7 +229,9 @@ impl DiscordClient {
         let (_, body) = classify("discord", response).await?;
         Ok(body
             .as_array()
-            .map(|commands| commands.iter().filter_map(|command| command["name"].as_str().map(str::to_string)).collect())
+            .map(|commands| {
+                commands.iter().filter_map(|command| command["name"].as_str().map(str::to_string)).collect()
+            })
             .unwrap_or_default())
     }
 }
@@ -335,7 +346,9 @@ pub fn parse_interaction(body: &[u8]) -> Result<Interaction, String> {
             let user = if value["member"]["user"].is_object() { &value["member"]["user"] } else { &value["user"] };
             let snowflake = |field: &Value| field.as_str().and_then(|text| text.parse::<u64>().ok());
             let user_id = snowflake(&user["id"]).ok_or("command has no user id")?;
-            let channel_id = snowflake(&value["channel_id"]).or_else(|| snowflake(&value["channel"]["id"])).ok_or("command has no channel id")?;
+            let channel_id = snowflake(&value["channel_id"])
+                .or_else(|| snowflake(&value["channel"]["id"]))
+                .ok_or("command has no channel id")?;
             Ok(Interaction::Command(CommandInvocation { name, options, user_id, channel_id }))
         }
         other => Ok(Interaction::Unsupported(other)),
@@ -370,13 +383,28 @@ mod tests {
         let timestamp = "1700000000";
         let signature = hex::encode(signing.sign(&[timestamp.as_bytes(), body].concat()).to_bytes());
         assert_eq!(verify_interaction(&key, Some(&signature), Some(timestamp), body, 1_700_000_010), Ok(()));
-        assert_eq!(verify_interaction(&key, Some(&signature), Some(timestamp), br#"{"type":2}"#, 1_700_000_010), Err(InteractionError::Forged));
-        assert_eq!(verify_interaction(&key, Some(&signature), Some(timestamp), body, 1_700_001_000), Err(InteractionError::Stale));
-        assert_eq!(verify_interaction(&key, None, Some(timestamp), body, 1_700_000_000), Err(InteractionError::Unsigned));
-        assert_eq!(verify_interaction(&key, Some("zz"), Some(timestamp), body, 1_700_000_000), Err(InteractionError::Malformed));
+        assert_eq!(
+            verify_interaction(&key, Some(&signature), Some(timestamp), br#"{"type":2}"#, 1_700_000_010),
+            Err(InteractionError::Forged)
+        );
+        assert_eq!(
+            verify_interaction(&key, Some(&signature), Some(timestamp), body, 1_700_001_000),
+            Err(InteractionError::Stale)
+        );
+        assert_eq!(
+            verify_interaction(&key, None, Some(timestamp), body, 1_700_000_000),
+            Err(InteractionError::Unsigned)
+        );
+        assert_eq!(
+            verify_interaction(&key, Some("zz"), Some(timestamp), body, 1_700_000_000),
+            Err(InteractionError::Malformed)
+        );
         let other = SigningKey::from_bytes(&[8u8; 32]);
         let forged = hex::encode(other.sign(&[timestamp.as_bytes(), body].concat()).to_bytes());
-        assert_eq!(verify_interaction(&key, Some(&forged), Some(timestamp), body, 1_700_000_000), Err(InteractionError::Forged));
+        assert_eq!(
+            verify_interaction(&key, Some(&forged), Some(timestamp), body, 1_700_000_000),
+            Err(InteractionError::Forged)
+        );
     }
 
     /// Bug: plain `verify` accepts signatures with a small-order `R` under a
@@ -392,7 +420,10 @@ mod tests {
         signature[0] = 1;
         let forged = hex::encode(signature);
         let body = br#"{"type":2,"data":{"name":"track"}}"#;
-        assert_eq!(verify_interaction(&weak, Some(&forged), Some("1700000000"), body, 1_700_000_000), Err(InteractionError::Forged));
+        assert_eq!(
+            verify_interaction(&weak, Some(&forged), Some("1700000000"), body, 1_700_000_000),
+            Err(InteractionError::Forged)
+        );
     }
 
     #[test]

@@ -216,13 +216,19 @@ impl Sinks {
                 Some(DestinationKind::DiscordWebhook { url }) => {
                     discord::execute_webhook(&self.client, url.expose(), delivery.alert).await
                 }
-                _ => Err(SinkError::permanent(format!("{} is not configured under [destinations]", delivery.destination))),
+                _ => Err(SinkError::permanent(format!(
+                    "{} is not configured under [destinations]",
+                    delivery.destination
+                ))),
             },
             DestinationId::Webhook(name) => match self.named.get(name).map(|named| &named.kind) {
                 Some(DestinationKind::Webhook { url, secret }) => {
                     webhook::send(&self.client, url.expose(), secret.expose(), delivery).await
                 }
-                _ => Err(SinkError::permanent(format!("{} is not configured under [destinations]", delivery.destination))),
+                _ => Err(SinkError::permanent(format!(
+                    "{} is not configured under [destinations]",
+                    delivery.destination
+                ))),
             },
             DestinationId::DiscordChannel(channel) => {
                 self.discord.create_message(*channel, delivery.alert, &delivery.idempotency_id()).await
@@ -245,7 +251,12 @@ pub(crate) fn retry_after_header(headers: &reqwest::header::HeaderMap) -> Option
 }
 
 /// Classifies an HTTP status: 429/5xx/408 retry, other 4xx are permanent.
-pub(crate) fn status_error(sink: &str, status: reqwest::StatusCode, body: &str, retry_after: Option<Duration>) -> SinkError {
+pub(crate) fn status_error(
+    sink: &str,
+    status: reqwest::StatusCode,
+    body: &str,
+    retry_after: Option<Duration>,
+) -> SinkError {
     let reason = format!("{sink} answered {status}: {}", render::truncate_chars(body.trim(), 300));
     if status == reqwest::StatusCode::TOO_MANY_REQUESTS
         || status.is_server_error()

@@ -61,7 +61,10 @@ impl PriceCache {
 
     /// Returns the USD prices of everything these events moved (SOL under
     /// the wrapped-SOL mint), where known.
-    pub async fn prices_of<'a>(&self, events: impl IntoIterator<Item = &'a ww_core::ActivityEvent>) -> HashMap<String, f64> {
+    pub async fn prices_of<'a>(
+        &self,
+        events: impl IntoIterator<Item = &'a ww_core::ActivityEvent>,
+    ) -> HashMap<String, f64> {
         let mut mints: Vec<String> = events
             .into_iter()
             .flat_map(ww_core::alert::movements)

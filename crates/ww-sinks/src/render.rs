@@ -129,7 +129,11 @@ impl Alert {
             })
             .collect();
         let fee = (event.fee_payer == event.wallet).then(|| {
-            format!("{} {}", format_units(u128::from(event.fee), event.chain.native_decimals()), event.chain.native_symbol())
+            format!(
+                "{} {}",
+                format_units(u128::from(event.fee), event.chain.native_decimals()),
+                event.chain.native_symbol()
+            )
         });
         let failed = match &event.outcome {
             TxOutcome::Success => None,
@@ -167,7 +171,8 @@ impl Alert {
             return "was part of a transaction that failed".to_string();
         }
         let Some(main) = self.changes.first() else { return "had activity".to_string() };
-        let mut text = if main.incoming { format!("received {}", main.text()) } else { format!("transferred {}", main.text()) };
+        let mut text =
+            if main.incoming { format!("received {}", main.text()) } else { format!("transferred {}", main.text()) };
         if let Some(counterparty) = &self.counterparty {
             let _ = write!(text, " {} {}", if main.incoming { "from" } else { "to" }, counterparty.short());
         }
@@ -189,7 +194,10 @@ impl Alert {
 
     /// `+50 SOL ($2500)` lines, one per change.
     pub fn change_lines(&self) -> Vec<String> {
-        self.changes.iter().map(|change| format!("{}{}", if change.incoming { "+" } else { "−" }, change.text())).collect()
+        self.changes
+            .iter()
+            .map(|change| format!("{}{}", if change.incoming { "+" } else { "−" }, change.text()))
+            .collect()
     }
 
     /// `Fee 0.000005 SOL · Slot 123 · 2026-11-23 21:00:00 UTC`.
@@ -258,7 +266,8 @@ impl Alert {
         let mut fields = Vec::new();
         let changes = self.change_lines();
         if !changes.is_empty() {
-            fields.push(json!({"name": "Changes", "value": truncate_chars(&changes.join("\n"), 1024), "inline": false}));
+            fields
+                .push(json!({"name": "Changes", "value": truncate_chars(&changes.join("\n"), 1024), "inline": false}));
         }
         if let Some(counterparty) = &self.counterparty {
             fields.push(json!({"name": "Counterparty", "value": counterparty.as_str(), "inline": false}));
@@ -280,7 +289,8 @@ impl Alert {
             "footer": {"text": truncate_chars(&format!("walletwatch · {}", self.wallet.as_str()), 2048)},
         });
         if let Some(seconds) = self.block_time.and_then(|seconds| u64::try_from(seconds).ok()) {
-            embed["timestamp"] = json!(humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds)).to_string());
+            embed["timestamp"] =
+                json!(humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds)).to_string());
         }
         embed
     }
@@ -370,8 +380,10 @@ mod tests {
             event: ActivityEvent {
                 chain: Chain::Solana,
                 wallet: wallet.clone(),
-                signature: Signature::parse("1XTRN2RJN5MfCYf2UTVo8dcmei94CvVB2BBWvvograKBRzTW7RaDH79KZ4NSHQNUNLf3DwSbhdsgmDYptsM2d21")
-                    .expect("valid"),
+                signature: Signature::parse(
+                    "1XTRN2RJN5MfCYf2UTVo8dcmei94CvVB2BBWvvograKBRzTW7RaDH79KZ4NSHQNUNLf3DwSbhdsgmDYptsM2d21",
+                )
+                .expect("valid"),
                 slot: Slot(1234),
                 block_time: Some(1_700_000_000),
                 native_delta: i128::from(sol_delta),
@@ -399,7 +411,10 @@ mod tests {
         let alert = Alert::new(&stored(-50_000_005_000, vec![]), None, &prices, &explorer());
         assert_eq!(alert.headline(), "🚨 Wallet Alert: Wallet 5FHw...UJnM transferred 50 SOL ($2500) to HFaK...UKKq.");
         let incoming = Alert::new(&stored(499_995_000, vec![]), Some("whale"), &HashMap::new(), &explorer());
-        assert_eq!(incoming.headline(), format!("🚨 Wallet Alert: Wallet 5FHw...UJnM (whale) received 0.5 SOL from {}.", address(1).short()));
+        assert_eq!(
+            incoming.headline(),
+            format!("🚨 Wallet Alert: Wallet 5FHw...UJnM (whale) received 0.5 SOL from {}.", address(1).short())
+        );
     }
 
     #[test]
@@ -417,7 +432,13 @@ mod tests {
         assert_eq!(alert.change_lines(), vec!["−1 SOL".to_string(), "+1.5 USDC".to_string()]);
         let html = alert.telegram_html();
         assert!(html.contains("(&lt;b&gt;me&lt;/b&gt;)"), "{html}");
-        assert!(html.contains(&format!("<a href=\"https://x/tx/{}", "1XTRN2RJN5MfCYf2UTVo8dcmei94CvVB2BBWvvograKBRzTW7RaDH79KZ4NSHQNUNLf3DwSbhdsgmDYptsM2d21")), "{html}");
+        assert!(
+            html.contains(&format!(
+                "<a href=\"https://x/tx/{}",
+                "1XTRN2RJN5MfCYf2UTVo8dcmei94CvVB2BBWvvograKBRzTW7RaDH79KZ4NSHQNUNLf3DwSbhdsgmDYptsM2d21"
+            )),
+            "{html}"
+        );
         assert!(alert.details_line().starts_with("Fee 0.000005 SOL · Slot 1234 · 2023-11-14 22:13:20 UTC"));
     }
 
@@ -426,7 +447,10 @@ mod tests {
         let mut event = stored(-5000, vec![]);
         event.event.outcome = TxOutcome::Failed { error: "{\"InstructionError\":[0,\"Custom\"]}".into() };
         let alert = Alert::new(&event, None, &HashMap::new(), &explorer());
-        assert_eq!(alert.headline(), "❌ Failed transaction: Wallet 5FHw...UJnM sent a transaction that failed (fee 0.000005 SOL).");
+        assert_eq!(
+            alert.headline(),
+            "❌ Failed transaction: Wallet 5FHw...UJnM sent a transaction that failed (fee 0.000005 SOL)."
+        );
         let embed = alert.discord_embed();
         assert_eq!(embed["title"], "❌ Failed transaction");
     }

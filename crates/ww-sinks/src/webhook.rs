@@ -84,7 +84,12 @@ pub fn body(delivery: &Delivery<'_>) -> Vec<u8> {
     serde_json::to_vec(&payload).expect("JSON values always serialize")
 }
 
-pub(crate) async fn send(client: &reqwest::Client, url: &Url, secret: &str, delivery: &Delivery<'_>) -> Result<Delivered, SinkError> {
+pub(crate) async fn send(
+    client: &reqwest::Client,
+    url: &Url,
+    secret: &str,
+    delivery: &Delivery<'_>,
+) -> Result<Delivered, SinkError> {
     let body = body(delivery);
     let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let id = delivery.idempotency_id();
@@ -117,16 +122,34 @@ mod tests {
         let signature = sign(b"0123456789abcdef", 1_700_000_000, b"{\"a\":1}");
         assert!(signature.starts_with("sha256=") && signature.len() == 7 + 64);
         assert_eq!(verify(b"0123456789abcdef", "1700000000", &signature, b"{\"a\":1}", 1_700_000_100), Ok(()));
-        assert_eq!(verify(b"0123456789abcdef", "1700000000", &signature, b"{\"a\":2}", 1_700_000_100), Err(VerifyError::BadSignature));
-        assert_eq!(verify(b"another-secret!!", "1700000000", &signature, b"{\"a\":1}", 1_700_000_100), Err(VerifyError::BadSignature));
-        assert_eq!(verify(b"0123456789abcdef", "1700000001", &signature, b"{\"a\":1}", 1_700_000_100), Err(VerifyError::BadSignature));
-        assert_eq!(verify(b"0123456789abcdef", "1700000000", &signature, b"{\"a\":1}", 1_700_001_000), Err(VerifyError::Stale));
-        assert_eq!(verify(b"0123456789abcdef", "soon", &signature, b"{\"a\":1}", 1_700_000_000), Err(VerifyError::BadTimestamp));
+        assert_eq!(
+            verify(b"0123456789abcdef", "1700000000", &signature, b"{\"a\":2}", 1_700_000_100),
+            Err(VerifyError::BadSignature)
+        );
+        assert_eq!(
+            verify(b"another-secret!!", "1700000000", &signature, b"{\"a\":1}", 1_700_000_100),
+            Err(VerifyError::BadSignature)
+        );
+        assert_eq!(
+            verify(b"0123456789abcdef", "1700000001", &signature, b"{\"a\":1}", 1_700_000_100),
+            Err(VerifyError::BadSignature)
+        );
+        assert_eq!(
+            verify(b"0123456789abcdef", "1700000000", &signature, b"{\"a\":1}", 1_700_001_000),
+            Err(VerifyError::Stale)
+        );
+        assert_eq!(
+            verify(b"0123456789abcdef", "soon", &signature, b"{\"a\":1}", 1_700_000_000),
+            Err(VerifyError::BadTimestamp)
+        );
     }
 
     #[test]
     fn a_known_vector() {
         // HMAC-SHA256("key", "1.body"), computed with Python's hmac module.
-        assert_eq!(sign(b"key", 1, b"body"), format!("sha256={}", "91b5374b153842ad05b2c4eab9349b8321b14703165bd3fb8b034dfb8be98ae5"));
+        assert_eq!(
+            sign(b"key", 1, b"body"),
+            format!("sha256={}", "91b5374b153842ad05b2c4eab9349b8321b14703165bd3fb8b034dfb8be98ae5")
+        );
     }
 }

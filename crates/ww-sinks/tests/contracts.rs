@@ -101,10 +101,11 @@ async fn failures_are_classified_and_retry_after_is_read() {
 async fn a_refused_connection_is_retryable_and_names_the_cause() {
     let server = ContractServer::start("bot", "1:tg").await.expect("server");
     let mut config = config(&server);
-    config.discord.api_base_url = ww_config::load_str("[discord]\napi_base_url = \"http://127.0.0.1:1\"\n", &HashMap::new())
-        .expect("config")
-        .discord
-        .api_base_url;
+    config.discord.api_base_url =
+        ww_config::load_str("[discord]\napi_base_url = \"http://127.0.0.1:1\"\n", &HashMap::new())
+            .expect("config")
+            .discord
+            .api_base_url;
     let sinks = Sinks::from_config(&config).expect("sinks");
     let error = send(&sinks, "discord-channel:1", &stored(1)).await.expect_err("refused");
     assert!(error.is_retryable(), "{error}");

@@ -205,7 +205,11 @@ impl CaptureReader {
         let header: CaptureHeader = serde_json::from_str(&first)
             .map_err(|error| format!("{}: line 1 is not a capture header: {error}", path.display()))?;
         if header.version != CAPTURE_VERSION {
-            return Err(format!("{}: capture version {} (this walletwatch reads {CAPTURE_VERSION})", path.display(), header.version));
+            return Err(format!(
+                "{}: capture version {} (this walletwatch reads {CAPTURE_VERSION})",
+                path.display(),
+                header.version
+            ));
         }
         Ok((header, Self { lines, name: path.display().to_string(), line: 1 }))
     }
@@ -225,7 +229,9 @@ impl Iterator for CaptureReader {
             if line.trim().is_empty() {
                 continue;
             }
-            return Some(serde_json::from_str(&line).map_err(|error| format!("{}: line {}: {error}", self.name, self.line)));
+            return Some(
+                serde_json::from_str(&line).map_err(|error| format!("{}: line {}: {error}", self.name, self.line)),
+            );
         }
     }
 }
@@ -262,7 +268,9 @@ mod tests {
         let read = read_capture(&path).expect("read");
         assert_eq!(read.header, header);
         assert_eq!(read.records.len(), 2);
-        assert!(matches!(&read.records[1], CaptureRecord::Notification { subscribe_method, .. } if subscribe_method == "logsSubscribe"));
+        assert!(
+            matches!(&read.records[1], CaptureRecord::Notification { subscribe_method, .. } if subscribe_method == "logsSubscribe")
+        );
         assert!(read.records[0].t_us() <= read.records[1].t_us());
         std::fs::write(&path, b"not gzip").expect("write");
         assert!(read_capture(&path).is_err());

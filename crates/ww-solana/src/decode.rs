@@ -164,7 +164,10 @@ pub fn decode_transaction(
     for (is_post, balances) in [(false, &meta.pre_token_balances), (true, &meta.post_token_balances)] {
         for balance in balances.iter().flatten() {
             if balance.account_index >= keys.len() {
-                return Err(malformed(format!("token balance for account index {} out of range", balance.account_index)));
+                return Err(malformed(format!(
+                    "token balance for account index {} out of range",
+                    balance.account_index
+                )));
             }
             let amount: i128 = balance
                 .ui_token_amount
@@ -172,7 +175,9 @@ pub fn decode_transaction(
                 .parse::<u128>()
                 .ok()
                 .and_then(|amount| i128::try_from(amount).ok())
-                .ok_or_else(|| malformed(format!("token amount {:?} is not an integer", balance.ui_token_amount.amount)))?;
+                .ok_or_else(|| {
+                    malformed(format!("token amount {:?} is not an integer", balance.ui_token_amount.amount))
+                })?;
             let change = token_changes.entry(balance.account_index).or_insert_with(|| TokenChange {
                 mint: balance.mint.clone(),
                 owner: balance.owner.clone(),

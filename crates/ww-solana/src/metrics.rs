@@ -39,15 +39,65 @@ pub const CATALOG: &[ww_core::metric::MetricSpec] = {
     ];
     const ERROR_KINDS: &[&str] = &["transport", "http_429", "http_5xx", "http_4xx", "node", "malformed", "setup"];
     &[
-        MetricSpec { name: PUBSUB_RECONNECTS_TOTAL, kind: Counter, help: "PubSub connections lost and re-established", labels: &[("endpoint", &[])] },
-        MetricSpec { name: PUBSUB_STALLS_TOTAL, kind: Counter, help: "PubSub connections declared dead because their heartbeat went silent", labels: &[] },
-        MetricSpec { name: PUBSUB_NOTIFICATIONS_TOTAL, kind: Counter, help: "PubSub notifications received for walletwatch's subscriptions", labels: &[("method", SUBSCRIBE_METHODS)] },
-        MetricSpec { name: PUBSUB_DECODE_ERRORS_TOTAL, kind: Counter, help: "PubSub frames that were not valid JSON-RPC (skipped and logged)", labels: &[] },
-        MetricSpec { name: PUBSUB_SUBSCRIBE_ERRORS_TOTAL, kind: Counter, help: "Subscribe requests the server refused", labels: &[] },
-        MetricSpec { name: PUBSUB_SUBSCRIPTIONS, kind: Gauge, help: "Subscriptions acknowledged, per endpoint", labels: &[("endpoint", &[])] },
-        MetricSpec { name: PUBSUB_UNPLACED_SUBSCRIPTIONS, kind: Gauge, help: "Subscriptions that did not fit in the pool's connection limits", labels: &[] },
-        MetricSpec { name: RPC_CALLS_TOTAL, kind: Counter, help: "JSON-RPC attempts, retries included", labels: &[("method", RPC_METHODS)] },
-        MetricSpec { name: RPC_ERRORS_TOTAL, kind: Counter, help: "Failed JSON-RPC attempts", labels: &[("method", RPC_METHODS), ("error_kind", ERROR_KINDS)] },
-        MetricSpec { name: DECODE_ERRORS_TOTAL, kind: Counter, help: "Transactions that could not be decoded (their wallets are gap-filled)", labels: &[("reason", &["malformed"])] },
+        MetricSpec {
+            name: PUBSUB_RECONNECTS_TOTAL,
+            kind: Counter,
+            help: "PubSub connections lost and re-established",
+            labels: &[("endpoint", &[])],
+        },
+        MetricSpec {
+            name: PUBSUB_STALLS_TOTAL,
+            kind: Counter,
+            help: "PubSub connections declared dead because their heartbeat went silent",
+            labels: &[],
+        },
+        MetricSpec {
+            name: PUBSUB_NOTIFICATIONS_TOTAL,
+            kind: Counter,
+            help: "PubSub notifications received for walletwatch's subscriptions",
+            labels: &[("method", SUBSCRIBE_METHODS)],
+        },
+        MetricSpec {
+            name: PUBSUB_DECODE_ERRORS_TOTAL,
+            kind: Counter,
+            help: "PubSub frames that were not valid JSON-RPC (skipped and logged)",
+            labels: &[],
+        },
+        MetricSpec {
+            name: PUBSUB_SUBSCRIBE_ERRORS_TOTAL,
+            kind: Counter,
+            help: "Subscribe requests the server refused",
+            labels: &[],
+        },
+        MetricSpec {
+            name: PUBSUB_SUBSCRIPTIONS,
+            kind: Gauge,
+            help: "Subscriptions acknowledged, per endpoint",
+            labels: &[("endpoint", &[])],
+        },
+        MetricSpec {
+            name: PUBSUB_UNPLACED_SUBSCRIPTIONS,
+            kind: Gauge,
+            help: "Subscriptions that did not fit in the pool's connection limits",
+            labels: &[],
+        },
+        MetricSpec {
+            name: RPC_CALLS_TOTAL,
+            kind: Counter,
+            help: "JSON-RPC attempts, retries included",
+            labels: &[("method", RPC_METHODS)],
+        },
+        MetricSpec {
+            name: RPC_ERRORS_TOTAL,
+            kind: Counter,
+            help: "Failed JSON-RPC attempts",
+            labels: &[("method", RPC_METHODS), ("error_kind", ERROR_KINDS)],
+        },
+        MetricSpec {
+            name: DECODE_ERRORS_TOTAL,
+            kind: Counter,
+            help: "Transactions that could not be decoded (their wallets are gap-filled)",
+            labels: &[("reason", &["malformed"])],
+        },
     ]
 };

@@ -31,7 +31,10 @@ impl Payer {
         let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
         let bytes: Vec<u8> =
             serde_json::from_str(&text).map_err(|_| format!("{} is not a JSON array of 64 bytes", path.display()))?;
-        let secret: [u8; 32] = bytes.get(..32).and_then(|slice| slice.try_into().ok()).ok_or_else(|| format!("{} is not a key pair", path.display()))?;
+        let secret: [u8; 32] = bytes
+            .get(..32)
+            .and_then(|slice| slice.try_into().ok())
+            .ok_or_else(|| format!("{} is not a key pair", path.display()))?;
         let key = SigningKey::from_bytes(&secret);
         if bytes.len() != 64 || bytes[32..] != key.verifying_key().to_bytes() {
             return Err(format!("{}: the public half does not match the secret", path.display()));
@@ -71,7 +74,12 @@ fn decode_32(address: &str) -> Result<[u8; 32], String> {
 }
 
 /// Builds and signs a transfer; returns the wire bytes and the signature.
-pub fn build_transfer(payer: &Payer, to: &WalletAddress, lamports: u64, blockhash: &str) -> Result<(Vec<u8>, Signature), String> {
+pub fn build_transfer(
+    payer: &Payer,
+    to: &WalletAddress,
+    lamports: u64,
+    blockhash: &str,
+) -> Result<(Vec<u8>, Signature), String> {
     let mut message = vec![1u8, 0, 1];
     compact_u16(3, &mut message);
     message.extend_from_slice(&payer.key.verifying_key().to_bytes());
@@ -103,7 +111,8 @@ pub async fn send_transfer(
     lamports: u64,
     commitment: Commitment,
 ) -> Result<Signature, RpcError> {
-    let latest: serde_json::Value = client.call("getLatestBlockhash", json!([{"commitment": commitment.as_str()}])).await?;
+    let latest: serde_json::Value =
+        client.call("getLatestBlockhash", json!([{"commitment": commitment.as_str()}])).await?;
     let blockhash = latest["value"]["blockhash"].as_str().unwrap_or_default().to_string();
     let (wire, signature) = build_transfer(payer, to, lamports, &blockhash)
         .map_err(|reason| RpcError::Malformed { method: "getLatestBlockhash", reason })?;

@@ -12,7 +12,8 @@ use ww_core::{Signature, WalletAddress};
 use ww_solana::decode::{Provenance, decode_transaction, touched_addresses};
 use ww_solana::pubsub::protocol::{Frame, notification_slot, parse_frame};
 
-const FIXTURES: &[&str] = &["failed", "sol_incoming", "sol_outgoing", "spl_token_incoming", "token_2022_incoming", "two_recipients"];
+const FIXTURES: &[&str] =
+    &["failed", "sol_incoming", "sol_outgoing", "spl_token_incoming", "token_2022_incoming", "two_recipients"];
 
 /// The recorded replies: (signature, reply).
 fn fixtures() -> Vec<(Signature, Value)> {
@@ -20,8 +21,10 @@ fn fixtures() -> Vec<(Signature, Value)> {
         .iter()
         .map(|name| {
             let path = format!("{}/tests/fixtures/solana/getTransaction/{name}.json", env!("CARGO_MANIFEST_DIR"));
-            let fixture: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("fixture JSON");
-            let signature = Signature::parse(fixture["signature"].as_str().expect("signature")).expect("valid signature");
+            let fixture: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("fixture JSON");
+            let signature =
+                Signature::parse(fixture["signature"].as_str().expect("signature")).expect("valid signature");
             (signature, fixture["reply"].clone())
         })
         .collect()
@@ -52,7 +55,9 @@ fn hostile_value() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|number| json!(number)),
         any::<u64>().prop_map(|number| json!(number)),
-        any::<f64>().prop_filter("JSON numbers are finite", |number| number.is_finite()).prop_map(|number| json!(number)),
+        any::<f64>()
+            .prop_filter("JSON numbers are finite", |number| number.is_finite())
+            .prop_map(|number| json!(number)),
         Just(json!(u64::MAX)),
         Just(json!(-1)),
         ".{0,40}".prop_map(Value::String),
@@ -62,7 +67,8 @@ fn hostile_value() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(3, 16, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("[a-zA-Z]{1,12}", inner, 0..4).prop_map(|map| Value::Object(map.into_iter().collect())),
+            prop::collection::btree_map("[a-zA-Z]{1,12}", inner, 0..4)
+                .prop_map(|map| Value::Object(map.into_iter().collect())),
         ]
     })
 }

@@ -9,9 +9,9 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use ww_test_utils::FakePubsub;
 use ww_core::{Commitment, WalletAddress};
 use ww_solana::pubsub::{ConnectionConfig, ConnectionState, PubsubEvent, PubsubPool, SubscriptionKey};
+use ww_test_utils::FakePubsub;
 
 fn wallet(index: u32) -> WalletAddress {
     let mut bytes = [7u8; 32];
@@ -27,9 +27,13 @@ fn test_config(url: url::Url) -> ConnectionConfig {
     config
 }
 
-async fn next_state(events: &mut mpsc::Receiver<PubsubEvent>, wanted: ConnectionState) -> (usize, Vec<SubscriptionKey>, bool) {
+async fn next_state(
+    events: &mut mpsc::Receiver<PubsubEvent>,
+    wanted: ConnectionState,
+) -> (usize, Vec<SubscriptionKey>, bool) {
     loop {
-        let event = tokio::time::timeout(Duration::from_secs(30), events.recv()).await.expect("event in time").expect("open");
+        let event =
+            tokio::time::timeout(Duration::from_secs(30), events.recv()).await.expect("event in time").expect("open");
         if let PubsubEvent::State { connection, state, keys, is_resubscribe } = event
             && state == wanted
         {
@@ -40,7 +44,8 @@ async fn next_state(events: &mut mpsc::Receiver<PubsubEvent>, wanted: Connection
 
 async fn next_notification(events: &mut mpsc::Receiver<PubsubEvent>) -> SubscriptionKey {
     loop {
-        let event = tokio::time::timeout(Duration::from_secs(30), events.recv()).await.expect("event in time").expect("open");
+        let event =
+            tokio::time::timeout(Duration::from_secs(30), events.recv()).await.expect("event in time").expect("open");
         if let PubsubEvent::Notification { key, .. } = event {
             return key;
         }
@@ -84,7 +89,11 @@ async fn a_dropped_connection_is_reconnected_and_resubscribed_with_new_ids() {
     assert_ne!(other_id, first_id);
     server.push(logs_notification(first_id));
     server.push(logs_notification(other_id));
-    assert_eq!(next_notification(&mut events).await, SubscriptionKey::Logs(wallet(2)), "the old id still maps to a key");
+    assert_eq!(
+        next_notification(&mut events).await,
+        SubscriptionKey::Logs(wallet(2)),
+        "the old id still maps to a key"
+    );
     // The new server id maps to the same stable key.
     server.push(logs_notification(second_id));
     assert_eq!(next_notification(&mut events).await, SubscriptionKey::Logs(watched));
@@ -125,7 +134,8 @@ async fn a_thousand_wallets_are_spread_within_the_per_connection_limit() {
         assert!(keys.len() <= 100);
         connected.insert(connection);
     }
-    let per_connection: Vec<usize> = (0..server.connection_count()).map(|index| server.subscribe_methods(index).len()).collect();
+    let per_connection: Vec<usize> =
+        (0..server.connection_count()).map(|index| server.subscribe_methods(index).len()).collect();
     assert_eq!(per_connection.len(), 40);
     assert!(per_connection.iter().all(|&count| count == 100), "{per_connection:?}");
 
@@ -147,7 +157,8 @@ async fn a_refused_subscription_is_given_up_after_three_tries_and_reported() {
     pool.add(SubscriptionKey::all_for_wallet(&watched)).await;
     let mut rejected = Vec::new();
     let keys = loop {
-        let event = tokio::time::timeout(Duration::from_secs(30), events.recv()).await.expect("event in time").expect("open");
+        let event =
+            tokio::time::timeout(Duration::from_secs(30), events.recv()).await.expect("event in time").expect("open");
         match event {
             PubsubEvent::Rejected { key, .. } => rejected.push(key),
             PubsubEvent::State { state: ConnectionState::Connected, keys, .. } => break keys,
@@ -225,7 +236,9 @@ async fn a_full_pipeline_queue_never_deadlocks_with_pool_commands() {
     // Draining the queue lets everything through: the notifications and the new subscriptions.
     let mut notifications = 0;
     while notifications < 50 {
-        if let PubsubEvent::Notification { .. } = tokio::time::timeout(Duration::from_secs(20), events.recv()).await.expect("event").expect("open") {
+        if let PubsubEvent::Notification { .. } =
+            tokio::time::timeout(Duration::from_secs(20), events.recv()).await.expect("event").expect("open")
+        {
             notifications += 1;
         }
     }

@@ -32,7 +32,10 @@ async fn scripted_server(responses: Vec<String>) -> (String, Arc<AtomicUsize>) {
 }
 
 fn http(status: &str, headers: &str, body: &str) -> String {
-    format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}", body.len())
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 fn client(url: &str) -> RpcClient {

@@ -14,9 +14,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use redb::{Database, TableDefinition};
+use ww_core::WalletAddress;
 use ww_core::store::{NewEvent, Store as _};
 use ww_core::time::UnixMillis;
-use ww_core::WalletAddress;
 use ww_store::RedbStore;
 
 const RUNS: usize = 5;
@@ -38,7 +38,9 @@ fn track_all(store: &RedbStore) {
             user: "bench".into(),
             filter: None,
             destination: None,
-            start_slot: None, shares_label: true, max_wallets: None,
+            start_slot: None,
+            shares_label: true,
+            max_wallets: None,
         };
         store.track_wallet(&request, UnixMillis(0)).expect("track");
     }
@@ -48,7 +50,14 @@ fn event(index: u64) -> NewEvent {
     let wallet = wallet(index);
     let mut event = ww_test_utils::sample_event(&wallet, ww_test_utils::signature_from_seed(index), index);
     event.native_delta = -5_000;
-    NewEvent { event, routes: vec![ww_core::store::Route { destination: "discord-channel:1".parse().expect("valid"), user: "u".into() }], allows_before_tracking: false }
+    NewEvent {
+        event,
+        routes: vec![ww_core::store::Route {
+            destination: "discord-channel:1".parse().expect("valid"),
+            user: "u".into(),
+        }],
+        allows_before_tracking: false,
+    }
 }
 
 fn median(mut samples: Vec<f64>) -> f64 {

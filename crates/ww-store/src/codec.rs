@@ -54,8 +54,9 @@ pub(crate) fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> 
 }
 
 pub(crate) fn read_u64(bytes: &[u8]) -> Result<u64, StoreError> {
-    let array: [u8; 8] = bytes
-        .try_into()
-        .map_err(|_| StoreError::Corrupt { table: "meta", reason: format!("expected 8 bytes, found {}", bytes.len()) })?;
+    let array: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+        table: "meta",
+        reason: format!("expected 8 bytes, found {}", bytes.len()),
+    })?;
     Ok(u64::from_le_bytes(array))
 }

@@ -112,7 +112,9 @@ impl RedbStore {
             }
         };
         let found_version = crate::schema::initialize(&database, &shown_path)?;
-        let migrated_from = found_version.filter(|version| *version != u64::from(SCHEMA_VERSION)).map(|version| u32::try_from(version).unwrap_or(u32::MAX));
+        let migrated_from = found_version
+            .filter(|version| *version != u64::from(SCHEMA_VERSION))
+            .map(|version| u32::try_from(version).unwrap_or(u32::MAX));
         Ok(Self { database, path: path.to_path_buf(), migrated_from })
     }
 
@@ -123,7 +125,8 @@ impl RedbStore {
         let mut builder = Database::builder();
         builder.set_cache_size(CACHE_SIZE_BYTES).set_concurrency_mode(redb::ConcurrencyMode::MultiWriter);
         let path_owned = path.to_path_buf();
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || builder.open_read_only(&path_owned)));
+        let opened =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || builder.open_read_only(&path_owned)));
         let Ok(Ok(database)) = opened else { return Ok(()) };
         let Ok(read) = database.begin_read() else { return Ok(()) };
         let Ok(meta) = read.open_table(META) else { return Ok(()) };
@@ -151,7 +154,10 @@ impl RedbStore {
         self.migrated_from
     }
 
-    fn read_wallet(table: &impl redb::ReadableTable<&'static str, &'static [u8]>, address: &WalletAddress) -> Result<Option<WalletRecord>, StoreError> {
+    fn read_wallet(
+        table: &impl redb::ReadableTable<&'static str, &'static [u8]>,
+        address: &WalletAddress,
+    ) -> Result<Option<WalletRecord>, StoreError> {
         match table.get(address.as_str()).map_err(storage_error)? {
             Some(bytes) => decode("wallets", bytes.value()).map(Some),
             None => Ok(None),
@@ -252,7 +258,11 @@ impl Store for RedbStore {
             match Self::read_wallet(&wallets, address)? {
                 None => UntrackOutcome::NotTracked,
                 Some(mut record) => {
-                    write.open_table(SUBSCRIPTIONS).map_err(table_error)?.remove((address.as_str(), user)).map_err(storage_error)?;
+                    write
+                        .open_table(SUBSCRIPTIONS)
+                        .map_err(table_error)?
+                        .remove((address.as_str(), user))
+                        .map_err(storage_error)?;
                     write
                         .open_table(USER_SUBSCRIPTIONS)
                         .map_err(table_error)?
@@ -295,7 +305,11 @@ impl Store for RedbStore {
         Ok(records)
     }
 
-    fn set_subscription_status(&self, addresses: &[WalletAddress], status: SubscriptionStatus) -> Result<(), StoreError> {
+    fn set_subscription_status(
+        &self,
+        addresses: &[WalletAddress],
+        status: SubscriptionStatus,
+    ) -> Result<(), StoreError> {
         let write = self.database.begin_write().map_err(transaction_error)?;
         {
             let mut wallets = write.open_table(WALLETS).map_err(table_error)?;
@@ -330,7 +344,8 @@ impl Store for RedbStore {
         {
             let wallets = write.open_table(WALLETS).map_err(table_error)?;
             let mut cursors = write.open_table(CURSORS).map_err(table_error)?;
-            let cursor_move = CursorMove { owner: owner.clone(), address: address.clone(), from: from.cloned(), to: to.clone() };
+            let cursor_move =
+                CursorMove { owner: owner.clone(), address: address.clone(), from: from.cloned(), to: to.clone() };
             move_cursor(&wallets, &mut cursors, &cursor_move)?;
         }
         write.commit().map_err(commit_error)
@@ -403,14 +418,18 @@ impl Store for RedbStore {
                         last_error: None,
                     };
                     outbox.insert(next_outbox_id, encode(&job)?.as_slice()).map_err(storage_error)?;
-                    by_destination.insert((job.destination.to_string().as_str(), next_outbox_id), ()).map_err(storage_error)?;
+                    by_destination
+                        .insert((job.destination.to_string().as_str(), next_outbox_id), ())
+                        .map_err(storage_error)?;
                     next_outbox_id += 1;
                 }
                 record.transaction_count += 1;
                 let is_newer = record.last_transaction.as_ref().is_none_or(|last| event.slot >= last.slot);
                 if is_newer {
-                    let at = event.block_time.map_or(event.received_at, |seconds| UnixMillis(seconds.saturating_mul(1000)));
-                    record.last_transaction = Some(LastTransaction { signature: event.signature.clone(), slot: event.slot, at });
+                    let at =
+                        event.block_time.map_or(event.received_at, |seconds| UnixMillis(seconds.saturating_mul(1000)));
+                    record.last_transaction =
+                        Some(LastTransaction { signature: event.signature.clone(), slot: event.slot, at });
                 }
                 outcomes.push(RecordOutcome::Inserted(seq));
             }
@@ -515,7 +534,8 @@ impl Store for RedbStore {
         // One seek per destination: after a destination's first job, jump
         // past all of its jobs to the next destination's first.
         while heads.len() < limit {
-            let Some(entry) = by_destination.range((next_destination.as_str(), 0)..).map_err(storage_error)?.next() else {
+            let Some(entry) = by_destination.range((next_destination.as_str(), 0)..).map_err(storage_error)?.next()
+            else {
                 break;
             };
             let (key, _) = entry.map_err(storage_error)?;
@@ -529,7 +549,12 @@ impl Store for RedbStore {
         Ok(heads)
     }
 
-    fn outbox_due_for(&self, destination: &DestinationId, now: UnixMillis, limit: usize) -> Result<Vec<OutboxJob>, StoreError> {
+    fn outbox_due_for(
+        &self,
+        destination: &DestinationId,
+        now: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<OutboxJob>, StoreError> {
         let read = self.database.begin_read().map_err(transaction_error)?;
         let outbox = read.open_table(OUTBOX).map_err(table_error)?;
         let by_destination = read.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
@@ -573,7 +598,13 @@ impl Store for RedbStore {
         read.open_table(OUTBOX).map_err(table_error)?.len().map_err(storage_error)
     }
 
-    fn outbox_reschedule(&self, job_id: u64, attempts: u32, next_attempt_at: UnixMillis, error: &str) -> Result<(), StoreError> {
+    fn outbox_reschedule(
+        &self,
+        job_id: u64,
+        attempts: u32,
+        next_attempt_at: UnixMillis,
+        error: &str,
+    ) -> Result<(), StoreError> {
         let write = self.database.begin_write().map_err(transaction_error)?;
         {
             let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
@@ -609,7 +640,11 @@ impl Store for RedbStore {
                 job.attempts = attempts;
                 job.last_error = Some(error.to_string());
                 let letter = DeadLetter { job, died_at: now };
-                write.open_table(DEAD_LETTERS).map_err(table_error)?.insert(job_id, encode(&letter)?.as_slice()).map_err(storage_error)?;
+                write
+                    .open_table(DEAD_LETTERS)
+                    .map_err(table_error)?
+                    .insert(job_id, encode(&letter)?.as_slice())
+                    .map_err(storage_error)?;
             }
         }
         write.commit().map_err(commit_error)
@@ -765,18 +800,25 @@ impl Store for RedbStore {
         write.commit().map_err(commit_error)
     }
 
-    fn update_balances(&self, observations: &[BalanceRecord], snapshot_every_ms: i64) -> Result<Vec<BalanceChange>, StoreError> {
+    fn update_balances(
+        &self,
+        observations: &[BalanceRecord],
+        snapshot_every_ms: i64,
+    ) -> Result<Vec<BalanceChange>, StoreError> {
         let write = self.database.begin_write().map_err(transaction_error)?;
         let mut changes = Vec::new();
         {
             let mut balances = write.open_table(BALANCES).map_err(table_error)?;
             let mut history = write.open_table(BALANCE_HISTORY).map_err(table_error)?;
             for observation in observations {
-                let previous: Option<BalanceRecord> = match balances.get(observation.address.as_str()).map_err(storage_error)? {
-                    Some(bytes) => Some(decode("balances", bytes.value())?),
-                    None => None,
-                };
-                let is_change = previous.as_ref().is_none_or(|previous| previous.amount != observation.amount || previous.asset != observation.asset);
+                let previous: Option<BalanceRecord> =
+                    match balances.get(observation.address.as_str()).map_err(storage_error)? {
+                        Some(bytes) => Some(decode("balances", bytes.value())?),
+                        None => None,
+                    };
+                let is_change = previous.as_ref().is_none_or(|previous| {
+                    previous.amount != observation.amount || previous.asset != observation.asset
+                });
                 let is_snapshot_due = previous
                     .as_ref()
                     .is_some_and(|previous| observation.observed_at.0 - previous.observed_at.0 >= snapshot_every_ms);
@@ -785,7 +827,9 @@ impl Store for RedbStore {
                 }
                 let bytes = encode(observation)?;
                 balances.insert(observation.address.as_str(), bytes.as_slice()).map_err(storage_error)?;
-                history.insert((observation.address.as_str(), observation.observed_at.0), bytes.as_slice()).map_err(storage_error)?;
+                history
+                    .insert((observation.address.as_str(), observation.observed_at.0), bytes.as_slice())
+                    .map_err(storage_error)?;
                 if is_change {
                     changes.push(BalanceChange { previous, current: observation.clone() });
                 }
@@ -811,7 +855,11 @@ impl Store for RedbStore {
 
     fn save_runtime_stats(&self, stats: &RuntimeStats) -> Result<(), StoreError> {
         let write = self.database.begin_write().map_err(transaction_error)?;
-        write.open_table(META).map_err(table_error)?.insert(META_RUNTIME_STATS, encode(stats)?.as_slice()).map_err(storage_error)?;
+        write
+            .open_table(META)
+            .map_err(table_error)?
+            .insert(META_RUNTIME_STATS, encode(stats)?.as_slice())
+            .map_err(storage_error)?;
         write.commit().map_err(commit_error)
     }
 
@@ -909,7 +957,11 @@ impl Store for RedbStore {
 
     fn save_api_token(&self, token: &ApiToken) -> Result<(), StoreError> {
         let write = self.database.begin_write().map_err(transaction_error)?;
-        write.open_table(API_TOKENS).map_err(table_error)?.insert(token.hash.as_str(), encode(token)?.as_slice()).map_err(storage_error)?;
+        write
+            .open_table(API_TOKENS)
+            .map_err(table_error)?
+            .insert(token.hash.as_str(), encode(token)?.as_slice())
+            .map_err(storage_error)?;
         write.commit().map_err(commit_error)
     }
 
@@ -963,14 +1015,18 @@ impl Store for RedbStore {
         let read = self.database.begin_read().map_err(transaction_error)?;
         let history = read.open_table(BALANCE_HISTORY).map_err(table_error)?;
         let mut records = Vec::new();
-        for entry in history.range((address.as_str(), i64::MIN)..=(address.as_str(), i64::MAX)).map_err(storage_error)?.rev().take(limit) {
+        for entry in history
+            .range((address.as_str(), i64::MIN)..=(address.as_str(), i64::MAX))
+            .map_err(storage_error)?
+            .rev()
+            .take(limit)
+        {
             let (_, value) = entry.map_err(storage_error)?;
             records.push(decode("balance_history", value.value())?);
         }
         Ok(records)
     }
 }
-
 
 /// Compare-and-sets one cursor inside a write transaction. A cursor is kept
 /// only for a tracked owner: a move for a wallet untracked meanwhile is
@@ -989,7 +1045,11 @@ fn move_cursor(
         None => None,
     };
     if found != cursor_move.from {
-        return Err(StoreError::CursorConflict { address: cursor_move.address.clone(), expected: cursor_move.from.clone(), found });
+        return Err(StoreError::CursorConflict {
+            address: cursor_move.address.clone(),
+            expected: cursor_move.from.clone(),
+            found,
+        });
     }
     cursors.insert(key, encode(&cursor_move.to)?.as_slice()).map_err(storage_error)?;
     Ok(())

@@ -39,7 +39,8 @@ pub(crate) const WALLET_EVENTS: TableDefinition<(&str, u64), ()> = TableDefiniti
 pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 /// `outbox_by_destination` (since schema 5): (destination, job id) → (), so
 /// each destination's jobs are read in order without scanning the others'.
-pub(crate) const OUTBOX_BY_DESTINATION: TableDefinition<(&str, u64), ()> = TableDefinition::new("outbox_by_destination");
+pub(crate) const OUTBOX_BY_DESTINATION: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("outbox_by_destination");
 /// `unresolved` (since schema 5): (wallet, signature) → JSON `UnresolvedTransaction`.
 pub(crate) const UNRESOLVED: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("unresolved");
 /// `balances` (since schema 2): account address → JSON `BalanceRecord` (current).

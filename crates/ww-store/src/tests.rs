@@ -1,4 +1,7 @@
-use ww_core::store::{CursorMove, EventQuery, KnownTransaction, NewEvent, RecordOutcome, Store, StoreError, TrackRequest, UnresolvedTransaction};
+use ww_core::store::{
+    CursorMove, EventQuery, KnownTransaction, NewEvent, RecordOutcome, Store, StoreError, TrackRequest,
+    UnresolvedTransaction,
+};
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{SubscriptionStatus, TrackOutcome, UntrackOutcome};
 use ww_core::{ActivityEvent, Chain, EventSeq, Position, Signature, Slot, WalletAddress};
@@ -21,8 +24,17 @@ fn event(wallet: &WalletAddress, signature_byte: u8, slot: u64) -> ActivityEvent
 }
 
 fn track(store: &RedbStore, wallet: &WalletAddress, user: &str) -> TrackOutcome {
-    let request =
-        TrackRequest { chain: Chain::Solana, address: wallet.clone(), label: None, user: user.into(), filter: None, destination: None, start_slot: None, shares_label: true, max_wallets: None };
+    let request = TrackRequest {
+        chain: Chain::Solana,
+        address: wallet.clone(),
+        label: None,
+        user: user.into(),
+        filter: None,
+        destination: None,
+        start_slot: None,
+        shares_label: true,
+        max_wallets: None,
+    };
     store.track_wallet(&request, UnixMillis(10)).expect("track")
 }
 
@@ -42,7 +54,10 @@ fn track_list_untrack_round_trip_with_users() {
     let record = store.wallet(&wallet).expect("read").expect("present");
     assert_eq!(record.tracking_users.len(), 2);
     assert_eq!(record.subscription_status, SubscriptionStatus::Pending);
-    assert_eq!(store.untrack_wallet(&wallet, "alice").expect("untrack"), UntrackOutcome::UserRemoved { remaining_users: 1 });
+    assert_eq!(
+        store.untrack_wallet(&wallet, "alice").expect("untrack"),
+        UntrackOutcome::UserRemoved { remaining_users: 1 }
+    );
     assert_eq!(store.untrack_wallet(&wallet, "alice").expect("untrack"), UntrackOutcome::NotTracked);
     assert_eq!(store.untrack_wallet(&wallet, "bob").expect("untrack"), UntrackOutcome::Removed);
     assert!(store.wallets().expect("list").is_empty());
@@ -57,15 +72,34 @@ fn events_are_recorded_once_per_wallet_and_signature() {
     track(&store, &wallet, "alice");
     track(&store, &other, "alice");
     let batch = vec![
-        NewEvent { event: event(&wallet, 7, 100), routes: vec![ww_core::store::Route { destination: "discord-channel:1".parse().expect("valid"), user: "u".into() }], allows_before_tracking: false },
-        NewEvent { event: event(&wallet, 7, 100), routes: vec![ww_core::store::Route { destination: "discord-channel:1".parse().expect("valid"), user: "u".into() }], allows_before_tracking: false },
+        NewEvent {
+            event: event(&wallet, 7, 100),
+            routes: vec![ww_core::store::Route {
+                destination: "discord-channel:1".parse().expect("valid"),
+                user: "u".into(),
+            }],
+            allows_before_tracking: false,
+        },
+        NewEvent {
+            event: event(&wallet, 7, 100),
+            routes: vec![ww_core::store::Route {
+                destination: "discord-channel:1".parse().expect("valid"),
+                user: "u".into(),
+            }],
+            allows_before_tracking: false,
+        },
         NewEvent { event: event(&other, 7, 100), routes: vec![], allows_before_tracking: false },
         NewEvent { event: event(&untracked, 7, 100), routes: vec![], allows_before_tracking: false },
     ];
     let outcomes = store.record_events(&batch, &[]).expect("record");
     assert_eq!(
         outcomes,
-        vec![RecordOutcome::Inserted(EventSeq(1)), RecordOutcome::Duplicate, RecordOutcome::Inserted(EventSeq(2)), RecordOutcome::Untracked]
+        vec![
+            RecordOutcome::Inserted(EventSeq(1)),
+            RecordOutcome::Duplicate,
+            RecordOutcome::Inserted(EventSeq(2)),
+            RecordOutcome::Untracked
+        ]
     );
     let again = store.record_events(&batch[..1], &[]).expect("record");
     assert_eq!(again, vec![RecordOutcome::Duplicate]);
@@ -103,9 +137,11 @@ fn event_queries_page_by_sequence_and_wallet() {
     assert_eq!(newest_three.iter().map(|stored| stored.seq.0).collect::<Vec<_>>(), vec![8, 9, 10]);
     let after_four = store.events(&EventQuery { wallet: None, after: Some(EventSeq(4)), limit: 2 }).expect("query");
     assert_eq!(after_four.iter().map(|stored| stored.seq.0).collect::<Vec<_>>(), vec![5, 6]);
-    let first_wallet = store.events(&EventQuery { wallet: Some(first.clone()), after: None, limit: 100 }).expect("query");
+    let first_wallet =
+        store.events(&EventQuery { wallet: Some(first.clone()), after: None, limit: 100 }).expect("query");
     assert_eq!(first_wallet.iter().map(|stored| stored.seq.0).collect::<Vec<_>>(), vec![1, 3, 5, 7, 9]);
-    let first_after = store.events(&EventQuery { wallet: Some(first), after: Some(EventSeq(5)), limit: 1 }).expect("query");
+    let first_after =
+        store.events(&EventQuery { wallet: Some(first), after: Some(EventSeq(5)), limit: 1 }).expect("query");
     assert_eq!(first_after.iter().map(|stored| stored.seq.0).collect::<Vec<_>>(), vec![7]);
 }
 
@@ -142,12 +178,22 @@ fn a_stored_event_stays_a_duplicate_whatever_time_passes() {
     track(&store, &wallet, "alice");
     let mut first = event(&wallet, 1, 1);
     first.emitted_at = UnixMillis(1_000);
-    assert_eq!(store.record_events(&[NewEvent { event: first.clone(), routes: vec![], allows_before_tracking: false }], &[]).expect("record"), vec![RecordOutcome::Inserted(EventSeq(1))]);
+    assert_eq!(
+        store
+            .record_events(&[NewEvent { event: first.clone(), routes: vec![], allows_before_tracking: false }], &[])
+            .expect("record"),
+        vec![RecordOutcome::Inserted(EventSeq(1))]
+    );
     // Years later (the event's own times say so), the same pair is still known.
     let mut later = first;
     later.received_at = UnixMillis(1_000 + 3 * 365 * 24 * 3600 * 1000);
     later.emitted_at = later.received_at;
-    assert_eq!(store.record_events(&[NewEvent { event: later, routes: vec![], allows_before_tracking: false }], &[]).expect("record"), vec![RecordOutcome::Duplicate]);
+    assert_eq!(
+        store
+            .record_events(&[NewEvent { event: later, routes: vec![], allows_before_tracking: false }], &[])
+            .expect("record"),
+        vec![RecordOutcome::Duplicate]
+    );
     assert!(store.is_seen(&wallet, &signature(1)).expect("seen"));
     let known = store.known_transactions(&wallet, &[signature(1), signature(2)]).expect("known");
     assert_eq!(known.get(&signature(1)), Some(&KnownTransaction::Stored));
@@ -166,7 +212,12 @@ fn events_and_their_cursor_move_commit_together_or_not_at_all() {
     assert_eq!(store.cursor(&wallet, &wallet).expect("cursor"), Some(to));
     // A stale `from`: the events are not stored either.
     let stale = CursorMove { to: Position::Solana { slot: Slot(3), signature: signature(3) }, ..cursor_move };
-    let error = store.record_events(&[NewEvent { event: event(&wallet, 3, 3), routes: vec![], allows_before_tracking: false }], std::slice::from_ref(&stale)).expect_err("conflict");
+    let error = store
+        .record_events(
+            &[NewEvent { event: event(&wallet, 3, 3), routes: vec![], allows_before_tracking: false }],
+            std::slice::from_ref(&stale),
+        )
+        .expect_err("conflict");
     assert!(matches!(error, StoreError::CursorConflict { .. }), "{error}");
     assert!(!store.is_seen(&wallet, &signature(3)).expect("seen"));
     assert_eq!(store.last_event_seq().expect("last"), EventSeq(1));
@@ -215,24 +266,39 @@ fn unresolved_transactions_are_given_up_after_the_limit_and_cleared_when_stored(
     let wallet = address(1);
     track(&store, &wallet, "alice");
     let entry = unresolved(&wallet, 9);
-    let at = |millis: i64, reason: &str| UnresolvedTransaction { last_failed_at: UnixMillis(millis), reason: reason.into(), ..entry.clone() };
+    let at = |millis: i64, reason: &str| UnresolvedTransaction {
+        last_failed_at: UnixMillis(millis),
+        reason: reason.into(),
+        ..entry.clone()
+    };
     assert!(!store.note_unresolved(&entry, 3, 10).expect("first").is_given_up);
     // Several walks meeting the failure at once count once.
     let together = store.note_unresolved(&at(5, "again"), 3, 10).expect("together");
     assert_eq!((together.attempts, together.reason.as_str()), (1, "again"));
     let second = store.note_unresolved(&at(20, "later"), 3, 10).expect("second");
-    assert_eq!((second.attempts, second.is_given_up, second.reason.as_str(), second.first_failed_at), (2, false, "later", UnixMillis(1)));
-    assert!(store.known_transactions(&wallet, &[signature(9)]).expect("known").is_empty(), "not given up yet: walks stop before it");
+    assert_eq!(
+        (second.attempts, second.is_given_up, second.reason.as_str(), second.first_failed_at),
+        (2, false, "later", UnixMillis(1))
+    );
+    assert!(
+        store.known_transactions(&wallet, &[signature(9)]).expect("known").is_empty(),
+        "not given up yet: walks stop before it"
+    );
     let third = store.note_unresolved(&at(40, "still"), 3, 10).expect("third");
     assert!(third.is_given_up);
-    assert_eq!(store.known_transactions(&wallet, &[signature(9)]).expect("known").get(&signature(9)), Some(&KnownTransaction::GivenUp));
+    assert_eq!(
+        store.known_transactions(&wallet, &[signature(9)]).expect("known").get(&signature(9)),
+        Some(&KnownTransaction::GivenUp)
+    );
     assert_eq!(store.request_unresolved_retry(Some(&[signature(9)])).expect("retry"), 1);
     assert!(store.unresolved(10).expect("list")[0].is_retry_requested);
     // Nothing is noted for a wallet nobody tracks.
     store.note_unresolved(&unresolved(&address(77), 9), 3, 0).expect("untracked");
     assert_eq!(store.unresolved(10).expect("list").len(), 1);
     // Storing its event (a retry that worked) forgets it.
-    store.record_events(&[NewEvent { event: event(&wallet, 9, 7), routes: vec![], allows_before_tracking: false }], &[]).expect("record");
+    store
+        .record_events(&[NewEvent { event: event(&wallet, 9, 7), routes: vec![], allows_before_tracking: false }], &[])
+        .expect("record");
     assert!(store.unresolved(10).expect("list").is_empty());
 }
 
@@ -246,8 +312,18 @@ fn each_destination_is_scheduled_from_its_own_first_job() {
     let wallet = address(1);
     track(&store, &wallet, "alice");
     let route = |destination: &str| Route { destination: destination.parse().expect("valid"), user: "alice".into() };
-    let mut batch: Vec<NewEvent> = (1..=50u8).map(|index| NewEvent { event: event(&wallet, index, u64::from(index)), routes: vec![route("webhook:slow")], allows_before_tracking: false }).collect();
-    batch.push(NewEvent { event: event(&wallet, 51, 51), routes: vec![route("webhook:fast"), route("telegram:5")], allows_before_tracking: false });
+    let mut batch: Vec<NewEvent> = (1..=50u8)
+        .map(|index| NewEvent {
+            event: event(&wallet, index, u64::from(index)),
+            routes: vec![route("webhook:slow")],
+            allows_before_tracking: false,
+        })
+        .collect();
+    batch.push(NewEvent {
+        event: event(&wallet, 51, 51),
+        routes: vec![route("webhook:fast"), route("telegram:5")],
+        allows_before_tracking: false,
+    });
     for new_event in &mut batch {
         new_event.event.emitted_at = UnixMillis(10);
     }
@@ -281,7 +357,10 @@ fn status_updates_persist() {
     store.set_subscription_status(&[wallet.clone(), address(4)], SubscriptionStatus::Active).expect("status");
     drop(store);
     let reopened = RedbStore::open_in_dir(dir.path()).expect("reopen");
-    assert_eq!(reopened.wallet(&wallet).expect("read").expect("present").subscription_status, SubscriptionStatus::Active);
+    assert_eq!(
+        reopened.wallet(&wallet).expect("read").expect("present").subscription_status,
+        SubscriptionStatus::Active
+    );
 }
 
 #[test]
@@ -411,7 +490,10 @@ fn a_schema_1_file_is_migrated_to_the_current_schema_and_keeps_its_data() {
     // Schema 4: every tracking user gets a subscription with the default filter.
     let subscriptions = store.subscriptions_for(std::slice::from_ref(&wallet)).expect("subscriptions");
     assert_eq!(subscriptions.len(), 1);
-    assert_eq!((subscriptions[0].user.as_str(), &subscriptions[0].filter), ("alice", &ww_core::alert::AlertFilter::default()));
+    assert_eq!(
+        (subscriptions[0].user.as_str(), &subscriptions[0].filter),
+        ("alice", &ww_core::alert::AlertFilter::default())
+    );
     assert_eq!(store.user_subscriptions("alice").expect("by user").len(), 1);
     assert_eq!(store.dead_letter_count().expect("dead letters table exists"), 0);
     assert_eq!(store.setting("x").expect("settings table exists"), None);
@@ -438,12 +520,17 @@ fn a_schema_4_store_is_migrated_with_its_events_cursors_and_outbox() {
             decimals: 6,
             delta: 5,
         });
-        let route = |destination: &str| Route { destination: destination.parse().expect("valid"), user: "alice".into() };
+        let route =
+            |destination: &str| Route { destination: destination.parse().expect("valid"), user: "alice".into() };
         store
             .record_events(
                 &[
                     NewEvent { event: with_token, routes: vec![route("webhook:a")], allows_before_tracking: false },
-                    NewEvent { event: event(&wallet, 2, 2), routes: vec![route("telegram:5"), route("webhook:a")], allows_before_tracking: false },
+                    NewEvent {
+                        event: event(&wallet, 2, 2),
+                        routes: vec![route("telegram:5"), route("webhook:a")],
+                        allows_before_tracking: false,
+                    },
                 ],
                 &[],
             )
@@ -452,13 +539,24 @@ fn a_schema_4_store_is_migrated_with_its_events_cursors_and_outbox() {
         store.advance_cursor(&wallet, &token_account, None, &position(1)).expect("token cursor");
     }
     // Older versions left cursors behind for untracked wallets and unknown accounts.
-    rewind_to_schema_4(&dir.path().join(crate::STORE_FILE_NAME), &[(gone.clone(), position(7)), (stranger_account.clone(), position(8))]);
+    rewind_to_schema_4(
+        &dir.path().join(crate::STORE_FILE_NAME),
+        &[(gone.clone(), position(7)), (stranger_account.clone(), position(8))],
+    );
 
     let store = RedbStore::open_in_dir(dir.path()).expect("migrates");
     // Every stored event's key is back, although its old seen key had expired.
     assert!(store.is_seen(&wallet, &signature(1)).expect("seen"));
     assert!(store.is_seen(&wallet, &signature(2)).expect("seen"));
-    assert_eq!(store.record_events(&[NewEvent { event: event(&wallet, 2, 2), routes: vec![], allows_before_tracking: false }], &[]).expect("record"), vec![RecordOutcome::Duplicate]);
+    assert_eq!(
+        store
+            .record_events(
+                &[NewEvent { event: event(&wallet, 2, 2), routes: vec![], allows_before_tracking: false }],
+                &[]
+            )
+            .expect("record"),
+        vec![RecordOutcome::Duplicate]
+    );
     assert_eq!(store.events(&EventQuery { wallet: None, after: None, limit: 10 }).expect("events").len(), 2);
     // Cursors are keyed by their owner; the ones nobody owns are gone.
     assert_eq!(store.cursor(&wallet, &wallet).expect("cursor"), Some(position(2)));
@@ -467,7 +565,10 @@ fn a_schema_4_store_is_migrated_with_its_events_cursors_and_outbox() {
     assert_eq!(store.cursor(&gone, &gone).expect("cursor"), None, "tracked again, it starts afresh");
     // The outbox is indexed per destination.
     let heads = store.outbox_heads(10).expect("heads");
-    assert_eq!(heads.iter().map(|job| job.destination.to_string()).collect::<Vec<_>>(), vec!["telegram:5", "webhook:a"]);
+    assert_eq!(
+        heads.iter().map(|job| job.destination.to_string()).collect::<Vec<_>>(),
+        vec!["telegram:5", "webhook:a"]
+    );
     assert_eq!(store.outbox_due_for(&heads[1].destination, UnixMillis(i64::MAX), 10).expect("due").len(), 2);
     // Opening again finds the current schema and changes nothing.
     drop(store);
@@ -485,8 +586,16 @@ fn outbox_jobs_retry_die_come_back_and_drop() {
     store
         .record_events(
             &[
-                NewEvent { event: event(&wallet, 1, 1), routes: vec![route("webhook:a"), route("telegram:5")], allows_before_tracking: false },
-                NewEvent { event: event(&wallet, 2, 2), routes: vec![route("webhook:a")], allows_before_tracking: false },
+                NewEvent {
+                    event: event(&wallet, 1, 1),
+                    routes: vec![route("webhook:a"), route("telegram:5")],
+                    allows_before_tracking: false,
+                },
+                NewEvent {
+                    event: event(&wallet, 2, 2),
+                    routes: vec![route("webhook:a")],
+                    allows_before_tracking: false,
+                },
             ],
             &[],
         )
@@ -539,12 +648,19 @@ fn subscriptions_follow_track_untrack_and_keep_filters_and_destinations() {
         user: "discord:1".into(),
         filter: Some(filter.clone()),
         destination: Some("discord-channel:9".parse().expect("valid")),
-        start_slot: Some(77), shares_label: true, max_wallets: None,
+        start_slot: Some(77),
+        shares_label: true,
+        max_wallets: None,
     };
     store.track_wallet(&request, UnixMillis(1)).expect("track");
     assert_eq!(store.wallet(&wallet).expect("read").expect("tracked").start_slot, Some(77));
     // Tracking again from another channel adds a destination and keeps the filter.
-    let again = TrackRequest { label: None, filter: None, destination: Some("discord-channel:10".parse().expect("valid")), ..request };
+    let again = TrackRequest {
+        label: None,
+        filter: None,
+        destination: Some("discord-channel:10".parse().expect("valid")),
+        ..request
+    };
     store.track_wallet(&again, UnixMillis(2)).expect("track again");
     let subscription = store.user_subscriptions("discord:1").expect("list").pop().expect("one");
     assert_eq!(subscription.filter, filter);
@@ -575,8 +691,12 @@ fn balances_record_changes_and_periodic_snapshots() {
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].previous.as_ref().map(|previous| previous.amount), Some(5));
     assert!(store.update_balances(&[observe(7, 2_000)], snapshot_every).expect("snapshot").is_empty());
-    let history: Vec<(u64, i64)> =
-        store.balance_history(&wallet, 10).expect("history").iter().map(|record| (record.amount, record.observed_at.0)).collect();
+    let history: Vec<(u64, i64)> = store
+        .balance_history(&wallet, 10)
+        .expect("history")
+        .iter()
+        .map(|record| (record.amount, record.observed_at.0))
+        .collect();
     assert_eq!(history, vec![(7, 2_000), (7, 30), (5, 10)], "changes and the due snapshot, newest first");
     assert_eq!(store.balances(Some(&wallet)).expect("current")[0].amount, 7);
     assert!(store.balances(Some(&address(2))).expect("other wallet").is_empty());
@@ -604,15 +724,28 @@ fn an_old_store_opened_by_several_processes_at_once_is_migrated_once() {
     {
         let store = RedbStore::open_in_dir(dir.path()).expect("open");
         track(&store, &wallet, "alice");
-        let batch: Vec<NewEvent> = (1..=200u8).map(|index| NewEvent { event: event(&wallet, index, u64::from(index)), routes: vec![], allows_before_tracking: false }).collect();
+        let batch: Vec<NewEvent> = (1..=200u8)
+            .map(|index| NewEvent {
+                event: event(&wallet, index, u64::from(index)),
+                routes: vec![],
+                allows_before_tracking: false,
+            })
+            .collect();
         store.record_events(&batch, &[]).expect("record");
-        store.advance_cursor(&wallet, &wallet, None, &Position::Solana { slot: Slot(200), signature: signature(200) }).expect("cursor");
+        store
+            .advance_cursor(&wallet, &wallet, None, &Position::Solana { slot: Slot(200), signature: signature(200) })
+            .expect("cursor");
     }
     rewind_to_schema_4(&dir.path().join(crate::STORE_FILE_NAME), &[]);
     let children: Vec<std::process::Child> = (0..8)
         .map(|_| {
             std::process::Command::new(std::env::current_exe().expect("test binary"))
-                .args(["--exact", "tests::an_old_store_opened_by_several_processes_at_once_is_migrated_once", "--nocapture", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    "tests::an_old_store_opened_by_several_processes_at_once_is_migrated_once",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env(MIGRATION_CHILD_ENV, dir.path())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::null())
@@ -627,7 +760,10 @@ fn an_old_store_opened_by_several_processes_at_once_is_migrated_once() {
         let output = child.wait_with_output().expect("child");
         assert!(output.status.success(), "{output:?}");
         let text = String::from_utf8_lossy(&output.stdout);
-        let line = text.lines().find(|line| line.contains("CHILD migrated_from=")).unwrap_or_else(|| panic!("no report: {text}"));
+        let line = text
+            .lines()
+            .find(|line| line.contains("CHILD migrated_from="))
+            .unwrap_or_else(|| panic!("no report: {text}"));
         if line.contains("Some(4)") {
             migrations += 1;
         }
@@ -635,6 +771,8 @@ fn an_old_store_opened_by_several_processes_at_once_is_migrated_once() {
     assert_eq!(migrations, 1, "the store was migrated by {migrations} processes");
     let store = RedbStore::open_in_dir(dir.path()).expect("open");
     assert_eq!(store.events(&EventQuery { wallet: None, after: None, limit: 1000 }).expect("events").len(), 200);
-    assert!(store.known_transactions(&wallet, &(1..=200u8).map(signature).collect::<Vec<_>>()).expect("known").len() == 200);
+    assert!(
+        store.known_transactions(&wallet, &(1..=200u8).map(signature).collect::<Vec<_>>()).expect("known").len() == 200
+    );
     assert_eq!(store.cursor(&wallet, &wallet).expect("cursor").map(|cursor| cursor.height()), Some(200));
 }

@@ -23,17 +23,32 @@ fn wallet() -> WalletAddress {
 fn event(index: u64) -> NewEvent {
     let mut event = ww_test_utils::sample_event(&wallet(), ww_test_utils::signature_from_seed(index), index);
     event.origin = Origin::Backfill;
-    NewEvent { event, routes: vec![ww_core::store::Route { destination: "webhook:one".parse().expect("valid"), user: "u".into() }], allows_before_tracking: false }
+    NewEvent {
+        event,
+        routes: vec![ww_core::store::Route { destination: "webhook:one".parse().expect("valid"), user: "u".into() }],
+        allows_before_tracking: false,
+    }
 }
 
 /// The writer side: commits batches forever, printing each acknowledged batch.
 fn run_writer(dir: &str) {
     let store = RedbStore::open_in_dir(std::path::Path::new(dir)).expect("writer opens");
-    let request = TrackRequest { chain: Chain::Solana, address: wallet(), label: None, user: "crash".into(), filter: None, destination: None, start_slot: None, shares_label: true, max_wallets: None };
+    let request = TrackRequest {
+        chain: Chain::Solana,
+        address: wallet(),
+        label: None,
+        user: "crash".into(),
+        filter: None,
+        destination: None,
+        start_slot: None,
+        shares_label: true,
+        max_wallets: None,
+    };
     store.track_wallet(&request, UnixMillis(0)).expect("track");
     let mut stdout = std::io::stdout().lock();
     for batch in 0u64.. {
-        let events: Vec<NewEvent> = (0..EVENTS_PER_BATCH).map(|offset| event(batch * EVENTS_PER_BATCH + offset)).collect();
+        let events: Vec<NewEvent> =
+            (0..EVENTS_PER_BATCH).map(|offset| event(batch * EVENTS_PER_BATCH + offset)).collect();
         store.record_events(&events, &[]).expect("record");
         writeln!(stdout, "acked {}", (batch + 1) * EVENTS_PER_BATCH).expect("stdout");
         stdout.flush().expect("flush");
@@ -77,10 +92,14 @@ fn acknowledged_writes_survive_kill_9() {
 
         let store = RedbStore::open_in_dir(dir.path()).expect("reopens after kill -9");
         let stored = store.events(&EventQuery { wallet: None, after: None, limit: 1_000_000 }).expect("read");
-        let distinct: std::collections::BTreeSet<_> = stored.iter().map(|stored| stored.event.signature.clone()).collect();
+        let distinct: std::collections::BTreeSet<_> =
+            stored.iter().map(|stored| stored.event.signature.clone()).collect();
         assert_eq!(distinct.len(), stored.len(), "an event was stored twice");
         let stored_count = stored.len() as u64;
-        assert!(stored_count >= acknowledged, "round {round}: {acknowledged} acknowledged but only {stored_count} stored");
+        assert!(
+            stored_count >= acknowledged,
+            "round {round}: {acknowledged} acknowledged but only {stored_count} stored"
+        );
         // Whole batches only: a commit is all or nothing.
         assert_eq!(stored_count % EVENTS_PER_BATCH, 0, "a partial batch was stored");
         for (index, stored) in stored.iter().enumerate() {

@@ -218,7 +218,12 @@ impl ContractServer {
 
     /// Every request webhook `name` got, accepted or failed: when, and the status answered.
     pub fn webhook_attempts(&self, name: &str) -> Vec<(Instant, u16)> {
-        self.lock().webhook_attempts.iter().filter(|(hook, ..)| hook == name).map(|(_, at, status)| (*at, *status)).collect()
+        self.lock()
+            .webhook_attempts
+            .iter()
+            .filter(|(hook, ..)| hook == name)
+            .map(|(_, at, status)| (*at, *status))
+            .collect()
     }
 
     /// Queues a Telegram text message from `user` in `chat`.
@@ -292,7 +297,9 @@ fn injected(inner: &mut Inner, family: Family) -> Option<Response> {
             let body = match family {
                 Family::Telegram => json!({"ok": false, "error_code": 429,
                     "description": format!("Too Many Requests: retry after {seconds}"), "parameters": {"retry_after": seconds}}),
-                _ => json!({"message": "You are being rate limited.", "retry_after": f64::from(*seconds), "global": global}),
+                _ => {
+                    json!({"message": "You are being rate limited.", "retry_after": f64::from(*seconds), "global": global})
+                }
             };
             let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
             response.headers_mut().insert("retry-after", HeaderValue::from(*seconds));
@@ -408,7 +415,12 @@ fn check_message(body: &Value) -> Result<(), String> {
 /// What Discord checks of every message post, in its order: injected
 /// failures, the route's bucket, JSON, then the payload limits. Returns the
 /// body and the bucket headers, or the response to send.
-fn accept_message(inner: &mut Inner, bucket: &str, sink: &str, body: &[u8]) -> Result<(Value, BucketHeaders), Box<Response>> {
+fn accept_message(
+    inner: &mut Inner,
+    bucket: &str,
+    sink: &str,
+    body: &[u8],
+) -> Result<(Value, BucketHeaders), Box<Response>> {
     if let Some(response) = injected(inner, Family::Discord) {
         return Err(Box::new(response));
     }
@@ -453,7 +465,10 @@ async fn discord_webhook(
     let message_id = inner.next_message_id;
     inner.next_message_id += 1;
     if query.get("wait").map(String::as_str) == Some("true") {
-        with_headers(axum::Json(json!({"id": message_id.to_string(), "content": value["content"]})).into_response(), headers)
+        with_headers(
+            axum::Json(json!({"id": message_id.to_string(), "content": value["content"]})).into_response(),
+            headers,
+        )
     } else {
         with_headers(StatusCode::NO_CONTENT.into_response(), headers)
     }
@@ -492,7 +507,8 @@ async fn discord_channel_message(
     }
     let message_id = inner.next_message_id;
     inner.next_message_id += 1;
-    let message = json!({"id": message_id.to_string(), "channel_id": channel, "content": value["content"], "nonce": nonce});
+    let message =
+        json!({"id": message_id.to_string(), "channel_id": channel, "content": value["content"], "nonce": nonce});
     if let Some(nonce) = &nonce {
         inner.nonces.insert(format!("{channel}:{nonce}"), (Instant::now(), message.clone()));
     }
@@ -504,7 +520,10 @@ fn check_commands(commands: &Value) -> Result<(), String> {
     let list = commands.as_array().ok_or("body must be an array of commands")?;
     for command in list {
         let name = command["name"].as_str().ok_or("command without a name")?;
-        if name.is_empty() || name.len() > 32 || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
+        if name.is_empty()
+            || name.len() > 32
+            || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
             return Err(format!("command name {name:?} does not match ^[-_a-z0-9]{{1,32}}$"));
         }
         let description = command["description"].as_str().map_or(0, |text| text.chars().count());
@@ -546,7 +565,12 @@ fn register(state: &AppState, scope: String, headers: &HeaderMap, body: &Bytes) 
     axum::Json(value).into_response()
 }
 
-async fn discord_commands(State(state): State<AppState>, Path(_app): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn discord_commands(
+    State(state): State<AppState>,
+    Path(_app): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     register(&state, "global".into(), &headers, &body)
 }
 
@@ -574,7 +598,8 @@ fn check_telegram_html(text: &str) -> Result<usize, String> {
                 let end = rest.find('>').ok_or("unclosed tag")?;
                 let tag = &rest[1..end];
                 let closing = tag.starts_with('/');
-                let name = tag.trim_start_matches('/').split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
+                let name =
+                    tag.trim_start_matches('/').split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
                 if !TELEGRAM_TAGS.contains(&name.as_str()) {
                     return Err(format!("Can't parse entities: unsupported start tag \"{name}\""));
                 }
@@ -610,7 +635,8 @@ fn check_telegram_html(text: &str) -> Result<usize, String> {
 }
 
 fn telegram_error(status: StatusCode, description: &str) -> Response {
-    (status, axum::Json(json!({"ok": false, "error_code": status.as_u16(), "description": description}))).into_response()
+    (status, axum::Json(json!({"ok": false, "error_code": status.as_u16(), "description": description})))
+        .into_response()
 }
 
 async fn telegram(State(state): State<AppState>, Path((bot, method)): Path<(String, String)>, body: Bytes) -> Response {
@@ -651,20 +677,29 @@ async fn telegram(State(state): State<AppState>, Path((bot, method)): Path<(Stri
             }
             let message_id = inner.next_message_id;
             inner.next_message_id += 1;
-            inner.received.push(Received { target: format!("telegram:{chat}"), body: value.clone(), idempotency: None });
-            axum::Json(json!({"ok": true, "result": {"message_id": message_id, "chat": {"id": chat}, "text": text}})).into_response()
+            inner.received.push(Received {
+                target: format!("telegram:{chat}"),
+                body: value.clone(),
+                idempotency: None,
+            });
+            axum::Json(json!({"ok": true, "result": {"message_id": message_id, "chat": {"id": chat}, "text": text}}))
+                .into_response()
         }
         "setWebhook" => {
             let mut inner = state.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let url = value["url"].as_str().unwrap_or_default().to_string();
             let secret = value["secret_token"].as_str().unwrap_or_default().to_string();
-            let port_ok = url::Url::parse(&url)
-                .is_ok_and(|parsed| parsed.scheme() == "https" && [443, 80, 88, 8443].contains(&parsed.port_or_known_default().unwrap_or(0)));
+            let port_ok = url::Url::parse(&url).is_ok_and(|parsed| {
+                parsed.scheme() == "https" && [443, 80, 88, 8443].contains(&parsed.port_or_known_default().unwrap_or(0))
+            });
             let secret_ok = (1..=256).contains(&secret.len())
                 && secret.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             if !port_ok || !secret_ok {
                 inner.rejected.push(format!("telegram: setWebhook with url {url:?} or a bad secret_token"));
-                return telegram_error(StatusCode::BAD_REQUEST, "Bad Request: bad webhook: HTTPS url on port 443, 80, 88 or 8443 required");
+                return telegram_error(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request: bad webhook: HTTPS url on port 443, 80, 88 or 8443 required",
+                );
             }
             inner.telegram_webhook = Some((url, secret));
             axum::Json(json!({"ok": true, "result": true, "description": "Webhook was set"})).into_response()
@@ -768,6 +803,11 @@ mod tests {
         assert!(check_message(&json!({})).is_err());
         assert!(check_message(&json!({"content": "x".repeat(2001)})).is_err());
         assert!(check_message(&json!({"embeds": [{"title": "x".repeat(257)}]})).is_err());
-        assert!(check_message(&json!({"content": "ok", "embeds": [{"title": "t", "fields": [{"name": "a", "value": "b"}]}]})).is_ok());
+        assert!(
+            check_message(
+                &json!({"content": "ok", "embeds": [{"title": "t", "fields": [{"name": "a", "value": "b"}]}]})
+            )
+            .is_ok()
+        );
     }
 }

@@ -20,8 +20,8 @@ mod store;
 pub use contracts::ContractServer;
 pub use proxy::ChaosProxy;
 pub use pubsub::FakePubsub;
-pub use store::FlakyStore;
 pub use rpc_proxy::{RpcProxy, TransactionFault};
+pub use store::FlakyStore;
 
 /// A Discord application key pair for signing interactions in tests.
 #[derive(Debug)]
@@ -75,9 +75,8 @@ pub fn localnet_binary() -> Result<PathBuf> {
         bail!("WALLETWATCH_LOCALNET_BIN={} is not a file", path.display());
     }
     let workspace_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root.join("target"));
+    let target_dir =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root.join("target"));
     let candidate = target_dir.join("release").join("walletwatch-localnet");
     if candidate.is_file() {
         return Ok(candidate);
@@ -94,7 +93,9 @@ pub fn fresh_address() -> WalletAddress {
     let mut bytes = [0u8; 32];
     for chunk in bytes.chunks_mut(8) {
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos()));
+        hasher.write_u128(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos()),
+        );
         chunk.copy_from_slice(&hasher.finish().to_le_bytes());
     }
     WalletAddress::parse(&bs58::encode(bytes).into_string()).expect("32 bytes always make a valid address")
@@ -195,7 +196,8 @@ impl LocalNode {
 
     /// Airdrops lamports to an address and waits for confirmation.
     pub async fn airdrop(&self, to: &WalletAddress, lamports: u64) -> Result<Signature> {
-        let signatures = self.run_client(&["airdrop", "--to", to.as_str(), "--lamports", &lamports.to_string()]).await?;
+        let signatures =
+            self.run_client(&["airdrop", "--to", to.as_str(), "--lamports", &lamports.to_string()]).await?;
         signatures.into_iter().next().context("airdrop printed no signature")
     }
 
@@ -227,7 +229,8 @@ impl LocalNode {
         if !output.status.success() {
             bail!("keygen failed: {}", String::from_utf8_lossy(&output.stderr));
         }
-        WalletAddress::parse(String::from_utf8_lossy(&output.stdout).trim()).map_err(|error| anyhow!("keygen printed {error}"))
+        WalletAddress::parse(String::from_utf8_lossy(&output.stdout).trim())
+            .map_err(|error| anyhow!("keygen printed {error}"))
     }
 
     /// Sends `count` transactions from the keypair in `payer` (funded by
@@ -266,7 +269,8 @@ impl LocalNode {
     ) -> Result<Vec<Signature>> {
         let amount_text = amount.to_string();
         let count_text = count.to_string();
-        let mut args = vec!["token-transfer", "--to-owner", owner.as_str(), "--amount", &amount_text, "--count", &count_text];
+        let mut args =
+            vec!["token-transfer", "--to-owner", owner.as_str(), "--amount", &amount_text, "--count", &count_text];
         if is_token_2022 {
             args.push("--token-2022");
         }

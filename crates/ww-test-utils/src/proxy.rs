@@ -58,7 +58,13 @@ impl ChaosProxy {
                     let (client_read, client_write) = client.into_split();
                     let (server_read, server_write) = server.into_split();
                     let counts = Some(Arc::clone(&methods));
-                    tokio::spawn(pump(client_read, server_write, Arc::clone(&is_stalled), drop_all.subscribe(), counts));
+                    tokio::spawn(pump(
+                        client_read,
+                        server_write,
+                        Arc::clone(&is_stalled),
+                        drop_all.subscribe(),
+                        counts,
+                    ));
                     tokio::spawn(pump(server_read, client_write, Arc::clone(&is_stalled), drop_all.subscribe(), None));
                 }
             })

@@ -71,7 +71,8 @@ impl FakePubsub {
     pub async fn start() -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
-        let state = Arc::new(FakePubsubState { next_subscription_id: AtomicU64::new(1000), ..FakePubsubState::default() });
+        let state =
+            Arc::new(FakePubsubState { next_subscription_id: AtomicU64::new(1000), ..FakePubsubState::default() });
         let (push, _) = broadcast::channel(64);
         let (drop_all, _) = broadcast::channel(4);
         let (floods, _) = broadcast::channel(4);
@@ -147,7 +148,11 @@ async fn serve_connection(
     index: usize,
     socket: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
     state: Arc<FakePubsubState>,
-    (mut push, mut drop_all, mut floods): (broadcast::Receiver<String>, broadcast::Receiver<()>, broadcast::Receiver<Flood>),
+    (mut push, mut drop_all, mut floods): (
+        broadcast::Receiver<String>,
+        broadcast::Receiver<()>,
+        broadcast::Receiver<Flood>,
+    ),
 ) {
     let (mut sink, mut stream) = socket.split();
     let mut heartbeat_id: Option<u64> = None;

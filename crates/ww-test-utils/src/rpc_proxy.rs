@@ -182,7 +182,8 @@ async fn forward(State(state): State<ProxyState>, body: axum::body::Bytes) -> Re
     if fault == Some(TransactionFault::Null) {
         return axum::Json(json!({"jsonrpc": "2.0", "id": request["id"].clone(), "result": null})).into_response();
     }
-    let upstream = state.client.post(&state.upstream).header("content-type", "application/json").body(body.to_vec()).send().await;
+    let upstream =
+        state.client.post(&state.upstream).header("content-type", "application/json").body(body.to_vec()).send().await;
     let Ok(upstream) = upstream else {
         return (StatusCode::BAD_GATEWAY, "upstream unreachable").into_response();
     };

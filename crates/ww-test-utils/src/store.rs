@@ -89,25 +89,41 @@ impl Store for FlakyStore {
     fn wallets(&self) -> Result<Vec<WalletRecord>, StoreError> {
         self.inner.wallets()
     }
-    fn set_subscription_status(&self, addresses: &[WalletAddress], status: SubscriptionStatus) -> Result<(), StoreError> {
+    fn set_subscription_status(
+        &self,
+        addresses: &[WalletAddress],
+        status: SubscriptionStatus,
+    ) -> Result<(), StoreError> {
         self.inner.set_subscription_status(addresses, status)
     }
     fn cursor(&self, owner: &WalletAddress, address: &WalletAddress) -> Result<Option<Position>, StoreError> {
         self.inner.cursor(owner, address)
     }
-    fn advance_cursor(&self, owner: &WalletAddress, address: &WalletAddress, from: Option<&Position>, to: &Position) -> Result<(), StoreError> {
+    fn advance_cursor(
+        &self,
+        owner: &WalletAddress,
+        address: &WalletAddress,
+        from: Option<&Position>,
+        to: &Position,
+    ) -> Result<(), StoreError> {
         self.inner.advance_cursor(owner, address, from, to)
     }
     fn record_events(&self, events: &[NewEvent], cursors: &[CursorMove]) -> Result<Vec<RecordOutcome>, StoreError> {
         if Self::take(&self.record_failures_left, &self.record_failures_served) {
-            return Err(StoreError::Write { reason: "disk full: No space left on device (os error 28) (injected)".into() });
+            return Err(StoreError::Write {
+                reason: "disk full: No space left on device (os error 28) (injected)".into(),
+            });
         }
         self.inner.record_events(events, cursors)
     }
     fn is_seen(&self, wallet: &WalletAddress, signature: &Signature) -> Result<bool, StoreError> {
         self.inner.is_seen(wallet, signature)
     }
-    fn known_transactions(&self, wallet: &WalletAddress, signatures: &[Signature]) -> Result<HashMap<Signature, KnownTransaction>, StoreError> {
+    fn known_transactions(
+        &self,
+        wallet: &WalletAddress,
+        signatures: &[Signature],
+    ) -> Result<HashMap<Signature, KnownTransaction>, StoreError> {
         self.inner.known_transactions(wallet, signatures)
     }
     fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
@@ -119,13 +135,24 @@ impl Store for FlakyStore {
     fn outbox_heads(&self, limit: usize) -> Result<Vec<OutboxJob>, StoreError> {
         self.inner.outbox_heads(limit)
     }
-    fn outbox_due_for(&self, destination: &DestinationId, now: UnixMillis, limit: usize) -> Result<Vec<OutboxJob>, StoreError> {
+    fn outbox_due_for(
+        &self,
+        destination: &DestinationId,
+        now: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<OutboxJob>, StoreError> {
         self.inner.outbox_due_for(destination, now, limit)
     }
     fn outbox_complete_many(&self, job_ids: &[u64]) -> Result<(), StoreError> {
         self.inner.outbox_complete_many(job_ids)
     }
-    fn outbox_reschedule(&self, job_id: u64, attempts: u32, next_attempt_at: UnixMillis, error: &str) -> Result<(), StoreError> {
+    fn outbox_reschedule(
+        &self,
+        job_id: u64,
+        attempts: u32,
+        next_attempt_at: UnixMillis,
+        error: &str,
+    ) -> Result<(), StoreError> {
         self.inner.outbox_reschedule(job_id, attempts, next_attempt_at, error)
     }
     fn outbox_bury(&self, job_id: u64, attempts: u32, error: &str, now: UnixMillis) -> Result<(), StoreError> {
@@ -167,7 +194,11 @@ impl Store for FlakyStore {
     fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.inner.put_setting(key, value)
     }
-    fn update_balances(&self, observations: &[BalanceRecord], snapshot_every_ms: i64) -> Result<Vec<BalanceChange>, StoreError> {
+    fn update_balances(
+        &self,
+        observations: &[BalanceRecord],
+        snapshot_every_ms: i64,
+    ) -> Result<Vec<BalanceChange>, StoreError> {
         self.inner.update_balances(observations, snapshot_every_ms)
     }
     fn balances(&self, wallet: Option<&WalletAddress>) -> Result<Vec<BalanceRecord>, StoreError> {
@@ -182,7 +213,12 @@ impl Store for FlakyStore {
     fn runtime_stats(&self) -> Result<Option<RuntimeStats>, StoreError> {
         self.inner.runtime_stats()
     }
-    fn note_unresolved(&self, entry: &UnresolvedTransaction, give_up_after: u32, min_interval_ms: i64) -> Result<UnresolvedTransaction, StoreError> {
+    fn note_unresolved(
+        &self,
+        entry: &UnresolvedTransaction,
+        give_up_after: u32,
+        min_interval_ms: i64,
+    ) -> Result<UnresolvedTransaction, StoreError> {
         self.inner.note_unresolved(entry, give_up_after, min_interval_ms)
     }
     fn unresolved(&self, limit: usize) -> Result<Vec<UnresolvedTransaction>, StoreError> {

@@ -24,7 +24,10 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(data_dir: &Path, rpc_url: &str, ws_url: &str, extra: &[&str]) -> Self {
-        let log = data_dir.join(format!("daemon-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())));
+        let log = data_dir.join(format!(
+            "daemon-{}.log",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+        ));
         let file = std::fs::File::create(&log).expect("log file");
         let child = walletwatch(data_dir)
             .args(extra)
@@ -86,7 +89,8 @@ impl Daemon {
             if let Some(line) = text.lines().find(|line| line.contains(marker))
                 && let Some(start) = line.find("127.0.0.1:")
             {
-                let port: String = line[start + "127.0.0.1:".len()..].chars().take_while(char::is_ascii_digit).collect();
+                let port: String =
+                    line[start + "127.0.0.1:".len()..].chars().take_while(char::is_ascii_digit).collect();
                 return format!("http://127.0.0.1:{port}");
             }
             assert!(Instant::now() < deadline, "the daemon never logged {marker:?}:\n{text}");
@@ -128,7 +132,8 @@ pub fn wait_until(what: &str, data_dir: &Path, mut condition: impl FnMut() -> bo
                     logs.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
                 }
             }
-            let tail: String = logs.lines().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            let tail: String =
+                logs.lines().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
             panic!("timed out waiting for {what}; daemon log tail:\n{tail}");
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -185,7 +190,8 @@ pub fn rpc(url: &str) -> RpcClient {
 
 /// Asserts no (wallet, signature) pair was stored twice; returns the pairs.
 pub fn distinct_pairs(events: &[ActivityEvent]) -> BTreeSet<(WalletAddress, Signature)> {
-    let pairs: Vec<(WalletAddress, Signature)> = events.iter().map(|event| (event.wallet.clone(), event.signature.clone())).collect();
+    let pairs: Vec<(WalletAddress, Signature)> =
+        events.iter().map(|event| (event.wallet.clone(), event.signature.clone())).collect();
     let distinct: BTreeSet<_> = pairs.iter().cloned().collect();
     assert_eq!(distinct.len(), pairs.len(), "an event was stored twice");
     distinct
@@ -228,7 +234,8 @@ pub async fn wait_idle(api: &str) {
             Err(_) => serde_json::Value::Null,
         };
         let work = &ready["work"];
-        let is_idle = work.is_object() && work.as_object().is_some_and(|counters| counters.values().all(|value| value.as_u64() == Some(0)));
+        let is_idle = work.is_object()
+            && work.as_object().is_some_and(|counters| counters.values().all(|value| value.as_u64() == Some(0)));
         idle_polls = if is_idle { idle_polls + 1 } else { 0 };
         if idle_polls >= 2 {
             return;

@@ -49,10 +49,10 @@ use ww_core::store::Store;
 use ww_core::time::UnixMillis;
 use ww_core::wallet::SubscriptionStatus;
 use ww_core::{ActivityEvent, Chain, Origin, Signature, WalletAddress};
+use ww_solana::RpcClient;
 use ww_solana::decode::Provenance;
 use ww_solana::pubsub::{ConnectionConfig, ConnectionState, PubsubEvent, PubsubPool, SubscriptionKey};
 use ww_solana::resolve::TransactionFetcher;
-use ww_solana::RpcClient;
 
 use crate::balances::Schedule;
 use crate::catchup::{CatchUp, HistoryStart, Walk};
@@ -79,10 +79,8 @@ const RECENT_SIGNATURES: usize = 100_000;
 /// How often token accounts are rediscovered for owners whose server refused
 /// `programSubscribe` (new accounts are otherwise seen by that subscription).
 const TOKEN_REDISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
-const TOKEN_PROGRAMS: [(&str, bool); 2] = [
-    (ww_solana::pubsub::protocol::TOKEN_PROGRAM, false),
-    (ww_solana::pubsub::protocol::TOKEN_2022_PROGRAM, true),
-];
+const TOKEN_PROGRAMS: [(&str, bool); 2] =
+    [(ww_solana::pubsub::protocol::TOKEN_PROGRAM, false), (ww_solana::pubsub::protocol::TOKEN_2022_PROGRAM, true)];
 /// Every this many fallback polling rounds, polled wallets get a full history
 /// check too, for activity that leaves balances unchanged (a failed
 /// transaction someone else paid for, a zero-sum token round trip).
@@ -94,7 +92,9 @@ const UNRESOLVED_RETRY_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Metric names emitted by the pipeline.
 pub mod metric_names {
-    pub use crate::recorder::metric_names::{DETECTION_LATENCY_SECONDS, DUPLICATES_DROPPED_TOTAL, EVENTS_PROCESSED_TOTAL};
+    pub use crate::recorder::metric_names::{
+        DETECTION_LATENCY_SECONDS, DUPLICATES_DROPPED_TOTAL, EVENTS_PROCESSED_TOTAL,
+    };
     /// Counter: live transactions that could not be fetched or decoded after
     /// retries (their wallets are gap-filled).
     pub const FETCH_FAILURES_TOTAL: &str = "ww_fetch_failures_total";
@@ -379,8 +379,10 @@ impl Pipeline {
             .filter(|(wallet, (_, added_at))| self.tracked_at.get(*wallet).is_some_and(|known| known != added_at))
             .map(|(wallet, _)| wallet.clone())
             .collect();
-        let mut added: Vec<WalletAddress> = desired.keys().filter(|wallet| !self.tracked.contains(*wallet)).cloned().collect();
-        let mut removed: Vec<WalletAddress> = self.tracked.iter().filter(|wallet| !desired.contains_key(*wallet)).cloned().collect();
+        let mut added: Vec<WalletAddress> =
+            desired.keys().filter(|wallet| !self.tracked.contains(*wallet)).cloned().collect();
+        let mut removed: Vec<WalletAddress> =
+            self.tracked.iter().filter(|wallet| !desired.contains_key(*wallet)).cloned().collect();
         added.extend(retracked.iter().cloned());
         removed.extend(retracked);
         if !removed.is_empty() {
@@ -411,7 +413,9 @@ impl Pipeline {
             self.pool.add(added.iter().flat_map(SubscriptionKey::all_for_wallet)).await;
             let unplaced: Vec<WalletAddress> = added
                 .iter()
-                .filter(|wallet| SubscriptionKey::all_for_wallet(wallet).iter().any(|key| self.pool.unplaced().contains(key)))
+                .filter(|wallet| {
+                    SubscriptionKey::all_for_wallet(wallet).iter().any(|key| self.pool.unplaced().contains(key))
+                })
                 .cloned()
                 .collect();
             self.persist_status(&unplaced, SubscriptionStatus::Failed).await;
@@ -458,7 +462,8 @@ impl Pipeline {
                 let value = result.get("value").unwrap_or(&Value::Null);
                 match &key {
                     SubscriptionKey::Logs(wallet) => {
-                        let Some(signature) = value.get("signature").and_then(Value::as_str).and_then(|text| Signature::parse(text).ok())
+                        let Some(signature) =
+                            value.get("signature").and_then(Value::as_str).and_then(|text| Signature::parse(text).ok())
                         else {
                             warn!(wallet = %wallet, "logs notification without a valid signature");
                             return;
@@ -473,7 +478,11 @@ impl Pipeline {
                         self.schedule_walk(account.clone(), owner.clone(), Origin::Live, Some(received_at));
                     }
                     SubscriptionKey::TokenAccounts { owner, .. } => {
-                        match value.get("pubkey").and_then(Value::as_str).and_then(|text| WalletAddress::parse(text).ok()) {
+                        match value
+                            .get("pubkey")
+                            .and_then(Value::as_str)
+                            .and_then(|text| WalletAddress::parse(text).ok())
+                        {
                             Some(token_account) => {
                                 self.token_accounts.entry(owner.clone()).or_default().insert(token_account.clone());
                                 self.schedule_walk(token_account, owner.clone(), Origin::Live, Some(received_at));
@@ -484,8 +493,11 @@ impl Pipeline {
                 }
             }
             PubsubEvent::State { connection, state, keys, is_resubscribe } => {
-                let wallets: HashSet<WalletAddress> =
-                    keys.iter().map(|key| key.wallet().clone()).filter(|wallet| self.tracked.contains(wallet)).collect();
+                let wallets: HashSet<WalletAddress> = keys
+                    .iter()
+                    .map(|key| key.wallet().clone())
+                    .filter(|wallet| self.tracked.contains(wallet))
+                    .collect();
                 match state {
                     ConnectionState::Connected => {
                         for wallet in &wallets {
@@ -548,9 +560,7 @@ impl Pipeline {
                 .unwrap_or_default();
             let status = if self.polling.contains(wallet) && self.polled_while_down.contains(wallet) {
                 SubscriptionStatus::Polling
-            } else if self.rejected_wallets.contains(wallet)
-                || states.contains(&Some(ConnectionState::Failed))
-            {
+            } else if self.rejected_wallets.contains(wallet) || states.contains(&Some(ConnectionState::Failed)) {
                 SubscriptionStatus::Failed
             } else if states.contains(&Some(ConnectionState::Reconnecting)) {
                 SubscriptionStatus::Reconnecting
@@ -650,9 +660,14 @@ impl Pipeline {
             state.processing_lag_ms = lag_ms;
             state.wallets_catching_up = catching_up;
         });
-        self.stats.rpc_calls = self.rpc.call_counts().into_iter().map(|(method, count)| (method.to_string(), count)).collect();
-        self.stats.wallets_by_tier =
-            self.schedule.tier_counts().iter().map(|(tier, count)| (tier.as_str().to_string(), *count as u64)).collect();
+        self.stats.rpc_calls =
+            self.rpc.call_counts().into_iter().map(|(method, count)| (method.to_string(), count)).collect();
+        self.stats.wallets_by_tier = self
+            .schedule
+            .tier_counts()
+            .iter()
+            .map(|(tier, count)| (tier.as_str().to_string(), *count as u64))
+            .collect();
         let store = Arc::clone(&self.store);
         let stats = self.stats.clone();
         // Best effort and off the loop: a slow disk must not delay events.

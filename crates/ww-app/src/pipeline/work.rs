@@ -57,11 +57,28 @@ pub(super) enum FetchOutcome {
 
 pub(super) enum TaskOutput {
     /// A live transaction fetched and decoded (off the pipeline task, in parallel).
-    Fetched { signature: Signature, outcome: FetchOutcome },
-    Walked { walk: Walk, result: Result<CatchUpReport, CatchUpError> },
-    Discovered { owner: WalletAddress, is_token_2022: bool, result: Result<Vec<WalletAddress>, ww_solana::RpcError> },
-    BalancesRefreshed { wallets: Vec<WalletAddress>, report: RoundReport },
-    RetriedUnresolved { owner: WalletAddress, signature: Signature, result: Result<usize, String> },
+    Fetched {
+        signature: Signature,
+        outcome: FetchOutcome,
+    },
+    Walked {
+        walk: Walk,
+        result: Result<CatchUpReport, CatchUpError>,
+    },
+    Discovered {
+        owner: WalletAddress,
+        is_token_2022: bool,
+        result: Result<Vec<WalletAddress>, ww_solana::RpcError>,
+    },
+    BalancesRefreshed {
+        wallets: Vec<WalletAddress>,
+        report: RoundReport,
+    },
+    RetriedUnresolved {
+        owner: WalletAddress,
+        signature: Signature,
+        result: Result<usize, String>,
+    },
 }
 
 /// Keeps the earliest trigger and the most specific origin of two walks of one address.
@@ -100,7 +117,8 @@ impl Pipeline {
             let reply = fetcher.fetch_shared(&signature).await;
             let outcome = match reply.as_ref() {
                 Err(error) => FetchOutcome::FetchFailed(error.to_string()),
-                Ok(reply) => match decode_transaction(&signature, reply, |wallet| tracked.contains(wallet), provenance) {
+                Ok(reply) => match decode_transaction(&signature, reply, |wallet| tracked.contains(wallet), provenance)
+                {
                     Ok(events) => FetchOutcome::Events(events),
                     Err(error) => FetchOutcome::DecodeFailed(error),
                 },
@@ -147,7 +165,13 @@ impl Pipeline {
 
     /// Queues a walk of `address` (owned by `owner`); a walk already queued
     /// or running for it absorbs the trigger (a running one runs once more).
-    pub(super) fn schedule_walk(&mut self, address: WalletAddress, owner: WalletAddress, origin: Origin, received_at: Option<SystemTime>) {
+    pub(super) fn schedule_walk(
+        &mut self,
+        address: WalletAddress,
+        owner: WalletAddress,
+        origin: Origin,
+        received_at: Option<SystemTime>,
+    ) {
         if !self.tracked.contains(&owner) {
             return;
         }
@@ -255,14 +279,20 @@ impl Pipeline {
             TaskOutput::BalancesRefreshed { wallets, report } => self.handle_balance_round(wallets, report).await,
             TaskOutput::Discovered { owner, is_token_2022, result } => match result {
                 Ok(accounts) => self.handle_discovered(owner, is_token_2022, accounts).await,
-                Err(error) => warn!(wallet = %owner, error = %error, "token account discovery failed; will retry on the next pass"),
+                Err(error) => {
+                    warn!(wallet = %owner, error = %error, "token account discovery failed; will retry on the next pass")
+                }
             },
             TaskOutput::Fetched { signature, outcome } => self.handle_fetched(signature, outcome),
             TaskOutput::RetriedUnresolved { owner, signature, result } => {
                 self.unresolved_retrying.remove(&(owner.clone(), signature.clone()));
                 match result {
-                    Ok(events) => info!(wallet = %owner, signature = %signature, events, "unresolved transaction retried and resolved"),
-                    Err(error) => warn!(wallet = %owner, signature = %signature, error = %error, "retrying an unresolved transaction failed again"),
+                    Ok(events) => {
+                        info!(wallet = %owner, signature = %signature, events, "unresolved transaction retried and resolved")
+                    }
+                    Err(error) => {
+                        warn!(wallet = %owner, signature = %signature, error = %error, "retrying an unresolved transaction failed again")
+                    }
                 }
             }
         }
@@ -283,7 +313,8 @@ impl Pipeline {
             }
             FetchOutcome::DecodeFailed(error) => {
                 metrics::counter!(metric_names::FETCH_FAILURES_TOTAL).increment(1);
-                metrics::counter!(ww_solana::metrics::DECODE_ERRORS_TOTAL, "reason" => error.reason_label()).increment(1);
+                metrics::counter!(ww_solana::metrics::DECODE_ERRORS_TOTAL, "reason" => error.reason_label())
+                    .increment(1);
                 error!(signature = %signature, error = %error, "cannot decode a transaction; its wallets are gap-filled");
                 for wallet in &wallets {
                     self.schedule_gap_fill(wallet);
@@ -403,7 +434,13 @@ impl Pipeline {
         self.stats.last_balance_refresh = Some(finished_at);
         self.health.update(|state| state.last_balance_round = Some(finished_at));
         self.stats.last_balance_round = Some((report.accounts as u64, report.calls as u64));
-        info!(wallets = wallets.len(), accounts = report.accounts, calls = report.calls, changes = report.changes.len(), "balance round");
+        info!(
+            wallets = wallets.len(),
+            accounts = report.accounts,
+            calls = report.calls,
+            changes = report.changes.len(),
+            "balance round"
+        );
         let mut changed: HashSet<WalletAddress> = HashSet::new();
         for change in &report.changes {
             if change.previous.is_some() {
@@ -460,7 +497,8 @@ impl Pipeline {
             return;
         }
         let known = self.token_accounts.entry(owner.clone()).or_default();
-        let new_accounts: Vec<WalletAddress> = accounts.iter().filter(|account| known.insert((*account).clone())).cloned().collect();
+        let new_accounts: Vec<WalletAddress> =
+            accounts.iter().filter(|account| known.insert((*account).clone())).cloned().collect();
         if !new_accounts.is_empty() {
             info!(wallet = %owner, token_accounts = known.len(), token_2022 = is_token_2022, "token accounts discovered");
             if self.caught_up_once.contains(&owner) {
@@ -534,7 +572,8 @@ async fn retry_unresolved(
     let decoded = match reply.as_ref() {
         Ok(reply) => {
             let provenance = Provenance { origin: Origin::Backfill, received_at: SystemTime::now() };
-            decode_transaction(&entry.signature, reply, |wallet| tracked.contains(wallet), provenance).map_err(|error| error.to_string())
+            decode_transaction(&entry.signature, reply, |wallet| tracked.contains(wallet), provenance)
+                .map_err(|error| error.to_string())
         }
         Err(error) => Err(error.to_string()),
     };

@@ -95,7 +95,11 @@ fn failed_transaction_charges_only_the_fee() {
     let payer = &events[0];
     assert_eq!(payer.wallet, address(PAYER));
     assert_eq!(payer.native_delta, -5_000);
-    assert!(matches!(&payer.outcome, TxOutcome::Failed { error } if error.contains("InstructionError")), "{:?}", payer.outcome);
+    assert!(
+        matches!(&payer.outcome, TxOutcome::Failed { error } if error.contains("InstructionError")),
+        "{:?}",
+        payer.outcome
+    );
     assert_eq!(events[1].native_delta, 0, "the recipient of a failed transfer gets nothing");
 }
 

@@ -63,7 +63,10 @@ mod tests {
         for (attempt, expected_secs) in [(1u32, 1.0f64), (2, 2.0), (3, 4.0), (6, 32.0), (7, 60.0), (10, 60.0)] {
             for _ in 0..50 {
                 let delay = policy.delay(attempt).as_secs_f64();
-                assert!(delay >= expected_secs * 0.8 - 1e-9 && delay <= expected_secs * 1.2 + 1e-9, "attempt {attempt}: {delay}");
+                assert!(
+                    delay >= expected_secs * 0.8 - 1e-9 && delay <= expected_secs * 1.2 + 1e-9,
+                    "attempt {attempt}: {delay}"
+                );
             }
         }
         assert!(policy.delay(11).as_secs_f64() >= 96.0);

@@ -245,7 +245,8 @@ pub async fn run_connection(
             // Fail over to the next endpoint every second consecutive failure.
             endpoint_index += 1;
         }
-        let state = if config.backoff.is_failed(failures) { ConnectionState::Failed } else { ConnectionState::Reconnecting };
+        let state =
+            if config.backoff.is_failed(failures) { ConnectionState::Failed } else { ConnectionState::Reconnecting };
         if !send_event(&events, &mut commands, &mut pending_commands, report(state, &desired, false)).await {
             return;
         }
@@ -419,7 +420,12 @@ async fn run_session(
         if is_settled && !has_reported_connected {
             has_reported_connected = true;
             let keys: Vec<SubscriptionKey> = desired.iter().cloned().collect();
-            let event = PubsubEvent::State { connection: index, state: ConnectionState::Connected, keys, is_resubscribe: is_reconnect };
+            let event = PubsubEvent::State {
+                connection: index,
+                state: ConnectionState::Connected,
+                keys,
+                is_resubscribe: is_reconnect,
+            };
             if !send_event(events, commands, pending_commands, event).await {
                 return SessionEnd::Shutdown;
             }

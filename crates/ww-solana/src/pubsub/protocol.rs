@@ -223,7 +223,8 @@ mod tests {
     #[test]
     fn token_subscriptions_filter_by_owner() {
         let owner = WalletAddress::parse(TOKEN_PROGRAM).expect("valid");
-        let params = SubscriptionKey::TokenAccounts { owner: owner.clone(), is_token_2022: false }.params(Commitment::Confirmed);
+        let params =
+            SubscriptionKey::TokenAccounts { owner: owner.clone(), is_token_2022: false }.params(Commitment::Confirmed);
         assert_eq!(params[0], TOKEN_PROGRAM);
         assert_eq!(params[1]["filters"][0]["dataSize"], 165);
         assert_eq!(params[1]["filters"][1]["memcmp"]["bytes"], owner.as_str());

@@ -296,7 +296,11 @@ impl RpcClient {
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let (url, label) = self.endpoint();
         // reqwest quotes the URL in its errors: keys in it must not reach a log.
-        let transport = |source: reqwest::Error| RpcError::Transport { method, endpoint: label.clone(), source: source.without_url() };
+        let transport = |source: reqwest::Error| RpcError::Transport {
+            method,
+            endpoint: label.clone(),
+            source: source.without_url(),
+        };
         let response = self.http.post(url.clone()).json(&body).send().await.map_err(transport)?;
         let status = response.status();
         if !status.is_success() {
@@ -425,9 +429,13 @@ impl RpcClient {
                 None => None,
                 Some(raw) => {
                     use base64::Engine as _;
-                    let data = base64::engine::general_purpose::STANDARD.decode(raw.data.0.as_bytes()).map_err(|error| {
-                        RpcError::Malformed { method: "getMultipleAccounts", reason: format!("account data is not base64: {error}") }
-                    })?;
+                    let data =
+                        base64::engine::general_purpose::STANDARD.decode(raw.data.0.as_bytes()).map_err(|error| {
+                            RpcError::Malformed {
+                                method: "getMultipleAccounts",
+                                reason: format!("account data is not base64: {error}"),
+                            }
+                        })?;
                     Some(AccountInfo { lamports: raw.lamports, owner: raw.owner, data })
                 }
             });
@@ -462,7 +470,11 @@ impl RpcClient {
 
     /// `getTransaction` (jsonParsed, versioned transactions allowed); `None`
     /// when the node does not have it (yet).
-    pub async fn get_transaction(&self, signature: &Signature, commitment: Commitment) -> Result<Option<Value>, RpcError> {
+    pub async fn get_transaction(
+        &self,
+        signature: &Signature,
+        commitment: Commitment,
+    ) -> Result<Option<Value>, RpcError> {
         let commitment = match commitment {
             Commitment::Processed => Commitment::Confirmed,
             other => other,
