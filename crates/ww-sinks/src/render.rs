@@ -22,6 +22,9 @@ use ww_core::event::TxOutcome;
 use ww_core::{StoredEvent, WalletAddress};
 
 /// Symbols of well-known mints; other mints show as a short address.
+/// Longest Telegram message text, in characters (the Bot API's limit).
+pub const TELEGRAM_MAX_MESSAGE_CHARS: usize = 4096;
+
 const KNOWN_MINTS: [(&str, &str); 5] = [
     ("So11111111111111111111111111111111111111112", "SOL"),
     ("EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v", "USDC"),
@@ -247,9 +250,9 @@ impl Alert {
         if let Some(error) = &self.failed {
             let _ = write!(text, "\nError: <code>{}</code>", escape_html(&truncate_chars(error, 300)));
         }
-        if text.chars().count() > crate::telegram::MAX_MESSAGE_CHARS {
+        if text.chars().count() > TELEGRAM_MAX_MESSAGE_CHARS {
             // Only a pathological label or error gets here; fall back to the headline.
-            return escape_html(&truncate_chars(&self.headline(), crate::telegram::MAX_MESSAGE_CHARS));
+            return escape_html(&truncate_chars(&self.headline(), TELEGRAM_MAX_MESSAGE_CHARS));
         }
         text
     }

@@ -15,8 +15,8 @@ use ww_config::alerts::TelegramConfig;
 
 use crate::SinkError;
 
-/// Longest message text.
-pub const MAX_MESSAGE_CHARS: usize = 4096;
+/// Longest message text (defined with the renderer, which keeps to it).
+pub use crate::render::TELEGRAM_MAX_MESSAGE_CHARS as MAX_MESSAGE_CHARS;
 
 /// One incoming message with text.
 #[derive(Debug, Clone, PartialEq, Eq)]

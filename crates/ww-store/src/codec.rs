@@ -1,8 +1,11 @@
 //! Encoding, decoding and error mapping shared by the store and its migrations.
 
+use redb::ReadableTable;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use ww_core::WalletAddress;
 use ww_core::store::StoreError;
+use ww_core::wallet::WalletRecord;
 
 pub(crate) fn backend(error: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(error.to_string())
@@ -59,4 +62,15 @@ pub(crate) fn read_u64(bytes: &[u8]) -> Result<u64, StoreError> {
         reason: format!("expected 8 bytes, found {}", bytes.len()),
     })?;
     Ok(u64::from_le_bytes(array))
+}
+
+/// Reads one wallet record from the `wallets` table of any transaction.
+pub(crate) fn read_wallet(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    address: &WalletAddress,
+) -> Result<Option<WalletRecord>, StoreError> {
+    match table.get(address.as_str()).map_err(storage_error)? {
+        Some(bytes) => decode("wallets", bytes.value()).map(Some),
+        None => Ok(None),
+    }
 }

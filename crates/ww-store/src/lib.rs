@@ -5,9 +5,12 @@
 //! the invariants every backend keeps.
 
 mod codec;
+mod outbox;
 mod redb;
 mod schema;
 mod tables;
+mod tokens;
+mod unresolved;
 
 pub use crate::redb::{RedbStore, STORE_FILE_NAME};
 pub use crate::tables::SCHEMA_VERSION;

@@ -15,7 +15,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _};
+use redb::{Database, ReadableDatabase as _, ReadableTable as _};
 use ww_core::alert::{DestinationId, Subscription};
 use ww_core::balance::{BalanceChange, BalanceRecord};
 use ww_core::store::{
@@ -27,12 +27,12 @@ use ww_core::wallet::{LastTransaction, SubscriptionStatus, TrackOutcome, Untrack
 use ww_core::{EventSeq, Position, Signature, StoredEvent, WalletAddress};
 
 use crate::codec::{
-    commit_error, decode, encode, is_disk_full, read_u64, storage_error, table_error, transaction_error,
+    commit_error, decode, encode, is_disk_full, read_u64, read_wallet, storage_error, table_error, transaction_error,
 };
 use crate::tables::{
-    API_TOKENS, BALANCE_HISTORY, BALANCES, CURSORS, DEAD_LETTERS, EVENT_KEYS, EVENTS, META, META_NEXT_OUTBOX_ID,
-    META_NEXT_SEQ, META_RUNTIME_STATS, META_SCHEMA_VERSION, OUTBOX, OUTBOX_BY_DESTINATION, SCHEMA_VERSION, SETTINGS,
-    SUBSCRIPTIONS, UNRESOLVED, USER_SUBSCRIPTIONS, WALLET_EVENTS, WALLETS,
+    BALANCE_HISTORY, BALANCES, CURSORS, EVENT_KEYS, EVENTS, META, META_NEXT_OUTBOX_ID, META_NEXT_SEQ,
+    META_RUNTIME_STATS, META_SCHEMA_VERSION, OUTBOX, OUTBOX_BY_DESTINATION, SCHEMA_VERSION, SETTINGS, SUBSCRIPTIONS,
+    UNRESOLVED, USER_SUBSCRIPTIONS, WALLET_EVENTS, WALLETS,
 };
 
 /// The store file's name inside the data directory.
@@ -154,16 +154,6 @@ impl RedbStore {
         self.migrated_from
     }
 
-    fn read_wallet(
-        table: &impl redb::ReadableTable<&'static str, &'static [u8]>,
-        address: &WalletAddress,
-    ) -> Result<Option<WalletRecord>, StoreError> {
-        match table.get(address.as_str()).map_err(storage_error)? {
-            Some(bytes) => decode("wallets", bytes.value()).map(Some),
-            None => Ok(None),
-        }
-    }
-
     fn read_counter(meta: &redb::Table<&'static str, &'static [u8]>, key: &'static str) -> Result<u64, StoreError> {
         match meta.get(key).map_err(storage_error)? {
             Some(value) => read_u64(value.value()),
@@ -177,7 +167,7 @@ impl Store for RedbStore {
         let write = self.database.begin_write().map_err(transaction_error)?;
         let outcome = {
             let mut wallets = write.open_table(WALLETS).map_err(table_error)?;
-            let existing = Self::read_wallet(&wallets, &request.address)?;
+            let existing = read_wallet(&wallets, &request.address)?;
             if let Some(limit) = request.max_wallets
                 && !existing.as_ref().is_some_and(|record| record.tracking_users.contains(&request.user))
             {
@@ -255,7 +245,7 @@ impl Store for RedbStore {
         let write = self.database.begin_write().map_err(transaction_error)?;
         let outcome = {
             let mut wallets = write.open_table(WALLETS).map_err(table_error)?;
-            match Self::read_wallet(&wallets, address)? {
+            match read_wallet(&wallets, address)? {
                 None => UntrackOutcome::NotTracked,
                 Some(mut record) => {
                     write
@@ -291,7 +281,7 @@ impl Store for RedbStore {
     fn wallet(&self, address: &WalletAddress) -> Result<Option<WalletRecord>, StoreError> {
         let read = self.database.begin_read().map_err(transaction_error)?;
         let wallets = read.open_table(WALLETS).map_err(table_error)?;
-        Self::read_wallet(&wallets, address)
+        read_wallet(&wallets, address)
     }
 
     fn wallets(&self) -> Result<Vec<WalletRecord>, StoreError> {
@@ -314,7 +304,7 @@ impl Store for RedbStore {
         {
             let mut wallets = write.open_table(WALLETS).map_err(table_error)?;
             for address in addresses {
-                let Some(mut record) = Self::read_wallet(&wallets, address)? else { continue };
+                let Some(mut record) = read_wallet(&wallets, address)? else { continue };
                 if record.subscription_status != status {
                     record.subscription_status = status;
                     wallets.insert(address.as_str(), encode(&record)?.as_slice()).map_err(storage_error)?;
@@ -379,7 +369,7 @@ impl Store for RedbStore {
                 let record = match touched_wallets.entry(event.wallet.clone()) {
                     std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
                     std::collections::hash_map::Entry::Vacant(entry) => {
-                        entry.insert(Self::read_wallet(&wallets, &event.wallet)?)
+                        entry.insert(read_wallet(&wallets, &event.wallet)?)
                     }
                 };
                 let Some(record) = record else {
@@ -526,27 +516,7 @@ impl Store for RedbStore {
     }
 
     fn outbox_heads(&self, limit: usize) -> Result<Vec<OutboxJob>, StoreError> {
-        let read = self.database.begin_read().map_err(transaction_error)?;
-        let outbox = read.open_table(OUTBOX).map_err(table_error)?;
-        let by_destination = read.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
-        let mut heads = Vec::new();
-        let mut next_destination = String::new();
-        // One seek per destination: after a destination's first job, jump
-        // past all of its jobs to the next destination's first.
-        while heads.len() < limit {
-            let Some(entry) = by_destination.range((next_destination.as_str(), 0)..).map_err(storage_error)?.next()
-            else {
-                break;
-            };
-            let (key, _) = entry.map_err(storage_error)?;
-            let (destination, job_id) = key.value();
-            if let Some(bytes) = outbox.get(job_id).map_err(storage_error)? {
-                heads.push(decode("outbox", bytes.value())?);
-            }
-            // The smallest string greater than every key of this destination.
-            next_destination = format!("{destination}\u{0}");
-        }
-        Ok(heads)
+        crate::outbox::outbox_heads(&self.database, limit)
     }
 
     fn outbox_due_for(
@@ -555,47 +525,15 @@ impl Store for RedbStore {
         now: UnixMillis,
         limit: usize,
     ) -> Result<Vec<OutboxJob>, StoreError> {
-        let read = self.database.begin_read().map_err(transaction_error)?;
-        let outbox = read.open_table(OUTBOX).map_err(table_error)?;
-        let by_destination = read.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
-        let name = destination.to_string();
-        let mut jobs = Vec::new();
-        for entry in by_destination.range((name.as_str(), 0)..=(name.as_str(), u64::MAX)).map_err(storage_error)? {
-            if jobs.len() >= limit {
-                break;
-            }
-            let (key, _) = entry.map_err(storage_error)?;
-            let Some(bytes) = outbox.get(key.value().1).map_err(storage_error)? else { continue };
-            let job: OutboxJob = decode("outbox", bytes.value())?;
-            if job.next_attempt_at > now {
-                break;
-            }
-            jobs.push(job);
-        }
-        Ok(jobs)
+        crate::outbox::outbox_due_for(&self.database, destination, now, limit)
     }
 
     fn outbox_complete_many(&self, job_ids: &[u64]) -> Result<(), StoreError> {
-        let write = self.database.begin_write().map_err(transaction_error)?;
-        {
-            let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
-            let mut by_destination = write.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
-            for job_id in job_ids {
-                let removed: Option<OutboxJob> = match outbox.remove(*job_id).map_err(storage_error)? {
-                    Some(bytes) => Some(decode("outbox", bytes.value())?),
-                    None => None,
-                };
-                if let Some(job) = removed {
-                    by_destination.remove((job.destination.to_string().as_str(), job.id)).map_err(storage_error)?;
-                }
-            }
-        }
-        write.commit().map_err(commit_error)
+        crate::outbox::outbox_complete_many(&self.database, job_ids)
     }
 
     fn outbox_depth(&self) -> Result<u64, StoreError> {
-        let read = self.database.begin_read().map_err(transaction_error)?;
-        read.open_table(OUTBOX).map_err(table_error)?.len().map_err(storage_error)
+        crate::outbox::outbox_depth(&self.database)
     }
 
     fn outbox_reschedule(
@@ -605,142 +543,31 @@ impl Store for RedbStore {
         next_attempt_at: UnixMillis,
         error: &str,
     ) -> Result<(), StoreError> {
-        let write = self.database.begin_write().map_err(transaction_error)?;
-        {
-            let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
-            let job: Option<OutboxJob> = match outbox.get(job_id).map_err(storage_error)? {
-                Some(bytes) => Some(decode("outbox", bytes.value())?),
-                None => None,
-            };
-            // A job dropped meanwhile (`outbox drop`) stays dropped.
-            if let Some(mut job) = job {
-                job.attempts = attempts;
-                job.next_attempt_at = next_attempt_at;
-                job.last_error = Some(error.to_string());
-                outbox.insert(job_id, encode(&job)?.as_slice()).map_err(storage_error)?;
-            }
-        }
-        write.commit().map_err(commit_error)
+        crate::outbox::outbox_reschedule(&self.database, job_id, attempts, next_attempt_at, error)
     }
 
     fn outbox_bury(&self, job_id: u64, attempts: u32, error: &str, now: UnixMillis) -> Result<(), StoreError> {
-        let write = self.database.begin_write().map_err(transaction_error)?;
-        {
-            let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
-            let job: Option<OutboxJob> = match outbox.remove(job_id).map_err(storage_error)? {
-                Some(bytes) => Some(decode("outbox", bytes.value())?),
-                None => None,
-            };
-            if let Some(mut job) = job {
-                write
-                    .open_table(OUTBOX_BY_DESTINATION)
-                    .map_err(table_error)?
-                    .remove((job.destination.to_string().as_str(), job.id))
-                    .map_err(storage_error)?;
-                job.attempts = attempts;
-                job.last_error = Some(error.to_string());
-                let letter = DeadLetter { job, died_at: now };
-                write
-                    .open_table(DEAD_LETTERS)
-                    .map_err(table_error)?
-                    .insert(job_id, encode(&letter)?.as_slice())
-                    .map_err(storage_error)?;
-            }
-        }
-        write.commit().map_err(commit_error)
+        crate::outbox::outbox_bury(&self.database, job_id, attempts, error, now)
     }
 
     fn outbox_jobs(&self, limit: usize) -> Result<Vec<OutboxJob>, StoreError> {
-        let read = self.database.begin_read().map_err(transaction_error)?;
-        let outbox = read.open_table(OUTBOX).map_err(table_error)?;
-        let mut jobs = Vec::new();
-        for entry in outbox.iter().map_err(storage_error)?.take(limit) {
-            let (_, value) = entry.map_err(storage_error)?;
-            jobs.push(decode("outbox", value.value())?);
-        }
-        Ok(jobs)
+        crate::outbox::outbox_jobs(&self.database, limit)
     }
 
     fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        let read = self.database.begin_read().map_err(transaction_error)?;
-        let dead = read.open_table(DEAD_LETTERS).map_err(table_error)?;
-        let mut letters = Vec::new();
-        for entry in dead.iter().map_err(storage_error)?.take(limit) {
-            let (_, value) = entry.map_err(storage_error)?;
-            letters.push(decode("dead_letters", value.value())?);
-        }
-        Ok(letters)
+        crate::outbox::dead_letters(&self.database, limit)
     }
 
     fn retry_dead_letters(&self, selection: &JobSelection, now: UnixMillis) -> Result<u64, StoreError> {
-        let write = self.database.begin_write().map_err(transaction_error)?;
-        let mut moved = 0u64;
-        {
-            let mut dead = write.open_table(DEAD_LETTERS).map_err(table_error)?;
-            let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
-            let mut by_destination = write.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
-            let mut selected: Vec<DeadLetter> = Vec::new();
-            for entry in dead.iter().map_err(storage_error)? {
-                let (_, value) = entry.map_err(storage_error)?;
-                let letter: DeadLetter = decode("dead_letters", value.value())?;
-                if selection.matches(&letter.job) {
-                    selected.push(letter);
-                }
-            }
-            for letter in selected {
-                let mut job = letter.job;
-                dead.remove(job.id).map_err(storage_error)?;
-                job.attempts = 0;
-                job.next_attempt_at = now;
-                outbox.insert(job.id, encode(&job)?.as_slice()).map_err(storage_error)?;
-                by_destination.insert((job.destination.to_string().as_str(), job.id), ()).map_err(storage_error)?;
-                moved += 1;
-            }
-        }
-        write.commit().map_err(commit_error)?;
-        Ok(moved)
+        crate::outbox::retry_dead_letters(&self.database, selection, now)
     }
 
     fn drop_jobs(&self, selection: &JobSelection) -> Result<u64, StoreError> {
-        let write = self.database.begin_write().map_err(transaction_error)?;
-        let mut dropped = 0u64;
-        {
-            let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
-            let mut by_destination = write.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
-            let mut selected = Vec::new();
-            for entry in outbox.iter().map_err(storage_error)? {
-                let (_, value) = entry.map_err(storage_error)?;
-                let job: OutboxJob = decode("outbox", value.value())?;
-                if selection.matches(&job) {
-                    selected.push(job);
-                }
-            }
-            for job in selected {
-                outbox.remove(job.id).map_err(storage_error)?;
-                by_destination.remove((job.destination.to_string().as_str(), job.id)).map_err(storage_error)?;
-                dropped += 1;
-            }
-            let mut dead = write.open_table(DEAD_LETTERS).map_err(table_error)?;
-            let mut ids = Vec::new();
-            for entry in dead.iter().map_err(storage_error)? {
-                let (key, value) = entry.map_err(storage_error)?;
-                let letter: DeadLetter = decode("dead_letters", value.value())?;
-                if selection.matches(&letter.job) {
-                    ids.push(key.value());
-                }
-            }
-            for id in ids {
-                dead.remove(id).map_err(storage_error)?;
-                dropped += 1;
-            }
-        }
-        write.commit().map_err(commit_error)?;
-        Ok(dropped)
+        crate::outbox::drop_jobs(&self.database, selection)
     }
 
     fn dead_letter_count(&self) -> Result<u64, StoreError> {
-        let read = self.database.begin_read().map_err(transaction_error)?;
-        read.open_table(DEAD_LETTERS).map_err(table_error)?.len().map_err(storage_error)
+        crate::outbox::dead_letter_count(&self.database)
     }
 
     fn event(&self, seq: EventSeq) -> Result<Option<StoredEvent>, StoreError> {
@@ -878,137 +705,35 @@ impl Store for RedbStore {
         give_up_after: u32,
         min_interval_ms: i64,
     ) -> Result<UnresolvedTransaction, StoreError> {
-        let write = self.database.begin_write().map_err(transaction_error)?;
-        let stored = {
-            if Self::read_wallet(&write.open_table(WALLETS).map_err(table_error)?, &entry.owner)?.is_none() {
-                return Ok(entry.clone());
-            }
-            let mut unresolved = write.open_table(UNRESOLVED).map_err(table_error)?;
-            let key = (entry.owner.as_str(), entry.signature.as_str());
-            let previous: Option<UnresolvedTransaction> = match unresolved.get(key).map_err(storage_error)? {
-                Some(bytes) => Some(decode("unresolved", bytes.value())?),
-                None => None,
-            };
-            let mut stored = match previous {
-                Some(mut previous) => {
-                    if entry.last_failed_at.0 - previous.last_failed_at.0 >= min_interval_ms {
-                        previous.attempts = previous.attempts.saturating_add(1);
-                        previous.last_failed_at = entry.last_failed_at;
-                    }
-                    previous.reason.clone_from(&entry.reason);
-                    previous
-                }
-                None => entry.clone(),
-            };
-            stored.is_retry_requested = false;
-            stored.is_given_up = stored.is_given_up || stored.attempts >= give_up_after;
-            unresolved.insert(key, encode(&stored)?.as_slice()).map_err(storage_error)?;
-            stored
-        };
-        write.commit().map_err(commit_error)?;
-        Ok(stored)
+        crate::unresolved::note_unresolved(&self.database, entry, give_up_after, min_interval_ms)
     }
 
     fn unresolved(&self, limit: usize) -> Result<Vec<UnresolvedTransaction>, StoreError> {
-        let read = self.database.begin_read().map_err(transaction_error)?;
-        let unresolved = read.open_table(UNRESOLVED).map_err(table_error)?;
-        let mut entries = Vec::new();
-        for entry in unresolved.iter().map_err(storage_error)?.take(limit) {
-            let (_, value) = entry.map_err(storage_error)?;
-            entries.push(decode("unresolved", value.value())?);
-        }
-        Ok(entries)
+        crate::unresolved::unresolved(&self.database, limit)
     }
 
     fn request_unresolved_retry(&self, signatures: Option<&[Signature]>) -> Result<u64, StoreError> {
-        let write = self.database.begin_write().map_err(transaction_error)?;
-        let mut requested = 0u64;
-        {
-            let mut unresolved = write.open_table(UNRESOLVED).map_err(table_error)?;
-            let mut selected: Vec<UnresolvedTransaction> = Vec::new();
-            for entry in unresolved.iter().map_err(storage_error)? {
-                let (_, value) = entry.map_err(storage_error)?;
-                let entry: UnresolvedTransaction = decode("unresolved", value.value())?;
-                if signatures.is_none_or(|signatures| signatures.contains(&entry.signature)) {
-                    selected.push(entry);
-                }
-            }
-            for mut entry in selected {
-                entry.is_retry_requested = true;
-                unresolved
-                    .insert((entry.owner.as_str(), entry.signature.as_str()), encode(&entry)?.as_slice())
-                    .map_err(storage_error)?;
-                requested += 1;
-            }
-        }
-        write.commit().map_err(commit_error)?;
-        Ok(requested)
+        crate::unresolved::request_unresolved_retry(&self.database, signatures)
     }
 
     fn clear_unresolved(&self, owner: &WalletAddress, signature: &Signature) -> Result<(), StoreError> {
-        let write = self.database.begin_write().map_err(transaction_error)?;
-        write
-            .open_table(UNRESOLVED)
-            .map_err(table_error)?
-            .remove((owner.as_str(), signature.as_str()))
-            .map_err(storage_error)?;
-        write.commit().map_err(commit_error)
+        crate::unresolved::clear_unresolved(&self.database, owner, signature)
     }
 
     fn save_api_token(&self, token: &ApiToken) -> Result<(), StoreError> {
-        let write = self.database.begin_write().map_err(transaction_error)?;
-        write
-            .open_table(API_TOKENS)
-            .map_err(table_error)?
-            .insert(token.hash.as_str(), encode(token)?.as_slice())
-            .map_err(storage_error)?;
-        write.commit().map_err(commit_error)
+        crate::tokens::save_api_token(&self.database, token)
     }
 
     fn api_token(&self, hash: &str) -> Result<Option<ApiToken>, StoreError> {
-        let read = self.database.begin_read().map_err(transaction_error)?;
-        let tokens = read.open_table(API_TOKENS).map_err(table_error)?;
-        match tokens.get(hash).map_err(storage_error)? {
-            Some(bytes) => decode("api_tokens", bytes.value()).map(Some),
-            None => Ok(None),
-        }
+        crate::tokens::api_token(&self.database, hash)
     }
 
     fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
-        let read = self.database.begin_read().map_err(transaction_error)?;
-        let tokens = read.open_table(API_TOKENS).map_err(table_error)?;
-        let mut found = Vec::new();
-        for entry in tokens.iter().map_err(storage_error)? {
-            let (_, value) = entry.map_err(storage_error)?;
-            found.push(decode("api_tokens", value.value())?);
-        }
-        Ok(found)
+        crate::tokens::api_tokens(&self.database)
     }
 
     fn revoke_api_tokens(&self, selection: &TokenSelection) -> Result<u64, StoreError> {
-        let write = self.database.begin_write().map_err(transaction_error)?;
-        let mut revoked = 0u64;
-        {
-            let mut tokens = write.open_table(API_TOKENS).map_err(table_error)?;
-            let mut selected: Vec<String> = Vec::new();
-            for entry in tokens.iter().map_err(storage_error)? {
-                let (_, value) = entry.map_err(storage_error)?;
-                let token: ApiToken = decode("api_tokens", value.value())?;
-                let is_selected = match selection {
-                    TokenSelection::Ids(ids) => ids.iter().any(|id| id == token.id()),
-                    TokenSelection::User(user) => &token.user == user,
-                };
-                if is_selected {
-                    selected.push(token.hash);
-                }
-            }
-            for hash in selected {
-                tokens.remove(hash.as_str()).map_err(storage_error)?;
-                revoked += 1;
-            }
-        }
-        write.commit().map_err(commit_error)?;
-        Ok(revoked)
+        crate::tokens::revoke_api_tokens(&self.database, selection)
     }
 
     fn balance_history(&self, address: &WalletAddress, limit: usize) -> Result<Vec<BalanceRecord>, StoreError> {

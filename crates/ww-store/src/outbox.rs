@@ -1,0 +1,238 @@
+//! The delivery outbox and its dead letters in the embedded store: jobs
+//! keyed by id with an index by (destination, id), so each destination's
+//! lane reads only its own jobs, in order.
+
+use redb::{Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _};
+use ww_core::alert::DestinationId;
+use ww_core::store::{DeadLetter, JobSelection, OutboxJob, StoreError};
+use ww_core::time::UnixMillis;
+
+use crate::codec::{commit_error, decode, encode, storage_error, table_error, transaction_error};
+use crate::tables::{DEAD_LETTERS, OUTBOX, OUTBOX_BY_DESTINATION};
+
+pub(crate) fn outbox_heads(database: &Database, limit: usize) -> Result<Vec<OutboxJob>, StoreError> {
+    let read = database.begin_read().map_err(transaction_error)?;
+    let outbox = read.open_table(OUTBOX).map_err(table_error)?;
+    let by_destination = read.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
+    let mut heads = Vec::new();
+    let mut next_destination = String::new();
+    // One seek per destination: after a destination's first job, jump
+    // past all of its jobs to the next destination's first.
+    while heads.len() < limit {
+        let Some(entry) = by_destination.range((next_destination.as_str(), 0)..).map_err(storage_error)?.next() else {
+            break;
+        };
+        let (key, _) = entry.map_err(storage_error)?;
+        let (destination, job_id) = key.value();
+        if let Some(bytes) = outbox.get(job_id).map_err(storage_error)? {
+            heads.push(decode("outbox", bytes.value())?);
+        }
+        // The smallest string greater than every key of this destination.
+        next_destination = format!("{destination}\u{0}");
+    }
+    Ok(heads)
+}
+
+pub(crate) fn outbox_due_for(
+    database: &Database,
+    destination: &DestinationId,
+    now: UnixMillis,
+    limit: usize,
+) -> Result<Vec<OutboxJob>, StoreError> {
+    let read = database.begin_read().map_err(transaction_error)?;
+    let outbox = read.open_table(OUTBOX).map_err(table_error)?;
+    let by_destination = read.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
+    let name = destination.to_string();
+    let mut jobs = Vec::new();
+    for entry in by_destination.range((name.as_str(), 0)..=(name.as_str(), u64::MAX)).map_err(storage_error)? {
+        if jobs.len() >= limit {
+            break;
+        }
+        let (key, _) = entry.map_err(storage_error)?;
+        let Some(bytes) = outbox.get(key.value().1).map_err(storage_error)? else { continue };
+        let job: OutboxJob = decode("outbox", bytes.value())?;
+        if job.next_attempt_at > now {
+            break;
+        }
+        jobs.push(job);
+    }
+    Ok(jobs)
+}
+
+pub(crate) fn outbox_complete_many(database: &Database, job_ids: &[u64]) -> Result<(), StoreError> {
+    let write = database.begin_write().map_err(transaction_error)?;
+    {
+        let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
+        let mut by_destination = write.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
+        for job_id in job_ids {
+            let removed: Option<OutboxJob> = match outbox.remove(*job_id).map_err(storage_error)? {
+                Some(bytes) => Some(decode("outbox", bytes.value())?),
+                None => None,
+            };
+            if let Some(job) = removed {
+                by_destination.remove((job.destination.to_string().as_str(), job.id)).map_err(storage_error)?;
+            }
+        }
+    }
+    write.commit().map_err(commit_error)
+}
+
+pub(crate) fn outbox_depth(database: &Database) -> Result<u64, StoreError> {
+    let read = database.begin_read().map_err(transaction_error)?;
+    read.open_table(OUTBOX).map_err(table_error)?.len().map_err(storage_error)
+}
+
+pub(crate) fn outbox_reschedule(
+    database: &Database,
+    job_id: u64,
+    attempts: u32,
+    next_attempt_at: UnixMillis,
+    error: &str,
+) -> Result<(), StoreError> {
+    let write = database.begin_write().map_err(transaction_error)?;
+    {
+        let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
+        let job: Option<OutboxJob> = match outbox.get(job_id).map_err(storage_error)? {
+            Some(bytes) => Some(decode("outbox", bytes.value())?),
+            None => None,
+        };
+        // A job dropped meanwhile (`outbox drop`) stays dropped.
+        if let Some(mut job) = job {
+            job.attempts = attempts;
+            job.next_attempt_at = next_attempt_at;
+            job.last_error = Some(error.to_string());
+            outbox.insert(job_id, encode(&job)?.as_slice()).map_err(storage_error)?;
+        }
+    }
+    write.commit().map_err(commit_error)
+}
+
+pub(crate) fn outbox_bury(
+    database: &Database,
+    job_id: u64,
+    attempts: u32,
+    error: &str,
+    now: UnixMillis,
+) -> Result<(), StoreError> {
+    let write = database.begin_write().map_err(transaction_error)?;
+    {
+        let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
+        let job: Option<OutboxJob> = match outbox.remove(job_id).map_err(storage_error)? {
+            Some(bytes) => Some(decode("outbox", bytes.value())?),
+            None => None,
+        };
+        if let Some(mut job) = job {
+            write
+                .open_table(OUTBOX_BY_DESTINATION)
+                .map_err(table_error)?
+                .remove((job.destination.to_string().as_str(), job.id))
+                .map_err(storage_error)?;
+            job.attempts = attempts;
+            job.last_error = Some(error.to_string());
+            let letter = DeadLetter { job, died_at: now };
+            write
+                .open_table(DEAD_LETTERS)
+                .map_err(table_error)?
+                .insert(job_id, encode(&letter)?.as_slice())
+                .map_err(storage_error)?;
+        }
+    }
+    write.commit().map_err(commit_error)
+}
+
+pub(crate) fn outbox_jobs(database: &Database, limit: usize) -> Result<Vec<OutboxJob>, StoreError> {
+    let read = database.begin_read().map_err(transaction_error)?;
+    let outbox = read.open_table(OUTBOX).map_err(table_error)?;
+    let mut jobs = Vec::new();
+    for entry in outbox.iter().map_err(storage_error)?.take(limit) {
+        let (_, value) = entry.map_err(storage_error)?;
+        jobs.push(decode("outbox", value.value())?);
+    }
+    Ok(jobs)
+}
+
+pub(crate) fn dead_letters(database: &Database, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+    let read = database.begin_read().map_err(transaction_error)?;
+    let dead = read.open_table(DEAD_LETTERS).map_err(table_error)?;
+    let mut letters = Vec::new();
+    for entry in dead.iter().map_err(storage_error)?.take(limit) {
+        let (_, value) = entry.map_err(storage_error)?;
+        letters.push(decode("dead_letters", value.value())?);
+    }
+    Ok(letters)
+}
+
+pub(crate) fn retry_dead_letters(
+    database: &Database,
+    selection: &JobSelection,
+    now: UnixMillis,
+) -> Result<u64, StoreError> {
+    let write = database.begin_write().map_err(transaction_error)?;
+    let mut moved = 0u64;
+    {
+        let mut dead = write.open_table(DEAD_LETTERS).map_err(table_error)?;
+        let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
+        let mut by_destination = write.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
+        let mut selected: Vec<DeadLetter> = Vec::new();
+        for entry in dead.iter().map_err(storage_error)? {
+            let (_, value) = entry.map_err(storage_error)?;
+            let letter: DeadLetter = decode("dead_letters", value.value())?;
+            if selection.matches(&letter.job) {
+                selected.push(letter);
+            }
+        }
+        for letter in selected {
+            let mut job = letter.job;
+            dead.remove(job.id).map_err(storage_error)?;
+            job.attempts = 0;
+            job.next_attempt_at = now;
+            outbox.insert(job.id, encode(&job)?.as_slice()).map_err(storage_error)?;
+            by_destination.insert((job.destination.to_string().as_str(), job.id), ()).map_err(storage_error)?;
+            moved += 1;
+        }
+    }
+    write.commit().map_err(commit_error)?;
+    Ok(moved)
+}
+
+pub(crate) fn drop_jobs(database: &Database, selection: &JobSelection) -> Result<u64, StoreError> {
+    let write = database.begin_write().map_err(transaction_error)?;
+    let mut dropped = 0u64;
+    {
+        let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
+        let mut by_destination = write.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
+        let mut selected = Vec::new();
+        for entry in outbox.iter().map_err(storage_error)? {
+            let (_, value) = entry.map_err(storage_error)?;
+            let job: OutboxJob = decode("outbox", value.value())?;
+            if selection.matches(&job) {
+                selected.push(job);
+            }
+        }
+        for job in selected {
+            outbox.remove(job.id).map_err(storage_error)?;
+            by_destination.remove((job.destination.to_string().as_str(), job.id)).map_err(storage_error)?;
+            dropped += 1;
+        }
+        let mut dead = write.open_table(DEAD_LETTERS).map_err(table_error)?;
+        let mut ids = Vec::new();
+        for entry in dead.iter().map_err(storage_error)? {
+            let (key, value) = entry.map_err(storage_error)?;
+            let letter: DeadLetter = decode("dead_letters", value.value())?;
+            if selection.matches(&letter.job) {
+                ids.push(key.value());
+            }
+        }
+        for id in ids {
+            dead.remove(id).map_err(storage_error)?;
+            dropped += 1;
+        }
+    }
+    write.commit().map_err(commit_error)?;
+    Ok(dropped)
+}
+
+pub(crate) fn dead_letter_count(database: &Database) -> Result<u64, StoreError> {
+    let read = database.begin_read().map_err(transaction_error)?;
+    read.open_table(DEAD_LETTERS).map_err(table_error)?.len().map_err(storage_error)
+}
