@@ -20,7 +20,6 @@ use ww_config::Config;
 use ww_core::WalletAddress;
 use ww_core::store::{EventQuery, Store};
 use ww_core::wallet::{TrackOutcome, UntrackOutcome};
-use ww_store::RedbStore;
 
 use crate::cli::{
     BenchCommand, Cli, Command, DiscordCommand, FilterArgs, OutboxCommand, TelegramCommand, TokenCommand,
@@ -108,8 +107,8 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
     ww_config::load(path, &env).map_err(|error| Failure::Usage(anyhow!(error)))
 }
 
-fn open_store(config: &Config) -> Result<Arc<RedbStore>, Failure> {
-    RedbStore::open_in_dir(&config.data_dir).map(Arc::new).map_err(|error| Failure::Runtime(error.into()))
+fn open_store(config: &Config) -> Result<Arc<dyn Store>, Failure> {
+    ww_app::open_store(&config.store).map_err(|error| Failure::Runtime(error.into()))
 }
 
 pub(crate) async fn dispatch(cli: Cli) -> CommandResult {

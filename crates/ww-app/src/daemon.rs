@@ -55,7 +55,7 @@ pub async fn run(
         wallets = wallets.len(),
         endpoints = config.solana.endpoints.len(),
         commitment = %config.solana.commitment,
-        data_dir = %config.data_dir.display(),
+        store = %config.store,
         "walletwatch started"
     );
     if wallets.is_empty() {

@@ -25,6 +25,15 @@ pub mod wallets;
 
 pub use error::AppError;
 
+/// Opens the store the configuration selects (`[store] url`).
+pub fn open_store(
+    location: &ww_config::StoreLocation,
+) -> Result<std::sync::Arc<dyn ww_core::store::Store>, ww_core::store::StoreError> {
+    match location {
+        ww_config::StoreLocation::Redb { dir } => Ok(std::sync::Arc::new(ww_store::RedbStore::open_in_dir(dir)?)),
+    }
+}
+
 /// Metric names of alert routing and delivery.
 pub mod metric_names {
     /// Counter: subscription filter decisions. Labels: `decision` (deliver, muted, failed, below_thresholds).

@@ -216,7 +216,9 @@ pub struct Config {
     pub solana: SolanaConfig,
     /// Listeners.
     pub server: ServerConfig,
-    /// Redis URL, when several instances share fan-out.
+    /// Where the store is.
+    pub store: StoreLocation,
+    /// Redis URL (reserved for running several instances; unused by this version).
     pub redis_url: Option<RedactedUrl>,
     /// Limits on chat users.
     pub chat: ChatConfig,
@@ -287,6 +289,9 @@ fn apply_env_overrides(raw: &mut RawConfig, env: &HashMap<String, String>) -> Ve
     if let Some(value) = get("SOLANA_WS_URL") {
         raw.solana.ws_url = value;
     }
+    if let Some(value) = get("WALLETWATCH_STORE_URL") {
+        raw.store.url = Some(value);
+    }
     if let Some(value) = get("REDIS_URL") {
         raw.redis.url = Some(value);
     }
@@ -336,6 +341,59 @@ fn parse_url(field: &str, text: &str, schemes: &[&str], errors: &mut Vec<String>
         }
         Err(error) => {
             errors.push(format!("{field}: not a URL ({error})"));
+            None
+        }
+    }
+}
+
+/// Where walletwatch keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum StoreLocation {
+    /// The embedded store: one redb file, `walletwatch.redb`, in `dir`.
+    Redb {
+        /// Its directory.
+        dir: PathBuf,
+    },
+}
+
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Redb { dir } => write!(f, "redb:{}", dir.display()),
+        }
+    }
+}
+
+/// Parses `[store] url`: `redb:DIR` is the embedded store; a scheme of a
+/// store this version does not have is refused by name, without echoing the
+/// rest of the URL (it may hold a password).
+fn parse_store_url(text: &str, errors: &mut Vec<String>) -> Option<StoreLocation> {
+    let text = text.trim();
+    let (scheme, rest) = match text.split_once(':') {
+        Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
+        None => {
+            errors.push("store.url: expected SCHEME:LOCATION, e.g. redb:./data".to_string());
+            return None;
+        }
+    };
+    match scheme.as_str() {
+        "redb" => {
+            let dir = rest.strip_prefix("//").unwrap_or(rest);
+            if dir.trim().is_empty() {
+                errors.push("store.url: redb: needs a directory, e.g. redb:./data".to_string());
+                return None;
+            }
+            Some(StoreLocation::Redb { dir: PathBuf::from(dir) })
+        }
+        "postgres" | "postgresql" => {
+            errors.push(format!(
+                "store.url: {scheme}: the PostgreSQL store is not available in this version; use redb:DIR (the default)"
+            ));
+            None
+        }
+        _ => {
+            errors.push(format!("store.url: unknown store scheme {scheme:?}: use redb:DIR"));
             None
         }
     }
@@ -462,6 +520,13 @@ impl Config {
         }
         let redis_url =
             raw.redis.url.as_deref().and_then(|text| parse_url("redis.url", text, &["redis", "rediss"], &mut errors));
+        if let Some(url) = &redis_url {
+            warnings.push(format!("redis.url ({url}) is set but this version runs a single instance: it is not used"));
+        }
+        let store = match raw.store.url.as_deref() {
+            None => Some(StoreLocation::Redb { dir: PathBuf::from(&raw.data_dir) }),
+            Some(text) => parse_store_url(text, &mut errors),
+        };
         let sections = alerts::validate(
             raw.alerts,
             raw.prices,
@@ -506,6 +571,7 @@ impl Config {
                 request_header_timeout: Duration::from_secs(header_secs),
                 request_timeout: Duration::from_secs(request_secs),
             },
+            store: store.expect("errors returned above"),
             redis_url,
             chat: ChatConfig {
                 max_wallets_per_user: non_zero(chat_wallets),
@@ -585,7 +651,28 @@ mod tests {
         assert_eq!(config.server.websocket_heartbeat_interval, Duration::from_secs(3));
         assert_eq!(config.log_level, "debug");
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/walletwatch"));
+        assert_eq!(config.store, StoreLocation::Redb { dir: PathBuf::from("/var/lib/walletwatch") });
+        assert!(config.warnings.iter().any(|warning| warning.contains("redis.url") && !warning.contains(":pw@")));
         assert_eq!(config.redis_url.expect("set").to_string(), "redis://:**REDACTED**@127.0.0.1:6379/0");
+    }
+
+    #[test]
+    fn the_store_is_selected_by_url_and_unknown_stores_are_refused_by_name() {
+        let config = load_str("data_dir = \"/srv/ww\"\n", &no_env()).expect("default");
+        assert_eq!(config.store, StoreLocation::Redb { dir: PathBuf::from("/srv/ww") });
+        assert_eq!(config.store.to_string(), "redb:/srv/ww");
+        let config = load_str("[store]\nurl = \"redb:/var/lib/ww\"\n", &no_env()).expect("redb");
+        assert_eq!(config.store, StoreLocation::Redb { dir: PathBuf::from("/var/lib/ww") });
+        let env: HashMap<String, String> =
+            [("WALLETWATCH_STORE_URL".to_string(), "redb:///tmp/ww".to_string())].into_iter().collect();
+        assert_eq!(load_str("", &env).expect("env").store, StoreLocation::Redb { dir: PathBuf::from("/tmp/ww") });
+        let errors = load_str("[store]\nurl = \"postgres://u:hunter2@db/ww\"\n", &no_env()).expect_err("postgres");
+        let text = errors.to_string();
+        assert!(text.contains("PostgreSQL store is not available"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        for bad in ["mysql://db/ww", "redb:", "nothing"] {
+            assert!(load_str(&format!("[store]\nurl = \"{bad}\"\n"), &no_env()).is_err(), "{bad}");
+        }
     }
 
     #[test]

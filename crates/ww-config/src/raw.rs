@@ -40,7 +40,10 @@ pub struct RawConfig {
     /// walletwatch's own API, WebSocket and metrics listeners.
     #[serde(default)]
     pub server: RawServer,
-    /// Optional Redis for multi-instance fan-out.
+    /// Which store holds walletwatch's state.
+    #[serde(default)]
+    pub store: RawStore,
+    /// Redis, reserved for running several instances.
     #[serde(default)]
     pub redis: RawRedis,
     /// Limits on what chat users (Discord, Telegram) may do.
@@ -195,11 +198,22 @@ pub struct RawServer {
     pub request_timeout_secs: u64,
 }
 
+/// `[store]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// Where events, cursors and the outbox are kept: `redb:DIR` (the
+    /// embedded store, one file `walletwatch.redb` in DIR). Unset means
+    /// `redb:` + `data_dir`. Env: `WALLETWATCH_STORE_URL`.
+    pub url: Option<String>,
+}
+
 /// `[redis]`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
-    /// `redis://[:password@]host:port/db`; unset means one instance, no Redis. Env: `REDIS_URL`.
+    /// `redis://[:password@]host:port/db`. Reserved for running several
+    /// instances; this version runs one and warns when it is set. Env: `REDIS_URL`.
     pub url: Option<String>,
 }
 
@@ -242,6 +256,7 @@ impl Default for RawConfig {
             retention_hours: None,
             solana: RawSolana::default(),
             server: RawServer::default(),
+            store: RawStore::default(),
             redis: RawRedis::default(),
             chat: RawChat::default(),
             balances: RawBalances::default(),

@@ -566,7 +566,7 @@ pub async fn run(
     config.solana.endpoints = endpoints;
     config.solana.rpc_requests_per_second = None;
     config.solana.rpc_requests_per_second_per_method = None;
-    let store: Arc<dyn ww_core::store::Store> = Arc::new(ww_store::RedbStore::open_in_dir(&config.data_dir)?);
+    let store: Arc<dyn ww_core::store::Store> = ww_app::open_store(&config.store)?;
     check_replay_store(store.as_ref(), &config.data_dir)?;
     for wallet in &wallets {
         if store.wallet(wallet)?.is_none() {
