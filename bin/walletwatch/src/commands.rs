@@ -196,7 +196,7 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
         Command::Telegram(command) => telegram_webhook(&config, command).await,
         Command::Capture { out, duration, .. } => capture(config, &out, duration).await,
         Command::Replay { file, speed, json, deliver_alerts } => {
-            replay(config, &file, &speed, json, ww_server::replay::Sandbox { deliver_alerts }).await
+            replay(config, &file, &speed, json, ww_bench::replay::Sandbox { deliver_alerts }).await
         }
         Command::Bench(BenchCommand::Compare { duration, interval, wallets, transfers_per_minute, payer, .. }) => {
             if duration == 0
@@ -209,7 +209,7 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
                     "--duration, --interval, --wallets and --transfers-per-minute must be positive"
                 )));
             }
-            let options = ww_app::compare::CompareOptions {
+            let options = ww_bench::compare::CompareOptions {
                 duration: Duration::from_secs(duration),
                 interval: Duration::from_secs(interval),
                 wallets,
@@ -217,7 +217,7 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
                 payer,
             };
             let shutdown = crate::signals::install().map_err(Failure::Runtime)?;
-            let report = ww_app::compare::run(&config, &options, shutdown).await?;
+            let report = ww_bench::compare::run(&config, &options, shutdown).await?;
             println!("{}", serde_json::to_string_pretty(&report).map_err(|error| Failure::Runtime(error.into()))?);
             Ok(())
         }
@@ -245,7 +245,7 @@ async fn run(config: Config) -> CommandResult {
     // The API stops last: it keeps answering (`/ready` says why) while the
     // daemon drains.
     let api_shutdown = CancellationToken::new();
-    let broker = ww_app::broker::Broker::default();
+    let broker = ww_app::broker::LocalBroker::default().shared();
     let ws_config = ww_server::ws::WsConfig {
         max_connections: config.server.websocket_max_connections.get(),
         max_connections_per_ip: config.server.websocket_max_connections_per_ip.get(),
@@ -788,7 +788,7 @@ async fn capture(config: Config, out: &Path, duration: Option<u64>) -> CommandRe
         });
     }
     let health = ww_app::health::Health::default();
-    let broker = ww_app::broker::Broker::default();
+    let broker = ww_app::broker::LocalBroker::default().shared();
     let outcome = daemon::run(config, store, health, broker, Some(std::sync::Arc::clone(&recorder)), shutdown).await;
     let summary =
         recorder.finish().map_err(|error| Failure::Runtime(anyhow!("finishing {}: {error}", out.display())))?;
@@ -802,13 +802,13 @@ async fn replay(
     file: &Path,
     speed: &str,
     json: bool,
-    sandbox: ww_server::replay::Sandbox,
+    sandbox: ww_bench::replay::Sandbox,
 ) -> CommandResult {
-    let speed: ww_server::replay::Speed = speed.parse().map_err(|error: String| Failure::Usage(anyhow!(error)))?;
+    let speed: ww_bench::replay::Speed = speed.parse().map_err(|error: String| Failure::Usage(anyhow!(error)))?;
     let (header, records) =
         ww_solana::capture::CaptureReader::open(file).map_err(|error| Failure::Usage(anyhow!(error)))?;
     let shutdown = crate::signals::install().map_err(Failure::Runtime)?;
-    let report = ww_server::replay::run(config, &header, records, speed, sandbox, shutdown).await?;
+    let report = ww_bench::replay::run(config, &header, records, speed, sandbox, shutdown).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|error| Failure::Runtime(error.into()))?);
     } else {

@@ -35,18 +35,7 @@ const RETRY_BASE: Duration = Duration::from_secs(30);
 /// Longest retry delay of a failed batch.
 const RETRY_MAX: Duration = Duration::from_secs(600);
 
-/// Metric names emitted here.
-pub mod metric_names {
-    /// Counter: balance refresh rounds.
-    pub const BALANCE_ROUNDS_TOTAL: &str = "ww_balance_rounds_total";
-    /// Counter: accounts read by balance rounds.
-    pub const BALANCE_ACCOUNTS_TOTAL: &str = "ww_balance_accounts_total";
-    /// Counter: balance changes that no stored event explained, confirmed by
-    /// the gap fill they triggered.
-    pub const BALANCE_DRIFT_TOTAL: &str = "ww_balance_drift_total";
-    /// Gauge: wallets per activity tier. Labels: `tier`.
-    pub const WALLETS_BY_TIER: &str = "ww_wallets_by_tier";
-}
+use crate::metric_names;
 
 /// A wallet's activity tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

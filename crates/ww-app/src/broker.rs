@@ -1,6 +1,11 @@
-//! `Broker`: fans stored events out to in-process subscribers (the WebSocket
-//! server), with a bounded replay ring for clients that reconnect; and the
-//! [`Publisher`] that feeds it.
+//! The [`Broker`] seam between the recorder and the WebSocket server: it fans
+//! stored events out to subscribers, with a bounded replay ring for clients
+//! that reconnect. [`LocalBroker`] is the in-process implementation; the
+//! [`Publisher`] task feeds whichever broker the daemon runs.
+//!
+//! A broker for several instances (one process's events reaching another's
+//! WebSocket clients) implements the same trait: `publish` sends to the
+//! shared channel, `subscribe` hands out a local receiver fed from it.
 //!
 //! Events are published **in sequence order, without gaps**: the publisher
 //! task publishes event `n + 1` only after `n`, taking the events the
@@ -61,30 +66,54 @@ impl std::ops::Deref for Published {
     }
 }
 
-/// Shared fan-out of stored events (cheap to clone).
+/// Fans published events out to subscribers.
+///
+/// Contract: `publish` is called in sequence order without gaps (the
+/// [`Publisher`] guarantees it); `subscribe` sees every event published
+/// after it, or `Lagged(n)` when it falls more than the channel's capacity
+/// behind; `replay_after` returns every event after a sequence number or
+/// `None` when it no longer holds them all (the caller reads the store).
+pub trait Broker: Send + Sync + std::fmt::Debug {
+    /// Publishes the next stored event.
+    fn publish(&self, stored: StoredEvent);
+    /// Subscribes to events published from now on.
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Published>>;
+    /// Returns the events published after `after` if it still holds all of
+    /// them (`None`: read the store).
+    fn replay_after(&self, after: EventSeq) -> Option<Vec<Arc<Published>>>;
+}
+
+/// The in-process broker: a broadcast channel and a replay ring.
 #[derive(Debug, Clone)]
-pub struct Broker {
+pub struct LocalBroker {
     sender: broadcast::Sender<Arc<Published>>,
     ring: Arc<Mutex<VecDeque<Arc<Published>>>>,
     ring_capacity: usize,
 }
 
-impl Default for Broker {
+impl Default for LocalBroker {
     fn default() -> Self {
         Self::new(4096, 10_000)
     }
 }
 
-impl Broker {
-    /// Creates a broker.
+impl LocalBroker {
+    /// Creates a broker whose subscribers may fall `channel_capacity` events
+    /// behind and whose ring replays the newest `ring_capacity`.
     pub fn new(channel_capacity: usize, ring_capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(channel_capacity.max(1));
         Self { sender, ring: Arc::default(), ring_capacity: ring_capacity.max(1) }
     }
 
-    /// Publishes the next stored event. Callers publish in sequence order
-    /// without gaps (the [`Publisher`] task does): the ring's replay relies on it.
-    pub fn publish(&self, stored: StoredEvent) {
+    /// Returns it as the shared trait object the daemon and server hold.
+    pub fn shared(self) -> Arc<dyn Broker> {
+        Arc::new(self)
+    }
+}
+
+impl Broker for LocalBroker {
+    /// The ring's replay relies on publication in sequence order.
+    fn publish(&self, stored: StoredEvent) {
         let stored = Arc::new(Published::new(stored));
         {
             let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
@@ -98,14 +127,11 @@ impl Broker {
         let _ = self.sender.send(stored);
     }
 
-    /// Subscribes to events published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
         self.sender.subscribe()
     }
 
-    /// Returns the events published after `after` if the ring still holds
-    /// all of them (`None`: read the store).
-    pub fn replay_after(&self, after: EventSeq) -> Option<Vec<Arc<Published>>> {
+    fn replay_after(&self, after: EventSeq) -> Option<Vec<Arc<Published>>> {
         let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
         // Published sequence numbers are contiguous: the ring covers `after`
         // when it starts at or before the next one. An empty ring covers
@@ -150,7 +176,7 @@ impl Publisher {
 
     /// Runs the publisher until `shutdown`: publishes every event stored
     /// from now on to `broker`, in sequence order, without gaps.
-    pub async fn run(self, store: Arc<dyn Store>, broker: Broker, shutdown: CancellationToken) {
+    pub async fn run(self, store: Arc<dyn Store>, broker: Arc<dyn Broker>, shutdown: CancellationToken) {
         let mut published = match read_last_seq(&store).await {
             Some(seq) => seq,
             None => {
@@ -273,7 +299,7 @@ mod tests {
 
     #[test]
     fn replays_from_the_ring_while_it_covers_the_request() {
-        let broker = Broker::new(8, 3);
+        let broker = LocalBroker::new(8, 3);
         assert!(broker.replay_after(EventSeq(0)).is_none(), "an empty ring covers nothing: read the store");
         for seq in 1..=5 {
             broker.publish(stored(seq));
@@ -305,10 +331,10 @@ mod tests {
             max_wallets: None,
         };
         store.track_wallet(&request, ww_core::time::UnixMillis(0)).expect("track");
-        let broker = Broker::new(64, 64);
+        let broker = LocalBroker::new(64, 64).shared();
         let publisher = Publisher::default();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(publisher.clone().run(Arc::clone(&store), broker.clone(), shutdown.clone()));
+        let task = tokio::spawn(publisher.clone().run(Arc::clone(&store), Arc::clone(&broker), shutdown.clone()));
         let mut receiver = broker.subscribe();
         // Let the task read the starting point (nothing stored yet).
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -349,7 +375,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_subscriber_learns_how_many_it_missed() {
-        let broker = Broker::new(2, 10);
+        let broker = LocalBroker::new(2, 10);
         let mut receiver = broker.subscribe();
         for seq in 1..=5 {
             broker.publish(stored(seq));

@@ -87,22 +87,7 @@ impl HistoryStart {
     }
 }
 
-/// Metric names emitted here.
-pub mod metric_names {
-    /// Counter: events stored by history walks (catch-up, gap fill, polling,
-    /// resolution of account changes, backfill). Labels: `origin`.
-    pub const GAPFILL_EVENTS_TOTAL: &str = "ww_gapfill_events_total";
-    /// Counter: transactions read from history and fetched.
-    pub const BACKFILL_TRANSACTIONS_TOTAL: &str = "ww_backfill_transactions_total";
-    /// Counter: listed transactions not fetched because their event was
-    /// already stored (or they were given up).
-    pub const BACKFILL_KNOWN_TOTAL: &str = "ww_backfill_known_transactions_total";
-    /// Counter: failed attempts at a transaction that could not be fetched
-    /// or decoded (each is noted; after a few it is given up).
-    pub const UNRESOLVED_FAILURES_TOTAL: &str = "ww_unresolved_failures_total";
-    /// Counter: transactions given up as unresolvable (walks step over them).
-    pub const UNRESOLVED_GIVEN_UP_TOTAL: &str = "ww_unresolved_given_up_total";
-}
+use crate::metric_names;
 
 /// Why a walk stopped early. Nothing after the failure was checkpointed.
 #[derive(Debug, thiserror::Error)]

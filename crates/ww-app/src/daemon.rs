@@ -42,7 +42,7 @@ pub async fn run(
     config: Config,
     store: Arc<dyn Store>,
     health: Health,
-    broker: crate::broker::Broker,
+    broker: Arc<dyn crate::broker::Broker>,
     capture: Option<Arc<ww_solana::capture::Capture>>,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {

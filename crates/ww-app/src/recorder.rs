@@ -32,15 +32,7 @@ const QUEUE: usize = 1024;
 /// Events stored in one commit at most.
 pub const MAX_EVENTS_PER_COMMIT: usize = 4096;
 
-/// Metric names emitted when recording.
-pub mod metric_names {
-    /// Counter: events stored. Labels: `origin` (live, backfill, poll).
-    pub const EVENTS_PROCESSED_TOTAL: &str = "ww_events_processed_total";
-    /// Counter: events not stored because their (wallet, signature) was already stored.
-    pub const DUPLICATES_DROPPED_TOTAL: &str = "ww_duplicates_dropped_total";
-    /// Histogram: seconds from the first notification to the stored event (origin live).
-    pub const DETECTION_LATENCY_SECONDS: &str = "ww_detection_latency_seconds";
-}
+use crate::metric_names;
 
 /// Why a batch was not recorded (nothing of it was stored).
 #[derive(Debug, thiserror::Error)]

@@ -75,7 +75,7 @@ fn start(config: ww_config::Config, store: Arc<dyn Store>) -> Daemon {
         let health = health.clone();
         let shutdown = shutdown.clone();
         async move {
-            let broker = ww_app::broker::Broker::default();
+            let broker = ww_app::broker::LocalBroker::default().shared();
             ww_app::daemon::run(config, store, health, broker, None, shutdown).await.expect("daemon");
         }
     });

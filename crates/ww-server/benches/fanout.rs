@@ -14,7 +14,7 @@ use futures_util::StreamExt as _;
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-use ww_app::broker::Broker;
+use ww_app::broker::{Broker, LocalBroker};
 use ww_app::health::Health;
 use ww_core::store::{ApiToken, Store as _};
 use ww_core::time::UnixMillis;
@@ -71,7 +71,7 @@ fn event(seq: u64, wallet: &ww_core::WalletAddress) -> StoredEvent {
     StoredEvent { seq: EventSeq(seq), event }
 }
 
-async fn publish(broker: &Broker, rate: u64, seconds: u64) -> u64 {
+async fn publish(broker: &dyn Broker, rate: u64, seconds: u64) -> u64 {
     let wallet = ww_test_utils::fresh_address();
     let total = rate * seconds;
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
@@ -93,7 +93,7 @@ async fn main() {
     let seconds = env_number("BENCH_SECONDS", 5);
 
     // Baseline: the broker alone, N in-process receivers.
-    let floor_broker = Broker::new(4096, 1000);
+    let floor_broker = LocalBroker::new(4096, 1000);
     let floor_samples = Arc::new(Mutex::new(Vec::new()));
     let mut floor_tasks = Vec::new();
     for _ in 0..clients {
@@ -126,7 +126,7 @@ async fn main() {
             expires_at: None,
         })
         .expect("token");
-    let broker = Broker::new(4096, 1000);
+    let broker = LocalBroker::new(4096, 1000);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let ws_config = WsConfig {
@@ -137,7 +137,7 @@ async fn main() {
     let http_limits =
         ww_server::HttpLimits { max_connections: clients as usize + 10, ..ww_server::HttpLimits::default() };
     let state = ApiState::new(store, Health::default())
-        .with_fanout(broker.clone(), ws_config, "bench")
+        .with_fanout(broker.clone().shared(), ws_config, "bench")
         .with_http_limits(http_limits);
     let shutdown = CancellationToken::new();
     tokio::spawn(serve(listener, state, shutdown.clone()));

@@ -31,7 +31,7 @@ pub mod access;
 mod auth;
 pub mod chat;
 mod error;
-pub mod replay;
+pub mod metric_names;
 mod routes;
 pub mod ws;
 
@@ -45,7 +45,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
-use ww_app::broker::Broker;
+use ww_app::broker::{Broker, LocalBroker};
 use ww_app::health::Health;
 use ww_core::store::Store;
 
@@ -89,7 +89,7 @@ pub struct ApiState {
     /// The daemon's live state, for `/ready`.
     pub health: Health,
     /// Stored events, fanned out to WebSocket clients.
-    pub broker: Broker,
+    pub broker: Arc<dyn Broker>,
     /// WebSocket limits.
     pub ws_config: ws::WsConfig,
     /// This instance's name.
@@ -120,7 +120,7 @@ impl ApiState {
         Self {
             store,
             health,
-            broker: Broker::default(),
+            broker: LocalBroker::default().shared(),
             ws_config: ws::WsConfig::default(),
             server_id: Arc::from("walletwatch-1"),
             chat: chat::ChatConfig::default(),
@@ -135,7 +135,7 @@ impl ApiState {
     /// Sets the WebSocket fan-out: the broker the daemon publishes to, the
     /// limits and this instance's name.
     #[must_use]
-    pub fn with_fanout(mut self, broker: Broker, ws_config: ws::WsConfig, server_id: &str) -> Self {
+    pub fn with_fanout(mut self, broker: Arc<dyn Broker>, ws_config: ws::WsConfig, server_id: &str) -> Self {
         self.broker = broker;
         self.ws_config = ws_config;
         self.server_id = Arc::from(server_id);
@@ -162,77 +162,6 @@ impl ApiState {
         self.chat = chat;
         self
     }
-}
-
-/// Metric names of the API.
-pub mod metric_names {
-    /// Gauge: open HTTP connections (upgraded WebSocket clients are `ww_ws_clients`).
-    pub const HTTP_CONNECTIONS: &str = "ww_http_connections";
-    /// Counter: times a new connection had to wait because `server.max_connections` were open.
-    pub const HTTP_CONNECTION_LIMIT_REACHED_TOTAL: &str = "ww_http_connection_limit_reached_total";
-    /// Counter: chat requests refused (bad signature or secret). Labels: `endpoint` (discord, telegram).
-    pub const CHAT_REQUESTS_REFUSED_TOTAL: &str = "ww_chat_requests_refused_total";
-
-    /// Every metric of the API and the WebSocket fan-out, with its help text and label values.
-    pub const CATALOG: &[ww_core::metric::MetricSpec] = {
-        use crate::ws::metric_names as ws;
-        use ww_core::metric::MetricKind::{Counter, Gauge};
-        use ww_core::metric::MetricSpec;
-        &[
-            MetricSpec {
-                name: HTTP_CONNECTIONS,
-                kind: Gauge,
-                help: "Open HTTP connections to the API (upgraded WebSocket clients are ww_ws_clients)",
-                labels: &[],
-            },
-            MetricSpec {
-                name: HTTP_CONNECTION_LIMIT_REACHED_TOTAL,
-                kind: Counter,
-                help: "Times a new API connection waited because server.max_connections were open",
-                labels: &[],
-            },
-            MetricSpec {
-                name: CHAT_REQUESTS_REFUSED_TOTAL,
-                kind: Counter,
-                help: "Chat requests refused for a bad signature or secret",
-                labels: &[("endpoint", &["discord", "telegram"])],
-            },
-            MetricSpec { name: ws::WS_CLIENTS, kind: Gauge, help: "WebSocket clients connected to /ws", labels: &[] },
-            MetricSpec {
-                name: ws::WS_LAGGED_TOTAL,
-                kind: Counter,
-                help: "Lag reports sent to WebSocket clients that fell behind",
-                labels: &[],
-            },
-            MetricSpec {
-                name: ws::WS_MISSED_EVENTS_TOTAL,
-                kind: Counter,
-                help: "Events lagging WebSocket clients missed (they were told how many)",
-                labels: &[],
-            },
-            MetricSpec {
-                name: ws::WS_CLOSED_TOTAL,
-                kind: Counter,
-                help: "WebSocket clients closed by the server",
-                labels: &[(
-                    "reason",
-                    &["client too slow", "stale: no reply to heartbeats", "not reading", "token revoked or expired"],
-                )],
-            },
-            MetricSpec {
-                name: ws::WS_REFUSED_TOTAL,
-                kind: Counter,
-                help: "WebSocket connections refused before the upgrade",
-                labels: &[("reason", &["unauthorized", "server full", "too many from one address"])],
-            },
-            MetricSpec {
-                name: ws::WS_TOPICS_REVOKED_TOTAL,
-                kind: Counter,
-                help: "WebSocket topics dropped because the client may no longer see them",
-                labels: &[],
-            },
-        ]
-    };
 }
 
 /// Builds the router.

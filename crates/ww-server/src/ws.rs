@@ -78,21 +78,7 @@ const STORE_REPLAY_PAGE: usize = 1_000;
 /// Longest accepted token text.
 const MAX_TOKEN_CHARS: usize = 256;
 
-/// Metric names emitted here.
-pub mod metric_names {
-    /// Gauge: connected WebSocket clients.
-    pub const WS_CLIENTS: &str = "ww_ws_clients";
-    /// Counter: lag reports sent to slow clients.
-    pub const WS_LAGGED_TOTAL: &str = "ww_ws_lagged_total";
-    /// Counter: events a slow client missed (it was told how many).
-    pub const WS_MISSED_EVENTS_TOTAL: &str = "ww_ws_missed_events_total";
-    /// Counter: clients closed by the server. Labels: `reason`.
-    pub const WS_CLOSED_TOTAL: &str = "ww_ws_closed_total";
-    /// Counter: connection attempts refused before the upgrade. Labels: `reason`.
-    pub const WS_REFUSED_TOTAL: &str = "ww_ws_refused_total";
-    /// Counter: topics a client lost because it may no longer see them.
-    pub const WS_TOPICS_REVOKED_TOTAL: &str = "ww_ws_topics_revoked_total";
-}
+use crate::metric_names;
 
 /// WebSocket limits from the configuration.
 #[derive(Debug, Clone, Copy)]

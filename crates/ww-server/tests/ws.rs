@@ -10,7 +10,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-use ww_app::broker::Broker;
+use ww_app::broker::{Broker, LocalBroker};
 use ww_app::health::Health;
 use ww_core::store::{ApiToken, Store as _, TrackRequest};
 use ww_core::time::UnixMillis;
@@ -22,7 +22,7 @@ use ww_store::RedbStore;
 struct Server {
     _dir: tempfile::TempDir,
     address: std::net::SocketAddr,
-    broker: Broker,
+    broker: Arc<dyn Broker>,
     reader: String,
     admin: String,
     store: Arc<RedbStore>,
@@ -31,7 +31,8 @@ struct Server {
     _shutdown: tokio_util::sync::DropGuard,
 }
 
-async fn start(broker: Broker, ws_config: WsConfig) -> Server {
+async fn start(broker: LocalBroker, ws_config: WsConfig) -> Server {
+    let broker = broker.shared();
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(RedbStore::open_in_dir(dir.path()).expect("store"));
     let (reader, hash) = generate_token().expect("token");
@@ -140,7 +141,7 @@ fn stored(wallet: &WalletAddress, seq: u64) -> StoredEvent {
 
 #[tokio::test]
 async fn wallet_topics_need_a_token_of_a_tracking_user() {
-    let server = start(Broker::default(), WsConfig::default()).await;
+    let server = start(LocalBroker::default(), WsConfig::default()).await;
     let query = format!(
         "subscriptions=wallet:{},wallet:{},transactions,status&token={}",
         server.wallet, server.other_wallet, server.reader
@@ -194,7 +195,7 @@ async fn wallet_topics_need_a_token_of_a_tracking_user() {
 
 #[tokio::test]
 async fn a_reconnecting_client_gets_what_it_missed_then_live_events() {
-    let broker = Broker::default();
+    let broker = LocalBroker::default();
     let server = start(broker, WsConfig::default()).await;
     for seq in 1..=5 {
         server.broker.publish(stored(&server.wallet, seq));
@@ -212,7 +213,7 @@ async fn a_reconnecting_client_gets_what_it_missed_then_live_events() {
 
 #[tokio::test]
 async fn a_slow_client_is_told_how_many_it_missed() {
-    let server = start(Broker::new(4, 100), WsConfig::default()).await;
+    let server = start(LocalBroker::new(4, 100), WsConfig::default()).await;
     let mut client = connect(&server, &format!("subscriptions=wallet:{}&token={}", server.wallet, server.reader)).await;
     sync(&mut client).await;
     // On this single-threaded runtime the server task cannot run while these
@@ -231,7 +232,7 @@ async fn a_slow_client_is_told_how_many_it_missed() {
 async fn clients_beyond_the_limit_are_refused_before_the_upgrade() {
     let config =
         WsConfig { max_connections: 1, max_connections_per_ip: 10, heartbeat_interval: Duration::from_secs(30) };
-    let server = start(Broker::default(), config).await;
+    let server = start(LocalBroker::default(), config).await;
     let mut first = connect(&server, "subscriptions=status").await;
     sync(&mut first).await;
     let (status, body) = try_connect(&server, "subscriptions=status").await.expect_err("refused");
@@ -268,7 +269,7 @@ async fn http_get(address: std::net::SocketAddr, path: &str, token: Option<&str>
 
 #[tokio::test]
 async fn a_client_that_keeps_lagging_is_closed_with_1013() {
-    let server = start(Broker::new(4, 100), WsConfig::default()).await;
+    let server = start(LocalBroker::new(4, 100), WsConfig::default()).await;
     let mut client = connect(&server, &format!("subscriptions=wallet:{}&token={}", server.wallet, server.reader)).await;
     sync(&mut client).await;
     let mut seq = 0;
@@ -293,7 +294,7 @@ async fn a_client_that_keeps_lagging_is_closed_with_1013() {
 async fn a_client_that_stops_reading_is_dropped_while_others_get_everything() {
     let config =
         WsConfig { max_connections: 10, max_connections_per_ip: 10, heartbeat_interval: Duration::from_secs(1) };
-    let server = start(Broker::new(65_536, 100), config).await;
+    let server = start(LocalBroker::new(65_536, 100), config).await;
     let query = format!("subscriptions=wallet:{}&token={}", server.wallet, server.reader);
     let _stuck = connect(&server, &query).await;
     let mut fast = connect(&server, &query).await;
@@ -339,7 +340,7 @@ async fn the_caps_hold_under_a_burst_of_connections() {
     // are one step, so exactly five get in, however the handshakes interleave.
     let config =
         WsConfig { max_connections: 5, max_connections_per_ip: 100, heartbeat_interval: Duration::from_secs(30) };
-    let server = Arc::new(start(Broker::default(), config).await);
+    let server = Arc::new(start(LocalBroker::default(), config).await);
     let attempts: Vec<_> = (0..20)
         .map(|_| {
             let server = Arc::clone(&server);
@@ -362,7 +363,7 @@ async fn the_caps_hold_under_a_burst_of_connections() {
     // One address may hold at most `max_connections_per_ip` of them.
     let config =
         WsConfig { max_connections: 100, max_connections_per_ip: 2, heartbeat_interval: Duration::from_secs(30) };
-    let server = start(Broker::default(), config).await;
+    let server = start(LocalBroker::default(), config).await;
     let _first = connect(&server, "subscriptions=status").await;
     let _second = connect(&server, "subscriptions=status").await;
     let (status, body) = try_connect(&server, "subscriptions=status").await.expect_err("refused");
@@ -371,7 +372,7 @@ async fn the_caps_hold_under_a_burst_of_connections() {
 
 #[tokio::test]
 async fn tokens_are_checked_before_the_upgrade_and_replay_needs_one() {
-    let server = start(Broker::default(), WsConfig::default()).await;
+    let server = start(LocalBroker::default(), WsConfig::default()).await;
     for seq in 1..=3 {
         server.broker.publish(stored(&server.wallet, seq));
     }
@@ -408,7 +409,7 @@ async fn tokens_are_checked_before_the_upgrade_and_replay_needs_one() {
 
 #[tokio::test]
 async fn the_connections_endpoint_needs_an_admin_token() {
-    let server = start(Broker::default(), WsConfig::default()).await;
+    let server = start(LocalBroker::default(), WsConfig::default()).await;
     let _client = connect(&server, &format!("subscriptions=user:alice&token={}", server.reader)).await;
     let anonymous: Value =
         serde_json::from_str(&http_get(server.address, "/api/ws/connections", None).await).expect("json");
@@ -443,7 +444,7 @@ async fn next_matching(client: &mut Client, wanted: impl Fn(&Value) -> bool) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untracking_and_revoking_end_what_the_client_may_no_longer_see() {
-    let server = start(Broker::default(), WsConfig::default()).await;
+    let server = start(LocalBroker::default(), WsConfig::default()).await;
     let (token, hash) = generate_token().expect("token");
     server
         .store

@@ -16,7 +16,6 @@ pub mod metrics;
 pub mod pubsub;
 pub mod resolve;
 pub mod rpc;
-pub mod transfer;
 
 pub use error::RpcError;
 pub use rpc::client::{AccountInfo, RateLimits, RpcClient, SignatureInfo, SignaturesQuery};

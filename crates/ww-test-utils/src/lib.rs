@@ -11,6 +11,7 @@
 //! it with `cargo build --release --locked --manifest-path tools/localnet/Cargo.toml`
 //! (`.ci/run` does).
 
+pub mod conformance;
 pub mod contracts;
 mod proxy;
 pub mod pubsub;

@@ -90,34 +90,7 @@ const STATS_INTERVAL: Duration = Duration::from_secs(5);
 /// How often unresolved transactions an operator asked to retry are looked for.
 const UNRESOLVED_RETRY_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Metric names emitted by the pipeline.
-pub mod metric_names {
-    pub use crate::recorder::metric_names::{
-        DETECTION_LATENCY_SECONDS, DUPLICATES_DROPPED_TOTAL, EVENTS_PROCESSED_TOTAL,
-    };
-    /// Counter: live transactions that could not be fetched or decoded after
-    /// retries (their wallets are gap-filled).
-    pub const FETCH_FAILURES_TOTAL: &str = "ww_fetch_failures_total";
-    /// Gauge: PubSub connections by state. Labels: `state`.
-    pub const PUBSUB_CONNECTIONS: &str = "ww_pubsub_connections";
-    /// Gauge: tracked wallets by subscription status. Labels: `status`.
-    pub const WALLETS_BY_STATUS: &str = "ww_wallets_by_status";
-    /// Gauge: delivery jobs waiting in the outbox.
-    pub const OUTBOX_DEPTH: &str = "ww_outbox_depth";
-    /// Gauge: delivery jobs in the dead letters.
-    pub const DEAD_LETTERS: &str = "ww_dead_letters";
-    /// Gauge: age of the oldest unfinished work (a running or retrying walk,
-    /// or a transaction not yet fetched); 0 when caught up.
-    pub const PROCESSING_LAG_SECONDS: &str = "ww_processing_lag_seconds";
-    /// Gauge: live transactions accepted and not fetched yet.
-    pub const FETCH_QUEUE_DEPTH: &str = "ww_fetch_queue_depth";
-    /// Gauge: history walks waiting to start or to be retried.
-    pub const WALKS_WAITING: &str = "ww_walks_waiting";
-    /// Counter: history walks that failed (each is retried with backoff).
-    pub const WALK_FAILURES_TOTAL: &str = "ww_walk_failures_total";
-    /// Gauge: transactions given up as unresolvable (`walletwatch unresolved list`).
-    pub const UNRESOLVABLE_TRANSACTIONS: &str = "ww_unresolvable_transactions";
-}
+use crate::metric_names;
 
 /// Unfinished work whose age is the processing lag.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -229,7 +229,7 @@ impl Pipeline {
                     self.history_ready.insert(owner.clone());
                 }
                 if address == owner && self.reconciling.remove(&owner) && report.event_wallets.contains(&owner) {
-                    metrics::counter!(crate::balances::metric_names::BALANCE_DRIFT_TOTAL).increment(1);
+                    metrics::counter!(crate::metric_names::BALANCE_DRIFT_TOTAL).increment(1);
                     warn!(wallet = %owner, events = report.events, "balance changed without a stored event: the stream missed activity, gap filled");
                 }
                 if report.transactions > 0 || report.given_up > 0 {
@@ -466,7 +466,7 @@ impl Pipeline {
         }
         self.schedule.reschedule(&wallets, &report.failed_wallets);
         for (tier, count) in self.schedule.tier_counts() {
-            metrics::gauge!(crate::balances::metric_names::WALLETS_BY_TIER, "tier" => tier.as_str()).set(count as f64);
+            metrics::gauge!(crate::metric_names::WALLETS_BY_TIER, "tier" => tier.as_str()).set(count as f64);
         }
         if status_changed {
             self.refresh_statuses().await;

@@ -21,15 +21,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::transfer::{Payer, send_transfer};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use ww_config::Config;
 use ww_core::store::{Store, TrackRequest};
 use ww_core::{Chain, Signature, WalletAddress};
 use ww_solana::RpcClient;
-use ww_solana::transfer::{Payer, send_transfer};
 
-use crate::error::AppError;
+use ww_app::AppError;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -72,7 +72,7 @@ fn random_address() -> WalletAddress {
 /// Runs the comparison and returns the report (JSON).
 pub async fn run(config: &Config, options: &CompareOptions, shutdown: CancellationToken) -> Result<Value, AppError> {
     let payer = Payer::read(&options.payer).map_err(AppError::Rejected)?;
-    let rpc = crate::backfill::rpc_client(config)?;
+    let rpc = ww_app::backfill::rpc_client(config)?;
     let commitment = config.solana.commitment;
     let balance = rpc.get_balance(payer.address(), commitment).await?;
     let wallets: Vec<WalletAddress> = (0..options.wallets.max(1)).map(|_| random_address()).collect();
@@ -126,11 +126,11 @@ async fn run_in(
     let mut daemon_config = config.clone();
     daemon_config.data_dir = scratch.to_path_buf();
     daemon_config.users.clear();
-    let health = crate::health::Health::default();
-    let broker = crate::broker::Broker::default();
+    let health = ww_app::health::Health::default();
+    let broker = ww_app::broker::LocalBroker::default().shared();
     let mut published = broker.subscribe();
     let daemon_stop = shutdown.child_token();
-    let daemon = tokio::spawn(crate::daemon::run(
+    let daemon = tokio::spawn(ww_app::daemon::run(
         daemon_config,
         Arc::clone(&store),
         health.clone(),

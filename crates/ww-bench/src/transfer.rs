@@ -13,8 +13,8 @@ use ed25519_dalek::{Signer as _, SigningKey};
 use serde_json::json;
 use ww_core::{Commitment, Signature, WalletAddress};
 
-use crate::error::RpcError;
-use crate::rpc::client::RpcClient;
+use ww_solana::RpcClient;
+use ww_solana::RpcError;
 
 const SYSTEM_PROGRAM: [u8; 32] = [0; 32];
 

@@ -583,7 +583,7 @@ pub async fn run(
     }
     let wallet_count = store.wallets()?.len();
     let health = ww_app::health::Health::default();
-    let broker = ww_app::broker::Broker::new(65_536, 1000);
+    let broker = ww_app::broker::LocalBroker::new(65_536, 1000).shared();
     let mut published = broker.subscribe();
     let stop = shutdown.child_token();
     let daemon =
