@@ -230,7 +230,7 @@ async fn commit_group(
                 let kind = error;
                 let mut first = Some(kind);
                 for request in group {
-                    let error = first.take().unwrap_or_else(|| StoreError::Backend(message.clone()));
+                    let error = first.take().unwrap_or_else(|| StoreError::Backend(message.clone().into()));
                     let _ = request.reply.send(Err(RecordError::Store(error)));
                 }
                 return;

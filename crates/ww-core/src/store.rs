@@ -25,7 +25,15 @@ use crate::ids::{Chain, EventSeq, Position, Signature, WalletAddress};
 use crate::time::UnixMillis;
 use crate::wallet::{SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
 
+/// A boxed error of a store backend, kept typed so callers can inspect it
+/// (`downcast_ref`).
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A store failure. Messages name the file or operation and what to do next.
+///
+/// Underlying errors are kept typed in their variant (an `io::Error` for a
+/// failed write, the backend's own error otherwise) and their text is part
+/// of the message, so a log line says what happened without walking a chain.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store could not be opened or read; the message says why.
@@ -66,18 +74,18 @@ pub enum StoreError {
         found: Option<Position>,
     },
     /// The disk is full or the file system refused the write; nothing was committed.
-    #[error("the store could not write ({reason}); nothing was committed: free disk space and retry")]
+    #[error("the store could not write ({error}); nothing was committed: free disk space and retry")]
     Write {
-        /// The underlying error.
-        reason: String,
+        /// The file system's error (`StorageFull` / ENOSPC for a full disk).
+        error: std::io::Error,
     },
     /// A stored value could not be decoded: the file is damaged.
-    #[error("the store holds a damaged record in {table}: {reason}")]
+    #[error("the store holds a damaged record in {table}: {error}")]
     Corrupt {
         /// The table holding the record.
         table: &'static str,
         /// The decode error.
-        reason: String,
+        error: BackendError,
     },
     /// The user already tracks the most wallets they may.
     #[error("already tracking {limit} wallets, the most allowed per user")]
@@ -87,7 +95,7 @@ pub enum StoreError {
     },
     /// Any other backend failure.
     #[error("store backend error: {0}")]
-    Backend(String),
+    Backend(BackendError),
 }
 
 /// A request to track a wallet for a user.

@@ -7,8 +7,8 @@ use ww_core::WalletAddress;
 use ww_core::store::StoreError;
 use ww_core::wallet::WalletRecord;
 
-pub(crate) fn backend(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(error.to_string())
+pub(crate) fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend(Box::new(error))
 }
 
 pub(crate) fn is_disk_full(error: &std::io::Error) -> bool {
@@ -18,11 +18,8 @@ pub(crate) fn is_disk_full(error: &std::io::Error) -> bool {
 
 pub(crate) fn storage_error(error: redb::StorageError) -> StoreError {
     match error {
-        redb::StorageError::Io(io_error) if is_disk_full(&io_error) => {
-            StoreError::Write { reason: format!("disk full: {io_error}") }
-        }
-        redb::StorageError::Io(io_error) => StoreError::Write { reason: io_error.to_string() },
-        redb::StorageError::Corrupted(reason) => StoreError::Corrupt { table: "file", reason },
+        redb::StorageError::Io(io_error) => StoreError::Write { error: io_error },
+        redb::StorageError::Corrupted(reason) => StoreError::Corrupt { table: "file", error: reason.into() },
         other => backend(other),
     }
 }
@@ -53,13 +50,13 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt { table, reason: error.to_string() })
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt { table, error: Box::new(error) })
 }
 
 pub(crate) fn read_u64(bytes: &[u8]) -> Result<u64, StoreError> {
     let array: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
         table: "meta",
-        reason: format!("expected 8 bytes, found {}", bytes.len()),
+        error: format!("expected 8 bytes, found {}", bytes.len()).into(),
     })?;
     Ok(u64::from_le_bytes(array))
 }

@@ -1,17 +1,12 @@
 use ww_core::store::{EventQuery, NewEvent, RecordOutcome, Store, StoreError, TrackRequest};
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{SubscriptionStatus, TrackOutcome};
-use ww_core::{ActivityEvent, Chain, Position, Signature, Slot, WalletAddress};
+use ww_core::{ActivityEvent, Chain, Position, Slot, WalletAddress};
+
+use ww_test_utils::address_of_byte as address;
+use ww_test_utils::signature_of_byte as signature;
 
 use crate::RedbStore;
-
-fn address(byte: u8) -> WalletAddress {
-    WalletAddress::parse(&bs58::encode([byte; 32]).into_string()).expect("valid")
-}
-
-fn signature(byte: u8) -> Signature {
-    Signature::parse(&bs58::encode([byte; 64]).into_string()).expect("valid")
-}
 
 fn event(wallet: &WalletAddress, signature_byte: u8, slot: u64) -> ActivityEvent {
     let mut event = ww_test_utils::sample_event(wallet, signature(signature_byte), slot);

@@ -3,7 +3,7 @@
 //! [`crate::store_conformance_tests`], giving it a constructor of a fresh,
 //! empty store:
 //!
-//! ```ignore
+//! ```text
 //! fn open_temp() -> (tempfile::TempDir, RedbStore) { /* ... */ }
 //! ww_test_utils::store_conformance_tests!(open_temp);
 //! ```
@@ -17,7 +17,10 @@ use ww_core::store::{
 };
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{SubscriptionStatus, TrackOutcome, UntrackOutcome};
-use ww_core::{ActivityEvent, Chain, EventSeq, Position, Signature, Slot, WalletAddress};
+use ww_core::{ActivityEvent, Chain, EventSeq, Position, Slot, WalletAddress};
+
+use crate::address_of_byte as address;
+use crate::signature_of_byte as signature;
 
 /// Expands to one `#[test]` per conformance check, each on a fresh store
 /// from `$open`, a function returning `(guard, store)` (the guard, such as a
@@ -49,14 +52,6 @@ macro_rules! store_conformance_tests {
             }
         )*
     };
-}
-
-fn address(byte: u8) -> WalletAddress {
-    WalletAddress::parse(&bs58::encode([byte; 32]).into_string()).expect("valid")
-}
-
-fn signature(byte: u8) -> Signature {
-    Signature::parse(&bs58::encode([byte; 64]).into_string()).expect("valid")
 }
 
 fn event(wallet: &WalletAddress, signature_byte: u8, slot: u64) -> ActivityEvent {

@@ -102,6 +102,16 @@ pub fn fresh_address() -> WalletAddress {
     WalletAddress::parse(&bs58::encode(bytes).into_string()).expect("32 bytes always make a valid address")
 }
 
+/// Returns the address whose 32 bytes are all `byte` (fixed, readable test data).
+pub fn address_of_byte(byte: u8) -> WalletAddress {
+    WalletAddress::parse(&bs58::encode([byte; 32]).into_string()).expect("32 bytes always make a valid address")
+}
+
+/// Returns the signature whose 64 bytes are all `byte`.
+pub fn signature_of_byte(byte: u8) -> Signature {
+    Signature::parse(&bs58::encode([byte; 64]).into_string()).expect("64 bytes always make a valid signature")
+}
+
 /// Returns a valid signature derived from `seed` (distinct seeds, distinct signatures).
 pub fn signature_from_seed(seed: u64) -> Signature {
     let mut bytes = [7u8; 64];

@@ -110,9 +110,8 @@ impl Store for FlakyStore {
     }
     fn record_events(&self, events: &[NewEvent], cursors: &[CursorMove]) -> Result<Vec<RecordOutcome>, StoreError> {
         if Self::take(&self.record_failures_left, &self.record_failures_served) {
-            return Err(StoreError::Write {
-                reason: "disk full: No space left on device (os error 28) (injected)".into(),
-            });
+            // ENOSPC, as a full disk reports it.
+            return Err(StoreError::Write { error: std::io::Error::from_raw_os_error(28) });
         }
         self.inner.record_events(events, cursors)
     }
