@@ -14,12 +14,12 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
-use ww_app::catchup::Progress;
 use ww_app::{AppError, backfill, daemon, events, wallets};
 use ww_config::Config;
 use ww_core::WalletAddress;
 use ww_core::store::{EventQuery, Store};
 use ww_core::wallet::{TrackOutcome, UntrackOutcome};
+use ww_solana::walk::Progress;
 
 use crate::cli::{
     BenchCommand, Cli, Command, DiscordCommand, FilterArgs, OutboxCommand, TelegramCommand, TokenCommand,

@@ -25,8 +25,8 @@ use ww_core::{Origin, Signature, WalletAddress};
 use ww_solana::resolve::TransactionFetcher;
 use ww_solana::{RateLimits, RpcClient};
 
-use crate::catchup::{CatchUp, CatchUpReport, HistoryRange, HistoryStart, Progress, Walk};
 use crate::error::AppError;
+use ww_solana::walk::{CatchUp, CatchUpReport, HistoryRange, HistoryStart, Progress, Walk};
 
 /// Concurrent `getTransaction` calls of a backfill.
 pub const BACKFILL_CONCURRENCY: usize = 16;
@@ -128,7 +128,7 @@ pub async fn run(
         fetcher: TransactionFetcher::new(rpc.clone(), config.solana.commitment),
         // Events of the tracked period are owed their alerts whoever stores
         // them; a running daemon's delivery workers send them within a second.
-        recorder: crate::recorder::Recorder::new(store.clone(), Some(alerting(config, store)), None),
+        recorder: Arc::new(crate::recorder::Recorder::new(store.clone(), Some(alerting(config, store)), None)),
         commitment: config.solana.commitment,
         permits: Arc::new(Semaphore::new(BACKFILL_CONCURRENCY)),
         fetch_concurrency: BACKFILL_CONCURRENCY,

@@ -32,3 +32,15 @@ impl AppError {
         matches!(self, AppError::InvalidAddress(_) | AppError::Rejected(_) | AppError::NotTracked(_))
     }
 }
+
+impl From<ww_solana::walk::CatchUpError> for AppError {
+    fn from(error: ww_solana::walk::CatchUpError) -> Self {
+        match error {
+            ww_solana::walk::CatchUpError::Rpc(error) => AppError::Rpc(error),
+            ww_solana::walk::CatchUpError::Store(error) => AppError::Store(error),
+            ww_solana::walk::CatchUpError::Record(ww_core::record::RecordError::Store(error)) => AppError::Store(error),
+            ww_solana::walk::CatchUpError::Task(error) => AppError::Task(error),
+            other => AppError::Rejected(other.to_string()),
+        }
+    }
+}

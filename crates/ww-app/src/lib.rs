@@ -8,7 +8,6 @@
 pub mod backfill;
 pub mod balances;
 pub mod broker;
-pub mod catchup;
 pub mod chat;
 pub mod daemon;
 pub mod delivery;

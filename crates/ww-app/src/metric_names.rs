@@ -24,21 +24,6 @@ pub const DUPLICATES_DROPPED_TOTAL: &str = "ww_duplicates_dropped_total";
 /// Histogram: seconds from the first notification to the stored event (origin live).
 pub const DETECTION_LATENCY_SECONDS: &str = "ww_detection_latency_seconds";
 
-// History walks.
-/// Counter: events stored by history walks (catch-up, gap fill, polling,
-/// resolution of account changes, backfill). Labels: `origin`.
-pub const GAPFILL_EVENTS_TOTAL: &str = "ww_gapfill_events_total";
-/// Counter: transactions read from history and fetched.
-pub const BACKFILL_TRANSACTIONS_TOTAL: &str = "ww_backfill_transactions_total";
-/// Counter: listed transactions not fetched because their event was
-/// already stored (or they were given up).
-pub const BACKFILL_KNOWN_TOTAL: &str = "ww_backfill_known_transactions_total";
-/// Counter: failed attempts at a transaction that could not be fetched
-/// or decoded (each is noted; after a few it is given up).
-pub const UNRESOLVED_FAILURES_TOTAL: &str = "ww_unresolved_failures_total";
-/// Counter: transactions given up as unresolvable (walks step over them).
-pub const UNRESOLVED_GIVEN_UP_TOTAL: &str = "ww_unresolved_given_up_total";
-
 // The live pipeline.
 /// Counter: live transactions that could not be fetched or decoded after
 /// retries (their wallets are gap-filled).
@@ -143,36 +128,6 @@ pub const METRICS: &[ww_core::metric::MetricSpec] = {
             name: UNRESOLVABLE_TRANSACTIONS,
             kind: Gauge,
             help: "Transactions given up as unresolvable",
-            labels: &[],
-        },
-        MetricSpec {
-            name: GAPFILL_EVENTS_TOTAL,
-            kind: Counter,
-            help: "Events stored by history walks",
-            labels: &[("origin", ORIGINS)],
-        },
-        MetricSpec {
-            name: BACKFILL_TRANSACTIONS_TOTAL,
-            kind: Counter,
-            help: "Transactions read from history and fetched",
-            labels: &[],
-        },
-        MetricSpec {
-            name: BACKFILL_KNOWN_TOTAL,
-            kind: Counter,
-            help: "Listed transactions not fetched because they were already stored or given up",
-            labels: &[],
-        },
-        MetricSpec {
-            name: UNRESOLVED_FAILURES_TOTAL,
-            kind: Counter,
-            help: "Failed attempts at transactions that could not be fetched or decoded",
-            labels: &[],
-        },
-        MetricSpec {
-            name: UNRESOLVED_GIVEN_UP_TOTAL,
-            kind: Counter,
-            help: "Transactions given up as unresolvable (walks step over them)",
             labels: &[],
         },
         MetricSpec { name: BALANCE_ROUNDS_TOTAL, kind: Counter, help: "Balance refresh rounds", labels: &[] },

@@ -20,11 +20,12 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
+pub use ww_core::record::RecordError;
+use ww_core::record::{EventRecorder, RecordFuture};
 use ww_core::store::{CursorMove, NewEvent, RecordOutcome, Store, StoreError};
 use ww_core::{ActivityEvent, Origin, StoredEvent};
 
 use crate::broker::Publisher;
-use crate::error::AppError;
 use crate::routing::Alerting;
 
 /// Requests waiting for the committer at most (callers wait beyond it).
@@ -34,21 +35,7 @@ pub const MAX_EVENTS_PER_COMMIT: usize = 4096;
 
 use crate::metric_names;
 
-/// Why a batch was not recorded (nothing of it was stored).
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    /// Routing failed: storing the events would lose their alerts.
-    #[error("routing alerts failed: {0}")]
-    Routing(#[source] AppError),
-    /// The store refused the batch (full disk, damaged file, cursor moved meanwhile).
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The committer is gone (the daemon is stopping) or its store call panicked.
-    #[error("the recorder stopped")]
-    Stopped,
-}
-
-type Outcomes = Result<Vec<(ActivityEvent, RecordOutcome)>, RecordError>;
+type Outcomes = Result<ww_core::record::Outcomes, RecordError>;
 
 struct Request {
     events: Vec<ActivityEvent>,
@@ -72,6 +59,20 @@ impl std::fmt::Debug for Recorder {
     }
 }
 
+impl EventRecorder for Recorder {
+    fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn record(&self, events: Vec<ActivityEvent>, cursor: Option<CursorMove>) -> RecordFuture<'_> {
+        Box::pin(Recorder::record(self, events, cursor))
+    }
+
+    fn import(&self, events: Vec<ActivityEvent>) -> RecordFuture<'_> {
+        Box::pin(Recorder::import(self, events))
+    }
+}
+
 impl Recorder {
     /// Creates a recorder and starts its committer on the current runtime.
     /// Without `alerting`, events get no alerts (history imported by
@@ -81,11 +82,6 @@ impl Recorder {
         let (requests, receiver) = mpsc::channel(QUEUE);
         tokio::spawn(commit_loop(Arc::clone(&store), alerting.clone(), publisher, receiver));
         Self { store, alerting, requests }
-    }
-
-    /// Returns the store.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
     }
 
     /// Routes and stores `events` with the cursor move they complete, in one
@@ -99,7 +95,9 @@ impl Recorder {
         for event in &mut events {
             event.emitted_at = emitted_at;
         }
-        let batch = Alerting::new_events(self.alerting.as_ref(), &events).await.map_err(RecordError::Routing)?;
+        let batch = Alerting::new_events(self.alerting.as_ref(), &events)
+            .await
+            .map_err(|error| RecordError::Routing(Box::new(error)))?;
         self.submit(events, batch, cursor).await
     }
 
@@ -137,8 +135,10 @@ impl Recorder {
                 .is_some_and(|record| record.predates_tracking(event.slot, event.block_time))
         };
         let owed: Vec<ActivityEvent> = events.iter().filter(|event| !predates(event)).cloned().collect();
-        let mut routed =
-            Alerting::new_events(self.alerting.as_ref(), &owed).await.map_err(RecordError::Routing)?.into_iter();
+        let mut routed = Alerting::new_events(self.alerting.as_ref(), &owed)
+            .await
+            .map_err(|error| RecordError::Routing(Box::new(error)))?
+            .into_iter();
         let batch: Vec<NewEvent> = events
             .iter()
             .map(|event| {

@@ -20,6 +20,7 @@ pub mod balance;
 pub mod event;
 pub mod ids;
 pub mod metric;
+pub mod record;
 pub mod store;
 pub mod time;
 pub mod wallet;

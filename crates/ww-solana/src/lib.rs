@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pubsub;
 pub mod resolve;
 pub mod rpc;
+pub mod walk;
 
 pub use error::RpcError;
 pub use rpc::client::{AccountInfo, RateLimits, RpcClient, SignatureInfo, SignaturesQuery};

@@ -23,6 +23,21 @@ pub const RPC_ERRORS_TOTAL: &str = "ww_rpc_errors_total";
 /// Counter: transactions that could not be decoded. Labels: `reason`.
 pub const DECODE_ERRORS_TOTAL: &str = "ww_solana_decode_errors_total";
 
+// History walks (the `walk` module).
+/// Counter: events stored by history walks (catch-up, gap fill, polling,
+/// resolution of account changes, backfill). Labels: `origin`.
+pub const GAPFILL_EVENTS_TOTAL: &str = "ww_gapfill_events_total";
+/// Counter: transactions read from history and fetched.
+pub const BACKFILL_TRANSACTIONS_TOTAL: &str = "ww_backfill_transactions_total";
+/// Counter: listed transactions not fetched because their event was
+/// already stored (or they were given up).
+pub const BACKFILL_KNOWN_TOTAL: &str = "ww_backfill_known_transactions_total";
+/// Counter: failed attempts at a transaction that could not be fetched
+/// or decoded (each is noted; after a few it is given up).
+pub const UNRESOLVED_FAILURES_TOTAL: &str = "ww_unresolved_failures_total";
+/// Counter: transactions given up as unresolvable (walks step over them).
+pub const UNRESOLVED_GIVEN_UP_TOTAL: &str = "ww_unresolved_given_up_total";
+
 /// Every metric above, with its help text and the label values known in advance.
 pub const CATALOG: &[ww_core::metric::MetricSpec] = {
     use ww_core::metric::MetricKind::{Counter, Gauge};
@@ -98,6 +113,36 @@ pub const CATALOG: &[ww_core::metric::MetricSpec] = {
             kind: Counter,
             help: "Transactions that could not be decoded (their wallets are gap-filled)",
             labels: &[("reason", &["malformed"])],
+        },
+        MetricSpec {
+            name: GAPFILL_EVENTS_TOTAL,
+            kind: Counter,
+            help: "Events stored by history walks",
+            labels: &[("origin", &["live", "backfill", "poll"])],
+        },
+        MetricSpec {
+            name: BACKFILL_TRANSACTIONS_TOTAL,
+            kind: Counter,
+            help: "Transactions read from history and fetched",
+            labels: &[],
+        },
+        MetricSpec {
+            name: BACKFILL_KNOWN_TOTAL,
+            kind: Counter,
+            help: "Listed transactions not fetched because they were already stored or given up",
+            labels: &[],
+        },
+        MetricSpec {
+            name: UNRESOLVED_FAILURES_TOTAL,
+            kind: Counter,
+            help: "Failed attempts at transactions that could not be fetched or decoded",
+            labels: &[],
+        },
+        MetricSpec {
+            name: UNRESOLVED_GIVEN_UP_TOTAL,
+            kind: Counter,
+            help: "Transactions given up as unresolvable (walks step over them)",
+            labels: &[],
         },
     ]
 };

@@ -14,7 +14,7 @@
 //!
 //! - Logs notifications carry the signature: it is fetched at once (the
 //!   fast path). Account and program notifications do not: the address's
-//!   history is walked from its durable cursor (see [`crate::catchup`]),
+//!   history is walked from its durable cursor (see [`ww_solana::walk`]),
 //!   which finds every transaction since, at the configured commitment, and
 //!   moves the cursor with the events it stores. A walk does not fetch what
 //!   the live path already stored, and shares the request when both want a
@@ -55,10 +55,10 @@ use ww_solana::pubsub::{ConnectionConfig, ConnectionState, PubsubEvent, PubsubPo
 use ww_solana::resolve::TransactionFetcher;
 
 use crate::balances::Schedule;
-use crate::catchup::{CatchUp, HistoryStart, Walk};
 use crate::error::AppError;
 use crate::recorder::Recorder;
 use crate::supervised::{Joined, Supervised};
+use ww_solana::walk::{CatchUp, HistoryStart, Walk};
 
 use work::{Task, TaskOutput};
 
@@ -236,7 +236,7 @@ pub async fn run(
     let catch_up = CatchUp {
         rpc: rpc.clone(),
         fetcher: fetcher.clone(),
-        recorder: recorder.clone(),
+        recorder: Arc::new(recorder.clone()),
         commitment: solana.commitment,
         permits: Arc::clone(&permits),
         fetch_concurrency: FETCH_CONCURRENCY,

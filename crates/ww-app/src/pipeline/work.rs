@@ -14,7 +14,7 @@ use ww_solana::decode::{DecodeError, Provenance, decode_transaction};
 
 use super::{MAX_WALKS, Pipeline, TOKEN_PROGRAMS, WorkItem, metric_names};
 use crate::balances::{AccountToRead, RoundReport};
-use crate::catchup::{CatchUpError, CatchUpReport, Walk};
+use ww_solana::walk::{CatchUpError, CatchUpReport, Walk};
 
 /// Decoded events stored in one commit at most.
 pub(super) const RECORD_BATCH: usize = 512;
@@ -139,7 +139,7 @@ impl Pipeline {
             let catch_up = self.catch_up.clone();
             let tracked = Arc::clone(&self.tracked_snapshot);
             self.tasks.spawn(Task::Walk(walk.clone()), async move {
-                let result = catch_up.catch_up(&walk, &tracked, &crate::catchup::no_progress).await;
+                let result = catch_up.catch_up(&walk, &tracked, &ww_solana::walk::no_progress).await;
                 TaskOutput::Walked { walk, result }
             });
         }
@@ -577,14 +577,14 @@ async fn retry_unresolved(
         }
         Err(error) => Err(error.to_string()),
     };
-    let store = Arc::clone(recorder.store());
+    let store = Arc::clone(ww_core::record::EventRecorder::store(recorder));
     let events = match decoded {
         Ok(events) => events,
         Err(reason) => {
             let now = ww_core::time::now();
             let note = UnresolvedTransaction { reason: reason.clone(), last_failed_at: now, ..entry };
             let _ = tokio::task::spawn_blocking(move || {
-                store.note_unresolved(&note, crate::catchup::GIVE_UP_AFTER, crate::catchup::UNDECODABLE_RETRY_MS)
+                store.note_unresolved(&note, ww_solana::walk::GIVE_UP_AFTER, ww_solana::walk::UNDECODABLE_RETRY_MS)
             })
             .await;
             return Err(reason);

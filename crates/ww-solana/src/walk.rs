@@ -27,19 +27,18 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::decode::{DecodeError, Provenance, decode_transaction};
+pub use crate::history::HistoryRange;
+use crate::history::list_signatures;
+use crate::resolve::{FetchError, TransactionFetcher};
+use crate::{RpcClient, RpcError, SignatureInfo};
 use tokio::sync::Semaphore;
 use tokio_util::task::AbortOnDropHandle;
 use ww_core::store::{CursorMove, RecordOutcome, Store, StoreError, UnresolvedTransaction};
 use ww_core::wallet::WalletRecord;
 use ww_core::{Commitment, Origin, Position, WalletAddress};
-use ww_solana::decode::{DecodeError, Provenance, decode_transaction};
-pub use ww_solana::history::HistoryRange;
-use ww_solana::history::list_signatures;
-use ww_solana::resolve::{FetchError, TransactionFetcher};
-use ww_solana::{RpcClient, RpcError, SignatureInfo};
 
-use crate::error::AppError;
-use crate::recorder::{RecordError, Recorder};
+use ww_core::record::{EventRecorder, RecordError};
 
 /// Transactions fetched and stored per checkpoint.
 pub const CHUNK: usize = 100;
@@ -87,7 +86,7 @@ impl HistoryStart {
     }
 }
 
-use crate::metric_names;
+use crate::metrics as metric_names;
 
 /// Why a walk stopped early. Nothing after the failure was checkpointed.
 #[derive(Debug, thiserror::Error)]
@@ -135,18 +134,6 @@ pub enum CatchUpError {
         /// The address being walked.
         address: WalletAddress,
     },
-}
-
-impl From<CatchUpError> for AppError {
-    fn from(error: CatchUpError) -> Self {
-        match error {
-            CatchUpError::Rpc(error) => AppError::Rpc(error),
-            CatchUpError::Store(error) => AppError::Store(error),
-            CatchUpError::Record(RecordError::Store(error)) => AppError::Store(error),
-            CatchUpError::Task(error) => AppError::Task(error),
-            other => AppError::Rejected(other.to_string()),
-        }
-    }
 }
 
 /// Progress of a history walk, for progress bars.
@@ -229,7 +216,7 @@ pub struct CatchUp {
     /// Fetches with retries, single-flight with the live path.
     pub fetcher: TransactionFetcher,
     /// Records events and cursor moves.
-    pub recorder: Recorder,
+    pub recorder: Arc<dyn EventRecorder>,
     /// Read commitment.
     pub commitment: Commitment,
     /// Bounds concurrent RPC calls, shared with the live path.
@@ -398,7 +385,7 @@ impl CatchUp {
                 match decode_transaction(&entry.signature, reply, |wallet| tracked.contains(wallet), provenance) {
                     Ok(events) => return Ok(Some(events)),
                     Err(error) => {
-                        metrics::counter!(ww_solana::metrics::DECODE_ERRORS_TOTAL, "reason" => error.reason_label())
+                        metrics::counter!(crate::metrics::DECODE_ERRORS_TOTAL, "reason" => error.reason_label())
                             .increment(1);
                         (decode_reason(&error), UNDECODABLE_RETRY_MS)
                     }
