@@ -129,7 +129,7 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
         Command::Track { address, label, user, filter, since, .. } => {
             let store = open_store(&config)?;
             let since = since.as_deref().map(backfill::parse_bound).transpose()?;
-            let rpc = backfill::rpc_client(&config)?;
+            let rpc = ww_solana::RpcClient::from_config(&config.solana).map_err(AppError::from)?;
             let slot = wallets::current_slot(&rpc).await;
             let start_slot = slot.as_ref().ok().copied();
             if since.is_some() && start_slot.is_none() {
@@ -228,6 +228,9 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
 async fn run(config: Config) -> CommandResult {
     let store = open_store(&config)?;
     let metrics = crate::telemetry::install_metrics().map_err(Failure::Runtime)?;
+    // Per-endpoint series are known from the configuration: exported before
+    // /metrics answers, not when the PubSub pool first connects.
+    ww_solana::metrics::register_endpoints(config.solana.endpoints.iter().map(|endpoint| endpoint.ws_url.expose()));
     let metrics_listener = tokio::net::TcpListener::bind(config.server.metrics_listen).await.map_err(|error| {
         Failure::Runtime(anyhow!(
             "cannot serve metrics on {}: {error}; choose another address with --metrics-listen or WALLETWATCH_METRICS_LISTEN",
@@ -277,7 +280,7 @@ async fn run(config: Config) -> CommandResult {
         .with_fanout(broker.clone(), ws_config, &config.server_id)
         .with_http_limits(http_limits)
         .with_chat(chat)
-        .with_rpc(backfill::rpc_client(&config)?);
+        .with_rpc(ww_solana::RpcClient::from_config(&config.solana).map_err(AppError::from)?);
     let api = tokio::spawn(ww_server::serve(listener, api_state, api_shutdown.clone()));
     let metrics_server = {
         let upkeep = metrics.clone();

@@ -22,8 +22,8 @@ use tokio::sync::Semaphore;
 use ww_config::Config;
 use ww_core::store::Store;
 use ww_core::{Origin, Signature, WalletAddress};
+use ww_solana::RpcClient;
 use ww_solana::resolve::TransactionFetcher;
-use ww_solana::{RateLimits, RpcClient};
 
 use crate::error::AppError;
 use ww_solana::walk::{CatchUp, CatchUpReport, HistoryRange, HistoryStart, Progress, Walk};
@@ -80,18 +80,6 @@ impl BackfillSummary {
     }
 }
 
-/// Builds the JSON-RPC client: the configured endpoints in failover order,
-/// with the configured request budgets.
-pub fn rpc_client(config: &Config) -> Result<RpcClient, AppError> {
-    let solana = &config.solana;
-    let client = RpcClient::try_new(solana.endpoints[0].rpc_url.expose().clone(), solana.rpc_timeout)?
-        .with_fallbacks(solana.endpoints.iter().skip(1).map(|endpoint| endpoint.rpc_url.expose().clone()));
-    Ok(client.with_rate_limits(RateLimits {
-        requests_per_second: solana.rpc_requests_per_second,
-        requests_per_second_per_method: solana.rpc_requests_per_second_per_method,
-    }))
-}
-
 /// Alert routing for history this process stores: each tracking user's
 /// filter and destinations, as the daemon routes. Nothing here delivers; the
 /// daemon's workers pick the jobs up from the outbox.
@@ -122,7 +110,7 @@ pub async fn run(
         )));
     };
     let tracked: HashSet<WalletAddress> = records.iter().map(|record| record.address.clone()).collect();
-    let rpc = rpc_client(config)?;
+    let rpc = RpcClient::from_config(&config.solana)?;
     let catch_up = CatchUp {
         rpc: rpc.clone(),
         fetcher: TransactionFetcher::new(rpc.clone(), config.solana.commitment),

@@ -87,7 +87,7 @@ pub async fn run(
         tracker.spawn(workers.run(shutdown.child_token()));
     }
     if sinks.telegram().is_configured() && config.telegram.mode == ww_config::alerts::TelegramMode::Polling {
-        let rpc = crate::backfill::rpc_client(&config)?;
+        let rpc = RpcClient::from_config(&config.solana)?;
         tracker.spawn(crate::telegram_bot::run_polling(
             Arc::clone(&store),
             Some(rpc),

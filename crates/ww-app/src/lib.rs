@@ -6,7 +6,6 @@
 //! `CancellationToken` and returns when it is cancelled.
 
 pub mod backfill;
-pub mod balances;
 pub mod broker;
 pub mod chat;
 pub mod daemon;

@@ -48,17 +48,6 @@ pub const WALK_FAILURES_TOTAL: &str = "ww_walk_failures_total";
 /// Gauge: transactions given up as unresolvable (`walletwatch unresolved list`).
 pub const UNRESOLVABLE_TRANSACTIONS: &str = "ww_unresolvable_transactions";
 
-// Balance rounds.
-/// Counter: balance refresh rounds.
-pub const BALANCE_ROUNDS_TOTAL: &str = "ww_balance_rounds_total";
-/// Counter: accounts read by balance rounds.
-pub const BALANCE_ACCOUNTS_TOTAL: &str = "ww_balance_accounts_total";
-/// Counter: balance changes that no stored event explained, confirmed by
-/// the gap fill they triggered.
-pub const BALANCE_DRIFT_TOTAL: &str = "ww_balance_drift_total";
-/// Gauge: wallets per activity tier. Labels: `tier`.
-pub const WALLETS_BY_TIER: &str = "ww_wallets_by_tier";
-
 /// Every metric the application layer emits, with its help text and the
 /// label values known in advance (see `ww_core::metric`).
 pub const METRICS: &[ww_core::metric::MetricSpec] = {
@@ -129,25 +118,6 @@ pub const METRICS: &[ww_core::metric::MetricSpec] = {
             kind: Gauge,
             help: "Transactions given up as unresolvable",
             labels: &[],
-        },
-        MetricSpec { name: BALANCE_ROUNDS_TOTAL, kind: Counter, help: "Balance refresh rounds", labels: &[] },
-        MetricSpec {
-            name: BALANCE_ACCOUNTS_TOTAL,
-            kind: Counter,
-            help: "Accounts read by balance rounds",
-            labels: &[],
-        },
-        MetricSpec {
-            name: BALANCE_DRIFT_TOTAL,
-            kind: Counter,
-            help: "Balance changes no stored event explained, confirmed by the gap fill they triggered",
-            labels: &[],
-        },
-        MetricSpec {
-            name: WALLETS_BY_TIER,
-            kind: Gauge,
-            help: "Wallets per activity tier",
-            labels: &[("tier", &["high", "medium", "low"])],
         },
         MetricSpec {
             name: ALERTS_ROUTED_TOTAL,

@@ -72,7 +72,7 @@ fn random_address() -> WalletAddress {
 /// Runs the comparison and returns the report (JSON).
 pub async fn run(config: &Config, options: &CompareOptions, shutdown: CancellationToken) -> Result<Value, AppError> {
     let payer = Payer::read(&options.payer).map_err(AppError::Rejected)?;
-    let rpc = ww_app::backfill::rpc_client(config)?;
+    let rpc = RpcClient::from_config(&config.solana)?;
     let commitment = config.solana.commitment;
     let balance = rpc.get_balance(payer.address(), commitment).await?;
     let wallets: Vec<WalletAddress> = (0..options.wallets.max(1)).map(|_| random_address()).collect();

@@ -8,6 +8,7 @@
 //! - [`resolve`]: fetching transactions with retries.
 
 pub mod balance;
+pub mod balance_rounds;
 pub mod capture;
 pub mod decode;
 pub mod error;

@@ -38,6 +38,17 @@ pub const UNRESOLVED_FAILURES_TOTAL: &str = "ww_unresolved_failures_total";
 /// Counter: transactions given up as unresolvable (walks step over them).
 pub const UNRESOLVED_GIVEN_UP_TOTAL: &str = "ww_unresolved_given_up_total";
 
+// Balance rounds (the `balance_rounds` module).
+/// Counter: balance refresh rounds.
+pub const BALANCE_ROUNDS_TOTAL: &str = "ww_balance_rounds_total";
+/// Counter: accounts read by balance rounds.
+pub const BALANCE_ACCOUNTS_TOTAL: &str = "ww_balance_accounts_total";
+/// Counter: balance changes that no stored event explained, confirmed by
+/// the gap fill they triggered.
+pub const BALANCE_DRIFT_TOTAL: &str = "ww_balance_drift_total";
+/// Gauge: wallets per activity tier. Labels: `tier`.
+pub const WALLETS_BY_TIER: &str = "ww_wallets_by_tier";
+
 /// Every metric above, with its help text and the label values known in advance.
 pub const CATALOG: &[ww_core::metric::MetricSpec] = {
     use ww_core::metric::MetricKind::{Counter, Gauge};
@@ -144,5 +155,35 @@ pub const CATALOG: &[ww_core::metric::MetricSpec] = {
             help: "Transactions given up as unresolvable (walks step over them)",
             labels: &[],
         },
+        MetricSpec { name: BALANCE_ROUNDS_TOTAL, kind: Counter, help: "Balance refresh rounds", labels: &[] },
+        MetricSpec {
+            name: BALANCE_ACCOUNTS_TOTAL,
+            kind: Counter,
+            help: "Accounts read by balance rounds",
+            labels: &[],
+        },
+        MetricSpec {
+            name: BALANCE_DRIFT_TOTAL,
+            kind: Counter,
+            help: "Balance changes no stored event explained, confirmed by the gap fill they triggered",
+            labels: &[],
+        },
+        MetricSpec {
+            name: WALLETS_BY_TIER,
+            kind: Gauge,
+            help: "Wallets per activity tier",
+            labels: &[("tier", &["high", "medium", "low"])],
+        },
     ]
 };
+
+/// Exports every PubSub endpoint's series at zero (their `endpoint` label is
+/// the host, known only from the configuration), so they exist from
+/// start-up and not only once the pool connects.
+pub fn register_endpoints<'a>(ws_urls: impl IntoIterator<Item = &'a url::Url>) {
+    for url in ws_urls {
+        let host = url.host_str().unwrap_or("unknown").to_string();
+        metrics::counter!(PUBSUB_RECONNECTS_TOTAL, "endpoint" => host.clone()).increment(0);
+        metrics::gauge!(PUBSUB_SUBSCRIPTIONS, "endpoint" => host).increment(0.0);
+    }
+}

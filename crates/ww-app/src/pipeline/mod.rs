@@ -54,10 +54,10 @@ use ww_solana::decode::Provenance;
 use ww_solana::pubsub::{ConnectionConfig, ConnectionState, PubsubEvent, PubsubPool, SubscriptionKey};
 use ww_solana::resolve::TransactionFetcher;
 
-use crate::balances::Schedule;
 use crate::error::AppError;
 use crate::recorder::Recorder;
 use crate::supervised::{Joined, Supervised};
+use ww_solana::balance_rounds::Schedule;
 use ww_solana::walk::{CatchUp, HistoryStart, Walk};
 
 use work::{Task, TaskOutput};
@@ -230,7 +230,7 @@ pub async fn run(
         events_tx,
         shutdown.child_token(),
     );
-    let rpc = crate::backfill::rpc_client(config)?.with_capture(capture.clone());
+    let rpc = RpcClient::from_config(&config.solana)?.with_capture(capture.clone());
     let permits = Arc::new(Semaphore::new(FETCH_CONCURRENCY));
     let fetcher = TransactionFetcher::new(rpc.clone(), solana.commitment);
     let catch_up = CatchUp {

@@ -13,7 +13,7 @@ use ww_core::{ActivityEvent, Origin, Signature, WalletAddress};
 use ww_solana::decode::{DecodeError, Provenance, decode_transaction};
 
 use super::{MAX_WALKS, Pipeline, TOKEN_PROGRAMS, WorkItem, metric_names};
-use crate::balances::{AccountToRead, RoundReport};
+use ww_solana::balance_rounds::{AccountToRead, RoundReport};
 use ww_solana::walk::{CatchUpError, CatchUpReport, Walk};
 
 /// Decoded events stored in one commit at most.
@@ -229,7 +229,7 @@ impl Pipeline {
                     self.history_ready.insert(owner.clone());
                 }
                 if address == owner && self.reconciling.remove(&owner) && report.event_wallets.contains(&owner) {
-                    metrics::counter!(crate::metric_names::BALANCE_DRIFT_TOTAL).increment(1);
+                    metrics::counter!(ww_solana::metrics::BALANCE_DRIFT_TOTAL).increment(1);
                     warn!(wallet = %owner, events = report.events, "balance changed without a stored event: the stream missed activity, gap filled");
                 }
                 if report.transactions > 0 || report.given_up > 0 {
@@ -423,7 +423,8 @@ impl Pipeline {
         let snapshot_every = self.balance_snapshot_interval;
         let permits = Arc::clone(&self.permits);
         self.tasks.spawn(Task::BalanceRound, async move {
-            let report = crate::balances::refresh(&rpc, store, accounts, commitment, snapshot_every, permits).await;
+            let report =
+                ww_solana::balance_rounds::refresh(&rpc, store, accounts, commitment, snapshot_every, permits).await;
             TaskOutput::BalancesRefreshed { wallets, report }
         });
     }
@@ -466,7 +467,7 @@ impl Pipeline {
         }
         self.schedule.reschedule(&wallets, &report.failed_wallets);
         for (tier, count) in self.schedule.tier_counts() {
-            metrics::gauge!(crate::metric_names::WALLETS_BY_TIER, "tier" => tier.as_str()).set(count as f64);
+            metrics::gauge!(ww_solana::metrics::WALLETS_BY_TIER, "tier" => tier.as_str()).set(count as f64);
         }
         if status_changed {
             self.refresh_statuses().await;

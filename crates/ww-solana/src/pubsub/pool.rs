@@ -46,11 +46,7 @@ impl PubsubPool {
         shutdown: CancellationToken,
     ) -> Self {
         // Every endpoint's series exist from the start, at zero.
-        for endpoint in &config.endpoints {
-            let host = endpoint.host_str().unwrap_or("unknown").to_string();
-            metrics::counter!(crate::metrics::PUBSUB_RECONNECTS_TOTAL, "endpoint" => host.clone()).increment(0);
-            metrics::gauge!(crate::metrics::PUBSUB_SUBSCRIPTIONS, "endpoint" => host).increment(0.0);
-        }
+        crate::metrics::register_endpoints(&config.endpoints);
         metrics::gauge!(crate::metrics::PUBSUB_UNPLACED_SUBSCRIPTIONS).set(0.0);
         Self {
             config: Arc::new(config),

@@ -160,6 +160,17 @@ fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 impl RpcClient {
+    /// Builds the client a configuration describes: its first endpoint,
+    /// the others as fall-backs, its timeout and rate limits.
+    pub fn from_config(solana: &ww_config::SolanaConfig) -> Result<Self, RpcError> {
+        let client = Self::try_new(solana.endpoints[0].rpc_url.expose().clone(), solana.rpc_timeout)?
+            .with_fallbacks(solana.endpoints.iter().skip(1).map(|endpoint| endpoint.rpc_url.expose().clone()));
+        Ok(client.with_rate_limits(RateLimits {
+            requests_per_second: solana.rpc_requests_per_second,
+            requests_per_second_per_method: solana.rpc_requests_per_second_per_method,
+        }))
+    }
+
     /// Creates a client; `timeout` bounds each request.
     pub fn try_new(url: Url, timeout: Duration) -> Result<Self, RpcError> {
         let setup_error = |reason: String| RpcError::Setup { reason };

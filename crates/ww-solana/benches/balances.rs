@@ -3,16 +3,16 @@
 //! batched `getMultipleAccounts` round next to the baseline of one
 //! `getBalance` per wallet (16 in flight), in the same run.
 //!
-//! `WALLETWATCH_LOCALNET_BIN=... cargo bench -p ww-app --bench balances`
+//! `WALLETWATCH_LOCALNET_BIN=... cargo bench -p ww-solana --bench balances`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use ww_app::balances::{AccountToRead, refresh};
 use ww_core::Commitment;
 use ww_solana::RpcClient;
+use ww_solana::balance_rounds::{AccountToRead, refresh};
 use ww_store::RedbStore;
 use ww_test_utils::{ChaosProxy, LocalNode, fresh_address};
 

@@ -15,6 +15,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::balance::decode_token_account;
+use crate::rpc::client::MAX_ACCOUNTS_PER_CALL;
+use crate::{AccountInfo, RpcClient};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::warn;
@@ -22,9 +25,6 @@ use ww_config::BalancesConfig;
 use ww_core::balance::{Asset, BalanceChange, BalanceRecord};
 use ww_core::store::Store;
 use ww_core::{Commitment, Slot, WalletAddress};
-use ww_solana::balance::decode_token_account;
-use ww_solana::rpc::client::MAX_ACCOUNTS_PER_CALL;
-use ww_solana::{AccountInfo, RpcClient};
 
 /// Activity within this window makes a wallet `High`.
 const HIGH_WINDOW: Duration = Duration::from_secs(600);
@@ -35,7 +35,7 @@ const RETRY_BASE: Duration = Duration::from_secs(30);
 /// Longest retry delay of a failed batch.
 const RETRY_MAX: Duration = Duration::from_secs(600);
 
-use crate::metric_names;
+use crate::metrics as metric_names;
 
 /// A wallet's activity tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
