@@ -24,9 +24,9 @@ use ww_core::store::Store;
 use ww_core::{Origin, Signature, WalletAddress};
 use ww_solana::RpcClient;
 use ww_solana::resolve::TransactionFetcher;
+use ww_solana::walk::{CatchUp, CatchUpReport, HistoryRange, HistoryStart, Progress, Walk};
 
 use crate::error::AppError;
-use ww_solana::walk::{CatchUp, CatchUpReport, HistoryRange, HistoryStart, Progress, Walk};
 
 /// Concurrent `getTransaction` calls of a backfill.
 pub const BACKFILL_CONCURRENCY: usize = 16;

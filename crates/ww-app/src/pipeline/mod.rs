@@ -53,12 +53,12 @@ use ww_solana::RpcClient;
 use ww_solana::decode::Provenance;
 use ww_solana::pubsub::{ConnectionConfig, ConnectionState, PubsubEvent, PubsubPool, SubscriptionKey};
 use ww_solana::resolve::TransactionFetcher;
+use ww_solana::walk::{CatchUp, HistoryStart, Walk};
 
 use crate::error::AppError;
 use crate::recorder::Recorder;
 use crate::supervised::{Joined, Supervised};
 use ww_solana::balance_rounds::Schedule;
-use ww_solana::walk::{CatchUp, HistoryStart, Walk};
 
 use work::{Task, TaskOutput};
 

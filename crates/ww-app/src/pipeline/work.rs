@@ -10,11 +10,11 @@ use tracing::{debug, error, info, warn};
 use ww_core::store::{RecordOutcome, UnresolvedTransaction};
 use ww_core::time::UnixMillis;
 use ww_core::{ActivityEvent, Origin, Signature, WalletAddress};
+use ww_solana::balance_rounds::{AccountToRead, RoundReport};
 use ww_solana::decode::{DecodeError, Provenance, decode_transaction};
+use ww_solana::walk::{CatchUpError, CatchUpReport, Walk};
 
 use super::{MAX_WALKS, Pipeline, TOKEN_PROGRAMS, WorkItem, metric_names};
-use ww_solana::balance_rounds::{AccountToRead, RoundReport};
-use ww_solana::walk::{CatchUpError, CatchUpReport, Walk};
 
 /// Decoded events stored in one commit at most.
 pub(super) const RECORD_BATCH: usize = 512;
