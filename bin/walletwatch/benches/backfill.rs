@@ -63,7 +63,7 @@ fn walletwatch_backfill(node: &LocalNode, wallet: &WalletAddress) -> (usize, Dur
     let track = Command::new(env!("CARGO_BIN_EXE_walletwatch"))
         .arg("--data-dir")
         .arg(data_dir.path())
-        .args(["track", wallet.as_str()])
+        .args(["track", wallet.as_str(), "--rpc-url", &node.rpc_url])
         .output()
         .expect("track");
     assert!(track.status.success());

@@ -104,7 +104,7 @@ async fn main() {
         let status = Command::new(env!("CARGO_BIN_EXE_walletwatch"))
             .arg("--data-dir")
             .arg(data_dir.path())
-            .args(["track", wallet.as_str()])
+            .args(["track", wallet.as_str(), "--rpc-url", &node.rpc_url])
             .stdout(Stdio::null())
             .status()
             .expect("track");

@@ -341,9 +341,9 @@ impl DeliveryWorkers {
     ) -> LaneEnd {
         let mut loaded = self.load(&jobs).await.into_iter();
         for job in jobs {
-            let prepared = loaded
-                .next()
-                .unwrap_or_else(|| Err(SinkError::Retryable { reason: "job not loaded".into(), retry_after: None }));
+            let prepared = loaded.next().unwrap_or_else(|| {
+                Err(SinkError::Retryable { reason: "job not loaded".into(), retry_after: None, cause: None })
+            });
             if shutdown.is_cancelled() {
                 break;
             }
@@ -485,7 +485,10 @@ impl DeliveryWorkers {
             let mut results = Vec::with_capacity(keys.len());
             for (seq, wallet, user) in keys {
                 let Some(event) = store.event(seq)? else {
-                    results.push(Err(SinkError::Permanent { reason: format!("event #{} is no longer stored", seq.0) }));
+                    results.push(Err(SinkError::Permanent {
+                        reason: format!("event #{} is no longer stored", seq.0),
+                        cause: None,
+                    }));
                     continue;
                 };
                 let subscription = subscriptions
@@ -501,7 +504,9 @@ impl DeliveryWorkers {
         })
         .await;
         let failure = |reason: String| {
-            (0..jobs.len()).map(|_| Err(SinkError::Retryable { reason: reason.clone(), retry_after: None })).collect()
+            (0..jobs.len())
+                .map(|_| Err(SinkError::Retryable { reason: reason.clone(), retry_after: None, cause: None }))
+                .collect()
         };
         match loaded {
             Ok(Ok(results)) => results,

@@ -47,7 +47,30 @@ pub mod metric_names {
 }
 pub use render::{Alert, Explorer};
 
+/// A transport failure (timeout, refused connection, TLS), kept typed with
+/// its URL removed: webhook URLs and the Bot API's carry tokens.
+#[derive(Debug, Clone)]
+pub struct TransportError(std::sync::Arc<reqwest::Error>);
+
+impl TransportError {
+    /// Returns the request error (its URL already removed).
+    pub fn error(&self) -> &reqwest::Error {
+        &self.0
+    }
+}
+
+impl PartialEq for TransportError {
+    /// Two transport errors are the same failure when they read the same.
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
 /// Why a delivery failed.
+///
+/// `reason` is the whole story in one line (a transport failure's causes
+/// included), for logs and a job's `last_error`; `cause` keeps a transport
+/// failure typed for code that needs to inspect it (`is_timeout()`, ...).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SinkError {
     /// Worth retrying (429, 5xx, timeouts, connection errors).
@@ -57,6 +80,8 @@ pub enum SinkError {
         reason: String,
         /// How long the destination asked to wait.
         retry_after: Option<Duration>,
+        /// The transport failure, when it was one.
+        cause: Option<TransportError>,
     },
     /// The service rate-limited the whole bot (Discord's `"global": true`
     /// 429): every destination of this sink must wait, not just this one.
@@ -72,6 +97,8 @@ pub enum SinkError {
     Permanent {
         /// What happened.
         reason: String,
+        /// The transport failure, when it was one (a request that could not be built).
+        cause: Option<TransportError>,
     },
 }
 
@@ -96,7 +123,7 @@ impl SinkError {
     }
 
     pub(crate) fn permanent(reason: impl Into<String>) -> Self {
-        SinkError::Permanent { reason: reason.into() }
+        SinkError::Permanent { reason: reason.into(), cause: None }
     }
 
     /// Classifies a transport error (timeouts and connection failures retry).
@@ -110,10 +137,12 @@ impl SinkError {
             reason.push_str(&format!(": {cause}"));
             source = cause.source();
         }
-        if error.is_builder() {
-            SinkError::Permanent { reason }
+        let is_builder = error.is_builder();
+        let cause = Some(TransportError(std::sync::Arc::new(error)));
+        if is_builder {
+            SinkError::Permanent { reason, cause }
         } else {
-            SinkError::Retryable { reason, retry_after: None }
+            SinkError::Retryable { reason, retry_after: None, cause }
         }
     }
 }
@@ -262,9 +291,9 @@ pub(crate) fn status_error(
         || status.is_server_error()
         || status == reqwest::StatusCode::REQUEST_TIMEOUT
     {
-        SinkError::Retryable { reason, retry_after }
+        SinkError::Retryable { reason, retry_after, cause: None }
     } else {
-        SinkError::Permanent { reason }
+        SinkError::Permanent { reason, cause: None }
     }
 }
 

@@ -109,4 +109,8 @@ async fn a_refused_connection_is_retryable_and_names_the_cause() {
     let sinks = Sinks::from_config(&config).expect("sinks");
     let error = send(&sinks, "discord-channel:1", &stored(1)).await.expect_err("refused");
     assert!(error.is_retryable(), "{error}");
+    // The transport failure is kept typed, without its URL (which can carry a token).
+    let ww_sinks::SinkError::Retryable { cause: Some(cause), .. } = &error else { panic!("no typed cause: {error:?}") };
+    assert!(cause.error().is_connect(), "{:?}", cause.error());
+    assert!(cause.error().url().is_none(), "the URL was kept: {:?}", cause.error().url());
 }
