@@ -731,6 +731,16 @@ mod tests {
         assert_eq!(WalletAddress::parse(EIP55_VECTORS[0]).expect("valid").short(), "0x5aAe...eAed");
     }
 
+    /// Found by the `address` fuzz target: an upper-case `0X` and digits only
+    /// (no letters, so no checksum to check) is accepted and held canonical.
+    #[test]
+    fn an_upper_case_prefix_and_digit_only_address_is_held_canonical() {
+        let input = "0X7777777777777777777777000000000000000000";
+        let address = WalletAddress::parse(input).expect("valid");
+        assert_eq!(address.as_str(), "0x7777777777777777777777000000000000000000");
+        assert_eq!(WalletAddress::parse(address.as_str()).expect("canonical"), address);
+    }
+
     #[test]
     fn a_wrong_mixed_case_checksum_is_refused_with_the_right_form() {
         let typo = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD";
