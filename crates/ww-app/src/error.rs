@@ -44,3 +44,17 @@ impl From<ww_solana::walk::CatchUpError> for AppError {
         }
     }
 }
+
+impl From<ww_solana::backfill::BackfillError> for AppError {
+    fn from(error: ww_solana::backfill::BackfillError) -> Self {
+        use ww_solana::backfill::BackfillError;
+        match error {
+            BackfillError::InvalidBound(message) => AppError::Rejected(message),
+            BackfillError::NotTracked(message) => AppError::NotTracked(message),
+            BackfillError::Walk(error) => error.into(),
+            BackfillError::Rpc(error) => AppError::Rpc(error),
+            BackfillError::Store(error) => AppError::Store(error),
+            BackfillError::Task(error) => AppError::Task(error),
+        }
+    }
+}

@@ -7,6 +7,7 @@
 //! - [`decode`]: `getTransaction` replies into `ActivityEvent`s;
 //! - [`resolve`]: fetching transactions with retries.
 
+pub mod backfill;
 pub mod balance;
 pub mod balance_rounds;
 pub mod capture;
