@@ -68,7 +68,10 @@ type CommandResult = Result<(), Failure>;
 fn load_config(cli: &Cli) -> Result<Config, Failure> {
     let mut env: HashMap<String, String> = std::env::vars().collect();
     if let Some(data_dir) = &cli.data_dir {
+        // The flag names the embedded store's directory, whatever
+        // `[store] url` or WALLETWATCH_STORE_URL say.
         env.insert("WALLETWATCH_DATA_DIR".into(), data_dir.display().to_string());
+        env.insert("WALLETWATCH_STORE_URL".into(), format!("redb:{}", data_dir.display()));
     }
     if let Some(level) = &cli.log_level {
         env.insert("LOG_LEVEL".into(), level.clone());

@@ -159,6 +159,16 @@ fn check_config_prints_the_effective_config_with_secrets_redacted() {
 }
 
 #[test]
+fn the_data_dir_flag_selects_the_embedded_store_over_a_store_url() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = run(walletwatch(dir.path()).arg("check-config").env("WALLETWATCH_STORE_URL", "redb:/somewhere/else"));
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    assert!(text.contains(&format!("dir = \"{}\"", dir.path().display())), "{text}");
+    assert!(!text.contains("/somewhere/else"), "{text}");
+}
+
+#[test]
 fn an_invalid_config_lists_every_error_and_exits_2() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("bad.toml");

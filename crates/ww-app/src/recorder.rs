@@ -226,12 +226,8 @@ async fn commit_group(
             }
             Ok(Err(error)) => {
                 // The same failure for every request: a full disk fails them all.
-                let message = error.to_string();
-                let kind = error;
-                let mut first = Some(kind);
                 for request in group {
-                    let error = first.take().unwrap_or_else(|| StoreError::Backend(message.clone().into()));
-                    let _ = request.reply.send(Err(RecordError::Store(error)));
+                    let _ = request.reply.send(Err(RecordError::Store(same_failure(&error))));
                 }
                 return;
             }
@@ -264,6 +260,19 @@ async fn commit_group(
             publisher.offer(stored);
         }
         return;
+    }
+}
+
+/// A copy of a group commit's failure for each of its requests, keeping its
+/// type: a failed write stays a `Write` with the same `io::ErrorKind`
+/// (`StorageFull` for a full disk), a damaged record stays `Corrupt`.
+fn same_failure(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Write { error } => {
+            StoreError::Write { error: std::io::Error::new(error.kind(), error.to_string()) }
+        }
+        StoreError::Corrupt { table, error } => StoreError::Corrupt { table, error: error.to_string().into() },
+        other => StoreError::Backend(other.to_string().into()),
     }
 }
 
@@ -301,5 +310,20 @@ fn observe(event: &ActivityEvent, outcome: RecordOutcome) {
         RecordOutcome::Untracked => {
             debug!(wallet = %event.wallet, signature = %event.signature, "wallet no longer tracked; event not stored");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_of_a_failed_commit_gets_the_failure_typed() {
+        let full = StoreError::Write { error: std::io::Error::from_raw_os_error(28) };
+        let copy = same_failure(&full);
+        let StoreError::Write { error } = &copy else { panic!("not a write failure: {copy:?}") };
+        assert_eq!(error.kind(), std::io::ErrorKind::StorageFull);
+        let damaged = StoreError::Corrupt { table: "events", error: "bad json".into() };
+        assert!(matches!(same_failure(&damaged), StoreError::Corrupt { table: "events", .. }));
     }
 }

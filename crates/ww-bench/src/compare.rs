@@ -125,6 +125,7 @@ async fn run_in(
     }
     let mut daemon_config = config.clone();
     daemon_config.data_dir = scratch.to_path_buf();
+    daemon_config.store = ww_config::StoreLocation::Redb { dir: scratch.to_path_buf() };
     daemon_config.users.clear();
     let health = ww_app::health::Health::default();
     let broker = ww_app::broker::LocalBroker::default().shared();

@@ -528,7 +528,10 @@ fn sandboxed(mut config: ww_config::Config, sandbox: Sandbox) -> ww_config::Conf
 /// Refuses a store that holds wallets tracked by anyone but the replay: a
 /// replay writes wallets and events, and must not write them among a real
 /// daemon's.
-fn check_replay_store(store: &dyn ww_core::store::Store, data_dir: &std::path::Path) -> Result<(), ww_app::AppError> {
+fn check_replay_store(
+    store: &dyn ww_core::store::Store,
+    location: &ww_config::StoreLocation,
+) -> Result<(), ww_app::AppError> {
     let foreign = store
         .wallets()?
         .into_iter()
@@ -538,7 +541,7 @@ fn check_replay_store(store: &dyn ww_core::store::Store, data_dir: &std::path::P
         return Err(ww_app::AppError::Rejected(format!(
             "{} holds {foreign} wallets tracked by users other than {REPLAY_USER:?}: a replay writes wallets and events, so it \
              runs only on a data directory of its own (pass --data-dir with an empty or earlier replay's directory)",
-            data_dir.display()
+            location
         )));
     }
     Ok(())
@@ -567,7 +570,7 @@ pub async fn run(
     config.solana.rpc_requests_per_second = None;
     config.solana.rpc_requests_per_second_per_method = None;
     let store: Arc<dyn ww_core::store::Store> = ww_app::open_store(&config.store)?;
-    check_replay_store(store.as_ref(), &config.data_dir)?;
+    check_replay_store(store.as_ref(), &config.store)?;
     for wallet in &wallets {
         if store.wallet(wallet)?.is_none() {
             let options = ww_app::wallets::TrackOptions { start_slot: Some(node.start_slot()), ..Default::default() };

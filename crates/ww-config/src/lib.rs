@@ -393,7 +393,14 @@ fn parse_store_url(text: &str, errors: &mut Vec<String>) -> Option<StoreLocation
             None
         }
         _ => {
-            errors.push(format!("store.url: unknown store scheme {scheme:?}: use redb:DIR"));
+            // A scheme-less `user:password@host` would put the user name here.
+            let is_scheme =
+                scheme.len() <= 16 && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+            if is_scheme {
+                errors.push(format!("store.url: unknown store scheme {scheme:?}: use redb:DIR"));
+            } else {
+                errors.push("store.url: not a store URL: use redb:DIR".to_string());
+            }
             None
         }
     }

@@ -173,8 +173,10 @@ struct EventIn {
 impl Serialize for ActivityEvent {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let sol_delta = match self.chain {
-            // Lamport deltas always fit: the whole SOL supply is under 2^63 lamports.
-            Chain::Solana => Some(i64::try_from(self.native_delta).map_err(serde::ser::Error::custom)?),
+            // Lamport deltas fit (the whole SOL supply is under 2^63 lamports;
+            // the decoder refuses more); one that did not would be left out
+            // rather than make the event unstorable.
+            Chain::Solana => i64::try_from(self.native_delta).ok(),
             _ => None,
         };
         EventOut {
@@ -366,6 +368,15 @@ mod tests {
         assert_eq!(json["native_delta"], "-1500000000000000000000");
         assert!(json.get("sol_delta").is_none(), "{json}");
         assert_eq!(serde_json::from_value::<ActivityEvent>(json).expect("back"), event);
+    }
+
+    #[test]
+    fn a_solana_change_beyond_an_i64_still_serializes_without_sol_delta() {
+        let mut event = sample_event();
+        event.native_delta = i128::from(u64::MAX);
+        let json = serde_json::to_value(&event).expect("serializes: an event must never be unstorable");
+        assert!(json.get("sol_delta").is_none(), "{json}");
+        assert_eq!(serde_json::from_value::<ActivityEvent>(json).expect("back").native_delta, i128::from(u64::MAX));
     }
 
     #[test]

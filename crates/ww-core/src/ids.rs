@@ -13,8 +13,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A blockchain network walletwatch can follow. Each network is its own
-/// value: the same `0x` address on Ethereum and on Polygon is two wallets.
+/// A blockchain network walletwatch can follow, each network its own value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub enum Chain {
     /// Solana mainnet-beta, devnet, testnet or a local node.
@@ -172,7 +171,7 @@ pub enum AddressError {
     /// checksum (a typo, most likely).
     #[error(
         "invalid {kind} {input:?}: the mixed-case checksum (EIP-55) does not match; expected {expected} \
-         (all-lowercase input skips the check)"
+         (single-case input, all lower or all upper, skips the check)"
     )]
     BadChecksum {
         /// What was being parsed.

@@ -21,10 +21,10 @@ use ww_core::alert::{Movement, movements};
 use ww_core::event::TxOutcome;
 use ww_core::{StoredEvent, WalletAddress};
 
-/// Symbols of well-known mints; other mints show as a short address.
 /// Longest Telegram message text, in characters (the Bot API's limit).
 pub const TELEGRAM_MAX_MESSAGE_CHARS: usize = 4096;
 
+/// Symbols of well-known mints; other mints show as a short address.
 const KNOWN_MINTS: [(&str, &str); 5] = [
     ("So11111111111111111111111111111111111111112", "SOL"),
     ("EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v", "USDC"),

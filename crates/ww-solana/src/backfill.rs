@@ -78,7 +78,7 @@ pub fn parse_bound(text: &str) -> Result<Bound, BackfillError> {
         let seconds = time.duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs());
         return Ok(Bound::Time(i64::try_from(seconds).unwrap_or(i64::MAX)));
     }
-    Signature::parse(text).map(Bound::Signature).map_err(|_| {
+    Signature::parse_for(ww_core::Chain::Solana, text).map(Bound::Signature).map_err(|_| {
         BackfillError::InvalidBound(format!(
             "{text:?} is neither a time (2026-11-01, 2026-11-01T12:00:00Z, Unix seconds) nor a transaction signature"
         ))
@@ -194,6 +194,11 @@ mod tests {
         assert!(matches!(parse_bound(&signature).expect("signature"), Bound::Signature(_)));
         let error = parse_bound("yesterday").expect_err("invalid");
         assert!(matches!(error, BackfillError::InvalidBound(_)));
+        let evm_hash = format!("0x{}", "ab".repeat(32));
+        assert!(
+            matches!(parse_bound(&evm_hash), Err(BackfillError::InvalidBound(_))),
+            "an EVM hash is no Solana bound"
+        );
         assert!(error.to_string().contains("neither a time"), "{error}");
     }
 }

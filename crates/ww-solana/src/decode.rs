@@ -219,7 +219,11 @@ pub fn decode_transaction(
         let mut native_delta: i128 = 0;
         for (index, key) in keys.iter().enumerate() {
             if *key == &wallet {
-                native_delta = i128::from(meta.post_balances[index]) - i128::from(meta.pre_balances[index]);
+                let change = i128::from(meta.post_balances[index]) - i128::from(meta.pre_balances[index]);
+                // No real balance moves more lamports than an i64 holds (the
+                // JSON form's sol_delta); a reply that says so is malformed.
+                i64::try_from(change).map_err(|_| malformed("lamport change overflows i64".into()))?;
+                native_delta = change;
                 break;
             }
         }

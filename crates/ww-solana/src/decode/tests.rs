@@ -130,7 +130,15 @@ fn malformed_replies_are_errors_naming_the_problem() {
     for broken in [Value::Null, serde_json::json!({}), serde_json::json!({"slot": "x"}), serde_json::json!([])] {
         assert!(decode_transaction(&signature, &broken, |_| true, live()).is_err(), "{broken}");
     }
-    let mut no_meta = reply;
+    let mut no_meta = reply.clone();
     no_meta["meta"] = Value::Null;
     assert!(decode_transaction(&signature, &no_meta, |_| true, live()).is_err());
+    // A lamport change beyond an i64 (only a broken or hostile node says so)
+    // is malformed: an event carrying it could not be stored.
+    let mut overflowing = reply;
+    let count = overflowing["meta"]["preBalances"].as_array().expect("balances").len();
+    overflowing["meta"]["preBalances"] = serde_json::json!(vec![0u64; count]);
+    overflowing["meta"]["postBalances"] = serde_json::json!(vec![u64::MAX; count]);
+    let error = decode_transaction(&signature, &overflowing, |_| true, live()).expect_err("overflow");
+    assert!(matches!(&error, DecodeError::Malformed { reason, .. } if reason.contains("overflows")), "{error}");
 }
