@@ -10,7 +10,7 @@ use std::sync::Arc;
 use ww_config::Config;
 use ww_core::WalletAddress;
 use ww_core::store::Store;
-pub use ww_solana::backfill::{BACKFILL_CONCURRENCY, BackfillSummary, Bound};
+pub use ww_solana::backfill::{BackfillSummary, Bound};
 use ww_solana::walk::Progress;
 
 use crate::error::AppError;

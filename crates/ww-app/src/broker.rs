@@ -319,17 +319,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn Store> = Arc::new(ww_store::RedbStore::open_in_dir(dir.path()).expect("store"));
         let wallet = ww_core::WalletAddress::parse("11111111111111111111111111111111").expect("valid");
-        let request = ww_core::store::TrackRequest {
-            chain: ww_core::Chain::Solana,
-            address: wallet.clone(),
-            label: None,
-            user: "u".into(),
-            filter: None,
-            destination: None,
-            start_slot: None,
-            shares_label: true,
-            max_wallets: None,
-        };
+        let request = ww_core::store::TrackRequest::new(ww_core::Chain::Solana, wallet.clone(), "u");
         store.track_wallet(&request, ww_core::time::UnixMillis(0)).expect("track");
         let broker = LocalBroker::new(64, 64).shared();
         let publisher = Publisher::default();

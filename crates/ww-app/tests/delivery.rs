@@ -64,17 +64,7 @@ async fn fixture(extra_config: &str, prices: Option<&ContractServer>) -> Fixture
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(RedbStore::open_in_dir(dir.path()).expect("store"));
     let wallet = fresh_address();
-    let request = TrackRequest {
-        chain: Chain::Solana,
-        address: wallet.clone(),
-        label: None,
-        user: "alice".into(),
-        filter: None,
-        destination: None,
-        start_slot: None,
-        shares_label: true,
-        max_wallets: None,
-    };
+    let request = TrackRequest::new(Chain::Solana, wallet.clone(), "alice");
     store.track_wallet(&request, UnixMillis(0)).expect("track");
     let wake = Arc::new(tokio::sync::Notify::new());
     let shutdown = CancellationToken::new();
@@ -211,17 +201,8 @@ async fn a_usd_threshold_is_applied_with_the_price_at_delivery_time() {
     let server = ContractServer::start("bot", "1:tg").await.expect("server");
     let fixture = fixture(&format!("[prices]\nurl = \"{}\"\n", server.prices_url()), Some(&server)).await;
     let filter = ww_core::alert::AlertFilter { min_usd: Some(1000.0), ..ww_core::alert::AlertFilter::default() };
-    let request = TrackRequest {
-        chain: Chain::Solana,
-        address: fixture.wallet.clone(),
-        label: None,
-        user: "alice".into(),
-        filter: Some(filter),
-        destination: None,
-        start_slot: None,
-        shares_label: true,
-        max_wallets: None,
-    };
+    let request =
+        TrackRequest { filter: Some(filter), ..TrackRequest::new(Chain::Solana, fixture.wallet.clone(), "alice") };
     fixture.store.track_wallet(&request, UnixMillis(0)).expect("filter");
     // At $100 a SOL: 2.5 SOL is $250 (filtered out), 25 SOL is $2 500 (sent).
     server.set_price(ww_core::alert::WRAPPED_SOL_MINT, 100.0);

@@ -54,17 +54,7 @@ fn config(rpc_url: &str, ws_url: &str, data_dir: &std::path::Path, server: &Cont
 }
 
 fn track(store: &dyn Store, wallet: &WalletAddress, start_slot: Option<u64>) {
-    let request = TrackRequest {
-        chain: Chain::Solana,
-        address: wallet.clone(),
-        label: None,
-        user: "local".into(),
-        filter: None,
-        destination: None,
-        start_slot,
-        shares_label: true,
-        max_wallets: None,
-    };
+    let request = TrackRequest { start_slot, ..TrackRequest::new(Chain::Solana, wallet.clone(), "local") };
     store.track_wallet(&request, ww_core::time::now()).expect("track");
 }
 

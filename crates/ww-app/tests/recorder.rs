@@ -26,17 +26,7 @@ fn open() -> (tempfile::TempDir, Arc<dyn Store>) {
 }
 
 fn track(store: &dyn Store, wallet: &WalletAddress) {
-    let request = TrackRequest {
-        chain: Chain::Solana,
-        address: wallet.clone(),
-        label: None,
-        user: "alice".into(),
-        filter: None,
-        destination: None,
-        start_slot: None,
-        shares_label: true,
-        max_wallets: None,
-    };
+    let request = TrackRequest::new(Chain::Solana, wallet.clone(), "alice");
     store.track_wallet(&request, UnixMillis(0)).expect("track");
 }
 

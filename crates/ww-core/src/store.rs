@@ -125,6 +125,26 @@ pub struct TrackRequest {
     pub start_slot: Option<u64>,
 }
 
+impl TrackRequest {
+    /// A plain request: `user` tracks `address` on `chain` with no label,
+    /// filter, destination, quota or known start slot, as an operator front
+    /// end asks (a label given later is shared). Set other fields with
+    /// struct update syntax.
+    pub fn new(chain: Chain, address: WalletAddress, user: impl Into<String>) -> Self {
+        Self {
+            chain,
+            address,
+            label: None,
+            shares_label: true,
+            max_wallets: None,
+            user: user.into(),
+            filter: None,
+            destination: None,
+            start_slot: None,
+        }
+    }
+}
+
 /// A cursor move committed together with a batch of events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CursorMove {

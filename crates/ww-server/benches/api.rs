@@ -156,15 +156,5 @@ async fn run() {
 }
 
 fn track_request() -> TrackRequest {
-    TrackRequest {
-        chain: ww_core::Chain::Solana,
-        address: ww_test_utils::fresh_address(),
-        label: None,
-        user: "alice".into(),
-        filter: None,
-        destination: None,
-        start_slot: None,
-        shares_label: true,
-        max_wallets: None,
-    }
+    TrackRequest::new(ww_core::Chain::Solana, ww_test_utils::fresh_address(), "alice")
 }

@@ -58,17 +58,7 @@ async fn start(broker: LocalBroker, ws_config: WsConfig) -> Server {
     let wallet = ww_test_utils::fresh_address();
     let other_wallet = ww_test_utils::fresh_address();
     for (address, user) in [(&wallet, "alice"), (&other_wallet, "bob")] {
-        let request = TrackRequest {
-            chain: Chain::Solana,
-            address: address.clone(),
-            label: None,
-            user: user.into(),
-            filter: None,
-            destination: None,
-            start_slot: None,
-            shares_label: true,
-            max_wallets: None,
-        };
+        let request = TrackRequest::new(Chain::Solana, address.clone(), user);
         store.track_wallet(&request, UnixMillis(0)).expect("track");
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -457,17 +447,7 @@ async fn untracking_and_revoking_end_what_the_client_may_no_longer_see() {
         })
         .expect("token");
     let kept = ww_test_utils::fresh_address();
-    let request = TrackRequest {
-        chain: Chain::Solana,
-        address: kept.clone(),
-        label: None,
-        user: "alice".into(),
-        filter: None,
-        destination: None,
-        start_slot: None,
-        shares_label: true,
-        max_wallets: None,
-    };
+    let request = TrackRequest::new(Chain::Solana, kept.clone(), "alice");
     server.store.track_wallet(&request, UnixMillis(0)).expect("track");
     let wallet_topic = format!("wallet:{}", server.wallet);
     let mut by_wallet = connect(&server, &format!("subscriptions={wallet_topic},wallet:{kept}&token={token}")).await;

@@ -31,17 +31,7 @@ fn wallet(index: u64) -> WalletAddress {
 /// wallets are refused.
 fn track_all(store: &RedbStore) {
     for index in 0..50 {
-        let request = ww_core::store::TrackRequest {
-            chain: ww_core::Chain::Solana,
-            address: wallet(index),
-            label: None,
-            user: "bench".into(),
-            filter: None,
-            destination: None,
-            start_slot: None,
-            shares_label: true,
-            max_wallets: None,
-        };
+        let request = ww_core::store::TrackRequest::new(ww_core::Chain::Solana, wallet(index), "bench");
         store.track_wallet(&request, UnixMillis(0)).expect("track");
     }
 }

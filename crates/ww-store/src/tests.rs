@@ -16,17 +16,7 @@ fn event(wallet: &WalletAddress, signature_byte: u8, slot: u64) -> ActivityEvent
 }
 
 fn track(store: &RedbStore, wallet: &WalletAddress, user: &str) -> TrackOutcome {
-    let request = TrackRequest {
-        chain: Chain::Solana,
-        address: wallet.clone(),
-        label: None,
-        user: user.into(),
-        filter: None,
-        destination: None,
-        start_slot: None,
-        shares_label: true,
-        max_wallets: None,
-    };
+    let request = TrackRequest::new(Chain::Solana, wallet.clone(), user);
     store.track_wallet(&request, UnixMillis(10)).expect("track")
 }
 

@@ -62,17 +62,7 @@ fn event(wallet: &WalletAddress, signature_byte: u8, slot: u64) -> ActivityEvent
 }
 
 fn track(store: &dyn Store, wallet: &WalletAddress, user: &str) -> TrackOutcome {
-    let request = TrackRequest {
-        chain: Chain::Solana,
-        address: wallet.clone(),
-        label: None,
-        user: user.into(),
-        filter: None,
-        destination: None,
-        start_slot: None,
-        shares_label: true,
-        max_wallets: None,
-    };
+    let request = TrackRequest::new(Chain::Solana, wallet.clone(), user);
     store.track_wallet(&request, UnixMillis(10)).expect("track")
 }
 
@@ -436,15 +426,11 @@ pub fn subscriptions_follow_track_untrack_and_keep_filters_and_destinations(stor
     let wallet = address(3);
     let filter = AlertFilter { direction: Direction::Out, min_native: Some(2.0), ..AlertFilter::default() };
     let request = TrackRequest {
-        chain: Chain::Solana,
-        address: wallet.clone(),
         label: Some("whale".into()),
-        user: "discord:1".into(),
         filter: Some(filter.clone()),
         destination: Some("discord-channel:9".parse().expect("valid")),
         start_slot: Some(77),
-        shares_label: true,
-        max_wallets: None,
+        ..TrackRequest::new(Chain::Solana, wallet.clone(), "discord:1")
     };
     store.track_wallet(&request, UnixMillis(1)).expect("track");
     assert_eq!(store.wallet(&wallet).expect("read").expect("tracked").start_slot, Some(77));
