@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use ww_app::{AppError, backfill, daemon, events, wallets};
 use ww_config::Config;
 use ww_core::WalletAddress;
+use ww_core::source::{HistoryBound, HistoryProgress as Progress, Source};
 use ww_core::store::{EventQuery, Store};
 use ww_core::wallet::{TrackOutcome, UntrackOutcome};
-use ww_solana::walk::Progress;
 
 use crate::cli::{
     BenchCommand, Cli, Command, DiscordCommand, FilterArgs, OutboxCommand, TelegramCommand, TokenCommand,
@@ -131,9 +131,9 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
         Command::Run { .. } => run(config).await,
         Command::Track { address, label, user, filter, since, .. } => {
             let store = open_store(&config)?;
-            let since = since.as_deref().map(backfill::parse_bound).transpose()?;
-            let rpc = ww_solana::RpcClient::from_config(&config.solana).map_err(AppError::from)?;
-            let slot = wallets::current_slot(&rpc).await;
+            let since = since.as_deref().map(parse_bound).transpose()?;
+            let source = solana_source(&config, None)?;
+            let slot = wallets::current_slot(source.as_ref()).await;
             let start_slot = slot.as_ref().ok().copied();
             if since.is_some() && start_slot.is_none() {
                 return Err(Failure::Runtime(anyhow!(
@@ -159,9 +159,16 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
                 // Up to where the wallet's tracked period starts (earlier than
                 // now when it was tracked already): the daemon owns the rest.
                 let start = store.wallet(&address)?.and_then(|record| record.start_slot).unwrap_or(slot);
-                let until = Some(backfill::Bound::Slot(start));
-                run_backfill_bounds(&config, Arc::clone(&store) as Arc<dyn Store>, &address, Some(since), until)
-                    .await?;
+                let until = HistoryBound::Height(start);
+                run_backfill_bounds(
+                    &config,
+                    Arc::clone(&store) as Arc<dyn Store>,
+                    source.as_ref(),
+                    &address,
+                    Some(&since),
+                    Some(&until),
+                )
+                .await?;
             }
             Ok(())
         }
@@ -247,7 +254,7 @@ async fn run(config: Config) -> CommandResult {
         ))
     })?;
     let shutdown = crate::signals::install().map_err(Failure::Runtime)?;
-    let health = ww_app::health::Health::default();
+    let health = ww_core::status::Health::default();
     // The API stops last: it keeps answering (`/ready` says why) while the
     // daemon drains.
     let api_shutdown = CancellationToken::new();
@@ -279,11 +286,12 @@ async fn run(config: Config) -> CommandResult {
         discord_can_post: config.discord.bot_token.is_some(),
         limits: ww_app::chat::ChatLimits::from_config(&config.chat),
     };
+    let source = solana_source(&config, None)?;
     let api_state = ww_server::ApiState::new(Arc::clone(&store) as Arc<dyn Store>, health.clone())
         .with_fanout(broker.clone(), ws_config, &config.server_id)
         .with_http_limits(http_limits)
         .with_chat(chat)
-        .with_rpc(ww_solana::RpcClient::from_config(&config.solana).map_err(AppError::from)?);
+        .with_source(Arc::clone(&source));
     let api = tokio::spawn(ww_server::serve(listener, api_state, api_shutdown.clone()));
     let metrics_server = {
         let upkeep = metrics.clone();
@@ -301,7 +309,7 @@ async fn run(config: Config) -> CommandResult {
         let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || metrics.render());
         tokio::spawn(ww_server::serve_metrics(metrics_listener, render, api_shutdown.clone()))
     };
-    let outcome = daemon::run(config, store, health, broker, None, shutdown).await;
+    let outcome = daemon::run(config, store, health, broker, vec![source], shutdown).await;
     api_shutdown.cancel();
     match api.await {
         Ok(Ok(())) => {}
@@ -399,19 +407,34 @@ fn revoke_tokens(config: &Config, ids: Vec<String>, user: Option<String>) -> Com
 
 async fn run_backfill(config: &Config, address: &str, since: Option<String>, until: Option<String>) -> CommandResult {
     let wallet = WalletAddress::parse(address).map_err(|error| Failure::Usage(error.into()))?;
-    let since = since.as_deref().map(backfill::parse_bound).transpose()?;
-    let until = until.as_deref().map(backfill::parse_bound).transpose()?;
+    let since = since.as_deref().map(parse_bound).transpose()?;
+    let until = until.as_deref().map(parse_bound).transpose()?;
     let store: Arc<dyn Store> = open_store(config)?;
-    run_backfill_bounds(config, store, &wallet, since, until).await
+    let source = solana_source(config, None)?;
+    run_backfill_bounds(config, store, source.as_ref(), &wallet, since.as_ref(), until.as_ref()).await
+}
+
+/// Parses a history bound of a Solana wallet (a time or a signature).
+fn parse_bound(text: &str) -> Result<HistoryBound, AppError> {
+    Ok(HistoryBound::parse(ww_core::Chain::Solana, text)?)
+}
+
+/// The Solana source of `config` (recording to `capture` when given).
+fn solana_source(
+    config: &Config,
+    capture: Option<Arc<ww_solana::capture::Capture>>,
+) -> Result<Arc<dyn Source>, AppError> {
+    Ok(Arc::new(ww_solana::SolanaSource::new(config, capture)?))
 }
 
 /// Backfills `wallet` between the bounds with a progress bar and a summary.
 async fn run_backfill_bounds(
     config: &Config,
     store: Arc<dyn Store>,
+    source: &dyn Source,
     wallet: &WalletAddress,
-    since: Option<backfill::Bound>,
-    until: Option<backfill::Bound>,
+    since: Option<&HistoryBound>,
+    until: Option<&HistoryBound>,
 ) -> CommandResult {
     let bar = ProgressBar::new_spinner();
     bar.set_style(
@@ -430,18 +453,18 @@ async fn run_backfill_bounds(
             bar.set_position(done as u64);
         }
     };
-    let summary = backfill::run(config, store, wallet, since, until, &on_progress).await;
+    let summary = backfill::run(config, store, source, wallet, since, until, &on_progress).await;
     bar.finish_and_clear();
     let summary = summary?;
     println!(
         "backfill of {wallet}: {} transactions over {} addresses ({} already stored, {} fetched), {} new events, {} duplicates skipped, {} given up as unresolvable, {:.0} tx/s in {:.1}s",
-        summary.report.transactions + summary.report.known,
+        summary.transactions + summary.known,
         summary.addresses,
-        summary.report.known,
-        summary.report.transactions,
-        summary.report.events,
-        summary.report.duplicates,
-        summary.report.given_up,
+        summary.known,
+        summary.transactions,
+        summary.events,
+        summary.duplicates,
+        summary.given_up,
         summary.transactions_per_second(),
         summary.elapsed.as_secs_f64()
     );
@@ -793,9 +816,10 @@ async fn capture(config: Config, out: &Path, duration: Option<u64>) -> CommandRe
             shutdown.cancel();
         });
     }
-    let health = ww_app::health::Health::default();
+    let health = ww_core::status::Health::default();
     let broker = ww_app::broker::LocalBroker::default().shared();
-    let outcome = daemon::run(config, store, health, broker, Some(std::sync::Arc::clone(&recorder)), shutdown).await;
+    let source = solana_source(&config, Some(std::sync::Arc::clone(&recorder)))?;
+    let outcome = daemon::run(config, store, health, broker, vec![source], shutdown).await;
     let summary =
         recorder.finish().map_err(|error| Failure::Runtime(anyhow!("finishing {}: {error}", out.display())))?;
     outcome?;

@@ -1,5 +1,5 @@
-//! `walletwatch backfill` wiring: the Solana history read of
-//! [`ww_solana::backfill`], recorded with this process's alert routing.
+//! `walletwatch backfill` wiring: a chain source's history read, recorded
+//! with this process's alert routing.
 //!
 //! Events of the wallet's tracked period are routed to its users'
 //! destinations whichever mode stores them (a running daemon delivers them):
@@ -9,17 +9,11 @@ use std::sync::Arc;
 
 use ww_config::Config;
 use ww_core::WalletAddress;
+use ww_core::source::{HistoryBound, HistoryProgress, HistoryRequest, HistorySummary, Source};
 use ww_core::store::Store;
-pub use ww_solana::backfill::{BackfillSummary, Bound};
-use ww_solana::walk::Progress;
 
 use crate::error::AppError;
 use crate::recorder::Recorder;
-
-/// Parses `2026-11-01T00:00:00Z`, `2026-11-01`, Unix seconds, or a signature.
-pub fn parse_bound(text: &str) -> Result<Bound, AppError> {
-    Ok(ww_solana::backfill::parse_bound(text)?)
-}
 
 /// Alert routing for history this process stores: each tracking user's
 /// filter and destinations, as the daemon routes. Nothing here delivers; the
@@ -31,15 +25,17 @@ fn alerting(config: &Config, store: Arc<dyn Store>) -> crate::routing::Alerting 
     }
 }
 
-/// Runs a backfill of `wallet` (which must be tracked).
+/// Runs a backfill of `wallet` (which must be tracked) from `source`.
 pub async fn run(
     config: &Config,
     store: Arc<dyn Store>,
+    source: &dyn Source,
     wallet: &WalletAddress,
-    since: Option<Bound>,
-    until: Option<Bound>,
-    progress: &(dyn Fn(Progress) + Sync),
-) -> Result<BackfillSummary, AppError> {
+    since: Option<&HistoryBound>,
+    until: Option<&HistoryBound>,
+    progress: &(dyn Fn(HistoryProgress) + Sync),
+) -> Result<HistorySummary, AppError> {
     let recorder = Arc::new(Recorder::new(Arc::clone(&store), Some(alerting(config, store)), None));
-    Ok(ww_solana::backfill::run(&config.solana, recorder, wallet, since, until, progress).await?)
+    let request = HistoryRequest { wallet, since, until, progress };
+    Ok(source.backfill(recorder, request).await?)
 }

@@ -178,11 +178,11 @@ pub fn execute(
 }
 
 /// Runs a command on the blocking pool, within the chat's command
-/// allowance; a `/track` first asks `rpc` (when given) for the chain's
+/// allowance; a `/track` first asks `source` (when given) for the chain's
 /// current slot, where the wallet's history starts.
 pub async fn execute_async(
     store: Arc<dyn Store>,
-    rpc: Option<&ww_solana::RpcClient>,
+    source: Option<&dyn ww_core::source::Source>,
     limits: &ChatLimits,
     context: ChatContext,
     command: ChatCommand,
@@ -195,8 +195,8 @@ pub async fn execute_async(
         };
     }
     let limits = limits.clone();
-    let start_slot = match (&command, rpc) {
-        (ChatCommand::Track { .. }, Some(rpc)) => wallets::current_slot_or_log(rpc).await,
+    let start_slot = match (&command, source) {
+        (ChatCommand::Track { .. }, Some(source)) => wallets::current_slot_or_log(source).await,
         _ => None,
     };
     let now = ww_core::time::now();

@@ -523,3 +523,29 @@ impl DeliveryWorkers {
         Duration::from_secs_f64((base * jitter).min(self.config.alerts.retry_max.as_secs_f64()))
     }
 }
+
+/// How often the outbox gauges are refreshed.
+const OUTBOX_GAUGES_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Keeps the outbox and dead-letter gauges current until `shutdown` is cancelled.
+pub async fn export_outbox_gauges(store: Arc<dyn Store>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(OUTBOX_GAUGES_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let store = Arc::clone(&store);
+        // Off the runtime's threads: a slow disk must not stall other tasks.
+        let counts = tokio::task::spawn_blocking(move || (store.outbox_depth(), store.dead_letter_count())).await;
+        if let Ok((depth, dead)) = counts {
+            if let Ok(depth) = depth {
+                metrics::gauge!(metric_names::OUTBOX_DEPTH).set(depth as f64);
+            }
+            if let Ok(dead) = dead {
+                metrics::gauge!(metric_names::DEAD_LETTERS).set(dead as f64);
+            }
+        }
+    }
+}

@@ -18,9 +18,9 @@ pub enum AppError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A Solana RPC client failed.
+    /// A chain source failed (its node, or a history read).
     #[error(transparent)]
-    Rpc(#[from] ww_solana::RpcError),
+    Source(ww_core::source::SourceError),
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -33,28 +33,17 @@ impl AppError {
     }
 }
 
-impl From<ww_solana::walk::CatchUpError> for AppError {
-    fn from(error: ww_solana::walk::CatchUpError) -> Self {
+impl From<ww_core::source::SourceError> for AppError {
+    /// A source's refusals are the user's to fix; its store failures are the store's.
+    fn from(error: ww_core::source::SourceError) -> Self {
+        use ww_core::source::SourceError;
         match error {
-            ww_solana::walk::CatchUpError::Rpc(error) => AppError::Rpc(error),
-            ww_solana::walk::CatchUpError::Store(error) => AppError::Store(error),
-            ww_solana::walk::CatchUpError::Record(ww_core::record::RecordError::Store(error)) => AppError::Store(error),
-            ww_solana::walk::CatchUpError::Task(error) => AppError::Task(error),
-            other => AppError::Rejected(other.to_string()),
-        }
-    }
-}
-
-impl From<ww_solana::backfill::BackfillError> for AppError {
-    fn from(error: ww_solana::backfill::BackfillError) -> Self {
-        use ww_solana::backfill::BackfillError;
-        match error {
-            BackfillError::InvalidBound(message) => AppError::Rejected(message),
-            BackfillError::NotTracked(message) => AppError::NotTracked(message),
-            BackfillError::Walk(error) => error.into(),
-            BackfillError::Rpc(error) => AppError::Rpc(error),
-            BackfillError::Store(error) => AppError::Store(error),
-            BackfillError::Task(error) => AppError::Task(error),
+            SourceError::Rejected(message) => AppError::Rejected(message),
+            SourceError::NotTracked(message) => AppError::NotTracked(message),
+            SourceError::Store(error) => AppError::Store(error),
+            SourceError::Record(ww_core::record::RecordError::Store(error)) => AppError::Store(error),
+            SourceError::Task(error) => AppError::Task(error),
+            other => AppError::Source(other),
         }
     }
 }

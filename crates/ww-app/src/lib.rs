@@ -12,12 +12,9 @@ pub mod daemon;
 pub mod delivery;
 pub mod error;
 pub mod events;
-pub mod health;
 pub mod metric_names;
-pub mod pipeline;
 pub mod recorder;
 pub mod routing;
-pub mod supervised;
 pub mod telegram_bot;
 pub mod wallets;
 

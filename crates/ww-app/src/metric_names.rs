@@ -14,7 +14,7 @@ pub const DELIVERIES_TOTAL: &str = "ww_deliveries_total";
 /// Histogram: seconds from detection to a delivered alert. Labels: `sink`.
 pub const DELIVERY_LATENCY_SECONDS: &str = "ww_delivery_latency_seconds";
 /// Counter: supervised tasks that panicked (their work is rescheduled). Labels: `task`.
-pub const TASK_PANICS_TOTAL: &str = "ww_task_panics_total";
+pub use ww_core::supervised::TASK_PANICS_TOTAL;
 
 // The recorder.
 /// Counter: events stored. Labels: `origin` (live, backfill, poll).
@@ -24,29 +24,11 @@ pub const DUPLICATES_DROPPED_TOTAL: &str = "ww_duplicates_dropped_total";
 /// Histogram: seconds from the first notification to the stored event (origin live).
 pub const DETECTION_LATENCY_SECONDS: &str = "ww_detection_latency_seconds";
 
-// The live pipeline.
-/// Counter: live transactions that could not be fetched or decoded after
-/// retries (their wallets are gap-filled).
-pub const FETCH_FAILURES_TOTAL: &str = "ww_fetch_failures_total";
-/// Gauge: PubSub connections by state. Labels: `state`.
-pub const PUBSUB_CONNECTIONS: &str = "ww_pubsub_connections";
-/// Gauge: tracked wallets by subscription status. Labels: `status`.
-pub const WALLETS_BY_STATUS: &str = "ww_wallets_by_status";
+// The outbox (kept current by the daemon).
 /// Gauge: delivery jobs waiting in the outbox.
 pub const OUTBOX_DEPTH: &str = "ww_outbox_depth";
 /// Gauge: delivery jobs in the dead letters.
 pub const DEAD_LETTERS: &str = "ww_dead_letters";
-/// Gauge: age of the oldest unfinished work (a running or retrying walk,
-/// or a transaction not yet fetched); 0 when caught up.
-pub const PROCESSING_LAG_SECONDS: &str = "ww_processing_lag_seconds";
-/// Gauge: live transactions accepted and not fetched yet.
-pub const FETCH_QUEUE_DEPTH: &str = "ww_fetch_queue_depth";
-/// Gauge: history walks waiting to start or to be retried.
-pub const WALKS_WAITING: &str = "ww_walks_waiting";
-/// Counter: history walks that failed (each is retried with backoff).
-pub const WALK_FAILURES_TOTAL: &str = "ww_walk_failures_total";
-/// Gauge: transactions given up as unresolvable (`walletwatch unresolved list`).
-pub const UNRESOLVABLE_TRANSACTIONS: &str = "ww_unresolvable_transactions";
 
 /// Every metric the application layer emits, with its help text and the
 /// label values known in advance (see `ww_core::metric`).
@@ -74,51 +56,8 @@ pub const METRICS: &[ww_core::metric::MetricSpec] = {
             help: "Seconds from the first notification to the stored event (live events)",
             labels: &[],
         },
-        MetricSpec {
-            name: FETCH_FAILURES_TOTAL,
-            kind: Counter,
-            help: "Live transactions that could not be fetched or decoded (their wallets are gap-filled)",
-            labels: &[],
-        },
-        MetricSpec {
-            name: PUBSUB_CONNECTIONS,
-            kind: Gauge,
-            help: "PubSub connections by state",
-            labels: &[("state", &["disconnected", "connecting", "connected", "reconnecting", "failed"])],
-        },
-        MetricSpec {
-            name: WALLETS_BY_STATUS,
-            kind: Gauge,
-            help: "Tracked wallets by subscription status",
-            labels: &[("status", &["Pending", "Active", "Reconnecting", "Disconnected", "Failed", "Polling"])],
-        },
         MetricSpec { name: OUTBOX_DEPTH, kind: Gauge, help: "Delivery jobs waiting in the outbox", labels: &[] },
         MetricSpec { name: DEAD_LETTERS, kind: Gauge, help: "Delivery jobs in the dead letters", labels: &[] },
-        MetricSpec {
-            name: PROCESSING_LAG_SECONDS,
-            kind: Gauge,
-            help: "Age of the oldest unfinished work (0 when caught up)",
-            labels: &[],
-        },
-        MetricSpec { name: FETCH_QUEUE_DEPTH, kind: Gauge, help: "Live transactions waiting for a fetch", labels: &[] },
-        MetricSpec {
-            name: WALKS_WAITING,
-            kind: Gauge,
-            help: "History walks waiting to start or to be retried",
-            labels: &[],
-        },
-        MetricSpec {
-            name: WALK_FAILURES_TOTAL,
-            kind: Counter,
-            help: "History walks that failed (each is retried with backoff)",
-            labels: &[],
-        },
-        MetricSpec {
-            name: UNRESOLVABLE_TRANSACTIONS,
-            kind: Gauge,
-            help: "Transactions given up as unresolvable",
-            labels: &[],
-        },
         MetricSpec {
             name: ALERTS_ROUTED_TOTAL,
             kind: Counter,

@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use ww_core::alert::{AlertFilter, DestinationId, Subscription};
+use ww_core::source::Source;
 use ww_core::store::{Store, TrackRequest};
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{TrackOutcome, UntrackOutcome, WalletRecord};
@@ -88,26 +89,19 @@ pub fn track_with(
     Ok((address, outcome))
 }
 
-/// How long tracking waits for the node's current slot before tracking
-/// without it (history then starts a minute before the tracking time).
-pub const CURRENT_SLOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Returns the chain's confirmed slot, where a wallet tracked now starts its
-/// history: every transaction confirmed by then is in it or an earlier slot,
-/// every one sent later lands after it. One attempt, bounded by
-/// [`CURRENT_SLOT_TIMEOUT`]; the error says why the node did not answer.
-pub async fn current_slot(rpc: &ww_solana::RpcClient) -> Result<u64, String> {
-    match tokio::time::timeout(CURRENT_SLOT_TIMEOUT, rpc.get_slot_once(ww_core::Commitment::Confirmed)).await {
-        Ok(Ok(slot)) => Ok(slot.0),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err(format!("no answer within {} s", CURRENT_SLOT_TIMEOUT.as_secs())),
-    }
+/// Returns the chain's current height (Solana: the confirmed slot), where a
+/// wallet tracked now starts its history: every transaction confirmed by
+/// then is in it or earlier, every one sent later lands after it. One
+/// attempt, bounded in time by the source; the error says why the node did
+/// not answer.
+pub async fn current_slot(source: &dyn Source) -> Result<u64, String> {
+    source.current_height().await.map_err(|error| error.to_string())
 }
 
 /// [`current_slot`] for the daemon's front ends (API, chat): a failure is
 /// logged and the wallet's history starts a minute before tracking.
-pub async fn current_slot_or_log(rpc: &ww_solana::RpcClient) -> Option<u64> {
-    match current_slot(rpc).await {
+pub async fn current_slot_or_log(source: &dyn Source) -> Option<u64> {
+    match current_slot(source).await {
         Ok(slot) => Some(slot),
         Err(reason) => {
             tracing::warn!(error = %reason, "the node's current slot is unknown; history of a wallet tracked now starts a minute before tracking");

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use ww_app::health::Health;
+use ww_core::status::Health;
 use ww_core::store::{EventQuery, Store, TrackRequest};
 use ww_core::{Chain, WalletAddress};
 use ww_store::RedbStore;
@@ -66,7 +66,9 @@ fn start(config: ww_config::Config, store: Arc<dyn Store>) -> Daemon {
         let shutdown = shutdown.clone();
         async move {
             let broker = ww_app::broker::LocalBroker::default().shared();
-            ww_app::daemon::run(config, store, health, broker, None, shutdown).await.expect("daemon");
+            let source: Arc<dyn ww_core::source::Source> =
+                Arc::new(ww_solana::SolanaSource::new(&config, None).expect("source"));
+            ww_app::daemon::run(config, store, health, broker, vec![source], shutdown).await.expect("daemon");
         }
     });
     Daemon { health, shutdown, task: Some(task) }
@@ -85,7 +87,7 @@ async fn wait_idle(health: &Health) {
     let mut idle_polls = 0;
     wait_for("the daemon to become idle", || {
         let work = health.snapshot().work;
-        idle_polls = if work == ww_app::health::WorkCounts::default() { idle_polls + 1 } else { 0 };
+        idle_polls = if work == ww_core::status::WorkCounts::default() { idle_polls + 1 } else { 0 };
         idle_polls >= 4
     })
     .await;
@@ -198,9 +200,9 @@ async fn a_notification_flood_while_fetches_hang_keeps_the_work_bounded() {
     .await;
     let work = daemon.health.snapshot().work;
     let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
-    assert!(work.fetches_pending <= ww_app::pipeline::MAX_FETCH_QUEUE, "{work:?}");
+    assert!(work.fetches_pending <= ww_solana::live::MAX_FETCH_QUEUE, "{work:?}");
     assert!(
-        tasks <= tasks_before + ww_app::pipeline::MAX_FETCH_QUEUE + 100,
+        tasks <= tasks_before + ww_solana::live::MAX_FETCH_QUEUE + 100,
         "tasks grew from {tasks_before} to {tasks} under the flood"
     );
     assert!(last < FLOOD, "the daemon kept reading {last} notifications it could not process");

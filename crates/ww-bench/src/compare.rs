@@ -72,9 +72,9 @@ fn random_address() -> WalletAddress {
 /// Runs the comparison and returns the report (JSON).
 pub async fn run(config: &Config, options: &CompareOptions, shutdown: CancellationToken) -> Result<Value, AppError> {
     let payer = Payer::read(&options.payer).map_err(AppError::Rejected)?;
-    let rpc = RpcClient::from_config(&config.solana)?;
+    let rpc = RpcClient::from_config(&config.solana).map_err(crate::node_error)?;
     let commitment = config.solana.commitment;
-    let balance = rpc.get_balance(payer.address(), commitment).await?;
+    let balance = rpc.get_balance(payer.address(), commitment).await.map_err(crate::node_error)?;
     let wallets: Vec<WalletAddress> = (0..options.wallets.max(1)).map(|_| random_address()).collect();
     // Every transfer pays at least a new account's rent-exempt minimum.
     let lamports = 1_000_000u64;
@@ -117,16 +117,17 @@ async fn run_in(
     daemon_config.data_dir = scratch.to_path_buf();
     daemon_config.store = ww_config::StoreLocation::Redb { dir: scratch.to_path_buf() };
     daemon_config.users.clear();
-    let health = ww_app::health::Health::default();
+    let health = ww_core::status::Health::default();
     let broker = ww_app::broker::LocalBroker::default().shared();
     let mut published = broker.subscribe();
     let daemon_stop = shutdown.child_token();
+    let source: Arc<dyn ww_core::source::Source> = Arc::new(ww_solana::SolanaSource::new(&daemon_config, None)?);
     let daemon = tokio::spawn(ww_app::daemon::run(
         daemon_config,
         Arc::clone(&store),
         health.clone(),
         broker,
-        None,
+        vec![source],
         daemon_stop.clone(),
     ));
 

@@ -9,3 +9,8 @@
 pub mod compare;
 pub mod replay;
 pub mod transfer;
+
+/// A Solana node failure as the application's error.
+pub(crate) fn node_error(error: ww_solana::RpcError) -> ww_app::AppError {
+    ww_core::source::SourceError::node(ww_core::Chain::Solana, error).into()
+}

@@ -585,12 +585,19 @@ pub async fn run(
         }
     }
     let wallet_count = store.wallets()?.len();
-    let health = ww_app::health::Health::default();
+    let health = ww_core::status::Health::default();
     let broker = ww_app::broker::LocalBroker::new(65_536, 1000).shared();
     let mut published = broker.subscribe();
     let stop = shutdown.child_token();
-    let daemon =
-        tokio::spawn(ww_app::daemon::run(config, Arc::clone(&store), health.clone(), broker, None, stop.clone()));
+    let source: Arc<dyn ww_core::source::Source> = Arc::new(ww_solana::SolanaSource::new(&config, None)?);
+    let daemon = tokio::spawn(ww_app::daemon::run(
+        config,
+        Arc::clone(&store),
+        health.clone(),
+        broker,
+        vec![source],
+        stop.clone(),
+    ));
 
     if !health.wait_for_active(wallet_count, Duration::from_secs(120), &shutdown).await {
         stop.cancel();

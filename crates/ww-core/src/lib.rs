@@ -1,10 +1,14 @@
 //! walletwatch's core: the chain-neutral event model, validated identifiers,
-//! wallet records and the [`store::Store`] trait every storage backend
-//! implements.
+//! wallet records, and the contracts components meet through: the
+//! [`store::Store`] every storage backend implements, the
+//! [`record::EventRecorder`] sources hand their events to, and the
+//! [`source::Source`] each chain implements.
 //!
-//! This crate does no IO (beyond reading the clock in [`time::now`]). Everything else in walletwatch depends on it and it
-//! depends on nothing of walletwatch's, so adapters (Solana, EVM), stores and
-//! sinks meet only through these types.
+//! This crate does no network or disk IO (it reads the clock in
+//! [`time::now`], and [`supervised`] and [`status`] use tokio's task and
+//! timer primitives). Everything else in walletwatch depends on it and it
+//! depends on nothing of walletwatch's, so chain adapters (Solana, EVM),
+//! stores and sinks meet only through these types.
 //!
 //! ```
 //! use ww_core::ids::WalletAddress;
@@ -21,7 +25,10 @@ pub mod event;
 pub mod ids;
 pub mod metric;
 pub mod record;
+pub mod source;
+pub mod status;
 pub mod store;
+pub mod supervised;
 pub mod time;
 pub mod wallet;
 

@@ -16,7 +16,7 @@ use axum::body::Body;
 use axum::http::Request;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
-use ww_app::health::Health;
+use ww_core::status::Health;
 use ww_core::store::{ApiToken, Store, TrackRequest};
 use ww_core::time::UnixMillis;
 use ww_server::{ApiState, generate_token, router, serve};

@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use ww_app::broker::{Broker, LocalBroker};
-use ww_app::health::Health;
+use ww_core::status::Health;
 use ww_core::store::{ApiToken, Store as _};
 use ww_core::time::UnixMillis;
 use ww_core::{EventSeq, StoredEvent};

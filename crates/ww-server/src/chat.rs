@@ -107,7 +107,8 @@ pub(crate) async fn discord_interaction(State(state): State<ApiState>, headers: 
     };
     let is_track = matches!(parsed, ChatCommand::Track { .. });
     let mut reply =
-        chat::execute_async(Arc::clone(&state.store), state.rpc.as_ref(), &state.chat.limits, context, parsed).await;
+        chat::execute_async(Arc::clone(&state.store), state.source.as_deref(), &state.chat.limits, context, parsed)
+            .await;
     if is_track && reply.ok && !state.chat.discord_can_post {
         reply.text.push_str("\n⚠️ Alerts cannot be posted in this channel until the operator sets discord.bot_token.");
     }
@@ -140,7 +141,7 @@ pub(crate) async fn telegram_webhook(State(state): State<ApiState>, headers: Hea
     let Some(message) = messages.first() else { return StatusCode::OK.into_response() };
     match ww_app::telegram_bot::handle_message(
         Arc::clone(&state.store),
-        state.rpc.as_ref(),
+        state.source.as_deref(),
         &state.chat.limits,
         message,
     )

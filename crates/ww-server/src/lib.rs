@@ -46,7 +46,7 @@ use axum::routing::get;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 use ww_app::broker::{Broker, LocalBroker};
-use ww_app::health::Health;
+use ww_core::status::Health;
 use ww_core::store::Store;
 
 pub use auth::{generate_token, hash_token};
@@ -96,10 +96,10 @@ pub struct ApiState {
     pub server_id: Arc<str>,
     /// Chat endpoints' keys.
     pub chat: chat::ChatConfig,
-    /// The chain's JSON-RPC, asked for the current slot when a wallet is
+    /// The Solana source, asked for the current slot when a wallet is
     /// tracked (its history starts there); `None`: history starts a minute
     /// before tracking.
-    pub rpc: Option<ww_solana::RpcClient>,
+    pub source: Option<Arc<dyn ww_core::source::Source>>,
     /// Connection and request limits of the HTTP server.
     pub http_limits: HttpLimits,
     ws: Arc<ws::WsRegistry>,
@@ -124,7 +124,7 @@ impl ApiState {
             ws_config: ws::WsConfig::default(),
             server_id: Arc::from("walletwatch-1"),
             chat: chat::ChatConfig::default(),
-            rpc: None,
+            source: None,
             http_limits: HttpLimits::default(),
             ws: Arc::default(),
             access: access::AccessWatch::default(),
@@ -142,10 +142,10 @@ impl ApiState {
         self
     }
 
-    /// Sets the JSON-RPC client asked for the current slot when tracking.
+    /// Sets the source asked for the current slot when tracking.
     #[must_use]
-    pub fn with_rpc(mut self, rpc: ww_solana::RpcClient) -> Self {
-        self.rpc = Some(rpc);
+    pub fn with_source(mut self, source: Arc<dyn ww_core::source::Source>) -> Self {
+        self.source = Some(source);
         self
     }
 

@@ -43,7 +43,7 @@ pub(crate) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Va
     if health.wallets_total > 0 && health.connections_connected == 0 {
         reasons.push("no PubSub connection is live".to_string());
     }
-    if health.processing_lag_ms > ww_app::health::MAX_READY_LAG_MS {
+    if health.processing_lag_ms > ww_core::status::MAX_READY_LAG_MS {
         reasons.push(format!(
             "processing is {} s behind ({} addresses catching up on history)",
             health.processing_lag_ms / 1000,
@@ -263,8 +263,8 @@ pub(crate) async fn track_wallet(
     let body = json_body(body)?;
     let user = body.user.unwrap_or_else(|| caller.0.user.clone());
     let store = Arc::clone(&state.store);
-    let start_slot = match &state.rpc {
-        Some(rpc) => wallets::current_slot_or_log(rpc).await,
+    let start_slot = match &state.source {
+        Some(source) => wallets::current_slot_or_log(source.as_ref()).await,
         None => None,
     };
     let (address, _) = tokio::task::spawn_blocking(move || {

@@ -5,7 +5,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
-use ww_app::health::Health;
+use ww_core::status::Health;
 use ww_core::store::{ApiToken, NewEvent, Store as _};
 use ww_core::time::UnixMillis;
 use ww_store::RedbStore;
@@ -82,7 +82,7 @@ async fn health_is_open_and_ready_says_why_not() {
     assert_eq!(body["ready"], true);
     // Unfinished work older than the limit (a long catch-up) makes it unready, with why.
     fixture.health.update(|state| {
-        state.processing_lag_ms = ww_app::health::MAX_READY_LAG_MS + 1_000;
+        state.processing_lag_ms = ww_core::status::MAX_READY_LAG_MS + 1_000;
         state.wallets_catching_up = 3;
     });
     let (status, body) = call(&fixture, "GET", "/ready", None, None).await;

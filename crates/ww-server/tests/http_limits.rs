@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use ww_app::health::Health;
+use ww_core::status::Health;
 use ww_server::{ApiState, HttpLimits, serve};
 use ww_store::RedbStore;
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use ww_app::broker::{Broker, LocalBroker};
-use ww_app::health::Health;
+use ww_core::status::Health;
 use ww_core::store::{ApiToken, Store as _, TrackRequest};
 use ww_core::time::UnixMillis;
 use ww_core::{Chain, EventSeq, StoredEvent, WalletAddress};

@@ -16,92 +16,20 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::Semaphore;
 use ww_config::SolanaConfig;
 use ww_core::record::EventRecorder;
-use ww_core::store::StoreError;
-use ww_core::{Origin, Signature, WalletAddress};
+use ww_core::source::{HistoryBound, HistoryRequest, HistorySummary, SourceError};
+use ww_core::{Chain, Origin, Signature, TxId, WalletAddress};
 
 use crate::resolve::TransactionFetcher;
-use crate::walk::{CatchUp, CatchUpError, CatchUpReport, HistoryRange, HistoryStart, Progress, Walk};
+use crate::walk::{CatchUp, CatchUpError, HistoryRange, HistoryStart, Walk};
 use crate::{RpcClient, RpcError};
 
 /// Concurrent `getTransaction` calls of a backfill.
 pub const BACKFILL_CONCURRENCY: usize = 16;
-
-/// A history bound: a point in time, a transaction, or (as an upper bound
-/// only) a slot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Bound {
-    /// Unix seconds.
-    Time(i64),
-    /// A transaction signature.
-    Signature(Signature),
-    /// Up to and including this slot (upper bound of `track --since`: the
-    /// tracked period after it is the daemon's, with alerts).
-    Slot(u64),
-}
-
-/// Why a backfill did not run to the end.
-#[derive(Debug, thiserror::Error)]
-pub enum BackfillError {
-    /// A bound is neither a time nor a signature; the message says what is accepted.
-    #[error("{0}")]
-    InvalidBound(String),
-    /// The wallet is not tracked.
-    #[error("{0}")]
-    NotTracked(String),
-    /// A walk stopped (what it stored before stays stored).
-    #[error(transparent)]
-    Walk(#[from] CatchUpError),
-    /// The RPC client failed.
-    #[error(transparent)]
-    Rpc(#[from] RpcError),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A blocking task panicked or was cancelled.
-    #[error("background task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
-}
-
-/// Parses `2026-11-01T00:00:00Z`, `2026-11-01`, Unix seconds, or a signature.
-pub fn parse_bound(text: &str) -> Result<Bound, BackfillError> {
-    let text = text.trim();
-    if let Ok(seconds) = text.parse::<i64>() {
-        return Ok(Bound::Time(seconds));
-    }
-    let date_time = if text.len() == 10 { format!("{text}T00:00:00Z") } else { text.to_string() };
-    if let Ok(time) = humantime::parse_rfc3339_weak(&date_time) {
-        let seconds = time.duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs());
-        return Ok(Bound::Time(i64::try_from(seconds).unwrap_or(i64::MAX)));
-    }
-    Signature::parse_for(ww_core::Chain::Solana, text).map(Bound::Signature).map_err(|_| {
-        BackfillError::InvalidBound(format!(
-            "{text:?} is neither a time (2026-11-01, 2026-11-01T12:00:00Z, Unix seconds) nor a transaction signature"
-        ))
-    })
-}
-
-/// What a backfill did, over every address it walked.
-#[derive(Debug, Clone, Default)]
-pub struct BackfillSummary {
-    /// Addresses walked (the wallet and its token accounts).
-    pub addresses: usize,
-    /// Totals.
-    pub report: CatchUpReport,
-    /// Wall time.
-    pub elapsed: Duration,
-}
-
-impl BackfillSummary {
-    /// Transactions (fetched or found already stored) per second over the whole run.
-    pub fn transactions_per_second(&self) -> f64 {
-        (self.report.transactions + self.report.known) as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-}
 
 /// Runs a backfill of `wallet` (which must be tracked), recording through
 /// `recorder`: events of the wallet's tracked period are owed their alerts
@@ -110,23 +38,21 @@ impl BackfillSummary {
 pub async fn run(
     solana: &SolanaConfig,
     recorder: Arc<dyn EventRecorder>,
-    wallet: &WalletAddress,
-    since: Option<Bound>,
-    until: Option<Bound>,
-    progress: &(dyn Fn(Progress) + Sync),
-) -> Result<BackfillSummary, BackfillError> {
+    request: HistoryRequest<'_>,
+) -> Result<HistorySummary, SourceError> {
+    let HistoryRequest { wallet, since, until, progress } = request;
     let started = Instant::now();
     let records = {
         let store = Arc::clone(recorder.store());
         tokio::task::spawn_blocking(move || store.wallets()).await??
     };
     let Some(record) = records.iter().find(|record| &record.address == wallet) else {
-        return Err(BackfillError::NotTracked(format!(
+        return Err(SourceError::NotTracked(format!(
             "wallet {wallet} is not tracked; track it first with `walletwatch track {wallet}`"
         )));
     };
     let tracked: HashSet<WalletAddress> = records.iter().map(|record| record.address.clone()).collect();
-    let rpc = RpcClient::from_config(solana)?;
+    let rpc = RpcClient::from_config(solana).map_err(node_error)?;
     let catch_up = CatchUp {
         rpc: rpc.clone(),
         fetcher: TransactionFetcher::new(rpc.clone(), solana.commitment),
@@ -137,9 +63,10 @@ pub async fn run(
     };
     let mut addresses = vec![wallet.clone()];
     for program in [crate::pubsub::protocol::TOKEN_PROGRAM, crate::pubsub::protocol::TOKEN_2022_PROGRAM] {
-        addresses.extend(rpc.get_token_accounts_by_owner(wallet, program, solana.commitment).await?);
+        addresses
+            .extend(rpc.get_token_accounts_by_owner(wallet, program, solana.commitment).await.map_err(node_error)?);
     }
-    let mut summary = BackfillSummary { addresses: addresses.len(), ..BackfillSummary::default() };
+    let mut summary = HistorySummary { addresses: addresses.len(), ..HistorySummary::default() };
     let is_range_mode = since.is_some() || until.is_some();
     let start = HistoryStart::of(record);
     for address in &addresses {
@@ -153,16 +80,16 @@ pub async fn run(
         };
         let report = if is_range_mode {
             let mut range = HistoryRange::default();
-            match &since {
-                Some(Bound::Time(seconds)) => range.since_time = Some(*seconds),
-                Some(Bound::Signature(signature)) => range.until = Some(signature.clone()),
-                Some(Bound::Slot(slot)) => range.after_slot = Some(*slot),
+            match since {
+                Some(HistoryBound::Time(seconds)) => range.since_time = Some(*seconds),
+                Some(HistoryBound::Transaction(signature)) => range.until = Some(solana_signature(signature)?),
+                Some(HistoryBound::Height(slot)) => range.after_slot = Some(*slot),
                 None => {}
             }
-            match &until {
-                Some(Bound::Time(seconds)) => range.until_time = Some(*seconds),
-                Some(Bound::Signature(signature)) => range.before = Some(signature.clone()),
-                Some(Bound::Slot(slot)) => range.max_slot = Some(*slot),
+            match until {
+                Some(HistoryBound::Time(seconds)) => range.until_time = Some(*seconds),
+                Some(HistoryBound::Transaction(signature)) => range.before = Some(solana_signature(signature)?),
+                Some(HistoryBound::Height(slot)) => range.max_slot = Some(*slot),
                 None => {}
             }
             let entries = catch_up.list(address, &range, progress).await?;
@@ -170,35 +97,38 @@ pub async fn run(
         } else {
             catch_up.catch_up(&walk, &tracked, progress).await?
         };
-        summary.report.transactions += report.transactions;
-        summary.report.known += report.known;
-        summary.report.events += report.events;
-        summary.report.duplicates += report.duplicates;
-        summary.report.given_up += report.given_up;
+        summary.transactions += report.transactions;
+        summary.known += report.known;
+        summary.events += report.events;
+        summary.duplicates += report.duplicates;
+        summary.given_up += report.given_up;
     }
     summary.elapsed = started.elapsed();
-    summary.report.elapsed = summary.elapsed;
     Ok(summary)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn node_error(error: RpcError) -> SourceError {
+    SourceError::node(Chain::Solana, error)
+}
 
-    #[test]
-    fn bounds_parse_times_and_signatures() {
-        assert_eq!(parse_bound("1700000000").expect("seconds"), Bound::Time(1_700_000_000));
-        assert_eq!(parse_bound("2023-11-14T22:13:20Z").expect("rfc3339"), Bound::Time(1_700_000_000));
-        assert_eq!(parse_bound("1970-01-02").expect("date"), Bound::Time(86_400));
-        let signature = bs58::encode([5u8; 64]).into_string();
-        assert!(matches!(parse_bound(&signature).expect("signature"), Bound::Signature(_)));
-        let error = parse_bound("yesterday").expect_err("invalid");
-        assert!(matches!(error, BackfillError::InvalidBound(_)));
-        let evm_hash = format!("0x{}", "ab".repeat(32));
-        assert!(
-            matches!(parse_bound(&evm_hash), Err(BackfillError::InvalidBound(_))),
-            "an EVM hash is no Solana bound"
-        );
-        assert!(error.to_string().contains("neither a time"), "{error}");
+/// A transaction bound must be a Solana signature (an EVM hash is refused).
+fn solana_signature(id: &TxId) -> Result<Signature, SourceError> {
+    Signature::parse_for(Chain::Solana, id.as_str())
+        .map_err(|_| SourceError::Rejected(format!("{id} is not a Solana transaction signature")))
+}
+
+impl From<CatchUpError> for SourceError {
+    fn from(error: CatchUpError) -> Self {
+        match error {
+            CatchUpError::Rpc(error) => node_error(error),
+            CatchUpError::Record(error) => SourceError::Record(error),
+            CatchUpError::Store(error) => SourceError::Store(error),
+            CatchUpError::Task(error) => SourceError::Task(error),
+            foreign @ CatchUpError::ForeignCursor { .. } => SourceError::Rejected(foreign.to_string()),
+            // The node failed mid-walk (what was stored before stays stored).
+            other @ (CatchUpError::Unavailable { .. }
+            | CatchUpError::Unresolved { .. }
+            | CatchUpError::Interrupted { .. }) => SourceError::node(Chain::Solana, other),
+        }
     }
 }

@@ -5,7 +5,9 @@
 //!
 //! - [`pubsub`]: the WebSocket connection pool (reconnect, resubscribe, stall detection);
 //! - [`decode`]: `getTransaction` replies into `ActivityEvent`s;
-//! - [`resolve`]: fetching transactions with retries.
+//! - [`resolve`]: fetching transactions with retries;
+//! - [`live`]: the live pipeline (subscriptions → signatures → decoded events → the recorder);
+//! - [`source`]: [`SolanaSource`], the chain's implementation of the source seam.
 
 pub mod backfill;
 pub mod balance;
@@ -14,11 +16,14 @@ pub mod capture;
 pub mod decode;
 pub mod error;
 pub mod history;
+pub mod live;
 pub mod metrics;
 pub mod pubsub;
 pub mod resolve;
 pub mod rpc;
+pub mod source;
 pub mod walk;
 
 pub use error::RpcError;
 pub use rpc::client::{AccountInfo, RateLimits, RpcClient, SignatureInfo, SignaturesQuery};
+pub use source::SolanaSource;

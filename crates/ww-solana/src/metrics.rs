@@ -49,6 +49,26 @@ pub const BALANCE_DRIFT_TOTAL: &str = "ww_balance_drift_total";
 /// Gauge: wallets per activity tier. Labels: `tier`.
 pub const WALLETS_BY_TIER: &str = "ww_wallets_by_tier";
 
+// The live pipeline (the `live` module).
+/// Counter: live transactions that could not be fetched or decoded after
+/// retries (their wallets are gap-filled).
+pub const FETCH_FAILURES_TOTAL: &str = "ww_fetch_failures_total";
+/// Gauge: PubSub connections by state. Labels: `state`.
+pub const PUBSUB_CONNECTIONS: &str = "ww_pubsub_connections";
+/// Gauge: tracked wallets by subscription status. Labels: `status`.
+pub const WALLETS_BY_STATUS: &str = "ww_wallets_by_status";
+/// Gauge: age of the oldest unfinished work (a running or retrying walk,
+/// or a transaction not yet fetched); 0 when caught up.
+pub const PROCESSING_LAG_SECONDS: &str = "ww_processing_lag_seconds";
+/// Gauge: live transactions accepted and not fetched yet.
+pub const FETCH_QUEUE_DEPTH: &str = "ww_fetch_queue_depth";
+/// Gauge: history walks waiting to start or to be retried.
+pub const WALKS_WAITING: &str = "ww_walks_waiting";
+/// Counter: history walks that failed (each is retried with backoff).
+pub const WALK_FAILURES_TOTAL: &str = "ww_walk_failures_total";
+/// Gauge: transactions given up as unresolvable (`walletwatch unresolved list`).
+pub const UNRESOLVABLE_TRANSACTIONS: &str = "ww_unresolvable_transactions";
+
 /// Every metric above, with its help text and the label values known in advance.
 pub const CATALOG: &[ww_core::metric::MetricSpec] = {
     use ww_core::metric::MetricKind::{Counter, Gauge};
@@ -173,6 +193,49 @@ pub const CATALOG: &[ww_core::metric::MetricSpec] = {
             kind: Gauge,
             help: "Wallets per activity tier",
             labels: &[("tier", &["high", "medium", "low"])],
+        },
+        MetricSpec {
+            name: FETCH_FAILURES_TOTAL,
+            kind: Counter,
+            help: "Live transactions that could not be fetched or decoded (their wallets are gap-filled)",
+            labels: &[],
+        },
+        MetricSpec {
+            name: PUBSUB_CONNECTIONS,
+            kind: Gauge,
+            help: "PubSub connections by state",
+            labels: &[("state", &["disconnected", "connecting", "connected", "reconnecting", "failed"])],
+        },
+        MetricSpec {
+            name: WALLETS_BY_STATUS,
+            kind: Gauge,
+            help: "Tracked wallets by subscription status",
+            labels: &[("status", &["Pending", "Active", "Reconnecting", "Disconnected", "Failed", "Polling"])],
+        },
+        MetricSpec {
+            name: PROCESSING_LAG_SECONDS,
+            kind: Gauge,
+            help: "Age of the oldest unfinished work (0 when caught up)",
+            labels: &[],
+        },
+        MetricSpec { name: FETCH_QUEUE_DEPTH, kind: Gauge, help: "Live transactions waiting for a fetch", labels: &[] },
+        MetricSpec {
+            name: WALKS_WAITING,
+            kind: Gauge,
+            help: "History walks waiting to start or to be retried",
+            labels: &[],
+        },
+        MetricSpec {
+            name: WALK_FAILURES_TOTAL,
+            kind: Counter,
+            help: "History walks that failed (each is retried with backoff)",
+            labels: &[],
+        },
+        MetricSpec {
+            name: UNRESOLVABLE_TRANSACTIONS,
+            kind: Gauge,
+            help: "Transactions given up as unresolvable",
+            labels: &[],
         },
     ]
 };

@@ -136,29 +136,8 @@ pub enum CatchUpError {
     },
 }
 
-/// Progress of a history walk, for progress bars.
-#[derive(Debug, Clone)]
-pub enum Progress {
-    /// Listing signatures: `found` so far.
-    Listing {
-        /// The address being listed.
-        address: WalletAddress,
-        /// Signatures found so far.
-        found: usize,
-    },
-    /// Fetching and storing: `done` of `total`.
-    Processing {
-        /// The address being processed.
-        address: WalletAddress,
-        /// Transactions done.
-        done: usize,
-        /// Transactions to do.
-        total: usize,
-    },
-}
-
-/// A progress callback that ignores progress.
-pub fn no_progress(_: Progress) {}
+/// Progress of a history walk (the source seam's progress type).
+pub use ww_core::source::{HistoryProgress as Progress, no_progress};
 
 /// What a walk did.
 #[derive(Debug, Clone, Default)]

@@ -4,7 +4,7 @@
 //!
 //! ```
 //! # async fn sketch() {
-//! use ww_app::supervised::{Supervised, Joined};
+//! use ww_core::supervised::{Supervised, Joined};
 //! let mut tasks: Supervised<&'static str, u32> = Supervised::default();
 //! tasks.spawn("answer", async { 42 });
 //! tasks.spawn("broken", async { panic!("boom") });
@@ -22,6 +22,10 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use tokio::task::{Id, JoinSet};
+
+/// The counter of supervised tasks that panicked, by `task` (their owners
+/// count each panic they recover from; the daemon's catalog documents it).
+pub const TASK_PANICS_TOTAL: &str = "ww_task_panics_total";
 
 /// How a supervised task ended.
 #[derive(Debug)]

@@ -1,9 +1,10 @@
-//! What `/ready` reports: a small shared snapshot the daemon's tasks update.
+//! What `/ready` reports: a small shared snapshot the daemon's tasks and
+//! the chain sources update.
 
 use std::sync::{Arc, Mutex};
 
+use crate::time::UnixMillis;
 use serde::Serialize;
-use ww_core::time::UnixMillis;
 
 /// The daemon's live state, as `/ready` reports it.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -25,11 +26,11 @@ pub struct HealthState {
     pub processing_lag_ms: i64,
     /// Addresses whose history is being read (first subscription or gap fill).
     pub wallets_catching_up: usize,
-    /// Work accepted and not finished yet, kept current by the pipeline.
+    /// Work accepted and not finished yet, kept current by the source.
     pub work: WorkCounts,
 }
 
-/// The pipeline's unfinished work, by kind: all zero when it is idle.
+/// A source's unfinished work, by kind: all zero when it is idle.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct WorkCounts {
     /// Live transactions accepted and not fetched yet.

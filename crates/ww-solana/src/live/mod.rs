@@ -1,4 +1,5 @@
-//! The live Solana pipeline: PubSub notifications → signatures →
+//! The live Solana pipeline (the Solana [`Source`](ww_core::source::Source)'s
+//! `run`): PubSub notifications → signatures →
 //! `getTransaction` → decoded events → the store, exactly once per
 //! (wallet, signature).
 //!
@@ -14,7 +15,7 @@
 //!
 //! - Logs notifications carry the signature: it is fetched at once (the
 //!   fast path). Account and program notifications do not: the address's
-//!   history is walked from its durable cursor (see [`ww_solana::walk`]),
+//!   history is walked from its durable cursor (see [`crate::walk`]),
 //!   which finds every transaction since, at the configured commitment, and
 //!   moves the cursor with the events it stores. A walk does not fetch what
 //!   the live path already stored, and shares the request when both want a
@@ -40,25 +41,24 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::RpcClient;
+use crate::decode::Provenance;
+use crate::pubsub::{ConnectionConfig, ConnectionState, PubsubEvent, PubsubPool, SubscriptionKey};
+use crate::resolve::TransactionFetcher;
+use crate::walk::{CatchUp, HistoryStart, Walk};
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use ww_config::Config;
 use ww_core::store::Store;
 use ww_core::time::UnixMillis;
 use ww_core::wallet::SubscriptionStatus;
 use ww_core::{ActivityEvent, Chain, Origin, Signature, WalletAddress};
-use ww_solana::RpcClient;
-use ww_solana::decode::Provenance;
-use ww_solana::pubsub::{ConnectionConfig, ConnectionState, PubsubEvent, PubsubPool, SubscriptionKey};
-use ww_solana::resolve::TransactionFetcher;
-use ww_solana::walk::{CatchUp, HistoryStart, Walk};
 
-use crate::error::AppError;
-use crate::recorder::Recorder;
-use crate::supervised::{Joined, Supervised};
-use ww_solana::balance_rounds::Schedule;
+use crate::balance_rounds::Schedule;
+use ww_core::record::EventRecorder;
+use ww_core::source::{SourceContext, SourceError};
+use ww_core::supervised::{Joined, Supervised};
 
 use work::{Task, TaskOutput};
 
@@ -80,7 +80,7 @@ const RECENT_SIGNATURES: usize = 100_000;
 /// `programSubscribe` (new accounts are otherwise seen by that subscription).
 const TOKEN_REDISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
 const TOKEN_PROGRAMS: [(&str, bool); 2] =
-    [(ww_solana::pubsub::protocol::TOKEN_PROGRAM, false), (ww_solana::pubsub::protocol::TOKEN_2022_PROGRAM, true)];
+    [(crate::pubsub::protocol::TOKEN_PROGRAM, false), (crate::pubsub::protocol::TOKEN_2022_PROGRAM, true)];
 /// Every this many fallback polling rounds, polled wallets get a full history
 /// check too, for activity that leaves balances unchanged (a failed
 /// transaction someone else paid for, a zero-sum token round trip).
@@ -90,7 +90,7 @@ const STATS_INTERVAL: Duration = Duration::from_secs(5);
 /// How often unresolved transactions an operator asked to retry are looked for.
 const UNRESOLVED_RETRY_INTERVAL: Duration = Duration::from_secs(2);
 
-use crate::metric_names;
+use crate::metrics as metric_names;
 
 /// Unfinished work whose age is the processing lag.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -136,7 +136,7 @@ struct Pipeline {
     pool: PubsubPool,
     fetcher: TransactionFetcher,
     rpc: RpcClient,
-    recorder: Recorder,
+    recorder: Arc<dyn EventRecorder>,
     tracked: HashSet<WalletAddress>,
     /// The tracked set as shared with tasks (rebuilt when it changes).
     tracked_snapshot: Arc<HashSet<WalletAddress>>,
@@ -197,10 +197,10 @@ struct Pipeline {
     unresolved_retrying: HashSet<(WalletAddress, Signature)>,
     /// What `walletwatch stats` shows; saved to the store periodically.
     stats: ww_core::store::RuntimeStats,
-    health: crate::health::Health,
-    last_work: crate::health::WorkCounts,
+    health: ww_core::status::Health,
+    last_work: ww_core::status::WorkCounts,
     /// Where notifications are recorded (`walletwatch capture`).
-    capture: Option<Arc<ww_solana::capture::Capture>>,
+    capture: Option<Arc<crate::capture::Capture>>,
     /// Decoded events waiting for their batch commit.
     pending_records: Vec<ActivityEvent>,
     /// When the first of them was queued.
@@ -208,15 +208,13 @@ struct Pipeline {
     is_shutting_down: bool,
 }
 
-/// Runs the live pipeline until `shutdown` is cancelled.
-pub async fn run(
+/// Runs the live pipeline until `context.shutdown` is cancelled.
+pub(crate) async fn run(
     config: &Config,
-    store: Arc<dyn Store>,
-    health: crate::health::Health,
-    recorder: Recorder,
-    capture: Option<Arc<ww_solana::capture::Capture>>,
-    shutdown: CancellationToken,
-) -> Result<(), AppError> {
+    context: SourceContext,
+    capture: Option<Arc<crate::capture::Capture>>,
+) -> Result<(), SourceError> {
+    let SourceContext { store, recorder, health, shutdown } = context;
     let solana = &config.solana;
     let ws_endpoints = solana.endpoints.iter().map(|endpoint| endpoint.ws_url.expose().clone()).collect();
     let mut connection_config = ConnectionConfig::new(ws_endpoints, solana.commitment);
@@ -230,13 +228,15 @@ pub async fn run(
         events_tx,
         shutdown.child_token(),
     );
-    let rpc = RpcClient::from_config(&config.solana)?.with_capture(capture.clone());
+    let rpc = RpcClient::from_config(&config.solana)
+        .map_err(|error| SourceError::node(Chain::Solana, error))?
+        .with_capture(capture.clone());
     let permits = Arc::new(Semaphore::new(FETCH_CONCURRENCY));
     let fetcher = TransactionFetcher::new(rpc.clone(), solana.commitment);
     let catch_up = CatchUp {
         rpc: rpc.clone(),
         fetcher: fetcher.clone(),
-        recorder: Arc::new(recorder.clone()),
+        recorder: Arc::clone(&recorder),
         commitment: solana.commitment,
         permits: Arc::clone(&permits),
         fetch_concurrency: FETCH_CONCURRENCY,
@@ -287,7 +287,7 @@ pub async fn run(
             ..ww_core::store::RuntimeStats::default()
         },
         health,
-        last_work: crate::health::WorkCounts::default(),
+        last_work: ww_core::status::WorkCounts::default(),
         capture,
         pending_records: Vec::new(),
         pending_since: None,
@@ -338,7 +338,7 @@ pub async fn run(
 }
 
 impl Pipeline {
-    async fn sync_wallets(&mut self) -> Result<(), AppError> {
+    async fn sync_wallets(&mut self) -> Result<(), SourceError> {
         let store = Arc::clone(&self.store);
         let records = tokio::task::spawn_blocking(move || store.wallets()).await??;
         let mut desired: HashMap<WalletAddress, (HistoryStart, UnixMillis)> = HashMap::new();
@@ -648,12 +648,6 @@ impl Pipeline {
             if let Err(error) = store.save_runtime_stats(&stats) {
                 warn!(error = %error, "saving statistics failed");
             }
-            if let Ok(depth) = store.outbox_depth() {
-                metrics::gauge!(metric_names::OUTBOX_DEPTH).set(depth as f64);
-            }
-            if let Ok(dead) = store.dead_letter_count() {
-                metrics::gauge!(metric_names::DEAD_LETTERS).set(dead as f64);
-            }
             if let Ok(unresolved) = store.unresolved(usize::MAX) {
                 let given_up = unresolved.iter().filter(|entry| entry.is_given_up).count();
                 metrics::gauge!(metric_names::UNRESOLVABLE_TRANSACTIONS).set(given_up as f64);
@@ -663,7 +657,7 @@ impl Pipeline {
 
     /// Keeps `/ready`'s work counters and the queue gauges current.
     fn publish_work(&mut self) {
-        let work = crate::health::WorkCounts {
+        let work = ww_core::status::WorkCounts {
             fetches_pending: self.in_flight.len(),
             walks_queued: self.walk_queue.len(),
             walks_running: self.walking.len(),
@@ -684,7 +678,7 @@ impl Pipeline {
         match joined {
             Joined::Done(output) => self.handle_task(output).await,
             Joined::Panicked { what, error } => {
-                metrics::counter!(crate::metric_names::TASK_PANICS_TOTAL, "task" => what.label()).increment(1);
+                metrics::counter!(ww_core::supervised::TASK_PANICS_TOTAL, "task" => what.label()).increment(1);
                 error!(task = what.label(), error = %error, "a pipeline task panicked; its work is rescheduled");
                 self.recover_panicked(what);
             }

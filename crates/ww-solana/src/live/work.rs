@@ -6,13 +6,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::balance_rounds::{AccountToRead, RoundReport};
+use crate::decode::{DecodeError, Provenance, decode_transaction};
+use crate::walk::{CatchUpError, CatchUpReport, Walk};
 use tracing::{debug, error, info, warn};
+use ww_core::record::EventRecorder;
 use ww_core::store::{RecordOutcome, UnresolvedTransaction};
 use ww_core::time::UnixMillis;
 use ww_core::{ActivityEvent, Origin, Signature, WalletAddress};
-use ww_solana::balance_rounds::{AccountToRead, RoundReport};
-use ww_solana::decode::{DecodeError, Provenance, decode_transaction};
-use ww_solana::walk::{CatchUpError, CatchUpReport, Walk};
 
 use super::{MAX_WALKS, Pipeline, TOKEN_PROGRAMS, WorkItem, metric_names};
 
@@ -68,7 +69,7 @@ pub(super) enum TaskOutput {
     Discovered {
         owner: WalletAddress,
         is_token_2022: bool,
-        result: Result<Vec<WalletAddress>, ww_solana::RpcError>,
+        result: Result<Vec<WalletAddress>, crate::RpcError>,
     },
     BalancesRefreshed {
         wallets: Vec<WalletAddress>,
@@ -139,7 +140,7 @@ impl Pipeline {
             let catch_up = self.catch_up.clone();
             let tracked = Arc::clone(&self.tracked_snapshot);
             self.tasks.spawn(Task::Walk(walk.clone()), async move {
-                let result = catch_up.catch_up(&walk, &tracked, &ww_solana::walk::no_progress).await;
+                let result = catch_up.catch_up(&walk, &tracked, &crate::walk::no_progress).await;
                 TaskOutput::Walked { walk, result }
             });
         }
@@ -229,7 +230,7 @@ impl Pipeline {
                     self.history_ready.insert(owner.clone());
                 }
                 if address == owner && self.reconciling.remove(&owner) && report.event_wallets.contains(&owner) {
-                    metrics::counter!(ww_solana::metrics::BALANCE_DRIFT_TOTAL).increment(1);
+                    metrics::counter!(crate::metrics::BALANCE_DRIFT_TOTAL).increment(1);
                     warn!(wallet = %owner, events = report.events, "balance changed without a stored event: the stream missed activity, gap filled");
                 }
                 if report.transactions > 0 || report.given_up > 0 {
@@ -313,8 +314,7 @@ impl Pipeline {
             }
             FetchOutcome::DecodeFailed(error) => {
                 metrics::counter!(metric_names::FETCH_FAILURES_TOTAL).increment(1);
-                metrics::counter!(ww_solana::metrics::DECODE_ERRORS_TOTAL, "reason" => error.reason_label())
-                    .increment(1);
+                metrics::counter!(crate::metrics::DECODE_ERRORS_TOTAL, "reason" => error.reason_label()).increment(1);
                 error!(signature = %signature, error = %error, "cannot decode a transaction; its wallets are gap-filled");
                 for wallet in &wallets {
                     self.schedule_gap_fill(wallet);
@@ -424,7 +424,7 @@ impl Pipeline {
         let permits = Arc::clone(&self.permits);
         self.tasks.spawn(Task::BalanceRound, async move {
             let report =
-                ww_solana::balance_rounds::refresh(&rpc, store, accounts, commitment, snapshot_every, permits).await;
+                crate::balance_rounds::refresh(&rpc, store, accounts, commitment, snapshot_every, permits).await;
             TaskOutput::BalancesRefreshed { wallets, report }
         });
     }
@@ -467,7 +467,7 @@ impl Pipeline {
         }
         self.schedule.reschedule(&wallets, &report.failed_wallets);
         for (tier, count) in self.schedule.tier_counts() {
-            metrics::gauge!(ww_solana::metrics::WALLETS_BY_TIER, "tier" => tier.as_str()).set(count as f64);
+            metrics::gauge!(crate::metrics::WALLETS_BY_TIER, "tier" => tier.as_str()).set(count as f64);
         }
         if status_changed {
             self.refresh_statuses().await;
@@ -512,9 +512,9 @@ impl Pipeline {
             return;
         }
         let wallet_keys = self.wallet_keys.entry(owner.clone()).or_default();
-        let new_keys: Vec<ww_solana::pubsub::SubscriptionKey> = accounts
+        let new_keys: Vec<crate::pubsub::SubscriptionKey> = accounts
             .into_iter()
-            .map(|account| ww_solana::pubsub::SubscriptionKey::TokenAccount { owner: owner.clone(), account })
+            .map(|account| crate::pubsub::SubscriptionKey::TokenAccount { owner: owner.clone(), account })
             .filter(|key| wallet_keys.insert(key.clone()))
             .collect();
         if !new_keys.is_empty() {
@@ -565,8 +565,8 @@ impl Pipeline {
 /// is noted again (it stays given up when it was). Returns the events stored.
 async fn retry_unresolved(
     entry: UnresolvedTransaction,
-    fetcher: &ww_solana::resolve::TransactionFetcher,
-    recorder: &crate::recorder::Recorder,
+    fetcher: &crate::resolve::TransactionFetcher,
+    recorder: &Arc<dyn EventRecorder>,
     tracked: &HashSet<WalletAddress>,
 ) -> Result<usize, String> {
     let reply = fetcher.fetch_shared(&entry.signature).await;
@@ -578,14 +578,14 @@ async fn retry_unresolved(
         }
         Err(error) => Err(error.to_string()),
     };
-    let store = Arc::clone(ww_core::record::EventRecorder::store(recorder));
+    let store = Arc::clone(recorder.store());
     let events = match decoded {
         Ok(events) => events,
         Err(reason) => {
             let now = ww_core::time::now();
             let note = UnresolvedTransaction { reason: reason.clone(), last_failed_at: now, ..entry };
             let _ = tokio::task::spawn_blocking(move || {
-                store.note_unresolved(&note, ww_solana::walk::GIVE_UP_AFTER, ww_solana::walk::UNDECODABLE_RETRY_MS)
+                store.note_unresolved(&note, crate::walk::GIVE_UP_AFTER, crate::walk::UNDECODABLE_RETRY_MS)
             })
             .await;
             return Err(reason);
