@@ -16,10 +16,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 use ww_app::{AppError, backfill, daemon, events, wallets};
 use ww_config::Config;
-use ww_core::WalletAddress;
 use ww_core::source::{HistoryBound, HistoryProgress as Progress, Source};
 use ww_core::store::{EventQuery, Store};
 use ww_core::wallet::{TrackOutcome, UntrackOutcome};
+use ww_core::{WalletAddress, WalletId};
 
 use crate::cli::{
     BenchCommand, Cli, Command, DiscordCommand, FilterArgs, OutboxCommand, TelegramCommand, TokenCommand,
@@ -158,7 +158,10 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
             if let (Some(since), Some(slot)) = (since, start_slot) {
                 // Up to where the wallet's tracked period starts (earlier than
                 // now when it was tracked already): the daemon owns the rest.
-                let start = store.wallet(&address)?.and_then(|record| record.start_slot).unwrap_or(slot);
+                let start = store
+                    .wallet(&WalletId::solana(address.clone()))?
+                    .and_then(|record| record.start_slot)
+                    .unwrap_or(slot);
                 let until = HistoryBound::Height(start);
                 run_backfill_bounds(
                     &config,
@@ -506,13 +509,18 @@ fn print_stats(config: &Config, json: bool) -> CommandResult {
 const BALANCE_HISTORY_SHOWN: usize = 20;
 
 fn print_balances(config: &Config, address: Option<&str>, json: bool) -> CommandResult {
-    let wallet = address.map(WalletAddress::parse).transpose().map_err(|error| Failure::Usage(error.into()))?;
+    // Solana wallets only until another chain is tracked.
+    let wallet = address
+        .map(WalletAddress::parse)
+        .transpose()
+        .map_err(|error| Failure::Usage(error.into()))?
+        .map(WalletId::solana);
     let store = open_store(config)?;
     let current = store.balances(wallet.as_ref())?;
     let mut history = Vec::new();
     if wallet.is_some() {
         for record in &current {
-            history.extend(store.balance_history(&record.address, BALANCE_HISTORY_SHOWN)?);
+            history.extend(store.balance_history(&record.account_id(), BALANCE_HISTORY_SHOWN)?);
         }
     }
     if json {
@@ -546,8 +554,11 @@ async fn print_events(
     if limit == 0 || limit > MAX_EVENTS_LIMIT {
         return Err(Failure::Usage(anyhow!("--limit must be between 1 and {MAX_EVENTS_LIMIT}")));
     }
-    let wallet =
-        wallet.map(|text| WalletAddress::parse(&text)).transpose().map_err(|error| Failure::Usage(error.into()))?;
+    let wallet = wallet
+        .map(|text| WalletAddress::parse(&text))
+        .transpose()
+        .map_err(|error| Failure::Usage(error.into()))?
+        .map(WalletId::solana);
     let store = open_store(config)?;
     let shutdown = if follow { Some(crate::signals::install().map_err(Failure::Runtime)?) } else { None };
     let mut query = EventQuery { wallet, after: None, limit };

@@ -220,7 +220,8 @@ async fn a_transfer_reaches_every_users_destinations_through_their_filters() {
     // routed for it (nothing should be) has been queued too.
     let store = RedbStore::open_in_dir(data_dir.path()).expect("store");
     wait_until("the failed transfer stored", data_dir.path(), || {
-        store.is_seen(&wallet, &d).unwrap_or(false) && store.outbox_depth().unwrap_or(1) == 0
+        store.is_seen(&ww_core::WalletId::solana(wallet.clone()), &d).unwrap_or(false)
+            && store.outbox_depth().unwrap_or(1) == 0
     });
     for (target, signatures) in &expected {
         let got = alert_signatures(&server, target);
@@ -316,7 +317,7 @@ async fn signed_interactions_track_untrack_and_list_and_forgeries_change_nothing
     let (status, reply) = interaction(&api, Some(&app), unix_now(), "track", address.clone()).await;
     assert_eq!((status, reply["type"].clone()), (200, json!(4)));
     assert_eq!(reply["data"]["content"], format!("🟢 Tracking wallet: {wallet}."));
-    let record = store.wallet(&wallet).expect("read").expect("tracked");
+    let record = store.wallet(&ww_core::WalletId::solana(wallet.clone())).expect("read").expect("tracked");
     assert!(record.tracking_users.contains(&format!("discord:{DISCORD_USER}")));
     let subscriptions = store.user_subscriptions(&format!("discord:{DISCORD_USER}")).expect("subscriptions");
     assert_eq!(subscriptions.len(), 1);
@@ -335,7 +336,7 @@ async fn signed_interactions_track_untrack_and_list_and_forgeries_change_nothing
     assert!(reply["data"]["content"].as_str().expect("content").starts_with("⚠️"), "{reply}");
     let (_, reply) = interaction(&api, Some(&app), unix_now(), "untrack", address.clone()).await;
     assert_eq!(reply["data"]["content"], format!("🔴 Stopped tracking wallet: {wallet}."));
-    assert!(store.wallet(&wallet).expect("read").is_none());
+    assert!(store.wallet(&ww_core::WalletId::solana(wallet.clone())).expect("read").is_none());
     let (_, reply) = interaction(&api, Some(&app), unix_now(), "untrack", address).await;
     assert!(reply["data"]["content"].as_str().expect("content").contains("not tracking"), "{reply}");
 
@@ -466,7 +467,11 @@ async fn nothing_is_lost_or_sent_twice_across_kill_9_dead_letters_and_retry() {
     let second = node.transfer(&wallet, 2_000_000, 3).await.expect("transfers");
     wait_closely("6 new jobs written", || {
         let store = RedbStore::open_in_dir(data_dir.path());
-        store.is_ok_and(|store| second.iter().all(|signature| store.is_seen(&wallet, signature).unwrap_or(false)))
+        store.is_ok_and(|store| {
+            second
+                .iter()
+                .all(|signature| store.is_seen(&ww_core::WalletId::solana(wallet.clone()), signature).unwrap_or(false))
+        })
     });
     daemon.kill_9();
     let (depth, dead) = outbox_counts(data_dir.path());

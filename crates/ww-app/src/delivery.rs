@@ -471,10 +471,15 @@ impl DeliveryWorkers {
     /// Reads the lane's events, labels and filters in one blocking call.
     async fn load(&self, jobs: &[OutboxJob]) -> Vec<Result<Loaded, SinkError>> {
         let store = Arc::clone(&self.store);
-        let keys: Vec<(ww_core::EventSeq, ww_core::WalletAddress, String)> =
-            jobs.iter().map(|job| (job.seq, job.wallet.clone(), job.user.clone())).collect();
+        let keys: Vec<(ww_core::EventSeq, String)> = jobs.iter().map(|job| (job.seq, job.user.clone())).collect();
         let loaded = tokio::task::spawn_blocking(move || {
-            let mut wallets: Vec<ww_core::WalletAddress> = keys.iter().map(|(_, wallet, _)| wallet.clone()).collect();
+            // The events name their wallets' chains: read them first.
+            let mut events = Vec::with_capacity(keys.len());
+            for (seq, _) in &keys {
+                events.push(store.event(*seq)?);
+            }
+            let mut wallets: Vec<ww_core::WalletId> =
+                events.iter().flatten().map(|stored| stored.event.wallet_id()).collect();
             wallets.sort();
             wallets.dedup();
             let subscriptions = store.subscriptions_for(&wallets)?;
@@ -483,17 +488,18 @@ impl DeliveryWorkers {
                 records.insert(wallet.clone(), store.wallet(wallet)?);
             }
             let mut results = Vec::with_capacity(keys.len());
-            for (seq, wallet, user) in keys {
-                let Some(event) = store.event(seq)? else {
+            for ((seq, user), event) in keys.into_iter().zip(events) {
+                let Some(event) = event else {
                     results.push(Err(SinkError::Permanent {
                         reason: format!("event #{} is no longer stored", seq.0),
                         cause: None,
                     }));
                     continue;
                 };
+                let wallet = event.event.wallet_id();
                 let subscription = subscriptions
                     .iter()
-                    .find(|subscription| subscription.wallet == wallet && subscription.user == user);
+                    .find(|subscription| subscription.wallet_id() == wallet && subscription.user == user);
                 let label = subscription
                     .and_then(|subscription| subscription.label.clone())
                     .or_else(|| records.get(&wallet).cloned().flatten().and_then(|record| record.label));

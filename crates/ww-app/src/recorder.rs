@@ -114,7 +114,7 @@ impl Recorder {
             event.emitted_at = emitted_at;
         }
         let store = Arc::clone(&self.store);
-        let wallets: Vec<ww_core::WalletAddress> = events.iter().map(|event| event.wallet.clone()).collect();
+        let wallets: Vec<ww_core::WalletId> = events.iter().map(ActivityEvent::wallet_id).collect();
         let records = tokio::task::spawn_blocking(move || {
             let mut records = std::collections::HashMap::new();
             for wallet in wallets {
@@ -129,7 +129,7 @@ impl Recorder {
         .map_err(|_| RecordError::Stopped)??;
         let predates = |event: &ActivityEvent| {
             records
-                .get(&event.wallet)
+                .get(&event.wallet_id())
                 .cloned()
                 .flatten()
                 .is_some_and(|record| record.predates_tracking(event.slot, event.block_time))

@@ -44,7 +44,7 @@ impl Router {
 
     /// Returns the routes of each event, in order.
     pub async fn routes(&self, events: &[ActivityEvent]) -> Result<Vec<Vec<Route>>, AppError> {
-        let wallets: Vec<_> = events.iter().map(|event| event.wallet.clone()).collect();
+        let wallets: Vec<_> = events.iter().map(ActivityEvent::wallet_id).collect();
         let store = Arc::clone(&self.store);
         let subscriptions = tokio::task::spawn_blocking(move || store.subscriptions_for(&wallets)).await??;
         Ok(events.iter().map(|event| self.routes_of(event, &subscriptions)).collect())
@@ -52,7 +52,10 @@ impl Router {
 
     fn routes_of(&self, event: &ActivityEvent, subscriptions: &[Subscription]) -> Vec<Route> {
         let mut routes: Vec<(Route, Option<f64>)> = Vec::new();
-        for subscription in subscriptions.iter().filter(|subscription| subscription.wallet == event.wallet) {
+        for subscription in subscriptions
+            .iter()
+            .filter(|subscription| subscription.chain == event.chain && subscription.wallet == event.wallet)
+        {
             // Prices are unknown here: a USD threshold is checked at delivery.
             let decision = subscription.filter.evaluate(event, |_| None);
             metrics::counter!(crate::metric_names::ALERTS_ROUTED_TOTAL, "decision" => decision.as_str()).increment(1);

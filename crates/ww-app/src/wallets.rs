@@ -10,7 +10,7 @@ use ww_core::source::Source;
 use ww_core::store::{Store, TrackRequest};
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{TrackOutcome, UntrackOutcome, WalletRecord};
-use ww_core::{Chain, WalletAddress};
+use ww_core::{Chain, WalletAddress, WalletId};
 
 use crate::error::AppError;
 
@@ -114,7 +114,7 @@ pub async fn current_slot_or_log(source: &dyn Source) -> Option<u64> {
 pub fn untrack(store: &dyn Store, address: &str, user: &str) -> Result<(WalletAddress, UntrackOutcome), AppError> {
     let address = WalletAddress::parse(address.trim())?;
     let user = validate_user(user)?;
-    match store.untrack_wallet(&address, &user)? {
+    match store.untrack_wallet(&WalletId::solana(address.clone()), &user)? {
         UntrackOutcome::NotTracked => Err(AppError::NotTracked(format!(
             "wallet {address} is not tracked by user {user:?}; `walletwatch list` shows what is tracked"
         ))),
@@ -195,7 +195,7 @@ pub fn render_user_list(wallets: &[(WalletRecord, Subscription)]) -> String {
 pub fn user_wallets(store: &dyn Store, user: &str) -> Result<Vec<(WalletRecord, Subscription)>, AppError> {
     let mut result = Vec::new();
     for subscription in store.user_subscriptions(user)? {
-        if let Some(record) = store.wallet(&subscription.wallet)? {
+        if let Some(record) = store.wallet(&subscription.wallet_id())? {
             result.push((record, subscription));
         }
     }

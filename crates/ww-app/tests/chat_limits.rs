@@ -31,7 +31,10 @@ async fn a_chat_user_tracks_at_most_their_quota() {
         chat::execute_async(Arc::clone(&store), None, &limits, context(1, 10), track(&wallets[2], None)).await;
     assert!(!refused.ok);
     assert!(refused.text.contains("already track 2 wallets"), "{}", refused.text);
-    assert!(store.wallet(&wallets[2]).expect("read").is_none(), "nothing was tracked beyond the quota");
+    assert!(
+        store.wallet(&ww_core::WalletId::solana(wallets[2].clone())).expect("read").is_none(),
+        "nothing was tracked beyond the quota"
+    );
     // Tracking one of theirs again (a new label) is not a new wallet.
     let again =
         chat::execute_async(Arc::clone(&store), None, &limits, context(1, 10), track(&wallets[0], Some("again"))).await;
@@ -62,13 +65,13 @@ async fn a_chat_users_label_is_their_own() {
             .await
             .ok
     );
-    let record = store.wallet(&wallet).expect("read").expect("tracked");
+    let record = store.wallet(&ww_core::WalletId::solana(wallet.clone())).expect("read").expect("tracked");
     assert_eq!(record.label, None, "no chat user's label became the one everybody sees");
     let first = chat::execute_async(Arc::clone(&store), None, &limits, context(1, 10), ChatCommand::List).await;
     assert!(first.text.contains("my whale") && !first.text.contains("scammer"), "{}", first.text);
     let second = chat::execute_async(Arc::clone(&store), None, &limits, context(2, 20), ChatCommand::List).await;
     assert!(second.text.contains("scammer") && !second.text.contains("my whale"), "{}", second.text);
-    let subscriptions = store.subscriptions_for(std::slice::from_ref(&wallet)).expect("read");
+    let subscriptions = store.subscriptions_for(&[ww_core::WalletId::solana(wallet.clone())]).expect("read");
     let labels: Vec<_> =
         subscriptions.iter().map(|subscription| (subscription.user.as_str(), subscription.label.as_deref())).collect();
     assert_eq!(labels, vec![("telegram:1", Some("my whale")), ("telegram:2", Some("scammer"))]);

@@ -80,12 +80,22 @@ async fn a_conflicting_cursor_move_fails_only_its_own_request_and_stores_none_of
     let (first, second) = (fresh_address(), fresh_address());
     track(store.as_ref(), &first);
     track(store.as_ref(), &second);
-    store.advance_cursor(&first, &first, None, &position(10)).expect("cursor");
+    store.advance_cursor(&ww_core::WalletId::solana(first.clone()), &first, None, &position(10)).expect("cursor");
     let recorder = Recorder::new(Arc::clone(&store), None, None);
 
     // The first request believes the cursor is unset; another writer moved it.
-    let stale = CursorMove { owner: first.clone(), address: first.clone(), from: None, to: position(20) };
-    let fresh = CursorMove { owner: second.clone(), address: second.clone(), from: None, to: position(30) };
+    let stale = CursorMove {
+        owner: ww_core::WalletId::solana(first.clone()),
+        address: first.clone(),
+        from: None,
+        to: position(20),
+    };
+    let fresh = CursorMove {
+        owner: ww_core::WalletId::solana(second.clone()),
+        address: second.clone(),
+        from: None,
+        to: position(30),
+    };
     let stale_events = events(&first, 0..3);
     let (refused, stored) = tokio::join!(
         recorder.record(stale_events.clone(), Some(stale)),
@@ -94,10 +104,13 @@ async fn a_conflicting_cursor_move_fails_only_its_own_request_and_stores_none_of
     assert!(matches!(refused, Err(RecordError::Store(StoreError::CursorConflict { .. }))), "{refused:?}");
     assert_eq!(inserted(&stored.expect("the other request commits")).len(), 3);
     for event in &stale_events {
-        assert!(!store.is_seen(&first, &event.signature).expect("read"), "nothing of the refused request is stored");
+        assert!(
+            !store.is_seen(&ww_core::WalletId::solana(first.clone()), &event.signature).expect("read"),
+            "nothing of the refused request is stored"
+        );
     }
-    assert_eq!(store.cursor(&first, &first).expect("read"), Some(position(10)));
-    assert_eq!(store.cursor(&second, &second).expect("read"), Some(position(30)));
+    assert_eq!(store.cursor(&ww_core::WalletId::solana(first.clone()), &first).expect("read"), Some(position(10)));
+    assert_eq!(store.cursor(&ww_core::WalletId::solana(second.clone()), &second).expect("read"), Some(position(30)));
 }
 
 #[tokio::test]
@@ -114,7 +127,7 @@ async fn a_store_failure_stores_nothing_and_the_next_request_succeeds() {
     assert!(matches!(error, RecordError::Store(StoreError::Write { .. })), "{error:?}");
     assert!(error.to_string().contains("nothing was committed"), "{error}");
     for event in &batch {
-        assert!(!inner.is_seen(&wallet, &event.signature).expect("read"));
+        assert!(!inner.is_seen(&ww_core::WalletId::solana(wallet.clone()), &event.signature).expect("read"));
     }
     assert_eq!(inserted(&recorder.record(batch, None).await.expect("recorded after the failure")).len(), 4);
 }
@@ -138,7 +151,12 @@ async fn requests_accepted_before_the_last_handle_is_dropped_are_all_committed()
         stored += inserted(&task.await.expect("task").expect("committed")).len();
     }
     assert_eq!(stored, 320);
-    let events =
-        store.events(&ww_core::store::EventQuery { wallet: Some(wallet), after: None, limit: 1_000 }).expect("read");
+    let events = store
+        .events(&ww_core::store::EventQuery {
+            wallet: Some(ww_core::WalletId::solana(wallet.clone())),
+            after: None,
+            limit: 1_000,
+        })
+        .expect("read");
     assert_eq!(events.len(), 320, "every accepted event is in the store");
 }

@@ -572,7 +572,7 @@ pub async fn run(
     let store: Arc<dyn ww_core::store::Store> = ww_app::open_store(&config.store)?;
     check_replay_store(store.as_ref(), &config.store)?;
     for wallet in &wallets {
-        if store.wallet(wallet)?.is_none() {
+        if store.wallet(&ww_core::WalletId::solana(wallet.clone()))?.is_none() {
             let options = ww_app::wallets::TrackOptions { start_slot: Some(node.start_slot()), ..Default::default() };
             ww_app::wallets::track_with(
                 store.as_ref(),

@@ -328,6 +328,9 @@ impl<'de> Deserialize<'de> for DestinationId {
 pub struct Subscription {
     /// The user.
     pub user: String,
+    /// The wallet's chain (subscriptions stored before chains were recorded are Solana's).
+    #[serde(default)]
+    pub chain: Chain,
     /// The wallet.
     pub wallet: WalletAddress,
     /// The user's nickname for the wallet, shown in alerts.
@@ -342,6 +345,13 @@ pub struct Subscription {
     pub destinations: BTreeSet<DestinationId>,
     /// When the user started tracking it.
     pub created_at: UnixMillis,
+}
+
+impl Subscription {
+    /// The wallet's identity.
+    pub fn wallet_id(&self) -> crate::wallet::WalletId {
+        crate::wallet::WalletId::new(self.chain, self.wallet.clone())
+    }
 }
 
 #[cfg(test)]

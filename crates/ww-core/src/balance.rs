@@ -23,6 +23,9 @@ pub enum Asset {
 /// One account's balance at one observation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BalanceRecord {
+    /// The chain (records stored before chains were recorded are Solana's).
+    #[serde(default)]
+    pub chain: crate::ids::Chain,
     /// The account observed (the wallet itself, or one of its token accounts).
     pub address: WalletAddress,
     /// The tracked wallet it belongs to.
@@ -44,4 +47,16 @@ pub struct BalanceChange {
     pub previous: Option<BalanceRecord>,
     /// The new one.
     pub current: BalanceRecord,
+}
+
+impl BalanceRecord {
+    /// The account observed, on its chain.
+    pub fn account_id(&self) -> crate::wallet::WalletId {
+        crate::wallet::WalletId::new(self.chain, self.address.clone())
+    }
+
+    /// The tracked wallet it belongs to, on its chain.
+    pub fn wallet_id(&self) -> crate::wallet::WalletId {
+        crate::wallet::WalletId::new(self.chain, self.wallet.clone())
+    }
 }

@@ -232,6 +232,11 @@ impl<'de> Deserialize<'de> for ActivityEvent {
 }
 
 impl ActivityEvent {
+    /// The wallet's identity (chain and address).
+    pub fn wallet_id(&self) -> crate::wallet::WalletId {
+        crate::wallet::WalletId::new(self.chain, self.wallet.clone())
+    }
+
     /// Returns the deduplication key: at most one event exists per key.
     pub fn key(&self) -> (&WalletAddress, &Signature) {
         (&self.wallet, &self.signature)

@@ -23,7 +23,7 @@ use crate::balance::{BalanceChange, BalanceRecord};
 use crate::event::{ActivityEvent, StoredEvent};
 use crate::ids::{Chain, EventSeq, Position, Signature, WalletAddress};
 use crate::time::UnixMillis;
-use crate::wallet::{SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
+use crate::wallet::{SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletId, WalletRecord};
 
 /// A boxed error of a store backend, kept typed so callers can inspect it
 /// (`downcast_ref`).
@@ -149,7 +149,7 @@ impl TrackRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CursorMove {
     /// The tracked wallet the address belongs to (itself, or the owner of a token account).
-    pub owner: WalletAddress,
+    pub owner: WalletId,
     /// The address whose history was walked.
     pub address: WalletAddress,
     /// The cursor the walk started from; the move fails unless it is still stored.
@@ -199,6 +199,9 @@ pub enum RecordOutcome {
 /// stopping before it, and it waits here until an operator retries it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UnresolvedTransaction {
+    /// The chain (entries stored before chains were recorded are Solana's).
+    #[serde(default)]
+    pub chain: Chain,
     /// The tracked wallet whose history holds it.
     pub owner: WalletAddress,
     /// The address whose walk met it (the wallet or one of its token accounts).
@@ -221,6 +224,13 @@ pub struct UnresolvedTransaction {
     pub is_retry_requested: bool,
 }
 
+impl UnresolvedTransaction {
+    /// The wallet whose history holds it.
+    pub fn owner_id(&self) -> WalletId {
+        WalletId::new(self.chain, self.owner.clone())
+    }
+}
+
 /// What a history walk already knows about a listed transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KnownTransaction {
@@ -234,7 +244,7 @@ pub enum KnownTransaction {
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
     /// Only this wallet's events.
-    pub wallet: Option<WalletAddress>,
+    pub wallet: Option<WalletId>,
     /// Only events with a greater sequence number.
     pub after: Option<EventSeq>,
     /// At most this many. With `after`, the oldest ones after it; without, the newest.
@@ -309,30 +319,26 @@ pub trait Store: Send + Sync + 'static {
     fn track_wallet(&self, request: &TrackRequest, now: UnixMillis) -> Result<TrackOutcome, StoreError>;
 
     /// Stops tracking a wallet for a user; the wallet is removed with its last user.
-    fn untrack_wallet(&self, address: &WalletAddress, user: &str) -> Result<UntrackOutcome, StoreError>;
+    fn untrack_wallet(&self, wallet: &WalletId, user: &str) -> Result<UntrackOutcome, StoreError>;
 
     /// Returns one wallet.
-    fn wallet(&self, address: &WalletAddress) -> Result<Option<WalletRecord>, StoreError>;
+    fn wallet(&self, wallet: &WalletId) -> Result<Option<WalletRecord>, StoreError>;
 
-    /// Returns every tracked wallet, ordered by address.
+    /// Returns every tracked wallet, ordered by key ([`WalletId::key`]).
     fn wallets(&self) -> Result<Vec<WalletRecord>, StoreError>;
 
     /// Sets the subscription status of these wallets (unknown ones are skipped).
-    fn set_subscription_status(
-        &self,
-        addresses: &[WalletAddress],
-        status: SubscriptionStatus,
-    ) -> Result<(), StoreError>;
+    fn set_subscription_status(&self, wallets: &[WalletId], status: SubscriptionStatus) -> Result<(), StoreError>;
 
     /// Returns the newest fully processed position of `address` (the wallet
-    /// `owner` itself, or one of its token accounts).
-    fn cursor(&self, owner: &WalletAddress, address: &WalletAddress) -> Result<Option<Position>, StoreError>;
+    /// `owner` itself, or one of its token accounts, on the owner's chain).
+    fn cursor(&self, owner: &WalletId, address: &WalletAddress) -> Result<Option<Position>, StoreError>;
 
     /// Moves a cursor from `from` to `to`; fails with [`StoreError::CursorConflict`]
     /// unless the stored cursor equals `from`.
     fn advance_cursor(
         &self,
-        owner: &WalletAddress,
+        owner: &WalletId,
         address: &WalletAddress,
         from: Option<&Position>,
         to: &Position,
@@ -348,13 +354,13 @@ pub trait Store: Send + Sync + 'static {
     fn record_events(&self, events: &[NewEvent], cursors: &[CursorMove]) -> Result<Vec<RecordOutcome>, StoreError>;
 
     /// Returns whether the event of (wallet, signature) is stored.
-    fn is_seen(&self, wallet: &WalletAddress, signature: &Signature) -> Result<bool, StoreError>;
+    fn is_seen(&self, wallet: &WalletId, signature: &Signature) -> Result<bool, StoreError>;
 
     /// Returns which of `signatures` the wallet already has an event for, or
     /// gave up as unresolvable (one lookup for a whole page of history).
     fn known_transactions(
         &self,
-        wallet: &WalletAddress,
+        wallet: &WalletId,
         signatures: &[Signature],
     ) -> Result<std::collections::HashMap<Signature, KnownTransaction>, StoreError>;
 
@@ -422,7 +428,7 @@ pub trait Store: Send + Sync + 'static {
     fn event(&self, seq: EventSeq) -> Result<Option<StoredEvent>, StoreError>;
 
     /// Returns the subscriptions of every user tracking these wallets.
-    fn subscriptions_for(&self, wallets: &[WalletAddress]) -> Result<Vec<Subscription>, StoreError>;
+    fn subscriptions_for(&self, wallets: &[WalletId]) -> Result<Vec<Subscription>, StoreError>;
 
     /// Returns one user's subscriptions, ordered by wallet.
     fn user_subscriptions(&self, user: &str) -> Result<Vec<Subscription>, StoreError>;
@@ -443,11 +449,11 @@ pub trait Store: Send + Sync + 'static {
         snapshot_every_ms: i64,
     ) -> Result<Vec<BalanceChange>, StoreError>;
 
-    /// Returns current balances, of one wallet's accounts or of all, ordered by address.
-    fn balances(&self, wallet: Option<&WalletAddress>) -> Result<Vec<BalanceRecord>, StoreError>;
+    /// Returns current balances, of one wallet's accounts or of all, ordered by account key.
+    fn balances(&self, wallet: Option<&WalletId>) -> Result<Vec<BalanceRecord>, StoreError>;
 
-    /// Returns an account's balance history, newest first.
-    fn balance_history(&self, address: &WalletAddress, limit: usize) -> Result<Vec<BalanceRecord>, StoreError>;
+    /// Returns an account's balance history (the account on its chain), newest first.
+    fn balance_history(&self, account: &WalletId, limit: usize) -> Result<Vec<BalanceRecord>, StoreError>;
 
     /// Saves the running daemon's statistics (replacing the previous ones).
     fn save_runtime_stats(&self, stats: &RuntimeStats) -> Result<(), StoreError>;
@@ -477,7 +483,7 @@ pub trait Store: Send + Sync + 'static {
     fn request_unresolved_retry(&self, signatures: Option<&[Signature]>) -> Result<u64, StoreError>;
 
     /// Forgets an unresolved transaction (its event was stored, or its wallet went).
-    fn clear_unresolved(&self, owner: &WalletAddress, signature: &Signature) -> Result<(), StoreError>;
+    fn clear_unresolved(&self, owner: &WalletId, signature: &Signature) -> Result<(), StoreError>;
 
     /// Stores an API token (only its hash is kept).
     fn save_api_token(&self, token: &ApiToken) -> Result<(), StoreError>;

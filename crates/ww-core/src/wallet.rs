@@ -10,6 +10,47 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{Chain, Signature, Slot, WalletAddress};
 use crate::time::UnixMillis;
 
+/// A tracked wallet's identity: its chain and address. The same `0x`
+/// address on two EVM chains is two wallets, each with its own history,
+/// cursor, subscriptions and events.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WalletId {
+    /// The chain.
+    pub chain: Chain,
+    /// The address on it.
+    pub address: WalletAddress,
+}
+
+impl WalletId {
+    /// `address` on `chain`.
+    pub fn new(chain: Chain, address: WalletAddress) -> Self {
+        Self { chain, address }
+    }
+
+    /// A Solana wallet.
+    pub fn solana(address: WalletAddress) -> Self {
+        Self { chain: Chain::Solana, address }
+    }
+
+    /// The key stores file it under: the address alone for Solana (the key
+    /// every store written before wallets were keyed by chain already
+    /// holds), `chain:address` for every other chain. Keys of different
+    /// wallets never collide: a base58 address holds no `:`.
+    pub fn key(&self) -> std::borrow::Cow<'_, str> {
+        match self.chain {
+            Chain::Solana => std::borrow::Cow::Borrowed(self.address.as_str()),
+            chain => std::borrow::Cow::Owned(format!("{chain}:{}", self.address)),
+        }
+    }
+}
+
+impl fmt::Display for WalletId {
+    /// The key form: `ADDRESS` on Solana, `chain:ADDRESS` elsewhere.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
 /// The state of a wallet's live subscription, as shown by `walletwatch list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum SubscriptionStatus {
@@ -113,6 +154,11 @@ pub struct WalletRecord {
 pub const TRACKING_CLOCK_SLACK_SECS: i64 = 60;
 
 impl WalletRecord {
+    /// The wallet's identity (chain and address).
+    pub fn id(&self) -> WalletId {
+        WalletId::new(self.chain, self.address.clone())
+    }
+
     /// Returns whether a transaction in `slot` with `block_time` (Unix
     /// seconds) happened before this wallet's tracked period began: at or
     /// before its start slot, or, without one, over a minute
@@ -151,4 +197,21 @@ pub enum UntrackOutcome {
     },
     /// The wallet (or this user's tracking of it) was not there.
     NotTracked,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wallet_keys_are_the_address_on_solana_and_chain_qualified_elsewhere() {
+        let solana = WalletAddress::parse("11111111111111111111111111111111").expect("base58");
+        assert_eq!(WalletId::solana(solana.clone()).key(), "11111111111111111111111111111111");
+        let evm = WalletAddress::parse("0x52908400098527886e0f7030069857d2e4169ee7").expect("0x");
+        let polygon = WalletId::new(Chain::Polygon, evm.clone());
+        let ethereum = WalletId::new(Chain::Ethereum, evm);
+        assert_eq!(polygon.key(), "polygon:0x52908400098527886E0F7030069857D2E4169EE7");
+        assert_ne!(polygon.key(), ethereum.key());
+        assert_eq!(polygon.to_string(), polygon.key());
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
-use ww_core::WalletAddress;
+use ww_core::WalletId;
 use ww_core::store::{ApiToken, Store};
 
 /// How often the snapshot is read again while WebSocket clients are connected.
@@ -22,7 +22,7 @@ pub(crate) struct Access {
     /// Tokens valid when this was read, by hash.
     pub(crate) tokens: HashMap<String, ApiToken>,
     /// Each tracked wallet's users.
-    pub(crate) wallet_users: HashMap<WalletAddress, BTreeSet<String>>,
+    pub(crate) wallet_users: HashMap<WalletId, BTreeSet<String>>,
     /// When the reading started: a permission granted after it is not
     /// judged by it.
     pub(crate) read_at: Instant,
@@ -83,7 +83,7 @@ async fn refresh(sender: std::sync::Weak<watch::Sender<Arc<Access>>>, store: Arc
                 .into_iter()
                 .filter(|token| token.is_valid_at(now))
                 .map(|token| (token.hash.clone(), token));
-            let wallets = store.wallets()?.into_iter().map(|record| (record.address, record.tracking_users));
+            let wallets = store.wallets()?.into_iter().map(|record| (record.id(), record.tracking_users));
             Ok::<_, ww_core::store::StoreError>(Access {
                 tokens: tokens.collect(),
                 wallet_users: wallets.collect(),

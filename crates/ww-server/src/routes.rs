@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use ww_app::wallets;
 use ww_core::store::EventQuery;
 use ww_core::wallet::WalletRecord;
-use ww_core::{EventSeq, StoredEvent, WalletAddress};
+use ww_core::{EventSeq, StoredEvent, WalletAddress, WalletId};
 
 use crate::ApiState;
 use crate::auth::Caller;
@@ -188,7 +188,7 @@ fn parse_address(text: &str) -> Result<WalletAddress, ApiError> {
 /// Returns the wallet if the caller may see it (admins: any tracked wallet).
 async fn visible_wallet(state: &ApiState, caller: &Caller, address: &WalletAddress) -> Result<WalletRecord, ApiError> {
     let store = Arc::clone(&state.store);
-    let lookup = address.clone();
+    let lookup = WalletId::solana(address.clone());
     let record = tokio::task::spawn_blocking(move || store.wallet(&lookup)).await??;
     match record {
         Some(record) if caller.0.is_admin || record.tracking_users.contains(&caller.0.user) => Ok(record),
@@ -204,8 +204,8 @@ pub(crate) async fn list_wallets(State(state): State<ApiState>, caller: Caller) 
     let store = Arc::clone(&state.store);
     let (records, subscriptions) = tokio::task::spawn_blocking(move || {
         let records = store.wallets()?;
-        let addresses: Vec<WalletAddress> = records.iter().map(|record| record.address.clone()).collect();
-        let subscriptions = store.subscriptions_for(&addresses)?;
+        let ids: Vec<WalletId> = records.iter().map(WalletRecord::id).collect();
+        let subscriptions = store.subscriptions_for(&ids)?;
         Ok::<_, ww_core::store::StoreError>((records, subscriptions))
     })
     .await??;
@@ -215,7 +215,7 @@ pub(crate) async fn list_wallets(State(state): State<ApiState>, caller: Caller) 
         .map(|record| {
             let own: Vec<&ww_core::alert::Subscription> = subscriptions
                 .iter()
-                .filter(|subscription| subscription.wallet == record.address)
+                .filter(|subscription| subscription.chain == record.chain && subscription.wallet == record.address)
                 .filter(|subscription| caller.0.is_admin || subscription.user == caller.0.user)
                 .collect();
             let mut value = serde_json::to_value(&record).unwrap_or(Value::Null);
@@ -330,7 +330,7 @@ pub(crate) async fn wallet_activity(
     let after = query.after.unwrap_or(0);
     let store = Arc::clone(&state.store);
     let events = tokio::task::spawn_blocking(move || {
-        store.events(&EventQuery { wallet: Some(address), after: Some(EventSeq(after)), limit })
+        store.events(&EventQuery { wallet: Some(WalletId::solana(address)), after: Some(EventSeq(after)), limit })
     })
     .await??;
     Ok(page(events, after))
@@ -345,10 +345,10 @@ pub(crate) async fn wallet_balances(
     visible_wallet(&state, &caller, &address).await?;
     let store = Arc::clone(&state.store);
     let (balances, history) = tokio::task::spawn_blocking(move || {
-        let balances = store.balances(Some(&address))?;
+        let balances = store.balances(Some(&WalletId::solana(address)))?;
         let mut history = Vec::new();
         for record in &balances {
-            history.extend(store.balance_history(&record.address, HISTORY_PER_ACCOUNT)?);
+            history.extend(store.balance_history(&record.account_id(), HISTORY_PER_ACCOUNT)?);
         }
         Ok::<_, ww_core::store::StoreError>((balances, history))
     })

@@ -308,6 +308,7 @@ async fn unresolved_transactions_are_listed_and_retried_by_admins_only() {
     let wallet = ww_core::WalletAddress::parse(WALLET).expect("valid");
     let signature = ww_test_utils::signature_from_seed(7);
     let entry = UnresolvedTransaction {
+        chain: ww_core::Chain::Solana,
         owner: wallet.clone(),
         address: wallet,
         signature: signature.clone(),

@@ -51,7 +51,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 use ww_app::broker::Published;
 use ww_core::store::{ApiToken, EventQuery};
-use ww_core::{EventSeq, WalletAddress};
+use ww_core::{EventSeq, WalletAddress, WalletId};
 
 use crate::ApiState;
 use crate::access::Access;
@@ -313,9 +313,9 @@ async fn authorize(state: &ApiState, token: Option<&ApiToken>, text: &str) -> Re
         Topic::Wallet(address) => {
             let Some(token) = token else { return Err(format!("topic {} needs a token", topic.name())) };
             let store = Arc::clone(&state.store);
-            let address = address.clone();
+            let wallet = WalletId::solana(address.clone());
             let record =
-                tokio::task::spawn_blocking(move || store.wallet(&address)).await.ok().and_then(Result::ok).flatten();
+                tokio::task::spawn_blocking(move || store.wallet(&wallet)).await.ok().and_then(Result::ok).flatten();
             record.is_some_and(|record| token.is_admin || record.tracking_users.contains(&token.user))
         }
     };
@@ -398,13 +398,13 @@ fn notice(level: &str, message: &str) -> Value {
 struct Viewer {
     access: tokio::sync::watch::Receiver<Arc<Access>>,
     snapshot: Arc<Access>,
-    looked_up: HashMap<WalletAddress, BTreeSet<String>>,
+    looked_up: HashMap<WalletId, BTreeSet<String>>,
 }
 
 impl Viewer {
     /// The users tracking `wallet`; a wallet the snapshot does not know yet
     /// is read from the store once.
-    async fn users(&mut self, state: &ApiState, wallet: &WalletAddress) -> Option<&BTreeSet<String>> {
+    async fn users(&mut self, state: &ApiState, wallet: &WalletId) -> Option<&BTreeSet<String>> {
         if !self.snapshot.wallet_users.contains_key(wallet) && !self.looked_up.contains_key(wallet) {
             let store = Arc::clone(&state.store);
             let lookup = wallet.clone();
@@ -486,7 +486,7 @@ async fn replay(
                 continue;
             }
             let users = if needs_users(topics, &stored.event.wallet) {
-                viewer.users(state, &stored.event.wallet).await
+                viewer.users(state, &stored.event.wallet_id()).await
             } else {
                 None
             };
@@ -531,7 +531,7 @@ async fn apply_access(
         .filter(|(topic, granted_at)| {
             snapshot.read_at > **granted_at
                 && matches!(topic, Topic::Wallet(address)
-                    if !snapshot.wallet_users.get(address).is_some_and(|users| users.contains(&token.user)))
+                    if !snapshot.wallet_users.get(&WalletId::solana(address.clone())).is_some_and(|users| users.contains(&token.user)))
         })
         .map(|(topic, _)| topic.clone())
         .collect();
@@ -679,7 +679,7 @@ async fn run_client(
                         }
                         last_sent = stored.seq;
                         let users = if needs_users(&topics, &stored.event.wallet) {
-                            viewer.users(&state, &stored.event.wallet).await
+                            viewer.users(&state, &stored.event.wallet_id()).await
                         } else {
                             None
                         };

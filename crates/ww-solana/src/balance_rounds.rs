@@ -123,6 +123,7 @@ fn observation(
         (false, None) => return None,
     };
     Some(BalanceRecord {
+        chain: ww_core::Chain::Solana,
         address: to_read.account.clone(),
         wallet: to_read.wallet.clone(),
         asset,

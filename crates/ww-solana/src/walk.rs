@@ -34,6 +34,7 @@ use crate::resolve::{FetchError, TransactionFetcher};
 use crate::{RpcClient, RpcError, SignatureInfo};
 use tokio::sync::Semaphore;
 use tokio_util::task::AbortOnDropHandle;
+use ww_core::WalletId;
 use ww_core::store::{CursorMove, RecordOutcome, Store, StoreError, UnresolvedTransaction};
 use ww_core::wallet::WalletRecord;
 use ww_core::{Commitment, Origin, Position, WalletAddress};
@@ -235,7 +236,7 @@ impl CatchUp {
         let started = Instant::now();
         let cursor = {
             let store = Arc::clone(self.store());
-            let (owner, address) = (walk.owner.clone(), walk.address.clone());
+            let (owner, address) = (WalletId::solana(walk.owner.clone()), walk.address.clone());
             tokio::task::spawn_blocking(move || store.cursor(&owner, &address)).await??
         };
         let range = match cursor.as_ref().map(Position::as_solana) {
@@ -392,6 +393,7 @@ impl CatchUp {
     ) -> Result<Option<Vec<ww_core::ActivityEvent>>, CatchUpError> {
         let now = ww_core::time::now();
         let note = UnresolvedTransaction {
+            chain: ww_core::Chain::Solana,
             owner: walk.owner.clone(),
             address: walk.address.clone(),
             signature: entry.signature.clone(),
@@ -437,7 +439,7 @@ impl CatchUp {
         let events: Vec<ww_core::ActivityEvent> = chunk.iter().flat_map(|(_, events)| events.iter().cloned()).collect();
         let cursor_move = match (*is_checkpointing, chunk.last()) {
             (true, Some((last, _))) => Some(CursorMove {
-                owner: walk.owner.clone(),
+                owner: WalletId::solana(walk.owner.clone()),
                 address: walk.address.clone(),
                 from: cursor.clone(),
                 to: Position::Solana { slot: last.slot, signature: last.signature.clone() },
@@ -520,7 +522,7 @@ async fn fetch_in_order(
                 let page: Vec<ww_core::Signature> =
                     entries[next_index..end].iter().map(|entry| entry.signature.clone()).collect();
                 let store = Arc::clone(&store);
-                let owner = owner.clone();
+                let owner = WalletId::solana(owner.clone());
                 // A failed lookup only costs fetches: the store still refuses duplicates.
                 known = match tokio::task::spawn_blocking(move || store.known_transactions(&owner, &page)).await {
                     Ok(Ok(found)) => found.into_keys().collect(),

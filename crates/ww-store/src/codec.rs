@@ -3,7 +3,7 @@
 use redb::ReadableTable;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use ww_core::WalletAddress;
+use ww_core::WalletId;
 use ww_core::store::StoreError;
 use ww_core::wallet::WalletRecord;
 
@@ -64,9 +64,9 @@ pub(crate) fn read_u64(bytes: &[u8]) -> Result<u64, StoreError> {
 /// Reads one wallet record from the `wallets` table of any transaction.
 pub(crate) fn read_wallet(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
-    address: &WalletAddress,
+    wallet: &WalletId,
 ) -> Result<Option<WalletRecord>, StoreError> {
-    match table.get(address.as_str()).map_err(storage_error)? {
+    match table.get(&*wallet.key()).map_err(storage_error)? {
         Some(bytes) => decode("wallets", bytes.value()).map(Some),
         None => Ok(None),
     }

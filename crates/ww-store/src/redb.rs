@@ -24,7 +24,7 @@ use ww_core::store::{
 };
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{LastTransaction, SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
-use ww_core::{EventSeq, Position, Signature, StoredEvent, WalletAddress};
+use ww_core::{EventSeq, Position, Signature, StoredEvent, WalletAddress, WalletId};
 
 use crate::codec::{
     commit_error, decode, encode, is_disk_full, read_u64, read_wallet, storage_error, table_error, transaction_error,
@@ -167,7 +167,9 @@ impl Store for RedbStore {
         let write = self.database.begin_write().map_err(transaction_error)?;
         let outcome = {
             let mut wallets = write.open_table(WALLETS).map_err(table_error)?;
-            let existing = read_wallet(&wallets, &request.address)?;
+            let id = WalletId::new(request.chain, request.address.clone());
+            let wallet_key = id.key();
+            let existing = read_wallet(&wallets, &id)?;
             if let Some(limit) = request.max_wallets
                 && !existing.as_ref().is_some_and(|record| record.tracking_users.contains(&request.user))
             {
@@ -206,13 +208,14 @@ impl Store for RedbStore {
                     TrackOutcome::Added,
                 ),
             };
-            wallets.insert(request.address.as_str(), encode(&record)?.as_slice()).map_err(storage_error)?;
+            wallets.insert(&*wallet_key, encode(&record)?.as_slice()).map_err(storage_error)?;
             let mut subscriptions = write.open_table(SUBSCRIPTIONS).map_err(table_error)?;
-            let key = (request.address.as_str(), request.user.as_str());
+            let key = (&*wallet_key, request.user.as_str());
             let mut subscription: Subscription = match subscriptions.get(key).map_err(storage_error)? {
                 Some(bytes) => decode("subscriptions", bytes.value())?,
                 None => Subscription {
                     user: request.user.clone(),
+                    chain: request.chain,
                     wallet: request.address.clone(),
                     label: None,
                     filter: ww_core::alert::AlertFilter::default(),
@@ -233,7 +236,7 @@ impl Store for RedbStore {
             write
                 .open_table(USER_SUBSCRIPTIONS)
                 .map_err(table_error)?
-                .insert((request.user.as_str(), request.address.as_str()), ())
+                .insert((request.user.as_str(), &*wallet_key), ())
                 .map_err(storage_error)?;
             outcome
         };
@@ -241,34 +244,35 @@ impl Store for RedbStore {
         Ok(outcome)
     }
 
-    fn untrack_wallet(&self, address: &WalletAddress, user: &str) -> Result<UntrackOutcome, StoreError> {
+    fn untrack_wallet(&self, wallet: &WalletId, user: &str) -> Result<UntrackOutcome, StoreError> {
         let write = self.database.begin_write().map_err(transaction_error)?;
+        let key = wallet.key();
         let outcome = {
             let mut wallets = write.open_table(WALLETS).map_err(table_error)?;
-            match read_wallet(&wallets, address)? {
+            match read_wallet(&wallets, wallet)? {
                 None => UntrackOutcome::NotTracked,
                 Some(mut record) => {
                     write
                         .open_table(SUBSCRIPTIONS)
                         .map_err(table_error)?
-                        .remove((address.as_str(), user))
+                        .remove((&*key, user))
                         .map_err(storage_error)?;
                     write
                         .open_table(USER_SUBSCRIPTIONS)
                         .map_err(table_error)?
-                        .remove((user, address.as_str()))
+                        .remove((user, &*key))
                         .map_err(storage_error)?;
                     if !record.tracking_users.remove(user) {
                         UntrackOutcome::NotTracked
                     } else if record.tracking_users.is_empty() {
-                        wallets.remove(address.as_str()).map_err(storage_error)?;
+                        wallets.remove(&*key).map_err(storage_error)?;
                         // Its history position goes with it: tracked again,
                         // it starts afresh instead of from where it stopped.
-                        remove_owned(&mut write.open_table(CURSORS).map_err(table_error)?, address)?;
-                        remove_owned(&mut write.open_table(UNRESOLVED).map_err(table_error)?, address)?;
+                        remove_owned(&mut write.open_table(CURSORS).map_err(table_error)?, &key)?;
+                        remove_owned(&mut write.open_table(UNRESOLVED).map_err(table_error)?, &key)?;
                         UntrackOutcome::Removed
                     } else {
-                        wallets.insert(address.as_str(), encode(&record)?.as_slice()).map_err(storage_error)?;
+                        wallets.insert(&*key, encode(&record)?.as_slice()).map_err(storage_error)?;
                         UntrackOutcome::UserRemoved { remaining_users: record.tracking_users.len() }
                     }
                 }
@@ -278,10 +282,10 @@ impl Store for RedbStore {
         Ok(outcome)
     }
 
-    fn wallet(&self, address: &WalletAddress) -> Result<Option<WalletRecord>, StoreError> {
+    fn wallet(&self, wallet: &WalletId) -> Result<Option<WalletRecord>, StoreError> {
         let read = self.database.begin_read().map_err(transaction_error)?;
         let wallets = read.open_table(WALLETS).map_err(table_error)?;
-        read_wallet(&wallets, address)
+        read_wallet(&wallets, wallet)
     }
 
     fn wallets(&self) -> Result<Vec<WalletRecord>, StoreError> {
@@ -295,29 +299,25 @@ impl Store for RedbStore {
         Ok(records)
     }
 
-    fn set_subscription_status(
-        &self,
-        addresses: &[WalletAddress],
-        status: SubscriptionStatus,
-    ) -> Result<(), StoreError> {
+    fn set_subscription_status(&self, ids: &[WalletId], status: SubscriptionStatus) -> Result<(), StoreError> {
         let write = self.database.begin_write().map_err(transaction_error)?;
         {
             let mut wallets = write.open_table(WALLETS).map_err(table_error)?;
-            for address in addresses {
-                let Some(mut record) = read_wallet(&wallets, address)? else { continue };
+            for id in ids {
+                let Some(mut record) = read_wallet(&wallets, id)? else { continue };
                 if record.subscription_status != status {
                     record.subscription_status = status;
-                    wallets.insert(address.as_str(), encode(&record)?.as_slice()).map_err(storage_error)?;
+                    wallets.insert(&*id.key(), encode(&record)?.as_slice()).map_err(storage_error)?;
                 }
             }
         }
         write.commit().map_err(commit_error)
     }
 
-    fn cursor(&self, owner: &WalletAddress, address: &WalletAddress) -> Result<Option<Position>, StoreError> {
+    fn cursor(&self, owner: &WalletId, address: &WalletAddress) -> Result<Option<Position>, StoreError> {
         let read = self.database.begin_read().map_err(transaction_error)?;
         let cursors = read.open_table(CURSORS).map_err(table_error)?;
-        match cursors.get((owner.as_str(), address.as_str())).map_err(storage_error)? {
+        match cursors.get((&*owner.key(), address.as_str())).map_err(storage_error)? {
             Some(bytes) => decode("cursors", bytes.value()).map(Some),
             None => Ok(None),
         }
@@ -325,7 +325,7 @@ impl Store for RedbStore {
 
     fn advance_cursor(
         &self,
-        owner: &WalletAddress,
+        owner: &WalletId,
         address: &WalletAddress,
         from: Option<&Position>,
         to: &Position,
@@ -363,13 +363,16 @@ impl Store for RedbStore {
             // batch, not once per event.
             let mut next_seq = Self::read_counter(&meta, META_NEXT_SEQ)?;
             let mut next_outbox_id = Self::read_counter(&meta, META_NEXT_OUTBOX_ID)?;
-            let mut touched_wallets: HashMap<WalletAddress, Option<WalletRecord>> = HashMap::new();
+            let mut touched_wallets: HashMap<WalletId, Option<WalletRecord>> = HashMap::new();
             for new_event in events {
                 let event = &new_event.event;
-                let record = match touched_wallets.entry(event.wallet.clone()) {
+                let id = event.wallet_id();
+                let wallet_key = id.key().into_owned();
+                let record = match touched_wallets.entry(id) {
                     std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
                     std::collections::hash_map::Entry::Vacant(entry) => {
-                        entry.insert(read_wallet(&wallets, &event.wallet)?)
+                        let record = read_wallet(&wallets, entry.key())?;
+                        entry.insert(record)
                     }
                 };
                 let Some(record) = record else {
@@ -382,7 +385,7 @@ impl Store for RedbStore {
                     outcomes.push(RecordOutcome::Untracked);
                     continue;
                 }
-                let key = (event.wallet.as_str(), event.signature.as_str());
+                let key = (wallet_key.as_str(), event.signature.as_str());
                 if event_keys.get(key).map_err(storage_error)?.is_some() {
                     outcomes.push(RecordOutcome::Duplicate);
                     continue;
@@ -393,7 +396,7 @@ impl Store for RedbStore {
                 unresolved.remove(key).map_err(storage_error)?;
                 let stored = StoredEvent { seq, event: event.clone() };
                 stored_events.insert(seq.0, encode(&stored)?.as_slice()).map_err(storage_error)?;
-                wallet_events.insert((event.wallet.as_str(), seq.0), ()).map_err(storage_error)?;
+                wallet_events.insert((wallet_key.as_str(), seq.0), ()).map_err(storage_error)?;
                 for route in &new_event.routes {
                     let job = OutboxJob {
                         id: next_outbox_id,
@@ -423,9 +426,9 @@ impl Store for RedbStore {
                 }
                 outcomes.push(RecordOutcome::Inserted(seq));
             }
-            for (address, record) in &touched_wallets {
+            for (id, record) in &touched_wallets {
                 if let Some(record) = record {
-                    wallets.insert(address.as_str(), encode(record)?.as_slice()).map_err(storage_error)?;
+                    wallets.insert(&*id.key(), encode(record)?.as_slice()).map_err(storage_error)?;
                 }
             }
             meta.insert(META_NEXT_SEQ, next_seq.to_le_bytes().as_slice()).map_err(storage_error)?;
@@ -435,23 +438,24 @@ impl Store for RedbStore {
         Ok(outcomes)
     }
 
-    fn is_seen(&self, wallet: &WalletAddress, signature: &Signature) -> Result<bool, StoreError> {
+    fn is_seen(&self, wallet: &WalletId, signature: &Signature) -> Result<bool, StoreError> {
         let read = self.database.begin_read().map_err(transaction_error)?;
         let event_keys = read.open_table(EVENT_KEYS).map_err(table_error)?;
-        Ok(event_keys.get((wallet.as_str(), signature.as_str())).map_err(storage_error)?.is_some())
+        Ok(event_keys.get((&*wallet.key(), signature.as_str())).map_err(storage_error)?.is_some())
     }
 
     fn known_transactions(
         &self,
-        wallet: &WalletAddress,
+        wallet: &WalletId,
         signatures: &[Signature],
     ) -> Result<HashMap<Signature, KnownTransaction>, StoreError> {
         let read = self.database.begin_read().map_err(transaction_error)?;
         let event_keys = read.open_table(EVENT_KEYS).map_err(table_error)?;
         let unresolved = read.open_table(UNRESOLVED).map_err(table_error)?;
         let mut known = HashMap::new();
+        let wallet_key = wallet.key();
         for signature in signatures {
-            let key = (wallet.as_str(), signature.as_str());
+            let key = (&*wallet_key, signature.as_str());
             if event_keys.get(key).map_err(storage_error)?.is_some() {
                 known.insert(signature.clone(), KnownTransaction::Stored);
             } else if let Some(bytes) = unresolved.get(key).map_err(storage_error)? {
@@ -472,8 +476,9 @@ impl Store for RedbStore {
         match &query.wallet {
             Some(wallet) => {
                 let wallet_events = read.open_table(WALLET_EVENTS).map_err(table_error)?;
+                let wallet_key = wallet.key();
                 let range = wallet_events
-                    .range((wallet.as_str(), after.saturating_add(1))..=(wallet.as_str(), u64::MAX))
+                    .range((&*wallet_key, after.saturating_add(1))..=(&*wallet_key, u64::MAX))
                     .map_err(storage_error)?;
                 if query.after.is_some() {
                     for entry in range.take(query.limit) {
@@ -579,12 +584,13 @@ impl Store for RedbStore {
         }
     }
 
-    fn subscriptions_for(&self, wallets: &[WalletAddress]) -> Result<Vec<Subscription>, StoreError> {
+    fn subscriptions_for(&self, wallets: &[WalletId]) -> Result<Vec<Subscription>, StoreError> {
         let read = self.database.begin_read().map_err(transaction_error)?;
         let subscriptions = read.open_table(SUBSCRIPTIONS).map_err(table_error)?;
         let mut found = Vec::new();
-        let unique: BTreeSet<&str> = wallets.iter().map(WalletAddress::as_str).collect();
-        for wallet in unique {
+        let unique: BTreeSet<std::borrow::Cow<'_, str>> = wallets.iter().map(WalletId::key).collect();
+        for wallet in &unique {
+            let wallet = wallet.as_ref();
             // Users are strings: "" sorts first and char::MAX-prefixed keys last.
             for entry in subscriptions.range((wallet, "")..).map_err(storage_error)? {
                 let (key, value) = entry.map_err(storage_error)?;
@@ -638,11 +644,11 @@ impl Store for RedbStore {
             let mut balances = write.open_table(BALANCES).map_err(table_error)?;
             let mut history = write.open_table(BALANCE_HISTORY).map_err(table_error)?;
             for observation in observations {
-                let previous: Option<BalanceRecord> =
-                    match balances.get(observation.address.as_str()).map_err(storage_error)? {
-                        Some(bytes) => Some(decode("balances", bytes.value())?),
-                        None => None,
-                    };
+                let account_key = observation.account_id().key().into_owned();
+                let previous: Option<BalanceRecord> = match balances.get(account_key.as_str()).map_err(storage_error)? {
+                    Some(bytes) => Some(decode("balances", bytes.value())?),
+                    None => None,
+                };
                 let is_change = previous.as_ref().is_none_or(|previous| {
                     previous.amount != observation.amount || previous.asset != observation.asset
                 });
@@ -653,9 +659,9 @@ impl Store for RedbStore {
                     continue;
                 }
                 let bytes = encode(observation)?;
-                balances.insert(observation.address.as_str(), bytes.as_slice()).map_err(storage_error)?;
+                balances.insert(account_key.as_str(), bytes.as_slice()).map_err(storage_error)?;
                 history
-                    .insert((observation.address.as_str(), observation.observed_at.0), bytes.as_slice())
+                    .insert((account_key.as_str(), observation.observed_at.0), bytes.as_slice())
                     .map_err(storage_error)?;
                 if is_change {
                     changes.push(BalanceChange { previous, current: observation.clone() });
@@ -666,14 +672,14 @@ impl Store for RedbStore {
         Ok(changes)
     }
 
-    fn balances(&self, wallet: Option<&WalletAddress>) -> Result<Vec<BalanceRecord>, StoreError> {
+    fn balances(&self, wallet: Option<&WalletId>) -> Result<Vec<BalanceRecord>, StoreError> {
         let read = self.database.begin_read().map_err(transaction_error)?;
         let balances = read.open_table(BALANCES).map_err(table_error)?;
         let mut records = Vec::new();
         for entry in balances.iter().map_err(storage_error)? {
             let (_, value) = entry.map_err(storage_error)?;
             let record: BalanceRecord = decode("balances", value.value())?;
-            if wallet.is_none_or(|wallet| &record.wallet == wallet) {
+            if wallet.is_none_or(|wallet| record.chain == wallet.chain && record.wallet == wallet.address) {
                 records.push(record);
             }
         }
@@ -716,7 +722,7 @@ impl Store for RedbStore {
         crate::unresolved::request_unresolved_retry(&self.database, signatures)
     }
 
-    fn clear_unresolved(&self, owner: &WalletAddress, signature: &Signature) -> Result<(), StoreError> {
+    fn clear_unresolved(&self, owner: &WalletId, signature: &Signature) -> Result<(), StoreError> {
         crate::unresolved::clear_unresolved(&self.database, owner, signature)
     }
 
@@ -736,12 +742,13 @@ impl Store for RedbStore {
         crate::tokens::revoke_api_tokens(&self.database, selection)
     }
 
-    fn balance_history(&self, address: &WalletAddress, limit: usize) -> Result<Vec<BalanceRecord>, StoreError> {
+    fn balance_history(&self, account: &WalletId, limit: usize) -> Result<Vec<BalanceRecord>, StoreError> {
         let read = self.database.begin_read().map_err(transaction_error)?;
         let history = read.open_table(BALANCE_HISTORY).map_err(table_error)?;
         let mut records = Vec::new();
+        let account_key = account.key();
         for entry in history
-            .range((address.as_str(), i64::MIN)..=(address.as_str(), i64::MAX))
+            .range((&*account_key, i64::MIN)..=(&*account_key, i64::MAX))
             .map_err(storage_error)?
             .rev()
             .take(limit)
@@ -761,10 +768,11 @@ fn move_cursor(
     cursors: &mut redb::Table<(&'static str, &'static str), &'static [u8]>,
     cursor_move: &CursorMove,
 ) -> Result<(), StoreError> {
-    if wallets.get(cursor_move.owner.as_str()).map_err(storage_error)?.is_none() {
+    let owner_key = cursor_move.owner.key();
+    if wallets.get(&*owner_key).map_err(storage_error)?.is_none() {
         return Ok(());
     }
-    let key = (cursor_move.owner.as_str(), cursor_move.address.as_str());
+    let key = (&*owner_key, cursor_move.address.as_str());
     let found: Option<Position> = match cursors.get(key).map_err(storage_error)? {
         Some(bytes) => Some(decode("cursors", bytes.value())?),
         None => None,
@@ -780,22 +788,22 @@ fn move_cursor(
     Ok(())
 }
 
-/// Removes every `(owner, *)` entry of a table keyed by (wallet, something).
+/// Removes every `(owner, *)` entry of a table keyed by (wallet key, something).
 fn remove_owned<V: redb::Value + 'static>(
     table: &mut redb::Table<(&'static str, &'static str), V>,
-    owner: &WalletAddress,
+    owner_key: &str,
 ) -> Result<(), StoreError> {
     let mut keys: Vec<String> = Vec::new();
-    for entry in table.range((owner.as_str(), "")..).map_err(storage_error)? {
+    for entry in table.range((owner_key, "")..).map_err(storage_error)? {
         let (key, _) = entry.map_err(storage_error)?;
         let (entry_owner, second) = key.value();
-        if entry_owner != owner.as_str() {
+        if entry_owner != owner_key {
             break;
         }
         keys.push(second.to_string());
     }
     for second in keys {
-        table.remove((owner.as_str(), second.as_str())).map_err(storage_error)?;
+        table.remove((owner_key, second.as_str())).map_err(storage_error)?;
     }
     Ok(())
 }

@@ -44,14 +44,15 @@ pub(crate) fn initialize(database: &redb::Database, path: &str) -> Result<Option
                 supported: SCHEMA_VERSION,
             });
         }
-        Some(version @ 1..=4) => {
+        Some(version @ 1..=5) => {
             let mut step = version;
             while step < u64::from(SCHEMA_VERSION) {
                 match step {
                     1 => migrate_1_to_2(&write)?,
                     2 => migrate_2_to_3(&write)?,
                     3 => migrate_3_to_4(&write)?,
-                    _ => migrate_4_to_5(&write)?,
+                    4 => migrate_4_to_5(&write)?,
+                    _ => migrate_5_to_6(&write)?,
                 }
                 step += 1;
             }
@@ -132,16 +133,18 @@ fn migrate_3_to_4(write: &WriteTransaction) -> Result<(), StoreError> {
         for user in &record.tracking_users {
             let subscription = Subscription {
                 user: user.clone(),
+                chain: record.chain,
                 wallet: record.address.clone(),
                 label: record.label.clone(),
                 filter: ww_core::alert::AlertFilter::default(),
                 destinations: BTreeSet::new(),
                 created_at: record.added_at,
             };
+            let key = record.id().key().into_owned();
             subscriptions
-                .insert((record.address.as_str(), user.as_str()), encode(&subscription)?.as_slice())
+                .insert((key.as_str(), user.as_str()), encode(&subscription)?.as_slice())
                 .map_err(storage_error)?;
-            user_subscriptions.insert((user.as_str(), record.address.as_str()), ()).map_err(storage_error)?;
+            user_subscriptions.insert((user.as_str(), key.as_str()), ()).map_err(storage_error)?;
         }
     }
     write.open_table(DEAD_LETTERS).map_err(table_error)?;
@@ -214,5 +217,35 @@ fn migrate_4_to_5(write: &WriteTransaction) -> Result<(), StoreError> {
     write.delete_table(LEGACY_CURSORS).map_err(table_error)?;
     write.delete_table(LEGACY_SEEN).map_err(table_error)?;
     write.delete_table(LEGACY_SEEN_BY_EXPIRY).map_err(table_error)?;
+    Ok(())
+}
+
+/// Schema 6 keys every wallet-owned row by the wallet's chain and address
+/// ([`ww_core::WalletId::key`]): the address alone for Solana, `chain:address` for
+/// the other chains. Every wallet a schema-5 store holds is a Solana wallet
+/// (earlier versions tracked nothing else), whose key is unchanged, and rows
+/// stored without a chain (subscriptions, balances, unresolved entries) read
+/// as Solana's; so no row is rewritten. The version still changes: a
+/// schema-5 build must refuse a file that may hold `chain:address` keys it
+/// would read as addresses. A wallet filed under another key is refused
+/// here rather than carried into the new layout under the wrong one.
+fn migrate_5_to_6(write: &WriteTransaction) -> Result<(), StoreError> {
+    let wallets = write.open_table(WALLETS).map_err(table_error)?;
+    for entry in wallets.iter().map_err(storage_error)? {
+        let (key, value) = entry.map_err(storage_error)?;
+        let record: WalletRecord = decode("wallets", value.value())?;
+        if record.id().key() != key.value() {
+            return Err(StoreError::Corrupt {
+                table: "wallets",
+                error: format!(
+                    "wallet {} of chain {} is filed under {:?}; the store cannot be migrated to schema 6",
+                    record.address,
+                    record.chain,
+                    key.value()
+                )
+                .into(),
+            });
+        }
+    }
     Ok(())
 }

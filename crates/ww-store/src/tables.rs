@@ -6,7 +6,7 @@
 use redb::TableDefinition;
 
 /// The layout version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// `meta`: schema version and counters (u64 little-endian values).
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -16,7 +16,11 @@ pub(crate) const META_NEXT_OUTBOX_ID: &str = "next_outbox_id";
 /// JSON `RuntimeStats` of the running daemon.
 pub(crate) const META_RUNTIME_STATS: &str = "runtime_stats";
 
-/// `wallets`: address → JSON `WalletRecord`.
+/// `wallets`: wallet key → JSON `WalletRecord`. Since schema 6 every
+/// "wallet" or "owner" part of a key below is the wallet's
+/// [`WalletId::key`](ww_core::WalletId::key) (the address alone for Solana,
+/// `chain:address` for other chains), and every account part (balances) the
+/// account's on its chain.
 pub(crate) const WALLETS: TableDefinition<&str, &[u8]> = TableDefinition::new("wallets");
 /// `cursors` (until schema 4): address → JSON `Position`; replaced by [`CURSORS_BY_OWNER`].
 pub(crate) const LEGACY_CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("cursors");

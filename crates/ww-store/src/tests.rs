@@ -33,11 +33,20 @@ fn status_updates_persist() {
     let (dir, store) = open_temp();
     let wallet = address(3);
     track(&store, &wallet, "alice");
-    store.set_subscription_status(&[wallet.clone(), address(4)], SubscriptionStatus::Active).expect("status");
+    store
+        .set_subscription_status(
+            &[ww_core::WalletId::solana(wallet.clone()), ww_core::WalletId::solana(address(4))],
+            SubscriptionStatus::Active,
+        )
+        .expect("status");
     drop(store);
     let reopened = RedbStore::open_in_dir(dir.path()).expect("reopen");
     assert_eq!(
-        reopened.wallet(&wallet).expect("read").expect("present").subscription_status,
+        reopened
+            .wallet(&ww_core::WalletId::solana(wallet.clone()))
+            .expect("read")
+            .expect("present")
+            .subscription_status,
         SubscriptionStatus::Active
     );
 }
@@ -163,11 +172,11 @@ fn a_schema_1_file_is_migrated_to_the_current_schema_and_keeps_its_data() {
         write.commit().expect("commit");
     }
     let store = RedbStore::open_in_dir(dir.path()).expect("migrates");
-    assert!(store.wallet(&wallet).expect("read").is_some());
+    assert!(store.wallet(&ww_core::WalletId::solana(wallet.clone())).expect("read").is_some());
     assert!(store.balances(None).expect("balances table exists").is_empty());
     assert!(store.api_token("0".repeat(64).as_str()).expect("tokens table exists").is_none());
     // Schema 4: every tracking user gets a subscription with the default filter.
-    let subscriptions = store.subscriptions_for(std::slice::from_ref(&wallet)).expect("subscriptions");
+    let subscriptions = store.subscriptions_for(&[ww_core::WalletId::solana(wallet.clone())]).expect("subscriptions");
     assert_eq!(subscriptions.len(), 1);
     assert_eq!(
         (subscriptions[0].user.as_str(), &subscriptions[0].filter),
@@ -214,8 +223,10 @@ fn a_schema_4_store_is_migrated_with_its_events_cursors_and_outbox() {
                 &[],
             )
             .expect("record");
-        store.advance_cursor(&wallet, &wallet, None, &position(2)).expect("cursor");
-        store.advance_cursor(&wallet, &token_account, None, &position(1)).expect("token cursor");
+        store.advance_cursor(&ww_core::WalletId::solana(wallet.clone()), &wallet, None, &position(2)).expect("cursor");
+        store
+            .advance_cursor(&ww_core::WalletId::solana(wallet.clone()), &token_account, None, &position(1))
+            .expect("token cursor");
     }
     // Older versions left cursors behind for untracked wallets and unknown accounts.
     rewind_to_schema_4(
@@ -225,8 +236,8 @@ fn a_schema_4_store_is_migrated_with_its_events_cursors_and_outbox() {
 
     let store = RedbStore::open_in_dir(dir.path()).expect("migrates");
     // Every stored event's key is back, although its old seen key had expired.
-    assert!(store.is_seen(&wallet, &signature(1)).expect("seen"));
-    assert!(store.is_seen(&wallet, &signature(2)).expect("seen"));
+    assert!(store.is_seen(&ww_core::WalletId::solana(wallet.clone()), &signature(1)).expect("seen"));
+    assert!(store.is_seen(&ww_core::WalletId::solana(wallet.clone()), &signature(2)).expect("seen"));
     assert_eq!(
         store
             .record_events(
@@ -238,10 +249,17 @@ fn a_schema_4_store_is_migrated_with_its_events_cursors_and_outbox() {
     );
     assert_eq!(store.events(&EventQuery { wallet: None, after: None, limit: 10 }).expect("events").len(), 2);
     // Cursors are keyed by their owner; the ones nobody owns are gone.
-    assert_eq!(store.cursor(&wallet, &wallet).expect("cursor"), Some(position(2)));
-    assert_eq!(store.cursor(&wallet, &token_account).expect("cursor"), Some(position(1)));
+    assert_eq!(store.cursor(&ww_core::WalletId::solana(wallet.clone()), &wallet).expect("cursor"), Some(position(2)));
+    assert_eq!(
+        store.cursor(&ww_core::WalletId::solana(wallet.clone()), &token_account).expect("cursor"),
+        Some(position(1))
+    );
     track(&store, &gone, "alice");
-    assert_eq!(store.cursor(&gone, &gone).expect("cursor"), None, "tracked again, it starts afresh");
+    assert_eq!(
+        store.cursor(&ww_core::WalletId::solana(gone.clone()), &gone).expect("cursor"),
+        None,
+        "tracked again, it starts afresh"
+    );
     // The outbox is indexed per destination.
     let heads = store.outbox_heads(10).expect("heads");
     assert_eq!(
@@ -286,7 +304,12 @@ fn an_old_store_opened_by_several_processes_at_once_is_migrated_once() {
             .collect();
         store.record_events(&batch, &[]).expect("record");
         store
-            .advance_cursor(&wallet, &wallet, None, &Position::Solana { slot: Slot(200), signature: signature(200) })
+            .advance_cursor(
+                &ww_core::WalletId::solana(wallet.clone()),
+                &wallet,
+                None,
+                &Position::Solana { slot: Slot(200), signature: signature(200) },
+            )
             .expect("cursor");
     }
     rewind_to_schema_4(&dir.path().join(crate::STORE_FILE_NAME), &[]);
@@ -325,7 +348,20 @@ fn an_old_store_opened_by_several_processes_at_once_is_migrated_once() {
     let store = RedbStore::open_in_dir(dir.path()).expect("open");
     assert_eq!(store.events(&EventQuery { wallet: None, after: None, limit: 1000 }).expect("events").len(), 200);
     assert!(
-        store.known_transactions(&wallet, &(1..=200u8).map(signature).collect::<Vec<_>>()).expect("known").len() == 200
+        store
+            .known_transactions(
+                &ww_core::WalletId::solana(wallet.clone()),
+                &(1..=200u8).map(signature).collect::<Vec<_>>()
+            )
+            .expect("known")
+            .len()
+            == 200
     );
-    assert_eq!(store.cursor(&wallet, &wallet).expect("cursor").map(|cursor| cursor.height()), Some(200));
+    assert_eq!(
+        store
+            .cursor(&ww_core::WalletId::solana(wallet.clone()), &wallet)
+            .expect("cursor")
+            .map(|cursor| cursor.height()),
+        Some(200)
+    );
 }

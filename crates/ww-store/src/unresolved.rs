@@ -4,7 +4,7 @@
 
 use redb::{Database, ReadableDatabase as _, ReadableTable as _};
 use ww_core::store::{StoreError, UnresolvedTransaction};
-use ww_core::{Signature, WalletAddress};
+use ww_core::{Signature, WalletId};
 
 use crate::codec::{commit_error, decode, encode, read_wallet, storage_error, table_error, transaction_error};
 use crate::tables::{UNRESOLVED, WALLETS};
@@ -17,11 +17,13 @@ pub(crate) fn note_unresolved(
 ) -> Result<UnresolvedTransaction, StoreError> {
     let write = database.begin_write().map_err(transaction_error)?;
     let stored = {
-        if read_wallet(&write.open_table(WALLETS).map_err(table_error)?, &entry.owner)?.is_none() {
+        let owner = entry.owner_id();
+        if read_wallet(&write.open_table(WALLETS).map_err(table_error)?, &owner)?.is_none() {
             return Ok(entry.clone());
         }
         let mut unresolved = write.open_table(UNRESOLVED).map_err(table_error)?;
-        let key = (entry.owner.as_str(), entry.signature.as_str());
+        let owner_key = owner.key();
+        let key = (&*owner_key, entry.signature.as_str());
         let previous: Option<UnresolvedTransaction> = match unresolved.get(key).map_err(storage_error)? {
             Some(bytes) => Some(decode("unresolved", bytes.value())?),
             None => None,
@@ -76,7 +78,7 @@ pub(crate) fn request_unresolved_retry(
         for mut entry in selected {
             entry.is_retry_requested = true;
             unresolved
-                .insert((entry.owner.as_str(), entry.signature.as_str()), encode(&entry)?.as_slice())
+                .insert((&*entry.owner_id().key(), entry.signature.as_str()), encode(&entry)?.as_slice())
                 .map_err(storage_error)?;
             requested += 1;
         }
@@ -85,16 +87,12 @@ pub(crate) fn request_unresolved_retry(
     Ok(requested)
 }
 
-pub(crate) fn clear_unresolved(
-    database: &Database,
-    owner: &WalletAddress,
-    signature: &Signature,
-) -> Result<(), StoreError> {
+pub(crate) fn clear_unresolved(database: &Database, owner: &WalletId, signature: &Signature) -> Result<(), StoreError> {
     let write = database.begin_write().map_err(transaction_error)?;
     write
         .open_table(UNRESOLVED)
         .map_err(table_error)?
-        .remove((owner.as_str(), signature.as_str()))
+        .remove((&*owner.key(), signature.as_str()))
         .map_err(storage_error)?;
     write.commit().map_err(commit_error)
 }

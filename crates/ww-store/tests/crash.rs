@@ -95,7 +95,7 @@ fn acknowledged_writes_survive_kill_9() {
         for (index, stored) in stored.iter().enumerate() {
             assert_eq!(stored.seq.0, index as u64 + 1, "sequence numbers have a hole");
         }
-        let record = store.wallet(&wallet()).expect("read").expect("tracked");
+        let record = store.wallet(&ww_core::WalletId::solana(wallet().clone())).expect("read").expect("tracked");
         assert_eq!(record.transaction_count, stored_count, "counters disagree with events");
         assert_eq!(store.outbox_depth().expect("depth"), stored_count);
         // The store still accepts writes, and still refuses duplicates.

@@ -17,7 +17,7 @@ use ww_core::store::{
 };
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{SubscriptionStatus, TrackOutcome, UntrackOutcome};
-use ww_core::{ActivityEvent, Chain, EventSeq, Position, Slot, WalletAddress};
+use ww_core::{ActivityEvent, Chain, EventSeq, Position, Slot, WalletAddress, WalletId};
 
 use crate::address_of_byte as address;
 use crate::signature_of_byte as signature;
@@ -41,6 +41,7 @@ macro_rules! store_conformance_tests {
             outbox_jobs_retry_die_come_back_and_drop,
             subscriptions_follow_track_untrack_and_keep_filters_and_destinations,
             balances_record_changes_and_periodic_snapshots,
+            the_same_address_on_two_chains_is_two_wallets,
         );
     };
     (@each $open:expr; $($check:ident),* $(,)?) => {
@@ -61,6 +62,11 @@ fn event(wallet: &WalletAddress, signature_byte: u8, slot: u64) -> ActivityEvent
     event
 }
 
+/// A Solana wallet's identity.
+fn sol(address: &WalletAddress) -> WalletId {
+    WalletId::solana(address.clone())
+}
+
 fn track(store: &dyn Store, wallet: &WalletAddress, user: &str) -> TrackOutcome {
     let request = TrackRequest::new(Chain::Solana, wallet.clone(), user);
     store.track_wallet(&request, UnixMillis(10)).expect("track")
@@ -68,6 +74,7 @@ fn track(store: &dyn Store, wallet: &WalletAddress, user: &str) -> TrackOutcome 
 
 fn unresolved(wallet: &WalletAddress, signature_byte: u8) -> UnresolvedTransaction {
     UnresolvedTransaction {
+        chain: Chain::Solana,
         owner: wallet.clone(),
         address: wallet.clone(),
         signature: signature(signature_byte),
@@ -87,15 +94,15 @@ pub fn track_list_untrack_round_trip_with_users(store: &dyn Store) {
     assert_eq!(track(store, &wallet, "alice"), TrackOutcome::Added);
     assert_eq!(track(store, &wallet, "alice"), TrackOutcome::AlreadyTracked);
     assert_eq!(track(store, &wallet, "bob"), TrackOutcome::UserAdded);
-    let record = store.wallet(&wallet).expect("read").expect("present");
+    let record = store.wallet(&sol(&wallet)).expect("read").expect("present");
     assert_eq!(record.tracking_users.len(), 2);
     assert_eq!(record.subscription_status, SubscriptionStatus::Pending);
     assert_eq!(
-        store.untrack_wallet(&wallet, "alice").expect("untrack"),
+        store.untrack_wallet(&sol(&wallet), "alice").expect("untrack"),
         UntrackOutcome::UserRemoved { remaining_users: 1 }
     );
-    assert_eq!(store.untrack_wallet(&wallet, "alice").expect("untrack"), UntrackOutcome::NotTracked);
-    assert_eq!(store.untrack_wallet(&wallet, "bob").expect("untrack"), UntrackOutcome::Removed);
+    assert_eq!(store.untrack_wallet(&sol(&wallet), "alice").expect("untrack"), UntrackOutcome::NotTracked);
+    assert_eq!(store.untrack_wallet(&sol(&wallet), "bob").expect("untrack"), UntrackOutcome::Removed);
     assert!(store.wallets().expect("list").is_empty());
 }
 
@@ -140,7 +147,7 @@ pub fn events_are_recorded_once_per_wallet_and_signature(store: &dyn Store) {
     assert_eq!(again, vec![RecordOutcome::Duplicate]);
     assert_eq!(store.last_event_seq().expect("last"), EventSeq(2));
 
-    let record = store.wallet(&wallet).expect("read").expect("present");
+    let record = store.wallet(&sol(&wallet)).expect("read").expect("present");
     assert_eq!(record.transaction_count, 1);
     assert_eq!(record.last_transaction.expect("set").signature, signature(7));
     assert_eq!(store.outbox_depth().expect("depth"), 1);
@@ -171,11 +178,10 @@ pub fn event_queries_page_by_sequence_and_wallet(store: &dyn Store) {
     assert_eq!(newest_three.iter().map(|stored| stored.seq.0).collect::<Vec<_>>(), vec![8, 9, 10]);
     let after_four = store.events(&EventQuery { wallet: None, after: Some(EventSeq(4)), limit: 2 }).expect("query");
     assert_eq!(after_four.iter().map(|stored| stored.seq.0).collect::<Vec<_>>(), vec![5, 6]);
-    let first_wallet =
-        store.events(&EventQuery { wallet: Some(first.clone()), after: None, limit: 100 }).expect("query");
+    let first_wallet = store.events(&EventQuery { wallet: Some(sol(&first)), after: None, limit: 100 }).expect("query");
     assert_eq!(first_wallet.iter().map(|stored| stored.seq.0).collect::<Vec<_>>(), vec![1, 3, 5, 7, 9]);
     let first_after =
-        store.events(&EventQuery { wallet: Some(first), after: Some(EventSeq(5)), limit: 1 }).expect("query");
+        store.events(&EventQuery { wallet: Some(sol(&first)), after: Some(EventSeq(5)), limit: 1 }).expect("query");
     assert_eq!(first_after.iter().map(|stored| stored.seq.0).collect::<Vec<_>>(), vec![7]);
 }
 
@@ -186,19 +192,19 @@ pub fn cursor_advances_by_compare_and_set(store: &dyn Store) {
     track(store, &wallet, "alice");
     let first = Position::Solana { slot: Slot(5), signature: signature(1) };
     let second = Position::Solana { slot: Slot(9), signature: signature(2) };
-    assert_eq!(store.cursor(&wallet, &wallet).expect("read"), None);
-    store.advance_cursor(&wallet, &wallet, None, &first).expect("first advance");
-    let conflict = store.advance_cursor(&wallet, &wallet, None, &second).expect_err("stale from");
+    assert_eq!(store.cursor(&sol(&wallet), &wallet).expect("read"), None);
+    store.advance_cursor(&sol(&wallet), &wallet, None, &first).expect("first advance");
+    let conflict = store.advance_cursor(&sol(&wallet), &wallet, None, &second).expect_err("stale from");
     assert!(matches!(conflict, StoreError::CursorConflict { .. }), "{conflict}");
-    store.advance_cursor(&wallet, &wallet, Some(&first), &second).expect("second advance");
-    assert_eq!(store.cursor(&wallet, &wallet).expect("read"), Some(second));
+    store.advance_cursor(&sol(&wallet), &wallet, Some(&first), &second).expect("second advance");
+    assert_eq!(store.cursor(&sol(&wallet), &wallet).expect("read"), Some(second));
     // A token account's cursor belongs to its owner.
-    store.advance_cursor(&wallet, &token_account, None, &first).expect("token account");
-    assert_eq!(store.cursor(&wallet, &token_account).expect("read"), Some(first.clone()));
+    store.advance_cursor(&sol(&wallet), &token_account, None, &first).expect("token account");
+    assert_eq!(store.cursor(&sol(&wallet), &token_account).expect("read"), Some(first.clone()));
     // No cursor is kept for a wallet nobody tracks.
     let stranger = address(3);
-    store.advance_cursor(&stranger, &stranger, None, &first).expect("ignored");
-    assert_eq!(store.cursor(&stranger, &stranger).expect("read"), None);
+    store.advance_cursor(&sol(&stranger), &stranger, None, &first).expect("ignored");
+    assert_eq!(store.cursor(&sol(&stranger), &stranger).expect("read"), None);
 }
 
 /// Regression (issue #12, repeats 1): keys of stored events expired after the
@@ -226,8 +232,8 @@ pub fn a_stored_event_stays_a_duplicate_whatever_time_passes(store: &dyn Store) 
             .expect("record"),
         vec![RecordOutcome::Duplicate]
     );
-    assert!(store.is_seen(&wallet, &signature(1)).expect("seen"));
-    let known = store.known_transactions(&wallet, &[signature(1), signature(2)]).expect("known");
+    assert!(store.is_seen(&sol(&wallet), &signature(1)).expect("seen"));
+    let known = store.known_transactions(&sol(&wallet), &[signature(1), signature(2)]).expect("known");
     assert_eq!(known.get(&signature(1)), Some(&KnownTransaction::Stored));
     assert_eq!(known.get(&signature(2)), None);
 }
@@ -237,10 +243,10 @@ pub fn events_and_their_cursor_move_commit_together_or_not_at_all(store: &dyn St
     let wallet = address(1);
     track(store, &wallet, "alice");
     let to = Position::Solana { slot: Slot(2), signature: signature(2) };
-    let cursor_move = CursorMove { owner: wallet.clone(), address: wallet.clone(), from: None, to: to.clone() };
+    let cursor_move = CursorMove { owner: sol(&wallet), address: wallet.clone(), from: None, to: to.clone() };
     let batch = [NewEvent { event: event(&wallet, 2, 2), routes: vec![], allows_before_tracking: false }];
     store.record_events(&batch, std::slice::from_ref(&cursor_move)).expect("record with cursor");
-    assert_eq!(store.cursor(&wallet, &wallet).expect("cursor"), Some(to));
+    assert_eq!(store.cursor(&sol(&wallet), &wallet).expect("cursor"), Some(to));
     // A stale `from`: the events are not stored either.
     let stale = CursorMove { to: Position::Solana { slot: Slot(3), signature: signature(3) }, ..cursor_move };
     let error = store
@@ -250,7 +256,7 @@ pub fn events_and_their_cursor_move_commit_together_or_not_at_all(store: &dyn St
         )
         .expect_err("conflict");
     assert!(matches!(error, StoreError::CursorConflict { .. }), "{error}");
-    assert!(!store.is_seen(&wallet, &signature(3)).expect("seen"));
+    assert!(!store.is_seen(&sol(&wallet), &signature(3)).expect("seen"));
     assert_eq!(store.last_event_seq().expect("last"), EventSeq(1));
 }
 
@@ -263,15 +269,15 @@ pub fn a_wallets_cursors_and_unresolved_transactions_go_with_its_last_user(store
     track(store, &wallet, "alice");
     track(store, &wallet, "bob");
     let position = Position::Solana { slot: Slot(5), signature: signature(1) };
-    store.advance_cursor(&wallet, &wallet, None, &position).expect("cursor");
-    store.advance_cursor(&wallet, &token_account, None, &position).expect("token cursor");
+    store.advance_cursor(&sol(&wallet), &wallet, None, &position).expect("cursor");
+    store.advance_cursor(&sol(&wallet), &token_account, None, &position).expect("token cursor");
     store.note_unresolved(&unresolved(&wallet, 9), 3, 0).expect("note");
-    store.untrack_wallet(&wallet, "alice").expect("untrack alice");
-    assert_eq!(store.cursor(&wallet, &wallet).expect("read"), Some(position.clone()), "bob still tracks it");
-    store.untrack_wallet(&wallet, "bob").expect("untrack bob");
+    store.untrack_wallet(&sol(&wallet), "alice").expect("untrack alice");
+    assert_eq!(store.cursor(&sol(&wallet), &wallet).expect("read"), Some(position.clone()), "bob still tracks it");
+    store.untrack_wallet(&sol(&wallet), "bob").expect("untrack bob");
     track(store, &wallet, "alice");
-    assert_eq!(store.cursor(&wallet, &wallet).expect("read"), None);
-    assert_eq!(store.cursor(&wallet, &token_account).expect("read"), None);
+    assert_eq!(store.cursor(&sol(&wallet), &wallet).expect("read"), None);
+    assert_eq!(store.cursor(&sol(&wallet), &token_account).expect("read"), None);
     assert!(store.unresolved(10).expect("unresolved").is_empty());
 }
 
@@ -281,6 +287,7 @@ pub fn unresolved_transactions_are_given_up_after_the_limit_and_cleared_when_sto
     track(store, &wallet, "alice");
     let entry = unresolved(&wallet, 9);
     let at = |millis: i64, reason: &str| UnresolvedTransaction {
+        chain: Chain::Solana,
         last_failed_at: UnixMillis(millis),
         reason: reason.into(),
         ..entry.clone()
@@ -295,13 +302,13 @@ pub fn unresolved_transactions_are_given_up_after_the_limit_and_cleared_when_sto
         (2, false, "later", UnixMillis(1))
     );
     assert!(
-        store.known_transactions(&wallet, &[signature(9)]).expect("known").is_empty(),
+        store.known_transactions(&sol(&wallet), &[signature(9)]).expect("known").is_empty(),
         "not given up yet: walks stop before it"
     );
     let third = store.note_unresolved(&at(40, "still"), 3, 10).expect("third");
     assert!(third.is_given_up);
     assert_eq!(
-        store.known_transactions(&wallet, &[signature(9)]).expect("known").get(&signature(9)),
+        store.known_transactions(&sol(&wallet), &[signature(9)]).expect("known").get(&signature(9)),
         Some(&KnownTransaction::GivenUp)
     );
     assert_eq!(store.request_unresolved_retry(Some(&[signature(9)])).expect("retry"), 1);
@@ -433,7 +440,7 @@ pub fn subscriptions_follow_track_untrack_and_keep_filters_and_destinations(stor
         ..TrackRequest::new(Chain::Solana, wallet.clone(), "discord:1")
     };
     store.track_wallet(&request, UnixMillis(1)).expect("track");
-    assert_eq!(store.wallet(&wallet).expect("read").expect("tracked").start_slot, Some(77));
+    assert_eq!(store.wallet(&sol(&wallet)).expect("read").expect("tracked").start_slot, Some(77));
     // Tracking again from another channel adds a destination and keeps the filter.
     let again = TrackRequest {
         label: None,
@@ -446,9 +453,9 @@ pub fn subscriptions_follow_track_untrack_and_keep_filters_and_destinations(stor
     assert_eq!(subscription.filter, filter);
     assert_eq!(subscription.label.as_deref(), Some("whale"));
     assert_eq!(subscription.destinations.len(), 2);
-    store.untrack_wallet(&wallet, "discord:1").expect("untrack");
+    store.untrack_wallet(&sol(&wallet), "discord:1").expect("untrack");
     assert!(store.user_subscriptions("discord:1").expect("list").is_empty());
-    assert!(store.subscriptions_for(&[wallet]).expect("for wallet").is_empty());
+    assert!(store.subscriptions_for(&[sol(&wallet)]).expect("for wallet").is_empty());
 }
 
 /// Checked by [`crate::store_conformance_tests`].
@@ -456,6 +463,7 @@ pub fn balances_record_changes_and_periodic_snapshots(store: &dyn Store) {
     use ww_core::balance::{Asset, BalanceRecord};
     let wallet = address(1);
     let observe = |amount: u64, at: i64| BalanceRecord {
+        chain: Chain::Solana,
         address: wallet.clone(),
         wallet: wallet.clone(),
         asset: Asset::Sol,
@@ -471,12 +479,69 @@ pub fn balances_record_changes_and_periodic_snapshots(store: &dyn Store) {
     assert_eq!(changes[0].previous.as_ref().map(|previous| previous.amount), Some(5));
     assert!(store.update_balances(&[observe(7, 2_000)], snapshot_every).expect("snapshot").is_empty());
     let history: Vec<(u64, i64)> = store
-        .balance_history(&wallet, 10)
+        .balance_history(&sol(&wallet), 10)
         .expect("history")
         .iter()
         .map(|record| (record.amount, record.observed_at.0))
         .collect();
     assert_eq!(history, vec![(7, 2_000), (7, 30), (5, 10)], "changes and the due snapshot, newest first");
-    assert_eq!(store.balances(Some(&wallet)).expect("current")[0].amount, 7);
-    assert!(store.balances(Some(&address(2))).expect("other wallet").is_empty());
+    assert_eq!(store.balances(Some(&sol(&wallet))).expect("current")[0].amount, 7);
+    assert!(store.balances(Some(&sol(&address(2)))).expect("other wallet").is_empty());
+}
+
+/// The same `0x` address tracked on two EVM chains is two wallets: their
+/// records, subscriptions, events (even under one transaction hash),
+/// cursors and untracking are apart, and neither touches a Solana wallet.
+pub fn the_same_address_on_two_chains_is_two_wallets(store: &dyn Store) {
+    let address = WalletAddress::parse("0x52908400098527886E0F7030069857D2E4169EE7").expect("EIP-55 address");
+    let hash = ww_core::TxId::parse(&format!("0x{}", "ab".repeat(32))).expect("transaction hash");
+    let polygon = WalletId::new(Chain::Polygon, address.clone());
+    let ethereum = WalletId::new(Chain::Ethereum, address.clone());
+    for (chain, user) in [(Chain::Polygon, "alice"), (Chain::Ethereum, "bob")] {
+        let request = TrackRequest { start_slot: Some(1), ..TrackRequest::new(chain, address.clone(), user) };
+        assert_eq!(store.track_wallet(&request, UnixMillis(10)).expect("track"), TrackOutcome::Added, "{chain}");
+    }
+    track(store, &crate::address_of_byte(1), "alice");
+    assert_eq!(store.wallets().expect("wallets").len(), 3);
+    assert_eq!(store.wallet(&polygon).expect("read").expect("polygon").tracking_users.len(), 1);
+    assert!(store.wallet(&WalletId::solana(address.clone())).expect("read").is_none(), "no Solana wallet of that text");
+    let users = |wallet: &WalletId| -> Vec<String> {
+        store
+            .subscriptions_for(std::slice::from_ref(wallet))
+            .expect("subscriptions")
+            .into_iter()
+            .map(|s| s.user)
+            .collect()
+    };
+    assert_eq!(users(&polygon), vec!["alice"]);
+    assert_eq!(users(&ethereum), vec!["bob"]);
+
+    let on = |chain: Chain| {
+        let mut event = crate::sample_event(&address, hash.clone(), 5);
+        event.chain = chain;
+        event.fee_payer = address.clone();
+        NewEvent { event, routes: vec![], allows_before_tracking: false }
+    };
+    let position = Position::Evm {
+        block: 5,
+        block_hash: ww_core::BlockHash::parse(&format!("0x{}", "cd".repeat(32))).expect("hash"),
+    };
+    let cursor_move = CursorMove { owner: polygon.clone(), address: address.clone(), from: None, to: position.clone() };
+    let outcomes = store.record_events(&[on(Chain::Polygon), on(Chain::Ethereum)], &[cursor_move]).expect("record");
+    assert!(outcomes.iter().all(|outcome| matches!(outcome, RecordOutcome::Inserted(_))), "{outcomes:?}");
+    assert!(store.is_seen(&polygon, &hash).expect("seen") && store.is_seen(&ethereum, &hash).expect("seen"));
+    assert_eq!(store.record_events(&[on(Chain::Polygon)], &[]).expect("again"), vec![RecordOutcome::Duplicate]);
+    let events_of = |wallet: &WalletId| {
+        store.events(&EventQuery { wallet: Some(wallet.clone()), after: None, limit: 10 }).expect("events")
+    };
+    assert_eq!(events_of(&polygon).len(), 1);
+    assert_eq!(events_of(&ethereum)[0].event.chain, Chain::Ethereum);
+    assert_eq!(store.cursor(&polygon, &address).expect("cursor"), Some(position));
+    assert_eq!(store.cursor(&ethereum, &address).expect("cursor"), None);
+
+    assert_eq!(store.untrack_wallet(&polygon, "alice").expect("untrack"), UntrackOutcome::Removed);
+    assert!(store.wallet(&polygon).expect("read").is_none());
+    assert!(store.wallet(&ethereum).expect("read").is_some(), "the Ethereum wallet stays");
+    assert_eq!(store.cursor(&polygon, &address).expect("cursor"), None, "its cursor went with it");
+    assert_eq!(store.wallets().expect("wallets").len(), 2);
 }

@@ -15,7 +15,7 @@ use ww_core::store::{
 };
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
-use ww_core::{EventSeq, Position, Signature, StoredEvent, WalletAddress};
+use ww_core::{EventSeq, Position, Signature, StoredEvent, WalletAddress, WalletId};
 
 /// A store that fails on demand; everything else goes to `inner`.
 pub struct FlakyStore {
@@ -80,28 +80,24 @@ impl Store for FlakyStore {
     fn track_wallet(&self, request: &TrackRequest, now: UnixMillis) -> Result<TrackOutcome, StoreError> {
         self.inner.track_wallet(request, now)
     }
-    fn untrack_wallet(&self, address: &WalletAddress, user: &str) -> Result<UntrackOutcome, StoreError> {
+    fn untrack_wallet(&self, address: &WalletId, user: &str) -> Result<UntrackOutcome, StoreError> {
         self.inner.untrack_wallet(address, user)
     }
-    fn wallet(&self, address: &WalletAddress) -> Result<Option<WalletRecord>, StoreError> {
+    fn wallet(&self, address: &WalletId) -> Result<Option<WalletRecord>, StoreError> {
         self.inner.wallet(address)
     }
     fn wallets(&self) -> Result<Vec<WalletRecord>, StoreError> {
         self.inner.wallets()
     }
-    fn set_subscription_status(
-        &self,
-        addresses: &[WalletAddress],
-        status: SubscriptionStatus,
-    ) -> Result<(), StoreError> {
+    fn set_subscription_status(&self, addresses: &[WalletId], status: SubscriptionStatus) -> Result<(), StoreError> {
         self.inner.set_subscription_status(addresses, status)
     }
-    fn cursor(&self, owner: &WalletAddress, address: &WalletAddress) -> Result<Option<Position>, StoreError> {
+    fn cursor(&self, owner: &WalletId, address: &WalletAddress) -> Result<Option<Position>, StoreError> {
         self.inner.cursor(owner, address)
     }
     fn advance_cursor(
         &self,
-        owner: &WalletAddress,
+        owner: &WalletId,
         address: &WalletAddress,
         from: Option<&Position>,
         to: &Position,
@@ -115,12 +111,12 @@ impl Store for FlakyStore {
         }
         self.inner.record_events(events, cursors)
     }
-    fn is_seen(&self, wallet: &WalletAddress, signature: &Signature) -> Result<bool, StoreError> {
+    fn is_seen(&self, wallet: &WalletId, signature: &Signature) -> Result<bool, StoreError> {
         self.inner.is_seen(wallet, signature)
     }
     fn known_transactions(
         &self,
-        wallet: &WalletAddress,
+        wallet: &WalletId,
         signatures: &[Signature],
     ) -> Result<HashMap<Signature, KnownTransaction>, StoreError> {
         self.inner.known_transactions(wallet, signatures)
@@ -178,7 +174,7 @@ impl Store for FlakyStore {
     fn event(&self, seq: EventSeq) -> Result<Option<StoredEvent>, StoreError> {
         self.inner.event(seq)
     }
-    fn subscriptions_for(&self, wallets: &[WalletAddress]) -> Result<Vec<Subscription>, StoreError> {
+    fn subscriptions_for(&self, wallets: &[WalletId]) -> Result<Vec<Subscription>, StoreError> {
         if Self::take(&self.routing_failures_left, &self.routing_failures_served) {
             return Err(StoreError::Backend("reading subscriptions failed (injected)".into()));
         }
@@ -200,10 +196,10 @@ impl Store for FlakyStore {
     ) -> Result<Vec<BalanceChange>, StoreError> {
         self.inner.update_balances(observations, snapshot_every_ms)
     }
-    fn balances(&self, wallet: Option<&WalletAddress>) -> Result<Vec<BalanceRecord>, StoreError> {
+    fn balances(&self, wallet: Option<&WalletId>) -> Result<Vec<BalanceRecord>, StoreError> {
         self.inner.balances(wallet)
     }
-    fn balance_history(&self, address: &WalletAddress, limit: usize) -> Result<Vec<BalanceRecord>, StoreError> {
+    fn balance_history(&self, address: &WalletId, limit: usize) -> Result<Vec<BalanceRecord>, StoreError> {
         self.inner.balance_history(address, limit)
     }
     fn save_runtime_stats(&self, stats: &RuntimeStats) -> Result<(), StoreError> {
@@ -226,7 +222,7 @@ impl Store for FlakyStore {
     fn request_unresolved_retry(&self, signatures: Option<&[Signature]>) -> Result<u64, StoreError> {
         self.inner.request_unresolved_retry(signatures)
     }
-    fn clear_unresolved(&self, owner: &WalletAddress, signature: &Signature) -> Result<(), StoreError> {
+    fn clear_unresolved(&self, owner: &WalletId, signature: &Signature) -> Result<(), StoreError> {
         self.inner.clear_unresolved(owner, signature)
     }
     fn save_api_token(&self, token: &ApiToken) -> Result<(), StoreError> {

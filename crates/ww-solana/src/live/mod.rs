@@ -591,8 +591,8 @@ impl Pipeline {
             return;
         }
         let store = Arc::clone(&self.store);
-        let addresses = wallets.to_vec();
-        match tokio::task::spawn_blocking(move || store.set_subscription_status(&addresses, status)).await {
+        let ids: Vec<ww_core::WalletId> = wallets.iter().cloned().map(ww_core::WalletId::solana).collect();
+        match tokio::task::spawn_blocking(move || store.set_subscription_status(&ids, status)).await {
             Ok(Ok(())) => {
                 info!(wallets = wallets.len(), status = %status, "subscription status changed");
                 for wallet in wallets {

@@ -595,7 +595,7 @@ async fn retry_unresolved(
     let stored = recorded.iter().filter(|(_, outcome)| matches!(outcome, RecordOutcome::Inserted(_))).count();
     // Storing the owner's event cleared the entry; a transaction with no
     // event for its owner is resolved all the same.
-    let (owner, signature) = (entry.owner, entry.signature);
+    let (owner, signature) = (entry.owner_id(), entry.signature);
     tokio::task::spawn_blocking(move || store.clear_unresolved(&owner, &signature))
         .await
         .map_err(|error| error.to_string())?
