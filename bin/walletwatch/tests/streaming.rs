@@ -89,13 +89,13 @@ async fn live_events_match_the_node_history_exactly_once() {
     };
     assert_eq!(find(&incoming, &incoming_sol).native_delta, 1_234_567);
     let out = find(&payer, &outgoing_sol);
-    assert_eq!(out.native_delta, -2_000_000 - i128::from(out.fee));
+    assert_eq!(out.native_delta, -2_000_000 - i128::try_from(out.fee).expect("a lamport fee"));
     assert_eq!(find(&second, &outgoing_sol).native_delta, 2_000_000);
     assert_eq!(find(&incoming, &two_wallets).native_delta, 1_000_000);
     assert_eq!(find(&second, &two_wallets).native_delta, 1_000_000);
     let failed_payer = find(&payer, &failed);
     assert!(matches!(failed_payer.outcome, TxOutcome::Failed { .. }), "{:?}", failed_payer.outcome);
-    assert_eq!(failed_payer.native_delta, -i128::from(failed_payer.fee));
+    assert_eq!(failed_payer.native_delta, -i128::try_from(failed_payer.fee).expect("a lamport fee"));
     assert_eq!(find(&incoming, &failed).native_delta, 0);
     for signature in &token_transfers {
         let event = find(&token_owner, signature);

@@ -161,7 +161,8 @@ impl Movement {
 /// paid, then each non-zero token change.
 pub fn movements(event: &ActivityEvent) -> Vec<Movement> {
     let mut result = Vec::with_capacity(1 + event.token_deltas.len());
-    let fee = if event.fee_payer == event.wallet { i128::from(event.fee) } else { 0 };
+    // A fee beyond an i128 cannot be paid; saturating keeps the arithmetic total.
+    let fee = if event.fee_payer == event.wallet { i128::try_from(event.fee).unwrap_or(i128::MAX) } else { 0 };
     let native = event.native_delta.saturating_add(fee);
     let chain = event.chain;
     if native != 0 {

@@ -50,7 +50,7 @@ pub struct TokenDelta {
     /// The mint's decimals.
     pub decimals: u8,
     /// Post minus pre balance, in base units; serialized as a decimal string.
-    #[serde(with = "i128_as_string")]
+    #[serde(with = "decimal_string")]
     pub delta: i128,
 }
 
@@ -76,10 +76,10 @@ impl TxOutcome {
 
 /// What one transaction changed for one tracked wallet.
 ///
-/// Its JSON form (docs/EVENTS.md) carries the native change twice for Solana
-/// events: `sol_delta` (lamports, a number, the original field) and
-/// `native_delta` (base units as a decimal string, on every chain: wei does
-/// not fit a JSON number safely).
+/// Its JSON form (docs/EVENTS.md) carries the native change and the fee twice
+/// for Solana events: `sol_delta` and `fee` (lamports, numbers, the original
+/// fields) and `native_delta` and `native_fee` (base units as decimal
+/// strings, on every chain: wei does not fit a JSON number safely).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActivityEvent {
     /// The chain the transaction is on.
@@ -97,8 +97,9 @@ pub struct ActivityEvent {
     pub native_delta: i128,
     /// Changes of token balances owned by the wallet, one per token account.
     pub token_deltas: Vec<TokenDelta>,
-    /// The transaction fee in native base units (paid by `fee_payer`).
-    pub fee: u64,
+    /// The transaction fee in native base units (lamports, wei), paid by
+    /// `fee_payer` (an EVM fee, gas used × gas price, can exceed a u64).
+    pub fee: u128,
     /// The account that paid the fee.
     pub fee_payer: WalletAddress,
     /// Success or failure.
@@ -129,10 +130,13 @@ struct EventOut<'a> {
     block_time: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sol_delta: Option<i64>,
-    #[serde(with = "i128_as_string")]
+    #[serde(with = "decimal_string")]
     native_delta: i128,
     token_deltas: &'a [TokenDelta],
-    fee: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fee: Option<u64>,
+    #[serde(with = "decimal_string")]
+    native_fee: u128,
     fee_payer: &'a WalletAddress,
     outcome: &'a TxOutcome,
     programs: &'a [WalletAddress],
@@ -154,10 +158,13 @@ struct EventIn {
     block_time: Option<i64>,
     #[serde(default)]
     sol_delta: Option<i64>,
-    #[serde(default, with = "option_i128_as_string")]
+    #[serde(default, with = "option_decimal_string")]
     native_delta: Option<i128>,
     token_deltas: Vec<TokenDelta>,
-    fee: u64,
+    #[serde(default)]
+    fee: Option<u64>,
+    #[serde(default, with = "option_decimal_string")]
+    native_fee: Option<u128>,
     fee_payer: WalletAddress,
     outcome: TxOutcome,
     programs: Vec<WalletAddress>,
@@ -172,12 +179,12 @@ struct EventIn {
 
 impl Serialize for ActivityEvent {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let sol_delta = match self.chain {
-            // Lamport deltas fit (the whole SOL supply is under 2^63 lamports;
-            // the decoder refuses more); one that did not would be left out
-            // rather than make the event unstorable.
-            Chain::Solana => i64::try_from(self.native_delta).ok(),
-            _ => None,
+        let (sol_delta, fee) = match self.chain {
+            // Lamport amounts fit (the whole SOL supply is under 2^63
+            // lamports; the decoder refuses more); one that did not would be
+            // left out rather than make the event unstorable.
+            Chain::Solana => (i64::try_from(self.native_delta).ok(), u64::try_from(self.fee).ok()),
+            _ => (None, None),
         };
         EventOut {
             chain: self.chain,
@@ -188,7 +195,8 @@ impl Serialize for ActivityEvent {
             sol_delta,
             native_delta: self.native_delta,
             token_deltas: &self.token_deltas,
-            fee: self.fee,
+            fee,
+            native_fee: self.fee,
             fee_payer: &self.fee_payer,
             outcome: &self.outcome,
             programs: &self.programs,
@@ -210,6 +218,11 @@ impl<'de> Deserialize<'de> for ActivityEvent {
             (None, Some(lamports)) => i128::from(lamports),
             (None, None) => return Err(serde::de::Error::missing_field("native_delta")),
         };
+        let fee = match (raw.native_fee, raw.fee) {
+            (Some(native), _) => native,
+            (None, Some(lamports)) => u128::from(lamports),
+            (None, None) => return Err(serde::de::Error::missing_field("native_fee")),
+        };
         Ok(ActivityEvent {
             chain: raw.chain,
             wallet: raw.wallet,
@@ -218,7 +231,7 @@ impl<'de> Deserialize<'de> for ActivityEvent {
             block_time: raw.block_time,
             native_delta,
             token_deltas: raw.token_deltas,
-            fee: raw.fee,
+            fee,
             fee_payer: raw.fee_payer,
             outcome: raw.outcome,
             programs: raw.programs,
@@ -253,23 +266,35 @@ pub struct StoredEvent {
     pub event: ActivityEvent,
 }
 
-mod option_i128_as_string {
+/// An optional integer read from a decimal string (fields absent in older events).
+mod option_decimal_string {
     use serde::{Deserialize, Deserializer};
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i128>, D::Error> {
+    pub(super) fn deserialize<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+    {
         let text = Option::<String>::deserialize(deserializer)?;
         text.map(|text| text.parse().map_err(serde::de::Error::custom)).transpose()
     }
 }
 
-mod i128_as_string {
+/// An integer as a decimal string: exact in every JSON reader, whatever its size.
+mod decimal_string {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(value: &i128, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer, T: std::fmt::Display>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(value)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i128, D::Error> {
+    pub(super) fn deserialize<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+    {
         let text = String::deserialize(deserializer)?;
         text.parse().map_err(serde::de::Error::custom)
     }
@@ -328,6 +353,7 @@ mod tests {
                 "delta": "-170141183460469231731687303715884105728"
             }],
             "fee": 5000,
+            "native_fee": "5000",
             "fee_payer": "9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM",
             "outcome": {"status": "failed", "error": "{\"InstructionError\":[0,\"Custom\"]}"},
             "programs": ["11111111111111111111111111111111"],
@@ -369,10 +395,26 @@ mod tests {
         event.chain = Chain::Polygon;
         event.wallet = WalletAddress::parse("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").expect("valid");
         event.native_delta = -1_500_000_000_000_000_000_000; // 1 500 POL: beyond an i64 of wei
+        event.fee = 30_000_000 * 1_000_000_000_000; // 30 M gas at 1 000 gwei: beyond a u64 of wei
         let json = serde_json::to_value(&event).expect("serialize");
         assert_eq!(json["native_delta"], "-1500000000000000000000");
-        assert!(json.get("sol_delta").is_none(), "{json}");
+        assert_eq!(json["native_fee"], "30000000000000000000");
+        assert!(json.get("sol_delta").is_none() && json.get("fee").is_none(), "{json}");
         assert_eq!(serde_json::from_value::<ActivityEvent>(json).expect("back"), event);
+    }
+
+    #[test]
+    fn events_stored_before_native_fee_read_it_from_fee() {
+        let mut json = serde_json::to_value(sample_event()).expect("serialize");
+        assert_eq!(
+            (json["fee"].clone(), json["native_fee"].clone()),
+            (serde_json::json!(5_000), serde_json::json!("5000"))
+        );
+        json.as_object_mut().expect("object").remove("native_fee");
+        json["fee"] = serde_json::json!(7_000);
+        assert_eq!(serde_json::from_value::<ActivityEvent>(json.clone()).expect("old form").fee, 7_000);
+        json.as_object_mut().expect("object").remove("fee");
+        assert!(serde_json::from_value::<ActivityEvent>(json).is_err(), "an event with no fee is refused");
     }
 
     #[test]

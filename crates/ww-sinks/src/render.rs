@@ -132,11 +132,7 @@ impl Alert {
             })
             .collect();
         let fee = (event.fee_payer == event.wallet).then(|| {
-            format!(
-                "{} {}",
-                format_units(u128::from(event.fee), event.chain.native_decimals()),
-                event.chain.native_symbol()
-            )
+            format!("{} {}", format_units(event.fee, event.chain.native_decimals()), event.chain.native_symbol())
         });
         let failed = match &event.outcome {
             TxOutcome::Success => None,

@@ -250,7 +250,7 @@ pub fn decode_transaction(
             block_time: raw.block_time,
             native_delta,
             token_deltas,
-            fee: meta.fee,
+            fee: u128::from(meta.fee),
             fee_payer: fee_payer.clone(),
             outcome: outcome.clone(),
             programs: programs.clone(),

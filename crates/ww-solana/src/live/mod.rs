@@ -130,10 +130,45 @@ impl RecentSignatures {
     }
 }
 
+/// What a pipeline's subscriptions future returns.
+pub type SubscriptionsFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
+/// The subscriptions the pipeline asks for: the PubSub pool, or a script
+/// in tests. Their notifications and state changes reach the pipeline on
+/// the channel given with them.
+pub trait Subscriptions: Send {
+    /// Subscribes `keys` (placed within the connection limits).
+    fn add(&mut self, keys: Vec<SubscriptionKey>) -> SubscriptionsFuture<'_>;
+    /// Unsubscribes `keys`.
+    fn remove(&mut self, keys: Vec<SubscriptionKey>) -> SubscriptionsFuture<'_>;
+    /// Whether `key` did not fit in the connection limits.
+    fn is_unplaced(&self, key: &SubscriptionKey) -> bool;
+    /// Closes every connection.
+    fn shutdown(&mut self) -> SubscriptionsFuture<'_>;
+}
+
+impl Subscriptions for PubsubPool {
+    fn add(&mut self, keys: Vec<SubscriptionKey>) -> SubscriptionsFuture<'_> {
+        Box::pin(PubsubPool::add(self, keys))
+    }
+
+    fn remove(&mut self, keys: Vec<SubscriptionKey>) -> SubscriptionsFuture<'_> {
+        Box::pin(PubsubPool::remove(self, keys))
+    }
+
+    fn is_unplaced(&self, key: &SubscriptionKey) -> bool {
+        self.unplaced().contains(key)
+    }
+
+    fn shutdown(&mut self) -> SubscriptionsFuture<'_> {
+        Box::pin(PubsubPool::shutdown(self))
+    }
+}
+
 /// The live pipeline's state, owned by one task.
 struct Pipeline {
     store: Arc<dyn Store>,
-    pool: PubsubPool,
+    pool: Box<dyn Subscriptions>,
     fetcher: TransactionFetcher,
     rpc: RpcClient,
     recorder: Arc<dyn EventRecorder>,
@@ -214,23 +249,39 @@ pub(crate) async fn run(
     context: SourceContext,
     capture: Option<Arc<crate::capture::Capture>>,
 ) -> Result<(), SourceError> {
-    let SourceContext { store, recorder, health, shutdown } = context;
     let solana = &config.solana;
     let ws_endpoints = solana.endpoints.iter().map(|endpoint| endpoint.ws_url.expose().clone()).collect();
     let mut connection_config = ConnectionConfig::new(ws_endpoints, solana.commitment);
     connection_config.ping_interval = solana.ping_interval;
     connection_config.stale_after = solana.stale_after;
-    let (events_tx, mut events_rx) = mpsc::channel(PUBSUB_QUEUE);
+    let (events_tx, events_rx) = mpsc::channel(PUBSUB_QUEUE);
     let pool = PubsubPool::new(
         connection_config,
         solana.max_subscriptions_per_connection.get(),
         solana.max_connections_per_endpoint.get(),
         events_tx,
-        shutdown.child_token(),
+        context.shutdown.child_token(),
     );
     let rpc = RpcClient::from_config(&config.solana)
         .map_err(|error| SourceError::node(Chain::Solana, error))?
         .with_capture(capture.clone());
+    run_with(config, context, Box::new(pool), events_rx, rpc, capture).await
+}
+
+/// The pipeline over the parts it is given: `subscriptions` (the PubSub
+/// pool, or a script) whose notifications and state changes arrive on
+/// `events`, and `rpc` (which may send to a scripted node). Runs until
+/// `context.shutdown` is cancelled, then finishes what it accepted.
+pub async fn run_with(
+    config: &Config,
+    context: SourceContext,
+    subscriptions: Box<dyn Subscriptions>,
+    mut events_rx: mpsc::Receiver<PubsubEvent>,
+    rpc: RpcClient,
+    capture: Option<Arc<crate::capture::Capture>>,
+) -> Result<(), SourceError> {
+    let SourceContext { store, recorder, health, shutdown } = context;
+    let solana = &config.solana;
     let permits = Arc::new(Semaphore::new(FETCH_CONCURRENCY));
     let fetcher = TransactionFetcher::new(rpc.clone(), solana.commitment);
     let catch_up = CatchUp {
@@ -243,7 +294,7 @@ pub(crate) async fn run(
     };
     let mut pipeline = Pipeline {
         store,
-        pool,
+        pool: subscriptions,
         fetcher,
         rpc,
         recorder,
@@ -383,12 +434,10 @@ impl Pipeline {
                     self.schedule_discovery(wallet.clone(), is_token_2022);
                 }
             }
-            self.pool.add(added.iter().flat_map(SubscriptionKey::all_for_wallet)).await;
+            self.pool.add(added.iter().flat_map(SubscriptionKey::all_for_wallet).collect()).await;
             let unplaced: Vec<WalletAddress> = added
                 .iter()
-                .filter(|wallet| {
-                    SubscriptionKey::all_for_wallet(wallet).iter().any(|key| self.pool.unplaced().contains(key))
-                })
+                .filter(|wallet| SubscriptionKey::all_for_wallet(wallet).iter().any(|key| self.pool.is_unplaced(key)))
                 .cloned()
                 .collect();
             self.persist_status(&unplaced, SubscriptionStatus::Failed).await;
@@ -501,7 +550,7 @@ impl Pipeline {
     /// falls back to one `accountSubscribe` per known token account, with
     /// periodic rediscovery; anything else leaves the wallet Failed.
     async fn handle_rejected(&mut self, connection: usize, key: SubscriptionKey, error: String) {
-        self.pool.remove([key.clone()]).await;
+        self.pool.remove(vec![key.clone()]).await;
         let owner = key.wallet().clone();
         if let Some(keys) = self.wallet_keys.get_mut(&owner) {
             keys.remove(&key);

@@ -7,6 +7,10 @@
 //! API key). Retrying is the caller's choice, guided by
 //! [`RpcError::is_retryable`] and [`RpcError::retry_after`].
 //!
+//! A client can be given a [`Transport`] instead of HTTP (an in-process
+//! node that tests script); retries, fail-over, rate limits, metrics and
+//! reply parsing are the same either way.
+//!
 //! ```no_run
 //! # async fn example() -> Result<(), ww_solana::RpcError> {
 //! use ww_solana::{RpcClient, SignaturesQuery};
@@ -65,6 +69,18 @@ pub struct RateLimits {
     pub requests_per_second_per_method: Option<NonZeroU32>,
 }
 
+/// Where a client's requests go instead of HTTP: answers one JSON-RPC
+/// request with the whole reply object (`{"jsonrpc", "id", "result"}` or
+/// `{"error"}`), or fails as an HTTP client would.
+pub trait Transport: Send + Sync + std::fmt::Debug {
+    /// Answers `body`, a request for `method`.
+    fn send<'a>(
+        &'a self,
+        method: &'static str,
+        body: &'a Value,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, RpcError>> + Send + 'a>>;
+}
+
 struct Limiter {
     total: Option<DefaultDirectRateLimiter>,
     per_method: Option<DefaultKeyedRateLimiter<&'static str>>,
@@ -89,6 +105,8 @@ pub struct RpcClient {
     call_counts: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>>,
     /// Where successful replies are recorded (`walletwatch capture`).
     capture: Option<std::sync::Arc<crate::capture::Capture>>,
+    /// Requests go here instead of HTTP when set.
+    transport: Option<std::sync::Arc<dyn Transport>>,
 }
 
 /// Paging of `getSignaturesForAddress` (newest first).
@@ -189,7 +207,16 @@ impl RpcClient {
             limiter: None,
             call_counts: std::sync::Arc::default(),
             capture: None,
+            transport: None,
         })
+    }
+
+    /// Returns this client sending its requests to `transport` instead of
+    /// its endpoints' HTTP.
+    #[must_use]
+    pub fn with_transport(mut self, transport: std::sync::Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
     }
 
     /// Returns this client recording every successful reply into `capture`.
@@ -305,6 +332,23 @@ impl RpcClient {
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let recorded_params = self.capture.as_ref().map(|_| params.clone());
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let reply: Reply = match &self.transport {
+            Some(transport) => serde_json::from_value(transport.send(method, &body).await?)
+                .map_err(|error| RpcError::Malformed { method, reason: format!("not a JSON-RPC reply: {error}") })?,
+            None => self.post(method, &body).await?,
+        };
+        if let Some(error) = reply.error {
+            return Err(RpcError::Node { method, code: error.code, message: error.message });
+        }
+        let result = reply.result.unwrap_or(Value::Null);
+        if let (Some(capture), Some(params)) = (&self.capture, &recorded_params) {
+            capture.rpc(method, params, &result);
+        }
+        serde_json::from_value(result).map_err(|error| RpcError::Malformed { method, reason: error.to_string() })
+    }
+
+    /// Posts one request to the current endpoint and reads its reply.
+    async fn post(&self, method: &'static str, body: &Value) -> Result<Reply, RpcError> {
         let (url, label) = self.endpoint();
         // reqwest quotes the URL in its errors: keys in it must not reach a log.
         let transport = |source: reqwest::Error| RpcError::Transport {
@@ -312,7 +356,7 @@ impl RpcClient {
             endpoint: label.clone(),
             source: source.without_url(),
         };
-        let response = self.http.post(url.clone()).json(&body).send().await.map_err(transport)?;
+        let response = self.http.post(url.clone()).json(body).send().await.map_err(transport)?;
         let status = response.status();
         if !status.is_success() {
             return Err(RpcError::Http {
@@ -331,16 +375,8 @@ impl RpcClient {
                 RpcError::Malformed { method, reason: format!("reply larger than {MAX_REPLY_BYTES} bytes") }
             }
         })?;
-        let reply: Reply = serde_json::from_slice(&bytes)
-            .map_err(|error| RpcError::Malformed { method, reason: format!("not a JSON-RPC reply: {error}") })?;
-        if let Some(error) = reply.error {
-            return Err(RpcError::Node { method, code: error.code, message: error.message });
-        }
-        let result = reply.result.unwrap_or(Value::Null);
-        if let (Some(capture), Some(params)) = (&self.capture, &recorded_params) {
-            capture.rpc(method, params, &result);
-        }
-        serde_json::from_value(result).map_err(|error| RpcError::Malformed { method, reason: error.to_string() })
+        serde_json::from_slice(&bytes)
+            .map_err(|error| RpcError::Malformed { method, reason: format!("not a JSON-RPC reply: {error}") })
     }
 
     /// `getSlot` at a commitment.

@@ -1,0 +1,396 @@
+//! The live pipeline's state machine driven by a script, under a paused
+//! clock: scripted subscriptions whose notifications and connection states
+//! the test sends, and a scripted node answering JSON-RPC in process (real
+//! `getTransaction` replies of the local node, re-addressed). The recorder
+//! and the store are the real ones.
+//!
+//! Checked: a notified transaction is fetched once and recorded once in
+//! order; a resubscription fills the gap from the cursor; while the fetch
+//! queue is full the notification channel is not read (backpressure); and
+//! shutdown records every transaction accepted before it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use ww_core::source::SourceContext;
+use ww_core::status::Health;
+use ww_core::store::{EventQuery, Store, TrackRequest};
+use ww_core::{Chain, Origin, Signature, WalletAddress, WalletId};
+use ww_solana::RpcError;
+use ww_solana::live::{MAX_FETCH_QUEUE, Subscriptions, SubscriptionsFuture};
+use ww_solana::pubsub::{ConnectionState, PubsubEvent, SubscriptionKey};
+use ww_solana::rpc::client::Transport;
+use ww_test_utils::{address_of_byte, signature_from_seed};
+
+/// How long (virtual time) a condition may take before the test fails.
+const PATIENCE: Duration = Duration::from_secs(600);
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// An in-process Solana node: each wallet's history, the transactions, and
+/// a gate that holds `getTransaction` answers while closed.
+#[derive(Debug)]
+struct ScriptedNode {
+    /// Per address, its transactions oldest first: (signature, slot).
+    history: Mutex<HashMap<WalletAddress, Vec<(Signature, u64)>>>,
+    transactions: Mutex<HashMap<Signature, Value>>,
+    /// `getTransaction` calls per signature.
+    fetches: Mutex<HashMap<Signature, usize>>,
+    /// `getSignaturesForAddress` calls: (address, `until`).
+    listings: Mutex<Vec<(String, Option<String>)>>,
+    gate: watch::Sender<bool>,
+}
+
+impl ScriptedNode {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            history: Mutex::default(),
+            transactions: Mutex::default(),
+            fetches: Mutex::default(),
+            listings: Mutex::default(),
+            gate: watch::channel(true).0,
+        })
+    }
+
+    /// A transfer of 2 000 000 lamports to `wallet` lands at `slot`.
+    fn land_transfer(&self, wallet: &WalletAddress, seed: u64, slot: u64) -> Signature {
+        let signature = signature_from_seed(seed);
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/solana/getTransaction/sol_incoming.json");
+        let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("JSON");
+        let mut reply = fixture["reply"].clone();
+        reply["slot"] = json!(slot);
+        reply["blockTime"] = json!(1_900_000_000 + slot);
+        reply["transaction"]["signatures"][0] = json!(signature.as_str());
+        reply["transaction"]["message"]["accountKeys"][1]["pubkey"] = json!(wallet.as_str());
+        reply["transaction"]["message"]["instructions"][0]["parsed"]["info"]["destination"] = json!(wallet.as_str());
+        lock(&self.transactions).insert(signature.clone(), reply);
+        lock(&self.history).entry(wallet.clone()).or_default().push((signature.clone(), slot));
+        signature
+    }
+
+    fn fetches_of(&self, signature: &Signature) -> usize {
+        lock(&self.fetches).get(signature).copied().unwrap_or(0)
+    }
+
+    fn hold_fetches(&self, is_held: bool) {
+        self.gate.send_replace(!is_held);
+    }
+
+    fn signatures_for(&self, params: &Value) -> Value {
+        let address = WalletAddress::parse(params[0].as_str().unwrap_or_default()).expect("address");
+        let options = &params[1];
+        let until = options["until"].as_str().map(str::to_string);
+        let before = options["before"].as_str().map(str::to_string);
+        let limit = options["limit"].as_u64().unwrap_or(1000) as usize;
+        lock(&self.listings).push((address.to_string(), until.clone()));
+        let history = lock(&self.history).get(&address).cloned().unwrap_or_default();
+        let newest_first = history.iter().rev();
+        let mut entries = Vec::new();
+        let mut is_after_before = before.is_none();
+        for (signature, slot) in newest_first {
+            if Some(signature.as_str()) == until.as_deref() {
+                break;
+            }
+            if !is_after_before {
+                is_after_before = Some(signature.as_str()) == before.as_deref();
+                continue;
+            }
+            entries.push(json!({
+                "signature": signature.as_str(), "slot": slot, "err": null, "blockTime": 1_900_000_000 + slot,
+                "memo": null, "confirmationStatus": "confirmed"
+            }));
+            if entries.len() == limit {
+                break;
+            }
+        }
+        Value::Array(entries)
+    }
+}
+
+impl Transport for ScriptedNode {
+    fn send<'a>(
+        &'a self,
+        method: &'static str,
+        body: &'a Value,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, RpcError>> + Send + 'a>> {
+        Box::pin(async move {
+            let params = &body["params"];
+            let result = match method {
+                "getTransaction" => {
+                    let signature = Signature::parse(params[0].as_str().unwrap_or_default()).expect("signature");
+                    *lock(&self.fetches).entry(signature.clone()).or_insert(0) += 1;
+                    let mut open = self.gate.subscribe();
+                    let _ = open.wait_for(|is_open| *is_open).await;
+                    lock(&self.transactions).get(&signature).cloned().unwrap_or(Value::Null)
+                }
+                "getSignaturesForAddress" => self.signatures_for(params),
+                "getMultipleAccounts" => {
+                    let count = params[0].as_array().map_or(0, Vec::len);
+                    let account = json!({
+                        "lamports": 1_000_000_000u64, "owner": "11111111111111111111111111111111",
+                        "data": ["", "base64"], "executable": false, "rentEpoch": 0, "space": 0
+                    });
+                    json!({"context": {"slot": 100}, "value": vec![account; count]})
+                }
+                "getTokenAccountsByOwner" => json!({"context": {"slot": 100}, "value": []}),
+                "getSlot" => json!(100),
+                "getVersion" => json!({"solana-core": "scripted"}),
+                other => {
+                    return Ok(
+                        json!({"jsonrpc": "2.0", "id": body["id"], "error": {"code": -32601, "message": other}}),
+                    );
+                }
+            };
+            Ok(json!({"jsonrpc": "2.0", "id": body["id"], "result": result}))
+        })
+    }
+}
+
+/// Subscriptions that only remember what is subscribed; the test plays the
+/// connection by sending on the pipeline's channel.
+#[derive(Debug, Default, Clone)]
+struct ScriptedSubscriptions {
+    keys: Arc<Mutex<BTreeSet<SubscriptionKey>>>,
+}
+
+impl Subscriptions for ScriptedSubscriptions {
+    fn add(&mut self, keys: Vec<SubscriptionKey>) -> SubscriptionsFuture<'_> {
+        lock(&self.keys).extend(keys);
+        Box::pin(async {})
+    }
+
+    fn remove(&mut self, keys: Vec<SubscriptionKey>) -> SubscriptionsFuture<'_> {
+        let mut subscribed = lock(&self.keys);
+        for key in keys {
+            subscribed.remove(&key);
+        }
+        Box::pin(async {})
+    }
+
+    fn is_unplaced(&self, _: &SubscriptionKey) -> bool {
+        false
+    }
+
+    fn shutdown(&mut self) -> SubscriptionsFuture<'_> {
+        Box::pin(async {})
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    node: Arc<ScriptedNode>,
+    subscriptions: ScriptedSubscriptions,
+    events: mpsc::Sender<PubsubEvent>,
+    health: Health,
+    shutdown: CancellationToken,
+    pipeline: tokio::task::JoinHandle<()>,
+    wallet: WalletAddress,
+}
+
+/// The capacity of the notification channel the test plays on.
+const CHANNEL: usize = 64;
+
+fn start() -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(ww_store::RedbStore::open_in_dir(dir.path()).expect("store"));
+    let wallet = address_of_byte(7);
+    let request = TrackRequest { start_slot: Some(1), ..TrackRequest::new(Chain::Solana, wallet.clone(), "local") };
+    store.track_wallet(&request, ww_core::time::now()).expect("track");
+    let text = format!(
+        "data_dir = \"{}\"\n[solana]\nrpc_url = \"http://127.0.0.1:9\"\nws_url = \"ws://127.0.0.1:9\"\n\
+         [balances]\nhigh_interval_secs = 3600\nmedium_interval_secs = 3600\nlow_interval_secs = 3600\n",
+        dir.path().display()
+    );
+    let config = ww_config::load_str(&text, &HashMap::new()).expect("config");
+    let node = ScriptedNode::new();
+    let rpc = ww_solana::RpcClient::from_config(&config.solana).expect("client").with_transport(node.clone());
+    let (events, events_rx) = mpsc::channel(CHANNEL);
+    let subscriptions = ScriptedSubscriptions::default();
+    let health = Health::default();
+    let shutdown = CancellationToken::new();
+    let context = SourceContext {
+        store: Arc::clone(&store),
+        recorder: Arc::new(ww_app::recorder::Recorder::new(Arc::clone(&store), None, None)),
+        health: health.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let pipeline = tokio::spawn({
+        let subscriptions = Box::new(subscriptions.clone());
+        async move {
+            ww_solana::live::run_with(&config, context, subscriptions, events_rx, rpc, None).await.expect("pipeline");
+        }
+    });
+    Harness { _dir: dir, store, node, subscriptions, events, health, shutdown, pipeline, wallet }
+}
+
+/// Waits (in virtual time) for `condition`.
+async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+impl Harness {
+    fn wallet_keys(&self) -> Vec<SubscriptionKey> {
+        lock(&self.subscriptions.keys).iter().filter(|key| key.wallet() == &self.wallet).cloned().collect()
+    }
+
+    /// Waits for the wallet's subscriptions, then plays their connection up.
+    async fn connect(&self, is_resubscribe: bool) {
+        wait_for("the wallet's subscriptions", || !self.wallet_keys().is_empty()).await;
+        let keys = self.wallet_keys();
+        let state = PubsubEvent::State { connection: 0, state: ConnectionState::Connected, keys, is_resubscribe };
+        self.events.send(state).await.expect("pipeline reads");
+    }
+
+    async fn notify_logs(&self, signature: &Signature) {
+        let result =
+            json!({"context": {"slot": 1}, "value": {"signature": signature.as_str(), "err": null, "logs": []}});
+        let notification = PubsubEvent::Notification {
+            key: SubscriptionKey::Logs(self.wallet.clone()),
+            result,
+            slot: Some(1),
+            received_at: SystemTime::now(),
+        };
+        self.events.send(notification).await.expect("pipeline reads");
+    }
+
+    fn stored(&self) -> Vec<(Signature, Origin)> {
+        let query = EventQuery { wallet: Some(WalletId::solana(self.wallet.clone())), after: None, limit: 100_000 };
+        let events = self.store.events(&query).expect("events");
+        events.into_iter().map(|stored| (stored.event.signature, stored.event.origin)).collect()
+    }
+
+    async fn wait_stored(&self, count: usize) {
+        wait_for(&format!("{count} stored events"), || self.stored().len() >= count).await;
+    }
+
+    async fn stop(mut self) -> Vec<(Signature, Origin)> {
+        self.shutdown.cancel();
+        (&mut self.pipeline).await.expect("the pipeline returns");
+        self.stored()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_notified_transaction_is_fetched_once_and_recorded_once_in_order() {
+    let harness = start();
+    harness.connect(false).await;
+    // The first Active state reads the wallet's history (empty so far).
+    wait_for("the first catch-up", || !lock(&harness.node.listings).is_empty()).await;
+    let first = harness.node.land_transfer(&harness.wallet, 1, 10);
+    let second = harness.node.land_transfer(&harness.wallet, 2, 11);
+    harness.notify_logs(&first).await;
+    harness.notify_logs(&first).await;
+    harness.notify_logs(&second).await;
+    harness.wait_stored(2).await;
+    // A late repeat of a stored transaction is not fetched again.
+    harness.notify_logs(&first).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let node = Arc::clone(&harness.node);
+    let stored = harness.stop().await;
+    assert_eq!(stored, vec![(first.clone(), Origin::Live), (second.clone(), Origin::Live)]);
+    assert_eq!((node.fetches_of(&first), node.fetches_of(&second)), (1, 1), "one fetch per transaction");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resubscription_fills_the_gap_from_the_cursor() {
+    let harness = start();
+    let before = harness.node.land_transfer(&harness.wallet, 1, 10);
+    harness.connect(false).await;
+    harness.wait_stored(1).await;
+    assert_eq!(harness.stored(), vec![(before.clone(), Origin::Backfill)], "the first catch-up reads history");
+    // The socket drops; a transfer lands while nobody listens.
+    let keys = harness.wallet_keys();
+    let down = PubsubEvent::State { connection: 0, state: ConnectionState::Reconnecting, keys, is_resubscribe: false };
+    harness.events.send(down).await.expect("pipeline reads");
+    let missed = harness.node.land_transfer(&harness.wallet, 2, 12);
+    harness.connect(true).await;
+    harness.wait_stored(2).await;
+    let listings = lock(&harness.node.listings).clone();
+    assert!(
+        listings
+            .iter()
+            .any(|(address, until)| address == harness.wallet.as_str() && until.as_deref() == Some(before.as_str())),
+        "the gap fill lists from the cursor: {listings:?}"
+    );
+    assert_eq!(harness.node.fetches_of(&before), 1, "what was stored is not fetched again");
+    let stored = harness.stop().await;
+    assert_eq!(stored, vec![(before, Origin::Backfill), (missed, Origin::Backfill)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_fetch_queue_stops_reading_notifications_until_it_drains() {
+    let harness = start();
+    harness.connect(false).await;
+    wait_for("the first catch-up", || !lock(&harness.node.listings).is_empty()).await;
+    harness.node.hold_fetches(true);
+    let beyond = 10;
+    let total = MAX_FETCH_QUEUE + CHANNEL + beyond;
+    let signatures: Vec<Signature> =
+        (0..total as u64).map(|seed| harness.node.land_transfer(&harness.wallet, 100 + seed, 20 + seed)).collect();
+    let sender = {
+        let events = harness.events.clone();
+        let wallet = harness.wallet.clone();
+        let signatures = signatures.clone();
+        tokio::spawn(async move {
+            for signature in signatures {
+                let result = json!({"context": {"slot": 1}, "value": {"signature": signature.as_str(), "err": null, "logs": []}});
+                let key = SubscriptionKey::Logs(wallet.clone());
+                let notification =
+                    PubsubEvent::Notification { key, result, slot: Some(1), received_at: SystemTime::now() };
+                events.send(notification).await.expect("pipeline reads");
+            }
+        })
+    };
+    wait_for("a full fetch queue", || harness.health.snapshot().work.fetches_pending == MAX_FETCH_QUEUE).await;
+    // Held there: the channel fills and the sender waits, nothing is dropped.
+    wait_for("a full channel", || harness.events.capacity() == 0).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(harness.health.snapshot().work.fetches_pending, MAX_FETCH_QUEUE);
+    assert!(!sender.is_finished(), "the sender waits while the queue is full");
+    assert!(harness.stored().is_empty());
+    harness.node.hold_fetches(false);
+    sender.await.expect("every notification is taken");
+    harness.wait_stored(total).await;
+    let stored = harness.stop().await;
+    assert_eq!(stored.len(), total, "each accepted transaction is stored once");
+    let unique: BTreeSet<&Signature> = stored.iter().map(|(signature, _)| signature).collect();
+    assert_eq!(unique.len(), total);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_records_every_transaction_accepted_before_it() {
+    let harness = start();
+    harness.connect(false).await;
+    wait_for("the first catch-up", || !lock(&harness.node.listings).is_empty()).await;
+    harness.node.hold_fetches(true);
+    let accepted: Vec<Signature> =
+        (0..5).map(|seed| harness.node.land_transfer(&harness.wallet, 50 + seed, 30 + seed)).collect();
+    for signature in &accepted {
+        harness.notify_logs(signature).await;
+    }
+    wait_for("five pending fetches", || harness.health.snapshot().work.fetches_pending == 5).await;
+    // Stop while the node still holds them; it answers a moment later.
+    harness.shutdown.cancel();
+    let release = {
+        let node = Arc::clone(&harness.node);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            node.hold_fetches(false);
+        })
+    };
+    let stored = harness.stop().await;
+    release.await.expect("released");
+    let stored: BTreeSet<Signature> = stored.into_iter().map(|(signature, _)| signature).collect();
+    assert_eq!(stored, accepted.into_iter().collect::<BTreeSet<_>>());
+}
