@@ -201,12 +201,13 @@ async fn commit_group(
         let result = tokio::task::spawn_blocking(move || committing.record_events(&batch, &cursors)).await;
         let outcomes = match result {
             Ok(Ok(outcomes)) => outcomes,
-            Ok(Err(StoreError::CursorConflict { address, expected, found })) => {
-                let conflicting = group
-                    .iter()
-                    .position(|request| request.cursor.as_ref().is_some_and(|cursor| cursor.address == address));
+            Ok(Err(StoreError::CursorConflict { owner, address, expected, found })) => {
+                let conflicting = group.iter().position(|request| {
+                    request.cursor.as_ref().is_some_and(|cursor| cursor.owner == *owner && cursor.address == address)
+                });
                 let Some(index) = conflicting else {
                     answer_all(group, || StoreError::CursorConflict {
+                        owner: owner.clone(),
                         address: address.clone(),
                         expected: expected.clone(),
                         found: found.clone(),
@@ -215,6 +216,7 @@ async fn commit_group(
                 };
                 let request = group.remove(index);
                 let _ = request.reply.send(Err(RecordError::Store(StoreError::CursorConflict {
+                    owner,
                     address,
                     expected,
                     found,

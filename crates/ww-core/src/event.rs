@@ -1,8 +1,9 @@
 //! `ActivityEvent`: what one transaction changed for one tracked wallet.
 //!
 //! Invariants:
-//! - one event per (wallet, signature): the pair is the deduplication key in
-//!   every store and the idempotency key of every delivery;
+//! - one event per (wallet, signature), a wallet being its chain and
+//!   address ([`crate::WalletId`]): the pair is the deduplication key in every
+//!   store and the idempotency key of every delivery;
 //! - amounts are integers in base units (lamports, token base units), never
 //!   floats; token deltas are signed 128-bit and serialized as JSON strings so
 //!   that no JSON reader loses precision;
@@ -251,8 +252,8 @@ impl ActivityEvent {
     }
 
     /// Returns the deduplication key: at most one event exists per key.
-    pub fn key(&self) -> (&WalletAddress, &Signature) {
-        (&self.wallet, &self.signature)
+    pub fn key(&self) -> (crate::wallet::WalletId, &Signature) {
+        (self.wallet_id(), &self.signature)
     }
 }
 

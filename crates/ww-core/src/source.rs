@@ -13,9 +13,11 @@
 //! ([`Source::backfill`]).
 //!
 //! Adding a chain means implementing this trait (and parsing the chain's
-//! addresses and transaction ids in [`crate::ids`]); the daemon runs one
-//! source per configured chain next to the same recorder, outbox and
-//! broker.
+//! addresses and transaction ids in [`crate::ids`]); the daemon runs every
+//! source it is given next to the same recorder, outbox and broker.
+//! [`Health`] holds one source's connection and work counts: the daemon
+//! runs one source today (Solana), and a second needs those counts kept per
+//! chain first.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -50,6 +52,10 @@ pub enum SourceError {
         /// The client's error.
         error: BackendError,
     },
+    /// A history read stopped before its end at a transaction it could not
+    /// resolve (what it stored before stays stored; a later read resumes).
+    #[error("the history read stopped before its end: {0}")]
+    Incomplete(BackendError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -9,7 +9,8 @@
 //! - [`Store::record_events`] is atomic: an event, its key, its outbox jobs,
 //!   the wallet counters and the cursor move that goes with them commit
 //!   together or not at all;
-//! - a (wallet, signature) pair is stored at most once, for as long as the
+//! - a (wallet, signature) pair, the wallet being a [`WalletId`] (chain and
+//!   address), is stored at most once, for as long as the
 //!   store exists: the key of a stored event never expires, so no clock,
 //!   restart or history re-read can store it again;
 //! - events are stored only for tracked wallets;
@@ -64,8 +65,10 @@ pub enum StoreError {
         path: String,
     },
     /// A cursor compare-and-set found another value than expected.
-    #[error("cursor for {address} moved concurrently: expected {expected:?}, found {found:?}")]
+    #[error("cursor for {address} (of {owner}) moved concurrently: expected {expected:?}, found {found:?}")]
     CursorConflict {
+        /// The wallet the cursor belongs to (boxed: errors stay small).
+        owner: Box<WalletId>,
         /// The address whose cursor conflicted.
         address: WalletAddress,
         /// The position the caller expected.

@@ -378,7 +378,7 @@ pub(crate) async fn events(
         .filter(|stored| {
             caller.0.is_admin
                 || visible_wallets.iter().any(|record| {
-                    record.address == stored.event.wallet && record.tracking_users.contains(&caller.0.user)
+                    record.id() == stored.event.wallet_id() && record.tracking_users.contains(&caller.0.user)
                 })
         })
         .collect();

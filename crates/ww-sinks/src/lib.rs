@@ -170,13 +170,16 @@ pub struct Delivery<'a> {
 }
 
 impl Delivery<'_> {
-    /// The idempotency id: hex SHA-256 of destination, wallet and signature (32 chars).
+    /// The idempotency id: hex SHA-256 of destination, wallet key and
+    /// signature (32 chars). The wallet key is the address on Solana and
+    /// `chain:address` elsewhere, so one `0x` wallet on two chains gets two ids.
     pub fn idempotency_id(&self) -> String {
-        idempotency_id(self.destination, self.event.event.wallet.as_str(), self.event.event.signature.as_str())
+        let wallet = self.event.event.wallet_id();
+        idempotency_id(self.destination, &wallet.key(), self.event.event.signature.as_str())
     }
 }
 
-/// Returns the idempotency id of (destination, wallet, signature).
+/// Returns the idempotency id of (destination, wallet key, signature).
 pub fn idempotency_id(destination: &DestinationId, wallet: &str, signature: &str) -> String {
     let digest = Sha256::digest(format!("{destination}\n{wallet}\n{signature}").as_bytes());
     hex::encode(&digest[..16])

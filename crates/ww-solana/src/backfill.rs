@@ -44,7 +44,8 @@ pub async fn run(
     let started = Instant::now();
     let records = {
         let store = Arc::clone(recorder.store());
-        tokio::task::spawn_blocking(move || store.wallets()).await??
+        let records = tokio::task::spawn_blocking(move || store.wallets()).await??;
+        records.into_iter().filter(|record| record.chain == Chain::Solana).collect::<Vec<_>>()
     };
     let Some(record) = records.iter().find(|record| &record.address == wallet) else {
         return Err(SourceError::NotTracked(format!(
@@ -126,9 +127,12 @@ impl From<CatchUpError> for SourceError {
             CatchUpError::Task(error) => SourceError::Task(error),
             foreign @ CatchUpError::ForeignCursor { .. } => SourceError::Rejected(foreign.to_string()),
             // The node failed mid-walk (what was stored before stays stored).
-            other @ (CatchUpError::Unavailable { .. }
-            | CatchUpError::Unresolved { .. }
-            | CatchUpError::Interrupted { .. }) => SourceError::node(Chain::Solana, other),
+            unavailable @ CatchUpError::Unavailable { .. } => SourceError::node(Chain::Solana, unavailable),
+            // A transaction that could not be fetched or decoded, or a walk
+            // cut short: not necessarily the node's fault.
+            other @ (CatchUpError::Unresolved { .. } | CatchUpError::Interrupted { .. }) => {
+                SourceError::Incomplete(Box::new(other))
+            }
         }
     }
 }

@@ -30,6 +30,8 @@ const MAX_PROBE_BACKOFF: Duration = Duration::from_secs(60);
 pub struct SolanaSource {
     config: Arc<Config>,
     rpc: RpcClient,
+    /// One client per endpoint, for the reachability probes.
+    probes: Vec<RpcClient>,
     capture: Option<Arc<Capture>>,
 }
 
@@ -38,8 +40,16 @@ impl SolanaSource {
     /// notification and successful JSON-RPC reply of the live pipeline is
     /// recorded (`walletwatch capture`).
     pub fn new(config: &Config, capture: Option<Arc<Capture>>) -> Result<Self, SourceError> {
-        let rpc = RpcClient::from_config(&config.solana).map_err(|error| SourceError::node(Chain::Solana, error))?;
-        Ok(Self { config: Arc::new(config.clone()), rpc, capture })
+        let node_error = |error| SourceError::node(Chain::Solana, error);
+        let rpc = RpcClient::from_config(&config.solana).map_err(node_error)?;
+        let probes = config
+            .solana
+            .endpoints
+            .iter()
+            .map(|endpoint| RpcClient::try_new(endpoint.rpc_url.expose().clone(), config.solana.rpc_timeout))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(node_error)?;
+        Ok(Self { config: Arc::new(config.clone()), rpc, probes, capture })
     }
 }
 
@@ -50,19 +60,21 @@ impl Source for SolanaSource {
 
     fn run(self: Arc<Self>, context: SourceContext) -> SourceFuture<'static, ()> {
         Box::pin(async move {
+            // The probes stop with the pipeline, whether it returns at
+            // shutdown or early with an error.
             let probes = TaskTracker::new();
-            for endpoint in &self.config.solana.endpoints {
-                let client = RpcClient::try_new(endpoint.rpc_url.expose().clone(), self.config.solana.rpc_timeout)
-                    .map_err(|error| SourceError::node(Chain::Solana, error))?;
+            let probes_stop = context.shutdown.child_token();
+            for client in &self.probes {
                 probes.spawn(probe_endpoint(
-                    client,
+                    client.clone(),
                     self.config.solana.commitment,
                     context.health.clone(),
-                    context.shutdown.child_token(),
+                    probes_stop.clone(),
                 ));
             }
             probes.close();
             let result = crate::live::run(&self.config, context, self.capture.clone()).await;
+            probes_stop.cancel();
             probes.wait().await;
             result
         })

@@ -6,8 +6,10 @@
 //!
 //! Checked: a notified transaction is fetched once and recorded once in
 //! order; a resubscription fills the gap from the cursor; while the fetch
-//! queue is full the notification channel is not read (backpressure); and
-//! shutdown records every transaction accepted before it.
+//! queue is full the notification channel is not read (backpressure);
+//! shutdown records every transaction accepted before it; and a wallet whose
+//! subscriptions find no room is polled, then streamed once room appears,
+//! with nothing lost or repeated across the switch.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -45,6 +47,8 @@ struct ScriptedNode {
     /// `getSignaturesForAddress` calls: (address, `until`).
     listings: Mutex<Vec<(String, Option<String>)>>,
     gate: watch::Sender<bool>,
+    /// A real `getTransaction` reply of the local node, re-addressed per transfer.
+    template: Value,
 }
 
 impl ScriptedNode {
@@ -55,15 +59,19 @@ impl ScriptedNode {
             fetches: Mutex::default(),
             listings: Mutex::default(),
             gate: watch::channel(true).0,
+            template: {
+                let path =
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/solana/getTransaction/sol_incoming.json");
+                let text = std::fs::read_to_string(path).expect("fixture");
+                serde_json::from_str::<Value>(&text).expect("JSON")["reply"].clone()
+            },
         })
     }
 
     /// A transfer of 2 000 000 lamports to `wallet` lands at `slot`.
     fn land_transfer(&self, wallet: &WalletAddress, seed: u64, slot: u64) -> Signature {
         let signature = signature_from_seed(seed);
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/solana/getTransaction/sol_incoming.json");
-        let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("JSON");
-        let mut reply = fixture["reply"].clone();
+        let mut reply = self.template.clone();
         reply["slot"] = json!(slot);
         reply["blockTime"] = json!(1_900_000_000 + slot);
         reply["transaction"]["signatures"][0] = json!(signature.as_str());
@@ -131,12 +139,25 @@ impl Transport for ScriptedNode {
                 }
                 "getSignaturesForAddress" => self.signatures_for(params),
                 "getMultipleAccounts" => {
-                    let count = params[0].as_array().map_or(0, Vec::len);
-                    let account = json!({
-                        "lamports": 1_000_000_000u64, "owner": "11111111111111111111111111111111",
-                        "data": ["", "base64"], "executable": false, "rentEpoch": 0, "space": 0
-                    });
-                    json!({"context": {"slot": 100}, "value": vec![account; count]})
+                    // Each landed transfer adds its 2 000 000 lamports.
+                    let history = lock(&self.history);
+                    let accounts: Vec<Value> = params[0]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|key| {
+                            let transfers = WalletAddress::parse(key.as_str().unwrap_or_default())
+                                .ok()
+                                .and_then(|address| history.get(&address).map(Vec::len))
+                                .unwrap_or(0);
+                            json!({
+                                "lamports": 1_000_000_000u64 + 2_000_000 * transfers as u64,
+                                "owner": "11111111111111111111111111111111",
+                                "data": ["", "base64"], "executable": false, "rentEpoch": 0, "space": 0
+                            })
+                        })
+                        .collect();
+                    json!({"context": {"slot": 100}, "value": accounts})
                 }
                 "getTokenAccountsByOwner" => json!({"context": {"slot": 100}, "value": []}),
                 "getSlot" => json!(100),
@@ -152,29 +173,60 @@ impl Transport for ScriptedNode {
     }
 }
 
-/// Subscriptions that only remember what is subscribed; the test plays the
+/// Where the scripted subscriptions are: placed up to a capacity (0: no
+/// limit), the rest waiting for room, as the PubSub pool does.
+#[derive(Debug, Default)]
+struct Placement {
+    capacity: usize,
+    placed: BTreeSet<SubscriptionKey>,
+    unplaced: BTreeSet<SubscriptionKey>,
+}
+
+impl Placement {
+    fn place(&mut self, key: SubscriptionKey) {
+        if self.placed.contains(&key) {
+            return;
+        }
+        if self.capacity == 0 || self.placed.len() < self.capacity {
+            self.unplaced.remove(&key);
+            self.placed.insert(key);
+        } else {
+            self.unplaced.insert(key);
+        }
+    }
+}
+
+/// Subscriptions that only remember where each key is; the test plays the
 /// connection by sending on the pipeline's channel.
 #[derive(Debug, Default, Clone)]
 struct ScriptedSubscriptions {
-    keys: Arc<Mutex<BTreeSet<SubscriptionKey>>>,
+    placement: Arc<Mutex<Placement>>,
 }
 
 impl Subscriptions for ScriptedSubscriptions {
     fn add(&mut self, keys: Vec<SubscriptionKey>) -> SubscriptionsFuture<'_> {
-        lock(&self.keys).extend(keys);
-        Box::pin(async {})
-    }
-
-    fn remove(&mut self, keys: Vec<SubscriptionKey>) -> SubscriptionsFuture<'_> {
-        let mut subscribed = lock(&self.keys);
+        let mut placement = lock(&self.placement);
         for key in keys {
-            subscribed.remove(&key);
+            placement.place(key);
         }
         Box::pin(async {})
     }
 
-    fn is_unplaced(&self, _: &SubscriptionKey) -> bool {
-        false
+    fn remove(&mut self, keys: Vec<SubscriptionKey>) -> SubscriptionsFuture<'_> {
+        let mut placement = lock(&self.placement);
+        for key in keys {
+            placement.placed.remove(&key);
+            placement.unplaced.remove(&key);
+        }
+        let waiting: Vec<SubscriptionKey> = placement.unplaced.iter().cloned().collect();
+        for key in waiting {
+            placement.place(key);
+        }
+        Box::pin(async {})
+    }
+
+    fn is_unplaced(&self, key: &SubscriptionKey) -> bool {
+        lock(&self.placement).unplaced.contains(key)
     }
 
     fn shutdown(&mut self) -> SubscriptionsFuture<'_> {
@@ -198,11 +250,19 @@ struct Harness {
 const CHANNEL: usize = 64;
 
 fn start() -> Harness {
+    start_with(&[address_of_byte(7)], 0)
+}
+
+/// A pipeline watching `wallets` (the first is the harness's `wallet`),
+/// with room for `capacity` subscriptions (0: no limit).
+fn start_with(wallets: &[WalletAddress], capacity: usize) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> = Arc::new(ww_store::RedbStore::open_in_dir(dir.path()).expect("store"));
-    let wallet = address_of_byte(7);
-    let request = TrackRequest { start_slot: Some(1), ..TrackRequest::new(Chain::Solana, wallet.clone(), "local") };
-    store.track_wallet(&request, ww_core::time::now()).expect("track");
+    for wallet in wallets {
+        let request = TrackRequest { start_slot: Some(1), ..TrackRequest::new(Chain::Solana, wallet.clone(), "local") };
+        store.track_wallet(&request, ww_core::time::now()).expect("track");
+    }
+    let wallet = wallets[0].clone();
     let text = format!(
         "data_dir = \"{}\"\n[solana]\nrpc_url = \"http://127.0.0.1:9\"\nws_url = \"ws://127.0.0.1:9\"\n\
          [balances]\nhigh_interval_secs = 3600\nmedium_interval_secs = 3600\nlow_interval_secs = 3600\n",
@@ -213,6 +273,7 @@ fn start() -> Harness {
     let rpc = ww_solana::RpcClient::from_config(&config.solana).expect("client").with_transport(node.clone());
     let (events, events_rx) = mpsc::channel(CHANNEL);
     let subscriptions = ScriptedSubscriptions::default();
+    lock(&subscriptions.placement).capacity = capacity;
     let health = Health::default();
     let shutdown = CancellationToken::new();
     let context = SourceContext {
@@ -241,22 +302,34 @@ async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
 
 impl Harness {
     fn wallet_keys(&self) -> Vec<SubscriptionKey> {
-        lock(&self.subscriptions.keys).iter().filter(|key| key.wallet() == &self.wallet).cloned().collect()
+        self.placed_keys(&self.wallet)
+    }
+
+    fn placed_keys(&self, wallet: &WalletAddress) -> Vec<SubscriptionKey> {
+        lock(&self.subscriptions.placement).placed.iter().filter(|key| key.wallet() == wallet).cloned().collect()
     }
 
     /// Waits for the wallet's subscriptions, then plays their connection up.
     async fn connect(&self, is_resubscribe: bool) {
-        wait_for("the wallet's subscriptions", || !self.wallet_keys().is_empty()).await;
-        let keys = self.wallet_keys();
+        self.connect_wallet(&self.wallet.clone(), is_resubscribe).await;
+    }
+
+    async fn connect_wallet(&self, wallet: &WalletAddress, is_resubscribe: bool) {
+        wait_for("the wallet's subscriptions", || !self.placed_keys(wallet).is_empty()).await;
+        let keys = self.placed_keys(wallet);
         let state = PubsubEvent::State { connection: 0, state: ConnectionState::Connected, keys, is_resubscribe };
         self.events.send(state).await.expect("pipeline reads");
     }
 
     async fn notify_logs(&self, signature: &Signature) {
+        self.notify_logs_of(&self.wallet.clone(), signature).await;
+    }
+
+    async fn notify_logs_of(&self, wallet: &WalletAddress, signature: &Signature) {
         let result =
             json!({"context": {"slot": 1}, "value": {"signature": signature.as_str(), "err": null, "logs": []}});
         let notification = PubsubEvent::Notification {
-            key: SubscriptionKey::Logs(self.wallet.clone()),
+            key: SubscriptionKey::Logs(wallet.clone()),
             result,
             slot: Some(1),
             received_at: SystemTime::now(),
@@ -265,13 +338,19 @@ impl Harness {
     }
 
     fn stored(&self) -> Vec<(Signature, Origin)> {
-        let query = EventQuery { wallet: Some(WalletId::solana(self.wallet.clone())), after: None, limit: 100_000 };
+        self.stored_of(&self.wallet)
+    }
+
+    fn stored_of(&self, wallet: &WalletAddress) -> Vec<(Signature, Origin)> {
+        let query = EventQuery { wallet: Some(WalletId::solana(wallet.clone())), after: None, limit: 100_000 };
         let events = self.store.events(&query).expect("events");
         events.into_iter().map(|stored| (stored.event.signature, stored.event.origin)).collect()
     }
 
+    /// Waits until `count` events are stored (of every wallet).
     async fn wait_stored(&self, count: usize) {
-        wait_for(&format!("{count} stored events"), || self.stored().len() >= count).await;
+        let stored = || usize::try_from(self.store.last_event_seq().expect("read").0).expect("fits");
+        wait_for(&format!("{count} stored events"), || stored() >= count).await;
     }
 
     async fn stop(mut self) -> Vec<(Signature, Origin)> {
@@ -393,4 +472,40 @@ async fn shutdown_records_every_transaction_accepted_before_it() {
     release.await.expect("released");
     let stored: BTreeSet<Signature> = stored.into_iter().map(|(signature, _)| signature).collect();
     assert_eq!(stored, accepted.into_iter().collect::<BTreeSet<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wallet_beyond_the_socket_limits_is_polled_then_streamed_without_a_gap() {
+    let (first, second) = (address_of_byte(7), address_of_byte(8));
+    let room = SubscriptionKey::all_for_wallet(&first).len();
+    let harness = start_with(&[first.clone(), second.clone()], room);
+    let before = harness.node.land_transfer(&second, 1, 10);
+    let status = |wallet: &WalletAddress| {
+        harness.store.wallet(&WalletId::solana(wallet.clone())).expect("read").expect("tracked").subscription_status
+    };
+    // Only one wallet's subscriptions fit: the other is polled at once and
+    // its history read.
+    wait_for("the second wallet polled", || status(&second) == ww_core::SubscriptionStatus::Polling).await;
+    wait_for("its history read", || harness.stored_of(&second).len() == 1).await;
+    assert!(harness.placed_keys(&second).is_empty());
+    // A transfer nobody is told about is found by the next poll.
+    let polled = harness.node.land_transfer(&second, 2, 11);
+    wait_for("the poll to find it", || harness.stored_of(&second).len() == 2).await;
+    // Room appears: the first wallet is untracked; the second is subscribed,
+    // and what lands around the switch is read from history.
+    harness.store.untrack_wallet(&WalletId::solana(first.clone()), "local").expect("untrack");
+    wait_for("the second wallet's subscriptions", || !harness.placed_keys(&second).is_empty()).await;
+    let switched = harness.node.land_transfer(&second, 3, 12);
+    harness.connect_wallet(&second, false).await;
+    wait_for("the switch walked", || harness.stored_of(&second).len() == 3).await;
+    wait_for("the second wallet streamed", || status(&second) == ww_core::SubscriptionStatus::Active).await;
+    let streamed = harness.node.land_transfer(&second, 4, 13);
+    harness.notify_logs_of(&second, &streamed).await;
+    wait_for("the streamed transfer", || harness.stored_of(&second).len() == 4).await;
+    let stored = harness.stored_of(&second);
+    assert_eq!(
+        stored,
+        vec![(before, Origin::Poll), (polled, Origin::Poll), (switched, Origin::Backfill), (streamed, Origin::Live),]
+    );
+    harness.stop().await;
 }

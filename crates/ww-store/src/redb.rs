@@ -779,6 +779,7 @@ fn move_cursor(
     };
     if found != cursor_move.from {
         return Err(StoreError::CursorConflict {
+            owner: Box::new(cursor_move.owner.clone()),
             address: cursor_move.address.clone(),
             expected: cursor_move.from.clone(),
             found,

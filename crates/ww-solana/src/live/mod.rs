@@ -435,14 +435,36 @@ impl Pipeline {
                 }
             }
             self.pool.add(added.iter().flat_map(SubscriptionKey::all_for_wallet).collect()).await;
-            let unplaced: Vec<WalletAddress> = added
-                .iter()
-                .filter(|wallet| SubscriptionKey::all_for_wallet(wallet).iter().any(|key| self.pool.is_unplaced(key)))
-                .cloned()
-                .collect();
-            self.persist_status(&unplaced, SubscriptionStatus::Failed).await;
+            let unplaced: Vec<WalletAddress> =
+                added.iter().filter(|wallet| !self.is_streamable(wallet)).cloned().collect();
+            if !unplaced.is_empty() {
+                self.poll_unplaced(&unplaced);
+                self.refresh_statuses().await;
+            }
         }
         Ok(())
+    }
+
+    /// Whether every subscription the wallet relies on found room in the pool.
+    fn is_streamable(&self, wallet: &WalletAddress) -> bool {
+        self.wallet_keys.get(wallet).is_none_or(|keys| keys.iter().all(|key| !self.pool.is_unplaced(key)))
+    }
+
+    /// Wallets whose subscriptions did not all fit in the connection limits
+    /// are watched by polling (batched balance reads, a history walk on any
+    /// change and a full one every few rounds) until room appears; their
+    /// history is read at once, so nothing since tracking waits for a change.
+    pub(super) fn poll_unplaced(&mut self, wallets: &[WalletAddress]) {
+        if wallets.is_empty() {
+            return;
+        }
+        info!(wallets = wallets.len(), "subscriptions exceed the connection limits; these wallets are polled");
+        for wallet in wallets {
+            if self.polling.insert(wallet.clone()) {
+                self.caught_up_once.insert(wallet.clone());
+                self.schedule_wallet_walks(wallet, Origin::Poll);
+            }
+        }
     }
 
     /// Drops everything known about an untracked wallet. Its queued and
@@ -523,7 +545,16 @@ impl Pipeline {
                 match state {
                     ConnectionState::Connected => {
                         for wallet in &wallets {
-                            self.polling.remove(wallet);
+                            // A wallet with a subscription still unplaced stays polled.
+                            if !self.is_streamable(wallet) {
+                                continue;
+                            }
+                            if self.polling.remove(wallet) && !is_resubscribe {
+                                // Promoted from polling: whatever landed since the
+                                // last poll and before the stream began is read
+                                // from history (overlaps are duplicates).
+                                self.schedule_wallet_walks(wallet, Origin::Backfill);
+                            }
                             self.polled_while_down.remove(wallet);
                         }
                         if is_resubscribe {
@@ -580,7 +611,11 @@ impl Pipeline {
                 .get(wallet)
                 .map(|keys| keys.iter().map(|key| key_states.get(key).copied()).collect())
                 .unwrap_or_default();
-            let status = if self.polling.contains(wallet) && self.polled_while_down.contains(wallet) {
+            // Polled: its socket is down and a poll ran since, or its
+            // subscriptions found no room (then polling is its transport at once).
+            let is_polled = self.polling.contains(wallet)
+                && (self.polled_while_down.contains(wallet) || !self.is_streamable(wallet));
+            let status = if is_polled {
                 SubscriptionStatus::Polling
             } else if self.rejected_wallets.contains(wallet) || states.contains(&Some(ConnectionState::Failed)) {
                 SubscriptionStatus::Failed

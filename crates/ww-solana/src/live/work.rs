@@ -519,6 +519,10 @@ impl Pipeline {
             .collect();
         if !new_keys.is_empty() {
             self.pool.add(new_keys).await;
+            if !self.is_streamable(&owner) {
+                self.poll_unplaced(std::slice::from_ref(&owner));
+                self.refresh_statuses().await;
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info};
+use tracing::{info, warn};
 
 use super::connection::{ConnectionCommand, ConnectionConfig, PubsubEvent, run_connection};
 use super::protocol::SubscriptionKey;
@@ -154,11 +154,12 @@ impl PubsubPool {
     fn report_unplaced(&self) {
         metrics::gauge!(m::PUBSUB_UNPLACED_SUBSCRIPTIONS).set(self.unplaced.len() as f64);
         if !self.unplaced.is_empty() {
-            error!(
+            warn!(
                 unplaced = self.unplaced.len(),
                 max_connections = self.max_connections,
                 max_per_connection = self.max_per_connection,
-                "subscriptions exceed the pool's limits; raise the limits or add an endpoint"
+                "subscriptions exceed the pool's limits: their wallets are polled until room appears \
+                 (raise the limits or add an endpoint to stream them)"
             );
         }
     }

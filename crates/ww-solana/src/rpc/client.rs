@@ -8,8 +8,9 @@
 //! [`RpcError::is_retryable`] and [`RpcError::retry_after`].
 //!
 //! A client can be given a [`Transport`] instead of HTTP (an in-process
-//! node that tests script); retries, fail-over, rate limits, metrics and
-//! reply parsing are the same either way.
+//! node that tests script): retries, rate limits, metrics and reply parsing
+//! are the same; the transport answers for every endpoint, so fail-over and
+//! the HTTP timeout do not apply to it.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), ww_solana::RpcError> {
