@@ -209,6 +209,35 @@ async fn activity_pages_by_sequence_and_hides_other_users_wallets() {
 }
 
 #[tokio::test]
+async fn events_of_one_address_on_two_chains_are_shown_to_their_own_users() {
+    let fixture = fixture();
+    let address = ww_core::WalletAddress::parse("0x52908400098527886E0F7030069857D2E4169EE7").expect("0x");
+    let hash = ww_core::TxId::parse(&format!("0x{}", "ab".repeat(32))).expect("hash");
+    let mut events = Vec::new();
+    for (chain, user) in [(ww_core::Chain::Polygon, "alice"), (ww_core::Chain::Ethereum, "bob")] {
+        let request = ww_core::store::TrackRequest {
+            start_slot: Some(1),
+            ..ww_core::store::TrackRequest::new(chain, address.clone(), user)
+        };
+        fixture.store.track_wallet(&request, UnixMillis(0)).expect("track");
+        let event = ww_core::ActivityEvent { chain, ..ww_test_utils::sample_event(&address, hash.clone(), 5) };
+        events.push(NewEvent { event, routes: vec![], allows_before_tracking: false });
+    }
+    fixture.store.record_events(&events, &[]).expect("record");
+    // Alice tracks the address on Polygon only: Bob's Ethereum event is not hers.
+    let (_, body) = call(&fixture, "GET", "/api/events?after=0", Some(&fixture.reader), None).await;
+    let chains: Vec<&str> = body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|event| event["chain"].as_str().expect("chain"))
+        .collect();
+    assert_eq!(chains, vec!["polygon"], "{body}");
+    let (_, body) = call(&fixture, "GET", "/api/events?after=0", Some(&fixture.admin), None).await;
+    assert_eq!(body["events"].as_array().expect("events").len(), 2);
+}
+
+#[tokio::test]
 async fn the_openapi_document_lists_every_route() {
     let fixture = fixture();
     let (status, document) = call(&fixture, "GET", "/api/openapi.json", None, None).await;

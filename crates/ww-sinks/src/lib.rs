@@ -314,6 +314,34 @@ mod tests {
     }
 
     #[test]
+    fn one_address_on_two_chains_gets_two_idempotency_ids() {
+        let destination: DestinationId = "webhook:one".parse().expect("valid");
+        let explorer = render::Explorer { tx_url: "{signature}".into(), account_url: "{address}".into() };
+        let address = ww_core::WalletAddress::parse("0x52908400098527886E0F7030069857D2E4169EE7").expect("0x");
+        let hash = ww_core::TxId::parse(&format!("0x{}", "ab".repeat(32))).expect("hash");
+        let id_on = |chain: ww_core::Chain| {
+            let mut event = ww_core::ActivityEvent { chain, ..ww_test_utils::sample_event(&address, hash.clone(), 5) };
+            event.fee_payer = address.clone();
+            let stored = ww_core::StoredEvent { seq: ww_core::EventSeq(1), event };
+            let alert = render::Alert::new(&stored, None, &std::collections::HashMap::new(), &explorer);
+            Delivery { destination: &destination, event: &stored, user: "alice", label: None, alert: &alert }
+                .idempotency_id()
+        };
+        assert_ne!(id_on(ww_core::Chain::Polygon), id_on(ww_core::Chain::Ethereum));
+        // A Solana wallet's id is what it always was: (destination, address, signature).
+        let wallet = ww_core::WalletAddress::parse("9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM").expect("base58");
+        let signature = ww_test_utils::signature_from_seed(1);
+        let stored = ww_core::StoredEvent {
+            seq: ww_core::EventSeq(1),
+            event: ww_test_utils::sample_event(&wallet, signature.clone(), 5),
+        };
+        let alert = render::Alert::new(&stored, None, &std::collections::HashMap::new(), &explorer);
+        let delivery =
+            Delivery { destination: &destination, event: &stored, user: "alice", label: None, alert: &alert };
+        assert_eq!(delivery.idempotency_id(), idempotency_id(&destination, wallet.as_str(), signature.as_str()));
+    }
+
+    #[test]
     fn statuses_are_classified() {
         use reqwest::StatusCode;
         assert!(status_error("x", StatusCode::TOO_MANY_REQUESTS, "", None).is_retryable());
