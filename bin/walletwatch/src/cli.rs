@@ -44,7 +44,13 @@ pub(crate) enum Command {
     /// Start tracking a wallet.
     Track {
         /// Base58 wallet address.
-        address: String,
+        #[arg(required_unless_present = "file")]
+        address: Option<String>,
+        /// Track every wallet of a CSV file instead (columns address, label,
+        /// chain; `-` reads standard input): all rows in one transaction, or
+        /// none when a row is invalid (each bad row is listed by line).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["address", "label", "since"])]
+        file: Option<std::path::PathBuf>,
         /// A nickname shown in alerts and lists.
         #[arg(long)]
         label: Option<String>,
@@ -75,9 +81,14 @@ pub(crate) enum Command {
     },
     /// List tracked wallets with their subscription status.
     List {
-        /// One JSON array instead of text.
-        #[arg(long)]
+        /// One JSON array instead of text (the same as `--format json`).
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// `text`, `json`, or `csv` (address, label, chain, status, users,
+        /// transactions, last transaction, added at; reads back with
+        /// `track --file`).
+        #[arg(long, value_enum, default_value = "text")]
+        format: ListFormat,
     },
     /// Show recorded activity events.
     Events {
@@ -361,4 +372,15 @@ pub(crate) enum BenchCommand {
         #[arg(long, value_name = "URL")]
         ws_url: Option<String>,
     },
+}
+
+/// How `walletwatch list` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ListFormat {
+    /// The human-readable list.
+    Text,
+    /// One JSON array of wallet records.
+    Json,
+    /// CSV with a header (reads back with `track --file`).
+    Csv,
 }

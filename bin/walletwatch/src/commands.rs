@@ -22,7 +22,7 @@ use ww_core::wallet::{TrackOutcome, UntrackOutcome};
 use ww_core::{WalletAddress, WalletId};
 
 use crate::cli::{
-    BenchCommand, Cli, Command, DiscordCommand, FilterArgs, OutboxCommand, TelegramCommand, TokenCommand,
+    BenchCommand, Cli, Command, DiscordCommand, FilterArgs, ListFormat, OutboxCommand, TelegramCommand, TokenCommand,
     UnresolvedCommand,
 };
 
@@ -129,7 +129,11 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
     }
     match cli.command {
         Command::Run { .. } => run(config).await,
+        Command::Track { file: Some(file), user, filter, .. } => {
+            track_file(&config, &file, &user, filter_from_args(filter)?).await
+        }
         Command::Track { address, label, user, filter, since, .. } => {
+            let address = address.unwrap_or_default();
             let store = open_store(&config)?;
             let since = since.as_deref().map(parse_bound).transpose()?;
             let source = solana_source(&config, None)?;
@@ -184,13 +188,17 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
             }
             Ok(())
         }
-        Command::List { json } => {
+        Command::List { json, format } => {
             let store = open_store(&config)?;
             let records = store.wallets()?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&records).map_err(|error| Failure::Runtime(error.into()))?);
-            } else {
-                print!("{}", wallets::render_list(&records));
+            match if json { ListFormat::Json } else { format } {
+                ListFormat::Json => {
+                    let text =
+                        serde_json::to_string_pretty(&records).map_err(|error| Failure::Runtime(error.into()))?;
+                    println!("{text}");
+                }
+                ListFormat::Csv => print!("{}", ww_app::import::to_csv(&records)?),
+                ListFormat::Text => print!("{}", wallets::render_list(&records)),
             }
             Ok(())
         }
@@ -405,6 +413,33 @@ fn revoke_tokens(config: &Config, ids: Vec<String>, user: Option<String>) -> Com
         return Err(Failure::Usage(anyhow!("no token matched; `walletwatch token list` shows the ids")));
     }
     println!("{revoked} token(s) revoked; a running `walletwatch run` refuses them now");
+    Ok(())
+}
+
+/// `track --file`: every row of a CSV file (or standard input) in one
+/// transaction, or none, with the bad rows listed by line.
+async fn track_file(
+    config: &Config,
+    file: &Path,
+    user: &str,
+    filter: Option<ww_core::alert::AlertFilter>,
+) -> CommandResult {
+    let text =
+        if file.as_os_str() == "-" { std::io::read_to_string(std::io::stdin()) } else { std::fs::read_to_string(file) }
+            .map_err(|error| Failure::Usage(anyhow!("cannot read {}: {error}", file.display())))?;
+    let rows = ww_app::import::parse_csv(&text).map_err(|error| Failure::Usage(anyhow!(error)))?;
+    let store = open_store(config)?;
+    let source = solana_source(config, None)?;
+    let slot = wallets::current_slot(source.as_ref()).await;
+    if let Err(reason) = &slot {
+        eprintln!("note: the node's current slot is unknown ({reason}); history starts a minute before now");
+    }
+    let summary = ww_app::import::track_rows(store.as_ref(), &rows, user, filter, slot.ok(), ww_core::time::now())
+        .map_err(AppError::from)?;
+    println!(
+        "imported {} rows for {user:?}: {} wallets added, {} already tracked by others now tracked by {user:?} too, {} already tracked by {user:?}",
+        summary.rows, summary.added, summary.user_added, summary.already_tracked
+    );
     Ok(())
 }
 

@@ -97,6 +97,46 @@ fn track_list_untrack_round_trip_across_processes() {
 }
 
 #[test]
+fn a_csv_file_is_tracked_whole_or_not_at_all_and_the_csv_export_reads_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = "11111111111111111111111111111111";
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, format!("address,label,chain\n{WALLET},whale\n{WALLET}x,oops\n# fine\n{other},,ethereum\n"))
+        .expect("write");
+    let output = run(walletwatch(dir.path()).arg("track").arg("--file").arg(&bad));
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let errors = stderr(&output);
+    assert!(errors.contains("2 invalid row(s); nothing was imported"), "{errors}");
+    assert!(errors.contains("line 3:") && errors.contains("line 5:") && errors.contains("only solana"), "{errors}");
+    let listed = run(walletwatch(dir.path()).args(["list", "--format", "json"]));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&listed.stdout).expect("json"), serde_json::json!([]));
+
+    let good = dir.path().join("good.csv");
+    std::fs::write(&good, format!("{WALLET},whale\n{other}\n")).expect("write");
+    let output = run(walletwatch(dir.path()).args(["track", "--user", "alice", "--min-sol", "1", "--file"]).arg(&good));
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout(&output).starts_with("imported 2 rows for \"alice\": 2 wallets added"), "{}", stdout(&output));
+    let exported = run(walletwatch(dir.path()).args(["list", "--format", "csv"]));
+    let text = stdout(&exported);
+    assert!(text.starts_with("address,label,chain,status,users,transactions"), "{text}");
+    assert!(text.contains(&format!("{WALLET},whale,solana,Pending,alice,0")), "{text}");
+    // The export reads back as an import, from standard input.
+    let export = dir.path().join("export.csv");
+    std::fs::write(&export, &text).expect("write");
+    let output = run(walletwatch(dir.path())
+        .args(["track", "--user", "bob", "--file", "-"])
+        .stdin(std::fs::File::open(&export).expect("open")));
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout(&output).contains("2 already tracked by others now tracked by \"bob\" too"), "{}", stdout(&output));
+    let store = RedbStore::open_in_dir(dir.path()).expect("store");
+    let alice = store.user_subscriptions("alice").expect("alice");
+    assert!(alice.iter().all(|subscription| subscription.filter.min_native == Some(1.0)), "{alice:?}");
+    assert_eq!(store.user_subscriptions("bob").expect("bob").len(), 2);
+    let conflicting = run(walletwatch(dir.path()).args(["track", WALLET, "--file"]).arg(&good));
+    assert_eq!(conflicting.status.code(), Some(2), "an address and a file at once are refused: {conflicting:?}");
+}
+
+#[test]
 fn events_print_as_json_lines_and_follow_new_ones() {
     let dir = tempfile::tempdir().expect("tempdir");
     let wallet = WalletAddress::parse(WALLET).expect("valid");

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod error;
 pub mod events;
+pub mod import;
 pub mod metric_names;
 pub mod recorder;
 pub mod routing;

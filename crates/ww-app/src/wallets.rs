@@ -58,16 +58,7 @@ pub fn track_with(
     if let Some(filter) = &options.filter {
         filter.validate().map_err(AppError::Rejected)?;
     }
-    let label = match label.map(str::trim) {
-        Some("") | None => None,
-        Some(text) if text.chars().count() > MAX_LABEL_CHARS => {
-            return Err(AppError::Rejected(format!("label is longer than {MAX_LABEL_CHARS} characters")));
-        }
-        Some(text) if text.chars().any(char::is_control) => {
-            return Err(AppError::Rejected("label must not contain control characters".into()));
-        }
-        Some(text) => Some(text.to_string()),
-    };
+    let label = validate_label(label)?;
     let user = validate_user(user)?;
     let request = TrackRequest {
         chain: Chain::Solana,
@@ -122,7 +113,21 @@ pub fn untrack(store: &dyn Store, address: &str, user: &str) -> Result<(WalletAd
     }
 }
 
-fn validate_user(user: &str) -> Result<String, AppError> {
+/// Trims a label; refuses one that is too long or holds control characters.
+pub(crate) fn validate_label(label: Option<&str>) -> Result<Option<String>, AppError> {
+    match label.map(str::trim) {
+        Some("") | None => Ok(None),
+        Some(text) if text.chars().count() > MAX_LABEL_CHARS => {
+            Err(AppError::Rejected(format!("label is longer than {MAX_LABEL_CHARS} characters")))
+        }
+        Some(text) if text.chars().any(char::is_control) => {
+            Err(AppError::Rejected("label must not contain control characters".into()))
+        }
+        Some(text) => Ok(Some(text.to_string())),
+    }
+}
+
+pub(crate) fn validate_user(user: &str) -> Result<String, AppError> {
     let user = user.trim();
     if user.is_empty() || user.len() > 128 || user.chars().any(char::is_control) {
         return Err(AppError::Rejected(format!("invalid user id {user:?}: 1-128 printable characters")));

@@ -321,6 +321,11 @@ pub trait Store: Send + Sync + 'static {
     /// Starts tracking a wallet for a user (or updates its label).
     fn track_wallet(&self, request: &TrackRequest, now: UnixMillis) -> Result<TrackOutcome, StoreError>;
 
+    /// Tracks many wallets in one transaction (a bulk import): every request
+    /// is applied, in order, or none is (the first error is returned).
+    /// Returns one outcome per request.
+    fn track_wallets(&self, requests: &[TrackRequest], now: UnixMillis) -> Result<Vec<TrackOutcome>, StoreError>;
+
     /// Stops tracking a wallet for a user; the wallet is removed with its last user.
     fn untrack_wallet(&self, wallet: &WalletId, user: &str) -> Result<UntrackOutcome, StoreError>;
 

@@ -12,6 +12,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Rows refused by a bulk request, each with its line.
+    rows: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -21,17 +23,18 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             code: "unauthorized",
             message: "a valid `Authorization: Bearer <token>` header is required (walletwatch token create)".into(),
+            rows: None,
         }
     }
 
     /// 401 with a message saying what needs a token.
     pub fn unauthorized_for(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::UNAUTHORIZED, code: "unauthorized", message: message.into() }
+        Self { status: StatusCode::UNAUTHORIZED, code: "unauthorized", message: message.into(), rows: None }
     }
 
     /// 503: the server is at a capacity limit; try again later.
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::SERVICE_UNAVAILABLE, code, message: message.into() }
+        Self { status: StatusCode::SERVICE_UNAVAILABLE, code, message: message.into(), rows: None }
     }
 
     /// 429: too many connections from one address.
@@ -40,6 +43,7 @@ impl ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
             code: "too_many_connections",
             message: format!("at most {limit} WebSocket connections per address"),
+            rows: None,
         }
     }
 
@@ -49,12 +53,18 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             code: "token_expired",
             message: "this token has expired; create a new one with `walletwatch token create`".into(),
+            rows: None,
         }
     }
 
     /// 403: the token's scope does not allow the route.
     pub fn forbidden() -> Self {
-        Self { status: StatusCode::FORBIDDEN, code: "forbidden", message: "this route needs an admin token".into() }
+        Self {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: "this route needs an admin token".into(),
+            rows: None,
+        }
     }
 
     /// 429: over the per-token rate.
@@ -63,17 +73,18 @@ impl ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
             code: "rate_limited",
             message: "too many requests for this token; slow down".into(),
+            rows: None,
         }
     }
 
     /// 400 with a message about the input.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, code, message: message.into() }
+        Self { status: StatusCode::BAD_REQUEST, code, message: message.into(), rows: None }
     }
 
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into() }
+        Self { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into(), rows: None }
     }
 
     /// 413.
@@ -81,7 +92,12 @@ impl ApiError {
         Self {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             code: "payload_too_large",
-            message: format!("request bodies are limited to {} bytes", crate::MAX_BODY_BYTES),
+            message: format!(
+                "request bodies are limited to {} bytes ({} for /api/wallets/bulk)",
+                crate::MAX_BODY_BYTES,
+                crate::MAX_BULK_BODY_BYTES
+            ),
+            rows: None,
         }
     }
 
@@ -92,6 +108,17 @@ impl ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal",
             message: "internal error; see the server log".into(),
+            rows: None,
+        }
+    }
+
+    /// 400: rows of a bulk request are invalid; each is listed with its line.
+    pub fn invalid_rows(rows: &[ww_app::import::RowError]) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_rows",
+            message: format!("{} invalid row(s); nothing was imported", rows.len()),
+            rows: Some(json!(rows)),
         }
     }
 
@@ -103,7 +130,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(rows) = self.rows {
+            error["rows"] = rows;
+        }
+        (self.status, Json(json!({"error": error}))).into_response()
     }
 }
 

@@ -54,6 +54,8 @@ pub use error::ApiError;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Largest `POST /api/wallets/bulk` body (about 100 000 rows of address and label).
+pub const MAX_BULK_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Requests per second allowed per token.
 const REQUESTS_PER_SECOND_PER_TOKEN: u32 = 50;
 
@@ -169,6 +171,10 @@ pub fn router(state: ApiState) -> Router {
     let request_timeout = state.http_limits.request_timeout;
     let api = Router::new()
         .route("/wallets", get(routes::list_wallets).post(routes::track_wallet))
+        .route(
+            "/wallets/bulk",
+            axum::routing::post(routes::track_wallets_bulk).layer(DefaultBodyLimit::max(MAX_BULK_BODY_BYTES)),
+        )
         .route("/wallets/{address}", axum::routing::delete(routes::untrack_wallet))
         .route("/wallets/{address}/activity", get(routes::wallet_activity))
         .route("/wallets/{address}/balances", get(routes::wallet_balances))

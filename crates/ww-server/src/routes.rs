@@ -276,6 +276,55 @@ pub(crate) async fn track_wallet(
     Ok((StatusCode::CREATED, Json(json!({"message": wallets::tracking_message(&address), "wallet": record}))))
 }
 
+/// `POST /api/wallets/bulk`: CSV text (`csv`, as `walletwatch track --file`
+/// reads) or a list of wallets (`wallets`), tracked for `user` (the caller
+/// by default) in one transaction, or not at all.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BulkBody {
+    #[serde(default)]
+    csv: Option<String>,
+    #[serde(default)]
+    wallets: Option<Vec<ww_app::import::BulkEntry>>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    filter: Option<ww_core::alert::AlertFilter>,
+}
+
+pub(crate) async fn track_wallets_bulk(
+    State(state): State<ApiState>,
+    caller: Caller,
+    body: Result<Json<BulkBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    use ww_app::import::{ImportError, parse_csv, parse_entries, track_rows};
+    require_admin(&caller)?;
+    let body = json_body(body)?;
+    let user = body.user.unwrap_or_else(|| caller.0.user.clone());
+    let import_error = |error: ImportError| match error {
+        ImportError::InvalidRows(rows) => ApiError::invalid_rows(&rows),
+        ImportError::Rejected(message) => ApiError::bad_request("invalid_request", message),
+        ImportError::Store(error) => ApiError::from(ww_app::AppError::Store(error)),
+    };
+    let rows = match (body.csv, body.wallets) {
+        (Some(text), None) => tokio::task::spawn_blocking(move || parse_csv(&text)).await?,
+        (None, Some(entries)) => parse_entries(&entries),
+        _ => return Err(ApiError::bad_request("invalid_request", "give exactly one of `csv` and `wallets`")),
+    }
+    .map_err(import_error)?;
+    let start_slot = match &state.source {
+        Some(source) => wallets::current_slot_or_log(source.as_ref()).await,
+        None => None,
+    };
+    let store = Arc::clone(&state.store);
+    let summary = tokio::task::spawn_blocking(move || {
+        track_rows(store.as_ref(), &rows, &user, body.filter, start_slot, ww_core::time::now())
+    })
+    .await?
+    .map_err(import_error)?;
+    Ok(Json(json!(summary)))
+}
+
 #[derive(Debug, Deserialize)]
 pub(crate) struct UserQuery {
     #[serde(default)]

@@ -238,6 +238,41 @@ async fn events_of_one_address_on_two_chains_are_shown_to_their_own_users() {
 }
 
 #[tokio::test]
+async fn a_bulk_track_stores_every_row_or_lists_the_bad_ones_and_stores_none() {
+    let fixture = fixture();
+    let other = "11111111111111111111111111111111";
+    let bad = json!({"csv": format!("address,label\n{WALLET},whale\nnope,x\n{other},{}\n", "y".repeat(65))});
+    let (status, body) = call(&fixture, "POST", "/api/wallets/bulk", Some(&fixture.admin), Some(bad)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_rows");
+    let lines: Vec<u64> =
+        body["error"]["rows"].as_array().expect("rows").iter().map(|row| row["line"].as_u64().expect("line")).collect();
+    assert_eq!(lines, vec![3, 4]);
+    assert!(fixture.store.wallets().expect("wallets").is_empty(), "nothing of a refused import is stored");
+
+    let good = json!({"csv": format!("{WALLET},whale\n{other}\n"), "user": "alice"});
+    let (status, body) = call(&fixture, "POST", "/api/wallets/bulk", Some(&fixture.admin), Some(good)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"rows": 2, "added": 2, "user_added": 0, "already_tracked": 0}));
+    let listed = json!({"wallets": [{"address": WALLET}, {"address": other, "label": "system"}], "user": "bob"});
+    let (_, body) = call(&fixture, "POST", "/api/wallets/bulk", Some(&fixture.admin), Some(listed)).await;
+    assert_eq!(body, json!({"rows": 2, "added": 0, "user_added": 2, "already_tracked": 0}));
+    assert_eq!(fixture.store.user_subscriptions("bob").expect("bob").len(), 2);
+    let (status, _) =
+        call(&fixture, "POST", "/api/wallets/bulk", Some(&fixture.reader), Some(json!({"csv": WALLET}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "read-only tokens cannot track");
+    let both = json!({"csv": WALLET, "wallets": []});
+    let (status, _) = call(&fixture, "POST", "/api/wallets/bulk", Some(&fixture.admin), Some(both)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Bigger than the API's usual limit, within the bulk route's.
+    let rows: String = (0..2_000u32).map(|index| format!("{},w{index}\n", ww_test_utils::fresh_address())).collect();
+    assert!(rows.len() > crate::MAX_BODY_BYTES);
+    let (status, body) =
+        call(&fixture, "POST", "/api/wallets/bulk", Some(&fixture.admin), Some(json!({"csv": rows}))).await;
+    assert_eq!((status, body["added"].clone()), (StatusCode::OK, json!(2_000)), "{body}");
+}
+
+#[tokio::test]
 async fn the_openapi_document_lists_every_route() {
     let fixture = fixture();
     let (status, document) = call(&fixture, "GET", "/api/openapi.json", None, None).await;
@@ -249,6 +284,7 @@ async fn the_openapi_document_lists_every_route() {
         "/ws",
         "/api/openapi.json",
         "/api/wallets",
+        "/api/wallets/bulk",
         "/api/wallets/{address}",
         "/api/wallets/{address}/activity",
         "/api/wallets/{address}/balances",

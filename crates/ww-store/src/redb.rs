@@ -165,83 +165,20 @@ impl RedbStore {
 impl Store for RedbStore {
     fn track_wallet(&self, request: &TrackRequest, now: UnixMillis) -> Result<TrackOutcome, StoreError> {
         let write = self.database.begin_write().map_err(transaction_error)?;
-        let outcome = {
-            let mut wallets = write.open_table(WALLETS).map_err(table_error)?;
-            let id = WalletId::new(request.chain, request.address.clone());
-            let wallet_key = id.key();
-            let existing = read_wallet(&wallets, &id)?;
-            if let Some(limit) = request.max_wallets
-                && !existing.as_ref().is_some_and(|record| record.tracking_users.contains(&request.user))
-            {
-                let user_subscriptions = write.open_table(USER_SUBSCRIPTIONS).map_err(table_error)?;
-                let tracked = user_subscriptions
-                    .range((request.user.as_str(), "")..)
-                    .map_err(storage_error)?
-                    .take_while(|entry| entry.as_ref().is_ok_and(|(key, _)| key.value().0 == request.user))
-                    .take(limit)
-                    .count();
-                if tracked >= limit {
-                    return Err(StoreError::QuotaReached { limit });
-                }
-            }
-            let shared_label = if request.shares_label { request.label.clone() } else { None };
-            let (record, outcome) = match existing {
-                Some(mut record) => {
-                    let is_new_user = record.tracking_users.insert(request.user.clone());
-                    if shared_label.is_some() {
-                        record.label = shared_label;
-                    }
-                    (record, if is_new_user { TrackOutcome::UserAdded } else { TrackOutcome::AlreadyTracked })
-                }
-                None => (
-                    WalletRecord {
-                        address: request.address.clone(),
-                        label: shared_label,
-                        chain: request.chain,
-                        tracking_users: BTreeSet::from([request.user.clone()]),
-                        added_at: now,
-                        start_slot: request.start_slot,
-                        last_transaction: None,
-                        transaction_count: 0,
-                        subscription_status: SubscriptionStatus::Pending,
-                    },
-                    TrackOutcome::Added,
-                ),
-            };
-            wallets.insert(&*wallet_key, encode(&record)?.as_slice()).map_err(storage_error)?;
-            let mut subscriptions = write.open_table(SUBSCRIPTIONS).map_err(table_error)?;
-            let key = (&*wallet_key, request.user.as_str());
-            let mut subscription: Subscription = match subscriptions.get(key).map_err(storage_error)? {
-                Some(bytes) => decode("subscriptions", bytes.value())?,
-                None => Subscription {
-                    user: request.user.clone(),
-                    chain: request.chain,
-                    wallet: request.address.clone(),
-                    label: None,
-                    filter: ww_core::alert::AlertFilter::default(),
-                    destinations: BTreeSet::new(),
-                    created_at: now,
-                },
-            };
-            if request.label.is_some() {
-                subscription.label.clone_from(&request.label);
-            }
-            if let Some(filter) = &request.filter {
-                subscription.filter = filter.clone();
-            }
-            if let Some(destination) = &request.destination {
-                subscription.destinations.insert(destination.clone());
-            }
-            subscriptions.insert(key, encode(&subscription)?.as_slice()).map_err(storage_error)?;
-            write
-                .open_table(USER_SUBSCRIPTIONS)
-                .map_err(table_error)?
-                .insert((request.user.as_str(), &*wallet_key), ())
-                .map_err(storage_error)?;
-            outcome
-        };
+        let outcome = track_in(&write, request, now)?;
         write.commit().map_err(commit_error)?;
         Ok(outcome)
+    }
+
+    fn track_wallets(&self, requests: &[TrackRequest], now: UnixMillis) -> Result<Vec<TrackOutcome>, StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for request in requests {
+            // An error drops the transaction: nothing of the batch is applied.
+            outcomes.push(track_in(&write, request, now)?);
+        }
+        write.commit().map_err(commit_error)?;
+        Ok(outcomes)
     }
 
     fn untrack_wallet(&self, wallet: &WalletId, user: &str) -> Result<UntrackOutcome, StoreError> {
@@ -758,6 +695,87 @@ impl Store for RedbStore {
         }
         Ok(records)
     }
+}
+
+/// Tracks one wallet for one user inside a write transaction.
+fn track_in(
+    write: &redb::WriteTransaction,
+    request: &TrackRequest,
+    now: UnixMillis,
+) -> Result<TrackOutcome, StoreError> {
+    let mut wallets = write.open_table(WALLETS).map_err(table_error)?;
+    let id = WalletId::new(request.chain, request.address.clone());
+    let wallet_key = id.key();
+    let existing = read_wallet(&wallets, &id)?;
+    if let Some(limit) = request.max_wallets
+        && !existing.as_ref().is_some_and(|record| record.tracking_users.contains(&request.user))
+    {
+        let user_subscriptions = write.open_table(USER_SUBSCRIPTIONS).map_err(table_error)?;
+        let tracked = user_subscriptions
+            .range((request.user.as_str(), "")..)
+            .map_err(storage_error)?
+            .take_while(|entry| entry.as_ref().is_ok_and(|(key, _)| key.value().0 == request.user))
+            .take(limit)
+            .count();
+        if tracked >= limit {
+            return Err(StoreError::QuotaReached { limit });
+        }
+    }
+    let shared_label = if request.shares_label { request.label.clone() } else { None };
+    let (record, outcome) = match existing {
+        Some(mut record) => {
+            let is_new_user = record.tracking_users.insert(request.user.clone());
+            if shared_label.is_some() {
+                record.label = shared_label;
+            }
+            (record, if is_new_user { TrackOutcome::UserAdded } else { TrackOutcome::AlreadyTracked })
+        }
+        None => (
+            WalletRecord {
+                address: request.address.clone(),
+                label: shared_label,
+                chain: request.chain,
+                tracking_users: BTreeSet::from([request.user.clone()]),
+                added_at: now,
+                start_slot: request.start_slot,
+                last_transaction: None,
+                transaction_count: 0,
+                subscription_status: SubscriptionStatus::Pending,
+            },
+            TrackOutcome::Added,
+        ),
+    };
+    wallets.insert(&*wallet_key, encode(&record)?.as_slice()).map_err(storage_error)?;
+    let mut subscriptions = write.open_table(SUBSCRIPTIONS).map_err(table_error)?;
+    let key = (&*wallet_key, request.user.as_str());
+    let mut subscription: Subscription = match subscriptions.get(key).map_err(storage_error)? {
+        Some(bytes) => decode("subscriptions", bytes.value())?,
+        None => Subscription {
+            user: request.user.clone(),
+            chain: request.chain,
+            wallet: request.address.clone(),
+            label: None,
+            filter: ww_core::alert::AlertFilter::default(),
+            destinations: BTreeSet::new(),
+            created_at: now,
+        },
+    };
+    if request.label.is_some() {
+        subscription.label.clone_from(&request.label);
+    }
+    if let Some(filter) = &request.filter {
+        subscription.filter = filter.clone();
+    }
+    if let Some(destination) = &request.destination {
+        subscription.destinations.insert(destination.clone());
+    }
+    subscriptions.insert(key, encode(&subscription)?.as_slice()).map_err(storage_error)?;
+    write
+        .open_table(USER_SUBSCRIPTIONS)
+        .map_err(table_error)?
+        .insert((request.user.as_str(), &*wallet_key), ())
+        .map_err(storage_error)?;
+    Ok(outcome)
 }
 
 /// Compare-and-sets one cursor inside a write transaction. A cursor is kept

@@ -42,6 +42,7 @@ macro_rules! store_conformance_tests {
             subscriptions_follow_track_untrack_and_keep_filters_and_destinations,
             balances_record_changes_and_periodic_snapshots,
             the_same_address_on_two_chains_is_two_wallets,
+            a_bulk_import_applies_every_row_or_none,
         );
     };
     (@each $open:expr; $($check:ident),* $(,)?) => {
@@ -544,4 +545,35 @@ pub fn the_same_address_on_two_chains_is_two_wallets(store: &dyn Store) {
     assert!(store.wallet(&ethereum).expect("read").is_some(), "the Ethereum wallet stays");
     assert_eq!(store.cursor(&polygon, &address).expect("cursor"), None, "its cursor went with it");
     assert_eq!(store.wallets().expect("wallets").len(), 2);
+}
+
+/// A bulk import is one transaction: every row is applied, or, when one
+/// fails (a chat user over quota), none is.
+pub fn a_bulk_import_applies_every_row_or_none(store: &dyn Store) {
+    track(store, &address(1), "alice");
+    let rows: Vec<TrackRequest> = [1u8, 2, 3, 2]
+        .iter()
+        .map(|byte| TrackRequest {
+            label: Some(format!("w{byte}")),
+            ..TrackRequest::new(Chain::Solana, address(*byte), "alice")
+        })
+        .collect();
+    let outcomes = store.track_wallets(&rows, UnixMillis(20)).expect("import");
+    assert_eq!(
+        outcomes,
+        vec![TrackOutcome::AlreadyTracked, TrackOutcome::Added, TrackOutcome::Added, TrackOutcome::AlreadyTracked]
+    );
+    assert_eq!(store.wallets().expect("wallets").len(), 3);
+    assert_eq!(store.wallet(&sol(&address(2))).expect("read").expect("tracked").label.as_deref(), Some("w2"));
+    assert_eq!(store.user_subscriptions("alice").expect("alice").len(), 3);
+
+    let over_quota: Vec<TrackRequest> = [4u8, 5, 6]
+        .iter()
+        .map(|byte| TrackRequest { max_wallets: Some(4), ..TrackRequest::new(Chain::Solana, address(*byte), "alice") })
+        .collect();
+    let error = store.track_wallets(&over_quota, UnixMillis(30)).expect_err("the fifth wallet is over the quota");
+    assert!(matches!(error, StoreError::QuotaReached { limit: 4 }), "{error}");
+    assert_eq!(store.wallets().expect("wallets").len(), 3, "nothing of the failed import was applied");
+    assert!(store.wallet(&sol(&address(4))).expect("read").is_none());
+    assert!(store.track_wallets(&[], UnixMillis(40)).expect("empty").is_empty());
 }

@@ -80,6 +80,10 @@ impl Store for FlakyStore {
     fn track_wallet(&self, request: &TrackRequest, now: UnixMillis) -> Result<TrackOutcome, StoreError> {
         self.inner.track_wallet(request, now)
     }
+
+    fn track_wallets(&self, requests: &[TrackRequest], now: UnixMillis) -> Result<Vec<TrackOutcome>, StoreError> {
+        self.inner.track_wallets(requests, now)
+    }
     fn untrack_wallet(&self, address: &WalletId, user: &str) -> Result<UntrackOutcome, StoreError> {
         self.inner.untrack_wallet(address, user)
     }
