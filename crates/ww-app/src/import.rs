@@ -160,7 +160,8 @@ fn read_record(line: &str) -> Result<csv::StringRecord, String> {
 }
 
 /// Columns of the export that an import reads past.
-const EXPORT_ONLY_COLUMNS: [&str; 6] = ["status", "users", "transactions", "last_signature", "last_slot", "added_at"];
+const EXPORT_ONLY_COLUMNS: [&str; 8] =
+    ["status", "transport", "reason", "users", "transactions", "last_signature", "last_slot", "added_at"];
 
 fn header_columns(record: &csv::StringRecord) -> Result<Columns, String> {
     let mut found = BTreeMap::new();
@@ -284,8 +285,9 @@ pub fn track_rows(
 }
 
 /// The CSV export of tracked wallets (`walletwatch list --format csv`):
-/// a header, then one row per wallet; its first three columns are what
-/// [`parse_csv`] reads back.
+/// a header, then one row per wallet (address, label, chain, status,
+/// transport, reason, users, transactions, last transaction, added at); its
+/// first three columns are what [`parse_csv`] reads back.
 pub fn to_csv(wallets: &[WalletRecord]) -> Result<String, AppError> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     let failed = |error: csv::Error| AppError::Rejected(format!("writing CSV failed: {error}"));
@@ -295,6 +297,8 @@ pub fn to_csv(wallets: &[WalletRecord]) -> Result<String, AppError> {
             "label",
             "chain",
             "status",
+            "transport",
+            "reason",
             "users",
             "transactions",
             "last_signature",
@@ -314,6 +318,8 @@ pub fn to_csv(wallets: &[WalletRecord]) -> Result<String, AppError> {
                 wallet.label.clone().unwrap_or_default(),
                 wallet.chain.to_string(),
                 wallet.subscription_status.to_string(),
+                wallet.transport.map(|transport| transport.to_string()).unwrap_or_default(),
+                wallet.status_reason.clone().unwrap_or_default(),
                 users.join(" "),
                 wallet.transaction_count.to_string(),
                 last_signature,
@@ -383,9 +389,11 @@ mod tests {
             last_transaction: None,
             transaction_count: 3,
             subscription_status: ww_core::SubscriptionStatus::Active,
+            transport: Some(ww_core::Transport::Stream),
+            status_reason: None,
         };
         let text = to_csv(&[record]).expect("csv");
-        assert!(text.starts_with("address,label,chain,status,users"), "{text}");
+        assert!(text.starts_with("address,label,chain,status,transport,reason,users"), "{text}");
         let rows = parse_csv(&text).expect("reads back");
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].address.clone(), rows[0].label.as_deref()), (address, Some("whale, the big one")));

@@ -158,7 +158,18 @@ pub fn render_list(wallets: &[WalletRecord]) -> String {
     }
     let mut text = String::from("Active Wallet Subscriptions:\n");
     for wallet in wallets {
-        let _ = writeln!(text, "- Wallet: {} ({})", wallet.address.short(), wallet.subscription_status);
+        let _ = match (&wallet.transport, &wallet.status_reason) {
+            (Some(transport), Some(reason)) => writeln!(
+                text,
+                "- Wallet: {} ({}, {transport}: {reason})",
+                wallet.address.short(),
+                wallet.subscription_status
+            ),
+            (Some(transport), None) => {
+                writeln!(text, "- Wallet: {} ({}, {transport})", wallet.address.short(), wallet.subscription_status)
+            }
+            (None, _) => writeln!(text, "- Wallet: {} ({})", wallet.address.short(), wallet.subscription_status),
+        };
         let _ = write!(text, "    address: {}", wallet.address);
         if let Some(label) = &wallet.label {
             let _ = write!(text, "  label: {label}");
@@ -228,11 +239,13 @@ mod tests {
             last_transaction: None,
             transaction_count: 0,
             subscription_status: SubscriptionStatus::Active,
+            transport: Some(ww_core::Transport::Stream),
+            status_reason: None,
         };
         let text = render_list(&[record]);
         let mut lines = text.lines();
         assert_eq!(lines.next(), Some("Active Wallet Subscriptions:"));
-        assert_eq!(lines.next(), Some("- Wallet: 5FHw...UJnM (Active)"));
+        assert_eq!(lines.next(), Some("- Wallet: 5FHw...UJnM (Active, stream)"));
         assert_eq!(
             lines.next(),
             Some(

@@ -34,4 +34,4 @@ pub mod wallet;
 
 pub use event::{ActivityEvent, Origin, StoredEvent, TokenDelta};
 pub use ids::{BlockHash, Chain, ChainFamily, Commitment, EventSeq, Position, Signature, Slot, TxId, WalletAddress};
-pub use wallet::{SubscriptionStatus, WalletId, WalletRecord};
+pub use wallet::{SubscriptionStatus, Transport, WalletId, WalletRecord};

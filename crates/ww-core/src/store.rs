@@ -335,8 +335,14 @@ pub trait Store: Send + Sync + 'static {
     /// Returns every tracked wallet, ordered by key ([`WalletId::key`]).
     fn wallets(&self) -> Result<Vec<WalletRecord>, StoreError>;
 
-    /// Sets the subscription status of these wallets (unknown ones are skipped).
-    fn set_subscription_status(&self, wallets: &[WalletId], status: SubscriptionStatus) -> Result<(), StoreError>;
+    /// Sets the subscription status of these wallets, with the transport it
+    /// means and why (for `Polling` and `Failed`); unknown ones are skipped.
+    fn set_subscription_status(
+        &self,
+        wallets: &[WalletId],
+        status: SubscriptionStatus,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError>;
 
     /// Returns the newest fully processed position of `address` (the wallet
     /// `owner` itself, or one of its token accounts, on the owner's chain).

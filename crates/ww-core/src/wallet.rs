@@ -69,7 +69,52 @@ pub enum SubscriptionStatus {
     Polling,
 }
 
+/// How a tracked wallet is watched right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// By PubSub subscriptions (events within a second).
+    Stream,
+    /// By batched change detection (balance reads, a history read on any
+    /// change): complete and exactly once, only later.
+    Poll,
+    /// Not watched: `status_reason` says why.
+    Failed,
+}
+
+impl Transport {
+    /// Every transport, in display order.
+    pub const ALL: [Transport; 3] = [Transport::Stream, Transport::Poll, Transport::Failed];
+
+    /// Returns the name (`stream`, `poll`, `failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Stream => "stream",
+            Transport::Poll => "poll",
+            Transport::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl SubscriptionStatus {
+    /// The transport a wallet in this status is watched by; `None` while no
+    /// running daemon watches it (`Pending` before its first subscription,
+    /// `Disconnected` after the daemon stopped).
+    pub fn transport(self) -> Option<Transport> {
+        match self {
+            SubscriptionStatus::Active | SubscriptionStatus::Reconnecting => Some(Transport::Stream),
+            SubscriptionStatus::Polling => Some(Transport::Poll),
+            SubscriptionStatus::Failed => Some(Transport::Failed),
+            SubscriptionStatus::Pending | SubscriptionStatus::Disconnected => None,
+        }
+    }
+
     /// Every status, in display order.
     pub const ALL: [SubscriptionStatus; 6] = [
         SubscriptionStatus::Pending,
@@ -146,6 +191,13 @@ pub struct WalletRecord {
     pub transaction_count: u64,
     /// The live subscription's state.
     pub subscription_status: SubscriptionStatus,
+    /// How it is watched (from `subscription_status`; absent while no
+    /// daemon watches it).
+    #[serde(default)]
+    pub transport: Option<Transport>,
+    /// Why it is polled or failed, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
 }
 
 /// History before the tracking instant that still belongs to a wallet with

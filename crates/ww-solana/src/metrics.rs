@@ -55,6 +55,9 @@ pub const WALLETS_BY_TIER: &str = "ww_wallets_by_tier";
 pub const FETCH_FAILURES_TOTAL: &str = "ww_fetch_failures_total";
 /// Gauge: PubSub connections by state. Labels: `state`.
 pub const PUBSUB_CONNECTIONS: &str = "ww_pubsub_connections";
+/// Gauge: tracked wallets by how they are watched. Labels: `transport`
+/// (stream, poll, failed).
+pub const WALLETS_BY_TRANSPORT: &str = "ww_wallets_by_transport";
 /// Gauge: tracked wallets by subscription status. Labels: `status`.
 pub const WALLETS_BY_STATUS: &str = "ww_wallets_by_status";
 /// Gauge: age of the oldest unfinished work (a running or retrying walk,
@@ -205,6 +208,12 @@ pub const CATALOG: &[ww_core::metric::MetricSpec] = {
             kind: Gauge,
             help: "PubSub connections by state",
             labels: &[("state", &["disconnected", "connecting", "connected", "reconnecting", "failed"])],
+        },
+        MetricSpec {
+            name: WALLETS_BY_TRANSPORT,
+            kind: Gauge,
+            help: "Tracked wallets by how they are watched (stream, poll, failed)",
+            labels: &[("transport", &["stream", "poll", "failed"])],
         },
         MetricSpec {
             name: WALLETS_BY_STATUS,

@@ -488,6 +488,9 @@ async fn a_wallet_beyond_the_socket_limits_is_polled_then_streamed_without_a_gap
     wait_for("the second wallet polled", || status(&second) == ww_core::SubscriptionStatus::Polling).await;
     wait_for("its history read", || harness.stored_of(&second).len() == 1).await;
     assert!(harness.placed_keys(&second).is_empty());
+    let record = harness.store.wallet(&WalletId::solana(second.clone())).expect("read").expect("tracked");
+    assert_eq!(record.transport, Some(ww_core::Transport::Poll));
+    assert!(record.status_reason.as_deref().is_some_and(|reason| reason.contains("connection limits")), "{record:?}");
     // A transfer nobody is told about is found by the next poll.
     let polled = harness.node.land_transfer(&second, 2, 11);
     wait_for("the poll to find it", || harness.stored_of(&second).len() == 2).await;
@@ -499,6 +502,8 @@ async fn a_wallet_beyond_the_socket_limits_is_polled_then_streamed_without_a_gap
     harness.connect_wallet(&second, false).await;
     wait_for("the switch walked", || harness.stored_of(&second).len() == 3).await;
     wait_for("the second wallet streamed", || status(&second) == ww_core::SubscriptionStatus::Active).await;
+    let record = harness.store.wallet(&WalletId::solana(second.clone())).expect("read").expect("tracked");
+    assert_eq!((record.transport, record.status_reason), (Some(ww_core::Transport::Stream), None));
     let streamed = harness.node.land_transfer(&second, 4, 13);
     harness.notify_logs_of(&second, &streamed).await;
     wait_for("the streamed transfer", || harness.stored_of(&second).len() == 4).await;

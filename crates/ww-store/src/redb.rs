@@ -236,14 +236,25 @@ impl Store for RedbStore {
         Ok(records)
     }
 
-    fn set_subscription_status(&self, ids: &[WalletId], status: SubscriptionStatus) -> Result<(), StoreError> {
+    fn set_subscription_status(
+        &self,
+        ids: &[WalletId],
+        status: SubscriptionStatus,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
         let write = self.database.begin_write().map_err(transaction_error)?;
         {
             let mut wallets = write.open_table(WALLETS).map_err(table_error)?;
+            let transport = status.transport();
             for id in ids {
                 let Some(mut record) = read_wallet(&wallets, id)? else { continue };
-                if record.subscription_status != status {
+                if record.subscription_status != status
+                    || record.transport != transport
+                    || record.status_reason.as_deref() != reason
+                {
                     record.subscription_status = status;
+                    record.transport = transport;
+                    record.status_reason = reason.map(str::to_string);
                     wallets.insert(&*id.key(), encode(&record)?.as_slice()).map_err(storage_error)?;
                 }
             }
@@ -741,6 +752,8 @@ fn track_in(
                 last_transaction: None,
                 transaction_count: 0,
                 subscription_status: SubscriptionStatus::Pending,
+                transport: None,
+                status_reason: None,
             },
             TrackOutcome::Added,
         ),

@@ -36,8 +36,14 @@ fn status_updates_persist() {
     store
         .set_subscription_status(
             &[ww_core::WalletId::solana(wallet.clone()), ww_core::WalletId::solana(address(4))],
-            SubscriptionStatus::Active,
+            SubscriptionStatus::Polling,
+            Some("no room"),
         )
+        .expect("status");
+    let polled = store.wallet(&ww_core::WalletId::solana(wallet.clone())).expect("read").expect("present");
+    assert_eq!((polled.transport, polled.status_reason.as_deref()), (Some(ww_core::Transport::Poll), Some("no room")));
+    store
+        .set_subscription_status(&[ww_core::WalletId::solana(wallet.clone())], SubscriptionStatus::Active, None)
         .expect("status");
     drop(store);
     let reopened = RedbStore::open_in_dir(dir.path()).expect("reopen");
@@ -49,6 +55,8 @@ fn status_updates_persist() {
             .subscription_status,
         SubscriptionStatus::Active
     );
+    let active = reopened.wallet(&ww_core::WalletId::solana(wallet)).expect("read").expect("present");
+    assert_eq!((active.transport, active.status_reason), (Some(ww_core::Transport::Stream), None));
 }
 
 #[test]

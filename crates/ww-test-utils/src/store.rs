@@ -93,8 +93,13 @@ impl Store for FlakyStore {
     fn wallets(&self) -> Result<Vec<WalletRecord>, StoreError> {
         self.inner.wallets()
     }
-    fn set_subscription_status(&self, addresses: &[WalletId], status: SubscriptionStatus) -> Result<(), StoreError> {
-        self.inner.set_subscription_status(addresses, status)
+    fn set_subscription_status(
+        &self,
+        addresses: &[WalletId],
+        status: SubscriptionStatus,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.inner.set_subscription_status(addresses, status, reason)
     }
     fn cursor(&self, owner: &WalletId, address: &WalletAddress) -> Result<Option<Position>, StoreError> {
         self.inner.cursor(owner, address)

@@ -187,7 +187,8 @@ struct Pipeline {
     tasks: Supervised<Task, TaskOutput>,
     permits: Arc<Semaphore>,
     connection_states: HashMap<usize, (ConnectionState, Vec<SubscriptionKey>)>,
-    persisted_status: HashMap<WalletAddress, SubscriptionStatus>,
+    /// Each wallet's status as stored, with why it is polled or failed.
+    persisted_status: HashMap<WalletAddress, (SubscriptionStatus, Option<String>)>,
     /// The subscriptions each tracked wallet currently relies on.
     wallet_keys: HashMap<WalletAddress, HashSet<SubscriptionKey>>,
     /// Token accounts known per owner (discovered or seen in notifications).
@@ -195,7 +196,7 @@ struct Pipeline {
     /// (owner, is_token_2022) whose `programSubscribe` the server refused.
     per_account_fallback: HashSet<(WalletAddress, bool)>,
     /// Subscriptions refused for good, with no fallback.
-    rejected_wallets: HashSet<WalletAddress>,
+    rejected_wallets: HashMap<WalletAddress, String>,
     commitment: ww_core::Commitment,
     catch_up: CatchUp,
     /// Addresses with a running walk.
@@ -311,7 +312,7 @@ pub async fn run_with(
         wallet_keys: HashMap::new(),
         token_accounts: HashMap::new(),
         per_account_fallback: HashSet::new(),
-        rejected_wallets: HashSet::new(),
+        rejected_wallets: HashMap::new(),
         commitment: solana.commitment,
         catch_up,
         walking: HashSet::new(),
@@ -592,7 +593,7 @@ impl Pipeline {
             self.schedule_discovery(owner, is_token_2022);
         } else {
             error!(connection, wallet = %owner, method = key.method(), error = %error, "server refused a subscription; the wallet is not fully covered");
-            self.rejected_wallets.insert(owner.clone());
+            self.rejected_wallets.insert(owner.clone(), format!("the server refused {}: {error}", key.method()));
         }
         self.refresh_statuses().await;
     }
@@ -604,7 +605,7 @@ impl Pipeline {
                 key_states.insert(key, *state);
             }
         }
-        let mut changes: HashMap<SubscriptionStatus, Vec<WalletAddress>> = HashMap::new();
+        let mut changes: HashMap<(SubscriptionStatus, Option<String>), Vec<WalletAddress>> = HashMap::new();
         for wallet in &self.tracked {
             let states: Vec<Option<ConnectionState>> = self
                 .wallet_keys
@@ -616,17 +617,25 @@ impl Pipeline {
             let is_polled = self.polling.contains(wallet)
                 && (self.polled_while_down.contains(wallet) || !self.is_streamable(wallet));
             let status = if is_polled {
-                SubscriptionStatus::Polling
-            } else if self.rejected_wallets.contains(wallet) || states.contains(&Some(ConnectionState::Failed)) {
-                SubscriptionStatus::Failed
+                let reason = if self.is_streamable(wallet) {
+                    "its connection is down; polled until it is back"
+                } else {
+                    "its subscriptions exceed the connection limits; polled until room appears"
+                };
+                (SubscriptionStatus::Polling, Some(reason.to_string()))
+            } else if let Some(reason) = self.rejected_wallets.get(wallet) {
+                (SubscriptionStatus::Failed, Some(reason.clone()))
+            } else if states.contains(&Some(ConnectionState::Failed)) {
+                let reason = "its connection gave up after repeated failures; retrying slowly";
+                (SubscriptionStatus::Failed, Some(reason.to_string()))
             } else if states.contains(&Some(ConnectionState::Reconnecting)) {
-                SubscriptionStatus::Reconnecting
+                (SubscriptionStatus::Reconnecting, None)
             } else if states.iter().all(|state| *state == Some(ConnectionState::Connected)) {
-                SubscriptionStatus::Active
+                (SubscriptionStatus::Active, None)
             } else if states.contains(&Some(ConnectionState::Disconnected)) {
-                SubscriptionStatus::Disconnected
+                (SubscriptionStatus::Disconnected, None)
             } else {
-                SubscriptionStatus::Pending
+                (SubscriptionStatus::Pending, None)
             };
             if self.persisted_status.get(wallet) != Some(&status) {
                 changes.entry(status).or_default().push(wallet.clone());
@@ -636,27 +645,32 @@ impl Pipeline {
         // (or since tracking). Subscribing first leaves no window between the
         // history read and the live stream; overlaps are removed by the store.
         let newly_active: Vec<WalletAddress> = changes
-            .get(&SubscriptionStatus::Active)
+            .get(&(SubscriptionStatus::Active, None))
             .into_iter()
             .flatten()
             .filter(|wallet| !self.caught_up_once.contains(*wallet))
             .cloned()
             .collect();
-        for (status, wallets) in changes {
-            self.persist_status(&wallets, status).await;
+        for ((status, reason), wallets) in changes {
+            self.persist_status(&wallets, status, reason).await;
         }
         let connections_connected =
             self.connection_states.values().filter(|(state, _)| *state == ConnectionState::Connected).count();
         let wallets_active =
-            self.persisted_status.values().filter(|status| **status == SubscriptionStatus::Active).count();
+            self.persisted_status.values().filter(|(status, _)| *status == SubscriptionStatus::Active).count();
         let (connections_total, wallets_total) = (self.connection_states.len(), self.tracked.len());
         for state in ConnectionState::ALL {
             let count = self.connection_states.values().filter(|(candidate, _)| *candidate == state).count();
             metrics::gauge!(metric_names::PUBSUB_CONNECTIONS, "state" => state.as_str()).set(count as f64);
         }
         for status in SubscriptionStatus::ALL {
-            let count = self.persisted_status.values().filter(|candidate| **candidate == status).count();
+            let count = self.persisted_status.values().filter(|(candidate, _)| *candidate == status).count();
             metrics::gauge!(metric_names::WALLETS_BY_STATUS, "status" => status.as_str()).set(count as f64);
+        }
+        for transport in ww_core::Transport::ALL {
+            let count =
+                self.persisted_status.values().filter(|(status, _)| status.transport() == Some(transport)).count();
+            metrics::gauge!(metric_names::WALLETS_BY_TRANSPORT, "transport" => transport.as_str()).set(count as f64);
         }
         self.health.update(|state| {
             state.connections_total = connections_total;
@@ -670,17 +684,20 @@ impl Pipeline {
         }
     }
 
-    async fn persist_status(&mut self, wallets: &[WalletAddress], status: SubscriptionStatus) {
+    async fn persist_status(&mut self, wallets: &[WalletAddress], status: SubscriptionStatus, reason: Option<String>) {
         if wallets.is_empty() {
             return;
         }
         let store = Arc::clone(&self.store);
         let ids: Vec<ww_core::WalletId> = wallets.iter().cloned().map(ww_core::WalletId::solana).collect();
-        match tokio::task::spawn_blocking(move || store.set_subscription_status(&ids, status)).await {
+        let stored_reason = reason.clone();
+        match tokio::task::spawn_blocking(move || store.set_subscription_status(&ids, status, stored_reason.as_deref()))
+            .await
+        {
             Ok(Ok(())) => {
-                info!(wallets = wallets.len(), status = %status, "subscription status changed");
+                info!(wallets = wallets.len(), status = %status, reason = reason.as_deref().unwrap_or(""), "subscription status changed");
                 for wallet in wallets {
-                    self.persisted_status.insert(wallet.clone(), status);
+                    self.persisted_status.insert(wallet.clone(), (status, reason.clone()));
                 }
             }
             Ok(Err(error)) => warn!(error = %error, "saving subscription status failed; will retry"),
@@ -781,6 +798,6 @@ impl Pipeline {
         self.flush_records().await;
         self.tasks.abort_all();
         let wallets: Vec<WalletAddress> = self.tracked.iter().cloned().collect();
-        self.persist_status(&wallets, SubscriptionStatus::Disconnected).await;
+        self.persist_status(&wallets, SubscriptionStatus::Disconnected, None).await;
     }
 }
