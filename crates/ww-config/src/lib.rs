@@ -109,7 +109,9 @@ pub struct SolanaEndpoint {
 /// Validated `[solana]`.
 #[derive(Debug, Clone, Serialize)]
 pub struct SolanaConfig {
-    /// Endpoints in failover order; never empty.
+    /// Endpoints; never empty. PubSub connections are spread over all of
+    /// them (each within `max_connections_per_endpoint`), JSON-RPC uses the
+    /// first and fails over to the next.
     pub endpoints: Vec<SolanaEndpoint>,
     /// Commitment of subscriptions and reads.
     pub commitment: Commitment,

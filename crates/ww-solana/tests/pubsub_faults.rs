@@ -246,3 +246,28 @@ async fn a_full_pipeline_queue_never_deadlocks_with_pool_commands() {
     assert_eq!(keys.len(), 4 + 200);
     pool.shutdown().await;
 }
+
+#[tokio::test]
+async fn connections_are_spread_over_every_endpoint_each_within_its_limit() {
+    let (first, second) =
+        (FakePubsub::start().await.expect("fake pubsub"), FakePubsub::start().await.expect("fake pubsub"));
+    let mut config = test_config(first.url());
+    config.endpoints.push(second.url());
+    let (events_tx, mut events) = mpsc::channel(1024);
+    // One connection of 4 subscriptions per endpoint: two wallets need both.
+    let mut pool = PubsubPool::new(config, 4, 1, events_tx, CancellationToken::new());
+    pool.add([1, 2].iter().flat_map(|index| SubscriptionKey::all_for_wallet(&wallet(*index)))).await;
+    assert_eq!(pool.connection_count(), 2);
+    assert!(pool.unplaced().is_empty(), "the second endpoint lends its capacity");
+    let mut connected = std::collections::BTreeSet::new();
+    while connected.len() < 2 {
+        let (connection, _, _) = next_state(&mut events, ConnectionState::Connected).await;
+        connected.insert(connection);
+    }
+    assert_eq!((first.connection_count(), second.connection_count()), (1, 1), "one connection on each endpoint");
+    assert_eq!((first.subscribe_methods(0).len(), second.subscribe_methods(0).len()), (4, 4));
+    // A third wallet fits on neither.
+    pool.add(SubscriptionKey::all_for_wallet(&wallet(3))).await;
+    assert_eq!(pool.unplaced().len(), 4);
+    pool.shutdown().await;
+}

@@ -184,7 +184,10 @@ pub async fn run_connection(
     let mut desired: BTreeSet<SubscriptionKey> = BTreeSet::new();
     let mut pending_commands: VecDeque<ConnectionCommand> = VecDeque::new();
     let mut failures: u32 = 0;
-    let mut endpoint_index = 0usize;
+    // Connection i starts on endpoint i (modulo their count): the pool's
+    // connections are spread over every endpoint, each failing over to the
+    // next when its own keeps failing.
+    let mut endpoint_index = index;
     let mut has_had_session = false;
     let report = |state: ConnectionState, keys: &BTreeSet<SubscriptionKey>, is_resubscribe: bool| PubsubEvent::State {
         connection: index,

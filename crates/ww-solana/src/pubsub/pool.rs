@@ -2,7 +2,9 @@
 //!
 //! Each subscription key is assigned to one connection that has room (at most
 //! `max_subscriptions_per_connection`); connections are opened as needed, up
-//! to `max_connections`. Keys that do not fit are kept aside, counted in a
+//! to `max_connections_per_endpoint` for each configured endpoint: connection
+//! i starts on endpoint i modulo their count, so every endpoint lends its
+//! capacity (a connection whose endpoint keeps failing moves to the next). Keys that do not fit are kept aside, counted in a
 //! metric and logged, and placed as soon as room appears. The pool is owned
 //! by one task (the pipeline): no locks.
 
@@ -37,11 +39,13 @@ pub struct PubsubPool {
 }
 
 impl PubsubPool {
-    /// Creates an empty pool; connections open as subscriptions are added.
+    /// Creates an empty pool; connections open as subscriptions are added,
+    /// at most `max_connections_per_endpoint` for each of the configured
+    /// endpoints, spread over them in turn.
     pub fn new(
         config: ConnectionConfig,
         max_per_connection: usize,
-        max_connections: usize,
+        max_connections_per_endpoint: usize,
         events: mpsc::Sender<PubsubEvent>,
         shutdown: CancellationToken,
     ) -> Self {
@@ -49,9 +53,9 @@ impl PubsubPool {
         crate::metrics::register_endpoints(&config.endpoints);
         metrics::gauge!(crate::metrics::PUBSUB_UNPLACED_SUBSCRIPTIONS).set(0.0);
         Self {
-            config: Arc::new(config),
             max_per_connection: max_per_connection.max(1),
-            max_connections: max_connections.max(1),
+            max_connections: max_connections_per_endpoint.max(1).saturating_mul(config.endpoints.len().max(1)),
+            config: Arc::new(config),
             connections: Vec::new(),
             load: Vec::new(),
             assignment: HashMap::new(),
