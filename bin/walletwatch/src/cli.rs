@@ -84,9 +84,9 @@ pub(crate) enum Command {
         /// One JSON array instead of text (the same as `--format json`).
         #[arg(long, conflicts_with = "format")]
         json: bool,
-        /// `text`, `json`, or `csv` (address, label, chain, status, users,
-        /// transactions, last transaction, added at; reads back with
-        /// `track --file`).
+        /// `text`, `json`, or `csv` (address, label, chain, status, transport,
+        /// reason, users, transactions, last transaction, added at; reads
+        /// back with `track --file`).
         #[arg(long, value_enum, default_value = "text")]
         format: ListFormat,
     },

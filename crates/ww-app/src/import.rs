@@ -21,6 +21,9 @@ use crate::wallets::{validate_label, validate_user};
 
 /// Rows one import may hold at most (a bigger list is split into files).
 pub const MAX_IMPORT_ROWS: usize = 200_000;
+/// Invalid rows listed at most; reading stops there (a wrong file would
+/// otherwise answer with hundreds of thousands of errors).
+pub const MAX_LISTED_ERRORS: usize = 1_000;
 
 /// One wallet to track, read from line `line` of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,8 +50,9 @@ pub struct RowError {
 /// Why an import was refused; nothing of it was stored.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    /// Rows are invalid (each listed with its line).
-    #[error("{} invalid row(s); nothing was imported:\n{}", .0.len(), render_row_errors(.0))]
+    /// Rows are invalid (each listed with its line; reading stops after
+    /// [`MAX_LISTED_ERRORS`]).
+    #[error("{}{} invalid row(s); nothing was imported:\n{}", if .0.len() >= MAX_LISTED_ERRORS { "at least " } else { "" }, .0.len(), render_row_errors(.0))]
     InvalidRows(Vec<RowError>),
     /// The file is empty or too large, or the user is invalid.
     #[error("{0}")]
@@ -100,9 +104,14 @@ pub fn parse_csv(text: &str) -> Result<Vec<ImportRow>, ImportError> {
     let mut rows = Vec::new();
     let mut errors = Vec::new();
     let mut is_first = true;
+    // A byte-order mark (spreadsheets write one) is not part of the header.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // One record per line (a label holds no line break), so every error
     // names the line it is on, comments and blank lines counted.
     for (index, text_line) in text.lines().enumerate() {
+        if errors.len() >= MAX_LISTED_ERRORS {
+            break;
+        }
         let line = index as u64 + 1;
         let trimmed = text_line.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
@@ -115,8 +124,12 @@ pub fn parse_csv(text: &str) -> Result<Vec<ImportRow>, ImportError> {
                 continue;
             }
         };
-        // The first row is a header when it names the address column.
-        if std::mem::take(&mut is_first) && record.iter().any(|field| field.eq_ignore_ascii_case("address")) {
+        // The first row is a header when it names the address column and
+        // every field is a column name (a wallet labelled "address" is data).
+        if std::mem::take(&mut is_first)
+            && record.iter().any(|field| field.eq_ignore_ascii_case("address"))
+            && record.iter().all(is_column_name)
+        {
             match header_columns(&record) {
                 Ok(found) => columns = found,
                 Err(error) => errors.push(RowError { line, error }),
@@ -157,6 +170,11 @@ fn read_record(line: &str) -> Result<csv::StringRecord, String> {
         Ok(false) => Err("no fields".into()),
         Err(error) => Err(format!("not CSV: {error}")),
     }
+}
+
+fn is_column_name(field: &str) -> bool {
+    let field = field.to_ascii_lowercase();
+    ["address", "label", "chain"].contains(&field.as_str()) || EXPORT_ONLY_COLUMNS.contains(&field.as_str())
 }
 
 /// Columns of the export that an import reads past.
@@ -319,7 +337,8 @@ pub fn to_csv(wallets: &[WalletRecord]) -> Result<String, AppError> {
                 wallet.chain.to_string(),
                 wallet.subscription_status.to_string(),
                 wallet.transport.map(|transport| transport.to_string()).unwrap_or_default(),
-                wallet.status_reason.clone().unwrap_or_default(),
+                // One line per wallet: a server's error text may hold line breaks.
+                wallet.status_reason.as_deref().unwrap_or_default().replace(char::is_control, " "),
                 users.join(" "),
                 wallet.transaction_count.to_string(),
                 last_signature,
@@ -348,6 +367,25 @@ mod tests {
         let headed = parse_csv(&format!("chain,Address,label\nsolana,{A}, treasury \n")).expect("rows");
         assert_eq!((headed[0].address.as_str(), headed[0].label.as_deref()), (A, Some("treasury")));
         assert_eq!(headed[0].line, 2);
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_a_wallet_labelled_address_are_read_as_data() {
+        let rows = parse_csv(&format!("\u{feff}address,label\r\n{A},whale\r\n")).expect("rows");
+        assert_eq!((rows.len(), rows[0].line), (1, 2));
+        let rows = parse_csv(&format!("{A},address\n{B}\n")).expect("rows");
+        assert_eq!(rows.len(), 2, "a first row naming a wallet is data, not a header");
+        assert_eq!(rows[0].label.as_deref(), Some("address"));
+    }
+
+    #[test]
+    fn a_file_of_garbage_lists_the_first_thousand_bad_rows() {
+        let text = "nope\n".repeat(5_000);
+        let ImportError::InvalidRows(errors) = parse_csv(&text).expect_err("bad rows") else {
+            panic!("expected row errors");
+        };
+        assert_eq!(errors.len(), MAX_LISTED_ERRORS);
+        assert!(ImportError::InvalidRows(errors).to_string().starts_with("at least 1000 invalid row(s)"));
     }
 
     #[test]
@@ -388,9 +426,9 @@ mod tests {
             start_slot: None,
             last_transaction: None,
             transaction_count: 3,
-            subscription_status: ww_core::SubscriptionStatus::Active,
-            transport: Some(ww_core::Transport::Stream),
-            status_reason: None,
+            subscription_status: ww_core::SubscriptionStatus::Failed,
+            transport: Some(ww_core::Transport::Failed),
+            status_reason: Some("the server refused logsSubscribe:\nrate limited".into()),
         };
         let text = to_csv(&[record]).expect("csv");
         assert!(text.starts_with("address,label,chain,status,transport,reason,users"), "{text}");

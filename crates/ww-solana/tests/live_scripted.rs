@@ -49,6 +49,16 @@ struct ScriptedNode {
     gate: watch::Sender<bool>,
     /// A real `getTransaction` reply of the local node, re-addressed per transfer.
     template: Value,
+    /// The same for an SPL token transfer into a token account.
+    token_template: Value,
+    /// Token accounts per owner.
+    token_accounts: Mutex<HashMap<WalletAddress, Vec<WalletAddress>>>,
+}
+
+fn fixture_reply(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/solana/getTransaction/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).expect("fixture");
+    serde_json::from_str::<Value>(&text).expect("JSON")["reply"].clone()
 }
 
 impl ScriptedNode {
@@ -59,12 +69,9 @@ impl ScriptedNode {
             fetches: Mutex::default(),
             listings: Mutex::default(),
             gate: watch::channel(true).0,
-            template: {
-                let path =
-                    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/solana/getTransaction/sol_incoming.json");
-                let text = std::fs::read_to_string(path).expect("fixture");
-                serde_json::from_str::<Value>(&text).expect("JSON")["reply"].clone()
-            },
+            template: fixture_reply("sol_incoming"),
+            token_template: fixture_reply("spl_token_incoming"),
+            token_accounts: Mutex::default(),
         })
     }
 
@@ -79,6 +86,29 @@ impl ScriptedNode {
         reply["transaction"]["message"]["instructions"][0]["parsed"]["info"]["destination"] = json!(wallet.as_str());
         lock(&self.transactions).insert(signature.clone(), reply);
         lock(&self.history).entry(wallet.clone()).or_default().push((signature.clone(), slot));
+        signature
+    }
+
+    /// `owner` opens a token account (found by `getTokenAccountsByOwner`).
+    fn open_token_account(&self, owner: &WalletAddress, account: &WalletAddress) {
+        lock(&self.token_accounts).entry(owner.clone()).or_default().push(account.clone());
+    }
+
+    /// 1.5 tokens land in `owner`'s token `account`: the transaction names
+    /// the account, not the owner.
+    fn land_token_transfer(&self, owner: &WalletAddress, account: &WalletAddress, seed: u64, slot: u64) -> Signature {
+        let signature = signature_from_seed(seed);
+        let mut reply = self.token_template.clone();
+        reply["slot"] = json!(slot);
+        reply["blockTime"] = json!(1_900_000_000 + slot);
+        reply["transaction"]["signatures"][0] = json!(signature.as_str());
+        reply["transaction"]["message"]["accountKeys"][1]["pubkey"] = json!(account.as_str());
+        reply["transaction"]["message"]["instructions"][0]["parsed"]["info"]["destination"] = json!(account.as_str());
+        for balances in ["preTokenBalances", "postTokenBalances"] {
+            reply["meta"][balances][0]["owner"] = json!(owner.as_str());
+        }
+        lock(&self.transactions).insert(signature.clone(), reply);
+        lock(&self.history).entry(account.clone()).or_default().push((signature.clone(), slot));
         signature
     }
 
@@ -159,7 +189,19 @@ impl Transport for ScriptedNode {
                         .collect();
                     json!({"context": {"slot": 100}, "value": accounts})
                 }
-                "getTokenAccountsByOwner" => json!({"context": {"slot": 100}, "value": []}),
+                "getTokenAccountsByOwner" => {
+                    let owner = WalletAddress::parse(params[0].as_str().unwrap_or_default()).expect("owner");
+                    // The accounts are the Token program's.
+                    let is_token = params[1]["programId"] == "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA";
+                    let accounts: Vec<Value> = lock(&self.token_accounts)
+                        .get(&owner)
+                        .filter(|_| is_token)
+                        .into_iter()
+                        .flatten()
+                        .map(|account| json!({"pubkey": account.as_str(), "account": {}}))
+                        .collect();
+                    json!({"context": {"slot": 100}, "value": accounts})
+                }
                 "getSlot" => json!(100),
                 "getVersion" => json!({"solana-core": "scripted"}),
                 other => {
@@ -183,15 +225,25 @@ struct Placement {
 }
 
 impl Placement {
-    fn place(&mut self, key: SubscriptionKey) {
-        if self.placed.contains(&key) {
-            return;
+    /// Places keys a wallet at a time, whole or not at all (as the pool does).
+    fn place(&mut self, keys: Vec<SubscriptionKey>) {
+        let mut wallets: Vec<WalletAddress> = Vec::new();
+        for key in &keys {
+            if !wallets.contains(key.wallet()) {
+                wallets.push(key.wallet().clone());
+            }
         }
-        if self.capacity == 0 || self.placed.len() < self.capacity {
-            self.unplaced.remove(&key);
-            self.placed.insert(key);
-        } else {
-            self.unplaced.insert(key);
+        for wallet in wallets {
+            let group: Vec<SubscriptionKey> =
+                keys.iter().filter(|key| key.wallet() == &wallet && !self.placed.contains(key)).cloned().collect();
+            if self.capacity == 0 || self.placed.len() + group.len() <= self.capacity {
+                for key in group {
+                    self.unplaced.remove(&key);
+                    self.placed.insert(key);
+                }
+            } else {
+                self.unplaced.extend(group);
+            }
         }
     }
 }
@@ -205,10 +257,7 @@ struct ScriptedSubscriptions {
 
 impl Subscriptions for ScriptedSubscriptions {
     fn add(&mut self, keys: Vec<SubscriptionKey>) -> SubscriptionsFuture<'_> {
-        let mut placement = lock(&self.placement);
-        for key in keys {
-            placement.place(key);
-        }
+        lock(&self.placement).place(keys);
         Box::pin(async {})
     }
 
@@ -219,9 +268,7 @@ impl Subscriptions for ScriptedSubscriptions {
             placement.unplaced.remove(&key);
         }
         let waiting: Vec<SubscriptionKey> = placement.unplaced.iter().cloned().collect();
-        for key in waiting {
-            placement.place(key);
-        }
+        placement.place(waiting);
         Box::pin(async {})
     }
 
@@ -524,5 +571,68 @@ async fn a_wallet_beyond_the_socket_limits_is_polled_then_streamed_without_a_gap
             (streamed, Origin::Live),
         ]
     );
+    harness.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_polled_wallet_finds_a_token_account_opened_while_it_is_polled() {
+    let (first, second) = (address_of_byte(7), address_of_byte(8));
+    let room = SubscriptionKey::all_for_wallet(&first).len();
+    let harness = start_with(&[first.clone(), second.clone()], room);
+    let status = |wallet: &WalletAddress| {
+        harness.store.wallet(&WalletId::solana(wallet.clone())).expect("read").expect("tracked").subscription_status
+    };
+    let polling = ww_core::SubscriptionStatus::Polling;
+    wait_for("a wallet polled", || status(&first) == polling || status(&second) == polling).await;
+    let polled = if status(&first) == polling { first.clone() } else { second.clone() };
+    // Its first token account discovery has run (and found none).
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    // A token account opened now: the transfer into it does not name the
+    // owner, and the polled wallet holds no programSubscribe to tell it.
+    let account = address_of_byte(90);
+    harness.node.open_token_account(&polled, &account);
+    let transfer = harness.node.land_token_transfer(&polled, &account, 60, 20);
+    wait_for("the token transfer found", || {
+        harness.stored_of(&polled).iter().any(|(signature, _)| *signature == transfer)
+    })
+    .await;
+    let found = harness.stored_of(&polled).iter().filter(|(signature, _)| *signature == transfer).count();
+    assert_eq!(found, 1, "stored once");
+    harness.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_promotion_waits_for_every_connection_of_the_wallet() {
+    let (first, second) = (address_of_byte(7), address_of_byte(8));
+    let room = SubscriptionKey::all_for_wallet(&first).len();
+    let harness = start_with(&[first.clone(), second.clone()], room);
+    let status = |wallet: &WalletAddress| {
+        harness.store.wallet(&WalletId::solana(wallet.clone())).expect("read").expect("tracked").subscription_status
+    };
+    let polling = ww_core::SubscriptionStatus::Polling;
+    wait_for("a wallet polled", || status(&first) == polling || status(&second) == polling).await;
+    let (placed, polled) =
+        if status(&first) == polling { (second.clone(), first.clone()) } else { (first.clone(), second.clone()) };
+    harness.store.untrack_wallet(&WalletId::solana(placed), "local").expect("untrack");
+    wait_for("the polled wallet's subscriptions", || harness.placed_keys(&polled).len() == room).await;
+    // Its subscriptions land on two connections; the first acknowledges.
+    let keys = harness.placed_keys(&polled);
+    let (early, late) = keys.split_at(room / 2);
+    let connected = |connection: usize, keys: &[SubscriptionKey]| PubsubEvent::State {
+        connection,
+        state: ConnectionState::Connected,
+        keys: keys.to_vec(),
+        is_resubscribe: false,
+    };
+    harness.events.send(connected(1, early)).await.expect("pipeline reads");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(status(&polled), polling, "still polled while a connection has not acknowledged");
+    // A transfer lands while only half of its subscriptions are live, and
+    // no notification tells of it.
+    let in_between = harness.node.land_transfer(&polled, 7, 30);
+    harness.events.send(connected(2, late)).await.expect("pipeline reads");
+    wait_for("the switch walked", || harness.stored_of(&polled).iter().any(|(signature, _)| *signature == in_between))
+        .await;
+    wait_for("the wallet streamed", || status(&polled) == ww_core::SubscriptionStatus::Active).await;
     harness.stop().await;
 }

@@ -271,3 +271,24 @@ async fn connections_are_spread_over_every_endpoint_each_within_its_limit() {
     assert_eq!(pool.unplaced().len(), 4);
     pool.shutdown().await;
 }
+
+#[tokio::test]
+async fn freed_room_goes_to_whole_waiting_wallets() {
+    let server = FakePubsub::start().await.expect("fake pubsub");
+    let (events_tx, _events) = mpsc::channel(1024);
+    // Room for one wallet's four subscriptions.
+    let mut pool = PubsubPool::new(test_config(server.url()), 4, 1, events_tx, CancellationToken::new());
+    pool.add((1..=3).flat_map(|index| SubscriptionKey::all_for_wallet(&wallet(index)))).await;
+    let placed = |pool: &PubsubPool, index: u32| {
+        SubscriptionKey::all_for_wallet(&wallet(index)).iter().filter(|key| pool.connection_of(key).is_some()).count()
+    };
+    assert_eq!((placed(&pool, 1), placed(&pool, 2), placed(&pool, 3)), (4, 0, 0));
+    assert_eq!(pool.unplaced().len(), 8);
+    // Untracking the first wallet frees room for one whole wallet, not one
+    // subscription of each waiting wallet.
+    pool.remove(SubscriptionKey::all_for_wallet(&wallet(1))).await;
+    let (second, third) = (placed(&pool, 2), placed(&pool, 3));
+    assert!((second, third) == (4, 0) || (second, third) == (0, 4), "{second} and {third} placed");
+    assert_eq!(pool.unplaced().len(), 4);
+    pool.shutdown().await;
+}

@@ -446,6 +446,24 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The subscriptions on connections whose last state is `Connected`.
+    fn connected_keys(&self) -> HashSet<SubscriptionKey> {
+        self.connection_states
+            .values()
+            .filter(|(state, _)| *state == ConnectionState::Connected)
+            .flat_map(|(_, keys)| keys.iter().cloned())
+            .collect()
+    }
+
+    /// Looks for the wallet's token accounts again (both token programs): a
+    /// new one's transfers do not name the owner, so a wallet that was not
+    /// streamed meanwhile must find it before its history read is complete.
+    pub(super) fn rediscover_token_accounts(&mut self, wallet: &WalletAddress) {
+        for (_, is_token_2022) in TOKEN_PROGRAMS {
+            self.schedule_discovery(wallet.clone(), is_token_2022);
+        }
+    }
+
     /// Whether every subscription the wallet relies on found room in the pool.
     fn is_streamable(&self, wallet: &WalletAddress) -> bool {
         self.wallet_keys.get(wallet).is_none_or(|keys| keys.iter().all(|key| !self.pool.is_unplaced(key)))
@@ -545,24 +563,36 @@ impl Pipeline {
                     .collect();
                 match state {
                     ConnectionState::Connected => {
+                        self.connection_states.insert(connection, (state, keys.clone()));
+                        let connected = self.connected_keys();
                         for wallet in &wallets {
-                            // A wallet with a subscription still unplaced stays polled.
-                            if !self.is_streamable(wallet) {
+                            // Streamed once every subscription it relies on is
+                            // placed and acknowledged (they may span connections);
+                            // until then it stays polled.
+                            let is_streamed = self
+                                .wallet_keys
+                                .get(wallet)
+                                .is_none_or(|keys| keys.iter().all(|key| connected.contains(key)));
+                            if !is_streamed {
                                 continue;
                             }
                             if self.polling.remove(wallet) && !is_resubscribe {
                                 // Promoted from polling: whatever landed since the
                                 // last poll and before the stream began is read
-                                // from history (overlaps are duplicates).
+                                // from history (overlaps are duplicates), with any
+                                // token account opened meanwhile.
                                 self.schedule_wallet_walks(wallet, Origin::Backfill);
+                                self.rediscover_token_accounts(wallet);
                             }
                             self.polled_while_down.remove(wallet);
                         }
                         if is_resubscribe {
-                            // Whatever happened while the socket was down is read from history.
+                            // Whatever happened while the socket was down is read
+                            // from history, token accounts opened meanwhile included.
                             info!(connection, wallets = wallets.len(), "pubsub resubscribed; filling the gap");
                             for wallet in &wallets {
                                 self.schedule_wallet_walks(wallet, Origin::Backfill);
+                                self.rediscover_token_accounts(wallet);
                             }
                         }
                     }
@@ -719,6 +749,9 @@ impl Pipeline {
             self.schedule.make_due(wallet);
             if is_full_round {
                 self.schedule_wallet_walks(wallet, Origin::Poll);
+                // A polled wallet has no programSubscribe to tell it of new
+                // token accounts: look for them on every full round.
+                self.rediscover_token_accounts(wallet);
             }
         }
     }

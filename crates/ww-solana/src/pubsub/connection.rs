@@ -74,7 +74,9 @@ impl ConnectionState {
 /// Settings shared by every connection of a pool.
 #[derive(Debug, Clone)]
 pub struct ConnectionConfig {
-    /// WebSocket endpoints in failover order (full URLs, credentials included).
+    /// WebSocket endpoints (full URLs, credentials included): connection i
+    /// starts on endpoint i modulo their count and moves to the next when
+    /// its own keeps failing.
     pub endpoints: Vec<Url>,
     /// Commitment of every subscription.
     pub commitment: Commitment,

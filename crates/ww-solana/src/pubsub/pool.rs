@@ -86,23 +86,41 @@ impl PubsubPool {
         self.assignment.get(key).copied()
     }
 
-    /// Subscribes these keys (already-present keys are ignored).
+    /// Subscribes these keys (already-present keys are ignored). A wallet's
+    /// keys are placed together or not at all: a wallet with some of its
+    /// subscriptions placed is not covered by them, and the room would be
+    /// lost to it.
     pub async fn add(&mut self, keys: impl IntoIterator<Item = SubscriptionKey>) {
         let mut batches: HashMap<usize, Vec<SubscriptionKey>> = HashMap::new();
+        let mut groups: Vec<Vec<SubscriptionKey>> = Vec::new();
+        let mut group_of: HashMap<ww_core::WalletAddress, usize> = HashMap::new();
         for key in keys {
             if self.assignment.contains_key(&key) {
                 continue;
             }
-            match self.connection_with_room() {
-                Some(connection) => {
-                    self.unplaced.remove(&key);
-                    self.load[connection] += 1;
-                    self.assignment.insert(key.clone(), connection);
-                    batches.entry(connection).or_default().push(key);
-                }
-                None => {
+            let index = *group_of.entry(key.wallet().clone()).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            if !groups[index].contains(&key) {
+                groups[index].push(key);
+            }
+        }
+        for group in groups {
+            if group.len() > self.room() {
+                self.unplaced.extend(group);
+                continue;
+            }
+            for key in group {
+                let Some(connection) = self.connection_with_room() else {
+                    // `room` counted it: unreachable, but never lose a key.
                     self.unplaced.insert(key);
-                }
+                    continue;
+                };
+                self.unplaced.remove(&key);
+                self.load[connection] += 1;
+                self.assignment.insert(key.clone(), connection);
+                batches.entry(connection).or_default().push(key);
             }
         }
         for (connection, keys) in batches {
@@ -113,7 +131,8 @@ impl PubsubPool {
         self.report_unplaced();
     }
 
-    /// Unsubscribes these keys, then places waiting keys into the freed room.
+    /// Unsubscribes these keys, then places waiting keys into the freed room,
+    /// whole wallets at a time.
     pub async fn remove(&mut self, keys: impl IntoIterator<Item = SubscriptionKey>) {
         let mut batches: HashMap<usize, Vec<SubscriptionKey>> = HashMap::new();
         for key in keys {
@@ -131,6 +150,13 @@ impl PubsubPool {
             self.add(waiting).await;
         }
         self.report_unplaced();
+    }
+
+    /// Subscriptions that still fit: free places on open connections and
+    /// on the connections that may still be opened.
+    fn room(&self) -> usize {
+        let free: usize = self.load.iter().map(|&load| self.max_per_connection.saturating_sub(load)).sum();
+        free + self.max_connections.saturating_sub(self.connections.len()) * self.max_per_connection
     }
 
     fn connection_with_room(&mut self) -> Option<usize> {
