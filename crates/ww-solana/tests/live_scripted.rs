@@ -276,6 +276,11 @@ impl Subscriptions for ScriptedSubscriptions {
         lock(&self.placement).unplaced.contains(key)
     }
 
+    /// Every placed key is on connection 0.
+    fn connection_of(&self, key: &SubscriptionKey) -> Option<usize> {
+        lock(&self.placement).placed.contains(key).then_some(0)
+    }
+
     fn shutdown(&mut self) -> SubscriptionsFuture<'_> {
         Box::pin(async {})
     }
@@ -634,5 +639,27 @@ async fn a_promotion_waits_for_every_connection_of_the_wallet() {
     wait_for("the switch walked", || harness.stored_of(&polled).iter().any(|(signature, _)| *signature == in_between))
         .await;
     wait_for("the wallet streamed", || status(&polled) == ww_core::SubscriptionStatus::Active).await;
+    harness.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wallet_tracked_while_its_connection_is_down_is_polled() {
+    let harness = start();
+    harness.connect(false).await;
+    wait_for("the first catch-up", || !lock(&harness.node.listings).is_empty()).await;
+    // The connection drops and backs off.
+    let keys = harness.wallet_keys();
+    let down = PubsubEvent::State { connection: 0, state: ConnectionState::Reconnecting, keys, is_resubscribe: false };
+    harness.events.send(down).await.expect("pipeline reads");
+    // A wallet tracked now is placed on that connection: nothing streams it.
+    let late = address_of_byte(9);
+    let request = TrackRequest { start_slot: Some(1), ..TrackRequest::new(Chain::Solana, late.clone(), "local") };
+    harness.store.track_wallet(&request, ww_core::time::now()).expect("track");
+    wait_for("its subscriptions", || !harness.placed_keys(&late).is_empty()).await;
+    let transfer = harness.node.land_transfer(&late, 1, 10);
+    wait_for("the poll to find it", || harness.stored_of(&late).iter().any(|(signature, _)| *signature == transfer))
+        .await;
+    let record = harness.store.wallet(&WalletId::solana(late)).expect("read").expect("tracked");
+    assert_eq!(record.transport, Some(ww_core::Transport::Poll), "{record:?}");
     harness.stop().await;
 }

@@ -143,6 +143,8 @@ pub trait Subscriptions: Send {
     fn remove(&mut self, keys: Vec<SubscriptionKey>) -> SubscriptionsFuture<'_>;
     /// Whether `key` did not fit in the connection limits.
     fn is_unplaced(&self, key: &SubscriptionKey) -> bool;
+    /// The connection `key` was placed on.
+    fn connection_of(&self, key: &SubscriptionKey) -> Option<usize>;
     /// Closes every connection.
     fn shutdown(&mut self) -> SubscriptionsFuture<'_>;
 }
@@ -158,6 +160,10 @@ impl Subscriptions for PubsubPool {
 
     fn is_unplaced(&self, key: &SubscriptionKey) -> bool {
         self.unplaced().contains(key)
+    }
+
+    fn connection_of(&self, key: &SubscriptionKey) -> Option<usize> {
+        PubsubPool::connection_of(self, key)
     }
 
     fn shutdown(&mut self) -> SubscriptionsFuture<'_> {
@@ -438,12 +444,32 @@ impl Pipeline {
             self.pool.add(added.iter().flat_map(SubscriptionKey::all_for_wallet).collect()).await;
             let unplaced: Vec<WalletAddress> =
                 added.iter().filter(|wallet| !self.is_streamable(wallet)).cloned().collect();
+            // Placed on a connection that is down (backing off): polled until
+            // it is back, as the wallets already on it are.
+            let on_down_connection: Vec<WalletAddress> = added
+                .iter()
+                .filter(|wallet| self.is_streamable(wallet) && self.relies_on_a_down_connection(wallet))
+                .cloned()
+                .collect();
+            self.polling.extend(on_down_connection);
             if !unplaced.is_empty() {
                 self.poll_unplaced(&unplaced);
                 self.refresh_statuses().await;
             }
         }
         Ok(())
+    }
+
+    /// Whether one of the wallet's subscriptions sits on a connection whose
+    /// last state is `Reconnecting` or `Failed`.
+    fn relies_on_a_down_connection(&self, wallet: &WalletAddress) -> bool {
+        self.wallet_keys.get(wallet).is_some_and(|keys| {
+            keys.iter().filter_map(|key| self.pool.connection_of(key)).any(|connection| {
+                self.connection_states
+                    .get(&connection)
+                    .is_some_and(|(state, _)| matches!(state, ConnectionState::Reconnecting | ConnectionState::Failed))
+            })
+        })
     }
 
     /// The subscriptions on connections whose last state is `Connected`.
