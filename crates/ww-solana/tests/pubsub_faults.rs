@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use ww_core::{Commitment, WalletAddress};
 use ww_solana::pubsub::{ConnectionConfig, ConnectionState, PubsubEvent, PubsubPool, SubscriptionKey};
-use ww_test_utils::FakePubsub;
+use ww_test_utils::{ChaosProxy, FakePubsub};
 
 fn wallet(index: u32) -> WalletAddress {
     let mut bytes = [7u8; 32];
@@ -290,5 +290,39 @@ async fn freed_room_goes_to_whole_waiting_wallets() {
     let (second, third) = (placed(&pool, 2), placed(&pool, 3));
     assert!((second, third) == (4, 0) || (second, third) == (0, 4), "{second} and {third} placed");
     assert_eq!(pool.unplaced().len(), 4);
+    pool.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_goes_back_to_its_own_endpoint_once_it_answers_again() {
+    let (own, other) =
+        (FakePubsub::start().await.expect("fake pubsub"), FakePubsub::start().await.expect("fake pubsub"));
+    let own_address: std::net::SocketAddr =
+        format!("{}:{}", own.url().host_str().expect("host"), own.url().port().expect("port"))
+            .parse()
+            .expect("address");
+    // Its own endpoint stalls at first: the connection moves to the other one.
+    let proxy = ChaosProxy::start(own_address).await.expect("proxy");
+    proxy.set_stalled(true);
+    let mut config = test_config(proxy.ws_url().parse().expect("url"));
+    config.endpoints.push(other.url());
+    config.connect_timeout = Duration::from_millis(300);
+    config.backoff.stable_after = Duration::from_millis(500);
+    let (events_tx, mut events) = mpsc::channel(1024);
+    let mut pool = PubsubPool::new(config, 100, 1, events_tx, CancellationToken::new());
+    pool.add(SubscriptionKey::all_for_wallet(&wallet(4))).await;
+    next_state(&mut events, ConnectionState::Connected).await;
+    assert_eq!(other.connection_count(), 1, "failed over to the other endpoint");
+    assert_eq!(other.subscribe_methods(0).len(), 4);
+    // Its own endpoint answers again; the borrowed session ends after a while.
+    proxy.set_stalled(false);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    other.drop_all();
+    next_state(&mut events, ConnectionState::Connected).await;
+    // (Bytes of the stalled attempts reach its server too once the proxy
+    // forwards again: look for the session that subscribed.)
+    let subscribed_at_home = (0..own.connection_count()).any(|index| own.subscribe_methods(index).len() == 4);
+    assert!(subscribed_at_home, "back on its own endpoint");
+    assert_eq!(other.connection_count(), 1, "not reconnected to the other one");
     pool.shutdown().await;
 }

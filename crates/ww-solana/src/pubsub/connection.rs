@@ -232,6 +232,11 @@ pub async fn run_connection(
                 has_had_session = true;
                 if started.elapsed() >= config.backoff.stable_after {
                     failures = 0;
+                    // The episode that moved it is over: the next attempt is
+                    // on its own endpoint again, so an endpoint that came back
+                    // takes its connections back and no other one keeps
+                    // holding more than its share.
+                    endpoint_index = index;
                 }
                 end
             }
