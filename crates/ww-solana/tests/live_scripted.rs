@@ -663,3 +663,25 @@ async fn a_wallet_tracked_while_its_connection_is_down_is_polled() {
     assert_eq!(record.transport, Some(ww_core::Transport::Poll), "{record:?}");
     harness.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_wallet_whose_subscription_is_refused_is_polled_instead() {
+    let harness = start();
+    harness.connect(false).await;
+    wait_for("the first catch-up", || !lock(&harness.node.listings).is_empty()).await;
+    let refused = PubsubEvent::Rejected {
+        connection: 0,
+        key: SubscriptionKey::Logs(harness.wallet.clone()),
+        error: "logsSubscribe is not allowed on this plan".into(),
+    };
+    harness.events.send(refused).await.expect("pipeline reads");
+    let record = || harness.store.wallet(&WalletId::solana(harness.wallet.clone())).expect("read").expect("tracked");
+    wait_for("the wallet polled", || record().transport == Some(ww_core::Transport::Poll)).await;
+    let reason = record().status_reason.unwrap_or_default();
+    assert!(reason.contains("refused logsSubscribe") && reason.contains("polled instead"), "{reason}");
+    // Nothing streams its transfers any more: the poll finds them.
+    let transfer = harness.node.land_transfer(&harness.wallet, 1, 10);
+    wait_for("the poll to find it", || harness.stored().iter().any(|(signature, _)| *signature == transfer)).await;
+    assert_eq!(harness.stored(), vec![(transfer, Origin::Poll)]);
+    harness.stop().await;
+}

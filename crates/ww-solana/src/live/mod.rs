@@ -496,7 +496,7 @@ impl Pipeline {
     }
 
     /// Wallets whose subscriptions did not all fit in the connection limits
-    /// are watched by polling (batched balance reads, a history walk on any
+    /// (or that a server refused a subscription for) are watched by polling (batched balance reads, a history walk on any
     /// change and a full one every few rounds) until room appears; their
     /// history is read at once, so nothing since tracking waits for a change.
     pub(super) fn poll_unplaced(&mut self, wallets: &[WalletAddress]) {
@@ -599,7 +599,8 @@ impl Pipeline {
                                 .wallet_keys
                                 .get(wallet)
                                 .is_none_or(|keys| keys.iter().all(|key| connected.contains(key)));
-                            if !is_streamed {
+                            // A wallet a server refused stays polled for good.
+                            if !is_streamed || self.rejected_wallets.contains_key(wallet) {
                                 continue;
                             }
                             if self.polling.remove(wallet) && !is_resubscribe {
@@ -648,8 +649,10 @@ impl Pipeline {
             self.per_account_fallback.insert((owner.clone(), is_token_2022));
             self.schedule_discovery(owner, is_token_2022);
         } else {
-            error!(connection, wallet = %owner, method = key.method(), error = %error, "server refused a subscription; the wallet is not fully covered");
+            error!(connection, wallet = %owner, method = key.method(), error = %error, "server refused a subscription; the wallet is polled instead");
             self.rejected_wallets.insert(owner.clone(), format!("the server refused {}: {error}", key.method()));
+            // Its other subscriptions do not cover it: polled for good.
+            self.poll_unplaced(std::slice::from_ref(&owner));
         }
         self.refresh_statuses().await;
     }
@@ -672,15 +675,15 @@ impl Pipeline {
             // subscriptions found no room (then polling is its transport at once).
             let is_polled = self.polling.contains(wallet)
                 && (self.polled_while_down.contains(wallet) || !self.is_streamable(wallet));
-            let status = if is_polled {
+            let status = if let Some(refusal) = self.rejected_wallets.get(wallet) {
+                (SubscriptionStatus::Polling, Some(format!("{refusal}; polled instead")))
+            } else if is_polled {
                 let reason = if self.is_streamable(wallet) {
                     "its connection is down; polled until it is back"
                 } else {
                     "its subscriptions exceed the connection limits; polled until room appears"
                 };
                 (SubscriptionStatus::Polling, Some(reason.to_string()))
-            } else if let Some(reason) = self.rejected_wallets.get(wallet) {
-                (SubscriptionStatus::Failed, Some(reason.clone()))
             } else if states.contains(&Some(ConnectionState::Failed)) {
                 let reason = "its connection gave up after repeated failures; retrying slowly";
                 (SubscriptionStatus::Failed, Some(reason.to_string()))
