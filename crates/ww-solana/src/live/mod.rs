@@ -130,6 +130,10 @@ impl RecentSignatures {
     }
 }
 
+/// Why a wallet is polled or failed: mostly fixed texts, so refreshing
+/// thousands of statuses allocates nothing for them.
+type Reason = std::borrow::Cow<'static, str>;
+
 /// What a pipeline's subscriptions future returns.
 pub type SubscriptionsFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
 
@@ -194,7 +198,7 @@ struct Pipeline {
     permits: Arc<Semaphore>,
     connection_states: HashMap<usize, (ConnectionState, Vec<SubscriptionKey>)>,
     /// Each wallet's status as stored, with why it is polled or failed.
-    persisted_status: HashMap<WalletAddress, (SubscriptionStatus, Option<String>)>,
+    persisted_status: HashMap<WalletAddress, (SubscriptionStatus, Option<Reason>)>,
     /// The subscriptions each tracked wallet currently relies on.
     wallet_keys: HashMap<WalletAddress, HashSet<SubscriptionKey>>,
     /// Token accounts known per owner (discovered or seen in notifications).
@@ -453,7 +457,7 @@ impl Pipeline {
                 .collect();
             self.polling.extend(on_down_connection);
             if !unplaced.is_empty() {
-                self.poll_unplaced(&unplaced);
+                self.start_polling(&unplaced);
                 self.refresh_statuses().await;
             }
         }
@@ -472,13 +476,15 @@ impl Pipeline {
         })
     }
 
-    /// The subscriptions on connections whose last state is `Connected`.
-    fn connected_keys(&self) -> HashSet<SubscriptionKey> {
-        self.connection_states
-            .values()
-            .filter(|(state, _)| *state == ConnectionState::Connected)
-            .flat_map(|(_, keys)| keys.iter().cloned())
-            .collect()
+    /// Each subscription's state, as its connection last reported it.
+    fn key_states(&self) -> HashMap<&SubscriptionKey, ConnectionState> {
+        let mut states = HashMap::new();
+        for (state, keys) in self.connection_states.values() {
+            for key in keys {
+                states.insert(key, *state);
+            }
+        }
+        states
     }
 
     /// Looks for the wallet's token accounts again (both token programs): a
@@ -495,15 +501,16 @@ impl Pipeline {
         self.wallet_keys.get(wallet).is_none_or(|keys| keys.iter().all(|key| !self.pool.is_unplaced(key)))
     }
 
-    /// Wallets whose subscriptions did not all fit in the connection limits
-    /// (or that a server refused a subscription for) are watched by polling (batched balance reads, a history walk on any
-    /// change and a full one every few rounds) until room appears; their
-    /// history is read at once, so nothing since tracking waits for a change.
-    pub(super) fn poll_unplaced(&mut self, wallets: &[WalletAddress]) {
+    /// Starts polling wallets no subscription covers (theirs did not all fit
+    /// in the connection limits, or a server refused one): batched balance
+    /// reads, a history walk on any change and a full one every few rounds,
+    /// until they are streamed. Their history is read at once, so nothing
+    /// since tracking waits for a change.
+    pub(super) fn start_polling(&mut self, wallets: &[WalletAddress]) {
         if wallets.is_empty() {
             return;
         }
-        info!(wallets = wallets.len(), "subscriptions exceed the connection limits; these wallets are polled");
+        info!(wallets = wallets.len(), "no subscription covers these wallets; they are polled");
         for wallet in wallets {
             if self.polling.insert(wallet.clone()) {
                 self.caught_up_once.insert(wallet.clone());
@@ -590,19 +597,23 @@ impl Pipeline {
                 match state {
                     ConnectionState::Connected => {
                         self.connection_states.insert(connection, (state, keys.clone()));
-                        let connected = self.connected_keys();
-                        for wallet in &wallets {
-                            // Streamed once every subscription it relies on is
-                            // placed and acknowledged (they may span connections);
-                            // until then it stays polled.
-                            let is_streamed = self
-                                .wallet_keys
-                                .get(wallet)
-                                .is_none_or(|keys| keys.iter().all(|key| connected.contains(key)));
-                            // A wallet a server refused stays polled for good.
-                            if !is_streamed || self.rejected_wallets.contains_key(wallet) {
-                                continue;
-                            }
+                        // Streamed once every subscription it relies on is placed
+                        // and acknowledged (they may span connections); until then
+                        // it stays polled, and a wallet a server refused for good.
+                        let streamed: Vec<WalletAddress> = {
+                            let states = self.key_states();
+                            wallets
+                                .iter()
+                                .filter(|wallet| !self.rejected_wallets.contains_key(*wallet))
+                                .filter(|wallet| {
+                                    self.wallet_keys.get(*wallet).is_none_or(|keys| {
+                                        keys.iter().all(|key| states.get(key) == Some(&ConnectionState::Connected))
+                                    })
+                                })
+                                .cloned()
+                                .collect()
+                        };
+                        for wallet in &streamed {
                             if self.polling.remove(wallet) && !is_resubscribe {
                                 // Promoted from polling: whatever landed since the
                                 // last poll and before the stream began is read
@@ -650,21 +661,17 @@ impl Pipeline {
             self.schedule_discovery(owner, is_token_2022);
         } else {
             error!(connection, wallet = %owner, method = key.method(), error = %error, "server refused a subscription; the wallet is polled instead");
-            self.rejected_wallets.insert(owner.clone(), format!("the server refused {}: {error}", key.method()));
+            let reason = format!("the server refused {}: {error}; polled instead", key.method());
+            self.rejected_wallets.insert(owner.clone(), reason);
             // Its other subscriptions do not cover it: polled for good.
-            self.poll_unplaced(std::slice::from_ref(&owner));
+            self.start_polling(std::slice::from_ref(&owner));
         }
         self.refresh_statuses().await;
     }
 
     async fn refresh_statuses(&mut self) {
-        let mut key_states: HashMap<&SubscriptionKey, ConnectionState> = HashMap::new();
-        for (state, keys) in self.connection_states.values() {
-            for key in keys {
-                key_states.insert(key, *state);
-            }
-        }
-        let mut changes: HashMap<(SubscriptionStatus, Option<String>), Vec<WalletAddress>> = HashMap::new();
+        let key_states = self.key_states();
+        let mut changes: HashMap<(SubscriptionStatus, Option<Reason>), Vec<WalletAddress>> = HashMap::new();
         for wallet in &self.tracked {
             let states: Vec<Option<ConnectionState>> = self
                 .wallet_keys
@@ -673,20 +680,21 @@ impl Pipeline {
                 .unwrap_or_default();
             // Polled: its socket is down and a poll ran since, or its
             // subscriptions found no room (then polling is its transport at once).
-            let is_polled = self.polling.contains(wallet)
-                && (self.polled_while_down.contains(wallet) || !self.is_streamable(wallet));
+            let is_streamable = self.is_streamable(wallet);
+            let is_polled =
+                self.polling.contains(wallet) && (self.polled_while_down.contains(wallet) || !is_streamable);
             let status = if let Some(refusal) = self.rejected_wallets.get(wallet) {
-                (SubscriptionStatus::Polling, Some(format!("{refusal}; polled instead")))
+                (SubscriptionStatus::Polling, Some(Reason::Owned(refusal.clone())))
             } else if is_polled {
-                let reason = if self.is_streamable(wallet) {
+                let reason = if is_streamable {
                     "its connection is down; polled until it is back"
                 } else {
                     "its subscriptions exceed the connection limits; polled until room appears"
                 };
-                (SubscriptionStatus::Polling, Some(reason.to_string()))
+                (SubscriptionStatus::Polling, Some(Reason::Borrowed(reason)))
             } else if states.contains(&Some(ConnectionState::Failed)) {
                 let reason = "its connection gave up after repeated failures; retrying slowly";
-                (SubscriptionStatus::Failed, Some(reason.to_string()))
+                (SubscriptionStatus::Failed, Some(Reason::Borrowed(reason)))
             } else if states.contains(&Some(ConnectionState::Reconnecting)) {
                 (SubscriptionStatus::Reconnecting, None)
             } else if states.iter().all(|state| *state == Some(ConnectionState::Connected)) {
@@ -743,7 +751,7 @@ impl Pipeline {
         }
     }
 
-    async fn persist_status(&mut self, wallets: &[WalletAddress], status: SubscriptionStatus, reason: Option<String>) {
+    async fn persist_status(&mut self, wallets: &[WalletAddress], status: SubscriptionStatus, reason: Option<Reason>) {
         if wallets.is_empty() {
             return;
         }

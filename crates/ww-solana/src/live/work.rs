@@ -520,7 +520,7 @@ impl Pipeline {
         if !new_keys.is_empty() {
             self.pool.add(new_keys).await;
             if !self.is_streamable(&owner) {
-                self.poll_unplaced(std::slice::from_ref(&owner));
+                self.start_polling(std::slice::from_ref(&owner));
                 self.refresh_statuses().await;
             }
         }
