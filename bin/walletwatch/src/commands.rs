@@ -156,9 +156,7 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
             if outcome == TrackOutcome::AlreadyTracked {
                 eprintln!("note: {address} was already tracked by {user:?}");
             }
-            if let Err(reason) = &slot {
-                eprintln!("note: the node's current slot is unknown ({reason}); history starts a minute before now");
-            }
+            note_unknown_slot(&slot);
             if let (Some(since), Some(slot)) = (since, start_slot) {
                 // Up to where the wallet's tracked period starts (earlier than
                 // now when it was tracked already): the daemon owns the rest.
@@ -431,9 +429,7 @@ async fn track_file(
     let store = open_store(config)?;
     let source = solana_source(config, None)?;
     let slot = wallets::current_slot(source.as_ref()).await;
-    if let Err(reason) = &slot {
-        eprintln!("note: the node's current slot is unknown ({reason}); history starts a minute before now");
-    }
+    note_unknown_slot(&slot);
     let summary = ww_app::import::track_rows(store.as_ref(), &rows, user, filter, slot.ok(), ww_core::time::now())
         .map_err(AppError::from)?;
     println!(
@@ -450,6 +446,13 @@ async fn run_backfill(config: &Config, address: &str, since: Option<String>, unt
     let store: Arc<dyn Store> = open_store(config)?;
     let source = solana_source(config, None)?;
     run_backfill_bounds(config, store, source.as_ref(), &wallet, since.as_ref(), until.as_ref()).await
+}
+
+/// Says when tracking could not learn the node's current slot.
+fn note_unknown_slot(slot: &Result<u64, String>) {
+    if let Err(reason) = slot {
+        eprintln!("note: the node's current slot is unknown ({reason}); history starts a minute before now");
+    }
 }
 
 /// Parses a history bound of a Solana wallet (a time or a signature).

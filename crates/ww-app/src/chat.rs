@@ -195,8 +195,8 @@ pub async fn execute_async(
         };
     }
     let limits = limits.clone();
-    let start_slot = match (&command, source) {
-        (ChatCommand::Track { .. }, Some(source)) => wallets::current_slot_or_log(source).await,
+    let start_slot = match &command {
+        ChatCommand::Track { .. } => wallets::current_slot_or_log(source).await,
         _ => None,
     };
     let now = ww_core::time::now();

@@ -89,10 +89,11 @@ pub async fn current_slot(source: &dyn Source) -> Result<u64, String> {
     source.current_height().await.map_err(|error| error.to_string())
 }
 
-/// [`current_slot`] for the daemon's front ends (API, chat): a failure is
-/// logged and the wallet's history starts a minute before tracking.
-pub async fn current_slot_or_log(source: &dyn Source) -> Option<u64> {
-    match current_slot(source).await {
+/// [`current_slot`] for the daemon's front ends (API, chat): without a
+/// source, or when it fails (logged), the wallet's history starts a minute
+/// before tracking.
+pub async fn current_slot_or_log(source: Option<&dyn Source>) -> Option<u64> {
+    match current_slot(source?).await {
         Ok(slot) => Some(slot),
         Err(reason) => {
             tracing::warn!(error = %reason, "the node's current slot is unknown; history of a wallet tracked now starts a minute before tracking");

@@ -121,15 +121,7 @@ async fn run_in(
     let broker = ww_app::broker::LocalBroker::default().shared();
     let mut published = broker.subscribe();
     let daemon_stop = shutdown.child_token();
-    let source: Arc<dyn ww_core::source::Source> = Arc::new(ww_solana::SolanaSource::new(&daemon_config, None)?);
-    let daemon = tokio::spawn(ww_app::daemon::run(
-        daemon_config,
-        Arc::clone(&store),
-        health.clone(),
-        broker,
-        vec![source],
-        daemon_stop.clone(),
-    ));
+    let daemon = crate::spawn_daemon(daemon_config, Arc::clone(&store), health.clone(), broker, daemon_stop.clone())?;
 
     let sent: Arc<Mutex<HashMap<Signature, Instant>>> = Arc::default();
     let streaming: Arc<Mutex<HashMap<Signature, Instant>>> = Arc::default();

@@ -14,3 +14,17 @@ pub mod transfer;
 pub(crate) fn node_error(error: ww_solana::RpcError) -> ww_app::AppError {
     ww_core::source::SourceError::node(ww_core::Chain::Solana, error).into()
 }
+
+/// The daemon of a measurement: the real one, watching `config`'s Solana
+/// endpoints, spawned on the current runtime until `stop` is cancelled.
+pub(crate) fn spawn_daemon(
+    config: ww_config::Config,
+    store: std::sync::Arc<dyn ww_core::store::Store>,
+    health: ww_core::status::Health,
+    broker: std::sync::Arc<dyn ww_app::broker::Broker>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<tokio::task::JoinHandle<Result<(), ww_app::AppError>>, ww_app::AppError> {
+    let source: std::sync::Arc<dyn ww_core::source::Source> =
+        std::sync::Arc::new(ww_solana::SolanaSource::new(&config, None)?);
+    Ok(tokio::spawn(ww_app::daemon::run(config, store, health, broker, vec![source], stop)))
+}

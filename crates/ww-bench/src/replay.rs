@@ -589,15 +589,7 @@ pub async fn run(
     let broker = ww_app::broker::LocalBroker::new(65_536, 1000).shared();
     let mut published = broker.subscribe();
     let stop = shutdown.child_token();
-    let source: Arc<dyn ww_core::source::Source> = Arc::new(ww_solana::SolanaSource::new(&config, None)?);
-    let daemon = tokio::spawn(ww_app::daemon::run(
-        config,
-        Arc::clone(&store),
-        health.clone(),
-        broker,
-        vec![source],
-        stop.clone(),
-    ));
+    let daemon = crate::spawn_daemon(config, Arc::clone(&store), health.clone(), broker, stop.clone())?;
 
     if !health.wait_for_active(wallet_count, Duration::from_secs(120), &shutdown).await {
         stop.cancel();

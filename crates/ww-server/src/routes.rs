@@ -263,10 +263,7 @@ pub(crate) async fn track_wallet(
     let body = json_body(body)?;
     let user = body.user.unwrap_or_else(|| caller.0.user.clone());
     let store = Arc::clone(&state.store);
-    let start_slot = match &state.source {
-        Some(source) => wallets::current_slot_or_log(source.as_ref()).await,
-        None => None,
-    };
+    let start_slot = wallets::current_slot_or_log(state.source.as_deref()).await;
     let (address, _) = tokio::task::spawn_blocking(move || {
         let options = wallets::TrackOptions { filter: body.filter, destination: None, start_slot, chat_quota: None };
         wallets::track_with(store.as_ref(), &body.address, body.label.as_deref(), &user, options, ww_core::time::now())
@@ -312,10 +309,7 @@ pub(crate) async fn track_wallets_bulk(
         _ => return Err(ApiError::bad_request("invalid_request", "give exactly one of `csv` and `wallets`")),
     }
     .map_err(import_error)?;
-    let start_slot = match &state.source {
-        Some(source) => wallets::current_slot_or_log(source.as_ref()).await,
-        None => None,
-    };
+    let start_slot = wallets::current_slot_or_log(state.source.as_deref()).await;
     let store = Arc::clone(&state.store);
     let summary = tokio::task::spawn_blocking(move || {
         track_rows(store.as_ref(), &rows, &user, body.filter, start_slot, ww_core::time::now())
