@@ -343,6 +343,25 @@ fn start_with(wallets: &[WalletAddress], capacity: usize) -> Harness {
     Harness { _dir: dir, store, node, subscriptions, events, health, shutdown, pipeline, wallet }
 }
 
+/// A `logsSubscribe` notification naming `signature` for `wallet`.
+fn logs_notification(wallet: &WalletAddress, signature: &Signature) -> PubsubEvent {
+    let result = json!({"context": {"slot": 1}, "value": {"signature": signature.as_str(), "err": null, "logs": []}});
+    PubsubEvent::Notification {
+        key: SubscriptionKey::Logs(wallet.clone()),
+        result,
+        slot: Some(1),
+        received_at: SystemTime::now(),
+    }
+}
+
+/// Two wallets (addresses 7 and 8) with room for one's subscriptions: the
+/// pipeline streams one and polls the other (which, is its choice).
+fn start_with_room_for_one() -> (Harness, WalletAddress, WalletAddress) {
+    let (first, second) = (address_of_byte(7), address_of_byte(8));
+    let room = SubscriptionKey::all_for_wallet(&first).len();
+    (start_with(&[first.clone(), second.clone()], room), first, second)
+}
+
 /// Waits (in virtual time) for `condition`.
 async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -368,9 +387,7 @@ impl Harness {
 
     async fn connect_wallet(&self, wallet: &WalletAddress, is_resubscribe: bool) {
         wait_for("the wallet's subscriptions", || !self.placed_keys(wallet).is_empty()).await;
-        let keys = self.placed_keys(wallet);
-        let state = PubsubEvent::State { connection: 0, state: ConnectionState::Connected, keys, is_resubscribe };
-        self.events.send(state).await.expect("pipeline reads");
+        self.send_state(0, ConnectionState::Connected, self.placed_keys(wallet), is_resubscribe).await;
     }
 
     async fn notify_logs(&self, signature: &Signature) {
@@ -378,15 +395,38 @@ impl Harness {
     }
 
     async fn notify_logs_of(&self, wallet: &WalletAddress, signature: &Signature) {
-        let result =
-            json!({"context": {"slot": 1}, "value": {"signature": signature.as_str(), "err": null, "logs": []}});
-        let notification = PubsubEvent::Notification {
-            key: SubscriptionKey::Logs(wallet.clone()),
-            result,
-            slot: Some(1),
-            received_at: SystemTime::now(),
-        };
-        self.events.send(notification).await.expect("pipeline reads");
+        self.events.send(logs_notification(wallet, signature)).await.expect("pipeline reads");
+    }
+
+    /// Plays a connection's state change for `keys`.
+    async fn send_state(
+        &self,
+        connection: usize,
+        state: ConnectionState,
+        keys: Vec<SubscriptionKey>,
+        is_resubscribe: bool,
+    ) {
+        self.events.send(PubsubEvent::State { connection, state, keys, is_resubscribe }).await.expect("pipeline reads");
+    }
+
+    fn record(&self, wallet: &WalletAddress) -> ww_core::WalletRecord {
+        self.store.wallet(&WalletId::solana(wallet.clone())).expect("read").expect("tracked")
+    }
+
+    fn status(&self, wallet: &WalletAddress) -> ww_core::SubscriptionStatus {
+        self.record(wallet).subscription_status
+    }
+
+    /// Waits until one of two wallets is polled; returns (the other, the polled one).
+    async fn one_polled(&self, first: &WalletAddress, second: &WalletAddress) -> (WalletAddress, WalletAddress) {
+        let polling = ww_core::SubscriptionStatus::Polling;
+        wait_for("a wallet polled", || self.status(first) == polling || self.status(second) == polling).await;
+        if self.status(first) == polling { (second.clone(), first.clone()) } else { (first.clone(), second.clone()) }
+    }
+
+    /// Whether `signature`'s event of `wallet` is stored.
+    fn has_stored(&self, wallet: &WalletAddress, signature: &Signature) -> bool {
+        self.stored_of(wallet).iter().any(|(stored, _)| stored == signature)
     }
 
     fn stored(&self) -> Vec<(Signature, Origin)> {
@@ -441,9 +481,7 @@ async fn a_resubscription_fills_the_gap_from_the_cursor() {
     harness.wait_stored(1).await;
     assert_eq!(harness.stored(), vec![(before.clone(), Origin::Backfill)], "the first catch-up reads history");
     // The socket drops; a transfer lands while nobody listens.
-    let keys = harness.wallet_keys();
-    let down = PubsubEvent::State { connection: 0, state: ConnectionState::Reconnecting, keys, is_resubscribe: false };
-    harness.events.send(down).await.expect("pipeline reads");
+    harness.send_state(0, ConnectionState::Reconnecting, harness.wallet_keys(), false).await;
     let missed = harness.node.land_transfer(&harness.wallet, 2, 12);
     harness.connect(true).await;
     harness.wait_stored(2).await;
@@ -475,11 +513,7 @@ async fn a_full_fetch_queue_stops_reading_notifications_until_it_drains() {
         let signatures = signatures.clone();
         tokio::spawn(async move {
             for signature in signatures {
-                let result = json!({"context": {"slot": 1}, "value": {"signature": signature.as_str(), "err": null, "logs": []}});
-                let key = SubscriptionKey::Logs(wallet.clone());
-                let notification =
-                    PubsubEvent::Notification { key, result, slot: Some(1), received_at: SystemTime::now() };
-                events.send(notification).await.expect("pipeline reads");
+                events.send(logs_notification(&wallet, &signature)).await.expect("pipeline reads");
             }
         })
     };
@@ -528,26 +562,16 @@ async fn shutdown_records_every_transaction_accepted_before_it() {
 
 #[tokio::test(start_paused = true)]
 async fn a_wallet_beyond_the_socket_limits_is_polled_then_streamed_without_a_gap() {
-    let (first, second) = (address_of_byte(7), address_of_byte(8));
-    let room = SubscriptionKey::all_for_wallet(&first).len();
-    let harness = start_with(&[first.clone(), second.clone()], room);
+    let (harness, first, second) = start_with_room_for_one();
     let landed_first = harness.node.land_transfer(&first, 1, 10);
     let landed_second = harness.node.land_transfer(&second, 2, 10);
-    let status = |wallet: &WalletAddress| {
-        harness.store.wallet(&WalletId::solana(wallet.clone())).expect("read").expect("tracked").subscription_status
-    };
     // Only one wallet's subscriptions fit (which one is the pipeline's
     // choice): the other is polled at once and its history read.
-    let polling = ww_core::SubscriptionStatus::Polling;
-    wait_for("a wallet polled", || status(&first) == polling || status(&second) == polling).await;
-    let (placed, polled, before) = if status(&first) == polling {
-        (second.clone(), first.clone(), landed_first)
-    } else {
-        (first.clone(), second.clone(), landed_second)
-    };
+    let (placed, polled) = harness.one_polled(&first, &second).await;
+    let before = if polled == first { landed_first } else { landed_second };
     wait_for("its history read", || harness.stored_of(&polled).len() == 1).await;
     assert!(harness.placed_keys(&polled).is_empty());
-    let record = harness.store.wallet(&WalletId::solana(polled.clone())).expect("read").expect("tracked");
+    let record = harness.record(&polled);
     assert_eq!(record.transport, Some(ww_core::Transport::Poll));
     assert!(record.status_reason.as_deref().is_some_and(|reason| reason.contains("connection limits")), "{record:?}");
     // A transfer nobody is told about is found by the next poll.
@@ -560,8 +584,8 @@ async fn a_wallet_beyond_the_socket_limits_is_polled_then_streamed_without_a_gap
     let switched = harness.node.land_transfer(&polled, 4, 12);
     harness.connect_wallet(&polled, false).await;
     wait_for("the switch walked", || harness.stored_of(&polled).len() == 3).await;
-    wait_for("the wallet streamed", || status(&polled) == ww_core::SubscriptionStatus::Active).await;
-    let record = harness.store.wallet(&WalletId::solana(polled.clone())).expect("read").expect("tracked");
+    wait_for("the wallet streamed", || harness.status(&polled) == ww_core::SubscriptionStatus::Active).await;
+    let record = harness.record(&polled);
     assert_eq!((record.transport, record.status_reason), (Some(ww_core::Transport::Stream), None));
     let streamed = harness.node.land_transfer(&polled, 5, 13);
     harness.notify_logs_of(&polled, &streamed).await;
@@ -581,15 +605,8 @@ async fn a_wallet_beyond_the_socket_limits_is_polled_then_streamed_without_a_gap
 
 #[tokio::test(start_paused = true)]
 async fn a_polled_wallet_finds_a_token_account_opened_while_it_is_polled() {
-    let (first, second) = (address_of_byte(7), address_of_byte(8));
-    let room = SubscriptionKey::all_for_wallet(&first).len();
-    let harness = start_with(&[first.clone(), second.clone()], room);
-    let status = |wallet: &WalletAddress| {
-        harness.store.wallet(&WalletId::solana(wallet.clone())).expect("read").expect("tracked").subscription_status
-    };
-    let polling = ww_core::SubscriptionStatus::Polling;
-    wait_for("a wallet polled", || status(&first) == polling || status(&second) == polling).await;
-    let polled = if status(&first) == polling { first.clone() } else { second.clone() };
+    let (harness, first, second) = start_with_room_for_one();
+    let (_, polled) = harness.one_polled(&first, &second).await;
     // Its first token account discovery has run (and found none).
     tokio::time::sleep(Duration::from_secs(20)).await;
     // A token account opened now: the transfer into it does not name the
@@ -597,10 +614,7 @@ async fn a_polled_wallet_finds_a_token_account_opened_while_it_is_polled() {
     let account = address_of_byte(90);
     harness.node.open_token_account(&polled, &account);
     let transfer = harness.node.land_token_transfer(&polled, &account, 60, 20);
-    wait_for("the token transfer found", || {
-        harness.stored_of(&polled).iter().any(|(signature, _)| *signature == transfer)
-    })
-    .await;
+    wait_for("the token transfer found", || harness.has_stored(&polled, &transfer)).await;
     let found = harness.stored_of(&polled).iter().filter(|(signature, _)| *signature == transfer).count();
     assert_eq!(found, 1, "stored once");
     harness.stop().await;
@@ -608,37 +622,27 @@ async fn a_polled_wallet_finds_a_token_account_opened_while_it_is_polled() {
 
 #[tokio::test(start_paused = true)]
 async fn a_promotion_waits_for_every_connection_of_the_wallet() {
-    let (first, second) = (address_of_byte(7), address_of_byte(8));
+    let (harness, first, second) = start_with_room_for_one();
     let room = SubscriptionKey::all_for_wallet(&first).len();
-    let harness = start_with(&[first.clone(), second.clone()], room);
-    let status = |wallet: &WalletAddress| {
-        harness.store.wallet(&WalletId::solana(wallet.clone())).expect("read").expect("tracked").subscription_status
-    };
-    let polling = ww_core::SubscriptionStatus::Polling;
-    wait_for("a wallet polled", || status(&first) == polling || status(&second) == polling).await;
-    let (placed, polled) =
-        if status(&first) == polling { (second.clone(), first.clone()) } else { (first.clone(), second.clone()) };
+    let (placed, polled) = harness.one_polled(&first, &second).await;
     harness.store.untrack_wallet(&WalletId::solana(placed), "local").expect("untrack");
     wait_for("the polled wallet's subscriptions", || harness.placed_keys(&polled).len() == room).await;
     // Its subscriptions land on two connections; the first acknowledges.
     let keys = harness.placed_keys(&polled);
     let (early, late) = keys.split_at(room / 2);
-    let connected = |connection: usize, keys: &[SubscriptionKey]| PubsubEvent::State {
-        connection,
-        state: ConnectionState::Connected,
-        keys: keys.to_vec(),
-        is_resubscribe: false,
-    };
-    harness.events.send(connected(1, early)).await.expect("pipeline reads");
+    harness.send_state(1, ConnectionState::Connected, early.to_vec(), false).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(status(&polled), polling, "still polled while a connection has not acknowledged");
+    assert_eq!(
+        harness.status(&polled),
+        ww_core::SubscriptionStatus::Polling,
+        "still polled while a connection has not acknowledged"
+    );
     // A transfer lands while only half of its subscriptions are live, and
     // no notification tells of it.
     let in_between = harness.node.land_transfer(&polled, 7, 30);
-    harness.events.send(connected(2, late)).await.expect("pipeline reads");
-    wait_for("the switch walked", || harness.stored_of(&polled).iter().any(|(signature, _)| *signature == in_between))
-        .await;
-    wait_for("the wallet streamed", || status(&polled) == ww_core::SubscriptionStatus::Active).await;
+    harness.send_state(2, ConnectionState::Connected, late.to_vec(), false).await;
+    wait_for("the switch walked", || harness.has_stored(&polled, &in_between)).await;
+    wait_for("the wallet streamed", || harness.status(&polled) == ww_core::SubscriptionStatus::Active).await;
     harness.stop().await;
 }
 
@@ -648,18 +652,15 @@ async fn a_wallet_tracked_while_its_connection_is_down_is_polled() {
     harness.connect(false).await;
     wait_for("the first catch-up", || !lock(&harness.node.listings).is_empty()).await;
     // The connection drops and backs off.
-    let keys = harness.wallet_keys();
-    let down = PubsubEvent::State { connection: 0, state: ConnectionState::Reconnecting, keys, is_resubscribe: false };
-    harness.events.send(down).await.expect("pipeline reads");
+    harness.send_state(0, ConnectionState::Reconnecting, harness.wallet_keys(), false).await;
     // A wallet tracked now is placed on that connection: nothing streams it.
     let late = address_of_byte(9);
     let request = TrackRequest { start_slot: Some(1), ..TrackRequest::new(Chain::Solana, late.clone(), "local") };
     harness.store.track_wallet(&request, ww_core::time::now()).expect("track");
     wait_for("its subscriptions", || !harness.placed_keys(&late).is_empty()).await;
     let transfer = harness.node.land_transfer(&late, 1, 10);
-    wait_for("the poll to find it", || harness.stored_of(&late).iter().any(|(signature, _)| *signature == transfer))
-        .await;
-    let record = harness.store.wallet(&WalletId::solana(late)).expect("read").expect("tracked");
+    wait_for("the poll to find it", || harness.has_stored(&late, &transfer)).await;
+    let record = harness.record(&late);
     assert_eq!(record.transport, Some(ww_core::Transport::Poll), "{record:?}");
     harness.stop().await;
 }
@@ -675,13 +676,12 @@ async fn a_wallet_whose_subscription_is_refused_is_polled_instead() {
         error: "logsSubscribe is not allowed on this plan".into(),
     };
     harness.events.send(refused).await.expect("pipeline reads");
-    let record = || harness.store.wallet(&WalletId::solana(harness.wallet.clone())).expect("read").expect("tracked");
-    wait_for("the wallet polled", || record().transport == Some(ww_core::Transport::Poll)).await;
-    let reason = record().status_reason.unwrap_or_default();
+    wait_for("the wallet polled", || harness.record(&harness.wallet).transport == Some(ww_core::Transport::Poll)).await;
+    let reason = harness.record(&harness.wallet).status_reason.unwrap_or_default();
     assert!(reason.contains("refused logsSubscribe") && reason.contains("polled instead"), "{reason}");
     // Nothing streams its transfers any more: the poll finds them.
     let transfer = harness.node.land_transfer(&harness.wallet, 1, 10);
-    wait_for("the poll to find it", || harness.stored().iter().any(|(signature, _)| *signature == transfer)).await;
+    wait_for("the poll to find it", || harness.has_stored(&harness.wallet, &transfer)).await;
     assert_eq!(harness.stored(), vec![(transfer, Origin::Poll)]);
     harness.stop().await;
 }
