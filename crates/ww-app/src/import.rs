@@ -308,7 +308,6 @@ pub fn track_rows(
 /// first three columns are what [`parse_csv`] reads back.
 pub fn to_csv(wallets: &[WalletRecord]) -> Result<String, AppError> {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    let failed = |error: csv::Error| AppError::Rejected(format!("writing CSV failed: {error}"));
     writer
         .write_record([
             "address",
@@ -323,7 +322,7 @@ pub fn to_csv(wallets: &[WalletRecord]) -> Result<String, AppError> {
             "last_slot",
             "added_at",
         ])
-        .map_err(failed)?;
+        .map_err(csv_failed)?;
     for wallet in wallets {
         let users: Vec<&str> = wallet.tracking_users.iter().map(String::as_str).collect();
         let (last_signature, last_slot) = match &wallet.last_transaction {
@@ -345,10 +344,14 @@ pub fn to_csv(wallets: &[WalletRecord]) -> Result<String, AppError> {
                 last_slot,
                 wallet.added_at.0.to_string(),
             ])
-            .map_err(failed)?;
+            .map_err(csv_failed)?;
     }
-    let bytes = writer.into_inner().map_err(|error| AppError::Rejected(format!("writing CSV failed: {error}")))?;
-    String::from_utf8(bytes).map_err(|error| AppError::Rejected(format!("writing CSV failed: {error}")))
+    let bytes = writer.into_inner().map_err(csv_failed)?;
+    String::from_utf8(bytes).map_err(csv_failed)
+}
+
+fn csv_failed(error: impl std::fmt::Display) -> AppError {
+    AppError::Rejected(format!("writing CSV failed: {error}"))
 }
 
 #[cfg(test)]
