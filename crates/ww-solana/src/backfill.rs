@@ -31,12 +31,13 @@ use crate::{RpcClient, RpcError};
 /// Concurrent `getTransaction` calls of a backfill.
 pub const BACKFILL_CONCURRENCY: usize = 16;
 
-/// Runs a backfill of `wallet` (which must be tracked), recording through
-/// `recorder`: events of the wallet's tracked period are owed their alerts
-/// whoever stores them, so the caller's recorder routes them (a running
-/// daemon's delivery workers send them within a second).
+/// Runs a backfill of `wallet` (which must be tracked) over `rpc`, recording
+/// through `recorder`: events of the wallet's tracked period are owed their
+/// alerts whoever stores them, so the caller's recorder routes them (a
+/// running daemon's delivery workers send them within a second).
 pub async fn run(
     solana: &SolanaConfig,
+    rpc: RpcClient,
     recorder: Arc<dyn EventRecorder>,
     request: HistoryRequest<'_>,
 ) -> Result<HistorySummary, SourceError> {
@@ -53,7 +54,6 @@ pub async fn run(
         )));
     };
     let tracked: HashSet<WalletAddress> = records.iter().map(|record| record.address.clone()).collect();
-    let rpc = RpcClient::from_config(solana).map_err(node_error)?;
     let catch_up = CatchUp {
         rpc: rpc.clone(),
         fetcher: TransactionFetcher::new(rpc.clone(), solana.commitment),

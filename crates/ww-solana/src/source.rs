@@ -101,7 +101,7 @@ impl Source for SolanaSource {
         recorder: Arc<dyn EventRecorder>,
         request: HistoryRequest<'a>,
     ) -> SourceFuture<'a, HistorySummary> {
-        Box::pin(crate::backfill::run(&self.config.solana, recorder, request))
+        Box::pin(crate::backfill::run(&self.config.solana, self.rpc.clone(), recorder, request))
     }
 }
 
