@@ -47,13 +47,19 @@ pub(crate) enum Command {
         #[arg(required_unless_present = "file")]
         address: Option<String>,
         /// Track every wallet of a CSV file instead (columns address, label,
-        /// chain; `-` reads standard input): all rows in one transaction, or
-        /// none when a row is invalid (each bad row is listed by line).
-        #[arg(long, value_name = "FILE", conflicts_with_all = ["address", "label", "since"])]
+        /// chain, priority; `-` reads standard input): all rows in one
+        /// transaction, or none when a row is invalid (each bad row is listed
+        /// by line).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["address", "label", "since", "priority"])]
         file: Option<std::path::PathBuf>,
         /// A nickname shown in alerts and lists.
         #[arg(long)]
         label: Option<String>,
+        /// Streaming priority (0-255): when the connection limits cannot hold
+        /// every wallet, a higher priority holds socket subscriptions first
+        /// (the others are polled). Without it, an existing one is kept.
+        #[arg(long, value_name = "N")]
+        priority: Option<u8>,
         /// The user tracking it.
         #[arg(long, default_value = ww_core::wallet::DEFAULT_USER)]
         user: String,
@@ -84,7 +90,7 @@ pub(crate) enum Command {
         /// One JSON array instead of text (the same as `--format json`).
         #[arg(long, conflicts_with = "format")]
         json: bool,
-        /// `text`, `json`, or `csv` (address, label, chain, status, transport,
+        /// `text`, `json`, or `csv` (address, label, chain, priority, status, transport,
         /// reason, users, transactions, last transaction, added at; reads
         /// back with `track --file`).
         #[arg(long, value_enum, default_value = "text")]

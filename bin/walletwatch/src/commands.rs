@@ -132,7 +132,7 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
         Command::Track { file: Some(file), user, filter, .. } => {
             track_file(&config, &file, &user, filter_from_args(filter)?).await
         }
-        Command::Track { address, label, user, filter, since, .. } => {
+        Command::Track { address, label, priority, user, filter, since, .. } => {
             let address = address.unwrap_or_default();
             let store = open_store(&config)?;
             let since = since.as_deref().map(parse_bound).transpose()?;
@@ -149,6 +149,7 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
                 destination: None,
                 start_slot,
                 chat_quota: None,
+                priority,
             };
             let (address, outcome) =
                 wallets::track_with(store.as_ref(), &address, label.as_deref(), &user, options, ww_core::time::now())?;

@@ -155,6 +155,7 @@ pub fn execute(
                 destination: Some(context.destination.clone()),
                 start_slot,
                 chat_quota: Some(limits.max_wallets_per_user),
+                priority: None,
             };
             wallets::track_with(store, address, label.as_deref(), &context.user, options, now)
                 .map(|(address, _)| wallets::tracking_message(&address))

@@ -1,8 +1,9 @@
 //! Bulk import and export of tracked wallets (`walletwatch track --file`,
 //! `walletwatch list --format csv`, `POST /api/wallets/bulk`).
 //!
-//! The import format is CSV with the columns `address`, `label` and `chain`
-//! (the last two optional), with or without a header row naming them; lines
+//! The import format is CSV with the columns `address`, `label`, `chain` and
+//! `priority` (all but the first optional; a priority is 0 to 255, higher
+//! holds socket subscriptions first), with or without a header row naming them; lines
 //! starting with `#` and blank lines are skipped. The export's other columns
 //! are ignored on import, so an export reads back as an import. Every row is checked
 //! before anything is stored: one bad row refuses the whole file with every
@@ -36,6 +37,8 @@ pub struct ImportRow {
     pub label: Option<String>,
     /// Its chain (`solana` when the row gave none).
     pub chain: Chain,
+    /// Its streaming priority, if the row gave one.
+    pub priority: Option<u8>,
 }
 
 /// A row that cannot be imported.
@@ -93,6 +96,7 @@ struct Columns {
     address: usize,
     label: Option<usize>,
     chain: Option<usize>,
+    priority: Option<usize>,
     /// Fields a row may have at most.
     width: usize,
 }
@@ -100,7 +104,7 @@ struct Columns {
 /// Reads the rows of an import file, checking every one: the rows, or
 /// every invalid row with its line.
 pub fn parse_csv(text: &str) -> Result<Vec<ImportRow>, ImportError> {
-    let mut columns = Columns { address: 0, label: Some(1), chain: Some(2), width: 3 };
+    let mut columns = Columns { address: 0, label: Some(1), chain: Some(2), priority: Some(3), width: 4 };
     let mut rows = Vec::new();
     let mut errors = Vec::new();
     let mut is_first = true;
@@ -174,8 +178,11 @@ fn read_record(line: &str) -> Result<csv::StringRecord, String> {
 
 fn is_column_name(field: &str) -> bool {
     let field = field.to_ascii_lowercase();
-    ["address", "label", "chain"].contains(&field.as_str()) || EXPORT_ONLY_COLUMNS.contains(&field.as_str())
+    IMPORT_COLUMNS.contains(&field.as_str()) || EXPORT_ONLY_COLUMNS.contains(&field.as_str())
 }
+
+/// Columns an import reads.
+const IMPORT_COLUMNS: [&str; 4] = ["address", "label", "chain", "priority"];
 
 /// Columns of the export that an import reads past.
 const EXPORT_ONLY_COLUMNS: [&str; 8] =
@@ -186,19 +193,22 @@ fn header_columns(record: &csv::StringRecord) -> Result<Columns, String> {
     for (index, name) in record.iter().enumerate() {
         let name = name.to_ascii_lowercase();
         match name.as_str() {
-            "address" | "label" | "chain" => {
+            "address" | "label" | "chain" | "priority" => {
                 if found.insert(name.clone(), index).is_some() {
                     return Err(format!("the header names {name:?} twice"));
                 }
             }
             other if EXPORT_ONLY_COLUMNS.contains(&other) => {}
-            other => return Err(format!("unknown column {other:?}: the columns are address, label and chain")),
+            other => {
+                return Err(format!("unknown column {other:?}: the columns are address, label, chain and priority"));
+            }
         }
     }
     Ok(Columns {
         address: found.get("address").copied().unwrap_or(0),
         label: found.get("label").copied(),
         chain: found.get("chain").copied(),
+        priority: found.get("priority").copied(),
         width: record.len(),
     })
 }
@@ -206,17 +216,27 @@ fn header_columns(record: &csv::StringRecord) -> Result<Columns, String> {
 fn parse_row(record: &csv::StringRecord, columns: &Columns, line: u64) -> Result<ImportRow, String> {
     if record.len() > columns.width {
         return Err(format!(
-            "{} fields where at most {} are named (address, label, chain)",
+            "{} fields where at most {} are named (address, label, chain, priority)",
             record.len(),
             columns.width
         ));
     }
     let field = |index: Option<usize>| index.and_then(|index| record.get(index)).filter(|text| !text.is_empty());
-    check_row(line, field(Some(columns.address)), field(columns.label), field(columns.chain))
+    let priority = match field(columns.priority) {
+        None => None,
+        Some(text) => Some(text.parse::<u8>().map_err(|_| format!("priority {text:?} is not a number from 0 to 255"))?),
+    };
+    check_row(line, field(Some(columns.address)), field(columns.label), field(columns.chain), priority)
 }
 
 /// Checks one row's fields.
-fn check_row(line: u64, address: Option<&str>, label: Option<&str>, chain: Option<&str>) -> Result<ImportRow, String> {
+fn check_row(
+    line: u64,
+    address: Option<&str>,
+    label: Option<&str>,
+    chain: Option<&str>,
+    priority: Option<u8>,
+) -> Result<ImportRow, String> {
     let chain = match chain.map(str::trim).filter(|text| !text.is_empty()) {
         None => Chain::Solana,
         Some(text) => text.parse::<Chain>().map_err(|error| error.to_string())?,
@@ -227,7 +247,7 @@ fn check_row(line: u64, address: Option<&str>, label: Option<&str>, chain: Optio
     let address = address.map(str::trim).filter(|text| !text.is_empty()).ok_or("no address")?;
     let address = WalletAddress::parse_for(chain, address).map_err(|error| error.to_string())?;
     let label = validate_label(label).map_err(|error| error.to_string())?;
-    Ok(ImportRow { line, address, label, chain })
+    Ok(ImportRow { line, address, label, chain, priority })
 }
 
 /// One wallet of a JSON bulk request (`POST /api/wallets/bulk`).
@@ -242,6 +262,9 @@ pub struct BulkEntry {
     /// Its chain (`solana` when absent).
     #[serde(default)]
     pub chain: Option<String>,
+    /// Its streaming priority (absent: keep the current one).
+    #[serde(default)]
+    pub priority: Option<u8>,
 }
 
 /// Checks every entry of a JSON bulk request; entries are numbered from 1
@@ -257,7 +280,7 @@ pub fn parse_entries(entries: &[BulkEntry]) -> Result<Vec<ImportRow>, ImportErro
     let mut errors = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
         let line = index as u64 + 1;
-        match check_row(line, Some(&entry.address), entry.label.as_deref(), entry.chain.as_deref()) {
+        match check_row(line, Some(&entry.address), entry.label.as_deref(), entry.chain.as_deref(), entry.priority) {
             Ok(row) => rows.push(row),
             Err(error) => errors.push(RowError { line, error }),
         }
@@ -287,6 +310,7 @@ pub fn track_rows(
             label: row.label.clone(),
             filter: filter.clone(),
             start_slot,
+            priority: row.priority,
             ..TrackRequest::new(row.chain, row.address.clone(), user.clone())
         })
         .collect();
@@ -303,9 +327,9 @@ pub fn track_rows(
 }
 
 /// The CSV export of tracked wallets (`walletwatch list --format csv`):
-/// a header, then one row per wallet (address, label, chain, status,
-/// transport, reason, users, transactions, last transaction, added at); its
-/// first three columns are what [`parse_csv`] reads back.
+/// a header, then one row per wallet (address, label, chain, priority,
+/// status, transport, reason, users, transactions, last transaction, added
+/// at); its first four columns are what [`parse_csv`] reads back.
 pub fn to_csv(wallets: &[WalletRecord]) -> Result<String, AppError> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer
@@ -313,6 +337,7 @@ pub fn to_csv(wallets: &[WalletRecord]) -> Result<String, AppError> {
             "address",
             "label",
             "chain",
+            "priority",
             "status",
             "transport",
             "reason",
@@ -334,6 +359,7 @@ pub fn to_csv(wallets: &[WalletRecord]) -> Result<String, AppError> {
                 wallet.address.to_string(),
                 wallet.label.clone().unwrap_or_default(),
                 wallet.chain.to_string(),
+                wallet.priority.to_string(),
                 wallet.subscription_status.to_string(),
                 wallet.transport.map(|transport| transport.to_string()).unwrap_or_default(),
                 // One line per wallet: a server's error text may hold line breaks.
@@ -406,6 +432,19 @@ mod tests {
     }
 
     #[test]
+    fn a_priority_column_is_read_by_position_or_by_name() {
+        let rows = parse_csv(&format!("{A},whale,solana,9\n{B}\n")).expect("rows");
+        assert_eq!((rows[0].priority, rows[1].priority), (Some(9), None));
+        let rows = parse_csv(&format!("priority,address\n200,{A}\n,{B}\n")).expect("rows");
+        assert_eq!((rows[0].priority, rows[1].priority), (Some(200), None));
+        let ImportError::InvalidRows(errors) = parse_csv(&format!("{A},,,256\n{B},,,high\n")).expect_err("bad") else {
+            panic!("expected row errors");
+        };
+        assert_eq!(errors.iter().map(|error| error.line).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(errors[0].error.contains("0 to 255"), "{}", errors[0].error);
+    }
+
+    #[test]
     fn unknown_columns_chains_and_empty_files_are_refused() {
         assert!(matches!(parse_csv("address,owner\n"), Err(ImportError::InvalidRows(_))));
         let evm = format!("0x{}", "ab".repeat(20));
@@ -432,11 +471,13 @@ mod tests {
             subscription_status: ww_core::SubscriptionStatus::Failed,
             transport: Some(ww_core::Transport::Failed),
             status_reason: Some("the server refused logsSubscribe:\nrate limited".into()),
+            priority: 3,
         };
         let text = to_csv(&[record]).expect("csv");
-        assert!(text.starts_with("address,label,chain,status,transport,reason,users"), "{text}");
+        assert!(text.starts_with("address,label,chain,priority,status,transport,reason,users"), "{text}");
         let rows = parse_csv(&text).expect("reads back");
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].address.clone(), rows[0].label.as_deref()), (address, Some("whale, the big one")));
+        assert_eq!(rows[0].priority, Some(3));
     }
 }

@@ -30,6 +30,9 @@ pub struct TrackOptions {
     /// A chat user's request: the label is theirs alone (not the wallet's
     /// shared label) and they may track at most this many wallets.
     pub chat_quota: Option<usize>,
+    /// The wallet's streaming priority (operator front ends; `None` keeps
+    /// the current one). A chat request may not set it.
+    pub priority: Option<u8>,
 }
 
 /// Starts tracking `address` for `user`.
@@ -70,6 +73,7 @@ pub fn track_with(
         start_slot: options.start_slot,
         shares_label: options.chat_quota.is_none(),
         max_wallets: options.chat_quota,
+        priority: if options.chat_quota.is_none() { options.priority } else { None },
     };
     let outcome = store.track_wallet(&request, now).map_err(|error| match error {
         ww_core::store::StoreError::QuotaReached { limit } => {
@@ -175,6 +179,9 @@ pub fn render_list(wallets: &[WalletRecord]) -> String {
         if let Some(label) = &wallet.label {
             let _ = write!(text, "  label: {label}");
         }
+        if wallet.priority > 0 {
+            let _ = write!(text, "  priority: {}", wallet.priority);
+        }
         let users: Vec<&str> = wallet.tracking_users.iter().map(String::as_str).collect();
         let _ = write!(text, "  users: {}  transactions: {}", users.join(","), wallet.transaction_count);
         match &wallet.last_transaction {
@@ -242,6 +249,7 @@ mod tests {
             subscription_status: SubscriptionStatus::Active,
             transport: Some(ww_core::Transport::Stream),
             status_reason: None,
+            priority: 0,
         };
         let text = render_list(&[record]);
         let mut lines = text.lines();

@@ -126,6 +126,11 @@ pub struct TrackRequest {
     /// The chain's confirmed slot when the request was made, if known: a
     /// wallet that is not tracked yet starts its history after it.
     pub start_slot: Option<u64>,
+    /// The wallet's streaming priority ([`WalletRecord::priority`]); `None`
+    /// keeps the current one (0 for a new wallet). Operator front ends only.
+    ///
+    /// [`WalletRecord::priority`]: crate::wallet::WalletRecord::priority
+    pub priority: Option<u8>,
 }
 
 impl TrackRequest {
@@ -144,6 +149,7 @@ impl TrackRequest {
             filter: None,
             destination: None,
             start_slot: None,
+            priority: None,
         }
     }
 }

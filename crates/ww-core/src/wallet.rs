@@ -198,6 +198,12 @@ pub struct WalletRecord {
     /// Why it is polled or failed, when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
+    /// Its streaming priority: when the connection limits cannot hold every
+    /// wallet, wallets with a higher priority hold socket subscriptions
+    /// before any with a lower one; within a priority, the most recently
+    /// active do (0, the default: activity alone decides).
+    #[serde(default)]
+    pub priority: u8,
 }
 
 /// History before the tracking instant that still belongs to a wallet with

@@ -244,6 +244,8 @@ pub(crate) struct TrackBody {
     user: Option<String>,
     #[serde(default)]
     filter: Option<ww_core::alert::AlertFilter>,
+    #[serde(default)]
+    priority: Option<u8>,
 }
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
@@ -265,7 +267,13 @@ pub(crate) async fn track_wallet(
     let store = Arc::clone(&state.store);
     let start_slot = wallets::current_slot_or_log(state.source.as_deref()).await;
     let (address, _) = tokio::task::spawn_blocking(move || {
-        let options = wallets::TrackOptions { filter: body.filter, destination: None, start_slot, chat_quota: None };
+        let options = wallets::TrackOptions {
+            filter: body.filter,
+            destination: None,
+            start_slot,
+            chat_quota: None,
+            priority: body.priority,
+        };
         wallets::track_with(store.as_ref(), &body.address, body.label.as_deref(), &user, options, ww_core::time::now())
     })
     .await??;

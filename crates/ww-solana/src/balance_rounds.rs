@@ -58,6 +58,15 @@ impl Tier {
         }
     }
 
+    /// Its position in [`Tier`] order (high first): the index of per-tier arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Tier::High => 0,
+            Tier::Medium => 1,
+            Tier::Low => 2,
+        }
+    }
+
     /// Returns the tier for a wallet last active `since` ago (`None`: never seen).
     pub fn from_last_activity(since: Option<Duration>) -> Tier {
         match since {
@@ -193,12 +202,32 @@ pub struct Schedule {
     next_due: HashMap<WalletAddress, Instant>,
     failures: HashMap<WalletAddress, u32>,
     last_activity: HashMap<WalletAddress, Instant>,
+    /// Read intervals of polled wallets by tier (high, medium, low).
+    poll_intervals: [Duration; 3],
 }
 
 impl Schedule {
     /// Creates an empty schedule with these intervals.
     pub fn new(config: BalancesConfig) -> Self {
-        Self { config, next_due: HashMap::new(), failures: HashMap::new(), last_activity: HashMap::new() }
+        let poll_intervals = [config.high_interval, config.medium_interval, config.low_interval];
+        Self {
+            config,
+            next_due: HashMap::new(),
+            failures: HashMap::new(),
+            last_activity: HashMap::new(),
+            poll_intervals,
+        }
+    }
+
+    /// Sets how often polled wallets are read, by tier (high, medium, low);
+    /// a polled wallet is read at the shorter of this and its tier's interval.
+    pub fn set_poll_intervals(&mut self, intervals: [Duration; 3]) {
+        self.poll_intervals = intervals;
+    }
+
+    /// When the wallet last moved, if it did since it was added.
+    pub fn last_activity(&self, wallet: &WalletAddress) -> Option<Instant> {
+        self.last_activity.get(wallet).copied()
     }
 
     /// Adds a wallet, due now.
@@ -241,8 +270,14 @@ impl Schedule {
         self.next_due.iter().filter(|(_, due)| **due <= now).map(|(wallet, _)| wallet.clone()).collect()
     }
 
-    /// Schedules the next refresh of wallets read in a round.
-    pub fn reschedule(&mut self, read: &[WalletAddress], failed: &[WalletAddress]) {
+    /// Schedules the next refresh of wallets read in a round; `is_polled`
+    /// wallets are read at their polling cadence when it is shorter.
+    pub fn reschedule(
+        &mut self,
+        read: &[WalletAddress],
+        failed: &[WalletAddress],
+        is_polled: impl Fn(&WalletAddress) -> bool,
+    ) {
         let now = Instant::now();
         for wallet in read {
             if failed.contains(wallet) {
@@ -251,7 +286,11 @@ impl Schedule {
                 self.next_due.insert(wallet.clone(), now + retry_delay(*failures));
             } else {
                 self.failures.remove(wallet);
-                let interval = self.tier(wallet).interval(&self.config);
+                let tier = self.tier(wallet);
+                let mut interval = tier.interval(&self.config);
+                if is_polled(wallet) {
+                    interval = interval.min(self.poll_intervals[tier.index()]);
+                }
                 if let Some(due) = self.next_due.get_mut(wallet) {
                     *due = now + interval;
                 }
@@ -305,7 +344,7 @@ mod tests {
         let mut schedule = Schedule::new(config);
         schedule.add(wallet.clone());
         assert_eq!(schedule.due(), vec![wallet.clone()]);
-        schedule.reschedule(std::slice::from_ref(&wallet), &[]);
+        schedule.reschedule(std::slice::from_ref(&wallet), &[], |_| false);
         assert!(schedule.due().is_empty());
         schedule.make_due(&wallet);
         assert_eq!(schedule.due(), vec![wallet.clone()]);

@@ -58,6 +58,14 @@ pub const PUBSUB_CONNECTIONS: &str = "ww_pubsub_connections";
 /// Gauge: tracked wallets by how they are watched. Labels: `transport`
 /// (stream, poll, failed).
 pub const WALLETS_BY_TRANSPORT: &str = "ww_wallets_by_transport";
+/// Counter: wallets given socket subscriptions (`to` = stream; at start-up
+/// and on promotion) or taken off them for polling (`to` = poll; demotion).
+pub const TIER_MOVES_TOTAL: &str = "ww_tier_moves_total";
+/// Gauge: how often a polled wallet's balances are read, by activity tier
+/// (the configured cadence, stretched when the request budget needs it).
+pub const POLL_INTERVAL_SECONDS: &str = "ww_poll_interval_seconds";
+/// Gauge: how long one sweep of full history checks over the polled wallets takes.
+pub const POLL_FULL_CHECK_SWEEP_SECONDS: &str = "ww_poll_full_check_sweep_seconds";
 /// Gauge: tracked wallets by subscription status. Labels: `status`.
 pub const WALLETS_BY_STATUS: &str = "ww_wallets_by_status";
 /// Gauge: age of the oldest unfinished work (a running or retrying walk,
@@ -214,6 +222,24 @@ pub const CATALOG: &[ww_core::metric::MetricSpec] = {
             kind: Gauge,
             help: "Tracked wallets by how they are watched (stream, poll, failed)",
             labels: &[("transport", &["stream", "poll", "failed"])],
+        },
+        MetricSpec {
+            name: TIER_MOVES_TOTAL,
+            kind: Counter,
+            help: "Wallets given socket subscriptions (to=stream) or moved to polling (to=poll)",
+            labels: &[("to", &["stream", "poll"])],
+        },
+        MetricSpec {
+            name: POLL_INTERVAL_SECONDS,
+            kind: Gauge,
+            help: "Balance read interval of a polled wallet by activity tier (stretched by the request budget)",
+            labels: &[("tier", &["high", "medium", "low"])],
+        },
+        MetricSpec {
+            name: POLL_FULL_CHECK_SWEEP_SECONDS,
+            kind: Gauge,
+            help: "Time one sweep of full history checks over the polled wallets takes",
+            labels: &[],
         },
         MetricSpec {
             name: WALLETS_BY_STATUS,

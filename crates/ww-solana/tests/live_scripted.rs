@@ -276,6 +276,11 @@ impl Subscriptions for ScriptedSubscriptions {
         lock(&self.placement).unplaced.contains(key)
     }
 
+    fn room(&self) -> usize {
+        let placement = lock(&self.placement);
+        if placement.capacity == 0 { usize::MAX } else { placement.capacity.saturating_sub(placement.placed.len()) }
+    }
+
     /// Every placed key is on connection 0.
     fn connection_of(&self, key: &SubscriptionKey) -> Option<usize> {
         lock(&self.placement).placed.contains(key).then_some(0)
@@ -683,5 +688,70 @@ async fn a_wallet_whose_subscription_is_refused_is_polled_instead() {
     let transfer = harness.node.land_transfer(&harness.wallet, 1, 10);
     wait_for("the poll to find it", || harness.has_stored(&harness.wallet, &transfer)).await;
     assert_eq!(harness.stored(), vec![(transfer, Origin::Poll)]);
+    harness.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_polled_wallet_that_moves_takes_the_socket_of_a_quiet_one_and_nothing_is_lost_or_repeated() {
+    let (harness, first, second) = start_with_room_for_one();
+    let (quiet, mover) = harness.one_polled(&first, &second).await;
+    harness.connect_wallet(&quiet, false).await;
+    wait_for("the quiet wallet streamed", || harness.status(&quiet) == ww_core::SubscriptionStatus::Active).await;
+    // Both balances are read once (the baseline a change is measured from).
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    // The polled wallet moves; no notification tells of it. The poll finds
+    // the change, and the wallet now outranks the quiet streamed one.
+    let moved = harness.node.land_transfer(&mover, 1, 10);
+    wait_for("the poll to find it", || harness.has_stored(&mover, &moved)).await;
+    wait_for("the mover's subscriptions", || !harness.placed_keys(&mover).is_empty()).await;
+    assert!(harness.placed_keys(&quiet).is_empty(), "the quiet wallet gave its subscriptions up");
+    let record = harness.record(&quiet);
+    assert_eq!(record.transport, Some(ww_core::Transport::Poll), "{record:?}");
+    assert!(record.status_reason.as_deref().is_some_and(|reason| reason.contains("connection limits")), "{record:?}");
+    // Transfers land during the switch: to the demoted wallet (found by its
+    // polling) and to the promoted one before its stream is acknowledged
+    // (found by the walk at the switch).
+    let to_quiet = harness.node.land_transfer(&quiet, 2, 11);
+    let before_stream = harness.node.land_transfer(&mover, 3, 11);
+    harness.send_state(0, ConnectionState::Connected, harness.placed_keys(&mover), false).await;
+    wait_for("the mover streamed", || harness.status(&mover) == ww_core::SubscriptionStatus::Active).await;
+    let streamed = harness.node.land_transfer(&mover, 4, 12);
+    harness.notify_logs_of(&mover, &streamed).await;
+    wait_for("the streamed transfer", || harness.has_stored(&mover, &streamed)).await;
+    wait_for("the demoted wallet's transfer", || harness.has_stored(&quiet, &to_quiet)).await;
+    let mover_events: Vec<Signature> = harness.stored_of(&mover).into_iter().map(|(signature, _)| signature).collect();
+    assert_eq!(mover_events, vec![moved, before_stream, streamed], "each once, in order");
+    let quiet_events: Vec<(Signature, Origin)> = harness.stored_of(&quiet);
+    assert_eq!(quiet_events, vec![(to_quiet, Origin::Poll)]);
+    harness.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_higher_priority_holds_the_socket_and_a_raised_one_takes_it() {
+    let (low, high) = (address_of_byte(7), address_of_byte(8));
+    let room = SubscriptionKey::all_for_wallet(&low).len();
+    let harness = start_with(&[low.clone(), high.clone()], room);
+    let raise = |wallet: &WalletAddress, priority: u8| {
+        let request =
+            TrackRequest { priority: Some(priority), ..TrackRequest::new(Chain::Solana, wallet.clone(), "local") };
+        harness.store.track_wallet(&request, ww_core::time::now()).expect("track");
+    };
+    // Raised before the pipeline's first read of the wallets, or right after:
+    // either way the higher priority ends up holding the socket.
+    raise(&high, 5);
+    wait_for("the priority wallet's subscriptions", || {
+        !harness.placed_keys(&high).is_empty() && harness.placed_keys(&low).is_empty()
+    })
+    .await;
+    harness.connect_wallet(&high, false).await;
+    wait_for("the priority wallet streamed", || harness.status(&high) == ww_core::SubscriptionStatus::Active).await;
+    assert_eq!(harness.record(&low).transport, Some(ww_core::Transport::Poll));
+    raise(&low, 9);
+    wait_for("the raised wallet's subscriptions", || {
+        !harness.placed_keys(&low).is_empty() && harness.placed_keys(&high).is_empty()
+    })
+    .await;
+    assert_eq!(harness.record(&low).priority, 9);
+    wait_for("the other wallet polled", || harness.record(&high).transport == Some(ww_core::Transport::Poll)).await;
     harness.stop().await;
 }

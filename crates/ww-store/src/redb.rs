@@ -739,6 +739,9 @@ fn track_in(
             if shared_label.is_some() {
                 record.label = shared_label;
             }
+            if let Some(priority) = request.priority {
+                record.priority = priority;
+            }
             (record, if is_new_user { TrackOutcome::UserAdded } else { TrackOutcome::AlreadyTracked })
         }
         None => (
@@ -754,6 +757,7 @@ fn track_in(
                 subscription_status: SubscriptionStatus::Pending,
                 transport: None,
                 status_reason: None,
+                priority: request.priority.unwrap_or(0),
             },
             TrackOutcome::Added,
         ),

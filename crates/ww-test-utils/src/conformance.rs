@@ -43,6 +43,7 @@ macro_rules! store_conformance_tests {
             balances_record_changes_and_periodic_snapshots,
             the_same_address_on_two_chains_is_two_wallets,
             a_bulk_import_applies_every_row_or_none,
+            a_priority_is_kept_until_a_request_sets_another,
         );
     };
     (@each $open:expr; $($check:ident),* $(,)?) => {
@@ -576,4 +577,20 @@ pub fn a_bulk_import_applies_every_row_or_none(store: &dyn Store) {
     assert_eq!(store.wallets().expect("wallets").len(), 3, "nothing of the failed import was applied");
     assert!(store.wallet(&sol(&address(4))).expect("read").is_none());
     assert!(store.track_wallets(&[], UnixMillis(40)).expect("empty").is_empty());
+}
+
+/// Checked by [`crate::store_conformance_tests`].
+pub fn a_priority_is_kept_until_a_request_sets_another(store: &dyn Store) {
+    let wallet = address(1);
+    let wallet_priority = |store: &dyn Store| store.wallet(&sol(&wallet)).expect("read").expect("tracked").priority;
+    track(store, &wallet, "alice");
+    assert_eq!(wallet_priority(store), 0, "a new wallet has no priority");
+    let raise = TrackRequest { priority: Some(7), ..TrackRequest::new(Chain::Solana, wallet.clone(), "alice") };
+    store.track_wallet(&raise, UnixMillis(10)).expect("track");
+    assert_eq!(wallet_priority(store), 7);
+    track(store, &wallet, "bob");
+    assert_eq!(wallet_priority(store), 7, "a request without a priority keeps it");
+    let lower = TrackRequest { priority: Some(0), ..TrackRequest::new(Chain::Solana, wallet.clone(), "bob") };
+    store.track_wallets(&[lower], UnixMillis(20)).expect("import");
+    assert_eq!(wallet_priority(store), 0);
 }

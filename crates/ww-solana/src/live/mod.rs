@@ -35,7 +35,10 @@
 //!   picked up by polling the store, within `WALLET_SYNC_INTERVAL`.
 //! - Each wallet's `subscription_status` follows its connections' states.
 
+mod tiers;
 mod work;
+
+pub use tiers::{MAX_SWAPS, PollCadence, REBALANCE_INTERVAL, poll_cadence};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -81,10 +84,8 @@ const RECENT_SIGNATURES: usize = 100_000;
 const TOKEN_REDISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
 const TOKEN_PROGRAMS: [(&str, bool); 2] =
     [(crate::pubsub::protocol::TOKEN_PROGRAM, false), (crate::pubsub::protocol::TOKEN_2022_PROGRAM, true)];
-/// Every this many fallback polling rounds, polled wallets get a full history
-/// check too, for activity that leaves balances unchanged (a failed
-/// transaction someone else paid for, a zero-sum token round trip).
-const FULL_POLL_EVERY: u64 = 10;
+/// How often due balance reads, full checks and walk retries are looked for.
+const BALANCE_TICK: Duration = Duration::from_millis(500);
 /// How often the statistics shown by `walletwatch stats` are saved.
 const STATS_INTERVAL: Duration = Duration::from_secs(5);
 /// How often unresolved transactions an operator asked to retry are looked for.
@@ -147,6 +148,8 @@ pub trait Subscriptions: Send {
     fn remove(&mut self, keys: Vec<SubscriptionKey>) -> SubscriptionsFuture<'_>;
     /// Whether `key` did not fit in the connection limits.
     fn is_unplaced(&self, key: &SubscriptionKey) -> bool;
+    /// How many more subscriptions fit in the connection limits.
+    fn room(&self) -> usize;
     /// The connection `key` was placed on.
     fn connection_of(&self, key: &SubscriptionKey) -> Option<usize>;
     /// Closes every connection.
@@ -164,6 +167,10 @@ impl Subscriptions for PubsubPool {
 
     fn is_unplaced(&self, key: &SubscriptionKey) -> bool {
         self.unplaced().contains(key)
+    }
+
+    fn room(&self) -> usize {
+        PubsubPool::room(self)
     }
 
     fn connection_of(&self, key: &SubscriptionKey) -> Option<usize> {
@@ -226,8 +233,19 @@ struct Pipeline {
     /// Wallets whose first catch-up finished: from then on, a balance change
     /// no event explains is drift (before, it is what happened while stopped).
     history_ready: HashSet<WalletAddress>,
-    /// Wallets whose connection is down: polled every fallback interval.
+    /// Wallets polled (their socket is down, or they hold no subscriptions).
     polling: HashSet<WalletAddress>,
+    /// Wallets whose subscriptions were given to the pool (see [`tiers`]).
+    on_sockets: HashSet<WalletAddress>,
+    /// Streaming priorities above 0.
+    priority: HashMap<WalletAddress, u8>,
+    /// The polled wallets' cadence, and what it is computed from.
+    poll_cadence: PollCadence,
+    base_poll_interval: Duration,
+    poll_budget: Option<u32>,
+    /// Polled wallets waiting for their full history check in this sweep.
+    full_check_queue: VecDeque<WalletAddress>,
+    full_check_credit: f64,
     /// Wallets polled at least once since their connection went down.
     polled_while_down: HashSet<WalletAddress>,
     /// Unchanged balances are still recorded this often.
@@ -238,7 +256,6 @@ struct Pipeline {
     events_since_observation: HashSet<WalletAddress>,
     /// Wallets whose unexplained balance change is being reconciled.
     reconciling: HashSet<WalletAddress>,
-    poll_rounds: u64,
     /// Unresolved transactions being retried, by (wallet, signature).
     unresolved_retrying: HashSet<(WalletAddress, Signature)>,
     /// What `walletwatch stats` shows; saved to the store periodically.
@@ -335,13 +352,19 @@ pub async fn run_with(
         caught_up_once: HashSet::new(),
         history_ready: HashSet::new(),
         polling: HashSet::new(),
+        on_sockets: HashSet::new(),
+        priority: HashMap::new(),
+        poll_cadence: poll_cadence(solana.fallback_polling_interval, None, [(0, 0); 3]),
+        base_poll_interval: solana.fallback_polling_interval,
+        poll_budget: solana.rpc_requests_per_second.map(std::num::NonZeroU32::get),
+        full_check_queue: VecDeque::new(),
+        full_check_credit: 0.0,
         polled_while_down: HashSet::new(),
         balance_snapshot_interval: config.balances.snapshot_interval,
         schedule: Schedule::new(config.balances.clone()),
         is_balance_round_running: false,
         events_since_observation: HashSet::new(),
         reconciling: HashSet::new(),
-        poll_rounds: 0,
         unresolved_retrying: HashSet::new(),
         stats: ww_core::store::RuntimeStats {
             server_id: config.server_id.clone(),
@@ -357,10 +380,10 @@ pub async fn run_with(
     };
     let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
     stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut balance_tick = tokio::time::interval(Duration::from_millis(500));
+    let mut balance_tick = tokio::time::interval(BALANCE_TICK);
     balance_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut poll_tick = tokio::time::interval(solana.fallback_polling_interval);
-    poll_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rebalance_tick = tokio::time::interval(REBALANCE_INTERVAL);
+    rebalance_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rediscovery_tick = tokio::time::interval(TOKEN_REDISCOVERY_INTERVAL);
     rediscovery_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sync_tick = tokio::time::interval(WALLET_SYNC_INTERVAL);
@@ -377,8 +400,12 @@ pub async fn run_with(
                 }
             }
             _ = rediscovery_tick.tick() => pipeline.rediscover_fallback_owners(),
-            _ = poll_tick.tick() => pipeline.poll_disconnected_wallets(),
+            _ = rebalance_tick.tick() => {
+                pipeline.rebalance().await;
+                pipeline.update_poll_cadence();
+            }
             _ = balance_tick.tick() => {
+                pipeline.run_full_checks(BALANCE_TICK);
                 pipeline.start_balance_round();
                 pipeline.retry_due_walks();
             }
@@ -405,6 +432,11 @@ impl Pipeline {
         let records = tokio::task::spawn_blocking(move || store.wallets()).await??;
         let mut desired: HashMap<WalletAddress, (HistoryStart, UnixMillis)> = HashMap::new();
         for record in records.into_iter().filter(|record| record.chain == Chain::Solana) {
+            if record.priority > 0 {
+                self.priority.insert(record.address.clone(), record.priority);
+            } else {
+                self.priority.remove(&record.address);
+            }
             desired.insert(record.address.clone(), (HistoryStart::of(&record), record.added_at));
         }
         // Untracked and tracked again since the last sync: a new tracked
@@ -424,7 +456,7 @@ impl Pipeline {
             info!(wallets = removed.len(), "untracking wallets");
             let keys: Vec<SubscriptionKey> =
                 removed.iter().filter_map(|wallet| self.wallet_keys.remove(wallet)).flatten().collect();
-            self.pool.remove(keys).await;
+            self.unsubscribe(keys).await;
             for wallet in &removed {
                 self.forget_wallet(wallet);
             }
@@ -445,23 +477,32 @@ impl Pipeline {
                     self.schedule_discovery(wallet.clone(), is_token_2022);
                 }
             }
-            self.pool.add(added.iter().flat_map(SubscriptionKey::all_for_wallet).collect()).await;
+            // The best claims get the free socket room (or the place of
+            // weaker streamed wallets); the others are polled at once.
+            self.rebalance().await;
             let unplaced: Vec<WalletAddress> =
                 added.iter().filter(|wallet| !self.is_streamable(wallet)).cloned().collect();
-            // Placed on a connection that is down (backing off): polled until
-            // it is back, as the wallets already on it are.
-            let on_down_connection: Vec<WalletAddress> = added
-                .iter()
-                .filter(|wallet| self.is_streamable(wallet) && self.relies_on_a_down_connection(wallet))
-                .cloned()
-                .collect();
-            self.polling.extend(on_down_connection);
             if !unplaced.is_empty() {
                 self.start_polling(&unplaced);
+                self.update_poll_cadence();
                 self.refresh_statuses().await;
             }
         }
         Ok(())
+    }
+
+    /// Removes subscriptions from the pool and from what the connections
+    /// last reported: a key given back later counts as acknowledged only
+    /// when its connection says so again.
+    async fn unsubscribe(&mut self, keys: Vec<SubscriptionKey>) {
+        if keys.is_empty() {
+            return;
+        }
+        let gone: HashSet<&SubscriptionKey> = keys.iter().collect();
+        for (_, reported) in self.connection_states.values_mut() {
+            reported.retain(|key| !gone.contains(key));
+        }
+        self.pool.remove(keys).await;
     }
 
     /// Whether one of the wallet's subscriptions sits on a connection whose
@@ -496,16 +537,19 @@ impl Pipeline {
         }
     }
 
-    /// Whether every subscription the wallet relies on found room in the pool.
+    /// Whether the wallet holds socket subscriptions and every one it relies
+    /// on found room in the pool.
     fn is_streamable(&self, wallet: &WalletAddress) -> bool {
-        self.wallet_keys.get(wallet).is_none_or(|keys| keys.iter().all(|key| !self.pool.is_unplaced(key)))
+        self.on_sockets.contains(wallet)
+            && self.wallet_keys.get(wallet).is_none_or(|keys| keys.iter().all(|key| !self.pool.is_unplaced(key)))
     }
 
-    /// Starts polling wallets no subscription covers (theirs did not all fit
-    /// in the connection limits, or a server refused one): batched balance
-    /// reads, a history walk on any change and a full one every few rounds,
-    /// until they are streamed. Their history is read at once, so nothing
-    /// since tracking waits for a change.
+    /// Starts polling wallets no subscription covers (weaker claims than the
+    /// streamed wallets', a refused subscription, or their subscriptions just
+    /// went): batched balance reads from now on, a history walk on any
+    /// change and full checks in turn (see [`tiers`]), until they are
+    /// streamed. Their history is read at once, so nothing since tracking or
+    /// since the stream waits for a change.
     pub(super) fn start_polling(&mut self, wallets: &[WalletAddress]) {
         if wallets.is_empty() {
             return;
@@ -514,6 +558,7 @@ impl Pipeline {
         for wallet in wallets {
             if self.polling.insert(wallet.clone()) {
                 self.caught_up_once.insert(wallet.clone());
+                self.schedule.make_due(wallet);
                 self.schedule_wallet_walks(wallet, Origin::Poll);
             }
         }
@@ -543,6 +588,8 @@ impl Pipeline {
         self.caught_up_once.remove(wallet);
         self.history_ready.remove(wallet);
         self.polling.remove(wallet);
+        self.on_sockets.remove(wallet);
+        self.priority.remove(wallet);
         self.polled_while_down.remove(wallet);
         self.schedule.remove(wallet);
         self.events_since_observation.remove(wallet);
@@ -604,7 +651,9 @@ impl Pipeline {
                             let states = self.key_states();
                             wallets
                                 .iter()
-                                .filter(|wallet| !self.rejected_wallets.contains_key(*wallet))
+                                .filter(|wallet| {
+                                    self.on_sockets.contains(*wallet) && !self.rejected_wallets.contains_key(*wallet)
+                                })
                                 .filter(|wallet| {
                                     self.wallet_keys.get(*wallet).is_none_or(|keys| {
                                         keys.iter().all(|key| states.get(key) == Some(&ConnectionState::Connected))
@@ -635,7 +684,7 @@ impl Pipeline {
                         }
                     }
                     ConnectionState::Reconnecting | ConnectionState::Failed => {
-                        self.polling.extend(wallets.iter().cloned());
+                        self.begin_polling(wallets.iter().cloned());
                     }
                     ConnectionState::Connecting | ConnectionState::Disconnected => {}
                 }
@@ -650,10 +699,20 @@ impl Pipeline {
     /// falls back to one `accountSubscribe` per known token account, with
     /// periodic rediscovery; anything else leaves the wallet Failed.
     async fn handle_rejected(&mut self, connection: usize, key: SubscriptionKey, error: String) {
-        self.pool.remove(vec![key.clone()]).await;
         let owner = key.wallet().clone();
+        let is_program = matches!(key, SubscriptionKey::TokenAccounts { .. });
         if let Some(keys) = self.wallet_keys.get_mut(&owner) {
             keys.remove(&key);
+        }
+        if is_program {
+            self.unsubscribe(vec![key.clone()]).await;
+        } else {
+            // Polled for good: its other subscriptions would hold room that
+            // streams nothing. Its claim no longer competes for sockets.
+            let mut keys: Vec<SubscriptionKey> = self.wallet_keys.get(&owner).into_iter().flatten().cloned().collect();
+            keys.push(key.clone());
+            self.on_sockets.remove(&owner);
+            self.unsubscribe(keys).await;
         }
         if let SubscriptionKey::TokenAccounts { is_token_2022, .. } = key {
             warn!(connection, wallet = %owner, error = %error, "server refused programSubscribe; falling back to per-account subscriptions");
@@ -689,7 +748,8 @@ impl Pipeline {
                 let reason = if is_streamable {
                     "its connection is down; polled until it is back"
                 } else {
-                    "its subscriptions exceed the connection limits; polled until room appears"
+                    "the connection limits are held by wallets of higher priority or more recent activity; \
+                     polled until it ranks among them"
                 };
                 (SubscriptionStatus::Polling, Some(Reason::Borrowed(reason)))
             } else if states.contains(&Some(ConnectionState::Failed)) {
@@ -769,27 +829,6 @@ impl Pipeline {
             }
             Ok(Err(error)) => warn!(error = %error, "saving subscription status failed; will retry"),
             Err(error) => warn!(error = %error, "saving subscription status panicked"),
-        }
-    }
-
-    /// Fallback polling: a balance round over the wallets whose socket is
-    /// down (100 accounts a call); only those whose balances changed get a
-    /// history read, plus a full history check every few rounds.
-    fn poll_disconnected_wallets(&mut self) {
-        if self.polling.is_empty() {
-            return;
-        }
-        self.poll_rounds += 1;
-        let wallets: Vec<WalletAddress> = self.polling.iter().cloned().collect();
-        let is_full_round = self.poll_rounds.is_multiple_of(FULL_POLL_EVERY);
-        for wallet in &wallets {
-            self.schedule.make_due(wallet);
-            if is_full_round {
-                self.schedule_wallet_walks(wallet, Origin::Poll);
-                // A polled wallet has no programSubscribe to tell it of new
-                // token accounts: look for them on every full round.
-                self.rediscover_token_accounts(wallet);
-            }
         }
     }
 

@@ -465,7 +465,8 @@ impl Pipeline {
                 status_changed |= self.polled_while_down.insert(wallet.clone());
             }
         }
-        self.schedule.reschedule(&wallets, &report.failed_wallets);
+        let polling = &self.polling;
+        self.schedule.reschedule(&wallets, &report.failed_wallets, |wallet| polling.contains(wallet));
         for (tier, count) in self.schedule.tier_counts() {
             metrics::gauge!(crate::metrics::WALLETS_BY_TIER, "tier" => tier.as_str()).set(count as f64);
         }
@@ -517,7 +518,7 @@ impl Pipeline {
             .map(|account| crate::pubsub::SubscriptionKey::TokenAccount { owner: owner.clone(), account })
             .filter(|key| wallet_keys.insert(key.clone()))
             .collect();
-        if !new_keys.is_empty() {
+        if !new_keys.is_empty() && self.on_sockets.contains(&owner) {
             self.pool.add(new_keys).await;
             if !self.is_streamable(&owner) {
                 self.start_polling(std::slice::from_ref(&owner));

@@ -154,7 +154,7 @@ impl PubsubPool {
 
     /// Subscriptions that still fit: free places on open connections and
     /// on the connections that may still be opened.
-    fn room(&self) -> usize {
+    pub fn room(&self) -> usize {
         let free: usize = self.load.iter().map(|&load| self.max_per_connection.saturating_sub(load)).sum();
         free + self.max_connections.saturating_sub(self.connections.len()) * self.max_per_connection
     }
