@@ -334,7 +334,7 @@ macro_rules! text_newtype_impls {
                 if found != chain.family() {
                     return Err(AddressError::WrongChain {
                         kind: Self::KIND,
-                        input: parsed.0,
+                        input: parsed.0.to_string(),
                         chain,
                         found: found.as_str(),
                         expected: chain.family().as_str(),
@@ -377,8 +377,11 @@ macro_rules! text_newtype_impls {
 /// form (accepted in any case; a mixed-case input must carry the right
 /// checksum). The form alone does not name the chain (an EVM address is the
 /// same on every EVM network): records keep the chain beside it.
+///
+/// The text is shared: a clone (the pipeline keeps a wallet in many sets)
+/// copies a pointer, not the address.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct WalletAddress(String);
+pub struct WalletAddress(std::sync::Arc<str>);
 text_newtype_impls!(WalletAddress);
 
 impl WalletAddress {
@@ -389,7 +392,7 @@ impl WalletAddress {
         let trimmed = text.trim();
         if !has_hex_prefix(trimmed) {
             decode_base58_exact::<32>(Self::KIND, trimmed)?;
-            return Ok(Self(trimmed.to_string()));
+            return Ok(Self(trimmed.into()));
         }
         let bytes = decode_hex_exact::<20>(Self::KIND, trimmed)?;
         let checksummed = eip55(&bytes);
@@ -402,7 +405,7 @@ impl WalletAddress {
                 expected: checksummed,
             });
         }
-        Ok(Self(checksummed))
+        Ok(Self(checksummed.into()))
     }
 
     /// Returns the decoded bytes (32 for Solana, 20 for EVM).

@@ -45,6 +45,8 @@ pub struct WorkCounts {
     pub events_unrecorded: usize,
     /// Unresolved transactions being retried.
     pub unresolved_retrying: usize,
+    /// Token account lookups waiting or running.
+    pub discoveries_pending: usize,
 }
 
 /// `/ready` fails while the oldest unfinished work is older than this.

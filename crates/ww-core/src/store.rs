@@ -341,6 +341,11 @@ pub trait Store: Send + Sync + 'static {
     /// Returns every tracked wallet, ordered by key ([`WalletId::key`]).
     fn wallets(&self) -> Result<Vec<WalletRecord>, StoreError>;
 
+    /// A number that changes whenever a wallet is tracked, tracked again or
+    /// untracked (by any process), and not on status or activity updates:
+    /// a reader of [`Store::wallets`] re-reads them only when it changed.
+    fn wallets_version(&self) -> Result<u64, StoreError>;
+
     /// Sets the subscription status of these wallets, with the transport it
     /// means and why (for `Polling` and `Failed`); unknown ones are skipped.
     fn set_subscription_status(

@@ -34,6 +34,8 @@ const MEDIUM_WINDOW: Duration = Duration::from_secs(86_400);
 const RETRY_BASE: Duration = Duration::from_secs(30);
 /// Longest retry delay of a failed batch.
 const RETRY_MAX: Duration = Duration::from_secs(600);
+/// Observations stored in one commit at most.
+const OBSERVATIONS_PER_COMMIT: usize = 5_000;
 
 use crate::metrics as metric_names;
 
@@ -166,8 +168,15 @@ pub async fn refresh(
         report.calls += 1;
     }
     let observed_at = ww_core::time::now();
+    let snapshot_every_ms = i64::try_from(snapshot_every.as_millis()).unwrap_or(i64::MAX);
     let mut observations = Vec::new();
     while let Some(joined) = batches.join_next().await {
+        if observations.len() >= OBSERVATIONS_PER_COMMIT {
+            // Stored as they come: a round over 100 000 wallets never holds
+            // them all at once.
+            let chunk = std::mem::take(&mut observations);
+            store_observations(&store, chunk, snapshot_every_ms, &mut report).await;
+        }
         let Ok((batch, result)) = joined else { continue };
         match result {
             Ok((slot, infos)) => {
@@ -184,15 +193,28 @@ pub async fn refresh(
             }
         }
     }
+    store_observations(&store, observations, snapshot_every_ms, &mut report).await;
     metrics::counter!(metric_names::BALANCE_ROUNDS_TOTAL).increment(1);
     metrics::counter!(metric_names::BALANCE_ACCOUNTS_TOTAL).increment(report.accounts as u64);
-    let snapshot_every_ms = i64::try_from(snapshot_every.as_millis()).unwrap_or(i64::MAX);
+    report
+}
+
+/// Stores one chunk of a round's observations; their changes join the report.
+async fn store_observations(
+    store: &Arc<dyn Store>,
+    observations: Vec<BalanceRecord>,
+    snapshot_every_ms: i64,
+    report: &mut RoundReport,
+) {
+    if observations.is_empty() {
+        return;
+    }
+    let store = Arc::clone(store);
     match tokio::task::spawn_blocking(move || store.update_balances(&observations, snapshot_every_ms)).await {
-        Ok(Ok(changes)) => report.changes = changes,
+        Ok(Ok(changes)) => report.changes.extend(changes),
         Ok(Err(error)) => warn!(error = %error, "storing balances failed; the next round retries"),
         Err(error) => warn!(error = %error, "storing balances panicked"),
     }
-    report
 }
 
 /// The refresh schedule: when each wallet is next due, by tier and failures.

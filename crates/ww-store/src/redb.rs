@@ -31,8 +31,8 @@ use crate::codec::{
 };
 use crate::tables::{
     BALANCE_HISTORY, BALANCES, CURSORS, EVENT_KEYS, EVENTS, META, META_NEXT_OUTBOX_ID, META_NEXT_SEQ,
-    META_RUNTIME_STATS, META_SCHEMA_VERSION, OUTBOX, OUTBOX_BY_DESTINATION, SCHEMA_VERSION, SETTINGS, SUBSCRIPTIONS,
-    UNRESOLVED, USER_SUBSCRIPTIONS, WALLET_EVENTS, WALLETS,
+    META_RUNTIME_STATS, META_SCHEMA_VERSION, META_WALLETS_VERSION, OUTBOX, OUTBOX_BY_DESTINATION, SCHEMA_VERSION,
+    SETTINGS, SUBSCRIPTIONS, UNRESOLVED, USER_SUBSCRIPTIONS, WALLET_EVENTS, WALLETS,
 };
 
 /// The store file's name inside the data directory.
@@ -154,6 +154,14 @@ impl RedbStore {
         self.migrated_from
     }
 
+    /// Moves the wallet-set version on, in the transaction that changes the set.
+    fn bump_wallets_version(write: &redb::WriteTransaction) -> Result<(), StoreError> {
+        let mut meta = write.open_table(META).map_err(table_error)?;
+        let next = Self::read_counter(&meta, META_WALLETS_VERSION)?.wrapping_add(1);
+        meta.insert(META_WALLETS_VERSION, next.to_le_bytes().as_slice()).map_err(storage_error)?;
+        Ok(())
+    }
+
     fn read_counter(meta: &redb::Table<&'static str, &'static [u8]>, key: &'static str) -> Result<u64, StoreError> {
         match meta.get(key).map_err(storage_error)? {
             Some(value) => read_u64(value.value()),
@@ -166,6 +174,7 @@ impl Store for RedbStore {
     fn track_wallet(&self, request: &TrackRequest, now: UnixMillis) -> Result<TrackOutcome, StoreError> {
         let write = self.database.begin_write().map_err(transaction_error)?;
         let outcome = track_in(&write, request, now)?;
+        Self::bump_wallets_version(&write)?;
         write.commit().map_err(commit_error)?;
         Ok(outcome)
     }
@@ -177,6 +186,7 @@ impl Store for RedbStore {
             // An error drops the transaction: nothing of the batch is applied.
             outcomes.push(track_in(&write, request, now)?);
         }
+        Self::bump_wallets_version(&write)?;
         write.commit().map_err(commit_error)?;
         Ok(outcomes)
     }
@@ -215,6 +225,9 @@ impl Store for RedbStore {
                 }
             }
         };
+        if outcome != UntrackOutcome::NotTracked {
+            Self::bump_wallets_version(&write)?;
+        }
         write.commit().map_err(commit_error)?;
         Ok(outcome)
     }
@@ -234,6 +247,15 @@ impl Store for RedbStore {
             records.push(decode("wallets", value.value())?);
         }
         Ok(records)
+    }
+
+    fn wallets_version(&self) -> Result<u64, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let Ok(meta) = read.open_table(META) else { return Ok(0) };
+        match meta.get(META_WALLETS_VERSION).map_err(storage_error)? {
+            Some(value) => read_u64(value.value()),
+            None => Ok(0),
+        }
     }
 
     fn set_subscription_status(

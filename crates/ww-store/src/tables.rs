@@ -13,6 +13,9 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
 pub(crate) const META_NEXT_SEQ: &str = "next_event_seq";
 pub(crate) const META_NEXT_OUTBOX_ID: &str = "next_outbox_id";
+/// Bumped by every commit that tracks or untracks a wallet (see
+/// `Store::wallets_version`).
+pub(crate) const META_WALLETS_VERSION: &str = "wallets_version";
 /// JSON `RuntimeStats` of the running daemon.
 pub(crate) const META_RUNTIME_STATS: &str = "runtime_stats";
 

@@ -44,6 +44,7 @@ macro_rules! store_conformance_tests {
             the_same_address_on_two_chains_is_two_wallets,
             a_bulk_import_applies_every_row_or_none,
             a_priority_is_kept_until_a_request_sets_another,
+            the_wallets_version_moves_with_the_wallet_set_only,
         );
     };
     (@each $open:expr; $($check:ident),* $(,)?) => {
@@ -593,4 +594,24 @@ pub fn a_priority_is_kept_until_a_request_sets_another(store: &dyn Store) {
     let lower = TrackRequest { priority: Some(0), ..TrackRequest::new(Chain::Solana, wallet.clone(), "bob") };
     store.track_wallets(&[lower], UnixMillis(20)).expect("import");
     assert_eq!(wallet_priority(store), 0);
+}
+
+/// Checked by [`crate::store_conformance_tests`].
+pub fn the_wallets_version_moves_with_the_wallet_set_only(store: &dyn Store) {
+    let version = |store: &dyn Store| store.wallets_version().expect("version");
+    let start = version(store);
+    track(store, &address(1), "alice");
+    let tracked = version(store);
+    assert_ne!(tracked, start, "tracking moves it");
+    store.set_subscription_status(&[sol(&address(1))], SubscriptionStatus::Active, None).expect("status");
+    store.record_events(&[], &[]).expect("nothing to record");
+    assert_eq!(version(store), tracked, "status updates do not move it");
+    let raise = TrackRequest { priority: Some(3), ..TrackRequest::new(Chain::Solana, address(1), "alice") };
+    store.track_wallets(&[raise], UnixMillis(5)).expect("import");
+    let raised = version(store);
+    assert_ne!(raised, tracked, "tracking again (a new priority) moves it");
+    assert_eq!(store.untrack_wallet(&sol(&address(2)), "alice").expect("untrack"), UntrackOutcome::NotTracked);
+    assert_eq!(version(store), raised, "untracking what is not tracked does not");
+    store.untrack_wallet(&sol(&address(1)), "alice").expect("untrack");
+    assert_ne!(version(store), raised, "untracking moves it");
 }

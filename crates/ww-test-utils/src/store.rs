@@ -93,6 +93,9 @@ impl Store for FlakyStore {
     fn wallets(&self) -> Result<Vec<WalletRecord>, StoreError> {
         self.inner.wallets()
     }
+    fn wallets_version(&self) -> Result<u64, StoreError> {
+        self.inner.wallets_version()
+    }
     fn set_subscription_status(
         &self,
         addresses: &[WalletId],

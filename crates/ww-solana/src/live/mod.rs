@@ -32,7 +32,11 @@
 //!   fill. At most [`MAX_WALKS`] walks run; the rest wait in a queue
 //!   that holds one entry per address.
 //! - Wallets tracked or untracked by another process (the CLI, the API) are
-//!   picked up by polling the store, within `WALLET_SYNC_INTERVAL`.
+//!   picked up by polling the store, within `WALLET_SYNC_INTERVAL`: its
+//!   wallet-set version is read each time, the wallets only when it moved.
+//! - Which wallets hold subscriptions and how the others are polled: see
+//!   [`tiers`]. Token account lookups wait in a queue (one entry per owner
+//!   and program, [`MAX_DISCOVERIES`] running).
 //! - Each wallet's `subscription_status` follows its connections' states.
 
 mod tiers;
@@ -77,6 +81,8 @@ const FETCH_CONCURRENCY: usize = 16;
 pub const MAX_FETCH_QUEUE: usize = 8192;
 /// History walks running at once; the others wait in the walk queue.
 pub const MAX_WALKS: usize = 32;
+/// Token account lookups running at once; the others wait in their queue.
+pub const MAX_DISCOVERIES: usize = 16;
 /// Signatures remembered in memory in front of the store's keys.
 const RECENT_SIGNATURES: usize = 100_000;
 /// How often token accounts are rediscovered for owners whose server refused
@@ -92,6 +98,33 @@ const STATS_INTERVAL: Duration = Duration::from_secs(5);
 const UNRESOLVED_RETRY_INTERVAL: Duration = Duration::from_secs(2);
 
 use crate::metrics as metric_names;
+
+/// The subscriptions a wallet relies on: the usual ones, or its own set.
+pub(super) enum WalletKeys<'a> {
+    Default([SubscriptionKey; 4]),
+    Custom(&'a HashSet<SubscriptionKey>),
+}
+
+impl WalletKeys<'_> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = &SubscriptionKey> {
+        let (default, custom) = match self {
+            WalletKeys::Default(keys) => (Some(keys.iter()), None),
+            WalletKeys::Custom(keys) => (None, Some(keys.iter())),
+        };
+        default.into_iter().flatten().chain(custom.into_iter().flatten())
+    }
+
+    pub(super) fn len(&self) -> usize {
+        match self {
+            WalletKeys::Default(keys) => keys.len(),
+            WalletKeys::Custom(keys) => keys.len(),
+        }
+    }
+
+    pub(super) fn to_vec(&self) -> Vec<SubscriptionKey> {
+        self.iter().cloned().collect()
+    }
+}
 
 /// Unfinished work whose age is the processing lag.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -206,10 +239,18 @@ struct Pipeline {
     connection_states: HashMap<usize, (ConnectionState, Vec<SubscriptionKey>)>,
     /// Each wallet's status as stored, with why it is polled or failed.
     persisted_status: HashMap<WalletAddress, (SubscriptionStatus, Option<Reason>)>,
-    /// The subscriptions each tracked wallet currently relies on.
+    /// The subscriptions a wallet relies on where they differ from
+    /// [`SubscriptionKey::all_for_wallet`] (a refused program subscription
+    /// replaced by per-account ones); most wallets have no entry (see
+    /// [`Pipeline::keys_of`]).
     wallet_keys: HashMap<WalletAddress, HashSet<SubscriptionKey>>,
     /// Token accounts known per owner (discovered or seen in notifications).
     token_accounts: HashMap<WalletAddress, HashSet<WalletAddress>>,
+    /// Token account lookups waiting (owner, is Token-2022), once each, and
+    /// how many run.
+    discovery_queue: VecDeque<(WalletAddress, bool)>,
+    discovery_queued: HashSet<(WalletAddress, bool)>,
+    discoveries_running: usize,
     /// (owner, is_token_2022) whose `programSubscribe` the server refused.
     per_account_fallback: HashSet<(WalletAddress, bool)>,
     /// Subscriptions refused for good, with no fallback.
@@ -239,6 +280,8 @@ struct Pipeline {
     on_sockets: HashSet<WalletAddress>,
     /// Streaming priorities above 0.
     priority: HashMap<WalletAddress, u8>,
+    /// The store's wallet-set version last read (`None`: not read yet).
+    wallets_version: Option<u64>,
     /// The polled wallets' cadence, and what it is computed from.
     poll_cadence: PollCadence,
     base_poll_interval: Duration,
@@ -338,6 +381,9 @@ pub async fn run_with(
         persisted_status: HashMap::new(),
         wallet_keys: HashMap::new(),
         token_accounts: HashMap::new(),
+        discovery_queue: VecDeque::new(),
+        discovery_queued: HashSet::new(),
+        discoveries_running: 0,
         per_account_fallback: HashSet::new(),
         rejected_wallets: HashMap::new(),
         commitment: solana.commitment,
@@ -354,6 +400,7 @@ pub async fn run_with(
         polling: HashSet::new(),
         on_sockets: HashSet::new(),
         priority: HashMap::new(),
+        wallets_version: None,
         poll_cadence: poll_cadence(solana.fallback_polling_interval, None, [(0, 0); 3]),
         base_poll_interval: solana.fallback_polling_interval,
         poll_budget: solana.rpc_requests_per_second.map(std::num::NonZeroU32::get),
@@ -429,7 +476,20 @@ pub async fn run_with(
 impl Pipeline {
     async fn sync_wallets(&mut self) -> Result<(), SourceError> {
         let store = Arc::clone(&self.store);
-        let records = tokio::task::spawn_blocking(move || store.wallets()).await??;
+        let known = self.wallets_version;
+        // The records are read only when the wallet set changed: decoding
+        // 100 000 of them every sync would cost more than the pipeline.
+        let Some((version, records)) = tokio::task::spawn_blocking(move || {
+            let version = store.wallets_version()?;
+            if known == Some(version) {
+                return Ok(None);
+            }
+            store.wallets().map(|records| Some((version, records)))
+        })
+        .await??
+        else {
+            return Ok(());
+        };
         let mut desired: HashMap<WalletAddress, (HistoryStart, UnixMillis)> = HashMap::new();
         for record in records.into_iter().filter(|record| record.chain == Chain::Solana) {
             if record.priority > 0 {
@@ -454,8 +514,10 @@ impl Pipeline {
         removed.extend(retracked);
         if !removed.is_empty() {
             info!(wallets = removed.len(), "untracking wallets");
-            let keys: Vec<SubscriptionKey> =
-                removed.iter().filter_map(|wallet| self.wallet_keys.remove(wallet)).flatten().collect();
+            let keys: Vec<SubscriptionKey> = removed.iter().flat_map(|wallet| self.keys_of(wallet).to_vec()).collect();
+            for wallet in &removed {
+                self.wallet_keys.remove(wallet);
+            }
             self.unsubscribe(keys).await;
             for wallet in &removed {
                 self.forget_wallet(wallet);
@@ -466,13 +528,14 @@ impl Pipeline {
             self.history_start.insert(wallet.clone(), start);
             self.tracked_at.insert(wallet, added_at);
         }
+        self.wallets_version = Some(version);
         if !added.is_empty() {
             info!(wallets = added.len(), "tracking wallets");
             self.tracked.extend(added.iter().cloned());
             self.tracked_snapshot = Arc::new(self.tracked.clone());
             for wallet in &added {
                 self.schedule.add(wallet.clone());
-                self.wallet_keys.insert(wallet.clone(), SubscriptionKey::all_for_wallet(wallet).into_iter().collect());
+                self.wallet_keys.remove(wallet);
                 for (_, is_token_2022) in TOKEN_PROGRAMS {
                     self.schedule_discovery(wallet.clone(), is_token_2022);
                 }
@@ -508,13 +571,26 @@ impl Pipeline {
     /// Whether one of the wallet's subscriptions sits on a connection whose
     /// last state is `Reconnecting` or `Failed`.
     fn relies_on_a_down_connection(&self, wallet: &WalletAddress) -> bool {
-        self.wallet_keys.get(wallet).is_some_and(|keys| {
-            keys.iter().filter_map(|key| self.pool.connection_of(key)).any(|connection| {
-                self.connection_states
-                    .get(&connection)
-                    .is_some_and(|(state, _)| matches!(state, ConnectionState::Reconnecting | ConnectionState::Failed))
-            })
+        self.keys_of(wallet).iter().filter_map(|key| self.pool.connection_of(key)).any(|connection| {
+            self.connection_states
+                .get(&connection)
+                .is_some_and(|(state, _)| matches!(state, ConnectionState::Reconnecting | ConnectionState::Failed))
         })
+    }
+
+    /// The subscriptions the wallet relies on.
+    pub(super) fn keys_of(&self, wallet: &WalletAddress) -> WalletKeys<'_> {
+        match self.wallet_keys.get(wallet) {
+            Some(keys) => WalletKeys::Custom(keys),
+            None => WalletKeys::Default(SubscriptionKey::all_for_wallet(wallet)),
+        }
+    }
+
+    /// The wallet's subscriptions, made its own set to change them.
+    pub(super) fn keys_mut(&mut self, wallet: &WalletAddress) -> &mut HashSet<SubscriptionKey> {
+        self.wallet_keys
+            .entry(wallet.clone())
+            .or_insert_with(|| SubscriptionKey::all_for_wallet(wallet).into_iter().collect())
     }
 
     /// Each subscription's state, as its connection last reported it.
@@ -540,8 +616,7 @@ impl Pipeline {
     /// Whether the wallet holds socket subscriptions and every one it relies
     /// on found room in the pool.
     fn is_streamable(&self, wallet: &WalletAddress) -> bool {
-        self.on_sockets.contains(wallet)
-            && self.wallet_keys.get(wallet).is_none_or(|keys| keys.iter().all(|key| !self.pool.is_unplaced(key)))
+        self.on_sockets.contains(wallet) && self.keys_of(wallet).iter().all(|key| !self.pool.is_unplaced(key))
     }
 
     /// Starts polling wallets no subscription covers (weaker claims than the
@@ -655,9 +730,9 @@ impl Pipeline {
                                     self.on_sockets.contains(*wallet) && !self.rejected_wallets.contains_key(*wallet)
                                 })
                                 .filter(|wallet| {
-                                    self.wallet_keys.get(*wallet).is_none_or(|keys| {
-                                        keys.iter().all(|key| states.get(key) == Some(&ConnectionState::Connected))
-                                    })
+                                    self.keys_of(wallet)
+                                        .iter()
+                                        .all(|key| states.get(key) == Some(&ConnectionState::Connected))
                                 })
                                 .cloned()
                                 .collect()
@@ -701,15 +776,15 @@ impl Pipeline {
     async fn handle_rejected(&mut self, connection: usize, key: SubscriptionKey, error: String) {
         let owner = key.wallet().clone();
         let is_program = matches!(key, SubscriptionKey::TokenAccounts { .. });
-        if let Some(keys) = self.wallet_keys.get_mut(&owner) {
-            keys.remove(&key);
+        if self.tracked.contains(&owner) {
+            self.keys_mut(&owner).remove(&key);
         }
         if is_program {
             self.unsubscribe(vec![key.clone()]).await;
         } else {
             // Polled for good: its other subscriptions would hold room that
             // streams nothing. Its claim no longer competes for sockets.
-            let mut keys: Vec<SubscriptionKey> = self.wallet_keys.get(&owner).into_iter().flatten().cloned().collect();
+            let mut keys: Vec<SubscriptionKey> = self.keys_of(&owner).to_vec();
             keys.push(key.clone());
             self.on_sockets.remove(&owner);
             self.unsubscribe(keys).await;
@@ -732,11 +807,12 @@ impl Pipeline {
         let key_states = self.key_states();
         let mut changes: HashMap<(SubscriptionStatus, Option<Reason>), Vec<WalletAddress>> = HashMap::new();
         for wallet in &self.tracked {
-            let states: Vec<Option<ConnectionState>> = self
-                .wallet_keys
-                .get(wallet)
-                .map(|keys| keys.iter().map(|key| key_states.get(key).copied()).collect())
-                .unwrap_or_default();
+            // A wallet without subscriptions has no connection state.
+            let states: Vec<Option<ConnectionState>> = if self.on_sockets.contains(wallet) {
+                self.keys_of(wallet).iter().map(|key| key_states.get(key).copied()).collect()
+            } else {
+                Vec::new()
+            };
             // Polled: its socket is down and a poll ran since, or its
             // subscriptions found no room (then polling is its transport at once).
             let is_streamable = self.is_streamable(wallet);
@@ -752,6 +828,9 @@ impl Pipeline {
                      polled until it ranks among them"
                 };
                 (SubscriptionStatus::Polling, Some(Reason::Borrowed(reason)))
+            } else if !self.on_sockets.contains(wallet) {
+                // Not placed yet, and not polled yet either (it is, at once).
+                (SubscriptionStatus::Pending, None)
             } else if states.contains(&Some(ConnectionState::Failed)) {
                 let reason = "its connection gave up after repeated failures; retrying slowly";
                 (SubscriptionStatus::Failed, Some(Reason::Borrowed(reason)))
@@ -874,6 +953,7 @@ impl Pipeline {
             walks_retrying: self.walk_retries.len(),
             events_unrecorded: self.pending_records.len(),
             unresolved_retrying: self.unresolved_retrying.len(),
+            discoveries_pending: self.discovery_queue.len() + self.discoveries_running,
         };
         if work == self.last_work {
             return;

@@ -126,7 +126,7 @@ impl Pipeline {
         let mut promoted: Vec<WalletAddress> = Vec::new();
         let mut waiting = Vec::new();
         for (claim, wallet) in candidates {
-            let keys = self.wallet_keys.get(&wallet).map_or(0, |keys| keys.len());
+            let keys = self.keys_of(&wallet).len();
             if keys <= room {
                 room -= keys;
                 promoted.push(wallet);
@@ -142,14 +142,14 @@ impl Pipeline {
             streamed.sort_unstable_by_key(|(claim, _)| *claim);
             let mut weakest = streamed.into_iter();
             for (claim, wallet) in waiting.into_iter().take(MAX_SWAPS) {
-                let needed = self.wallet_keys.get(&wallet).map_or(0, |keys| keys.len());
+                let needed = self.keys_of(&wallet).len();
                 let mut freed = Vec::new();
                 let mut freed_room = room;
                 while freed_room < needed {
                     match weakest.next() {
                         // Only a lower priority or tier gives way: ties stay.
                         Some((victim_claim, victim)) if (victim_claim.0, victim_claim.1) < (claim.0, claim.1) => {
-                            freed_room += self.wallet_keys.get(&victim).map_or(0, |keys| keys.len());
+                            freed_room += self.keys_of(&victim).len();
                             freed.push(victim);
                         }
                         _ => break,
@@ -165,8 +165,7 @@ impl Pipeline {
             }
         }
         if !demoted.is_empty() {
-            let keys: Vec<SubscriptionKey> =
-                demoted.iter().flat_map(|wallet| self.wallet_keys.get(wallet).into_iter().flatten().cloned()).collect();
+            let keys: Vec<SubscriptionKey> = demoted.iter().flat_map(|wallet| self.keys_of(wallet).to_vec()).collect();
             for wallet in &demoted {
                 self.on_sockets.remove(wallet);
             }
@@ -181,10 +180,7 @@ impl Pipeline {
             self.start_polling(&demoted);
         }
         if !promoted.is_empty() {
-            let keys: Vec<SubscriptionKey> = promoted
-                .iter()
-                .flat_map(|wallet| self.wallet_keys.get(wallet).into_iter().flatten().cloned())
-                .collect();
+            let keys: Vec<SubscriptionKey> = promoted.iter().flat_map(|wallet| self.keys_of(wallet).to_vec()).collect();
             self.on_sockets.extend(promoted.iter().cloned());
             self.pool.add(keys).await;
             let from_polling = promoted.iter().filter(|wallet| self.polling.contains(*wallet)).count();

@@ -15,7 +15,7 @@ use ww_core::store::{RecordOutcome, UnresolvedTransaction};
 use ww_core::time::UnixMillis;
 use ww_core::{ActivityEvent, Origin, Signature, WalletAddress};
 
-use super::{MAX_WALKS, Pipeline, TOKEN_PROGRAMS, WorkItem, metric_names};
+use super::{MAX_DISCOVERIES, MAX_WALKS, Pipeline, TOKEN_PROGRAMS, WorkItem, metric_names};
 
 /// Decoded events stored in one commit at most.
 pub(super) const RECORD_BATCH: usize = 512;
@@ -133,6 +133,7 @@ impl Pipeline {
         if self.is_shutting_down {
             return;
         }
+        self.start_discoveries();
         while self.walking.len() < MAX_WALKS {
             let Some(address) = self.walk_queue.pop_front() else { break };
             let Some(walk) = self.queued_walks.remove(&address) else { continue };
@@ -215,7 +216,10 @@ impl Pipeline {
         }
     }
 
-    fn handle_walked(&mut self, walk: Walk, result: Result<CatchUpReport, CatchUpError>) {
+    /// Handles a finished walk; returns whether a wallet's status may have
+    /// changed (a streamable wallet whose connection is down was polled).
+    fn handle_walked(&mut self, walk: Walk, result: Result<CatchUpReport, CatchUpError>) -> bool {
+        let mut status_changed = false;
         let address = walk.address.clone();
         let owner = walk.owner.clone();
         self.walking.remove(&address);
@@ -239,7 +243,9 @@ impl Pipeline {
                         "history walked");
                 }
                 if walk.origin == Origin::Poll && self.polling.contains(&owner) {
-                    self.polled_while_down.insert(owner.clone());
+                    // Only a streamable wallet's status depends on it (the
+                    // others show `Polling` from the start).
+                    status_changed = self.polled_while_down.insert(owner.clone()) && self.is_streamable(&owner);
                 }
             }
             Err(error) => {
@@ -266,24 +272,26 @@ impl Pipeline {
         } else if !self.walk_retries.contains_key(&address) && !self.queued_walks.contains_key(&address) {
             self.work_started.remove(&WorkItem::Walk(address));
         }
+        status_changed
     }
 
     pub(super) async fn handle_task(&mut self, output: TaskOutput) {
         match output {
             TaskOutput::Walked { walk, result } => {
-                let was_poll = walk.origin == Origin::Poll;
-                self.handle_walked(walk, result);
-                if was_poll {
+                if self.handle_walked(walk, result) {
                     self.refresh_statuses().await;
                 }
             }
             TaskOutput::BalancesRefreshed { wallets, report } => self.handle_balance_round(wallets, report).await,
-            TaskOutput::Discovered { owner, is_token_2022, result } => match result {
-                Ok(accounts) => self.handle_discovered(owner, is_token_2022, accounts).await,
-                Err(error) => {
-                    warn!(wallet = %owner, error = %error, "token account discovery failed; will retry on the next pass")
+            TaskOutput::Discovered { owner, is_token_2022, result } => {
+                self.discoveries_running -= 1;
+                match result {
+                    Ok(accounts) => self.handle_discovered(owner, is_token_2022, accounts).await,
+                    Err(error) => {
+                        warn!(wallet = %owner, error = %error, "token account discovery failed; will retry on the next pass")
+                    }
                 }
-            },
+            }
             TaskOutput::Fetched { signature, outcome } => self.handle_fetched(signature, outcome),
             TaskOutput::RetriedUnresolved { owner, signature, result } => {
                 self.unresolved_retrying.remove(&(owner.clone(), signature.clone()));
@@ -391,6 +399,7 @@ impl Pipeline {
                 self.handle_walked(walk, Err(error));
             }
             Task::Discovery(owner, is_token_2022) => {
+                self.discoveries_running -= 1;
                 // Token accounts still arrive through the program subscription's notifications.
                 warn!(wallet = %owner, token_2022 = is_token_2022, "token account discovery failed; accounts are learned from notifications");
             }
@@ -462,7 +471,7 @@ impl Pipeline {
         for wallet in &wallets {
             self.events_since_observation.remove(wallet);
             if self.polling.contains(wallet) && !report.failed_wallets.contains(wallet) {
-                status_changed |= self.polled_while_down.insert(wallet.clone());
+                status_changed |= self.polled_while_down.insert(wallet.clone()) && self.is_streamable(wallet);
             }
         }
         let polling = &self.polling;
@@ -475,7 +484,31 @@ impl Pipeline {
         }
     }
 
+    /// Queues a token account lookup of `owner` (one per owner and program
+    /// at a time); at most [`MAX_DISCOVERIES`] run at once, so tracking many
+    /// wallets at once queues them instead of holding a task each.
     pub(super) fn schedule_discovery(&mut self, owner: WalletAddress, is_token_2022: bool) {
+        let entry = (owner, is_token_2022);
+        if self.discovery_queued.insert(entry.clone()) {
+            self.discovery_queue.push_back(entry);
+        }
+    }
+
+    /// Starts queued token account lookups up to their limit.
+    fn start_discoveries(&mut self) {
+        while self.discoveries_running < MAX_DISCOVERIES {
+            let Some(entry) = self.discovery_queue.pop_front() else { break };
+            self.discovery_queued.remove(&entry);
+            let (owner, is_token_2022) = entry;
+            if !self.tracked.contains(&owner) {
+                continue;
+            }
+            self.discoveries_running += 1;
+            self.spawn_discovery(owner, is_token_2022);
+        }
+    }
+
+    fn spawn_discovery(&mut self, owner: WalletAddress, is_token_2022: bool) {
         let rpc = self.rpc.clone();
         let commitment = self.commitment;
         let permits = Arc::clone(&self.permits);
@@ -498,11 +531,16 @@ impl Pipeline {
         if !self.tracked.contains(&owner) {
             return;
         }
-        let known = self.token_accounts.entry(owner.clone()).or_default();
-        let new_accounts: Vec<WalletAddress> =
-            accounts.iter().filter(|account| known.insert((*account).clone())).cloned().collect();
+        // Most wallets hold no token account: they get no entry at all.
+        let new_accounts: Vec<WalletAddress> = if accounts.is_empty() {
+            Vec::new()
+        } else {
+            let known = self.token_accounts.entry(owner.clone()).or_default();
+            accounts.iter().filter(|account| known.insert((*account).clone())).cloned().collect()
+        };
         if !new_accounts.is_empty() {
-            info!(wallet = %owner, token_accounts = known.len(), token_2022 = is_token_2022, "token accounts discovered");
+            let known = self.token_accounts.get(&owner).map_or(0, HashSet::len);
+            info!(wallet = %owner, token_accounts = known, token_2022 = is_token_2022, "token accounts discovered");
             if self.caught_up_once.contains(&owner) {
                 for account in new_accounts {
                     self.schedule_walk(account, owner.clone(), Origin::Backfill, None);
@@ -512,7 +550,7 @@ impl Pipeline {
         if !self.per_account_fallback.contains(&(owner.clone(), is_token_2022)) {
             return;
         }
-        let wallet_keys = self.wallet_keys.entry(owner.clone()).or_default();
+        let wallet_keys = self.keys_mut(&owner);
         let new_keys: Vec<crate::pubsub::SubscriptionKey> = accounts
             .into_iter()
             .map(|account| crate::pubsub::SubscriptionKey::TokenAccount { owner: owner.clone(), account })
