@@ -118,8 +118,8 @@ fn a_csv_file_is_tracked_whole_or_not_at_all_and_the_csv_export_reads_back() {
     assert!(stdout(&output).starts_with("imported 2 rows for \"alice\": 2 wallets added"), "{}", stdout(&output));
     let exported = run(walletwatch(dir.path()).args(["list", "--format", "csv"]));
     let text = stdout(&exported);
-    assert!(text.starts_with("address,label,chain,status,transport,reason,users,transactions"), "{text}");
-    assert!(text.contains(&format!("{WALLET},whale,solana,Pending,,,alice,0")), "{text}");
+    assert!(text.starts_with("address,label,chain,priority,status,transport,reason,users,transactions"), "{text}");
+    assert!(text.contains(&format!("{WALLET},whale,solana,0,Pending,,,alice,0")), "{text}");
     // The export reads back as an import, from standard input.
     let export = dir.path().join("export.csv");
     std::fs::write(&export, &text).expect("write");
