@@ -755,3 +755,20 @@ async fn a_higher_priority_holds_the_socket_and_a_raised_one_takes_it() {
     wait_for("the other wallet polled", || harness.record(&high).transport == Some(ww_core::Transport::Poll)).await;
     harness.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_wallet_tracked_again_with_a_priority_between_two_syncs_keeps_it() {
+    let (harness, first, second) = start_with_room_for_one();
+    let (placed, polled) = harness.one_polled(&first, &second).await;
+    // Untracked and tracked again with a priority at once: the pipeline
+    // sees a new tracked period, and the wallet's new priority with it.
+    let id = WalletId::solana(polled.clone());
+    harness.store.untrack_wallet(&id, "local").expect("untrack");
+    let request = TrackRequest { priority: Some(5), ..TrackRequest::new(Chain::Solana, polled.clone(), "local") };
+    harness.store.track_wallet(&request, ww_core::time::now()).expect("track again");
+    wait_for("the prioritised wallet's subscriptions", || {
+        !harness.placed_keys(&polled).is_empty() && harness.placed_keys(&placed).is_empty()
+    })
+    .await;
+    harness.stop().await;
+}

@@ -97,6 +97,13 @@ async fn a_dropped_connection_is_reconnected_and_resubscribed_with_new_ids() {
     // The new server id maps to the same stable key.
     server.push(logs_notification(second_id));
     assert_eq!(next_notification(&mut events).await, SubscriptionKey::Logs(watched));
+    // A wallet added to the reconnected session is no gap to fill: its
+    // acknowledgement is not a resubscription (each would otherwise walk
+    // every wallet on the connection again).
+    pool.add(SubscriptionKey::all_for_wallet(&wallet(3))).await;
+    let (_, keys, is_resubscribe) = next_state(&mut events, ConnectionState::Connected).await;
+    assert_eq!(keys.len(), 12);
+    assert!(!is_resubscribe, "an addition to a live session is not a resubscription");
     pool.shutdown().await;
 }
 

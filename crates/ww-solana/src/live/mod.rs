@@ -491,12 +491,9 @@ impl Pipeline {
             return Ok(());
         };
         let mut desired: HashMap<WalletAddress, (HistoryStart, UnixMillis)> = HashMap::new();
+        let mut priorities: Vec<(WalletAddress, u8)> = Vec::new();
         for record in records.into_iter().filter(|record| record.chain == Chain::Solana) {
-            if record.priority > 0 {
-                self.priority.insert(record.address.clone(), record.priority);
-            } else {
-                self.priority.remove(&record.address);
-            }
+            priorities.push((record.address.clone(), record.priority));
             desired.insert(record.address.clone(), (HistoryStart::of(&record), record.added_at));
         }
         // Untracked and tracked again since the last sync: a new tracked
@@ -523,6 +520,15 @@ impl Pipeline {
                 self.forget_wallet(wallet);
             }
             self.tracked_snapshot = Arc::new(self.tracked.clone());
+        }
+        // After the removals: a wallet untracked and tracked again keeps
+        // the priority it was tracked again with.
+        for (wallet, priority) in priorities {
+            if priority > 0 {
+                self.priority.insert(wallet, priority);
+            } else {
+                self.priority.remove(&wallet);
+            }
         }
         for (wallet, (start, added_at)) in desired {
             self.history_start.insert(wallet.clone(), start);
@@ -821,11 +827,13 @@ impl Pipeline {
             let status = if let Some(refusal) = self.rejected_wallets.get(wallet) {
                 (SubscriptionStatus::Polling, Some(Reason::Owned(refusal.clone())))
             } else if is_polled {
-                let reason = if is_streamable {
-                    "its connection is down; polled until it is back"
-                } else {
+                let reason = if !is_streamable {
                     "the connection limits are held by wallets of higher priority or more recent activity; \
                      polled until it ranks among them"
+                } else if self.relies_on_a_down_connection(wallet) {
+                    "its connection is down; polled until it is back"
+                } else {
+                    "its subscriptions are not all acknowledged yet; polled until they are"
                 };
                 (SubscriptionStatus::Polling, Some(Reason::Borrowed(reason)))
             } else if !self.on_sockets.contains(wallet) {

@@ -176,8 +176,15 @@ impl Pipeline {
                 "quieter wallets give their subscriptions to more active ones; they are polled"
             );
             // Their history is read from the cursor now that the stream is
-            // gone, then polled; overlaps with the stream are duplicates.
+            // gone, then polled; overlaps with the stream are duplicates. (A
+            // wallet already polled because its connection was down gets the
+            // walk too: no reconnection will walk it now.)
             self.start_polling(&demoted);
+            for wallet in &demoted {
+                self.polled_while_down.remove(wallet);
+                self.caught_up_once.insert(wallet.clone());
+                self.schedule_wallet_walks(wallet, Origin::Poll);
+            }
         }
         if !promoted.is_empty() {
             let keys: Vec<SubscriptionKey> = promoted.iter().flat_map(|wallet| self.keys_of(wallet).to_vec()).collect();

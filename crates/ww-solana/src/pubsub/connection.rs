@@ -403,6 +403,9 @@ async fn run_session(
     let mut last_heartbeat = Instant::now();
     let mut awaiting_pong = false;
     let mut has_reported_connected = false;
+    // Only the session's first `Connected` follows a gap: later ones report
+    // subscriptions added to a live session, with nothing missed before them.
+    let mut is_resubscribe = is_reconnect;
     let mut refusals: HashMap<SubscriptionKey, u32> = HashMap::new();
     let mut subscriptions_gauge = SubscriptionsGauge { host: host.to_string(), reported: 0 };
 
@@ -430,15 +433,12 @@ async fn run_session(
         if is_settled && !has_reported_connected {
             has_reported_connected = true;
             let keys: Vec<SubscriptionKey> = desired.iter().cloned().collect();
-            let event = PubsubEvent::State {
-                connection: index,
-                state: ConnectionState::Connected,
-                keys,
-                is_resubscribe: is_reconnect,
-            };
+            let event =
+                PubsubEvent::State { connection: index, state: ConnectionState::Connected, keys, is_resubscribe };
             if !send_event(events, commands, pending_commands, event).await {
                 return SessionEnd::Shutdown;
             }
+            is_resubscribe = false;
             subscriptions_gauge.set(active.len());
         }
         tokio::select! {
