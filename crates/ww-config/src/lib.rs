@@ -125,7 +125,8 @@ pub struct SolanaConfig {
     /// WebSocket ping interval.
     #[serde(with = "duration_secs")]
     pub ping_interval: Duration,
-    /// Fallback polling interval.
+    /// Balance read interval of a polled wallet of the high activity tier
+    /// (×2 medium, ×4 low; see the Solana source's transport tiers).
     #[serde(with = "duration_secs")]
     pub fallback_polling_interval: Duration,
     /// HTTP request timeout.

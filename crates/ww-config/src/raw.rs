@@ -143,7 +143,8 @@ pub struct RawSolana {
     /// WebSocket ping interval; a pong must arrive before the next ping.
     #[serde(default = "default_ping_interval_secs")]
     pub ping_interval_secs: u64,
-    /// Polling interval while WebSockets are unavailable.
+    /// Balance read interval of a polled wallet of the high activity tier
+    /// (×2 medium, ×4 low).
     #[serde(default = "default_fallback_polling_interval_secs")]
     pub fallback_polling_interval_secs: u64,
     /// Timeout of one HTTP JSON-RPC request.
