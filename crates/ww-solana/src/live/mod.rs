@@ -553,9 +553,9 @@ impl Pipeline {
                 added.iter().filter(|wallet| !self.is_streamable(wallet)).cloned().collect();
             if !unplaced.is_empty() {
                 self.start_polling(&unplaced);
-                self.update_poll_cadence();
                 self.refresh_statuses().await;
             }
+            self.update_poll_cadence();
         }
         Ok(())
     }

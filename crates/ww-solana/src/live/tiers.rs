@@ -109,7 +109,8 @@ impl Pipeline {
 
     /// Gives free socket room to the polled wallets with the best claims,
     /// then swaps polled wallets whose priority or tier is above the
-    /// weakest streamed ones' (at most [`MAX_SWAPS`]).
+    /// weakest streamed ones' (at most [`MAX_SWAPS`]). The caller updates
+    /// the poll cadence after it (the polled set may have changed).
     pub(super) async fn rebalance(&mut self) {
         let mut candidates: Vec<(Claim, WalletAddress)> = self
             .tracked
@@ -175,11 +176,11 @@ impl Pipeline {
                 wallets = demoted.len(),
                 "quieter wallets give their subscriptions to more active ones; they are polled"
             );
-            // Their history is read from the cursor now that the stream is
-            // gone, then polled; overlaps with the stream are duplicates. (A
-            // wallet already polled because its connection was down gets the
-            // walk too: no reconnection will walk it now.)
-            self.start_polling(&demoted);
+            // Polled from now on, and their history is read from the cursor
+            // now that the stream is gone (overlaps with the stream are
+            // duplicates). A wallet already polled because its connection was
+            // down is walked too: no reconnection will walk it now.
+            self.begin_polling(demoted.iter().cloned());
             for wallet in &demoted {
                 self.polled_while_down.remove(wallet);
                 self.caught_up_once.insert(wallet.clone());
@@ -202,13 +203,12 @@ impl Pipeline {
             self.begin_polling(on_down_connection);
         }
         if !promoted.is_empty() || !demoted.is_empty() {
-            self.update_poll_cadence();
             self.refresh_statuses().await;
         }
     }
 
-    /// Wallets whose connection went down: polled from their next balance
-    /// read (made due now) until it is back.
+    /// Polls these wallets (their connection went down, or they were
+    /// demoted) from their next balance read, made due now.
     pub(super) fn begin_polling(&mut self, wallets: impl IntoIterator<Item = WalletAddress>) {
         for wallet in wallets {
             if self.polling.insert(wallet.clone()) {
