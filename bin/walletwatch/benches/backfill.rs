@@ -14,6 +14,8 @@
 //! `WALLETWATCH_LOCALNET_BIN=... cargo bench -p walletwatch --bench backfill`
 //! (`BENCH_TRANSACTIONS`, default 5000; `BENCH_RUNS`, default 3).
 
+mod common;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,9 +27,7 @@ use ww_solana::RpcClient;
 use ww_solana::history::{HistoryRange, list_signatures};
 use ww_test_utils::{LocalNode, fresh_address};
 
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
-}
+use common::env_number;
 
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);

@@ -12,9 +12,11 @@
 //! Environment: `WALLETWATCH_LOCALNET_BIN` (set by scripts/test.sh),
 //! `BENCH_WALLETS` (10), `BENCH_TRANSFERS` (200).
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,21 +27,10 @@ use ww_core::{ActivityEvent, WalletAddress};
 use ww_store::RedbStore;
 use ww_test_utils::{LocalNode, fresh_address, localnet_binary};
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let _ = self.0.wait();
-    }
-}
+use common::{Daemon, env_number};
 
 fn unix_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
-}
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
 }
 
 fn percentiles(mut samples: Vec<i64>) -> String {
