@@ -1,13 +1,15 @@
 //! Detection latency on the local Solana node, next to a raw PubSub client.
 //!
 //! `cargo bench -p walletwatch --bench detection` starts `walletwatch-localnet`,
-//! tracks 10 fresh wallets with a release `walletwatch run`, subscribes a raw
-//! WebSocket client (`logsSubscribe`, same wallets, same node) in this
-//! process, sends 200 SOL transfers and prints percentiles of:
+//! tracks 10 fresh wallets with two release `walletwatch run`s side by side
+//! (the default three subscriptions a wallet, and `account_subscriptions =
+//! true`: four), subscribes a raw WebSocket client (`logsSubscribe`, same
+//! wallets, same node) in this process, sends 200 SOL transfers and prints
+//! percentiles of:
 //! - raw client: sendTransaction returned → its logs notification (the floor);
-//! - walletwatch: sendTransaction returned → its own first notification;
-//! - walletwatch: first notification → event stored (decode + fetch + commit);
-//! - walletwatch: sendTransaction returned → event stored (end to end).
+//! - each walletwatch: sendTransaction returned → its own first notification;
+//! - each walletwatch: first notification → event stored (decode + fetch + commit);
+//! - each walletwatch: sendTransaction returned → event stored (end to end).
 //!
 //! Environment: `WALLETWATCH_LOCALNET_BIN` (set by scripts/test.sh),
 //! `BENCH_WALLETS` (10), `BENCH_TRANSFERS` (200).
@@ -50,6 +52,60 @@ fn stored(data_dir: &Path) -> Vec<ActivityEvent> {
         .unwrap_or_default()
 }
 
+/// One `walletwatch run` tracking the bench's wallets in a data directory of its own.
+struct Instance {
+    // Stopped before its data directory goes.
+    _daemon: Daemon,
+    name: &'static str,
+    data_dir: tempfile::TempDir,
+}
+
+fn start_instance(name: &'static str, config: &str, node: &LocalNode, wallets: &[WalletAddress]) -> Instance {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let config_path = data_dir.path().join("walletwatch.toml");
+    std::fs::write(&config_path, config).expect("config");
+    for wallet in wallets {
+        let status = Command::new(env!("CARGO_BIN_EXE_walletwatch"))
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(["track", wallet.as_str(), "--rpc-url", &node.rpc_url])
+            .stdout(Stdio::null())
+            .status()
+            .expect("track");
+        assert!(status.success());
+    }
+    let daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_walletwatch"))
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .arg("--config")
+            .arg(&config_path)
+            .args([
+                "run",
+                "--rpc-url",
+                &node.rpc_url,
+                "--ws-url",
+                &node.ws_url,
+                "--log-level",
+                "warn",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("daemon"),
+    );
+    Instance { _daemon: daemon, name, data_dir }
+}
+
+fn p50(samples: &[i64]) -> i64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0)
+}
+
 fn all_active(data_dir: &Path, count: usize) -> bool {
     let Ok(output) = Command::new(env!("CARGO_BIN_EXE_walletwatch"))
         .arg("--data-dir")
@@ -89,41 +145,18 @@ async fn main() {
     let transfer_count = env_number("BENCH_TRANSFERS", 200);
     let binary = localnet_binary().expect("walletwatch-localnet binary");
     let node = LocalNode::start().await.expect("local node");
-    let data_dir = tempfile::tempdir().expect("tempdir");
     let wallets: Vec<WalletAddress> = (0..wallet_count).map(|_| fresh_address()).collect();
-    for wallet in &wallets {
-        let status = Command::new(env!("CARGO_BIN_EXE_walletwatch"))
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .args(["track", wallet.as_str(), "--rpc-url", &node.rpc_url])
-            .stdout(Stdio::null())
-            .status()
-            .expect("track");
-        assert!(status.success());
-    }
-    let _daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_walletwatch"))
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .args([
-                "run",
-                "--rpc-url",
-                &node.rpc_url,
-                "--ws-url",
-                &node.ws_url,
-                "--log-level",
-                "warn",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("daemon"),
-    );
+    let instances = [
+        start_instance("walletwatch (3 a wallet)", "", &node, &wallets),
+        start_instance(
+            "walletwatch (4 a wallet: + accountSubscribe)",
+            "[solana]\naccount_subscriptions = true\n",
+            &node,
+            &wallets,
+        ),
+    ];
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !all_active(data_dir.path(), wallet_count) {
+    while !instances.iter().all(|instance| all_active(instance.data_dir.path(), wallet_count)) {
         assert!(Instant::now() < deadline, "wallets never became Active");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -160,55 +193,63 @@ async fn main() {
         }
     }
     let sending = started.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let events = loop {
-        let events = stored(data_dir.path());
-        if events.len() >= sent_at.len() || Instant::now() > deadline {
-            break events;
+    let arrivals_done = Instant::now() + Duration::from_secs(60);
+    let mut results = Vec::new();
+    for instance in &instances {
+        let events = loop {
+            let events = stored(instance.data_dir.path());
+            if events.len() >= sent_at.len() || Instant::now() > arrivals_done {
+                break events;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let mut send_to_notification = Vec::new();
+        let mut notification_to_stored = Vec::new();
+        let mut send_to_stored = Vec::new();
+        for event in &events {
+            let Some(&sent) = sent_at.get(event.signature.as_str()) else { continue };
+            send_to_notification.push(event.received_at.0 - sent);
+            notification_to_stored.push(event.emitted_at.0 - event.received_at.0);
+            send_to_stored.push(event.emitted_at.0 - sent);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let arrivals = arrivals.lock().expect("lock").clone();
-
-    let mut raw = Vec::new();
-    let mut send_to_notification = Vec::new();
-    let mut notification_to_stored = Vec::new();
-    let mut send_to_stored = Vec::new();
-    for event in &events {
-        let Some(&sent) = sent_at.get(event.signature.as_str()) else { continue };
-        send_to_notification.push(event.received_at.0 - sent);
-        notification_to_stored.push(event.emitted_at.0 - event.received_at.0);
-        send_to_stored.push(event.emitted_at.0 - sent);
+        let missing = sent_at
+            .keys()
+            .filter(|signature| !events.iter().any(|event| event.signature.as_str() == signature.as_str()))
+            .count();
+        results.push((instance.name, send_to_notification, notification_to_stored, send_to_stored, missing));
     }
+    let arrivals = arrivals.lock().expect("lock").clone();
+    let mut raw = Vec::new();
     for (signature, &sent) in &sent_at {
         if let Some(&arrived) = arrivals.get(signature) {
             raw.push(arrived - sent);
         }
     }
-    let missing: Vec<&String> = sent_at
-        .keys()
-        .filter(|signature| !events.iter().any(|event| event.signature.as_str() == signature.as_str()))
-        .collect();
-    let raw_p50 = {
-        let mut sorted = raw.clone();
-        sorted.sort_unstable();
-        sorted.get(sorted.len() / 2).copied().unwrap_or(0)
-    };
-    let ww_p50 = {
-        let mut sorted = send_to_stored.clone();
-        sorted.sort_unstable();
-        sorted.get(sorted.len() / 2).copied().unwrap_or(0)
-    };
+    let raw_p50 = p50(&raw);
     println!(
         "detection latency on the local node: {wallet_count} wallets, {} transfers sent in {:.1}s, 400 ms slots, commitment confirmed",
         sent_at.len(),
         sending.as_secs_f64()
     );
-    println!("{:<58} {:>6} {:>6} {:>6} {:>6} {:>6}", "milliseconds", "n", "p50", "p95", "p99", "max");
-    println!("{:<58} {}", "baseline: raw client, sendTransaction -> logsNotification", percentiles(raw));
-    println!("{:<58} {}", "walletwatch, sendTransaction -> first notification", percentiles(send_to_notification));
-    println!("{:<58} {}", "walletwatch, first notification -> event stored", percentiles(notification_to_stored));
-    println!("{:<58} {}", "walletwatch, sendTransaction -> event stored", percentiles(send_to_stored));
-    println!("end-to-end p50 overhead over the raw client's p50: {} ms", ww_p50 - raw_p50);
-    println!("events missing after 60 s: {}", missing.len());
+    println!("{:<80} {:>6} {:>6} {:>6} {:>6} {:>6}", "milliseconds", "n", "p50", "p95", "p99", "max");
+    println!("{:<80} {}", "baseline: raw client, sendTransaction -> logsNotification", percentiles(raw));
+    for (name, send_to_notification, notification_to_stored, send_to_stored, _) in &results {
+        println!(
+            "{:<80} {}",
+            format!("{name}, sendTransaction -> first notification"),
+            percentiles(send_to_notification.clone())
+        );
+        println!(
+            "{:<80} {}",
+            format!("{name}, first notification -> event stored"),
+            percentiles(notification_to_stored.clone())
+        );
+        println!("{:<80} {}", format!("{name}, sendTransaction -> event stored"), percentiles(send_to_stored.clone()));
+    }
+    for (name, _, _, send_to_stored, missing) in &results {
+        println!(
+            "{name}: end-to-end p50 minus the raw client's p50: {} ms; events missing after 60 s: {missing}",
+            p50(send_to_stored) - raw_p50
+        );
+    }
 }

@@ -24,6 +24,14 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+impl Cli {
+    /// Whether the command runs the daemon (`run`, and `capture` and
+    /// `replay`, which run it too), rather than one request and exit.
+    pub(crate) fn is_daemon(&self) -> bool {
+        matches!(self.command, Command::Run { .. } | Command::Capture { .. } | Command::Replay { .. })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the tracker until SIGINT or SIGTERM.

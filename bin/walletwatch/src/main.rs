@@ -18,6 +18,15 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    // Freed pages go back to the system on jemalloc's decay schedule from a
+    // thread of its own; without it they are purged only when the arena
+    // that freed them allocates again, and a daemon watching 100 000
+    // wallets held 1.6 times the memory (docs/benchmarks.md, Many wallets).
+    if cli.is_daemon()
+        && let Err(error) = tikv_jemalloc_ctl::background_thread::write(true)
+    {
+        eprintln!("warning: jemalloc's background purging is unavailable ({error}); freed memory is returned later");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

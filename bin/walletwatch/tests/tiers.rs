@@ -1,6 +1,6 @@
 //! Transport tiers against the real local node: 2 000 wallets imported
-//! into a daemon whose pool holds 25 of them (5 connections × 20
-//! subscriptions, 4 a wallet). Wallets given a priority stream, the rest are
+//! into a daemon whose pool holds 33 of them (5 connections × 20
+//! subscriptions, 3 a wallet). Wallets given a priority stream, the rest are
 //! polled; transfers to wallets in every tier are each recorded once; a
 //! polled wallet that moves is promoted to a socket and a quieter streamed
 //! wallet demoted, without losing or repeating an event.
@@ -18,7 +18,7 @@ const WALLETS: usize = 2_000;
 const CONNECTIONS: usize = 5;
 const SUBSCRIPTIONS_PER_CONNECTION: usize = 20;
 /// Subscriptions a wallet holds when streamed.
-const SUBSCRIPTIONS_PER_WALLET: usize = 4;
+const SUBSCRIPTIONS_PER_WALLET: usize = 3;
 const STREAMED: usize = CONNECTIONS * SUBSCRIPTIONS_PER_CONNECTION / SUBSCRIPTIONS_PER_WALLET;
 
 /// Each wallet's (status, transport, priority) from `walletwatch list --json`.

@@ -119,6 +119,8 @@ pub struct SolanaConfig {
     pub max_subscriptions_per_connection: NonZeroUsize,
     /// Connections per endpoint.
     pub max_connections_per_endpoint: NonZeroUsize,
+    /// Whether each streamed wallet also holds `accountSubscribe`.
+    pub account_subscriptions: bool,
     /// Heartbeat silence after which a connection is replaced.
     #[serde(with = "duration_secs")]
     pub stale_after: Duration,
@@ -562,6 +564,7 @@ impl Config {
                 commitment,
                 max_subscriptions_per_connection: non_zero(max_subscriptions),
                 max_connections_per_endpoint: non_zero(max_connections),
+                account_subscriptions: raw.solana.account_subscriptions,
                 stale_after: Duration::from_secs(stale_after_secs),
                 ping_interval: Duration::from_secs(ping_interval_secs),
                 fallback_polling_interval: Duration::from_secs(polling_secs),

@@ -137,6 +137,11 @@ pub struct RawSolana {
     /// WebSocket connections per endpoint (public mainnet allows 40 per IP).
     #[serde(default = "default_max_connections_per_endpoint")]
     pub max_connections_per_endpoint: usize,
+    /// Also hold `accountSubscribe` on each streamed wallet (four
+    /// subscriptions a wallet instead of three): faster detection only on a
+    /// node that sends account notifications before logs notifications.
+    #[serde(default)]
+    pub account_subscriptions: bool,
     /// A connection with no heartbeat for this long is declared dead and replaced.
     #[serde(default = "default_stale_after_secs")]
     pub stale_after_secs: u64,
@@ -280,6 +285,7 @@ impl Default for RawSolana {
             commitment: default_commitment(),
             max_subscriptions_per_connection: default_max_subscriptions_per_connection(),
             max_connections_per_endpoint: default_max_connections_per_endpoint(),
+            account_subscriptions: false,
             stale_after_secs: default_stale_after_secs(),
             ping_interval_secs: default_ping_interval_secs(),
             fallback_polling_interval_secs: default_fallback_polling_interval_secs(),

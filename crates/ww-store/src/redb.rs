@@ -38,8 +38,11 @@ use crate::tables::{
 /// The store file's name inside the data directory.
 pub const STORE_FILE_NAME: &str = "walletwatch.redb";
 
-/// redb's page cache; the working set (wallets, cursors, recent keys) is small.
-const CACHE_SIZE_BYTES: usize = 64 * 1024 * 1024;
+/// redb's page cache. Pages it does not hold are read from the file (the
+/// system's page cache); at 100 000 wallets 32 MiB instead of 64 MiB saved
+/// a third of the daemon's memory per wallet and no start-up time
+/// (docs/benchmarks.md, Many wallets).
+const CACHE_SIZE_BYTES: usize = 32 * 1024 * 1024;
 
 /// The embedded store.
 pub struct RedbStore {

@@ -8,18 +8,25 @@
 //!      ▲                                                                      │
 //!      └──── add/remove keys ◄── wallet sync (store, every 2 s)               │
 //!   logs notification ──► fetch task (≤ 8 192 pending, 16 fetching) ──► decoded events ─┐
-//!   account / token notification, (re)subscription, any failure ──► walk queue ──►       │
+//!   token (or account) notification, live events stored (1 s later), (re)subscription, │
+//!   any failure ──► walk queue ──►                                                       │
 //!        ≤ 32 history walks (from the durable cursor) ──────────────────────────────────►│
 //!                                                              Recorder (route → store → publish)
 //! ```
 //!
 //! - Logs notifications carry the signature: it is fetched at once (the
-//!   fast path). Account and program notifications do not: the address's
+//!   fast path). Token program notifications do not: the token account's
 //!   history is walked from its durable cursor (see [`crate::walk`]),
 //!   which finds every transaction since, at the configured commitment, and
 //!   moves the cursor with the events it stores. A walk does not fetch what
 //!   the live path already stored, and shares the request when both want a
 //!   transaction at the same moment.
+//! - The live path never moves a cursor: [`CURSOR_WALK_DELAY`] after a
+//!   wallet's first live event since its last such walk, its history is
+//!   walked from the cursor, which finds what the stream stored (and moves
+//!   the cursor past it) and anything the stream did not name. A burst of
+//!   events costs one walk. With `solana.account_subscriptions`, the
+//!   wallet's account notifications walk it at once instead.
 //! - Every failure leaves the affected wallets to a walk: a live fetch or
 //!   decode that fails, a batch the store or the router refuses, a panicked
 //!   task. The live path never moves a cursor, so a walk from the cursor
@@ -90,8 +97,15 @@ const RECENT_SIGNATURES: usize = 100_000;
 const TOKEN_REDISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
 const TOKEN_PROGRAMS: [(&str, bool); 2] =
     [(crate::pubsub::protocol::TOKEN_PROGRAM, false), (crate::pubsub::protocol::TOKEN_2022_PROGRAM, true)];
-/// How often due balance reads, full checks and walk retries are looked for.
+/// How long after a wallet's live events are stored its history is walked
+/// (one walk for a burst), which moves its cursor past them.
+pub const CURSOR_WALK_DELAY: Duration = Duration::from_secs(1);
+/// How often due balance reads, full checks, walk retries and cursor walks
+/// are looked for.
 const BALANCE_TICK: Duration = Duration::from_millis(500);
+/// A drained queue keeps this many entries' room (see
+/// [`Pipeline::release_drained_queues`]).
+const DRAINED_QUEUE_FLOOR: usize = 1024;
 /// How often the statistics shown by `walletwatch stats` are saved.
 const STATS_INTERVAL: Duration = Duration::from_secs(5);
 /// How often unresolved transactions an operator asked to retry are looked for.
@@ -99,24 +113,33 @@ const UNRESOLVED_RETRY_INTERVAL: Duration = Duration::from_secs(2);
 
 use crate::metrics as metric_names;
 
-/// The subscriptions a wallet relies on: the usual ones, or its own set.
+/// The subscriptions a wallet relies on: the usual ones (with its
+/// `accountSubscribe` where configured), or its own set.
 pub(super) enum WalletKeys<'a> {
-    Default([SubscriptionKey; 4]),
+    Default([SubscriptionKey; 3], Option<SubscriptionKey>),
     Custom(&'a HashSet<SubscriptionKey>),
 }
 
 impl WalletKeys<'_> {
+    /// The usual subscriptions of `wallet`.
+    fn default_for(wallet: &WalletAddress, with_account: bool) -> Self {
+        WalletKeys::Default(
+            SubscriptionKey::all_for_wallet(wallet),
+            with_account.then(|| SubscriptionKey::Account(wallet.clone())),
+        )
+    }
+
     pub(super) fn iter(&self) -> impl Iterator<Item = &SubscriptionKey> {
-        let (default, custom) = match self {
-            WalletKeys::Default(keys) => (Some(keys.iter()), None),
-            WalletKeys::Custom(keys) => (None, Some(keys.iter())),
+        let (default, account, custom) = match self {
+            WalletKeys::Default(keys, account) => (Some(keys.iter()), account.as_ref(), None),
+            WalletKeys::Custom(keys) => (None, None, Some(keys.iter())),
         };
-        default.into_iter().flatten().chain(custom.into_iter().flatten())
+        default.into_iter().flatten().chain(account).chain(custom.into_iter().flatten())
     }
 
     pub(super) fn len(&self) -> usize {
         match self {
-            WalletKeys::Default(keys) => keys.len(),
+            WalletKeys::Default(keys, account) => keys.len() + usize::from(account.is_some()),
             WalletKeys::Custom(keys) => keys.len(),
         }
     }
@@ -239,8 +262,12 @@ struct Pipeline {
     connection_states: HashMap<usize, (ConnectionState, Vec<SubscriptionKey>)>,
     /// Each wallet's status as stored, with why it is polled or failed.
     persisted_status: HashMap<WalletAddress, (SubscriptionStatus, Option<Reason>)>,
-    /// The subscriptions a wallet relies on where they differ from
-    /// [`SubscriptionKey::all_for_wallet`] (a refused program subscription
+    /// Whether each streamed wallet also holds `accountSubscribe`
+    /// (`solana.account_subscriptions`): its notifications walk the
+    /// wallet's history at once, for nodes that send them before logs.
+    account_subscriptions: bool,
+    /// The subscriptions a wallet relies on where they differ from the
+    /// usual ones ([`WalletKeys::Default`]; a refused program subscription
     /// replaced by per-account ones); most wallets have no entry (see
     /// [`Pipeline::keys_of`]).
     wallet_keys: HashMap<WalletAddress, HashSet<SubscriptionKey>>,
@@ -267,6 +294,9 @@ struct Pipeline {
     /// Failed walks waiting for their retry, and consecutive failures per address.
     walk_retries: HashMap<WalletAddress, (Walk, tokio::time::Instant)>,
     walk_failures: HashMap<WalletAddress, u32>,
+    /// Wallets with live events stored since their last walk, and when the
+    /// walk that moves their cursor is due ([`CURSOR_WALK_DELAY`]).
+    cursor_walks: HashMap<WalletAddress, tokio::time::Instant>,
     /// When each unfinished walk and live fetch started: the processing lag.
     work_started: HashMap<WorkItem, UnixMillis>,
     /// Wallets whose first catch-up (after subscribing) was started.
@@ -379,6 +409,7 @@ pub async fn run_with(
         permits,
         connection_states: HashMap::new(),
         persisted_status: HashMap::new(),
+        account_subscriptions: solana.account_subscriptions,
         wallet_keys: HashMap::new(),
         token_accounts: HashMap::new(),
         discovery_queue: VecDeque::new(),
@@ -393,6 +424,7 @@ pub async fn run_with(
         queued_walks: HashMap::new(),
         walk_again: HashMap::new(),
         walk_retries: HashMap::new(),
+        cursor_walks: HashMap::new(),
         walk_failures: HashMap::new(),
         work_started: HashMap::new(),
         caught_up_once: HashSet::new(),
@@ -455,8 +487,12 @@ pub async fn run_with(
                 pipeline.run_full_checks(BALANCE_TICK);
                 pipeline.start_balance_round();
                 pipeline.retry_due_walks();
+                pipeline.start_due_cursor_walks();
             }
-            _ = stats_tick.tick() => pipeline.save_stats(),
+            _ = stats_tick.tick() => {
+                pipeline.save_stats();
+                pipeline.release_drained_queues();
+            }
             _ = unresolved_tick.tick() => pipeline.retry_requested_unresolved().await,
             Some(event) = events_rx.recv(), if can_accept => pipeline.handle_pubsub(event).await,
             () = tokio::time::sleep_until(pipeline.pending_since.unwrap_or_else(tokio::time::Instant::now) + work::RECORD_DELAY),
@@ -588,15 +624,16 @@ impl Pipeline {
     pub(super) fn keys_of(&self, wallet: &WalletAddress) -> WalletKeys<'_> {
         match self.wallet_keys.get(wallet) {
             Some(keys) => WalletKeys::Custom(keys),
-            None => WalletKeys::Default(SubscriptionKey::all_for_wallet(wallet)),
+            None => WalletKeys::default_for(wallet, self.account_subscriptions),
         }
     }
 
     /// The wallet's subscriptions, made its own set to change them.
     pub(super) fn keys_mut(&mut self, wallet: &WalletAddress) -> &mut HashSet<SubscriptionKey> {
+        let with_account = self.account_subscriptions;
         self.wallet_keys
             .entry(wallet.clone())
-            .or_insert_with(|| SubscriptionKey::all_for_wallet(wallet).into_iter().collect())
+            .or_insert_with(|| WalletKeys::default_for(wallet, with_account).iter().cloned().collect())
     }
 
     /// Each subscription's state, as its connection last reported it.
@@ -659,6 +696,7 @@ impl Pipeline {
             self.walk_again.remove(address);
             self.walk_retries.remove(address);
             self.walk_failures.remove(address);
+            self.cursor_walks.remove(address);
             if !self.walking.contains(address) {
                 self.work_started.remove(&WorkItem::Walk(address.clone()));
             }
@@ -950,6 +988,38 @@ impl Pipeline {
                 metrics::gauge!(metric_names::UNRESOLVABLE_TRANSACTIONS).set(given_up as f64);
             }
         });
+    }
+
+    /// Gives back the memory of queues that drained: start-up fills them
+    /// with one entry per wallet (first history reads, token account
+    /// lookups), and a drained map or deque keeps its largest size for ever
+    /// otherwise.
+    fn release_drained_queues(&mut self) {
+        fn shrink_map<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+            if map.capacity() > DRAINED_QUEUE_FLOOR && map.len() * 4 < map.capacity() {
+                map.shrink_to(map.len() * 2);
+            }
+        }
+        fn shrink_set<K: std::hash::Hash + Eq>(set: &mut HashSet<K>) {
+            if set.capacity() > DRAINED_QUEUE_FLOOR && set.len() * 4 < set.capacity() {
+                set.shrink_to(set.len() * 2);
+            }
+        }
+        fn shrink_deque<T>(deque: &mut VecDeque<T>) {
+            if deque.capacity() > DRAINED_QUEUE_FLOOR && deque.len() * 4 < deque.capacity() {
+                deque.shrink_to(deque.len() * 2);
+            }
+        }
+        shrink_map(&mut self.queued_walks);
+        shrink_deque(&mut self.walk_queue);
+        shrink_map(&mut self.walk_again);
+        shrink_map(&mut self.walk_retries);
+        shrink_map(&mut self.work_started);
+        shrink_map(&mut self.in_flight);
+        shrink_deque(&mut self.discovery_queue);
+        shrink_set(&mut self.discovery_queued);
+        shrink_set(&mut self.events_since_observation);
+        shrink_map(&mut self.cursor_walks);
     }
 
     /// Keeps `/ready`'s work counters and the queue gauges current.

@@ -216,6 +216,28 @@ impl Pipeline {
         }
     }
 
+    /// Queues the walk that moves `wallet`'s cursor past its live events,
+    /// [`CURSOR_WALK_DELAY`](super::CURSOR_WALK_DELAY) after the first of
+    /// them (later ones share it). With account subscriptions, the walks
+    /// their notifications trigger move it.
+    fn schedule_cursor_walk(&mut self, wallet: &WalletAddress) {
+        if !self.account_subscriptions && !self.cursor_walks.contains_key(wallet) {
+            self.cursor_walks.insert(wallet.clone(), tokio::time::Instant::now() + super::CURSOR_WALK_DELAY);
+        }
+    }
+
+    /// Starts the cursor walks whose time came. Whatever they find that the
+    /// stream did not store is a gap fill (origin `backfill`).
+    pub(super) fn start_due_cursor_walks(&mut self) {
+        let now = tokio::time::Instant::now();
+        let due: Vec<WalletAddress> =
+            self.cursor_walks.iter().filter(|(_, at)| **at <= now).map(|(wallet, _)| wallet.clone()).collect();
+        for wallet in due {
+            self.cursor_walks.remove(&wallet);
+            self.schedule_walk(wallet.clone(), wallet, Origin::Backfill, None);
+        }
+    }
+
     /// Handles a finished walk; returns whether a wallet's status may have
     /// changed (a streamable wallet whose connection is down was polled).
     fn handle_walked(&mut self, walk: Walk, result: Result<CatchUpReport, CatchUpError>) -> bool {
@@ -369,6 +391,7 @@ impl Pipeline {
                     if matches!(outcome, RecordOutcome::Inserted(_)) {
                         self.events_since_observation.insert(event.wallet.clone());
                         self.schedule.record_activity(&event.wallet);
+                        self.schedule_cursor_walk(&event.wallet);
                     }
                 }
             }

@@ -23,7 +23,9 @@ pub enum SubscriptionKey {
     /// `logsSubscribe` with `mentions: [wallet]`: the signature of every
     /// transaction naming the wallet.
     Logs(WalletAddress),
-    /// `accountSubscribe` on the wallet: lamport changes.
+    /// `accountSubscribe` on the wallet: its lamport changes. Held only with
+    /// `solana.account_subscriptions` (a node that notifies account changes
+    /// before logs); `Logs` names every transaction that changes them.
     Account(WalletAddress),
     /// `programSubscribe` on a token program filtered by owner: changes to any
     /// token account the wallet owns, including ones created later.
@@ -52,16 +54,6 @@ impl SubscriptionKey {
         }
     }
 
-    /// Returns the account whose changes this subscription reports, when it
-    /// is a single account (`accountSubscribe`).
-    pub fn watched_account(&self) -> Option<&WalletAddress> {
-        match self {
-            SubscriptionKey::Account(wallet) => Some(wallet),
-            SubscriptionKey::TokenAccount { account, .. } => Some(account),
-            SubscriptionKey::Logs(_) | SubscriptionKey::TokenAccounts { .. } => None,
-        }
-    }
-
     /// Returns the subscribe method.
     pub fn method(&self) -> &'static str {
         match self {
@@ -80,11 +72,14 @@ impl SubscriptionKey {
         }
     }
 
-    /// Returns the subscriptions walletwatch keeps for one tracked wallet.
-    pub fn all_for_wallet(wallet: &WalletAddress) -> [SubscriptionKey; 4] {
+    /// Returns the subscriptions walletwatch keeps for one tracked wallet:
+    /// every transaction naming it (which covers every change of its own
+    /// account), and changes to the token accounts it owns (a token transfer
+    /// names the token account, not the owner). `Account` is added to them
+    /// only where configured.
+    pub fn all_for_wallet(wallet: &WalletAddress) -> [SubscriptionKey; 3] {
         [
             SubscriptionKey::Logs(wallet.clone()),
-            SubscriptionKey::Account(wallet.clone()),
             SubscriptionKey::TokenAccounts { owner: wallet.clone(), is_token_2022: false },
             SubscriptionKey::TokenAccounts { owner: wallet.clone(), is_token_2022: true },
         ]
