@@ -995,19 +995,24 @@ impl Pipeline {
     /// lookups), and a drained map or deque keeps its largest size for ever
     /// otherwise.
     fn release_drained_queues(&mut self) {
+        /// The capacity a queue holding `len` of `capacity` entries shrinks
+        /// to, when it drained to under a quarter of its room.
+        fn drained_to(len: usize, capacity: usize) -> Option<usize> {
+            (capacity > DRAINED_QUEUE_FLOOR && len * 4 < capacity).then_some(len * 2)
+        }
         fn shrink_map<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
-            if map.capacity() > DRAINED_QUEUE_FLOOR && map.len() * 4 < map.capacity() {
-                map.shrink_to(map.len() * 2);
+            if let Some(capacity) = drained_to(map.len(), map.capacity()) {
+                map.shrink_to(capacity);
             }
         }
         fn shrink_set<K: std::hash::Hash + Eq>(set: &mut HashSet<K>) {
-            if set.capacity() > DRAINED_QUEUE_FLOOR && set.len() * 4 < set.capacity() {
-                set.shrink_to(set.len() * 2);
+            if let Some(capacity) = drained_to(set.len(), set.capacity()) {
+                set.shrink_to(capacity);
             }
         }
         fn shrink_deque<T>(deque: &mut VecDeque<T>) {
-            if deque.capacity() > DRAINED_QUEUE_FLOOR && deque.len() * 4 < deque.capacity() {
-                deque.shrink_to(deque.len() * 2);
+            if let Some(capacity) = drained_to(deque.len(), deque.capacity()) {
+                deque.shrink_to(capacity);
             }
         }
         shrink_map(&mut self.queued_walks);
