@@ -1,13 +1,15 @@
 //! Detection latency on the local Solana node, next to a raw PubSub client.
 //!
 //! `cargo bench -p walletwatch --bench detection` starts `walletwatch-localnet`,
-//! tracks 10 fresh wallets with two release `walletwatch run`s side by side
-//! (the default three subscriptions a wallet, and `account_subscriptions =
-//! true`: four), subscribes a raw WebSocket client (`logsSubscribe`, same
-//! wallets, same node) in this process, sends 200 SOL transfers and prints
-//! percentiles of:
+//! tracks 10 fresh wallets with three release `walletwatch run`s side by side
+//! (streamed with the default three subscriptions a wallet; streamed with
+//! `account_subscriptions = true`: four; polled, with a pool too small for
+//! one wallet's subscriptions, at the default cadence), subscribes a raw
+//! WebSocket client (`logsSubscribe`, same wallets, same node) in this
+//! process, sends 200 SOL transfers and prints percentiles of:
 //! - raw client: sendTransaction returned → its logs notification (the floor);
-//! - each walletwatch: sendTransaction returned → its own first notification;
+//! - each walletwatch: sendTransaction returned → its own first notification
+//!   (for the polled one: the history walk that found it);
 //! - each walletwatch: first notification → event stored (decode + fetch + commit);
 //! - each walletwatch: sendTransaction returned → event stored (end to end).
 //!
@@ -57,10 +59,18 @@ struct Instance {
     // Stopped before its data directory goes.
     _daemon: Daemon,
     name: &'static str,
+    /// The transport every wallet must have before transfers are sent.
+    transport: &'static str,
     data_dir: tempfile::TempDir,
 }
 
-fn start_instance(name: &'static str, config: &str, node: &LocalNode, wallets: &[WalletAddress]) -> Instance {
+fn start_instance(
+    name: &'static str,
+    transport: &'static str,
+    config: &str,
+    node: &LocalNode,
+    wallets: &[WalletAddress],
+) -> Instance {
     let data_dir = tempfile::tempdir().expect("tempdir");
     let config_path = data_dir.path().join("walletwatch.toml");
     std::fs::write(&config_path, config).expect("config");
@@ -97,7 +107,7 @@ fn start_instance(name: &'static str, config: &str, node: &LocalNode, wallets: &
             .spawn()
             .expect("daemon"),
     );
-    Instance { _daemon: daemon, name, data_dir }
+    Instance { _daemon: daemon, name, transport, data_dir }
 }
 
 fn p50(samples: &[i64]) -> i64 {
@@ -106,7 +116,8 @@ fn p50(samples: &[i64]) -> i64 {
     sorted.get(sorted.len() / 2).copied().unwrap_or(0)
 }
 
-fn all_active(data_dir: &Path, count: usize) -> bool {
+/// Every wallet is `Active` on `transport` (`stream`) or watched by `poll`.
+fn all_watched(data_dir: &Path, count: usize, transport: &str) -> bool {
     let Ok(output) = Command::new(env!("CARGO_BIN_EXE_walletwatch"))
         .arg("--data-dir")
         .arg(data_dir)
@@ -117,7 +128,11 @@ fn all_active(data_dir: &Path, count: usize) -> bool {
     };
     let wallets: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
     wallets.as_array().is_some_and(|wallets| {
-        wallets.len() == count && wallets.iter().all(|wallet| wallet["subscription_status"] == "Active")
+        wallets.len() == count
+            && wallets.iter().all(|wallet| {
+                wallet["transport"] == transport
+                    && (transport != "stream" || wallet["subscription_status"] == "Active")
+            })
     })
 }
 
@@ -147,17 +162,26 @@ async fn main() {
     let node = LocalNode::start().await.expect("local node");
     let wallets: Vec<WalletAddress> = (0..wallet_count).map(|_| fresh_address()).collect();
     let instances = [
-        start_instance("walletwatch (3 a wallet)", "", &node, &wallets),
+        start_instance("walletwatch streamed (3 a wallet)", "stream", "", &node, &wallets),
         start_instance(
-            "walletwatch (4 a wallet: + accountSubscribe)",
+            "walletwatch streamed (4 a wallet: + accountSubscribe)",
+            "stream",
             "[solana]\naccount_subscriptions = true\n",
+            &node,
+            &wallets,
+        ),
+        // Two subscriptions on one connection hold no wallet: all are polled.
+        start_instance(
+            "walletwatch polled (every 15 s once moving)",
+            "poll",
+            "[solana]\nmax_connections_per_endpoint = 1\nmax_subscriptions_per_connection = 2\n",
             &node,
             &wallets,
         ),
     ];
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !instances.iter().all(|instance| all_active(instance.data_dir.path(), wallet_count)) {
-        assert!(Instant::now() < deadline, "wallets never became Active");
+    while !instances.iter().all(|instance| all_watched(instance.data_dir.path(), wallet_count, instance.transport)) {
+        assert!(Instant::now() < deadline, "wallets never got their transport");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let arrivals = Arc::new(Mutex::new(HashMap::new()));
@@ -193,7 +217,8 @@ async fn main() {
         }
     }
     let sending = started.elapsed();
-    let arrivals_done = Instant::now() + Duration::from_secs(60);
+    // A quiet polled wallet is read every 60 s until it moves.
+    let arrivals_done = Instant::now() + Duration::from_secs(120);
     let mut results = Vec::new();
     for instance in &instances {
         let events = loop {
@@ -248,7 +273,7 @@ async fn main() {
     }
     for (name, _, _, send_to_stored, missing) in &results {
         println!(
-            "{name}: end-to-end p50 minus the raw client's p50: {} ms; events missing after 60 s: {missing}",
+            "{name}: end-to-end p50 minus the raw client's p50: {} ms; events missing after 120 s: {missing}",
             p50(send_to_stored) - raw_p50
         );
     }
