@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs walletwatch's whole test suite, including the tests against a real
-# local Solana node. Idempotent: builds the node harness only when its
-# sources changed, and starts the services the tests need when absent.
+# local Solana node and a real local EVM node (anvil). Idempotent: builds the
+# node harness only when its sources changed, installs anvil once, and starts
+# the services the tests need when absent.
 #
 #   scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
@@ -33,6 +34,26 @@ build_localnet() {
   export WALLETWATCH_LOCALNET_BIN="$bin_dir/walletwatch-localnet"
 }
 
+# --- the local EVM node (anvil, from npm), cached by version ---
+ANVIL_VERSION=1.7.1
+install_anvil() {
+  local dir="$cache_dir/anvil-$ANVIL_VERSION"
+  local bin="$dir/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+  if [[ ! -x "$bin" ]]; then
+    if ! command -v npm >/dev/null 2>&1; then
+      log "error: npm is needed to install anvil (the local EVM node); install Node.js (e.g. apt-get install nodejs npm)"
+      exit 1
+    fi
+    log "installing anvil $ANVIL_VERSION with npm"
+    mkdir -p "$dir"
+    npm install --prefix "$dir" --no-audit --no-fund --silent "@foundry-rs/anvil-linux-amd64@$ANVIL_VERSION" >&2
+  else
+    log "anvil $ANVIL_VERSION is cached"
+  fi
+  export WALLETWATCH_ANVIL_BIN="$bin"
+}
+
 build_localnet
+install_anvil
 log "running the test suite"
 cargo test --workspace --locked "$@"

@@ -51,7 +51,7 @@ pub(crate) enum Command {
     },
     /// Start tracking a wallet.
     Track {
-        /// Base58 wallet address.
+        /// Wallet address: base58 (Solana) or 0x (an EVM chain, with --chain).
         #[arg(required_unless_present = "file")]
         address: Option<String>,
         /// Track every wallet of a CSV file instead (columns address, label,
@@ -84,11 +84,19 @@ pub(crate) enum Command {
         /// wallet's history starts); overrides the config and SOLANA_RPC_URL.
         #[arg(long, value_name = "URL")]
         rpc_url: Option<String>,
+        /// The chain: solana (the default for a base58 address), or an EVM
+        /// chain with an [evm.NAME] section (ethereum, polygon, evm-local),
+        /// which a 0x address needs. Its node is asked for the current block.
+        #[arg(long, value_name = "CHAIN", conflicts_with = "file")]
+        chain: Option<ww_core::Chain>,
     },
     /// Stop tracking a wallet (for one user; the wallet goes with its last user).
     Untrack {
-        /// Base58 wallet address.
+        /// Wallet address: base58 (Solana) or 0x (with --chain).
         address: String,
+        /// The chain of a 0x address (ethereum, polygon, evm-local).
+        #[arg(long, value_name = "CHAIN")]
+        chain: Option<ww_core::Chain>,
         /// The user who tracked it.
         #[arg(long, default_value = ww_core::wallet::DEFAULT_USER)]
         user: String,

@@ -132,11 +132,18 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
         Command::Track { file: Some(file), user, filter, .. } => {
             track_file(&config, &file, &user, filter_from_args(filter)?).await
         }
-        Command::Track { address, label, priority, user, filter, since, .. } => {
+        Command::Track { address, label, priority, user, filter, since, chain, .. } => {
             let address = address.unwrap_or_default();
+            let chain = wallets::chain_of(&address, chain)?;
+            if since.is_some() && chain != ww_core::Chain::Solana {
+                return Err(Failure::Usage(anyhow!(
+                    "--since reads a wallet's history, which {chain} wallets do not have in this version: they are watched from when they are tracked"
+                )));
+            }
             let store = open_store(&config)?;
             let since = since.as_deref().map(parse_bound).transpose()?;
-            let source = solana_source(&config, None)?;
+            let source =
+                if chain == ww_core::Chain::Solana { solana_source(&config, None)? } else { evm_source(&config, chain)? };
             let slot = wallets::current_slot(source.as_ref()).await;
             let start_slot = slot.as_ref().ok().copied();
             if since.is_some() && start_slot.is_none() {
@@ -150,6 +157,7 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
                 start_slot,
                 chat_quota: None,
                 priority,
+                chain: Some(chain),
             };
             let (address, outcome) =
                 wallets::track_with(store.as_ref(), &address, label.as_deref(), &user, options, ww_core::time::now())?;
@@ -178,9 +186,9 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
             }
             Ok(())
         }
-        Command::Untrack { address, user } => {
+        Command::Untrack { address, user, chain } => {
             let store = open_store(&config)?;
-            let (address, outcome) = wallets::untrack(store.as_ref(), &address, &user)?;
+            let (address, outcome) = wallets::untrack_on(store.as_ref(), chain, &address, &user)?;
             println!("{}", wallets::untracking_message(&address));
             if let UntrackOutcome::UserRemoved { remaining_users } = outcome {
                 eprintln!("note: {remaining_users} other user(s) still track {address}");
@@ -319,7 +327,9 @@ async fn run(config: Config) -> CommandResult {
         let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || metrics.render());
         tokio::spawn(ww_server::serve_metrics(metrics_listener, render, api_shutdown.clone()))
     };
-    let outcome = daemon::run(config, store, health, broker, vec![source], shutdown).await;
+    let mut sources = vec![source];
+    sources.extend(evm_sources(&config).await?);
+    let outcome = daemon::run(config, store, health, broker, sources, shutdown).await;
     api_shutdown.cancel();
     match api.await {
         Ok(Ok(())) => {}
@@ -467,6 +477,33 @@ fn solana_source(
     capture: Option<Arc<ww_solana::capture::Capture>>,
 ) -> Result<Arc<dyn Source>, AppError> {
     Ok(Arc::new(ww_solana::SolanaSource::new(config, capture)?))
+}
+
+/// The EVM sources of `config`, each checked against its node: a node that
+/// serves another chain id stops start-up; one that does not answer yet is
+/// logged and followed when it does.
+async fn evm_sources(config: &Config) -> Result<Vec<Arc<dyn Source>>, Failure> {
+    let mut sources: Vec<Arc<dyn Source>> = Vec::new();
+    for evm in config.evm.values() {
+        let source = ww_evm::EvmSource::new(evm).map_err(|error| Failure::Runtime(error.into()))?;
+        match source.verify().await {
+            Ok(()) => {}
+            Err(error @ ww_core::source::SourceError::Rejected(_)) => return Err(Failure::Usage(anyhow!(error))),
+            Err(error) => tracing::warn!(chain = %evm.chain, error = %error, "the EVM node did not answer; retrying while running"),
+        }
+        sources.push(Arc::new(source));
+    }
+    Ok(sources)
+}
+
+/// An EVM chain's source, for `track --chain` (its current block).
+fn evm_source(config: &Config, chain: ww_core::Chain) -> Result<Arc<dyn Source>, Failure> {
+    let evm = config.evm.get(&chain).ok_or_else(|| {
+        Failure::Usage(anyhow!(
+            "{chain} is not watched: add an [evm.{chain}] section with its rpc_url (and ws_url) to the configuration"
+        ))
+    })?;
+    Ok(Arc::new(ww_evm::EvmSource::new(evm).map_err(|error| Failure::Runtime(error.into()))?))
 }
 
 /// Backfills `wallet` between the bounds with a progress bar and a summary.
@@ -869,7 +906,9 @@ async fn capture(config: Config, out: &Path, duration: Option<u64>) -> CommandRe
     let health = ww_core::status::Health::default();
     let broker = ww_app::broker::LocalBroker::default().shared();
     let source = solana_source(&config, Some(std::sync::Arc::clone(&recorder)))?;
-    let outcome = daemon::run(config, store, health, broker, vec![source], shutdown).await;
+    let mut sources = vec![source];
+    sources.extend(evm_sources(&config).await?);
+    let outcome = daemon::run(config, store, health, broker, sources, shutdown).await;
     let summary =
         recorder.finish().map_err(|error| Failure::Runtime(anyhow!("finishing {}: {error}", out.display())))?;
     outcome?;

@@ -29,8 +29,9 @@ pub(crate) fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::P
         .map_err(|error| anyhow::anyhow!("configuring metrics: {error}"))?
         .install_recorder()
         .map_err(|error| anyhow::anyhow!("installing the metrics recorder: {error}"))?;
-    let catalogs: [&[ww_core::metric::MetricSpec]; 4] = [
+    let catalogs: [&[ww_core::metric::MetricSpec]; 5] = [
         ww_solana::metrics::CATALOG,
+        ww_evm::metric_names::CATALOG,
         ww_app::METRICS,
         ww_server::metric_names::CATALOG,
         ww_sinks::metric_names::CATALOG,

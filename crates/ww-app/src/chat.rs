@@ -156,6 +156,8 @@ pub fn execute(
                 start_slot,
                 chat_quota: Some(limits.max_wallets_per_user),
                 priority: None,
+                // Chat tracks Solana wallets: its start slot comes from the Solana source.
+                chain: Some(ww_core::Chain::Solana),
             };
             wallets::track_with(store, address, label.as_deref(), &context.user, options, now)
                 .map(|(address, _)| wallets::tracking_message(&address))

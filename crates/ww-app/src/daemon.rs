@@ -2,8 +2,9 @@
 //!
 //! Task map (every task is spawned on one `TaskTracker`, and only the edges
 //! watch the shutdown token):
-//! - one task per chain [`Source`] (today the Solana source: its endpoint
-//!   probes, PubSub pool, history walks and decoding), recording through
+//! - one task per chain [`Source`] (the Solana source: its endpoint probes,
+//!   PubSub pool, history walks and decoding; one EVM source per configured
+//!   EVM chain: its head stream and block follower), recording through
 //!   [`crate::recorder`];
 //! - `publisher`: publishes every stored event, in sequence order, to the
 //!   WebSocket fan-out, whoever stored it (see [`crate::broker::Publisher`]);

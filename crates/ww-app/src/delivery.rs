@@ -77,7 +77,8 @@ pub struct DeliveryWorkers {
     store: Arc<dyn Store>,
     sinks: Sinks,
     prices: PriceCache,
-    explorer: Explorer,
+    /// Link templates by chain (a chain without one links nowhere).
+    explorers: HashMap<ww_core::Chain, Explorer>,
     config: Arc<Config>,
     wake: Arc<Notify>,
 }
@@ -198,11 +199,20 @@ impl DeliveryWorkers {
         config: Arc<Config>,
         wake: Arc<Notify>,
     ) -> Self {
-        let explorer = Explorer {
-            tx_url: config.alerts.explorer_tx_url.clone(),
-            account_url: config.alerts.explorer_account_url.clone(),
-        };
-        Self { store, sinks, prices, explorer, config, wake }
+        let mut explorers = HashMap::from([(
+            ww_core::Chain::Solana,
+            Explorer {
+                tx_url: config.alerts.explorer_tx_url.clone(),
+                account_url: config.alerts.explorer_account_url.clone(),
+            },
+        )]);
+        for (chain, evm) in &config.evm {
+            explorers.insert(
+                *chain,
+                Explorer { tx_url: evm.explorer_tx_url.clone(), account_url: evm.explorer_address_url.clone() },
+            );
+        }
+        Self { store, sinks, prices, explorers, config, wake }
     }
 
     /// Delivers until `shutdown` is cancelled; lanes finish their current send.
@@ -400,7 +410,8 @@ impl DeliveryWorkers {
                         return Ok(None);
                     }
                 }
-                let alert = Alert::new(&event, label.as_deref(), &prices, &self.explorer);
+                let explorer = self.explorers.get(&event.event.chain).cloned().unwrap_or_default();
+                let alert = Alert::new(&event, label.as_deref(), &prices, &explorer);
                 Ok((event, label, alert))
             }
             Err(error) => Err(error),

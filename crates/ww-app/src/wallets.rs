@@ -33,6 +33,24 @@ pub struct TrackOptions {
     /// The wallet's streaming priority (operator front ends; `None` keeps
     /// the current one). A chat request may not set it.
     pub priority: Option<u8>,
+    /// The chain (`None`: Solana; an EVM address needs one).
+    pub chain: Option<Chain>,
+}
+
+/// The chain a front end's request names: the one given, or Solana for a
+/// base58 address; a `0x` address without a chain is refused (the same
+/// address is a different wallet on each EVM chain).
+pub fn chain_of(address: &str, chain: Option<Chain>) -> Result<Chain, AppError> {
+    match chain {
+        Some(chain) => Ok(chain),
+        None if address.trim().get(..2).is_some_and(|prefix| prefix.eq_ignore_ascii_case("0x")) => {
+            Err(AppError::Rejected(format!(
+                "{} is an EVM address: name its chain (ethereum, polygon or evm-local)",
+                address.trim()
+            )))
+        }
+        None => Ok(Chain::Solana),
+    }
 }
 
 /// Starts tracking `address` for `user`.
@@ -55,16 +73,15 @@ pub fn track_with(
     options: TrackOptions,
     now: UnixMillis,
 ) -> Result<(WalletAddress, TrackOutcome), AppError> {
-    // Only Solana wallets are watched so far: an EVM address is refused here
-    // rather than stored as a wallet nothing would ever watch.
-    let address = WalletAddress::parse_for(Chain::Solana, address.trim())?;
+    let chain = chain_of(address, options.chain)?;
+    let address = WalletAddress::parse_for(chain, address.trim())?;
     if let Some(filter) = &options.filter {
         filter.validate().map_err(AppError::Rejected)?;
     }
     let label = validate_label(label)?;
     let user = validate_user(user)?;
     let request = TrackRequest {
-        chain: Chain::Solana,
+        chain,
         address: address.clone(),
         label,
         user,
@@ -106,11 +123,22 @@ pub async fn current_slot_or_log(source: Option<&dyn Source>) -> Option<u64> {
     }
 }
 
-/// Stops tracking `address` for `user`.
+/// Stops tracking the Solana wallet `address` for `user`.
 pub fn untrack(store: &dyn Store, address: &str, user: &str) -> Result<(WalletAddress, UntrackOutcome), AppError> {
-    let address = WalletAddress::parse(address.trim())?;
+    untrack_on(store, None, address, user)
+}
+
+/// Stops tracking `address` on `chain` (see [`chain_of`]) for `user`.
+pub fn untrack_on(
+    store: &dyn Store,
+    chain: Option<Chain>,
+    address: &str,
+    user: &str,
+) -> Result<(WalletAddress, UntrackOutcome), AppError> {
+    let chain = chain_of(address, chain)?;
+    let address = WalletAddress::parse_for(chain, address.trim())?;
     let user = validate_user(user)?;
-    match store.untrack_wallet(&WalletId::solana(address.clone()), &user)? {
+    match store.untrack_wallet(&WalletId::new(chain, address.clone()), &user)? {
         UntrackOutcome::NotTracked => Err(AppError::NotTracked(format!(
             "wallet {address} is not tracked by user {user:?}; `walletwatch list` shows what is tracked"
         ))),
@@ -176,6 +204,9 @@ pub fn render_list(wallets: &[WalletRecord]) -> String {
             (None, _) => writeln!(text, "- Wallet: {} ({})", wallet.address.short(), wallet.subscription_status),
         };
         let _ = write!(text, "    address: {}", wallet.address);
+        if wallet.chain != Chain::Solana {
+            let _ = write!(text, "  chain: {}", wallet.chain);
+        }
         if let Some(label) = &wallet.label {
             let _ = write!(text, "  label: {label}");
         }
@@ -186,7 +217,8 @@ pub fn render_list(wallets: &[WalletRecord]) -> String {
         let _ = write!(text, "  users: {}  transactions: {}", users.join(","), wallet.transaction_count);
         match &wallet.last_transaction {
             Some(last) => {
-                let _ = writeln!(text, "  last: {} (slot {})", last.signature.short(), last.slot);
+                let height = if wallet.chain == Chain::Solana { "slot" } else { "block" };
+                let _ = writeln!(text, "  last: {} ({height} {})", last.signature.short(), last.slot);
             }
             None => text.push_str("  last: none\n"),
         }

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use url::Url;
-use ww_core::Commitment;
+use ww_core::{Chain, Commitment};
 
 pub use interpolate::interpolate;
 pub use raw::RawConfig;
@@ -140,6 +140,41 @@ pub struct SolanaConfig {
     pub rpc_requests_per_second_per_method: Option<std::num::NonZeroU32>,
 }
 
+/// Validated `[evm.NAME]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvmConfig {
+    /// The chain.
+    pub chain: Chain,
+    /// HTTP JSON-RPC endpoint.
+    pub rpc_url: RedactedUrl,
+    /// WebSocket endpoint (`None`: polled only).
+    pub ws_url: Option<RedactedUrl>,
+    /// The chain id the node must report.
+    pub chain_id: u64,
+    /// New-block checks while the WebSocket is down.
+    #[serde(with = "duration_secs")]
+    pub polling_interval: Duration,
+    /// Head silence after which the WebSocket is replaced.
+    #[serde(with = "duration_secs")]
+    pub stale_after: Duration,
+    /// HTTP request timeout.
+    #[serde(with = "duration_secs")]
+    pub rpc_timeout: Duration,
+    /// Transaction link template (`{hash}`); empty: alerts carry no link.
+    pub explorer_tx_url: String,
+    /// Address link template (`{address}`); empty: no link.
+    pub explorer_address_url: String,
+}
+
+/// The explorer a chain's alerts link to by default: (transaction, address) templates.
+fn default_evm_explorer(chain: Chain) -> (&'static str, &'static str) {
+    match chain {
+        Chain::Ethereum => ("https://etherscan.io/tx/{hash}", "https://etherscan.io/address/{address}"),
+        Chain::Polygon => ("https://polygonscan.com/tx/{hash}", "https://polygonscan.com/address/{address}"),
+        Chain::Solana | Chain::EvmLocal => ("", ""),
+    }
+}
+
 /// Validated `[server]`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerConfig {
@@ -219,6 +254,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// Solana.
     pub solana: SolanaConfig,
+    /// EVM chains to watch, by chain.
+    pub evm: std::collections::BTreeMap<Chain, EvmConfig>,
     /// Listeners.
     pub server: ServerConfig,
     /// Where the store is.
@@ -411,6 +448,56 @@ fn parse_store_url(text: &str, errors: &mut Vec<String>) -> Option<StoreLocation
     }
 }
 
+fn validate_evm(
+    raw: &std::collections::BTreeMap<String, raw::RawEvm>,
+    errors: &mut Vec<String>,
+) -> std::collections::BTreeMap<Chain, EvmConfig> {
+    let mut chains = std::collections::BTreeMap::new();
+    for (name, section) in raw {
+        let prefix = format!("evm.{name}");
+        let chain = match name.parse::<Chain>() {
+            Ok(chain) if chain.family() == ww_core::ChainFamily::Evm => chain,
+            _ => {
+                errors.push(format!("{prefix}: unknown EVM chain {name:?}; walletwatch knows ethereum, polygon and evm-local"));
+                continue;
+            }
+        };
+        let rpc_url = parse_url(&format!("{prefix}.rpc_url"), &section.rpc_url, &["http", "https"], errors);
+        // Some(None): no WebSocket configured; None: an invalid one (reported).
+        let ws_url = match section.ws_url.as_deref().filter(|url| !url.trim().is_empty()) {
+            None => Some(None),
+            Some(url) => parse_url(&format!("{prefix}.ws_url"), url, &["ws", "wss"], errors).map(Some),
+        };
+        let polling = positive(&format!("{prefix}.polling_interval_secs"), section.polling_interval_secs, errors);
+        let stale = positive(&format!("{prefix}.stale_after_secs"), section.stale_after_secs, errors);
+        let timeout = positive(&format!("{prefix}.rpc_timeout_secs"), section.rpc_timeout_secs, errors);
+        let chain_id = section.chain_id.or(chain.evm_chain_id()).unwrap_or_default();
+        if let (Some(rpc_url), Some(ws_url)) = (rpc_url, ws_url) {
+            chains.insert(
+                chain,
+                EvmConfig {
+                    chain,
+                    rpc_url,
+                    ws_url,
+                    chain_id,
+                    polling_interval: Duration::from_secs(polling),
+                    stale_after: Duration::from_secs(stale),
+                    rpc_timeout: Duration::from_secs(timeout),
+                    explorer_tx_url: section
+                        .explorer_tx_url
+                        .clone()
+                        .unwrap_or_else(|| default_evm_explorer(chain).0.to_string()),
+                    explorer_address_url: section
+                        .explorer_address_url
+                        .clone()
+                        .unwrap_or_else(|| default_evm_explorer(chain).1.to_string()),
+                },
+            );
+        }
+    }
+    chains
+}
+
 fn positive<T: PartialEq + Default>(field: &str, value: T, errors: &mut Vec<String>) -> T {
     if value == T::default() {
         errors.push(format!("{field} must be greater than 0"));
@@ -539,6 +626,7 @@ impl Config {
             None => Some(StoreLocation::Redb { dir: PathBuf::from(&raw.data_dir) }),
             Some(text) => parse_store_url(text, &mut errors),
         };
+        let evm = validate_evm(&raw.evm, &mut errors);
         let sections = alerts::validate(
             raw.alerts,
             raw.prices,
@@ -559,6 +647,7 @@ impl Config {
             server_id: raw.server_id,
             shutdown_timeout: Duration::from_secs(shutdown_secs),
             warnings,
+            evm,
             solana: SolanaConfig {
                 endpoints,
                 commitment,
@@ -667,6 +756,43 @@ mod tests {
         assert_eq!(config.store, StoreLocation::Redb { dir: PathBuf::from("/var/lib/walletwatch") });
         assert!(config.warnings.iter().any(|warning| warning.contains("redis.url") && !warning.contains(":pw@")));
         assert_eq!(config.redis_url.expect("set").to_string(), "redis://:**REDACTED**@127.0.0.1:6379/0");
+    }
+
+    #[test]
+    fn evm_chains_are_configured_by_name_with_their_defaults() {
+        let config = load_str(
+            "[evm.polygon]\nrpc_url = \"https://polygon.example/key-abcdefgh12345678\"\nws_url = \"wss://polygon.example\"\n\
+             [evm.evm-local]\nrpc_url = \"http://127.0.0.1:8545\"\nchain_id = 1337\npolling_interval_secs = 2\n",
+            &no_env(),
+        )
+        .expect("valid");
+        let polygon = &config.evm[&Chain::Polygon];
+        assert_eq!(polygon.chain_id, 137, "the chain's own id by default");
+        assert_eq!(polygon.polling_interval, Duration::from_secs(15));
+        assert_eq!(polygon.stale_after, Duration::from_secs(120));
+        assert_eq!(polygon.explorer_tx_url, "https://polygonscan.com/tx/{hash}");
+        assert!(polygon.ws_url.is_some());
+        let local = &config.evm[&Chain::EvmLocal];
+        assert_eq!((local.chain_id, local.polling_interval), (1337, Duration::from_secs(2)));
+        assert!(local.ws_url.is_none(), "no WebSocket: polled");
+        assert!(!config.evm.contains_key(&Chain::Ethereum), "a chain without a section is not watched");
+        assert!(!config.to_redacted_toml().contains("key-abcdefgh12345678"), "the RPC URL's key is redacted");
+        let errors = load_str(
+            "[evm.solana]\nrpc_url = \"http://a.example\"\n[evm.base]\nrpc_url = \"http://a.example\"\n\
+             [evm.ethereum]\nrpc_url = \"ws://a.example\"\nws_url = \"http://a.example\"\npolling_interval_secs = 0\n",
+            &no_env(),
+        )
+        .expect_err("invalid")
+        .to_string();
+        for expected in [
+            "evm.solana: unknown EVM chain",
+            "evm.base: unknown EVM chain",
+            "evm.ethereum.rpc_url",
+            "evm.ethereum.ws_url",
+            "evm.ethereum.polling_interval_secs must be greater than 0",
+        ] {
+            assert!(errors.contains(expected), "{expected:?} in {errors}");
+        }
     }
 
     #[test]

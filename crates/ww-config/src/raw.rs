@@ -37,6 +37,10 @@ pub struct RawConfig {
     /// Solana endpoints and subscription behaviour.
     #[serde(default)]
     pub solana: RawSolana,
+    /// EVM chains to watch (`[evm.polygon]`, `[evm.ethereum]`,
+    /// `[evm.evm-local]`); a chain without a section is not watched.
+    #[serde(default)]
+    pub evm: std::collections::BTreeMap<String, RawEvm>,
     /// walletwatch's own API, WebSocket and metrics listeners.
     #[serde(default)]
     pub server: RawServer,
@@ -163,6 +167,45 @@ pub struct RawSolana {
     pub rpc_requests_per_second_per_method: u32,
 }
 
+/// `[evm.NAME]`: one EVM chain.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvm {
+    /// HTTP JSON-RPC endpoint.
+    pub rpc_url: String,
+    /// WebSocket endpoint for `eth_subscribe newHeads`; without it the
+    /// chain is polled every `polling_interval_secs`.
+    #[serde(default)]
+    pub ws_url: Option<String>,
+    /// The EIP-155 chain id the node must report (default: the chain's own:
+    /// 1 Ethereum, 137 Polygon, 31337 evm-local).
+    #[serde(default)]
+    pub chain_id: Option<u64>,
+    /// Seconds between new-block checks while the WebSocket is down (or not configured).
+    #[serde(default = "default_evm_polling_interval_secs")]
+    pub polling_interval_secs: u64,
+    /// A WebSocket with no new head for this many seconds is replaced.
+    #[serde(default = "default_evm_stale_after_secs")]
+    pub stale_after_secs: u64,
+    /// Timeout of one HTTP JSON-RPC request, in seconds.
+    #[serde(default = "default_rpc_timeout_secs")]
+    pub rpc_timeout_secs: u64,
+    /// Transaction link in this chain's alerts; `{hash}` is replaced
+    /// (default: Etherscan, Polygonscan; none for evm-local).
+    #[serde(default)]
+    pub explorer_tx_url: Option<String>,
+    /// Address link in this chain's alerts; `{address}` is replaced.
+    #[serde(default)]
+    pub explorer_address_url: Option<String>,
+}
+
+fn default_evm_polling_interval_secs() -> u64 {
+    15
+}
+fn default_evm_stale_after_secs() -> u64 {
+    120
+}
+
 /// One extra endpoint in `[[solana.fallback_endpoints]]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -261,6 +304,7 @@ impl Default for RawConfig {
             shutdown_timeout_secs: default_shutdown_timeout_secs(),
             retention_hours: None,
             solana: RawSolana::default(),
+            evm: std::collections::BTreeMap::new(),
             server: RawServer::default(),
             store: RawStore::default(),
             redis: RawRedis::default(),

@@ -131,6 +131,8 @@ pub struct Movement {
     pub decimals: u8,
     /// Signed change in base units (lamports, wei), fee excluded.
     pub amount: i128,
+    /// The token's symbol, when its chain's decoder read one.
+    pub symbol: Option<String>,
 }
 
 impl Movement {
@@ -166,12 +168,13 @@ pub fn movements(event: &ActivityEvent) -> Vec<Movement> {
     let native = event.native_delta.saturating_add(fee);
     let chain = event.chain;
     if native != 0 {
-        result.push(Movement { chain, mint: None, decimals: chain.native_decimals(), amount: native });
+        result.push(Movement { chain, mint: None, decimals: chain.native_decimals(), amount: native, symbol: None });
     }
     for token in &event.token_deltas {
         if token.delta != 0 {
             let mint = Some(token.mint.clone());
-            result.push(Movement { chain, mint, decimals: token.decimals, amount: token.delta });
+            let symbol = token.symbol.clone();
+            result.push(Movement { chain, mint, decimals: token.decimals, amount: token.delta, symbol });
         }
     }
     result
@@ -386,6 +389,8 @@ mod tests {
                     token_program: other.clone(),
                     decimals: 6,
                     delta,
+                    symbol: None,
+                    token_id: None,
                 })
                 .collect(),
             fee: 5_000,
@@ -407,7 +412,7 @@ mod tests {
     #[test]
     fn sol_movement_excludes_the_fee_the_wallet_paid() {
         let moves = movements(&event(-1_000_005_000, true, vec![]));
-        assert_eq!(moves, vec![Movement { chain: Chain::Solana, mint: None, decimals: 9, amount: -1_000_000_000 }]);
+        assert_eq!(moves, vec![Movement { chain: Chain::Solana, mint: None, decimals: 9, amount: -1_000_000_000, symbol: None }]);
         assert!(movements(&event(-5_000, true, vec![])).is_empty());
     }
 

@@ -46,13 +46,22 @@ pub struct TokenDelta {
     pub mint: WalletAddress,
     /// The token account whose balance changed.
     pub token_account: Option<WalletAddress>,
-    /// The token program: Token or Token-2022.
+    /// The program keeping the balance: Token or Token-2022 on Solana, the
+    /// token contract on EVM chains.
     pub token_program: WalletAddress,
-    /// The mint's decimals.
+    /// The mint's decimals (0 for an NFT).
     pub decimals: u8,
-    /// Post minus pre balance, in base units; serialized as a decimal string.
+    /// Post minus pre balance, in base units (an NFT: +1 received, -1
+    /// sent); serialized as a decimal string.
     #[serde(with = "decimal_string")]
     pub delta: i128,
+    /// The token's symbol, when the chain's decoder read one (EVM:
+    /// `symbol()` of the contract).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbol: Option<String>,
+    /// The NFT's token id (ERC-721), as a decimal string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
 }
 
 /// Whether the transaction succeeded.
@@ -320,6 +329,8 @@ mod tests {
                 token_program: WalletAddress::parse("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA").expect("valid"),
                 decimals: 9,
                 delta: -170_141_183_460_469_231_731_687_303_715_884_105_728,
+                symbol: None,
+                token_id: None,
             }],
             fee: 5_000,
             fee_payer: wallet,

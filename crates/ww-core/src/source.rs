@@ -15,9 +15,8 @@
 //! Adding a chain means implementing this trait (and parsing the chain's
 //! addresses and transaction ids in [`crate::ids`]); the daemon runs every
 //! source it is given next to the same recorder, outbox and broker.
-//! [`Health`] holds one source's connection and work counts: the daemon
-//! runs one source today (Solana), and a second needs those counts kept per
-//! chain first.
+//! [`Health`] holds the Solana source's connection and work counts at its
+//! top level and each EVM chain's state in `HealthState::evm`.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -28,6 +28,24 @@ pub struct HealthState {
     pub wallets_catching_up: usize,
     /// Work accepted and not finished yet, kept current by the source.
     pub work: WorkCounts,
+    /// Each watched EVM chain's state, kept by its source.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub evm: std::collections::BTreeMap<crate::ids::Chain, EvmHealth>,
+}
+
+/// One EVM chain's state, as `/ready` reports it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct EvmHealth {
+    /// Whether the JSON-RPC endpoint answered the last call (`None`: not called yet).
+    pub reachable: Option<bool>,
+    /// Whether `newHeads` is streaming (otherwise new blocks are polled).
+    pub streaming: bool,
+    /// The newest head seen.
+    pub head: Option<u64>,
+    /// The newest block scanned for tracked wallets (every block up to it is).
+    pub scanned: Option<u64>,
+    /// Tracked wallets of the chain.
+    pub wallets: usize,
 }
 
 /// A source's unfinished work, by kind: all zero when it is idle.
@@ -51,6 +69,10 @@ pub struct WorkCounts {
 
 /// `/ready` fails while the oldest unfinished work is older than this.
 pub const MAX_READY_LAG_MS: i64 = 120_000;
+
+/// `/ready` fails while an EVM chain's scanning is more blocks behind its
+/// newest head than this.
+pub const MAX_READY_EVM_BLOCK_LAG: u64 = 64;
 
 /// A handle to the shared state (cheap to clone).
 #[derive(Debug, Clone, Default)]

@@ -43,6 +43,16 @@ pub(crate) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Va
     if health.wallets_total > 0 && health.connections_connected == 0 {
         reasons.push("no PubSub connection is live".to_string());
     }
+    for (chain, evm) in &health.evm {
+        if evm.reachable == Some(false) {
+            reasons.push(format!("the {chain} JSON-RPC endpoint is unreachable"));
+        }
+        if let (Some(head), Some(scanned)) = (evm.head, evm.scanned)
+            && head.saturating_sub(scanned) > ww_core::status::MAX_READY_EVM_BLOCK_LAG
+        {
+            reasons.push(format!("{chain} is {} blocks behind its newest head", head - scanned));
+        }
+    }
     if health.processing_lag_ms > ww_core::status::MAX_READY_LAG_MS {
         reasons.push(format!(
             "processing is {} s behind ({} addresses catching up on history)",
@@ -273,6 +283,8 @@ pub(crate) async fn track_wallet(
             start_slot,
             chat_quota: None,
             priority: body.priority,
+            // The API tracks Solana wallets: its start slot comes from the Solana source.
+            chain: Some(ww_core::Chain::Solana),
         };
         wallets::track_with(store.as_ref(), &body.address, body.label.as_deref(), &user, options, ww_core::time::now())
     })

@@ -33,8 +33,8 @@ const KNOWN_MINTS: [(&str, &str); 5] = [
     ("JUPyiwrYJFskUPiHa7hKeqbbqeXaP6zhctS8ACvBsW6e", "JUP"),
 ];
 
-/// Explorer link templates.
-#[derive(Debug, Clone)]
+/// Explorer link templates (empty: no link).
+#[derive(Debug, Clone, Default)]
 pub struct Explorer {
     /// Transaction URL with `{signature}`.
     pub tx_url: String,
@@ -43,9 +43,9 @@ pub struct Explorer {
 }
 
 impl Explorer {
-    /// Returns the transaction link.
+    /// Returns the transaction link (`{signature}` or `{hash}` in the template).
     pub fn tx(&self, signature: &str) -> String {
-        self.tx_url.replace("{signature}", signature)
+        self.tx_url.replace("{signature}", signature).replace("{hash}", signature)
     }
 
     /// Returns the account link.
@@ -224,7 +224,10 @@ impl Alert {
         for line in self.change_lines() {
             let _ = write!(text, "\n• {line}");
         }
-        let _ = write!(text, "\n{}\n{}", self.details_line(), self.tx_url);
+        let _ = write!(text, "\n{}", self.details_line());
+        if !self.tx_url.is_empty() {
+            let _ = write!(text, "\n{}", self.tx_url);
+        }
         text
     }
 
@@ -232,17 +235,19 @@ impl Alert {
     pub fn telegram_html(&self) -> String {
         let marker = if self.failed.is_some() { "❌ <b>Failed transaction</b>" } else { "🚨 <b>Wallet Alert</b>" };
         let label = self.label.as_ref().map(|label| format!(" ({})", escape_html(label))).unwrap_or_default();
-        let wallet = format!("Wallet <a href=\"{}\">{}</a>{label}", escape_html(&self.wallet_url), self.wallet.short());
+        let wallet = if self.wallet_url.is_empty() {
+            format!("Wallet {}{label}", self.wallet.short())
+        } else {
+            format!("Wallet <a href=\"{}\">{}</a>{label}", escape_html(&self.wallet_url), self.wallet.short())
+        };
         let mut text = format!("{marker}: {wallet} {}.", escape_html(&self.action()));
         for line in self.change_lines().iter().take(20) {
             let _ = write!(text, "\n• {}", escape_html(line));
         }
-        let _ = write!(
-            text,
-            "\n{}\n<a href=\"{}\">View transaction</a>",
-            escape_html(&self.details_line()),
-            escape_html(&self.tx_url)
-        );
+        let _ = write!(text, "\n{}", escape_html(&self.details_line()));
+        if !self.tx_url.is_empty() {
+            let _ = write!(text, "\n<a href=\"{}\">View transaction</a>", escape_html(&self.tx_url));
+        }
         if let Some(error) = &self.failed {
             let _ = write!(text, "\nError: <code>{}</code>", escape_html(&truncate_chars(error, 300)));
         }
@@ -281,12 +286,14 @@ impl Alert {
         let title = if self.failed.is_some() { "❌ Failed transaction" } else { "🚨 Wallet Alert" };
         let mut embed = json!({
             "title": title,
-            "url": self.tx_url,
             "description": truncate_chars(&format!("{} {}.", self.wallet_name(), self.action()), 4096),
             "color": color,
             "fields": fields,
             "footer": {"text": truncate_chars(&format!("walletwatch · {}", self.wallet.as_str()), 2048)},
         });
+        if !self.tx_url.is_empty() {
+            embed["url"] = json!(self.tx_url);
+        }
         if let Some(seconds) = self.block_time.and_then(|seconds| u64::try_from(seconds).ok()) {
             embed["timestamp"] =
                 json!(humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds)).to_string());
@@ -320,6 +327,9 @@ pub fn format_usd(usd: f64) -> String {
 
 fn symbol(movement: &Movement) -> String {
     let Some(mint) = &movement.mint else { return movement.chain.native_symbol().to_string() };
+    if let Some(symbol) = &movement.symbol {
+        return symbol.clone();
+    }
     KNOWN_MINTS
         .iter()
         .find(|(address, _)| *address == mint.as_str())
@@ -417,6 +427,28 @@ mod tests {
     }
 
     #[test]
+    fn an_evm_token_shows_its_decoded_symbol_and_a_chain_without_an_explorer_links_nowhere() {
+        let token = TokenDelta {
+            mint: WalletAddress::parse("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").expect("valid"),
+            token_account: None,
+            token_program: WalletAddress::parse("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").expect("valid"),
+            decimals: 6,
+            delta: 2_500_000,
+            symbol: Some("TT".into()),
+            token_id: None,
+        };
+        let mut event = stored(0, vec![token]);
+        event.event.chain = ww_core::Chain::EvmLocal;
+        let alert = Alert::new(&event, None, &HashMap::new(), &Explorer::default());
+        assert_eq!(alert.change_lines(), vec!["+2.5 TT".to_string()]);
+        assert!(!alert.plain_text().ends_with('\n'), "{}", alert.plain_text());
+        assert!(!alert.telegram_html().contains("href"), "{}", alert.telegram_html());
+        assert!(alert.discord_embed().get("url").is_none(), "{}", alert.discord_embed());
+        let linked = Alert::new(&event, None, &HashMap::new(), &explorer());
+        assert_eq!(linked.discord_embed()["url"], format!("https://x/tx/{}", event.event.signature));
+    }
+
+    #[test]
     fn tokens_several_changes_and_html_escaping() {
         let usdc = TokenDelta {
             mint: WalletAddress::parse("EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v").expect("valid"),
@@ -424,6 +456,8 @@ mod tests {
             token_program: address(2),
             decimals: 6,
             delta: 1_500_000,
+            symbol: None,
+            token_id: None,
         };
         let alert = Alert::new(&stored(-1_000_005_000, vec![usdc]), Some("<b>me</b>"), &HashMap::new(), &explorer());
         assert!(alert.headline().contains("transferred 1 SOL to"), "{}", alert.headline());
@@ -464,6 +498,8 @@ mod tests {
                 token_program: address(2),
                 decimals: 0,
                 delta: 1_000_000_000 + index,
+                symbol: None,
+                token_id: None,
             })
             .collect();
         let alert = Alert::new(&stored(1, many), Some(&long_label), &HashMap::new(), &explorer());

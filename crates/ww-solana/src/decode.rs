@@ -238,6 +238,8 @@ pub fn decode_transaction(
                 }),
                 decimals: change.decimals,
                 delta: change.post - change.pre,
+                symbol: None,
+                token_id: None,
             })
             .collect::<Vec<TokenDelta>>();
         let counterparty = token_counterparty(&wallet, &token_deltas, &token_changes)

@@ -215,6 +215,8 @@ fn a_schema_4_store_is_migrated_with_its_events_cursors_and_outbox() {
             token_program: address(10),
             decimals: 6,
             delta: 5,
+            symbol: None,
+            token_id: None,
         });
         let route =
             |destination: &str| Route { destination: destination.parse().expect("valid"), user: "alice".into() };

@@ -10,7 +10,11 @@
 //! target directory (`CARGO_TARGET_DIR` or `./target`) under `release/`. Build
 //! it with `cargo build --release --locked --manifest-path tools/localnet/Cargo.toml`
 //! (`.ci/run` does).
+//!
+//! [`anvil::Anvil`] is the EVM counterpart: a real anvil node (found through
+//! `WALLETWATCH_ANVIL_BIN`, installed by `scripts/test.sh`).
 
+pub mod anvil;
 pub mod conformance;
 pub mod contracts;
 mod proxy;

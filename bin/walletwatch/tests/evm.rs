@@ -1,0 +1,189 @@
+//! EVM wallets end to end: `walletwatch run` following a real anvil node.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use alloy_primitives::{Address, B256, U256};
+use ww_core::{ActivityEvent, Chain};
+use ww_test_utils::anvil::{Anvil, DEV_ACCOUNT, fresh_evm_address};
+
+use common::{Daemon, stored_events, wait_until, walletwatch};
+
+/// No Solana node in these tests: the Solana source watches no wallet.
+const NO_SOLANA_RPC: &str = "http://127.0.0.1:9";
+const NO_SOLANA_WS: &str = "ws://127.0.0.1:9";
+
+fn write_config(data_dir: &Path, rpc_url: &str, ws_url: &str) -> String {
+    let path = data_dir.join("walletwatch.toml");
+    std::fs::write(
+        &path,
+        format!("[evm.evm-local]\nrpc_url = \"{rpc_url}\"\nws_url = \"{ws_url}\"\npolling_interval_secs = 1\n"),
+    )
+    .expect("config");
+    path.to_string_lossy().to_string()
+}
+
+fn track_evm(data_dir: &Path, config: &str, wallet: Address) {
+    let output = walletwatch(data_dir)
+        .args(["--config", config, "track", &wallet.to_string(), "--chain", "evm-local"])
+        .output()
+        .expect("track");
+    assert!(output.status.success(), "{output:?}");
+}
+
+fn evm_statuses(data_dir: &Path) -> Vec<(String, String)> {
+    let output = walletwatch(data_dir).args(["list", "--json"]).output().expect("list");
+    assert!(output.status.success(), "{output:?}");
+    let wallets: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    wallets
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|wallet| {
+            (wallet["chain"].as_str().unwrap_or_default().to_string(), wallet["subscription_status"].to_string())
+        })
+        .collect()
+}
+
+/// The events stored for `hash`, by wallet.
+fn events_of(data_dir: &Path, hash: B256) -> BTreeMap<String, ActivityEvent> {
+    stored_events(data_dir)
+        .into_iter()
+        .filter(|event| event.signature.as_str() == format!("{hash}"))
+        .map(|event| (event.wallet.as_str().to_string(), event))
+        .collect()
+}
+
+async fn fee(anvil: &Anvil, hash: B256) -> i128 {
+    let receipt = anvil.wait_for_receipt(hash).await.expect("receipt");
+    let number = |field: &str| i128::from_str_radix(receipt[field].as_str().expect(field).trim_start_matches("0x"), 16);
+    number("gasUsed").expect("gas") * number("effectiveGasPrice").expect("price")
+}
+
+const ETH: u128 = 1_000_000_000_000_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_token_and_failed_transactions_each_make_one_event_across_a_kill_9() {
+    let anvil = Anvil::start(Some(1)).await.expect("anvil");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(data_dir.path(), &anvil.rpc_url, &anvil.ws_url);
+    let (alice, bob, carol) = (fresh_evm_address(), fresh_evm_address(), fresh_evm_address());
+    anvil.fund_and_impersonate(alice, U256::from(5 * ETH)).await.expect("fund alice");
+    let token = anvil.deploy_token(DEV_ACCOUNT, "TT", 6, U256::from(1_000_000_000u64)).await.expect("deploy");
+    track_evm(data_dir.path(), &config, alice);
+    track_evm(data_dir.path(), &config, bob);
+    // A 0x address needs its chain, and an unconfigured chain is refused.
+    let output = walletwatch(data_dir.path()).args(["track", &carol.to_string()]).output().expect("track");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("name its chain"), "{output:?}");
+    let output = walletwatch(data_dir.path())
+        .args(["track", &carol.to_string(), "--chain", "polygon"])
+        .output()
+        .expect("track");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("[evm.polygon]"), "{output:?}");
+
+    let daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
+    wait_until("EVM wallets Active", data_dir.path(), || {
+        evm_statuses(data_dir.path()) == vec![("evm-local".to_string(), "\"Active\"".to_string()); 2]
+    });
+
+    let native_in = anvil.transfer(DEV_ACCOUNT, alice, U256::from(ETH)).await.expect("native in");
+    let native_out = anvil.transfer(alice, carol, U256::from(ETH / 4)).await.expect("native out");
+    let token_in = anvil.token_transfer(token, DEV_ACCOUNT, alice, U256::from(500)).await.expect("token in");
+    let token_between = anvil.token_transfer(token, alice, bob, U256::from(200)).await.expect("alice to bob");
+    let failed = anvil.token_transfer(token, alice, carol, U256::from(1_000_000u64)).await.expect("too much");
+    assert!(!anvil.succeeded(failed).await.expect("status"), "a transfer beyond the balance reverts");
+    let untracked = anvil.transfer(DEV_ACCOUNT, carol, U256::from(ETH)).await.expect("untracked");
+    wait_until("six events", data_dir.path(), || stored_events(data_dir.path()).len() >= 6);
+
+    let alice_key = alice.to_checksum(None);
+    let bob_key = bob.to_checksum(None);
+    let event = &events_of(data_dir.path(), native_in)[&alice_key];
+    assert_eq!(event.chain, Chain::EvmLocal);
+    assert_eq!(event.native_delta, ETH as i128);
+    assert_eq!(event.counterparty.as_ref().map(|address| address.as_str().to_string()), Some(DEV_ACCOUNT.to_checksum(None)));
+    assert!(event.outcome.is_success());
+    let event = &events_of(data_dir.path(), native_out)[&alice_key];
+    assert_eq!(event.native_delta, -((ETH / 4) as i128) - fee(&anvil, native_out).await);
+    assert_eq!(event.fee as i128, fee(&anvil, native_out).await);
+    let event = &events_of(data_dir.path(), token_in)[&alice_key];
+    assert_eq!(event.native_delta, 0, "the sender paid the fee");
+    assert_eq!(event.token_deltas.len(), 1);
+    assert_eq!(event.token_deltas[0].delta, 500);
+    assert_eq!(event.token_deltas[0].decimals, 6);
+    assert_eq!(event.token_deltas[0].symbol.as_deref(), Some("TT"));
+    assert_eq!(event.token_deltas[0].mint.as_str(), token.to_checksum(None));
+    let both = events_of(data_dir.path(), token_between);
+    assert_eq!(both.len(), 2, "one event for each tracked side: {both:?}");
+    assert_eq!(both[&alice_key].token_deltas[0].delta, -200);
+    assert_eq!(both[&alice_key].native_delta, -fee(&anvil, token_between).await);
+    assert_eq!(both[&bob_key].token_deltas[0].delta, 200);
+    let event = &events_of(data_dir.path(), failed)[&alice_key];
+    assert!(!event.outcome.is_success());
+    assert_eq!(event.native_delta, -fee(&anvil, failed).await, "a reverted transaction still pays gas");
+    assert!(event.token_deltas.is_empty());
+    assert!(events_of(data_dir.path(), untracked).is_empty(), "untracked wallets produce nothing");
+
+    // kill -9, traffic while down, restart: caught up from the cursor, once.
+    daemon.kill_9();
+    let while_down = anvil.transfer(DEV_ACCOUNT, bob, U256::from(7u64)).await.expect("while down");
+    let _daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
+    wait_until("the transfer sent while down", data_dir.path(), || {
+        !events_of(data_dir.path(), while_down).is_empty()
+    });
+    let after_restart = anvil.transfer(DEV_ACCOUNT, alice, U256::from(9u64)).await.expect("after restart");
+    wait_until("the transfer after the restart", data_dir.path(), || {
+        !events_of(data_dir.path(), after_restart).is_empty()
+    });
+    let events = stored_events(data_dir.path());
+    let pairs: std::collections::BTreeSet<_> =
+        events.iter().map(|event| (event.wallet.clone(), event.signature.clone())).collect();
+    assert_eq!(pairs.len(), events.len(), "each (wallet, transaction) once");
+    assert_eq!(events.len(), 8, "{events:#?}");
+    assert_eq!(events_of(data_dir.path(), while_down)[&bob_key].native_delta, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_takes_over_while_the_websocket_is_refused() {
+    let anvil = Anvil::start(Some(1)).await.expect("anvil");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    // Nothing listens on port 9: every WebSocket connect is refused.
+    let config = write_config(data_dir.path(), &anvil.rpc_url, "ws://127.0.0.1:9");
+    let wallet = fresh_evm_address();
+    track_evm(data_dir.path(), &config, wallet);
+    let _daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
+    wait_until("the wallet Polling", data_dir.path(), || {
+        evm_statuses(data_dir.path()) == vec![("evm-local".to_string(), "\"Polling\"".to_string())]
+    });
+    let hash = anvil.transfer(DEV_ACCOUNT, wallet, U256::from(ETH)).await.expect("transfer");
+    wait_until("the polled event", data_dir.path(), || !events_of(data_dir.path(), hash).is_empty());
+    let event = &events_of(data_dir.path(), hash)[&wallet.to_checksum(None)];
+    assert_eq!(event.native_delta, ETH as i128);
+    assert_eq!(event.origin, ww_core::Origin::Poll);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorganisation_is_detected_and_the_new_branch_is_scanned() {
+    let anvil = Anvil::start(Some(1)).await.expect("anvil");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(data_dir.path(), &anvil.rpc_url, &anvil.ws_url);
+    let wallet = fresh_evm_address();
+    track_evm(data_dir.path(), &config, wallet);
+    let daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
+    wait_until("the wallet Active", data_dir.path(), || {
+        evm_statuses(data_dir.path()) == vec![("evm-local".to_string(), "\"Active\"".to_string())]
+    });
+    let orphaned = anvil.transfer(DEV_ACCOUNT, wallet, U256::from(3u64)).await.expect("transfer");
+    wait_until("the first event", data_dir.path(), || !events_of(data_dir.path(), orphaned).is_empty());
+    // The last 3 blocks (the transfer's among them) are replaced by empty ones.
+    anvil.rpc("anvil_reorg", serde_json::json!([3, []])).await.expect("reorg");
+    let after = anvil.transfer(DEV_ACCOUNT, wallet, U256::from(5u64)).await.expect("transfer after");
+    wait_until("the event on the new branch", data_dir.path(), || !events_of(data_dir.path(), after).is_empty());
+    let metrics = reqwest::get(daemon.metrics_url()).await.expect("metrics").text().await.expect("text");
+    assert!(
+        metrics.lines().any(|line| line.starts_with("ww_evm_reorgs_total{chain=\"evm-local\"}") && !line.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert!(daemon.log_text().contains("chain reorganised"), "{}", daemon.log_text());
+}

@@ -1,0 +1,106 @@
+//! walletwatch's EVM adapter: [`EvmSource`] watches the tracked wallets of
+//! one EVM chain (Ethereum, Polygon, a local node) and records one event per
+//! (wallet, transaction) through the same recorder, store and alerts as
+//! every chain.
+//!
+//! How it watches (see [`follow`] for the cursor and reorganisation rules):
+//! `eth_subscribe newHeads` over a WebSocket kept alive by [`heads`]
+//! (jittered backoff, stale detection, polling with `eth_blockNumber` while
+//! it is down), then every block in order: its transactions from or to a
+//! tracked wallet (native transfers, failed transactions) and its ERC-20 /
+//! ERC-721 `Transfer` logs naming one, decoded by [`decode`] with the
+//! receipts' status and fees. Types and ABI decoding come from alloy.
+
+pub mod decode;
+pub mod follow;
+pub mod heads;
+pub mod metric_names;
+pub mod rpc;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ww_config::EvmConfig;
+use ww_core::Chain;
+use ww_core::record::EventRecorder;
+use ww_core::source::{HistoryRequest, HistorySummary, Source, SourceContext, SourceError, SourceFuture};
+
+pub use rpc::{EvmRpc, EvmRpcError};
+
+/// How long `current_height` waits for the node.
+const HEIGHT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One EVM chain's source.
+#[derive(Debug)]
+pub struct EvmSource {
+    config: EvmConfig,
+    rpc: EvmRpc,
+}
+
+impl EvmSource {
+    /// A source for the chain `config` describes (nothing is contacted yet).
+    pub fn new(config: &EvmConfig) -> Result<Self, SourceError> {
+        let rpc = EvmRpc::new(config.chain, config.rpc_url.expose().clone(), config.rpc_timeout)
+            .map_err(|error| SourceError::node(config.chain, error))?;
+        Ok(Self { config: config.clone(), rpc })
+    }
+
+    /// Checks that the node serves the configured chain id: `Err(Rejected)`
+    /// when it serves another chain, `Err(Node)` when it did not answer.
+    pub async fn verify(&self) -> Result<(), SourceError> {
+        let chain = self.config.chain;
+        let reported = self.rpc.chain_id().await.map_err(|error| SourceError::node(chain, error))?;
+        if reported != self.config.chain_id {
+            return Err(SourceError::Rejected(format!(
+                "evm.{chain}: the node at {} serves chain id {reported}, not {}; fix evm.{chain}.rpc_url or evm.{chain}.chain_id",
+                self.rpc.host(),
+                self.config.chain_id
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Source for EvmSource {
+    fn chain(&self) -> Chain {
+        self.config.chain
+    }
+
+    fn run(self: Arc<Self>, context: SourceContext) -> SourceFuture<'static, ()> {
+        let config = follow::FollowConfig {
+            chain: self.config.chain,
+            ws_url: self.config.ws_url.as_ref().map(|url| url.expose().clone()),
+            polling_interval: self.config.polling_interval,
+            stale_after: self.config.stale_after,
+        };
+        let rpc = self.rpc.clone();
+        Box::pin(follow::run(config, rpc, context))
+    }
+
+    fn current_height(&self) -> SourceFuture<'_, u64> {
+        Box::pin(async move {
+            let chain = self.config.chain;
+            match tokio::time::timeout(HEIGHT_TIMEOUT, self.rpc.block_number()).await {
+                Ok(result) => result.map_err(|error| SourceError::node(chain, error)),
+                Err(_) => Err(SourceError::Rejected(format!(
+                    "{chain}: the node did not answer eth_blockNumber within {} s",
+                    HEIGHT_TIMEOUT.as_secs()
+                ))),
+            }
+        })
+    }
+
+    fn backfill<'a>(
+        &'a self,
+        _recorder: Arc<dyn EventRecorder>,
+        request: HistoryRequest<'a>,
+    ) -> SourceFuture<'a, HistorySummary> {
+        let chain = self.config.chain;
+        let wallet = request.wallet.clone();
+        Box::pin(async move {
+            Err(SourceError::Rejected(format!(
+                "reading the history of {chain} wallet {wallet} is not available in this version: {chain} wallets are watched from when they are tracked"
+            )))
+        })
+    }
+}
