@@ -87,7 +87,7 @@ impl Anvil {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Self {
             _child: child,
-            http: reqwest::Client::new(),
+            http: ww_http::client_builder()?.build()?,
             rpc_url: format!("http://{address}"),
             ws_url: format!("ws://{address}"),
         })
