@@ -130,8 +130,7 @@ fn all_watched(data_dir: &Path, count: usize, transport: &str) -> bool {
     wallets.as_array().is_some_and(|wallets| {
         wallets.len() == count
             && wallets.iter().all(|wallet| {
-                wallet["transport"] == transport
-                    && (transport != "stream" || wallet["subscription_status"] == "Active")
+                wallet["transport"] == transport && (transport != "stream" || wallet["subscription_status"] == "Active")
             })
     })
 }

@@ -142,8 +142,11 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
             }
             let store = open_store(&config)?;
             let since = since.as_deref().map(parse_bound).transpose()?;
-            let source =
-                if chain == ww_core::Chain::Solana { solana_source(&config, None)? } else { evm_source(&config, chain)? };
+            let source = if chain == ww_core::Chain::Solana {
+                solana_source(&config, None)?
+            } else {
+                evm_source(&config, chain)?
+            };
             let slot = wallets::current_slot(source.as_ref()).await;
             let start_slot = slot.as_ref().ok().copied();
             if since.is_some() && start_slot.is_none() {
@@ -489,7 +492,9 @@ async fn evm_sources(config: &Config) -> Result<Vec<Arc<dyn Source>>, Failure> {
         match source.verify().await {
             Ok(()) => {}
             Err(error @ ww_core::source::SourceError::Rejected(_)) => return Err(Failure::Usage(anyhow!(error))),
-            Err(error) => tracing::warn!(chain = %evm.chain, error = %error, "the EVM node did not answer; retrying while running"),
+            Err(error) => {
+                tracing::warn!(chain = %evm.chain, error = %error, "the EVM node did not answer; retrying while running")
+            }
         }
         sources.push(Arc::new(source));
     }

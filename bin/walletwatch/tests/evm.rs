@@ -7,6 +7,7 @@ use std::path::Path;
 
 use alloy_primitives::{Address, B256, U256};
 use ww_core::{ActivityEvent, Chain};
+use ww_test_utils::ContractServer;
 use ww_test_utils::anvil::{Anvil, DEV_ACCOUNT, fresh_evm_address};
 
 use common::{Daemon, stored_events, wait_until, walletwatch};
@@ -77,10 +78,8 @@ async fn native_token_and_failed_transactions_each_make_one_event_across_a_kill_
     // A 0x address needs its chain, and an unconfigured chain is refused.
     let output = walletwatch(data_dir.path()).args(["track", &carol.to_string()]).output().expect("track");
     assert!(String::from_utf8_lossy(&output.stderr).contains("name its chain"), "{output:?}");
-    let output = walletwatch(data_dir.path())
-        .args(["track", &carol.to_string(), "--chain", "polygon"])
-        .output()
-        .expect("track");
+    let output =
+        walletwatch(data_dir.path()).args(["track", &carol.to_string(), "--chain", "polygon"]).output().expect("track");
     assert!(String::from_utf8_lossy(&output.stderr).contains("[evm.polygon]"), "{output:?}");
 
     let daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
@@ -102,7 +101,10 @@ async fn native_token_and_failed_transactions_each_make_one_event_across_a_kill_
     let event = &events_of(data_dir.path(), native_in)[&alice_key];
     assert_eq!(event.chain, Chain::EvmLocal);
     assert_eq!(event.native_delta, ETH as i128);
-    assert_eq!(event.counterparty.as_ref().map(|address| address.as_str().to_string()), Some(DEV_ACCOUNT.to_checksum(None)));
+    assert_eq!(
+        event.counterparty.as_ref().map(|address| address.as_str().to_string()),
+        Some(DEV_ACCOUNT.to_checksum(None))
+    );
     assert!(event.outcome.is_success());
     let event = &events_of(data_dir.path(), native_out)[&alice_key];
     assert_eq!(event.native_delta, -((ETH / 4) as i128) - fee(&anvil, native_out).await);
@@ -129,9 +131,7 @@ async fn native_token_and_failed_transactions_each_make_one_event_across_a_kill_
     daemon.kill_9();
     let while_down = anvil.transfer(DEV_ACCOUNT, bob, U256::from(7u64)).await.expect("while down");
     let _daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
-    wait_until("the transfer sent while down", data_dir.path(), || {
-        !events_of(data_dir.path(), while_down).is_empty()
-    });
+    wait_until("the transfer sent while down", data_dir.path(), || !events_of(data_dir.path(), while_down).is_empty());
     let after_restart = anvil.transfer(DEV_ACCOUNT, alice, U256::from(9u64)).await.expect("after restart");
     wait_until("the transfer after the restart", data_dir.path(), || {
         !events_of(data_dir.path(), after_restart).is_empty()
@@ -163,27 +163,96 @@ async fn polling_takes_over_while_the_websocket_is_refused() {
     assert_eq!(event.origin, ww_core::Origin::Poll);
 }
 
+const WEBHOOK_SECRET: &str = "an-evm-webhook-secret";
+
+/// Every stored event with whether it is retracted, oldest first.
+fn stored_events_with_state(data_dir: &Path) -> Vec<(ActivityEvent, bool)> {
+    use ww_core::store::{EventQuery, Store as _};
+    let store = ww_store::RedbStore::open_in_dir(data_dir).expect("store");
+    store
+        .events(&EventQuery { wallet: None, after: None, limit: 1_000 })
+        .expect("events")
+        .into_iter()
+        .map(|stored| {
+            let retracted = stored.is_retracted();
+            (stored.event, retracted)
+        })
+        .collect()
+}
+
+/// What the signed webhook `hook` received: (type, transaction) in order.
+fn webhook_messages(server: &ContractServer) -> Vec<(String, String)> {
+    server
+        .received_by("webhook:hook")
+        .into_iter()
+        .map(|received| {
+            (
+                received.body["type"].as_str().unwrap_or_default().to_string(),
+                received.body["event"]["signature"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reorganisation_is_detected_and_the_new_branch_is_scanned() {
-    let anvil = Anvil::start(Some(1)).await.expect("anvil");
+async fn a_three_block_reorganisation_retracts_the_orphaned_event_and_records_the_new_branch() {
+    // Blocks are mined per transaction: the reorganisation's depth is exact.
+    let anvil = Anvil::start(None).await.expect("anvil");
+    let server = ContractServer::start("bot", "1:tg").await.expect("contract server");
     let data_dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(data_dir.path(), &anvil.rpc_url, &anvil.ws_url);
-    let wallet = fresh_evm_address();
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "[alerts]\nretry_initial_secs = 1\nretry_max_secs = 2\n\n[destinations.hook]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{WEBHOOK_SECRET}\"\nmessages_per_second = 50\n\n[users.local]\ndestinations = [\"webhook:hook\"]\n",
+        server.webhook_url("hook", WEBHOOK_SECRET)
+    ));
+    std::fs::write(&config, text).expect("config");
+    let (wallet, stranger) = (fresh_evm_address(), fresh_evm_address());
     track_evm(data_dir.path(), &config, wallet);
     let daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
     wait_until("the wallet Active", data_dir.path(), || {
         evm_statuses(data_dir.path()) == vec![("evm-local".to_string(), "\"Active\"".to_string())]
     });
-    let orphaned = anvil.transfer(DEV_ACCOUNT, wallet, U256::from(3u64)).await.expect("transfer");
-    wait_until("the first event", data_dir.path(), || !events_of(data_dir.path(), orphaned).is_empty());
-    // The last 3 blocks (the transfer's among them) are replaced by empty ones.
+    let standing = anvil.transfer(DEV_ACCOUNT, wallet, U256::from(3u64)).await.expect("transfer below the fork");
+    // The reorganisation takes this transfer's block and the two after it.
+    let orphaned = anvil.transfer(DEV_ACCOUNT, wallet, U256::from(5u64)).await.expect("orphaned transfer");
+    anvil.transfer(DEV_ACCOUNT, stranger, U256::from(1u64)).await.expect("untracked");
+    anvil.transfer(DEV_ACCOUNT, stranger, U256::from(1u64)).await.expect("untracked");
+    let orphaned_name = format!("{orphaned}");
+    let alert = ("wallet_activity".to_string(), orphaned_name.clone());
+    wait_until("the orphaned transfer's alert", data_dir.path(), || webhook_messages(&server).contains(&alert));
     anvil.rpc("anvil_reorg", serde_json::json!([3, []])).await.expect("reorg");
-    let after = anvil.transfer(DEV_ACCOUNT, wallet, U256::from(5u64)).await.expect("transfer after");
-    wait_until("the event on the new branch", data_dir.path(), || !events_of(data_dir.path(), after).is_empty());
-    let metrics = reqwest::get(daemon.metrics_url()).await.expect("metrics").text().await.expect("text");
     assert!(
-        metrics.lines().any(|line| line.starts_with("ww_evm_reorgs_total{chain=\"evm-local\"}") && !line.ends_with(" 0")),
-        "{metrics}"
+        anvil.rpc("eth_getTransactionByHash", serde_json::json!([orphaned])).await.expect("lookup").is_null(),
+        "the reorganisation dropped the transfer"
     );
+    let replacement = anvil.transfer(DEV_ACCOUNT, wallet, U256::from(6u64)).await.expect("transfer on the new branch");
+    let retraction = ("wallet_activity_retracted".to_string(), orphaned_name.clone());
+    wait_until("the retraction at the webhook", data_dir.path(), || webhook_messages(&server).contains(&retraction));
+    wait_until("the new branch's event", data_dir.path(), || !events_of(data_dir.path(), replacement).is_empty());
+
+    let events = stored_events_with_state(data_dir.path());
+    let retracted: Vec<_> =
+        events.iter().filter(|(_, retracted)| *retracted).map(|(event, _)| event.signature.to_string()).collect();
+    assert_eq!(retracted, vec![orphaned_name.clone()], "only the orphaned event is retracted, and it stays stored");
+    assert!(events.iter().any(|(event, retracted)| event.signature.to_string() == format!("{standing}") && !retracted));
+    assert_eq!(events.len(), 3, "the first transfer, the orphaned one and the replacement: {events:#?}");
+    wait_until("the replacement's alert", data_dir.path(), || {
+        webhook_messages(&server).contains(&("wallet_activity".to_string(), format!("{replacement}")))
+    });
+    let messages = webhook_messages(&server);
+    assert_eq!(messages.iter().filter(|message| **message == retraction).count(), 1, "{messages:?}");
+    assert_eq!(messages.len(), 4, "three alerts and one retraction: {messages:?}");
+    assert!(server.contract_violations().is_empty(), "{:?}", server.contract_violations());
+    let client = ww_http::client_builder().expect("client").build().expect("client");
+    let metrics = client.get(daemon.metrics_url()).send().await.expect("metrics").text().await.expect("text");
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}{{chain=\"evm-local\"}} ")).map(str::to_string))
+            .unwrap_or_default()
+    };
+    assert_eq!(value("ww_evm_reorgs_total"), "1", "{metrics}");
+    assert_eq!(value("ww_evm_events_retracted_total"), "1", "{metrics}");
     assert!(daemon.log_text().contains("chain reorganised"), "{}", daemon.log_text());
 }

@@ -97,7 +97,7 @@ async fn main() {
     let stored: Vec<StoredEvent> = events
         .iter()
         .enumerate()
-        .map(|(index, new)| StoredEvent { seq: EventSeq(index as u64 + 1), event: new.event.clone() })
+        .map(|(index, new)| StoredEvent::new(EventSeq(index as u64 + 1), new.event.clone()))
         .collect();
     let stored = Arc::new(stored);
     let started = Instant::now();
@@ -110,7 +110,14 @@ async fn main() {
         lanes.spawn(async move {
             for event in stored.iter() {
                 let alert = Alert::new(event, None, &HashMap::new(), &explorer);
-                let delivery = Delivery { destination: &destination, event, user: "bench", label: None, alert: &alert };
+                let delivery = Delivery {
+                    destination: &destination,
+                    event,
+                    user: "bench",
+                    label: None,
+                    alert: &alert,
+                    kind: ww_core::store::JobKind::Alert,
+                };
                 sinks.deliver(&delivery).await.expect("baseline delivery");
             }
         });
@@ -172,7 +179,14 @@ async fn main() {
     let destination: ww_core::alert::DestinationId = destinations[0].parse().expect("valid");
     for event in stored.iter().take(LATENCY_SAMPLES) {
         let alert = Alert::new(event, None, &HashMap::new(), &explorer);
-        let delivery = Delivery { destination: &destination, event, user: "bench", label: None, alert: &alert };
+        let delivery = Delivery {
+            destination: &destination,
+            event,
+            user: "bench",
+            label: None,
+            alert: &alert,
+            kind: ww_core::store::JobKind::Alert,
+        };
         let started = Instant::now();
         sinks.deliver(&delivery).await.expect("post");
         post_latencies.push(started.elapsed().as_secs_f64() * 1000.0);

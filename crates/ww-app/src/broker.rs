@@ -81,6 +81,11 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
     /// Returns the events published after `after` if it still holds all of
     /// them (`None`: read the store).
     fn replay_after(&self, after: EventSeq) -> Option<Vec<Arc<Published>>>;
+    /// Sends a retracted event (`retracted_at` set, published before under
+    /// its sequence number) to the current subscribers. Retractions are not
+    /// replayed: a client resuming with `after` reads the events' state
+    /// (`retracted_at`) from the store.
+    fn publish_retraction(&self, stored: StoredEvent);
 }
 
 /// The in-process broker: a broadcast channel and a replay ring.
@@ -131,6 +136,22 @@ impl Broker for LocalBroker {
         self.sender.subscribe()
     }
 
+    fn publish_retraction(&self, stored: StoredEvent) {
+        let stored = Arc::new(Published::new(stored));
+        {
+            // Replays from the ring show the event as it now stands.
+            let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(oldest) = ring.front().map(|first| first.seq.0)
+                && let Some(index) = stored.seq.0.checked_sub(oldest).and_then(|index| usize::try_from(index).ok())
+                && let Some(entry) = ring.get_mut(index)
+                && entry.seq == stored.seq
+            {
+                *entry = Arc::clone(&stored);
+            }
+        }
+        let _ = self.sender.send(stored);
+    }
+
     fn replay_after(&self, after: EventSeq) -> Option<Vec<Arc<Published>>> {
         let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
         // Published sequence numbers are contiguous: the ring covers `after`
@@ -153,6 +174,8 @@ pub struct Publisher {
 #[derive(Debug, Default)]
 struct PublisherInner {
     pending: Mutex<BTreeMap<u64, StoredEvent>>,
+    /// Retracted events waiting to be sent (at most [`MAX_PENDING`]).
+    retracted: Mutex<Vec<StoredEvent>>,
     wake: tokio::sync::Notify,
 }
 
@@ -170,6 +193,25 @@ impl Publisher {
                 // Too far behind: the task reads the store, which has them all.
                 pending.clear();
             }
+        }
+        self.inner.wake.notify_one();
+    }
+
+    /// Hands over events just retracted by this process.
+    pub fn offer_retractions(&self, events: Vec<StoredEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        {
+            let mut retracted = self.inner.retracted.lock().unwrap_or_else(PoisonError::into_inner);
+            let room = MAX_PENDING.saturating_sub(retracted.len());
+            if events.len() > room {
+                tracing::warn!(
+                    dropped = events.len() - room,
+                    "too many retractions waiting for the WebSocket fan-out; the rest are only in the store"
+                );
+            }
+            retracted.extend(events.into_iter().take(room));
         }
         self.inner.wake.notify_one();
     }
@@ -194,6 +236,10 @@ impl Publisher {
                 () = self.inner.wake.notified() => false,
                 _ = tail.tick() => true,
             };
+            let retracted = std::mem::take(&mut *self.inner.retracted.lock().unwrap_or_else(PoisonError::into_inner));
+            for stored in retracted {
+                broker.publish_retraction(stored);
+            }
             loop {
                 let (ready, has_hole) = self.take_ready(&mut published);
                 for stored in ready {
@@ -294,7 +340,7 @@ mod tests {
             emitted_at: ww_core::time::UnixMillis(0),
             counterparty: None,
         };
-        StoredEvent { seq: EventSeq(seq), event }
+        StoredEvent::new(EventSeq(seq), event)
     }
 
     #[test]
@@ -337,7 +383,7 @@ mod tests {
                 )
                 .expect("record");
             let ww_core::store::RecordOutcome::Inserted(seq) = outcome[0] else { panic!("not inserted: {outcome:?}") };
-            StoredEvent { seq, event }
+            StoredEvent::new(seq, event)
         };
         // 1 and 2 stored here; 3 stored "by another process" (never offered);
         // 4 handed over before 3 is known.

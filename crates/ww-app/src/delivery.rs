@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use ww_config::Config;
 use ww_core::alert::DestinationId;
-use ww_core::store::{OutboxJob, Store};
+use ww_core::store::{JobKind, OutboxJob, Store};
 use ww_core::time::UnixMillis;
 use ww_sinks::render::{Alert, Explorer};
 use ww_sinks::{Delivery, PriceCache, SinkError, Sinks};
@@ -398,8 +398,17 @@ impl DeliveryWorkers {
         let sink = job.destination.sink();
         let prepared = match loaded {
             Ok(Loaded { event, label, filter }) => {
+                if job.kind == JobKind::Alert && event.is_retracted() {
+                    // A reorganisation dropped the transaction before its alert went out.
+                    completions.push(job.id).await;
+                    metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "retracted")
+                        .increment(1);
+                    debug!(job = job.id, destination = %job.destination, signature = %job.signature,
+                        "transaction dropped by a chain reorganisation before its alert went out; not sent");
+                    return Ok(None);
+                }
                 let prices = self.prices.prices_of([&event.event]).await;
-                if let Some(filter) = filter.filter(|filter| filter.min_usd.is_some()) {
+                if let Some(filter) = filter.filter(|filter| filter.min_usd.is_some() && job.kind == JobKind::Alert) {
                     let decision = filter.evaluate(&event.event, |mint| prices.get(mint).copied());
                     if decision != ww_core::alert::FilterDecision::Deliver {
                         completions.push(job.id).await;
@@ -418,8 +427,14 @@ impl DeliveryWorkers {
         };
         let result = match &prepared {
             Ok((event, label, alert)) => {
-                let delivery =
-                    Delivery { destination: &job.destination, event, user: &job.user, label: label.as_deref(), alert };
+                let delivery = Delivery {
+                    destination: &job.destination,
+                    event,
+                    user: &job.user,
+                    label: label.as_deref(),
+                    alert,
+                    kind: job.kind,
+                };
                 self.sinks.deliver(&delivery).await
             }
             Err(error) => Err(error.clone()),
@@ -436,8 +451,8 @@ impl DeliveryWorkers {
                     let latency = (ww_core::time::now().0 - event.event.received_at.0).max(0) as f64 / 1000.0;
                     metrics::histogram!(metric_names::DELIVERY_LATENCY_SECONDS, "sink" => sink).record(latency);
                 }
-                info!(job = job_id, destination = %job.destination, wallet = %job.wallet, signature = %job.signature,
-                    attempts, "alert delivered");
+                info!(job = job_id, kind = job.kind.as_str(), destination = %job.destination, wallet = %job.wallet,
+                    signature = %job.signature, attempts, "alert delivered");
                 Ok(delivered.pause)
             }
             Err(failure) => {

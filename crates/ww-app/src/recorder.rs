@@ -21,9 +21,9 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 pub use ww_core::record::RecordError;
-use ww_core::record::{EventRecorder, RecordFuture};
-use ww_core::store::{CursorMove, NewEvent, RecordOutcome, Store, StoreError};
-use ww_core::{ActivityEvent, Origin, StoredEvent};
+use ww_core::record::{EventRecorder, RecordFuture, RetractFuture};
+use ww_core::store::{CursorMove, NewEvent, RecordOutcome, Retraction, Store, StoreError};
+use ww_core::{ActivityEvent, EventSeq, Origin, StoredEvent};
 
 use crate::broker::Publisher;
 use crate::routing::Alerting;
@@ -50,6 +50,7 @@ struct Request {
 pub struct Recorder {
     store: Arc<dyn Store>,
     alerting: Option<Alerting>,
+    publisher: Option<Publisher>,
     requests: mpsc::Sender<Request>,
 }
 
@@ -71,6 +72,10 @@ impl EventRecorder for Recorder {
     fn import(&self, events: Vec<ActivityEvent>) -> RecordFuture<'_> {
         Box::pin(Recorder::import(self, events))
     }
+
+    fn retract(&self, seqs: Vec<EventSeq>) -> RetractFuture<'_> {
+        Box::pin(Recorder::retract(self, seqs))
+    }
 }
 
 impl Recorder {
@@ -80,8 +85,8 @@ impl Recorder {
     /// WebSocket clients through the daemon's store tail only.
     pub fn new(store: Arc<dyn Store>, alerting: Option<Alerting>, publisher: Option<Publisher>) -> Self {
         let (requests, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(commit_loop(Arc::clone(&store), alerting.clone(), publisher, receiver));
-        Self { store, alerting, requests }
+        tokio::spawn(commit_loop(Arc::clone(&store), alerting.clone(), publisher.clone(), receiver));
+        Self { store, alerting, publisher, requests }
     }
 
     /// Routes and stores `events` with the cursor move they complete, in one
@@ -154,6 +159,56 @@ impl Recorder {
             })
             .collect();
         self.submit(events, batch, None).await
+    }
+
+    /// Retracts the stored events `seqs` (see [`EventRecorder::retract`]):
+    /// each retraction goes where the event's alert was routed.
+    pub async fn retract(&self, seqs: Vec<EventSeq>) -> Result<Vec<StoredEvent>, RecordError> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let store = Arc::clone(&self.store);
+        let stored = tokio::task::spawn_blocking(move || {
+            let mut stored = Vec::with_capacity(seqs.len());
+            for seq in seqs {
+                stored.extend(store.event(seq)?.filter(|event| !event.is_retracted()));
+            }
+            Ok::<_, StoreError>(stored)
+        })
+        .await
+        .map_err(|_| RecordError::Stopped)??;
+        if stored.is_empty() {
+            return Ok(Vec::new());
+        }
+        let events: Vec<ActivityEvent> = stored.iter().map(|stored| stored.event.clone()).collect();
+        let routed = Alerting::new_events(self.alerting.as_ref(), &events)
+            .await
+            .map_err(|error| RecordError::Routing(Box::new(error)))?;
+        let retractions: Vec<Retraction> = stored
+            .iter()
+            .zip(routed)
+            .map(|(stored, routed)| Retraction { seq: stored.seq, routes: routed.routes })
+            .collect();
+        let now = ww_core::time::now();
+        let store = Arc::clone(&self.store);
+        let retracted = tokio::task::spawn_blocking(move || store.retract_events(&retractions, now))
+            .await
+            .map_err(|_| RecordError::Stopped)??;
+        Alerting::notify(self.alerting.as_ref());
+        if let Some(publisher) = &self.publisher {
+            publisher.offer_retractions(retracted.clone());
+        }
+        for stored in &retracted {
+            info!(
+                seq = stored.seq.0,
+                chain = %stored.event.chain,
+                wallet = %stored.event.wallet,
+                signature = %stored.event.signature,
+                slot = stored.event.slot.0,
+                "event retracted: a chain reorganisation dropped its transaction"
+            );
+        }
+        Ok(retracted)
     }
 
     async fn submit(&self, events: Vec<ActivityEvent>, batch: Vec<NewEvent>, cursor: Option<CursorMove>) -> Outcomes {
@@ -252,7 +307,7 @@ async fn commit_group(
                 let outcome = outcomes.next().unwrap_or(RecordOutcome::Untracked);
                 observe(&event, outcome);
                 if let RecordOutcome::Inserted(seq) = outcome {
-                    stored.push(StoredEvent { seq, event: event.clone() });
+                    stored.push(StoredEvent::new(seq, event.clone()));
                 }
                 answered.push((event, outcome));
             }

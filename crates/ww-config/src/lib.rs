@@ -458,7 +458,9 @@ fn validate_evm(
         let chain = match name.parse::<Chain>() {
             Ok(chain) if chain.family() == ww_core::ChainFamily::Evm => chain,
             _ => {
-                errors.push(format!("{prefix}: unknown EVM chain {name:?}; walletwatch knows ethereum, polygon and evm-local"));
+                errors.push(format!(
+                    "{prefix}: unknown EVM chain {name:?}; walletwatch knows ethereum, polygon and evm-local"
+                ));
                 continue;
             }
         };

@@ -412,7 +412,10 @@ mod tests {
     #[test]
     fn sol_movement_excludes_the_fee_the_wallet_paid() {
         let moves = movements(&event(-1_000_005_000, true, vec![]));
-        assert_eq!(moves, vec![Movement { chain: Chain::Solana, mint: None, decimals: 9, amount: -1_000_000_000, symbol: None }]);
+        assert_eq!(
+            moves,
+            vec![Movement { chain: Chain::Solana, mint: None, decimals: 9, amount: -1_000_000_000, symbol: None }]
+        );
         assert!(movements(&event(-5_000, true, vec![])).is_empty());
     }
 

@@ -274,6 +274,23 @@ pub struct StoredEvent {
     /// The event.
     #[serde(flatten)]
     pub event: ActivityEvent,
+    /// When a chain reorganisation dropped the event's transaction from the
+    /// chain; absent while the event stands. A retracted event stays
+    /// stored: it is never silently deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retracted_at: Option<UnixMillis>,
+}
+
+impl StoredEvent {
+    /// A stored event that stands (not retracted).
+    pub fn new(seq: EventSeq, event: ActivityEvent) -> Self {
+        Self { seq, event, retracted_at: None }
+    }
+
+    /// Returns true when a chain reorganisation retracted the event.
+    pub fn is_retracted(&self) -> bool {
+        self.retracted_at.is_some()
+    }
 }
 
 /// An optional integer read from a decimal string (fields absent in older events).
@@ -346,7 +363,7 @@ mod tests {
 
     #[test]
     fn json_form_is_stable() {
-        let stored = StoredEvent { seq: EventSeq(7), event: sample_event() };
+        let stored = StoredEvent::new(EventSeq(7), sample_event());
         let json = serde_json::to_value(&stored).expect("serialize");
         let expected = serde_json::json!({
             "seq": 7,

@@ -9,7 +9,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::event::ActivityEvent;
+use crate::event::{ActivityEvent, StoredEvent};
+use crate::ids::EventSeq;
 use crate::store::{BackendError, CursorMove, RecordOutcome, Store, StoreError};
 
 /// One outcome per event, in the order given.
@@ -17,6 +18,9 @@ pub type Outcomes = Vec<(ActivityEvent, RecordOutcome)>;
 
 /// What a recording call returns.
 pub type RecordFuture<'a> = Pin<Box<dyn Future<Output = Result<Outcomes, RecordError>> + Send + 'a>>;
+
+/// What a retraction call returns: the events retracted by it.
+pub type RetractFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<StoredEvent>, RecordError>> + Send + 'a>>;
 
 /// Why a batch was not recorded (nothing of it was stored).
 #[derive(Debug, thiserror::Error)]
@@ -44,4 +48,10 @@ pub trait EventRecorder: Send + Sync + std::fmt::Debug {
     /// Stores history read on request: events from before their wallet's
     /// tracked period without alerts, the others routed; moves no cursor.
     fn import(&self, events: Vec<ActivityEvent>) -> RecordFuture<'_>;
+
+    /// Retracts stored events whose transactions a chain reorganisation
+    /// dropped: each retraction is routed like the event's alert and stored
+    /// with it in one transaction (see `Store::retract_events`). Fails
+    /// closed: on error nothing is retracted.
+    fn retract(&self, seqs: Vec<EventSeq>) -> RetractFuture<'_>;
 }

@@ -12,7 +12,10 @@
 //! - a (wallet, signature) pair, the wallet being a [`WalletId`] (chain and
 //!   address), is stored at most once, for as long as the
 //!   store exists: the key of a stored event never expires, so no clock,
-//!   restart or history re-read can store it again;
+//!   restart or history re-read can store it again. The one exception is an
+//!   event a chain reorganisation retracted ([`Store::retract_events`]): its
+//!   key is released, so the transaction is recorded again should a later
+//!   block include it;
 //! - events are stored only for tracked wallets;
 //! - cursors are compare-and-set, so two writers (the daemon and `walletwatch
 //!   backfill`) cannot both move a cursor from the same position; a wallet's
@@ -260,14 +263,49 @@ pub struct EventQuery {
     pub limit: usize,
 }
 
+/// What a delivery job sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// The event's alert.
+    #[default]
+    Alert,
+    /// Word that a chain reorganisation dropped the event's transaction
+    /// (its alert went out before).
+    Retraction,
+}
+
+impl JobKind {
+    /// The kind's name in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Alert => "alert",
+            JobKind::Retraction => "retraction",
+        }
+    }
+}
+
+/// An event to retract, with the destinations its retraction goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retraction {
+    /// The stored event.
+    pub seq: EventSeq,
+    /// Where its alert was routed.
+    pub routes: Vec<Route>,
+}
+
 /// One pending delivery in the outbox (or, with its error, in dead letters).
 ///
-/// The idempotency key is (destination, wallet, signature): at most one job
-/// exists per key, and it is sent with the key so receivers can deduplicate.
+/// The idempotency key is (destination, wallet, signature, kind): at most
+/// one job exists per key, and it is sent with the key so receivers can
+/// deduplicate.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OutboxJob {
     /// The job's id (unique per store).
     pub id: u64,
+    /// What the job sends (absent in jobs written before retractions: alerts).
+    #[serde(default)]
+    pub kind: JobKind,
     /// The event to deliver.
     pub seq: EventSeq,
     /// The destination.
@@ -380,6 +418,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Returns whether the event of (wallet, signature) is stored.
     fn is_seen(&self, wallet: &WalletId, signature: &Signature) -> Result<bool, StoreError>;
+
+    /// Retracts events whose transactions a chain reorganisation dropped, in
+    /// one transaction: each is marked retracted at `now` (kept, never
+    /// deleted) and its key released, so the same (wallet, transaction) is
+    /// recorded again should a later block include it. For each route, an
+    /// alert still waiting in the outbox (or dead letters) is dropped, since
+    /// it never went out; otherwise a [`JobKind::Retraction`] job is queued.
+    /// Returns the events retracted by this call (unknown and already
+    /// retracted ones are skipped).
+    fn retract_events(&self, retractions: &[Retraction], now: UnixMillis) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// Returns which of `signatures` the wallet already has an event for, or
     /// gave up as unresolvable (one lookup for a whole page of history).

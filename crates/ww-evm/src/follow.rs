@@ -24,9 +24,15 @@
 //!   block scanned before it means the chain reorganised: the window is
 //!   walked back to the newest block the node still has, and scanning
 //!   resumes after it on the new branch (counted in `ww_evm_reorgs_total`).
-//!   Events of the orphaned blocks stay stored as they were.
+//!   The window remembers which events each block produced; those of the
+//!   orphaned blocks wait (durably, with the window) until the new branch is
+//!   scanned up to the node's head. An event whose transaction the new
+//!   branch holds stands; the others are retracted through the recorder
+//!   (kept in the store as retracted, with a retraction sent wherever the
+//!   alert went, counted in `ww_evm_events_retracted_total`). A retracted
+//!   transaction that a later block includes after all is recorded again.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -37,7 +43,8 @@ use tracing::{debug, info, warn};
 use ww_core::source::{SourceContext, SourceError};
 use ww_core::status::EvmHealth;
 use ww_core::store::Store;
-use ww_core::{Chain, Origin, SubscriptionStatus, WalletId};
+use ww_core::store::{EventQuery, RecordOutcome};
+use ww_core::{Chain, EventSeq, Origin, SubscriptionStatus, WalletId};
 
 use crate::decode::{self, BlockInput, TRANSFER_TOPIC, TokenInfo};
 use crate::heads::{self, StreamState};
@@ -56,6 +63,35 @@ sol! {
     function symbol() external view returns (string);
 }
 
+/// A scanned block and the events it produced.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Scanned {
+    number: u64,
+    hash: B256,
+    /// The stored events whose transactions are in this block.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    events: Vec<BlockEvent>,
+}
+
+/// A stored event and its (wallet key, transaction hash).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+struct BlockEvent {
+    seq: EventSeq,
+    wallet: String,
+    transaction: String,
+}
+
+/// The durable cursor of a chain (`evm.<chain>.blocks`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Cursor {
+    /// Scanned blocks, newest last, at most [`WINDOW`].
+    blocks: VecDeque<Scanned>,
+    /// Events of orphaned blocks, waiting for the new branch to be scanned
+    /// to the head: retracted then unless the new branch holds them.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    orphaned: BTreeSet<BlockEvent>,
+}
+
 /// What the follower needs from its source.
 #[derive(Debug, Clone)]
 pub(crate) struct FollowConfig {
@@ -69,8 +105,8 @@ struct Follower {
     config: FollowConfig,
     rpc: EvmRpc,
     context: SourceContext,
-    /// Scanned blocks, newest last.
-    window: VecDeque<(u64, B256)>,
+    /// Scanned blocks and orphaned events.
+    cursor: Cursor,
     tracked: HashSet<Address>,
     ids: Vec<WalletId>,
     wallets_version: Option<u64>,
@@ -120,13 +156,20 @@ pub(crate) async fn run(config: FollowConfig, rpc: EvmRpc, context: SourceContex
         }
     }
     let stored = blocking(&context.store, move |store| store.setting(&blocks_key(chain))).await?;
-    let window: VecDeque<(u64, B256)> =
-        stored.and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default();
+    let cursor: Cursor = match stored {
+        None => Cursor::default(),
+        Some(text) => serde_json::from_str(&text).map_err(|error| {
+            SourceError::Rejected(format!(
+                "{chain}: the stored block cursor (setting {}) is damaged: {error}",
+                blocks_key(chain)
+            ))
+        })?,
+    };
     let mut follower = Follower {
         config,
         rpc,
         context,
-        window,
+        cursor,
         tracked: HashSet::new(),
         ids: Vec::new(),
         wallets_version: None,
@@ -263,8 +306,10 @@ impl Follower {
         if let Some((status, reason)) = self.status.clone()
             && !added.is_empty()
         {
-            blocking(&self.context.store, move |store| store.set_subscription_status(&added, status, reason.as_deref()))
-                .await?;
+            blocking(&self.context.store, move |store| {
+                store.set_subscription_status(&added, status, reason.as_deref())
+            })
+            .await?;
         }
         Ok(())
     }
@@ -277,7 +322,9 @@ impl Follower {
             StreamState::Streaming => (SubscriptionStatus::Active, None),
             StreamState::Down { reason, attempts } if *attempts >= heads::FAILED_AFTER_ATTEMPTS => (
                 SubscriptionStatus::Polling,
-                Some(format!("the WebSocket failed {attempts} times ({reason}); new blocks are polled every {polling} s")),
+                Some(format!(
+                    "the WebSocket failed {attempts} times ({reason}); new blocks are polled every {polling} s"
+                )),
             ),
             StreamState::Down { reason, .. } => (
                 SubscriptionStatus::Polling,
@@ -309,20 +356,27 @@ impl Follower {
         self.head = Some(self.head.map_or(target, |head| head.max(target)));
         let head = self.head;
         self.update_health(|health| health.head = head);
-        if self.window.is_empty() {
+        if self.cursor.blocks.is_empty() {
             // First start on this chain: watch from its newest block on.
             let header = self.rpc.header(target).await.map_err(|error| SourceError::node(chain, error))?;
             let Some(header) = header else { return Ok(target) };
             info!(%chain, block = target, "first start on this chain: scanning from its newest block");
-            self.window.push_back((target, header.hash));
-            self.save_window().await?;
+            self.cursor.blocks.push_back(Scanned { number: target, hash: header.hash, events: Vec::new() });
+            self.save_cursor().await?;
         }
         let mut scanned_now = 0;
         loop {
-            let Some(&(last, last_hash)) = self.window.back() else { return Ok(target) };
+            let Some((last, last_hash)) = self.cursor.blocks.back().map(|block| (block.number, block.hash)) else {
+                return Ok(target);
+            };
             self.update_health(|health| health.scanned = Some(last));
             metrics::gauge!(metric_names::BLOCK_LAG, "chain" => chain.as_str()).set(target.saturating_sub(last) as f64);
-            if last >= target || self.context.shutdown.is_cancelled() {
+            if self.context.shutdown.is_cancelled() {
+                return Ok(target);
+            }
+            if last >= target {
+                // The new branch is scanned to the head: what it lacks is retracted.
+                self.retract_orphaned().await?;
                 return Ok(target);
             }
             if scanned_now >= BLOCKS_PER_PASS {
@@ -338,19 +392,19 @@ impl Follower {
                 continue;
             }
             let received = if next == target { received_at } else { SystemTime::now() };
-            self.scan(&block, origin, received).await?;
+            let events = self.scan(&block, origin, received).await?;
             metrics::counter!(metric_names::BLOCKS, "chain" => chain.as_str()).increment(1);
-            self.window.push_back((next, block.header.hash));
-            while self.window.len() > WINDOW {
-                self.window.pop_front();
+            self.cursor.blocks.push_back(Scanned { number: next, hash: block.header.hash, events });
+            while self.cursor.blocks.len() > WINDOW {
+                self.cursor.blocks.pop_front();
             }
-            self.save_window().await?;
+            self.save_cursor().await?;
             scanned_now += 1;
         }
     }
 
-    async fn save_window(&self) -> Result<(), SourceError> {
-        let text = serde_json::to_string(&self.window).unwrap_or_default();
+    async fn save_cursor(&self) -> Result<(), SourceError> {
+        let text = serde_json::to_string(&self.cursor).unwrap_or_default();
         let key = blocks_key(self.chain());
         blocking(&self.context.store, move |store| store.put_setting(&key, &text)).await
     }
@@ -360,32 +414,59 @@ impl Follower {
         let chain = self.chain();
         metrics::counter!(metric_names::REORGS, "chain" => chain.as_str()).increment(1);
         let mut orphaned = 0;
-        while let Some(&(number, hash)) = self.window.back() {
+        while let Some((number, hash)) = self.cursor.blocks.back().map(|block| (block.number, block.hash)) {
             let header = self.rpc.header(number).await.map_err(|error| SourceError::node(chain, error))?;
             if header.is_some_and(|header| header.hash == hash) {
                 break;
             }
-            self.window.pop_back();
+            if let Some(block) = self.cursor.blocks.pop_back() {
+                self.cursor.orphaned.extend(block.events);
+            }
             orphaned += 1;
         }
-        if self.window.is_empty() {
+        let waiting = self.cursor.orphaned.len();
+        if self.cursor.blocks.is_empty() {
             // Deeper than the window: start again below the orphaned blocks.
             let anchor = at.saturating_sub(orphaned + 1);
             let header = self.rpc.header(anchor).await.map_err(|error| SourceError::node(chain, error))?;
             if let Some(header) = header {
-                self.window.push_back((anchor, header.hash));
+                self.cursor.blocks.push_back(Scanned { number: anchor, hash: header.hash, events: Vec::new() });
             }
-            warn!(%chain, at, orphaned, "reorganisation deeper than the remembered blocks; rescanning from below it");
+            warn!(%chain, at, orphaned, events = waiting,
+                "reorganisation deeper than the remembered blocks; rescanning from below it");
         } else {
-            warn!(%chain, at, orphaned, "chain reorganised; rescanning the new branch");
+            warn!(%chain, at, orphaned, events = waiting, "chain reorganised; rescanning the new branch");
         }
-        self.save_window().await
+        self.save_cursor().await
     }
 
-    /// Scans one block and records its events.
-    async fn scan(&mut self, block: &Block, origin: Origin, received_at: SystemTime) -> Result<(), SourceError> {
-        if self.tracked.is_empty() {
+    /// Retracts the orphaned events the new branch did not hold.
+    async fn retract_orphaned(&mut self) -> Result<(), SourceError> {
+        if self.cursor.orphaned.is_empty() {
             return Ok(());
+        }
+        let chain = self.chain();
+        let seqs: Vec<EventSeq> = self.cursor.orphaned.iter().map(|event| event.seq).collect();
+        let retracted = self.context.recorder.retract(seqs).await?;
+        metrics::counter!(metric_names::EVENTS_RETRACTED, "chain" => chain.as_str()).increment(retracted.len() as u64);
+        for stored in &retracted {
+            warn!(%chain, seq = stored.seq.0, wallet = %stored.event.wallet, transaction = %stored.event.signature,
+                block = stored.event.slot.0, "the reorganisation dropped a transaction; its event is retracted");
+        }
+        self.cursor.orphaned.clear();
+        self.save_cursor().await
+    }
+
+    /// Scans one block and records its events; returns the stored events
+    /// whose transactions it holds.
+    async fn scan(
+        &mut self,
+        block: &Block,
+        origin: Origin,
+        received_at: SystemTime,
+    ) -> Result<Vec<BlockEvent>, SourceError> {
+        if self.tracked.is_empty() {
+            return Ok(Vec::new());
         }
         let chain = self.chain();
         let node = |error: EvmRpcError| SourceError::node(chain, error);
@@ -393,7 +474,7 @@ impl Follower {
         let transfers: Vec<decode::TransferLog> = logs.iter().filter_map(decode::transfer_log).collect();
         let relevant = decode::relevant_transactions(block, &transfers, &self.tracked);
         if relevant.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let receipts = self.receipts(block, &relevant).await?;
         let tokens: HashSet<Address> = transfers
@@ -415,15 +496,64 @@ impl Follower {
             received_at,
         });
         if events.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         debug!(%chain, block = block.header.number.to::<u64>(), events = events.len(), "block events");
-        self.context.recorder.record(events, None).await?;
-        Ok(())
+        let outcomes = self.context.recorder.record(events, None).await?;
+        let mut held = Vec::with_capacity(outcomes.len());
+        for (event, outcome) in outcomes {
+            let wallet = event.wallet_id();
+            let (wallet_key, transaction) = (wallet.key().into_owned(), event.signature.to_string());
+            let seq = match outcome {
+                RecordOutcome::Inserted(seq) => Some(seq),
+                RecordOutcome::Untracked => None,
+                // Stored before: an orphaned event the new branch holds
+                // (it stands), or a block scanned again after a crash.
+                RecordOutcome::Duplicate => {
+                    let orphan = self
+                        .cursor
+                        .orphaned
+                        .iter()
+                        .find(|orphan| orphan.wallet == wallet_key && orphan.transaction == transaction)
+                        .cloned();
+                    match orphan {
+                        Some(orphan) => {
+                            self.cursor.orphaned.remove(&orphan);
+                            debug!(%chain, seq = orphan.seq.0, %transaction, "an orphaned transaction is on the new branch too; its event stands");
+                            Some(orphan.seq)
+                        }
+                        None => self.stored_seq(wallet, &event.signature).await?,
+                    }
+                }
+            };
+            if let Some(seq) = seq {
+                held.push(BlockEvent { seq, wallet: wallet_key, transaction });
+            }
+        }
+        Ok(held)
+    }
+
+    /// The sequence number of the stored event of (`wallet`, `transaction`),
+    /// looked up among the wallet's newest events.
+    async fn stored_seq(
+        &self,
+        wallet: WalletId,
+        transaction: &ww_core::Signature,
+    ) -> Result<Option<EventSeq>, SourceError> {
+        let transaction = transaction.clone();
+        blocking(&self.context.store, move |store| {
+            let events = store.events(&EventQuery { wallet: Some(wallet), after: None, limit: 1000 })?;
+            Ok(events.into_iter().find(|stored| stored.event.signature == transaction).map(|stored| stored.seq))
+        })
+        .await
     }
 
     /// The receipts of `relevant` transactions of `block`.
-    async fn receipts(&mut self, block: &Block, relevant: &HashSet<B256>) -> Result<HashMap<B256, Receipt>, SourceError> {
+    async fn receipts(
+        &mut self,
+        block: &Block,
+        relevant: &HashSet<B256>,
+    ) -> Result<HashMap<B256, Receipt>, SourceError> {
         let chain = self.chain();
         if self.block_receipts {
             match self.rpc.block_receipts(block.header.hash).await {
@@ -435,7 +565,10 @@ impl Follower {
                         .collect());
                 }
                 Ok(None) => {
-                    return Err(SourceError::Rejected(format!("{chain}: the node no longer has block {}", block.header.hash)));
+                    return Err(SourceError::Rejected(format!(
+                        "{chain}: the node no longer has block {}",
+                        block.header.hash
+                    )));
                 }
                 Err(error) if error.is_method_unsupported() => {
                     info!(%chain, "the node has no eth_getBlockReceipts; reading receipts one by one");

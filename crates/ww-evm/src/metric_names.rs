@@ -18,6 +18,9 @@ pub const BLOCKS: &str = "ww_evm_blocks_scanned_total";
 /// Counter: reorganisations seen (a block whose parent is not the block
 /// scanned before it). Labels: `chain`.
 pub const REORGS: &str = "ww_evm_reorgs_total";
+/// Counter: stored events retracted because a reorganisation dropped their
+/// transactions. Labels: `chain`.
+pub const EVENTS_RETRACTED: &str = "ww_evm_events_retracted_total";
 /// Gauge: blocks between the node's newest head and the last block scanned. Labels: `chain`.
 pub const BLOCK_LAG: &str = "ww_evm_block_lag";
 
@@ -83,6 +86,12 @@ pub const CATALOG: &[ww_core::metric::MetricSpec] = {
             name: REORGS,
             kind: Counter,
             help: "EVM reorganisations seen (a new block whose parent is not the block scanned before it)",
+            labels: &[("chain", CHAINS)],
+        },
+        MetricSpec {
+            name: EVENTS_RETRACTED,
+            kind: Counter,
+            help: "Stored EVM events retracted because a reorganisation dropped their transactions",
             labels: &[("chain", CHAINS)],
         },
         MetricSpec {

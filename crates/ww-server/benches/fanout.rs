@@ -68,7 +68,7 @@ fn summary(mut samples: Vec<i64>) -> String {
 fn event(seq: u64, wallet: &ww_core::WalletAddress) -> StoredEvent {
     let mut event = ww_test_utils::sample_event(wallet, ww_test_utils::signature_from_seed(seq), seq);
     event.emitted_at = UnixMillis(now_micros());
-    StoredEvent { seq: EventSeq(seq), event }
+    StoredEvent::new(EventSeq(seq), event)
 }
 
 async fn publish(broker: &dyn Broker, rate: u64, seconds: u64) -> u64 {

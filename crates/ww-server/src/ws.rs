@@ -11,6 +11,12 @@
 //! - `transactions`: every event (`TransactionUpdate`); admin tokens only;
 //! - `status`: server notices (`Notification`); open to all.
 //!
+//! When a chain reorganisation drops the transaction of an event already
+//! published, connected clients whose topics select it get it again with
+//! `retracted_at` set, as `TransactionRetracted` (`wallet:`, `transactions`)
+//! or `UserActivityRetracted` (`user:`). Retractions are sent live only: a
+//! client resuming with `after=` reads `retracted_at` on replayed events.
+//!
 //! Before the upgrade, a presented token is checked (unknown: 401
 //! `unauthorized`, expired: 401 `token_expired`), `?after=` without a token is
 //! refused (401), and a slot is taken under one lock against
@@ -339,15 +345,20 @@ fn message_for(
     published: &Published,
 ) -> Option<String> {
     let wallet = &published.event.wallet;
+    let (transaction_type, user_type) = if published.is_retracted() {
+        ("TransactionRetracted", "UserActivityRetracted")
+    } else {
+        ("TransactionUpdate", "UserActivity")
+    };
     if topics.contains_key(&Topic::Transactions) || topics.contains_key(&Topic::Wallet(wallet.clone())) {
-        return Some(format!("{{\"type\":\"TransactionUpdate\",\"data\":{}}}", published.json()));
+        return Some(format!("{{\"type\":\"{transaction_type}\",\"data\":{}}}", published.json()));
     }
     let users = users?;
     topics.keys().find_map(|topic| match topic {
         Topic::User(user) if users.contains(user) => {
             let user_json = serde_json::to_string(user).ok()?;
             Some(format!(
-                "{{\"type\":\"UserActivity\",\"data\":{{\"user\":{user_json},\"event\":{}}}}}",
+                "{{\"type\":\"{user_type}\",\"data\":{{\"user\":{user_json},\"event\":{}}}}}",
                 published.json()
             ))
         }
@@ -674,10 +685,13 @@ async fn run_client(
                     }
                     let mut messages = Vec::with_capacity(batch.len());
                     for stored in &batch {
-                        if stored.seq <= last_sent {
-                            continue;
+                        // A retraction names an event published before.
+                        if !stored.is_retracted() {
+                            if stored.seq <= last_sent {
+                                continue;
+                            }
+                            last_sent = stored.seq;
                         }
-                        last_sent = stored.seq;
                         let users = if needs_users(&topics, &stored.event.wallet) {
                             viewer.users(&state, &stored.event.wallet_id()).await
                         } else {

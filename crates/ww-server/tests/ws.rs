@@ -123,10 +123,7 @@ async fn sync(client: &mut Client) {
 }
 
 fn stored(wallet: &WalletAddress, seq: u64) -> StoredEvent {
-    StoredEvent {
-        seq: EventSeq(seq),
-        event: ww_test_utils::sample_event(wallet, ww_test_utils::signature_from_seed(seq), seq),
-    }
+    StoredEvent::new(EventSeq(seq), ww_test_utils::sample_event(wallet, ww_test_utils::signature_from_seed(seq), seq))
 }
 
 #[tokio::test]

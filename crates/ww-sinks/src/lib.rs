@@ -29,6 +29,7 @@ use ww_config::Config;
 use ww_config::alerts::{DestinationConfig, DestinationKind};
 use ww_core::StoredEvent;
 use ww_core::alert::DestinationId;
+use ww_core::store::JobKind;
 
 pub use price::PriceCache;
 
@@ -167,15 +168,22 @@ pub struct Delivery<'a> {
     pub label: Option<&'a str>,
     /// The rendered alert.
     pub alert: &'a Alert,
+    /// What is sent: the alert, or its retraction.
+    pub kind: JobKind,
 }
 
 impl Delivery<'_> {
     /// The idempotency id: hex SHA-256 of destination, wallet key and
     /// signature (32 chars). The wallet key is the address on Solana and
-    /// `chain:address` elsewhere, so one `0x` wallet on two chains gets two ids.
+    /// `chain:address` elsewhere, so one `0x` wallet on two chains gets two
+    /// ids. A retraction has an id of its own (the alert's, with the kind).
     pub fn idempotency_id(&self) -> String {
         let wallet = self.event.event.wallet_id();
-        idempotency_id(self.destination, &wallet.key(), self.event.event.signature.as_str())
+        let id = idempotency_id(self.destination, &wallet.key(), self.event.event.signature.as_str());
+        match self.kind {
+            JobKind::Alert => id,
+            JobKind::Retraction => idempotency_id(self.destination, &id, JobKind::Retraction.as_str()),
+        }
     }
 }
 
@@ -322,22 +330,33 @@ mod tests {
         let id_on = |chain: ww_core::Chain| {
             let mut event = ww_core::ActivityEvent { chain, ..ww_test_utils::sample_event(&address, hash.clone(), 5) };
             event.fee_payer = address.clone();
-            let stored = ww_core::StoredEvent { seq: ww_core::EventSeq(1), event };
+            let stored = ww_core::StoredEvent::new(ww_core::EventSeq(1), event);
             let alert = render::Alert::new(&stored, None, &std::collections::HashMap::new(), &explorer);
-            Delivery { destination: &destination, event: &stored, user: "alice", label: None, alert: &alert }
-                .idempotency_id()
+            Delivery {
+                destination: &destination,
+                event: &stored,
+                user: "alice",
+                label: None,
+                alert: &alert,
+                kind: JobKind::Alert,
+            }
+            .idempotency_id()
         };
         assert_ne!(id_on(ww_core::Chain::Polygon), id_on(ww_core::Chain::Ethereum));
         // A Solana wallet's id is what it always was: (destination, address, signature).
         let wallet = ww_core::WalletAddress::parse("9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM").expect("base58");
         let signature = ww_test_utils::signature_from_seed(1);
-        let stored = ww_core::StoredEvent {
-            seq: ww_core::EventSeq(1),
-            event: ww_test_utils::sample_event(&wallet, signature.clone(), 5),
-        };
+        let stored =
+            ww_core::StoredEvent::new(ww_core::EventSeq(1), ww_test_utils::sample_event(&wallet, signature.clone(), 5));
         let alert = render::Alert::new(&stored, None, &std::collections::HashMap::new(), &explorer);
-        let delivery =
-            Delivery { destination: &destination, event: &stored, user: "alice", label: None, alert: &alert };
+        let delivery = Delivery {
+            destination: &destination,
+            event: &stored,
+            user: "alice",
+            label: None,
+            alert: &alert,
+            kind: JobKind::Alert,
+        };
         assert_eq!(delivery.idempotency_id(), idempotency_id(&destination, wallet.as_str(), signature.as_str()));
     }
 

@@ -94,6 +94,9 @@ pub struct Alert {
     pub fee: Option<String>,
     /// The node's error for a failed transaction.
     pub failed: Option<String>,
+    /// A chain reorganisation dropped the transaction after its alert went
+    /// out: this is the retraction.
+    pub retracted: bool,
     /// The signature.
     pub signature: String,
     /// The slot.
@@ -146,6 +149,7 @@ impl Alert {
             counterparty: event.counterparty.clone(),
             fee,
             failed,
+            retracted: stored.is_retracted(),
             signature: event.signature.to_string(),
             slot: event.slot.0,
             block_time: event.block_time,
@@ -185,10 +189,27 @@ impl Alert {
         text
     }
 
+    /// The alert's kind: its mark and title.
+    fn marker(&self) -> (&'static str, &'static str) {
+        if self.retracted {
+            ("⚠️", "Retracted by a chain reorganisation")
+        } else if self.failed.is_some() {
+            ("❌", "Failed transaction")
+        } else {
+            ("🚨", "Wallet Alert")
+        }
+    }
+
+    /// What a retraction says before the retracted alert's words.
+    const RETRACTED_PREFIX: &'static str = "this transaction is no longer on the chain; the alert said";
+
     /// The one-line headline: `🚨 Wallet Alert: Wallet 5F...vFpX transferred 50 SOL ($2500).`
     pub fn headline(&self) -> String {
-        let marker = if self.failed.is_some() { "❌ Failed transaction" } else { "🚨 Wallet Alert" };
-        format!("{marker}: {} {}.", self.wallet_name(), self.action())
+        let (mark, title) = self.marker();
+        if self.retracted {
+            return format!("{mark} {title}: {}: {} {}.", Self::RETRACTED_PREFIX, self.wallet_name(), self.action());
+        }
+        format!("{mark} {title}: {} {}.", self.wallet_name(), self.action())
     }
 
     /// `+50 SOL ($2500)` lines, one per change.
@@ -233,7 +254,12 @@ impl Alert {
 
     /// Telegram HTML (`parse_mode=HTML`), at most 4096 characters.
     pub fn telegram_html(&self) -> String {
-        let marker = if self.failed.is_some() { "❌ <b>Failed transaction</b>" } else { "🚨 <b>Wallet Alert</b>" };
+        let (mark, title) = self.marker();
+        let marker = if self.retracted {
+            format!("{mark} <b>{title}</b>: {}", Self::RETRACTED_PREFIX)
+        } else {
+            format!("{mark} <b>{title}</b>")
+        };
         let label = self.label.as_ref().map(|label| format!(" ({})", escape_html(label))).unwrap_or_default();
         let wallet = if self.wallet_url.is_empty() {
             format!("Wallet {}{label}", self.wallet.short())
@@ -260,7 +286,9 @@ impl Alert {
 
     /// The Discord embed, within Discord's embed limits.
     pub fn discord_embed(&self) -> Value {
-        let color = if self.failed.is_some() {
+        let color = if self.retracted {
+            0x00f3_9c12
+        } else if self.failed.is_some() {
             0x0095_a5a6
         } else if self.changes.first().is_some_and(|change| change.incoming) {
             0x002e_cc71
@@ -283,10 +311,15 @@ impl Alert {
         if let Some(error) = &self.failed {
             fields.push(json!({"name": "Error", "value": truncate_chars(error, 1024), "inline": false}));
         }
-        let title = if self.failed.is_some() { "❌ Failed transaction" } else { "🚨 Wallet Alert" };
+        let (mark, title) = self.marker();
+        let description = if self.retracted {
+            format!("{}: {} {}.", Self::RETRACTED_PREFIX, self.wallet_name(), self.action())
+        } else {
+            format!("{} {}.", self.wallet_name(), self.action())
+        };
         let mut embed = json!({
-            "title": title,
-            "description": truncate_chars(&format!("{} {}.", self.wallet_name(), self.action()), 4096),
+            "title": format!("{mark} {title}"),
+            "description": truncate_chars(&description, 4096),
             "color": color,
             "fields": fields,
             "footer": {"text": truncate_chars(&format!("walletwatch · {}", self.wallet.as_str()), 2048)},
@@ -384,9 +417,9 @@ mod tests {
 
     fn stored(sol_delta: i64, tokens: Vec<TokenDelta>) -> StoredEvent {
         let wallet = address(0);
-        StoredEvent {
-            seq: EventSeq(9),
-            event: ActivityEvent {
+        StoredEvent::new(
+            EventSeq(9),
+            ActivityEvent {
                 chain: Chain::Solana,
                 wallet: wallet.clone(),
                 signature: Signature::parse(
@@ -407,7 +440,7 @@ mod tests {
                 emitted_at: UnixMillis(0),
                 counterparty: Some(address(1)),
             },
-        }
+        )
     }
 
     fn explorer() -> Explorer {
@@ -437,7 +470,8 @@ mod tests {
             symbol: Some("TT".into()),
             token_id: None,
         };
-        let mut event = stored(0, vec![token]);
+        // The wallet sent the token transfer: its native change is the fee alone.
+        let mut event = stored(-5000, vec![token]);
         event.event.chain = ww_core::Chain::EvmLocal;
         let alert = Alert::new(&event, None, &HashMap::new(), &Explorer::default());
         assert_eq!(alert.change_lines(), vec!["+2.5 TT".to_string()]);
@@ -515,5 +549,26 @@ mod tests {
         assert_eq!(format_usd(2500.4), "$2500");
         assert_eq!(format_usd(12.345), "$12.35");
         assert_eq!(format_usd(0.001), "<$0.01");
+    }
+
+    #[test]
+    fn a_retraction_says_the_transaction_left_the_chain_and_what_the_alert_said() {
+        let mut retracted = stored(499_995_000, vec![]);
+        retracted.retracted_at = Some(UnixMillis(5));
+        let alert = Alert::new(&retracted, None, &HashMap::new(), &explorer());
+        assert_eq!(
+            alert.headline(),
+            format!(
+                "⚠️ Retracted by a chain reorganisation: this transaction is no longer on the chain; the alert said: \
+                 Wallet 5FHw...UJnM received 0.5 SOL from {}.",
+                address(1).short()
+            )
+        );
+        assert!(alert.telegram_html().starts_with("⚠️ <b>Retracted by a chain reorganisation</b>: this transaction"));
+        let embed = alert.discord_embed();
+        assert_eq!(embed["title"], "⚠️ Retracted by a chain reorganisation");
+        crate::discord::check_embed(&embed).expect("within limits");
+        let standing = Alert::new(&stored(499_995_000, vec![]), None, &HashMap::new(), &explorer());
+        assert!(standing.headline().starts_with("🚨 Wallet Alert: Wallet 5FHw...UJnM received"));
     }
 }

@@ -7,7 +7,10 @@
 //! - `X-Walletwatch-Signature`: `sha256=` + hex `HMAC-SHA256(secret, timestamp + "." + body)`.
 //!
 //! The body is `{"id", "type": "wallet_activity", "destination", "user",
-//! "label", "text", "event": <ActivityEvent JSON with seq>}`. A receiver
+//! "label", "text", "event": <ActivityEvent JSON with seq>}`. When a chain
+//! reorganisation drops a transaction whose alert went out, the same body
+//! follows with `"type": "wallet_activity_retracted"`, its own `id`, and the
+//! event's `retracted_at` set. A receiver
 //! recomputes the HMAC over the raw body, compares in constant time, and
 //! rejects timestamps more than five minutes away ([`verify`] does all three).
 //! Any 2xx is success.
@@ -74,7 +77,10 @@ pub fn verify(secret: &[u8], timestamp: &str, signature: &str, body: &[u8], now:
 pub fn body(delivery: &Delivery<'_>) -> Vec<u8> {
     let payload = json!({
         "id": delivery.idempotency_id(),
-        "type": "wallet_activity",
+        "type": match delivery.kind {
+            ww_core::store::JobKind::Alert => "wallet_activity",
+            ww_core::store::JobKind::Retraction => "wallet_activity_retracted",
+        },
         "destination": delivery.destination.to_string(),
         "user": delivery.user,
         "label": delivery.label,

@@ -44,14 +44,23 @@ secret = "0123456789abcdef"
 fn stored(seed: u8) -> StoredEvent {
     let wallet = fresh_address();
     let signature = ww_test_utils::signature_from_seed(u64::from(seed));
-    StoredEvent { seq: EventSeq(u64::from(seed)), event: ww_test_utils::sample_event(&wallet, signature, 1) }
+    StoredEvent::new(EventSeq(u64::from(seed)), ww_test_utils::sample_event(&wallet, signature, 1))
 }
 
 async fn send(sinks: &Sinks, destination: &str, event: &StoredEvent) -> Result<ww_sinks::Delivered, SinkError> {
     let destination: DestinationId = destination.parse().expect("destination");
     let explorer = Explorer { tx_url: "https://x/tx/{signature}".into(), account_url: "https://x/a/{address}".into() };
     let alert = Alert::new(event, Some("label"), &HashMap::new(), &explorer);
-    sinks.deliver(&Delivery { destination: &destination, event, user: "u", label: Some("label"), alert: &alert }).await
+    sinks
+        .deliver(&Delivery {
+            destination: &destination,
+            event,
+            user: "u",
+            label: Some("label"),
+            alert: &alert,
+            kind: ww_core::store::JobKind::Alert,
+        })
+        .await
 }
 
 #[tokio::test]

@@ -3,12 +3,113 @@
 //! lane reads only its own jobs, in order.
 
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _};
+use ww_core::StoredEvent;
 use ww_core::alert::DestinationId;
-use ww_core::store::{DeadLetter, JobSelection, OutboxJob, StoreError};
+use ww_core::store::{DeadLetter, JobKind, JobSelection, OutboxJob, Retraction, StoreError};
 use ww_core::time::UnixMillis;
 
-use crate::codec::{commit_error, decode, encode, storage_error, table_error, transaction_error};
-use crate::tables::{DEAD_LETTERS, OUTBOX, OUTBOX_BY_DESTINATION};
+use crate::codec::{commit_error, decode, encode, read_u64, storage_error, table_error, transaction_error};
+use crate::tables::{DEAD_LETTERS, EVENT_KEYS, EVENTS, META, META_NEXT_OUTBOX_ID, OUTBOX, OUTBOX_BY_DESTINATION};
+
+/// See `Store::retract_events`.
+pub(crate) fn retract_events(
+    database: &Database,
+    retractions: &[Retraction],
+    now: UnixMillis,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let write = database.begin_write().map_err(transaction_error)?;
+    let mut retracted = Vec::new();
+    {
+        let mut meta = write.open_table(META).map_err(table_error)?;
+        let mut events = write.open_table(EVENTS).map_err(table_error)?;
+        let mut event_keys = write.open_table(EVENT_KEYS).map_err(table_error)?;
+        let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
+        let mut by_destination = write.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
+        let mut dead = write.open_table(DEAD_LETTERS).map_err(table_error)?;
+        let mut next_outbox_id = match meta.get(META_NEXT_OUTBOX_ID).map_err(storage_error)? {
+            Some(value) => read_u64(value.value())?,
+            None => 1,
+        };
+        for retraction in retractions {
+            let stored: Option<StoredEvent> = match events.get(retraction.seq.0).map_err(storage_error)? {
+                Some(bytes) => Some(decode("events", bytes.value())?),
+                None => None,
+            };
+            let Some(mut stored) = stored else { continue };
+            if stored.is_retracted() {
+                continue;
+            }
+            stored.retracted_at = Some(now);
+            events.insert(stored.seq.0, encode(&stored)?.as_slice()).map_err(storage_error)?;
+            let wallet_key = stored.event.wallet_id().key().into_owned();
+            let key = (wallet_key.as_str(), stored.event.signature.as_str());
+            // Release the key only if it still names this event.
+            if event_keys.get(key).map_err(storage_error)?.is_some_and(|seq| seq.value() == stored.seq.0) {
+                event_keys.remove(key).map_err(storage_error)?;
+            }
+            for route in &retraction.routes {
+                let destination = route.destination.to_string();
+                // An alert still waiting never went out: drop it instead.
+                let mut waiting = None;
+                for entry in by_destination
+                    .range((destination.as_str(), 0)..=(destination.as_str(), u64::MAX))
+                    .map_err(storage_error)?
+                {
+                    let (entry_key, _) = entry.map_err(storage_error)?;
+                    let job_id = entry_key.value().1;
+                    if let Some(bytes) = outbox.get(job_id).map_err(storage_error)? {
+                        let job: OutboxJob = decode("outbox", bytes.value())?;
+                        if job.seq == stored.seq && job.kind == JobKind::Alert {
+                            waiting = Some(job_id);
+                            break;
+                        }
+                    }
+                }
+                if let Some(job_id) = waiting {
+                    outbox.remove(job_id).map_err(storage_error)?;
+                    by_destination.remove((destination.as_str(), job_id)).map_err(storage_error)?;
+                    continue;
+                }
+                let mut buried = None;
+                for entry in dead.iter().map_err(storage_error)? {
+                    let (entry_key, value) = entry.map_err(storage_error)?;
+                    let letter: DeadLetter = decode("dead_letters", value.value())?;
+                    if letter.job.seq == stored.seq
+                        && letter.job.kind == JobKind::Alert
+                        && letter.job.destination == route.destination
+                    {
+                        buried = Some(entry_key.value());
+                        break;
+                    }
+                }
+                if let Some(job_id) = buried {
+                    dead.remove(job_id).map_err(storage_error)?;
+                    continue;
+                }
+                let job = OutboxJob {
+                    id: next_outbox_id,
+                    kind: JobKind::Retraction,
+                    seq: stored.seq,
+                    destination: route.destination.clone(),
+                    user: route.user.clone(),
+                    wallet: stored.event.wallet.clone(),
+                    signature: stored.event.signature.clone(),
+                    attempts: 0,
+                    next_attempt_at: now,
+                    created_at: now,
+                    last_error: None,
+                };
+                outbox.insert(job.id, encode(&job)?.as_slice()).map_err(storage_error)?;
+                by_destination.insert((destination.as_str(), job.id), ()).map_err(storage_error)?;
+                next_outbox_id += 1;
+            }
+            retracted.push(stored);
+        }
+        meta.insert(META_NEXT_OUTBOX_ID, next_outbox_id.to_le_bytes().as_slice()).map_err(storage_error)?;
+    }
+    write.commit().map_err(commit_error)?;
+    Ok(retracted)
+}
 
 pub(crate) fn outbox_heads(database: &Database, limit: usize) -> Result<Vec<OutboxJob>, StoreError> {
     let read = database.begin_read().map_err(transaction_error)?;

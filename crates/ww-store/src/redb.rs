@@ -19,8 +19,8 @@ use redb::{Database, ReadableDatabase as _, ReadableTable as _};
 use ww_core::alert::{DestinationId, Subscription};
 use ww_core::balance::{BalanceChange, BalanceRecord};
 use ww_core::store::{
-    ApiToken, CursorMove, DeadLetter, EventQuery, JobSelection, KnownTransaction, NewEvent, OutboxJob, RecordOutcome,
-    RuntimeStats, Store, StoreError, TokenSelection, TrackRequest, UnresolvedTransaction,
+    ApiToken, CursorMove, DeadLetter, EventQuery, JobKind, JobSelection, KnownTransaction, NewEvent, OutboxJob,
+    RecordOutcome, Retraction, RuntimeStats, Store, StoreError, TokenSelection, TrackRequest, UnresolvedTransaction,
 };
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{LastTransaction, SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
@@ -367,12 +367,13 @@ impl Store for RedbStore {
                 next_seq += 1;
                 event_keys.insert(key, seq.0).map_err(storage_error)?;
                 unresolved.remove(key).map_err(storage_error)?;
-                let stored = StoredEvent { seq, event: event.clone() };
+                let stored = StoredEvent::new(seq, event.clone());
                 stored_events.insert(seq.0, encode(&stored)?.as_slice()).map_err(storage_error)?;
                 wallet_events.insert((wallet_key.as_str(), seq.0), ()).map_err(storage_error)?;
                 for route in &new_event.routes {
                     let job = OutboxJob {
                         id: next_outbox_id,
+                        kind: JobKind::Alert,
                         seq,
                         destination: route.destination.clone(),
                         user: route.user.clone(),
@@ -409,6 +410,10 @@ impl Store for RedbStore {
         }
         write.commit().map_err(commit_error)?;
         Ok(outcomes)
+    }
+
+    fn retract_events(&self, retractions: &[Retraction], now: UnixMillis) -> Result<Vec<StoredEvent>, StoreError> {
+        crate::outbox::retract_events(&self.database, retractions, now)
     }
 
     fn is_seen(&self, wallet: &WalletId, signature: &Signature) -> Result<bool, StoreError> {

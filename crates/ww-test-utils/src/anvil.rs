@@ -125,7 +125,14 @@ impl Anvil {
     /// Sends a transaction from an unlocked (or impersonated) account;
     /// returns its hash once it is mined. `gas` forces a limit (a call that
     /// would revert is sent anyway, and mined as failed).
-    pub async fn send(&self, from: Address, to: Option<Address>, value: U256, data: Bytes, gas: Option<u64>) -> Result<B256> {
+    pub async fn send(
+        &self,
+        from: Address,
+        to: Option<Address>,
+        value: U256,
+        data: Bytes,
+        gas: Option<u64>,
+    ) -> Result<B256> {
         let mut transaction = json!({"from": from, "value": value, "data": data});
         if let Some(to) = to {
             transaction["to"] = json!(to);

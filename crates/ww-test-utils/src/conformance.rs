@@ -45,6 +45,7 @@ macro_rules! store_conformance_tests {
             a_bulk_import_applies_every_row_or_none,
             a_priority_is_kept_until_a_request_sets_another,
             the_wallets_version_moves_with_the_wallet_set_only,
+            a_retracted_event_stays_stored_releases_its_key_and_is_retracted_where_its_alert_went,
         );
     };
     (@each $open:expr; $($check:ident),* $(,)?) => {
@@ -614,4 +615,73 @@ pub fn the_wallets_version_moves_with_the_wallet_set_only(store: &dyn Store) {
     assert_eq!(version(store), raised, "untracking what is not tracked does not");
     store.untrack_wallet(&sol(&address(1)), "alice").expect("untrack");
     assert_ne!(version(store), raised, "untracking moves it");
+}
+
+/// Checked by [`crate::store_conformance_tests`].
+pub fn a_retracted_event_stays_stored_releases_its_key_and_is_retracted_where_its_alert_went(store: &dyn Store) {
+    use ww_core::store::{JobKind, Retraction, Route};
+    let wallet = address(1);
+    track(store, &wallet, "alice");
+    let route = |destination: &str| Route { destination: destination.parse().expect("valid"), user: "alice".into() };
+    let routes = vec![route("webhook:sent"), route("telegram:5"), route("webhook:dead")];
+    let outcomes = store
+        .record_events(
+            &[
+                NewEvent { event: event(&wallet, 1, 1), routes: routes.clone(), allows_before_tracking: false },
+                NewEvent { event: event(&wallet, 2, 2), routes: routes.clone(), allows_before_tracking: false },
+            ],
+            &[],
+        )
+        .expect("record");
+    let [RecordOutcome::Inserted(first), RecordOutcome::Inserted(second)] = outcomes[..] else {
+        panic!("{outcomes:?}")
+    };
+    // The first event's alert went out to webhook:sent, is still waiting for
+    // telegram:5 and died at webhook:dead.
+    let jobs = store.outbox_jobs(10).expect("jobs");
+    let job = |destination: &str| {
+        jobs.iter().find(|job| job.seq == first && job.destination.to_string() == destination).expect("job").id
+    };
+    store.outbox_complete(job("webhook:sent")).expect("complete");
+    store.outbox_bury(job("webhook:dead"), 1, "400", UnixMillis(5)).expect("bury");
+    let retracted =
+        store.retract_events(&[Retraction { seq: first, routes: routes.clone() }], UnixMillis(20)).expect("retract");
+    assert_eq!(retracted.len(), 1);
+    assert_eq!((retracted[0].seq, retracted[0].retracted_at), (first, Some(UnixMillis(20))));
+    // Kept, marked; the other event untouched.
+    let stored = store.event(first).expect("event").expect("still stored");
+    assert_eq!(stored.retracted_at, Some(UnixMillis(20)));
+    assert!(!store.event(second).expect("event").expect("stored").is_retracted());
+    // Only where the alert went out does a retraction go; the alert that never
+    // went out is dropped, the dead one too.
+    let first_jobs: Vec<(String, JobKind)> = store
+        .outbox_jobs(10)
+        .expect("jobs")
+        .into_iter()
+        .filter(|job| job.seq == first)
+        .map(|job| (job.destination.to_string(), job.kind))
+        .collect();
+    assert_eq!(first_jobs, vec![("webhook:sent".to_string(), JobKind::Retraction)]);
+    assert_eq!(store.dead_letter_count().expect("dead"), 0);
+    // Retracting again does nothing.
+    assert!(store.retract_events(&[Retraction { seq: first, routes }], UnixMillis(30)).expect("again").is_empty());
+    assert_eq!(store.outbox_jobs(10).expect("jobs").iter().filter(|job| job.seq == first).count(), 1);
+    // The key is released: a later block holding the transaction records it anew.
+    assert!(!store.is_seen(&sol(&wallet), &signature(1)).expect("seen"));
+    let again = store
+        .record_events(
+            &[NewEvent { event: event(&wallet, 1, 9), routes: Vec::new(), allows_before_tracking: false }],
+            &[],
+        )
+        .expect("record again");
+    assert!(matches!(again[0], RecordOutcome::Inserted(seq) if seq > second), "{again:?}");
+    assert_eq!(
+        store
+            .record_events(
+                &[NewEvent { event: event(&wallet, 2, 2), routes: Vec::new(), allows_before_tracking: false }],
+                &[]
+            )
+            .expect("dup")[0],
+        RecordOutcome::Duplicate
+    );
 }

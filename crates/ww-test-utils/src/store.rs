@@ -11,7 +11,7 @@ use ww_core::alert::{DestinationId, Subscription};
 use ww_core::balance::{BalanceChange, BalanceRecord};
 use ww_core::store::{
     ApiToken, CursorMove, DeadLetter, EventQuery, JobSelection, KnownTransaction, NewEvent, OutboxJob, RecordOutcome,
-    RuntimeStats, Store, StoreError, TrackRequest, UnresolvedTransaction,
+    Retraction, RuntimeStats, Store, StoreError, TrackRequest, UnresolvedTransaction,
 };
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
@@ -125,6 +125,9 @@ impl Store for FlakyStore {
     }
     fn is_seen(&self, wallet: &WalletId, signature: &Signature) -> Result<bool, StoreError> {
         self.inner.is_seen(wallet, signature)
+    }
+    fn retract_events(&self, retractions: &[Retraction], now: UnixMillis) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.retract_events(retractions, now)
     }
     fn known_transactions(
         &self,
