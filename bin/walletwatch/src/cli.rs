@@ -117,6 +117,9 @@ pub(crate) enum Command {
         /// Only this wallet's events.
         #[arg(long, value_name = "ADDRESS")]
         wallet: Option<String>,
+        /// The chain of a 0x --wallet (ethereum, polygon, evm-local).
+        #[arg(long, requires = "wallet")]
+        chain: Option<ww_core::Chain>,
         /// How many of the newest events to show.
         #[arg(long, default_value_t = 20)]
         limit: usize,
@@ -149,6 +152,9 @@ pub(crate) enum Command {
     Balances {
         /// Only this wallet, with its balance history.
         address: Option<String>,
+        /// The chain of a 0x address (ethereum, polygon, evm-local).
+        #[arg(long, requires = "address")]
+        chain: Option<ww_core::Chain>,
         /// JSON instead of text.
         #[arg(long)]
         json: bool,

@@ -212,9 +212,11 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
             }
             Ok(())
         }
-        Command::Events { wallet, limit, json, follow } => print_events(&config, wallet, limit, json, follow).await,
+        Command::Events { wallet, chain, limit, json, follow } => {
+            print_events(&config, wallet, chain, limit, json, follow).await
+        }
         Command::Backfill { address, since, until, .. } => run_backfill(&config, &address, since, until).await,
-        Command::Balances { address, json } => print_balances(&config, address.as_deref(), json),
+        Command::Balances { address, chain, json } => print_balances(&config, address.as_deref(), chain, json),
         Command::Stats { json } => print_stats(&config, json),
         Command::Token(TokenCommand::Create { user, admin, expires_in }) => {
             create_token(&config, &user, admin, expires_in.as_deref())
@@ -307,12 +309,13 @@ async fn run(config: Config) -> CommandResult {
         discord_can_post: config.discord.bot_token.is_some(),
         limits: ww_app::chat::ChatLimits::from_config(&config.chat),
     };
-    let source = solana_source(&config, None)?;
+    let mut sources = vec![solana_source(&config, None)?];
+    sources.extend(evm_sources(&config).await?);
     let api_state = ww_server::ApiState::new(Arc::clone(&store) as Arc<dyn Store>, health.clone())
         .with_fanout(broker.clone(), ws_config, &config.server_id)
         .with_http_limits(http_limits)
         .with_chat(chat)
-        .with_source(Arc::clone(&source));
+        .with_sources(ww_app::wallets::Sources::new(sources.iter().cloned()));
     let api = tokio::spawn(ww_server::serve(listener, api_state, api_shutdown.clone()));
     let metrics_server = {
         let upkeep = metrics.clone();
@@ -330,8 +333,6 @@ async fn run(config: Config) -> CommandResult {
         let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || metrics.render());
         tokio::spawn(ww_server::serve_metrics(metrics_listener, render, api_shutdown.clone()))
     };
-    let mut sources = vec![source];
-    sources.extend(evm_sources(&config).await?);
     let outcome = daemon::run(config, store, health, broker, sources, shutdown).await;
     api_shutdown.cancel();
     match api.await {
@@ -589,13 +590,16 @@ fn print_stats(config: &Config, json: bool) -> CommandResult {
 /// History entries shown per account by `balances <ADDRESS>`.
 const BALANCE_HISTORY_SHOWN: usize = 20;
 
-fn print_balances(config: &Config, address: Option<&str>, json: bool) -> CommandResult {
-    // Solana wallets only until another chain is tracked.
-    let wallet = address
-        .map(WalletAddress::parse)
-        .transpose()
-        .map_err(|error| Failure::Usage(error.into()))?
-        .map(WalletId::solana);
+/// The wallet a command names: its address, on `chain` (Solana for a
+/// base58 address; a `0x` address needs its chain).
+fn wallet_arg(address: &str, chain: Option<ww_core::Chain>) -> Result<WalletId, Failure> {
+    let chain = wallets::chain_of(address, chain).map_err(|error| Failure::Usage(error.into()))?;
+    let address = WalletAddress::parse_for(chain, address.trim()).map_err(|error| Failure::Usage(error.into()))?;
+    Ok(WalletId::new(chain, address))
+}
+
+fn print_balances(config: &Config, address: Option<&str>, chain: Option<ww_core::Chain>, json: bool) -> CommandResult {
+    let wallet = address.map(|address| wallet_arg(address, chain)).transpose()?;
     let store = open_store(config)?;
     let current = store.balances(wallet.as_ref())?;
     let mut history = Vec::new();
@@ -628,6 +632,7 @@ fn print_balances(config: &Config, address: Option<&str>, json: bool) -> Command
 async fn print_events(
     config: &Config,
     wallet: Option<String>,
+    chain: Option<ww_core::Chain>,
     limit: usize,
     json: bool,
     follow: bool,
@@ -635,11 +640,7 @@ async fn print_events(
     if limit == 0 || limit > MAX_EVENTS_LIMIT {
         return Err(Failure::Usage(anyhow!("--limit must be between 1 and {MAX_EVENTS_LIMIT}")));
     }
-    let wallet = wallet
-        .map(|text| WalletAddress::parse(&text))
-        .transpose()
-        .map_err(|error| Failure::Usage(error.into()))?
-        .map(WalletId::solana);
+    let wallet = wallet.map(|text| wallet_arg(&text, chain)).transpose()?;
     let store = open_store(config)?;
     let shutdown = if follow { Some(crate::signals::install().map_err(Failure::Runtime)?) } else { None };
     let mut query = EventQuery { wallet, after: None, limit };

@@ -182,8 +182,12 @@ fn stored_events_with_state(data_dir: &Path) -> Vec<(ActivityEvent, bool)> {
 
 /// What the signed webhook `hook` received: (type, transaction) in order.
 fn webhook_messages(server: &ContractServer) -> Vec<(String, String)> {
+    webhook_messages_of(server, "webhook:hook")
+}
+
+fn webhook_messages_of(server: &ContractServer, target: &str) -> Vec<(String, String)> {
     server
-        .received_by("webhook:hook")
+        .received_by(target)
         .into_iter()
         .map(|received| {
             (
@@ -202,9 +206,14 @@ async fn a_three_block_reorganisation_retracts_the_orphaned_event_and_records_th
     let data_dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(data_dir.path(), &anvil.rpc_url, &anvil.ws_url);
     let mut text = std::fs::read_to_string(&config).expect("config");
+    // `hook` gets alerts at once; `settled` once the block is 4 deep.
     text.push_str(&format!(
-        "[alerts]\nretry_initial_secs = 1\nretry_max_secs = 2\n\n[destinations.hook]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{WEBHOOK_SECRET}\"\nmessages_per_second = 50\n\n[users.local]\ndestinations = [\"webhook:hook\"]\n",
-        server.webhook_url("hook", WEBHOOK_SECRET)
+        "confirmations = 4\n\n[alerts]\nretry_initial_secs = 1\nretry_max_secs = 2\n\n\
+         [destinations.hook]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{WEBHOOK_SECRET}\"\nmessages_per_second = 50\n\n\
+         [destinations.settled]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{WEBHOOK_SECRET}\"\nmessages_per_second = 50\n\
+         delivery = \"final\"\n\n[users.local]\ndestinations = [\"webhook:hook\", \"webhook:settled\"]\n",
+        server.webhook_url("hook", WEBHOOK_SECRET),
+        server.webhook_url("settled", WEBHOOK_SECRET),
     ));
     std::fs::write(&config, text).expect("config");
     let (wallet, stranger) = (fresh_evm_address(), fresh_evm_address());
@@ -252,7 +261,137 @@ async fn a_three_block_reorganisation_retracts_the_orphaned_event_and_records_th
             .find_map(|line| line.strip_prefix(&format!("{name}{{chain=\"evm-local\"}} ")).map(str::to_string))
             .unwrap_or_default()
     };
+    // The final destination got the standing transfer once it was 4 blocks
+    // deep, nothing of the orphaned one, and the replacement once it is.
+    let settled_alert = |hash: B256| ("wallet_activity".to_string(), format!("{hash}"));
+    wait_until("the standing transfer, final", data_dir.path(), || {
+        webhook_messages_of(&server, "webhook:settled").contains(&settled_alert(standing))
+    });
+    assert_eq!(webhook_messages_of(&server, "webhook:settled"), vec![settled_alert(standing)]);
+    for _ in 0..3 {
+        anvil.transfer(DEV_ACCOUNT, stranger, U256::from(1u64)).await.expect("a block on top");
+    }
+    wait_until("the replacement, final", data_dir.path(), || {
+        webhook_messages_of(&server, "webhook:settled").contains(&settled_alert(replacement))
+    });
+    assert_eq!(
+        webhook_messages_of(&server, "webhook:settled"),
+        vec![settled_alert(standing), settled_alert(replacement)],
+        "the orphaned transfer never reached the final destination"
+    );
     assert_eq!(value("ww_evm_reorgs_total"), "1", "{metrics}");
     assert_eq!(value("ww_evm_events_retracted_total"), "1", "{metrics}");
     assert!(daemon.log_text().contains("chain reorganised"), "{}", daemon.log_text());
+}
+
+fn http() -> reqwest::Client {
+    ww_http::client_builder().expect("tls").timeout(std::time::Duration::from_secs(30)).build().expect("client")
+}
+
+const TELEGRAM_TOKEN: &str = "1:evm-telegram-token";
+const TELEGRAM_CHAT: i64 = 5151;
+const TELEGRAM_USER: i64 = 77;
+
+/// Telegram replies in the chat that contain `needle`.
+fn telegram_texts(server: &ContractServer) -> Vec<String> {
+    server
+        .received_by(&format!("telegram:{TELEGRAM_CHAT}"))
+        .into_iter()
+        .filter_map(|received| received.body["text"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evm_wallets_are_tracked_from_telegram_and_the_api_and_shown_with_their_chain() {
+    let anvil = Anvil::start(None).await.expect("anvil");
+    let server = ContractServer::start("bot", TELEGRAM_TOKEN).await.expect("contract server");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(data_dir.path(), &anvil.rpc_url, &anvil.ws_url);
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "[telegram]\napi_base_url = \"{}\"\nbot_token = \"{TELEGRAM_TOKEN}\"\npoll_timeout_secs = 1\nchat_messages_per_second = 20\n",
+        server.telegram_api()
+    ));
+    std::fs::write(&config, text).expect("config");
+    let daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
+    let api = daemon.api_url();
+    let (by_chat, by_api) = (fresh_evm_address(), fresh_evm_address());
+
+    // Telegram: a 0x address needs its chain, and the chain must be watched.
+    server.push_telegram_message(TELEGRAM_CHAT, TELEGRAM_USER, &format!("/track {by_chat}"));
+    server.push_telegram_message(TELEGRAM_CHAT, TELEGRAM_USER, &format!("/track {by_chat} polygon"));
+    server.push_telegram_message(TELEGRAM_CHAT, TELEGRAM_USER, &format!("/track {by_chat} evm-local my hot wallet"));
+    wait_until("three Telegram replies", data_dir.path(), || telegram_texts(&server).len() >= 3);
+    let replies = telegram_texts(&server);
+    assert!(replies[0].contains("name its chain"), "{replies:?}");
+    assert!(replies[1].contains("polygon is not watched here"), "{replies:?}");
+    assert!(replies[2].contains("Tracking wallet"), "{replies:?}");
+
+    // The API: the same rules, then the wallet.
+    let token = String::from_utf8(
+        walletwatch(data_dir.path())
+            .args(["--config", &config, "token", "create", "--user", "ops", "--admin"])
+            .output()
+            .expect("token")
+            .stdout,
+    )
+    .expect("utf-8");
+    let track = |body: serde_json::Value| {
+        http().post(format!("{api}/api/wallets")).bearer_auth(token.trim()).json(&body).send()
+    };
+    let refused = track(serde_json::json!({"address": by_api.to_string()})).await.expect("api");
+    assert_eq!(refused.status().as_u16(), 400);
+    let refused = track(serde_json::json!({"address": by_api.to_string(), "chain": "ethereum"})).await.expect("api");
+    assert_eq!(refused.status().as_u16(), 400);
+    let created = track(serde_json::json!({"address": by_api.to_string(), "chain": "evm-local", "label": "treasury"}))
+        .await
+        .expect("api");
+    assert_eq!(created.status().as_u16(), 201);
+    let created: serde_json::Value = created.json().await.expect("json");
+    assert_eq!(created["wallet"]["chain"], "evm-local", "{created}");
+    wait_until("both wallets Active", data_dir.path(), || {
+        evm_statuses(data_dir.path()) == vec![("evm-local".to_string(), "\"Active\"".to_string()); 2]
+    });
+
+    let to_chat = anvil.transfer(DEV_ACCOUNT, by_chat, U256::from(ETH / 2)).await.expect("transfer");
+    let to_api = anvil.transfer(DEV_ACCOUNT, by_api, U256::from(ETH * 2)).await.expect("transfer");
+    // The chat gets the alert with the chain's coin.
+    wait_until("the Telegram alert", data_dir.path(), || {
+        telegram_texts(&server).iter().any(|text| text.contains("received 0.5 ETH"))
+    });
+    wait_until("the API wallet's event", data_dir.path(), || !events_of(data_dir.path(), to_api).is_empty());
+    let activity: serde_json::Value = http()
+        .get(format!("{api}/api/wallets/{by_api}/activity?chain=evm-local"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .expect("activity")
+        .json()
+        .await
+        .expect("json");
+    let events = activity["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1, "{activity}");
+    assert_eq!(events[0]["signature"], format!("{to_api}"));
+    assert_eq!(events[0]["native_delta"], (2 * ETH).to_string());
+    assert!(!events_of(data_dir.path(), to_chat).is_empty());
+
+    // The CLI shows the chain.
+    let output = walletwatch(data_dir.path())
+        .args(["events", "--wallet", &by_api.to_string(), "--chain", "evm-local"])
+        .output()
+        .expect("events");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && text.contains("evm-local block") && text.contains("+2.000000000000000000 ETH"),
+        "{output:?}"
+    );
+    let output =
+        walletwatch(data_dir.path()).args(["events", "--wallet", &by_api.to_string()]).output().expect("events");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("name its chain"), "{output:?}");
+    // Untracked from the chat, the wallet is gone.
+    server.push_telegram_message(TELEGRAM_CHAT, TELEGRAM_USER, &format!("/untrack {by_chat} evm-local"));
+    wait_until("the untrack reply", data_dir.path(), || {
+        telegram_texts(&server).iter().any(|text| text.contains("Stopped tracking"))
+    });
+    assert_eq!(evm_statuses(data_dir.path()).len(), 1);
 }

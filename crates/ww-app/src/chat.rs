@@ -1,5 +1,7 @@
-//! Chat commands, shared by Discord and Telegram: `/track <address> [label]`,
-//! `/untrack <address>`, `/list`, `/help`.
+//! Chat commands, shared by Discord and Telegram: `/track <address> [chain]
+//! [label]`, `/untrack <address> [chain]`, `/list`, `/help`. A chain is
+//! named for a `0x` address (`ethereum`, `polygon`, `evm-local`: one this
+//! walletwatch watches); a base58 address is a Solana wallet.
 //!
 //! A chat user is `discord:<user id>` or `telegram:<user id>`; `/track`
 //! sends that wallet's alerts to the chat it ran in. Replies follow the
@@ -24,6 +26,8 @@ pub enum ChatCommand {
     Track {
         /// The address as typed.
         address: String,
+        /// The chain named (required for a `0x` address).
+        chain: Option<ww_core::Chain>,
         /// An optional label.
         label: Option<String>,
     },
@@ -31,6 +35,8 @@ pub enum ChatCommand {
     Untrack {
         /// The address as typed.
         address: String,
+        /// The chain named (required for a `0x` address).
+        chain: Option<ww_core::Chain>,
     },
     /// List this user's wallets.
     List,
@@ -105,8 +111,9 @@ const MAX_RATE_LIMITED_CHATS: usize = 10_000;
 
 /// The `/help` text.
 pub const HELP: &str = "walletwatch commands:\n\
-/track <address> [label] — alerts for a wallet's activity in this chat\n\
-/untrack <address> — stop those alerts\n\
+/track <address> [chain] [label] — alerts for a wallet's activity in this chat \
+(a 0x address needs its chain: ethereum, polygon)\n\
+/untrack <address> [chain] — stop those alerts\n\
 /list — the wallets you track and their status\n\
 /help — this message";
 
@@ -119,17 +126,24 @@ pub fn parse_text_command(text: &str) -> Option<Result<ChatCommand, String>> {
     let head = parts.next()?;
     let name = head.split('@').next().unwrap_or(head).to_ascii_lowercase();
     let arguments: Vec<&str> = parts.collect();
+    // A chain right after the address; anything else there starts the label.
+    let chain_at = |index: usize| arguments.get(index).and_then(|word| word.parse::<ww_core::Chain>().ok());
     Some(match name.as_str() {
         "track" => match arguments.split_first() {
-            Some((address, label)) => Ok(ChatCommand::Track {
-                address: (*address).to_string(),
-                label: (!label.is_empty()).then(|| label.join(" ")),
-            }),
-            None => Err("Usage: /track <address> [label]".to_string()),
+            Some((address, rest)) => {
+                let chain = chain_at(1);
+                let label = if chain.is_some() { &rest[1..] } else { rest };
+                Ok(ChatCommand::Track {
+                    address: (*address).to_string(),
+                    chain,
+                    label: (!label.is_empty()).then(|| label.join(" ")),
+                })
+            }
+            None => Err("Usage: /track <address> [chain] [label]".to_string()),
         },
         "untrack" => match arguments.first() {
-            Some(address) => Ok(ChatCommand::Untrack { address: (*address).to_string() }),
-            None => Err("Usage: /untrack <address>".to_string()),
+            Some(address) => Ok(ChatCommand::Untrack { address: (*address).to_string(), chain: chain_at(1) }),
+            None => Err("Usage: /untrack <address> [chain]".to_string()),
         },
         "list" => Ok(ChatCommand::List),
         "help" | "start" => Ok(ChatCommand::Help),
@@ -138,10 +152,11 @@ pub fn parse_text_command(text: &str) -> Option<Result<ChatCommand, String>> {
 }
 
 /// Runs a command (blocking store calls; run it off the async workers).
-/// `start_slot` is the chain's current slot for a `/track` (see
-/// [`wallets::current_slot`]).
+/// `start_slot` is the chain's current height for a `/track` (see
+/// [`wallets::current_slot`]); `sources` are the chains watched.
 pub fn execute(
     store: &dyn Store,
+    sources: &wallets::Sources,
     limits: &ChatLimits,
     context: &ChatContext,
     command: &ChatCommand,
@@ -149,22 +164,20 @@ pub fn execute(
     now: UnixMillis,
 ) -> ChatReply {
     let result = match command {
-        ChatCommand::Track { address, label } => {
+        ChatCommand::Track { address, chain, label } => sources.resolve(address, *chain).and_then(|chain| {
             let options = TrackOptions {
                 filter: None,
                 destination: Some(context.destination.clone()),
                 start_slot,
                 chat_quota: Some(limits.max_wallets_per_user),
                 priority: None,
-                // Chat tracks Solana wallets: its start slot comes from the Solana source.
-                chain: Some(ww_core::Chain::Solana),
+                chain: Some(chain),
             };
             wallets::track_with(store, address, label.as_deref(), &context.user, options, now)
                 .map(|(address, _)| wallets::tracking_message(&address))
-        }
-        ChatCommand::Untrack { address } => {
-            wallets::untrack(store, address, &context.user).map(|(address, _)| wallets::untracking_message(&address))
-        }
+        }),
+        ChatCommand::Untrack { address, chain } => wallets::untrack_on(store, *chain, address, &context.user)
+            .map(|(address, _)| wallets::untracking_message(&address)),
         ChatCommand::List => wallets::user_wallets(store, &context.user).map(|list| wallets::render_user_list(&list)),
         ChatCommand::Help => Ok(HELP.to_string()),
     };
@@ -181,11 +194,11 @@ pub fn execute(
 }
 
 /// Runs a command on the blocking pool, within the chat's command
-/// allowance; a `/track` first asks `source` (when given) for the chain's
-/// current slot, where the wallet's history starts.
+/// allowance; a `/track` first asks the chain's source (when watched) for
+/// its current height, where the wallet's history starts.
 pub async fn execute_async(
     store: Arc<dyn Store>,
-    source: Option<&dyn ww_core::source::Source>,
+    sources: &wallets::Sources,
     limits: &ChatLimits,
     context: ChatContext,
     command: ChatCommand,
@@ -199,12 +212,18 @@ pub async fn execute_async(
     }
     let limits = limits.clone();
     let start_slot = match &command {
-        ChatCommand::Track { .. } => wallets::current_slot_or_log(source).await,
+        ChatCommand::Track { address, chain, .. } => match sources.resolve(address, *chain) {
+            Ok(chain) => sources.height_or_log(chain).await,
+            Err(_) => None,
+        },
         _ => None,
     };
     let now = ww_core::time::now();
-    match tokio::task::spawn_blocking(move || execute(store.as_ref(), &limits, &context, &command, start_slot, now))
-        .await
+    let sources = sources.clone();
+    match tokio::task::spawn_blocking(move || {
+        execute(store.as_ref(), &sources, &limits, &context, &command, start_slot, now)
+    })
+    .await
     {
         Ok(reply) => reply,
         Err(error) => {
@@ -232,13 +251,44 @@ mod tests {
             parse_text_command("/track@walletwatch_bot 5FHwkrdxntdK24hgQU8qgBjn35Y1zwhz1GZwCkP2UJnM big whale"),
             Some(Ok(ChatCommand::Track {
                 address: "5FHwkrdxntdK24hgQU8qgBjn35Y1zwhz1GZwCkP2UJnM".into(),
+                chain: None,
                 label: Some("big whale".into())
             }))
+        );
+        let evm = "0x52908400098527886E0F7030069857D2E4169EE7";
+        assert_eq!(
+            parse_text_command(&format!("/track {evm} polygon treasury")),
+            Some(Ok(ChatCommand::Track {
+                address: evm.into(),
+                chain: Some(ww_core::Chain::Polygon),
+                label: Some("treasury".into())
+            }))
+        );
+        assert_eq!(
+            parse_text_command(&format!("/untrack {evm} ethereum")),
+            Some(Ok(ChatCommand::Untrack { address: evm.into(), chain: Some(ww_core::Chain::Ethereum) }))
         );
         assert_eq!(parse_text_command("/LIST"), Some(Ok(ChatCommand::List)));
         assert_eq!(parse_text_command("/start"), Some(Ok(ChatCommand::Help)));
         assert!(matches!(parse_text_command("/track"), Some(Err(_))));
         assert!(matches!(parse_text_command("/frobnicate"), Some(Err(_))));
         assert_eq!(parse_text_command("hello"), None);
+    }
+
+    #[test]
+    fn a_chain_must_be_watched_and_a_0x_address_must_name_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ww_store::RedbStore::open_in_dir(dir.path()).expect("store");
+        let limits = ChatLimits::default();
+        let context = ChatContext { user: "telegram:1".into(), destination: DestinationId::TelegramChat(1) };
+        let evm = "0x52908400098527886E0F7030069857D2E4169EE7";
+        let run = |command: ChatCommand| {
+            execute(&store, &wallets::Sources::default(), &limits, &context, &command, None, UnixMillis(1))
+        };
+        let reply = run(ChatCommand::Track { address: evm.into(), chain: None, label: None });
+        assert!(!reply.ok && reply.text.contains("name its chain"), "{reply:?}");
+        let reply = run(ChatCommand::Track { address: evm.into(), chain: Some(ww_core::Chain::Polygon), label: None });
+        assert!(!reply.ok && reply.text.contains("polygon is not watched here"), "{reply:?}");
+        assert!(store.wallets().expect("wallets").is_empty());
     }
 }

@@ -72,14 +72,15 @@ pub async fn run(
             prices,
             Arc::new(config.clone()),
             wake,
-        );
+        )
+        .with_health(health.clone());
         tracker.spawn(workers.run(shutdown.child_token()));
         tracker.spawn(crate::delivery::export_outbox_gauges(Arc::clone(&store), shutdown.child_token()));
     }
     if sinks.telegram().is_configured() && config.telegram.mode == ww_config::alerts::TelegramMode::Polling {
         tracker.spawn(crate::telegram_bot::run_polling(
             Arc::clone(&store),
-            sources.iter().find(|source| source.chain() == ww_core::Chain::Solana).cloned(),
+            crate::wallets::Sources::new(sources.iter().cloned()),
             crate::chat::ChatLimits::from_config(&config.chat),
             sinks.telegram().clone(),
             shutdown.child_token(),

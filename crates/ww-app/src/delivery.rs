@@ -81,6 +81,8 @@ pub struct DeliveryWorkers {
     explorers: HashMap<ww_core::Chain, Explorer>,
     config: Arc<Config>,
     wake: Arc<Notify>,
+    /// The chains' scanned heads, for `delivery = "final"` destinations.
+    health: ww_core::status::Health,
 }
 
 impl std::fmt::Debug for DeliveryWorkers {
@@ -212,7 +214,34 @@ impl DeliveryWorkers {
                 Explorer { tx_url: evm.explorer_tx_url.clone(), account_url: evm.explorer_address_url.clone() },
             );
         }
-        Self { store, sinks, prices, explorers, config, wake }
+        Self { store, sinks, prices, explorers, config, wake, health: ww_core::status::Health::default() }
+    }
+
+    /// Sets the health the sources keep current: a `delivery = "final"`
+    /// destination's EVM alerts wait until the chain's scanned head is
+    /// `confirmations` past their block (without it, they wait for good).
+    #[must_use]
+    pub fn with_health(mut self, health: ww_core::status::Health) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// For an alert to a `delivery = "final"` destination of an EVM event
+    /// whose block is not deep enough yet: (its depth, the depth needed).
+    fn unconfirmed(&self, job: &OutboxJob, event: &ww_core::ActivityEvent) -> Option<(u64, u64)> {
+        let name = match &job.destination {
+            DestinationId::DiscordWebhook(name) | DestinationId::Webhook(name) => name,
+            DestinationId::DiscordChannel(_) | DestinationId::TelegramChat(_) => return None,
+        };
+        if job.kind != JobKind::Alert
+            || self.config.destinations.get(name)?.delivery != ww_config::alerts::DeliveryMode::Final
+        {
+            return None;
+        }
+        let needed = self.config.evm.get(&event.chain)?.confirmations;
+        let scanned = self.health.snapshot().evm.get(&event.chain).and_then(|health| health.scanned);
+        let depth = scanned.filter(|scanned| *scanned >= event.slot.0).map_or(0, |scanned| scanned - event.slot.0 + 1);
+        (depth < needed).then_some((depth, needed))
     }
 
     /// Delivers until `shutdown` is cancelled; lanes finish their current send.
@@ -406,6 +435,23 @@ impl DeliveryWorkers {
                     debug!(job = job.id, destination = %job.destination, signature = %job.signature,
                         "transaction dropped by a chain reorganisation before its alert went out; not sent");
                     return Ok(None);
+                }
+                if let Some((depth, needed)) = self.unconfirmed(job, &event.event) {
+                    // Not an attempt: the lane waits for the chain, in order.
+                    let wait = Duration::from_secs((needed - depth).clamp(1, 60));
+                    let next = UnixMillis(ww_core::time::now().0 + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+                    let reason = format!("waiting for block {} to be {needed} deep (it is {depth})", event.event.slot);
+                    let (store, job_id, attempts) = (Arc::clone(&self.store), job.id, job.attempts);
+                    let recorded =
+                        tokio::task::spawn_blocking(move || store.outbox_reschedule(job_id, attempts, next, &reason))
+                            .await;
+                    if !matches!(recorded, Ok(Ok(()))) {
+                        warn!(job = job.id, "recording a held alert failed; it is looked at again sooner");
+                    }
+                    metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "held").increment(1);
+                    debug!(job = job.id, destination = %job.destination, signature = %job.signature, depth, needed,
+                        "alert held until its block is final");
+                    return Err((Some(wait), false));
                 }
                 let prices = self.prices.prices_of([&event.event]).await;
                 if let Some(filter) = filter.filter(|filter| filter.min_usd.is_some() && job.kind == JobKind::Alert) {

@@ -33,21 +33,33 @@ pub fn render_event_line(stored: &StoredEvent) -> String {
         Some(seconds) => humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds)).to_string(),
         None => "-".to_string(),
     };
+    // Solana counts slots; other chains blocks, and their events name the chain.
+    let position = if event.chain == ww_core::Chain::Solana {
+        format!("slot {}", event.slot)
+    } else {
+        format!("{} block {}", event.chain, event.slot)
+    };
     let mut line = format!(
-        "#{} slot {} {} {} {} {}",
+        "#{} {position} {} {} {} {}",
         stored.seq,
-        event.slot,
         time,
         event.wallet.short(),
         format_token_amount(event.native_delta, event.chain.native_decimals()),
         event.chain.native_symbol()
     );
     for token in &event.token_deltas {
-        line.push_str(&format!(" {} {}", format_token_amount(token.delta, token.decimals), token.mint.short()));
+        let name = token.symbol.clone().unwrap_or_else(|| token.mint.short());
+        match &token.token_id {
+            Some(id) => line.push_str(&format!(" {} {name} #{id}", if token.delta < 0 { "-1" } else { "+1" })),
+            None => line.push_str(&format!(" {} {name}", format_token_amount(token.delta, token.decimals))),
+        }
     }
     line.push_str(&format!(" fee {} {}", event.fee, event.origin.as_str()));
     if let TxOutcome::Failed { error } = &event.outcome {
         line.push_str(&format!(" FAILED {error}"));
+    }
+    if stored.is_retracted() {
+        line.push_str(" RETRACTED (chain reorganisation)");
     }
     line.push_str(&format!(" {}", event.signature));
     line

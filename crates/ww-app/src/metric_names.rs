@@ -80,7 +80,10 @@ pub const METRICS: &[ww_core::metric::MetricSpec] = {
             name: DELIVERIES_TOTAL,
             kind: Counter,
             help: "Delivery attempts and how they ended",
-            labels: &[("sink", SINKS), ("outcome", &["delivered", "filtered", "retracted", "retry", "dead_lettered"])],
+            labels: &[
+                ("sink", SINKS),
+                ("outcome", &["delivered", "filtered", "retracted", "held", "retry", "dead_lettered"]),
+            ],
         },
         MetricSpec {
             name: DELIVERY_LATENCY_SECONDS,

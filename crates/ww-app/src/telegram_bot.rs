@@ -25,7 +25,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Runs a message's command; returns the HTML reply, or `None` for non-commands.
 pub async fn handle_message(
     store: Arc<dyn Store>,
-    source: Option<&dyn ww_core::source::Source>,
+    sources: &crate::wallets::Sources,
     limits: &chat::ChatLimits,
     message: &IncomingMessage,
 ) -> Option<String> {
@@ -36,7 +36,7 @@ pub async fn handle_message(
                 user: format!("telegram:{}", message.user_id),
                 destination: DestinationId::TelegramChat(message.chat_id),
             };
-            chat::execute_async(store, source, limits, context, command).await.text
+            chat::execute_async(store, sources, limits, context, command).await.text
         }
         Err(usage) => usage,
     };
@@ -46,7 +46,7 @@ pub async fn handle_message(
 /// Polls for updates until `shutdown` is cancelled.
 pub async fn run_polling(
     store: Arc<dyn Store>,
-    source: Option<Arc<dyn ww_core::source::Source>>,
+    sources: crate::wallets::Sources,
     limits: chat::ChatLimits,
     client: TelegramClient,
     shutdown: CancellationToken,
@@ -69,7 +69,7 @@ pub async fn run_polling(
             Ok((messages, highest)) => {
                 backoff = Duration::from_secs(1);
                 for message in &messages {
-                    if let Some(reply) = handle_message(Arc::clone(&store), source.as_deref(), &limits, message).await
+                    if let Some(reply) = handle_message(Arc::clone(&store), &sources, &limits, message).await
                         && let Err(error) = client.send_message(message.chat_id, &reply).await
                     {
                         warn!(chat = message.chat_id, error = %error, "telegram reply failed");

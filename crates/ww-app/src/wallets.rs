@@ -37,6 +37,54 @@ pub struct TrackOptions {
     pub chain: Option<Chain>,
 }
 
+/// The chains this walletwatch watches, each with its source: what the
+/// daemon's front ends (API, chat) check a requested chain against and ask
+/// for the chain's current height when a wallet is tracked.
+#[derive(Clone, Default)]
+pub struct Sources {
+    by_chain: std::collections::BTreeMap<Chain, std::sync::Arc<dyn Source>>,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.by_chain.keys()).finish()
+    }
+}
+
+impl Sources {
+    /// The sources, by the chain each watches.
+    pub fn new(sources: impl IntoIterator<Item = std::sync::Arc<dyn Source>>) -> Self {
+        Self { by_chain: sources.into_iter().map(|source| (source.chain(), source)).collect() }
+    }
+
+    /// The source of `chain`, if it is watched.
+    pub fn get(&self, chain: Chain) -> Option<&dyn Source> {
+        self.by_chain.get(&chain).map(|source| source.as_ref())
+    }
+
+    /// The chain a request names for `address` (see [`chain_of`]), refused
+    /// when it is an EVM chain this walletwatch does not watch. Solana is
+    /// always accepted: its source may be unreachable at the moment.
+    pub fn resolve(&self, address: &str, chain: Option<Chain>) -> Result<Chain, AppError> {
+        let chain = chain_of(address, chain)?;
+        if chain != Chain::Solana && !self.by_chain.contains_key(&chain) {
+            let watched: Vec<&str> =
+                self.by_chain.keys().filter(|chain| **chain != Chain::Solana).map(|chain| chain.as_str()).collect();
+            return Err(AppError::Rejected(if watched.is_empty() {
+                format!("{chain} is not watched here: this walletwatch watches Solana wallets only")
+            } else {
+                format!("{chain} is not watched here; the EVM chains watched are: {}", watched.join(", "))
+            }));
+        }
+        Ok(chain)
+    }
+
+    /// [`current_slot_or_log`] of `chain`'s source.
+    pub async fn height_or_log(&self, chain: Chain) -> Option<u64> {
+        current_slot_or_log(self.get(chain)).await
+    }
+}
+
 /// The chain a front end's request names: the one given, or Solana for a
 /// base58 address; a `0x` address without a chain is refused (the same
 /// address is a different wallet on each EVM chain).

@@ -200,6 +200,11 @@ pub struct RawDestination {
     /// Messages per second.
     #[serde(default = "default_destination_rate")]
     pub messages_per_second: f64,
+    /// When EVM events are alerted: `instant` (the default: at once, with a
+    /// retraction should a reorganisation drop the transaction) or `final`
+    /// (once the block is the chain's `confirmations` deep).
+    #[serde(default)]
+    pub delivery: Option<String>,
 }
 
 fn default_destination_rate() -> f64 {
@@ -322,6 +327,20 @@ pub struct DestinationConfig {
     pub kind: DestinationKind,
     /// Messages per second.
     pub messages_per_second: f64,
+    /// When EVM events are alerted.
+    pub delivery: DeliveryMode,
+}
+
+/// When a destination gets the alert of an event on a chain that can
+/// reorganise (EVM chains; Solana events are alerted at `confirmed`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    /// At once; a retraction follows should a reorganisation drop the transaction.
+    #[default]
+    Instant,
+    /// Once the event's block is the chain's `confirmations` deep.
+    Final,
 }
 
 /// Every alert-related section, validated.
@@ -499,7 +518,15 @@ pub(crate) fn validate(
             }
         };
         let messages_per_second = rate(&format!("{field}.messages_per_second"), raw.messages_per_second, errors);
-        named.insert(name, DestinationConfig { kind, messages_per_second });
+        let delivery = match raw.delivery.as_deref() {
+            None | Some("instant") => DeliveryMode::Instant,
+            Some("final") => DeliveryMode::Final,
+            Some(other) => {
+                errors.push(format!("{field}.delivery: {other:?} is not instant or final"));
+                continue;
+            }
+        };
+        named.insert(name, DestinationConfig { kind, messages_per_second, delivery });
     }
 
     let mut user_destinations = BTreeMap::new();

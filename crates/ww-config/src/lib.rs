@@ -164,6 +164,20 @@ pub struct EvmConfig {
     pub explorer_tx_url: String,
     /// Address link template (`{address}`); empty: no link.
     pub explorer_address_url: String,
+    /// Blocks from an event's block to the scanned head (both included)
+    /// before a `delivery = "final"` destination gets its alert.
+    pub confirmations: u64,
+}
+
+/// A chain's default `confirmations`: deep enough that a reorganisation
+/// past it has not been seen (Ethereum finalises after two epochs, 64
+/// blocks; Polygon PoS has had reorganisations of over 150 blocks).
+fn default_evm_confirmations(chain: Chain) -> u64 {
+    match chain {
+        Chain::Ethereum => 64,
+        Chain::Polygon => 200,
+        Chain::Solana | Chain::EvmLocal => 1,
+    }
 }
 
 /// The explorer a chain's alerts link to by default: (transaction, address) templates.
@@ -474,6 +488,11 @@ fn validate_evm(
         let stale = positive(&format!("{prefix}.stale_after_secs"), section.stale_after_secs, errors);
         let timeout = positive(&format!("{prefix}.rpc_timeout_secs"), section.rpc_timeout_secs, errors);
         let chain_id = section.chain_id.or(chain.evm_chain_id()).unwrap_or_default();
+        let confirmations = positive(
+            &format!("{prefix}.confirmations"),
+            section.confirmations.unwrap_or_else(|| default_evm_confirmations(chain)),
+            errors,
+        );
         if let (Some(rpc_url), Some(ws_url)) = (rpc_url, ws_url) {
             chains.insert(
                 chain,
@@ -493,6 +512,7 @@ fn validate_evm(
                         .explorer_address_url
                         .clone()
                         .unwrap_or_else(|| default_evm_explorer(chain).1.to_string()),
+                    confirmations,
                 },
             );
         }
@@ -774,14 +794,18 @@ mod tests {
         assert_eq!(polygon.stale_after, Duration::from_secs(120));
         assert_eq!(polygon.explorer_tx_url, "https://polygonscan.com/tx/{hash}");
         assert!(polygon.ws_url.is_some());
+        assert_eq!(polygon.confirmations, 200, "Polygon has reorganised over 150 blocks deep");
         let local = &config.evm[&Chain::EvmLocal];
         assert_eq!((local.chain_id, local.polling_interval), (1337, Duration::from_secs(2)));
+        assert_eq!(local.confirmations, 1);
         assert!(local.ws_url.is_none(), "no WebSocket: polled");
         assert!(!config.evm.contains_key(&Chain::Ethereum), "a chain without a section is not watched");
         assert!(!config.to_redacted_toml().contains("key-abcdefgh12345678"), "the RPC URL's key is redacted");
         let errors = load_str(
             "[evm.solana]\nrpc_url = \"http://a.example\"\n[evm.base]\nrpc_url = \"http://a.example\"\n\
-             [evm.ethereum]\nrpc_url = \"ws://a.example\"\nws_url = \"http://a.example\"\npolling_interval_secs = 0\n",
+             [evm.ethereum]\nrpc_url = \"ws://a.example\"\nws_url = \"http://a.example\"\npolling_interval_secs = 0\n\
+             confirmations = 0\n\
+             [destinations.x]\nkind = \"discord_webhook\"\nurl = \"https://d.example/h\"\ndelivery = \"eventually\"\n",
             &no_env(),
         )
         .expect_err("invalid")
@@ -792,6 +816,8 @@ mod tests {
             "evm.ethereum.rpc_url",
             "evm.ethereum.ws_url",
             "evm.ethereum.polling_interval_secs must be greater than 0",
+            "evm.ethereum.confirmations must be greater than 0",
+            "destinations.x.delivery: \"eventually\" is not instant or final",
         ] {
             assert!(errors.contains(expected), "{expected:?} in {errors}");
         }

@@ -197,6 +197,11 @@ pub struct RawEvm {
     /// Address link in this chain's alerts; `{address}` is replaced.
     #[serde(default)]
     pub explorer_address_url: Option<String>,
+    /// Blocks on top of an event's block (its own included) before
+    /// destinations with `delivery = "final"` get its alert (default: 64
+    /// Ethereum, 200 Polygon, 1 evm-local).
+    #[serde(default)]
+    pub confirmations: Option<u64>,
 }
 
 fn default_evm_polling_interval_secs() -> u64 {

@@ -90,9 +90,13 @@ pub(crate) async fn discord_interaction(State(state): State<ApiState>, headers: 
     let parsed = match command.name.as_str() {
         "track" => command.option("address").map(|address| ChatCommand::Track {
             address: address.to_string(),
+            chain: command.option("chain").and_then(|chain| chain.parse().ok()),
             label: command.option("label").map(str::to_string),
         }),
-        "untrack" => command.option("address").map(|address| ChatCommand::Untrack { address: address.to_string() }),
+        "untrack" => command.option("address").map(|address| ChatCommand::Untrack {
+            address: address.to_string(),
+            chain: command.option("chain").and_then(|chain| chain.parse().ok()),
+        }),
         "list" => Some(ChatCommand::List),
         "help" => Some(ChatCommand::Help),
         _ => None,
@@ -107,8 +111,7 @@ pub(crate) async fn discord_interaction(State(state): State<ApiState>, headers: 
     };
     let is_track = matches!(parsed, ChatCommand::Track { .. });
     let mut reply =
-        chat::execute_async(Arc::clone(&state.store), state.source.as_deref(), &state.chat.limits, context, parsed)
-            .await;
+        chat::execute_async(Arc::clone(&state.store), &state.sources, &state.chat.limits, context, parsed).await;
     if is_track && reply.ok && !state.chat.discord_can_post {
         reply.text.push_str("\n⚠️ Alerts cannot be posted in this channel until the operator sets discord.bot_token.");
     }
@@ -139,13 +142,8 @@ pub(crate) async fn telegram_webhook(State(state): State<ApiState>, headers: Hea
     };
     let (messages, _) = ww_sinks::telegram::parse_updates(&update);
     let Some(message) = messages.first() else { return StatusCode::OK.into_response() };
-    match ww_app::telegram_bot::handle_message(
-        Arc::clone(&state.store),
-        state.source.as_deref(),
-        &state.chat.limits,
-        message,
-    )
-    .await
+    match ww_app::telegram_bot::handle_message(Arc::clone(&state.store), &state.sources, &state.chat.limits, message)
+        .await
     {
         Some(html) => Json(json!({
             "method": "sendMessage",

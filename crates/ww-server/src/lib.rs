@@ -98,10 +98,11 @@ pub struct ApiState {
     pub server_id: Arc<str>,
     /// Chat endpoints' keys.
     pub chat: chat::ChatConfig,
-    /// The Solana source, asked for the current slot when a wallet is
-    /// tracked (its history starts there); `None`: history starts a minute
-    /// before tracking.
-    pub source: Option<Arc<dyn ww_core::source::Source>>,
+    /// The watched chains' sources: a track request's chain is checked
+    /// against them, and its source asked for the chain's current height
+    /// (the wallet's history starts there; without a Solana source, a
+    /// minute before tracking).
+    pub sources: ww_app::wallets::Sources,
     /// Connection and request limits of the HTTP server.
     pub http_limits: HttpLimits,
     ws: Arc<ws::WsRegistry>,
@@ -126,7 +127,7 @@ impl ApiState {
             ws_config: ws::WsConfig::default(),
             server_id: Arc::from("walletwatch-1"),
             chat: chat::ChatConfig::default(),
-            source: None,
+            sources: ww_app::wallets::Sources::default(),
             http_limits: HttpLimits::default(),
             ws: Arc::default(),
             access: access::AccessWatch::default(),
@@ -144,10 +145,10 @@ impl ApiState {
         self
     }
 
-    /// Sets the source asked for the current slot when tracking.
+    /// Sets the watched chains' sources (see [`ApiState::sources`]).
     #[must_use]
-    pub fn with_source(mut self, source: Arc<dyn ww_core::source::Source>) -> Self {
-        self.source = Some(source);
+    pub fn with_sources(mut self, sources: ww_app::wallets::Sources) -> Self {
+        self.sources = sources;
         self
     }
 

@@ -191,14 +191,21 @@ pub(crate) fn require_admin(caller: &Caller) -> Result<(), ApiError> {
     if caller.0.is_admin { Ok(()) } else { Err(ApiError::forbidden()) }
 }
 
-fn parse_address(text: &str) -> Result<WalletAddress, ApiError> {
-    WalletAddress::parse(text).map_err(|error| ApiError::bad_request("invalid_address", error.to_string()))
+/// The wallet a path names: its address and the chain from `?chain=`
+/// (Solana without it; a `0x` address needs it).
+fn parse_wallet(text: &str, chain: Option<ww_core::Chain>) -> Result<WalletId, ApiError> {
+    let chain =
+        wallets::chain_of(text, chain).map_err(|error| ApiError::bad_request("invalid_address", error.to_string()))?;
+    let address = WalletAddress::parse_for(chain, text.trim())
+        .map_err(|error| ApiError::bad_request("invalid_address", error.to_string()))?;
+    Ok(WalletId::new(chain, address))
 }
 
 /// Returns the wallet if the caller may see it (admins: any tracked wallet).
-async fn visible_wallet(state: &ApiState, caller: &Caller, address: &WalletAddress) -> Result<WalletRecord, ApiError> {
+async fn visible_wallet(state: &ApiState, caller: &Caller, wallet: &WalletId) -> Result<WalletRecord, ApiError> {
     let store = Arc::clone(&state.store);
-    let lookup = WalletId::solana(address.clone());
+    let lookup = wallet.clone();
+    let address = wallet.address.clone();
     let record = tokio::task::spawn_blocking(move || store.wallet(&lookup)).await??;
     match record {
         Some(record) if caller.0.is_admin || record.tracking_users.contains(&caller.0.user) => Ok(record),
@@ -256,6 +263,9 @@ pub(crate) struct TrackBody {
     filter: Option<ww_core::alert::AlertFilter>,
     #[serde(default)]
     priority: Option<u8>,
+    /// The wallet's chain (`solana` without it; a `0x` address needs one).
+    #[serde(default)]
+    chain: Option<ww_core::Chain>,
 }
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
@@ -275,7 +285,8 @@ pub(crate) async fn track_wallet(
     let body = json_body(body)?;
     let user = body.user.unwrap_or_else(|| caller.0.user.clone());
     let store = Arc::clone(&state.store);
-    let start_slot = wallets::current_slot_or_log(state.source.as_deref()).await;
+    let chain = state.sources.resolve(&body.address, body.chain)?;
+    let start_slot = state.sources.height_or_log(chain).await;
     let (address, _) = tokio::task::spawn_blocking(move || {
         let options = wallets::TrackOptions {
             filter: body.filter,
@@ -283,13 +294,12 @@ pub(crate) async fn track_wallet(
             start_slot,
             chat_quota: None,
             priority: body.priority,
-            // The API tracks Solana wallets: its start slot comes from the Solana source.
-            chain: Some(ww_core::Chain::Solana),
+            chain: Some(chain),
         };
         wallets::track_with(store.as_ref(), &body.address, body.label.as_deref(), &user, options, ww_core::time::now())
     })
     .await??;
-    let record = visible_wallet(&state, &caller, &address).await?;
+    let record = visible_wallet(&state, &caller, &WalletId::new(chain, address.clone())).await?;
     Ok((StatusCode::CREATED, Json(json!({"message": wallets::tracking_message(&address), "wallet": record}))))
 }
 
@@ -329,7 +339,7 @@ pub(crate) async fn track_wallets_bulk(
         _ => return Err(ApiError::bad_request("invalid_request", "give exactly one of `csv` and `wallets`")),
     }
     .map_err(import_error)?;
-    let start_slot = wallets::current_slot_or_log(state.source.as_deref()).await;
+    let start_slot = state.sources.height_or_log(ww_core::Chain::Solana).await;
     let store = Arc::clone(&state.store);
     let summary = tokio::task::spawn_blocking(move || {
         track_rows(store.as_ref(), &rows, &user, body.filter, start_slot, ww_core::time::now())
@@ -343,6 +353,9 @@ pub(crate) async fn track_wallets_bulk(
 pub(crate) struct UserQuery {
     #[serde(default)]
     user: Option<String>,
+    /// The wallet's chain (`solana` without it).
+    #[serde(default)]
+    chain: Option<ww_core::Chain>,
 }
 
 pub(crate) async fn untrack_wallet(
@@ -354,7 +367,9 @@ pub(crate) async fn untrack_wallet(
     require_admin(&caller)?;
     let user = query.user.unwrap_or_else(|| caller.0.user.clone());
     let store = Arc::clone(&state.store);
-    let (address, _) = tokio::task::spawn_blocking(move || wallets::untrack(store.as_ref(), &address, &user)).await??;
+    let chain = query.chain;
+    let (address, _) =
+        tokio::task::spawn_blocking(move || wallets::untrack_on(store.as_ref(), chain, &address, &user)).await??;
     Ok(Json(json!({"message": wallets::untracking_message(&address)})))
 }
 
@@ -364,6 +379,9 @@ pub(crate) struct PageQuery {
     after: Option<u64>,
     #[serde(default)]
     limit: Option<usize>,
+    /// The wallet's chain, on per-wallet routes (`solana` without it).
+    #[serde(default)]
+    chain: Option<ww_core::Chain>,
 }
 
 impl PageQuery {
@@ -387,13 +405,13 @@ pub(crate) async fn wallet_activity(
     Path(address): Path<String>,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let address = parse_address(&address)?;
-    visible_wallet(&state, &caller, &address).await?;
+    let wallet = parse_wallet(&address, query.chain)?;
+    visible_wallet(&state, &caller, &wallet).await?;
     let limit = query.limit()?;
     let after = query.after.unwrap_or(0);
     let store = Arc::clone(&state.store);
     let events = tokio::task::spawn_blocking(move || {
-        store.events(&EventQuery { wallet: Some(WalletId::solana(address)), after: Some(EventSeq(after)), limit })
+        store.events(&EventQuery { wallet: Some(wallet), after: Some(EventSeq(after)), limit })
     })
     .await??;
     Ok(page(events, after))
@@ -403,12 +421,13 @@ pub(crate) async fn wallet_balances(
     State(state): State<ApiState>,
     caller: Caller,
     Path(address): Path<String>,
+    Query(query): Query<UserQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let address = parse_address(&address)?;
-    visible_wallet(&state, &caller, &address).await?;
+    let wallet = parse_wallet(&address, query.chain)?;
+    visible_wallet(&state, &caller, &wallet).await?;
     let store = Arc::clone(&state.store);
     let (balances, history) = tokio::task::spawn_blocking(move || {
-        let balances = store.balances(Some(&WalletId::solana(address)))?;
+        let balances = store.balances(Some(&wallet))?;
         let mut history = Vec::new();
         for record in &balances {
             history.extend(store.balance_history(&record.account_id(), HISTORY_PER_ACCOUNT)?);

@@ -151,12 +151,18 @@ async fn wallets_are_tracked_listed_per_user_and_untracked() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "invalid_address");
     assert!(body["error"]["message"].as_str().unwrap_or_default().contains("not base58"));
-    // An EVM address is a valid address but not of the chain the wallet is tracked on.
+    // An EVM address needs its chain, one this walletwatch watches, and is
+    // not a Solana address.
     let evm = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
-    let (status, body) =
-        call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": evm}))).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("solana uses the Solana form"), "{body}");
+    for (body, expected) in [
+        (json!({"address": evm}), "name its chain"),
+        (json!({"address": evm, "chain": "polygon"}), "polygon is not watched here"),
+        (json!({"address": evm, "chain": "solana"}), "solana uses the Solana form"),
+    ] {
+        let (status, reply) = call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+        assert!(reply["error"]["message"].as_str().unwrap_or_default().contains(expected), "{reply}");
+    }
     let (status, body) =
         call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"adress": WALLET}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");

@@ -199,6 +199,40 @@ async fn a_reconnecting_client_gets_what_it_missed_then_live_events() {
 }
 
 #[tokio::test]
+async fn a_retraction_reaches_live_clients_and_replays_show_the_event_retracted() {
+    let server = start(LocalBroker::default(), WsConfig::default()).await;
+    let wallet_query = format!("subscriptions=wallet:{}&token={}", server.wallet, server.reader);
+    let mut by_wallet = connect(&server, &wallet_query).await;
+    let mut by_user = connect(&server, &format!("subscriptions=user:alice&token={}", server.reader)).await;
+    sync(&mut by_wallet).await;
+    sync(&mut by_user).await;
+    server.broker.publish(stored(&server.wallet, 1));
+    server.broker.publish(stored(&server.wallet, 2));
+    for client in [&mut by_wallet, &mut by_user] {
+        for _ in 1..=2 {
+            next_json(client).await;
+        }
+    }
+    let mut retracted = stored(&server.wallet, 1);
+    retracted.retracted_at = Some(UnixMillis(77));
+    server.broker.publish_retraction(retracted);
+    let message = next_json(&mut by_wallet).await;
+    assert_eq!((message["type"].as_str(), &message["data"]["seq"]), (Some("TransactionRetracted"), &json!(1)));
+    assert_eq!(message["data"]["retracted_at"], 77);
+    let message = next_json(&mut by_user).await;
+    assert_eq!(message["type"], "UserActivityRetracted");
+    assert_eq!(message["data"]["event"]["retracted_at"], 77);
+    // Live events go on after it.
+    server.broker.publish(stored(&server.wallet, 3));
+    assert_eq!(next_json(&mut by_wallet).await["data"]["seq"], 3);
+    // A client resuming from before the event sees it as it now stands.
+    let mut resumed = connect(&server, &format!("{wallet_query}&after=0")).await;
+    let replayed = next_json(&mut resumed).await;
+    assert_eq!((replayed["type"].as_str(), &replayed["data"]["seq"]), (Some("TransactionRetracted"), &json!(1)));
+    assert_eq!(next_json(&mut resumed).await["type"], "TransactionUpdate");
+}
+
+#[tokio::test]
 async fn a_slow_client_is_told_how_many_it_missed() {
     let server = start(LocalBroker::new(4, 100), WsConfig::default()).await;
     let mut client = connect(&server, &format!("subscriptions=wallet:{}&token={}", server.wallet, server.reader)).await;

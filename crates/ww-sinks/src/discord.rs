@@ -136,18 +136,27 @@ pub(crate) async fn execute_webhook(
 /// The slash commands walletwatch serves.
 pub fn command_definitions() -> Value {
     let address = json!({
-        "type": 3, "name": "address", "description": "The wallet's address (base58)",
+        "type": 3, "name": "address", "description": "The wallet's address (base58, or 0x with a chain)",
         "required": true, "min_length": 32, "max_length": 44
+    });
+    let chain = json!({
+        "type": 3, "name": "chain", "description": "The chain of a 0x address",
+        "required": false,
+        "choices": [
+            {"name": "Ethereum", "value": "ethereum"},
+            {"name": "Polygon", "value": "polygon"},
+            {"name": "Solana", "value": "solana"}
+        ]
     });
     json!([
         {
             "name": "track", "type": 1, "description": "Get alerts for a wallet's activity in this channel",
-            "options": [address, {
+            "options": [address, chain, {
                 "type": 3, "name": "label", "description": "A nickname shown in alerts",
                 "required": false, "max_length": 64
             }]
         },
-        {"name": "untrack", "type": 1, "description": "Stop alerts for a wallet", "options": [address]},
+        {"name": "untrack", "type": 1, "description": "Stop alerts for a wallet", "options": [address, chain]},
         {"name": "list", "type": 1, "description": "List the wallets you track and their status"}
     ])
 }
