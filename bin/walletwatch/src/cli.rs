@@ -390,9 +390,18 @@ pub(crate) enum BenchCommand {
         /// Average transfers per minute.
         #[arg(long, default_value_t = 30.0)]
         transfers_per_minute: f64,
-        /// The payer's key pair (solana-keygen JSON); it needs about 0.001 SOL per transfer.
-        #[arg(long, value_name = "FILE")]
-        payer: std::path::PathBuf,
+        /// The payer's key pair (solana-keygen JSON); it needs about 0.001 SOL
+        /// per transfer. Solana only (required there).
+        #[arg(long, value_name = "FILE", required_unless_present = "chain")]
+        payer: Option<std::path::PathBuf>,
+        /// Compare on this EVM chain (its [evm.NAME] section, with ws_url)
+        /// instead of Solana; traffic is sent with eth_sendTransaction from an
+        /// account the node holds unlocked (a local development node).
+        #[arg(long, value_name = "CHAIN", conflicts_with = "payer")]
+        chain: Option<ww_core::Chain>,
+        /// The EVM sending account (default: the node's first eth_accounts).
+        #[arg(long, value_name = "0xADDRESS", requires = "chain")]
+        from: Option<String>,
         /// Solana JSON-RPC URL; overrides the config and SOLANA_RPC_URL.
         #[arg(long, value_name = "URL")]
         rpc_url: Option<String>,

@@ -231,7 +231,16 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
         Command::Replay { file, speed, json, deliver_alerts } => {
             replay(config, &file, &speed, json, ww_bench::replay::Sandbox { deliver_alerts }).await
         }
-        Command::Bench(BenchCommand::Compare { duration, interval, wallets, transfers_per_minute, payer, .. }) => {
+        Command::Bench(BenchCommand::Compare {
+            duration,
+            interval,
+            wallets,
+            transfers_per_minute,
+            payer,
+            chain,
+            from,
+            ..
+        }) => {
             if duration == 0
                 || interval == 0
                 || wallets == 0
@@ -242,15 +251,40 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
                     "--duration, --interval, --wallets and --transfers-per-minute must be positive"
                 )));
             }
-            let options = ww_bench::compare::CompareOptions {
-                duration: Duration::from_secs(duration),
-                interval: Duration::from_secs(interval),
-                wallets,
-                transfers_per_minute,
-                payer,
-            };
             let shutdown = crate::signals::install().map_err(Failure::Runtime)?;
-            let report = ww_bench::compare::run(&config, &options, shutdown).await?;
+            let report = match (chain, payer) {
+                (Some(chain), _) => {
+                    if chain == ww_core::Chain::Solana {
+                        return Err(Failure::Usage(anyhow!(
+                            "--chain names an EVM chain; the Solana comparison takes --payer instead"
+                        )));
+                    }
+                    let from = from
+                        .map(|text| text.parse::<alloy_primitives::Address>())
+                        .transpose()
+                        .map_err(|error| Failure::Usage(anyhow!("--from is not an EVM address: {error}")))?;
+                    let options = ww_bench::compare_evm::EvmCompareOptions {
+                        chain,
+                        duration: Duration::from_secs(duration),
+                        interval: Duration::from_secs(interval),
+                        wallets,
+                        transfers_per_minute,
+                        from,
+                    };
+                    ww_bench::compare_evm::run(&config, &options, shutdown).await?
+                }
+                (None, Some(payer)) => {
+                    let options = ww_bench::compare::CompareOptions {
+                        duration: Duration::from_secs(duration),
+                        interval: Duration::from_secs(interval),
+                        wallets,
+                        transfers_per_minute,
+                        payer,
+                    };
+                    ww_bench::compare::run(&config, &options, shutdown).await?
+                }
+                (None, None) => return Err(Failure::Usage(anyhow!("--payer (Solana) or --chain (EVM) is needed"))),
+            };
             println!("{}", serde_json::to_string_pretty(&report).map_err(|error| Failure::Runtime(error.into()))?);
             Ok(())
         }

@@ -395,3 +395,45 @@ async fn evm_wallets_are_tracked_from_telegram_and_the_api_and_shown_with_their_
     });
     assert_eq!(evm_statuses(data_dir.path()).len(), 1);
 }
+
+/// `walletwatch bench compare --chain`: the three observers see the same
+/// transfers and the report has seed 001's shape plus the raw client's
+/// figures. (The figures are benchmark output, recorded in
+/// docs/benchmarks.md, not asserted here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_compare_on_an_evm_chain_reports_every_path_on_the_same_traffic() {
+    let anvil = Anvil::start(Some(2)).await.expect("anvil");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(data_dir.path(), &anvil.rpc_url, &anvil.ws_url);
+    let output = walletwatch(data_dir.path())
+        .args(["--config", &config, "bench", "compare", "--chain", "evm-local"])
+        .args(["--duration", "12", "--interval", "3", "--wallets", "2", "--transfers-per-minute", "30"])
+        .output()
+        .expect("bench compare");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    let sent = report["transfers_sent"].as_u64().expect("transfers_sent");
+    assert!(sent > 0, "{report}");
+    assert_eq!(report["chain"], "evm-local");
+    assert_eq!(report["transfer_errors"], 0, "{report}");
+    for path in ["websocket", "polling", "raw_new_heads"] {
+        assert_eq!(report[path]["trade_detections"].as_u64(), Some(sent), "{path} missed a transfer: {report}");
+        for field in ["avg_latency_ms", "min_latency_ms", "median_latency_ms", "max_latency_ms"] {
+            assert!(report[path][field].is_number(), "{path}.{field} missing: {report}");
+        }
+    }
+    for path in ["websocket", "polling"] {
+        assert_eq!(report[path]["errors"], 0, "{report}");
+        assert!(report[path]["rpc_calls"].as_u64().is_some_and(|calls| calls > 0), "{report}");
+    }
+    for field in ["avg", "min", "median", "max"] {
+        assert!(report["walletwatch_added_latency_ms"][field].is_number(), "{report}");
+    }
+    assert!(report["recommendation"].as_str().is_some_and(|text| !text.is_empty()));
+    // Solana-only and EVM-only flags do not mix.
+    let output = walletwatch(data_dir.path())
+        .args(["bench", "compare", "--chain", "evm-local", "--payer", "/nonexistent"])
+        .output()
+        .expect("bench compare");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+}

@@ -4,9 +4,12 @@
 //!   daemon and reports its throughput and latency (`walletwatch replay`);
 //! - [`compare`]: streaming (the real daemon) versus polling on the same
 //!   self-generated transfers (`walletwatch bench compare`);
+//! - [`compare_evm`]: the same on an EVM chain, with a raw `newHeads`
+//!   client as the floor (`walletwatch bench compare --chain NAME`);
 //! - [`transfer`]: the hand-built signed SOL transfers `compare` sends.
 
 pub mod compare;
+pub mod compare_evm;
 pub mod replay;
 pub mod transfer;
 

@@ -325,6 +325,7 @@ mod tests {
             effective_gas_price: U256::from(2),
             logs: Vec::new(),
             contract_address: None,
+            block_number: None,
         }
     }
 

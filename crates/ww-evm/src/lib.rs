@@ -45,6 +45,11 @@ impl EvmSource {
         Ok(Self { config: config.clone(), rpc })
     }
 
+    /// JSON-RPC requests this source has sent so far (its follower's included).
+    pub fn rpc_calls(&self) -> u64 {
+        self.rpc.calls_made()
+    }
+
     /// Checks that the node serves the configured chain id: `Err(Rejected)`
     /// when it serves another chain, `Err(Node)` when it did not answer.
     pub async fn verify(&self) -> Result<(), SourceError> {

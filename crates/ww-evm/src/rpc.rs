@@ -152,6 +152,9 @@ pub struct Receipt {
     /// The contract created, for a creation.
     #[serde(default)]
     pub contract_address: Option<Address>,
+    /// The block that includes it.
+    #[serde(default)]
+    pub block_number: Option<U64>,
 }
 
 impl Receipt {
@@ -205,6 +208,8 @@ pub struct EvmRpc {
     host: String,
     chain: Chain,
     next_id: Arc<AtomicU64>,
+    /// Requests sent by this client and its clones.
+    calls: Arc<AtomicU64>,
 }
 
 impl EvmRpc {
@@ -217,7 +222,12 @@ impl EvmRpc {
             .build()
             .map_err(|error| EvmRpcError::Setup(error.to_string()))?;
         let host = url.host_str().unwrap_or("node").to_string();
-        Ok(Self { http, url, host, chain, next_id: Arc::new(AtomicU64::new(1)) })
+        Ok(Self { http, url, host, chain, next_id: Arc::new(AtomicU64::new(1)), calls: Arc::default() })
+    }
+
+    /// Requests sent so far by this client and its clones (retries included).
+    pub fn calls_made(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
     }
 
     /// The endpoint's host, for messages.
@@ -242,6 +252,7 @@ impl EvmRpc {
 
     async fn call_once<T: DeserializeOwned>(&self, method: &'static str, params: &Value) -> Result<T, EvmRpcError> {
         metrics::counter!(metric_names::RPC_CALLS, "chain" => self.chain.as_str(), "method" => method).increment(1);
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let failed = |reason: String| EvmRpcError::Transport { method, endpoint: self.host.clone(), reason };
