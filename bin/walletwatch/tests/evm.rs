@@ -437,3 +437,55 @@ async fn bench_compare_on_an_evm_chain_reports_every_path_on_the_same_traffic() 
         .expect("bench compare");
     assert_eq!(output.status.code(), Some(2), "{output:?}");
 }
+
+/// A WebSocket cut by a proxy and a silent stall: traffic during both is
+/// recorded once each, polling covers the stall, and the stream comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_and_a_stalled_websocket_lose_and_repeat_nothing() {
+    let anvil = Anvil::start(Some(1)).await.expect("anvil");
+    let ws_address: std::net::SocketAddr =
+        anvil.ws_url.trim_start_matches("ws://").parse().expect("anvil's WebSocket address");
+    let proxy = ww_test_utils::ChaosProxy::start(ws_address).await.expect("proxy");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(data_dir.path(), &anvil.rpc_url, &proxy.ws_url());
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str("stale_after_secs = 3\n");
+    std::fs::write(&config, text).expect("config");
+    let wallet = fresh_evm_address();
+    track_evm(data_dir.path(), &config, wallet);
+    let daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
+    let active = || evm_statuses(data_dir.path()) == vec![("evm-local".to_string(), "\"Active\"".to_string())];
+    wait_until("the wallet Active", data_dir.path(), active);
+    let mut sent = Vec::new();
+    sent.push(anvil.transfer(DEV_ACCOUNT, wallet, U256::from(1u64)).await.expect("before the cut"));
+    wait_until("the first event", data_dir.path(), || !events_of(data_dir.path(), sent[0]).is_empty());
+
+    // Cut: every connection reset; transfers while the stream reconnects.
+    let accepted = proxy.connections_accepted();
+    proxy.drop_all();
+    sent.push(anvil.transfer(DEV_ACCOUNT, wallet, U256::from(2u64)).await.expect("during the cut"));
+    sent.push(anvil.transfer(DEV_ACCOUNT, wallet, U256::from(3u64)).await.expect("during the cut"));
+    wait_until("a new connection", data_dir.path(), || proxy.connections_accepted() > accepted);
+
+    // Stall: the socket stays open and silent; the follower polls meanwhile.
+    proxy.set_stalled(true);
+    sent.push(anvil.transfer(DEV_ACCOUNT, wallet, U256::from(4u64)).await.expect("during the stall"));
+    wait_until("the wallet Polling after the stall", data_dir.path(), || {
+        evm_statuses(data_dir.path()) == vec![("evm-local".to_string(), "\"Polling\"".to_string())]
+    });
+    wait_until("the stalled transfer, polled", data_dir.path(), || !events_of(data_dir.path(), sent[3]).is_empty());
+    proxy.set_stalled(false);
+    wait_until("the stream back", data_dir.path(), active);
+    sent.push(anvil.transfer(DEV_ACCOUNT, wallet, U256::from(5u64)).await.expect("after"));
+    wait_until("every transfer", data_dir.path(), || {
+        sent.iter().all(|hash| !events_of(data_dir.path(), *hash).is_empty())
+    });
+
+    let events = stored_events(data_dir.path());
+    assert_eq!(events.len(), sent.len(), "once each: {events:#?}");
+    for (index, hash) in sent.iter().enumerate() {
+        assert_eq!(events_of(data_dir.path(), *hash)[&wallet.to_checksum(None)].native_delta, index as i128 + 1);
+    }
+    assert_eq!(events_of(data_dir.path(), sent[3])[&wallet.to_checksum(None)].origin, ww_core::Origin::Poll);
+    assert!(daemon.log_text().contains("stale"), "{}", daemon.log_text());
+}
