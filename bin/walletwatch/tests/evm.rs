@@ -489,3 +489,43 @@ async fn a_cut_and_a_stalled_websocket_lose_and_repeat_nothing() {
     assert_eq!(events_of(data_dir.path(), sent[3])[&wallet.to_checksum(None)].origin, ww_core::Origin::Poll);
     assert!(daemon.log_text().contains("stale"), "{}", daemon.log_text());
 }
+
+/// Native value a contract pays on (an internal transfer: no log, not in the
+/// transaction's fields) is seen from the block's call traces; a payment in a
+/// call that reverted is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contract_paying_a_wallet_is_seen_from_the_call_traces() {
+    let anvil = Anvil::start(None).await.expect("anvil");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(data_dir.path(), &anvil.rpc_url, &anvil.ws_url);
+    let forwarder = anvil.deploy_forwarder(DEV_ACCOUNT).await.expect("deploy");
+    let (payer, payee) = (fresh_evm_address(), fresh_evm_address());
+    anvil.fund_and_impersonate(payer, U256::from(5 * ETH)).await.expect("fund");
+    track_evm(data_dir.path(), &config, payer);
+    track_evm(data_dir.path(), &config, payee);
+    let _daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
+    wait_until("the wallets Active", data_dir.path(), || {
+        evm_statuses(data_dir.path()) == vec![("evm-local".to_string(), "\"Active\"".to_string()); 2]
+    });
+    let paid = anvil.forward(forwarder, payer, payee, U256::from(ETH), false).await.expect("forward");
+    let undone = anvil.forward(forwarder, payer, payee, U256::from(ETH / 2), true).await.expect("undone");
+    assert!(anvil.succeeded(undone).await.expect("status"), "the outer call succeeds");
+    let marker = anvil.transfer(DEV_ACCOUNT, payee, U256::from(1u64)).await.expect("marker");
+    wait_until("the marker transfer", data_dir.path(), || !events_of(data_dir.path(), marker).is_empty());
+
+    let (payer_key, payee_key) = (payer.to_checksum(None), payee.to_checksum(None));
+    let events = events_of(data_dir.path(), paid);
+    assert_eq!(events[&payee_key].native_delta, ETH as i128, "the contract paid the payee");
+    assert_eq!(
+        events[&payee_key].counterparty.as_ref().map(|address| address.as_str().to_string()),
+        Some(forwarder.to_checksum(None))
+    );
+    assert_eq!(events[&payer_key].native_delta, -(ETH as i128) - fee(&anvil, paid).await);
+    let events = events_of(data_dir.path(), undone);
+    assert!(!events.contains_key(&payee_key), "a reverted inner payment is no activity of the payee: {events:?}");
+    assert_eq!(
+        events[&payer_key].native_delta,
+        -((ETH / 2) as i128) - fee(&anvil, undone).await,
+        "the value stays in the contract"
+    );
+}

@@ -167,6 +167,8 @@ pub struct EvmConfig {
     /// Blocks from an event's block to the scanned head (both included)
     /// before a `delivery = "final"` destination gets its alert.
     pub confirmations: u64,
+    /// Read each block's call traces for internal transfers.
+    pub internal_transfers: bool,
 }
 
 /// A chain's default `confirmations`: deep enough that a reorganisation
@@ -513,6 +515,7 @@ fn validate_evm(
                         .clone()
                         .unwrap_or_else(|| default_evm_explorer(chain).1.to_string()),
                     confirmations,
+                    internal_transfers: section.internal_transfers,
                 },
             );
         }

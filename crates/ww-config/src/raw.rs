@@ -202,6 +202,15 @@ pub struct RawEvm {
     /// Ethereum, 200 Polygon, 1 evm-local).
     #[serde(default)]
     pub confirmations: Option<u64>,
+    /// Read every block's call traces (`debug_traceBlockByHash`, one request
+    /// per block) to see native value a contract pays to a tracked wallet.
+    /// A node without it is asked once; `false` never asks.
+    #[serde(default = "default_true")]
+    pub internal_transfers: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_evm_polling_interval_secs() -> u64 {

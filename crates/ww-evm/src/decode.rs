@@ -15,7 +15,9 @@
 //! A reverted transaction emits no logs, so its event holds the sender's fee
 //! only (and a zero delta for a recipient: it is still activity naming it).
 //! Native value moved by a contract (an internal transfer) emits no log and is
-//! not in the transaction's own fields: it is not seen here.
+//! not in the transaction's own fields: it comes from the block's call traces
+//! ([`internal_transfers`]) where the node serves them, and counts in the
+//! native delta like the transaction's own value.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::SystemTime;
@@ -26,7 +28,7 @@ use ww_core::event::TxOutcome;
 use ww_core::time::UnixMillis;
 use ww_core::{ActivityEvent, Chain, Origin, Slot, TokenDelta, TxId, WalletAddress};
 
-use crate::rpc::{Block, Log, Receipt};
+use crate::rpc::{Block, CallFrame, Log, Receipt, TransactionTrace};
 
 mod erc20 {
     alloy_sol_types::sol! {
@@ -96,9 +98,59 @@ pub fn transfer_log(log: &Log) -> Option<TransferLog> {
     Some(TransferLog { token: log.address, from, to, amount, transaction: log.transaction_hash })
 }
 
+/// Native value a contract moved inside a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InternalTransfer {
+    /// The transaction.
+    pub transaction: B256,
+    /// The paying contract.
+    pub from: Address,
+    /// The recipient.
+    pub to: Address,
+    /// Wei.
+    pub value: U256,
+}
+
+/// The internal transfers of a block's call traces: value moved by a call
+/// frame below the top one (the top frame's value is the transaction's own)
+/// whose frame and callers all completed. A `DELEGATECALL` or `CALLCODE`
+/// moves no value between accounts; a reverted frame's value and its
+/// subcalls' are undone.
+pub fn internal_transfers(block: &Block, traces: &[TransactionTrace]) -> Vec<InternalTransfer> {
+    fn walk(transaction: B256, frame: &CallFrame, found: &mut Vec<InternalTransfer>) {
+        for call in &frame.calls {
+            if call.error.is_some() {
+                continue;
+            }
+            let moves_value = matches!(call.kind.as_str(), "CALL" | "CREATE" | "CREATE2" | "SELFDESTRUCT");
+            if let (true, Some(to), Some(value)) = (moves_value, call.to, call.value)
+                && !value.is_zero()
+            {
+                found.push(InternalTransfer { transaction, from: call.from, to, value });
+            }
+            walk(transaction, call, found);
+        }
+    }
+    let mut found = Vec::new();
+    for (index, trace) in traces.iter().enumerate() {
+        let transaction = trace.tx_hash.or_else(|| block.transactions.get(index).map(|transaction| transaction.hash));
+        if let (Some(transaction), Some(top)) = (transaction, &trace.result)
+            && top.error.is_none()
+        {
+            walk(transaction, top, &mut found);
+        }
+    }
+    found
+}
+
 /// The transactions of `block` that concern a tracked wallet: sent by one,
-/// sent to one, or moving a token of one.
-pub fn relevant_transactions(block: &Block, transfers: &[TransferLog], tracked: &HashSet<Address>) -> HashSet<B256> {
+/// sent to one, moving a token of one, or paying one from inside a contract.
+pub fn relevant_transactions(
+    block: &Block,
+    transfers: &[TransferLog],
+    internal: &[InternalTransfer],
+    tracked: &HashSet<Address>,
+) -> HashSet<B256> {
     let mut relevant: HashSet<B256> = block
         .transactions
         .iter()
@@ -109,6 +161,12 @@ pub fn relevant_transactions(block: &Block, transfers: &[TransferLog], tracked: 
         .collect();
     relevant.extend(
         transfers
+            .iter()
+            .filter(|transfer| tracked.contains(&transfer.from) || tracked.contains(&transfer.to))
+            .map(|transfer| transfer.transaction),
+    );
+    relevant.extend(
+        internal
             .iter()
             .filter(|transfer| tracked.contains(&transfer.from) || tracked.contains(&transfer.to))
             .map(|transfer| transfer.transaction),
@@ -145,6 +203,8 @@ pub struct BlockInput<'a> {
     pub receipts: &'a HashMap<B256, Receipt>,
     /// The block's transfer logs.
     pub transfers: &'a [TransferLog],
+    /// The block's internal transfers (empty where the node has no traces).
+    pub internal: &'a [InternalTransfer],
     /// Tracked addresses.
     pub tracked: &'a HashSet<Address>,
     /// Token contracts' decimals and symbols.
@@ -158,7 +218,7 @@ pub struct BlockInput<'a> {
 /// Decodes the events of one block, in transaction order; a transaction
 /// without a receipt in `receipts` is skipped (the caller fetches them all).
 pub fn decode_block(input: &BlockInput<'_>) -> Vec<ActivityEvent> {
-    let BlockInput { chain, block, receipts, transfers, tracked, tokens, origin, received_at } = *input;
+    let BlockInput { chain, block, receipts, transfers, internal, tracked, tokens, origin, received_at } = *input;
     let now = ww_core::time::now();
     let mut events = Vec::new();
     for transaction in &block.transactions {
@@ -178,6 +238,12 @@ pub fn decode_block(input: &BlockInput<'_>) -> Vec<ActivityEvent> {
         for log in &logs {
             add(log.from);
             add(log.to);
+        }
+        let paid: Vec<&InternalTransfer> =
+            internal.iter().filter(|transfer| transfer.transaction == transaction.hash).collect();
+        for transfer in &paid {
+            add(transfer.from);
+            add(transfer.to);
         }
         if wallets.is_empty() {
             continue;
@@ -204,6 +270,22 @@ pub fn decode_block(input: &BlockInput<'_>) -> Vec<ActivityEvent> {
             }
             if succeeded && transaction.to == Some(wallet) {
                 native = native.saturating_add(to_i128(transaction.value));
+            }
+            // Internal transfers exist only in completed frames of a succeeded transaction.
+            let mut paid_by: Option<(U256, Address)> = None;
+            for transfer in paid.iter().filter(|_| succeeded) {
+                if transfer.to == wallet {
+                    native = native.saturating_add(to_i128(transfer.value));
+                    if paid_by.is_none_or(|(size, _)| transfer.value > size) {
+                        paid_by = Some((transfer.value, transfer.from));
+                    }
+                }
+                if transfer.from == wallet {
+                    native = native.saturating_sub(to_i128(transfer.value));
+                    if paid_by.is_none_or(|(size, _)| transfer.value > size) {
+                        paid_by = Some((transfer.value, transfer.to));
+                    }
+                }
             }
             // (token, token id) → delta, in a stable order.
             let mut moved: BTreeMap<(Address, Option<U256>), i128> = BTreeMap::new();
@@ -251,6 +333,7 @@ pub fn decode_block(input: &BlockInput<'_>) -> Vec<ActivityEvent> {
                 None
             }
             .or(other_side.map(|(_, address)| address))
+            .or(paid_by.map(|(_, address)| address))
             .filter(|address| *address != wallet && *address != Address::ZERO)
             .map(wallet_address);
             events.push(ActivityEvent {
@@ -330,6 +413,15 @@ mod tests {
     }
 
     fn decode(block: &Block, receipts: Vec<Receipt>, logs: &[Log]) -> Vec<ActivityEvent> {
+        decode_traced(block, receipts, logs, &[])
+    }
+
+    fn decode_traced(
+        block: &Block,
+        receipts: Vec<Receipt>,
+        logs: &[Log],
+        internal: &[InternalTransfer],
+    ) -> Vec<ActivityEvent> {
         let transfers: Vec<TransferLog> = logs.iter().filter_map(transfer_log).collect();
         let receipts = receipts.into_iter().map(|receipt| (receipt.transaction_hash, receipt)).collect();
         let tracked = HashSet::from([WALLET]);
@@ -339,6 +431,7 @@ mod tests {
             block,
             receipts: &receipts,
             transfers: &transfers,
+            internal,
             tracked: &tracked,
             tokens: &tokens,
             origin: Origin::Live,
@@ -415,5 +508,90 @@ mod tests {
         assert_eq!(event.token_deltas[1].delta, 1);
         assert_eq!(event.counterparty, Some(wallet_address(OTHER)));
         assert_eq!(event.programs, vec![wallet_address(TOKEN)]);
+    }
+
+    fn frame(kind: &str, from: Address, to: Address, value: u64, error: bool, calls: Vec<CallFrame>) -> CallFrame {
+        CallFrame {
+            kind: kind.into(),
+            from,
+            to: Some(to),
+            value: Some(U256::from(value)),
+            error: error.then(|| "execution reverted".to_string()),
+            calls,
+        }
+    }
+
+    #[test]
+    fn internal_transfers_are_the_value_of_completed_inner_calls() {
+        const CONTRACT: Address = address!("0x00000000000000000000000000000000000000dd");
+        let paying = B256::repeat_byte(1);
+        let undone = B256::repeat_byte(2);
+        let block = block(vec![
+            Transaction {
+                hash: paying,
+                from: OTHER,
+                to: Some(CONTRACT),
+                value: U256::from(10),
+                input: Bytes::from(vec![1]),
+            },
+            Transaction {
+                hash: undone,
+                from: OTHER,
+                to: Some(CONTRACT),
+                value: U256::from(7),
+                input: Bytes::from(vec![1]),
+            },
+        ]);
+        let traces = vec![
+            // The contract pays the wallet 10 (and a delegate call carries no value of its own).
+            TransactionTrace {
+                tx_hash: Some(paying),
+                result: Some(frame(
+                    "CALL",
+                    OTHER,
+                    CONTRACT,
+                    10,
+                    false,
+                    vec![
+                        frame("CALL", CONTRACT, WALLET, 10, false, vec![]),
+                        frame("DELEGATECALL", CONTRACT, OTHER, 10, false, vec![]),
+                    ],
+                )),
+            },
+            // The payment happens in a call that reverts: undone, though its own frame has no error.
+            TransactionTrace {
+                tx_hash: None,
+                result: Some(frame(
+                    "CALL",
+                    OTHER,
+                    CONTRACT,
+                    7,
+                    false,
+                    vec![frame(
+                        "CALL",
+                        CONTRACT,
+                        CONTRACT,
+                        7,
+                        true,
+                        vec![frame("CALL", CONTRACT, WALLET, 7, false, vec![])],
+                    )],
+                )),
+            },
+        ];
+        let internal = internal_transfers(&block, &traces);
+        assert_eq!(
+            internal,
+            vec![InternalTransfer { transaction: paying, from: CONTRACT, to: WALLET, value: U256::from(10) }]
+        );
+        let tracked = HashSet::from([WALLET]);
+        assert_eq!(relevant_transactions(&block, &[], &internal, &tracked), HashSet::from([paying]));
+        let events = decode_traced(&block, vec![receipt(1, true), receipt(2, true)], &[], &internal);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].native_delta, 10);
+        assert_eq!(events[0].fee_payer, wallet_address(OTHER), "the sender paid the fee");
+        assert_eq!(
+            events[0].counterparty.as_ref().map(|address| address.as_str().to_string()),
+            Some(CONTRACT.to_checksum(None))
+        );
     }
 }

@@ -13,8 +13,10 @@
 //!   says how far the chain is; every block from the cursor to there is
 //!   scanned, so a head the stream skipped, a reconnect or a restart leaves
 //!   no gap.
-//! - **A block's scan.** `eth_getBlockByNumber` with full transactions and
-//!   `eth_getLogs` of the block (by hash) for the `Transfer` topic; when a
+//! - **A block's scan.** `eth_getBlockByNumber` with full transactions,
+//!   `eth_getLogs` of the block (by hash) for the `Transfer` topic and,
+//!   unless `internal_transfers` is off or the node lacks it,
+//!   `debug_traceBlockByHash` with the call tracer; when a
 //!   transaction concerns a tracked wallet, the block's receipts
 //!   (`eth_getBlockReceipts`, or one `eth_getTransactionReceipt` each where
 //!   the node lacks it) give status, gas used and gas price. Token
@@ -99,6 +101,8 @@ pub(crate) struct FollowConfig {
     pub ws_url: Option<url::Url>,
     pub polling_interval: Duration,
     pub stale_after: Duration,
+    /// Read each block's call traces for internal transfers.
+    pub internal_transfers: bool,
 }
 
 struct Follower {
@@ -472,7 +476,8 @@ impl Follower {
         let node = |error: EvmRpcError| SourceError::node(chain, error);
         let logs = self.rpc.block_logs(block.header.hash, TRANSFER_TOPIC).await.map_err(node)?;
         let transfers: Vec<decode::TransferLog> = logs.iter().filter_map(decode::transfer_log).collect();
-        let relevant = decode::relevant_transactions(block, &transfers, &self.tracked);
+        let internal = self.internal_transfers(block).await?;
+        let relevant = decode::relevant_transactions(block, &transfers, &internal, &self.tracked);
         if relevant.is_empty() {
             return Ok(Vec::new());
         }
@@ -490,6 +495,7 @@ impl Follower {
             block,
             receipts: &receipts,
             transfers: &transfers,
+            internal: &internal,
             tracked: &self.tracked,
             tokens: &self.tokens,
             origin,
@@ -546,6 +552,24 @@ impl Follower {
             Ok(events.into_iter().find(|stored| stored.event.signature == transaction).map(|stored| stored.seq))
         })
         .await
+    }
+
+    /// The block's internal transfers from its call traces; none when
+    /// tracing is off, or the node has no `debug_traceBlockByHash` (said once).
+    async fn internal_transfers(&mut self, block: &Block) -> Result<Vec<decode::InternalTransfer>, SourceError> {
+        if !self.config.internal_transfers {
+            return Ok(Vec::new());
+        }
+        let chain = self.chain();
+        match self.rpc.block_traces(block.header.hash).await {
+            Ok(traces) => Ok(decode::internal_transfers(block, &traces)),
+            Err(error) if error.is_method_unsupported() => {
+                warn!(%chain, %error, "the node serves no call traces: native value a contract pays to a tracked wallet is not seen; set evm.{chain}.internal_transfers = false to stop asking");
+                self.config.internal_transfers = false;
+                Ok(Vec::new())
+            }
+            Err(error) => Err(SourceError::node(chain, error)),
+        }
     }
 
     /// The receipts of `relevant` transactions of `block`.

@@ -77,6 +77,7 @@ impl Source for EvmSource {
             ws_url: self.config.ws_url.as_ref().map(|url| url.expose().clone()),
             polling_interval: self.config.polling_interval,
             stale_after: self.config.stale_after,
+            internal_transfers: self.config.internal_transfers,
         };
         let rpc = self.rpc.clone();
         Box::pin(follow::run(config, rpc, context))

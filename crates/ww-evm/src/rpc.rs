@@ -133,6 +133,41 @@ pub struct Transaction {
     pub input: Bytes,
 }
 
+/// One transaction's call trace, from `debug_traceBlockByHash` with the
+/// call tracer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransactionTrace {
+    /// The transaction (older nodes leave it out: the block's order then).
+    #[serde(default)]
+    pub tx_hash: Option<B256>,
+    /// The top call frame (absent when the node could not trace it).
+    #[serde(default)]
+    pub result: Option<CallFrame>,
+}
+
+/// A call tracer frame.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CallFrame {
+    /// `CALL`, `DELEGATECALL`, `STATICCALL`, `CREATE`, `SELFDESTRUCT`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The caller.
+    pub from: Address,
+    /// The callee (or the contract created).
+    #[serde(default)]
+    pub to: Option<Address>,
+    /// Wei moved with the call.
+    #[serde(default)]
+    pub value: Option<U256>,
+    /// Set when the frame reverted (its value and its subcalls' are undone).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The calls it made.
+    #[serde(default)]
+    pub calls: Vec<CallFrame>,
+}
+
 /// A transaction's receipt.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -325,6 +360,11 @@ impl EvmRpc {
     /// `eth_getLogs` of one block (by hash, so a reorganised block is never mixed in) for `topic0`.
     pub async fn block_logs(&self, block: B256, topic0: B256) -> Result<Vec<Log>, EvmRpcError> {
         self.call("eth_getLogs", json!([{"blockHash": block, "topics": [topic0]}])).await
+    }
+
+    /// `debug_traceBlockByHash` with the call tracer: one trace per transaction.
+    pub async fn block_traces(&self, hash: B256) -> Result<Vec<TransactionTrace>, EvmRpcError> {
+        self.call("debug_traceBlockByHash", json!([hash, {"tracer": "callTracer"}])).await
     }
 
     /// `eth_call` at the latest block.

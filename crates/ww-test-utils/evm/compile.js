@@ -1,13 +1,18 @@
-// Compiles TestToken.sol to TestToken.bin (the creation bytecode, hex).
-// The committed TestToken.bin was produced by solc 0.8.28 (npm `solc@0.8.28`,
+// Compiles a contract to its creation bytecode (hex): NAME.sol → NAME.bin.
+// The committed .bin files were produced by solc 0.8.28 (npm `solc@0.8.28`,
 // soljson 0.8.28+commit.7893614a), optimizer on with 200 runs:
-//   npm install solc@0.8.28 && node compile.js TestToken.sol > TestToken.bin
+//   npm install solc@0.8.28
+//   node compile.js TestToken.sol > TestToken.bin
+//   node compile.js Forwarder.sol > Forwarder.bin
 const solc = require('solc');
 const fs = require('fs');
-const source = fs.readFileSync(process.argv[2], 'utf8');
+const path = require('path');
+const file = process.argv[2];
+const name = path.basename(file, '.sol');
+const source = fs.readFileSync(file, 'utf8');
 const input = {
   language: 'Solidity',
-  sources: { 'TestToken.sol': { content: source } },
+  sources: { [`${name}.sol`]: { content: source } },
   settings: { optimizer: { enabled: true, runs: 200 }, outputSelection: { '*': { '*': ['evm.bytecode.object'] } } },
 };
 const output = JSON.parse(solc.compile(JSON.stringify(input)));
@@ -17,4 +22,4 @@ for (const error of output.errors || []) {
     process.exit(1);
   }
 }
-process.stdout.write(output.contracts['TestToken.sol'].TestToken.evm.bytecode.object + '\n');
+process.stdout.write(output.contracts[`${name}.sol`][name].evm.bytecode.object + '\n');

@@ -19,12 +19,20 @@ pub const DEV_ACCOUNT: Address = alloy_primitives::address!("0xf39Fd6e51aad88F6F
 
 /// The test token's creation bytecode (see `evm/compile.js` for how it was made).
 const TEST_TOKEN_BIN: &str = include_str!("../evm/TestToken.bin");
+/// `evm/Forwarder.sol`, compiled the same way.
+const FORWARDER_BIN: &str = include_str!("../evm/Forwarder.bin");
 
 sol! {
     /// The test token (`evm/TestToken.sol`).
     contract TestToken {
         constructor(string name_, string symbol_, uint8 decimals_, uint256 supply);
         function transfer(address to, uint256 value) external returns (bool);
+    }
+
+    /// The forwarder (`evm/Forwarder.sol`).
+    contract Forwarder {
+        function forward(address to) external payable;
+        function tryForwardThenRevert(address to) external payable;
     }
 }
 
@@ -175,6 +183,33 @@ impl Anvil {
         let hash = self.send(from, None, U256::ZERO, Bytes::from(code), None).await?;
         let receipt = self.wait_for_receipt(hash).await?;
         Ok(serde_json::from_value(receipt["contractAddress"].clone())?)
+    }
+
+    /// Deploys the forwarder contract (internal transfers).
+    pub async fn deploy_forwarder(&self, from: Address) -> Result<Address> {
+        let code = alloy_primitives::hex::decode(FORWARDER_BIN.trim())?;
+        let hash = self.send(from, None, U256::ZERO, Bytes::from(code), None).await?;
+        let receipt = self.wait_for_receipt(hash).await?;
+        Ok(serde_json::from_value(receipt["contractAddress"].clone())?)
+    }
+
+    /// `from` sends `wei` to the forwarder, which pays it on to `to` from
+    /// inside the contract; with `undone`, in a call that reverts (the
+    /// transaction succeeds, `to` gets nothing).
+    pub async fn forward(
+        &self,
+        forwarder: Address,
+        from: Address,
+        to: Address,
+        wei: U256,
+        undone: bool,
+    ) -> Result<B256> {
+        let data = if undone {
+            Forwarder::tryForwardThenRevertCall { to }.abi_encode()
+        } else {
+            Forwarder::forwardCall { to }.abi_encode()
+        };
+        self.send(from, Some(forwarder), wei, Bytes::from(data), Some(300_000)).await
     }
 
     /// Sends `amount` of `token` from `from` to `to`; a transfer beyond the
