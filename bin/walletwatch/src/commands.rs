@@ -523,7 +523,7 @@ fn solana_source(
 async fn evm_sources(config: &Config) -> Result<Vec<Arc<dyn Source>>, Failure> {
     let mut sources: Vec<Arc<dyn Source>> = Vec::new();
     for evm in config.evm.values() {
-        let source = ww_evm::EvmSource::new(evm).map_err(|error| Failure::Runtime(error.into()))?;
+        let source = ww_evm::EvmSource::new(evm, &config.balances).map_err(|error| Failure::Runtime(error.into()))?;
         match source.verify().await {
             Ok(()) => {}
             Err(error @ ww_core::source::SourceError::Rejected(_)) => return Err(Failure::Usage(anyhow!(error))),
@@ -543,7 +543,7 @@ fn evm_source(config: &Config, chain: ww_core::Chain) -> Result<Arc<dyn Source>,
             "{chain} is not watched: add an [evm.{chain}] section with its rpc_url (and ws_url) to the configuration"
         ))
     })?;
-    Ok(Arc::new(ww_evm::EvmSource::new(evm).map_err(|error| Failure::Runtime(error.into()))?))
+    Ok(Arc::new(ww_evm::EvmSource::new(evm, &config.balances).map_err(|error| Failure::Runtime(error.into()))?))
 }
 
 /// Backfills `wallet` between the bounds with a progress bar and a summary.
@@ -639,7 +639,7 @@ fn print_balances(config: &Config, address: Option<&str>, chain: Option<ww_core:
     let mut history = Vec::new();
     if wallet.is_some() {
         for record in &current {
-            history.extend(store.balance_history(&record.account_id(), BALANCE_HISTORY_SHOWN)?);
+            history.extend(store.balance_history(record, BALANCE_HISTORY_SHOWN)?);
         }
     }
     if json {

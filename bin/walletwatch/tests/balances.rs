@@ -21,7 +21,7 @@ fn sol_balance(data_dir: &std::path::Path, wallet: &WalletAddress) -> Option<u64
         .as_array()?
         .iter()
         .find(|record| record["address"] == wallet.as_str() && record["asset"]["kind"] == "sol")
-        .and_then(|record| record["amount"].as_u64())
+        .and_then(|record| record["amount"].as_str()?.parse().ok())
 }
 
 fn write_config(data_dir: &std::path::Path, text: &str) -> String {

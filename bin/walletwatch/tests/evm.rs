@@ -529,3 +529,107 @@ async fn a_contract_paying_a_wallet_is_seen_from_the_call_traces() {
         "the value stays in the contract"
     );
 }
+
+/// Native and token balances of EVM wallets, read in batches on the
+/// activity tiers and shown by `balances` with the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evm_balances_are_read_for_the_coin_and_every_token_moved() {
+    let anvil = Anvil::start(None).await.expect("anvil");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(data_dir.path(), &anvil.rpc_url, &anvil.ws_url);
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str("[balances]\nhigh_interval_secs = 1\nmedium_interval_secs = 1\nlow_interval_secs = 1\n");
+    std::fs::write(&config, text).expect("config");
+    let token = anvil.deploy_token(DEV_ACCOUNT, "TT", 6, U256::from(1_000_000_000u64)).await.expect("deploy");
+    let wallet = fresh_evm_address();
+    track_evm(data_dir.path(), &config, wallet);
+    let _daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
+    wait_until("the wallet Active", data_dir.path(), || {
+        evm_statuses(data_dir.path()) == vec![("evm-local".to_string(), "\"Active\"".to_string())]
+    });
+    anvil.transfer(DEV_ACCOUNT, wallet, U256::from(2 * ETH)).await.expect("coin");
+    let moved = anvil.token_transfer(token, DEV_ACCOUNT, wallet, U256::from(500u64)).await.expect("token");
+    wait_until("the token event", data_dir.path(), || !events_of(data_dir.path(), moved).is_empty());
+    let balances = || {
+        let output = walletwatch(data_dir.path())
+            .args(["balances", &wallet.to_string(), "--chain", "evm-local", "--json"])
+            .output()
+            .expect("balances");
+        assert!(output.status.success(), "{output:?}");
+        let document: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+        document["balances"]
+            .as_array()
+            .expect("balances")
+            .iter()
+            .map(|record| {
+                let asset = match record["asset"]["kind"].as_str() {
+                    Some("token") => record["asset"]["mint"].as_str().unwrap_or_default().to_string(),
+                    other => other.unwrap_or_default().to_string(),
+                };
+                (asset, record["amount"].as_str().unwrap_or_default().to_string())
+            })
+            .collect::<BTreeMap<String, String>>()
+    };
+    let expected =
+        BTreeMap::from([("native".to_string(), (2 * ETH).to_string()), (token.to_checksum(None), "500".to_string())]);
+    wait_until("both balances", data_dir.path(), || balances() == expected);
+    let output = walletwatch(data_dir.path())
+        .args(["balances", &wallet.to_string(), "--chain", "evm-local"])
+        .output()
+        .expect("balances");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("2.000000000000000000 ETH (block"), "{text}");
+}
+
+/// Catching up after downtime reads final blocks' logs by range (halved
+/// while the node answers "too large"), records every transfer once, and
+/// asks for far fewer log requests than blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catching_up_reads_logs_by_range_and_halves_a_range_too_large() {
+    let anvil = Anvil::start(None).await.expect("anvil");
+    let proxy = ww_test_utils::RpcProxy::start(&anvil.rpc_url).await.expect("rpc proxy");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(data_dir.path(), &proxy.url(), &anvil.ws_url);
+    let token = anvil.deploy_token(DEV_ACCOUNT, "TT", 6, U256::from(1_000_000_000u64)).await.expect("deploy");
+    let (wallet, stranger) = (fresh_evm_address(), fresh_evm_address());
+    track_evm(data_dir.path(), &config, wallet);
+    let daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
+    wait_until("the wallet Active", data_dir.path(), || {
+        evm_statuses(data_dir.path()) == vec![("evm-local".to_string(), "\"Active\"".to_string())]
+    });
+    let first = anvil.transfer(DEV_ACCOUNT, wallet, U256::from(1u64)).await.expect("transfer");
+    wait_until("the first event", data_dir.path(), || !events_of(data_dir.path(), first).is_empty());
+    daemon.kill_9();
+    // 40 blocks while it is down: 20 token transfers to the wallet, 20 to a stranger.
+    let mut owed = vec![first];
+    for index in 0..20u64 {
+        owed.push(
+            anvil.token_transfer(token, DEV_ACCOUNT, wallet, U256::from(index + 1)).await.expect("to the wallet"),
+        );
+        anvil.token_transfer(token, DEV_ACCOUNT, stranger, U256::from(1u64)).await.expect("to a stranger");
+    }
+    let logs_before = proxy.calls("eth_getLogs");
+    proxy.fail_method("eth_getLogs", 413, 3);
+    let daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
+    wait_until("every transfer", data_dir.path(), || {
+        owed.iter().all(|hash| !events_of(data_dir.path(), *hash).is_empty())
+    });
+    assert_eq!(stored_events(data_dir.path()).len(), owed.len(), "each once");
+    let log_calls = proxy.calls("eth_getLogs") - logs_before;
+    assert!(log_calls < 15, "{log_calls} eth_getLogs calls for 40 blocks");
+    let client = ww_http::client_builder().expect("client").build().expect("client");
+    let metrics = client.get(daemon.metrics_url()).send().await.expect("metrics").text().await.expect("text");
+    let value = |outcome: &str| {
+        metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(&format!(
+                    "ww_evm_log_range_reads_total{{chain=\"evm-local\",outcome=\"{outcome}\"}} "
+                ))
+            })
+            .and_then(|value| value.parse::<u64>().ok())
+            .unwrap_or_default()
+    };
+    assert_eq!(value("too_large"), 3, "{metrics}");
+    assert!(value("ok") >= 1, "{metrics}");
+}

@@ -379,12 +379,37 @@ impl DeliveryWorkers {
         shutdown: &CancellationToken,
     ) -> LaneEnd {
         let mut loaded = self.load(&jobs).await.into_iter();
+        // Events whose alert was dropped unsent here: their retractions go too.
+        let mut unsent: HashSet<ww_core::EventSeq> = HashSet::new();
         for job in jobs {
             let prepared = loaded.next().unwrap_or_else(|| {
                 Err(SinkError::Retryable { reason: "job not loaded".into(), retry_after: None, cause: None })
             });
             if shutdown.is_cancelled() {
                 break;
+            }
+            if job.kind == JobKind::Retraction && unsent.contains(&job.seq) {
+                continue;
+            }
+            if job.kind == JobKind::Alert && prepared.as_ref().is_ok_and(|loaded| loaded.event.is_retracted()) {
+                // A reorganisation dropped the transaction before its alert
+                // went out: neither the alert nor its retraction is sent.
+                let (store, alert) = (Arc::clone(&self.store), job.clone());
+                let dropped = tokio::task::spawn_blocking(move || store.outbox_drop_unsent_alert(&alert)).await;
+                if !matches!(dropped, Ok(Ok(_))) {
+                    warn!(job = job.id, "dropping an unsent retracted alert failed; it is looked at again");
+                    return LaneEnd {
+                        destination,
+                        paused_until: Some(Instant::now() + Duration::from_secs(1)),
+                        sink_paused_until: None,
+                    };
+                }
+                unsent.insert(job.seq);
+                metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => job.destination.sink(), "outcome" => "retracted")
+                    .increment(1);
+                debug!(job = job.id, destination = %job.destination, signature = %job.signature,
+                    "transaction dropped by a chain reorganisation before its alert went out; not sent");
+                continue;
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -427,15 +452,6 @@ impl DeliveryWorkers {
         let sink = job.destination.sink();
         let prepared = match loaded {
             Ok(Loaded { event, label, filter }) => {
-                if job.kind == JobKind::Alert && event.is_retracted() {
-                    // A reorganisation dropped the transaction before its alert went out.
-                    completions.push(job.id).await;
-                    metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "retracted")
-                        .increment(1);
-                    debug!(job = job.id, destination = %job.destination, signature = %job.signature,
-                        "transaction dropped by a chain reorganisation before its alert went out; not sent");
-                    return Ok(None);
-                }
                 if let Some((depth, needed)) = self.unconfirmed(job, &event.event) {
                     // Not an attempt: the lane waits for the chain, in order.
                     let wait = Duration::from_secs((needed - depth).clamp(1, 60));

@@ -74,6 +74,12 @@ pub fn render_balance_line(record: &ww_core::balance::BalanceRecord) -> String {
         ww_core::balance::Asset::Sol => {
             format!("{} SOL", format_sol(i64::try_from(record.amount).unwrap_or(i64::MAX)).trim_start_matches('+'))
         }
+        ww_core::balance::Asset::Native => format!(
+            "{} {}",
+            format_token_amount(i128::try_from(record.amount).unwrap_or(i128::MAX), record.chain.native_decimals())
+                .trim_start_matches('+'),
+            record.chain.native_symbol()
+        ),
         ww_core::balance::Asset::Token { mint, .. } => format!("{} base units of {}", record.amount, mint.short()),
     };
     let account = if record.address == record.wallet {
@@ -81,7 +87,8 @@ pub fn render_balance_line(record: &ww_core::balance::BalanceRecord) -> String {
     } else {
         format!("token account {}", record.address.short())
     };
-    format!("{} {account}: {amount} (slot {}, {observed})", record.wallet.short(), record.slot)
+    let position = if record.chain == ww_core::Chain::Solana { "slot" } else { "block" };
+    format!("{} {account}: {amount} ({position} {}, {observed})", record.wallet.short(), record.slot)
 }
 
 #[cfg(test)]

@@ -178,7 +178,7 @@ async fn run_in(
     daemon_config.store = ww_config::StoreLocation::Redb { dir: scratch.to_path_buf() };
     daemon_config.users.clear();
     daemon_config.evm.retain(|configured, _| *configured == chain);
-    let source = Arc::new(EvmSource::new(&daemon_config.evm[&chain])?);
+    let source = Arc::new(EvmSource::new(&daemon_config.evm[&chain], &daemon_config.balances)?);
     source.verify().await?;
     let health = ww_core::status::Health::default();
     let broker = ww_app::broker::LocalBroker::default().shared();

@@ -422,11 +422,13 @@ pub trait Store: Send + Sync + 'static {
     /// Retracts events whose transactions a chain reorganisation dropped, in
     /// one transaction: each is marked retracted at `now` (kept, never
     /// deleted) and its key released, so the same (wallet, transaction) is
-    /// recorded again should a later block include it. For each route, an
-    /// alert still waiting in the outbox (or dead letters) is dropped, since
-    /// it never went out; otherwise a [`JobKind::Retraction`] job is queued.
-    /// Returns the events retracted by this call (unknown and already
-    /// retracted ones are skipped).
+    /// recorded again should a later block include it. For each route a
+    /// [`JobKind::Retraction`] job is queued behind the alert's (a
+    /// destination's jobs go out in order, so it follows the alert if the
+    /// alert is being sent right now); an alert that died in the dead
+    /// letters never went out, and it is dropped instead. Returns the events
+    /// retracted by this call (unknown and already retracted ones are
+    /// skipped).
     fn retract_events(&self, retractions: &[Retraction], now: UnixMillis) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// Returns which of `signatures` the wallet already has an event for, or
@@ -465,6 +467,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes delivered jobs in one commit (ids no longer present are skipped).
     fn outbox_complete_many(&self, job_ids: &[u64]) -> Result<(), StoreError>;
+
+    /// Removes an alert job whose event was retracted before it went out,
+    /// with the retraction queued behind it for the same destination: the
+    /// destination hears of neither. Returns how many jobs were removed.
+    fn outbox_drop_unsent_alert(&self, job: &OutboxJob) -> Result<u64, StoreError>;
 
     /// Records a failed attempt: the job's attempts, next attempt and error.
     fn outbox_reschedule(
@@ -525,8 +532,9 @@ pub trait Store: Send + Sync + 'static {
     /// Returns current balances, of one wallet's accounts or of all, ordered by account key.
     fn balances(&self, wallet: Option<&WalletId>) -> Result<Vec<BalanceRecord>, StoreError>;
 
-    /// Returns an account's balance history (the account on its chain), newest first.
-    fn balance_history(&self, account: &WalletId, limit: usize) -> Result<Vec<BalanceRecord>, StoreError>;
+    /// Returns the history of the holding `current` observes (its
+    /// [`BalanceRecord::holding_key`]), newest first.
+    fn balance_history(&self, current: &BalanceRecord, limit: usize) -> Result<Vec<BalanceRecord>, StoreError>;
 
     /// Saves the running daemon's statistics (replacing the previous ones).
     fn save_runtime_stats(&self, stats: &RuntimeStats) -> Result<(), StoreError>;

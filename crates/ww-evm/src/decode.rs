@@ -486,6 +486,8 @@ mod tests {
             data,
             transaction_hash: B256::repeat_byte(1),
             log_index: None,
+            block_hash: None,
+            block_number: None,
         };
         let logs = [
             log(vec![TRANSFER_TOPIC, topic(OTHER), topic(WALLET)], data(500)),

@@ -22,6 +22,13 @@
 //!   the node lacks it) give status, gas used and gas price. Token
 //!   contracts' `decimals()` and `symbol()` are read once and kept in the
 //!   store.
+//! - **Catching up.** Blocks at least `confirmations` below the head (final
+//!   by the chain's own rule) have their `Transfer` logs read ahead by
+//!   range (`eth_getLogs` with `fromBlock`/`toBlock`), one request for up to
+//!   [`MAX_RANGE`] blocks: the range is halved when the node refuses it or
+//!   its answer as too large and doubled back after each success. A log
+//!   whose block hash is not the scanned block's drops the read-ahead, and
+//!   newer blocks are always read by hash.
 //! - **Reorganisations.** A block whose parent hash is not the hash of the
 //!   block scanned before it means the chain reorganised: the window is
 //!   walked back to the newest block the node still has, and scanning
@@ -34,7 +41,7 @@
 //!   alert went, counted in `ww_evm_events_retracted_total`). A retracted
 //!   transaction that a later block includes after all is recorded again.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -51,7 +58,7 @@ use ww_core::{Chain, EventSeq, Origin, SubscriptionStatus, WalletId};
 use crate::decode::{self, BlockInput, TRANSFER_TOPIC, TokenInfo};
 use crate::heads::{self, StreamState};
 use crate::metric_names;
-use crate::rpc::{Block, EvmRpc, EvmRpcError, Header, Receipt};
+use crate::rpc::{Block, EvmRpc, EvmRpcError, Header, Log, Receipt};
 
 /// Scanned blocks remembered for telling a reorganisation's depth.
 pub const WINDOW: usize = 128;
@@ -59,6 +66,10 @@ pub const WINDOW: usize = 128;
 const WALLETS_REFRESH: Duration = Duration::from_secs(2);
 /// Blocks scanned in one pass before the loop looks at its other work.
 const BLOCKS_PER_PASS: u64 = 256;
+/// Most blocks one read-ahead `eth_getLogs` asks for.
+pub const MAX_RANGE: u64 = 2_000;
+/// Blocks the first read-ahead asks for.
+const FIRST_RANGE: u64 = 100;
 
 sol! {
     function decimals() external view returns (uint8);
@@ -103,6 +114,8 @@ pub(crate) struct FollowConfig {
     pub stale_after: Duration,
     /// Read each block's call traces for internal transfers.
     pub internal_transfers: bool,
+    /// Depth from which a block is final (read-ahead by range only there).
+    pub confirmations: u64,
 }
 
 struct Follower {
@@ -120,6 +133,12 @@ struct Follower {
     /// The status last written for the chain's wallets.
     status: Option<(SubscriptionStatus, Option<String>)>,
     head: Option<u64>,
+    /// `Transfer` logs read ahead by range, by block number.
+    ahead: BTreeMap<u64, Vec<Log>>,
+    /// The newest block the read-ahead covers.
+    ahead_to: Option<u64>,
+    /// Blocks the next read-ahead asks for.
+    range: u64,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -181,6 +200,9 @@ pub(crate) async fn run(config: FollowConfig, rpc: EvmRpc, context: SourceContex
         block_receipts: true,
         status: None,
         head: None,
+        ahead: BTreeMap::new(),
+        ahead_to: None,
+        range: FIRST_RANGE,
     };
     follower.refresh_wallets().await?;
     let mut poll = tokio::time::interval(follower.config.polling_interval);
@@ -396,7 +418,7 @@ impl Follower {
                 continue;
             }
             let received = if next == target { received_at } else { SystemTime::now() };
-            let events = self.scan(&block, origin, received).await?;
+            let events = self.scan(&block, target, origin, received).await?;
             metrics::counter!(metric_names::BLOCKS, "chain" => chain.as_str()).increment(1);
             self.cursor.blocks.push_back(Scanned { number: next, hash: block.header.hash, events });
             while self.cursor.blocks.len() > WINDOW {
@@ -417,6 +439,8 @@ impl Follower {
     async fn rewind(&mut self, at: u64) -> Result<(), SourceError> {
         let chain = self.chain();
         metrics::counter!(metric_names::REORGS, "chain" => chain.as_str()).increment(1);
+        self.ahead.clear();
+        self.ahead_to = None;
         let mut orphaned = 0;
         while let Some((number, hash)) = self.cursor.blocks.back().map(|block| (block.number, block.hash)) {
             let header = self.rpc.header(number).await.map_err(|error| SourceError::node(chain, error))?;
@@ -466,6 +490,7 @@ impl Follower {
     async fn scan(
         &mut self,
         block: &Block,
+        target: u64,
         origin: Origin,
         received_at: SystemTime,
     ) -> Result<Vec<BlockEvent>, SourceError> {
@@ -474,7 +499,10 @@ impl Follower {
         }
         let chain = self.chain();
         let node = |error: EvmRpcError| SourceError::node(chain, error);
-        let logs = self.rpc.block_logs(block.header.hash, TRANSFER_TOPIC).await.map_err(node)?;
+        let logs = match self.logs_ahead(block, target).await {
+            Some(logs) => logs,
+            None => self.rpc.block_logs(block.header.hash, TRANSFER_TOPIC).await.map_err(node)?,
+        };
         let transfers: Vec<decode::TransferLog> = logs.iter().filter_map(decode::transfer_log).collect();
         let internal = self.internal_transfers(block).await?;
         let relevant = decode::relevant_transactions(block, &transfers, &internal, &self.tracked);
@@ -552,6 +580,74 @@ impl Follower {
             Ok(events.into_iter().find(|stored| stored.event.signature == transaction).map(|stored| stored.seq))
         })
         .await
+    }
+
+    /// The block's `Transfer` logs from the read-ahead, reading the next range
+    /// when the block is final and not covered; `None`: read it by hash.
+    async fn logs_ahead(&mut self, block: &Block, target: u64) -> Option<Vec<Log>> {
+        let number = block.header.number.to::<u64>();
+        let final_to = target.saturating_sub(self.config.confirmations);
+        self.ahead = self.ahead.split_off(&number);
+        if self.ahead_to.is_some_and(|to| to < number) {
+            self.ahead_to = None;
+        }
+        if self.ahead_to.is_none() && number <= final_to {
+            self.read_ahead(number, final_to).await;
+        }
+        if self.ahead_to? < number {
+            return None;
+        }
+        let logs = self.ahead.remove(&number).unwrap_or_default();
+        if logs.iter().any(|log| log.block_hash != Some(block.header.hash)) {
+            // Another branch than the one scanned: start over by hash.
+            debug!(chain = %self.chain(), block = number, "read-ahead logs are of another branch; dropped");
+            self.ahead.clear();
+            self.ahead_to = None;
+            return None;
+        }
+        Some(logs)
+    }
+
+    /// Reads the `Transfer` logs of `from..=` up to `last` (a range of at
+    /// most `self.range` blocks), halving the range while the node finds
+    /// it too large. Leaves the read-ahead empty when it cannot.
+    async fn read_ahead(&mut self, from: u64, last: u64) {
+        let chain = self.chain();
+        loop {
+            let to = last.min(from + self.range - 1);
+            match self.rpc.range_logs(from, to, TRANSFER_TOPIC).await {
+                Ok(logs) => {
+                    let mut ahead: BTreeMap<u64, Vec<Log>> = BTreeMap::new();
+                    for log in logs {
+                        // Every log must say its block, or the range is no use.
+                        let (Some(number), Some(_)) = (log.block_number, log.block_hash) else {
+                            warn!(%chain, from, to, "range logs without their block; reading block by block");
+                            return;
+                        };
+                        ahead.entry(number.to::<u64>()).or_default().push(log);
+                    }
+                    metrics::counter!(metric_names::RANGE_READS, "chain" => chain.as_str(), "outcome" => "ok")
+                        .increment(1);
+                    debug!(%chain, from, to, range = self.range, "logs read ahead");
+                    self.ahead = ahead;
+                    self.ahead_to = Some(to);
+                    self.range = (self.range * 2).min(MAX_RANGE);
+                    return;
+                }
+                Err(error) if error.is_too_large() && self.range > 1 => {
+                    metrics::counter!(metric_names::RANGE_READS, "chain" => chain.as_str(), "outcome" => "too_large")
+                        .increment(1);
+                    self.range = (self.range / 2).max(1);
+                    debug!(%chain, from, range = self.range, %error, "log range too large; halved");
+                }
+                Err(error) => {
+                    metrics::counter!(metric_names::RANGE_READS, "chain" => chain.as_str(), "outcome" => "error")
+                        .increment(1);
+                    warn!(%chain, from, to, %error, "reading logs ahead failed; reading block by block");
+                    return;
+                }
+            }
+        }
     }
 
     /// The block's internal transfers from its call traces; none when

@@ -11,6 +11,7 @@
 //! ERC-721 `Transfer` logs naming one, decoded by [`decode`] with the
 //! receipts' status and fees. Types and ABI decoding come from alloy.
 
+pub mod balances;
 pub mod decode;
 pub mod follow;
 pub mod heads;
@@ -34,15 +35,17 @@ const HEIGHT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct EvmSource {
     config: EvmConfig,
+    balances: ww_config::BalancesConfig,
     rpc: EvmRpc,
 }
 
 impl EvmSource {
-    /// A source for the chain `config` describes (nothing is contacted yet).
-    pub fn new(config: &EvmConfig) -> Result<Self, SourceError> {
+    /// A source for the chain `config` describes, reading balances on the
+    /// tiers of `balances` (nothing is contacted yet).
+    pub fn new(config: &EvmConfig, balances: &ww_config::BalancesConfig) -> Result<Self, SourceError> {
         let rpc = EvmRpc::new(config.chain, config.rpc_url.expose().clone(), config.rpc_timeout)
             .map_err(|error| SourceError::node(config.chain, error))?;
-        Ok(Self { config: config.clone(), rpc })
+        Ok(Self { config: config.clone(), balances: balances.clone(), rpc })
     }
 
     /// JSON-RPC requests this source has sent so far (its follower's included).
@@ -78,9 +81,17 @@ impl Source for EvmSource {
             polling_interval: self.config.polling_interval,
             stale_after: self.config.stale_after,
             internal_transfers: self.config.internal_transfers,
+            confirmations: self.config.confirmations,
         };
         let rpc = self.rpc.clone();
-        Box::pin(follow::run(config, rpc, context))
+        let reader = balances::run(self.config.chain, rpc.clone(), self.balances.clone(), context.clone());
+        Box::pin(async move {
+            // Both stop at the context's shutdown.
+            let reader = tokio::spawn(reader);
+            let followed = follow::run(config, rpc, context).await;
+            let _ = reader.await;
+            followed
+        })
     }
 
     fn current_height(&self) -> SourceFuture<'_, u64> {

@@ -18,6 +18,11 @@ pub const BLOCKS: &str = "ww_evm_blocks_scanned_total";
 /// Counter: reorganisations seen (a block whose parent is not the block
 /// scanned before it). Labels: `chain`.
 pub const REORGS: &str = "ww_evm_reorgs_total";
+/// Counter: read-ahead `eth_getLogs` range requests while catching up.
+/// Labels: `chain`, `outcome` (ok, too_large, error).
+pub const RANGE_READS: &str = "ww_evm_log_range_reads_total";
+/// Counter: balances read (native and token). Labels: `chain`.
+pub const BALANCE_READS: &str = "ww_evm_balance_reads_total";
 /// Counter: stored events retracted because a reorganisation dropped their
 /// transactions. Labels: `chain`.
 pub const EVENTS_RETRACTED: &str = "ww_evm_events_retracted_total";
@@ -86,6 +91,18 @@ pub const CATALOG: &[ww_core::metric::MetricSpec] = {
             name: REORGS,
             kind: Counter,
             help: "EVM reorganisations seen (a new block whose parent is not the block scanned before it)",
+            labels: &[("chain", CHAINS)],
+        },
+        MetricSpec {
+            name: RANGE_READS,
+            kind: Counter,
+            help: "Read-ahead eth_getLogs range requests while catching up (too_large: the range was halved)",
+            labels: &[("chain", CHAINS), ("outcome", &["ok", "too_large", "error"])],
+        },
+        MetricSpec {
+            name: BALANCE_READS,
+            kind: Counter,
+            help: "EVM balances read (native coin and ERC-20 tokens of tracked wallets)",
             labels: &[("chain", CHAINS)],
         },
         MetricSpec {

@@ -81,6 +81,24 @@ impl EvmRpcError {
         }
     }
 
+    /// Returns true when a range query asked for too much: the node refused
+    /// the range or the size of its answer (providers word it differently),
+    /// or the answer outgrew the reply limit.
+    pub fn is_too_large(&self) -> bool {
+        match self {
+            EvmRpcError::Node { code, message, .. } => {
+                let message = message.to_ascii_lowercase();
+                *code == -32005
+                    || ["range", "too large", "too many", "limit", "exceed", "more than"]
+                        .iter()
+                        .any(|needle| message.contains(needle))
+            }
+            EvmRpcError::Malformed { reason, .. } => reason.starts_with("reply larger than"),
+            EvmRpcError::Http { status, .. } => *status == 413,
+            _ => false,
+        }
+    }
+
     /// Whether the node does not know the method (`-32601`, or a message saying so).
     pub fn is_method_unsupported(&self) -> bool {
         match self {
@@ -219,6 +237,12 @@ pub struct Log {
     /// Its position in the block.
     #[serde(default)]
     pub log_index: Option<U64>,
+    /// The block that holds it (range queries).
+    #[serde(default)]
+    pub block_hash: Option<B256>,
+    /// That block's number (range queries).
+    #[serde(default)]
+    pub block_number: Option<U64>,
 }
 
 #[derive(Deserialize)]
@@ -285,11 +309,8 @@ impl EvmRpc {
         }
     }
 
-    async fn call_once<T: DeserializeOwned>(&self, method: &'static str, params: &Value) -> Result<T, EvmRpcError> {
-        metrics::counter!(metric_names::RPC_CALLS, "chain" => self.chain.as_str(), "method" => method).increment(1);
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    /// Posts `body` and reads the reply, at most [`MAX_REPLY_BYTES`].
+    async fn post(&self, method: &'static str, body: &Value) -> Result<Vec<u8>, EvmRpcError> {
         let failed = |reason: String| EvmRpcError::Transport { method, endpoint: self.host.clone(), reason };
         let mut response = self
             .http
@@ -316,6 +337,63 @@ impl EvmRpc {
             }
             bytes.extend_from_slice(&chunk);
         }
+        Ok(bytes)
+    }
+
+    /// Sends `calls` as one JSON-RPC batch (one HTTP request): one result
+    /// per call, in order. Counted as one call per entry.
+    pub async fn batch(&self, calls: &[(&'static str, Value)]) -> Result<Vec<Result<Value, EvmRpcError>>, EvmRpcError> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = self.next_id.fetch_add(calls.len() as u64, Ordering::Relaxed);
+        let body: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(index, (method, params))| {
+                metrics::counter!(metric_names::RPC_CALLS, "chain" => self.chain.as_str(), "method" => *method)
+                    .increment(1);
+                json!({"jsonrpc": "2.0", "id": first + index as u64, "method": method, "params": params})
+            })
+            .collect();
+        self.calls.fetch_add(calls.len() as u64, Ordering::Relaxed);
+        let label = calls[0].0;
+        let bytes = self.post(label, &Value::Array(body)).await?;
+        #[derive(Deserialize)]
+        struct Entry {
+            id: u64,
+            #[serde(flatten)]
+            reply: Reply,
+        }
+        let entries: Vec<Entry> = serde_json::from_slice(&bytes)
+            .map_err(|error| EvmRpcError::Malformed { method: label, reason: format!("batch reply: {error}") })?;
+        let mut replies: Vec<Option<Reply>> = calls.iter().map(|_| None).collect();
+        for entry in entries {
+            if let Some(slot) = entry.id.checked_sub(first).and_then(|index| replies.get_mut(index as usize)) {
+                *slot = Some(entry.reply);
+            }
+        }
+        Ok(replies
+            .into_iter()
+            .zip(calls)
+            .map(|(reply, (method, _))| match reply {
+                None => Err(EvmRpcError::Malformed { method, reason: "no reply in the batch".into() }),
+                Some(Reply { error: Some(error), .. }) => {
+                    metrics::counter!(metric_names::RPC_ERRORS, "chain" => self.chain.as_str(), "method" => *method)
+                        .increment(1);
+                    Err(EvmRpcError::Node { method, code: error.code, message: error.message })
+                }
+                Some(Reply { result, .. }) => Ok(result.unwrap_or(Value::Null)),
+            })
+            .collect())
+    }
+
+    async fn call_once<T: DeserializeOwned>(&self, method: &'static str, params: &Value) -> Result<T, EvmRpcError> {
+        metrics::counter!(metric_names::RPC_CALLS, "chain" => self.chain.as_str(), "method" => method).increment(1);
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let bytes = self.post(method, &body).await?;
         let reply: Reply = serde_json::from_slice(&bytes)
             .map_err(|error| EvmRpcError::Malformed { method, reason: error.to_string() })?;
         if let Some(error) = reply.error {
@@ -360,6 +438,15 @@ impl EvmRpc {
     /// `eth_getLogs` of one block (by hash, so a reorganised block is never mixed in) for `topic0`.
     pub async fn block_logs(&self, block: B256, topic0: B256) -> Result<Vec<Log>, EvmRpcError> {
         self.call("eth_getLogs", json!([{"blockHash": block, "topics": [topic0]}])).await
+    }
+
+    /// `eth_getLogs` of blocks `from..=to` for `topic0` (catching up).
+    pub async fn range_logs(&self, from: u64, to: u64, topic0: B256) -> Result<Vec<Log>, EvmRpcError> {
+        self.call(
+            "eth_getLogs",
+            json!([{"fromBlock": format!("{from:#x}"), "toBlock": format!("{to:#x}"), "topics": [topic0]}]),
+        )
+        .await
     }
 
     /// `debug_traceBlockByHash` with the call tracer: one trace per transaction.

@@ -430,7 +430,7 @@ pub(crate) async fn wallet_balances(
         let balances = store.balances(Some(&wallet))?;
         let mut history = Vec::new();
         for record in &balances {
-            history.extend(store.balance_history(&record.account_id(), HISTORY_PER_ACCOUNT)?);
+            history.extend(store.balance_history(record, HISTORY_PER_ACCOUNT)?);
         }
         Ok::<_, ww_core::store::StoreError>((balances, history))
     })

@@ -123,12 +123,12 @@ fn observation(
 ) -> Option<BalanceRecord> {
     let is_wallet = to_read.account == to_read.wallet;
     let (asset, amount) = match (is_wallet, account) {
-        (true, Some(info)) => (Asset::Sol, info.lamports),
+        (true, Some(info)) => (Asset::Sol, u128::from(info.lamports)),
         // A wallet that does not exist holds nothing.
         (true, None) => (Asset::Sol, 0),
         (false, Some(info)) => {
             let state = decode_token_account(info)?;
-            (Asset::Token { mint: state.mint, is_token_2022: state.is_token_2022 }, state.amount)
+            (Asset::Token { mint: state.mint, is_token_2022: state.is_token_2022 }, u128::from(state.amount))
         }
         // A closed token account: its mint is no longer readable.
         (false, None) => return None,

@@ -49,27 +49,6 @@ pub(crate) fn retract_events(
             }
             for route in &retraction.routes {
                 let destination = route.destination.to_string();
-                // An alert still waiting never went out: drop it instead.
-                let mut waiting = None;
-                for entry in by_destination
-                    .range((destination.as_str(), 0)..=(destination.as_str(), u64::MAX))
-                    .map_err(storage_error)?
-                {
-                    let (entry_key, _) = entry.map_err(storage_error)?;
-                    let job_id = entry_key.value().1;
-                    if let Some(bytes) = outbox.get(job_id).map_err(storage_error)? {
-                        let job: OutboxJob = decode("outbox", bytes.value())?;
-                        if job.seq == stored.seq && job.kind == JobKind::Alert {
-                            waiting = Some(job_id);
-                            break;
-                        }
-                    }
-                }
-                if let Some(job_id) = waiting {
-                    outbox.remove(job_id).map_err(storage_error)?;
-                    by_destination.remove((destination.as_str(), job_id)).map_err(storage_error)?;
-                    continue;
-                }
                 let mut buried = None;
                 for entry in dead.iter().map_err(storage_error)? {
                     let (entry_key, value) = entry.map_err(storage_error)?;
@@ -109,6 +88,38 @@ pub(crate) fn retract_events(
     }
     write.commit().map_err(commit_error)?;
     Ok(retracted)
+}
+
+/// See `Store::outbox_drop_unsent_alert`.
+pub(crate) fn drop_unsent_alert(database: &Database, alert: &OutboxJob) -> Result<u64, StoreError> {
+    let write = database.begin_write().map_err(transaction_error)?;
+    let mut dropped = 0;
+    {
+        let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
+        let mut by_destination = write.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
+        let destination = alert.destination.to_string();
+        let mut doomed = Vec::new();
+        for entry in by_destination
+            .range((destination.as_str(), alert.id)..=(destination.as_str(), u64::MAX))
+            .map_err(storage_error)?
+        {
+            let (entry_key, _) = entry.map_err(storage_error)?;
+            let job_id = entry_key.value().1;
+            if let Some(bytes) = outbox.get(job_id).map_err(storage_error)? {
+                let job: OutboxJob = decode("outbox", bytes.value())?;
+                if job.seq == alert.seq && (job.id == alert.id || job.kind == JobKind::Retraction) {
+                    doomed.push(job_id);
+                }
+            }
+        }
+        for job_id in doomed {
+            outbox.remove(job_id).map_err(storage_error)?;
+            by_destination.remove((destination.as_str(), job_id)).map_err(storage_error)?;
+            dropped += 1;
+        }
+    }
+    write.commit().map_err(commit_error)?;
+    Ok(dropped)
 }
 
 pub(crate) fn outbox_heads(database: &Database, limit: usize) -> Result<Vec<OutboxJob>, StoreError> {

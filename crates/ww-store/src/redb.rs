@@ -511,6 +511,10 @@ impl Store for RedbStore {
         crate::outbox::outbox_due_for(&self.database, destination, now, limit)
     }
 
+    fn outbox_drop_unsent_alert(&self, job: &OutboxJob) -> Result<u64, StoreError> {
+        crate::outbox::drop_unsent_alert(&self.database, job)
+    }
+
     fn outbox_complete_many(&self, job_ids: &[u64]) -> Result<(), StoreError> {
         crate::outbox::outbox_complete_many(&self.database, job_ids)
     }
@@ -622,7 +626,7 @@ impl Store for RedbStore {
             let mut balances = write.open_table(BALANCES).map_err(table_error)?;
             let mut history = write.open_table(BALANCE_HISTORY).map_err(table_error)?;
             for observation in observations {
-                let account_key = observation.account_id().key().into_owned();
+                let account_key = observation.holding_key();
                 let previous: Option<BalanceRecord> = match balances.get(account_key.as_str()).map_err(storage_error)? {
                     Some(bytes) => Some(decode("balances", bytes.value())?),
                     None => None,
@@ -720,16 +724,13 @@ impl Store for RedbStore {
         crate::tokens::revoke_api_tokens(&self.database, selection)
     }
 
-    fn balance_history(&self, account: &WalletId, limit: usize) -> Result<Vec<BalanceRecord>, StoreError> {
+    fn balance_history(&self, current: &BalanceRecord, limit: usize) -> Result<Vec<BalanceRecord>, StoreError> {
         let read = self.database.begin_read().map_err(transaction_error)?;
         let history = read.open_table(BALANCE_HISTORY).map_err(table_error)?;
         let mut records = Vec::new();
-        let account_key = account.key();
-        for entry in history
-            .range((&*account_key, i64::MIN)..=(&*account_key, i64::MAX))
-            .map_err(storage_error)?
-            .rev()
-            .take(limit)
+        let key = current.holding_key();
+        for entry in
+            history.range((key.as_str(), i64::MIN)..=(key.as_str(), i64::MAX)).map_err(storage_error)?.rev().take(limit)
         {
             let (_, value) = entry.map_err(storage_error)?;
             records.push(decode("balance_history", value.value())?);

@@ -50,9 +50,11 @@ pub(crate) const OUTBOX_BY_DESTINATION: TableDefinition<(&str, u64), ()> =
     TableDefinition::new("outbox_by_destination");
 /// `unresolved` (since schema 5): (wallet, signature) → JSON `UnresolvedTransaction`.
 pub(crate) const UNRESOLVED: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("unresolved");
-/// `balances` (since schema 2): account address → JSON `BalanceRecord` (current).
+/// `balances` (since schema 2): holding key (`BalanceRecord::holding_key`:
+/// the account, and for an EVM wallet's token the account and the token)
+/// → JSON `BalanceRecord` (current).
 pub(crate) const BALANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("balances");
-/// `balance_history` (since schema 2): (account address, observed at ms) → JSON `BalanceRecord`.
+/// `balance_history` (since schema 2): (holding key, observed at ms) → JSON `BalanceRecord`.
 pub(crate) const BALANCE_HISTORY: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("balance_history");
 /// `api_tokens` (since schema 3): token SHA-256 (hex) → JSON `ApiToken`.
 pub(crate) const API_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");

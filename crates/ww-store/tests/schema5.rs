@@ -111,7 +111,8 @@ fn a_schema_5_data_directory_keeps_every_row_under_the_new_ids() {
     let balances = store.balances(Some(&solana(1))).expect("balances");
     assert_eq!(balances.len(), 2);
     assert!(balances.iter().all(|record| record.chain == Chain::Solana));
-    assert_eq!(store.balance_history(&solana(3), 10).expect("history").len(), 1);
+    let account = balances.iter().find(|record| record.account_id() == solana(3)).expect("account 3");
+    assert_eq!(store.balance_history(account, 10).expect("history").len(), 1);
     let unresolved = store.unresolved(10).expect("unresolved");
     assert_eq!(unresolved.len(), 1);
     assert_eq!(unresolved[0].owner_id(), solana(2));

@@ -45,7 +45,7 @@ macro_rules! store_conformance_tests {
             a_bulk_import_applies_every_row_or_none,
             a_priority_is_kept_until_a_request_sets_another,
             the_wallets_version_moves_with_the_wallet_set_only,
-            a_retracted_event_stays_stored_releases_its_key_and_is_retracted_where_its_alert_went,
+            a_retracted_event_stays_stored_releases_its_key_and_follows_its_alert_with_a_retraction,
         );
     };
     (@each $open:expr; $($check:ident),* $(,)?) => {
@@ -466,7 +466,7 @@ pub fn subscriptions_follow_track_untrack_and_keep_filters_and_destinations(stor
 pub fn balances_record_changes_and_periodic_snapshots(store: &dyn Store) {
     use ww_core::balance::{Asset, BalanceRecord};
     let wallet = address(1);
-    let observe = |amount: u64, at: i64| BalanceRecord {
+    let observe = |amount: u128, at: i64| BalanceRecord {
         chain: Chain::Solana,
         address: wallet.clone(),
         wallet: wallet.clone(),
@@ -482,8 +482,8 @@ pub fn balances_record_changes_and_periodic_snapshots(store: &dyn Store) {
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].previous.as_ref().map(|previous| previous.amount), Some(5));
     assert!(store.update_balances(&[observe(7, 2_000)], snapshot_every).expect("snapshot").is_empty());
-    let history: Vec<(u64, i64)> = store
-        .balance_history(&sol(&wallet), 10)
+    let history: Vec<(u128, i64)> = store
+        .balance_history(&observe(7, 2_000), 10)
         .expect("history")
         .iter()
         .map(|record| (record.amount, record.observed_at.0))
@@ -491,6 +491,26 @@ pub fn balances_record_changes_and_periodic_snapshots(store: &dyn Store) {
     assert_eq!(history, vec![(7, 2_000), (7, 30), (5, 10)], "changes and the due snapshot, newest first");
     assert_eq!(store.balances(Some(&sol(&wallet))).expect("current")[0].amount, 7);
     assert!(store.balances(Some(&sol(&address(2)))).expect("other wallet").is_empty());
+
+    // An EVM wallet holds its tokens itself: its coin and each token are kept apart.
+    let evm = WalletAddress::parse("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").expect("valid");
+    let token = WalletAddress::parse("0x52908400098527886E0F7030069857D2E4169EE7").expect("valid");
+    let held = |asset: Asset, amount: u128| BalanceRecord {
+        chain: Chain::Ethereum,
+        address: evm.clone(),
+        wallet: evm.clone(),
+        asset,
+        amount,
+        slot: Slot(1),
+        observed_at: UnixMillis(10),
+    };
+    let coin = held(Asset::Native, 10u128.pow(24));
+    let tokens = held(Asset::Token { mint: token.clone(), is_token_2022: false }, 500);
+    assert_eq!(store.update_balances(&[coin.clone(), tokens.clone()], snapshot_every).expect("evm").len(), 2);
+    let current = store.balances(Some(&WalletId::new(Chain::Ethereum, evm.clone()))).expect("current");
+    assert_eq!(current.len(), 2, "{current:?}");
+    assert_eq!(store.balance_history(&coin, 10).expect("history"), vec![coin.clone()]);
+    assert_eq!(store.balance_history(&tokens, 10).expect("history"), vec![tokens]);
 }
 
 /// The same `0x` address tracked on two EVM chains is two wallets: their
@@ -618,7 +638,7 @@ pub fn the_wallets_version_moves_with_the_wallet_set_only(store: &dyn Store) {
 }
 
 /// Checked by [`crate::store_conformance_tests`].
-pub fn a_retracted_event_stays_stored_releases_its_key_and_is_retracted_where_its_alert_went(store: &dyn Store) {
+pub fn a_retracted_event_stays_stored_releases_its_key_and_follows_its_alert_with_a_retraction(store: &dyn Store) {
     use ww_core::store::{JobKind, Retraction, Route};
     let wallet = address(1);
     track(store, &wallet, "alice");
@@ -652,20 +672,41 @@ pub fn a_retracted_event_stays_stored_releases_its_key_and_is_retracted_where_it
     let stored = store.event(first).expect("event").expect("still stored");
     assert_eq!(stored.retracted_at, Some(UnixMillis(20)));
     assert!(!store.event(second).expect("event").expect("stored").is_retracted());
-    // Only where the alert went out does a retraction go; the alert that never
-    // went out is dropped, the dead one too.
-    let first_jobs: Vec<(String, JobKind)> = store
-        .outbox_jobs(10)
-        .expect("jobs")
-        .into_iter()
-        .filter(|job| job.seq == first)
-        .map(|job| (job.destination.to_string(), job.kind))
-        .collect();
-    assert_eq!(first_jobs, vec![("webhook:sent".to_string(), JobKind::Retraction)]);
+    // A retraction queues behind each alert that went out or may be going
+    // out; the dead alert never went out and is dropped instead.
+    let first_jobs = || -> Vec<(String, JobKind)> {
+        store
+            .outbox_jobs(10)
+            .expect("jobs")
+            .into_iter()
+            .filter(|job| job.seq == first)
+            .map(|job| (job.destination.to_string(), job.kind))
+            .collect()
+    };
+    assert_eq!(
+        first_jobs(),
+        vec![
+            ("telegram:5".to_string(), JobKind::Alert),
+            ("webhook:sent".to_string(), JobKind::Retraction),
+            ("telegram:5".to_string(), JobKind::Retraction),
+        ]
+    );
     assert_eq!(store.dead_letter_count().expect("dead"), 0);
     // Retracting again does nothing.
     assert!(store.retract_events(&[Retraction { seq: first, routes }], UnixMillis(30)).expect("again").is_empty());
-    assert_eq!(store.outbox_jobs(10).expect("jobs").iter().filter(|job| job.seq == first).count(), 1);
+    assert_eq!(first_jobs().len(), 3);
+    // The waiting alert, found retracted when its turn comes, goes with its
+    // retraction: that destination hears of neither. The other event's jobs stay.
+    let waiting = store
+        .outbox_jobs(10)
+        .expect("jobs")
+        .into_iter()
+        .find(|job| job.seq == first && job.kind == JobKind::Alert)
+        .expect("the waiting alert");
+    let others = store.outbox_jobs(10).expect("jobs").iter().filter(|job| job.seq == second).count();
+    assert_eq!(store.outbox_drop_unsent_alert(&waiting).expect("drop"), 2);
+    assert_eq!(first_jobs(), vec![("webhook:sent".to_string(), JobKind::Retraction)]);
+    assert_eq!(store.outbox_jobs(10).expect("jobs").iter().filter(|job| job.seq == second).count(), others);
     // The key is released: a later block holding the transaction records it anew.
     assert!(!store.is_seen(&sol(&wallet), &signature(1)).expect("seen"));
     let again = store

@@ -153,6 +153,9 @@ impl Store for FlakyStore {
     ) -> Result<Vec<OutboxJob>, StoreError> {
         self.inner.outbox_due_for(destination, now, limit)
     }
+    fn outbox_drop_unsent_alert(&self, job: &OutboxJob) -> Result<u64, StoreError> {
+        self.inner.outbox_drop_unsent_alert(job)
+    }
     fn outbox_complete_many(&self, job_ids: &[u64]) -> Result<(), StoreError> {
         self.inner.outbox_complete_many(job_ids)
     }
@@ -214,8 +217,8 @@ impl Store for FlakyStore {
     fn balances(&self, wallet: Option<&WalletId>) -> Result<Vec<BalanceRecord>, StoreError> {
         self.inner.balances(wallet)
     }
-    fn balance_history(&self, address: &WalletId, limit: usize) -> Result<Vec<BalanceRecord>, StoreError> {
-        self.inner.balance_history(address, limit)
+    fn balance_history(&self, current: &BalanceRecord, limit: usize) -> Result<Vec<BalanceRecord>, StoreError> {
+        self.inner.balance_history(current, limit)
     }
     fn save_runtime_stats(&self, stats: &RuntimeStats) -> Result<(), StoreError> {
         self.inner.save_runtime_stats(stats)
