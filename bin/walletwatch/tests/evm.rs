@@ -633,3 +633,59 @@ async fn catching_up_reads_logs_by_range_and_halves_a_range_too_large() {
     assert_eq!(value("too_large"), 3, "{metrics}");
     assert!(value("ok") >= 1, "{metrics}");
 }
+
+/// A retraction edits the chat messages of the alerts it retracts: the
+/// Discord webhook's message (PATCH) and the Telegram message
+/// (`editMessageText`), in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retraction_edits_the_alerts_already_sent_to_chats() {
+    const DISCORD_WEBHOOK: u64 = 8181;
+    let anvil = Anvil::start(None).await.expect("anvil");
+    let server = ContractServer::start("bot", TELEGRAM_TOKEN).await.expect("contract server");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(data_dir.path(), &anvil.rpc_url, &anvil.ws_url);
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "[alerts]\nretry_initial_secs = 1\nretry_max_secs = 2\n\n\
+         [telegram]\napi_base_url = \"{}\"\nbot_token = \"{TELEGRAM_TOKEN}\"\npoll_timeout_secs = 1\nchat_messages_per_second = 20\n\n\
+         [destinations.ops]\nkind = \"discord_webhook\"\nurl = \"{}\"\nmessages_per_second = 20\n\n\
+         [users.local]\ndestinations = [\"discord-webhook:ops\", \"telegram:{TELEGRAM_CHAT}\"]\n",
+        server.telegram_api(),
+        server.discord_webhook_url(DISCORD_WEBHOOK),
+    ));
+    std::fs::write(&config, text).expect("config");
+    let (wallet, stranger) = (fresh_evm_address(), fresh_evm_address());
+    track_evm(data_dir.path(), &config, wallet);
+    let _daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
+    wait_until("the wallet Active", data_dir.path(), || {
+        evm_statuses(data_dir.path()) == vec![("evm-local".to_string(), "\"Active\"".to_string())]
+    });
+    let orphaned = anvil.transfer(DEV_ACCOUNT, wallet, U256::from(ETH / 10)).await.expect("transfer");
+    anvil.transfer(DEV_ACCOUNT, stranger, U256::from(1u64)).await.expect("untracked");
+    let discord = format!("discord-webhook:{DISCORD_WEBHOOK}");
+    let telegram = format!("telegram:{TELEGRAM_CHAT}");
+    wait_until("both chat alerts", data_dir.path(), || {
+        !server.received_by(&discord).is_empty() && !telegram_texts(&server).is_empty()
+    });
+    anvil.rpc("anvil_reorg", serde_json::json!([2, []])).await.expect("reorg");
+    anvil.transfer(DEV_ACCOUNT, stranger, U256::from(1u64)).await.expect("a block on the new branch");
+    wait_until("both edits", data_dir.path(), || {
+        !server.edits_of(&discord).is_empty() && !server.edits_of(&telegram).is_empty()
+    });
+    let discord_edit = &server.edits_of(&discord)[0];
+    // The contract server refuses edits of messages it did not send (a violation).
+    assert!(discord_edit.idempotency.is_some(), "the alert's own message is edited");
+    assert!(discord_edit.body.to_string().contains("Retracted by a chain reorganisation"), "{}", discord_edit.body);
+    let telegram_edit = &server.edits_of(&telegram)[0];
+    assert!(
+        telegram_edit.body["text"].as_str().is_some_and(|text| text.contains("Retracted")),
+        "{}",
+        telegram_edit.body
+    );
+    // No new messages: the chats got one alert each, edited.
+    assert_eq!(server.received_by(&discord).len(), 1);
+    assert_eq!(telegram_texts(&server).len(), 1);
+    assert!(server.contract_violations().is_empty(), "{:?}", server.contract_violations());
+    let events = events_of(data_dir.path(), orphaned);
+    assert_eq!(events.len(), 1);
+}

@@ -117,6 +117,7 @@ async fn main() {
                     label: None,
                     alert: &alert,
                     kind: ww_core::store::JobKind::Alert,
+                    edits: None,
                 };
                 sinks.deliver(&delivery).await.expect("baseline delivery");
             }
@@ -186,6 +187,7 @@ async fn main() {
             label: None,
             alert: &alert,
             kind: ww_core::store::JobKind::Alert,
+            edits: None,
         };
         let started = Instant::now();
         sinks.deliver(&delivery).await.expect("post");

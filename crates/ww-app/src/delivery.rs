@@ -157,6 +157,19 @@ impl Completions {
     }
 }
 
+/// Whether `destination` is a chat, whose messages a retraction edits.
+fn is_chat(destination: &DestinationId) -> bool {
+    matches!(
+        destination,
+        DestinationId::DiscordWebhook(_) | DestinationId::DiscordChannel(_) | DestinationId::TelegramChat(_)
+    )
+}
+
+/// The setting holding the id of the chat message an alert created.
+fn sent_key(destination: &DestinationId, seq: ww_core::EventSeq) -> String {
+    format!("sent.{destination}.{}", seq.0)
+}
+
 /// Commits removals of delivered jobs in groups until every sender is gone.
 async fn record_completions(
     store: Arc<dyn Store>,
@@ -487,6 +500,14 @@ impl DeliveryWorkers {
             }
             Err(error) => Err(error),
         };
+        // A retraction to a chat edits the alert's message when it is known.
+        let edits = match (&prepared, job.kind) {
+            (Ok(_), JobKind::Retraction) if is_chat(&job.destination) => {
+                let (store, key) = (Arc::clone(&self.store), sent_key(&job.destination, job.seq));
+                tokio::task::spawn_blocking(move || store.setting(&key)).await.ok().and_then(Result::ok).flatten()
+            }
+            _ => None,
+        };
         let result = match &prepared {
             Ok((event, label, alert)) => {
                 let delivery = Delivery {
@@ -496,6 +517,7 @@ impl DeliveryWorkers {
                     label: label.as_deref(),
                     alert,
                     kind: job.kind,
+                    edits: edits.as_deref(),
                 };
                 self.sinks.deliver(&delivery).await
             }
@@ -506,6 +528,21 @@ impl DeliveryWorkers {
         let job_id = job.id;
         match result {
             Ok(delivered) => {
+                // An alert of a chain that can reorganise keeps its chat
+                // message's id, for the retraction to edit.
+                if let (Ok((event, _, _)), JobKind::Alert, Some(message)) = (&prepared, job.kind, &delivered.message)
+                    && event.event.chain != ww_core::Chain::Solana
+                {
+                    let (store, key, message) =
+                        (Arc::clone(&self.store), sent_key(&job.destination, job.seq), message.clone());
+                    let kept = tokio::task::spawn_blocking(move || store.put_setting(&key, &message)).await;
+                    if !matches!(kept, Ok(Ok(()))) {
+                        warn!(
+                            job = job_id,
+                            "keeping the alert's message id failed; a retraction would be a new message"
+                        );
+                    }
+                }
                 completions.push(job_id).await;
                 metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "delivered")
                     .increment(1);

@@ -9,6 +9,8 @@
 //! - Rate limits: `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset-After`
 //!   means wait before the next call; a 429 carries `{"retry_after": seconds,
 //!   "global": bool}` (and `Retry-After`).
+//! - `PATCH <webhook url>/messages/{id}` and `PATCH /channels/{id}/messages/{id}`
+//!   edit a message sent before (a retraction replaces its alert).
 //! - Bot calls send `Authorization: Bot <token>`; channel messages carry a
 //!   `nonce` with `enforce_nonce: true`, so Discord drops a repeat sent within
 //!   minutes (a crash between sending and recording).
@@ -96,8 +98,9 @@ async fn classify(sink: &str, response: reqwest::Response) -> Result<(Delivered,
     let header_retry = crate::retry_after_header(response.headers());
     let text = response.text().await.unwrap_or_default();
     if status.is_success() {
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        return Ok((Delivered { pause }, body));
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let message = body["id"].as_str().map(str::to_string);
+        return Ok((Delivered { pause, message }, body));
     }
     // The body's retry_after is more precise than the header (fractional seconds).
     let body: Option<Value> = serde_json::from_str(&text).ok();
@@ -114,6 +117,28 @@ async fn classify(sink: &str, response: reqwest::Response) -> Result<(Delivered,
         });
     }
     Err(crate::status_error(sink, status, &text, body_retry.or(header_retry)))
+}
+
+/// Edits a message the webhook sent (`PATCH <webhook url>/messages/{id}`):
+/// a retraction replaces the alert it retracts.
+pub(crate) async fn edit_webhook_message(
+    client: &reqwest::Client,
+    url: &url::Url,
+    message: &str,
+    alert: &Alert,
+) -> Result<Delivered, SinkError> {
+    let mut url = url.clone();
+    url.path_segments_mut()
+        .map_err(|()| SinkError::permanent("the discord webhook URL cannot take a path"))?
+        .push("messages")
+        .push(message);
+    let response = client
+        .patch(url)
+        .json(&message_body(alert))
+        .send()
+        .await
+        .map_err(|error| SinkError::transport("discord webhook", error))?;
+    classify("discord webhook", response).await.map(|(delivered, _)| Delivered { message: None, ..delivered })
 }
 
 /// Executes a webhook with the alert (`?wait=true`, so errors are reported).
@@ -214,6 +239,20 @@ impl DiscordClient {
             .await
             .map_err(|error| SinkError::transport("discord", error))?;
         classify("discord", response).await.map(|(delivered, _)| delivered)
+    }
+
+    /// Edits a message the bot posted (`PATCH /channels/{id}/messages/{id}`):
+    /// a retraction replaces the alert it retracts.
+    pub async fn edit_message(&self, channel: u64, message: &str, alert: &Alert) -> Result<Delivered, SinkError> {
+        let response = self
+            .client
+            .patch(self.url(&format!("/channels/{channel}/messages/{message}")))
+            .header(reqwest::header::AUTHORIZATION, format!("Bot {}", self.token()?))
+            .json(&message_body(alert))
+            .send()
+            .await
+            .map_err(|error| SinkError::transport("discord", error))?;
+        classify("discord", response).await.map(|(delivered, _)| Delivered { message: None, ..delivered })
     }
 
     /// Registers (overwrites) the slash commands, in the guild when one is

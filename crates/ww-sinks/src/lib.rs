@@ -148,11 +148,15 @@ impl SinkError {
     }
 }
 
-/// What a successful delivery learned about the destination's limits.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// What a successful delivery learned: the destination's limits, and the
+/// id of the chat message it created (Discord and Telegram), which a
+/// retraction edits.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Delivered {
     /// The destination's bucket is empty: wait this long before the next send.
     pub pause: Option<Duration>,
+    /// The chat message created (`None` for webhooks, and for edits).
+    pub message: Option<String>,
 }
 
 /// One delivery: the event, the user's label and known prices.
@@ -170,6 +174,9 @@ pub struct Delivery<'a> {
     pub alert: &'a Alert,
     /// What is sent: the alert, or its retraction.
     pub kind: JobKind,
+    /// For a retraction to a chat: the alert's message, edited in place
+    /// (`None`: the retraction is a message of its own).
+    pub edits: Option<&'a str>,
 }
 
 impl Delivery<'_> {
@@ -253,9 +260,12 @@ impl Sinks {
     pub async fn deliver(&self, delivery: &Delivery<'_>) -> Result<Delivered, SinkError> {
         match delivery.destination {
             DestinationId::DiscordWebhook(name) => match self.named.get(name).map(|named| &named.kind) {
-                Some(DestinationKind::DiscordWebhook { url }) => {
-                    discord::execute_webhook(&self.client, url.expose(), delivery.alert).await
-                }
+                Some(DestinationKind::DiscordWebhook { url }) => match delivery.edits {
+                    Some(message) => {
+                        discord::edit_webhook_message(&self.client, url.expose(), message, delivery.alert).await
+                    }
+                    None => discord::execute_webhook(&self.client, url.expose(), delivery.alert).await,
+                },
                 _ => Err(SinkError::permanent(format!(
                     "{} is not configured under [destinations]",
                     delivery.destination
@@ -270,12 +280,20 @@ impl Sinks {
                     delivery.destination
                 ))),
             },
-            DestinationId::DiscordChannel(channel) => {
-                self.discord.create_message(*channel, delivery.alert, &delivery.idempotency_id()).await
-            }
-            DestinationId::TelegramChat(chat) => {
-                self.telegram.send_message(*chat, &delivery.alert.telegram_html()).await.map(|_| Delivered::default())
-            }
+            DestinationId::DiscordChannel(channel) => match delivery.edits {
+                Some(message) => self.discord.edit_message(*channel, message, delivery.alert).await,
+                None => self.discord.create_message(*channel, delivery.alert, &delivery.idempotency_id()).await,
+            },
+            DestinationId::TelegramChat(chat) => match delivery.edits.and_then(|message| message.parse::<i64>().ok()) {
+                Some(message) => {
+                    self.telegram.edit_message(*chat, message, &delivery.alert.telegram_html()).await?;
+                    Ok(Delivered::default())
+                }
+                None => {
+                    let message = self.telegram.send_message(*chat, &delivery.alert.telegram_html()).await?;
+                    Ok(Delivered { pause: None, message: Some(message.to_string()) })
+                }
+            },
         }
     }
 }
@@ -339,6 +357,7 @@ mod tests {
                 label: None,
                 alert: &alert,
                 kind: JobKind::Alert,
+                edits: None,
             }
             .idempotency_id()
         };
@@ -356,6 +375,7 @@ mod tests {
             label: None,
             alert: &alert,
             kind: JobKind::Alert,
+            edits: None,
         };
         assert_eq!(delivery.idempotency_id(), idempotency_id(&destination, wallet.as_str(), signature.as_str()));
     }

@@ -113,6 +113,24 @@ impl TelegramClient {
         Ok(result["message_id"].as_i64().unwrap_or_default())
     }
 
+    /// Replaces the text of a message the bot sent (`editMessageText`): a
+    /// retraction replaces its alert. Telegram's "message is not modified"
+    /// (the same text again, after a crash) counts as done.
+    pub async fn edit_message(&self, chat_id: i64, message_id: i64, html: &str) -> Result<(), SinkError> {
+        let body = json!({
+            "chat_id": chat_id,
+            "message_id": message_id,
+            "text": crate::render::truncate_chars(html, MAX_MESSAGE_CHARS),
+            "parse_mode": "HTML",
+            "link_preview_options": {"is_disabled": true},
+        });
+        match self.call("editMessageText", &body, None).await {
+            Ok(_) => Ok(()),
+            Err(SinkError::Permanent { reason, .. }) if reason.contains("message is not modified") => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Points Telegram at walletwatch's webhook (`https://<host>/telegram/webhook`)
     /// with the secret it must send back in `X-Telegram-Bot-Api-Secret-Token`.
     pub async fn set_webhook(&self, url: &str, secret: &str) -> Result<(), SinkError> {

@@ -59,6 +59,7 @@ async fn send(sinks: &Sinks, destination: &str, event: &StoredEvent) -> Result<w
             label: Some("label"),
             alert: &alert,
             kind: ww_core::store::JobKind::Alert,
+            edits: None,
         })
         .await
 }

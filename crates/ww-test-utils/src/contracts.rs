@@ -39,7 +39,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use hmac::{Hmac, Mac as _};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -101,6 +101,10 @@ struct Inner {
     telegram_webhook: Option<(String, String)>,
     prices: HashMap<String, f64>,
     next_message_id: u64,
+    /// Messages sent, by (target, message id): their current body (or text).
+    messages: HashMap<(String, String), Value>,
+    /// Edits accepted, in order.
+    edits: Vec<Received>,
 }
 
 /// The server. Dropping it stops it.
@@ -147,7 +151,9 @@ impl ContractServer {
         let state = AppState { inner: Arc::clone(&inner), update_arrived: Arc::clone(&update_arrived) };
         let router = Router::new()
             .route("/discord/api/webhooks/{id}/{token}", post(discord_webhook))
+            .route("/discord/api/webhooks/{id}/{token}/messages/{message}", patch(discord_webhook_edit))
             .route("/discord/api/v10/channels/{channel}/messages", post(discord_channel_message))
+            .route("/discord/api/v10/channels/{channel}/messages/{message}", patch(discord_channel_edit))
             .route("/discord/api/v10/applications/{app}/commands", put(discord_commands))
             .route("/discord/api/v10/applications/{app}/guilds/{guild}/commands", put(discord_guild_commands))
             .route("/telegram/{bot}/{method}", post(telegram))
@@ -164,6 +170,13 @@ impl ContractServer {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The edits a target's messages got (`discord-webhook:ID`,
+    /// `discord-channel:ID`, `telegram:CHAT`), in order, with the message id
+    /// as their `idempotency`.
+    pub fn edits_of(&self, target: &str) -> Vec<Received> {
+        self.lock().edits.iter().filter(|edit| edit.target == target).cloned().collect()
     }
 
     /// Discord API base for walletwatch's config.
@@ -464,6 +477,7 @@ async fn discord_webhook(
     inner.received.push(Received { target: format!("discord-webhook:{id}"), body: value.clone(), idempotency: None });
     let message_id = inner.next_message_id;
     inner.next_message_id += 1;
+    inner.messages.insert((format!("discord-webhook:{id}"), message_id.to_string()), value.clone());
     if query.get("wait").map(String::as_str) == Some("true") {
         with_headers(
             axum::Json(json!({"id": message_id.to_string(), "content": value["content"]})).into_response(),
@@ -472,6 +486,50 @@ async fn discord_webhook(
     } else {
         with_headers(StatusCode::NO_CONTENT.into_response(), headers)
     }
+}
+
+/// An edit of a message Discord knows; 404 `Unknown Message` otherwise.
+fn discord_edit(inner: &mut Inner, target: String, message: String, sink: &str, body: &[u8]) -> Response {
+    let key = (target, message);
+    if !inner.messages.contains_key(&key) {
+        inner.rejected.push(format!("{sink}: edit of unknown message {} in {}", key.1, key.0));
+        return discord_error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
+    }
+    let (value, headers) = match accept_message(inner, &key.0, sink, body) {
+        Ok(accepted) => accepted,
+        Err(response) => return *response,
+    };
+    inner.messages.insert(key.clone(), value.clone());
+    inner.edits.push(Received { target: key.0, body: value.clone(), idempotency: Some(key.1.clone()) });
+    with_headers(
+        axum::Json(json!({"id": key.1, "content": value["content"], "embeds": value["embeds"]})).into_response(),
+        headers,
+    )
+}
+
+async fn discord_webhook_edit(
+    State(state): State<AppState>,
+    Path((id, token, message)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    let mut inner = state.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if token != format!("webhook-token-{id}") {
+        return discord_error(StatusCode::UNAUTHORIZED, 50027, "Invalid Webhook Token");
+    }
+    discord_edit(&mut inner, format!("discord-webhook:{id}"), message, "discord webhook", &body)
+}
+
+async fn discord_channel_edit(
+    State(state): State<AppState>,
+    Path((channel, message)): Path<(String, String)>,
+    request_headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut inner = state.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Err(response) = check_bot(&mut inner, &request_headers, "discord bot") {
+        return *response;
+    }
+    discord_edit(&mut inner, format!("discord-channel:{channel}"), message, "discord bot", &body)
 }
 
 async fn discord_channel_message(
@@ -512,6 +570,7 @@ async fn discord_channel_message(
     if let Some(nonce) = &nonce {
         inner.nonces.insert(format!("{channel}:{nonce}"), (Instant::now(), message.clone()));
     }
+    inner.messages.insert((format!("discord-channel:{channel}"), message_id.to_string()), value.clone());
     inner.received.push(Received { target: format!("discord-channel:{channel}"), body: value, idempotency: nonce });
     with_headers(axum::Json(message).into_response(), headers)
 }
@@ -677,12 +736,54 @@ async fn telegram(State(state): State<AppState>, Path((bot, method)): Path<(Stri
             }
             let message_id = inner.next_message_id;
             inner.next_message_id += 1;
+            inner.messages.insert((format!("telegram:{chat}"), message_id.to_string()), json!(text));
             inner.received.push(Received {
                 target: format!("telegram:{chat}"),
                 body: value.clone(),
                 idempotency: None,
             });
             axum::Json(json!({"ok": true, "result": {"message_id": message_id, "chat": {"id": chat}, "text": text}}))
+                .into_response()
+        }
+        "editMessageText" => {
+            let mut inner = state.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(response) = injected(&mut inner, Family::Telegram) {
+                return response;
+            }
+            let (Some(chat), Some(message)) = (value["chat_id"].as_i64(), value["message_id"].as_i64()) else {
+                inner.rejected.push("telegram: editMessageText without chat_id and message_id".into());
+                return telegram_error(StatusCode::BAD_REQUEST, "Bad Request: message identifier is not specified");
+            };
+            let key = (format!("telegram:{chat}"), message.to_string());
+            let Some(current) = inner.messages.get(&key).cloned() else {
+                inner.rejected.push(format!("telegram: editMessageText of unknown message {message} in {chat}"));
+                return telegram_error(StatusCode::BAD_REQUEST, "Bad Request: message to edit not found");
+            };
+            let text = value["text"].as_str().unwrap_or_default();
+            let visible = if value["parse_mode"] == json!("HTML") {
+                match check_telegram_html(text) {
+                    Ok(visible) => visible,
+                    Err(problem) => {
+                        inner.rejected.push(format!("telegram: {problem}"));
+                        return telegram_error(StatusCode::BAD_REQUEST, &format!("Bad Request: {problem}"));
+                    }
+                }
+            } else {
+                text.chars().count()
+            };
+            if visible == 0 || visible > 4096 {
+                inner.rejected.push(format!("telegram: edit text of {visible} characters"));
+                return telegram_error(StatusCode::BAD_REQUEST, "Bad Request: message text is empty or too long");
+            }
+            if current == json!(text) {
+                return telegram_error(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message",
+                );
+            }
+            inner.messages.insert(key.clone(), json!(text));
+            inner.edits.push(Received { target: key.0, body: value.clone(), idempotency: Some(key.1) });
+            axum::Json(json!({"ok": true, "result": {"message_id": message, "chat": {"id": chat}, "text": text}}))
                 .into_response()
         }
         "setWebhook" => {
