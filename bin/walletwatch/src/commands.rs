@@ -475,11 +475,22 @@ async fn track_file(
         if file.as_os_str() == "-" { std::io::read_to_string(std::io::stdin()) } else { std::fs::read_to_string(file) }
             .map_err(|error| Failure::Usage(anyhow!("cannot read {}: {error}", file.display())))?;
     let rows = ww_app::import::parse_csv(&text).map_err(|error| Failure::Usage(anyhow!(error)))?;
+    ww_app::import::check_chains(&rows, |chain| config.evm.contains_key(&chain))
+        .map_err(|error| Failure::Usage(anyhow!(error)))?;
     let store = open_store(config)?;
-    let source = solana_source(config, None)?;
-    let slot = wallets::current_slot(source.as_ref()).await;
-    note_unknown_slot(&slot);
-    let summary = ww_app::import::track_rows(store.as_ref(), &rows, user, filter, slot.ok(), ww_core::time::now())
+    // Each chain's wallets start their history at that chain's current height.
+    let chains: std::collections::BTreeSet<ww_core::Chain> = rows.iter().map(|row| row.chain).collect();
+    let mut heights = std::collections::BTreeMap::new();
+    for chain in chains {
+        let source =
+            if chain == ww_core::Chain::Solana { solana_source(config, None)? } else { evm_source(config, chain)? };
+        let height = wallets::current_slot(source.as_ref()).await;
+        note_unknown_slot(&height);
+        if let Ok(height) = height {
+            heights.insert(chain, height);
+        }
+    }
+    let summary = ww_app::import::track_rows(store.as_ref(), &rows, user, filter, &heights, ww_core::time::now())
         .map_err(AppError::from)?;
     println!(
         "imported {} rows for {user:?}: {} wallets added, {} already tracked by others now tracked by {user:?} too, {} already tracked by {user:?}",

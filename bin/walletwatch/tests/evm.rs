@@ -689,3 +689,36 @@ async fn a_retraction_edits_the_alerts_already_sent_to_chats() {
     let events = events_of(data_dir.path(), orphaned);
     assert_eq!(events.len(), 1);
 }
+
+/// `track --file` takes EVM rows of watched chains, each starting at its
+/// chain's current block; a row of an unwatched chain refuses the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_import_takes_evm_rows_of_watched_chains() {
+    let anvil = Anvil::start(None).await.expect("anvil");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(data_dir.path(), &anvil.rpc_url, &anvil.ws_url);
+    let (first, second) = (fresh_evm_address(), fresh_evm_address());
+    let file = data_dir.path().join("wallets.csv");
+    std::fs::write(&file, format!("address,label,chain\n{first},hot,evm-local\n{second},cold,polygon\n")).expect("csv");
+    let output = walletwatch(data_dir.path())
+        .args(["--config", &config, "track", "--file"])
+        .arg(&file)
+        .output()
+        .expect("import");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("line 3"), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("[evm.polygon]"), "{output:?}");
+    assert!(evm_statuses(data_dir.path()).is_empty(), "nothing was imported");
+    std::fs::write(&file, format!("address,label,chain\n{first},hot,evm-local\n{second},cold,evm-local\n"))
+        .expect("csv");
+    let output = walletwatch(data_dir.path())
+        .args(["--config", &config, "track", "--file"])
+        .arg(&file)
+        .output()
+        .expect("import");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(evm_statuses(data_dir.path()).len(), 2);
+    let listed = walletwatch(data_dir.path()).args(["list", "--format", "csv"]).output().expect("list");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains(&format!("{},hot,evm-local", first.to_checksum(None))), "{text}");
+}

@@ -27,7 +27,15 @@ fn main() {
     let started = Instant::now();
     let rows = ww_app::import::parse_csv(&text).expect("rows");
     let parsed = started.elapsed();
-    let summary = ww_app::import::track_rows(&store, &rows, "bench", None, Some(1), UnixMillis(1)).expect("import");
+    let summary = ww_app::import::track_rows(
+        &store,
+        &rows,
+        "bench",
+        None,
+        &std::collections::BTreeMap::from([(ww_core::Chain::Solana, 1)]),
+        UnixMillis(1),
+    )
+    .expect("import");
     let imported = started.elapsed();
     assert_eq!(summary.added, wallets);
     let file_mib = text.len() as f64 / (1024.0 * 1024.0);

@@ -241,9 +241,6 @@ fn check_row(
         None => Chain::Solana,
         Some(text) => text.parse::<Chain>().map_err(|error| error.to_string())?,
     };
-    if chain != Chain::Solana {
-        return Err(format!("chain {chain} is not watched by this version; only solana wallets can be tracked"));
-    }
     let address = address.map(str::trim).filter(|text| !text.is_empty()).ok_or("no address")?;
     let address = WalletAddress::parse_for(chain, address).map_err(|error| error.to_string())?;
     let label = validate_label(label).map_err(|error| error.to_string())?;
@@ -288,16 +285,31 @@ pub fn parse_entries(entries: &[BulkEntry]) -> Result<Vec<ImportRow>, ImportErro
     if errors.is_empty() { Ok(rows) } else { Err(ImportError::InvalidRows(errors)) }
 }
 
+/// Refuses the rows of chains this walletwatch does not watch (an EVM
+/// chain without its `[evm.NAME]` section), every one listed by line.
+/// Solana rows are always accepted.
+pub fn check_chains(rows: &[ImportRow], watched: impl Fn(Chain) -> bool) -> Result<(), ImportError> {
+    let errors: Vec<RowError> = rows
+        .iter()
+        .filter(|row| row.chain != Chain::Solana && !watched(row.chain))
+        .map(|row| RowError {
+            line: row.line,
+            error: format!("chain {chain} is not watched here: add an [evm.{chain}] section", chain = row.chain),
+        })
+        .collect();
+    if errors.is_empty() { Ok(()) } else { Err(ImportError::InvalidRows(errors)) }
+}
+
 /// Tracks every row for `user` in one transaction, each with `filter` when
 /// given (else the user's current filter for a wallet they track, or the
-/// default), each wallet's history starting at `start_slot` when known (the
-/// chain's current slot).
+/// default), each wallet's history starting at its chain's height in
+/// `start_heights` when known (the chain's current slot or block).
 pub fn track_rows(
     store: &dyn Store,
     rows: &[ImportRow],
     user: &str,
     filter: Option<AlertFilter>,
-    start_slot: Option<u64>,
+    start_heights: &std::collections::BTreeMap<Chain, u64>,
     now: UnixMillis,
 ) -> Result<ImportSummary, ImportError> {
     let user = validate_user(user).map_err(|error| ImportError::Rejected(error.to_string()))?;
@@ -309,7 +321,7 @@ pub fn track_rows(
         .map(|row| TrackRequest {
             label: row.label.clone(),
             filter: filter.clone(),
-            start_slot,
+            start_slot: start_heights.get(&row.chain).copied(),
             priority: row.priority,
             ..TrackRequest::new(row.chain, row.address.clone(), user.clone())
         })
@@ -447,11 +459,17 @@ mod tests {
     #[test]
     fn unknown_columns_chains_and_empty_files_are_refused() {
         assert!(matches!(parse_csv("address,owner\n"), Err(ImportError::InvalidRows(_))));
+        // An EVM row needs its chain's form and a watched chain.
         let evm = format!("0x{}", "ab".repeat(20));
-        let ImportError::InvalidRows(errors) = parse_csv(&format!("{evm},,polygon\n")).expect_err("evm") else {
+        let rows = parse_csv(&format!("{evm},,polygon\n{A}\n")).expect("rows");
+        assert_eq!(rows[0].chain, Chain::Polygon);
+        let ImportError::InvalidRows(errors) = check_chains(&rows, |_| false).expect_err("polygon not watched") else {
             panic!("expected row errors");
         };
-        assert!(errors[0].error.contains("only solana"), "{}", errors[0].error);
+        assert_eq!(errors.len(), 1, "the Solana row is fine");
+        assert!(errors[0].error.contains("[evm.polygon]"), "{}", errors[0].error);
+        assert!(check_chains(&rows, |chain| chain == Chain::Polygon).is_ok());
+        assert!(matches!(parse_csv(&format!("{evm},,solana\n")), Err(ImportError::InvalidRows(_))));
         assert!(matches!(parse_csv(&format!("{A},,mars\n")), Err(ImportError::InvalidRows(_))));
         assert!(matches!(parse_csv("# nothing\n\n"), Err(ImportError::Rejected(_))));
     }

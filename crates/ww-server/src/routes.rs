@@ -324,7 +324,7 @@ pub(crate) async fn track_wallets_bulk(
     caller: Caller,
     body: Result<Json<BulkBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    use ww_app::import::{ImportError, parse_csv, parse_entries, track_rows};
+    use ww_app::import::{ImportError, check_chains, parse_csv, parse_entries, track_rows};
     require_admin(&caller)?;
     let body = json_body(body)?;
     let user = body.user.unwrap_or_else(|| caller.0.user.clone());
@@ -339,10 +339,17 @@ pub(crate) async fn track_wallets_bulk(
         _ => return Err(ApiError::bad_request("invalid_request", "give exactly one of `csv` and `wallets`")),
     }
     .map_err(import_error)?;
-    let start_slot = state.sources.height_or_log(ww_core::Chain::Solana).await;
+    check_chains(&rows, |chain| state.sources.get(chain).is_some()).map_err(import_error)?;
+    let chains: std::collections::BTreeSet<ww_core::Chain> = rows.iter().map(|row| row.chain).collect();
+    let mut heights = std::collections::BTreeMap::new();
+    for chain in chains {
+        if let Some(height) = state.sources.height_or_log(chain).await {
+            heights.insert(chain, height);
+        }
+    }
     let store = Arc::clone(&state.store);
     let summary = tokio::task::spawn_blocking(move || {
-        track_rows(store.as_ref(), &rows, &user, body.filter, start_slot, ww_core::time::now())
+        track_rows(store.as_ref(), &rows, &user, body.filter, &heights, ww_core::time::now())
     })
     .await?
     .map_err(import_error)?;
