@@ -107,7 +107,10 @@ fn a_csv_file_is_tracked_whole_or_not_at_all_and_the_csv_export_reads_back() {
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let errors = stderr(&output);
     assert!(errors.contains("2 invalid row(s); nothing was imported"), "{errors}");
-    assert!(errors.contains("line 3:") && errors.contains("line 5:") && errors.contains("only solana"), "{errors}");
+    assert!(
+        errors.contains("line 3:") && errors.contains("line 5:") && errors.contains("ethereum uses the EVM form"),
+        "{errors}"
+    );
     let listed = run(walletwatch(dir.path()).args(["list", "--format", "json"]));
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&listed.stdout).expect("json"), serde_json::json!([]));
 
