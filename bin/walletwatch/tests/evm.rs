@@ -599,9 +599,16 @@ async fn catching_up_reads_logs_by_range_and_halves_a_range_too_large() {
     });
     let first = anvil.transfer(DEV_ACCOUNT, wallet, U256::from(1u64)).await.expect("transfer");
     wait_until("the first event", data_dir.path(), || !events_of(data_dir.path(), first).is_empty());
+    // Past the moments in which a restart checks again for wallets tracked
+    // just before (their catch-up would take the injected failures below).
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let second = anvil.transfer(DEV_ACCOUNT, wallet, U256::from(2u64)).await.expect("after the pause");
+    wait_until("the second event", data_dir.path(), || !events_of(data_dir.path(), second).is_empty());
+    // Its block's cursor is written just after the event.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     daemon.kill_9();
     // 40 blocks while it is down: 20 token transfers to the wallet, 20 to a stranger.
-    let mut owed = vec![first];
+    let mut owed = vec![first, second];
     for index in 0..20u64 {
         owed.push(
             anvil.token_transfer(token, DEV_ACCOUNT, wallet, U256::from(index + 1)).await.expect("to the wallet"),
@@ -721,4 +728,114 @@ async fn a_bulk_import_takes_evm_rows_of_watched_chains() {
     let listed = walletwatch(data_dir.path()).args(["list", "--format", "csv"]).output().expect("list");
     let text = String::from_utf8_lossy(&listed.stdout);
     assert!(text.contains(&format!("{},hot,evm-local", first.to_checksum(None))), "{text}");
+}
+
+/// `eth_subscribe logs` filters on the tracked wallets: a token transfer
+/// naming one is notified (and scanned at once), one between strangers is
+/// not, and a wallet tracked while running gets its filter without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_subscriptions_follow_the_tracked_wallets() {
+    let anvil = Anvil::start(None).await.expect("anvil");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(data_dir.path(), &anvil.rpc_url, &anvil.ws_url);
+    let token = anvil.deploy_token(DEV_ACCOUNT, "TT", 6, U256::from(1_000_000_000u64)).await.expect("deploy");
+    let (wallet, later, stranger) = (fresh_evm_address(), fresh_evm_address(), fresh_evm_address());
+    track_evm(data_dir.path(), &config, wallet);
+    let daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
+    wait_until("the wallet Active", data_dir.path(), || {
+        evm_statuses(data_dir.path()) == vec![("evm-local".to_string(), "\"Active\"".to_string())]
+    });
+    let client = ww_http::client_builder().expect("client").build().expect("client");
+    let notified = || async {
+        let metrics = client.get(daemon.metrics_url()).send().await.expect("metrics").text().await.expect("text");
+        metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("ww_evm_log_notifications_total{chain=\"evm-local\",kind=\"transfer\"} ")
+            })
+            .and_then(|value| value.parse::<u64>().ok())
+            .unwrap_or_default()
+    };
+    let moved = anvil.token_transfer(token, DEV_ACCOUNT, wallet, U256::from(5u64)).await.expect("to the wallet");
+    wait_until("the token event", data_dir.path(), || !events_of(data_dir.path(), moved).is_empty());
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = notified().await;
+        if seen >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, 1, "the transfer to the tracked wallet was notified");
+    anvil.token_transfer(token, DEV_ACCOUNT, stranger, U256::from(5u64)).await.expect("to a stranger");
+    let replaced = || daemon.log_text().matches("log subscriptions replaced for the tracked set").count();
+    let before = replaced();
+    track_evm(data_dir.path(), &config, later);
+    wait_until("the filters for the new wallet", data_dir.path(), || replaced() > before);
+    let after = anvil.token_transfer(token, DEV_ACCOUNT, later, U256::from(7u64)).await.expect("to the new wallet");
+    wait_until("the new wallet's event", data_dir.path(), || !events_of(data_dir.path(), after).is_empty());
+    for _ in 0..100 {
+        seen = notified().await;
+        if seen >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, 2, "the stranger's transfer was not notified; the new wallet's was");
+}
+
+/// Regression (review of the retraction design): retractions were routed by
+/// the subscriptions of the moment, so a destination whose alert was
+/// dropped (or filtered at delivery) still got a retraction of an alert it
+/// never saw. A retraction now goes only where its alert was delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_never_got_the_alert_gets_no_retraction() {
+    use ww_test_utils::contracts::{Failure, Family};
+    let anvil = Anvil::start(None).await.expect("anvil");
+    let server = ContractServer::start("bot", "1:tg").await.expect("contract server");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(data_dir.path(), &anvil.rpc_url, &anvil.ws_url);
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "[alerts]\nretry_initial_secs = 1\nretry_max_secs = 1\n\n\
+         [destinations.hook]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{WEBHOOK_SECRET}\"\nmessages_per_second = 50\n\n\
+         [users.local]\ndestinations = [\"webhook:hook\"]\n",
+        server.webhook_url("hook", WEBHOOK_SECRET)
+    ));
+    std::fs::write(&config, text).expect("config");
+    let (wallet, stranger) = (fresh_evm_address(), fresh_evm_address());
+    track_evm(data_dir.path(), &config, wallet);
+    let _daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
+    wait_until("the wallet Active", data_dir.path(), || {
+        evm_statuses(data_dir.path()) == vec![("evm-local".to_string(), "\"Active\"".to_string())]
+    });
+    // The hook is down: the alert is tried, then the operator drops it.
+    server.fail_with(Family::Webhook, Some(Failure::Status(503)));
+    let orphaned = anvil.transfer(DEV_ACCOUNT, wallet, U256::from(3u64)).await.expect("transfer");
+    anvil.transfer(DEV_ACCOUNT, stranger, U256::from(1u64)).await.expect("untracked");
+    anvil.transfer(DEV_ACCOUNT, stranger, U256::from(1u64)).await.expect("untracked");
+    wait_until("an attempt at the alert", data_dir.path(), || !server.webhook_attempts("hook").is_empty());
+    let dropped = walletwatch(data_dir.path())
+        .args(["--config", &config, "outbox", "drop", "--destination", "webhook:hook"])
+        .output()
+        .expect("drop");
+    assert!(dropped.status.success(), "{dropped:?}");
+    server.fail_with(Family::Webhook, None);
+    anvil.rpc("anvil_reorg", serde_json::json!([3, []])).await.expect("reorg");
+    // A block on the new branch shows the reorganisation.
+    let first = anvil.transfer(DEV_ACCOUNT, wallet, U256::from(4u64)).await.expect("on the new branch");
+    wait_until("the orphaned event retracted", data_dir.path(), || {
+        stored_events_with_state(data_dir.path())
+            .iter()
+            .any(|(event, retracted)| *retracted && event.signature.to_string() == format!("{orphaned}"))
+    });
+    // An alert queued after the retraction: once it is in, the retraction had its turn.
+    let marker = anvil.transfer(DEV_ACCOUNT, wallet, U256::from(5u64)).await.expect("marker");
+    let alert = |hash: B256| ("wallet_activity".to_string(), format!("{hash}"));
+    wait_until("the marker's alert", data_dir.path(), || webhook_messages(&server).contains(&alert(marker)));
+    assert_eq!(
+        webhook_messages(&server),
+        vec![alert(first), alert(marker)],
+        "no retraction of an alert the hook never got"
+    );
 }

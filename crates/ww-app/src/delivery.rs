@@ -165,7 +165,11 @@ fn is_chat(destination: &DestinationId) -> bool {
     )
 }
 
-/// The setting holding the id of the chat message an alert created.
+/// What [`sent_key`] holds for an alert that created no chat message (a webhook).
+const NO_MESSAGE: &str = "-";
+
+/// The setting recording that an EVM alert went to a destination, holding
+/// the chat message it created (or [`NO_MESSAGE`]).
 fn sent_key(destination: &DestinationId, seq: ww_core::EventSeq) -> String {
     format!("sent.{destination}.{}", seq.0)
 }
@@ -500,14 +504,29 @@ impl DeliveryWorkers {
             }
             Err(error) => Err(error),
         };
-        // A retraction to a chat edits the alert's message when it is known.
-        let edits = match (&prepared, job.kind) {
-            (Ok(_), JobKind::Retraction) if is_chat(&job.destination) => {
-                let (store, key) = (Arc::clone(&self.store), sent_key(&job.destination, job.seq));
-                tokio::task::spawn_blocking(move || store.setting(&key)).await.ok().and_then(Result::ok).flatten()
-            }
-            _ => None,
-        };
+        // A retraction goes only where its alert went; to a chat it edits
+        // the alert's message.
+        let mut edits = None;
+        if prepared.is_ok() && job.kind == JobKind::Retraction {
+            let (store, key) = (Arc::clone(&self.store), sent_key(&job.destination, job.seq));
+            let sent = match tokio::task::spawn_blocking(move || store.setting(&key)).await {
+                Ok(Ok(sent)) => sent,
+                _ => {
+                    warn!(job = job.id, "reading where the alert went failed; the retraction waits");
+                    return Err((Some(Duration::from_secs(1)), false));
+                }
+            };
+            let Some(sent) = sent else {
+                // Filtered, dropped or dead: the destination never saw the alert.
+                completions.push(job.id).await;
+                metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "retracted")
+                    .increment(1);
+                debug!(job = job.id, destination = %job.destination, signature = %job.signature,
+                    "its alert never went to this destination; the retraction is not sent");
+                return Ok(None);
+            };
+            edits = (is_chat(&job.destination) && sent != NO_MESSAGE).then_some(sent);
+        }
         let result = match &prepared {
             Ok((event, label, alert)) => {
                 let delivery = Delivery {
@@ -528,18 +547,18 @@ impl DeliveryWorkers {
         let job_id = job.id;
         match result {
             Ok(delivered) => {
-                // An alert of a chain that can reorganise keeps its chat
-                // message's id, for the retraction to edit.
-                if let (Ok((event, _, _)), JobKind::Alert, Some(message)) = (&prepared, job.kind, &delivered.message)
+                // An alert of a chain that can reorganise records that it
+                // went out (with its chat message, for the retraction to edit).
+                if let (Ok((event, _, _)), JobKind::Alert) = (&prepared, job.kind)
                     && event.event.chain != ww_core::Chain::Solana
                 {
-                    let (store, key, message) =
-                        (Arc::clone(&self.store), sent_key(&job.destination, job.seq), message.clone());
+                    let message = delivered.message.clone().unwrap_or_else(|| NO_MESSAGE.to_string());
+                    let (store, key) = (Arc::clone(&self.store), sent_key(&job.destination, job.seq));
                     let kept = tokio::task::spawn_blocking(move || store.put_setting(&key, &message)).await;
                     if !matches!(kept, Ok(Ok(()))) {
                         warn!(
                             job = job_id,
-                            "keeping the alert's message id failed; a retraction would be a new message"
+                            "recording that the alert went out failed; a retraction of it would not be sent"
                         );
                     }
                 }

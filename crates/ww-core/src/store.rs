@@ -419,6 +419,10 @@ pub trait Store: Send + Sync + 'static {
     /// Returns whether the event of (wallet, signature) is stored.
     fn is_seen(&self, wallet: &WalletId, signature: &Signature) -> Result<bool, StoreError>;
 
+    /// The sequence number of the stored event of (`wallet`, `signature`),
+    /// if one stands (a retracted event's key is released).
+    fn event_seq(&self, wallet: &WalletId, signature: &Signature) -> Result<Option<EventSeq>, StoreError>;
+
     /// Retracts events whose transactions a chain reorganisation dropped, in
     /// one transaction: each is marked retracted at `now` (kept, never
     /// deleted) and its key released, so the same (wallet, transaction) is

@@ -296,13 +296,15 @@ pub fn decode_block(input: &BlockInput<'_>) -> Vec<ActivityEvent> {
                     TransferAmount::Nft(id) => ((log.token, Some(id)), 1),
                 };
                 if log.to == wallet {
-                    *moved.entry(key).or_default() += amount;
+                    let total = moved.entry(key).or_default();
+                    *total = total.saturating_add(amount);
                     if other_side.is_none_or(|(size, _)| amount > size) {
                         other_side = Some((amount, log.from));
                     }
                 }
                 if log.from == wallet {
-                    *moved.entry(key).or_default() -= amount;
+                    let total = moved.entry(key).or_default();
+                    *total = total.saturating_sub(amount);
                     if other_side.is_none_or(|(size, _)| amount > size) {
                         other_side = Some((amount, log.to));
                     }
@@ -385,6 +387,7 @@ mod tests {
                 hash: B256::repeat_byte(7),
                 parent_hash: B256::repeat_byte(6),
                 timestamp: U64::from(1_700_000_000),
+                logs_bloom: None,
             },
             transactions,
         }

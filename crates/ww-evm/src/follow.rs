@@ -48,11 +48,11 @@ use std::time::{Duration, SystemTime};
 use alloy_primitives::{Address, B256, Bytes};
 use alloy_sol_types::{SolCall as _, sol};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use ww_core::source::{SourceContext, SourceError};
 use ww_core::status::EvmHealth;
+use ww_core::store::RecordOutcome;
 use ww_core::store::Store;
-use ww_core::store::{EventQuery, RecordOutcome};
 use ww_core::{Chain, EventSeq, Origin, SubscriptionStatus, WalletId};
 
 use crate::decode::{self, BlockInput, TRANSFER_TOPIC, TokenInfo};
@@ -60,10 +60,20 @@ use crate::heads::{self, StreamState};
 use crate::metric_names;
 use crate::rpc::{Block, EvmRpc, EvmRpcError, Header, Log, Receipt};
 
-/// Scanned blocks remembered for telling a reorganisation's depth.
+/// Scanned blocks remembered for telling a reorganisation's depth, at
+/// least: a chain remembers `confirmations` + [`WINDOW_MARGIN`] when that is
+/// more, so a reorganisation short of the depth final delivery trusts is
+/// always inside the window.
 pub const WINDOW: usize = 128;
+/// Blocks remembered beyond `confirmations`.
+const WINDOW_MARGIN: u64 = 64;
 /// How often the tracked set is checked for changes.
 const WALLETS_REFRESH: Duration = Duration::from_secs(2);
+/// Clock slack when telling wallets tracked after the tracked set was read
+/// (the tracking process and the daemon read different clocks).
+const TRACKED_AFTER_SLACK_MS: i64 = 2_000;
+/// Most blocks a newly tracked wallet is caught up on.
+const MAX_CATCH_UP_BLOCKS: u64 = 10_000;
 /// Blocks scanned in one pass before the loop looks at its other work.
 const BLOCKS_PER_PASS: u64 = 256;
 /// Most blocks one read-ahead `eth_getLogs` asks for.
@@ -103,6 +113,10 @@ struct Cursor {
     /// to the head: retracted then unless the new branch holds them.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     orphaned: BTreeSet<BlockEvent>,
+    /// When the tracked set the scanned blocks used was read (Unix ms):
+    /// wallets tracked after it have blocks to catch up on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    covered_at: Option<i64>,
 }
 
 /// What the follower needs from its source.
@@ -125,6 +139,11 @@ struct Follower {
     /// Scanned blocks and orphaned events.
     cursor: Cursor,
     tracked: HashSet<Address>,
+    /// The tracked addresses for the stream's log subscriptions.
+    tracked_sender: watch::Sender<Arc<Vec<Address>>>,
+    /// Wallets tracked after blocks were scanned without them: (address,
+    /// start height), caught up before the next block.
+    newly_tracked: Vec<(Address, u64)>,
     ids: Vec<WalletId>,
     wallets_version: Option<u64>,
     tokens: HashMap<Address, TokenInfo>,
@@ -135,8 +154,8 @@ struct Follower {
     head: Option<u64>,
     /// `Transfer` logs read ahead by range, by block number.
     ahead: BTreeMap<u64, Vec<Log>>,
-    /// The newest block the read-ahead covers.
-    ahead_to: Option<u64>,
+    /// The blocks the read-ahead covers (`from..=to`).
+    ahead_to: Option<(u64, u64)>,
     /// Blocks the next read-ahead asks for.
     range: u64,
 }
@@ -161,18 +180,19 @@ fn token_key(chain: Chain, token: Address) -> String {
 pub(crate) async fn run(config: FollowConfig, rpc: EvmRpc, context: SourceContext) -> Result<(), SourceError> {
     let chain = config.chain;
     let (heads_sender, mut heads) = watch::channel::<Option<Header>>(None);
+    let (log_blocks_sender, mut log_blocks) = watch::channel::<Option<u64>>(None);
+    let (tracked_sender, tracked_receiver) = watch::channel::<Arc<Vec<Address>>>(Arc::default());
     let state = Arc::new(watch::channel(StreamState::Connecting).0);
     let mut states = state.subscribe();
     match &config.ws_url {
         Some(url) => {
-            tokio::spawn(heads::run(
-                chain,
-                url.clone(),
-                config.stale_after,
-                heads_sender,
-                Arc::clone(&state),
-                context.shutdown.clone(),
-            ));
+            let channels = heads::Channels {
+                heads: heads_sender,
+                log_blocks: log_blocks_sender,
+                state: Arc::clone(&state),
+                tracked: tracked_receiver,
+            };
+            tokio::spawn(heads::run(chain, url.clone(), config.stale_after, channels, context.shutdown.clone()));
         }
         None => {
             state.send_replace(StreamState::Down { reason: "no ws_url is configured".into(), attempts: 0 });
@@ -194,6 +214,8 @@ pub(crate) async fn run(config: FollowConfig, rpc: EvmRpc, context: SourceContex
         context,
         cursor,
         tracked: HashSet::new(),
+        tracked_sender,
+        newly_tracked: Vec::new(),
         ids: Vec::new(),
         wallets_version: None,
         tokens: HashMap::new(),
@@ -215,6 +237,8 @@ pub(crate) async fn run(config: FollowConfig, rpc: EvmRpc, context: SourceContex
     let mut stream_open = true;
     // Set when a pass stopped before its target: the next pass starts at once.
     let mut unfinished: Option<u64> = None;
+    // Failed passes in a row: the next one waits 1 s doubling to 30 s.
+    let mut failures: u32 = 0;
     loop {
         let streaming = *states.borrow() == StreamState::Streaming;
         let (target, received_at) = if let Some(target) = unfinished.take() {
@@ -232,6 +256,15 @@ pub(crate) async fn run(config: FollowConfig, rpc: EvmRpc, context: SourceContex
                 }
                 let head = heads.borrow_and_update().as_ref().map(|header| header.number.to::<u64>());
                 (head, SystemTime::now())
+            }
+            changed = log_blocks.changed(), if stream_open => {
+                if changed.is_err() {
+                    stream_open = false;
+                    continue;
+                }
+                // A log naming a tracked wallet: scan to its block now.
+                let block = *log_blocks.borrow_and_update();
+                (block, SystemTime::now())
             }
             changed = states.changed(), if stream_open => {
                 if changed.is_err() {
@@ -260,11 +293,23 @@ pub(crate) async fn run(config: FollowConfig, rpc: EvmRpc, context: SourceContex
         let Some(target) = target else { continue };
         let origin = if *states.borrow() == StreamState::Streaming { Origin::Live } else { Origin::Poll };
         match follower.follow_to(target, origin, received_at).await {
-            Ok(done) if done < target => unfinished = Some(target),
-            Ok(_) => {}
+            Ok(done) if done < target => {
+                failures = 0;
+                unfinished = Some(target);
+            }
+            Ok(_) => failures = 0,
             Err(error) => {
-                warn!(%chain, %error, "scanning blocks failed; the next head or poll retries from the cursor");
+                // Retried from the cursor after a pause, even if no head comes.
+                let wait = Duration::from_secs(1 << failures.min(5)).min(Duration::from_secs(30));
+                failures += 1;
+                warn!(%chain, %error, failures, retry_in_ms = wait.as_millis() as u64,
+                    "scanning blocks failed; retrying from the cursor");
                 follower.note_reachable(!matches!(error, SourceError::Node { .. }));
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                unfinished = Some(target);
             }
         }
     }
@@ -283,6 +328,11 @@ pub(crate) async fn run(config: FollowConfig, rpc: EvmRpc, context: SourceContex
 impl Follower {
     fn chain(&self) -> Chain {
         self.config.chain
+    }
+
+    /// Blocks remembered (see [`WINDOW`]).
+    fn window(&self) -> usize {
+        WINDOW.max(usize::try_from(self.config.confirmations.saturating_add(WINDOW_MARGIN)).unwrap_or(usize::MAX))
     }
 
     fn update_health(&self, change: impl FnOnce(&mut EvmHealth)) {
@@ -311,18 +361,50 @@ impl Follower {
 
     /// Re-reads the chain's tracked wallets when the tracked set changed.
     async fn refresh_wallets(&mut self) -> Result<(), SourceError> {
+        let checked_at = ww_core::time::now().0;
         let version = blocking(&self.context.store, |store| store.wallets_version()).await?;
         if self.wallets_version == Some(version) {
+            // The set in hand is the current one as of now.
+            self.cursor.covered_at = Some(checked_at);
             return Ok(());
         }
         let chain = self.chain();
+        let read_at = ww_core::time::now().0;
         let records = blocking(&self.context.store, |store| store.wallets()).await?;
         let ids: Vec<WalletId> =
             records.iter().filter(|record| record.chain == chain).map(|record| record.id()).collect();
         let tracked: HashSet<Address> =
             ids.iter().filter_map(|id| id.address.as_str().parse::<Address>().ok()).collect();
-        let added = ids.iter().filter(|id| !self.ids.contains(id)).cloned().collect::<Vec<_>>();
+        let known: HashSet<&WalletId> = self.ids.iter().collect();
+        let added = ids.iter().filter(|id| !known.contains(id)).cloned().collect::<Vec<_>>();
+        // Wallets tracked since the set the scanned blocks used was read
+        // (here or before a restart) are owed the blocks after their start
+        // height that were scanned without them.
+        if let (Some(covered_at), Some(last)) =
+            (self.cursor.covered_at, self.cursor.blocks.back().map(|block| block.number))
+        {
+            let since = covered_at - TRACKED_AFTER_SLACK_MS;
+            self.newly_tracked.extend(
+                records.iter().filter(|record| record.chain == chain && record.added_at.0 > since).filter_map(
+                    |record| {
+                        let start = record.start_slot?;
+                        let address = record.address.as_str().parse::<Address>().ok()?;
+                        (start < last).then_some((address, start))
+                    },
+                ),
+            );
+        }
+        self.cursor.covered_at = Some(read_at);
         debug!(%chain, wallets = ids.len(), added = added.len(), "tracked wallets read");
+        let mut addresses: Vec<Address> = tracked.iter().copied().collect();
+        addresses.sort();
+        self.tracked_sender.send_if_modified(|current| {
+            let changed = current.as_slice() != addresses.as_slice();
+            if changed {
+                *current = Arc::new(addresses);
+            }
+            changed
+        });
         self.ids = ids;
         self.tracked = tracked;
         self.wallets_version = Some(version);
@@ -379,6 +461,9 @@ impl Follower {
     /// `target` (done, or nothing more to scan until the next head).
     async fn follow_to(&mut self, target: u64, origin: Origin, received_at: SystemTime) -> Result<u64, SourceError> {
         let chain = self.chain();
+        // A wallet tracked a moment ago is in the set before the next block.
+        self.refresh_wallets().await?;
+        self.catch_up_newly_tracked(origin).await?;
         self.head = Some(self.head.map_or(target, |head| head.max(target)));
         let head = self.head;
         self.update_health(|health| health.head = head);
@@ -421,12 +506,69 @@ impl Follower {
             let events = self.scan(&block, target, origin, received).await?;
             metrics::counter!(metric_names::BLOCKS, "chain" => chain.as_str()).increment(1);
             self.cursor.blocks.push_back(Scanned { number: next, hash: block.header.hash, events });
-            while self.cursor.blocks.len() > WINDOW {
+            while self.cursor.blocks.len() > self.window() {
                 self.cursor.blocks.pop_front();
             }
             self.save_cursor().await?;
             scanned_now += 1;
         }
+    }
+
+    /// Scans, for the newly tracked wallets alone, the blocks after their
+    /// start heights that were scanned without them (at most
+    /// [`MAX_CATCH_UP_BLOCKS`]); a block no longer on the scanned branch
+    /// waits for the reorganisation check.
+    async fn catch_up_newly_tracked(&mut self, origin: Origin) -> Result<(), SourceError> {
+        if self.newly_tracked.is_empty() {
+            return Ok(());
+        }
+        let chain = self.chain();
+        let Some(last) = self.cursor.blocks.back().map(|block| block.number) else {
+            self.newly_tracked.clear();
+            return Ok(());
+        };
+        let first = self.newly_tracked.iter().map(|(_, start)| start + 1).min().unwrap_or(last + 1);
+        let first = if last.saturating_sub(first) >= MAX_CATCH_UP_BLOCKS {
+            warn!(%chain, first, last, "a newly tracked wallet's start is far behind; catching up on the newest blocks only");
+            last + 1 - MAX_CATCH_UP_BLOCKS
+        } else {
+            first
+        };
+        let wallets: HashSet<Address> = self.newly_tracked.iter().map(|(address, _)| *address).collect();
+        info!(%chain, wallets = wallets.len(), first, last, "catching newly tracked wallets up on blocks already scanned");
+        let everyone = std::mem::replace(&mut self.tracked, wallets);
+        let outcome = self.scan_again(first, last, origin).await;
+        self.tracked = everyone;
+        outcome?;
+        self.newly_tracked.clear();
+        self.save_cursor().await
+    }
+
+    async fn scan_again(&mut self, first: u64, last: u64, origin: Origin) -> Result<(), SourceError> {
+        let chain = self.chain();
+        for number in first..=last {
+            let block = self.rpc.block(number).await.map_err(|error| SourceError::node(chain, error))?;
+            let Some(block) = block else { return Ok(()) };
+            let remembered = self.cursor.blocks.iter().position(|scanned| scanned.number == number);
+            if let Some(index) = remembered
+                && self.cursor.blocks[index].hash != block.header.hash
+            {
+                // Another branch now: the next block's parent check rewinds.
+                return Ok(());
+            }
+            let events = self.scan(&block, last, origin, SystemTime::now()).await?;
+            if let Some(index) = remembered {
+                self.cursor.blocks[index].events.extend(events);
+            }
+        }
+        Ok(())
+    }
+
+    /// The cursor as last saved.
+    async fn saved_cursor(&self) -> Result<Cursor, SourceError> {
+        let chain = self.chain();
+        let stored = blocking(&self.context.store, move |store| store.setting(&blocks_key(chain))).await?;
+        Ok(stored.and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default())
     }
 
     async fn save_cursor(&self) -> Result<(), SourceError> {
@@ -444,7 +586,15 @@ impl Follower {
         let mut orphaned = 0;
         while let Some((number, hash)) = self.cursor.blocks.back().map(|block| (block.number, block.hash)) {
             let header = self.rpc.header(number).await.map_err(|error| SourceError::node(chain, error))?;
-            if header.is_some_and(|header| header.hash == hash) {
+            let Some(header) = header else {
+                // A node (or a backend behind it) without the block yet: not
+                // proof of a reorganisation. Nothing is saved; the next head retries.
+                self.cursor = self.saved_cursor().await?;
+                return Err(SourceError::Rejected(format!(
+                    "{chain}: the node has no block {number} while checking a reorganisation; retrying"
+                )));
+            };
+            if header.hash == hash {
                 break;
             }
             if let Some(block) = self.cursor.blocks.pop_back() {
@@ -457,11 +607,15 @@ impl Follower {
             // Deeper than the window: start again below the orphaned blocks.
             let anchor = at.saturating_sub(orphaned + 1);
             let header = self.rpc.header(anchor).await.map_err(|error| SourceError::node(chain, error))?;
-            if let Some(header) = header {
-                self.cursor.blocks.push_back(Scanned { number: anchor, hash: header.hash, events: Vec::new() });
-            }
-            warn!(%chain, at, orphaned, events = waiting,
-                "reorganisation deeper than the remembered blocks; rescanning from below it");
+            let Some(header) = header else {
+                self.cursor = self.saved_cursor().await?;
+                return Err(SourceError::Rejected(format!(
+                    "{chain}: the node has no block {anchor} while rewinding; retrying"
+                )));
+            };
+            self.cursor.blocks.push_back(Scanned { number: anchor, hash: header.hash, events: Vec::new() });
+            error!(%chain, at, orphaned, events = waiting, window = self.window(),
+                "reorganisation deeper than the remembered blocks: blocks below them may have changed unseen; rescanning from the oldest remembered");
         } else {
             warn!(%chain, at, orphaned, events = waiting, "chain reorganised; rescanning the new branch");
         }
@@ -567,19 +721,14 @@ impl Follower {
         Ok(held)
     }
 
-    /// The sequence number of the stored event of (`wallet`, `transaction`),
-    /// looked up among the wallet's newest events.
+    /// The sequence number of the stored event of (`wallet`, `transaction`).
     async fn stored_seq(
         &self,
         wallet: WalletId,
         transaction: &ww_core::Signature,
     ) -> Result<Option<EventSeq>, SourceError> {
         let transaction = transaction.clone();
-        blocking(&self.context.store, move |store| {
-            let events = store.events(&EventQuery { wallet: Some(wallet), after: None, limit: 1000 })?;
-            Ok(events.into_iter().find(|stored| stored.event.signature == transaction).map(|stored| stored.seq))
-        })
-        .await
+        blocking(&self.context.store, move |store| store.event_seq(&wallet, &transaction)).await
     }
 
     /// The block's `Transfer` logs from the read-ahead, reading the next range
@@ -587,17 +736,28 @@ impl Follower {
     async fn logs_ahead(&mut self, block: &Block, target: u64) -> Option<Vec<Log>> {
         let number = block.header.number.to::<u64>();
         let final_to = target.saturating_sub(self.config.confirmations);
-        self.ahead = self.ahead.split_off(&number);
-        if self.ahead_to.is_some_and(|to| to < number) {
+        if self.ahead_to.is_some_and(|(from, to)| number < from || to < number) {
+            self.ahead.clear();
             self.ahead_to = None;
         }
+        self.ahead = self.ahead.split_off(&number);
         if self.ahead_to.is_none() && number <= final_to {
             self.read_ahead(number, final_to).await;
         }
-        if self.ahead_to? < number {
+        let (from, to) = self.ahead_to?;
+        if number < from || to < number {
             return None;
         }
         let logs = self.ahead.remove(&number).unwrap_or_default();
+        // No log from the range, yet the block's bloom may hold the topic:
+        // the range may have come from another branch. Read it by hash.
+        let may_hold = block
+            .header
+            .logs_bloom
+            .is_none_or(|bloom| bloom.contains_input(alloy_primitives::BloomInput::Raw(TRANSFER_TOPIC.as_slice())));
+        if logs.is_empty() && may_hold {
+            return None;
+        }
         if logs.iter().any(|log| log.block_hash != Some(block.header.hash)) {
             // Another branch than the one scanned: start over by hash.
             debug!(chain = %self.chain(), block = number, "read-ahead logs are of another branch; dropped");
@@ -630,7 +790,7 @@ impl Follower {
                         .increment(1);
                     debug!(%chain, from, to, range = self.range, "logs read ahead");
                     self.ahead = ahead;
-                    self.ahead_to = Some(to);
+                    self.ahead_to = Some((from, to));
                     self.range = (self.range * 2).min(MAX_RANGE);
                     return;
                 }
@@ -664,7 +824,14 @@ impl Follower {
                 self.config.internal_transfers = false;
                 Ok(Vec::new())
             }
-            Err(error) => Err(SourceError::node(chain, error)),
+            // Retried already; a block the node cannot trace (a timeout on a
+            // heavy block, a plan's limit) must not hold the chain back.
+            Err(error) => {
+                metrics::counter!(metric_names::UNTRACED_BLOCKS, "chain" => chain.as_str()).increment(1);
+                warn!(%chain, block = block.header.number.to::<u64>(), %error,
+                    "the block's call traces failed; scanned without them: an internal transfer in it is not seen");
+                Ok(Vec::new())
+            }
         }
     }
 
@@ -726,9 +893,11 @@ impl Follower {
             self.tokens.insert(token, info);
             return Ok(());
         }
+        // A contract without the function reverts (a node error); anything
+        // else (transport, HTTP, a damaged reply) is retried with the block.
         let decimals = match self.rpc.eth_call(token, Bytes::from(decimalsCall {}.abi_encode())).await {
             Ok(bytes) => decimalsCall::abi_decode_returns(&bytes).ok(),
-            Err(error @ (EvmRpcError::Node { .. } | EvmRpcError::Malformed { .. })) => {
+            Err(error @ EvmRpcError::Node { .. }) => {
                 debug!(%chain, %token, %error, "no decimals()");
                 None
             }
@@ -736,7 +905,7 @@ impl Follower {
         };
         let symbol = match self.rpc.eth_call(token, Bytes::from(symbolCall {}.abi_encode())).await {
             Ok(bytes) => symbolCall::abi_decode_returns(&bytes).ok().or_else(|| bytes32_symbol(&bytes)),
-            Err(error @ (EvmRpcError::Node { .. } | EvmRpcError::Malformed { .. })) => {
+            Err(error @ EvmRpcError::Node { .. }) => {
                 debug!(%chain, %token, %error, "no symbol()");
                 None
             }

@@ -1,4 +1,15 @@
-//! The `eth_subscribe newHeads` stream, kept alive.
+//! The `eth_subscribe newHeads` stream, kept alive, with `eth_subscribe
+//! logs` for the tracked wallets on the same connection.
+//!
+//! Logs: the ERC-20 / ERC-721 `Transfer` topic with the tracked addresses
+//! in the `from` position, and again in the `to` position, at most
+//! [`ADDRESSES_PER_FILTER`] addresses a filter (more wallets take more
+//! subscriptions). A log naming a tracked wallet tells the follower to scan
+//! up to its block at once, even when the node sends that block's head late
+//! or not at all; a `removed: true` log (a reorganisation, on nodes that
+//! send them) does the same, so the parent-hash check runs at once. The
+//! log itself is not decoded here: the block's scan reads everything. When
+//! the tracked set changes, the log subscriptions are replaced.
 //!
 //! One WebSocket connection per chain. States: connecting, streaming (the
 //! subscription is acknowledged), down. A connection that fails, closes, or
@@ -11,6 +22,8 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use alloy_primitives::Address;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::json;
@@ -33,6 +46,13 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Failed attempts in a row after which the stream reports itself failed.
 pub const FAILED_AFTER_ATTEMPTS: u32 = 10;
+/// Addresses in one `logs` filter's topic position: providers limit a
+/// filter's size, and 500 32-byte topics is about 33 KB of request.
+pub const ADDRESSES_PER_FILTER: usize = 500;
+/// The request id of the `newHeads` subscription; log subscriptions count up from [`FIRST_LOGS_ID`].
+const HEADS_ID: u64 = 1;
+/// The first log subscription's request id.
+const FIRST_LOGS_ID: u64 = 100;
 
 /// What the head stream is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,15 +78,22 @@ pub fn backoff(attempts: u32) -> Duration {
     base.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 
-/// Runs the stream until `shutdown`: heads go to `heads`, states to `state`.
-pub async fn run(
-    chain: Chain,
-    url: Url,
-    stale_after: Duration,
-    heads: watch::Sender<Option<Header>>,
-    state: Arc<watch::Sender<StreamState>>,
-    shutdown: CancellationToken,
-) {
+/// What the stream tells the follower, and what it is told.
+#[derive(Debug)]
+pub struct Channels {
+    /// The newest head.
+    pub heads: watch::Sender<Option<Header>>,
+    /// The newest block a log naming a tracked wallet (or a removed log) came from.
+    pub log_blocks: watch::Sender<Option<u64>>,
+    /// The stream's state.
+    pub state: Arc<watch::Sender<StreamState>>,
+    /// The tracked addresses, kept current by the follower.
+    pub tracked: watch::Receiver<Arc<Vec<Address>>>,
+}
+
+/// Runs the stream until `shutdown`.
+pub async fn run(chain: Chain, url: Url, stale_after: Duration, mut channels: Channels, shutdown: CancellationToken) {
+    let state = Arc::clone(&channels.state);
     let mut attempts: u32 = 0;
     let host = url.host_str().unwrap_or("node").to_string();
     loop {
@@ -77,7 +104,7 @@ pub async fn run(
         });
         let outcome = tokio::select! {
             () = shutdown.cancelled() => return,
-            outcome = stream_once(chain, &url, stale_after, &heads, &state) => outcome,
+            outcome = stream_once(chain, &url, stale_after, &mut channels) => outcome,
         };
         let reason = match outcome {
             Ok(()) => "the node closed the connection".to_string(),
@@ -130,21 +157,79 @@ async fn connect(url: &Url) -> Result<Socket, String> {
     }
 }
 
-/// One connection: subscribe, then forward heads until it fails or stalls.
-async fn stream_once(
-    chain: Chain,
-    url: &Url,
-    stale_after: Duration,
-    heads: &watch::Sender<Option<Header>>,
-    state: &watch::Sender<StreamState>,
-) -> Result<(), String> {
+/// The `logs` filters for `tracked`: the `Transfer` topic with the
+/// addresses (as 32-byte topics) in the `from` position, then in the `to`
+/// position, [`ADDRESSES_PER_FILTER`] a filter.
+pub fn log_filters(tracked: &[Address]) -> Vec<serde_json::Value> {
+    let mut filters = Vec::new();
+    for chunk in tracked.chunks(ADDRESSES_PER_FILTER) {
+        let topics: Vec<alloy_primitives::B256> = chunk.iter().map(|address| address.into_word()).collect();
+        filters.push(json!({"topics": [crate::decode::TRANSFER_TOPIC, topics]}));
+        filters.push(json!({"topics": [crate::decode::TRANSFER_TOPIC, null, topics]}));
+    }
+    filters
+}
+
+/// The log subscriptions of one connection.
+#[derive(Debug, Default)]
+struct LogSubscriptions {
+    /// Subscription ids the node acknowledged.
+    ids: Vec<String>,
+    /// Request ids sent and not answered yet.
+    pending: Vec<u64>,
+    /// The next request id.
+    next_id: u64,
+}
+
+type Sink = futures_util::stream::SplitSink<Socket, Message>;
+
+/// Replaces the log subscriptions with ones for `tracked`.
+async fn subscribe_logs(sink: &mut Sink, logs: &mut LogSubscriptions, tracked: &[Address]) -> Result<(), String> {
+    for id in std::mem::take(&mut logs.ids) {
+        logs.next_id += 1;
+        let request = json!({"jsonrpc": "2.0", "id": logs.next_id, "method": "eth_unsubscribe", "params": [id]});
+        sink.send(Message::text(request.to_string())).await.map_err(|error| format!("unsubscribe failed: {error}"))?;
+    }
+    logs.pending.clear();
+    for filter in log_filters(tracked) {
+        logs.next_id += 1;
+        logs.pending.push(logs.next_id);
+        let request =
+            json!({"jsonrpc": "2.0", "id": logs.next_id, "method": "eth_subscribe", "params": ["logs", filter]});
+        sink.send(Message::text(request.to_string())).await.map_err(|error| format!("subscribe failed: {error}"))?;
+    }
+    Ok(())
+}
+
+/// One connection: subscribe, then forward heads and log hints until it
+/// fails or stalls.
+async fn stream_once(chain: Chain, url: &Url, stale_after: Duration, channels: &mut Channels) -> Result<(), String> {
     let socket = connect(url).await?;
     let (mut sink, mut stream) = socket.split();
-    let request = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]});
+    let request = json!({"jsonrpc": "2.0", "id": HEADS_ID, "method": "eth_subscribe", "params": ["newHeads"]});
     sink.send(Message::text(request.to_string())).await.map_err(|error| format!("subscribe failed: {error}"))?;
+    let mut logs = LogSubscriptions { next_id: FIRST_LOGS_ID, ..LogSubscriptions::default() };
+    let tracked = channels.tracked.borrow_and_update().clone();
+    subscribe_logs(&mut sink, &mut logs, &tracked).await?;
     let mut subscription: Option<String> = None;
+    let mut silent_since = tokio::time::Instant::now();
+    // Cleared when the follower is gone (it only is at shutdown).
+    let mut tracked_open = true;
     loop {
-        let frame = match tokio::time::timeout(stale_after, stream.next()).await {
+        let next = tokio::select! {
+            changed = channels.tracked.changed(), if tracked_open => {
+                if changed.is_err() {
+                    tracked_open = false;
+                    continue;
+                }
+                let tracked = channels.tracked.borrow_and_update().clone();
+                subscribe_logs(&mut sink, &mut logs, &tracked).await?;
+                info!(%chain, addresses = tracked.len(), "log subscriptions replaced for the tracked set");
+                continue;
+            }
+            next = tokio::time::timeout_at(silent_since + stale_after, stream.next()) => next,
+        };
+        let frame = match next {
             Err(_) => {
                 metrics::counter!(metric_names::STALLS, "chain" => chain.as_str()).increment(1);
                 return Err(format!("no head for {} s (stale)", stale_after.as_secs()));
@@ -164,23 +249,56 @@ async fn stream_once(
             warn!(%chain, bytes = text.len(), "EVM WebSocket frame is not JSON; skipped");
             continue;
         };
-        if value.get("id").and_then(serde_json::Value::as_u64) == Some(1) {
-            if let Some(id) = value.get("result").and_then(serde_json::Value::as_str) {
-                subscription = Some(id.to_string());
-                state.send_replace(StreamState::Streaming);
-                debug!(%chain, "newHeads subscribed");
+        match value.get("id").and_then(serde_json::Value::as_u64) {
+            Some(HEADS_ID) => {
+                if let Some(id) = value.get("result").and_then(serde_json::Value::as_str) {
+                    subscription = Some(id.to_string());
+                    channels.state.send_replace(StreamState::Streaming);
+                    debug!(%chain, "newHeads subscribed");
+                    continue;
+                }
+                return Err(format!(
+                    "eth_subscribe refused: {}",
+                    value.get("error").unwrap_or(&serde_json::Value::Null)
+                ));
+            }
+            Some(id) => {
+                if let Some(position) = logs.pending.iter().position(|pending| *pending == id) {
+                    logs.pending.remove(position);
+                    match value.get("result").and_then(serde_json::Value::as_str) {
+                        Some(subscription) => logs.ids.push(subscription.to_string()),
+                        // Without logs the heads still find everything; said once per connection.
+                        None => warn!(%chain, error = %value.get("error").unwrap_or(&serde_json::Value::Null),
+                            "eth_subscribe logs refused; transfers are found by the block scans of each head"),
+                    }
+                }
                 continue;
             }
-            return Err(format!("eth_subscribe refused: {}", value.get("error").unwrap_or(&serde_json::Value::Null)));
+            None => {}
         }
         let params = &value["params"];
-        if subscription.is_none() || params["subscription"].as_str() != subscription.as_deref() {
+        let Some(from) = params["subscription"].as_str() else { continue };
+        if logs.ids.iter().any(|id| id == from) {
+            let log = &params["result"];
+            let block =
+                log["blockNumber"].as_str().and_then(|hex| u64::from_str_radix(hex.trim_start_matches("0x"), 16).ok());
+            let removed = log["removed"].as_bool().unwrap_or(false);
+            metrics::counter!(metric_names::LOG_NOTIFICATIONS, "chain" => chain.as_str(),
+                "kind" => if removed { "removed" } else { "transfer" })
+            .increment(1);
+            if let Some(block) = block {
+                channels.log_blocks.send_replace(Some(block));
+            }
+            continue;
+        }
+        if subscription.as_deref() != Some(from) {
             continue;
         }
         match serde_json::from_value::<Header>(params["result"].clone()) {
             Ok(header) => {
+                silent_since = tokio::time::Instant::now();
                 metrics::counter!(metric_names::HEADS, "chain" => chain.as_str()).increment(1);
-                heads.send_replace(Some(header));
+                channels.heads.send_replace(Some(header));
             }
             Err(error) => {
                 metrics::counter!(metric_names::DECODE_ERRORS, "chain" => chain.as_str()).increment(1);

@@ -18,6 +18,12 @@ pub const BLOCKS: &str = "ww_evm_blocks_scanned_total";
 /// Counter: reorganisations seen (a block whose parent is not the block
 /// scanned before it). Labels: `chain`.
 pub const REORGS: &str = "ww_evm_reorgs_total";
+/// Counter: blocks scanned without their call traces because tracing them
+/// failed. Labels: `chain`.
+pub const UNTRACED_BLOCKS: &str = "ww_evm_untraced_blocks_total";
+/// Counter: `logs` notifications naming a tracked wallet. Labels: `chain`,
+/// `kind` (transfer, removed).
+pub const LOG_NOTIFICATIONS: &str = "ww_evm_log_notifications_total";
 /// Counter: read-ahead `eth_getLogs` range requests while catching up.
 /// Labels: `chain`, `outcome` (ok, too_large, error).
 pub const RANGE_READS: &str = "ww_evm_log_range_reads_total";
@@ -92,6 +98,18 @@ pub const CATALOG: &[ww_core::metric::MetricSpec] = {
             kind: Counter,
             help: "EVM reorganisations seen (a new block whose parent is not the block scanned before it)",
             labels: &[("chain", CHAINS)],
+        },
+        MetricSpec {
+            name: UNTRACED_BLOCKS,
+            kind: Counter,
+            help: "EVM blocks scanned without their call traces because tracing them failed (internal transfers in them are not seen)",
+            labels: &[("chain", CHAINS)],
+        },
+        MetricSpec {
+            name: LOG_NOTIFICATIONS,
+            kind: Counter,
+            help: "eth_subscribe logs notifications naming a tracked wallet (each makes the follower scan to its block)",
+            labels: &[("chain", CHAINS), ("kind", &["transfer", "removed"])],
         },
         MetricSpec {
             name: RANGE_READS,

@@ -122,6 +122,10 @@ pub struct Header {
     pub parent_hash: B256,
     /// Unix seconds.
     pub timestamp: U64,
+    /// The bloom filter of its logs (may say a topic is there when it is
+    /// not, never the reverse).
+    #[serde(default)]
+    pub logs_bloom: Option<alloy_primitives::Bloom>,
 }
 
 /// A block with its full transactions.

@@ -416,6 +416,15 @@ impl Store for RedbStore {
         crate::outbox::retract_events(&self.database, retractions, now)
     }
 
+    fn event_seq(&self, wallet: &WalletId, signature: &Signature) -> Result<Option<EventSeq>, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let event_keys = read.open_table(EVENT_KEYS).map_err(table_error)?;
+        Ok(event_keys
+            .get((&*wallet.key(), signature.as_str()))
+            .map_err(storage_error)?
+            .map(|seq| EventSeq(seq.value())))
+    }
+
     fn is_seen(&self, wallet: &WalletId, signature: &Signature) -> Result<bool, StoreError> {
         let read = self.database.begin_read().map_err(transaction_error)?;
         let event_keys = read.open_table(EVENT_KEYS).map_err(table_error)?;

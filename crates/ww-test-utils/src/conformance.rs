@@ -709,6 +709,8 @@ pub fn a_retracted_event_stays_stored_releases_its_key_and_follows_its_alert_wit
     assert_eq!(store.outbox_jobs(10).expect("jobs").iter().filter(|job| job.seq == second).count(), others);
     // The key is released: a later block holding the transaction records it anew.
     assert!(!store.is_seen(&sol(&wallet), &signature(1)).expect("seen"));
+    assert_eq!(store.event_seq(&sol(&wallet), &signature(1)).expect("seq"), None);
+    assert_eq!(store.event_seq(&sol(&wallet), &signature(2)).expect("seq"), Some(second));
     let again = store
         .record_events(
             &[NewEvent { event: event(&wallet, 1, 9), routes: Vec::new(), allows_before_tracking: false }],

@@ -126,6 +126,9 @@ impl Store for FlakyStore {
     fn is_seen(&self, wallet: &WalletId, signature: &Signature) -> Result<bool, StoreError> {
         self.inner.is_seen(wallet, signature)
     }
+    fn event_seq(&self, wallet: &WalletId, signature: &Signature) -> Result<Option<EventSeq>, StoreError> {
+        self.inner.event_seq(wallet, signature)
+    }
     fn retract_events(&self, retractions: &[Retraction], now: UnixMillis) -> Result<Vec<StoredEvent>, StoreError> {
         self.inner.retract_events(retractions, now)
     }
