@@ -4,12 +4,15 @@
 //! every chain.
 //!
 //! How it watches (see [`follow`] for the cursor and reorganisation rules):
-//! `eth_subscribe newHeads` over a WebSocket kept alive by [`heads`]
-//! (jittered backoff, stale detection, polling with `eth_blockNumber` while
-//! it is down), then every block in order: its transactions from or to a
-//! tracked wallet (native transfers, failed transactions) and its ERC-20 /
-//! ERC-721 `Transfer` logs naming one, decoded by [`decode`] with the
-//! receipts' status and fees. Types and ABI decoding come from alloy.
+//! `eth_subscribe newHeads` and `eth_subscribe logs` (the tracked wallets'
+//! `Transfer`s) over a WebSocket kept alive by [`heads`] (jittered backoff,
+//! stale detection, polling with `eth_blockNumber` while it is down), then
+//! every block in order: its transactions from or to a tracked wallet
+//! (native transfers, failed transactions), its ERC-20 / ERC-721 `Transfer`
+//! logs naming one and its call traces' internal transfers, decoded by
+//! [`decode`] with the receipts' status and fees; [`balances`] reads the
+//! wallets' coin and token balances in batches. Types and ABI decoding come
+//! from alloy.
 
 pub mod balances;
 pub mod decode;
