@@ -282,6 +282,25 @@ async fn a_three_block_reorganisation_retracts_the_orphaned_event_and_records_th
     assert_eq!(value("ww_evm_reorgs_total"), "1", "{metrics}");
     assert_eq!(value("ww_evm_events_retracted_total"), "1", "{metrics}");
     assert!(daemon.log_text().contains("chain reorganised"), "{}", daemon.log_text());
+
+    // Where each alert went is kept while a retraction can come, and
+    // removed once the block leaves the remembered window.
+    let sent_record = || {
+        use ww_core::store::Store as _;
+        let store = ww_store::RedbStore::open_in_dir(data_dir.path()).expect("store");
+        let standing_seq = store
+            .events(&ww_core::store::EventQuery { wallet: None, after: None, limit: 100 })
+            .expect("events")
+            .into_iter()
+            .find(|stored| stored.event.signature.to_string() == format!("{standing}"))
+            .expect("the standing event")
+            .seq;
+        let hook: ww_core::alert::DestinationId = "webhook:hook".parse().expect("destination");
+        store.setting(&ww_core::store::sent_key(standing_seq, &hook)).expect("setting")
+    };
+    assert_eq!(sent_record().as_deref(), Some("-"), "a webhook alert creates no message");
+    anvil.rpc("anvil_mine", serde_json::json!([140])).await.expect("mine");
+    wait_until("the record gone with the window", data_dir.path(), || sent_record().is_none());
 }
 
 fn http() -> reqwest::Client {

@@ -168,10 +168,9 @@ fn is_chat(destination: &DestinationId) -> bool {
 /// What [`sent_key`] holds for an alert that created no chat message (a webhook).
 const NO_MESSAGE: &str = "-";
 
-/// The setting recording that an EVM alert went to a destination, holding
-/// the chat message it created (or [`NO_MESSAGE`]).
+/// See [`ww_core::store::sent_key`].
 fn sent_key(destination: &DestinationId, seq: ww_core::EventSeq) -> String {
-    format!("sent.{destination}.{}", seq.0)
+    ww_core::store::sent_key(seq, destination)
 }
 
 /// Commits removals of delivered jobs in groups until every sender is gone.

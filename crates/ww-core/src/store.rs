@@ -263,6 +263,19 @@ pub struct EventQuery {
     pub limit: usize,
 }
 
+/// The setting recording that the alert of event `seq` went to
+/// `destination` (EVM events: their retraction goes only there), holding
+/// the chat message it created. Removed once the event's block is past
+/// reorganisation (see [`sent_prefix`]).
+pub fn sent_key(seq: EventSeq, destination: &DestinationId) -> String {
+    format!("{}{destination}", sent_prefix(seq))
+}
+
+/// The prefix of every [`sent_key`] of event `seq`.
+pub fn sent_prefix(seq: EventSeq) -> String {
+    format!("sent.{}.", seq.0)
+}
+
 /// What a delivery job sends.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -522,6 +535,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a small named value.
     fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
+
+    /// Removes every setting whose name starts with one of `prefixes`, in
+    /// one transaction; returns how many were removed.
+    fn remove_settings(&self, prefixes: &[String]) -> Result<u64, StoreError>;
 
     /// Records balance observations: each one that differs from the stored
     /// balance (or whose last history entry is older than `snapshot_every_ms`)

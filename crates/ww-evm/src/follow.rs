@@ -506,8 +506,15 @@ impl Follower {
             let events = self.scan(&block, target, origin, received).await?;
             metrics::counter!(metric_names::BLOCKS, "chain" => chain.as_str()).increment(1);
             self.cursor.blocks.push_back(Scanned { number: next, hash: block.header.hash, events });
+            let mut aged: Vec<String> = Vec::new();
             while self.cursor.blocks.len() > self.window() {
-                self.cursor.blocks.pop_front();
+                if let Some(block) = self.cursor.blocks.pop_front() {
+                    aged.extend(block.events.iter().map(|event| ww_core::store::sent_prefix(event.seq)));
+                }
+            }
+            if !aged.is_empty() {
+                // Past the window no retraction can come: where the alerts went is not needed.
+                blocking(&self.context.store, move |store| store.remove_settings(&aged)).await?;
             }
             self.save_cursor().await?;
             scanned_now += 1;

@@ -624,6 +624,31 @@ impl Store for RedbStore {
         write.commit().map_err(commit_error)
     }
 
+    fn remove_settings(&self, prefixes: &[String]) -> Result<u64, StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        let mut removed = 0;
+        {
+            let mut settings = write.open_table(SETTINGS).map_err(table_error)?;
+            for prefix in prefixes {
+                let mut doomed = Vec::new();
+                for entry in settings.range(prefix.as_str()..).map_err(storage_error)? {
+                    let (key, _) = entry.map_err(storage_error)?;
+                    let key = key.value().to_string();
+                    if !key.starts_with(prefix.as_str()) {
+                        break;
+                    }
+                    doomed.push(key);
+                }
+                for key in doomed {
+                    settings.remove(key.as_str()).map_err(storage_error)?;
+                    removed += 1;
+                }
+            }
+        }
+        write.commit().map_err(commit_error)?;
+        Ok(removed)
+    }
+
     fn update_balances(
         &self,
         observations: &[BalanceRecord],

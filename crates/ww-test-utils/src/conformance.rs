@@ -46,6 +46,7 @@ macro_rules! store_conformance_tests {
             a_priority_is_kept_until_a_request_sets_another,
             the_wallets_version_moves_with_the_wallet_set_only,
             a_retracted_event_stays_stored_releases_its_key_and_follows_its_alert_with_a_retraction,
+            settings_are_removed_by_prefix,
         );
     };
     (@each $open:expr; $($check:ident),* $(,)?) => {
@@ -727,4 +728,22 @@ pub fn a_retracted_event_stays_stored_releases_its_key_and_follows_its_alert_wit
             .expect("dup")[0],
         RecordOutcome::Duplicate
     );
+}
+
+/// Checked by [`crate::store_conformance_tests`].
+pub fn settings_are_removed_by_prefix(store: &dyn Store) {
+    for key in ["sent.1.webhook:a", "sent.1.telegram:5", "sent.10.webhook:a", "sent.2.webhook:a", "telegram.offset"] {
+        store.put_setting(key, "-").expect("put");
+    }
+    let removed = store.remove_settings(&["sent.1.".to_string(), "sent.3.".to_string()]).expect("remove");
+    assert_eq!(removed, 2, "only event 1's records");
+    for (key, kept) in [
+        ("sent.1.webhook:a", false),
+        ("sent.1.telegram:5", false),
+        ("sent.10.webhook:a", true),
+        ("sent.2.webhook:a", true),
+        ("telegram.offset", true),
+    ] {
+        assert_eq!(store.setting(key).expect("read").is_some(), kept, "{key}");
+    }
 }

@@ -129,6 +129,9 @@ impl Store for FlakyStore {
     fn event_seq(&self, wallet: &WalletId, signature: &Signature) -> Result<Option<EventSeq>, StoreError> {
         self.inner.event_seq(wallet, signature)
     }
+    fn remove_settings(&self, prefixes: &[String]) -> Result<u64, StoreError> {
+        self.inner.remove_settings(prefixes)
+    }
     fn retract_events(&self, retractions: &[Retraction], now: UnixMillis) -> Result<Vec<StoredEvent>, StoreError> {
         self.inner.retract_events(retractions, now)
     }
