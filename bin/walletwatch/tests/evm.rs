@@ -803,7 +803,7 @@ async fn log_subscriptions_follow_the_tracked_wallets() {
     assert_eq!(seen, 2, "the stranger's transfer was not notified; the new wallet's was");
 }
 
-/// Regression (review of the retraction design): retractions were routed by
+/// Regression: retractions were routed by
 /// the subscriptions of the moment, so a destination whose alert was
 /// dropped (or filtered at delivery) still got a retraction of an alert it
 /// never saw. A retraction now goes only where its alert was delivered.
