@@ -26,6 +26,13 @@ fn write_config(data_dir: &Path, rpc_url: &str, ws_url: &str) -> String {
     path.to_string_lossy().to_string()
 }
 
+/// Adds `extra` to the configuration file at `config`.
+fn append_config(config: &str, extra: &str) {
+    let mut text = std::fs::read_to_string(config).expect("config");
+    text.push_str(extra);
+    std::fs::write(config, text).expect("config");
+}
+
 fn track_evm(data_dir: &Path, config: &str, wallet: Address) {
     let output = walletwatch(data_dir)
         .args(["--config", config, "track", &wallet.to_string(), "--chain", "evm-local"])
@@ -205,17 +212,18 @@ async fn a_three_block_reorganisation_retracts_the_orphaned_event_and_records_th
     let server = ContractServer::start("bot", "1:tg").await.expect("contract server");
     let data_dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(data_dir.path(), &anvil.rpc_url, &anvil.ws_url);
-    let mut text = std::fs::read_to_string(&config).expect("config");
     // `hook` gets alerts at once; `settled` once the block is 4 deep.
-    text.push_str(&format!(
-        "confirmations = 4\n\n[alerts]\nretry_initial_secs = 1\nretry_max_secs = 2\n\n\
+    append_config(
+        &config,
+        &format!(
+            "confirmations = 4\n\n[alerts]\nretry_initial_secs = 1\nretry_max_secs = 2\n\n\
          [destinations.hook]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{WEBHOOK_SECRET}\"\nmessages_per_second = 50\n\n\
          [destinations.settled]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{WEBHOOK_SECRET}\"\nmessages_per_second = 50\n\
          delivery = \"final\"\n\n[users.local]\ndestinations = [\"webhook:hook\", \"webhook:settled\"]\n",
-        server.webhook_url("hook", WEBHOOK_SECRET),
-        server.webhook_url("settled", WEBHOOK_SECRET),
-    ));
-    std::fs::write(&config, text).expect("config");
+            server.webhook_url("hook", WEBHOOK_SECRET),
+            server.webhook_url("settled", WEBHOOK_SECRET),
+        ),
+    );
     let (wallet, stranger) = (fresh_evm_address(), fresh_evm_address());
     track_evm(data_dir.path(), &config, wallet);
     let daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
@@ -326,12 +334,13 @@ async fn evm_wallets_are_tracked_from_telegram_and_the_api_and_shown_with_their_
     let server = ContractServer::start("bot", TELEGRAM_TOKEN).await.expect("contract server");
     let data_dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(data_dir.path(), &anvil.rpc_url, &anvil.ws_url);
-    let mut text = std::fs::read_to_string(&config).expect("config");
-    text.push_str(&format!(
-        "[telegram]\napi_base_url = \"{}\"\nbot_token = \"{TELEGRAM_TOKEN}\"\npoll_timeout_secs = 1\nchat_messages_per_second = 20\n",
-        server.telegram_api()
-    ));
-    std::fs::write(&config, text).expect("config");
+    append_config(
+        &config,
+        &format!(
+            "[telegram]\napi_base_url = \"{}\"\nbot_token = \"{TELEGRAM_TOKEN}\"\npoll_timeout_secs = 1\nchat_messages_per_second = 20\n",
+            server.telegram_api()
+        ),
+    );
     let daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
     let api = daemon.api_url();
     let (by_chat, by_api) = (fresh_evm_address(), fresh_evm_address());
@@ -467,9 +476,7 @@ async fn a_cut_and_a_stalled_websocket_lose_and_repeat_nothing() {
     let proxy = ww_test_utils::ChaosProxy::start(ws_address).await.expect("proxy");
     let data_dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(data_dir.path(), &anvil.rpc_url, &proxy.ws_url());
-    let mut text = std::fs::read_to_string(&config).expect("config");
-    text.push_str("stale_after_secs = 3\n");
-    std::fs::write(&config, text).expect("config");
+    append_config(&config, "stale_after_secs = 3\n");
     let wallet = fresh_evm_address();
     track_evm(data_dir.path(), &config, wallet);
     let daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
@@ -556,9 +563,7 @@ async fn evm_balances_are_read_for_the_coin_and_every_token_moved() {
     let anvil = Anvil::start(None).await.expect("anvil");
     let data_dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(data_dir.path(), &anvil.rpc_url, &anvil.ws_url);
-    let mut text = std::fs::read_to_string(&config).expect("config");
-    text.push_str("[balances]\nhigh_interval_secs = 1\nmedium_interval_secs = 1\nlow_interval_secs = 1\n");
-    std::fs::write(&config, text).expect("config");
+    append_config(&config, "[balances]\nhigh_interval_secs = 1\nmedium_interval_secs = 1\nlow_interval_secs = 1\n");
     let token = anvil.deploy_token(DEV_ACCOUNT, "TT", 6, U256::from(1_000_000_000u64)).await.expect("deploy");
     let wallet = fresh_evm_address();
     track_evm(data_dir.path(), &config, wallet);
@@ -670,16 +675,17 @@ async fn a_retraction_edits_the_alerts_already_sent_to_chats() {
     let server = ContractServer::start("bot", TELEGRAM_TOKEN).await.expect("contract server");
     let data_dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(data_dir.path(), &anvil.rpc_url, &anvil.ws_url);
-    let mut text = std::fs::read_to_string(&config).expect("config");
-    text.push_str(&format!(
-        "[alerts]\nretry_initial_secs = 1\nretry_max_secs = 2\n\n\
+    append_config(
+        &config,
+        &format!(
+            "[alerts]\nretry_initial_secs = 1\nretry_max_secs = 2\n\n\
          [telegram]\napi_base_url = \"{}\"\nbot_token = \"{TELEGRAM_TOKEN}\"\npoll_timeout_secs = 1\nchat_messages_per_second = 20\n\n\
          [destinations.ops]\nkind = \"discord_webhook\"\nurl = \"{}\"\nmessages_per_second = 20\n\n\
          [users.local]\ndestinations = [\"discord-webhook:ops\", \"telegram:{TELEGRAM_CHAT}\"]\n",
-        server.telegram_api(),
-        server.discord_webhook_url(DISCORD_WEBHOOK),
-    ));
-    std::fs::write(&config, text).expect("config");
+            server.telegram_api(),
+            server.discord_webhook_url(DISCORD_WEBHOOK),
+        ),
+    );
     let (wallet, stranger) = (fresh_evm_address(), fresh_evm_address());
     track_evm(data_dir.path(), &config, wallet);
     let _daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
@@ -814,14 +820,15 @@ async fn a_destination_that_never_got_the_alert_gets_no_retraction() {
     let server = ContractServer::start("bot", "1:tg").await.expect("contract server");
     let data_dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(data_dir.path(), &anvil.rpc_url, &anvil.ws_url);
-    let mut text = std::fs::read_to_string(&config).expect("config");
-    text.push_str(&format!(
-        "[alerts]\nretry_initial_secs = 1\nretry_max_secs = 1\n\n\
+    append_config(
+        &config,
+        &format!(
+            "[alerts]\nretry_initial_secs = 1\nretry_max_secs = 1\n\n\
          [destinations.hook]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{WEBHOOK_SECRET}\"\nmessages_per_second = 50\n\n\
          [users.local]\ndestinations = [\"webhook:hook\"]\n",
-        server.webhook_url("hook", WEBHOOK_SECRET)
-    ));
-    std::fs::write(&config, text).expect("config");
+            server.webhook_url("hook", WEBHOOK_SECRET)
+        ),
+    );
     let (wallet, stranger) = (fresh_evm_address(), fresh_evm_address());
     track_evm(data_dir.path(), &config, wallet);
     let _daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);

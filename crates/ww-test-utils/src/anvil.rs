@@ -227,14 +227,6 @@ impl Anvil {
 
 /// A random address nobody holds a key for.
 pub fn fresh_evm_address() -> Address {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut bytes = [0u8; 24];
-    for chunk in bytes.chunks_mut(8) {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u128(
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos()),
-        );
-        chunk.copy_from_slice(&hasher.finish().to_le_bytes());
-    }
+    let bytes: [u8; 24] = crate::random_bytes();
     Address::from_slice(&bytes[..20])
 }

@@ -698,6 +698,32 @@ fn telegram_error(status: StatusCode, description: &str) -> Response {
         .into_response()
 }
 
+/// A message's `text` checked as the Bot API does (HTML entities and tags
+/// when `parse_mode` is HTML, 1-4096 visible characters); `what` names it
+/// in the violation recorded.
+fn check_telegram_text(inner: &mut Inner, value: &Value, what: &str) -> Result<String, Box<Response>> {
+    let text = value["text"].as_str().unwrap_or_default();
+    let visible = if value["parse_mode"] == json!("HTML") {
+        match check_telegram_html(text) {
+            Ok(visible) => visible,
+            Err(problem) => {
+                inner.rejected.push(format!("telegram: {problem}"));
+                return Err(Box::new(telegram_error(StatusCode::BAD_REQUEST, &format!("Bad Request: {problem}"))));
+            }
+        }
+    } else {
+        text.chars().count()
+    };
+    if visible == 0 || visible > 4096 {
+        inner.rejected.push(format!("telegram: {what} of {visible} characters"));
+        return Err(Box::new(telegram_error(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: message text is empty or too long",
+        )));
+    }
+    Ok(text.to_string())
+}
+
 async fn telegram(State(state): State<AppState>, Path((bot, method)): Path<(String, String)>, body: Bytes) -> Response {
     {
         let inner = state.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -718,22 +744,10 @@ async fn telegram(State(state): State<AppState>, Path((bot, method)): Path<(Stri
                 inner.rejected.push("telegram: sendMessage without chat_id".into());
                 return telegram_error(StatusCode::BAD_REQUEST, "Bad Request: chat_id is empty");
             };
-            let text = value["text"].as_str().unwrap_or_default();
-            let visible = if value["parse_mode"] == json!("HTML") {
-                match check_telegram_html(text) {
-                    Ok(visible) => visible,
-                    Err(message) => {
-                        inner.rejected.push(format!("telegram: {message}"));
-                        return telegram_error(StatusCode::BAD_REQUEST, &format!("Bad Request: {message}"));
-                    }
-                }
-            } else {
-                text.chars().count()
+            let text = match check_telegram_text(&mut inner, &value, "text") {
+                Ok(text) => text,
+                Err(response) => return *response,
             };
-            if visible == 0 || visible > 4096 {
-                inner.rejected.push(format!("telegram: text of {visible} characters"));
-                return telegram_error(StatusCode::BAD_REQUEST, "Bad Request: message text is empty or too long");
-            }
             let message_id = inner.next_message_id;
             inner.next_message_id += 1;
             inner.messages.insert((format!("telegram:{chat}"), message_id.to_string()), json!(text));
@@ -759,22 +773,10 @@ async fn telegram(State(state): State<AppState>, Path((bot, method)): Path<(Stri
                 inner.rejected.push(format!("telegram: editMessageText of unknown message {message} in {chat}"));
                 return telegram_error(StatusCode::BAD_REQUEST, "Bad Request: message to edit not found");
             };
-            let text = value["text"].as_str().unwrap_or_default();
-            let visible = if value["parse_mode"] == json!("HTML") {
-                match check_telegram_html(text) {
-                    Ok(visible) => visible,
-                    Err(problem) => {
-                        inner.rejected.push(format!("telegram: {problem}"));
-                        return telegram_error(StatusCode::BAD_REQUEST, &format!("Bad Request: {problem}"));
-                    }
-                }
-            } else {
-                text.chars().count()
+            let text = match check_telegram_text(&mut inner, &value, "edit text") {
+                Ok(text) => text,
+                Err(response) => return *response,
             };
-            if visible == 0 || visible > 4096 {
-                inner.rejected.push(format!("telegram: edit text of {visible} characters"));
-                return telegram_error(StatusCode::BAD_REQUEST, "Bad Request: message text is empty or too long");
-            }
             if current == json!(text) {
                 return telegram_error(
                     StatusCode::BAD_REQUEST,

@@ -93,16 +93,22 @@ pub fn localnet_binary() -> Result<PathBuf> {
     )
 }
 
-/// Returns a random address nobody holds a key for: a fresh destination.
-pub fn fresh_address() -> WalletAddress {
-    let mut bytes = [0u8; 32];
+/// Returns `N` random bytes (`N` a multiple of 8), for fresh addresses.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
     for chunk in bytes.chunks_mut(8) {
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_u128(
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos()),
         );
-        chunk.copy_from_slice(&hasher.finish().to_le_bytes());
+        chunk.copy_from_slice(&hasher.finish().to_le_bytes()[..chunk.len()]);
     }
+    bytes
+}
+
+/// Returns a random address nobody holds a key for: a fresh destination.
+pub fn fresh_address() -> WalletAddress {
+    let bytes: [u8; 32] = random_bytes();
     WalletAddress::parse(&bs58::encode(bytes).into_string()).expect("32 bytes always make a valid address")
 }
 
