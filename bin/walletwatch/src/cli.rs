@@ -85,7 +85,7 @@ pub(crate) enum Command {
         #[arg(long, value_name = "URL")]
         rpc_url: Option<String>,
         /// The chain: solana (the default for a base58 address), or an EVM
-        /// chain with an [evm.NAME] section (ethereum, polygon, evm-local),
+        /// chain with an [evm.NAME] section (ethereum, polygon, or any other NAME),
         /// which a 0x address needs. Its node is asked for the current block.
         #[arg(long, value_name = "CHAIN", conflicts_with = "file")]
         chain: Option<ww_core::Chain>,
@@ -94,7 +94,7 @@ pub(crate) enum Command {
     Untrack {
         /// Wallet address: base58 (Solana) or 0x (with --chain).
         address: String,
-        /// The chain of a 0x address (ethereum, polygon, evm-local).
+        /// The chain of a 0x address (ethereum, polygon, or the NAME of any [evm.NAME] section).
         #[arg(long, value_name = "CHAIN")]
         chain: Option<ww_core::Chain>,
         /// The user who tracked it.
@@ -117,7 +117,7 @@ pub(crate) enum Command {
         /// Only this wallet's events.
         #[arg(long, value_name = "ADDRESS")]
         wallet: Option<String>,
-        /// The chain of a 0x --wallet (ethereum, polygon, evm-local).
+        /// The chain of a 0x --wallet (ethereum, polygon, or the NAME of any [evm.NAME] section).
         #[arg(long, requires = "wallet")]
         chain: Option<ww_core::Chain>,
         /// How many of the newest events to show.
@@ -152,7 +152,7 @@ pub(crate) enum Command {
     Balances {
         /// Only this wallet, with its balance history.
         address: Option<String>,
-        /// The chain of a 0x address (ethereum, polygon, evm-local).
+        /// The chain of a 0x address (ethereum, polygon, or the NAME of any [evm.NAME] section).
         #[arg(long, requires = "address")]
         chain: Option<ww_core::Chain>,
         /// JSON instead of text.

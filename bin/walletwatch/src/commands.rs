@@ -135,14 +135,14 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
         Command::Track { address, label, priority, user, filter, since, chain, .. } => {
             let address = address.unwrap_or_default();
             let chain = wallets::chain_of(&address, chain)?;
-            if since.is_some() && chain != ww_core::Chain::Solana {
+            if since.is_some() && chain != ww_core::Chain::SOLANA {
                 return Err(Failure::Usage(anyhow!(
                     "--since reads a wallet's history, which {chain} wallets do not have in this version: they are watched from when they are tracked"
                 )));
             }
             let store = open_store(&config)?;
             let since = since.as_deref().map(parse_bound).transpose()?;
-            let source = if chain == ww_core::Chain::Solana {
+            let source = if chain == ww_core::Chain::SOLANA {
                 solana_source(&config, None)?
             } else {
                 evm_source(&config, chain)?
@@ -254,7 +254,7 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
             let shutdown = crate::signals::install().map_err(Failure::Runtime)?;
             let report = match (chain, payer) {
                 (Some(chain), _) => {
-                    if chain == ww_core::Chain::Solana {
+                    if chain == ww_core::Chain::SOLANA {
                         return Err(Failure::Usage(anyhow!(
                             "--chain names an EVM chain; the Solana comparison takes --payer instead"
                         )));
@@ -483,7 +483,7 @@ async fn track_file(
     let mut heights = std::collections::BTreeMap::new();
     for chain in chains {
         let source =
-            if chain == ww_core::Chain::Solana { solana_source(config, None)? } else { evm_source(config, chain)? };
+            if chain == ww_core::Chain::SOLANA { solana_source(config, None)? } else { evm_source(config, chain)? };
         let height = wallets::current_slot(source.as_ref()).await;
         note_unknown_slot(&height);
         if let Ok(height) = height {
@@ -517,7 +517,7 @@ fn note_unknown_slot(slot: &Result<u64, String>) {
 
 /// Parses a history bound of a Solana wallet (a time or a signature).
 fn parse_bound(text: &str) -> Result<HistoryBound, AppError> {
-    Ok(HistoryBound::parse(ww_core::Chain::Solana, text)?)
+    Ok(HistoryBound::parse(ww_core::Chain::SOLANA, text)?)
 }
 
 /// The Solana source of `config` (recording to `capture` when given).

@@ -144,7 +144,7 @@ fn events_print_as_json_lines_and_follow_new_ones() {
     let dir = tempfile::tempdir().expect("tempdir");
     let wallet = WalletAddress::parse(WALLET).expect("valid");
     let store = RedbStore::open_in_dir(dir.path()).expect("open");
-    let request = ww_core::store::TrackRequest::new(ww_core::Chain::Solana, wallet.clone(), "local");
+    let request = ww_core::store::TrackRequest::new(ww_core::Chain::SOLANA, wallet.clone(), "local");
     store.track_wallet(&request, ww_core::time::UnixMillis(0)).expect("track");
     store.record_events(&[sample_event(&wallet, 1), sample_event(&wallet, 2)], &[]).expect("record");
 

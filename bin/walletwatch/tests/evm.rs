@@ -106,7 +106,7 @@ async fn native_token_and_failed_transactions_each_make_one_event_across_a_kill_
     let alice_key = alice.to_checksum(None);
     let bob_key = bob.to_checksum(None);
     let event = &events_of(data_dir.path(), native_in)[&alice_key];
-    assert_eq!(event.chain, Chain::EvmLocal);
+    assert_eq!(event.chain, Chain::EVM_LOCAL);
     assert_eq!(event.native_delta, ETH as i128);
     assert_eq!(
         event.counterparty.as_ref().map(|address| address.as_str().to_string()),
@@ -864,4 +864,101 @@ async fn a_destination_that_never_got_the_alert_gets_no_retraction() {
         vec![alert(first), alert(marker)],
         "no retraction of an alert the hook never got"
     );
+}
+
+/// A chain walletwatch has no defaults for is configured by a name of its
+/// own: its section gives the chain id (checked against the node) and the
+/// coin's symbol, and users name it in `--chain`, `/track`, the API and
+/// WebSocket topics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_its_own_name_is_tracked_rendered_and_streamed_by_that_name() {
+    use futures_util::StreamExt as _;
+    let anvil = Anvil::start(None).await.expect("anvil");
+    let server = ContractServer::start("bot", TELEGRAM_TOKEN).await.expect("contract server");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let config = data_dir.path().join("walletwatch.toml").to_string_lossy().to_string();
+    // A section without a chain id, and one whose id the node does not
+    // serve, stop start-up with the reason.
+    std::fs::write(&config, format!("[evm.devnet-l2]\nrpc_url = \"{}\"\n", anvil.rpc_url)).expect("config");
+    let output = walletwatch(data_dir.path()).args(["--config", &config, "run"]).output().expect("run");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("evm.devnet-l2.chain_id is required"), "{output:?}");
+    std::fs::write(
+        &config,
+        format!(
+            "[evm.devnet-l2]\nrpc_url = \"{}\"\nws_url = \"{}\"\nchain_id = 31337\nnative_symbol = \"DEV\"\npolling_interval_secs = 1\n\
+             [telegram]\napi_base_url = \"{}\"\nbot_token = \"{TELEGRAM_TOKEN}\"\npoll_timeout_secs = 1\nchat_messages_per_second = 20\n",
+            anvil.rpc_url,
+            anvil.ws_url,
+            server.telegram_api()
+        ),
+    )
+    .expect("config");
+    let daemon = Daemon::start(data_dir.path(), NO_SOLANA_RPC, NO_SOLANA_WS, &["--config", &config]);
+    let (by_cli, by_chat) = (fresh_evm_address(), fresh_evm_address());
+    let output = walletwatch(data_dir.path())
+        .args(["--config", &config, "track", &by_cli.to_string(), "--chain", "devnet-l2"])
+        .output()
+        .expect("track");
+    assert!(output.status.success(), "{output:?}");
+    server.push_telegram_message(TELEGRAM_CHAT, TELEGRAM_USER, &format!("/track {by_chat} devnet-l2 hot"));
+    wait_until("both wallets Active", data_dir.path(), || {
+        evm_statuses(data_dir.path()) == vec![("devnet-l2".to_string(), "\"Active\"".to_string()); 2]
+    });
+    // A WebSocket client on the wallet's topic, named with its chain.
+    let token = String::from_utf8(
+        walletwatch(data_dir.path())
+            .args(["--config", &config, "token", "create", "--user", "ops", "--admin"])
+            .output()
+            .expect("token")
+            .stdout,
+    )
+    .expect("utf-8");
+    let ws = daemon.api_url().replace("http://", "ws://");
+    let (mut client, _) = tokio_tungstenite::connect_async(format!(
+        "{ws}/ws?subscriptions=wallet:devnet-l2:{by_cli},status&token={}",
+        token.trim()
+    ))
+    .await
+    .expect("connect");
+
+    let to_cli = anvil.transfer(DEV_ACCOUNT, by_cli, U256::from(ETH * 3)).await.expect("transfer");
+    anvil.transfer(DEV_ACCOUNT, by_chat, U256::from(ETH / 4)).await.expect("transfer");
+    let update = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            let message = client.next().await.expect("open").expect("frame");
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                let value: serde_json::Value = serde_json::from_str(text.as_str()).expect("json");
+                if value["type"] == "TransactionUpdate" {
+                    return value;
+                }
+                assert_ne!(value["data"]["level"], "error", "{value}");
+            }
+        }
+    })
+    .await
+    .expect("the event over the WebSocket");
+    assert_eq!(update["data"]["chain"], "devnet-l2", "{update}");
+    assert_eq!(update["data"]["signature"], format!("{to_cli}"));
+    let events = events_of(data_dir.path(), to_cli);
+    assert_eq!(events.len(), 1, "one event: the sender is not tracked");
+    assert_eq!(events.values().next().map(|event| event.chain.to_string()).as_deref(), Some("devnet-l2"));
+    // The chat's alert is in the section's coin.
+    wait_until("the Telegram alert", data_dir.path(), || {
+        telegram_texts(&server).iter().any(|text| text.contains("received 0.25 DEV"))
+    });
+    let output = walletwatch(data_dir.path())
+        .args(["--config", &config, "events", "--wallet", &by_cli.to_string(), "--chain", "devnet-l2"])
+        .output()
+        .expect("events");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && text.contains("devnet-l2 block") && text.contains("+3.000000000000000000 DEV"),
+        "{output:?}"
+    );
+    // Another name is not watched here.
+    let output = walletwatch(data_dir.path())
+        .args(["--config", &config, "track", &by_cli.to_string(), "--chain", "other-l2"])
+        .output()
+        .expect("track");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("other-l2 is not watched"), "{output:?}");
 }

@@ -56,7 +56,7 @@ async fn main() {
     let data_dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(RedbStore::open_in_dir(data_dir.path()).expect("store"));
     let wallet = fresh_address();
-    store.track_wallet(&TrackRequest::new(Chain::Solana, wallet.clone(), "bench"), UnixMillis(0)).expect("track");
+    store.track_wallet(&TrackRequest::new(Chain::SOLANA, wallet.clone(), "bench"), UnixMillis(0)).expect("track");
     let routes: Vec<Route> = destinations
         .iter()
         .map(|destination| Route { destination: destination.parse().expect("valid"), user: "bench".into() })

@@ -32,7 +32,7 @@ fn main() {
         &rows,
         "bench",
         None,
-        &std::collections::BTreeMap::from([(ww_core::Chain::Solana, 1)]),
+        &std::collections::BTreeMap::from([(ww_core::Chain::SOLANA, 1)]),
         UnixMillis(1),
     )
     .expect("import");
@@ -51,7 +51,7 @@ fn main() {
     let started = Instant::now();
     for address in addresses.iter().take(BASELINE_SAMPLE) {
         let request =
-            TrackRequest { start_slot: Some(1), ..TrackRequest::new(Chain::Solana, address.clone(), "bench") };
+            TrackRequest { start_slot: Some(1), ..TrackRequest::new(Chain::SOLANA, address.clone(), "bench") };
         baseline.track_wallet(&request, UnixMillis(1)).expect("track");
     }
     let baseline_rate = BASELINE_SAMPLE as f64 / started.elapsed().as_secs_f64();

@@ -81,10 +81,10 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
     /// Returns the events published after `after` if it still holds all of
     /// them (`None`: read the store).
     fn replay_after(&self, after: EventSeq) -> Option<Vec<Arc<Published>>>;
-    /// Sends a retracted event (`retracted_at` set, published before under
-    /// its sequence number) to the current subscribers. Retractions are not
-    /// replayed: a client resuming with `after` reads the events' state
-    /// (`retracted_at`) from the store.
+    /// Sends a retracted event (`retracted_at` and `retraction_seq` set,
+    /// published before under its sequence number) to the current
+    /// subscribers. The ring does not hold retractions: a client resuming
+    /// reads them from the store's retraction log (`Store::retractions`).
     fn publish_retraction(&self, stored: StoredEvent);
 }
 
@@ -323,7 +323,7 @@ mod tests {
         let wallet = ww_core::WalletAddress::parse("11111111111111111111111111111111").expect("valid");
         let signature = ww_core::Signature::parse(&bs58::encode([seq as u8 + 1; 64]).into_string()).expect("valid");
         let event = ww_core::ActivityEvent {
-            chain: ww_core::Chain::Solana,
+            chain: ww_core::Chain::SOLANA,
             wallet: wallet.clone(),
             signature,
             slot: ww_core::Slot(seq),
@@ -365,7 +365,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn Store> = Arc::new(ww_store::RedbStore::open_in_dir(dir.path()).expect("store"));
         let wallet = ww_core::WalletAddress::parse("11111111111111111111111111111111").expect("valid");
-        let request = ww_core::store::TrackRequest::new(ww_core::Chain::Solana, wallet.clone(), "u");
+        let request = ww_core::store::TrackRequest::new(ww_core::Chain::SOLANA, wallet.clone(), "u");
         store.track_wallet(&request, ww_core::time::UnixMillis(0)).expect("track");
         let broker = LocalBroker::new(64, 64).shared();
         let publisher = Publisher::default();

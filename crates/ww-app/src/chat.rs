@@ -1,7 +1,8 @@
 //! Chat commands, shared by Discord and Telegram: `/track <address> [chain]
 //! [label]`, `/untrack <address> [chain]`, `/list`, `/help`. A chain is
-//! named for a `0x` address (`ethereum`, `polygon`, `evm-local`: one this
-//! walletwatch watches); a base58 address is a Solana wallet.
+//! named for a `0x` address (`ethereum`, `polygon` or any `[evm.NAME]` this
+//! walletwatch watches); a base58 address is a Solana wallet (`solana` may
+//! follow it; any other word starts the label).
 //!
 //! A chat user is `discord:<user id>` or `telegram:<user id>`; `/track`
 //! sends that wallet's alerts to the chat it ran in. Replies follow the
@@ -112,7 +113,7 @@ const MAX_RATE_LIMITED_CHATS: usize = 10_000;
 /// The `/help` text.
 pub const HELP: &str = "walletwatch commands:\n\
 /track <address> [chain] [label] — alerts for a wallet's activity in this chat \
-(a 0x address needs its chain: ethereum, polygon)\n\
+(a 0x address needs its chain: ethereum, polygon or another chain watched here)\n\
 /untrack <address> [chain] — stop those alerts\n\
 /list — the wallets you track and their status\n\
 /help — this message";
@@ -126,8 +127,18 @@ pub fn parse_text_command(text: &str) -> Option<Result<ChatCommand, String>> {
     let head = parts.next()?;
     let name = head.split('@').next().unwrap_or(head).to_ascii_lowercase();
     let arguments: Vec<&str> = parts.collect();
-    // A chain right after the address; anything else there starts the label.
-    let chain_at = |index: usize| arguments.get(index).and_then(|word| word.parse::<ww_core::Chain>().ok());
+    // The word after a 0x address is its chain (any name: whether it is
+    // watched is checked when the command runs); after a base58 address,
+    // only `solana` is, and any other word starts the label.
+    let is_evm =
+        arguments.first().is_some_and(|address| address.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x")));
+    let chain_at = |index: usize| {
+        let word = arguments.get(index)?;
+        match word.parse::<ww_core::Chain>() {
+            Ok(chain) if is_evm || chain == ww_core::Chain::SOLANA => Some(chain),
+            _ => None,
+        }
+    };
     Some(match name.as_str() {
         "track" => match arguments.split_first() {
             Some((address, rest)) => {
@@ -260,13 +271,32 @@ mod tests {
             parse_text_command(&format!("/track {evm} polygon treasury")),
             Some(Ok(ChatCommand::Track {
                 address: evm.into(),
-                chain: Some(ww_core::Chain::Polygon),
+                chain: Some(ww_core::Chain::POLYGON),
                 label: Some("treasury".into())
             }))
         );
         assert_eq!(
             parse_text_command(&format!("/untrack {evm} ethereum")),
-            Some(Ok(ChatCommand::Untrack { address: evm.into(), chain: Some(ww_core::Chain::Ethereum) }))
+            Some(Ok(ChatCommand::Untrack { address: evm.into(), chain: Some(ww_core::Chain::ETHEREUM) }))
+        );
+        // Any chain name after a 0x address (checked against the watched
+        // chains when it runs); after a base58 address a word is a label.
+        assert_eq!(
+            parse_text_command(&format!("/track {evm} base")),
+            Some(Ok(ChatCommand::Track { address: evm.into(), chain: "base".parse().ok(), label: None }))
+        );
+        let solana = "5FHwkrdxntdK24hgQU8qgBjn35Y1zwhz1GZwCkP2UJnM";
+        assert_eq!(
+            parse_text_command(&format!("/track {solana} polygon whale")),
+            Some(Ok(ChatCommand::Track { address: solana.into(), chain: None, label: Some("polygon whale".into()) }))
+        );
+        assert_eq!(
+            parse_text_command(&format!("/track {solana} solana whale")),
+            Some(Ok(ChatCommand::Track {
+                address: solana.into(),
+                chain: Some(ww_core::Chain::SOLANA),
+                label: Some("whale".into())
+            }))
         );
         assert_eq!(parse_text_command("/LIST"), Some(Ok(ChatCommand::List)));
         assert_eq!(parse_text_command("/start"), Some(Ok(ChatCommand::Help)));
@@ -287,7 +317,7 @@ mod tests {
         };
         let reply = run(ChatCommand::Track { address: evm.into(), chain: None, label: None });
         assert!(!reply.ok && reply.text.contains("name its chain"), "{reply:?}");
-        let reply = run(ChatCommand::Track { address: evm.into(), chain: Some(ww_core::Chain::Polygon), label: None });
+        let reply = run(ChatCommand::Track { address: evm.into(), chain: Some(ww_core::Chain::POLYGON), label: None });
         assert!(!reply.ok && reply.text.contains("polygon is not watched here"), "{reply:?}");
         assert!(store.wallets().expect("wallets").is_empty());
     }

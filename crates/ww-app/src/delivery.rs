@@ -218,7 +218,7 @@ impl DeliveryWorkers {
         wake: Arc<Notify>,
     ) -> Self {
         let mut explorers = HashMap::from([(
-            ww_core::Chain::Solana,
+            ww_core::Chain::SOLANA,
             Explorer {
                 tx_url: config.alerts.explorer_tx_url.clone(),
                 account_url: config.alerts.explorer_account_url.clone(),
@@ -549,7 +549,7 @@ impl DeliveryWorkers {
                 // An alert of a chain that can reorganise records that it
                 // went out (with its chat message, for the retraction to edit).
                 if let (Ok((event, _, _)), JobKind::Alert) = (&prepared, job.kind)
-                    && event.event.chain != ww_core::Chain::Solana
+                    && event.event.chain != ww_core::Chain::SOLANA
                 {
                     let message = delivered.message.clone().unwrap_or_else(|| NO_MESSAGE.to_string());
                     let (store, key) = (Arc::clone(&self.store), sent_key(&job.destination, job.seq));

@@ -34,7 +34,7 @@ pub fn render_event_line(stored: &StoredEvent) -> String {
         None => "-".to_string(),
     };
     // Solana counts slots; other chains blocks, and their events name the chain.
-    let position = if event.chain == ww_core::Chain::Solana {
+    let position = if event.chain == ww_core::Chain::SOLANA {
         format!("slot {}", event.slot)
     } else {
         format!("{} block {}", event.chain, event.slot)
@@ -87,7 +87,7 @@ pub fn render_balance_line(record: &ww_core::balance::BalanceRecord) -> String {
     } else {
         format!("token account {}", record.address.short())
     };
-    let position = if record.chain == ww_core::Chain::Solana { "slot" } else { "block" };
+    let position = if record.chain == ww_core::Chain::SOLANA { "slot" } else { "block" };
     format!("{} {account}: {amount} ({position} {}, {observed})", record.wallet.short(), record.slot)
 }
 

@@ -238,7 +238,7 @@ fn check_row(
     priority: Option<u8>,
 ) -> Result<ImportRow, String> {
     let chain = match chain.map(str::trim).filter(|text| !text.is_empty()) {
-        None => Chain::Solana,
+        None => Chain::SOLANA,
         Some(text) => text.parse::<Chain>().map_err(|error| error.to_string())?,
     };
     let address = address.map(str::trim).filter(|text| !text.is_empty()).ok_or("no address")?;
@@ -291,7 +291,7 @@ pub fn parse_entries(entries: &[BulkEntry]) -> Result<Vec<ImportRow>, ImportErro
 pub fn check_chains(rows: &[ImportRow], watched: impl Fn(Chain) -> bool) -> Result<(), ImportError> {
     let errors: Vec<RowError> = rows
         .iter()
-        .filter(|row| row.chain != Chain::Solana && !watched(row.chain))
+        .filter(|row| row.chain != Chain::SOLANA && !watched(row.chain))
         .map(|row| RowError {
             line: row.line,
             error: format!("chain {chain} is not watched here: add an [evm.{chain}] section", chain = row.chain),
@@ -403,7 +403,7 @@ mod tests {
     fn rows_are_read_with_or_without_a_header() {
         let plain = parse_csv(&format!("{A},whale\n\n# a comment\n{B}\n")).expect("rows");
         assert_eq!(plain.len(), 2);
-        assert_eq!((plain[0].line, plain[0].label.as_deref(), plain[0].chain), (1, Some("whale"), Chain::Solana));
+        assert_eq!((plain[0].line, plain[0].label.as_deref(), plain[0].chain), (1, Some("whale"), Chain::SOLANA));
         assert_eq!((plain[1].line, plain[1].label.as_deref()), (4, None));
         let headed = parse_csv(&format!("chain,Address,label\nsolana,{A}, treasury \n")).expect("rows");
         assert_eq!((headed[0].address.as_str(), headed[0].label.as_deref()), (A, Some("treasury")));
@@ -462,13 +462,13 @@ mod tests {
         // An EVM row needs its chain's form and a watched chain.
         let evm = format!("0x{}", "ab".repeat(20));
         let rows = parse_csv(&format!("{evm},,polygon\n{A}\n")).expect("rows");
-        assert_eq!(rows[0].chain, Chain::Polygon);
+        assert_eq!(rows[0].chain, Chain::POLYGON);
         let ImportError::InvalidRows(errors) = check_chains(&rows, |_| false).expect_err("polygon not watched") else {
             panic!("expected row errors");
         };
         assert_eq!(errors.len(), 1, "the Solana row is fine");
         assert!(errors[0].error.contains("[evm.polygon]"), "{}", errors[0].error);
-        assert!(check_chains(&rows, |chain| chain == Chain::Polygon).is_ok());
+        assert!(check_chains(&rows, |chain| chain == Chain::POLYGON).is_ok());
         assert!(matches!(parse_csv(&format!("{evm},,solana\n")), Err(ImportError::InvalidRows(_))));
         assert!(matches!(parse_csv(&format!("{A},,mars\n")), Err(ImportError::InvalidRows(_))));
         assert!(matches!(parse_csv("# nothing\n\n"), Err(ImportError::Rejected(_))));
@@ -480,7 +480,7 @@ mod tests {
         let record = WalletRecord {
             address: address.clone(),
             label: Some("whale, the big one".into()),
-            chain: Chain::Solana,
+            chain: Chain::SOLANA,
             tracking_users: ["alice".to_string(), "bob".to_string()].into(),
             added_at: UnixMillis(5),
             start_slot: None,

@@ -67,9 +67,9 @@ impl Sources {
     /// always accepted: its source may be unreachable at the moment.
     pub fn resolve(&self, address: &str, chain: Option<Chain>) -> Result<Chain, AppError> {
         let chain = chain_of(address, chain)?;
-        if chain != Chain::Solana && !self.by_chain.contains_key(&chain) {
+        if chain != Chain::SOLANA && !self.by_chain.contains_key(&chain) {
             let watched: Vec<&str> =
-                self.by_chain.keys().filter(|chain| **chain != Chain::Solana).map(|chain| chain.as_str()).collect();
+                self.by_chain.keys().filter(|chain| **chain != Chain::SOLANA).map(|chain| chain.as_str()).collect();
             return Err(AppError::Rejected(if watched.is_empty() {
                 format!("{chain} is not watched here: this walletwatch watches Solana wallets only")
             } else {
@@ -93,11 +93,11 @@ pub fn chain_of(address: &str, chain: Option<Chain>) -> Result<Chain, AppError> 
         Some(chain) => Ok(chain),
         None if address.trim().get(..2).is_some_and(|prefix| prefix.eq_ignore_ascii_case("0x")) => {
             Err(AppError::Rejected(format!(
-                "{} is an EVM address: name its chain (ethereum, polygon or evm-local)",
+                "{} is an EVM address: name its chain (ethereum, polygon or another [evm.NAME] configured here)",
                 address.trim()
             )))
         }
-        None => Ok(Chain::Solana),
+        None => Ok(Chain::SOLANA),
     }
 }
 
@@ -252,7 +252,7 @@ pub fn render_list(wallets: &[WalletRecord]) -> String {
             (None, _) => writeln!(text, "- Wallet: {} ({})", wallet.address.short(), wallet.subscription_status),
         };
         let _ = write!(text, "    address: {}", wallet.address);
-        if wallet.chain != Chain::Solana {
+        if wallet.chain != Chain::SOLANA {
             let _ = write!(text, "  chain: {}", wallet.chain);
         }
         if let Some(label) = &wallet.label {
@@ -265,7 +265,7 @@ pub fn render_list(wallets: &[WalletRecord]) -> String {
         let _ = write!(text, "  users: {}  transactions: {}", users.join(","), wallet.transaction_count);
         match &wallet.last_transaction {
             Some(last) => {
-                let height = if wallet.chain == Chain::Solana { "slot" } else { "block" };
+                let height = if wallet.chain == Chain::SOLANA { "slot" } else { "block" };
                 let _ = writeln!(text, "  last: {} ({height} {})", last.signature.short(), last.slot);
             }
             None => text.push_str("  last: none\n"),
@@ -320,7 +320,7 @@ mod tests {
         let record = WalletRecord {
             address: address.clone(),
             label: Some("whale".into()),
-            chain: Chain::Solana,
+            chain: Chain::SOLANA,
             tracking_users: BTreeSet::from(["alice".to_string()]),
             added_at: UnixMillis(0),
             start_slot: None,

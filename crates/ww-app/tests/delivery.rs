@@ -64,7 +64,7 @@ async fn fixture(extra_config: &str, prices: Option<&ContractServer>) -> Fixture
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(RedbStore::open_in_dir(dir.path()).expect("store"));
     let wallet = fresh_address();
-    let request = TrackRequest::new(Chain::Solana, wallet.clone(), "alice");
+    let request = TrackRequest::new(Chain::SOLANA, wallet.clone(), "alice");
     store.track_wallet(&request, UnixMillis(0)).expect("track");
     let wake = Arc::new(tokio::sync::Notify::new());
     let shutdown = CancellationToken::new();
@@ -202,7 +202,7 @@ async fn a_usd_threshold_is_applied_with_the_price_at_delivery_time() {
     let fixture = fixture(&format!("[prices]\nurl = \"{}\"\n", server.prices_url()), Some(&server)).await;
     let filter = ww_core::alert::AlertFilter { min_usd: Some(1000.0), ..ww_core::alert::AlertFilter::default() };
     let request =
-        TrackRequest { filter: Some(filter), ..TrackRequest::new(Chain::Solana, fixture.wallet.clone(), "alice") };
+        TrackRequest { filter: Some(filter), ..TrackRequest::new(Chain::SOLANA, fixture.wallet.clone(), "alice") };
     fixture.store.track_wallet(&request, UnixMillis(0)).expect("filter");
     // At $100 a SOL: 2.5 SOL is $250 (filtered out), 25 SOL is $2 500 (sent).
     server.set_price(ww_core::alert::WRAPPED_SOL_MINT, 100.0);

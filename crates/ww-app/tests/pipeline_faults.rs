@@ -54,7 +54,7 @@ fn config(rpc_url: &str, ws_url: &str, data_dir: &std::path::Path, server: &Cont
 }
 
 fn track(store: &dyn Store, wallet: &WalletAddress, start_slot: Option<u64>) {
-    let request = TrackRequest { start_slot, ..TrackRequest::new(Chain::Solana, wallet.clone(), "local") };
+    let request = TrackRequest { start_slot, ..TrackRequest::new(Chain::SOLANA, wallet.clone(), "local") };
     store.track_wallet(&request, ww_core::time::now()).expect("track");
 }
 

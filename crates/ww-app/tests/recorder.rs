@@ -26,7 +26,7 @@ fn open() -> (tempfile::TempDir, Arc<dyn Store>) {
 }
 
 fn track(store: &dyn Store, wallet: &WalletAddress) {
-    let request = TrackRequest::new(Chain::Solana, wallet.clone(), "alice");
+    let request = TrackRequest::new(Chain::SOLANA, wallet.clone(), "alice");
     store.track_wallet(&request, UnixMillis(0)).expect("track");
 }
 

@@ -110,7 +110,7 @@ async fn run_in(
 ) -> Result<Value, AppError> {
     let store: Arc<dyn Store> = Arc::new(ww_store::RedbStore::open_in_dir(scratch)?);
     for wallet in &wallets {
-        let request = TrackRequest::new(Chain::Solana, wallet.clone(), "bench");
+        let request = TrackRequest::new(Chain::SOLANA, wallet.clone(), "bench");
         store.track_wallet(&request, ww_core::time::now())?;
     }
     let mut daemon_config = config.clone();

@@ -15,7 +15,7 @@ pub mod transfer;
 
 /// A Solana node failure as the application's error.
 pub(crate) fn node_error(error: ww_solana::RpcError) -> ww_app::AppError {
-    ww_core::source::SourceError::node(ww_core::Chain::Solana, error).into()
+    ww_core::source::SourceError::node(ww_core::Chain::SOLANA, error).into()
 }
 
 /// The daemon of a measurement: the real one, watching `config`'s Solana

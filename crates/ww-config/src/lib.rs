@@ -151,6 +151,8 @@ pub struct EvmConfig {
     pub ws_url: Option<RedactedUrl>,
     /// The chain id the node must report.
     pub chain_id: u64,
+    /// The native coin's symbol.
+    pub native_symbol: String,
     /// New-block checks while the WebSocket is down.
     #[serde(with = "duration_secs")]
     pub polling_interval: Duration,
@@ -176,18 +178,19 @@ pub struct EvmConfig {
 /// blocks; Polygon PoS has had reorganisations of over 150 blocks).
 fn default_evm_confirmations(chain: Chain) -> u64 {
     match chain {
-        Chain::Ethereum => 64,
-        Chain::Polygon => 200,
-        Chain::Solana | Chain::EvmLocal => 1,
+        Chain::POLYGON => 200,
+        Chain::SOLANA | Chain::EVM_LOCAL => 1,
+        // Ethereum's, and the same for a chain walletwatch does not know.
+        _ => 64,
     }
 }
 
 /// The explorer a chain's alerts link to by default: (transaction, address) templates.
 fn default_evm_explorer(chain: Chain) -> (&'static str, &'static str) {
     match chain {
-        Chain::Ethereum => ("https://etherscan.io/tx/{hash}", "https://etherscan.io/address/{address}"),
-        Chain::Polygon => ("https://polygonscan.com/tx/{hash}", "https://polygonscan.com/address/{address}"),
-        Chain::Solana | Chain::EvmLocal => ("", ""),
+        Chain::ETHEREUM => ("https://etherscan.io/tx/{hash}", "https://etherscan.io/address/{address}"),
+        Chain::POLYGON => ("https://polygonscan.com/tx/{hash}", "https://polygonscan.com/address/{address}"),
+        _ => ("", ""),
     }
 }
 
@@ -473,10 +476,12 @@ fn validate_evm(
         let prefix = format!("evm.{name}");
         let chain = match name.parse::<Chain>() {
             Ok(chain) if chain.family() == ww_core::ChainFamily::Evm => chain,
-            _ => {
-                errors.push(format!(
-                    "{prefix}: unknown EVM chain {name:?}; walletwatch knows ethereum, polygon and evm-local"
-                ));
+            Ok(_) => {
+                errors.push(format!("{prefix}: solana is configured under [solana], not as an EVM chain"));
+                continue;
+            }
+            Err(error) => {
+                errors.push(format!("{prefix}: {error}"));
                 continue;
             }
         };
@@ -489,7 +494,22 @@ fn validate_evm(
         let polling = positive(&format!("{prefix}.polling_interval_secs"), section.polling_interval_secs, errors);
         let stale = positive(&format!("{prefix}.stale_after_secs"), section.stale_after_secs, errors);
         let timeout = positive(&format!("{prefix}.rpc_timeout_secs"), section.rpc_timeout_secs, errors);
-        let chain_id = section.chain_id.or(chain.evm_chain_id()).unwrap_or_default();
+        let Some(chain_id) = section.chain_id.or(chain.default_evm_chain_id()) else {
+            errors.push(format!(
+                "{prefix}.chain_id is required: walletwatch has no default for {name:?} and checks the node against it"
+            ));
+            continue;
+        };
+        let native_symbol = match section.native_symbol.as_deref().map(str::trim) {
+            None => chain.default_native_symbol().to_string(),
+            Some(symbol) if (1..=12).contains(&symbol.len()) && symbol.chars().all(|c| c.is_ascii_alphanumeric()) => {
+                symbol.to_string()
+            }
+            Some(symbol) => {
+                errors.push(format!("{prefix}.native_symbol: {symbol:?} is not 1 to 12 ASCII letters or digits"));
+                continue;
+            }
+        };
         let confirmations = positive(
             &format!("{prefix}.confirmations"),
             section.confirmations.unwrap_or_else(|| default_evm_confirmations(chain)),
@@ -503,6 +523,7 @@ fn validate_evm(
                     rpc_url,
                     ws_url,
                     chain_id,
+                    native_symbol,
                     polling_interval: Duration::from_secs(polling),
                     stale_after: Duration::from_secs(stale),
                     rpc_timeout: Duration::from_secs(timeout),
@@ -664,6 +685,14 @@ impl Config {
         if !errors.is_empty() {
             return Err(errors);
         }
+        // From here on the process renders and checks each configured chain
+        // by its section: its symbol in alerts, its id against the node.
+        for evm in evm.values() {
+            evm.chain.configure(&ww_core::ChainInfo {
+                native_symbol: evm.native_symbol.clone(),
+                chain_id: Some(evm.chain_id),
+            });
+        }
         let non_zero = |value: usize| NonZeroUsize::new(value).expect("checked positive above");
         Ok(Config {
             data_dir: PathBuf::from(raw.data_dir),
@@ -791,21 +820,36 @@ mod tests {
             &no_env(),
         )
         .expect("valid");
-        let polygon = &config.evm[&Chain::Polygon];
+        let polygon = &config.evm[&Chain::POLYGON];
         assert_eq!(polygon.chain_id, 137, "the chain's own id by default");
         assert_eq!(polygon.polling_interval, Duration::from_secs(15));
         assert_eq!(polygon.stale_after, Duration::from_secs(120));
         assert_eq!(polygon.explorer_tx_url, "https://polygonscan.com/tx/{hash}");
         assert!(polygon.ws_url.is_some());
         assert_eq!(polygon.confirmations, 200, "Polygon has reorganised over 150 blocks deep");
-        let local = &config.evm[&Chain::EvmLocal];
+        let local = &config.evm[&Chain::EVM_LOCAL];
         assert_eq!((local.chain_id, local.polling_interval), (1337, Duration::from_secs(2)));
         assert_eq!(local.confirmations, 1);
         assert!(local.ws_url.is_none(), "no WebSocket: polled");
-        assert!(!config.evm.contains_key(&Chain::Ethereum), "a chain without a section is not watched");
+        assert!(!config.evm.contains_key(&Chain::ETHEREUM), "a chain without a section is not watched");
         assert!(!config.to_redacted_toml().contains("key-abcdefgh12345678"), "the RPC URL's key is redacted");
+        // Any other name is an EVM chain of its own, with its id required.
+        let config = load_str(
+            "[evm.base]\nrpc_url = \"https://base.example\"\nchain_id = 8453\n\
+             [evm.gnosis]\nrpc_url = \"https://gnosis.example\"\nchain_id = 100\nnative_symbol = \"XDAI\"\n",
+            &no_env(),
+        )
+        .expect("valid");
+        let base = &config.evm[&"base".parse::<Chain>().expect("name")];
+        assert_eq!((base.chain_id, base.native_symbol.as_str(), base.confirmations), (8453, "ETH", 64));
+        assert_eq!(base.explorer_tx_url, "", "no explorer is assumed for a chain walletwatch does not know");
+        let gnosis: Chain = "gnosis".parse().expect("name");
+        assert_eq!((config.evm[&gnosis].native_symbol.as_str(), gnosis.native_symbol()), ("XDAI", "XDAI"));
+        assert_eq!(gnosis.evm_chain_id(), Some(100), "the process knows the chain by its section");
         let errors = load_str(
             "[evm.solana]\nrpc_url = \"http://a.example\"\n[evm.base]\nrpc_url = \"http://a.example\"\n\
+             [evm.Bad_Name]\nrpc_url = \"http://a.example\"\nchain_id = 5\n\
+             [evm.gnosis]\nrpc_url = \"http://a.example\"\nchain_id = 100\nnative_symbol = \"x DAI\"\n\
              [evm.ethereum]\nrpc_url = \"ws://a.example\"\nws_url = \"http://a.example\"\npolling_interval_secs = 0\n\
              confirmations = 0\n\
              [destinations.x]\nkind = \"discord_webhook\"\nurl = \"https://d.example/h\"\ndelivery = \"eventually\"\n",
@@ -814,8 +858,10 @@ mod tests {
         .expect_err("invalid")
         .to_string();
         for expected in [
-            "evm.solana: unknown EVM chain",
-            "evm.base: unknown EVM chain",
+            "evm.solana: solana is configured under [solana]",
+            "evm.base.chain_id is required",
+            "evm.Bad_Name: invalid chain \"Bad_Name\"",
+            "evm.gnosis.native_symbol: \"x DAI\" is not",
             "evm.ethereum.rpc_url",
             "evm.ethereum.ws_url",
             "evm.ethereum.polling_interval_secs must be greater than 0",

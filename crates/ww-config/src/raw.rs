@@ -178,9 +178,13 @@ pub struct RawEvm {
     #[serde(default)]
     pub ws_url: Option<String>,
     /// The EIP-155 chain id the node must report (default: the chain's own:
-    /// 1 Ethereum, 137 Polygon, 31337 evm-local).
+    /// 1 Ethereum, 137 Polygon, 31337 evm-local; required for other names).
     #[serde(default)]
     pub chain_id: Option<u64>,
+    /// The native coin's symbol in alerts and listings (default: POL on
+    /// Polygon, ETH elsewhere).
+    #[serde(default)]
+    pub native_symbol: Option<String>,
     /// Seconds between new-block checks while the WebSocket is down (or not configured).
     #[serde(default = "default_evm_polling_interval_secs")]
     pub polling_interval_secs: u64,
@@ -199,7 +203,7 @@ pub struct RawEvm {
     pub explorer_address_url: Option<String>,
     /// Blocks on top of an event's block (its own included) before
     /// destinations with `delivery = "final"` get its alert (default: 64
-    /// Ethereum, 200 Polygon, 1 evm-local).
+    /// Ethereum, 200 Polygon, 1 evm-local, 64 for other names).
     #[serde(default)]
     pub confirmations: Option<u64>,
     /// Read every block's call traces (`debug_traceBlockByHash`, one request

@@ -143,13 +143,11 @@ impl Movement {
 
     /// The mint used for prices and allow/deny lists: wrapped SOL for SOL,
     /// `native:<chain>` for another chain's native coin.
-    pub fn price_mint(&self) -> &str {
+    pub fn price_mint(&self) -> std::borrow::Cow<'_, str> {
         match (&self.mint, self.chain) {
-            (Some(mint), _) => mint.as_str(),
-            (None, Chain::Solana) => WRAPPED_SOL_MINT,
-            (None, Chain::Ethereum) => "native:ethereum",
-            (None, Chain::Polygon) => "native:polygon",
-            (None, Chain::EvmLocal) => "native:evm-local",
+            (Some(mint), _) => mint.as_str().into(),
+            (None, Chain::SOLANA) => WRAPPED_SOL_MINT.into(),
+            (None, chain) => format!("native:{chain}").into(),
         }
     }
 
@@ -233,8 +231,9 @@ impl AlertFilter {
             Direction::Out => !movement.is_incoming(),
         };
         let mint = movement.price_mint();
-        let allowed = self.mints_allow.is_empty() || self.mints_allow.iter().any(|allowed| allowed.as_str() == mint);
-        let denied = self.mints_deny.iter().any(|denied| denied.as_str() == mint);
+        let allowed =
+            self.mints_allow.is_empty() || self.mints_allow.iter().any(|allowed| allowed.as_str() == mint.as_ref());
+        let denied = self.mints_deny.iter().any(|denied| denied.as_str() == mint.as_ref());
         if !direction_ok || !allowed || denied {
             return false;
         }
@@ -246,7 +245,7 @@ impl AlertFilter {
         if threshold.is_some_and(|minimum| size < minimum) {
             return false;
         }
-        match (self.min_usd, usd_price(mint)) {
+        match (self.min_usd, usd_price(&mint)) {
             (Some(minimum), Some(price)) => size * price >= minimum,
             _ => true,
         }
@@ -375,7 +374,7 @@ mod tests {
     fn event(sol_delta: i64, fee_payer_is_wallet: bool, tokens: Vec<(WalletAddress, i128)>) -> ActivityEvent {
         let other = WalletAddress::parse("11111111111111111111111111111111").expect("valid");
         ActivityEvent {
-            chain: Chain::Solana,
+            chain: Chain::SOLANA,
             wallet: wallet(),
             signature: Signature::parse(&bs58::encode([1u8; 64]).into_string()).expect("valid"),
             slot: Slot(1),
@@ -414,7 +413,7 @@ mod tests {
         let moves = movements(&event(-1_000_005_000, true, vec![]));
         assert_eq!(
             moves,
-            vec![Movement { chain: Chain::Solana, mint: None, decimals: 9, amount: -1_000_000_000, symbol: None }]
+            vec![Movement { chain: Chain::SOLANA, mint: None, decimals: 9, amount: -1_000_000_000, symbol: None }]
         );
         assert!(movements(&event(-5_000, true, vec![])).is_empty());
     }
@@ -465,7 +464,7 @@ mod tests {
     #[test]
     fn native_movements_follow_the_chain() {
         let mut polygon = event(0, false, vec![]);
-        polygon.chain = Chain::Polygon;
+        polygon.chain = Chain::POLYGON;
         polygon.native_delta = 2_000_000_000_000_000_000; // 2 POL in wei
         let moves = movements(&polygon);
         assert_eq!(moves[0].decimals, 18);

@@ -88,7 +88,7 @@ impl BalanceRecord {
     pub fn holding_key(&self) -> String {
         let account = self.account_id().key().into_owned();
         match &self.asset {
-            Asset::Token { mint, .. } if self.chain != crate::ids::Chain::Solana => format!("{account}#{mint}"),
+            Asset::Token { mint, .. } if self.chain != crate::ids::Chain::SOLANA => format!("{account}#{mint}"),
             _ => account,
         }
     }
@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn amounts_are_decimal_strings_and_older_numbers_are_read() {
         let record = BalanceRecord {
-            chain: crate::ids::Chain::Ethereum,
+            chain: crate::ids::Chain::ETHEREUM,
             address: WalletAddress::parse("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").expect("valid"),
             wallet: WalletAddress::parse("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").expect("valid"),
             asset: Asset::Native,

@@ -193,7 +193,7 @@ impl Serialize for ActivityEvent {
             // Lamport amounts fit (the whole SOL supply is under 2^63
             // lamports; the decoder refuses more); one that did not would be
             // left out rather than make the event unstorable.
-            Chain::Solana => (i64::try_from(self.native_delta).ok(), u64::try_from(self.fee).ok()),
+            Chain::SOLANA => (i64::try_from(self.native_delta).ok(), u64::try_from(self.fee).ok()),
             _ => (None, None),
         };
         EventOut {
@@ -279,12 +279,17 @@ pub struct StoredEvent {
     /// stored: it is never silently deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retracted_at: Option<UnixMillis>,
+    /// The retraction's place in the store's retraction log (strictly
+    /// increasing per store, its own sequence beside the events'): a
+    /// WebSocket client resumes retractions after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retraction_seq: Option<u64>,
 }
 
 impl StoredEvent {
     /// A stored event that stands (not retracted).
     pub fn new(seq: EventSeq, event: ActivityEvent) -> Self {
-        Self { seq, event, retracted_at: None }
+        Self { seq, event, retracted_at: None, retraction_seq: None }
     }
 
     /// Returns true when a chain reorganisation retracted the event.
@@ -334,7 +339,7 @@ mod tests {
     fn sample_event() -> ActivityEvent {
         let wallet = WalletAddress::parse("9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM").expect("valid");
         ActivityEvent {
-            chain: Chain::Solana,
+            chain: Chain::SOLANA,
             wallet: wallet.clone(),
             signature: Signature::parse(&bs58::encode([3u8; 64]).into_string()).expect("valid"),
             slot: Slot(42),
@@ -421,7 +426,7 @@ mod tests {
     #[test]
     fn evm_events_carry_wei_as_a_string_and_no_sol_delta() {
         let mut event = sample_event();
-        event.chain = Chain::Polygon;
+        event.chain = Chain::POLYGON;
         event.wallet = WalletAddress::parse("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").expect("valid");
         event.native_delta = -1_500_000_000_000_000_000_000; // 1 500 POL: beyond an i64 of wei
         event.fee = 30_000_000 * 1_000_000_000_000; // 30 M gas at 1 000 gwei: beyond a u64 of wei

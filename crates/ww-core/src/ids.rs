@@ -13,23 +13,24 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A blockchain network walletwatch can follow, each network its own value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
-pub enum Chain {
-    /// Solana mainnet-beta, devnet, testnet or a local node.
-    #[default]
-    #[serde(rename = "solana")]
-    Solana,
-    /// Ethereum mainnet.
-    #[serde(rename = "ethereum")]
-    Ethereum,
-    /// Polygon PoS.
-    #[serde(rename = "polygon")]
-    Polygon,
-    /// A local EVM development node (chain id 31337, as Anvil and Hardhat use).
-    #[serde(rename = "evm-local")]
-    EvmLocal,
+/// A blockchain network walletwatch can follow, named as in the
+/// configuration (`solana`, or the `NAME` of an `[evm.NAME]` section).
+///
+/// A name is 1 to 31 characters of lowercase ASCII letters, digits and `-`,
+/// starting with a letter; it is held inline, so a `Chain` is `Copy` and
+/// parsing one allocates nothing. `solana` is the Solana family; every other
+/// name is an EVM chain. What a name means beyond its form (native symbol,
+/// chain id) comes from [`Chain::configure`], with defaults for the chains
+/// walletwatch knows ([`Chain::ETHEREUM`], [`Chain::POLYGON`],
+/// [`Chain::EVM_LOCAL`]).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Chain {
+    name: [u8; CHAIN_NAME_MAX],
+    len: u8,
 }
+
+/// The longest chain name.
+pub const CHAIN_NAME_MAX: usize = 31;
 
 /// The address and transaction-id forms a chain uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,53 +51,127 @@ impl ChainFamily {
     }
 }
 
+/// What a chain's name stands for beyond its address forms: set by
+/// [`Chain::configure`] from an `[evm.NAME]` section, with defaults for the
+/// chains walletwatch knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainInfo {
+    /// The native coin's symbol ("ETH", "POL").
+    pub native_symbol: String,
+    /// The EIP-155 chain id the node must report (`None`: not checked).
+    pub chain_id: Option<u64>,
+}
+
+/// Symbols and chain ids set by [`Chain::configure`]; the symbols are leaked
+/// once per distinct (chain, symbol), so their number is bounded by the
+/// configuration, never by input.
+static CONFIGURED: std::sync::RwLock<std::collections::BTreeMap<Chain, (&'static str, Option<u64>)>> =
+    std::sync::RwLock::new(std::collections::BTreeMap::new());
+
 impl Chain {
-    /// Every chain walletwatch knows, in a stable order.
-    pub const ALL: [Chain; 4] = [Chain::Solana, Chain::Ethereum, Chain::Polygon, Chain::EvmLocal];
+    /// Solana (mainnet-beta, devnet, testnet or a local node).
+    pub const SOLANA: Chain = Chain::from_static("solana");
+    /// Ethereum mainnet (chain id 1, ETH).
+    pub const ETHEREUM: Chain = Chain::from_static("ethereum");
+    /// Polygon PoS (chain id 137, POL).
+    pub const POLYGON: Chain = Chain::from_static("polygon");
+    /// A local EVM development node (chain id 31337, as Anvil and Hardhat use).
+    pub const EVM_LOCAL: Chain = Chain::from_static("evm-local");
+
+    /// A name known to be valid, for the constants above.
+    const fn from_static(name: &'static str) -> Chain {
+        let bytes = name.as_bytes();
+        assert!(!bytes.is_empty() && bytes.len() <= CHAIN_NAME_MAX);
+        let mut inline = [0u8; CHAIN_NAME_MAX];
+        let mut index = 0;
+        while index < bytes.len() {
+            inline[index] = bytes[index];
+            index += 1;
+        }
+        Chain { name: inline, len: bytes.len() as u8 }
+    }
 
     /// Returns the name used in config, JSON and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Chain::Solana => "solana",
-            Chain::Ethereum => "ethereum",
-            Chain::Polygon => "polygon",
-            Chain::EvmLocal => "evm-local",
-        }
+    pub fn as_str(&self) -> &str {
+        // Only valid ASCII names are ever stored (see `FromStr`).
+        std::str::from_utf8(&self.name[..usize::from(self.len)]).unwrap_or("invalid")
     }
 
     /// Returns the form its addresses and transaction ids take.
     pub fn family(self) -> ChainFamily {
-        match self {
-            Chain::Solana => ChainFamily::Solana,
-            Chain::Ethereum | Chain::Polygon | Chain::EvmLocal => ChainFamily::Evm,
+        if self == Chain::SOLANA { ChainFamily::Solana } else { ChainFamily::Evm }
+    }
+
+    /// Records what `self` stands for (from its `[evm.NAME]` section) for
+    /// the rest of the process; a later call replaces an earlier one.
+    pub fn configure(self, info: &ChainInfo) {
+        let mut configured = CONFIGURED.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let symbol = match configured.get(&self) {
+            Some((symbol, _)) if *symbol == info.native_symbol => *symbol,
+            _ => &*Box::leak(info.native_symbol.clone().into_boxed_str()),
+        };
+        configured.insert(self, (symbol, info.chain_id));
+    }
+
+    fn configured(self) -> Option<(&'static str, Option<u64>)> {
+        CONFIGURED.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&self).copied()
+    }
+
+    /// Returns the native coin's symbol: the configured one, else the known
+    /// chain's, else ETH (the native coin of most EVM networks).
+    pub fn native_symbol(self) -> &'static str {
+        match self.configured() {
+            Some((symbol, _)) => symbol,
+            None => self.default_native_symbol(),
         }
     }
 
-    /// Returns the native coin's symbol.
-    pub fn native_symbol(self) -> &'static str {
+    /// Returns the native symbol of a known chain, ETH for any other EVM name.
+    pub fn default_native_symbol(self) -> &'static str {
         match self {
-            Chain::Solana => "SOL",
-            Chain::Ethereum | Chain::EvmLocal => "ETH",
-            Chain::Polygon => "POL",
+            Chain::SOLANA => "SOL",
+            Chain::POLYGON => "POL",
+            _ => "ETH",
         }
     }
 
     /// Returns the decimals of the native coin's base unit (lamports, wei).
     pub fn native_decimals(self) -> u8 {
-        match self {
-            Chain::Solana => 9,
-            Chain::Ethereum | Chain::Polygon | Chain::EvmLocal => 18,
+        match self.family() {
+            ChainFamily::Solana => 9,
+            ChainFamily::Evm => 18,
         }
     }
 
-    /// Returns the EIP-155 chain id of an EVM network.
+    /// Returns the EIP-155 chain id of an EVM network: the configured one,
+    /// else the known chain's.
     pub fn evm_chain_id(self) -> Option<u64> {
-        match self {
-            Chain::Solana => None,
-            Chain::Ethereum => Some(1),
-            Chain::Polygon => Some(137),
-            Chain::EvmLocal => Some(31_337),
+        match self.configured() {
+            Some((_, Some(id))) => Some(id),
+            _ => self.default_evm_chain_id(),
         }
+    }
+
+    /// Returns the EIP-155 chain id of a known EVM network.
+    pub fn default_evm_chain_id(self) -> Option<u64> {
+        match self {
+            Chain::ETHEREUM => Some(1),
+            Chain::POLYGON => Some(137),
+            Chain::EVM_LOCAL => Some(31_337),
+            _ => None,
+        }
+    }
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain::SOLANA
+    }
+}
+
+impl fmt::Debug for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Chain({})", self.as_str())
     }
 }
 
@@ -109,14 +184,41 @@ impl fmt::Display for Chain {
 impl FromStr for Chain {
     type Err = ParseChainError;
 
+    /// Accepts any well-formed name; whether a chain is watched is the
+    /// configuration's to say.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Chain::ALL.into_iter().find(|chain| chain.as_str() == text).ok_or_else(|| ParseChainError(text.to_string()))
+        let bytes = text.as_bytes();
+        let well_formed = (1..=CHAIN_NAME_MAX).contains(&bytes.len())
+            && bytes[0].is_ascii_lowercase()
+            && bytes.iter().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || *byte == b'-');
+        if !well_formed {
+            return Err(ParseChainError(text.chars().take(64).collect()));
+        }
+        let mut name = [0u8; CHAIN_NAME_MAX];
+        name[..bytes.len()].copy_from_slice(bytes);
+        Ok(Chain { name, len: bytes.len() as u8 })
     }
 }
 
-/// A chain name that walletwatch does not know.
+impl Serialize for Chain {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Chain {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A string that is not a chain name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown chain {0:?}: expected solana, ethereum, polygon or evm-local")]
+#[error(
+    "invalid chain {0:?}: a chain is solana or the NAME of an [evm.NAME] section (ethereum, polygon, evm-local, …): \
+     lowercase letters, digits and '-', at most 31 characters"
+)]
 pub struct ParseChainError(pub String);
 
 /// Why a string is not a valid address, transaction id or block hash.
@@ -779,12 +881,12 @@ mod tests {
 
     #[test]
     fn parsing_for_a_chain_refuses_the_other_family() {
-        assert!(WalletAddress::parse_for(Chain::Polygon, EIP55_VECTORS[1]).is_ok());
-        assert!(WalletAddress::parse_for(Chain::Solana, TOKEN_PROGRAM).is_ok());
-        let error = WalletAddress::parse_for(Chain::Solana, EIP55_VECTORS[1]).expect_err("evm on solana");
+        assert!(WalletAddress::parse_for(Chain::POLYGON, EIP55_VECTORS[1]).is_ok());
+        assert!(WalletAddress::parse_for(Chain::SOLANA, TOKEN_PROGRAM).is_ok());
+        let error = WalletAddress::parse_for(Chain::SOLANA, EIP55_VECTORS[1]).expect_err("evm on solana");
         assert!(error.to_string().contains("it has the EVM form, solana uses the Solana form"), "{error}");
-        let error = WalletAddress::parse_for(Chain::Ethereum, TOKEN_PROGRAM).expect_err("solana on ethereum");
-        assert!(matches!(error, AddressError::WrongChain { chain: Chain::Ethereum, found: "Solana", .. }), "{error:?}");
+        let error = WalletAddress::parse_for(Chain::ETHEREUM, TOKEN_PROGRAM).expect_err("solana on ethereum");
+        assert!(matches!(error, AddressError::WrongChain { chain: Chain::ETHEREUM, found: "Solana", .. }), "{error:?}");
     }
 
     #[test]
@@ -804,10 +906,37 @@ mod tests {
     }
 
     #[test]
+    fn chain_names_are_checked_for_form_only() {
+        let base: Chain = "arbitrum-one".parse().expect("a configured name");
+        assert_eq!(base.as_str(), "arbitrum-one");
+        assert_eq!(base.family(), ChainFamily::Evm);
+        assert_eq!(Chain::SOLANA.family(), ChainFamily::Solana);
+        assert_eq!("a".repeat(31).parse::<Chain>().map(|chain| chain.as_str().len()), Ok(31));
+        for bad in ["", "Base", "1chain", "base_mainnet", "base mainnet", "é", &"a".repeat(32)] {
+            let error = bad.parse::<Chain>().expect_err(bad);
+            assert!(error.to_string().contains("invalid chain"), "{error}");
+        }
+        assert!(serde_json::from_value::<Chain>(serde_json::json!("Not A Chain")).is_err());
+        // Distinct names are distinct values, ordered by name.
+        assert!(Chain::ETHEREUM < Chain::POLYGON && base != Chain::ETHEREUM);
+    }
+
+    #[test]
+    fn configured_chains_carry_their_symbol_and_id() {
+        let chain: Chain = "ww-core-test-chain".parse().expect("name");
+        assert_eq!((chain.native_symbol(), chain.evm_chain_id(), chain.native_decimals()), ("ETH", None, 18));
+        chain.configure(&ChainInfo { native_symbol: "XDAI".into(), chain_id: Some(100) });
+        assert_eq!((chain.native_symbol(), chain.evm_chain_id()), ("XDAI", Some(100)));
+        assert_eq!((Chain::POLYGON.native_symbol(), Chain::POLYGON.evm_chain_id()), ("POL", Some(137)));
+        assert_eq!((Chain::SOLANA.native_symbol(), Chain::SOLANA.native_decimals()), ("SOL", 9));
+    }
+
+    #[test]
     fn chain_and_commitment_names_round_trip() {
-        for chain in Chain::ALL {
+        for chain in [Chain::SOLANA, Chain::ETHEREUM, Chain::POLYGON, Chain::EVM_LOCAL, "base".parse().expect("name")] {
             assert_eq!(chain.as_str().parse::<Chain>(), Ok(chain));
             assert_eq!(serde_json::to_value(chain).expect("serialize"), serde_json::json!(chain.as_str()));
+            assert_eq!(serde_json::from_value::<Chain>(serde_json::json!(chain.as_str())).expect("deserialize"), chain);
         }
         for commitment in [Commitment::Processed, Commitment::Confirmed, Commitment::Finalized] {
             assert_eq!(commitment.as_str().parse::<Commitment>(), Ok(commitment));

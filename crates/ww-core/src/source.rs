@@ -235,7 +235,7 @@ mod tests {
 
     #[test]
     fn bounds_parse_times_and_transaction_ids_of_their_chain() {
-        let parse = |text: &str| HistoryBound::parse(Chain::Solana, text);
+        let parse = |text: &str| HistoryBound::parse(Chain::SOLANA, text);
         assert_eq!(parse("1700000000").expect("seconds"), HistoryBound::Time(1_700_000_000));
         assert_eq!(parse("2023-11-14T22:13:20Z").expect("rfc3339"), HistoryBound::Time(1_700_000_000));
         assert_eq!(parse("1970-01-02").expect("date"), HistoryBound::Time(86_400));
@@ -247,7 +247,7 @@ mod tests {
         let evm_hash = format!("0x{}", "ab".repeat(32));
         assert!(matches!(parse(&evm_hash), Err(SourceError::Rejected(_))), "an EVM hash is no Solana bound");
         assert!(
-            matches!(HistoryBound::parse(Chain::Polygon, &evm_hash), Ok(HistoryBound::Transaction(_))),
+            matches!(HistoryBound::parse(Chain::POLYGON, &evm_hash), Ok(HistoryBound::Transaction(_))),
             "an EVM hash is a Polygon bound"
         );
     }

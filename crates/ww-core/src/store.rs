@@ -252,6 +252,18 @@ pub enum KnownTransaction {
     GivenUp,
 }
 
+/// Where a client resumes the retraction log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetractionsSince {
+    /// Retractions with a greater `retraction_seq` (the client names the
+    /// last retraction it got).
+    Retraction(u64),
+    /// Retractions made when event `seq` was already stored (the client
+    /// names only the last event it got: retractions it may have missed,
+    /// some perhaps got before).
+    Event(EventSeq),
+}
+
 /// Which events to read.
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
@@ -446,7 +458,15 @@ pub trait Store: Send + Sync + 'static {
     /// letters never went out, and it is dropped instead. Returns the events
     /// retracted by this call (unknown and already retracted ones are
     /// skipped).
+    /// Each retracted event is given the next `retraction_seq` and filed in
+    /// the retraction log with the newest event sequence number at that
+    /// moment (see [`Store::retractions`]).
     fn retract_events(&self, retractions: &[Retraction], now: UnixMillis) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Returns retracted events from the retraction log, oldest retraction
+    /// first, at most `limit`: those retracted after retraction `since`
+    /// names, for a client resuming retractions (see [`RetractionsSince`]).
+    fn retractions(&self, since: RetractionsSince, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// Returns which of `signatures` the wallet already has an event for, or
     /// gave up as unresolvable (one lookup for a whole page of history).

@@ -29,7 +29,7 @@ impl WalletId {
 
     /// A Solana wallet.
     pub fn solana(address: WalletAddress) -> Self {
-        Self { chain: Chain::Solana, address }
+        Self { chain: Chain::SOLANA, address }
     }
 
     /// The key stores file it under: the address alone for Solana (the key
@@ -38,7 +38,7 @@ impl WalletId {
     /// wallets never collide: a base58 address holds no `:`.
     pub fn key(&self) -> std::borrow::Cow<'_, str> {
         match self.chain {
-            Chain::Solana => std::borrow::Cow::Borrowed(self.address.as_str()),
+            Chain::SOLANA => std::borrow::Cow::Borrowed(self.address.as_str()),
             chain => std::borrow::Cow::Owned(format!("{chain}:{}", self.address)),
         }
     }
@@ -266,8 +266,8 @@ mod tests {
         let solana = WalletAddress::parse("11111111111111111111111111111111").expect("base58");
         assert_eq!(WalletId::solana(solana.clone()).key(), "11111111111111111111111111111111");
         let evm = WalletAddress::parse("0x52908400098527886e0f7030069857d2e4169ee7").expect("0x");
-        let polygon = WalletId::new(Chain::Polygon, evm.clone());
-        let ethereum = WalletId::new(Chain::Ethereum, evm);
+        let polygon = WalletId::new(Chain::POLYGON, evm.clone());
+        let ethereum = WalletId::new(Chain::ETHEREUM, evm);
         assert_eq!(polygon.key(), "polygon:0x52908400098527886E0F7030069857D2E4169EE7");
         assert_ne!(polygon.key(), ethereum.key());
         assert_eq!(polygon.to_string(), polygon.key());

@@ -197,7 +197,7 @@ async fn round(
             last_read.insert(*wallet, now);
         }
     }
-    metrics::counter!(metric_names::BALANCE_READS, "chain" => chain.as_str()).increment(observations.len() as u64);
+    metrics::counter!(metric_names::BALANCE_READS, "chain" => chain.to_string()).increment(observations.len() as u64);
     let store = Arc::clone(&context.store);
     let snapshot_every = i64::try_from(config.snapshot_interval.as_millis()).unwrap_or(i64::MAX);
     let changes = tokio::task::spawn_blocking(move || store.update_balances(&observations, snapshot_every)).await??;

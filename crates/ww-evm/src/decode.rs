@@ -430,7 +430,7 @@ mod tests {
         let tracked = HashSet::from([WALLET]);
         let tokens = HashMap::from([(TOKEN, TokenInfo { decimals: 6, symbol: Some("TT".into()) })]);
         decode_block(&BlockInput {
-            chain: Chain::EvmLocal,
+            chain: Chain::EVM_LOCAL,
             block,
             receipts: &receipts,
             transfers: &transfers,

@@ -481,7 +481,8 @@ impl Follower {
                 return Ok(target);
             };
             self.update_health(|health| health.scanned = Some(last));
-            metrics::gauge!(metric_names::BLOCK_LAG, "chain" => chain.as_str()).set(target.saturating_sub(last) as f64);
+            metrics::gauge!(metric_names::BLOCK_LAG, "chain" => chain.to_string())
+                .set(target.saturating_sub(last) as f64);
             if self.context.shutdown.is_cancelled() {
                 return Ok(target);
             }
@@ -504,7 +505,7 @@ impl Follower {
             }
             let received = if next == target { received_at } else { SystemTime::now() };
             let events = self.scan(&block, target, origin, received).await?;
-            metrics::counter!(metric_names::BLOCKS, "chain" => chain.as_str()).increment(1);
+            metrics::counter!(metric_names::BLOCKS, "chain" => chain.to_string()).increment(1);
             self.cursor.blocks.push_back(Scanned { number: next, hash: block.header.hash, events });
             let mut aged: Vec<String> = Vec::new();
             while self.cursor.blocks.len() > self.window() {
@@ -587,7 +588,7 @@ impl Follower {
     /// Walks the window back to the newest block the node still has.
     async fn rewind(&mut self, at: u64) -> Result<(), SourceError> {
         let chain = self.chain();
-        metrics::counter!(metric_names::REORGS, "chain" => chain.as_str()).increment(1);
+        metrics::counter!(metric_names::REORGS, "chain" => chain.to_string()).increment(1);
         self.ahead.clear();
         self.ahead_to = None;
         let mut orphaned = 0;
@@ -637,7 +638,8 @@ impl Follower {
         let chain = self.chain();
         let seqs: Vec<EventSeq> = self.cursor.orphaned.iter().map(|event| event.seq).collect();
         let retracted = self.context.recorder.retract(seqs).await?;
-        metrics::counter!(metric_names::EVENTS_RETRACTED, "chain" => chain.as_str()).increment(retracted.len() as u64);
+        metrics::counter!(metric_names::EVENTS_RETRACTED, "chain" => chain.to_string())
+            .increment(retracted.len() as u64);
         for stored in &retracted {
             warn!(%chain, seq = stored.seq.0, wallet = %stored.event.wallet, transaction = %stored.event.signature,
                 block = stored.event.slot.0, "the reorganisation dropped a transaction; its event is retracted");
@@ -793,7 +795,7 @@ impl Follower {
                         };
                         ahead.entry(number.to::<u64>()).or_default().push(log);
                     }
-                    metrics::counter!(metric_names::RANGE_READS, "chain" => chain.as_str(), "outcome" => "ok")
+                    metrics::counter!(metric_names::RANGE_READS, "chain" => chain.to_string(), "outcome" => "ok")
                         .increment(1);
                     debug!(%chain, from, to, range = self.range, "logs read ahead");
                     self.ahead = ahead;
@@ -802,13 +804,13 @@ impl Follower {
                     return;
                 }
                 Err(error) if error.is_too_large() && self.range > 1 => {
-                    metrics::counter!(metric_names::RANGE_READS, "chain" => chain.as_str(), "outcome" => "too_large")
+                    metrics::counter!(metric_names::RANGE_READS, "chain" => chain.to_string(), "outcome" => "too_large")
                         .increment(1);
                     self.range = (self.range / 2).max(1);
                     debug!(%chain, from, range = self.range, %error, "log range too large; halved");
                 }
                 Err(error) => {
-                    metrics::counter!(metric_names::RANGE_READS, "chain" => chain.as_str(), "outcome" => "error")
+                    metrics::counter!(metric_names::RANGE_READS, "chain" => chain.to_string(), "outcome" => "error")
                         .increment(1);
                     warn!(%chain, from, to, %error, "reading logs ahead failed; reading block by block");
                     return;
@@ -834,7 +836,7 @@ impl Follower {
             // Retried already; a block the node cannot trace (a timeout on a
             // heavy block, a plan's limit) must not hold the chain back.
             Err(error) => {
-                metrics::counter!(metric_names::UNTRACED_BLOCKS, "chain" => chain.as_str()).increment(1);
+                metrics::counter!(metric_names::UNTRACED_BLOCKS, "chain" => chain.to_string()).increment(1);
                 warn!(%chain, block = block.header.number.to::<u64>(), %error,
                     "the block's call traces failed; scanned without them: an internal transfer in it is not seen");
                 Ok(Vec::new())

@@ -115,7 +115,7 @@ pub async fn run(chain: Chain, url: Url, stale_after: Duration, mut channels: Ch
             attempts = 0;
         }
         attempts += 1;
-        metrics::counter!(metric_names::RECONNECTS, "chain" => chain.as_str()).increment(1);
+        metrics::counter!(metric_names::RECONNECTS, "chain" => chain.to_string()).increment(1);
         state.send_replace(StreamState::Down { reason: reason.clone(), attempts });
         let delay = backoff(attempts - 1);
         if attempts >= FAILED_AFTER_ATTEMPTS {
@@ -231,7 +231,7 @@ async fn stream_once(chain: Chain, url: &Url, stale_after: Duration, channels: &
         };
         let frame = match next {
             Err(_) => {
-                metrics::counter!(metric_names::STALLS, "chain" => chain.as_str()).increment(1);
+                metrics::counter!(metric_names::STALLS, "chain" => chain.to_string()).increment(1);
                 return Err(format!("no head for {} s (stale)", stale_after.as_secs()));
             }
             Ok(None) => return Ok(()),
@@ -245,7 +245,7 @@ async fn stream_once(chain: Chain, url: &Url, stale_after: Duration, channels: &
             _ => continue,
         };
         let Ok(value) = serde_json::from_str::<serde_json::Value>(text.as_str()) else {
-            metrics::counter!(metric_names::DECODE_ERRORS, "chain" => chain.as_str()).increment(1);
+            metrics::counter!(metric_names::DECODE_ERRORS, "chain" => chain.to_string()).increment(1);
             warn!(%chain, bytes = text.len(), "EVM WebSocket frame is not JSON; skipped");
             continue;
         };
@@ -283,7 +283,7 @@ async fn stream_once(chain: Chain, url: &Url, stale_after: Duration, channels: &
             let block =
                 log["blockNumber"].as_str().and_then(|hex| u64::from_str_radix(hex.trim_start_matches("0x"), 16).ok());
             let removed = log["removed"].as_bool().unwrap_or(false);
-            metrics::counter!(metric_names::LOG_NOTIFICATIONS, "chain" => chain.as_str(),
+            metrics::counter!(metric_names::LOG_NOTIFICATIONS, "chain" => chain.to_string(),
                 "kind" => if removed { "removed" } else { "transfer" })
             .increment(1);
             if let Some(block) = block {
@@ -297,11 +297,11 @@ async fn stream_once(chain: Chain, url: &Url, stale_after: Duration, channels: &
         match serde_json::from_value::<Header>(params["result"].clone()) {
             Ok(header) => {
                 silent_since = tokio::time::Instant::now();
-                metrics::counter!(metric_names::HEADS, "chain" => chain.as_str()).increment(1);
+                metrics::counter!(metric_names::HEADS, "chain" => chain.to_string()).increment(1);
                 channels.heads.send_replace(Some(header));
             }
             Err(error) => {
-                metrics::counter!(metric_names::DECODE_ERRORS, "chain" => chain.as_str()).increment(1);
+                metrics::counter!(metric_names::DECODE_ERRORS, "chain" => chain.to_string()).increment(1);
                 warn!(%chain, %error, "newHeads notification without a header; skipped");
             }
         }

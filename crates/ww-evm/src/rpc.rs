@@ -325,7 +325,7 @@ impl EvmRpc {
             .map_err(|error| failed(ww_http::scrub(&error.to_string(), &self.url)))?;
         let status = response.status();
         if !status.is_success() {
-            metrics::counter!(metric_names::RPC_ERRORS, "chain" => self.chain.as_str(), "method" => method)
+            metrics::counter!(metric_names::RPC_ERRORS, "chain" => self.chain.to_string(), "method" => method)
                 .increment(1);
             return Err(EvmRpcError::Http { method, endpoint: self.host.clone(), status: status.as_u16() });
         }
@@ -355,7 +355,7 @@ impl EvmRpc {
             .iter()
             .enumerate()
             .map(|(index, (method, params))| {
-                metrics::counter!(metric_names::RPC_CALLS, "chain" => self.chain.as_str(), "method" => *method)
+                metrics::counter!(metric_names::RPC_CALLS, "chain" => self.chain.to_string(), "method" => *method)
                     .increment(1);
                 json!({"jsonrpc": "2.0", "id": first + index as u64, "method": method, "params": params})
             })
@@ -383,7 +383,7 @@ impl EvmRpc {
             .map(|(reply, (method, _))| match reply {
                 None => Err(EvmRpcError::Malformed { method, reason: "no reply in the batch".into() }),
                 Some(Reply { error: Some(error), .. }) => {
-                    metrics::counter!(metric_names::RPC_ERRORS, "chain" => self.chain.as_str(), "method" => *method)
+                    metrics::counter!(metric_names::RPC_ERRORS, "chain" => self.chain.to_string(), "method" => *method)
                         .increment(1);
                     Err(EvmRpcError::Node { method, code: error.code, message: error.message })
                 }
@@ -393,7 +393,7 @@ impl EvmRpc {
     }
 
     async fn call_once<T: DeserializeOwned>(&self, method: &'static str, params: &Value) -> Result<T, EvmRpcError> {
-        metrics::counter!(metric_names::RPC_CALLS, "chain" => self.chain.as_str(), "method" => method).increment(1);
+        metrics::counter!(metric_names::RPC_CALLS, "chain" => self.chain.to_string(), "method" => method).increment(1);
         self.calls.fetch_add(1, Ordering::Relaxed);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
@@ -401,7 +401,7 @@ impl EvmRpc {
         let reply: Reply = serde_json::from_slice(&bytes)
             .map_err(|error| EvmRpcError::Malformed { method, reason: error.to_string() })?;
         if let Some(error) = reply.error {
-            metrics::counter!(metric_names::RPC_ERRORS, "chain" => self.chain.as_str(), "method" => method)
+            metrics::counter!(metric_names::RPC_ERRORS, "chain" => self.chain.to_string(), "method" => method)
                 .increment(1);
             return Err(EvmRpcError::Node { method, code: error.code, message: error.message });
         }

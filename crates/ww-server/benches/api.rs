@@ -156,5 +156,5 @@ async fn run() {
 }
 
 fn track_request() -> TrackRequest {
-    TrackRequest::new(ww_core::Chain::Solana, ww_test_utils::fresh_address(), "alice")
+    TrackRequest::new(ww_core::Chain::SOLANA, ww_test_utils::fresh_address(), "alice")
 }

@@ -220,7 +220,7 @@ async fn events_of_one_address_on_two_chains_are_shown_to_their_own_users() {
     let address = ww_core::WalletAddress::parse("0x52908400098527886E0F7030069857D2E4169EE7").expect("0x");
     let hash = ww_core::TxId::parse(&format!("0x{}", "ab".repeat(32))).expect("hash");
     let mut events = Vec::new();
-    for (chain, user) in [(ww_core::Chain::Polygon, "alice"), (ww_core::Chain::Ethereum, "bob")] {
+    for (chain, user) in [(ww_core::Chain::POLYGON, "alice"), (ww_core::Chain::ETHEREUM, "bob")] {
         let request = ww_core::store::TrackRequest {
             start_slot: Some(1),
             ..ww_core::store::TrackRequest::new(chain, address.clone(), user)
@@ -379,7 +379,7 @@ async fn unresolved_transactions_are_listed_and_retried_by_admins_only() {
     let wallet = ww_core::WalletAddress::parse(WALLET).expect("valid");
     let signature = ww_test_utils::signature_from_seed(7);
     let entry = UnresolvedTransaction {
-        chain: ww_core::Chain::Solana,
+        chain: ww_core::Chain::SOLANA,
         owner: wallet.clone(),
         address: wallet,
         signature: signature.clone(),

@@ -4,8 +4,10 @@
 //! (and `after=<seq>`), presenting a token as `Authorization: Bearer <token>`
 //! or `?token=` (browsers cannot set headers on a WebSocket), or send
 //! `{"type":"subscribe","data":{"topic":"..."}}` / `unsubscribe`. Topics:
-//! - `wallet:<address>`: that wallet's events (`TransactionUpdate`); the token's
-//!   user must track it (admins: any);
+//! - `wallet:<address>` (Solana) or `wallet:<chain>:<address>` (an EVM
+//!   chain: the same address is a different wallet on each): that wallet's
+//!   events (`TransactionUpdate`); the token's user must track it (admins:
+//!   any tracked wallet);
 //! - `user:<id>`: events of every wallet the user tracks (`UserActivity`); only
 //!   that user's token or an admin's;
 //! - `transactions`: every event (`TransactionUpdate`); admin tokens only;
@@ -14,8 +16,13 @@
 //! When a chain reorganisation drops the transaction of an event already
 //! published, connected clients whose topics select it get it again with
 //! `retracted_at` set, as `TransactionRetracted` (`wallet:`, `transactions`)
-//! or `UserActivityRetracted` (`user:`). Retractions are sent live only: a
-//! client resuming with `after=` reads `retracted_at` on replayed events.
+//! or `UserActivityRetracted` (`user:`), carrying the retraction's
+//! `retraction_seq`. A client resuming with `after=<seq>` also gets, after
+//! the replayed events, every retraction it may have missed: with
+//! `retractions_after=<retraction_seq>` (the last one it got), exactly those
+//! after it; without, every retraction made since event `seq` was stored
+//! (one it got before may come again; a retraction names its event's `seq`,
+//! so applying it twice changes nothing).
 //!
 //! Before the upgrade, a presented token is checked (unknown: 401
 //! `unauthorized`, expired: 401 `token_expired`), `?after=` without a token is
@@ -56,8 +63,8 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 use ww_app::broker::Published;
-use ww_core::store::{ApiToken, EventQuery};
-use ww_core::{EventSeq, WalletAddress, WalletId};
+use ww_core::store::{ApiToken, EventQuery, RetractionsSince};
+use ww_core::{Chain, ChainFamily, EventSeq, WalletAddress, WalletId};
 
 use crate::ApiState;
 use crate::access::Access;
@@ -185,6 +192,8 @@ pub(crate) struct ConnectQuery {
     #[serde(default)]
     after: Option<u64>,
     #[serde(default)]
+    retractions_after: Option<u64>,
+    #[serde(default)]
     token: Option<String>,
 }
 
@@ -243,8 +252,11 @@ pub(crate) async fn upgrade(
         Ok(token) => token,
         Err(error) => return refuse("unauthorized", error),
     };
-    if query.after.is_some() && token.is_none() {
-        return refuse("unauthorized", ApiError::unauthorized_for("replaying stored events (?after=) needs a token"));
+    if (query.after.is_some() || query.retractions_after.is_some()) && token.is_none() {
+        return refuse(
+            "unauthorized",
+            ApiError::unauthorized_for("replaying stored events (?after=, ?retractions_after=) needs a token"),
+        );
     }
     let ip = extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
     let slot = match state.ws.try_register(ip, token.as_ref().map(|token| token.user.clone()), &state.ws_config) {
@@ -277,7 +289,7 @@ pub(crate) async fn upgrade(
 /// One subscribed topic.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Topic {
-    Wallet(WalletAddress),
+    Wallet(WalletId),
     User(String),
     Transactions,
     Status,
@@ -286,7 +298,7 @@ enum Topic {
 impl Topic {
     fn name(&self) -> String {
         match self {
-            Topic::Wallet(address) => format!("wallet:{address}"),
+            Topic::Wallet(wallet) => format!("wallet:{}", wallet.key()),
             Topic::User(user) => format!("user:{user}"),
             Topic::Transactions => "transactions".into(),
             Topic::Status => "status".into(),
@@ -300,9 +312,7 @@ async fn authorize(state: &ApiState, token: Option<&ApiToken>, text: &str) -> Re
         "transactions" => Topic::Transactions,
         "status" => Topic::Status,
         other => match other.split_once(':') {
-            Some(("wallet", address)) => {
-                Topic::Wallet(WalletAddress::parse(address).map_err(|error| error.to_string())?)
-            }
+            Some(("wallet", wallet)) => Topic::Wallet(parse_wallet_topic(wallet)?),
             Some(("user", user)) if !user.is_empty() => Topic::User(user.to_string()),
             _ => {
                 return Err(format!(
@@ -316,10 +326,10 @@ async fn authorize(state: &ApiState, token: Option<&ApiToken>, text: &str) -> Re
         Topic::Status => true,
         Topic::Transactions => is_admin,
         Topic::User(user) => is_admin || token.is_some_and(|token| &token.user == user),
-        Topic::Wallet(address) => {
+        Topic::Wallet(wallet) => {
             let Some(token) = token else { return Err(format!("topic {} needs a token", topic.name())) };
             let store = Arc::clone(&state.store);
-            let wallet = WalletId::solana(address.clone());
+            let wallet = wallet.clone();
             let record =
                 tokio::task::spawn_blocking(move || store.wallet(&wallet)).await.ok().and_then(Result::ok).flatten();
             record.is_some_and(|record| token.is_admin || record.tracking_users.contains(&token.user))
@@ -328,9 +338,28 @@ async fn authorize(state: &ApiState, token: Option<&ApiToken>, text: &str) -> Re
     if allowed { Ok(topic) } else { Err(format!("not allowed to subscribe to {}", topic.name())) }
 }
 
+/// A `wallet:` topic's wallet: `<address>` for Solana, `<chain>:<address>`
+/// for an EVM chain (the same address is a different wallet on each).
+fn parse_wallet_topic(text: &str) -> Result<WalletId, String> {
+    match text.split_once(':') {
+        Some((chain, address)) => {
+            let chain: Chain = chain.parse().map_err(|error: ww_core::ids::ParseChainError| error.to_string())?;
+            let address = WalletAddress::parse_for(chain, address).map_err(|error| error.to_string())?;
+            Ok(WalletId::new(chain, address))
+        }
+        None => {
+            let address = WalletAddress::parse(text).map_err(|error| error.to_string())?;
+            if address.family() != ChainFamily::Solana {
+                return Err(format!("{address} is an EVM address: name its chain, wallet:<chain>:{address}"));
+            }
+            Ok(WalletId::solana(address))
+        }
+    }
+}
+
 /// Whether `topics` need to know who tracks `wallet` (only a `user:` topic
 /// does, and only when no other topic already selects the event).
-fn needs_users(topics: &BTreeMap<Topic, Instant>, wallet: &WalletAddress) -> bool {
+fn needs_users(topics: &BTreeMap<Topic, Instant>, wallet: &WalletId) -> bool {
     !topics.contains_key(&Topic::Transactions)
         && !topics.contains_key(&Topic::Wallet(wallet.clone()))
         && topics.keys().any(|topic| matches!(topic, Topic::User(_)))
@@ -344,7 +373,7 @@ fn message_for(
     users: Option<&BTreeSet<String>>,
     published: &Published,
 ) -> Option<String> {
-    let wallet = &published.event.wallet;
+    let wallet = published.event.wallet_id();
     let (transaction_type, user_type) = if published.is_retracted() {
         ("TransactionRetracted", "UserActivityRetracted")
     } else {
@@ -496,7 +525,7 @@ async fn replay(
             if stored.seq <= last_sent {
                 continue;
             }
-            let users = if needs_users(topics, &stored.event.wallet) {
+            let users = if needs_users(topics, &stored.event.wallet_id()) {
                 viewer.users(state, &stored.event.wallet_id()).await
             } else {
                 None
@@ -512,6 +541,57 @@ async fn replay(
         if is_from_ring || page_len < STORE_REPLAY_PAGE {
             return Some(last_sent);
         }
+    }
+}
+
+/// Sends the retractions of the log from `since` that the client's topics
+/// select, oldest first, page by page from the store. Returns the newest
+/// `retraction_seq` read, or `None` when the client went away.
+async fn replay_retractions(
+    state: &ApiState,
+    socket: &mut WebSocket,
+    topics: &BTreeMap<Topic, Instant>,
+    viewer: &mut Viewer,
+    since: RetractionsSince,
+    timeout: Duration,
+) -> Option<u64> {
+    let mut since = since;
+    let mut last = 0;
+    loop {
+        let store = Arc::clone(&state.store);
+        let page = match tokio::task::spawn_blocking(move || store.retractions(since, STORE_REPLAY_PAGE)).await {
+            Ok(Ok(page)) => page,
+            _ => {
+                let _ = send_json(
+                    socket,
+                    &notice("error", "the store cannot be read; reconnect with ?after= to resume"),
+                    timeout,
+                )
+                .await;
+                return None;
+            }
+        };
+        let page_len = page.len();
+        let mut messages = Vec::with_capacity(page_len);
+        for stored in page {
+            last = last.max(stored.retraction_seq.unwrap_or(0));
+            let published = Published::new(stored);
+            let users = if needs_users(topics, &published.event.wallet_id()) {
+                viewer.users(state, &published.event.wallet_id()).await
+            } else {
+                None
+            };
+            messages.extend(message_for(topics, users, &published));
+        }
+        for chunk in messages.chunks(MAX_SEND_BATCH) {
+            if !send_batch(socket, chunk.to_vec(), timeout).await {
+                return None;
+            }
+        }
+        if page_len < STORE_REPLAY_PAGE {
+            return Some(last);
+        }
+        since = RetractionsSince::Retraction(last);
     }
 }
 
@@ -541,8 +621,8 @@ async fn apply_access(
         .iter()
         .filter(|(topic, granted_at)| {
             snapshot.read_at > **granted_at
-                && matches!(topic, Topic::Wallet(address)
-                    if !snapshot.wallet_users.get(&WalletId::solana(address.clone())).is_some_and(|users| users.contains(&token.user)))
+                && matches!(topic, Topic::Wallet(wallet)
+                    if !snapshot.wallet_users.get(wallet).is_some_and(|users| users.contains(&token.user)))
         })
         .map(|(topic, _)| topic.clone())
         .collect();
@@ -595,6 +675,20 @@ async fn run_client(
     if let Some(after) = query.after {
         match replay(&state, &mut socket, &topics, &mut viewer, EventSeq(after), send_timeout).await {
             Some(last) => last_sent = last,
+            None => return,
+        }
+    }
+    // The newest retraction this client has been served: live retractions
+    // at or below it were replayed.
+    let mut last_retraction = query.retractions_after.unwrap_or(0);
+    let since = match (query.retractions_after, query.after) {
+        (Some(retraction), _) => Some(RetractionsSince::Retraction(retraction)),
+        (None, Some(after)) => Some(RetractionsSince::Event(EventSeq(after))),
+        (None, None) => None,
+    };
+    if let Some(since) = since {
+        match replay_retractions(&state, &mut socket, &topics, &mut viewer, since, send_timeout).await {
+            Some(last) => last_retraction = last_retraction.max(last),
             None => return,
         }
     }
@@ -685,14 +779,22 @@ async fn run_client(
                     }
                     let mut messages = Vec::with_capacity(batch.len());
                     for stored in &batch {
-                        // A retraction names an event published before.
-                        if !stored.is_retracted() {
+                        // A retraction names an event published before;
+                        // it has its own place in the retraction log.
+                        if stored.is_retracted() {
+                            if let Some(retraction) = stored.retraction_seq {
+                                if retraction <= last_retraction {
+                                    continue;
+                                }
+                                last_retraction = retraction;
+                            }
+                        } else {
                             if stored.seq <= last_sent {
                                 continue;
                             }
                             last_sent = stored.seq;
                         }
-                        let users = if needs_users(&topics, &stored.event.wallet) {
+                        let users = if needs_users(&topics, &stored.event.wallet_id()) {
                             viewer.users(&state, &stored.event.wallet_id()).await
                         } else {
                             None

@@ -58,7 +58,7 @@ async fn start(broker: LocalBroker, ws_config: WsConfig) -> Server {
     let wallet = ww_test_utils::fresh_address();
     let other_wallet = ww_test_utils::fresh_address();
     for (address, user) in [(&wallet, "alice"), (&other_wallet, "bob")] {
-        let request = TrackRequest::new(Chain::Solana, address.clone(), user);
+        let request = TrackRequest::new(Chain::SOLANA, address.clone(), user);
         store.track_wallet(&request, UnixMillis(0)).expect("track");
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -230,6 +230,105 @@ async fn a_retraction_reaches_live_clients_and_replays_show_the_event_retracted(
     let replayed = next_json(&mut resumed).await;
     assert_eq!((replayed["type"].as_str(), &replayed["data"]["seq"]), (Some("TransactionRetracted"), &json!(1)));
     assert_eq!(next_json(&mut resumed).await["type"], "TransactionUpdate");
+}
+
+/// Records an event of `wallet` in the store and publishes it, as the recorder does.
+fn record_and_publish(server: &Server, wallet: &WalletAddress, byte: u8) -> StoredEvent {
+    use ww_core::store::{NewEvent, RecordOutcome};
+    let event = ww_test_utils::sample_event(wallet, ww_test_utils::signature_of_byte(byte), u64::from(byte));
+    let outcomes = server
+        .store
+        .record_events(&[NewEvent { event, routes: Vec::new(), allows_before_tracking: false }], &[])
+        .expect("record");
+    let [RecordOutcome::Inserted(seq)] = outcomes[..] else { panic!("{outcomes:?}") };
+    let stored = server.store.event(seq).expect("read").expect("stored");
+    server.broker.publish(stored.clone());
+    stored
+}
+
+#[tokio::test]
+async fn a_client_resuming_gets_the_retractions_it_missed_once() {
+    use ww_core::store::Retraction;
+    let server = start(LocalBroker::default(), WsConfig::default()).await;
+    let wallet_query = format!("subscriptions=wallet:{}&token={}", server.wallet, server.reader);
+    let mut client = connect(&server, &wallet_query).await;
+    sync(&mut client).await;
+    let events: Vec<StoredEvent> = (1..=3).map(|byte| record_and_publish(&server, &server.wallet, byte)).collect();
+    for expected in &events {
+        assert_eq!(next_json(&mut client).await["data"]["seq"], expected.seq.0);
+    }
+    let last_event = events[2].seq.0;
+    drop(client);
+    // While the client is away, a reorganisation retracts the second event.
+    let retracted = server
+        .store
+        .retract_events(&[Retraction { seq: events[1].seq, routes: Vec::new() }], UnixMillis(50))
+        .expect("retract");
+    server.broker.publish_retraction(retracted[0].clone());
+    // Resuming from the last event it got, it learns of the retraction.
+    let mut client = connect(&server, &format!("{wallet_query}&after={last_event}")).await;
+    let message = next_json(&mut client).await;
+    assert_eq!(
+        (message["type"].as_str(), &message["data"]["seq"]),
+        (Some("TransactionRetracted"), &json!(events[1].seq.0))
+    );
+    assert_eq!((&message["data"]["retracted_at"], &message["data"]["retraction_seq"]), (&json!(50), &json!(1)));
+    sync(&mut client).await;
+    // A live retraction while connected comes once, with the next place in the log.
+    let retracted = server
+        .store
+        .retract_events(&[Retraction { seq: events[2].seq, routes: Vec::new() }], UnixMillis(60))
+        .expect("retract");
+    server.broker.publish_retraction(retracted[0].clone());
+    let message = next_json(&mut client).await;
+    assert_eq!(
+        (message["type"].as_str(), &message["data"]["retraction_seq"]),
+        (Some("TransactionRetracted"), &json!(2))
+    );
+    drop(client);
+    // Naming the last retraction it got, it gets nothing again; the next
+    // event it gets is live.
+    let mut client = connect(&server, &format!("{wallet_query}&after={last_event}&retractions_after=2")).await;
+    sync(&mut client).await;
+    let fourth = record_and_publish(&server, &server.wallet, 4);
+    let message = next_json(&mut client).await;
+    assert_eq!((message["type"].as_str(), &message["data"]["seq"]), (Some("TransactionUpdate"), &json!(fourth.seq.0)));
+    // A client of another wallet's topic hears of neither retraction.
+    let other_query = format!("subscriptions=wallet:{}&token={}&after=0", server.other_wallet, server.admin);
+    let mut other = connect(&server, &other_query).await;
+    sync(&mut other).await;
+}
+
+#[tokio::test]
+async fn an_evm_wallet_topic_names_its_chain_and_carries_only_that_chains_events() {
+    let server = start(LocalBroker::default(), WsConfig::default()).await;
+    let address = WalletAddress::parse("0x52908400098527886E0F7030069857D2E4169EE7").expect("evm address");
+    let request = TrackRequest::new(Chain::POLYGON, address.clone(), "alice");
+    server.store.track_wallet(&request, UnixMillis(0)).expect("track");
+    let evm_event = |chain: Chain, seq: u64| {
+        let hash = format!("0x{:064x}", seq);
+        let mut event = ww_test_utils::sample_event(&address, ww_core::Signature::parse(&hash).expect("hash"), seq);
+        event.chain = chain;
+        StoredEvent::new(EventSeq(seq), event)
+    };
+    // Without its chain, an EVM address is refused with how to name it.
+    let mut client = connect(&server, &format!("subscriptions=wallet:{address}&token={}", server.reader)).await;
+    let refused = next_json(&mut client).await;
+    assert!(refused["data"]["message"].as_str().unwrap_or_default().contains("wallet:<chain>:"), "{refused}");
+    // On a chain alice does not track it, not allowed.
+    let query = format!("subscriptions=wallet:ethereum:{address}&token={}", server.reader);
+    let mut client = connect(&server, &query).await;
+    let refused = next_json(&mut client).await;
+    assert!(refused["data"]["message"].as_str().unwrap_or_default().contains("not allowed"), "{refused}");
+    // With it: that chain's events only.
+    let query = format!("subscriptions=wallet:polygon:{address}&token={}", server.reader);
+    let mut client = connect(&server, &query).await;
+    sync(&mut client).await;
+    server.broker.publish(evm_event(Chain::ETHEREUM, 1));
+    server.broker.publish(evm_event(Chain::POLYGON, 2));
+    let message = next_json(&mut client).await;
+    assert_eq!((message["type"].as_str(), &message["data"]["seq"]), (Some("TransactionUpdate"), &json!(2)));
+    assert_eq!(message["data"]["chain"], "polygon");
 }
 
 #[tokio::test]
@@ -478,7 +577,7 @@ async fn untracking_and_revoking_end_what_the_client_may_no_longer_see() {
         })
         .expect("token");
     let kept = ww_test_utils::fresh_address();
-    let request = TrackRequest::new(Chain::Solana, kept.clone(), "alice");
+    let request = TrackRequest::new(Chain::SOLANA, kept.clone(), "alice");
     server.store.track_wallet(&request, UnixMillis(0)).expect("track");
     let wallet_topic = format!("wallet:{}", server.wallet);
     let mut by_wallet = connect(&server, &format!("subscriptions={wallet_topic},wallet:{kept}&token={token}")).await;

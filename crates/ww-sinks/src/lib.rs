@@ -361,7 +361,7 @@ mod tests {
             }
             .idempotency_id()
         };
-        assert_ne!(id_on(ww_core::Chain::Polygon), id_on(ww_core::Chain::Ethereum));
+        assert_ne!(id_on(ww_core::Chain::POLYGON), id_on(ww_core::Chain::ETHEREUM));
         // A Solana wallet's id is what it always was: (destination, address, signature).
         let wallet = ww_core::WalletAddress::parse("9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM").expect("base58");
         let signature = ww_test_utils::signature_from_seed(1);

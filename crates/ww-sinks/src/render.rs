@@ -117,7 +117,7 @@ impl Alert {
         let mut moves: Vec<(Movement, Option<f64>)> = movements(event)
             .into_iter()
             .map(|movement| {
-                let usd = prices.get(movement.price_mint()).map(|price| movement.ui_amount().abs() * price);
+                let usd = prices.get(movement.price_mint().as_ref()).map(|price| movement.ui_amount().abs() * price);
                 (movement, usd)
             })
             .collect();
@@ -420,7 +420,7 @@ mod tests {
         StoredEvent::new(
             EventSeq(9),
             ActivityEvent {
-                chain: Chain::Solana,
+                chain: Chain::SOLANA,
                 wallet: wallet.clone(),
                 signature: Signature::parse(
                     "1XTRN2RJN5MfCYf2UTVo8dcmei94CvVB2BBWvvograKBRzTW7RaDH79KZ4NSHQNUNLf3DwSbhdsgmDYptsM2d21",
@@ -472,7 +472,7 @@ mod tests {
         };
         // The wallet sent the token transfer: its native change is the fee alone.
         let mut event = stored(-5000, vec![token]);
-        event.event.chain = ww_core::Chain::EvmLocal;
+        event.event.chain = ww_core::Chain::EVM_LOCAL;
         let alert = Alert::new(&event, None, &HashMap::new(), &Explorer::default());
         assert_eq!(alert.change_lines(), vec!["+2.5 TT".to_string()]);
         assert!(!alert.plain_text().ends_with('\n'), "{}", alert.plain_text());

@@ -46,7 +46,7 @@ pub async fn run(
     let records = {
         let store = Arc::clone(recorder.store());
         let records = tokio::task::spawn_blocking(move || store.wallets()).await??;
-        records.into_iter().filter(|record| record.chain == Chain::Solana).collect::<Vec<_>>()
+        records.into_iter().filter(|record| record.chain == Chain::SOLANA).collect::<Vec<_>>()
     };
     let Some(record) = records.iter().find(|record| &record.address == wallet) else {
         return Err(SourceError::NotTracked(format!(
@@ -109,12 +109,12 @@ pub async fn run(
 }
 
 fn node_error(error: RpcError) -> SourceError {
-    SourceError::node(Chain::Solana, error)
+    SourceError::node(Chain::SOLANA, error)
 }
 
 /// A transaction bound must be a Solana signature (an EVM hash is refused).
 fn solana_signature(id: &TxId) -> Result<Signature, SourceError> {
-    Signature::parse_for(Chain::Solana, id.as_str())
+    Signature::parse_for(Chain::SOLANA, id.as_str())
         .map_err(|_| SourceError::Rejected(format!("{id} is not a Solana transaction signature")))
 }
 
@@ -127,7 +127,7 @@ impl From<CatchUpError> for SourceError {
             CatchUpError::Task(error) => SourceError::Task(error),
             foreign @ CatchUpError::ForeignCursor { .. } => SourceError::Rejected(foreign.to_string()),
             // The node failed mid-walk (what was stored before stays stored).
-            unavailable @ CatchUpError::Unavailable { .. } => SourceError::node(Chain::Solana, unavailable),
+            unavailable @ CatchUpError::Unavailable { .. } => SourceError::node(Chain::SOLANA, unavailable),
             // A transaction that could not be fetched or decoded, or a walk
             // cut short: not necessarily the node's fault.
             other @ (CatchUpError::Unresolved { .. } | CatchUpError::Interrupted { .. }) => {

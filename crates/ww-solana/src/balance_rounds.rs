@@ -134,7 +134,7 @@ fn observation(
         (false, None) => return None,
     };
     Some(BalanceRecord {
-        chain: ww_core::Chain::Solana,
+        chain: ww_core::Chain::SOLANA,
         address: to_read.account.clone(),
         wallet: to_read.wallet.clone(),
         asset,

@@ -245,7 +245,7 @@ pub fn decode_transaction(
         let counterparty = token_counterparty(&wallet, &token_deltas, &token_changes)
             .or_else(|| sol_counterparty(&wallet, &keys, &meta.pre_balances, &meta.post_balances, meta.fee));
         events.push(ActivityEvent {
-            chain: Chain::Solana,
+            chain: Chain::SOLANA,
             wallet,
             signature: signature.clone(),
             slot: Slot(raw.slot),

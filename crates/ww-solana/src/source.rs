@@ -40,7 +40,7 @@ impl SolanaSource {
     /// notification and successful JSON-RPC reply of the live pipeline is
     /// recorded (`walletwatch capture`).
     pub fn new(config: &Config, capture: Option<Arc<Capture>>) -> Result<Self, SourceError> {
-        let node_error = |error| SourceError::node(Chain::Solana, error);
+        let node_error = |error| SourceError::node(Chain::SOLANA, error);
         let rpc = RpcClient::from_config(&config.solana).map_err(node_error)?;
         let probes = config
             .solana
@@ -55,7 +55,7 @@ impl SolanaSource {
 
 impl Source for SolanaSource {
     fn chain(&self) -> Chain {
-        Chain::Solana
+        Chain::SOLANA
     }
 
     fn run(self: Arc<Self>, context: SourceContext) -> SourceFuture<'static, ()> {
@@ -84,9 +84,9 @@ impl Source for SolanaSource {
         Box::pin(async move {
             match tokio::time::timeout(CURRENT_SLOT_TIMEOUT, self.rpc.get_slot_once(Commitment::Confirmed)).await {
                 Ok(Ok(slot)) => Ok(slot.0),
-                Ok(Err(error)) => Err(SourceError::node(Chain::Solana, error)),
+                Ok(Err(error)) => Err(SourceError::node(Chain::SOLANA, error)),
                 Err(_) => Err(SourceError::node(
-                    Chain::Solana,
+                    Chain::SOLANA,
                     std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         format!("no answer within {} s", CURRENT_SLOT_TIMEOUT.as_secs()),

@@ -393,7 +393,7 @@ impl CatchUp {
     ) -> Result<Option<Vec<ww_core::ActivityEvent>>, CatchUpError> {
         let now = ww_core::time::now();
         let note = UnresolvedTransaction {
-            chain: ww_core::Chain::Solana,
+            chain: ww_core::Chain::SOLANA,
             owner: walk.owner.clone(),
             address: walk.address.clone(),
             signature: entry.signature.clone(),

@@ -316,7 +316,7 @@ fn start_with(wallets: &[WalletAddress], capacity: usize) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> = Arc::new(ww_store::RedbStore::open_in_dir(dir.path()).expect("store"));
     for wallet in wallets {
-        let request = TrackRequest { start_slot: Some(1), ..TrackRequest::new(Chain::Solana, wallet.clone(), "local") };
+        let request = TrackRequest { start_slot: Some(1), ..TrackRequest::new(Chain::SOLANA, wallet.clone(), "local") };
         store.track_wallet(&request, ww_core::time::now()).expect("track");
     }
     let wallet = wallets[0].clone();
@@ -695,7 +695,7 @@ async fn a_wallet_tracked_while_its_connection_is_down_is_polled() {
     harness.send_state(0, ConnectionState::Reconnecting, harness.wallet_keys(), false).await;
     // A wallet tracked now is placed on that connection: nothing streams it.
     let late = address_of_byte(9);
-    let request = TrackRequest { start_slot: Some(1), ..TrackRequest::new(Chain::Solana, late.clone(), "local") };
+    let request = TrackRequest { start_slot: Some(1), ..TrackRequest::new(Chain::SOLANA, late.clone(), "local") };
     harness.store.track_wallet(&request, ww_core::time::now()).expect("track");
     wait_for("its subscriptions", || !harness.placed_keys(&late).is_empty()).await;
     let transfer = harness.node.land_transfer(&late, 1, 10);
@@ -771,7 +771,7 @@ async fn a_higher_priority_holds_the_socket_and_a_raised_one_takes_it() {
     let harness = start_with(&[low.clone(), high.clone()], room);
     let raise = |wallet: &WalletAddress, priority: u8| {
         let request =
-            TrackRequest { priority: Some(priority), ..TrackRequest::new(Chain::Solana, wallet.clone(), "local") };
+            TrackRequest { priority: Some(priority), ..TrackRequest::new(Chain::SOLANA, wallet.clone(), "local") };
         harness.store.track_wallet(&request, ww_core::time::now()).expect("track");
     };
     // Raised before the pipeline's first read of the wallets, or right after:
@@ -802,7 +802,7 @@ async fn a_wallet_tracked_again_with_a_priority_between_two_syncs_keeps_it() {
     // sees a new tracked period, and the wallet's new priority with it.
     let id = WalletId::solana(polled.clone());
     harness.store.untrack_wallet(&id, "local").expect("untrack");
-    let request = TrackRequest { priority: Some(5), ..TrackRequest::new(Chain::Solana, polled.clone(), "local") };
+    let request = TrackRequest { priority: Some(5), ..TrackRequest::new(Chain::SOLANA, polled.clone(), "local") };
     harness.store.track_wallet(&request, ww_core::time::now()).expect("track again");
     wait_for("the prioritised wallet's subscriptions", || {
         !harness.placed_keys(&polled).is_empty() && harness.placed_keys(&placed).is_empty()

@@ -31,7 +31,7 @@ fn wallet(index: u64) -> WalletAddress {
 /// wallets are refused.
 fn track_all(store: &RedbStore) {
     for index in 0..50 {
-        let request = ww_core::store::TrackRequest::new(ww_core::Chain::Solana, wallet(index), "bench");
+        let request = ww_core::store::TrackRequest::new(ww_core::Chain::SOLANA, wallet(index), "bench");
         store.track_wallet(&request, UnixMillis(0)).expect("track");
     }
 }

@@ -5,11 +5,14 @@
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _};
 use ww_core::StoredEvent;
 use ww_core::alert::DestinationId;
-use ww_core::store::{DeadLetter, JobKind, JobSelection, OutboxJob, Retraction, StoreError};
+use ww_core::store::{DeadLetter, JobKind, JobSelection, OutboxJob, Retraction, RetractionsSince, StoreError};
 use ww_core::time::UnixMillis;
 
 use crate::codec::{commit_error, decode, encode, read_u64, storage_error, table_error, transaction_error};
-use crate::tables::{DEAD_LETTERS, EVENT_KEYS, EVENTS, META, META_NEXT_OUTBOX_ID, OUTBOX, OUTBOX_BY_DESTINATION};
+use crate::tables::{
+    DEAD_LETTERS, EVENT_KEYS, EVENTS, META, META_NEXT_OUTBOX_ID, META_NEXT_SEQ, OUTBOX, OUTBOX_BY_DESTINATION,
+    RETRACTIONS,
+};
 
 /// See `Store::retract_events`.
 pub(crate) fn retract_events(
@@ -26,8 +29,17 @@ pub(crate) fn retract_events(
         let mut outbox = write.open_table(OUTBOX).map_err(table_error)?;
         let mut by_destination = write.open_table(OUTBOX_BY_DESTINATION).map_err(table_error)?;
         let mut dead = write.open_table(DEAD_LETTERS).map_err(table_error)?;
+        let mut log = write.open_table(RETRACTIONS).map_err(table_error)?;
         let mut next_outbox_id = match meta.get(META_NEXT_OUTBOX_ID).map_err(storage_error)? {
             Some(value) => read_u64(value.value())?,
+            None => 1,
+        };
+        let newest_event = match meta.get(META_NEXT_SEQ).map_err(storage_error)? {
+            Some(value) => read_u64(value.value())?.saturating_sub(1),
+            None => 0,
+        };
+        let mut next_retraction = match log.last().map_err(storage_error)? {
+            Some((key, _)) => key.value() + 1,
             None => 1,
         };
         for retraction in retractions {
@@ -40,7 +52,10 @@ pub(crate) fn retract_events(
                 continue;
             }
             stored.retracted_at = Some(now);
+            stored.retraction_seq = Some(next_retraction);
             events.insert(stored.seq.0, encode(&stored)?.as_slice()).map_err(storage_error)?;
+            log.insert(next_retraction, (stored.seq.0, newest_event)).map_err(storage_error)?;
+            next_retraction += 1;
             let wallet_key = stored.event.wallet_id().key().into_owned();
             let key = (wallet_key.as_str(), stored.event.signature.as_str());
             // Release the key only if it still names this event.
@@ -87,6 +102,42 @@ pub(crate) fn retract_events(
         meta.insert(META_NEXT_OUTBOX_ID, next_outbox_id.to_le_bytes().as_slice()).map_err(storage_error)?;
     }
     write.commit().map_err(commit_error)?;
+    Ok(retracted)
+}
+
+/// See `Store::retractions`.
+pub(crate) fn retractions(
+    database: &Database,
+    since: RetractionsSince,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let read = database.begin_read().map_err(transaction_error)?;
+    let log = read.open_table(RETRACTIONS).map_err(table_error)?;
+    let events = read.open_table(EVENTS).map_err(table_error)?;
+    let first = match since {
+        RetractionsSince::Retraction(after) => after.saturating_add(1),
+        // The newest event at retraction time never decreases along the
+        // log: walk back from its end to the first retraction made when
+        // event `seq` was already stored.
+        RetractionsSince::Event(seq) => {
+            let mut first = u64::MAX;
+            for entry in log.iter().map_err(storage_error)?.rev() {
+                let (key, value) = entry.map_err(storage_error)?;
+                if value.value().1 < seq.0 {
+                    break;
+                }
+                first = key.value();
+            }
+            first
+        }
+    };
+    let mut retracted = Vec::new();
+    for entry in log.range(first..).map_err(storage_error)?.take(limit) {
+        let (_, value) = entry.map_err(storage_error)?;
+        if let Some(bytes) = events.get(value.value().0).map_err(storage_error)? {
+            retracted.push(decode("events", bytes.value())?);
+        }
+    }
     Ok(retracted)
 }
 

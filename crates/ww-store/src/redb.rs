@@ -20,7 +20,8 @@ use ww_core::alert::{DestinationId, Subscription};
 use ww_core::balance::{BalanceChange, BalanceRecord};
 use ww_core::store::{
     ApiToken, CursorMove, DeadLetter, EventQuery, JobKind, JobSelection, KnownTransaction, NewEvent, OutboxJob,
-    RecordOutcome, Retraction, RuntimeStats, Store, StoreError, TokenSelection, TrackRequest, UnresolvedTransaction,
+    RecordOutcome, Retraction, RetractionsSince, RuntimeStats, Store, StoreError, TokenSelection, TrackRequest,
+    UnresolvedTransaction,
 };
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{LastTransaction, SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
@@ -414,6 +415,10 @@ impl Store for RedbStore {
 
     fn retract_events(&self, retractions: &[Retraction], now: UnixMillis) -> Result<Vec<StoredEvent>, StoreError> {
         crate::outbox::retract_events(&self.database, retractions, now)
+    }
+
+    fn retractions(&self, since: RetractionsSince, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        crate::outbox::retractions(&self.database, since, limit)
     }
 
     fn event_seq(&self, wallet: &WalletId, signature: &Signature) -> Result<Option<EventSeq>, StoreError> {

@@ -19,8 +19,8 @@ use ww_core::{Position, StoredEvent};
 use crate::codec::{commit_error, decode, encode, read_u64, storage_error, table_error, transaction_error};
 use crate::tables::{
     API_TOKENS, BALANCE_HISTORY, BALANCES, CURSORS, DEAD_LETTERS, EVENT_KEYS, EVENTS, LEGACY_CURSORS, LEGACY_SEEN,
-    LEGACY_SEEN_BY_EXPIRY, META, META_SCHEMA_VERSION, OUTBOX, OUTBOX_BY_DESTINATION, SCHEMA_VERSION, SETTINGS,
-    SUBSCRIPTIONS, UNRESOLVED, USER_SUBSCRIPTIONS, WALLET_EVENTS, WALLETS,
+    LEGACY_SEEN_BY_EXPIRY, META, META_NEXT_SEQ, META_SCHEMA_VERSION, OUTBOX, OUTBOX_BY_DESTINATION, RETRACTIONS,
+    SCHEMA_VERSION, SETTINGS, SUBSCRIPTIONS, UNRESOLVED, USER_SUBSCRIPTIONS, WALLET_EVENTS, WALLETS,
 };
 
 /// Brings the file at `path` (opened as `database`) to [`SCHEMA_VERSION`]:
@@ -44,7 +44,7 @@ pub(crate) fn initialize(database: &redb::Database, path: &str) -> Result<Option
                 supported: SCHEMA_VERSION,
             });
         }
-        Some(version @ 1..=5) => {
+        Some(version @ 1..=6) => {
             let mut step = version;
             while step < u64::from(SCHEMA_VERSION) {
                 match step {
@@ -52,7 +52,8 @@ pub(crate) fn initialize(database: &redb::Database, path: &str) -> Result<Option
                     2 => migrate_2_to_3(&write)?,
                     3 => migrate_3_to_4(&write)?,
                     4 => migrate_4_to_5(&write)?,
-                    _ => migrate_5_to_6(&write)?,
+                    5 => migrate_5_to_6(&write)?,
+                    _ => migrate_6_to_7(&write)?,
                 }
                 step += 1;
             }
@@ -104,6 +105,7 @@ fn create_tables(write: &WriteTransaction) -> Result<(), StoreError> {
     write.open_table(DEAD_LETTERS).map_err(table_error)?;
     write.open_table(SETTINGS).map_err(table_error)?;
     write.open_table(UNRESOLVED).map_err(table_error)?;
+    write.open_table(RETRACTIONS).map_err(table_error)?;
     Ok(())
 }
 
@@ -246,6 +248,33 @@ fn migrate_5_to_6(write: &WriteTransaction) -> Result<(), StoreError> {
                 .into(),
             });
         }
+    }
+    Ok(())
+}
+
+/// Schema 7 adds the retraction log: events retracted before it are filed
+/// in it in the order of their sequence numbers, as made when the newest
+/// event stored now was stored (a client resuming from any event gets them).
+fn migrate_6_to_7(write: &WriteTransaction) -> Result<(), StoreError> {
+    let newest_event = match write.open_table(META).map_err(table_error)?.get(META_NEXT_SEQ).map_err(storage_error)? {
+        Some(value) => read_u64(value.value())?.saturating_sub(1),
+        None => 0,
+    };
+    let mut log = write.open_table(RETRACTIONS).map_err(table_error)?;
+    let mut events = write.open_table(EVENTS).map_err(table_error)?;
+    let mut retracted = Vec::new();
+    for entry in events.iter().map_err(storage_error)? {
+        let (_, value) = entry.map_err(storage_error)?;
+        let stored: StoredEvent = decode("events", value.value())?;
+        if stored.is_retracted() {
+            retracted.push(stored);
+        }
+    }
+    for (index, mut stored) in retracted.into_iter().enumerate() {
+        let retraction_seq = index as u64 + 1;
+        stored.retraction_seq = Some(retraction_seq);
+        events.insert(stored.seq.0, encode(&stored)?.as_slice()).map_err(storage_error)?;
+        log.insert(retraction_seq, (stored.seq.0, newest_event)).map_err(storage_error)?;
     }
     Ok(())
 }

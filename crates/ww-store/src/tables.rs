@@ -6,7 +6,7 @@
 use redb::TableDefinition;
 
 /// The layout version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// `meta`: schema version and counters (u64 little-endian values).
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -42,6 +42,10 @@ pub(crate) const EVENT_KEYS: TableDefinition<(&str, &str), u64> = TableDefinitio
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// `wallet_events`: (wallet, sequence number) → (), the per-wallet index.
 pub(crate) const WALLET_EVENTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("wallet_events");
+/// `retractions` (since schema 7): retraction sequence number → (the
+/// retracted event's sequence number, the newest event sequence number when
+/// it was retracted), the retraction log WebSocket clients resume.
+pub(crate) const RETRACTIONS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("retractions");
 /// `outbox`: job id → JSON job.
 pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 /// `outbox_by_destination` (since schema 5): (destination, job id) → (), so

@@ -16,7 +16,7 @@ fn event(wallet: &WalletAddress, signature_byte: u8, slot: u64) -> ActivityEvent
 }
 
 fn track(store: &RedbStore, wallet: &WalletAddress, user: &str) -> TrackOutcome {
-    let request = TrackRequest::new(Chain::Solana, wallet.clone(), user);
+    let request = TrackRequest::new(Chain::SOLANA, wallet.clone(), user);
     store.track_wallet(&request, UnixMillis(10)).expect("track")
 }
 
@@ -374,4 +374,78 @@ fn an_old_store_opened_by_several_processes_at_once_is_migrated_once() {
             .map(|cursor| cursor.height()),
         Some(200)
     );
+}
+
+#[test]
+fn a_schema_6_store_files_its_retracted_events_in_the_retraction_log() {
+    use redb::ReadableDatabase as _;
+    use ww_core::store::{Retraction, RetractionsSince};
+    let (dir, store) = open_temp();
+    let wallet = address(1);
+    track(&store, &wallet, "alice");
+    let outcomes = store
+        .record_events(
+            &[1, 2, 3].map(|byte| NewEvent {
+                event: event(&wallet, byte, u64::from(byte)),
+                routes: Vec::new(),
+                allows_before_tracking: false,
+            }),
+            &[],
+        )
+        .expect("record");
+    let seqs: Vec<ww_core::EventSeq> = outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            RecordOutcome::Inserted(seq) => *seq,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    for seq in [seqs[2], seqs[0]] {
+        store.retract_events(&[Retraction { seq, routes: Vec::new() }], UnixMillis(40)).expect("retract");
+    }
+    drop(store);
+    // Back to schema 6: no log, events without their place in it.
+    let path = dir.path().join(crate::STORE_FILE_NAME);
+    {
+        let database = redb::Database::create(&path).expect("open raw");
+        let mut events = Vec::new();
+        {
+            let read = database.begin_read().expect("read");
+            let table = read.open_table(crate::tables::EVENTS).expect("events");
+            for seq in &seqs {
+                let mut stored: ww_core::StoredEvent =
+                    serde_json::from_slice(table.get(seq.0).expect("get").expect("stored").value()).expect("json");
+                stored.retraction_seq = None;
+                events.push(stored);
+            }
+        }
+        let write = database.begin_write().expect("write");
+        {
+            let mut table = write.open_table(crate::tables::EVENTS).expect("events");
+            for stored in &events {
+                table.insert(stored.seq.0, serde_json::to_vec(stored).expect("json").as_slice()).expect("insert");
+            }
+            write
+                .open_table(crate::tables::META)
+                .expect("meta")
+                .insert(crate::tables::META_SCHEMA_VERSION, 6u64.to_le_bytes().as_slice())
+                .expect("version");
+        }
+        write.delete_table(crate::tables::RETRACTIONS).expect("drop the log");
+        write.commit().expect("commit");
+    }
+    let store = RedbStore::open_in_dir(dir.path()).expect("migrates");
+    assert_eq!(store.migrated_from(), Some(6));
+    let logged: Vec<(ww_core::EventSeq, Option<u64>)> = store
+        .retractions(RetractionsSince::Retraction(0), 10)
+        .expect("log")
+        .iter()
+        .map(|stored| (stored.seq, stored.retraction_seq))
+        .collect();
+    assert_eq!(logged, vec![(seqs[0], Some(1)), (seqs[2], Some(2))], "in event order");
+    assert_eq!(store.retractions(RetractionsSince::Event(seqs[2]), 10).expect("log").len(), 2);
+    // The next retraction continues the log.
+    let next =
+        store.retract_events(&[Retraction { seq: seqs[1], routes: Vec::new() }], UnixMillis(50)).expect("retract");
+    assert_eq!(next[0].retraction_seq, Some(3));
 }

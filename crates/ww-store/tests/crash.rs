@@ -33,7 +33,7 @@ fn event(index: u64) -> NewEvent {
 /// The writer side: commits batches forever, printing each acknowledged batch.
 fn run_writer(dir: &str) {
     let store = RedbStore::open_in_dir(std::path::Path::new(dir)).expect("writer opens");
-    let request = TrackRequest::new(Chain::Solana, wallet(), "crash");
+    let request = TrackRequest::new(Chain::SOLANA, wallet(), "crash");
     store.track_wallet(&request, UnixMillis(0)).expect("track");
     let mut stdout = std::io::stdout().lock();
     for batch in 0u64.. {

@@ -45,7 +45,7 @@ fn a_schema_5_data_directory_keeps_every_row_under_the_new_ids() {
     let wallets = store.wallets().expect("wallets");
     assert_eq!(wallets.len(), 2);
     let alice_wallet = store.wallet(&solana(1)).expect("read").expect("wallet 1");
-    assert_eq!(alice_wallet.chain, Chain::Solana);
+    assert_eq!(alice_wallet.chain, Chain::SOLANA);
     assert_eq!(alice_wallet.label.as_deref(), Some("alice main"));
     assert_eq!(alice_wallet.start_slot, Some(10));
     assert_eq!(alice_wallet.transaction_count, 2);
@@ -56,7 +56,7 @@ fn a_schema_5_data_directory_keeps_every_row_under_the_new_ids() {
     let alice = store.user_subscriptions("alice").expect("alice");
     assert_eq!(alice.len(), 2);
     let first = alice.iter().find(|subscription| subscription.wallet == address(1)).expect("wallet 1");
-    assert_eq!(first.chain, Chain::Solana);
+    assert_eq!(first.chain, Chain::SOLANA);
     assert_eq!(first.filter.min_native, Some(0.5));
     assert_eq!(first.filter.min_token_amounts.get(&address(9)), Some(&10.0));
     assert_eq!(first.destinations.iter().map(ToString::to_string).collect::<Vec<_>>(), vec!["telegram:42"]);
@@ -110,7 +110,7 @@ fn a_schema_5_data_directory_keeps_every_row_under_the_new_ids() {
     // Balances (current and history), unresolved entries, tokens, settings.
     let balances = store.balances(Some(&solana(1))).expect("balances");
     assert_eq!(balances.len(), 2);
-    assert!(balances.iter().all(|record| record.chain == Chain::Solana));
+    assert!(balances.iter().all(|record| record.chain == Chain::SOLANA));
     let account = balances.iter().find(|record| record.account_id() == solana(3)).expect("account 3");
     assert_eq!(store.balance_history(account, 10).expect("history").len(), 1);
     let unresolved = store.unresolved(10).expect("unresolved");
@@ -128,6 +128,6 @@ fn a_schema_5_data_directory_keeps_every_row_under_the_new_ids() {
     assert_eq!(store.migrated_from(), None);
     assert_eq!(store.events(&EventQuery { wallet: None, after: None, limit: 10 }).expect("events").len(), 3);
     // New wallets are filed beside them.
-    store.track_wallet(&TrackRequest::new(Chain::Solana, address(4), "carol"), ww_core::time::now()).expect("track");
+    store.track_wallet(&TrackRequest::new(Chain::SOLANA, address(4), "carol"), ww_core::time::now()).expect("track");
     assert_eq!(store.wallets().expect("wallets").len(), 3);
 }

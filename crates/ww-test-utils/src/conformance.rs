@@ -46,6 +46,7 @@ macro_rules! store_conformance_tests {
             a_priority_is_kept_until_a_request_sets_another,
             the_wallets_version_moves_with_the_wallet_set_only,
             a_retracted_event_stays_stored_releases_its_key_and_follows_its_alert_with_a_retraction,
+            retractions_are_logged_in_order_and_resumed_by_retraction_or_event,
             settings_are_removed_by_prefix,
         );
     };
@@ -73,13 +74,13 @@ fn sol(address: &WalletAddress) -> WalletId {
 }
 
 fn track(store: &dyn Store, wallet: &WalletAddress, user: &str) -> TrackOutcome {
-    let request = TrackRequest::new(Chain::Solana, wallet.clone(), user);
+    let request = TrackRequest::new(Chain::SOLANA, wallet.clone(), user);
     store.track_wallet(&request, UnixMillis(10)).expect("track")
 }
 
 fn unresolved(wallet: &WalletAddress, signature_byte: u8) -> UnresolvedTransaction {
     UnresolvedTransaction {
-        chain: Chain::Solana,
+        chain: Chain::SOLANA,
         owner: wallet.clone(),
         address: wallet.clone(),
         signature: signature(signature_byte),
@@ -292,7 +293,7 @@ pub fn unresolved_transactions_are_given_up_after_the_limit_and_cleared_when_sto
     track(store, &wallet, "alice");
     let entry = unresolved(&wallet, 9);
     let at = |millis: i64, reason: &str| UnresolvedTransaction {
-        chain: Chain::Solana,
+        chain: Chain::SOLANA,
         last_failed_at: UnixMillis(millis),
         reason: reason.into(),
         ..entry.clone()
@@ -442,7 +443,7 @@ pub fn subscriptions_follow_track_untrack_and_keep_filters_and_destinations(stor
         filter: Some(filter.clone()),
         destination: Some("discord-channel:9".parse().expect("valid")),
         start_slot: Some(77),
-        ..TrackRequest::new(Chain::Solana, wallet.clone(), "discord:1")
+        ..TrackRequest::new(Chain::SOLANA, wallet.clone(), "discord:1")
     };
     store.track_wallet(&request, UnixMillis(1)).expect("track");
     assert_eq!(store.wallet(&sol(&wallet)).expect("read").expect("tracked").start_slot, Some(77));
@@ -468,7 +469,7 @@ pub fn balances_record_changes_and_periodic_snapshots(store: &dyn Store) {
     use ww_core::balance::{Asset, BalanceRecord};
     let wallet = address(1);
     let observe = |amount: u128, at: i64| BalanceRecord {
-        chain: Chain::Solana,
+        chain: Chain::SOLANA,
         address: wallet.clone(),
         wallet: wallet.clone(),
         asset: Asset::Sol,
@@ -497,7 +498,7 @@ pub fn balances_record_changes_and_periodic_snapshots(store: &dyn Store) {
     let evm = WalletAddress::parse("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").expect("valid");
     let token = WalletAddress::parse("0x52908400098527886E0F7030069857D2E4169EE7").expect("valid");
     let held = |asset: Asset, amount: u128| BalanceRecord {
-        chain: Chain::Ethereum,
+        chain: Chain::ETHEREUM,
         address: evm.clone(),
         wallet: evm.clone(),
         asset,
@@ -508,7 +509,7 @@ pub fn balances_record_changes_and_periodic_snapshots(store: &dyn Store) {
     let coin = held(Asset::Native, 10u128.pow(24));
     let tokens = held(Asset::Token { mint: token.clone(), is_token_2022: false }, 500);
     assert_eq!(store.update_balances(&[coin.clone(), tokens.clone()], snapshot_every).expect("evm").len(), 2);
-    let current = store.balances(Some(&WalletId::new(Chain::Ethereum, evm.clone()))).expect("current");
+    let current = store.balances(Some(&WalletId::new(Chain::ETHEREUM, evm.clone()))).expect("current");
     assert_eq!(current.len(), 2, "{current:?}");
     assert_eq!(store.balance_history(&coin, 10).expect("history"), vec![coin.clone()]);
     assert_eq!(store.balance_history(&tokens, 10).expect("history"), vec![tokens]);
@@ -520,9 +521,9 @@ pub fn balances_record_changes_and_periodic_snapshots(store: &dyn Store) {
 pub fn the_same_address_on_two_chains_is_two_wallets(store: &dyn Store) {
     let address = WalletAddress::parse("0x52908400098527886E0F7030069857D2E4169EE7").expect("EIP-55 address");
     let hash = ww_core::TxId::parse(&format!("0x{}", "ab".repeat(32))).expect("transaction hash");
-    let polygon = WalletId::new(Chain::Polygon, address.clone());
-    let ethereum = WalletId::new(Chain::Ethereum, address.clone());
-    for (chain, user) in [(Chain::Polygon, "alice"), (Chain::Ethereum, "bob")] {
+    let polygon = WalletId::new(Chain::POLYGON, address.clone());
+    let ethereum = WalletId::new(Chain::ETHEREUM, address.clone());
+    for (chain, user) in [(Chain::POLYGON, "alice"), (Chain::ETHEREUM, "bob")] {
         let request = TrackRequest { start_slot: Some(1), ..TrackRequest::new(chain, address.clone(), user) };
         assert_eq!(store.track_wallet(&request, UnixMillis(10)).expect("track"), TrackOutcome::Added, "{chain}");
     }
@@ -552,15 +553,15 @@ pub fn the_same_address_on_two_chains_is_two_wallets(store: &dyn Store) {
         block_hash: ww_core::BlockHash::parse(&format!("0x{}", "cd".repeat(32))).expect("hash"),
     };
     let cursor_move = CursorMove { owner: polygon.clone(), address: address.clone(), from: None, to: position.clone() };
-    let outcomes = store.record_events(&[on(Chain::Polygon), on(Chain::Ethereum)], &[cursor_move]).expect("record");
+    let outcomes = store.record_events(&[on(Chain::POLYGON), on(Chain::ETHEREUM)], &[cursor_move]).expect("record");
     assert!(outcomes.iter().all(|outcome| matches!(outcome, RecordOutcome::Inserted(_))), "{outcomes:?}");
     assert!(store.is_seen(&polygon, &hash).expect("seen") && store.is_seen(&ethereum, &hash).expect("seen"));
-    assert_eq!(store.record_events(&[on(Chain::Polygon)], &[]).expect("again"), vec![RecordOutcome::Duplicate]);
+    assert_eq!(store.record_events(&[on(Chain::POLYGON)], &[]).expect("again"), vec![RecordOutcome::Duplicate]);
     let events_of = |wallet: &WalletId| {
         store.events(&EventQuery { wallet: Some(wallet.clone()), after: None, limit: 10 }).expect("events")
     };
     assert_eq!(events_of(&polygon).len(), 1);
-    assert_eq!(events_of(&ethereum)[0].event.chain, Chain::Ethereum);
+    assert_eq!(events_of(&ethereum)[0].event.chain, Chain::ETHEREUM);
     assert_eq!(store.cursor(&polygon, &address).expect("cursor"), Some(position));
     assert_eq!(store.cursor(&ethereum, &address).expect("cursor"), None);
 
@@ -579,7 +580,7 @@ pub fn a_bulk_import_applies_every_row_or_none(store: &dyn Store) {
         .iter()
         .map(|byte| TrackRequest {
             label: Some(format!("w{byte}")),
-            ..TrackRequest::new(Chain::Solana, address(*byte), "alice")
+            ..TrackRequest::new(Chain::SOLANA, address(*byte), "alice")
         })
         .collect();
     let outcomes = store.track_wallets(&rows, UnixMillis(20)).expect("import");
@@ -593,7 +594,7 @@ pub fn a_bulk_import_applies_every_row_or_none(store: &dyn Store) {
 
     let over_quota: Vec<TrackRequest> = [4u8, 5, 6]
         .iter()
-        .map(|byte| TrackRequest { max_wallets: Some(4), ..TrackRequest::new(Chain::Solana, address(*byte), "alice") })
+        .map(|byte| TrackRequest { max_wallets: Some(4), ..TrackRequest::new(Chain::SOLANA, address(*byte), "alice") })
         .collect();
     let error = store.track_wallets(&over_quota, UnixMillis(30)).expect_err("the fifth wallet is over the quota");
     assert!(matches!(error, StoreError::QuotaReached { limit: 4 }), "{error}");
@@ -608,12 +609,12 @@ pub fn a_priority_is_kept_until_a_request_sets_another(store: &dyn Store) {
     let wallet_priority = |store: &dyn Store| store.wallet(&sol(&wallet)).expect("read").expect("tracked").priority;
     track(store, &wallet, "alice");
     assert_eq!(wallet_priority(store), 0, "a new wallet has no priority");
-    let raise = TrackRequest { priority: Some(7), ..TrackRequest::new(Chain::Solana, wallet.clone(), "alice") };
+    let raise = TrackRequest { priority: Some(7), ..TrackRequest::new(Chain::SOLANA, wallet.clone(), "alice") };
     store.track_wallet(&raise, UnixMillis(10)).expect("track");
     assert_eq!(wallet_priority(store), 7);
     track(store, &wallet, "bob");
     assert_eq!(wallet_priority(store), 7, "a request without a priority keeps it");
-    let lower = TrackRequest { priority: Some(0), ..TrackRequest::new(Chain::Solana, wallet.clone(), "bob") };
+    let lower = TrackRequest { priority: Some(0), ..TrackRequest::new(Chain::SOLANA, wallet.clone(), "bob") };
     store.track_wallets(&[lower], UnixMillis(20)).expect("import");
     assert_eq!(wallet_priority(store), 0);
 }
@@ -628,7 +629,7 @@ pub fn the_wallets_version_moves_with_the_wallet_set_only(store: &dyn Store) {
     store.set_subscription_status(&[sol(&address(1))], SubscriptionStatus::Active, None).expect("status");
     store.record_events(&[], &[]).expect("nothing to record");
     assert_eq!(version(store), tracked, "status updates do not move it");
-    let raise = TrackRequest { priority: Some(3), ..TrackRequest::new(Chain::Solana, address(1), "alice") };
+    let raise = TrackRequest { priority: Some(3), ..TrackRequest::new(Chain::SOLANA, address(1), "alice") };
     store.track_wallets(&[raise], UnixMillis(5)).expect("import");
     let raised = version(store);
     assert_ne!(raised, tracked, "tracking again (a new priority) moves it");
@@ -636,6 +637,55 @@ pub fn the_wallets_version_moves_with_the_wallet_set_only(store: &dyn Store) {
     assert_eq!(version(store), raised, "untracking what is not tracked does not");
     store.untrack_wallet(&sol(&address(1)), "alice").expect("untrack");
     assert_ne!(version(store), raised, "untracking moves it");
+}
+
+/// Checked by [`crate::store_conformance_tests`].
+pub fn retractions_are_logged_in_order_and_resumed_by_retraction_or_event(store: &dyn Store) {
+    use ww_core::store::{Retraction, RetractionsSince};
+    let wallet = address(1);
+    track(store, &wallet, "alice");
+    let record = |byte: u8| {
+        let outcomes = store
+            .record_events(
+                &[NewEvent {
+                    event: event(&wallet, byte, u64::from(byte)),
+                    routes: Vec::new(),
+                    allows_before_tracking: false,
+                }],
+                &[],
+            )
+            .expect("record");
+        let [RecordOutcome::Inserted(seq)] = outcomes[..] else { panic!("{outcomes:?}") };
+        seq
+    };
+    let retract = |seq: EventSeq, at: i64| {
+        store.retract_events(&[Retraction { seq, routes: Vec::new() }], UnixMillis(at)).expect("retract")
+    };
+    assert!(store.retractions(RetractionsSince::Retraction(0), 10).expect("empty log").is_empty());
+    let (first, second) = (record(1), record(2));
+    // Retracted while `second` is the newest event: the later of the two first.
+    let retracted = retract(second, 10);
+    assert_eq!(retracted[0].retraction_seq, Some(1));
+    assert_eq!(retract(first, 11)[0].retraction_seq, Some(2));
+    let third = record(3);
+    let fourth = record(4);
+    // Retracted while `fourth` is the newest.
+    assert_eq!(retract(third, 12)[0].retraction_seq, Some(3));
+    assert!(retract(third, 13).is_empty(), "a retraction is logged once");
+    let seqs = |since, limit| -> Vec<(EventSeq, Option<u64>)> {
+        store.retractions(since, limit).expect("log").iter().map(|stored| (stored.seq, stored.retraction_seq)).collect()
+    };
+    assert_eq!(seqs(RetractionsSince::Retraction(0), 10), vec![(second, Some(1)), (first, Some(2)), (third, Some(3))]);
+    assert_eq!(seqs(RetractionsSince::Retraction(1), 1), vec![(first, Some(2))], "after the last one got, paged");
+    assert!(seqs(RetractionsSince::Retraction(3), 10).is_empty());
+    // By event: every retraction made when that event was already stored.
+    assert_eq!(seqs(RetractionsSince::Event(first), 10).len(), 3);
+    assert_eq!(seqs(RetractionsSince::Event(second), 10).len(), 3);
+    assert_eq!(seqs(RetractionsSince::Event(third), 10), vec![(third, Some(3))]);
+    assert_eq!(seqs(RetractionsSince::Event(fourth), 10), vec![(third, Some(3))]);
+    assert!(seqs(RetractionsSince::Event(EventSeq(fourth.0 + 1)), 10).is_empty());
+    // The stored event carries its place in the log.
+    assert_eq!(store.event(third).expect("read").expect("stored").retraction_seq, Some(3));
 }
 
 /// Checked by [`crate::store_conformance_tests`].

@@ -132,7 +132,7 @@ pub fn signature_from_seed(seed: u64) -> Signature {
 /// Returns a plausible successful incoming-SOL event for tests and benchmarks.
 pub fn sample_event(wallet: &WalletAddress, signature: Signature, slot: u64) -> ww_core::ActivityEvent {
     ww_core::ActivityEvent {
-        chain: ww_core::Chain::Solana,
+        chain: ww_core::Chain::SOLANA,
         wallet: wallet.clone(),
         signature,
         slot: ww_core::Slot(slot),

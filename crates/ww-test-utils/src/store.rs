@@ -135,6 +135,13 @@ impl Store for FlakyStore {
     fn retract_events(&self, retractions: &[Retraction], now: UnixMillis) -> Result<Vec<StoredEvent>, StoreError> {
         self.inner.retract_events(retractions, now)
     }
+    fn retractions(
+        &self,
+        since: ww_core::store::RetractionsSince,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.retractions(since, limit)
+    }
     fn known_transactions(
         &self,
         wallet: &WalletId,

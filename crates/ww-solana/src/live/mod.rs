@@ -364,7 +364,7 @@ pub(crate) async fn run(
         context.shutdown.child_token(),
     );
     let rpc = RpcClient::from_config(&config.solana)
-        .map_err(|error| SourceError::node(Chain::Solana, error))?
+        .map_err(|error| SourceError::node(Chain::SOLANA, error))?
         .with_capture(capture.clone());
     run_with(config, context, Box::new(pool), events_rx, rpc, capture).await
 }
@@ -528,7 +528,7 @@ impl Pipeline {
         };
         let mut desired: HashMap<WalletAddress, (HistoryStart, UnixMillis)> = HashMap::new();
         let mut priorities: Vec<(WalletAddress, u8)> = Vec::new();
-        for record in records.into_iter().filter(|record| record.chain == Chain::Solana) {
+        for record in records.into_iter().filter(|record| record.chain == Chain::SOLANA) {
             priorities.push((record.address.clone(), record.priority));
             desired.insert(record.address.clone(), (HistoryStart::of(&record), record.added_at));
         }
