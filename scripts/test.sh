@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs walletwatch's whole test suite, including the tests against a real
-# local Solana node and a real local EVM node (anvil). Idempotent: builds the
-# node harness only when its sources changed, installs anvil once, and starts
-# the services the tests need when absent.
+# local Solana node, a real local EVM node (anvil) and a real PostgreSQL on
+# loopback. Idempotent: builds the node harness only when its sources
+# changed, installs anvil once, and installs and starts PostgreSQL when
+# absent.
 #
 #   scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
@@ -53,7 +54,46 @@ install_anvil() {
   export WALLETWATCH_ANVIL_BIN="$bin"
 }
 
+# --- PostgreSQL on loopback, for the PostgreSQL store's tests ---
+export WALLETWATCH_TEST_POSTGRES_URL="${WALLETWATCH_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+as_postgres() { if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi; }
+ensure_postgres() {
+  if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+      log "installing PostgreSQL"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
+    fi
+    log "starting PostgreSQL"
+    local version
+    for version in $(ls /etc/postgresql 2>/dev/null); do
+      pg_ctlcluster "$version" main start >&2 || true
+    done
+    for _ in $(seq 1 30); do
+      pg_isready -q -h 127.0.0.1 -p 5432 && break
+      sleep 1
+    done
+  fi
+  if ! psql "$WALLETWATCH_TEST_POSTGRES_URL" -Atqc 'SELECT 1' >/dev/null 2>&1; then
+    # A fresh install asks loopback clients for a password: trust them (a
+    # CI machine's own server) and create the test database.
+    log "opening PostgreSQL to loopback tests (database test, trust on 127.0.0.1)"
+    local hba
+    hba="$(as_postgres psql -Atqc 'SHOW hba_file')"
+    if ! grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
+      sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+      as_postgres psql -Atqc 'SELECT pg_reload_conf()' >/dev/null
+    fi
+    as_postgres psql -Atqc "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1 \
+      || as_postgres createdb test
+  fi
+  psql "$WALLETWATCH_TEST_POSTGRES_URL" -Atqc 'SELECT 1' >/dev/null \
+    || { log "error: PostgreSQL at $WALLETWATCH_TEST_POSTGRES_URL cannot be reached"; exit 1; }
+  log "PostgreSQL is up ($WALLETWATCH_TEST_POSTGRES_URL)"
+}
+
 build_localnet
 install_anvil
+ensure_postgres
 log "running the test suite"
 cargo test --workspace --locked "$@"

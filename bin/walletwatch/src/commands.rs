@@ -663,12 +663,12 @@ fn print_balances(config: &Config, address: Option<&str>, chain: Option<ww_core:
         return Ok(());
     }
     for record in &current {
-        println!("{}", events::render_balance_line(record));
+        println!("{}", events::render_balance_line(record, config.native_symbol(record.chain)));
     }
     if !history.is_empty() {
         println!("history (newest first):");
         for record in &history {
-            println!("  {}", events::render_balance_line(record));
+            println!("  {}", events::render_balance_line(record, config.native_symbol(record.chain)));
         }
     }
     Ok(())
@@ -702,7 +702,7 @@ async fn print_events(
             let line = if json {
                 serde_json::to_string(stored).map_err(|error| Failure::Runtime(error.into()))?
             } else {
-                events::render_event_line(stored)
+                events::render_event_line(stored, config.native_symbol(stored.event.chain))
             };
             if writeln!(stdout, "{line}").is_err() {
                 // The reader went away (e.g. `| head`): stop quietly.

@@ -93,7 +93,11 @@ async fn main() {
     assert_eq!(server.received_count(), EVENTS * DESTINATIONS);
 
     // Baseline: the same signed POSTs from memory, one sequential lane per destination.
-    let explorer = Explorer { tx_url: "https://x/tx/{signature}".into(), account_url: "https://x/a/{address}".into() };
+    let explorer = Explorer {
+        tx_url: "https://x/tx/{signature}".into(),
+        account_url: "https://x/a/{address}".into(),
+        native_symbol: None,
+    };
     let stored: Vec<StoredEvent> = events
         .iter()
         .enumerate()

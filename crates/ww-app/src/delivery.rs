@@ -222,12 +222,17 @@ impl DeliveryWorkers {
             Explorer {
                 tx_url: config.alerts.explorer_tx_url.clone(),
                 account_url: config.alerts.explorer_account_url.clone(),
+                native_symbol: None,
             },
         )]);
         for (chain, evm) in &config.evm {
             explorers.insert(
                 *chain,
-                Explorer { tx_url: evm.explorer_tx_url.clone(), account_url: evm.explorer_address_url.clone() },
+                Explorer {
+                    tx_url: evm.explorer_tx_url.clone(),
+                    account_url: evm.explorer_address_url.clone(),
+                    native_symbol: Some(evm.native_symbol.clone()),
+                },
             );
         }
         Self { store, sinks, prices, explorers, config, wake, health: ww_core::status::Health::default() }

@@ -27,7 +27,10 @@ pub fn format_token_amount(delta: i128, decimals: u8) -> String {
 }
 
 /// One human-readable line per event.
-pub fn render_event_line(stored: &StoredEvent) -> String {
+///
+/// `native_symbol` is the symbol of the event's chain's coin (see
+/// `Config::native_symbol`).
+pub fn render_event_line(stored: &StoredEvent, native_symbol: &str) -> String {
     let event = &stored.event;
     let time = match event.block_time.and_then(|seconds| u64::try_from(seconds).ok()) {
         Some(seconds) => humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds)).to_string(),
@@ -45,7 +48,7 @@ pub fn render_event_line(stored: &StoredEvent) -> String {
         time,
         event.wallet.short(),
         format_token_amount(event.native_delta, event.chain.native_decimals()),
-        event.chain.native_symbol()
+        native_symbol
     );
     for token in &event.token_deltas {
         let name = token.symbol.clone().unwrap_or_else(|| token.mint.short());
@@ -66,7 +69,8 @@ pub fn render_event_line(stored: &StoredEvent) -> String {
 }
 
 /// One human-readable line per balance observation.
-pub fn render_balance_line(record: &ww_core::balance::BalanceRecord) -> String {
+/// `native_symbol` as for [`render_event_line`].
+pub fn render_balance_line(record: &ww_core::balance::BalanceRecord, native_symbol: &str) -> String {
     let observed = u64::try_from(record.observed_at.0 / 1000)
         .map(|seconds| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds)).to_string())
         .unwrap_or_else(|_| "-".to_string());
@@ -78,7 +82,7 @@ pub fn render_balance_line(record: &ww_core::balance::BalanceRecord) -> String {
             "{} {}",
             format_token_amount(i128::try_from(record.amount).unwrap_or(i128::MAX), record.chain.native_decimals())
                 .trim_start_matches('+'),
-            record.chain.native_symbol()
+            native_symbol
         ),
         ww_core::balance::Asset::Token { mint, .. } => format!("{} base units of {}", record.amount, mint.short()),
     };

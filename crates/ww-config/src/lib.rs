@@ -494,14 +494,14 @@ fn validate_evm(
         let polling = positive(&format!("{prefix}.polling_interval_secs"), section.polling_interval_secs, errors);
         let stale = positive(&format!("{prefix}.stale_after_secs"), section.stale_after_secs, errors);
         let timeout = positive(&format!("{prefix}.rpc_timeout_secs"), section.rpc_timeout_secs, errors);
-        let Some(chain_id) = section.chain_id.or(chain.default_evm_chain_id()) else {
+        let Some(chain_id) = section.chain_id.or(chain.evm_chain_id()) else {
             errors.push(format!(
                 "{prefix}.chain_id is required: walletwatch has no default for {name:?} and checks the node against it"
             ));
             continue;
         };
         let native_symbol = match section.native_symbol.as_deref().map(str::trim) {
-            None => chain.default_native_symbol().to_string(),
+            None => chain.native_symbol().to_string(),
             Some(symbol) if (1..=12).contains(&symbol.len()) && symbol.chars().all(|c| c.is_ascii_alphanumeric()) => {
                 symbol.to_string()
             }
@@ -685,14 +685,6 @@ impl Config {
         if !errors.is_empty() {
             return Err(errors);
         }
-        // From here on the process renders and checks each configured chain
-        // by its section: its symbol in alerts, its id against the node.
-        for evm in evm.values() {
-            evm.chain.configure(&ww_core::ChainInfo {
-                native_symbol: evm.native_symbol.clone(),
-                chain_id: Some(evm.chain_id),
-            });
-        }
         let non_zero = |value: usize| NonZeroUsize::new(value).expect("checked positive above");
         Ok(Config {
             data_dir: PathBuf::from(raw.data_dir),
@@ -746,6 +738,12 @@ impl Config {
             destinations: sections.destinations,
             users: sections.users,
         })
+    }
+
+    /// Returns the symbol of `chain`'s native coin: its `[evm.NAME]`
+    /// section's, else the chain's default.
+    pub fn native_symbol(&self, chain: Chain) -> &str {
+        self.evm.get(&chain).map_or(chain.native_symbol(), |evm| evm.native_symbol.as_str())
     }
 
     /// Renders the effective configuration as TOML, secrets redacted.
@@ -844,8 +842,8 @@ mod tests {
         assert_eq!((base.chain_id, base.native_symbol.as_str(), base.confirmations), (8453, "ETH", 64));
         assert_eq!(base.explorer_tx_url, "", "no explorer is assumed for a chain walletwatch does not know");
         let gnosis: Chain = "gnosis".parse().expect("name");
-        assert_eq!((config.evm[&gnosis].native_symbol.as_str(), gnosis.native_symbol()), ("XDAI", "XDAI"));
-        assert_eq!(gnosis.evm_chain_id(), Some(100), "the process knows the chain by its section");
+        assert_eq!((config.native_symbol(gnosis), config.evm[&gnosis].chain_id), ("XDAI", 100));
+        assert_eq!((config.native_symbol(Chain::POLYGON), config.native_symbol(Chain::SOLANA)), ("POL", "SOL"));
         let errors = load_str(
             "[evm.solana]\nrpc_url = \"http://a.example\"\n[evm.base]\nrpc_url = \"http://a.example\"\n\
              [evm.Bad_Name]\nrpc_url = \"http://a.example\"\nchain_id = 5\n\

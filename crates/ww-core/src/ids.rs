@@ -19,10 +19,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// A name is 1 to 31 characters of lowercase ASCII letters, digits and `-`,
 /// starting with a letter; it is held inline, so a `Chain` is `Copy` and
 /// parsing one allocates nothing. `solana` is the Solana family; every other
-/// name is an EVM chain. What a name means beyond its form (native symbol,
-/// chain id) comes from [`Chain::configure`], with defaults for the chains
-/// walletwatch knows ([`Chain::ETHEREUM`], [`Chain::POLYGON`],
-/// [`Chain::EVM_LOCAL`]).
+/// name is an EVM chain. The chains walletwatch knows ([`Chain::ETHEREUM`],
+/// [`Chain::POLYGON`], [`Chain::EVM_LOCAL`]) have a default symbol and
+/// chain id; the configuration says the rest (`[evm.NAME]`), passed where
+/// it is needed, never held globally.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Chain {
     name: [u8; CHAIN_NAME_MAX],
@@ -50,23 +50,6 @@ impl ChainFamily {
         }
     }
 }
-
-/// What a chain's name stands for beyond its address forms: set by
-/// [`Chain::configure`] from an `[evm.NAME]` section, with defaults for the
-/// chains walletwatch knows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainInfo {
-    /// The native coin's symbol ("ETH", "POL").
-    pub native_symbol: String,
-    /// The EIP-155 chain id the node must report (`None`: not checked).
-    pub chain_id: Option<u64>,
-}
-
-/// Symbols and chain ids set by [`Chain::configure`]; the symbols are leaked
-/// once per distinct (chain, symbol), so their number is bounded by the
-/// configuration, never by input.
-static CONFIGURED: std::sync::RwLock<std::collections::BTreeMap<Chain, (&'static str, Option<u64>)>> =
-    std::sync::RwLock::new(std::collections::BTreeMap::new());
 
 impl Chain {
     /// Solana (mainnet-beta, devnet, testnet or a local node).
@@ -102,32 +85,10 @@ impl Chain {
         if self == Chain::SOLANA { ChainFamily::Solana } else { ChainFamily::Evm }
     }
 
-    /// Records what `self` stands for (from its `[evm.NAME]` section) for
-    /// the rest of the process; a later call replaces an earlier one.
-    pub fn configure(self, info: &ChainInfo) {
-        let mut configured = CONFIGURED.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let symbol = match configured.get(&self) {
-            Some((symbol, _)) if *symbol == info.native_symbol => *symbol,
-            _ => &*Box::leak(info.native_symbol.clone().into_boxed_str()),
-        };
-        configured.insert(self, (symbol, info.chain_id));
-    }
-
-    fn configured(self) -> Option<(&'static str, Option<u64>)> {
-        CONFIGURED.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&self).copied()
-    }
-
-    /// Returns the native coin's symbol: the configured one, else the known
-    /// chain's, else ETH (the native coin of most EVM networks).
+    /// Returns the native coin's symbol of a known chain (SOL, POL), ETH for
+    /// any other EVM name (the native coin of most EVM networks). An
+    /// `[evm.NAME]` section may set another (`EvmConfig::native_symbol`).
     pub fn native_symbol(self) -> &'static str {
-        match self.configured() {
-            Some((symbol, _)) => symbol,
-            None => self.default_native_symbol(),
-        }
-    }
-
-    /// Returns the native symbol of a known chain, ETH for any other EVM name.
-    pub fn default_native_symbol(self) -> &'static str {
         match self {
             Chain::SOLANA => "SOL",
             Chain::POLYGON => "POL",
@@ -143,17 +104,9 @@ impl Chain {
         }
     }
 
-    /// Returns the EIP-155 chain id of an EVM network: the configured one,
-    /// else the known chain's.
+    /// Returns the EIP-155 chain id of a known EVM network (an `[evm.NAME]`
+    /// section of another name sets its own).
     pub fn evm_chain_id(self) -> Option<u64> {
-        match self.configured() {
-            Some((_, Some(id))) => Some(id),
-            _ => self.default_evm_chain_id(),
-        }
-    }
-
-    /// Returns the EIP-155 chain id of a known EVM network.
-    pub fn default_evm_chain_id(self) -> Option<u64> {
         match self {
             Chain::ETHEREUM => Some(1),
             Chain::POLYGON => Some(137),
@@ -922,11 +875,9 @@ mod tests {
     }
 
     #[test]
-    fn configured_chains_carry_their_symbol_and_id() {
+    fn known_chains_have_a_symbol_and_id_and_other_names_default_to_eth() {
         let chain: Chain = "ww-core-test-chain".parse().expect("name");
         assert_eq!((chain.native_symbol(), chain.evm_chain_id(), chain.native_decimals()), ("ETH", None, 18));
-        chain.configure(&ChainInfo { native_symbol: "XDAI".into(), chain_id: Some(100) });
-        assert_eq!((chain.native_symbol(), chain.evm_chain_id()), ("XDAI", Some(100)));
         assert_eq!((Chain::POLYGON.native_symbol(), Chain::POLYGON.evm_chain_id()), ("POL", Some(137)));
         assert_eq!((Chain::SOLANA.native_symbol(), Chain::SOLANA.native_decimals()), ("SOL", 9));
     }

@@ -33,7 +33,5 @@ pub mod time;
 pub mod wallet;
 
 pub use event::{ActivityEvent, Origin, StoredEvent, TokenDelta};
-pub use ids::{
-    BlockHash, Chain, ChainFamily, ChainInfo, Commitment, EventSeq, Position, Signature, Slot, TxId, WalletAddress,
-};
+pub use ids::{BlockHash, Chain, ChainFamily, Commitment, EventSeq, Position, Signature, Slot, TxId, WalletAddress};
 pub use wallet::{SubscriptionStatus, Transport, WalletId, WalletRecord};

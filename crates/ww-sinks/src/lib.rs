@@ -342,7 +342,8 @@ mod tests {
     #[test]
     fn one_address_on_two_chains_gets_two_idempotency_ids() {
         let destination: DestinationId = "webhook:one".parse().expect("valid");
-        let explorer = render::Explorer { tx_url: "{signature}".into(), account_url: "{address}".into() };
+        let explorer =
+            render::Explorer { tx_url: "{signature}".into(), account_url: "{address}".into(), native_symbol: None };
         let address = ww_core::WalletAddress::parse("0x52908400098527886E0F7030069857D2E4169EE7").expect("0x");
         let hash = ww_core::TxId::parse(&format!("0x{}", "ab".repeat(32))).expect("hash");
         let id_on = |chain: ww_core::Chain| {

@@ -40,6 +40,8 @@ pub struct Explorer {
     pub tx_url: String,
     /// Account URL with `{address}`.
     pub account_url: String,
+    /// The chain's native coin symbol in alerts (`None`: the chain's default).
+    pub native_symbol: Option<String>,
 }
 
 impl Explorer {
@@ -51,6 +53,12 @@ impl Explorer {
     /// Returns the account link.
     pub fn account(&self, address: &str) -> String {
         self.account_url.replace("{address}", address)
+    }
+
+    /// Returns the symbol of `chain`'s native coin: the configured one,
+    /// else the chain's default.
+    pub fn native_symbol(&self, chain: ww_core::Chain) -> &str {
+        self.native_symbol.as_deref().unwrap_or(chain.native_symbol())
     }
 }
 
@@ -129,13 +137,17 @@ impl Alert {
             .into_iter()
             .map(|(movement, usd)| Change {
                 amount: format_units(movement.amount.unsigned_abs(), movement.decimals),
-                symbol: symbol(&movement),
+                symbol: symbol(&movement, explorer),
                 incoming: movement.is_incoming(),
                 usd,
             })
             .collect();
         let fee = (event.fee_payer == event.wallet).then(|| {
-            format!("{} {}", format_units(event.fee, event.chain.native_decimals()), event.chain.native_symbol())
+            format!(
+                "{} {}",
+                format_units(event.fee, event.chain.native_decimals()),
+                explorer.native_symbol(event.chain)
+            )
         });
         let failed = match &event.outcome {
             TxOutcome::Success => None,
@@ -358,8 +370,8 @@ pub fn format_usd(usd: f64) -> String {
     }
 }
 
-fn symbol(movement: &Movement) -> String {
-    let Some(mint) = &movement.mint else { return movement.chain.native_symbol().to_string() };
+fn symbol(movement: &Movement, explorer: &Explorer) -> String {
+    let Some(mint) = &movement.mint else { return explorer.native_symbol(movement.chain).to_string() };
     if let Some(symbol) = &movement.symbol {
         return symbol.clone();
     }
@@ -444,7 +456,11 @@ mod tests {
     }
 
     fn explorer() -> Explorer {
-        Explorer { tx_url: "https://x/tx/{signature}".into(), account_url: "https://x/a/{address}".into() }
+        Explorer {
+            tx_url: "https://x/tx/{signature}".into(),
+            account_url: "https://x/a/{address}".into(),
+            native_symbol: None,
+        }
     }
 
     #[test]

@@ -49,7 +49,11 @@ fn stored(seed: u8) -> StoredEvent {
 
 async fn send(sinks: &Sinks, destination: &str, event: &StoredEvent) -> Result<ww_sinks::Delivered, SinkError> {
     let destination: DestinationId = destination.parse().expect("destination");
-    let explorer = Explorer { tx_url: "https://x/tx/{signature}".into(), account_url: "https://x/a/{address}".into() };
+    let explorer = Explorer {
+        tx_url: "https://x/tx/{signature}".into(),
+        account_url: "https://x/a/{address}".into(),
+        native_symbol: None,
+    };
     let alert = Alert::new(event, Some("label"), &HashMap::new(), &explorer);
     sinks
         .deliver(&Delivery {

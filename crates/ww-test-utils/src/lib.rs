@@ -17,6 +17,7 @@
 pub mod anvil;
 pub mod conformance;
 pub mod contracts;
+pub mod postgres;
 mod proxy;
 pub mod pubsub;
 mod rpc_proxy;
