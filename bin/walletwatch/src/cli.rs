@@ -169,6 +169,16 @@ pub(crate) enum Command {
     /// Manage API bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Move walletwatch's state between stores.
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// List the live instances sharing the store (PostgreSQL): each run's
+    /// id, leases held, last heartbeat and uptime.
+    Instances {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect and replay alert deliveries (the outbox and its dead letters).
     #[command(subcommand)]
     Outbox(OutboxCommand),
@@ -220,6 +230,21 @@ pub(crate) enum Command {
     },
     /// Print the effective configuration (secrets redacted), or every error in it.
     CheckConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum StoreCommand {
+    /// Copy an embedded store into an empty PostgreSQL database, in one
+    /// transaction, and check that every table arrived whole (row counts).
+    /// Stop the daemon first.
+    Migrate {
+        /// The embedded store: redb:DIR (the data directory).
+        #[arg(long, value_name = "redb:DIR")]
+        from: String,
+        /// The PostgreSQL database: postgres://user:password@host:port/database.
+        #[arg(long, value_name = "postgres://…")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -22,8 +22,8 @@ use ww_core::wallet::{TrackOutcome, UntrackOutcome};
 use ww_core::{WalletAddress, WalletId};
 
 use crate::cli::{
-    BenchCommand, Cli, Command, DiscordCommand, FilterArgs, ListFormat, OutboxCommand, TelegramCommand, TokenCommand,
-    UnresolvedCommand,
+    BenchCommand, Cli, Command, DiscordCommand, FilterArgs, ListFormat, OutboxCommand, StoreCommand, TelegramCommand,
+    TokenCommand, UnresolvedCommand,
 };
 
 /// How often `events --follow` looks for new events.
@@ -221,6 +221,8 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
         Command::Token(TokenCommand::Create { user, admin, expires_in }) => {
             create_token(&config, &user, admin, expires_in.as_deref())
         }
+        Command::Store(StoreCommand::Migrate { from, to }) => migrate_store(&from, &to).await,
+        Command::Instances { json } => print_instances(&config, json),
         Command::Token(TokenCommand::List { user, json }) => list_tokens(&config, user.as_deref(), json),
         Command::Token(TokenCommand::Revoke { ids, user, .. }) => revoke_tokens(&config, ids, user),
         Command::Outbox(command) => outbox(&config, command),
@@ -293,7 +295,14 @@ pub(crate) async fn dispatch(cli: Cli) -> CommandResult {
 }
 
 async fn run(config: Config) -> CommandResult {
-    let store = open_store(&config)?;
+    let daemon_store = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || ww_app::open_daemon_store(&config))
+            .await
+            .map_err(|error| Failure::Runtime(error.into()))?
+            .map_err(|error| Failure::Runtime(error.into()))?
+    };
+    let store = std::sync::Arc::clone(&daemon_store.store);
     let metrics = crate::telemetry::install_metrics().map_err(Failure::Runtime)?;
     // Per-endpoint series are known from the configuration: exported before
     // /metrics answers, not when the PubSub pool first connects.
@@ -349,6 +358,7 @@ async fn run(config: Config) -> CommandResult {
         .with_fanout(broker.clone(), ws_config, &config.server_id)
         .with_http_limits(http_limits)
         .with_chat(chat)
+        .with_cluster(daemon_store.cluster.clone())
         .with_sources(ww_app::wallets::Sources::new(sources.iter().cloned()));
     let api = tokio::spawn(ww_server::serve(listener, api_state, api_shutdown.clone()));
     let metrics_server = {
@@ -367,7 +377,18 @@ async fn run(config: Config) -> CommandResult {
         let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || metrics.render());
         tokio::spawn(ww_server::serve_metrics(metrics_listener, render, api_shutdown.clone()))
     };
-    let outcome = daemon::run(config, store, health, broker, sources, shutdown).await;
+    // On PostgreSQL: heartbeats and lease rounds until the daemon has
+    // drained, then the leases are released for the other instances.
+    let cluster_stop = CancellationToken::new();
+    let cluster_task = daemon_store.cluster.clone().map(|cluster| tokio::spawn(cluster.run(cluster_stop.clone())));
+    let outcome =
+        daemon::run_in_cluster(config, store, health, broker, sources, daemon_store.cluster.clone(), shutdown).await;
+    cluster_stop.cancel();
+    if let Some(task) = cluster_task
+        && let Err(error) = task.await
+    {
+        tracing::warn!(error = %error, "the lease task failed");
+    }
     api_shutdown.cancel();
     match api.await {
         Ok(Ok(())) => {}
@@ -928,6 +949,75 @@ async fn telegram_webhook(config: &Config, command: TelegramCommand) -> CommandR
             println!("telegram webhook removed; telegram.mode = \"polling\" works again");
         }
     }
+    Ok(())
+}
+
+/// `walletwatch instances`: the live instances on the store.
+fn print_instances(config: &Config, json: bool) -> CommandResult {
+    let ww_config::StoreLocation::Postgres { url, max_connections, timeout, .. } = &config.store else {
+        if json {
+            println!("{}", serde_json::json!({"store": "embedded", "instances": []}));
+        } else {
+            println!("the embedded store ({}) is used by one instance; several share a PostgreSQL store", config.store);
+        }
+        return Ok(());
+    };
+    let options = ww_store_pg::PoolOptions { max_connections: max_connections.get(), timeout: *timeout };
+    let store = ww_store_pg::PostgresStore::connect(url.as_str(), &options)?;
+    let instances = store.instances()?;
+    if json {
+        let document = serde_json::json!({"store": "postgres", "instances": instances});
+        println!("{}", serde_json::to_string_pretty(&document).map_err(|error| Failure::Runtime(error.into()))?);
+        return Ok(());
+    }
+    if instances.is_empty() {
+        println!("no live instance on {url}");
+        return Ok(());
+    }
+    let now = ww_core::time::now().0;
+    println!("{:<32} {:>8} {:>14} {:>10}", "instance", "leases", "heartbeat", "up");
+    for instance in &instances {
+        let ago = Duration::from_millis(u64::try_from(now - instance.heartbeat_at_ms).unwrap_or(0));
+        let up = Duration::from_secs(u64::try_from((now - instance.started_at_ms) / 1000).unwrap_or(0));
+        println!(
+            "{:<32} {:>8} {:>14} {:>10}",
+            instance.server_id,
+            instance.leases,
+            format!("{:.1} s ago", ago.as_secs_f64()),
+            humantime::format_duration(up).to_string()
+        );
+    }
+    Ok(())
+}
+
+/// `walletwatch store migrate --from redb:DIR --to postgres://…`.
+async fn migrate_store(from: &str, to: &str) -> CommandResult {
+    let Some(dir) = from.strip_prefix("redb:") else {
+        return Err(Failure::Usage(anyhow!("--from takes redb:DIR (the embedded store's data directory)")));
+    };
+    let dir = PathBuf::from(dir.strip_prefix("//").unwrap_or(dir));
+    if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
+        return Err(Failure::Usage(anyhow!("--to takes postgres://user:password@host:port/database")));
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} copying rows: {pos} ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let progress = bar.clone();
+    let to = to.to_string();
+    let report = tokio::task::spawn_blocking(move || {
+        ww_app::store_migrate::migrate_redb_to_postgres(&dir, &to, |rows| progress.set_position(rows))
+    })
+    .await
+    .map_err(|error| Failure::Runtime(error.into()))??;
+    bar.finish_and_clear();
+    let total: u64 = report.copied.values().sum();
+    println!("copied {total} rows; the database holds the same count in every table:");
+    for (table, count) in &report.copied {
+        println!("  {table:<16} {count}");
+    }
+    println!("set [store] url (or DATABASE_URL) to the database to run on it");
     Ok(())
 }
 

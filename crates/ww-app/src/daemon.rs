@@ -39,6 +39,21 @@ pub async fn run(
     sources: Vec<Arc<dyn Source>>,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
+    run_in_cluster(config, store, health, broker, sources, None, shutdown).await
+}
+
+/// [`run`] as one of several instances on a PostgreSQL store (`cluster`):
+/// `store` is the instance's [`crate::cluster::LeasedStore`], and the
+/// Telegram bot polls only while this instance holds its lease.
+pub async fn run_in_cluster(
+    config: Config,
+    store: Arc<dyn Store>,
+    health: Health,
+    broker: Arc<dyn crate::broker::Broker>,
+    sources: Vec<Arc<dyn Source>>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
     let wallets = {
         let store = Arc::clone(&store);
         tokio::task::spawn_blocking(move || store.wallets()).await??
@@ -83,6 +98,7 @@ pub async fn run(
             crate::wallets::Sources::new(sources.iter().cloned()),
             crate::chat::ChatLimits::from_config(&config.chat),
             sinks.telegram().clone(),
+            cluster.clone(),
             shutdown.child_token(),
         ));
     }

@@ -30,6 +30,16 @@ pub const OUTBOX_DEPTH: &str = "ww_outbox_depth";
 /// Gauge: delivery jobs in the dead letters.
 pub const DEAD_LETTERS: &str = "ww_dead_letters";
 
+// Several instances on one database (PostgreSQL store).
+/// Gauge: leases this instance holds. Labels: `kind` (wallet, chain, destination).
+pub const LEASES_HELD: &str = "ww_lease_held";
+/// Counter: leases gained or lost. Labels: `change` (gained, lost).
+pub const LEASE_CHANGES_TOTAL: &str = "ww_lease_changes_total";
+/// Counter: writes refused because this instance no longer held their lease.
+pub const LEASE_FENCED_WRITES_TOTAL: &str = "ww_lease_fenced_writes_total";
+/// Gauge: live instances on the database, this one included (0 on the embedded store).
+pub const INSTANCES_LIVE: &str = "ww_lease_instances_live";
+
 /// Every metric the application layer emits, with its help text and the
 /// label values known in advance (see `ww_core::metric`).
 pub const METRICS: &[ww_core::metric::MetricSpec] = {
@@ -57,6 +67,30 @@ pub const METRICS: &[ww_core::metric::MetricSpec] = {
             labels: &[],
         },
         MetricSpec { name: OUTBOX_DEPTH, kind: Gauge, help: "Delivery jobs waiting in the outbox", labels: &[] },
+        MetricSpec {
+            name: LEASES_HELD,
+            kind: Gauge,
+            help: "Leases this instance holds (several instances on one PostgreSQL database)",
+            labels: &[("kind", &["wallet", "chain", "destination"])],
+        },
+        MetricSpec {
+            name: LEASE_CHANGES_TOTAL,
+            kind: Counter,
+            help: "Leases this instance gained or lost",
+            labels: &[("change", &["gained", "lost"])],
+        },
+        MetricSpec {
+            name: LEASE_FENCED_WRITES_TOTAL,
+            kind: Counter,
+            help: "Writes refused because this instance no longer held their lease",
+            labels: &[],
+        },
+        MetricSpec {
+            name: INSTANCES_LIVE,
+            kind: Gauge,
+            help: "Live instances on the database, this one included (0 on the embedded store)",
+            labels: &[],
+        },
         MetricSpec { name: DEAD_LETTERS, kind: Gauge, help: "Delivery jobs in the dead letters", labels: &[] },
         MetricSpec {
             name: ALERTS_ROUTED_TOTAL,

@@ -18,7 +18,7 @@ use ww_sinks::telegram::{IncomingMessage, TelegramClient};
 use crate::chat::{self, ChatContext};
 
 /// The settings key holding the next update offset.
-const OFFSET_KEY: &str = "telegram.update_offset";
+pub(crate) const OFFSET_KEY: &str = "telegram.update_offset";
 /// Longest wait after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -43,24 +43,45 @@ pub async fn handle_message(
     Some(escape_html(&text))
 }
 
-/// Polls for updates until `shutdown` is cancelled.
+async fn read_offset(store: &Arc<dyn Store>) -> i64 {
+    let store = Arc::clone(store);
+    match tokio::task::spawn_blocking(move || store.setting(OFFSET_KEY)).await {
+        Ok(Ok(Some(text))) => text.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Polls for updates until `shutdown` is cancelled. Among several
+/// instances (`cluster`), only while this one holds the poller's lease
+/// (Telegram allows one poller per bot); taking it over, it reads the
+/// offset the previous poller saved.
 pub async fn run_polling(
     store: Arc<dyn Store>,
     sources: crate::wallets::Sources,
     limits: chat::ChatLimits,
     client: TelegramClient,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     shutdown: CancellationToken,
 ) {
-    let mut offset: i64 = {
-        let store = Arc::clone(&store);
-        match tokio::task::spawn_blocking(move || store.setting(OFFSET_KEY)).await {
-            Ok(Ok(Some(text))) => text.parse().unwrap_or(0),
-            _ => 0,
-        }
-    };
+    let mut offset = read_offset(&store).await;
     info!(offset, "telegram bot polling for commands");
     let mut backoff = Duration::from_secs(1);
+    let mut was_polling = true;
     loop {
+        if let Some(cluster) = &cluster {
+            if !cluster.holds(crate::cluster::TELEGRAM_POLLER) {
+                was_polling = false;
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+            if !was_polling {
+                offset = read_offset(&store).await;
+                info!(offset, "this instance polls the telegram bot now");
+                was_polling = true;
+            }
+        }
         let polled = tokio::select! {
             () = shutdown.cancelled() => return,
             polled = client.get_updates(offset) => polled,

@@ -350,7 +350,7 @@ fn apply_env_overrides(raw: &mut RawConfig, env: &HashMap<String, String>) -> Ve
     if let Some(value) = get("SOLANA_WS_URL") {
         raw.solana.ws_url = value;
     }
-    if let Some(value) = get("WALLETWATCH_STORE_URL") {
+    if let Some(value) = get("WALLETWATCH_STORE_URL").or_else(|| get("DATABASE_URL")) {
         raw.store.url = Some(value);
     }
     if let Some(value) = get("REDIS_URL") {
@@ -416,20 +416,34 @@ pub enum StoreLocation {
         /// Its directory.
         dir: PathBuf,
     },
+    /// A PostgreSQL database.
+    Postgres {
+        /// `postgres://…` (its password is redacted when shown).
+        url: RedactedUrl,
+        /// Most connections open at once.
+        max_connections: NonZeroUsize,
+        /// Longest wait for a connection.
+        #[serde(with = "duration_secs")]
+        timeout: Duration,
+        /// How long an instance's leases outlive its last heartbeat.
+        #[serde(with = "duration_secs")]
+        lease_ttl: Duration,
+    },
 }
 
 impl std::fmt::Display for StoreLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreLocation::Redb { dir } => write!(f, "redb:{}", dir.display()),
+            StoreLocation::Postgres { url, .. } => write!(f, "{url}"),
         }
     }
 }
 
-/// Parses `[store] url`: `redb:DIR` is the embedded store; a scheme of a
-/// store this version does not have is refused by name, without echoing the
-/// rest of the URL (it may hold a password).
-fn parse_store_url(text: &str, errors: &mut Vec<String>) -> Option<StoreLocation> {
+/// Parses `[store] url`: `redb:DIR` is the embedded store, `postgres://`
+/// (or `postgresql://`) a PostgreSQL database; another scheme is refused by
+/// name, without echoing the rest of the URL (it may hold a password).
+fn parse_store_url(text: &str, raw: &raw::RawStore, errors: &mut Vec<String>) -> Option<StoreLocation> {
     let text = text.trim();
     let (scheme, rest) = match text.split_once(':') {
         Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
@@ -448,19 +462,34 @@ fn parse_store_url(text: &str, errors: &mut Vec<String>) -> Option<StoreLocation
             Some(StoreLocation::Redb { dir: PathBuf::from(dir) })
         }
         "postgres" | "postgresql" => {
-            errors.push(format!(
-                "store.url: {scheme}: the PostgreSQL store is not available in this version; use redb:DIR (the default)"
-            ));
-            None
+            let url = parse_url("store.url", text, &["postgres", "postgresql"], errors)?;
+            if url.expose().path().trim_start_matches('/').is_empty() {
+                errors.push(format!("store.url: {url} names no database: postgres://user@host:5432/DATABASE"));
+                return None;
+            }
+            let max_connections = NonZeroUsize::new(raw.max_connections);
+            if max_connections.is_none() {
+                errors.push("store.max_connections must be greater than 0".to_string());
+            }
+            let timeout_secs = positive("store.timeout_secs", raw.timeout_secs, errors);
+            if raw.lease_ttl_secs < 3 {
+                errors.push("store.lease_ttl_secs must be at least 3 (heartbeats go every third of it)".to_string());
+            }
+            Some(StoreLocation::Postgres {
+                url,
+                max_connections: max_connections?,
+                timeout: Duration::from_secs(timeout_secs),
+                lease_ttl: Duration::from_secs(raw.lease_ttl_secs),
+            })
         }
         _ => {
             // A scheme-less `user:password@host` would put the user name here.
             let is_scheme =
                 scheme.len() <= 16 && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
             if is_scheme {
-                errors.push(format!("store.url: unknown store scheme {scheme:?}: use redb:DIR"));
+                errors.push(format!("store.url: unknown store scheme {scheme:?}: use redb:DIR or postgres://…"));
             } else {
-                errors.push("store.url: not a store URL: use redb:DIR".to_string());
+                errors.push("store.url: not a store URL: use redb:DIR or postgres://…".to_string());
             }
             None
         }
@@ -670,7 +699,7 @@ impl Config {
         }
         let store = match raw.store.url.as_deref() {
             None => Some(StoreLocation::Redb { dir: PathBuf::from(&raw.data_dir) }),
-            Some(text) => parse_store_url(text, &mut errors),
+            Some(text) => parse_store_url(text, &raw.store, &mut errors),
         };
         let evm = validate_evm(&raw.evm, &mut errors);
         let sections = alerts::validate(
@@ -880,10 +909,24 @@ mod tests {
         let env: HashMap<String, String> =
             [("WALLETWATCH_STORE_URL".to_string(), "redb:///tmp/ww".to_string())].into_iter().collect();
         assert_eq!(load_str("", &env).expect("env").store, StoreLocation::Redb { dir: PathBuf::from("/tmp/ww") });
-        let errors = load_str("[store]\nurl = \"postgres://u:hunter2@db/ww\"\n", &no_env()).expect_err("postgres");
-        let text = errors.to_string();
-        assert!(text.contains("PostgreSQL store is not available"), "{text}");
-        assert!(!text.contains("hunter2"), "{text}");
+        let config = load_str("[store]\nurl = \"postgres://u:hunter2@db/ww\"\nmax_connections = 4\n", &no_env())
+            .expect("postgres");
+        let StoreLocation::Postgres { url, max_connections, timeout, lease_ttl } = &config.store else {
+            panic!("{:?}", config.store)
+        };
+        assert_eq!(*lease_ttl, Duration::from_secs(15));
+        assert_eq!(
+            (url.as_str(), max_connections.get(), *timeout),
+            ("postgres://u:hunter2@db/ww", 4, Duration::from_secs(10))
+        );
+        assert!(!config.store.to_string().contains("hunter2") && !config.to_redacted_toml().contains("hunter2"));
+        let env: HashMap<String, String> =
+            [("DATABASE_URL".to_string(), "postgresql://db:5433/ww".to_string())].into_iter().collect();
+        assert!(matches!(load_str("", &env).expect("env").store, StoreLocation::Postgres { .. }));
+        let errors = load_str("[store]\nurl = \"postgres://u:hunter2@db\"\nmax_connections = 0\n", &no_env())
+            .expect_err("no database")
+            .to_string();
+        assert!(errors.contains("names no database") && !errors.contains("hunter2"), "{errors}");
         for bad in ["mysql://db/ww", "redb:", "nothing"] {
             assert!(load_str(&format!("[store]\nurl = \"{bad}\"\n"), &no_env()).is_err(), "{bad}");
         }

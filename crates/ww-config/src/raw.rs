@@ -266,13 +266,49 @@ pub struct RawServer {
 }
 
 /// `[store]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     /// Where events, cursors and the outbox are kept: `redb:DIR` (the
-    /// embedded store, one file `walletwatch.redb` in DIR). Unset means
-    /// `redb:` + `data_dir`. Env: `WALLETWATCH_STORE_URL`.
+    /// embedded store, one file `walletwatch.redb` in DIR) or
+    /// `postgres://user:password@host:port/database` (PostgreSQL). Unset
+    /// means `redb:` + `data_dir`. Env: `WALLETWATCH_STORE_URL`, else
+    /// `DATABASE_URL`.
     pub url: Option<String>,
+    /// PostgreSQL: most connections open at once.
+    #[serde(default = "default_store_max_connections")]
+    pub max_connections: usize,
+    /// PostgreSQL: seconds to wait for a connection (free, new or checked).
+    #[serde(default = "default_store_timeout_secs")]
+    pub timeout_secs: u64,
+    /// PostgreSQL: seconds an instance's leases (its wallets, EVM chains and
+    /// destinations) outlive its last heartbeat; another instance takes
+    /// them over after that. Heartbeats go every third of it.
+    #[serde(default = "default_lease_ttl_secs")]
+    pub lease_ttl_secs: u64,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: default_store_max_connections(),
+            timeout_secs: default_store_timeout_secs(),
+            lease_ttl_secs: default_lease_ttl_secs(),
+        }
+    }
+}
+
+fn default_store_max_connections() -> usize {
+    16
+}
+
+fn default_store_timeout_secs() -> u64 {
+    10
+}
+
+fn default_lease_ttl_secs() -> u64 {
+    15
 }
 
 /// `[redis]`.

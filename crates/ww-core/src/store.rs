@@ -99,6 +99,14 @@ pub enum StoreError {
         /// The user's limit.
         limit: usize,
     },
+    /// This instance no longer holds the lease of what it wrote for
+    /// (another instance took it over, or it lapsed while this one was
+    /// paused): nothing was written.
+    #[error("fenced: this instance no longer holds the lease of {resource}; nothing was written")]
+    Fenced {
+        /// The leased resource (`wallet:<key>`, `chain:<name>`, …).
+        resource: String,
+    },
     /// Any other backend failure.
     #[error("store backend error: {0}")]
     Backend(BackendError),
@@ -678,4 +686,97 @@ pub struct RuntimeStats {
     pub last_balance_refresh: Option<UnixMillis>,
     /// Accounts and calls of the last balance round.
     pub last_balance_round: Option<(u64, u64)>,
+}
+
+/// One row of a store as `walletwatch store migrate` copies it from one
+/// store to another: every table's rows, keys as the stores file them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreRow {
+    /// The counters: next event sequence number, next outbox job id and the
+    /// wallet-set version.
+    Counters {
+        /// The next event's sequence number.
+        next_event_seq: u64,
+        /// The next outbox job's id.
+        next_outbox_id: u64,
+        /// See [`Store::wallets_version`].
+        wallets_version: u64,
+    },
+    /// A tracked wallet.
+    Wallet(WalletRecord),
+    /// A user's subscription to a wallet.
+    Subscription(Subscription),
+    /// A cursor: (owner wallet key, address) → position.
+    Cursor {
+        /// The owning wallet's [`WalletId::key`].
+        owner: String,
+        /// The address the position is of.
+        address: String,
+        /// The position.
+        position: Position,
+    },
+    /// A stored event.
+    Event(StoredEvent),
+    /// An exactly-once key: (wallet key, signature) → the event's sequence number.
+    EventKey {
+        /// The wallet's [`WalletId::key`].
+        wallet: String,
+        /// The transaction.
+        signature: String,
+        /// The event's sequence number.
+        seq: u64,
+    },
+    /// An entry of the retraction log.
+    Retraction {
+        /// Its place in the log.
+        retraction_seq: u64,
+        /// The retracted event.
+        event_seq: u64,
+        /// The newest event's sequence number when it was retracted.
+        newest_event: u64,
+    },
+    /// An outbox job.
+    Outbox(OutboxJob),
+    /// A dead letter (filed under its job's id).
+    DeadLetter(DeadLetter),
+    /// An unresolved transaction.
+    Unresolved(UnresolvedTransaction),
+    /// A current balance.
+    Balance(BalanceRecord),
+    /// A balance history entry.
+    BalanceHistory(BalanceRecord),
+    /// An API token.
+    ApiToken(ApiToken),
+    /// A setting.
+    Setting {
+        /// Its name.
+        key: String,
+        /// Its value.
+        value: String,
+    },
+    /// The daemon's saved statistics.
+    RuntimeStats(RuntimeStats),
+}
+
+impl StoreRow {
+    /// The table it belongs to, for counts.
+    pub fn table(&self) -> &'static str {
+        match self {
+            StoreRow::Counters { .. } => "counters",
+            StoreRow::Wallet(_) => "wallets",
+            StoreRow::Subscription(_) => "subscriptions",
+            StoreRow::Cursor { .. } => "cursors",
+            StoreRow::Event(_) => "events",
+            StoreRow::EventKey { .. } => "event_keys",
+            StoreRow::Retraction { .. } => "retractions",
+            StoreRow::Outbox(_) => "outbox",
+            StoreRow::DeadLetter(_) => "dead_letters",
+            StoreRow::Unresolved(_) => "unresolved",
+            StoreRow::Balance(_) => "balances",
+            StoreRow::BalanceHistory(_) => "balance_history",
+            StoreRow::ApiToken(_) => "api_tokens",
+            StoreRow::Setting { .. } => "settings",
+            StoreRow::RuntimeStats(_) => "runtime_stats",
+        }
+    }
 }

@@ -18,6 +18,7 @@
 //! | `POST /telegram/webhook` | secret header | Telegram commands in webhook mode |
 //! | `GET /api/openapi.json` | none | the OpenAPI 3.1 document of these routes |
 //! | `GET /api/ws/connections` | admin | WebSocket clients, users, subscriptions, server id |
+//! | `GET /api/instances` | admin | the live instances on the store, their leases and heartbeats |
 //! | `GET /ws` | per topic | live events over WebSocket, see [`ws`] |
 //!
 //! Every `/api` request needs `Authorization: Bearer <token>` (tokens are
@@ -105,6 +106,8 @@ pub struct ApiState {
     pub sources: ww_app::wallets::Sources,
     /// Connection and request limits of the HTTP server.
     pub http_limits: HttpLimits,
+    /// On PostgreSQL: this instance's place among the instances.
+    pub cluster: Option<Arc<ww_app::cluster::Cluster>>,
     ws: Arc<ws::WsRegistry>,
     access: access::AccessWatch,
     limiter: Arc<DefaultKeyedRateLimiter<String>>,
@@ -129,6 +132,7 @@ impl ApiState {
             chat: chat::ChatConfig::default(),
             sources: ww_app::wallets::Sources::default(),
             http_limits: HttpLimits::default(),
+            cluster: None,
             ws: Arc::default(),
             access: access::AccessWatch::default(),
             limiter: Arc::new(RateLimiter::keyed(Quota::per_second(rate))),
@@ -159,6 +163,14 @@ impl ApiState {
         self
     }
 
+    /// Sets the instances' leases (several instances on PostgreSQL), for
+    /// `/api/instances`.
+    #[must_use]
+    pub fn with_cluster(mut self, cluster: Option<Arc<ww_app::cluster::Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
     /// Turns on the chat endpoints configured in `chat`.
     #[must_use]
     pub fn with_chat(mut self, chat: chat::ChatConfig) -> Self {
@@ -181,6 +193,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/wallets/{address}/balances", get(routes::wallet_balances))
         .route("/events", get(routes::events))
         .route("/ws/connections", get(ws::connections))
+        .route("/instances", get(routes::instances))
         .route("/outbox", get(routes::outbox))
         .route("/outbox/dead", get(routes::dead_letters))
         .route("/outbox/dead/retry", axum::routing::post(routes::retry_dead_letters))

@@ -473,3 +473,22 @@ pub(crate) async fn events(
         .collect();
     Ok(Json(json!({"events": visible, "next_after": next_after})))
 }
+
+/// `GET /api/instances` (admin): the live instances sharing the store (on
+/// PostgreSQL, as seen at this instance's last lease round), or this one on
+/// the embedded store.
+pub(crate) async fn instances(State(state): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    require_admin(&caller)?;
+    Ok(Json(match &state.cluster {
+        Some(cluster) => json!({
+            "store": "postgres",
+            "this": cluster.server_id(),
+            "instances": cluster.instances(),
+        }),
+        None => json!({
+            "store": "embedded",
+            "this": &*state.server_id,
+            "instances": [{"server_id": &*state.server_id}],
+        }),
+    }))
+}

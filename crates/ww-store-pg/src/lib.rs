@@ -19,6 +19,8 @@
 //! and blocks the calling thread until the statement's answer, so it may be
 //! called from any thread, a runtime's included.
 
+mod import;
+mod leases;
 mod migrations;
 
 use std::collections::{BTreeSet, HashMap};
@@ -43,6 +45,8 @@ use ww_core::time::UnixMillis;
 use ww_core::wallet::{LastTransaction, SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
 use ww_core::{EventSeq, Position, Signature, StoredEvent, WalletAddress, WalletId};
 
+pub use crate::import::{Importer, RowCounts};
+pub use crate::leases::{Fence, InstanceRow};
 pub use crate::migrations::SCHEMA_VERSION;
 
 /// How the store connects: pool size and timeouts.

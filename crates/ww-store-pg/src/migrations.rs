@@ -63,6 +63,24 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX ww_subscriptions_by_user ON ww_subscriptions (user_id, wallet_key);
     CREATE TABLE ww_settings (key text COLLATE "C" PRIMARY KEY, value text NOT NULL);
     "#,
+    // 2: instances and their leases (several instances on one database).
+    // Times are the database's clock, so instances' clocks need not agree.
+    r#"
+    CREATE TABLE ww_instances (
+        server_id text COLLATE "C" PRIMARY KEY,
+        started_at timestamptz NOT NULL,
+        heartbeat_at timestamptz NOT NULL,
+        expires_at timestamptz NOT NULL,
+        info jsonb NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE ww_leases (
+        resource text COLLATE "C" PRIMARY KEY,
+        holder text COLLATE "C" NOT NULL,
+        token bigint NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
+    CREATE INDEX ww_leases_by_holder ON ww_leases (holder);
+    "#,
 ];
 
 /// The schema version this build writes and reads.

@@ -52,3 +52,49 @@ pub(crate) fn execute_sql(url: &str, sql: &str) {
     .join()
     .expect("thread");
 }
+
+#[test]
+fn a_lease_moves_only_when_it_lapses_and_a_stale_holder_cannot_write() {
+    use std::time::Duration;
+    use ww_core::store::{NewEvent, RecordOutcome, StoreError, TrackRequest};
+    let (_schema, store) = open_schema();
+    let wallet = ww_test_utils::address_of_byte(1);
+    store
+        .track_wallet(&TrackRequest::new(ww_core::Chain::SOLANA, wallet.clone(), "alice"), ww_core::time::UnixMillis(0))
+        .expect("track");
+    let resource = vec!["wallet:test".to_string()];
+    let ttl = Duration::from_secs(30);
+    let first = store.claim_leases("a#1", &resource, ttl).expect("claim");
+    assert_eq!(first.get("wallet:test"), Some(&1));
+    // Held and live: another holder cannot take it; renewing keeps the token.
+    assert!(store.claim_leases("b#1", &resource, ttl).expect("claim").is_empty());
+    assert_eq!(store.claim_leases("a#1", &resource, ttl).expect("renew"), first);
+    let event = |byte: u8| NewEvent {
+        event: ww_test_utils::sample_event(&wallet, ww_test_utils::signature_of_byte(byte), u64::from(byte)),
+        routes: Vec::new(),
+        allows_before_tracking: true,
+    };
+    let outcomes = store.record_events_fenced(&[event(1)], &[], "a#1", &first).expect("the holder writes");
+    assert!(matches!(outcomes[..], [RecordOutcome::Inserted(_)]));
+    // It lapses (a pause past the TTL); b takes it with the next token.
+    store.release_leases("a#1", &resource).expect("lapse");
+    let second = store.claim_leases("b#1", &resource, ttl).expect("takeover");
+    assert_eq!(second.get("wallet:test"), Some(&2));
+    // a wakes up with its old token: refused, nothing written.
+    let error = store.record_events_fenced(&[event(2)], &[], "a#1", &first).expect_err("fenced");
+    assert!(matches!(&error, StoreError::Fenced { resource } if resource == "wallet:test"), "{error}");
+    assert_eq!(store.last_event_seq().expect("seq").0, 1, "the fenced batch wrote nothing");
+    let error = store.put_setting_fenced("evm.x.blocks", "{}", "a#1", &first).expect_err("fenced");
+    assert!(matches!(error, StoreError::Fenced { .. }));
+    assert_eq!(store.setting("evm.x.blocks").expect("read"), None);
+    // b writes under its own token; a's claim fails while b's lease lives.
+    store.record_events_fenced(&[event(2)], &[], "b#1", &second).expect("the new holder writes");
+    assert!(store.claim_leases("a#1", &resource, ttl).expect("claim").is_empty());
+    // Instances: both registered, a leaves and its leases lapse.
+    store.heartbeat("a#1", ttl, &serde_json::json!({})).expect("heartbeat");
+    let live = store.heartbeat("b#1", ttl, &serde_json::json!({"wallets": 1})).expect("heartbeat");
+    assert_eq!(live.iter().map(|row| row.server_id.as_str()).collect::<Vec<_>>(), vec!["a#1", "b#1"]);
+    assert_eq!(live[1].leases, 1);
+    store.leave("a#1").expect("leave");
+    assert_eq!(store.instances().expect("instances").len(), 1);
+}

@@ -5,6 +5,7 @@
 //! the invariants every backend keeps.
 
 mod codec;
+mod export;
 mod outbox;
 mod redb;
 mod schema;

@@ -146,6 +146,11 @@ impl RedbStore {
         Ok(())
     }
 
+    /// The database, for the crate's other modules.
+    pub(crate) fn database(&self) -> &Database {
+        &self.database
+    }
+
     /// Returns the file's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -24,12 +24,23 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(data_dir: &Path, rpc_url: &str, ws_url: &str, extra: &[&str]) -> Self {
+        Self::spawn(walletwatch(data_dir), data_dir, rpc_url, ws_url, extra)
+    }
+
+    /// A daemon whose store is the configuration's (`extra` names it with
+    /// `--config`): run from `dir` without `--data-dir`, which would select
+    /// the embedded store there.
+    pub fn start_configured(dir: &Path, rpc_url: &str, ws_url: &str, extra: &[&str]) -> Self {
+        Self::spawn(walletwatch_configured(dir), dir, rpc_url, ws_url, extra)
+    }
+
+    fn spawn(mut command: Command, data_dir: &Path, rpc_url: &str, ws_url: &str, extra: &[&str]) -> Self {
         let log = data_dir.join(format!(
             "daemon-{}.log",
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
         ));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = walletwatch(data_dir)
+        let child = command
             .args(extra)
             .args(["run", "--rpc-url", rpc_url, "--ws-url", ws_url, "--log-level", "info,ww_solana=debug,ww_app=debug"])
             // Tests run daemons side by side: each takes a free metrics port.
@@ -39,6 +50,11 @@ impl Daemon {
             .spawn()
             .expect("spawn daemon");
         Self { child: Some(child), log }
+    }
+
+    /// The process id (for SIGSTOP / SIGCONT).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -112,7 +128,24 @@ pub fn walletwatch(data_dir: &Path) -> Command {
         .arg(data_dir)
         .env_remove("SOLANA_RPC_URL")
         .env_remove("SOLANA_WS_URL")
-        .env_remove("WALLETWATCH_CONFIG");
+        .env_remove("WALLETWATCH_CONFIG")
+        .env_remove("WALLETWATCH_STORE_URL")
+        .env_remove("DATABASE_URL");
+    command
+}
+
+/// The CLI run from `dir` without `--data-dir`: its store is the one its
+/// `--config` names.
+pub fn walletwatch_configured(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_walletwatch"));
+    command
+        .current_dir(dir)
+        .env_remove("SOLANA_RPC_URL")
+        .env_remove("SOLANA_WS_URL")
+        .env_remove("WALLETWATCH_CONFIG")
+        .env_remove("WALLETWATCH_DATA_DIR")
+        .env_remove("WALLETWATCH_STORE_URL")
+        .env_remove("DATABASE_URL");
     command
 }
 

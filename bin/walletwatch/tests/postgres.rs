@@ -1,0 +1,302 @@
+//! `walletwatch run` on the PostgreSQL store against the real local Solana
+//! node: live events and the events missed across a kill -9 are stored
+//! exactly once, the CLI reads and writes the same database, and a second
+//! daemon on the database is refused.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use common::{Daemon, distinct_pairs, node_history, rpc, wait_until, walletwatch, walletwatch_configured};
+use ww_core::store::{EventQuery, Store as _};
+use ww_core::{ActivityEvent, Signature, WalletAddress};
+use ww_store_pg::{PoolOptions, PostgresStore};
+use ww_test_utils::postgres::TestSchema;
+use ww_test_utils::{LocalNode, fresh_address};
+
+/// A configuration on the test schema for the instance `server_id`, with
+/// 3-second leases.
+fn write_config_for(data_dir: &Path, schema: &TestSchema, server_id: &str) -> String {
+    let path = data_dir.join(format!("{server_id}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "server_id = \"{server_id}\"\n[store]\nurl = \"{}\"\nmax_connections = 4\nlease_ttl_secs = 3\n",
+            schema.url
+        ),
+    )
+    .expect("config");
+    path.to_string_lossy().to_string()
+}
+
+fn write_config(data_dir: &Path, schema: &TestSchema) -> String {
+    write_config_for(data_dir, schema, "walletwatch-1")
+}
+
+/// A metric's value from a daemon's `/metrics` (0 when absent).
+async fn metric(daemon: &Daemon, series: &str) -> f64 {
+    let client = ww_http::client_builder().expect("tls").build().expect("client");
+    let text = client.get(daemon.metrics_url()).send().await.expect("metrics").text().await.expect("text");
+    text.lines().find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+}
+
+fn signal(daemon: &Daemon, name: &str) {
+    let status = std::process::Command::new("kill").args([name, &daemon.pid().to_string()]).status().expect("kill");
+    assert!(status.success(), "kill {name}");
+}
+
+fn pg_events(schema: &TestSchema) -> Vec<ActivityEvent> {
+    let store = PostgresStore::connect(&schema.url, &PoolOptions::default()).expect("connect");
+    store
+        .events(&EventQuery { wallet: None, after: None, limit: 1_000_000 })
+        .expect("events")
+        .into_iter()
+        .map(|stored| stored.event)
+        .collect()
+}
+
+fn statuses(data_dir: &Path, config: &str) -> Vec<String> {
+    let output = walletwatch_configured(data_dir).args(["--config", config, "list", "--json"]).output().expect("list");
+    assert!(output.status.success(), "{output:?}");
+    let wallets: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    wallets.as_array().expect("array").iter().map(|wallet| wallet["subscription_status"].to_string()).collect()
+}
+
+async fn expected_pairs(node: &LocalNode, wallets: &[WalletAddress]) -> BTreeSet<(WalletAddress, Signature)> {
+    let client = rpc(&node.rpc_url);
+    let mut pairs = BTreeSet::new();
+    for wallet in wallets {
+        for signature in node_history(&client, wallet).await {
+            pairs.insert((wallet.clone(), signature));
+        }
+    }
+    pairs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_on_postgresql_stores_every_event_once_across_a_kill_9() {
+    let node = LocalNode::start().await.expect("local node");
+    let schema = TestSchema::create();
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(data_dir.path(), &schema);
+    let wallets: Vec<WalletAddress> = (0..2).map(|_| fresh_address()).collect();
+    for wallet in &wallets {
+        let output = walletwatch_configured(data_dir.path())
+            .args(["--config", &config, "track", wallet.as_str()])
+            .output()
+            .expect("track");
+        assert!(output.status.success(), "{output:?}");
+    }
+    for dir in [data_dir.path().to_path_buf(), data_dir.path().join("data")] {
+        assert!(!dir.join(ww_store::STORE_FILE_NAME).exists(), "the embedded store was not used");
+    }
+    let daemon = Daemon::start_configured(data_dir.path(), &node.rpc_url, &node.ws_url, &["--config", &config]);
+    wait_until("wallets Active", data_dir.path(), || statuses(data_dir.path(), &config) == vec!["\"Active\""; 2]);
+
+    // A second daemon under the same SERVER_ID is refused with the reason
+    // (after waiting one lease TTL for a previous run to lapse).
+    let second = walletwatch_configured(data_dir.path())
+        .args(["--config", &config, "run", "--rpc-url", &node.rpc_url, "--ws-url", &node.ws_url])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .output()
+        .expect("second daemon");
+    assert!(!second.status.success(), "{second:?}");
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another live instance is named"), "{second:?}");
+
+    node.transfer(&wallets[0], 1_000_000, 3).await.expect("transfers");
+    node.transfer(&wallets[1], 2_000_000, 2).await.expect("transfers");
+    let live = expected_pairs(&node, &wallets).await;
+    wait_until("live events in PostgreSQL", data_dir.path(), || distinct_pairs(&pg_events(&schema)) == live);
+
+    // Killed: what is sent meanwhile is found from the durable cursors.
+    daemon.kill_9();
+    node.transfer(&wallets[1], 3_000_000, 2).await.expect("transfers while down");
+    let daemon = Daemon::start_configured(data_dir.path(), &node.rpc_url, &node.ws_url, &["--config", &config]);
+    let expected = expected_pairs(&node, &wallets).await;
+    wait_until("every event once", data_dir.path(), || distinct_pairs(&pg_events(&schema)) == expected);
+    let events = pg_events(&schema);
+    assert_eq!(events.len(), expected.len(), "stored exactly once");
+    assert_eq!(events.iter().filter(|event| event.native_delta == 3_000_000).count(), 2);
+    // The CLI reads the same database.
+    let output = walletwatch_configured(data_dir.path())
+        .args(["--config", &config, "events", "--wallet", wallets[1].as_str(), "--limit", "10"])
+        .output()
+        .expect("events");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 4, "{output:?}");
+    daemon.stop();
+}
+
+#[test]
+fn store_migrate_copies_every_table_of_an_embedded_store_and_refuses_a_full_database() {
+    use ww_core::store::{NewEvent, RecordOutcome, Retraction, Route};
+    let schema = TestSchema::create();
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let wallets: Vec<WalletAddress> = (0..3).map(|_| fresh_address()).collect();
+    for wallet in &wallets {
+        let output =
+            walletwatch(data_dir.path()).args(["track", wallet.as_str(), "--label", "w"]).output().expect("track");
+        assert!(output.status.success(), "{output:?}");
+    }
+    let output = walletwatch(data_dir.path()).args(["token", "create", "--user", "ops"]).output().expect("token");
+    assert!(output.status.success(), "{output:?}");
+    // Events with alerts, one retracted, one alert dead-lettered, a setting.
+    {
+        let store = ww_store::RedbStore::open_in_dir(data_dir.path()).expect("store");
+        let route = Route { destination: "webhook:hook".parse().expect("destination"), user: "local".into() };
+        let batch: Vec<NewEvent> = (0..5u64)
+            .map(|seed| NewEvent {
+                event: ww_test_utils::sample_event(
+                    &wallets[(seed % 3) as usize],
+                    ww_test_utils::signature_from_seed(seed),
+                    100 + seed,
+                ),
+                routes: vec![route.clone()],
+                allows_before_tracking: true,
+            })
+            .collect();
+        let outcomes = store.record_events(&batch, &[]).expect("record");
+        let RecordOutcome::Inserted(first) = outcomes[0] else { panic!("{outcomes:?}") };
+        store
+            .retract_events(&[Retraction { seq: first, routes: Vec::new() }], ww_core::time::UnixMillis(9))
+            .expect("retract");
+        let job = store.outbox_jobs(1).expect("jobs")[0].clone();
+        store.outbox_bury(job.id, 3, "410 Gone", ww_core::time::UnixMillis(10)).expect("bury");
+        store.put_setting("telegram.update_offset", "77").expect("setting");
+    }
+    let source = ww_store::RedbStore::open_in_dir(data_dir.path()).expect("store");
+    let output = walletwatch(data_dir.path())
+        .args(["store", "migrate", "--from", &format!("redb:{}", data_dir.path().display()), "--to", &schema.url])
+        .output()
+        .expect("migrate");
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("events") && text.contains("5") && text.contains("dead_letters"), "{text}");
+
+    let target = PostgresStore::connect(&schema.url, &PoolOptions::default()).expect("connect");
+    let all = EventQuery { wallet: None, after: None, limit: 100 };
+    assert_eq!(target.events(&all).expect("events"), source.events(&all).expect("events"));
+    assert_eq!(target.wallets().expect("wallets"), source.wallets().expect("wallets"));
+    assert_eq!(target.outbox_jobs(100).expect("jobs"), source.outbox_jobs(100).expect("jobs"));
+    assert_eq!(target.dead_letters(100).expect("dead"), source.dead_letters(100).expect("dead"));
+    assert_eq!(target.api_tokens().expect("tokens"), source.api_tokens().expect("tokens"));
+    assert_eq!(target.user_subscriptions("local").expect("subs"), source.user_subscriptions("local").expect("subs"));
+    assert_eq!(target.setting("telegram.update_offset").expect("setting").as_deref(), Some("77"));
+    assert_eq!(target.last_event_seq().expect("seq"), source.last_event_seq().expect("seq"));
+    assert_eq!(
+        target.retractions(ww_core::store::RetractionsSince::Retraction(0), 10).expect("log"),
+        source.retractions(ww_core::store::RetractionsSince::Retraction(0), 10).expect("log")
+    );
+    // The copy goes on where the original stopped: the next event and job
+    // take the next numbers, and the released key records anew.
+    let again = ww_test_utils::sample_event(&wallets[0], ww_test_utils::signature_from_seed(0), 200);
+    let outcomes = target
+        .record_events(&[NewEvent { event: again, routes: Vec::new(), allows_before_tracking: true }], &[])
+        .expect("record");
+    assert_eq!(outcomes, vec![RecordOutcome::Inserted(ww_core::EventSeq(6))]);
+    // A database that already holds data is refused.
+    let output = walletwatch(data_dir.path())
+        .args(["store", "migrate", "--from", &format!("redb:{}", data_dir.path().display()), "--to", &schema.url])
+        .output()
+        .expect("migrate");
+    assert!(!output.status.success() && String::from_utf8_lossy(&output.stderr).contains("empty"), "{output:?}");
+}
+
+/// Two instances share the wallets by lease; one is killed, the other is
+/// paused past its lease TTL; every transfer is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_wallets_and_take_over_across_kill_9_and_sigstop() {
+    let node = LocalNode::start().await.expect("local node");
+    let schema = TestSchema::create();
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let (config_a, config_b) =
+        (write_config_for(data_dir.path(), &schema, "a"), write_config_for(data_dir.path(), &schema, "b"));
+    let wallets: Vec<WalletAddress> = (0..6).map(|_| fresh_address()).collect();
+    for wallet in &wallets {
+        let output = walletwatch_configured(data_dir.path())
+            .args(["--config", &config_a, "track", wallet.as_str()])
+            .output()
+            .expect("track");
+        assert!(output.status.success(), "{output:?}");
+    }
+    let start =
+        |config: &str| Daemon::start_configured(data_dir.path(), &node.rpc_url, &node.ws_url, &["--config", config]);
+    let daemon_a = start(&config_a);
+    let daemon_b = start(&config_b);
+    let held = "ww_lease_held{kind=\"wallet\"}";
+    let mut split = (0.0, 0.0);
+    for _ in 0..300 {
+        split = (metric(&daemon_a, held).await, metric(&daemon_b, held).await);
+        if split.0 > 0.0 && split.1 > 0.0 && split.0 + split.1 == 6.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(split.0 > 0.0 && split.1 > 0.0 && split.0 + split.1 == 6.0, "the wallets are split: {split:?}");
+    wait_until("wallets Active", data_dir.path(), || statuses(data_dir.path(), &config_a) == vec!["\"Active\""; 6]);
+    let output = walletwatch_configured(data_dir.path())
+        .args(["--config", &config_a, "instances", "--json"])
+        .output()
+        .expect("instances");
+    assert!(output.status.success(), "{output:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let names: Vec<&str> = listed["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .filter_map(|instance| instance["server_id"].as_str()?.split('#').next())
+        .collect();
+    assert_eq!(names, vec!["a", "b"], "{listed}");
+    for wallet in &wallets {
+        node.transfer(wallet, 1_000_000, 1).await.expect("transfer");
+    }
+    let expected = expected_pairs(&node, &wallets).await;
+    wait_until("events of both instances", data_dir.path(), || distinct_pairs(&pg_events(&schema)) == expected);
+
+    // a dies: b takes its wallets over within the TTL and fills their gaps.
+    daemon_a.kill_9();
+    for wallet in &wallets {
+        node.transfer(wallet, 2_000_000, 1).await.expect("transfer");
+    }
+    let expected = expected_pairs(&node, &wallets).await;
+    wait_until("b stores every event once", data_dir.path(), || distinct_pairs(&pg_events(&schema)) == expected);
+    assert_eq!(metric(&daemon_b, held).await, 6.0, "b holds every wallet");
+
+    // a comes back and takes its share again; then b is paused past its
+    // TTL: a takes everything; b wakes up fenced and rejoins.
+    let daemon_a = start(&config_a);
+    for _ in 0..300 {
+        if metric(&daemon_a, held).await > 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    signal(&daemon_b, "-STOP");
+    for _ in 0..300 {
+        if metric(&daemon_a, held).await == 6.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(metric(&daemon_a, held).await, 6.0, "a took over b's wallets while b was paused");
+    for wallet in &wallets {
+        node.transfer(wallet, 3_000_000, 1).await.expect("transfer");
+    }
+    signal(&daemon_b, "-CONT");
+    let expected = expected_pairs(&node, &wallets).await;
+    wait_until("every event once after the pause", data_dir.path(), || distinct_pairs(&pg_events(&schema)) == expected);
+    let mut rejoined = 0.0;
+    for _ in 0..300 {
+        rejoined = metric(&daemon_b, held).await;
+        if rejoined > 0.0 && rejoined < 6.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(rejoined > 0.0 && rejoined < 6.0, "b rejoined with its share: {rejoined}");
+    let events = pg_events(&schema);
+    assert_eq!(events.len(), 18, "six wallets, three transfers each, once");
+    daemon_a.stop();
+    daemon_b.stop();
+}
