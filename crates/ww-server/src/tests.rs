@@ -302,6 +302,7 @@ async fn the_openapi_document_lists_every_route() {
         "/api/unresolved",
         "/api/unresolved/retry",
         "/api/ws/connections",
+        "/api/instances",
         "/discord/interactions",
         "/telegram/webhook",
     ];
@@ -497,4 +498,15 @@ async fn a_discord_track_warns_when_the_bot_cannot_post_alerts() {
     let content = reply["data"]["content"].as_str().expect("content");
     assert!(content.starts_with(&format!("🟢 Tracking wallet: {WALLET}.")), "{content}");
     assert!(content.contains("discord.bot_token"), "{content}");
+}
+
+#[tokio::test]
+async fn instances_are_listed_for_admins_only() {
+    let fixture = fixture();
+    let (status, body) = call(&fixture, "GET", "/api/instances", Some(&fixture.admin), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["store"], "embedded", "{body}");
+    assert_eq!(body["instances"].as_array().map(Vec::len), Some(1), "{body}");
+    let (status, _) = call(&fixture, "GET", "/api/instances", Some(&fixture.reader), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }
