@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs walletwatch's whole test suite, including the tests against a real
 # local Solana node, a real local EVM node (anvil) and a real PostgreSQL on
-# loopback. Idempotent: builds the node harness only when its sources
-# changed, installs anvil once, and installs and starts PostgreSQL when
-# absent.
+# loopback, and redis-server. Idempotent: builds the node harness only when
+# its sources changed, installs anvil once, installs and starts PostgreSQL
+# when absent, and installs redis-server when missing (the tests start their
+# own servers on free ports).
 #
 #   scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
@@ -92,8 +93,19 @@ ensure_postgres() {
   log "PostgreSQL is up ($WALLETWATCH_TEST_POSTGRES_URL)"
 }
 
+# --- redis-server, which tests start on ports of their own ---
+ensure_redis_server() {
+  if ! command -v redis-server >/dev/null 2>&1; then
+    log "installing redis-server"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >&2
+  fi
+  log "redis-server: $(redis-server --version | cut -d' ' -f3)"
+}
+
 build_localnet
 install_anvil
 ensure_postgres
+ensure_redis_server
 log "running the test suite"
 cargo test --workspace --locked "$@"

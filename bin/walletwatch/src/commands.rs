@@ -354,12 +354,28 @@ async fn run(config: Config) -> CommandResult {
     };
     let mut sources = vec![solana_source(&config, None)?];
     sources.extend(evm_sources(&config).await?);
+    // Redis between instances on a PostgreSQL store.
+    let redis = match (&config.redis_url, &daemon_store.cluster) {
+        (Some(url), Some(_)) => Some(
+            ww_app::redis_link::RedisLink::new(url.as_str(), &config.redis_key_prefix, &config.server_id)
+                .map_err(|error| Failure::Usage(anyhow!("redis.url: {error}")))?,
+        ),
+        _ => None,
+    };
     let api_state = ww_server::ApiState::new(Arc::clone(&store) as Arc<dyn Store>, health.clone())
         .with_fanout(broker.clone(), ws_config, &config.server_id)
         .with_http_limits(http_limits)
         .with_chat(chat)
         .with_cluster(daemon_store.cluster.clone())
+        .with_redis(redis.clone())
         .with_sources(ww_app::wallets::Sources::new(sources.iter().cloned()));
+    let redis_info: ww_app::redis_link::InfoSource = {
+        let state = api_state.clone();
+        Arc::new(move || {
+            let (total, users, subscriptions) = state.ws_counts();
+            serde_json::json!({"total_connections": total, "active_users": users, "subscriptions": subscriptions})
+        })
+    };
     let api = tokio::spawn(ww_server::serve(listener, api_state, api_shutdown.clone()));
     let metrics_server = {
         let upkeep = metrics.clone();
@@ -381,8 +397,17 @@ async fn run(config: Config) -> CommandResult {
     // drained, then the leases are released for the other instances.
     let cluster_stop = CancellationToken::new();
     let cluster_task = daemon_store.cluster.clone().map(|cluster| tokio::spawn(cluster.run(cluster_stop.clone())));
-    let outcome =
-        daemon::run_in_cluster(config, store, health, broker, sources, daemon_store.cluster.clone(), shutdown).await;
+    let outcome = daemon::run_in_cluster(
+        config,
+        store,
+        health,
+        broker,
+        sources,
+        daemon_store.cluster.clone(),
+        redis.map(|link| (link, redis_info)),
+        shutdown,
+    )
+    .await;
     cluster_stop.cancel();
     if let Some(task) = cluster_task
         && let Err(error) = task.await

@@ -300,3 +300,169 @@ async fn two_instances_share_the_wallets_and_take_over_across_kill_9_and_sigstop
     daemon_a.stop();
     daemon_b.stop();
 }
+
+/// Reads `TransactionUpdate` messages until `count` arrived; returns their seqs.
+async fn transaction_seqs(
+    client: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    count: usize,
+) -> Vec<u64> {
+    use futures_util::StreamExt as _;
+    let mut seqs = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while seqs.len() < count {
+        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+        let message = tokio::time::timeout(remaining, client.next())
+            .await
+            .expect("events in time")
+            .expect("open")
+            .expect("frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            let value: serde_json::Value = serde_json::from_str(text.as_str()).expect("json");
+            if value["type"] == "TransactionUpdate" {
+                seqs.push(value["data"]["seq"].as_u64().expect("seq"));
+            }
+        }
+    }
+    seqs
+}
+
+/// Events stored by either instance reach a WebSocket client of the other
+/// exactly once, through Redis wake-ups, while Redis is down (from the
+/// store), after it comes back, and on a resume with `?after=`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_client_of_one_instance_gets_every_instances_events_once_across_a_redis_restart() {
+    let node = LocalNode::start().await.expect("local node");
+    let schema = TestSchema::create();
+    let mut redis = ww_test_utils::redis::RedisServer::start();
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let prefix = format!("ww-e2e-{:016x}", u64::from_le_bytes(ww_test_utils::random_bytes::<8>()));
+    let configs: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let path = data_dir.path().join(format!("{name}.toml"));
+            std::fs::write(
+                &path,
+                format!(
+                    "server_id = \"{name}\"\n[redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\n\
+                     [store]\nurl = \"{}\"\nmax_connections = 4\nlease_ttl_secs = 3\n",
+                    redis.url(),
+                    schema.url
+                ),
+            )
+            .expect("config");
+            path.to_string_lossy().to_string()
+        })
+        .collect();
+    let wallets: Vec<WalletAddress> = (0..4).map(|_| fresh_address()).collect();
+    for wallet in &wallets {
+        let output = walletwatch_configured(data_dir.path())
+            .args(["--config", &configs[0], "track", wallet.as_str()])
+            .output()
+            .expect("track");
+        assert!(output.status.success(), "{output:?}");
+    }
+    let token = String::from_utf8(
+        walletwatch_configured(data_dir.path())
+            .args(["--config", &configs[0], "token", "create", "--user", "ops", "--admin"])
+            .output()
+            .expect("token")
+            .stdout,
+    )
+    .expect("utf-8");
+    let start =
+        |config: &str| Daemon::start_configured(data_dir.path(), &node.rpc_url, &node.ws_url, &["--config", config]);
+    let daemon_a = start(&configs[0]);
+    let daemon_b = start(&configs[1]);
+    wait_until("wallets Active", data_dir.path(), || statuses(data_dir.path(), &configs[0]) == vec!["\"Active\""; 4]);
+    let ws_b = daemon_b.api_url().replace("http://", "ws://");
+    let (mut client, _) =
+        tokio_tungstenite::connect_async(format!("{ws_b}/ws?subscriptions=transactions&token={}", token.trim()))
+            .await
+            .expect("connect");
+    // Both instances hold wallets; every transfer reaches b's client once.
+    let held = "ww_lease_held{kind=\"wallet\"}";
+    for _ in 0..300 {
+        if metric(&daemon_a, held).await > 0.0 && metric(&daemon_b, held).await > 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    for wallet in &wallets {
+        node.transfer(wallet, 1_000_000, 1).await.expect("transfer");
+    }
+    let mut received = transaction_seqs(&mut client, 4).await;
+    // Redis down: the fan-out reads the store; /ready says it is degraded.
+    redis.stop();
+    let http = ww_http::client_builder().expect("tls").build().expect("client");
+    let mut degraded = serde_json::Value::Null;
+    for _ in 0..300 {
+        degraded =
+            http.get(format!("{}/ready", daemon_b.api_url())).send().await.expect("ready").json().await.expect("json");
+        if degraded["degraded"].as_array().is_some_and(|reasons| !reasons.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(degraded["degraded"][0].as_str().unwrap_or_default().contains("Redis"), "{degraded}");
+    for wallet in &wallets {
+        node.transfer(wallet, 2_000_000, 1).await.expect("transfer");
+    }
+    received.extend(transaction_seqs(&mut client, 4).await);
+    redis.start_again();
+    for _ in 0..300 {
+        if metric(&daemon_b, "ww_broker_connected").await == 1.0
+            && metric(&daemon_a, "ww_broker_connected").await == 1.0
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    for wallet in &wallets {
+        node.transfer(wallet, 3_000_000, 1).await.expect("transfer");
+    }
+    received.extend(transaction_seqs(&mut client, 4).await);
+    let stored: BTreeSet<u64> = {
+        let store = PostgresStore::connect(&schema.url, &PoolOptions::default()).expect("connect");
+        store
+            .events(&EventQuery { wallet: None, after: None, limit: 100 })
+            .expect("events")
+            .iter()
+            .map(|stored| stored.seq.0)
+            .collect()
+    };
+    assert_eq!(received.len(), 12, "{received:?}");
+    assert_eq!(received.iter().copied().collect::<BTreeSet<u64>>(), stored, "every stored event, once");
+    assert!(received.windows(2).all(|pair| pair[0] < pair[1]), "in order: {received:?}");
+    // /api/ws/connections on a counts b's client through the registry.
+    let mut total = 0;
+    for _ in 0..100 {
+        let body: serde_json::Value = http
+            .get(format!("{}/api/ws/connections", daemon_a.api_url()))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .expect("connections")
+            .json()
+            .await
+            .expect("json");
+        total = body["total_connections"].as_u64().unwrap_or(0);
+        if total == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(total, 1, "b's client, counted on a");
+    // A client resuming on a after the first four gets the other eight, once.
+    drop(client);
+    let ws_a = daemon_a.api_url().replace("http://", "ws://");
+    let (mut resumed, _) = tokio_tungstenite::connect_async(format!(
+        "{ws_a}/ws?subscriptions=transactions&after={}&token={}",
+        received[3],
+        token.trim()
+    ))
+    .await
+    .expect("connect");
+    assert_eq!(transaction_seqs(&mut resumed, 8).await, received[4..].to_vec());
+    daemon_a.stop();
+    daemon_b.stop();
+}

@@ -3,16 +3,19 @@
 //! that reconnect. [`LocalBroker`] is the in-process implementation; the
 //! [`Publisher`] task feeds whichever broker the daemon runs.
 //!
-//! A broker for several instances (one process's events reaching another's
-//! WebSocket clients) implements the same trait: `publish` sends to the
-//! shared channel, `subscribe` hands out a local receiver fed from it.
+//! Several instances on one PostgreSQL store each run a `LocalBroker` fed by
+//! their own publisher, which reads the store for what the others stored:
+//! the store is the shared log, and Redis (see `redis_link`) only wakes the
+//! publishers so they read it at once instead of at their next look.
 //!
 //! Events are published **in sequence order, without gaps**: the publisher
 //! task publishes event `n + 1` only after `n`, taking the events the
 //! daemon's recorders hand it and reading the store for anything else (a
 //! hole left by a concurrent commit, events written by another process such
-//! as `walletwatch backfill`). So a subscriber that saw `n` has seen every
-//! event up to `n`, and `?after=n` resumes exactly.
+//! as `walletwatch backfill` or another instance). So a subscriber that saw
+//! `n` has seen every event up to `n`, and `?after=n` resumes exactly.
+//! Retractions are published in the retraction log's order, read from the
+//! store whoever made them.
 //!
 //! Bounded everywhere: the broadcast channel keeps at most `channel_capacity`
 //! events per slow subscriber (a subscriber that falls further behind gets
@@ -171,12 +174,25 @@ pub struct Publisher {
     inner: Arc<PublisherInner>,
 }
 
-#[derive(Debug, Default)]
+/// Called after events or retractions stored here were published: tells
+/// the other instances to read the store (see `redis_link`).
+pub type Announcer = Arc<dyn Fn() + Send + Sync>;
+
+#[derive(Default)]
 struct PublisherInner {
     pending: Mutex<BTreeMap<u64, StoredEvent>>,
-    /// Retracted events waiting to be sent (at most [`MAX_PENDING`]).
-    retracted: Mutex<Vec<StoredEvent>>,
+    /// Retractions were made here: read the retraction log.
+    retractions_made: std::sync::atomic::AtomicBool,
+    /// Another instance stored something: read the store now.
+    tail_requested: std::sync::atomic::AtomicBool,
+    announcer: Mutex<Option<Announcer>>,
     wake: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for PublisherInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublisherInner").finish_non_exhaustive()
+    }
 }
 
 impl Publisher {
@@ -197,27 +213,39 @@ impl Publisher {
         self.inner.wake.notify_one();
     }
 
-    /// Hands over events just retracted by this process.
+    /// Tells the publisher that this process retracted events: it sends
+    /// them, with any other instance's, in the retraction log's order.
     pub fn offer_retractions(&self, events: Vec<StoredEvent>) {
         if events.is_empty() {
             return;
         }
-        {
-            let mut retracted = self.inner.retracted.lock().unwrap_or_else(PoisonError::into_inner);
-            let room = MAX_PENDING.saturating_sub(retracted.len());
-            if events.len() > room {
-                tracing::warn!(
-                    dropped = events.len() - room,
-                    "too many retractions waiting for the WebSocket fan-out; the rest are only in the store"
-                );
-            }
-            retracted.extend(events.into_iter().take(room));
-        }
+        self.inner.retractions_made.store(true, std::sync::atomic::Ordering::SeqCst);
         self.inner.wake.notify_one();
     }
 
+    /// Asks for a read of the store now (another instance stored events or
+    /// retractions), instead of at the next periodic look.
+    pub fn wake_tail(&self) {
+        self.inner.tail_requested.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.wake.notify_one();
+    }
+
+    /// Sets what is told when events or retractions stored here were published.
+    pub fn set_announcer(&self, announcer: Announcer) {
+        *self.inner.announcer.lock().unwrap_or_else(PoisonError::into_inner) = Some(announcer);
+    }
+
+    fn announce(&self) {
+        let announcer = self.inner.announcer.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(announcer) = announcer {
+            announcer();
+        }
+    }
+
     /// Runs the publisher until `shutdown`: publishes every event stored
-    /// from now on to `broker`, in sequence order, without gaps.
+    /// from now on to `broker`, in sequence order, without gaps, and every
+    /// retraction in the retraction log's order, whichever process or
+    /// instance stored them (read from the store when not handed over).
     pub async fn run(self, store: Arc<dyn Store>, broker: Arc<dyn Broker>, shutdown: CancellationToken) {
         let mut published = match read_last_seq(&store).await {
             Some(seq) => seq,
@@ -228,6 +256,7 @@ impl Publisher {
                 0
             }
         };
+        let mut retractions_published = read_last_retraction(&store).await.unwrap_or(0);
         let mut tail = tokio::time::interval(TAIL_INTERVAL);
         tail.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -236,19 +265,19 @@ impl Publisher {
                 () = self.inner.wake.notified() => false,
                 _ = tail.tick() => true,
             };
-            let retracted = std::mem::take(&mut *self.inner.retracted.lock().unwrap_or_else(PoisonError::into_inner));
-            for stored in retracted {
-                broker.publish_retraction(stored);
-            }
+            let is_tail_requested = self.inner.tail_requested.swap(false, std::sync::atomic::Ordering::SeqCst);
+            let retractions_made = self.inner.retractions_made.swap(false, std::sync::atomic::Ordering::SeqCst);
+            let mut published_here = false;
             loop {
                 let (ready, has_hole) = self.take_ready(&mut published);
+                published_here |= !ready.is_empty();
                 for stored in ready {
                     broker.publish(stored);
                 }
-                if !has_hole && !is_tail_tick {
+                if !has_hole && !is_tail_tick && !is_tail_requested {
                     break;
                 }
-                // A hole, or the periodic look for other processes' events.
+                // A hole, or a look for other processes' events.
                 let Some(last) = read_last_seq(&store).await else { break };
                 if last <= published {
                     break;
@@ -263,6 +292,24 @@ impl Publisher {
                         broker.publish(stored);
                     }
                 }
+            }
+            if retractions_made || is_tail_tick || is_tail_requested {
+                while let Some(page) = read_retractions(&store, retractions_published).await {
+                    let page_len = page.len();
+                    for stored in page {
+                        let Some(retraction) = stored.retraction_seq else { continue };
+                        if retraction > retractions_published {
+                            retractions_published = retraction;
+                            broker.publish_retraction(stored);
+                        }
+                    }
+                    if page_len < STORE_PAGE {
+                        break;
+                    }
+                }
+            }
+            if published_here || retractions_made {
+                self.announce();
             }
         }
     }
@@ -294,6 +341,30 @@ async fn read_last_seq(store: &Arc<dyn Store>) -> Option<u64> {
         }
         Err(error) => {
             tracing::warn!(error = %error, "reading the newest event for the fan-out failed; will retry");
+            None
+        }
+    }
+}
+
+async fn read_last_retraction(store: &Arc<dyn Store>) -> Option<u64> {
+    let store = Arc::clone(store);
+    match tokio::task::spawn_blocking(move || store.last_retraction_seq()).await {
+        Ok(Ok(seq)) => Some(seq),
+        _ => {
+            tracing::warn!("reading the newest retraction for the fan-out failed; starting from none");
+            None
+        }
+    }
+}
+
+async fn read_retractions(store: &Arc<dyn Store>, after: u64) -> Option<Vec<StoredEvent>> {
+    let store = Arc::clone(store);
+    let since = ww_core::store::RetractionsSince::Retraction(after);
+    match tokio::task::spawn_blocking(move || store.retractions(since, STORE_PAGE)).await {
+        Ok(Ok(page)) if !page.is_empty() => Some(page),
+        Ok(Ok(_)) => None,
+        _ => {
+            tracing::warn!("reading retractions for the fan-out failed; will retry");
             None
         }
     }

@@ -441,6 +441,9 @@ impl Store for LeasedStore {
     fn retractions(&self, since: RetractionsSince, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         self.inner().retractions(since, limit)
     }
+    fn last_retraction_seq(&self) -> Result<u64, StoreError> {
+        self.inner().last_retraction_seq()
+    }
     fn known_transactions(
         &self,
         wallet: &WalletId,

@@ -39,12 +39,15 @@ pub async fn run(
     sources: Vec<Arc<dyn Source>>,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
-    run_in_cluster(config, store, health, broker, sources, None, shutdown).await
+    run_in_cluster(config, store, health, broker, sources, None, None, shutdown).await
 }
 
 /// [`run`] as one of several instances on a PostgreSQL store (`cluster`):
 /// `store` is the instance's [`crate::cluster::LeasedStore`], and the
-/// Telegram bot polls only while this instance holds its lease.
+/// Telegram bot polls only while this instance holds its lease. With
+/// `redis`, the instances wake each other's WebSocket fan-out and keep a
+/// registry with what `info` reports (see [`crate::redis_link`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn run_in_cluster(
     config: Config,
     store: Arc<dyn Store>,
@@ -52,6 +55,7 @@ pub async fn run_in_cluster(
     broker: Arc<dyn crate::broker::Broker>,
     sources: Vec<Arc<dyn Source>>,
     cluster: Option<Arc<crate::cluster::Cluster>>,
+    redis: Option<(Arc<crate::redis_link::RedisLink>, crate::redis_link::InfoSource)>,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     let wallets = {
@@ -72,6 +76,12 @@ pub async fn run_in_cluster(
 
     let tracker = TaskTracker::new();
     let publisher = crate::broker::Publisher::default();
+    if let Some((link, info)) = redis {
+        let announcing = Arc::clone(&link);
+        publisher.set_announcer(Arc::new(move || announcing.announce()));
+        let waking = publisher.clone();
+        tracker.spawn(link.run(Arc::new(move || waking.wake_tail()), info, health.clone(), shutdown.child_token()));
+    }
     tracker.spawn(publisher.clone().run(Arc::clone(&store), broker, shutdown.child_token()));
     let sinks = ww_sinks::Sinks::from_config(&config).map_err(|error| AppError::Rejected(error.to_string()))?;
     let prices = ww_sinks::PriceCache::new(&config.prices);

@@ -16,6 +16,7 @@ pub mod events;
 pub mod import;
 pub mod metric_names;
 pub mod recorder;
+pub mod redis_link;
 pub mod routing;
 pub mod store_migrate;
 pub mod telegram_bot;

@@ -40,6 +40,16 @@ pub const LEASE_FENCED_WRITES_TOTAL: &str = "ww_lease_fenced_writes_total";
 /// Gauge: live instances on the database, this one included (0 on the embedded store).
 pub const INSTANCES_LIVE: &str = "ww_lease_instances_live";
 
+// Redis between instances.
+/// Gauge: 1 while the Redis subscription is up (0 without Redis or while it is down).
+pub const BROKER_CONNECTED: &str = "ww_broker_connected";
+/// Counter: wake-ups for the other instances. Labels: `outcome` (sent, coalesced, dropped, failed).
+pub const BROKER_ANNOUNCEMENTS_TOTAL: &str = "ww_broker_announcements_total";
+/// Counter: wake-ups received (each makes the fan-out read the store).
+pub const BROKER_WAKES_TOTAL: &str = "ww_broker_wakes_total";
+/// Counter: Redis subscription failures (each followed by a reconnect with backoff).
+pub const BROKER_ERRORS_TOTAL: &str = "ww_broker_errors_total";
+
 /// Every metric the application layer emits, with its help text and the
 /// label values known in advance (see `ww_core::metric`).
 pub const METRICS: &[ww_core::metric::MetricSpec] = {
@@ -67,6 +77,30 @@ pub const METRICS: &[ww_core::metric::MetricSpec] = {
             labels: &[],
         },
         MetricSpec { name: OUTBOX_DEPTH, kind: Gauge, help: "Delivery jobs waiting in the outbox", labels: &[] },
+        MetricSpec {
+            name: BROKER_CONNECTED,
+            kind: Gauge,
+            help: "1 while the Redis subscription between instances is up",
+            labels: &[],
+        },
+        MetricSpec {
+            name: BROKER_ANNOUNCEMENTS_TOTAL,
+            kind: Counter,
+            help: "Wake-ups sent to the other instances through Redis, by outcome",
+            labels: &[("outcome", &["sent", "coalesced", "dropped", "failed"])],
+        },
+        MetricSpec {
+            name: BROKER_WAKES_TOTAL,
+            kind: Counter,
+            help: "Wake-ups received through Redis (each makes the fan-out read the store)",
+            labels: &[],
+        },
+        MetricSpec {
+            name: BROKER_ERRORS_TOTAL,
+            kind: Counter,
+            help: "Redis subscription failures, each followed by a reconnect with backoff",
+            labels: &[],
+        },
         MetricSpec {
             name: LEASES_HELD,
             kind: Gauge,

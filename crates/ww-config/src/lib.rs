@@ -279,8 +279,10 @@ pub struct Config {
     pub server: ServerConfig,
     /// Where the store is.
     pub store: StoreLocation,
-    /// Redis URL (reserved for running several instances; unused by this version).
+    /// Redis between instances on a PostgreSQL store (see `[redis]`).
     pub redis_url: Option<RedactedUrl>,
+    /// Prefix of walletwatch's Redis keys and channel.
+    pub redis_key_prefix: String,
     /// Limits on chat users.
     pub chat: ChatConfig,
     /// Balance tracking.
@@ -694,13 +696,22 @@ impl Config {
         }
         let redis_url =
             raw.redis.url.as_deref().and_then(|text| parse_url("redis.url", text, &["redis", "rediss"], &mut errors));
-        if let Some(url) = &redis_url {
-            warnings.push(format!("redis.url ({url}) is set but this version runs a single instance: it is not used"));
-        }
         let store = match raw.store.url.as_deref() {
             None => Some(StoreLocation::Redb { dir: PathBuf::from(&raw.data_dir) }),
             Some(text) => parse_store_url(text, &raw.store, &mut errors),
         };
+        if let (Some(url), Some(StoreLocation::Redb { .. })) = (&redis_url, &store) {
+            warnings.push(format!(
+                "redis.url ({url}) is set but the store is the embedded one, used by one instance: Redis is not used"
+            ));
+        }
+        let redis_key_prefix = raw.redis.key_prefix.trim().to_string();
+        if redis_key_prefix.is_empty()
+            || redis_key_prefix.len() > 64
+            || redis_key_prefix.chars().any(char::is_whitespace)
+        {
+            errors.push(format!("redis.key_prefix: {redis_key_prefix:?} must be 1 to 64 characters without spaces"));
+        }
         let evm = validate_evm(&raw.evm, &mut errors);
         let sections = alerts::validate(
             raw.alerts,
@@ -750,6 +761,7 @@ impl Config {
             },
             store: store.expect("errors returned above"),
             redis_url,
+            redis_key_prefix,
             chat: ChatConfig {
                 max_wallets_per_user: non_zero(chat_wallets),
                 commands_per_minute: std::num::NonZeroU32::new(chat_commands).expect("checked positive above"),

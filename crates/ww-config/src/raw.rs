@@ -312,12 +312,26 @@ fn default_lease_ttl_secs() -> u64 {
 }
 
 /// `[redis]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
-    /// `redis://[:password@]host:port/db`. Reserved for running several
-    /// instances; this version runs one and warns when it is set. Env: `REDIS_URL`.
+    /// `redis://[:password@]host:port/db`: instances on one PostgreSQL
+    /// store wake each other's WebSocket fan-out and list their connections
+    /// through it. Not used with the embedded store. Env: `REDIS_URL`.
     pub url: Option<String>,
+    /// Prefix of walletwatch's keys and channel in that Redis.
+    #[serde(default = "default_redis_key_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_redis_key_prefix() -> String {
+    "walletwatch".to_string()
+}
+
+impl Default for RawRedis {
+    fn default() -> Self {
+        Self { url: None, key_prefix: default_redis_key_prefix() }
+    }
 }
 
 /// `[chat]`: limits on chat users; the CLI and admin API tokens are not limited.

@@ -28,6 +28,9 @@ pub struct HealthState {
     pub wallets_catching_up: usize,
     /// Work accepted and not finished yet, kept current by the source.
     pub work: WorkCounts,
+    /// Whether the Redis link between instances is up (`None`: no Redis).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_connected: Option<bool>,
     /// Each watched EVM chain's state, kept by its source.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub evm: std::collections::BTreeMap<crate::ids::Chain, EvmHealth>,

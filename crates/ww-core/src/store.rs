@@ -476,6 +476,9 @@ pub trait Store: Send + Sync + 'static {
     /// names, for a client resuming retractions (see [`RetractionsSince`]).
     fn retractions(&self, since: RetractionsSince, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
 
+    /// Returns the newest `retraction_seq` in the retraction log (0 when none).
+    fn last_retraction_seq(&self) -> Result<u64, StoreError>;
+
     /// Returns which of `signatures` the wallet already has an event for, or
     /// gave up as unresolvable (one lookup for a whole page of history).
     fn known_transactions(

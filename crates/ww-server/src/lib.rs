@@ -17,7 +17,7 @@
 //! | `POST /discord/interactions` | Ed25519 | Discord slash commands, see [`chat`] |
 //! | `POST /telegram/webhook` | secret header | Telegram commands in webhook mode |
 //! | `GET /api/openapi.json` | none | the OpenAPI 3.1 document of these routes |
-//! | `GET /api/ws/connections` | admin | WebSocket clients, users, subscriptions, server id |
+//! | `GET /api/ws/connections` | admin | WebSocket clients, users, subscriptions, server id; with Redis, of every live instance |
 //! | `GET /api/instances` | admin | the live instances on the store, their leases and heartbeats |
 //! | `GET /ws` | per topic | live events over WebSocket, see [`ws`] |
 //!
@@ -108,6 +108,8 @@ pub struct ApiState {
     pub http_limits: HttpLimits,
     /// On PostgreSQL: this instance's place among the instances.
     pub cluster: Option<Arc<ww_app::cluster::Cluster>>,
+    /// Redis between instances: the registry `/api/ws/connections` sums.
+    pub redis: Option<Arc<ww_app::redis_link::RedisLink>>,
     ws: Arc<ws::WsRegistry>,
     access: access::AccessWatch,
     limiter: Arc<DefaultKeyedRateLimiter<String>>,
@@ -133,6 +135,7 @@ impl ApiState {
             sources: ww_app::wallets::Sources::default(),
             http_limits: HttpLimits::default(),
             cluster: None,
+            redis: None,
             ws: Arc::default(),
             access: access::AccessWatch::default(),
             limiter: Arc::new(RateLimiter::keyed(Quota::per_second(rate))),
@@ -169,6 +172,18 @@ impl ApiState {
     pub fn with_cluster(mut self, cluster: Option<Arc<ww_app::cluster::Cluster>>) -> Self {
         self.cluster = cluster;
         self
+    }
+
+    /// Sets the Redis link between instances, for `/api/ws/connections`.
+    #[must_use]
+    pub fn with_redis(mut self, redis: Option<Arc<ww_app::redis_link::RedisLink>>) -> Self {
+        self.redis = redis;
+        self
+    }
+
+    /// This instance's WebSocket clients, their users and subscriptions.
+    pub fn ws_counts(&self) -> (usize, usize, usize) {
+        self.ws.counts()
     }
 
     /// Turns on the chat endpoints configured in `chat`.

@@ -60,12 +60,20 @@ pub(crate) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Va
             health.wallets_catching_up
         ));
     }
+    // Degraded, still ready: the instance works, a part of it less well.
+    let mut degraded = Vec::new();
+    if health.broker_connected == Some(false) {
+        degraded.push(
+            "Redis is unreachable: WebSocket clients get other instances' events from the store every 500 ms instead of at once"
+                .to_string(),
+        );
+    }
     let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let work = health.work;
     (
         status,
         Json(
-            json!({"ready": reasons.is_empty(), "reasons": reasons, "store": store_ok, "work": work, "daemon": health}),
+            json!({"ready": reasons.is_empty(), "reasons": reasons, "degraded": degraded, "store": store_ok, "work": work, "daemon": health}),
         ),
     )
 }

@@ -202,11 +202,44 @@ pub(crate) struct ConnectQuery {
 pub(crate) async fn connections(State(state): State<ApiState>, caller: Caller) -> Result<axum::Json<Value>, ApiError> {
     crate::routes::require_admin(&caller)?;
     let (total, users, subscriptions) = state.ws.counts();
-    Ok(axum::Json(json!({
+    let this = json!({
+        "server_id": &*state.server_id,
         "total_connections": total,
         "active_users": users,
         "subscriptions": subscriptions,
+    });
+    let Some(redis) = &state.redis else {
+        return Ok(axum::Json(json!({
+            "total_connections": total,
+            "active_users": users,
+            "subscriptions": subscriptions,
+            "server_id": &*state.server_id,
+            "instances": [this],
+        })));
+    };
+    // Every live instance's last report (within 15 s), this one's now.
+    let mut instances: Vec<Value> = match redis.instances().await {
+        Ok(instances) => instances.into_iter().filter(|entry| entry["server_id"] != this["server_id"]).collect(),
+        Err(error) => {
+            tracing::warn!(%error, "reading the instances from Redis failed");
+            return Ok(axum::Json(json!({
+                "total_connections": total,
+                "active_users": users,
+                "subscriptions": subscriptions,
+                "server_id": &*state.server_id,
+                "instances": [this],
+                "partial": "Redis is unreachable: only this instance is counted",
+            })));
+        }
+    };
+    instances.push(this);
+    let sum = |field: &str| instances.iter().map(|entry| entry[field].as_u64().unwrap_or(0)).sum::<u64>();
+    Ok(axum::Json(json!({
+        "total_connections": sum("total_connections"),
+        "active_users": sum("active_users"),
+        "subscriptions": sum("subscriptions"),
         "server_id": &*state.server_id,
+        "instances": instances,
     })))
 }
 

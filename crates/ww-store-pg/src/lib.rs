@@ -857,6 +857,18 @@ impl Store for PostgresStore {
         })
     }
 
+    fn last_retraction_seq(&self) -> Result<u64, StoreError> {
+        self.read(|client| {
+            boxed!(async move {
+                let row = client
+                    .query_one("SELECT coalesce(max(retraction_seq), 0) FROM ww_retractions", &[])
+                    .await
+                    .map_err(db_error)?;
+                Ok(as_u64(row.get(0)))
+            })
+        })
+    }
+
     fn known_transactions(
         &self,
         wallet: &WalletId,

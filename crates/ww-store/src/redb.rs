@@ -426,6 +426,12 @@ impl Store for RedbStore {
         crate::outbox::retractions(&self.database, since, limit)
     }
 
+    fn last_retraction_seq(&self) -> Result<u64, StoreError> {
+        let read = self.database.begin_read().map_err(transaction_error)?;
+        let log = read.open_table(crate::tables::RETRACTIONS).map_err(table_error)?;
+        Ok(log.last().map_err(storage_error)?.map_or(0, |(key, _)| key.value()))
+    }
+
     fn event_seq(&self, wallet: &WalletId, signature: &Signature) -> Result<Option<EventSeq>, StoreError> {
         let read = self.database.begin_read().map_err(transaction_error)?;
         let event_keys = read.open_table(EVENT_KEYS).map_err(table_error)?;

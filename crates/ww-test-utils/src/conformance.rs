@@ -662,6 +662,7 @@ pub fn retractions_are_logged_in_order_and_resumed_by_retraction_or_event(store:
         store.retract_events(&[Retraction { seq, routes: Vec::new() }], UnixMillis(at)).expect("retract")
     };
     assert!(store.retractions(RetractionsSince::Retraction(0), 10).expect("empty log").is_empty());
+    assert_eq!(store.last_retraction_seq().expect("none yet"), 0);
     let (first, second) = (record(1), record(2));
     // Retracted while `second` is the newest event: the later of the two first.
     let retracted = retract(second, 10);
@@ -684,6 +685,7 @@ pub fn retractions_are_logged_in_order_and_resumed_by_retraction_or_event(store:
     assert_eq!(seqs(RetractionsSince::Event(third), 10), vec![(third, Some(3))]);
     assert_eq!(seqs(RetractionsSince::Event(fourth), 10), vec![(third, Some(3))]);
     assert!(seqs(RetractionsSince::Event(EventSeq(fourth.0 + 1)), 10).is_empty());
+    assert_eq!(store.last_retraction_seq().expect("newest"), 3);
     // The stored event carries its place in the log.
     assert_eq!(store.event(third).expect("read").expect("stored").retraction_seq, Some(3));
 }

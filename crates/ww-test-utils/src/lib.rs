@@ -20,6 +20,7 @@ pub mod contracts;
 pub mod postgres;
 mod proxy;
 pub mod pubsub;
+pub mod redis;
 mod rpc_proxy;
 mod store;
 

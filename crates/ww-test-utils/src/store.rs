@@ -142,6 +142,9 @@ impl Store for FlakyStore {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         self.inner.retractions(since, limit)
     }
+    fn last_retraction_seq(&self) -> Result<u64, StoreError> {
+        self.inner.last_retraction_seq()
+    }
     fn known_transactions(
         &self,
         wallet: &WalletId,
