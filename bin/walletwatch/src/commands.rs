@@ -354,6 +354,17 @@ async fn run(config: Config) -> CommandResult {
     };
     let mut sources = vec![solana_source(&config, None)?];
     sources.extend(evm_sources(&config).await?);
+    if let Some(cluster) = &daemon_store.cluster {
+        let health = health.clone();
+        cluster.set_reporter(Arc::new(move || {
+            let state = health.snapshot();
+            serde_json::json!({
+                "wallets": state.wallets_total,
+                "wallets_active": state.wallets_active,
+                "processing_lag_ms": state.processing_lag_ms,
+            })
+        }));
+    }
     // Redis between instances on a PostgreSQL store.
     let redis = match (&config.redis_url, &daemon_store.cluster) {
         (Some(url), Some(_)) => Some(
@@ -362,7 +373,7 @@ async fn run(config: Config) -> CommandResult {
         ),
         _ => None,
     };
-    let api_state = ww_server::ApiState::new(Arc::clone(&store) as Arc<dyn Store>, health.clone())
+    let api_state = ww_server::ApiState::new(Arc::clone(&daemon_store.shared), health.clone())
         .with_fanout(broker.clone(), ws_config, &config.server_id)
         .with_http_limits(http_limits)
         .with_chat(chat)
@@ -1000,14 +1011,18 @@ fn print_instances(config: &Config, json: bool) -> CommandResult {
         return Ok(());
     }
     let now = ww_core::time::now().0;
-    println!("{:<32} {:>8} {:>14} {:>10}", "instance", "leases", "heartbeat", "up");
+    println!("{:<28} {:>8} {:>8} {:>10} {:>13} {:>10}", "instance", "wallets", "leases", "lag", "heartbeat", "up");
     for instance in &instances {
         let ago = Duration::from_millis(u64::try_from(now - instance.heartbeat_at_ms).unwrap_or(0));
         let up = Duration::from_secs(u64::try_from((now - instance.started_at_ms) / 1000).unwrap_or(0));
+        let wallets = instance.info["wallets"].as_u64().map_or("-".to_string(), |count| count.to_string());
+        let lag = instance.info["processing_lag_ms"].as_i64().map_or("-".to_string(), |ms| format!("{ms} ms"));
         println!(
-            "{:<32} {:>8} {:>14} {:>10}",
+            "{:<28} {:>8} {:>8} {:>10} {:>13} {:>10}",
             instance.server_id,
+            wallets,
             instance.leases,
+            lag,
             format!("{:.1} s ago", ago.as_secs_f64()),
             humantime::format_duration(up).to_string()
         );

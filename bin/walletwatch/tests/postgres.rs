@@ -433,6 +433,19 @@ async fn a_websocket_client_of_one_instance_gets_every_instances_events_once_acr
     assert_eq!(received.len(), 12, "{received:?}");
     assert_eq!(received.iter().copied().collect::<BTreeSet<u64>>(), stored, "every stored event, once");
     assert!(received.windows(2).all(|pair| pair[0] < pair[1]), "in order: {received:?}");
+    // Every instance's API serves every wallet, whichever instance watches it.
+    for daemon in [&daemon_a, &daemon_b] {
+        let listed: serde_json::Value = http
+            .get(format!("{}/api/wallets", daemon.api_url()))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .expect("wallets")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(listed.as_array().map(Vec::len), Some(4), "{listed}");
+    }
     // /api/ws/connections on a counts b's client through the registry.
     let mut total = 0;
     for _ in 0..100 {

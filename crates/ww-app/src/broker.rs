@@ -256,7 +256,17 @@ impl Publisher {
                 0
             }
         };
-        let mut retractions_published = read_last_retraction(&store).await.unwrap_or(0);
+        // Retried until read: starting from 0 would send every retraction
+        // ever made to the clients connected now.
+        let mut retractions_published = loop {
+            if let Some(seq) = read_last_retraction(&store).await {
+                break seq;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        };
         let mut tail = tokio::time::interval(TAIL_INTERVAL);
         tail.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -351,7 +361,7 @@ async fn read_last_retraction(store: &Arc<dyn Store>) -> Option<u64> {
     match tokio::task::spawn_blocking(move || store.last_retraction_seq()).await {
         Ok(Ok(seq)) => Some(seq),
         _ => {
-            tracing::warn!("reading the newest retraction for the fan-out failed; starting from none");
+            tracing::warn!("reading the newest retraction for the fan-out failed; retrying");
             None
         }
     }

@@ -83,6 +83,10 @@ pub fn owner_of<'a>(resource: &str, instances: &'a [String]) -> Option<&'a str> 
         .map(String::as_str)
 }
 
+/// What an instance reports with its heartbeat besides its leases
+/// (wallets watched, processing lag), shown by `walletwatch instances`.
+pub type Reporter = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 #[derive(Debug, Default)]
 struct State {
     held: Fence,
@@ -92,7 +96,6 @@ struct State {
 }
 
 /// This instance's place among the instances on the database.
-#[derive(Debug)]
 pub struct Cluster {
     store: Arc<PostgresStore>,
     server_id: String,
@@ -102,6 +105,13 @@ pub struct Cluster {
     /// Jobs one instance of all does (`bot:telegram`), spread like wallets.
     singletons: Vec<String>,
     state: RwLock<State>,
+    reporter: RwLock<Option<Reporter>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("server_id", &self.server_id).field("ttl", &self.ttl).finish_non_exhaustive()
+    }
 }
 
 impl Cluster {
@@ -139,22 +149,43 @@ impl Cluster {
             tracing::info!(server_id, "waiting for this instance's previous run to lapse");
             std::thread::sleep(Duration::from_millis(500));
         }
-        let cluster =
-            Arc::new(Self { store, server_id: holder, ttl, chains, singletons, state: RwLock::new(State::default()) });
-        cluster.store.heartbeat(&cluster.server_id, ttl, &serde_json::json!({}))?;
+        let cluster = Arc::new(Self {
+            store,
+            server_id: holder,
+            ttl,
+            chains,
+            singletons,
+            state: RwLock::new(State::default()),
+            reporter: RwLock::new(None),
+        });
+        // The chains' leases: a previous run's may outlive its heartbeat by
+        // a round, so wait up to a TTL for them before refusing.
         let chain_resources: Vec<String> = cluster.chains.iter().map(|chain| chain_resource(*chain)).collect();
-        let held = cluster.store.claim_leases(&cluster.server_id, &chain_resources, ttl)?;
-        if let Some(missing) = chain_resources.iter().find(|resource| !held.contains_key(*resource)) {
-            let _ = cluster.store.leave(&cluster.server_id);
-            return Err(StoreError::Open {
-                path: "the database".into(),
-                reason: format!(
-                    "{missing} is followed by another live instance; configure each EVM chain on one instance"
-                ),
-            });
+        let deadline = std::time::Instant::now() + ttl + Duration::from_secs(1);
+        loop {
+            let held = cluster.store.claim_leases(&cluster.server_id, &chain_resources, ttl)?;
+            let Some(missing) = chain_resources.iter().find(|resource| !held.contains_key(*resource)) else {
+                cluster.state.write().unwrap_or_else(std::sync::PoisonError::into_inner).held = held;
+                break;
+            };
+            if std::time::Instant::now() > deadline {
+                let _ = cluster.store.leave(&cluster.server_id);
+                return Err(StoreError::Open {
+                    path: "the database".into(),
+                    reason: format!(
+                        "{missing} is followed by another live instance; configure each EVM chain on one instance"
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(500));
         }
         cluster.round()?;
         Ok(cluster)
+    }
+
+    /// Sets what the heartbeat reports besides the leases.
+    pub fn set_reporter(&self, reporter: Reporter) {
+        *self.reporter.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reporter);
     }
 
     /// This run's holder id (`SERVER_ID#nonce`).
@@ -213,6 +244,10 @@ impl Cluster {
         if !claimed.is_empty() {
             metrics::counter!(metric_names::LEASE_CHANGES_TOTAL, "change" => "gained").increment(claimed.len() as u64);
             let mut state = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // The sources re-read their wallets when the version moves.
+            if claimed.keys().any(|resource| resource.starts_with("wallet:")) {
+                state.generation += 1;
+            }
             state.held.extend(claimed);
         }
         Ok(())
@@ -226,42 +261,58 @@ impl Cluster {
     /// One round: heartbeat, work out the owned resources, take or renew
     /// them, let go of the rest.
     pub fn round(&self) -> Result<(), StoreError> {
-        let held_count = self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner).held.len();
-        let info = serde_json::json!({ "leases": held_count });
-        let instances = self.store.heartbeat(&self.server_id, self.ttl, &info)?;
-        let live: Vec<String> = instances.iter().map(|instance| instance.server_id.clone()).collect();
-        let mut wanted: BTreeSet<String> = self.chains.iter().map(|chain| chain_resource(*chain)).collect();
-        for resource in &self.singletons {
-            if owner_of(resource, &live) == Some(self.server_id.as_str()) {
-                wanted.insert(resource.clone());
-            }
+        let before: Fence = self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner).held.clone();
+        // The live instances as of now, this one counted in: it renews its
+        // heartbeat only once its leases are renewed (below), so an
+        // instance whose rounds fail stops looking alive and the others
+        // take its share.
+        let mut live: Vec<String> = self.store.instances()?.into_iter().map(|instance| instance.server_id).collect();
+        if !live.contains(&self.server_id) {
+            live.push(self.server_id.clone());
         }
+        let owns = |resource: &str| owner_of(resource, &live) == Some(self.server_id.as_str());
+        let mut wanted: BTreeSet<String> = self.chains.iter().map(|chain| chain_resource(*chain)).collect();
+        wanted.extend(self.singletons.iter().filter(|resource| owns(resource)).cloned());
         for record in self.store.wallets()? {
             if record.chain.family() == ChainFamily::Solana {
                 let resource = wallet_resource(&record.id());
-                if owner_of(&resource, &live) == Some(self.server_id.as_str()) {
+                if owns(&resource) {
                     wanted.insert(resource);
                 }
             }
         }
         for head in self.store.outbox_heads(usize::MAX)? {
             let resource = destination_resource(&head.destination);
-            if owner_of(&resource, &live) == Some(self.server_id.as_str()) {
+            if owns(&resource) {
                 wanted.insert(resource);
             }
         }
+        // A destination stays with its holder while it lives (its lane may
+        // be sending: moving it would send jobs twice); it moves only when
+        // its holder dies. The poller likewise (a poll may be running).
+        wanted.extend(
+            before
+                .keys()
+                .filter(|resource| resource.starts_with("destination:") || self.singletons.contains(*resource))
+                .cloned(),
+        );
         let wanted: Vec<String> = wanted.into_iter().collect();
-        let held = self.store.claim_leases(&self.server_id, &wanted, self.ttl)?;
-        let previous: Vec<String> = {
-            let state = self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            state.held.keys().filter(|resource| !held.contains_key(*resource)).cloned().collect()
-        };
-        if !previous.is_empty() {
+        let claimed = self.store.claim_leases(&self.server_id, &wanted, self.ttl)?;
+        let released: Vec<String> =
+            before.keys().filter(|resource| !claimed.contains_key(*resource)).cloned().collect();
+        if !released.is_empty() {
             // Owned by another live instance now (it joined, or the wallet
             // went): let it take them at once.
-            self.store.release_leases(&self.server_id, &previous)?;
+            self.store.release_leases(&self.server_id, &released)?;
         }
         let mut state = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Leases claimed on demand while this round ran stay held.
+        let mut held = claimed;
+        for (resource, token) in &state.held {
+            if !before.contains_key(resource) && !held.contains_key(resource) {
+                held.insert(resource.clone(), *token);
+            }
+        }
         let lost = state.held.keys().filter(|resource| !held.contains_key(*resource)).count();
         let gained = held.keys().filter(|resource| !state.held.contains_key(*resource)).count();
         let token_moved = held.iter().any(|(resource, token)| state.held.get(resource).is_some_and(|old| old != token));
@@ -271,22 +322,31 @@ impl Cluster {
         }
         metrics::counter!(metric_names::LEASE_CHANGES_TOTAL, "change" => "gained").increment(gained as u64);
         metrics::counter!(metric_names::LEASE_CHANGES_TOTAL, "change" => "lost").increment(lost as u64);
+        let mut info = self
+            .reporter
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map_or_else(|| serde_json::json!({}), |reporter| reporter());
         for kind in ["wallet", "chain", "destination"] {
             let count = held.keys().filter(|resource| resource.starts_with(&format!("{kind}:"))).count();
             metrics::gauge!(metric_names::LEASES_HELD, "kind" => kind).set(count as f64);
+            info["leases"][kind] = serde_json::Value::from(count);
         }
-        metrics::gauge!(metric_names::INSTANCES_LIVE).set(live.len() as f64);
         state.held = held;
-        state.instances = instances;
+        drop(state);
+        let instances = self.store.heartbeat(&self.server_id, self.ttl, &info)?;
+        metrics::gauge!(metric_names::INSTANCES_LIVE).set(instances.len() as f64);
+        self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner).instances = instances;
         Ok(())
     }
 
-    /// Drops every lease from this instance's view (its heartbeat failed
-    /// for a whole TTL: another instance may own them by now).
+    /// Drops every lease from this instance's view (its leases were not
+    /// renewed for most of a TTL: another instance may own them soon).
     fn forget_leases(&self) {
         let mut state = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !state.held.is_empty() {
-            tracing::warn!(held = state.held.len(), "no heartbeat for a lease TTL: giving up every lease");
+            tracing::warn!(held = state.held.len(), "leases not renewed for most of their TTL: giving up every lease");
             metrics::counter!(metric_names::LEASE_CHANGES_TOTAL, "change" => "lost").increment(state.held.len() as u64);
             state.held.clear();
             state.generation += 1;
@@ -298,19 +358,26 @@ impl Cluster {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.ttl / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_success = tokio::time::Instant::now();
+        // When the last successful round started: the leases it renewed
+        // last until then plus the TTL (the database's clock runs from a
+        // little later), so the local view is given up a sixth of the TTL
+        // before that.
+        let mut renewed_at = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
+            let started = tokio::time::Instant::now();
             let cluster = Arc::clone(&self);
-            match tokio::task::spawn_blocking(move || cluster.round()).await {
-                Ok(Ok(())) => last_success = tokio::time::Instant::now(),
+            let round = tokio::task::spawn_blocking(move || cluster.round());
+            match tokio::time::timeout(self.ttl / 2, round).await {
+                Ok(Ok(Ok(()))) => renewed_at = started,
+                Ok(Ok(Err(error))) => tracing::warn!(%error, "lease round failed; retrying"),
                 Ok(Err(error)) => tracing::warn!(%error, "lease round failed; retrying"),
-                Err(error) => tracing::warn!(%error, "lease round failed; retrying"),
+                Err(_) => tracing::warn!("lease round timed out; retrying"),
             }
-            if last_success.elapsed() >= self.ttl {
+            if renewed_at.elapsed() >= self.ttl - self.ttl / 6 {
                 self.forget_leases();
             }
         }
@@ -418,9 +485,38 @@ impl Store for LeasedStore {
             CursorMove { owner: owner.clone(), address: address.clone(), from: from.cloned(), to: to.clone() };
         self.inner().advance_cursor_fenced(&cursor_move, self.holder(), &fence).inspect_err(count_fenced)
     }
+    /// Events and cursor moves of wallets this instance no longer holds are
+    /// not written (their outcome is `Untracked`: not tracked here; their
+    /// holder stores them); the rest commit fenced, so one lost wallet does
+    /// not hold back a batch of others.
     fn record_events(&self, events: &[NewEvent], cursors: &[CursorMove]) -> Result<Vec<RecordOutcome>, StoreError> {
-        let fence = self.cluster.fence_for(resources_of(events, cursors))?;
-        self.inner().record_events_fenced(events, cursors, self.holder(), &fence).inspect_err(count_fenced)
+        let holds = |wallet: &WalletId| self.cluster.holds(&wallet_resource(wallet));
+        let is_held: Vec<bool> = events.iter().map(|new_event| holds(&new_event.event.wallet_id())).collect();
+        let kept_events: Vec<NewEvent> =
+            events.iter().zip(&is_held).filter(|(_, held)| **held).map(|(new_event, _)| new_event.clone()).collect();
+        let kept_cursors: Vec<CursorMove> =
+            cursors.iter().filter(|cursor_move| holds(&cursor_move.owner)).cloned().collect();
+        let refused = (events.len() - kept_events.len()) + (cursors.len() - kept_cursors.len());
+        if refused > 0 {
+            metrics::counter!(metric_names::LEASE_FENCED_WRITES_TOTAL).increment(refused as u64);
+        }
+        let fence = self.cluster.fence_for(resources_of(&kept_events, &kept_cursors))?;
+        let mut written = if kept_events.is_empty() && kept_cursors.is_empty() {
+            Vec::new()
+        } else {
+            self.inner()
+                .record_events_fenced(&kept_events, &kept_cursors, self.holder(), &fence)
+                .inspect_err(count_fenced)?
+        }
+        .into_iter();
+        Ok(is_held
+            .iter()
+            .map(
+                |held| {
+                    if *held { written.next().unwrap_or(RecordOutcome::Untracked) } else { RecordOutcome::Untracked }
+                },
+            )
+            .collect())
     }
     fn is_seen(&self, wallet: &WalletId, signature: &Signature) -> Result<bool, StoreError> {
         self.inner().is_seen(wallet, signature)

@@ -99,6 +99,15 @@ pub async fn run_in_cluster(
             wake,
         )
         .with_health(health.clone());
+        let workers = match &cluster {
+            Some(cluster) => {
+                let cluster = Arc::clone(cluster);
+                workers.with_send_permission(Arc::new(move |destination| {
+                    cluster.holds(&crate::cluster::destination_resource(destination))
+                }))
+            }
+            None => workers,
+        };
         tracker.spawn(workers.run(shutdown.child_token()));
         tracker.spawn(crate::delivery::export_outbox_gauges(Arc::clone(&store), shutdown.child_token()));
     }

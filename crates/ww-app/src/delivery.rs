@@ -83,7 +83,14 @@ pub struct DeliveryWorkers {
     wake: Arc<Notify>,
     /// The chains' scanned heads, for `delivery = "final"` destinations.
     health: ww_core::status::Health,
+    /// Among several instances: whether this one still holds a
+    /// destination's lease (checked before every send).
+    may_send: Option<SendPermission>,
 }
+
+/// Whether this instance may send a destination's jobs now (see
+/// [`DeliveryWorkers::with_send_permission`]).
+pub type SendPermission = Arc<dyn Fn(&DestinationId) -> bool + Send + Sync>;
 
 impl std::fmt::Debug for DeliveryWorkers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -235,7 +242,16 @@ impl DeliveryWorkers {
                 },
             );
         }
-        Self { store, sinks, prices, explorers, config, wake, health: ww_core::status::Health::default() }
+        Self {
+            store,
+            sinks,
+            prices,
+            explorers,
+            config,
+            wake,
+            health: ww_core::status::Health::default(),
+            may_send: None,
+        }
     }
 
     /// Sets the health the sources keep current: a `delivery = "final"`
@@ -244,6 +260,15 @@ impl DeliveryWorkers {
     #[must_use]
     pub fn with_health(mut self, health: ww_core::status::Health) -> Self {
         self.health = health;
+        self
+    }
+
+    /// Among several instances: sends a destination's jobs only while
+    /// `may_send` says this instance holds its lease (a lane stops at once
+    /// when the lease is lost; the new holder sends the rest).
+    #[must_use]
+    pub fn with_send_permission(mut self, may_send: SendPermission) -> Self {
+        self.may_send = Some(may_send);
         self
     }
 
@@ -407,6 +432,9 @@ impl DeliveryWorkers {
                 Err(SinkError::Retryable { reason: "job not loaded".into(), retry_after: None, cause: None })
             });
             if shutdown.is_cancelled() {
+                break;
+            }
+            if self.may_send.as_ref().is_some_and(|may_send| !may_send(&destination)) {
                 break;
             }
             if job.kind == JobKind::Retraction && unsent.contains(&job.seq) {

@@ -42,6 +42,9 @@ pub struct DaemonStore {
     /// The store the daemon's components use (on PostgreSQL, the view of
     /// this instance's leases: [`cluster::LeasedStore`]).
     pub store: std::sync::Arc<dyn ww_core::store::Store>,
+    /// The whole store, for the API and the WebSocket server: every
+    /// instance serves every wallet and event, whichever instance watches it.
+    pub shared: std::sync::Arc<dyn ww_core::store::Store>,
     /// PostgreSQL: the instances' leases; run [`cluster::Cluster::run`].
     pub cluster: Option<std::sync::Arc<cluster::Cluster>>,
 }
@@ -57,7 +60,10 @@ impl std::fmt::Debug for DaemonStore {
 /// [`cluster`]). Blocks: call it where blocking is allowed.
 pub fn open_daemon_store(config: &ww_config::Config) -> Result<DaemonStore, ww_core::store::StoreError> {
     match &config.store {
-        ww_config::StoreLocation::Redb { .. } => Ok(DaemonStore { store: open_store(&config.store)?, cluster: None }),
+        ww_config::StoreLocation::Redb { .. } => {
+            let store = open_store(&config.store)?;
+            Ok(DaemonStore { shared: std::sync::Arc::clone(&store), store, cluster: None })
+        }
         ww_config::StoreLocation::Postgres { url, max_connections, timeout, lease_ttl } => {
             let options = ww_store_pg::PoolOptions { max_connections: max_connections.get(), timeout: *timeout };
             let store = std::sync::Arc::new(ww_store_pg::PostgresStore::connect(url.as_str(), &options)?);
@@ -65,9 +71,15 @@ pub fn open_daemon_store(config: &ww_config::Config) -> Result<DaemonStore, ww_c
             let polls_telegram =
                 config.telegram.bot_token.is_some() && config.telegram.mode == ww_config::alerts::TelegramMode::Polling;
             let singletons = if polls_telegram { vec![cluster::TELEGRAM_POLLER.to_string()] } else { Vec::new() };
-            let cluster = cluster::Cluster::join(store, &config.server_id, *lease_ttl, chains, singletons)?;
-            let store = std::sync::Arc::new(cluster::LeasedStore::new(std::sync::Arc::clone(&cluster)));
-            Ok(DaemonStore { store, cluster: Some(cluster) })
+            let cluster = cluster::Cluster::join(
+                std::sync::Arc::clone(&store),
+                &config.server_id,
+                *lease_ttl,
+                chains,
+                singletons,
+            )?;
+            let leased = std::sync::Arc::new(cluster::LeasedStore::new(std::sync::Arc::clone(&cluster)));
+            Ok(DaemonStore { store: leased, shared: store, cluster: Some(cluster) })
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ww_app::cluster::{Cluster, LeasedStore};
-use ww_core::store::{NewEvent, Store, StoreError, TrackRequest};
+use ww_core::store::{NewEvent, RecordOutcome, Store, StoreError, TrackRequest};
 use ww_core::time::UnixMillis;
 use ww_core::{Chain, WalletAddress};
 use ww_store_pg::{PoolOptions, PostgresStore};
@@ -40,16 +40,25 @@ fn instances_split_the_wallets_write_only_their_own_and_take_over_a_leaver() {
     assert!(mine.is_disjoint(&theirs), "no wallet is held twice");
     assert_eq!(mine.len() + theirs.len(), wallets.len(), "every wallet is held");
 
-    // Each writes its own wallets' events; a wallet of the other is refused.
+    // Each writes its own wallets' events: in a batch with one of the
+    // other's, that one is not written here (not tracked here) and the rest
+    // commit; the other writes it.
     let theirs_wallet = theirs.iter().next().expect("one").clone();
-    let event = NewEvent {
-        event: ww_test_utils::sample_event(&theirs_wallet, ww_test_utils::signature_of_byte(1), 1),
+    let mine_wallet = mine.iter().next().expect("one").clone();
+    let event = |wallet: &WalletAddress, byte: u8| NewEvent {
+        event: ww_test_utils::sample_event(wallet, ww_test_utils::signature_of_byte(byte), u64::from(byte)),
         routes: Vec::new(),
         allows_before_tracking: true,
     };
-    let error = a_view.record_events(std::slice::from_ref(&event), &[]).expect_err("not a's");
+    let outcomes = a_view.record_events(&[event(&mine_wallet, 1), event(&theirs_wallet, 2)], &[]).expect("record");
+    assert!(matches!(outcomes[..], [RecordOutcome::Inserted(_), RecordOutcome::Untracked]), "{outcomes:?}");
+    let outcomes = b_view.record_events(&[event(&theirs_wallet, 2)], &[]).expect("b's own");
+    assert!(matches!(outcomes[..], [RecordOutcome::Inserted(_)]), "{outcomes:?}");
+    // A stale token is refused by the database itself, whatever the view says.
+    let fence: ww_store_pg::Fence =
+        [(ww_app::cluster::wallet_resource(&ww_core::WalletId::solana(theirs_wallet.clone())), 0)].into();
+    let error = admin.record_events_fenced(&[event(&theirs_wallet, 3)], &[], a.server_id(), &fence).expect_err("stale");
     assert!(matches!(error, StoreError::Fenced { .. }), "{error}");
-    b_view.record_events(&[event], &[]).expect("b's own");
 
     // A third instance joins and takes its share; a name in use is refused.
     let version_before = a_view.wallets_version().expect("version");

@@ -15,7 +15,9 @@ pub type RowCounts = BTreeMap<&'static str, u64>;
 /// them if anything fails or the importer is dropped unfinished.
 #[derive(Debug)]
 pub struct Importer {
-    rows: Option<tokio::sync::mpsc::Sender<StoreRow>>,
+    /// `None` ends the import with a commit; a closed channel without it
+    /// (the importer dropped) rolls back.
+    rows: Option<tokio::sync::mpsc::Sender<Option<StoreRow>>>,
     result: std::sync::mpsc::Receiver<Result<RowCounts, StoreError>>,
 }
 
@@ -24,7 +26,7 @@ impl Importer {
     /// thread that may block (not from an async task).
     pub fn push(&mut self, row: StoreRow) -> Result<(), StoreError> {
         let Some(rows) = &self.rows else { return Err(StoreError::Backend("the import has ended".into())) };
-        if rows.blocking_send(row).is_err() {
+        if rows.blocking_send(Some(row)).is_err() {
             // The writer stopped: its error says why.
             self.rows = None;
             return Err(match self.result.recv() {
@@ -37,7 +39,11 @@ impl Importer {
 
     /// Commits every row pushed; returns how many went into each table.
     pub fn finish(mut self) -> Result<RowCounts, StoreError> {
-        self.rows = None;
+        if let Some(rows) = self.rows.take()
+            && rows.blocking_send(None).is_err()
+        {
+            // The writer already stopped: its error says why.
+        }
         self.result.recv().map_err(|_| StoreError::Backend("the import stopped".into()))?
     }
 }
@@ -49,7 +55,7 @@ impl crate::PostgresStore {
         let Some(runtime) = &self.runtime else {
             return Err(StoreError::Backend("the store is shutting down".into()));
         };
-        let (sender, mut receiver) = tokio::sync::mpsc::channel::<StoreRow>(1_024);
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Option<StoreRow>>(1_024);
         let (result_sender, result) = std::sync::mpsc::sync_channel(1);
         let pool = self.pool.clone();
         runtime.spawn(async move {
@@ -70,9 +76,18 @@ impl crate::PostgresStore {
                     ));
                 }
                 let mut counts = RowCounts::new();
-                while let Some(row) = receiver.recv().await {
-                    insert_row(&transaction, &row).await?;
-                    *counts.entry(row.table()).or_default() += 1;
+                loop {
+                    match receiver.recv().await {
+                        Some(Some(row)) => {
+                            insert_row(&transaction, &row).await?;
+                            *counts.entry(row.table()).or_default() += 1;
+                        }
+                        Some(None) => break,
+                        // Dropped unfinished: the transaction rolls back.
+                        None => {
+                            return Err(StoreError::Backend("the import was abandoned; nothing was written".into()));
+                        }
+                    }
                 }
                 transaction.commit().await.map_err(db_error)?;
                 Ok(counts)

@@ -49,6 +49,13 @@ pub use crate::import::{Importer, RowCounts};
 pub use crate::leases::{Fence, InstanceRow};
 pub use crate::migrations::SCHEMA_VERSION;
 
+/// Server-side limits of every session: an idle transaction (its process
+/// paused) is ended after this long, a lock is waited for at most this
+/// long, and a statement runs at most this long.
+const IDLE_IN_TRANSACTION_MS: u64 = 5_000;
+const LOCK_TIMEOUT_MS: u64 = 10_000;
+const STATEMENT_TIMEOUT_MS: u64 = 30_000;
+
 /// How the store connects: pool size and timeouts.
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
@@ -148,8 +155,17 @@ impl PostgresStore {
     pub fn connect(url: &str, options: &PoolOptions) -> Result<Self, StoreError> {
         let shown_url = redact(url);
         let open_error = |reason: String| StoreError::Open { path: shown_url.clone(), reason };
-        let config = tokio_postgres::Config::from_str(url)
+        let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|error| open_error(format!("not a PostgreSQL connection URL: {error}")))?;
+        // A process paused inside a transaction (GC, SIGSTOP, a partition)
+        // must not hold the event counter's lock for long: the server ends
+        // its session, its transaction rolls back and the others go on.
+        let session_options = format!(
+            "{} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS} -c lock_timeout={LOCK_TIMEOUT_MS} \
+             -c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            config.get_options().unwrap_or_default()
+        );
+        config.options(session_options.trim()).keepalives(true).keepalives_idle(Duration::from_secs(10));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("ww-postgres")

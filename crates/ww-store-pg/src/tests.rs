@@ -98,3 +98,21 @@ fn a_lease_moves_only_when_it_lapses_and_a_stale_holder_cannot_write() {
     store.leave("a#1").expect("leave");
     assert_eq!(store.instances().expect("instances").len(), 1);
 }
+
+#[test]
+fn an_import_dropped_unfinished_writes_nothing() {
+    let (_schema, target) = open_schema();
+    let mut importer = target.begin_import().expect("import");
+    importer.push(ww_core::store::StoreRow::Setting { key: "a".into(), value: "b".into() }).expect("push");
+    drop(importer);
+    // The writer sees the channel close without the finish and rolls back.
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(target.setting("a").expect("read"), None);
+    let mut importer = target.begin_import().expect("a second import");
+    importer.push(ww_core::store::StoreRow::Setting { key: "a".into(), value: "b".into() }).expect("push");
+    let counts = importer.finish().expect("commit");
+    assert_eq!(counts.get("settings"), Some(&1));
+    assert_eq!(target.setting("a").expect("read").as_deref(), Some("b"));
+}
