@@ -488,6 +488,9 @@ async fn move_cursor<C: GenericClient + Sync>(client: &C, cursor_move: &CursorMo
     Ok(())
 }
 
+/// Records a batch in a fixed number of statements, whatever its size: the
+/// counter lock serializes every recording transaction, so the keys read
+/// under it are the keys there are (the primary key still guards them).
 async fn record_in(
     transaction: &Transaction<'_>,
     events: &[NewEvent],
@@ -497,17 +500,48 @@ async fn record_in(
     for cursor_move in cursors {
         move_cursor(transaction, cursor_move).await?;
     }
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The wallets, read once and locked.
+    let wallet_keys: Vec<String> = events
+        .iter()
+        .map(|new_event| new_event.event.wallet_id().key().into_owned())
+        .collect::<BTreeSet<String>>()
+        .into_iter()
+        .collect();
+    let mut touched: HashMap<String, WalletRecord> = HashMap::new();
+    for row in transaction
+        .query("SELECT key, record FROM ww_wallets WHERE key = ANY($1) FOR UPDATE", &[&wallet_keys])
+        .await
+        .map_err(db_error)?
+    {
+        touched.insert(row.get(0), decode("wallets", row.get(1))?);
+    }
+    // The keys already stored.
+    let (key_wallets, key_signatures): (Vec<String>, Vec<String>) = events
+        .iter()
+        .map(|new_event| (new_event.event.wallet_id().key().into_owned(), new_event.event.signature.to_string()))
+        .unzip();
+    let stored: BTreeSet<(String, String)> = transaction
+        .query(
+            "SELECT k.wallet_key, k.signature FROM ww_event_keys k \
+             JOIN unnest($1::text[], $2::text[]) AS wanted(wallet_key, signature) \
+             ON k.wallet_key = wanted.wallet_key AND k.signature = wanted.signature",
+            &[&key_wallets, &key_signatures],
+        )
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
     let mut outcomes = Vec::with_capacity(events.len());
-    let mut touched: HashMap<WalletId, Option<WalletRecord>> = HashMap::new();
-    for new_event in events {
+    let mut batch_keys: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut inserted: Vec<(StoredEvent, &NewEvent)> = Vec::new();
+    for (index, new_event) in events.iter().enumerate() {
         let event = &new_event.event;
-        let id = event.wallet_id();
-        let wallet_key = id.key().into_owned();
-        if !touched.contains_key(&id) {
-            let record = wallet_for_update(transaction, &wallet_key).await?;
-            touched.insert(id.clone(), record);
-        }
-        let Some(Some(record)) = touched.get_mut(&id) else {
+        let key = (key_wallets[index].clone(), key_signatures[index].clone());
+        let Some(record) = touched.get_mut(&key.0) else {
             outcomes.push(RecordOutcome::Untracked);
             continue;
         };
@@ -515,50 +549,12 @@ async fn record_in(
             outcomes.push(RecordOutcome::Untracked);
             continue;
         }
-        let seq = EventSeq(next_seq);
-        let inserted = transaction
-            .execute(
-                "INSERT INTO ww_event_keys (wallet_key, signature, seq) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                &[&wallet_key, &event.signature.as_str(), &as_i64(seq.0)],
-            )
-            .await
-            .map_err(db_error)?;
-        if inserted == 0 {
+        if stored.contains(&key) || !batch_keys.insert(key) {
             outcomes.push(RecordOutcome::Duplicate);
             continue;
         }
+        let seq = EventSeq(next_seq);
         next_seq += 1;
-        transaction
-            .execute(
-                "DELETE FROM ww_unresolved WHERE owner = $1 AND signature = $2",
-                &[&wallet_key, &event.signature.as_str()],
-            )
-            .await
-            .map_err(db_error)?;
-        let stored = StoredEvent::new(seq, event.clone());
-        transaction
-            .execute(
-                "INSERT INTO ww_events (seq, wallet_key, signature, record) VALUES ($1, $2, $3, $4)",
-                &[&as_i64(seq.0), &wallet_key, &event.signature.as_str(), &encode(&stored)?],
-            )
-            .await
-            .map_err(db_error)?;
-        for route in &new_event.routes {
-            let job = OutboxJob {
-                id: next_outbox_id(transaction).await?,
-                kind: JobKind::Alert,
-                seq,
-                destination: route.destination.clone(),
-                user: route.user.clone(),
-                wallet: event.wallet.clone(),
-                signature: event.signature.clone(),
-                attempts: 0,
-                next_attempt_at: event.emitted_at,
-                created_at: event.emitted_at,
-                last_error: None,
-            };
-            insert_job(transaction, &job).await?;
-        }
         record.transaction_count += 1;
         let is_newer = record.last_transaction.as_ref().is_none_or(|last| event.slot >= last.slot);
         if is_newer {
@@ -566,11 +562,103 @@ async fn record_in(
             record.last_transaction =
                 Some(LastTransaction { signature: event.signature.clone(), slot: event.slot, at });
         }
+        inserted.push((StoredEvent::new(seq, event.clone()), new_event));
         outcomes.push(RecordOutcome::Inserted(seq));
     }
-    for record in touched.values().flatten() {
-        put_wallet(transaction, record).await?;
+    if inserted.is_empty() {
+        return Ok(outcomes);
     }
+    let mut seqs = Vec::with_capacity(inserted.len());
+    let mut wallets = Vec::with_capacity(inserted.len());
+    let mut signatures = Vec::with_capacity(inserted.len());
+    let mut records = Vec::with_capacity(inserted.len());
+    for (stored, _) in &inserted {
+        seqs.push(as_i64(stored.seq.0));
+        wallets.push(stored.event.wallet_id().key().into_owned());
+        signatures.push(stored.event.signature.to_string());
+        records.push(encode(stored)?);
+    }
+    let keys_written = transaction
+        .execute(
+            "INSERT INTO ww_event_keys (wallet_key, signature, seq) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])",
+            &[&wallets, &signatures, &seqs],
+        )
+        .await
+        .map_err(db_error)?;
+    debug_assert_eq!(keys_written as usize, inserted.len());
+    transaction
+        .execute(
+            "INSERT INTO ww_events (seq, wallet_key, signature, record) \
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::jsonb[])",
+            &[&seqs, &wallets, &signatures, &records],
+        )
+        .await
+        .map_err(db_error)?;
+    transaction
+        .execute(
+            "DELETE FROM ww_unresolved u USING unnest($1::text[], $2::text[]) AS done(owner, signature) \
+             WHERE u.owner = done.owner AND u.signature = done.signature",
+            &[&wallets, &signatures],
+        )
+        .await
+        .map_err(db_error)?;
+    // The outbox jobs, their ids reserved in one statement.
+    let job_count: i64 = inserted.iter().map(|(_, new_event)| new_event.routes.len() as i64).sum();
+    if job_count > 0 {
+        let ids: Vec<i64> = transaction
+            .query("SELECT nextval('ww_outbox_ids') FROM generate_series(1::bigint, $1::bigint)", &[&job_count])
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let mut ids = ids.into_iter();
+        let (mut job_ids, mut destinations, mut jobs) = (Vec::new(), Vec::new(), Vec::new());
+        for (stored, new_event) in &inserted {
+            let event = &stored.event;
+            for route in &new_event.routes {
+                let id = ids.next().ok_or_else(|| StoreError::Backend("too few outbox ids reserved".into()))?;
+                let job = OutboxJob {
+                    id: as_u64(id),
+                    kind: JobKind::Alert,
+                    seq: stored.seq,
+                    destination: route.destination.clone(),
+                    user: route.user.clone(),
+                    wallet: event.wallet.clone(),
+                    signature: event.signature.clone(),
+                    attempts: 0,
+                    next_attempt_at: event.emitted_at,
+                    created_at: event.emitted_at,
+                    last_error: None,
+                };
+                job_ids.push(id);
+                destinations.push(job.destination.to_string());
+                jobs.push(encode(&job)?);
+            }
+        }
+        transaction
+            .execute(
+                "INSERT INTO ww_outbox (id, destination, job) SELECT * FROM unnest($1::bigint[], $2::text[], $3::jsonb[])",
+                &[&job_ids, &destinations, &jobs],
+            )
+            .await
+            .map_err(db_error)?;
+    }
+    let (record_keys, record_values): (Vec<String>, Vec<serde_json::Value>) = touched
+        .iter()
+        .map(|(key, record)| Ok((key.clone(), encode(record)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?
+        .into_iter()
+        .unzip();
+    transaction
+        .execute(
+            "UPDATE ww_wallets w SET record = changed.record FROM unnest($1::text[], $2::jsonb[]) AS changed(key, record) \
+             WHERE w.key = changed.key",
+            &[&record_keys, &record_values],
+        )
+        .await
+        .map_err(db_error)?;
     transaction
         .execute("UPDATE ww_meta SET value = $1 WHERE key = 'next_event_seq'", &[&as_i64(next_seq)])
         .await
