@@ -301,6 +301,56 @@ async fn two_instances_share_the_wallets_and_take_over_across_kill_9_and_sigstop
     daemon_b.stop();
 }
 
+/// Configurations of the instances `names` on the test schema, with
+/// 3-second leases, Redis at `redis_url` under `prefix`, and `extra`.
+fn write_instance_configs(
+    dir: &Path,
+    schema: &TestSchema,
+    names: &[&str],
+    redis_url: &str,
+    extra: &str,
+) -> Vec<String> {
+    let prefix = format!("ww-e2e-{:016x}", u64::from_le_bytes(ww_test_utils::random_bytes::<8>()));
+    names
+        .iter()
+        .map(|name| {
+            let path = dir.join(format!("{name}.toml"));
+            std::fs::write(
+                &path,
+                format!(
+                    "server_id = \"{name}\"\n[redis]\nurl = \"{redis_url}\"\nkey_prefix = \"{prefix}\"\n\
+                     [store]\nurl = \"{}\"\nmax_connections = 4\nlease_ttl_secs = 3\n{extra}",
+                    schema.url
+                ),
+            )
+            .expect("config");
+            path.to_string_lossy().to_string()
+        })
+        .collect()
+}
+
+/// Tracks `wallets` through `config`'s store in one bulk import.
+fn track_all(dir: &Path, config: &str, wallets: &[WalletAddress]) {
+    let csv = dir.join("wallets.csv");
+    let rows: Vec<String> = wallets.iter().enumerate().map(|(index, wallet)| format!("{wallet},w{index}")).collect();
+    std::fs::write(&csv, format!("address,label\n{}\n", rows.join("\n"))).expect("csv");
+    let output = walletwatch_configured(dir)
+        .args(["--config", config, "track", "--file", &csv.to_string_lossy()])
+        .output()
+        .expect("import");
+    assert!(output.status.success(), "{output:?}");
+}
+
+/// A new admin token, created through `config`'s store.
+fn admin_token(dir: &Path, config: &str) -> String {
+    let output = walletwatch_configured(dir)
+        .args(["--config", config, "token", "create", "--user", "ops", "--admin"])
+        .output()
+        .expect("token");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).expect("utf-8").trim().to_string()
+}
+
 /// Reads `TransactionUpdate` messages until `count` arrived; returns their seqs.
 async fn transaction_seqs(
     client: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
@@ -335,40 +385,10 @@ async fn a_websocket_client_of_one_instance_gets_every_instances_events_once_acr
     let schema = TestSchema::create();
     let mut redis = ww_test_utils::redis::RedisServer::start();
     let data_dir = tempfile::tempdir().expect("tempdir");
-    let prefix = format!("ww-e2e-{:016x}", u64::from_le_bytes(ww_test_utils::random_bytes::<8>()));
-    let configs: Vec<String> = ["a", "b"]
-        .iter()
-        .map(|name| {
-            let path = data_dir.path().join(format!("{name}.toml"));
-            std::fs::write(
-                &path,
-                format!(
-                    "server_id = \"{name}\"\n[redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\n\
-                     [store]\nurl = \"{}\"\nmax_connections = 4\nlease_ttl_secs = 3\n",
-                    redis.url(),
-                    schema.url
-                ),
-            )
-            .expect("config");
-            path.to_string_lossy().to_string()
-        })
-        .collect();
+    let configs = write_instance_configs(data_dir.path(), &schema, &["a", "b"], &redis.url(), "");
     let wallets: Vec<WalletAddress> = (0..4).map(|_| fresh_address()).collect();
-    for wallet in &wallets {
-        let output = walletwatch_configured(data_dir.path())
-            .args(["--config", &configs[0], "track", wallet.as_str()])
-            .output()
-            .expect("track");
-        assert!(output.status.success(), "{output:?}");
-    }
-    let token = String::from_utf8(
-        walletwatch_configured(data_dir.path())
-            .args(["--config", &configs[0], "token", "create", "--user", "ops", "--admin"])
-            .output()
-            .expect("token")
-            .stdout,
-    )
-    .expect("utf-8");
+    track_all(data_dir.path(), &configs[0], &wallets);
+    let token = admin_token(data_dir.path(), &configs[0]);
     let start =
         |config: &str| Daemon::start_configured(data_dir.path(), &node.rpc_url, &node.ws_url, &["--config", config]);
     let daemon_a = start(&configs[0]);
@@ -376,7 +396,7 @@ async fn a_websocket_client_of_one_instance_gets_every_instances_events_once_acr
     wait_until("wallets Active", data_dir.path(), || statuses(data_dir.path(), &configs[0]) == vec!["\"Active\""; 4]);
     let ws_b = daemon_b.api_url().replace("http://", "ws://");
     let (mut client, _) =
-        tokio_tungstenite::connect_async(format!("{ws_b}/ws?subscriptions=transactions&token={}", token.trim()))
+        tokio_tungstenite::connect_async(format!("{ws_b}/ws?subscriptions=transactions&token={}", token.as_str()))
             .await
             .expect("connect");
     // Both instances hold wallets; every transfer reaches b's client once.
@@ -437,7 +457,7 @@ async fn a_websocket_client_of_one_instance_gets_every_instances_events_once_acr
     for daemon in [&daemon_a, &daemon_b] {
         let listed: serde_json::Value = http
             .get(format!("{}/api/wallets", daemon.api_url()))
-            .bearer_auth(token.trim())
+            .bearer_auth(token.as_str())
             .send()
             .await
             .expect("wallets")
@@ -451,7 +471,7 @@ async fn a_websocket_client_of_one_instance_gets_every_instances_events_once_acr
     for _ in 0..100 {
         let body: serde_json::Value = http
             .get(format!("{}/api/ws/connections", daemon_a.api_url()))
-            .bearer_auth(token.trim())
+            .bearer_auth(token.as_str())
             .send()
             .await
             .expect("connections")
@@ -471,11 +491,127 @@ async fn a_websocket_client_of_one_instance_gets_every_instances_events_once_acr
     let (mut resumed, _) = tokio_tungstenite::connect_async(format!(
         "{ws_a}/ws?subscriptions=transactions&after={}&token={}",
         received[3],
-        token.trim()
+        token.as_str()
     ))
     .await
     .expect("connect");
     assert_eq!(transaction_seqs(&mut resumed, 8).await, received[4..].to_vec());
     daemon_a.stop();
     daemon_b.stop();
+}
+
+const WEBHOOK_SECRET: &str = "a-webhook-secret-of-some-length";
+
+/// The issue's whole scenario: three instances on one PostgreSQL and one
+/// Redis, 30 wallets, transfers throughout; one instance is kill -9'd and
+/// restarted, another is SIGSTOPped past its lease TTL and resumed, Redis is
+/// restarted. Every transfer is stored once, alerted to a signed webhook
+/// under one idempotency id each, and received once by a WebSocket client
+/// on each instance that was never killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_store_alert_and_stream_every_transfer_once_through_kills_pauses_and_a_redis_restart() {
+    let node = LocalNode::start().await.expect("local node");
+    let schema = TestSchema::create();
+    let mut redis = ww_test_utils::redis::RedisServer::start();
+    let server = ww_test_utils::ContractServer::start("bot", "1:tg").await.expect("contract server");
+    let hook = server.webhook_url("hook", WEBHOOK_SECRET);
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let webhook = format!(
+        "[destinations.hook]\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = \"{WEBHOOK_SECRET}\"\nmessages_per_second = 50\n\
+         [users.local]\ndestinations = [\"webhook:hook\"]\n"
+    );
+    let configs = write_instance_configs(data_dir.path(), &schema, &["a", "b", "c"], &redis.url(), &webhook);
+    let wallets: Vec<WalletAddress> = (0..30).map(|_| fresh_address()).collect();
+    track_all(data_dir.path(), &configs[0], &wallets);
+    let token = admin_token(data_dir.path(), &configs[0]);
+    let start =
+        |config: &str| Daemon::start_configured(data_dir.path(), &node.rpc_url, &node.ws_url, &["--config", config]);
+    let daemon_a = start(&configs[0]);
+    let daemon_b = start(&configs[1]);
+    let daemon_c = start(&configs[2]);
+    wait_until("wallets Active", data_dir.path(), || statuses(data_dir.path(), &configs[0]) == vec!["\"Active\""; 30]);
+    // A WebSocket client on each of b and c (a is killed later).
+    let connect = |daemon: &Daemon| {
+        let url = format!(
+            "{}/ws?subscriptions=transactions&token={}",
+            daemon.api_url().replace("http://", "ws://"),
+            token.as_str()
+        );
+        async move { tokio_tungstenite::connect_async(url).await.expect("connect").0 }
+    };
+    // Each client is read all along (it answers the server's heartbeats).
+    let collect =
+        |mut client: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>| {
+            let seqs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let into = std::sync::Arc::clone(&seqs);
+            tokio::spawn(async move {
+                use futures_util::StreamExt as _;
+                while let Some(Ok(message)) = client.next().await {
+                    if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                        let value: serde_json::Value = serde_json::from_str(text.as_str()).expect("json");
+                        if value["type"] == "TransactionUpdate" {
+                            into.lock().expect("lock").push(value["data"]["seq"].as_u64().expect("seq"));
+                        }
+                    }
+                }
+            });
+            seqs
+        };
+    let seqs_b = collect(connect(&daemon_b).await);
+    let seqs_c = collect(connect(&daemon_c).await);
+    let send_round = |lamports: u64| {
+        let (node, wallets) = (&node, &wallets);
+        async move {
+            for wallet in wallets {
+                node.transfer(wallet, lamports, 1).await.expect("transfer");
+            }
+        }
+    };
+    send_round(1_000_000).await;
+    // a is killed while the second round goes out, and comes back.
+    daemon_a.kill_9();
+    send_round(2_000_000).await;
+    let daemon_a = start(&configs[0]);
+    // Redis restarts.
+    redis.stop();
+    redis.start_again();
+    // b is paused past its lease TTL while the third round goes out.
+    let pid_b = daemon_b.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid_b]).status().expect("stop").success());
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    send_round(3_000_000).await;
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid_b]).status().expect("cont").success());
+
+    let expected = expected_pairs(&node, &wallets).await;
+    assert_eq!(expected.len(), 90);
+    wait_until("every transfer stored once", data_dir.path(), || distinct_pairs(&pg_events(&schema)) == expected);
+    let events = pg_events(&schema);
+    assert_eq!(events.len(), 90, "stored exactly once");
+    // The webhook: every event alerted, one idempotency id each (a post
+    // repeated after a kill carries its first id, as documented).
+    let alerted = || -> std::collections::BTreeMap<String, BTreeSet<String>> {
+        let mut by_signature: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+        for received in server.received_by("webhook:hook") {
+            if let Some(signature) = received.body["event"]["signature"].as_str() {
+                by_signature.entry(signature.to_string()).or_default().extend(received.idempotency);
+            }
+        }
+        by_signature
+    };
+    wait_until("every alert delivered", data_dir.path(), || alerted().len() == 90);
+    let by_signature = alerted();
+    assert!(by_signature.values().all(|ids| ids.len() == 1), "an alert went out under two ids: {by_signature:?}");
+    let stored: BTreeSet<String> = events.iter().map(|event| event.signature.to_string()).collect();
+    assert_eq!(by_signature.keys().cloned().collect::<BTreeSet<String>>(), stored);
+    assert_eq!(server.contract_violations(), Vec::<String>::new());
+    // The clients of b and c: every event once, in order (b's across its
+    // pause and the Redis restart).
+    let all: Vec<u64> = (1..=90).collect();
+    for (name, seqs) in [("b", &seqs_b), ("c", &seqs_c)] {
+        wait_until("the clients' events", data_dir.path(), || seqs.lock().expect("lock").len() >= 90);
+        assert_eq!(*seqs.lock().expect("lock"), all, "{name}'s client got every event once, in order");
+    }
+    daemon_a.stop();
+    daemon_b.stop();
+    daemon_c.stop();
 }

@@ -132,7 +132,11 @@ async fn two_thousand_wallets_on_a_small_pool_are_each_watched_and_a_mover_takes
     assert_eq!(with_transport(&after, "stream").len(), STREAMED);
 
     // After the switch: a demoted wallet's transfer is found by polling, a
-    // promoted wallet's by its stream; nothing lost or repeated anywhere.
+    // promoted wallet's by its stream; nothing lost or repeated anywhere. A
+    // poll round that began before the promotion may still read the
+    // promoted wallet (it would find the transfer first, as `Poll`): let
+    // such a round end (rounds go every 2 s here) before sending.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     let demoted_wallet = demoted.iter().next().expect("demoted").clone();
     let mut after_switch: BTreeSet<WalletAddress> = BTreeSet::new();
     for wallet in [&demoted_wallet, &polled[0]] {
