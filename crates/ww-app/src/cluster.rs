@@ -653,12 +653,20 @@ impl Store for LeasedStore {
     fn runtime_stats(&self) -> Result<Option<RuntimeStats>, StoreError> {
         self.inner().runtime_stats()
     }
+    /// Only the wallet's holder counts failed attempts: a paused former
+    /// holder's failures must not give a transaction up early. (Checked
+    /// against this instance's view of its leases, which it drops before
+    /// they lapse in the database.)
     fn note_unresolved(
         &self,
         entry: &UnresolvedTransaction,
         give_up_after: u32,
         min_interval_ms: i64,
     ) -> Result<UnresolvedTransaction, StoreError> {
+        if !self.cluster.holds(&wallet_resource(&entry.owner_id())) {
+            metrics::counter!(metric_names::LEASE_FENCED_WRITES_TOTAL).increment(1);
+            return Ok(entry.clone());
+        }
         self.inner().note_unresolved(entry, give_up_after, min_interval_ms)
     }
     fn unresolved(&self, limit: usize) -> Result<Vec<UnresolvedTransaction>, StoreError> {
