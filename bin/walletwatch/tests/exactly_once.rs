@@ -4,26 +4,13 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{
-    Daemon, all_active, distinct_pairs, node_history, rpc, statuses, stored_events, track, wait_idle, wait_until,
+    Daemon, all_active, distinct_pairs, expected_pairs, statuses, stored_events, track, wait_idle, wait_until,
 };
-use ww_core::{Signature, WalletAddress};
+use ww_core::WalletAddress;
 use ww_test_utils::{ChaosProxy, LocalNode, RpcProxy, fresh_address};
-
-/// The pairs the node's history says should exist for these wallets.
-async fn expected_pairs(node: &LocalNode, wallets: &[WalletAddress]) -> BTreeSet<(WalletAddress, Signature)> {
-    let client = rpc(&node.rpc_url);
-    let mut pairs = BTreeSet::new();
-    for wallet in wallets {
-        for signature in node_history(&client, wallet).await {
-            pairs.insert((wallet.clone(), signature));
-        }
-    }
-    pairs
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_made_while_stopped_are_delivered_once_after_a_restart() {

@@ -8,9 +8,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{Daemon, distinct_pairs, node_history, rpc, wait_until, walletwatch, walletwatch_configured};
+use common::{Daemon, distinct_pairs, expected_pairs, wait_until, walletwatch, walletwatch_configured};
 use ww_core::store::{EventQuery, Store as _};
-use ww_core::{ActivityEvent, Signature, WalletAddress};
+use ww_core::{ActivityEvent, WalletAddress};
 use ww_store_pg::{PoolOptions, PostgresStore};
 use ww_test_utils::postgres::TestSchema;
 use ww_test_utils::{LocalNode, fresh_address};
@@ -61,17 +61,6 @@ fn statuses(data_dir: &Path, config: &str) -> Vec<String> {
     assert!(output.status.success(), "{output:?}");
     let wallets: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
     wallets.as_array().expect("array").iter().map(|wallet| wallet["subscription_status"].to_string()).collect()
-}
-
-async fn expected_pairs(node: &LocalNode, wallets: &[WalletAddress]) -> BTreeSet<(WalletAddress, Signature)> {
-    let client = rpc(&node.rpc_url);
-    let mut pairs = BTreeSet::new();
-    for wallet in wallets {
-        for signature in node_history(&client, wallet).await {
-            pairs.insert((wallet.clone(), signature));
-        }
-    }
-    pairs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

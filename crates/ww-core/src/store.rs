@@ -163,6 +163,67 @@ impl TrackRequest {
             priority: None,
         }
     }
+
+    /// The wallet record after this request: `existing` with the user (and
+    /// a shared label, a priority) added, or a new record. Every store
+    /// applies a track request this way.
+    pub fn apply_to_wallet(&self, existing: Option<WalletRecord>, now: UnixMillis) -> (WalletRecord, TrackOutcome) {
+        let shared_label = if self.shares_label { self.label.clone() } else { None };
+        match existing {
+            Some(mut record) => {
+                let is_new_user = record.tracking_users.insert(self.user.clone());
+                if shared_label.is_some() {
+                    record.label = shared_label;
+                }
+                if let Some(priority) = self.priority {
+                    record.priority = priority;
+                }
+                (record, if is_new_user { TrackOutcome::UserAdded } else { TrackOutcome::AlreadyTracked })
+            }
+            None => (
+                WalletRecord {
+                    address: self.address.clone(),
+                    label: shared_label,
+                    chain: self.chain,
+                    tracking_users: std::collections::BTreeSet::from([self.user.clone()]),
+                    added_at: now,
+                    start_slot: self.start_slot,
+                    last_transaction: None,
+                    transaction_count: 0,
+                    subscription_status: SubscriptionStatus::Pending,
+                    transport: None,
+                    status_reason: None,
+                    priority: self.priority.unwrap_or(0),
+                },
+                TrackOutcome::Added,
+            ),
+        }
+    }
+
+    /// The user's subscription after this request: `existing` (or a new
+    /// one with the default filter) with the label, filter and destination
+    /// the request sets.
+    pub fn apply_to_subscription(&self, existing: Option<Subscription>, now: UnixMillis) -> Subscription {
+        let mut subscription = existing.unwrap_or_else(|| Subscription {
+            user: self.user.clone(),
+            chain: self.chain,
+            wallet: self.address.clone(),
+            label: None,
+            filter: AlertFilter::default(),
+            destinations: std::collections::BTreeSet::new(),
+            created_at: now,
+        });
+        if self.label.is_some() {
+            subscription.label.clone_from(&self.label);
+        }
+        if let Some(filter) = &self.filter {
+            subscription.filter = filter.clone();
+        }
+        if let Some(destination) = &self.destination {
+            subscription.destinations.insert(destination.clone());
+        }
+        subscription
+    }
 }
 
 /// A cursor move committed together with a batch of events.
@@ -248,6 +309,51 @@ impl UnresolvedTransaction {
     /// The wallet whose history holds it.
     pub fn owner_id(&self) -> WalletId {
         WalletId::new(self.chain, self.owner.clone())
+    }
+
+    /// The entry to store after the failed attempt `self`, given the one
+    /// stored (see [`Store::note_unresolved`]): a new entry as given; an
+    /// existing one takes the new reason, and one more attempt when its last
+    /// is at least `min_interval_ms` old; given up after `give_up_after`.
+    pub fn merged_into(
+        &self,
+        previous: Option<UnresolvedTransaction>,
+        give_up_after: u32,
+        min_interval_ms: i64,
+    ) -> Self {
+        let mut stored = match previous {
+            Some(mut previous) => {
+                if self.last_failed_at.0 - previous.last_failed_at.0 >= min_interval_ms {
+                    previous.attempts = previous.attempts.saturating_add(1);
+                    previous.last_failed_at = self.last_failed_at;
+                }
+                previous.reason.clone_from(&self.reason);
+                previous
+            }
+            None => self.clone(),
+        };
+        stored.is_retry_requested = false;
+        stored.is_given_up = stored.is_given_up || stored.attempts >= give_up_after;
+        stored
+    }
+}
+
+impl OutboxJob {
+    /// A new job of `kind` for `stored`'s event to `route`, due at `at`.
+    pub fn new(id: u64, kind: JobKind, stored: &StoredEvent, route: &Route, at: UnixMillis) -> Self {
+        Self {
+            id,
+            kind,
+            seq: stored.seq,
+            destination: route.destination.clone(),
+            user: route.user.clone(),
+            wallet: stored.event.wallet.clone(),
+            signature: stored.event.signature.clone(),
+            attempts: 0,
+            next_attempt_at: at,
+            created_at: at,
+            last_error: None,
+        }
     }
 }
 

@@ -212,6 +212,19 @@ pub struct WalletRecord {
 pub const TRACKING_CLOCK_SLACK_SECS: i64 = 60;
 
 impl WalletRecord {
+    /// Counts a newly stored event of the wallet: one more transaction, and
+    /// the newest one when its slot is not older than the last's.
+    pub fn count_event(&mut self, event: &crate::event::ActivityEvent) {
+        self.transaction_count += 1;
+        let is_newer = self.last_transaction.as_ref().is_none_or(|last| event.slot >= last.slot);
+        if is_newer {
+            let at = event
+                .block_time
+                .map_or(event.received_at, |seconds| crate::time::UnixMillis(seconds.saturating_mul(1000)));
+            self.last_transaction = Some(LastTransaction { signature: event.signature.clone(), slot: event.slot, at });
+        }
+    }
+
     /// The wallet's identity (chain and address).
     pub fn id(&self) -> WalletId {
         WalletId::new(self.chain, self.address.clone())

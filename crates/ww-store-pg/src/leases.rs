@@ -67,6 +67,30 @@ async fn check_fence(transaction: &Transaction<'_>, holder: &str, fence: &Fence)
     Ok(())
 }
 
+/// Every live instance with its count of live leases, by id.
+async fn live_instances(client: &deadpool_postgres::Client) -> Result<Vec<InstanceRow>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT i.server_id, (extract(epoch FROM i.started_at) * 1000)::bigint, \
+             (extract(epoch FROM i.heartbeat_at) * 1000)::bigint, i.info, \
+             (SELECT count(*) FROM ww_leases l WHERE l.holder = i.server_id AND l.expires_at > now()) \
+             FROM ww_instances i WHERE i.expires_at > now() ORDER BY i.server_id",
+            &[],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(rows
+        .iter()
+        .map(|row| InstanceRow {
+            server_id: row.get(0),
+            started_at_ms: row.get(1),
+            heartbeat_at_ms: row.get(2),
+            info: row.get(3),
+            leases: u64::try_from(row.get::<_, i64>(4)).unwrap_or(0),
+        })
+        .collect())
+}
+
 impl crate::PostgresStore {
     /// Registers (or renews) `server_id` with its `info`, expiring after
     /// `ttl`; returns every live instance, this one included, by id.
@@ -90,26 +114,7 @@ impl crate::PostgresStore {
                 )
                 .await
                 .map_err(db_error)?;
-            let rows = client
-                .query(
-                    "SELECT i.server_id, (extract(epoch FROM i.started_at) * 1000)::bigint, \
-                     (extract(epoch FROM i.heartbeat_at) * 1000)::bigint, i.info, \
-                     (SELECT count(*) FROM ww_leases l WHERE l.holder = i.server_id AND l.expires_at > now()) \
-                     FROM ww_instances i WHERE i.expires_at > now() ORDER BY i.server_id",
-                    &[],
-                )
-                .await
-                .map_err(db_error)?;
-            Ok(rows
-                .iter()
-                .map(|row| InstanceRow {
-                    server_id: row.get(0),
-                    started_at_ms: row.get(1),
-                    heartbeat_at_ms: row.get(2),
-                    info: row.get(3),
-                    leases: u64::try_from(row.get::<_, i64>(4)).unwrap_or(0),
-                })
-                .collect())
+            live_instances(&client).await
         })
     }
 
@@ -117,26 +122,7 @@ impl crate::PostgresStore {
     pub fn instances(&self) -> Result<Vec<InstanceRow>, StoreError> {
         self.block(move |pool| async move {
             let client = pool.get().await.map_err(pool_error)?;
-            let rows = client
-                .query(
-                    "SELECT i.server_id, (extract(epoch FROM i.started_at) * 1000)::bigint, \
-                     (extract(epoch FROM i.heartbeat_at) * 1000)::bigint, i.info, \
-                     (SELECT count(*) FROM ww_leases l WHERE l.holder = i.server_id AND l.expires_at > now()) \
-                     FROM ww_instances i WHERE i.expires_at > now() ORDER BY i.server_id",
-                    &[],
-                )
-                .await
-                .map_err(db_error)?;
-            Ok(rows
-                .iter()
-                .map(|row| InstanceRow {
-                    server_id: row.get(0),
-                    started_at_ms: row.get(1),
-                    heartbeat_at_ms: row.get(2),
-                    info: row.get(3),
-                    leases: u64::try_from(row.get::<_, i64>(4)).unwrap_or(0),
-                })
-                .collect())
+            live_instances(&client).await
         })
     }
 
@@ -259,15 +245,7 @@ impl crate::PostgresStore {
         self.transact(move |transaction| {
             Box::pin(async move {
                 check_fence(transaction, &holder, &fence).await?;
-                transaction
-                    .execute(
-                        "INSERT INTO ww_settings (key, value) VALUES ($1, $2) \
-                         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                        &[&key, &value],
-                    )
-                    .await
-                    .map_err(db_error)?;
-                Ok(())
+                crate::upsert_setting(transaction, &key, &value).await
             })
         })
     }

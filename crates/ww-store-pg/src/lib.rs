@@ -42,7 +42,7 @@ use ww_core::store::{
     UnresolvedTransaction,
 };
 use ww_core::time::UnixMillis;
-use ww_core::wallet::{LastTransaction, SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
+use ww_core::wallet::{SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
 use ww_core::{EventSeq, Position, Signature, StoredEvent, WalletAddress, WalletId};
 
 pub use crate::import::{Importer, RowCounts};
@@ -350,6 +350,22 @@ async fn lock_event_counter<C: GenericClient + Sync>(client: &C) -> Result<u64, 
     Ok(as_u64(row.get(0)))
 }
 
+/// Writes a setting (`Store::put_setting`, and its fenced form).
+pub(crate) async fn upsert_setting<C: GenericClient + Sync>(
+    client: &C,
+    key: &str,
+    value: &str,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "INSERT INTO ww_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            &[&key, &value],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
 async fn next_outbox_id<C: GenericClient + Sync>(client: &C) -> Result<u64, StoreError> {
     let row = client.query_one("SELECT nextval('ww_outbox_ids')", &[]).await.map_err(db_error)?;
     Ok(as_u64(row.get(0)))
@@ -385,36 +401,7 @@ async fn track_in<C: GenericClient + Sync>(
             return Err(StoreError::QuotaReached { limit });
         }
     }
-    let shared_label = if request.shares_label { request.label.clone() } else { None };
-    let (record, outcome) = match existing {
-        Some(mut record) => {
-            let is_new_user = record.tracking_users.insert(request.user.clone());
-            if shared_label.is_some() {
-                record.label = shared_label;
-            }
-            if let Some(priority) = request.priority {
-                record.priority = priority;
-            }
-            (record, if is_new_user { TrackOutcome::UserAdded } else { TrackOutcome::AlreadyTracked })
-        }
-        None => (
-            WalletRecord {
-                address: request.address.clone(),
-                label: shared_label,
-                chain: request.chain,
-                tracking_users: BTreeSet::from([request.user.clone()]),
-                added_at: now,
-                start_slot: request.start_slot,
-                last_transaction: None,
-                transaction_count: 0,
-                subscription_status: SubscriptionStatus::Pending,
-                transport: None,
-                status_reason: None,
-                priority: request.priority.unwrap_or(0),
-            },
-            TrackOutcome::Added,
-        ),
-    };
+    let (record, outcome) = request.apply_to_wallet(existing, now);
     put_wallet(client, &record).await?;
     let existing_subscription: Option<Subscription> = one_json(
         client,
@@ -423,24 +410,7 @@ async fn track_in<C: GenericClient + Sync>(
         &[&wallet_key, &request.user],
     )
     .await?;
-    let mut subscription = existing_subscription.unwrap_or_else(|| Subscription {
-        user: request.user.clone(),
-        chain: request.chain,
-        wallet: request.address.clone(),
-        label: None,
-        filter: ww_core::alert::AlertFilter::default(),
-        destinations: BTreeSet::new(),
-        created_at: now,
-    });
-    if request.label.is_some() {
-        subscription.label.clone_from(&request.label);
-    }
-    if let Some(filter) = &request.filter {
-        subscription.filter = filter.clone();
-    }
-    if let Some(destination) = &request.destination {
-        subscription.destinations.insert(destination.clone());
-    }
+    let subscription = request.apply_to_subscription(existing_subscription, now);
     client
         .execute(
             "INSERT INTO ww_subscriptions (wallet_key, user_id, subscription) VALUES ($1, $2, $3) \
@@ -555,13 +525,7 @@ async fn record_in(
         }
         let seq = EventSeq(next_seq);
         next_seq += 1;
-        record.transaction_count += 1;
-        let is_newer = record.last_transaction.as_ref().is_none_or(|last| event.slot >= last.slot);
-        if is_newer {
-            let at = event.block_time.map_or(event.received_at, |seconds| UnixMillis(seconds.saturating_mul(1000)));
-            record.last_transaction =
-                Some(LastTransaction { signature: event.signature.clone(), slot: event.slot, at });
-        }
+        record.count_event(event);
         inserted.push((StoredEvent::new(seq, event.clone()), new_event));
         outcomes.push(RecordOutcome::Inserted(seq));
     }
@@ -616,22 +580,9 @@ async fn record_in(
         let mut ids = ids.into_iter();
         let (mut job_ids, mut destinations, mut jobs) = (Vec::new(), Vec::new(), Vec::new());
         for (stored, new_event) in &inserted {
-            let event = &stored.event;
             for route in &new_event.routes {
                 let id = ids.next().ok_or_else(|| StoreError::Backend("too few outbox ids reserved".into()))?;
-                let job = OutboxJob {
-                    id: as_u64(id),
-                    kind: JobKind::Alert,
-                    seq: stored.seq,
-                    destination: route.destination.clone(),
-                    user: route.user.clone(),
-                    wallet: event.wallet.clone(),
-                    signature: event.signature.clone(),
-                    attempts: 0,
-                    next_attempt_at: event.emitted_at,
-                    created_at: event.emitted_at,
-                    last_error: None,
-                };
+                let job = OutboxJob::new(as_u64(id), JobKind::Alert, stored, route, stored.event.emitted_at);
                 job_ids.push(id);
                 destinations.push(job.destination.to_string());
                 jobs.push(encode(&job)?);
@@ -730,19 +681,7 @@ async fn retract_in(
                     .map_err(db_error)?;
                 continue;
             }
-            let job = OutboxJob {
-                id: next_outbox_id(transaction).await?,
-                kind: JobKind::Retraction,
-                seq: stored.seq,
-                destination: route.destination.clone(),
-                user: route.user.clone(),
-                wallet: stored.event.wallet.clone(),
-                signature: stored.event.signature.clone(),
-                attempts: 0,
-                next_attempt_at: now,
-                created_at: now,
-                last_error: None,
-            };
+            let job = OutboxJob::new(next_outbox_id(transaction).await?, JobKind::Retraction, &stored, route, now);
             insert_job(transaction, &job).await?;
         }
         retracted.push(stored);
@@ -1312,19 +1251,7 @@ impl Store for PostgresStore {
 
     fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
         let (key, value) = (key.to_string(), value.to_string());
-        self.read(move |client| {
-            boxed!(async move {
-                client
-                    .execute(
-                        "INSERT INTO ww_settings (key, value) VALUES ($1, $2) \
-                         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                        &[&key, &value],
-                    )
-                    .await
-                    .map_err(db_error)?;
-                Ok(())
-            })
-        })
+        self.read(move |client| boxed!(async move { upsert_setting(client, &key, &value).await }))
     }
 
     fn remove_settings(&self, prefixes: &[String]) -> Result<u64, StoreError> {
@@ -1480,19 +1407,7 @@ impl Store for PostgresStore {
                     &[&owner, &signature],
                 )
                 .await?;
-                let mut stored = match previous {
-                    Some(mut previous) => {
-                        if entry.last_failed_at.0 - previous.last_failed_at.0 >= min_interval_ms {
-                            previous.attempts = previous.attempts.saturating_add(1);
-                            previous.last_failed_at = entry.last_failed_at;
-                        }
-                        previous.reason.clone_from(&entry.reason);
-                        previous
-                    }
-                    None => entry.clone(),
-                };
-                stored.is_retry_requested = false;
-                stored.is_given_up = stored.is_given_up || stored.attempts >= give_up_after;
+                let stored = entry.merged_into(previous, give_up_after, min_interval_ms);
                 transaction
                     .execute(
                         "INSERT INTO ww_unresolved (owner, signature, entry) VALUES ($1, $2, $3) \

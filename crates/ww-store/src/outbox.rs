@@ -80,19 +80,7 @@ pub(crate) fn retract_events(
                     dead.remove(job_id).map_err(storage_error)?;
                     continue;
                 }
-                let job = OutboxJob {
-                    id: next_outbox_id,
-                    kind: JobKind::Retraction,
-                    seq: stored.seq,
-                    destination: route.destination.clone(),
-                    user: route.user.clone(),
-                    wallet: stored.event.wallet.clone(),
-                    signature: stored.event.signature.clone(),
-                    attempts: 0,
-                    next_attempt_at: now,
-                    created_at: now,
-                    last_error: None,
-                };
+                let job = OutboxJob::new(next_outbox_id, JobKind::Retraction, &stored, route, now);
                 outbox.insert(job.id, encode(&job)?.as_slice()).map_err(storage_error)?;
                 by_destination.insert((destination.as_str(), job.id), ()).map_err(storage_error)?;
                 next_outbox_id += 1;

@@ -24,7 +24,7 @@ use ww_core::store::{
     UnresolvedTransaction,
 };
 use ww_core::time::UnixMillis;
-use ww_core::wallet::{LastTransaction, SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
+use ww_core::wallet::{SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
 use ww_core::{EventSeq, Position, Signature, StoredEvent, WalletAddress, WalletId};
 
 use crate::codec::{
@@ -377,33 +377,14 @@ impl Store for RedbStore {
                 stored_events.insert(seq.0, encode(&stored)?.as_slice()).map_err(storage_error)?;
                 wallet_events.insert((wallet_key.as_str(), seq.0), ()).map_err(storage_error)?;
                 for route in &new_event.routes {
-                    let job = OutboxJob {
-                        id: next_outbox_id,
-                        kind: JobKind::Alert,
-                        seq,
-                        destination: route.destination.clone(),
-                        user: route.user.clone(),
-                        wallet: event.wallet.clone(),
-                        signature: event.signature.clone(),
-                        attempts: 0,
-                        next_attempt_at: event.emitted_at,
-                        created_at: event.emitted_at,
-                        last_error: None,
-                    };
+                    let job = OutboxJob::new(next_outbox_id, JobKind::Alert, &stored, route, event.emitted_at);
                     outbox.insert(next_outbox_id, encode(&job)?.as_slice()).map_err(storage_error)?;
                     by_destination
                         .insert((job.destination.to_string().as_str(), next_outbox_id), ())
                         .map_err(storage_error)?;
                     next_outbox_id += 1;
                 }
-                record.transaction_count += 1;
-                let is_newer = record.last_transaction.as_ref().is_none_or(|last| event.slot >= last.slot);
-                if is_newer {
-                    let at =
-                        event.block_time.map_or(event.received_at, |seconds| UnixMillis(seconds.saturating_mul(1000)));
-                    record.last_transaction =
-                        Some(LastTransaction { signature: event.signature.clone(), slot: event.slot, at });
-                }
+                record.count_event(event);
                 outcomes.push(RecordOutcome::Inserted(seq));
             }
             for (id, record) in &touched_wallets {
@@ -813,60 +794,15 @@ fn track_in(
             return Err(StoreError::QuotaReached { limit });
         }
     }
-    let shared_label = if request.shares_label { request.label.clone() } else { None };
-    let (record, outcome) = match existing {
-        Some(mut record) => {
-            let is_new_user = record.tracking_users.insert(request.user.clone());
-            if shared_label.is_some() {
-                record.label = shared_label;
-            }
-            if let Some(priority) = request.priority {
-                record.priority = priority;
-            }
-            (record, if is_new_user { TrackOutcome::UserAdded } else { TrackOutcome::AlreadyTracked })
-        }
-        None => (
-            WalletRecord {
-                address: request.address.clone(),
-                label: shared_label,
-                chain: request.chain,
-                tracking_users: BTreeSet::from([request.user.clone()]),
-                added_at: now,
-                start_slot: request.start_slot,
-                last_transaction: None,
-                transaction_count: 0,
-                subscription_status: SubscriptionStatus::Pending,
-                transport: None,
-                status_reason: None,
-                priority: request.priority.unwrap_or(0),
-            },
-            TrackOutcome::Added,
-        ),
-    };
+    let (record, outcome) = request.apply_to_wallet(existing, now);
     wallets.insert(&*wallet_key, encode(&record)?.as_slice()).map_err(storage_error)?;
     let mut subscriptions = write.open_table(SUBSCRIPTIONS).map_err(table_error)?;
     let key = (&*wallet_key, request.user.as_str());
-    let mut subscription: Subscription = match subscriptions.get(key).map_err(storage_error)? {
-        Some(bytes) => decode("subscriptions", bytes.value())?,
-        None => Subscription {
-            user: request.user.clone(),
-            chain: request.chain,
-            wallet: request.address.clone(),
-            label: None,
-            filter: ww_core::alert::AlertFilter::default(),
-            destinations: BTreeSet::new(),
-            created_at: now,
-        },
+    let existing_subscription: Option<Subscription> = match subscriptions.get(key).map_err(storage_error)? {
+        Some(bytes) => Some(decode("subscriptions", bytes.value())?),
+        None => None,
     };
-    if request.label.is_some() {
-        subscription.label.clone_from(&request.label);
-    }
-    if let Some(filter) = &request.filter {
-        subscription.filter = filter.clone();
-    }
-    if let Some(destination) = &request.destination {
-        subscription.destinations.insert(destination.clone());
-    }
+    let subscription = request.apply_to_subscription(existing_subscription, now);
     subscriptions.insert(key, encode(&subscription)?.as_slice()).map_err(storage_error)?;
     write
         .open_table(USER_SUBSCRIPTIONS)

@@ -28,19 +28,7 @@ pub(crate) fn note_unresolved(
             Some(bytes) => Some(decode("unresolved", bytes.value())?),
             None => None,
         };
-        let mut stored = match previous {
-            Some(mut previous) => {
-                if entry.last_failed_at.0 - previous.last_failed_at.0 >= min_interval_ms {
-                    previous.attempts = previous.attempts.saturating_add(1);
-                    previous.last_failed_at = entry.last_failed_at;
-                }
-                previous.reason.clone_from(&entry.reason);
-                previous
-            }
-            None => entry.clone(),
-        };
-        stored.is_retry_requested = false;
-        stored.is_given_up = stored.is_given_up || stored.attempts >= give_up_after;
+        let stored = entry.merged_into(previous, give_up_after, min_interval_ms);
         unresolved.insert(key, encode(&stored)?.as_slice()).map_err(storage_error)?;
         stored
     };

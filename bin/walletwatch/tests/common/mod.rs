@@ -217,6 +217,21 @@ pub async fn node_history(client: &RpcClient, wallet: &WalletAddress) -> BTreeSe
         .collect()
 }
 
+/// The (wallet, signature) pairs the node's history says should be stored for these wallets.
+pub async fn expected_pairs(
+    node: &ww_test_utils::LocalNode,
+    wallets: &[WalletAddress],
+) -> BTreeSet<(WalletAddress, Signature)> {
+    let client = rpc(&node.rpc_url);
+    let mut pairs = BTreeSet::new();
+    for wallet in wallets {
+        for signature in node_history(&client, wallet).await {
+            pairs.insert((wallet.clone(), signature));
+        }
+    }
+    pairs
+}
+
 pub fn rpc(url: &str) -> RpcClient {
     RpcClient::try_new(url.parse().expect("url"), Duration::from_secs(30)).expect("client")
 }
