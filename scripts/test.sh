@@ -4,7 +4,8 @@
 # loopback, and redis-server. Idempotent: builds the node harness only when
 # its sources changed, installs anvil once, installs and starts PostgreSQL
 # when absent, and installs redis-server when missing (the tests start their
-# own servers on free ports).
+# own servers on free ports), and installs Chromium and playwright-core for
+# the dashboard's browser test.
 #
 #   scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
@@ -103,8 +104,30 @@ ensure_redis_server() {
   log "redis-server: $(redis-server --version | cut -d' ' -f3)"
 }
 
+# --- headless Chromium (Debian) and playwright-core (npm), for the dashboard test ---
+PLAYWRIGHT_VERSION=1.64.1
+ensure_browser() {
+  local chromium="${WALLETWATCH_CHROMIUM:-/usr/bin/chromium}"
+  if [[ ! -x "$chromium" ]]; then
+    log "installing Chromium"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2
+  fi
+  export WALLETWATCH_CHROMIUM="$chromium"
+  local dir="$cache_dir/playwright-core-$PLAYWRIGHT_VERSION"
+  if [[ ! -f "$dir/node_modules/playwright-core/package.json" ]]; then
+    log "installing playwright-core $PLAYWRIGHT_VERSION with npm"
+    mkdir -p "$dir"
+    npm install --prefix "$dir" --no-audit --no-fund --silent "playwright-core@$PLAYWRIGHT_VERSION" >&2
+  else
+    log "playwright-core $PLAYWRIGHT_VERSION is cached"
+  fi
+  export WALLETWATCH_PLAYWRIGHT_DIR="$dir"
+}
+
 build_localnet
 install_anvil
+ensure_browser
 ensure_postgres
 ensure_redis_server
 log "running the test suite"

@@ -49,7 +49,7 @@ fn percentiles(mut samples: Vec<i64>) -> String {
 fn stored(data_dir: &Path) -> Vec<ActivityEvent> {
     let Ok(store) = RedbStore::open_in_dir(data_dir) else { return Vec::new() };
     store
-        .events(&EventQuery { wallet: None, after: None, limit: 1_000_000 })
+        .events(&EventQuery { wallet: None, after: None, limit: 1_000_000, before: None })
         .map(|events| events.into_iter().map(|stored| stored.event).collect())
         .unwrap_or_default()
 }

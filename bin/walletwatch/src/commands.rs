@@ -379,6 +379,7 @@ async fn run(config: Config) -> CommandResult {
         .with_chat(chat)
         .with_cluster(daemon_store.cluster.clone())
         .with_redis(redis.clone())
+        .with_chains(config.chain_displays())
         .with_sources(ww_app::wallets::Sources::new(sources.iter().cloned()));
     let redis_info: ww_app::redis_link::InfoSource = {
         let state = api_state.clone();
@@ -745,7 +746,7 @@ async fn print_events(
     let wallet = wallet.map(|text| wallet_arg(&text, chain)).transpose()?;
     let store = open_store(config)?;
     let shutdown = if follow { Some(crate::signals::install().map_err(Failure::Runtime)?) } else { None };
-    let mut query = EventQuery { wallet, after: None, limit };
+    let mut query = EventQuery { wallet, after: None, limit, before: None };
     loop {
         let batch = {
             let store = Arc::clone(&store);

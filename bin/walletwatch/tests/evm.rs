@@ -177,7 +177,7 @@ fn stored_events_with_state(data_dir: &Path) -> Vec<(ActivityEvent, bool)> {
     use ww_core::store::{EventQuery, Store as _};
     let store = ww_store::RedbStore::open_in_dir(data_dir).expect("store");
     store
-        .events(&EventQuery { wallet: None, after: None, limit: 1_000 })
+        .events(&EventQuery { wallet: None, after: None, limit: 1_000, before: None })
         .expect("events")
         .into_iter()
         .map(|stored| {
@@ -297,7 +297,7 @@ async fn a_three_block_reorganisation_retracts_the_orphaned_event_and_records_th
         use ww_core::store::Store as _;
         let store = ww_store::RedbStore::open_in_dir(data_dir.path()).expect("store");
         let standing_seq = store
-            .events(&ww_core::store::EventQuery { wallet: None, after: None, limit: 100 })
+            .events(&ww_core::store::EventQuery { wallet: None, after: None, limit: 100, before: None })
             .expect("events")
             .into_iter()
             .find(|stored| stored.event.signature.to_string() == format!("{standing}"))

@@ -49,7 +49,7 @@ fn signal(daemon: &Daemon, name: &str) {
 fn pg_events(schema: &TestSchema) -> Vec<ActivityEvent> {
     let store = PostgresStore::connect(&schema.url, &PoolOptions::default()).expect("connect");
     store
-        .events(&EventQuery { wallet: None, after: None, limit: 1_000_000 })
+        .events(&EventQuery { wallet: None, after: None, limit: 1_000_000, before: None })
         .expect("events")
         .into_iter()
         .map(|stored| stored.event)
@@ -164,7 +164,7 @@ fn store_migrate_copies_every_table_of_an_embedded_store_and_refuses_a_full_data
     assert!(text.contains("events") && text.contains("5") && text.contains("dead_letters"), "{text}");
 
     let target = PostgresStore::connect(&schema.url, &PoolOptions::default()).expect("connect");
-    let all = EventQuery { wallet: None, after: None, limit: 100 };
+    let all = EventQuery { wallet: None, after: None, limit: 100, before: None };
     assert_eq!(target.events(&all).expect("events"), source.events(&all).expect("events"));
     assert_eq!(target.wallets().expect("wallets"), source.wallets().expect("wallets"));
     assert_eq!(target.outbox_jobs(100).expect("jobs"), source.outbox_jobs(100).expect("jobs"));
@@ -433,7 +433,7 @@ async fn a_websocket_client_of_one_instance_gets_every_instances_events_once_acr
     let stored: BTreeSet<u64> = {
         let store = PostgresStore::connect(&schema.url, &PoolOptions::default()).expect("connect");
         store
-            .events(&EventQuery { wallet: None, after: None, limit: 100 })
+            .events(&EventQuery { wallet: None, after: None, limit: 100, before: None })
             .expect("events")
             .iter()
             .map(|stored| stored.seq.0)

@@ -382,7 +382,7 @@ async fn read_retractions(store: &Arc<dyn Store>, after: u64) -> Option<Vec<Stor
 
 async fn read_page(store: &Arc<dyn Store>, after: u64) -> Option<Vec<StoredEvent>> {
     let store = Arc::clone(store);
-    let query = EventQuery { wallet: None, after: Some(EventSeq(after)), limit: STORE_PAGE };
+    let query = EventQuery { wallet: None, after: Some(EventSeq(after)), limit: STORE_PAGE, before: None };
     match tokio::task::spawn_blocking(move || store.events(&query)).await {
         Ok(Ok(page)) => Some(page),
         Ok(Err(error)) => {

@@ -224,24 +224,19 @@ impl DeliveryWorkers {
         config: Arc<Config>,
         wake: Arc<Notify>,
     ) -> Self {
-        let mut explorers = HashMap::from([(
-            ww_core::Chain::SOLANA,
-            Explorer {
-                tx_url: config.alerts.explorer_tx_url.clone(),
-                account_url: config.alerts.explorer_account_url.clone(),
-                native_symbol: None,
-            },
-        )]);
-        for (chain, evm) in &config.evm {
-            explorers.insert(
-                *chain,
-                Explorer {
-                    tx_url: evm.explorer_tx_url.clone(),
-                    account_url: evm.explorer_address_url.clone(),
-                    native_symbol: Some(evm.native_symbol.clone()),
-                },
-            );
-        }
+        let explorers = config
+            .chain_displays()
+            .into_iter()
+            .map(|display| {
+                let explorer = Explorer {
+                    tx_url: display.explorer_tx_url,
+                    account_url: display.explorer_account_url,
+                    // Solana's stays the chain's own default.
+                    native_symbol: (display.chain != ww_core::Chain::SOLANA).then_some(display.native_symbol),
+                };
+                (display.chain, explorer)
+            })
+            .collect();
         Self {
             store,
             sinks,
@@ -252,6 +247,15 @@ impl DeliveryWorkers {
             health: ww_core::status::Health::default(),
             may_send: None,
         }
+    }
+
+    /// Counts a job's outcome in `ww_deliveries_total` and in the health
+    /// the API reports (the dashboard's delivery rates).
+    fn count_delivery(&self, sink: &'static str, outcome: &'static str) {
+        metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => outcome).increment(1);
+        self.health.update(|state| {
+            *state.deliveries.entry(sink.to_string()).or_default().entry(outcome.to_string()).or_default() += 1;
+        });
     }
 
     /// Sets the health the sources keep current: a `delivery = "final"`
@@ -454,8 +458,7 @@ impl DeliveryWorkers {
                     };
                 }
                 unsent.insert(job.seq);
-                metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => job.destination.sink(), "outcome" => "retracted")
-                    .increment(1);
+                self.count_delivery(job.destination.sink(), "retracted");
                 debug!(job = job.id, destination = %job.destination, signature = %job.signature,
                     "transaction dropped by a chain reorganisation before its alert went out; not sent");
                 continue;
@@ -513,7 +516,7 @@ impl DeliveryWorkers {
                     if !matches!(recorded, Ok(Ok(()))) {
                         warn!(job = job.id, "recording a held alert failed; it is looked at again sooner");
                     }
-                    metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "held").increment(1);
+                    self.count_delivery(sink, "held");
                     debug!(job = job.id, destination = %job.destination, signature = %job.signature, depth, needed,
                         "alert held until its block is final");
                     return Err((Some(wait), false));
@@ -523,8 +526,7 @@ impl DeliveryWorkers {
                     let decision = filter.evaluate(&event.event, |mint| prices.get(mint).copied());
                     if decision != ww_core::alert::FilterDecision::Deliver {
                         completions.push(job.id).await;
-                        metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "filtered")
-                            .increment(1);
+                        self.count_delivery(sink, "filtered");
                         debug!(job = job.id, destination = %job.destination, signature = %job.signature, decision = decision.as_str(),
                             "alert below the subscription's USD threshold at delivery; not sent");
                         return Ok(None);
@@ -551,8 +553,7 @@ impl DeliveryWorkers {
             let Some(sent) = sent else {
                 // Filtered, dropped or dead: the destination never saw the alert.
                 completions.push(job.id).await;
-                metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "retracted")
-                    .increment(1);
+                self.count_delivery(sink, "retracted");
                 debug!(job = job.id, destination = %job.destination, signature = %job.signature,
                     "its alert never went to this destination; the retraction is not sent");
                 return Ok(None);
@@ -595,8 +596,7 @@ impl DeliveryWorkers {
                     }
                 }
                 completions.push(job_id).await;
-                metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "delivered")
-                    .increment(1);
+                self.count_delivery(sink, "delivered");
                 if let Ok((event, _, _)) = &prepared {
                     let latency = (ww_core::time::now().0 - event.event.received_at.0).max(0) as f64 / 1000.0;
                     metrics::histogram!(metric_names::DELIVERY_LATENCY_SECONDS, "sink" => sink).record(latency);
@@ -618,8 +618,7 @@ impl DeliveryWorkers {
                     if !matches!(recorded, Ok(Ok(()))) {
                         error!(job = job_id, "moving a job to the dead letters failed; it stays in the outbox");
                     }
-                    metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "dead_lettered")
-                        .increment(1);
+                    self.count_delivery(sink, "dead_lettered");
                     error!(job = job_id, destination = %job.destination, wallet = %job.wallet, signature = %job.signature,
                         attempts, error = %reason, "delivery failed for good; moved to the dead letters (`walletwatch outbox retry`)");
                     // A permanent failure of one job says nothing about the next one.
@@ -636,7 +635,7 @@ impl DeliveryWorkers {
                 if !matches!(recorded, Ok(Ok(()))) {
                     error!(job = job_id, "recording a failed attempt failed; the job will be retried sooner");
                 }
-                metrics::counter!(metric_names::DELIVERIES_TOTAL, "sink" => sink, "outcome" => "retry").increment(1);
+                self.count_delivery(sink, "retry");
                 warn!(job = job_id, destination = %job.destination, attempts, retry_in_ms = wait.as_millis() as u64,
                     error = %failure, "delivery failed; will retry");
                 Err((Some(wait), failure.is_global()))

@@ -95,7 +95,12 @@ async fn wait_idle(health: &Health) {
 
 fn stored_signatures(store: &dyn Store, wallet: &WalletAddress) -> Vec<String> {
     store
-        .events(&EventQuery { wallet: Some(ww_core::WalletId::solana(wallet.clone())), after: None, limit: 1000 })
+        .events(&EventQuery {
+            wallet: Some(ww_core::WalletId::solana(wallet.clone())),
+            after: None,
+            limit: 1000,
+            before: None,
+        })
         .expect("events")
         .into_iter()
         .map(|stored| stored.event.signature.to_string())

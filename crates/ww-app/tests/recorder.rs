@@ -156,6 +156,7 @@ async fn requests_accepted_before_the_last_handle_is_dropped_are_all_committed()
             wallet: Some(ww_core::WalletId::solana(wallet.clone())),
             after: None,
             limit: 1_000,
+            before: None,
         })
         .expect("read");
     assert_eq!(events.len(), 320, "every accepted event is in the store");

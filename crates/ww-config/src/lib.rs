@@ -244,6 +244,33 @@ pub struct BalancesConfig {
     pub snapshot_interval: Duration,
 }
 
+impl BalancesConfig {
+    /// The refresh interval of wallets in `tier`.
+    pub fn interval(&self, tier: ww_core::wallet::ActivityTier) -> Duration {
+        match tier {
+            ww_core::wallet::ActivityTier::High => self.high_interval,
+            ww_core::wallet::ActivityTier::Medium => self.medium_interval,
+            ww_core::wallet::ActivityTier::Low => self.low_interval,
+        }
+    }
+}
+
+/// How a watched chain is shown: its native coin and explorer links
+/// (`{signature}` / `{hash}` and `{address}` are replaced).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainDisplay {
+    /// The chain's name.
+    pub chain: Chain,
+    /// Its native coin's symbol.
+    pub native_symbol: String,
+    /// Its native coin's decimals (9 for SOL, 18 on EVM chains).
+    pub native_decimals: u8,
+    /// Transaction link template.
+    pub explorer_tx_url: String,
+    /// Account link template.
+    pub explorer_account_url: String,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -785,6 +812,26 @@ impl Config {
     /// section's, else the chain's default.
     pub fn native_symbol(&self, chain: Chain) -> &str {
         self.evm.get(&chain).map_or(chain.native_symbol(), |evm| evm.native_symbol.as_str())
+    }
+
+    /// Every watched chain (Solana, then each `[evm.NAME]`) with its
+    /// explorer links and native coin: what alerts and the dashboard show.
+    pub fn chain_displays(&self) -> Vec<ChainDisplay> {
+        let solana = ChainDisplay {
+            chain: Chain::SOLANA,
+            native_symbol: Chain::SOLANA.native_symbol().to_string(),
+            native_decimals: Chain::SOLANA.native_decimals(),
+            explorer_tx_url: self.alerts.explorer_tx_url.clone(),
+            explorer_account_url: self.alerts.explorer_account_url.clone(),
+        };
+        let evm = self.evm.iter().map(|(chain, evm)| ChainDisplay {
+            chain: *chain,
+            native_symbol: evm.native_symbol.clone(),
+            native_decimals: chain.native_decimals(),
+            explorer_tx_url: evm.explorer_tx_url.clone(),
+            explorer_account_url: evm.explorer_address_url.clone(),
+        });
+        std::iter::once(solana).chain(evm).collect()
     }
 
     /// Renders the effective configuration as TOML, secrets redacted.

@@ -34,6 +34,11 @@ pub struct HealthState {
     /// Each watched EVM chain's state, kept by its source.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub evm: std::collections::BTreeMap<crate::ids::Chain, EvmHealth>,
+    /// Alert deliveries since the start, by sink (`webhook`, `discord`,
+    /// `telegram`, …) and outcome (`delivered`, `retry`, `dead_lettered`,
+    /// `filtered`, `held`, `retracted`): what `ww_deliveries_total` counts.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub deliveries: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
 }
 
 /// One EVM chain's state, as `/ready` reports it.

@@ -387,6 +387,9 @@ pub struct EventQuery {
     pub after: Option<EventSeq>,
     /// At most this many. With `after`, the oldest ones after it; without, the newest.
     pub limit: usize,
+    /// Only events with a smaller sequence number: without `after`, the
+    /// newest ones before it (paging back through history).
+    pub before: Option<EventSeq>,
 }
 
 /// The setting recording that the alert of event `seq` went to

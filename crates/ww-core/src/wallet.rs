@@ -206,6 +206,53 @@ pub struct WalletRecord {
     pub priority: u8,
 }
 
+/// Activity within this window makes a wallet [`ActivityTier::High`].
+pub const HIGH_ACTIVITY_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+/// Activity within this window makes a wallet [`ActivityTier::Medium`].
+pub const MEDIUM_ACTIVITY_WINDOW: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// A wallet's activity tier: how recently it moved. Balance reads and
+/// polling follow it; the API and dashboard show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivityTier {
+    /// Active in the last 10 minutes.
+    High,
+    /// Active in the last 24 hours.
+    Medium,
+    /// Quiet.
+    Low,
+}
+
+impl ActivityTier {
+    /// Returns the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivityTier::High => "high",
+            ActivityTier::Medium => "medium",
+            ActivityTier::Low => "low",
+        }
+    }
+
+    /// Its position in tier order (high first): the index of per-tier arrays.
+    pub fn index(self) -> usize {
+        match self {
+            ActivityTier::High => 0,
+            ActivityTier::Medium => 1,
+            ActivityTier::Low => 2,
+        }
+    }
+
+    /// Returns the tier for a wallet last active `since` ago (`None`: never seen).
+    pub fn from_last_activity(since: Option<std::time::Duration>) -> ActivityTier {
+        match since {
+            Some(elapsed) if elapsed <= HIGH_ACTIVITY_WINDOW => ActivityTier::High,
+            Some(elapsed) if elapsed <= MEDIUM_ACTIVITY_WINDOW => ActivityTier::Medium,
+            _ => ActivityTier::Low,
+        }
+    }
+}
+
 /// History before the tracking instant that still belongs to a wallet with
 /// no start slot: block times come from the cluster's clock, not ours, and a
 /// transaction sent right after `track` can carry an earlier block time.
@@ -223,6 +270,15 @@ impl WalletRecord {
                 .map_or(event.received_at, |seconds| crate::time::UnixMillis(seconds.saturating_mul(1000)));
             self.last_transaction = Some(LastTransaction { signature: event.signature.clone(), slot: event.slot, at });
         }
+    }
+
+    /// Its activity tier at `now`, from its newest stored transaction.
+    pub fn activity_tier(&self, now: UnixMillis) -> ActivityTier {
+        let since = self
+            .last_transaction
+            .as_ref()
+            .map(|last| std::time::Duration::from_millis(u64::try_from(now.0.saturating_sub(last.at.0)).unwrap_or(0)));
+        ActivityTier::from_last_activity(since)
     }
 
     /// The wallet's identity (chain and address).

@@ -65,7 +65,7 @@ fn tokens_of(store: &dyn Store, wallet: &WalletId) -> Result<BTreeSet<Address>, 
             tokens.insert(token);
         }
     }
-    let query = ww_core::store::EventQuery { wallet: Some(wallet.clone()), after: None, limit: 200 };
+    let query = ww_core::store::EventQuery { wallet: Some(wallet.clone()), after: None, limit: 200, before: None };
     for stored in store.events(&query)? {
         for delta in stored.event.token_deltas.iter().filter(|delta| delta.token_id.is_none()) {
             if let Ok(token) = delta.mint.as_str().parse::<Address>() {

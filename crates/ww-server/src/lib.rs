@@ -4,12 +4,17 @@
 //! |---|---|---|
 //! | `GET /health` | none | the process is alive |
 //! | `GET /ready` | none | store readable, Solana reachable, subscriptions live, processing lag under 120 s; 503 with reasons otherwise |
-//! | `GET /api/wallets` | read | wallets (admin: all; others: the ones they track) |
+//! | `GET /` , `GET /assets/*` | none (the pages sign in with a token) | the web dashboard, see [`dashboard`] |
+//! | `GET /api/me` | read | the token's user and scope, the watched chains, the newest event's number |
+//! | `GET /api/status` | read | what the health page shows: `/ready`'s reasons, connections, lag, RPC calls, deliveries |
+//! | `GET /api/wallets` | read | wallets (admin: all; others: the ones they track), with activity tier and native balance |
 //! | `POST /api/wallets` | admin | track `{address, label?, user?, filter?}` |
+//! | `GET /api/wallets/{address}` | read | one wallet, with its coverage |
 //! | `DELETE /api/wallets/{address}?user=` | admin | untrack |
-//! | `GET /api/wallets/{address}/activity?after=&limit=` | read | events, oldest first after `after` |
+//! | `PUT /api/wallets/{address}/subscription?user=` | admin | change a subscription's `{label?, filter?}` |
+//! | `GET /api/wallets/{address}/activity?after=&before=&limit=` | read | events, oldest first after `after`, or the newest before `before` |
 //! | `GET /api/wallets/{address}/balances` | read | current balances and history |
-//! | `GET /api/events?after=&limit=` | read | every visible event after a sequence number |
+//! | `GET /api/events?after=&before=&limit=` | read | every visible event after (or the newest before) a sequence number |
 //! | `GET /api/outbox` | admin | delivery outbox depth and dead-letter count, with the first jobs |
 //! | `GET /api/outbox/dead` | admin | dead letters with their last error |
 //! | `POST /api/outbox/dead/retry` | admin | `{ids?, destination?}` (neither: all) back to the outbox |
@@ -31,6 +36,7 @@
 pub mod access;
 mod auth;
 pub mod chat;
+pub mod dashboard;
 mod error;
 pub mod metric_names;
 mod routes;
@@ -110,6 +116,8 @@ pub struct ApiState {
     pub cluster: Option<Arc<ww_app::cluster::Cluster>>,
     /// Redis between instances: the registry `/api/ws/connections` sums.
     pub redis: Option<Arc<ww_app::redis_link::RedisLink>>,
+    /// The watched chains as `/api/me` shows them (native coin, explorer links).
+    pub chains: Arc<[ww_config::ChainDisplay]>,
     ws: Arc<ws::WsRegistry>,
     access: access::AccessWatch,
     limiter: Arc<DefaultKeyedRateLimiter<String>>,
@@ -136,6 +144,7 @@ impl ApiState {
             http_limits: HttpLimits::default(),
             cluster: None,
             redis: None,
+            chains: Arc::from(Vec::new()),
             ws: Arc::default(),
             access: access::AccessWatch::default(),
             limiter: Arc::new(RateLimiter::keyed(Quota::per_second(rate))),
@@ -181,6 +190,13 @@ impl ApiState {
         self
     }
 
+    /// Sets the watched chains' display (see [`ApiState::chains`]).
+    #[must_use]
+    pub fn with_chains(mut self, chains: Vec<ww_config::ChainDisplay>) -> Self {
+        self.chains = Arc::from(chains);
+        self
+    }
+
     /// This instance's WebSocket clients, their users and subscriptions.
     pub fn ws_counts(&self) -> (usize, usize, usize) {
         self.ws.counts()
@@ -203,7 +219,10 @@ pub fn router(state: ApiState) -> Router {
             "/wallets/bulk",
             axum::routing::post(routes::track_wallets_bulk).layer(DefaultBodyLimit::max(MAX_BULK_BODY_BYTES)),
         )
-        .route("/wallets/{address}", axum::routing::delete(routes::untrack_wallet))
+        .route("/me", get(routes::me))
+        .route("/status", get(routes::status))
+        .route("/wallets/{address}", get(routes::wallet_detail).delete(routes::untrack_wallet))
+        .route("/wallets/{address}/subscription", axum::routing::put(routes::update_subscription))
         .route("/wallets/{address}/activity", get(routes::wallet_activity))
         .route("/wallets/{address}/balances", get(routes::wallet_balances))
         .route("/events", get(routes::events))
@@ -218,6 +237,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/openapi.json", get(routes::openapi))
         .fallback(routes::not_found);
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/assets/{*path}", get(dashboard::asset))
         .route("/health", get(routes::health))
         .route("/ready", get(routes::ready))
         .route("/ws", get(ws::upgrade))

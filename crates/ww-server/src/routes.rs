@@ -27,7 +27,16 @@ pub(crate) async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-pub(crate) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
+/// What `/ready` and `/api/status` say about the instance: whether it is
+/// ready, why not, what works less well, and the daemon's live state.
+pub(crate) struct Readiness {
+    pub(crate) reasons: Vec<String>,
+    pub(crate) degraded: Vec<String>,
+    pub(crate) store_ok: bool,
+    pub(crate) health: ww_core::status::HealthState,
+}
+
+pub(crate) async fn readiness(state: &ApiState) -> Readiness {
     let store = Arc::clone(&state.store);
     let store_ok = matches!(tokio::task::spawn_blocking(move || store.runtime_stats()).await, Ok(Ok(_)));
     let health = state.health.snapshot();
@@ -68,6 +77,11 @@ pub(crate) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Va
                 .to_string(),
         );
     }
+    Readiness { reasons, degraded, store_ok, health }
+}
+
+pub(crate) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
+    let Readiness { reasons, degraded, store_ok, health } = readiness(&state).await;
     let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let work = health.work;
     (
@@ -221,42 +235,173 @@ async fn visible_wallet(state: &ApiState, caller: &Caller, wallet: &WalletId) ->
     }
 }
 
-/// Wallets visible to the caller, each with the subscriptions (label,
+/// A wallet as the caller may see it, with the subscriptions (label,
 /// filter, destinations) the caller may see: admins all, others their own
 /// (and, in `tracking_users`, only themselves; `label` is theirs when they
-/// set one).
+/// set one). Also its activity tier at `now` and its native balance, when
+/// one was read.
+fn wallet_view(
+    record: &WalletRecord,
+    subscriptions: &[ww_core::alert::Subscription],
+    native_balance: Option<&ww_core::balance::BalanceRecord>,
+    caller: &Caller,
+    now: ww_core::time::UnixMillis,
+) -> Value {
+    let own: Vec<&ww_core::alert::Subscription> = subscriptions
+        .iter()
+        .filter(|subscription| subscription.chain == record.chain && subscription.wallet == record.address)
+        .filter(|subscription| caller.0.is_admin || subscription.user == caller.0.user)
+        .collect();
+    let mut value = serde_json::to_value(record).unwrap_or(Value::Null);
+    if !caller.0.is_admin {
+        // Other users' ids (Discord, Telegram) are theirs: a reader
+        // sees only their own tracking, under their own label.
+        value["tracking_users"] = json!([caller.0.user]);
+        if let Some(label) = own.first().and_then(|subscription| subscription.label.as_ref()) {
+            value["label"] = json!(label);
+        }
+    }
+    value["subscriptions"] = json!(own);
+    value["activity_tier"] = json!(record.activity_tier(now));
+    value["native_balance"] = json!(native_balance.map(|balance| json!({
+        "amount": balance.amount.to_string(),
+        "slot": balance.slot,
+        "observed_at": balance.observed_at,
+    })));
+    value
+}
+
+/// Whether `balance` is the native coin balance of a wallet itself.
+fn is_native_balance(balance: &ww_core::balance::BalanceRecord) -> bool {
+    matches!(balance.asset, ww_core::balance::Asset::Sol | ww_core::balance::Asset::Native)
+        && balance.address == balance.wallet
+}
+
+/// Wallets visible to the caller (see [`wallet_view`]).
 pub(crate) async fn list_wallets(State(state): State<ApiState>, caller: Caller) -> Result<Json<Vec<Value>>, ApiError> {
     let store = Arc::clone(&state.store);
-    let (records, subscriptions) = tokio::task::spawn_blocking(move || {
+    let (records, subscriptions, balances) = tokio::task::spawn_blocking(move || {
         let records = store.wallets()?;
         let ids: Vec<WalletId> = records.iter().map(WalletRecord::id).collect();
         let subscriptions = store.subscriptions_for(&ids)?;
-        Ok::<_, ww_core::store::StoreError>((records, subscriptions))
+        let balances: Vec<_> = store.balances(None)?.into_iter().filter(is_native_balance).collect();
+        Ok::<_, ww_core::store::StoreError>((records, subscriptions, balances))
     })
     .await??;
+    let natives: std::collections::HashMap<(ww_core::Chain, &WalletAddress), &ww_core::balance::BalanceRecord> =
+        balances.iter().map(|balance| ((balance.chain, &balance.wallet), balance)).collect();
+    let now = ww_core::time::now();
     let visible = records
-        .into_iter()
+        .iter()
         .filter(|record| caller.0.is_admin || record.tracking_users.contains(&caller.0.user))
         .map(|record| {
-            let own: Vec<&ww_core::alert::Subscription> = subscriptions
-                .iter()
-                .filter(|subscription| subscription.chain == record.chain && subscription.wallet == record.address)
-                .filter(|subscription| caller.0.is_admin || subscription.user == caller.0.user)
-                .collect();
-            let mut value = serde_json::to_value(&record).unwrap_or(Value::Null);
-            if !caller.0.is_admin {
-                // Other users' ids (Discord, Telegram) are theirs: a reader
-                // sees only their own tracking, under their own label.
-                value["tracking_users"] = json!([caller.0.user]);
-                if let Some(label) = own.first().and_then(|subscription| subscription.label.as_ref()) {
-                    value["label"] = json!(label);
-                }
-            }
-            value["subscriptions"] = json!(own);
-            value
+            let native = natives.get(&(record.chain, &record.address)).copied();
+            wallet_view(record, &subscriptions, native, &caller, now)
         })
         .collect();
     Ok(Json(visible))
+}
+
+/// `GET /api/wallets/{address}`: one wallet as the list shows it, with its
+/// coverage: its history is complete from its start (the slot or block it
+/// was tracked at, else a minute before it was tracked) through its cursor
+/// (Solana) or the chain's scanned block (EVM).
+pub(crate) async fn wallet_detail(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(address): Path<String>,
+    Query(query): Query<UserQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let wallet = parse_wallet(&address, query.chain)?;
+    let record = visible_wallet(&state, &caller, &wallet).await?;
+    let store = Arc::clone(&state.store);
+    let id = wallet.clone();
+    let (subscriptions, native, cursor) = tokio::task::spawn_blocking(move || {
+        let subscriptions = store.subscriptions_for(std::slice::from_ref(&id))?;
+        let native = store.balances(Some(&id))?.into_iter().find(is_native_balance);
+        let cursor = store.cursor(&id, &id.address)?;
+        Ok::<_, ww_core::store::StoreError>((subscriptions, native, cursor))
+    })
+    .await??;
+    let mut view = wallet_view(&record, &subscriptions, native.as_ref(), &caller, ww_core::time::now());
+    let through = match wallet.chain.family() {
+        ww_core::ChainFamily::Solana => cursor.map(|position| json!(position)),
+        ww_core::ChainFamily::Evm => state
+            .health
+            .snapshot()
+            .evm
+            .get(&wallet.chain)
+            .and_then(|evm| evm.scanned)
+            .map(|block| json!({"block": block})),
+    };
+    view["coverage"] = json!({
+        "from_slot": record.start_slot,
+        "from_time": record.start_slot.is_none().then(|| {
+            ww_core::time::UnixMillis(record.added_at.0 - ww_core::wallet::TRACKING_CLOCK_SLACK_SECS * 1000)
+        }),
+        "through": through,
+    });
+    Ok(Json(view))
+}
+
+/// `PUT /api/wallets/{address}/subscription`: changes the label and filter
+/// of `user`'s (the caller's by default) existing subscription.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SubscriptionBody {
+    #[serde(default)]
+    label: Option<String>,
+    #[serde(default)]
+    filter: Option<ww_core::alert::AlertFilter>,
+}
+
+pub(crate) async fn update_subscription(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(address): Path<String>,
+    Query(query): Query<UserQuery>,
+    body: Result<Json<SubscriptionBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&caller)?;
+    let body = json_body(body)?;
+    let wallet = parse_wallet(&address, query.chain)?;
+    let user = query.user.unwrap_or_else(|| caller.0.user.clone());
+    let store = Arc::clone(&state.store);
+    let updated = tokio::task::spawn_blocking(move || {
+        let find = |store: &dyn ww_core::store::Store| {
+            Ok::<_, ww_core::store::StoreError>(
+                store
+                    .subscriptions_for(std::slice::from_ref(&wallet))?
+                    .into_iter()
+                    .find(|subscription| subscription.user == user),
+            )
+        };
+        if find(store.as_ref())?.is_none() {
+            return Ok(None);
+        }
+        let options = wallets::TrackOptions {
+            filter: body.filter,
+            destination: None,
+            start_slot: None,
+            chat_quota: None,
+            priority: None,
+            chain: Some(wallet.chain),
+        };
+        wallets::track_with(
+            store.as_ref(),
+            wallet.address.as_str(),
+            body.label.as_deref(),
+            &user,
+            options,
+            ww_core::time::now(),
+        )?;
+        Ok::<_, ww_app::AppError>(find(store.as_ref())?)
+    })
+    .await??;
+    match updated {
+        Some(subscription) => Ok(Json(json!({"subscription": subscription}))),
+        None => Err(ApiError::not_found(format!("{address} has no subscription of that user"))),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -394,12 +539,29 @@ pub(crate) struct PageQuery {
     after: Option<u64>,
     #[serde(default)]
     limit: Option<usize>,
+    /// Without `after`: the newest events before this sequence number,
+    /// paging back through history.
+    #[serde(default)]
+    before: Option<u64>,
     /// The wallet's chain, on per-wallet routes (`solana` without it).
     #[serde(default)]
     chain: Option<ww_core::Chain>,
 }
 
 impl PageQuery {
+    /// The store query: with `before` (and no `after`), the newest events
+    /// before it; else the oldest after `after` (0 without it).
+    fn query(&self, wallet: Option<WalletId>) -> Result<EventQuery, ApiError> {
+        let limit = self.limit()?;
+        Ok(match (self.after, self.before) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request("invalid_request", "give after or before, not both"));
+            }
+            (None, Some(before)) => EventQuery { wallet, after: None, limit, before: Some(EventSeq(before)) },
+            (after, None) => EventQuery { wallet, after: Some(EventSeq(after.unwrap_or(0))), limit, before: None },
+        })
+    }
+
     fn limit(&self) -> Result<usize, ApiError> {
         match self.limit {
             None => Ok(DEFAULT_PAGE),
@@ -409,9 +571,23 @@ impl PageQuery {
     }
 }
 
-fn page(events: Vec<StoredEvent>, after: u64) -> Json<Value> {
-    let next_after = events.last().map_or(after, |stored| stored.seq.0);
-    Json(json!({"events": events, "next_after": next_after}))
+/// A page of events: `next_after` continues forward (after the newest
+/// scanned), `next_before` backward (before the oldest scanned; absent when
+/// nothing older was scanned).
+fn page(events: Vec<StoredEvent>, scanned: Option<(u64, u64)>, query: &EventQuery) -> Json<Value> {
+    let after = query.after.map_or(0, |seq| seq.0);
+    let next_after = scanned.map_or(after, |(_, newest)| newest);
+    let next_before = match (scanned, query.before) {
+        (Some((oldest, _)), _) => Some(oldest),
+        (None, Some(before)) => Some(before.0),
+        (None, None) => None,
+    };
+    Json(json!({"events": events, "next_after": next_after, "next_before": next_before}))
+}
+
+/// The oldest and newest sequence numbers of `events`.
+fn scanned_range(events: &[StoredEvent]) -> Option<(u64, u64)> {
+    Some((events.first()?.seq.0, events.last()?.seq.0))
 }
 
 pub(crate) async fn wallet_activity(
@@ -422,14 +598,12 @@ pub(crate) async fn wallet_activity(
 ) -> Result<Json<Value>, ApiError> {
     let wallet = parse_wallet(&address, query.chain)?;
     visible_wallet(&state, &caller, &wallet).await?;
-    let limit = query.limit()?;
-    let after = query.after.unwrap_or(0);
+    let query = query.query(Some(wallet))?;
     let store = Arc::clone(&state.store);
-    let events = tokio::task::spawn_blocking(move || {
-        store.events(&EventQuery { wallet: Some(wallet), after: Some(EventSeq(after)), limit })
-    })
-    .await??;
-    Ok(page(events, after))
+    let read = query.clone();
+    let events = tokio::task::spawn_blocking(move || store.events(&read)).await??;
+    let scanned = scanned_range(&events);
+    Ok(page(events, scanned, &query))
 }
 
 pub(crate) async fn wallet_balances(
@@ -458,18 +632,19 @@ pub(crate) async fn events(
     caller: Caller,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = query.limit()?;
-    let after = query.after.unwrap_or(0);
+    let query = query.query(None)?;
     let store = Arc::clone(&state.store);
+    let read = query.clone();
     let (scanned, visible_wallets) = tokio::task::spawn_blocking(move || {
-        let scanned = store.events(&EventQuery { wallet: None, after: Some(EventSeq(after)), limit })?;
+        let scanned = store.events(&read)?;
         let wallets = store.wallets()?;
         Ok::<_, ww_core::store::StoreError>((scanned, wallets))
     })
     .await??;
-    // `next_after` follows what was scanned, so a client paging with it never
-    // skips or repeats, even when some events belong to other users.
-    let next_after = scanned.last().map_or(after, |stored| stored.seq.0);
+    // `next_after` / `next_before` follow what was scanned, so a client
+    // paging with them never skips or repeats, even when some events belong
+    // to other users.
+    let range = scanned_range(&scanned);
     let visible: Vec<StoredEvent> = scanned
         .into_iter()
         .filter(|stored| {
@@ -479,7 +654,89 @@ pub(crate) async fn events(
                 })
         })
         .collect();
-    Ok(Json(json!({"events": visible, "next_after": next_after})))
+    Ok(page(visible, range, &query))
+}
+
+/// `GET /api/me`: who the token acts as, what it may do, the watched
+/// chains (native coin, explorer links) and the newest event's sequence
+/// number (a live client resumes `/ws` after the page it read).
+pub(crate) async fn me(State(state): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let store = Arc::clone(&state.store);
+    let last_event_seq = tokio::task::spawn_blocking(move || store.last_event_seq()).await??;
+    Ok(Json(json!({
+        "user": caller.0.user,
+        "admin": caller.0.is_admin,
+        "token_id": caller.0.id(),
+        "expires_at": caller.0.expires_at,
+        "server_id": &*state.server_id,
+        "chains": &*state.chains,
+        "last_event_seq": last_event_seq.0,
+    })))
+}
+
+/// `GET /api/status`: what the health page shows: readiness with
+/// `/ready`'s reasons, connections, processing lag, wallets by status,
+/// transport and activity tier, JSON-RPC calls by method (since the start
+/// and per hour), the last balance round, deliveries by sink and outcome,
+/// the outbox and WebSocket clients.
+pub(crate) async fn status(State(state): State<ApiState>, _caller: Caller) -> Result<Json<Value>, ApiError> {
+    use std::collections::BTreeMap;
+    let Readiness { reasons, degraded, store_ok, health } = readiness(&state).await;
+    let store = Arc::clone(&state.store);
+    let (wallets, stats, depth, dead) = tokio::task::spawn_blocking(move || {
+        Ok::<_, ww_core::store::StoreError>((
+            store.wallets()?,
+            store.runtime_stats()?,
+            store.outbox_depth()?,
+            store.dead_letter_count()?,
+        ))
+    })
+    .await??;
+    let now = ww_core::time::now();
+    let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
+    let mut by_transport: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut by_tier: BTreeMap<&str, usize> = BTreeMap::new();
+    for record in &wallets {
+        *by_status.entry(format!("{:?}", record.subscription_status)).or_default() += 1;
+        *by_transport.entry(record.transport.map_or("none", ww_core::wallet::Transport::as_str)).or_default() += 1;
+        *by_tier.entry(record.activity_tier(now).as_str()).or_default() += 1;
+    }
+    let rpc = stats.as_ref().map(|stats| {
+        let hours = (stats.saved_at.0 - stats.started_at.0).max(1) as f64 / 3_600_000.0;
+        let per_hour: BTreeMap<&String, f64> =
+            stats.rpc_calls.iter().map(|(method, calls)| (method, (*calls as f64 / hours).round())).collect();
+        json!({
+            "server_id": stats.server_id,
+            "started_at": stats.started_at,
+            "saved_at": stats.saved_at,
+            "calls": stats.rpc_calls,
+            "calls_per_hour": per_hour,
+            "last_balance_refresh": stats.last_balance_refresh,
+            "last_balance_round": stats.last_balance_round.map(|(accounts, calls)| json!({"accounts": accounts, "calls": calls})),
+        })
+    });
+    let (clients, users, subscriptions) = state.ws_counts();
+    Ok(Json(json!({
+        "ready": reasons.is_empty(),
+        "reasons": reasons,
+        "degraded": degraded,
+        "store": store_ok,
+        "server_id": &*state.server_id,
+        "connections": {
+            "total": health.connections_total,
+            "connected": health.connections_connected,
+            "reconnecting": health.connections_total.saturating_sub(health.connections_connected),
+        },
+        "processing_lag_ms": health.processing_lag_ms,
+        "wallets_catching_up": health.wallets_catching_up,
+        "work": health.work,
+        "evm": health.evm,
+        "wallets": {"total": wallets.len(), "by_status": by_status, "by_transport": by_transport, "by_tier": by_tier},
+        "rpc": rpc,
+        "deliveries": health.deliveries,
+        "outbox": {"depth": depth, "dead_letters": dead},
+        "websocket": {"clients": clients, "users": users, "subscriptions": subscriptions},
+    })))
 }
 
 /// `GET /api/instances` (admin): the live instances sharing the store (on

@@ -285,6 +285,11 @@ async fn the_openapi_document_lists_every_route() {
     assert_eq!(status, StatusCode::OK);
     let paths = document["paths"].as_object().expect("paths");
     let routes = [
+        "/",
+        "/assets/{path}",
+        "/api/me",
+        "/api/status",
+        "/api/wallets/{address}/subscription",
         "/health",
         "/ready",
         "/ws",
@@ -509,4 +514,174 @@ async fn instances_are_listed_for_admins_only() {
     assert_eq!(body["instances"].as_array().map(Vec::len), Some(1), "{body}");
     let (status, _) = call(&fixture, "GET", "/api/instances", Some(&fixture.reader), None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn pages_back_through_history_with_before() {
+    let fixture = fixture();
+    let wallet = ww_core::WalletAddress::parse(WALLET).expect("valid");
+    call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": WALLET, "user": "alice"})))
+        .await;
+    let events: Vec<NewEvent> = (1..=5)
+        .map(|seed| NewEvent {
+            event: ww_test_utils::sample_event(&wallet, ww_test_utils::signature_from_seed(seed), seed),
+            routes: vec![],
+            allows_before_tracking: true,
+        })
+        .collect();
+    fixture.store.record_events(&events, &[]).expect("record");
+    let seqs = |body: &Value| -> Vec<u64> {
+        body["events"].as_array().expect("events").iter().map(|event| event["seq"].as_u64().expect("seq")).collect()
+    };
+    let uri = format!("/api/wallets/{WALLET}/activity?before=9007199254740991&limit=2");
+    let (status, body) = call(&fixture, "GET", &uri, Some(&fixture.reader), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((seqs(&body), body["next_before"].clone()), (vec![4, 5], json!(4)));
+    let uri = format!("/api/wallets/{WALLET}/activity?before=4&limit=2");
+    let (_, body) = call(&fixture, "GET", &uri, Some(&fixture.reader), None).await;
+    assert_eq!((seqs(&body), body["next_before"].clone()), (vec![2, 3], json!(2)));
+    let (_, body) = call(&fixture, "GET", "/api/events?before=2", Some(&fixture.admin), None).await;
+    assert_eq!(seqs(&body), vec![1]);
+    let (_, body) = call(&fixture, "GET", "/api/events?before=1", Some(&fixture.admin), None).await;
+    assert_eq!((seqs(&body), body["next_before"].clone()), (vec![], json!(1)));
+    let (status, body) = call(&fixture, "GET", "/api/events?before=3&after=1", Some(&fixture.admin), None).await;
+    assert_eq!((status, body["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("invalid_request")));
+}
+
+#[tokio::test]
+async fn me_says_who_the_token_is_and_where_live_events_resume() {
+    let fixture = fixture();
+    let (status, body) = call(&fixture, "GET", "/api/me", Some(&fixture.reader), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["user"].clone(), body["admin"].clone(), body["last_event_seq"].clone()),
+        (json!("alice"), json!(false), json!(0))
+    );
+    let (_, body) = call(&fixture, "GET", "/api/me", Some(&fixture.admin), None).await;
+    assert_eq!(body["admin"], json!(true));
+    let (status, body) = call(&fixture, "GET", "/api/me", Some("ww_unknown"), None).await;
+    assert_eq!((status, body["error"]["code"].clone()), (StatusCode::UNAUTHORIZED, json!("unauthorized")));
+}
+
+#[tokio::test]
+async fn a_wallet_shows_its_coverage_tier_and_subscriptions_and_admins_edit_filters() {
+    let fixture = fixture();
+    call(
+        &fixture,
+        "POST",
+        "/api/wallets",
+        Some(&fixture.admin),
+        Some(json!({"address": WALLET, "user": "alice", "label": "a"})),
+    )
+    .await;
+    let (status, body) = call(&fixture, "GET", &format!("/api/wallets/{WALLET}"), Some(&fixture.reader), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["activity_tier"], json!("low"));
+    assert!(body["coverage"]["from_time"].is_i64(), "no start slot: history starts a minute before tracking: {body}");
+    assert_eq!(body["coverage"]["through"], Value::Null);
+    assert_eq!(body["subscriptions"][0]["user"], json!("alice"));
+
+    let uri = format!("/api/wallets/{WALLET}/subscription?user=alice");
+    let change = json!({"label": "whale", "filter": {"direction": "in", "min_native": 2.5, "include_failed": true}});
+    let (status, _) = call(&fixture, "PUT", &uri, Some(&fixture.reader), Some(change.clone())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "readers do not change filters");
+    let (status, body) = call(&fixture, "PUT", &uri, Some(&fixture.admin), Some(change)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["subscription"]["label"], json!("whale"));
+    assert_eq!(body["subscription"]["filter"]["direction"], json!("in"));
+    assert_eq!(body["subscription"]["filter"]["min_native"], json!(2.5));
+    let (_, listed) = call(&fixture, "GET", "/api/wallets", Some(&fixture.reader), None).await;
+    assert_eq!(listed[0]["subscriptions"][0]["filter"]["include_failed"], json!(true));
+    let bad = json!({"filter": {"min_native": -1.0}});
+    let (status, body) = call(&fixture, "PUT", &uri, Some(&fixture.admin), Some(bad)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = call(
+        &fixture,
+        "PUT",
+        &format!("/api/wallets/{WALLET}/subscription?user=bob"),
+        Some(&fixture.admin),
+        Some(json!({"label": "x"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "bob has no subscription to change");
+    let (_, listed) = call(&fixture, "GET", "/api/wallets", Some(&fixture.admin), None).await;
+    assert_eq!(listed[0]["tracking_users"], json!(["alice"]), "editing did not track it for anyone else");
+}
+
+#[tokio::test]
+async fn status_reports_readiness_wallets_rpc_calls_and_deliveries() {
+    let fixture = fixture();
+    call(&fixture, "POST", "/api/wallets", Some(&fixture.admin), Some(json!({"address": WALLET, "user": "alice"})))
+        .await;
+    fixture
+        .store
+        .save_runtime_stats(&ww_core::store::RuntimeStats {
+            server_id: "walletwatch-1".into(),
+            started_at: UnixMillis(0),
+            saved_at: UnixMillis(1_800_000),
+            rpc_calls: [("getTransaction".to_string(), 40)].into(),
+            ..Default::default()
+        })
+        .expect("stats");
+    fixture.health.update(|state| {
+        state.connections_total = 3;
+        state.connections_connected = 2;
+        state.deliveries.entry("webhook".into()).or_default().insert("delivered".into(), 7);
+    });
+    let (status, body) = call(&fixture, "GET", "/api/status", Some(&fixture.reader), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ready"], json!(false));
+    assert!(body["reasons"][0].as_str().is_some_and(|reason| reason.contains("not been probed")), "{body}");
+    assert_eq!(body["connections"], json!({"total": 3, "connected": 2, "reconnecting": 1}));
+    assert_eq!(body["wallets"]["by_status"], json!({"Pending": 1}));
+    assert_eq!(body["rpc"]["calls_per_hour"]["getTransaction"], json!(80.0), "40 calls in half an hour");
+    assert_eq!(body["deliveries"]["webhook"]["delivered"], json!(7));
+    let (status, _) = call(&fixture, "GET", "/api/status", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_with_a_strict_policy_and_etags() {
+    let fixture = fixture();
+    let state = ApiState::new(Arc::clone(&fixture.store) as Arc<dyn ww_core::store::Store>, fixture.health.clone());
+    let response =
+        router(state.clone()).oneshot(Request::get("/").body(Body::empty()).expect("request")).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    let policy = headers["content-security-policy"].to_str().expect("text");
+    assert!(
+        policy.contains("default-src 'none'")
+            && policy.contains("script-src 'self'")
+            && policy.contains("connect-src 'self'"),
+        "{policy}"
+    );
+    let etag = headers["etag"].clone();
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("/assets/app.js"));
+    let again = Request::get("/").header("if-none-match", etag).body(Body::empty()).expect("request");
+    let response = router(state.clone()).oneshot(again).await.expect("response");
+    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+    for (path, content_type) in [
+        ("/assets/app.js", "text/javascript; charset=utf-8"),
+        ("/assets/vendor/uplot/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
+        ("/assets/vendor/uplot/LICENSE", "text/plain; charset=utf-8"),
+    ] {
+        let response = router(state.clone())
+            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        assert_eq!(
+            (response.status(), response.headers()["content-type"].to_str().expect("text")),
+            (StatusCode::OK, content_type),
+            "{path}"
+        );
+    }
+    for path in ["/assets/nope.js", "/assets/../Cargo.toml", "/assets/index.html"] {
+        let response = router(state.clone())
+            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+    }
 }

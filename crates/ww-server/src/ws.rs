@@ -536,7 +536,7 @@ async fn replay(
             Some(events) => (events, true),
             None => {
                 let store = Arc::clone(&state.store);
-                let query = EventQuery { wallet: None, after: Some(last_sent), limit: STORE_REPLAY_PAGE };
+                let query = EventQuery { wallet: None, after: Some(last_sent), limit: STORE_REPLAY_PAGE, before: None };
                 let events = match tokio::task::spawn_blocking(move || store.events(&query)).await {
                     Ok(Ok(events)) => events,
                     _ => {

@@ -5,8 +5,9 @@
 //! - A round reads the due accounts in batches of 100; a batch that fails is
 //!   retried later with backoff (30 s × 2^n, capped at 10 minutes) and never
 //!   fails the others; an account that cannot be decoded is skipped alone.
-//! - Tiers: a wallet with activity in the last 10 minutes is `High`, in the
-//!   last 24 hours `Medium`, else `Low`; each tier has its own interval.
+//! - Tiers ([`Tier`]): a wallet with activity in the last 10 minutes is
+//!   `High`, in the last 24 hours `Medium`, else `Low`; each tier has its own
+//!   interval.
 //! - The pipeline uses the changes twice: fallback polling only reads the
 //!   history of wallets whose balances changed, and a change that no stored
 //!   event explains triggers a reconciling gap fill (drift).
@@ -26,10 +27,6 @@ use ww_core::balance::{Asset, BalanceChange, BalanceRecord};
 use ww_core::store::Store;
 use ww_core::{Commitment, Slot, WalletAddress};
 
-/// Activity within this window makes a wallet `High`.
-const HIGH_WINDOW: Duration = Duration::from_secs(600);
-/// Activity within this window makes a wallet `Medium`.
-const MEDIUM_WINDOW: Duration = Duration::from_secs(86_400);
 /// First retry delay of a failed batch.
 const RETRY_BASE: Duration = Duration::from_secs(30);
 /// Longest retry delay of a failed batch.
@@ -39,54 +36,9 @@ const OBSERVATIONS_PER_COMMIT: usize = 5_000;
 
 use crate::metrics as metric_names;
 
-/// A wallet's activity tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Tier {
-    /// Active in the last 10 minutes.
-    High,
-    /// Active in the last 24 hours.
-    Medium,
-    /// Quiet.
-    Low,
-}
-
-impl Tier {
-    /// Returns the metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::High => "high",
-            Tier::Medium => "medium",
-            Tier::Low => "low",
-        }
-    }
-
-    /// Its position in [`Tier`] order (high first): the index of per-tier arrays.
-    pub fn index(self) -> usize {
-        match self {
-            Tier::High => 0,
-            Tier::Medium => 1,
-            Tier::Low => 2,
-        }
-    }
-
-    /// Returns the tier for a wallet last active `since` ago (`None`: never seen).
-    pub fn from_last_activity(since: Option<Duration>) -> Tier {
-        match since {
-            Some(elapsed) if elapsed <= HIGH_WINDOW => Tier::High,
-            Some(elapsed) if elapsed <= MEDIUM_WINDOW => Tier::Medium,
-            _ => Tier::Low,
-        }
-    }
-
-    /// Returns this tier's refresh interval.
-    pub fn interval(self, config: &BalancesConfig) -> Duration {
-        match self {
-            Tier::High => config.high_interval,
-            Tier::Medium => config.medium_interval,
-            Tier::Low => config.low_interval,
-        }
-    }
-}
+/// A wallet's activity tier (see [`ww_core::wallet::ActivityTier`]); each
+/// has its own refresh interval ([`BalancesConfig::interval`]).
+pub use ww_core::wallet::ActivityTier as Tier;
 
 /// Returns the retry delay after `failures` consecutive failed batches.
 pub fn retry_delay(failures: u32) -> Duration {
@@ -309,7 +261,7 @@ impl Schedule {
             } else {
                 self.failures.remove(wallet);
                 let tier = self.tier(wallet);
-                let mut interval = tier.interval(&self.config);
+                let mut interval = self.config.interval(tier);
                 if is_polled(wallet) {
                     interval = interval.min(self.poll_intervals[tier.index()]);
                 }

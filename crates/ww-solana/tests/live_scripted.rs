@@ -439,7 +439,8 @@ impl Harness {
     }
 
     fn stored_of(&self, wallet: &WalletAddress) -> Vec<(Signature, Origin)> {
-        let query = EventQuery { wallet: Some(WalletId::solana(wallet.clone())), after: None, limit: 100_000 };
+        let query =
+            EventQuery { wallet: Some(WalletId::solana(wallet.clone())), after: None, limit: 100_000, before: None };
         let events = self.store.events(&query).expect("events");
         events.into_iter().map(|stored| (stored.event.signature, stored.event.origin)).collect()
     }

@@ -960,21 +960,23 @@ impl Store for PostgresStore {
         let wallet = query.wallet.as_ref().map(|wallet| wallet.key().into_owned());
         let after = query.after.map(|seq| as_i64(seq.0));
         let limit = as_i64(query.limit as u64);
+        let before = query.before.map_or(i64::MAX, |seq| as_i64(seq.0));
         self.read(move |client| {
             boxed!(async move {
                 let wallet_condition = if wallet.is_some() { "wallet_key = $3" } else { "$3::text IS NULL" };
                 let sql = match after {
                     // The oldest ones after it.
                     Some(_) => format!(
-                        "SELECT record FROM ww_events WHERE seq > $1 AND {wallet_condition} ORDER BY seq LIMIT $2"
+                        "SELECT record FROM ww_events WHERE seq > $1 AND seq < $4 AND {wallet_condition} \
+                         ORDER BY seq LIMIT $2"
                     ),
                     // The newest, in order.
                     None => format!(
-                        "SELECT record FROM (SELECT seq, record FROM ww_events WHERE seq > $1 AND {wallet_condition} \
-                         ORDER BY seq DESC LIMIT $2) newest ORDER BY seq"
+                        "SELECT record FROM (SELECT seq, record FROM ww_events WHERE seq > $1 AND seq < $4 \
+                         AND {wallet_condition} ORDER BY seq DESC LIMIT $2) newest ORDER BY seq"
                     ),
                 };
-                all_json(client, "events", &sql, &[&after.unwrap_or(0), &limit, &wallet]).await
+                all_json(client, "events", &sql, &[&after.unwrap_or(0), &limit, &wallet, &before]).await
             })
         })
     }

@@ -456,13 +456,20 @@ impl Store for RedbStore {
         let read = self.database.begin_read().map_err(transaction_error)?;
         let stored_events = read.open_table(EVENTS).map_err(table_error)?;
         let after = query.after.map_or(0, |seq| seq.0);
+        // The largest sequence number wanted; `before: 0` wants none.
+        let Some(last) = query.before.map_or(Some(u64::MAX), |seq| seq.0.checked_sub(1)) else {
+            return Ok(Vec::new());
+        };
+        if last <= after {
+            return Ok(Vec::new());
+        }
         let mut sequence_numbers: Vec<u64> = Vec::new();
         match &query.wallet {
             Some(wallet) => {
                 let wallet_events = read.open_table(WALLET_EVENTS).map_err(table_error)?;
                 let wallet_key = wallet.key();
                 let range = wallet_events
-                    .range((&*wallet_key, after.saturating_add(1))..=(&*wallet_key, u64::MAX))
+                    .range((&*wallet_key, after.saturating_add(1))..=(&*wallet_key, last))
                     .map_err(storage_error)?;
                 if query.after.is_some() {
                     for entry in range.take(query.limit) {
@@ -476,7 +483,7 @@ impl Store for RedbStore {
                 }
             }
             None => {
-                let range = stored_events.range(after.saturating_add(1)..).map_err(storage_error)?;
+                let range = stored_events.range(after.saturating_add(1)..=last).map_err(storage_error)?;
                 if query.after.is_some() {
                     for entry in range.take(query.limit) {
                         sequence_numbers.push(entry.map_err(storage_error)?.0.value());

@@ -257,7 +257,10 @@ fn a_schema_4_store_is_migrated_with_its_events_cursors_and_outbox() {
             .expect("record"),
         vec![RecordOutcome::Duplicate]
     );
-    assert_eq!(store.events(&EventQuery { wallet: None, after: None, limit: 10 }).expect("events").len(), 2);
+    assert_eq!(
+        store.events(&EventQuery { wallet: None, after: None, limit: 10, before: None }).expect("events").len(),
+        2
+    );
     // Cursors are keyed by their owner; the ones nobody owns are gone.
     assert_eq!(store.cursor(&ww_core::WalletId::solana(wallet.clone()), &wallet).expect("cursor"), Some(position(2)));
     assert_eq!(
@@ -356,7 +359,10 @@ fn an_old_store_opened_by_several_processes_at_once_is_migrated_once() {
     }
     assert_eq!(migrations, 1, "the store was migrated by {migrations} processes");
     let store = RedbStore::open_in_dir(dir.path()).expect("open");
-    assert_eq!(store.events(&EventQuery { wallet: None, after: None, limit: 1000 }).expect("events").len(), 200);
+    assert_eq!(
+        store.events(&EventQuery { wallet: None, after: None, limit: 1000, before: None }).expect("events").len(),
+        200
+    );
     assert!(
         store
             .known_transactions(

@@ -81,7 +81,8 @@ fn acknowledged_writes_survive_kill_9() {
         }
 
         let store = RedbStore::open_in_dir(dir.path()).expect("reopens after kill -9");
-        let stored = store.events(&EventQuery { wallet: None, after: None, limit: 1_000_000 }).expect("read");
+        let stored =
+            store.events(&EventQuery { wallet: None, after: None, limit: 1_000_000, before: None }).expect("read");
         let distinct: std::collections::BTreeSet<_> =
             stored.iter().map(|stored| stored.event.signature.clone()).collect();
         assert_eq!(distinct.len(), stored.len(), "an event was stored twice");

@@ -63,10 +63,11 @@ fn a_schema_5_data_directory_keeps_every_row_under_the_new_ids() {
     assert_eq!(store.subscriptions_for(&[solana(2)]).expect("wallet 2").len(), 2);
 
     // Events, their per-wallet index and the exactly-once keys.
-    let all = store.events(&EventQuery { wallet: None, after: None, limit: 10 }).expect("events");
+    let all = store.events(&EventQuery { wallet: None, after: None, limit: 10, before: None }).expect("events");
     assert_eq!(all.iter().map(|stored| stored.seq.0).collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!(all[0].event.token_deltas.len(), 1);
-    let of_alice = store.events(&EventQuery { wallet: Some(solana(1)), after: None, limit: 10 }).expect("events");
+    let of_alice =
+        store.events(&EventQuery { wallet: Some(solana(1)), after: None, limit: 10, before: None }).expect("events");
     assert_eq!(of_alice.len(), 2);
     assert!(store.is_seen(&solana(1), &signature(11)).expect("seen"));
     assert!(store.is_seen(&solana(1), &signature(12)).expect("seen"));
@@ -126,7 +127,10 @@ fn a_schema_5_data_directory_keeps_every_row_under_the_new_ids() {
     drop(store);
     let store = RedbStore::open_in_dir(dir.path()).expect("reopen");
     assert_eq!(store.migrated_from(), None);
-    assert_eq!(store.events(&EventQuery { wallet: None, after: None, limit: 10 }).expect("events").len(), 3);
+    assert_eq!(
+        store.events(&EventQuery { wallet: None, after: None, limit: 10, before: None }).expect("events").len(),
+        3
+    );
     // New wallets are filed beside them.
     store.track_wallet(&TrackRequest::new(Chain::SOLANA, address(4), "carol"), ww_core::time::now()).expect("track");
     assert_eq!(store.wallets().expect("wallets").len(), 3);

@@ -180,15 +180,34 @@ pub fn event_queries_page_by_sequence_and_wallet(store: &dyn Store) {
         })
         .collect();
     store.record_events(&batch, &[]).expect("record");
-    let newest_three = store.events(&EventQuery { wallet: None, after: None, limit: 3 }).expect("query");
+    let newest_three = store.events(&EventQuery { wallet: None, after: None, limit: 3, before: None }).expect("query");
     assert_eq!(newest_three.iter().map(|stored| stored.seq.0).collect::<Vec<_>>(), vec![8, 9, 10]);
-    let after_four = store.events(&EventQuery { wallet: None, after: Some(EventSeq(4)), limit: 2 }).expect("query");
+    let after_four =
+        store.events(&EventQuery { wallet: None, after: Some(EventSeq(4)), limit: 2, before: None }).expect("query");
     assert_eq!(after_four.iter().map(|stored| stored.seq.0).collect::<Vec<_>>(), vec![5, 6]);
-    let first_wallet = store.events(&EventQuery { wallet: Some(sol(&first)), after: None, limit: 100 }).expect("query");
+    let first_wallet =
+        store.events(&EventQuery { wallet: Some(sol(&first)), after: None, limit: 100, before: None }).expect("query");
     assert_eq!(first_wallet.iter().map(|stored| stored.seq.0).collect::<Vec<_>>(), vec![1, 3, 5, 7, 9]);
-    let first_after =
-        store.events(&EventQuery { wallet: Some(sol(&first)), after: Some(EventSeq(5)), limit: 1 }).expect("query");
+    let first_after = store
+        .events(&EventQuery { wallet: Some(sol(&first)), after: Some(EventSeq(5)), limit: 1, before: None })
+        .expect("query");
     assert_eq!(first_after.iter().map(|stored| stored.seq.0).collect::<Vec<_>>(), vec![7]);
+    // Paging back: the newest before a sequence number, all or one wallet's.
+    let seqs = |query: EventQuery| store.events(&query).expect("query").iter().map(|s| s.seq.0).collect::<Vec<_>>();
+    assert_eq!(seqs(EventQuery { wallet: None, after: None, limit: 3, before: Some(EventSeq(8)) }), vec![5, 6, 7]);
+    assert_eq!(
+        seqs(EventQuery { wallet: Some(sol(&first)), after: None, limit: 2, before: Some(EventSeq(7)) }),
+        vec![3, 5]
+    );
+    assert_eq!(
+        seqs(EventQuery { wallet: Some(sol(&second)), after: None, limit: 9, before: Some(EventSeq(3)) }),
+        vec![2]
+    );
+    assert_eq!(seqs(EventQuery { wallet: None, after: None, limit: 9, before: Some(EventSeq(1)) }), Vec::<u64>::new());
+    assert_eq!(
+        seqs(EventQuery { wallet: None, after: Some(EventSeq(3)), limit: 9, before: Some(EventSeq(6)) }),
+        vec![4, 5]
+    );
 }
 
 /// Checked by [`crate::store_conformance_tests`].
@@ -558,7 +577,9 @@ pub fn the_same_address_on_two_chains_is_two_wallets(store: &dyn Store) {
     assert!(store.is_seen(&polygon, &hash).expect("seen") && store.is_seen(&ethereum, &hash).expect("seen"));
     assert_eq!(store.record_events(&[on(Chain::POLYGON)], &[]).expect("again"), vec![RecordOutcome::Duplicate]);
     let events_of = |wallet: &WalletId| {
-        store.events(&EventQuery { wallet: Some(wallet.clone()), after: None, limit: 10 }).expect("events")
+        store
+            .events(&EventQuery { wallet: Some(wallet.clone()), after: None, limit: 10, before: None })
+            .expect("events")
     };
     assert_eq!(events_of(&polygon).len(), 1);
     assert_eq!(events_of(&ethereum)[0].event.chain, Chain::ETHEREUM);

@@ -24,17 +24,23 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(data_dir: &Path, rpc_url: &str, ws_url: &str, extra: &[&str]) -> Self {
-        Self::spawn(walletwatch(data_dir), data_dir, rpc_url, ws_url, extra)
+        Self::spawn(walletwatch(data_dir), data_dir, rpc_url, ws_url, extra, "127.0.0.1:0")
+    }
+
+    /// A daemon whose API listens on `listen` (a restart keeps the address
+    /// its clients know).
+    pub fn start_listening(data_dir: &Path, rpc_url: &str, ws_url: &str, extra: &[&str], listen: &str) -> Self {
+        Self::spawn(walletwatch(data_dir), data_dir, rpc_url, ws_url, extra, listen)
     }
 
     /// A daemon whose store is the configuration's (`extra` names it with
     /// `--config`): run from `dir` without `--data-dir`, which would select
     /// the embedded store there.
     pub fn start_configured(dir: &Path, rpc_url: &str, ws_url: &str, extra: &[&str]) -> Self {
-        Self::spawn(walletwatch_configured(dir), dir, rpc_url, ws_url, extra)
+        Self::spawn(walletwatch_configured(dir), dir, rpc_url, ws_url, extra, "127.0.0.1:0")
     }
 
-    fn spawn(mut command: Command, data_dir: &Path, rpc_url: &str, ws_url: &str, extra: &[&str]) -> Self {
+    fn spawn(mut command: Command, data_dir: &Path, rpc_url: &str, ws_url: &str, extra: &[&str], listen: &str) -> Self {
         let log = data_dir.join(format!(
             "daemon-{}.log",
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
@@ -44,7 +50,7 @@ impl Daemon {
             .args(extra)
             .args(["run", "--rpc-url", rpc_url, "--ws-url", ws_url, "--log-level", "info,ww_solana=debug,ww_app=debug"])
             // Tests run daemons side by side: each takes a free metrics port.
-            .args(["--metrics-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0", "--listen", listen])
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -200,7 +206,7 @@ pub fn all_active(data_dir: &Path, count: usize) -> bool {
 pub fn stored_events(data_dir: &Path) -> Vec<ActivityEvent> {
     let Ok(store) = RedbStore::open_in_dir(data_dir) else { return Vec::new() };
     store
-        .events(&EventQuery { wallet: None, after: None, limit: 1_000_000 })
+        .events(&EventQuery { wallet: None, after: None, limit: 1_000_000, before: None })
         .expect("events")
         .into_iter()
         .map(|stored| stored.event)
@@ -249,7 +255,7 @@ pub fn distinct_pairs(events: &[ActivityEvent]) -> BTreeSet<(WalletAddress, Sign
 pub fn has_more_events_than(data_dir: &Path, count: u64) -> bool {
     let Ok(store) = RedbStore::open_in_dir(data_dir) else { return false };
     store
-        .events(&EventQuery { wallet: None, after: Some(ww_core::EventSeq(count)), limit: 1 })
+        .events(&EventQuery { wallet: None, after: Some(ww_core::EventSeq(count)), limit: 1, before: None })
         .is_ok_and(|events| !events.is_empty())
 }
 
