@@ -301,6 +301,22 @@ async fn the_dashboard_tracks_streams_resumes_and_retries_in_a_real_browser() {
     }
     browser.screenshot(&screenshots, "feed").await;
 
+    // Paused, the list holds still: a new event waits behind a button.
+    browser.call("click", json!({"selector": "button.pause"})).await;
+    let shown_before = browser.feed().await.rows.len();
+    let paused = node.transfer(&wallet, 10_000_000, 1).await.expect("transfer while paused");
+    sent.extend(paused.iter().map(ToString::to_string));
+    let deadline = Instant::now() + MAX_WAIT;
+    while browser.call("held", json!({})).await["hidden"] == json!(true) {
+        assert!(Instant::now() < deadline, "the paused feed never offered the new event");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(browser.call("held", json!({})).await["text"], json!("1 new event — show"));
+    assert_eq!(browser.feed().await.rows.len(), shown_before, "the paused list moved");
+    browser.call("click", json!({"selector": "button.held"})).await;
+    let feed = browser.feed_showing(&sent).await;
+    assert_eq!(feed.signatures[0], sent[sent.len() - 1], "newest first");
+
     // A restart: the page reconnects, resumes after the last event it
     // showed, and gets what was stored meanwhile once.
     daemon.stop();
@@ -363,6 +379,36 @@ async fn the_dashboard_tracks_streams_resumes_and_retries_in_a_real_browser() {
     browser.call("waitFor", json!({"selector": format!("ol.events li[data-signature=\"{}\"]", sent[0])})).await;
     let overview = browser.call("text", json!({"selector": "dl.facts"})).await;
     assert!(overview.as_str().is_some_and(|text| text.contains("Every transaction from")), "{overview}");
+    // The admin's own filter, edited on the wallet's page: the subscription
+    // changes, the wallet's shared label does not.
+    let saved = browser
+        .call("editSubscription", json!({"user": "admin", "label": "my whale", "minNative": 0.5, "direction": "in"}))
+        .await;
+    assert_eq!((saved["saved"].as_str(), saved["error"].clone()), (Some("Saved."), Value::Null), "{saved}");
+    let detail: Value = ww_http::client_builder()
+        .expect("tls")
+        .build()
+        .expect("client")
+        .get(format!("{api}/api/wallets/{wallet}"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("wallet")
+        .json()
+        .await
+        .expect("JSON");
+    let own = detail["subscriptions"]
+        .as_array()
+        .expect("subscriptions")
+        .iter()
+        .find(|s| s["user"] == json!("admin"))
+        .cloned();
+    let own = own.expect("the admin's subscription");
+    assert_eq!(
+        (own["label"].clone(), own["filter"]["min_native"].clone(), own["filter"]["direction"].clone()),
+        (json!("my whale"), json!(0.5), json!("in"))
+    );
+    assert_eq!(detail["label"], json!("whale"), "the wallet's shared label stays");
     browser.screenshot(&screenshots, "wallet").await;
     browser.call("nav", json!({"hash": "#/wallets"})).await;
     browser.call("waitFor", json!({"selector": "table.wallets tr[data-address]"})).await;

@@ -440,6 +440,14 @@ impl Store for LeasedStore {
     fn untrack_wallet(&self, wallet: &WalletId, user: &str) -> Result<UntrackOutcome, StoreError> {
         self.inner().untrack_wallet(wallet, user)
     }
+    fn update_subscription(
+        &self,
+        wallet: &WalletId,
+        user: &str,
+        change: &ww_core::store::SubscriptionChange,
+    ) -> Result<Option<ww_core::alert::Subscription>, StoreError> {
+        self.inner().update_subscription(wallet, user, change)
+    }
     fn wallet(&self, wallet: &WalletId) -> Result<Option<WalletRecord>, StoreError> {
         self.inner().wallet(wallet)
     }

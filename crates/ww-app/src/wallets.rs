@@ -195,7 +195,7 @@ pub fn untrack_on(
 }
 
 /// Trims a label; refuses one that is too long or holds control characters.
-pub(crate) fn validate_label(label: Option<&str>) -> Result<Option<String>, AppError> {
+pub fn validate_label(label: Option<&str>) -> Result<Option<String>, AppError> {
     match label.map(str::trim) {
         Some("") | None => Ok(None),
         Some(text) if text.chars().count() > MAX_LABEL_CHARS => {

@@ -226,6 +226,31 @@ impl TrackRequest {
     }
 }
 
+/// A change to one user's existing subscription: its label and alert
+/// filter (what `PUT /api/wallets/{address}/subscription` asks). It never
+/// tracks, untracks or renames the wallet for its other users.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SubscriptionChange {
+    /// `Some(Some(text))` sets the user's label, `Some(None)` clears it,
+    /// `None` keeps it.
+    pub label: Option<Option<String>>,
+    /// The new filter; `None` keeps it.
+    pub filter: Option<AlertFilter>,
+}
+
+impl SubscriptionChange {
+    /// The subscription after this change. Every store applies a change this way.
+    pub fn apply_to(&self, mut subscription: Subscription) -> Subscription {
+        if let Some(label) = &self.label {
+            subscription.label.clone_from(label);
+        }
+        if let Some(filter) = &self.filter {
+            subscription.filter = filter.clone();
+        }
+        subscription
+    }
+}
+
 /// A cursor move committed together with a batch of events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CursorMove {
@@ -514,6 +539,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stops tracking a wallet for a user; the wallet is removed with its last user.
     fn untrack_wallet(&self, wallet: &WalletId, user: &str) -> Result<UntrackOutcome, StoreError>;
+
+    /// Changes `user`'s subscription to `wallet` (see
+    /// [`SubscriptionChange`]) in one transaction and returns it; `None`
+    /// (nothing written) when the user has no subscription to it.
+    fn update_subscription(
+        &self,
+        wallet: &WalletId,
+        user: &str,
+        change: &SubscriptionChange,
+    ) -> Result<Option<Subscription>, StoreError>;
 
     /// Returns one wallet.
     fn wallet(&self, wallet: &WalletId) -> Result<Option<WalletRecord>, StoreError>;

@@ -37,8 +37,14 @@ async function signedIn(value, who) {
 function route() {
   if (!me) return;
   leave();
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
-  const page = parts[0] || "feed";
+  let parts;
+  try {
+    parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  } catch (error) {
+    parts = ["feed"];
+  }
+  let page = parts[0] || "feed";
+  if (page === "wallet" && !(parts[1] && parts[2])) page = "wallets";
   for (const link of header.querySelectorAll("nav a")) {
     if (link.dataset.page === page) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");

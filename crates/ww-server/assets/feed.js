@@ -13,7 +13,15 @@ const MAX_BACKOFF_MS = 10000;
 // not move under the reader).
 const PAUSE_SCROLL_PX = 120;
 
+// Scanned at most for the first page (a reader's events may be sparse
+// among everyone's).
+const FIRST_PAGE_SCAN = 5000;
+// A connection that stays up this long resets the reconnect backoff.
+const STABLE_MS = 10000;
+
 const state = {
+  generation: 0,
+  stableTimer: null,
   me: null,
   running: false,
   events: [],
@@ -50,6 +58,8 @@ async function readLabels() {
 
 export async function startFeed(me) {
   stopFeed();
+  // A sign-out or another sign-in while this one waits ends it.
+  const generation = ++state.generation;
   Object.assign(state, {
     me,
     running: true,
@@ -64,22 +74,35 @@ export async function startFeed(me) {
     lastRetraction: null,
   });
   await readLabels();
+  if (generation !== state.generation) return;
   // The newest page, then live from the number read with it: nothing
-  // between the two is lost, nothing is shown twice.
+  // between the two is lost, nothing is shown twice. The page is read back
+  // from that number until it holds FIRST_PAGE events this user may see.
   state.resumeAfter = me.last_event_seq;
   try {
-    const page = await api(`/events?before=${me.last_event_seq + 1}&limit=${FIRST_PAGE}`);
-    for (const stored of page.events) accept(stored, false);
+    let before = me.last_event_seq + 1;
+    let scanned = 0;
+    while (state.events.length < FIRST_PAGE && before > 1 && scanned < FIRST_PAGE_SCAN) {
+      const page = await api(`/events?before=${before}&limit=500`);
+      if (generation !== state.generation) return;
+      for (const stored of page.events.slice(-(FIRST_PAGE - state.events.length))) accept(stored, false);
+      scanned += 500;
+      if (page.next_before === null || page.next_before >= before) break;
+      before = page.next_before;
+    }
   } catch (error) {
     state.notice = `The newest events could not be read: ${error.message}`;
   }
+  if (generation !== state.generation) return;
   render();
   connect();
 }
 
 export function stopFeed() {
   state.running = false;
+  state.generation += 1;
   clearTimeout(state.timer);
+  clearTimeout(state.stableTimer);
   if (state.socket) {
     state.socket.onclose = null;
     state.socket.close();
@@ -101,7 +124,12 @@ function connect() {
   const socket = new WebSocket(wsUrl(params));
   state.socket = socket;
   socket.onopen = () => {
-    state.retries = 0;
+    // The backoff resets once the connection has stayed up: a server that
+    // accepts and closes at once is not hammered.
+    clearTimeout(state.stableTimer);
+    state.stableTimer = setTimeout(() => {
+      state.retries = 0;
+    }, STABLE_MS);
     setStatus("live", state.status === "reconnecting" ? "Reconnected; caught up from the store." : state.notice);
   };
   socket.onmessage = (message) => {
@@ -116,16 +144,17 @@ function connect() {
   socket.onclose = () => {
     if (state.socket !== socket) return;
     state.socket = null;
+    clearTimeout(state.stableTimer);
     scheduleReconnect();
   };
 }
 
-function scheduleReconnect() {
+function scheduleReconnect(notice) {
   if (!state.running) return;
   state.retries += 1;
   const delay = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(state.retries - 1, 5));
   const jittered = delay / 2 + Math.random() * (delay / 2);
-  setStatus("reconnecting", `Connection lost; reconnecting (attempt ${state.retries})…`);
+  setStatus("reconnecting", notice ?? `Connection lost; reconnecting (attempt ${state.retries})…`);
   clearTimeout(state.timer);
   state.timer = setTimeout(async () => {
     if (state.retries >= 3) {
@@ -156,17 +185,17 @@ function receive(message) {
       break;
     case "lagged":
       // The server dropped messages this client could not take: reconnect
-      // and resume from the last event shown, which fills the gap.
+      // (with the same backoff as after a disconnect) and resume from the
+      // last event shown, which fills the gap from the store.
       state.missed += message.missed;
-      setStatus("reconnecting", `Fell behind the stream (${message.missed} events not sent); catching up…`);
       if (state.socket) {
         const socket = state.socket;
         state.socket = null;
         socket.onclose = null;
         socket.close();
       }
-      state.retries = 0;
-      connect();
+      clearTimeout(state.stableTimer);
+      scheduleReconnect(`Fell behind the stream (${message.missed} events not sent); catching up…`);
       break;
     case "Notification":
       if (message.data?.message && message.data.message !== "heartbeat" && message.data.message !== "subscribed") {
@@ -188,7 +217,12 @@ function accept(stored, live) {
   state.resumeAfter = Math.max(state.resumeAfter, stored.seq);
   state.events.unshift(stored);
   state.events.sort((a, b) => b.seq - a.seq);
-  if (state.events.length > KEPT) state.events.length = KEPT;
+  if (state.events.length > KEPT) {
+    state.events.length = KEPT;
+    // Older numbers never come again (the stream resumes after the newest).
+    const oldest = state.events[KEPT - 1].seq;
+    for (const seq of state.seen) if (seq < oldest) state.seen.delete(seq);
+  }
   const key = walletKey(stored.chain, stored.wallet);
   // A wallet tracked since the labels were read: read them again (at most
   // every 2 s) and relabel the rows shown.
@@ -209,7 +243,12 @@ function retract(stored) {
     state.lastRetraction = Math.max(state.lastRetraction ?? 0, stored.retraction_seq);
   }
   const shown = state.events.find((event) => event.seq === stored.seq);
-  if (shown) shown.retracted_at = stored.retracted_at;
+  if (!shown) {
+    // Stored and retracted while this page was away: it is shown, marked.
+    if (!state.seen.has(stored.seq) && stored.seq > (state.events.at(-1)?.seq ?? 0)) accept(stored, true);
+    return;
+  }
+  shown.retracted_at = stored.retracted_at;
   const row = state.view?.list.querySelector(`[data-seq="${stored.seq}"]`);
   if (row) row.replaceWith(eventRow(shown ?? stored));
 }

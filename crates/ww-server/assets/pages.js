@@ -36,6 +36,32 @@ export function confirmAction(text, action = "Confirm") {
   });
 }
 
+// Redraws `container` with `draw` and gives the keyboard focus back to the
+// control that had it (same row key, same label), so a refresh never takes
+// a keyboard user's place away.
+function keepingFocus(container, draw) {
+  const active = document.activeElement;
+  let key = null;
+  if (active && container.contains(active) && active !== container) {
+    const row = active.closest("[data-address], [data-job]");
+    key = {
+      row: row ? row.dataset.address ?? row.dataset.job : null,
+      label: active.getAttribute("aria-label") ?? active.textContent,
+      tag: active.tagName,
+    };
+  }
+  draw();
+  if (!key) return;
+  for (const candidate of container.querySelectorAll(key.tag)) {
+    const row = candidate.closest("[data-address], [data-job]");
+    const rowKey = row ? row.dataset.address ?? row.dataset.job : null;
+    if (rowKey === key.row && (candidate.getAttribute("aria-label") ?? candidate.textContent) === key.label) {
+      candidate.focus();
+      return;
+    }
+  }
+}
+
 function errorBox() {
   return h("p", { class: "error", role: "alert", hidden: true });
 }
@@ -185,6 +211,10 @@ export function walletsPage(main, me) {
       th.setAttribute("aria-sort", th.dataset.key === sort.key ? (sort.descending ? "descending" : "ascending") : "none");
     }
     summary.textContent = `${shown.length} of ${wallets.length} wallet${wallets.length === 1 ? "" : "s"}`;
+    keepingFocus(body, () => fill(shown));
+  }
+
+  function fill(shown) {
     body.replaceChildren(
       ...shown.map((w) =>
         h(
@@ -234,14 +264,15 @@ function untrackButton(wallet, done, error) {
       "Untrack",
     );
     if (!ok) return;
-    try {
-      for (const user of users) {
+    const failures = [];
+    for (const user of users) {
+      try {
         await api(`${walletPath(wallet.chain, wallet.address)}&user=${encodeURIComponent(user)}`, { method: "DELETE" });
+      } catch (failure) {
+        failures.push(`${user}: ${failure.message}`);
       }
-      showError(error, null);
-    } catch (failure) {
-      showError(error, failure);
     }
+    showError(error, failures.length ? `Not untracked for ${failures.join("; ")}` : null);
     done();
   });
   return button;
@@ -319,6 +350,8 @@ export function walletPage(main, me, chain, address) {
   const decimals = new Map();
   let before = NEWEST;
   let plot = null;
+  let left = false;
+  let subscriptionsDrawn = false;
 
   async function loadEvents() {
     older.disabled = true;
@@ -365,7 +398,11 @@ export function walletPage(main, me, chain, address) {
       ["Users", (wallet.tracking_users ?? []).join(", ")],
     ];
     facts.replaceChildren(...rows.flatMap(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]));
-    drawSubscriptions(wallet);
+    // Drawn once (and after a save): a refresh never wipes an edit in progress.
+    if (!subscriptionsDrawn) {
+      subscriptionsDrawn = true;
+      drawSubscriptions(wallet);
+    }
   }
 
   function drawSubscriptions(wallet) {
@@ -434,7 +471,8 @@ export function walletPage(main, me, chain, address) {
           muted: inputs.muted.checked,
         },
       };
-      if (inputs.label.value.trim()) body.label = inputs.label.value.trim();
+      // An empty label clears the user's own label.
+      body.label = inputs.label.value.trim() || null;
       try {
         await api(`${walletPath(wallet.chain, wallet.address, "/subscription")}&user=${encodeURIComponent(subscription.user)}`, { method: "PUT", body });
         showError(error, null);
@@ -476,6 +514,7 @@ export function walletPage(main, me, chain, address) {
   }
 
   function drawChart(points, symbol) {
+    if (left) return;
     plot?.destroy();
     plot = null;
     if (points.length < 2 || typeof uPlot === "undefined") {
@@ -510,6 +549,7 @@ export function walletPage(main, me, chain, address) {
   })();
   const timer = setInterval(() => loadWallet().catch((failure) => showError(error, failure)), REFRESH_MS * 2);
   return () => {
+    left = true;
     clearInterval(timer);
     plot?.destroy();
   };
@@ -575,8 +615,8 @@ export function alertsPage(main, me) {
     try {
       const [queue, letters] = await Promise.all([api("/outbox"), api("/outbox/dead")]);
       summary.textContent = `${count(queue.depth)} waiting · ${count(queue.dead_letters)} dead`;
-      dead.replaceChildren(jobTable(letters.dead_letters, "dead"));
-      outbox.replaceChildren(jobTable(queue.jobs.map((job) => ({ job })), "outbox"));
+      keepingFocus(dead, () => dead.replaceChildren(jobTable(letters.dead_letters, "dead")));
+      keepingFocus(outbox, () => outbox.replaceChildren(jobTable(queue.jobs.map((job) => ({ job })), "outbox")));
       retryAll.disabled = letters.dead_letters.length === 0;
       showError(error, null);
     } catch (failure) {
@@ -657,7 +697,7 @@ export function healthPage(main) {
       card("Connections",
         h("dl", { class: "facts" },
           h("dt", {}, "Connected"), h("dd", { dataset: { metric: "connected" } }, count(status.connections.connected)),
-          h("dt", {}, "Reconnecting"), h("dd", {}, count(status.connections.reconnecting)),
+          h("dt", {}, "Connecting or reconnecting"), h("dd", {}, count(status.connections.reconnecting)),
           h("dt", {}, "Total"), h("dd", {}, count(status.connections.total)),
           h("dt", {}, "WebSocket clients"), h("dd", {}, count(status.websocket.clients)))),
       card("Processing",
@@ -668,15 +708,17 @@ export function healthPage(main) {
           h("dt", {}, "Unresolved retrying"), h("dd", {}, count(status.work?.unresolved_retrying)))),
       card("Wallets by status", counts(status.wallets.by_status)),
       card("Wallets by transport and activity", counts({ ...status.wallets.by_transport, ...Object.fromEntries(Object.entries(status.wallets.by_tier).map(([tier, n]) => [`${tier} activity`, n])) })),
-      wide(card("JSON-RPC calls", table(rpcRows, ["Method", "Per hour", "Since start"]),
+      wide(card("JSON-RPC calls", table(rpcRows, ["Method", "Per hour (average)", "Since start"]),
         rpc ? h("p", { class: "help" }, `Since ${time(rpc.started_at)} (${rpc.server_id}).`) : null)),
       card("Balance rounds",
         h("dl", { class: "facts" },
           h("dt", {}, "Last round"), h("dd", {}, rpc?.last_balance_refresh ? ago(rpc.last_balance_refresh) : "none yet"),
           h("dt", {}, "Accounts read"), h("dd", {}, round ? count(round.accounts) : "—"),
           h("dt", {}, "Calls"), h("dd", {}, round ? count(round.calls) : "—"))),
-      wide(card("Deliveries", table(deliveryRows, ["Sink", "Delivered", "Per minute", "Retries", "Dead", "Filtered"]),
-        h("p", { class: "help" }, `${count(status.outbox.depth)} waiting · ${count(status.outbox.dead_letters)} dead letters`))),
+      status.outbox
+        ? wide(card("Deliveries", table(deliveryRows, ["Sink", "Delivered", "Per minute", "Retries", "Dead", "Filtered"]),
+          h("p", { class: "help" }, `${count(status.outbox.depth)} waiting · ${count(status.outbox.dead_letters)} dead letters`)))
+        : null,
       Object.keys(status.evm ?? {}).length
         ? card("EVM chains", table(Object.entries(status.evm).map(([name, evm]) => [name, evm.reachable === false ? "unreachable" : evm.streaming ? "streaming" : "polling", count(evm.head), count(evm.scanned), count(evm.wallets)]), ["Chain", "State", "Head", "Scanned", "Wallets"]))
         : null,

@@ -90,16 +90,18 @@ async fn run() {
     let requests = env_number("BENCH_REQUESTS", 200);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(ww_store::RedbStore::open_in_dir(dir.path()).expect("store"));
-    let (token, hash) = generate_token().expect("token");
-    store
-        .save_api_token(&ApiToken {
-            hash,
-            user: "ops".into(),
-            is_admin: true,
-            created_at: UnixMillis(0),
-            expires_at: None,
+    // A token may make 50 requests a second: the cases take turns with many.
+    let tokens: Vec<String> = (0..256)
+        .map(|_| {
+            let (token, hash) = generate_token().expect("token");
+            let record =
+                ApiToken { hash, user: "ops".into(), is_admin: true, created_at: UnixMillis(0), expires_at: None };
+            store.save_api_token(&record).expect("token");
+            token
         })
-        .expect("token");
+        .collect();
+    let turn = std::sync::atomic::AtomicUsize::new(0);
+    let token = || tokens[turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % tokens.len()].as_str();
     let addresses: Vec<_> = (0..wallets).map(|_| ww_test_utils::fresh_address()).collect();
     let requests_to_track: Vec<TrackRequest> =
         addresses.iter().map(|address| TrackRequest::new(ww_core::Chain::SOLANA, address.clone(), "ops")).collect();
@@ -190,7 +192,7 @@ async fn run() {
     );
 
     let wallets_url = format!("http://{address}/api/wallets");
-    let ours = timed(requests.min(100), || get(&client, &wallets_url, Some(&token))).await;
+    let ours = timed(requests.min(100), || get(&client, &wallets_url, Some(token()))).await;
     let reader = Arc::clone(&store);
     let floor = timed(requests.min(100), || {
         let reader = Arc::clone(&reader);
@@ -209,8 +211,8 @@ async fn run() {
     let feed_url = format!("http://{address}/api/events?before=9007199254740991&limit=50");
     let me_url = format!("http://{address}/api/me");
     let ours = timed(requests, || async {
-        get(&client, &me_url, Some(&token)).await;
-        get(&client, &feed_url, Some(&token)).await;
+        get(&client, &me_url, Some(token())).await;
+        get(&client, &feed_url, Some(token())).await;
     })
     .await;
     let floor = timed(requests, || {
@@ -226,7 +228,7 @@ async fn run() {
     row("feed first page (/api/me + 50 events)", "store read of 50 events + JSON", ours, floor);
 
     let status_url = format!("http://{address}/api/status");
-    let ours = timed(requests.min(100), || get(&client, &status_url, Some(&token))).await;
+    let ours = timed(requests.min(100), || get(&client, &status_url, Some(token()))).await;
     let floor = timed(requests.min(100), || {
         let reader = Arc::clone(&reader);
         async move {

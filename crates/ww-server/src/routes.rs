@@ -345,14 +345,25 @@ pub(crate) async fn wallet_detail(
 }
 
 /// `PUT /api/wallets/{address}/subscription`: changes the label and filter
-/// of `user`'s (the caller's by default) existing subscription.
+/// of `user`'s (the caller's by default) existing subscription, and nothing
+/// else: the wallet's shared label and other users' subscriptions stay.
+/// `"label": null` clears the user's label; a field left out stays.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SubscriptionBody {
-    #[serde(default)]
-    label: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    label: Option<Option<String>>,
     #[serde(default)]
     filter: Option<ww_core::alert::AlertFilter>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 pub(crate) async fn update_subscription(
@@ -366,38 +377,20 @@ pub(crate) async fn update_subscription(
     let body = json_body(body)?;
     let wallet = parse_wallet(&address, query.chain)?;
     let user = query.user.unwrap_or_else(|| caller.0.user.clone());
+    let label = match body.label {
+        Some(Some(text)) => Some(
+            wallets::validate_label(Some(&text))
+                .map_err(|error| ApiError::bad_request("invalid_request", error.to_string()))?,
+        ),
+        Some(None) => Some(None),
+        None => None,
+    };
+    if let Some(filter) = &body.filter {
+        filter.validate().map_err(|error| ApiError::bad_request("invalid_request", error))?;
+    }
+    let change = ww_core::store::SubscriptionChange { label, filter: body.filter };
     let store = Arc::clone(&state.store);
-    let updated = tokio::task::spawn_blocking(move || {
-        let find = |store: &dyn ww_core::store::Store| {
-            Ok::<_, ww_core::store::StoreError>(
-                store
-                    .subscriptions_for(std::slice::from_ref(&wallet))?
-                    .into_iter()
-                    .find(|subscription| subscription.user == user),
-            )
-        };
-        if find(store.as_ref())?.is_none() {
-            return Ok(None);
-        }
-        let options = wallets::TrackOptions {
-            filter: body.filter,
-            destination: None,
-            start_slot: None,
-            chat_quota: None,
-            priority: None,
-            chain: Some(wallet.chain),
-        };
-        wallets::track_with(
-            store.as_ref(),
-            wallet.address.as_str(),
-            body.label.as_deref(),
-            &user,
-            options,
-            ww_core::time::now(),
-        )?;
-        Ok::<_, ww_app::AppError>(find(store.as_ref())?)
-    })
-    .await??;
+    let updated = tokio::task::spawn_blocking(move || store.update_subscription(&wallet, &user, &change)).await??;
     match updated {
         Some(subscription) => Ok(Json(json!({"subscription": subscription}))),
         None => Err(ApiError::not_found(format!("{address} has no subscription of that user"))),
@@ -635,9 +628,11 @@ pub(crate) async fn events(
     let query = query.query(None)?;
     let store = Arc::clone(&state.store);
     let read = query.clone();
+    let is_admin = caller.0.is_admin;
     let (scanned, visible_wallets) = tokio::task::spawn_blocking(move || {
         let scanned = store.events(&read)?;
-        let wallets = store.wallets()?;
+        // Admins see every event: no need to read who tracks what.
+        let wallets = if is_admin { Vec::new() } else { store.wallets()? };
         Ok::<_, ww_core::store::StoreError>((scanned, wallets))
     })
     .await??;
@@ -676,10 +671,11 @@ pub(crate) async fn me(State(state): State<ApiState>, caller: Caller) -> Result<
 
 /// `GET /api/status`: what the health page shows: readiness with
 /// `/ready`'s reasons, connections, processing lag, wallets by status,
-/// transport and activity tier, JSON-RPC calls by method (since the start
-/// and per hour), the last balance round, deliveries by sink and outcome,
-/// the outbox and WebSocket clients.
-pub(crate) async fn status(State(state): State<ApiState>, _caller: Caller) -> Result<Json<Value>, ApiError> {
+/// transport and activity tier (counts), JSON-RPC calls by method (since
+/// the start, and per hour averaged since the start), the last balance
+/// round, WebSocket clients and, for admins, deliveries by sink and outcome
+/// and the outbox.
+pub(crate) async fn status(State(state): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     use std::collections::BTreeMap;
     let Readiness { reasons, degraded, store_ok, health } = readiness(&state).await;
     let store = Arc::clone(&state.store);
@@ -733,8 +729,9 @@ pub(crate) async fn status(State(state): State<ApiState>, _caller: Caller) -> Re
         "evm": health.evm,
         "wallets": {"total": wallets.len(), "by_status": by_status, "by_transport": by_transport, "by_tier": by_tier},
         "rpc": rpc,
-        "deliveries": health.deliveries,
-        "outbox": {"depth": depth, "dead_letters": dead},
+        // The outbox is an admin's: readers get null.
+        "deliveries": caller.0.is_admin.then_some(&health.deliveries),
+        "outbox": caller.0.is_admin.then(|| json!({"depth": depth, "dead_letters": dead})),
         "websocket": {"clients": clients, "users": users, "subscriptions": subscriptions},
     })))
 }

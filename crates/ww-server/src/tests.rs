@@ -592,6 +592,12 @@ async fn a_wallet_shows_its_coverage_tier_and_subscriptions_and_admins_edit_filt
     assert_eq!(body["subscription"]["filter"]["min_native"], json!(2.5));
     let (_, listed) = call(&fixture, "GET", "/api/wallets", Some(&fixture.reader), None).await;
     assert_eq!(listed[0]["subscriptions"][0]["filter"]["include_failed"], json!(true));
+    let (_, listed) = call(&fixture, "GET", "/api/wallets", Some(&fixture.admin), None).await;
+    assert_eq!(listed[0]["label"], json!("a"), "the wallet's shared label stays");
+    let (status, body) = call(&fixture, "PUT", &uri, Some(&fixture.admin), Some(json!({"label": null}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["subscription"]["label"], Value::Null, "null clears the label");
+    assert_eq!(body["subscription"]["filter"]["min_native"], json!(2.5), "a filter left out stays");
     let bad = json!({"filter": {"min_native": -1.0}});
     let (status, body) = call(&fixture, "PUT", &uri, Some(&fixture.admin), Some(bad)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
@@ -635,7 +641,10 @@ async fn status_reports_readiness_wallets_rpc_calls_and_deliveries() {
     assert_eq!(body["connections"], json!({"total": 3, "connected": 2, "reconnecting": 1}));
     assert_eq!(body["wallets"]["by_status"], json!({"Pending": 1}));
     assert_eq!(body["rpc"]["calls_per_hour"]["getTransaction"], json!(80.0), "40 calls in half an hour");
+    assert_eq!((body["deliveries"].clone(), body["outbox"].clone()), (Value::Null, Value::Null), "admins' only");
+    let (_, body) = call(&fixture, "GET", "/api/status", Some(&fixture.admin), None).await;
     assert_eq!(body["deliveries"]["webhook"]["delivered"], json!(7));
+    assert_eq!(body["outbox"], json!({"depth": 0, "dead_letters": 0}));
     let (status, _) = call(&fixture, "GET", "/api/status", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

@@ -38,8 +38,8 @@ use ww_core::alert::{DestinationId, Subscription};
 use ww_core::balance::{BalanceChange, BalanceRecord};
 use ww_core::store::{
     ApiToken, CursorMove, DeadLetter, EventQuery, JobKind, JobSelection, KnownTransaction, NewEvent, OutboxJob,
-    RecordOutcome, Retraction, RetractionsSince, RuntimeStats, Store, StoreError, TokenSelection, TrackRequest,
-    UnresolvedTransaction,
+    RecordOutcome, Retraction, RetractionsSince, RuntimeStats, Store, StoreError, SubscriptionChange, TokenSelection,
+    TrackRequest, UnresolvedTransaction,
 };
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
@@ -732,6 +732,38 @@ impl Store for PostgresStore {
                 }
                 bump_wallets_version(transaction).await?;
                 Ok(outcomes)
+            })
+        })
+    }
+
+    fn update_subscription(
+        &self,
+        wallet: &WalletId,
+        user: &str,
+        change: &SubscriptionChange,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let key = wallet.key().into_owned();
+        let user = user.to_string();
+        let change = change.clone();
+        self.transact(move |transaction| {
+            boxed!(async move {
+                let existing: Option<Subscription> = one_json(
+                    transaction,
+                    "subscriptions",
+                    "SELECT subscription FROM ww_subscriptions WHERE wallet_key = $1 AND user_id = $2 FOR UPDATE",
+                    &[&key, &user],
+                )
+                .await?;
+                let Some(existing) = existing else { return Ok(None) };
+                let updated = change.apply_to(existing);
+                transaction
+                    .execute(
+                        "UPDATE ww_subscriptions SET subscription = $3 WHERE wallet_key = $1 AND user_id = $2",
+                        &[&key, &user, &encode(&updated)?],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                Ok(Some(updated))
             })
         })
     }

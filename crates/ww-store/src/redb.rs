@@ -20,8 +20,8 @@ use ww_core::alert::{DestinationId, Subscription};
 use ww_core::balance::{BalanceChange, BalanceRecord};
 use ww_core::store::{
     ApiToken, CursorMove, DeadLetter, EventQuery, JobKind, JobSelection, KnownTransaction, NewEvent, OutboxJob,
-    RecordOutcome, Retraction, RetractionsSince, RuntimeStats, Store, StoreError, TokenSelection, TrackRequest,
-    UnresolvedTransaction,
+    RecordOutcome, Retraction, RetractionsSince, RuntimeStats, Store, StoreError, SubscriptionChange, TokenSelection,
+    TrackRequest, UnresolvedTransaction,
 };
 use ww_core::time::UnixMillis;
 use ww_core::wallet::{SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRecord};
@@ -198,6 +198,35 @@ impl Store for RedbStore {
         Self::bump_wallets_version(&write)?;
         write.commit().map_err(commit_error)?;
         Ok(outcomes)
+    }
+
+    fn update_subscription(
+        &self,
+        wallet: &WalletId,
+        user: &str,
+        change: &SubscriptionChange,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let write = self.database.begin_write().map_err(transaction_error)?;
+        let key = wallet.key();
+        let updated = {
+            let mut subscriptions = write.open_table(SUBSCRIPTIONS).map_err(table_error)?;
+            let existing: Option<Subscription> = match subscriptions.get((&*key, user)).map_err(storage_error)? {
+                Some(bytes) => Some(decode("subscriptions", bytes.value())?),
+                None => None,
+            };
+            match existing {
+                Some(subscription) => {
+                    let updated = change.apply_to(subscription);
+                    subscriptions.insert((&*key, user), encode(&updated)?.as_slice()).map_err(storage_error)?;
+                    Some(updated)
+                }
+                None => None,
+            }
+        };
+        if updated.is_some() {
+            write.commit().map_err(commit_error)?;
+        }
+        Ok(updated)
     }
 
     fn untrack_wallet(&self, wallet: &WalletId, user: &str) -> Result<UntrackOutcome, StoreError> {

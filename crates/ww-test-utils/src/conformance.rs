@@ -32,6 +32,7 @@ macro_rules! store_conformance_tests {
             track_list_untrack_round_trip_with_users,
             events_are_recorded_once_per_wallet_and_signature,
             event_queries_page_by_sequence_and_wallet,
+            a_subscription_changes_alone,
             cursor_advances_by_compare_and_set,
             a_stored_event_stays_a_duplicate_whatever_time_passes,
             events_and_their_cursor_move_commit_together_or_not_at_all,
@@ -208,6 +209,38 @@ pub fn event_queries_page_by_sequence_and_wallet(store: &dyn Store) {
         seqs(EventQuery { wallet: None, after: Some(EventSeq(3)), limit: 9, before: Some(EventSeq(6)) }),
         vec![4, 5]
     );
+}
+
+/// Checked by [`crate::store_conformance_tests`].
+pub fn a_subscription_changes_alone(store: &dyn Store) {
+    use ww_core::store::SubscriptionChange;
+    let wallet = address(1);
+    let shared =
+        TrackRequest { label: Some("shared".into()), ..TrackRequest::new(Chain::SOLANA, wallet.clone(), "alice") };
+    store.track_wallet(&shared, UnixMillis(10)).expect("track");
+    track(store, &wallet, "bob");
+    let version = store.wallets_version().expect("version");
+    let filter = ww_core::alert::AlertFilter { min_native: Some(2.0), ..Default::default() };
+    let change = SubscriptionChange { label: Some(Some("mine".into())), filter: Some(filter.clone()) };
+    let updated = store.update_subscription(&sol(&wallet), "alice", &change).expect("update").expect("alice's");
+    assert_eq!((updated.label.as_deref(), &updated.filter), (Some("mine"), &filter));
+    // The wallet, its label and bob's subscription are untouched.
+    let record = store.wallet(&sol(&wallet)).expect("read").expect("tracked");
+    assert_eq!(record.label.as_deref(), Some("shared"));
+    assert_eq!(store.wallets_version().expect("version"), version);
+    let subscriptions = store.subscriptions_for(&[sol(&wallet)]).expect("subscriptions");
+    let bob = subscriptions.iter().find(|subscription| subscription.user == "bob").expect("bob's");
+    assert_eq!((bob.label.as_deref(), bob.filter.min_native), (None, None));
+    // A label is cleared; a filter left out stays.
+    let cleared = SubscriptionChange { label: Some(None), filter: None };
+    let updated = store.update_subscription(&sol(&wallet), "alice", &cleared).expect("update").expect("alice's");
+    assert_eq!((updated.label, updated.filter), (None, filter));
+    // Someone without a subscription gets none, and is not tracking it after.
+    assert_eq!(store.update_subscription(&sol(&wallet), "carol", &change).expect("update"), None);
+    assert_eq!(store.update_subscription(&sol(&address(2)), "alice", &change).expect("update"), None);
+    let record = store.wallet(&sol(&wallet)).expect("read").expect("tracked");
+    assert_eq!(record.tracking_users.iter().map(String::as_str).collect::<Vec<_>>(), vec!["alice", "bob"]);
+    assert_eq!(store.wallet(&sol(&address(2))).expect("read"), None);
 }
 
 /// Checked by [`crate::store_conformance_tests`].

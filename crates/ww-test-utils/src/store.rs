@@ -87,6 +87,14 @@ impl Store for FlakyStore {
     fn untrack_wallet(&self, address: &WalletId, user: &str) -> Result<UntrackOutcome, StoreError> {
         self.inner.untrack_wallet(address, user)
     }
+    fn update_subscription(
+        &self,
+        wallet: &WalletId,
+        user: &str,
+        change: &ww_core::store::SubscriptionChange,
+    ) -> Result<Option<ww_core::alert::Subscription>, StoreError> {
+        self.inner.update_subscription(wallet, user, change)
+    }
     fn wallet(&self, address: &WalletId) -> Result<Option<WalletRecord>, StoreError> {
         self.inner.wallet(address)
     }

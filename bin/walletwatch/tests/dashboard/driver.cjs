@@ -180,6 +180,34 @@ const actions = {
       return selectors.flatMap((selector) => [...document.querySelectorAll(selector)].filter(shown).map(() => selector));
     });
   },
+  async editSubscription({ user, label, minNative, direction }) {
+    const form = page.locator(`form.subscription[data-user="${user}"]`);
+    await form.locator("input[id$='-label']").fill(label);
+    await form.locator("input[id$='-min_native']").fill(String(minNative));
+    await form.locator("select[id$='-direction']").selectOption(direction);
+    await form.locator("button[type=submit]").click();
+    await page.waitForFunction(
+      (who) => {
+        const element = document.querySelector(`form.subscription[data-user="${who}"]`);
+        return element.querySelector(".ok").textContent !== "" || !element.querySelector(".error").hidden;
+      },
+      user,
+    );
+    return {
+      saved: await form.locator(".ok").innerText(),
+      error: (await form.locator(".error").isVisible()) ? await form.locator(".error").innerText() : null,
+    };
+  },
+  async click({ selector }) {
+    await page.click(selector);
+    return true;
+  },
+  async held() {
+    return page.evaluate(() => {
+      const button = document.querySelector("button.held");
+      return { hidden: button.hidden, text: button.textContent };
+    });
+  },
   async text({ selector }) {
     await page.waitForSelector(selector);
     return page.locator(selector).first().innerText();
