@@ -11,7 +11,13 @@
 //! - each walletwatch: sendTransaction returned → its own first notification
 //!   (for the polled one: the history walk that found it);
 //! - each walletwatch: first notification → event stored (decode + fetch + commit);
-//! - each walletwatch: sendTransaction returned → event stored (end to end).
+//! - each walletwatch: sendTransaction returned → event stored (end to end);
+//! - at the edge, per streamed walletwatch: the raw client (`logsSubscribe`
+//!   mentions and `accountSubscribe` per wallet, same commitment) got its
+//!   first notification of a transfer → walletwatch's own `/ws` client got
+//!   the event: the time walletwatch adds, measured on one clock in this
+//!   process (an account notification is matched to its transfer by the
+//!   balance: the k-th transfer of 1 000 000 lamports leaves k × 1 000 000).
 //!
 //! Environment: `WALLETWATCH_LOCALNET_BIN` (set by scripts/test.sh),
 //! `BENCH_WALLETS` (10), `BENCH_TRANSFERS` (200).
@@ -33,8 +39,28 @@ use ww_test_utils::{LocalNode, fresh_address, localnet_binary};
 
 use common::{Daemon, env_number};
 
-fn unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
+fn unix_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_micros() as i64)
+}
+
+/// Lamports each transfer sends.
+const LAMPORTS: u64 = 1_000_000;
+
+fn percentiles_ms(samples: &[i64]) -> String {
+    if samples.is_empty() {
+        return "no samples".into();
+    }
+    let mut samples = samples.to_vec();
+    samples.sort_unstable();
+    let at = |quantile: f64| samples[((samples.len() - 1) as f64 * quantile).round() as usize] as f64 / 1000.0;
+    format!(
+        "{:>6} {:>6.1} {:>6.1} {:>6.1} {:>6.1}",
+        samples.len(),
+        at(0.50),
+        at(0.95),
+        at(0.99),
+        samples[samples.len() - 1] as f64 / 1000.0
+    )
 }
 
 fn percentiles(mut samples: Vec<i64>) -> String {
@@ -62,6 +88,8 @@ struct Instance {
     /// The transport every wallet must have before transfers are sent.
     transport: &'static str,
     data_dir: tempfile::TempDir,
+    /// `/ws` URL with an admin token (streamed instances).
+    events_url: Option<String>,
 }
 
 fn start_instance(
@@ -84,6 +112,19 @@ fn start_instance(
             .expect("track");
         assert!(status.success());
     }
+    let port = free_port();
+    let events_url = (transport == "stream").then(|| {
+        let output = Command::new(env!("CARGO_BIN_EXE_walletwatch"))
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(["token", "create", "--user", "bench", "--admin"])
+            .output()
+            .expect("token create");
+        assert!(output.status.success(), "{output:?}");
+        let token = String::from_utf8(output.stdout).expect("utf-8").trim().to_string();
+        format!("ws://127.0.0.1:{port}/ws?subscriptions=transactions&token={token}")
+    });
+    let listen = format!("127.0.0.1:{port}");
     let daemon = Daemon(
         Command::new(env!("CARGO_BIN_EXE_walletwatch"))
             .arg("--data-dir")
@@ -101,13 +142,44 @@ fn start_instance(
                 "--metrics-listen",
                 "127.0.0.1:0",
                 "--listen",
-                "127.0.0.1:0",
+                &listen,
             ])
             .stdout(Stdio::null())
             .spawn()
             .expect("daemon"),
     );
-    Instance { _daemon: daemon, name, transport, data_dir }
+    Instance { _daemon: daemon, name, transport, data_dir, events_url }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Arrivals at the raw client, Unix µs: logs notifications by signature;
+/// account notifications by (wallet, lamports).
+#[derive(Default)]
+struct RawArrivals {
+    logs: HashMap<String, i64>,
+    accounts: HashMap<(usize, u64), i64>,
+}
+
+/// Arrivals by signature, Unix µs, shared with the client task filling them.
+type Arrivals = Arc<Mutex<HashMap<String, i64>>>;
+
+/// walletwatch's own `/ws` client: event arrivals by signature.
+async fn events_client(url: String, arrivals: Arrivals) {
+    let (socket, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("/ws client connects");
+    let (_sink, mut stream) = socket.split();
+    while let Some(Ok(message)) = stream.next().await {
+        let Message::Text(text) = message else { continue };
+        let arrived = unix_us();
+        let Ok(frame) = serde_json::from_str::<serde_json::Value>(text.as_str()) else { continue };
+        if frame["type"] == "TransactionUpdate"
+            && let Some(signature) = frame["data"]["signature"].as_str()
+        {
+            arrivals.lock().expect("lock").entry(signature.to_string()).or_insert(arrived);
+        }
+    }
 }
 
 fn p50(samples: &[i64]) -> i64 {
@@ -135,20 +207,39 @@ fn all_watched(data_dir: &Path, count: usize, transport: &str) -> bool {
     })
 }
 
-async fn raw_client(ws_url: String, wallets: Vec<WalletAddress>, arrivals: Arc<Mutex<HashMap<String, i64>>>) {
+async fn raw_client(ws_url: String, wallets: Vec<WalletAddress>, arrivals: Arc<Mutex<RawArrivals>>) {
     let (socket, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await.expect("raw client connects");
     let (mut sink, mut stream) = socket.split();
+    // Request ids: 2i + 1 subscribes wallet i's logs, 2i + 2 its account.
     for (index, wallet) in wallets.iter().enumerate() {
-        let request = serde_json::json!({"jsonrpc":"2.0","id":index + 1,"method":"logsSubscribe",
+        let logs = serde_json::json!({"jsonrpc":"2.0","id":2 * index + 1,"method":"logsSubscribe",
             "params":[{"mentions":[wallet.as_str()]},{"commitment":"confirmed"}]});
-        sink.send(Message::text(request.to_string())).await.expect("subscribe");
+        let account = serde_json::json!({"jsonrpc":"2.0","id":2 * index + 2,"method":"accountSubscribe",
+            "params":[wallet.as_str(),{"commitment":"confirmed","encoding":"base64"}]});
+        sink.send(Message::text(logs.to_string())).await.expect("subscribe");
+        sink.send(Message::text(account.to_string())).await.expect("subscribe");
     }
+    // Subscription id -> the wallet whose account it watches.
+    let mut account_subscriptions: HashMap<u64, usize> = HashMap::new();
     while let Some(Ok(message)) = stream.next().await {
         let Message::Text(text) = message else { continue };
-        let arrived = unix_ms();
+        let arrived = unix_us();
         let Ok(frame) = serde_json::from_str::<serde_json::Value>(text.as_str()) else { continue };
-        if let Some(signature) = frame["params"]["result"]["value"]["signature"].as_str() {
-            arrivals.lock().expect("lock").entry(signature.to_string()).or_insert(arrived);
+        if let (Some(id), Some(subscription)) = (frame["id"].as_u64(), frame["result"].as_u64()) {
+            if id % 2 == 0 {
+                account_subscriptions.insert(subscription, (id / 2 - 1) as usize);
+            }
+            continue;
+        }
+        let result = &frame["params"]["result"];
+        let mut arrivals = arrivals.lock().expect("lock");
+        if let Some(signature) = result["value"]["signature"].as_str() {
+            arrivals.logs.entry(signature.to_string()).or_insert(arrived);
+        } else if let (Some(wallet), Some(lamports)) = (
+            frame["params"]["subscription"].as_u64().and_then(|id| account_subscriptions.get(&id)),
+            result["value"]["lamports"].as_u64(),
+        ) {
+            arrivals.accounts.entry((*wallet, lamports)).or_insert(arrived);
         }
     }
 }
@@ -183,16 +274,28 @@ async fn main() {
         assert!(Instant::now() < deadline, "wallets never got their transport");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let arrivals = Arc::new(Mutex::new(HashMap::new()));
+    let arrivals = Arc::new(Mutex::new(RawArrivals::default()));
     tokio::spawn(raw_client(node.ws_url.clone(), wallets.clone(), Arc::clone(&arrivals)));
+    let edge_arrivals: Vec<Option<Arrivals>> = instances
+        .iter()
+        .map(|instance| {
+            instance.events_url.clone().map(|url| {
+                let arrivals = Arc::new(Mutex::new(HashMap::new()));
+                tokio::spawn(events_client(url, Arc::clone(&arrivals)));
+                arrivals
+            })
+        })
+        .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Send in rounds of one transfer per wallet, each round from its own payer.
     let mut sent_at: HashMap<String, i64> = HashMap::new();
+    // Signature -> (wallet index, the wallet's balance after it).
+    let mut balance_after: HashMap<String, (usize, u64)> = HashMap::new();
     let rounds = transfer_count.div_ceil(wallet_count);
     let started = Instant::now();
-    for _ in 0..rounds {
-        for wallet in &wallets {
+    for round in 0..rounds {
+        for (index, wallet) in wallets.iter().enumerate() {
             let output = Command::new(&binary)
                 .args([
                     "transfer",
@@ -201,7 +304,7 @@ async fn main() {
                     "--to",
                     wallet.as_str(),
                     "--lamports",
-                    "1000000",
+                    &LAMPORTS.to_string(),
                     "--print-sent-at",
                 ])
                 .output()
@@ -211,6 +314,7 @@ async fn main() {
                 let mut parts = line.split_whitespace();
                 if let (Some(signature), Some(at)) = (parts.next(), parts.next()) {
                     sent_at.insert(signature.to_string(), at.parse().expect("ms"));
+                    balance_after.insert(signature.to_string(), (index, (round as u64 + 1) * LAMPORTS));
                 }
             }
         }
@@ -219,6 +323,8 @@ async fn main() {
     // A quiet polled wallet is read every 60 s until it moves.
     let arrivals_done = Instant::now() + Duration::from_secs(120);
     let mut results = Vec::new();
+    // Per instance: signature -> when its own first notification came (Unix ms).
+    let mut notified: Vec<HashMap<String, i64>> = Vec::new();
     for instance in &instances {
         let events = loop {
             let events = stored(instance.data_dir.path());
@@ -241,13 +347,43 @@ async fn main() {
             .filter(|signature| !events.iter().any(|event| event.signature.as_str() == signature.as_str()))
             .count();
         results.push((instance.name, send_to_notification, notification_to_stored, send_to_stored, missing));
+        notified.push(events.iter().map(|event| (event.signature.to_string(), event.received_at.0)).collect());
     }
-    let arrivals = arrivals.lock().expect("lock").clone();
+    // The edge: give the /ws clients the same time to get what was stored.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let arrivals = std::mem::take(&mut *arrivals.lock().expect("lock"));
     let mut raw = Vec::new();
+    // Signature -> the raw client's first notification of it (logs or account), µs.
+    let mut raw_first: HashMap<&str, i64> = HashMap::new();
     for (signature, &sent) in &sent_at {
-        if let Some(&arrived) = arrivals.get(signature) {
-            raw.push(arrived - sent);
+        if let Some(&arrived) = arrivals.logs.get(signature) {
+            raw.push(arrived / 1000 - sent);
         }
+        let account = balance_after.get(signature).and_then(|key| arrivals.accounts.get(key));
+        if let Some(first) = arrivals.logs.get(signature).into_iter().chain(account).min() {
+            raw_first.insert(signature, *first);
+        }
+    }
+    let mut edges = Vec::new();
+    for ((instance, edge_arrivals), notified) in instances.iter().zip(&edge_arrivals).zip(&notified) {
+        let Some(edge_arrivals) = edge_arrivals else { continue };
+        let edge_arrivals = edge_arrivals.lock().expect("lock").clone();
+        let added: Vec<i64> = raw_first
+            .iter()
+            .filter_map(|(signature, first)| edge_arrivals.get(*signature).map(|arrived| arrived - first))
+            .collect();
+        // The split, at the millisecond resolution of the stored timestamp:
+        // until walletwatch's own notification, and from it to its client.
+        let to_notified: Vec<i64> = raw_first
+            .iter()
+            .filter_map(|(signature, first)| notified.get(*signature).map(|at| at * 1000 - first))
+            .collect();
+        let to_client: Vec<i64> = edge_arrivals
+            .iter()
+            .filter_map(|(signature, arrived)| notified.get(signature).map(|at| arrived - at * 1000))
+            .collect();
+        let unseen = raw_first.keys().filter(|signature| !edge_arrivals.contains_key(**signature)).count();
+        edges.push((instance.name, added, unseen, to_notified, to_client));
     }
     let raw_p50 = p50(&raw);
     println!(
@@ -270,6 +406,33 @@ async fn main() {
         );
         println!("{:<80} {}", format!("{name}, sendTransaction -> event stored"), percentiles(send_to_stored.clone()));
     }
+    println!();
+    println!(
+        "at the edge: raw client (logsSubscribe mentions + accountSubscribe, confirmed) first notification -> walletwatch /ws client got the event"
+    );
+    println!("{:<80} {:>6} {:>6} {:>6} {:>6} {:>6}", "milliseconds added", "n", "p50", "p95", "p99", "max");
+    for (name, added, unseen, to_notified, to_client) in &edges {
+        println!("{:<80} {}", format!("{name} ({unseen} not on /ws)"), percentiles_ms(added));
+        println!(
+            "{:<80} {}",
+            "  of which: until its own first notification (ms resolution)",
+            percentiles_ms(to_notified)
+        );
+        println!(
+            "{:<80} {}",
+            "  of which: its notification -> its /ws client (ms resolution)",
+            percentiles_ms(to_client)
+        );
+    }
+    println!(
+        "raw client: {} of {} transfers notified by logs, {} by the account first",
+        sent_at.keys().filter(|signature| arrivals.logs.contains_key(*signature)).count(),
+        sent_at.len(),
+        raw_first
+            .iter()
+            .filter(|(signature, first)| arrivals.logs.get(**signature).is_none_or(|logs| *first < logs))
+            .count()
+    );
     for (name, _, _, send_to_stored, missing) in &results {
         println!(
             "{name}: end-to-end p50 minus the raw client's p50: {} ms; events missing after 120 s: {missing}",

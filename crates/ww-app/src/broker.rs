@@ -42,22 +42,37 @@ const TAIL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A published event with its JSON form computed at most once, however
 /// many subscribers send it.
-#[derive(Debug)]
 pub struct Published {
     /// The event.
     pub stored: StoredEvent,
     json: OnceLock<String>,
+    /// A subscriber's own encoding of the event, made once and shared by
+    /// every subscriber of that kind (the WebSocket server keeps its
+    /// ready-to-send frame here).
+    frame: OnceLock<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Published").field("stored", &self.stored).finish_non_exhaustive()
+    }
 }
 
 impl Published {
     /// Wraps an event.
     pub fn new(stored: StoredEvent) -> Self {
-        Self { stored, json: OnceLock::new() }
+        Self { stored, json: OnceLock::new(), frame: OnceLock::new() }
     }
 
     /// Returns the event's JSON form (docs/EVENTS.md), serialized once.
     pub fn json(&self) -> &str {
         self.json.get_or_init(|| serde_json::to_string(&self.stored).unwrap_or_default())
+    }
+
+    /// Returns the frame `make` builds, built once for all subscribers; one
+    /// kind of frame per event (`None` if another type was stored first).
+    pub fn frame<T: std::any::Any + Send + Sync>(&self, make: impl FnOnce(&Self) -> T) -> Option<&T> {
+        self.frame.get_or_init(|| Box::new(make(self))).downcast_ref()
     }
 }
 

@@ -275,6 +275,18 @@ fn decode_base58_exact<const N: usize>(kind: &'static str, input: &str) -> Resul
             expected: N,
         });
     }
+    // Addresses (32 bytes) and signatures (64) take the fast fixed-size
+    // decoder: every account key and signature of every transaction passes
+    // here. Anything it refuses is decoded again below for the error's detail.
+    let mut fixed = [0u8; N];
+    let fast = match N {
+        32 => five8::decode_32(input, (&mut fixed[..]).try_into().expect("N is 32")).is_ok(),
+        64 => five8::decode_64(input, (&mut fixed[..]).try_into().expect("N is 64")).is_ok(),
+        _ => false,
+    };
+    if fast {
+        return Ok(fixed);
+    }
     let decoded = bs58::decode(input).into_vec().map_err(|_| AddressError::NotBase58 {
         kind,
         input: input.to_string(),
@@ -685,6 +697,34 @@ mod tests {
 
     const SYSTEM_PROGRAM: &str = "11111111111111111111111111111111";
     const TOKEN_PROGRAM: &str = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA";
+
+    /// What the general decoder says of `text` as exactly `N` bytes.
+    fn reference<const N: usize>(text: &str) -> Option<[u8; N]> {
+        bs58::decode(text).into_vec().ok().and_then(|bytes| bytes.try_into().ok())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_decoder_agrees_with_the_general_one_on_any_base58_text(
+            text in "[1-9A-HJ-NP-Za-km-z]{1,100}",
+        ) {
+            proptest::prop_assert_eq!(decode_base58_exact::<32>("address", &text).ok(), reference::<32>(&text));
+            proptest::prop_assert_eq!(decode_base58_exact::<64>("signature", &text).ok(), reference::<64>(&text));
+        }
+
+        #[test]
+        fn any_key_and_signature_round_trip(key in proptest::array::uniform32(0u8..), tail in proptest::array::uniform32(0u8..), zeros in 0usize..4) {
+            let mut key = key;
+            key[..zeros].fill(0);
+            let text = bs58::encode(key).into_string();
+            proptest::prop_assert_eq!(WalletAddress::parse(&text).expect("valid").to_bytes(), key.to_vec());
+            let mut signature = [0u8; 64];
+            signature[..32].copy_from_slice(&key);
+            signature[32..].copy_from_slice(&tail);
+            let text = bs58::encode(signature).into_string();
+            proptest::prop_assert_eq!(decode_base58_exact::<64>("signature", &text).ok(), Some(signature));
+        }
+    }
 
     #[test]
     fn valid_addresses_parse_and_round_trip() {

@@ -53,7 +53,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{Extensions, HeaderMap};
 use axum::response::{IntoResponse as _, Response};
@@ -392,10 +392,10 @@ fn parse_wallet_topic(text: &str) -> Result<WalletId, String> {
 
 /// Whether `topics` need to know who tracks `wallet` (only a `user:` topic
 /// does, and only when no other topic already selects the event).
-fn needs_users(topics: &BTreeMap<Topic, Instant>, wallet: &WalletId) -> bool {
+fn needs_users(topics: &BTreeMap<Topic, Instant>, stored: &ww_core::StoredEvent) -> bool {
     !topics.contains_key(&Topic::Transactions)
-        && !topics.contains_key(&Topic::Wallet(wallet.clone()))
         && topics.keys().any(|topic| matches!(topic, Topic::User(_)))
+        && !topics.contains_key(&Topic::Wallet(stored.event.wallet_id()))
 }
 
 /// Which message (if any) a client with `topics` gets for `published`;
@@ -405,33 +405,53 @@ fn message_for(
     topics: &BTreeMap<Topic, Instant>,
     users: Option<&BTreeSet<String>>,
     published: &Published,
-) -> Option<String> {
-    let wallet = published.event.wallet_id();
+) -> Option<Utf8Bytes> {
     let (transaction_type, user_type) = if published.is_retracted() {
         ("TransactionRetracted", "UserActivityRetracted")
     } else {
         ("TransactionUpdate", "UserActivity")
     };
-    if topics.contains_key(&Topic::Transactions) || topics.contains_key(&Topic::Wallet(wallet.clone())) {
-        return Some(format!("{{\"type\":\"{transaction_type}\",\"data\":{}}}", published.json()));
+    if topics.contains_key(&Topic::Transactions) || topics.contains_key(&Topic::Wallet(published.event.wallet_id())) {
+        // Built once per event and shared by every client (a reference
+        // count, no copy).
+        let frame = published.frame(|published| {
+            Utf8Bytes::from(format!("{{\"type\":\"{transaction_type}\",\"data\":{}}}", published.json()))
+        });
+        return frame.cloned();
     }
     let users = users?;
     topics.keys().find_map(|topic| match topic {
         Topic::User(user) if users.contains(user) => {
             let user_json = serde_json::to_string(user).ok()?;
-            Some(format!(
+            Some(Utf8Bytes::from(format!(
                 "{{\"type\":\"{user_type}\",\"data\":{{\"user\":{user_json},\"event\":{}}}}}",
                 published.json()
-            ))
+            )))
         }
         _ => None,
     })
 }
 
+/// Runs a write; one that does not finish within `timeout` (the client's
+/// socket buffers are full: it stopped reading) fails. The timer is armed
+/// only when the write has to wait, not for the common write that the
+/// socket takes at once.
+async fn bounded<F>(write: F, timeout: Duration) -> bool
+where
+    F: std::future::Future<Output = Result<(), axum::Error>>,
+{
+    let mut write = std::pin::pin!(write);
+    let first = std::future::poll_fn(|context| std::task::Poll::Ready(write.as_mut().poll(context))).await;
+    match first {
+        std::task::Poll::Ready(result) => result.is_ok(),
+        std::task::Poll::Pending => matches!(tokio::time::timeout(timeout, write).await, Ok(Ok(()))),
+    }
+}
+
 /// Sends a message; a client that does not take it within `timeout` (its
 /// socket buffers are full: it stopped reading) counts as gone.
 async fn send_message(socket: &mut WebSocket, message: Message, timeout: Duration) -> bool {
-    matches!(tokio::time::timeout(timeout, socket.send(message)).await, Ok(Ok(())))
+    bounded(socket.send(message), timeout).await
 }
 
 async fn send_text(socket: &mut WebSocket, text: String, timeout: Duration) -> bool {
@@ -439,17 +459,17 @@ async fn send_text(socket: &mut WebSocket, text: String, timeout: Duration) -> b
 }
 
 /// Sends several messages with one flush, under the same timeout.
-async fn send_batch(socket: &mut WebSocket, messages: Vec<String>, timeout: Duration) -> bool {
+async fn send_batch(socket: &mut WebSocket, messages: Vec<Utf8Bytes>, timeout: Duration) -> bool {
     if messages.is_empty() {
         return true;
     }
     let write = async {
         for message in messages {
-            socket.feed(Message::Text(message.into())).await?;
+            socket.feed(Message::Text(message)).await?;
         }
         socket.flush().await
     };
-    matches!(tokio::time::timeout(timeout, write).await, Ok(Ok(())))
+    bounded(write, timeout).await
 }
 
 async fn send_json(socket: &mut WebSocket, value: &Value, timeout: Duration) -> bool {
@@ -558,11 +578,8 @@ async fn replay(
             if stored.seq <= last_sent {
                 continue;
             }
-            let users = if needs_users(topics, &stored.event.wallet_id()) {
-                viewer.users(state, &stored.event.wallet_id()).await
-            } else {
-                None
-            };
+            let users =
+                if needs_users(topics, stored) { viewer.users(state, &stored.event.wallet_id()).await } else { None };
             messages.extend(message_for(topics, users, stored));
             last_sent = stored.seq;
         }
@@ -609,7 +626,7 @@ async fn replay_retractions(
         for stored in page {
             last = last.max(stored.retraction_seq.unwrap_or(0));
             let published = Published::new(stored);
-            let users = if needs_users(topics, &published.event.wallet_id()) {
+            let users = if needs_users(topics, &published) {
                 viewer.users(state, &published.event.wallet_id()).await
             } else {
                 None
@@ -827,7 +844,7 @@ async fn run_client(
                             }
                             last_sent = stored.seq;
                         }
-                        let users = if needs_users(&topics, &stored.event.wallet_id()) {
+                        let users = if needs_users(&topics, stored) {
                             viewer.users(&state, &stored.event.wallet_id()).await
                         } else {
                             None

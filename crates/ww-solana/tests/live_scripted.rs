@@ -9,7 +9,8 @@
 //! queue is full the notification channel is not read (backpressure);
 //! shutdown records every transaction accepted before it; and a wallet whose
 //! subscriptions find no room is polled, then streamed once room appears,
-//! with nothing lost or repeated across the switch.
+//! with nothing lost or repeated across the switch; and a slow commit does
+//! not stop the loop: what is fetched meanwhile goes into the next commit.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -18,9 +19,10 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use ww_core::record::{EventRecorder, RecordFuture, RetractFuture};
 use ww_core::source::SourceContext;
 use ww_core::status::Health;
-use ww_core::store::{EventQuery, Store, TrackRequest};
+use ww_core::store::{CursorMove, EventQuery, Store, TrackRequest};
 use ww_core::{Chain, Origin, Signature, WalletAddress, WalletId};
 use ww_solana::RpcError;
 use ww_solana::live::{MAX_FETCH_QUEUE, Subscriptions, SubscriptionsFuture};
@@ -313,6 +315,15 @@ fn start() -> Harness {
 /// A pipeline watching `wallets` (the first is the harness's `wallet`),
 /// with room for `capacity` subscriptions (0: no limit).
 fn start_with(wallets: &[WalletAddress], capacity: usize) -> Harness {
+    start_with_recorder(wallets, capacity, |recorder| recorder)
+}
+
+/// Like [`start_with`], with the real recorder wrapped by `wrap`.
+fn start_with_recorder(
+    wallets: &[WalletAddress],
+    capacity: usize,
+    wrap: impl FnOnce(Arc<dyn EventRecorder>) -> Arc<dyn EventRecorder>,
+) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> = Arc::new(ww_store::RedbStore::open_in_dir(dir.path()).expect("store"));
     for wallet in wallets {
@@ -335,7 +346,7 @@ fn start_with(wallets: &[WalletAddress], capacity: usize) -> Harness {
     let shutdown = CancellationToken::new();
     let context = SourceContext {
         store: Arc::clone(&store),
-        recorder: Arc::new(ww_app::recorder::Recorder::new(Arc::clone(&store), None, None)),
+        recorder: wrap(Arc::new(ww_app::recorder::Recorder::new(Arc::clone(&store), None, None))),
         health: health.clone(),
         shutdown: shutdown.clone(),
     };
@@ -810,4 +821,77 @@ async fn a_wallet_tracked_again_with_a_priority_between_two_syncs_keeps_it() {
     })
     .await;
     harness.stop().await;
+}
+
+/// The real recorder, with the live path's commits (those moving no cursor)
+/// held while the gate is shut; counts their sizes.
+#[derive(Debug)]
+struct HeldCommits {
+    inner: Arc<dyn EventRecorder>,
+    open: watch::Sender<bool>,
+    live_batches: Mutex<Vec<usize>>,
+}
+
+impl EventRecorder for HeldCommits {
+    fn store(&self) -> &Arc<dyn Store> {
+        self.inner.store()
+    }
+
+    fn record(&self, events: Vec<ww_core::ActivityEvent>, cursor: Option<CursorMove>) -> RecordFuture<'_> {
+        Box::pin(async move {
+            if cursor.is_none() {
+                lock(&self.live_batches).push(events.len());
+                let mut open = self.open.subscribe();
+                open.wait_for(|open| *open).await.expect("gate kept");
+            }
+            self.inner.record(events, cursor).await
+        })
+    }
+
+    fn import(&self, events: Vec<ww_core::ActivityEvent>) -> RecordFuture<'_> {
+        self.inner.import(events)
+    }
+
+    fn retract(&self, seqs: Vec<ww_core::EventSeq>) -> RetractFuture<'_> {
+        self.inner.retract(seqs)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_commit_does_not_stop_the_loop_and_the_next_commit_takes_what_came_meanwhile() {
+    let held: Arc<std::sync::OnceLock<Arc<HeldCommits>>> = Arc::default();
+    let harness = start_with_recorder(&[address_of_byte(7)], 0, |inner| {
+        let recorder = Arc::new(HeldCommits { inner, open: watch::Sender::new(true), live_batches: Mutex::default() });
+        held.set(Arc::clone(&recorder)).expect("set once");
+        recorder
+    });
+    let held = Arc::clone(held.get().expect("recorder"));
+    harness.connect(false).await;
+    wait_for("the first catch-up", || !lock(&harness.node.listings).is_empty()).await;
+    held.open.send_replace(false);
+    let first = harness.node.land_transfer(&harness.wallet, 500, 40);
+    harness.notify_logs(&first).await;
+    wait_for("the first commit, held", || *lock(&held.live_batches) == [1]).await;
+    // While it is held, the loop goes on: 50 more are fetched and decoded.
+    let more: Vec<Signature> =
+        (0..50).map(|seed| harness.node.land_transfer(&harness.wallet, 600 + seed, 41 + seed)).collect();
+    for signature in &more {
+        harness.notify_logs(signature).await;
+    }
+    wait_for("every fetch done while the commit is held", || {
+        let work = harness.health.snapshot().work;
+        work.fetches_pending == 0 && work.events_unrecorded == 51
+    })
+    .await;
+    assert_eq!(*lock(&held.live_batches), [1], "one live commit at a time");
+    assert!(harness.stored().is_empty());
+    held.open.send_replace(true);
+    harness.wait_stored(51).await;
+    assert_eq!(*lock(&held.live_batches), [1, 50], "the next commit takes everything decoded meanwhile");
+    let stored = harness.stop().await;
+    let mut expected = vec![first];
+    expected.extend(more);
+    let stored: Vec<Signature> = stored.into_iter().map(|(signature, _)| signature).collect();
+    assert_eq!(stored.len(), 51, "each stored once");
+    assert_eq!(stored.into_iter().collect::<BTreeSet<_>>(), expected.into_iter().collect::<BTreeSet<_>>());
 }

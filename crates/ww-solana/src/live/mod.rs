@@ -32,11 +32,18 @@
 //!   task. The live path never moves a cursor, so a walk from the cursor
 //!   always covers what the live path lost. Failed walks are retried with
 //!   backoff (1 s doubling to 60 s) until they succeed.
+//! - Decoded live events are committed by one record task at a time (so
+//!   the live path's commits keep their order), at once when none is
+//!   running; the loop goes on meanwhile, and what it decodes waits for the
+//!   next commit, which takes all of it: commits grow with the load (group
+//!   commit) instead of the loop waiting on the disk, and an event at rest
+//!   waits for nothing.
 //! - Bounded: at most [`MAX_FETCH_QUEUE`] live transactions are pending
 //!   (one small task each, 16 holding an RPC permit); while that many are,
 //!   the PubSub queue is not read, the connections stop reading their
 //!   sockets, and a server that drops us for it causes a reconnect and a gap
-//!   fill. At most [`MAX_WALKS`] walks run; the rest wait in a queue
+//!   fill; so it is while [`MAX_UNRECORDED_EVENTS`] decoded events wait
+//!   for their commit. At most [`MAX_WALKS`] walks run; the rest wait in a queue
 //!   that holds one entry per address.
 //! - Wallets tracked or untracked by another process (the CLI, the API) are
 //!   picked up by polling the store, within `WALLET_SYNC_INTERVAL`: its
@@ -86,6 +93,9 @@ const FETCH_CONCURRENCY: usize = 16;
 /// small task waiting for an RPC permit); beyond it the PubSub queue is not
 /// read (backpressure).
 pub const MAX_FETCH_QUEUE: usize = 8192;
+/// Decoded live events waiting for their commit, at most; beyond it the
+/// PubSub queue is not read (backpressure while the store is slow).
+pub const MAX_UNRECORDED_EVENTS: usize = 16_384;
 /// History walks running at once; the others wait in the walk queue.
 pub const MAX_WALKS: usize = 32;
 /// Token account lookups running at once; the others wait in their queue.
@@ -339,8 +349,11 @@ struct Pipeline {
     capture: Option<Arc<crate::capture::Capture>>,
     /// Decoded events waiting for their batch commit.
     pending_records: Vec<ActivityEvent>,
-    /// When the first of them was queued.
-    pending_since: Option<tokio::time::Instant>,
+    /// The live events being committed by the one record task (at most one
+    /// runs, so the live path's commits keep their order); the loop goes on
+    /// meanwhile and what it decodes waits in `pending_records` for the
+    /// next commit, which takes all of it.
+    recording: Option<Vec<ActivityEvent>>,
     is_shutting_down: bool,
 }
 
@@ -454,7 +467,7 @@ pub async fn run_with(
         last_work: ww_core::status::WorkCounts::default(),
         capture,
         pending_records: Vec::new(),
-        pending_since: None,
+        recording: None,
         is_shutting_down: false,
     };
     let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
@@ -470,7 +483,8 @@ pub async fn run_with(
     let mut unresolved_tick = tokio::time::interval(UNRESOLVED_RETRY_INTERVAL);
     unresolved_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let can_accept = pipeline.in_flight.len() < MAX_FETCH_QUEUE;
+        let can_accept =
+            pipeline.in_flight.len() < MAX_FETCH_QUEUE && pipeline.pending_records.len() < MAX_UNRECORDED_EVENTS;
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = sync_tick.tick() => {
@@ -495,13 +509,9 @@ pub async fn run_with(
             }
             _ = unresolved_tick.tick() => pipeline.retry_requested_unresolved().await,
             Some(event) = events_rx.recv(), if can_accept => pipeline.handle_pubsub(event).await,
-            () = tokio::time::sleep_until(pipeline.pending_since.unwrap_or_else(tokio::time::Instant::now) + work::RECORD_DELAY),
-                if pipeline.pending_since.is_some() => pipeline.flush_records().await,
             Some(joined) = pipeline.tasks.join_next(), if !pipeline.tasks.is_empty() => pipeline.handle_joined(joined).await,
         }
-        if pipeline.flush_due() {
-            pipeline.flush_records().await;
-        }
+        pipeline.flush_records();
         pipeline.start_work();
         pipeline.publish_work();
     }
@@ -1034,7 +1044,7 @@ impl Pipeline {
             walks_queued: self.walk_queue.len(),
             walks_running: self.walking.len(),
             walks_retrying: self.walk_retries.len(),
-            events_unrecorded: self.pending_records.len(),
+            events_unrecorded: self.pending_records.len() + self.recording.as_ref().map_or(0, Vec::len),
             unresolved_retrying: self.unresolved_retrying.len(),
             discoveries_pending: self.discovery_queue.len() + self.discoveries_running,
         };
@@ -1064,10 +1074,15 @@ impl Pipeline {
         drop(events_rx);
         self.pool.shutdown().await;
         self.is_shutting_down = true;
-        while let Some(joined) = self.tasks.join_next().await {
-            self.handle_joined(joined).await;
+        loop {
+            while let Some(joined) = self.tasks.join_next().await {
+                self.handle_joined(joined).await;
+            }
+            if self.pending_records.is_empty() {
+                break;
+            }
+            self.flush_records();
         }
-        self.flush_records().await;
         self.tasks.abort_all();
         let wallets: Vec<WalletAddress> = self.tracked.iter().cloned().collect();
         self.persist_status(&wallets, SubscriptionStatus::Disconnected, None).await;

@@ -17,10 +17,6 @@ use ww_core::{ActivityEvent, Origin, Signature, WalletAddress};
 
 use super::{MAX_DISCOVERIES, MAX_WALKS, Pipeline, TOKEN_PROGRAMS, WorkItem, metric_names};
 
-/// Decoded events stored in one commit at most.
-pub(super) const RECORD_BATCH: usize = 512;
-/// How long a decoded event may wait for others to share its commit.
-pub(super) const RECORD_DELAY: Duration = Duration::from_millis(1);
 /// First retry delay of a failed walk; doubled per failure.
 const WALK_RETRY_INITIAL: Duration = Duration::from_secs(1);
 /// Longest retry delay of a failed walk.
@@ -34,6 +30,8 @@ pub(super) enum Task {
     Discovery(WalletAddress, bool),
     BalanceRound,
     RetryUnresolved(WalletAddress, Signature),
+    /// The live path's commit (its events are in `Pipeline::recording`).
+    Record,
 }
 
 impl Task {
@@ -45,6 +43,7 @@ impl Task {
             Task::Discovery(..) => "discovery",
             Task::BalanceRound => "balance_round",
             Task::RetryUnresolved(..) => "unresolved_retry",
+            Task::Record => "record",
         }
     }
 }
@@ -79,6 +78,9 @@ pub(super) enum TaskOutput {
         owner: WalletAddress,
         signature: Signature,
         result: Result<usize, String>,
+    },
+    Recorded {
+        result: Result<ww_core::record::Outcomes, ww_core::record::RecordError>,
     },
 }
 
@@ -315,6 +317,7 @@ impl Pipeline {
                 }
             }
             TaskOutput::Fetched { signature, outcome } => self.handle_fetched(signature, outcome),
+            TaskOutput::Recorded { result } => self.handle_recorded(result),
             TaskOutput::RetriedUnresolved { owner, signature, result } => {
                 self.unresolved_retrying.remove(&(owner.clone(), signature.clone()));
                 match result {
@@ -367,25 +370,31 @@ impl Pipeline {
             debug!(signature = %signature, "transaction touches no tracked wallet");
             return;
         }
-        if self.pending_records.is_empty() {
-            self.pending_since = Some(tokio::time::Instant::now());
-        }
         self.pending_records.extend(events);
     }
 
-    pub(super) fn flush_due(&self) -> bool {
-        self.pending_records.len() >= RECORD_BATCH
-    }
-
-    /// Stores the decoded live events in one commit. On failure nothing was
-    /// stored: their wallets are left to the gap fill.
-    pub(super) async fn flush_records(&mut self) {
-        self.pending_since = None;
-        if self.pending_records.is_empty() {
+    /// Starts the commit of the decoded live events, unless one is running
+    /// (its end starts the next, with everything decoded meanwhile: commits
+    /// grow with the load). The loop goes on while the store works.
+    /// Called after every turn of the loop.
+    pub(super) fn flush_records(&mut self) {
+        if self.recording.is_some() || self.pending_records.is_empty() {
             return;
         }
         let events = std::mem::take(&mut self.pending_records);
-        match self.recorder.record(events.clone(), None).await {
+        self.recording = Some(events.clone());
+        let recorder = Arc::clone(&self.recorder);
+        self.tasks.spawn(Task::Record, async move {
+            let result = recorder.record(events, None).await;
+            TaskOutput::Recorded { result }
+        });
+    }
+
+    /// Handles the end of a live commit and starts the next one. On failure
+    /// nothing was stored: the events' wallets are left to the gap fill.
+    fn handle_recorded(&mut self, result: Result<ww_core::record::Outcomes, ww_core::record::RecordError>) {
+        let events = self.recording.take().unwrap_or_default();
+        match result {
             Ok(recorded) => {
                 for (event, outcome) in recorded {
                     if matches!(outcome, RecordOutcome::Inserted(_)) {
@@ -395,16 +404,19 @@ impl Pipeline {
                     }
                 }
             }
-            Err(error) => {
-                error!(error = %error, events = events.len(), "recording live events failed; their wallets are gap-filled");
-                let wallets: HashSet<WalletAddress> = events.iter().map(|event| event.wallet.clone()).collect();
-                for event in &events {
-                    self.recent.remove(&event.signature);
-                }
-                for wallet in &wallets {
-                    self.schedule_gap_fill(wallet);
-                }
-            }
+            Err(error) => self.record_failed(&error.to_string(), events),
+        }
+        self.flush_records();
+    }
+
+    fn record_failed(&mut self, error: &str, events: Vec<ActivityEvent>) {
+        error!(error = %error, events = events.len(), "recording live events failed; their wallets are gap-filled");
+        let wallets: HashSet<WalletAddress> = events.iter().map(|event| event.wallet.clone()).collect();
+        for event in &events {
+            self.recent.remove(&event.signature);
+        }
+        for wallet in &wallets {
+            self.schedule_gap_fill(wallet);
         }
     }
 
@@ -429,6 +441,11 @@ impl Pipeline {
             Task::BalanceRound => self.is_balance_round_running = false,
             Task::RetryUnresolved(owner, signature) => {
                 self.unresolved_retrying.remove(&(owner, signature));
+            }
+            Task::Record => {
+                let events = self.recording.take().unwrap_or_default();
+                self.record_failed("the record task panicked", events);
+                self.flush_records();
             }
         }
     }
