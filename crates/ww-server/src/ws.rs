@@ -413,11 +413,12 @@ fn message_for(
     };
     if topics.contains_key(&Topic::Transactions) || topics.contains_key(&Topic::Wallet(published.event.wallet_id())) {
         // Built once per event and shared by every client (a reference
-        // count, no copy).
-        let frame = published.frame(|published| {
+        // count, no copy); built here if the event's cache holds another
+        // kind of frame.
+        let build = |published: &Published| {
             Utf8Bytes::from(format!("{{\"type\":\"{transaction_type}\",\"data\":{}}}", published.json()))
-        });
-        return frame.cloned();
+        };
+        return Some(published.frame(build).cloned().unwrap_or_else(|| build(published)));
     }
     let users = users?;
     topics.keys().find_map(|topic| match topic {
@@ -871,4 +872,40 @@ async fn run_client(
         }
     }
     drop(slot);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn published() -> Published {
+        let wallet = ww_test_utils::address_of_byte(7);
+        let event = ww_test_utils::sample_event(&wallet, ww_test_utils::signature_from_seed(1), 5);
+        Published::new(ww_core::StoredEvent::new(ww_core::EventSeq(1), event))
+    }
+
+    fn transactions() -> BTreeMap<Topic, Instant> {
+        BTreeMap::from([(Topic::Transactions, Instant::now())])
+    }
+
+    #[test]
+    fn every_client_gets_the_same_shared_frame() {
+        let published = published();
+        let first = message_for(&transactions(), None, &published).expect("a frame");
+        let second = message_for(&transactions(), None, &published).expect("a frame");
+        assert_eq!(first.as_str().as_ptr(), second.as_str().as_ptr(), "one frame, shared");
+        let frame: Value = serde_json::from_str(first.as_str()).expect("json");
+        assert_eq!(frame["type"], "TransactionUpdate");
+        assert_eq!(frame["data"]["seq"], 1);
+    }
+
+    #[test]
+    fn an_event_whose_cache_holds_another_kind_of_frame_still_gets_its_frame() {
+        let published = published();
+        assert_eq!(published.frame(|_| 42u32), Some(&42));
+        let frame = message_for(&transactions(), None, &published).expect("a frame");
+        let frame: Value = serde_json::from_str(frame.as_str()).expect("json");
+        assert_eq!(frame["type"], "TransactionUpdate");
+        assert_eq!(frame["data"]["signature"], published.event.signature.as_str());
+    }
 }

@@ -25,7 +25,7 @@ use ww_core::status::Health;
 use ww_core::store::{CursorMove, EventQuery, Store, TrackRequest};
 use ww_core::{Chain, Origin, Signature, WalletAddress, WalletId};
 use ww_solana::RpcError;
-use ww_solana::live::{MAX_FETCH_QUEUE, Subscriptions, SubscriptionsFuture};
+use ww_solana::live::{MAX_EVENTS_PER_LIVE_COMMIT, MAX_FETCH_QUEUE, Subscriptions, SubscriptionsFuture};
 use ww_solana::pubsub::{ConnectionState, PubsubEvent, SubscriptionKey};
 use ww_solana::rpc::client::Transport;
 use ww_test_utils::{address_of_byte, signature_from_seed};
@@ -858,7 +858,7 @@ impl EventRecorder for HeldCommits {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_slow_commit_does_not_stop_the_loop_and_the_next_commit_takes_what_came_meanwhile() {
+async fn a_slow_commit_does_not_stop_the_loop_and_the_next_commits_take_what_came_meanwhile() {
     let held: Arc<std::sync::OnceLock<Arc<HeldCommits>>> = Arc::default();
     let harness = start_with_recorder(&[address_of_byte(7)], 0, |inner| {
         let recorder = Arc::new(HeldCommits { inner, open: watch::Sender::new(true), live_batches: Mutex::default() });
@@ -872,26 +872,32 @@ async fn a_slow_commit_does_not_stop_the_loop_and_the_next_commit_takes_what_cam
     let first = harness.node.land_transfer(&harness.wallet, 500, 40);
     harness.notify_logs(&first).await;
     wait_for("the first commit, held", || *lock(&held.live_batches) == [1]).await;
-    // While it is held, the loop goes on: 50 more are fetched and decoded.
+    // While it is held, the loop goes on: more than one commit's worth are
+    // fetched and decoded.
+    let count = MAX_EVENTS_PER_LIVE_COMMIT + 10;
     let more: Vec<Signature> =
-        (0..50).map(|seed| harness.node.land_transfer(&harness.wallet, 600 + seed, 41 + seed)).collect();
+        (0..count as u64).map(|seed| harness.node.land_transfer(&harness.wallet, 600 + seed, 41 + seed)).collect();
     for signature in &more {
         harness.notify_logs(signature).await;
     }
     wait_for("every fetch done while the commit is held", || {
         let work = harness.health.snapshot().work;
-        work.fetches_pending == 0 && work.events_unrecorded == 51
+        work.fetches_pending == 0 && work.events_unrecorded == 1 + count
     })
     .await;
     assert_eq!(*lock(&held.live_batches), [1], "one live commit at a time");
     assert!(harness.stored().is_empty());
     held.open.send_replace(true);
-    harness.wait_stored(51).await;
-    assert_eq!(*lock(&held.live_batches), [1, 50], "the next commit takes everything decoded meanwhile");
+    harness.wait_stored(1 + count).await;
+    assert_eq!(
+        *lock(&held.live_batches),
+        [1, MAX_EVENTS_PER_LIVE_COMMIT, 10],
+        "the next commits take everything decoded meanwhile, a commit's worth at a time"
+    );
     let stored = harness.stop().await;
     let mut expected = vec![first];
     expected.extend(more);
     let stored: Vec<Signature> = stored.into_iter().map(|(signature, _)| signature).collect();
-    assert_eq!(stored.len(), 51, "each stored once");
+    assert_eq!(stored.len(), 1 + count, "each stored once");
     assert_eq!(stored.into_iter().collect::<BTreeSet<_>>(), expected.into_iter().collect::<BTreeSet<_>>());
 }

@@ -35,9 +35,9 @@
 //! - Decoded live events are committed by one record task at a time (so
 //!   the live path's commits keep their order), at once when none is
 //!   running; the loop goes on meanwhile, and what it decodes waits for the
-//!   next commit, which takes all of it: commits grow with the load (group
-//!   commit) instead of the loop waiting on the disk, and an event at rest
-//!   waits for nothing.
+//!   next commit, which takes up to [`MAX_EVENTS_PER_LIVE_COMMIT`] of it:
+//!   commits grow with the load (group commit) instead of the loop waiting
+//!   on the disk, and at low load an event waits for no other.
 //! - Bounded: at most [`MAX_FETCH_QUEUE`] live transactions are pending
 //!   (one small task each, 16 holding an RPC permit); while that many are,
 //!   the PubSub queue is not read, the connections stop reading their
@@ -93,9 +93,12 @@ const FETCH_CONCURRENCY: usize = 16;
 /// small task waiting for an RPC permit); beyond it the PubSub queue is not
 /// read (backpressure).
 pub const MAX_FETCH_QUEUE: usize = 8192;
-/// Decoded live events waiting for their commit, at most; beyond it the
-/// PubSub queue is not read (backpressure while the store is slow).
+/// Decoded live events waiting for or in their commit; from this many on
+/// the PubSub queue is not read (backpressure while the store is slow; the
+/// fetches already accepted still land, at most [`MAX_FETCH_QUEUE`]).
 pub const MAX_UNRECORDED_EVENTS: usize = 16_384;
+/// Live events in one commit at most (the rest wait for the next).
+pub const MAX_EVENTS_PER_LIVE_COMMIT: usize = 4096;
 /// History walks running at once; the others wait in the walk queue.
 pub const MAX_WALKS: usize = 32;
 /// Token account lookups running at once; the others wait in their queue.
@@ -178,10 +181,14 @@ impl RecentSignatures {
         self.set.contains(signature)
     }
 
-    /// Forgets a signature so a later notification fetches it again.
-    fn remove(&mut self, signature: &Signature) {
-        if self.set.remove(signature) {
-            self.order.retain(|queued| queued != signature);
+    /// Forgets signatures so a later notification fetches them again (one
+    /// pass over the order however many there are: a failed commit forgets
+    /// thousands at once).
+    fn remove_all<'a>(&mut self, signatures: impl IntoIterator<Item = &'a Signature>) {
+        let forgotten: HashSet<&Signature> =
+            signatures.into_iter().filter(|signature| self.set.remove(*signature)).collect();
+        if !forgotten.is_empty() {
+            self.order.retain(|queued| !forgotten.contains(queued));
         }
     }
 
@@ -349,11 +356,12 @@ struct Pipeline {
     capture: Option<Arc<crate::capture::Capture>>,
     /// Decoded events waiting for their batch commit.
     pending_records: Vec<ActivityEvent>,
-    /// The live events being committed by the one record task (at most one
-    /// runs, so the live path's commits keep their order); the loop goes on
-    /// meanwhile and what it decodes waits in `pending_records` for the
-    /// next commit, which takes all of it.
-    recording: Option<Vec<ActivityEvent>>,
+    /// The (wallet, signature) of the live events being committed by the
+    /// one record task (at most one runs, so the live path's commits keep
+    /// their order); the loop goes on meanwhile and what it decodes waits in
+    /// `pending_records` for the next commit, which takes up to
+    /// [`MAX_EVENTS_PER_LIVE_COMMIT`] of it.
+    recording: Option<Vec<(WalletAddress, Signature)>>,
     is_shutting_down: bool,
 }
 
@@ -483,8 +491,7 @@ pub async fn run_with(
     let mut unresolved_tick = tokio::time::interval(UNRESOLVED_RETRY_INTERVAL);
     unresolved_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let can_accept =
-            pipeline.in_flight.len() < MAX_FETCH_QUEUE && pipeline.pending_records.len() < MAX_UNRECORDED_EVENTS;
+        let can_accept = pipeline.in_flight.len() < MAX_FETCH_QUEUE && pipeline.unrecorded() < MAX_UNRECORDED_EVENTS;
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = sync_tick.tick() => {
@@ -1044,7 +1051,7 @@ impl Pipeline {
             walks_queued: self.walk_queue.len(),
             walks_running: self.walking.len(),
             walks_retrying: self.walk_retries.len(),
-            events_unrecorded: self.pending_records.len() + self.recording.as_ref().map_or(0, Vec::len),
+            events_unrecorded: self.unrecorded(),
             unresolved_retrying: self.unresolved_retrying.len(),
             discoveries_pending: self.discovery_queue.len() + self.discoveries_running,
         };
@@ -1077,6 +1084,7 @@ impl Pipeline {
         loop {
             while let Some(joined) = self.tasks.join_next().await {
                 self.handle_joined(joined).await;
+                self.flush_records();
             }
             if self.pending_records.is_empty() {
                 break;

@@ -374,15 +374,16 @@ impl Pipeline {
     }
 
     /// Starts the commit of the decoded live events, unless one is running
-    /// (its end starts the next, with everything decoded meanwhile: commits
+    /// (its end starts the next, with what was decoded meanwhile: commits
     /// grow with the load). The loop goes on while the store works.
     /// Called after every turn of the loop.
     pub(super) fn flush_records(&mut self) {
         if self.recording.is_some() || self.pending_records.is_empty() {
             return;
         }
-        let events = std::mem::take(&mut self.pending_records);
-        self.recording = Some(events.clone());
+        let take = self.pending_records.len().min(super::MAX_EVENTS_PER_LIVE_COMMIT);
+        let events: Vec<ActivityEvent> = self.pending_records.drain(..take).collect();
+        self.recording = Some(events.iter().map(|event| (event.wallet.clone(), event.signature.clone())).collect());
         let recorder = Arc::clone(&self.recorder);
         self.tasks.spawn(Task::Record, async move {
             let result = recorder.record(events, None).await;
@@ -390,32 +391,37 @@ impl Pipeline {
         });
     }
 
+    /// Live events decoded and not stored yet (waiting or being committed).
+    pub(super) fn unrecorded(&self) -> usize {
+        self.pending_records.len() + self.recording.as_ref().map_or(0, Vec::len)
+    }
+
     /// Handles the end of a live commit and starts the next one. On failure
     /// nothing was stored: the events' wallets are left to the gap fill.
     fn handle_recorded(&mut self, result: Result<ww_core::record::Outcomes, ww_core::record::RecordError>) {
-        let events = self.recording.take().unwrap_or_default();
+        let committed = self.recording.take().unwrap_or_default();
         match result {
             Ok(recorded) => {
                 for (event, outcome) in recorded {
-                    if matches!(outcome, RecordOutcome::Inserted(_)) {
+                    // A wallet untracked while its commit ran is forgotten:
+                    // nothing is scheduled for it.
+                    if matches!(outcome, RecordOutcome::Inserted(_)) && self.tracked.contains(&event.wallet) {
                         self.events_since_observation.insert(event.wallet.clone());
                         self.schedule.record_activity(&event.wallet);
                         self.schedule_cursor_walk(&event.wallet);
                     }
                 }
             }
-            Err(error) => self.record_failed(&error.to_string(), events),
+            Err(error) => self.record_failed(&error.to_string(), committed),
         }
         self.flush_records();
     }
 
-    fn record_failed(&mut self, error: &str, events: Vec<ActivityEvent>) {
-        error!(error = %error, events = events.len(), "recording live events failed; their wallets are gap-filled");
-        let wallets: HashSet<WalletAddress> = events.iter().map(|event| event.wallet.clone()).collect();
-        for event in &events {
-            self.recent.remove(&event.signature);
-        }
-        for wallet in &wallets {
+    fn record_failed(&mut self, error: &str, committed: Vec<(WalletAddress, Signature)>) {
+        error!(error = %error, events = committed.len(), "recording live events failed; their wallets are gap-filled");
+        self.recent.remove_all(committed.iter().map(|(_, signature)| signature));
+        let wallets: HashSet<&WalletAddress> = committed.iter().map(|(wallet, _)| wallet).collect();
+        for wallet in wallets {
             self.schedule_gap_fill(wallet);
         }
     }
@@ -443,8 +449,8 @@ impl Pipeline {
                 self.unresolved_retrying.remove(&(owner, signature));
             }
             Task::Record => {
-                let events = self.recording.take().unwrap_or_default();
-                self.record_failed("the record task panicked", events);
+                let committed = self.recording.take().unwrap_or_default();
+                self.record_failed("the record task panicked", committed);
                 self.flush_records();
             }
         }
