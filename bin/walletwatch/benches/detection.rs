@@ -35,7 +35,7 @@ use tokio_tungstenite::tungstenite::Message;
 use ww_core::store::{EventQuery, Store as _};
 use ww_core::{ActivityEvent, WalletAddress};
 use ww_store::RedbStore;
-use ww_test_utils::{LocalNode, fresh_address, localnet_binary};
+use ww_test_utils::{LocalNode, free_port, fresh_address, localnet_binary};
 
 use common::{Daemon, env_number};
 
@@ -46,30 +46,33 @@ fn unix_us() -> i64 {
 /// Lamports each transfer sends.
 const LAMPORTS: u64 = 1_000_000;
 
-fn percentiles_ms(samples: &[i64]) -> String {
+/// n, p50, p95, p99 and max of `samples` in milliseconds: `per_ms` samples
+/// make one (1 for ms, 1000 for µs), shown with `decimals`.
+fn percentiles(samples: &[i64], per_ms: f64, decimals: usize) -> String {
     if samples.is_empty() {
         return "no samples".into();
     }
     let mut samples = samples.to_vec();
     samples.sort_unstable();
-    let at = |quantile: f64| samples[((samples.len() - 1) as f64 * quantile).round() as usize] as f64 / 1000.0;
+    let at = |quantile: f64| samples[((samples.len() - 1) as f64 * quantile).round() as usize] as f64 / per_ms;
     format!(
-        "{:>6} {:>6.1} {:>6.1} {:>6.1} {:>6.1}",
+        "{:>6} {:>6.decimals$} {:>6.decimals$} {:>6.decimals$} {:>6.decimals$}",
         samples.len(),
         at(0.50),
         at(0.95),
         at(0.99),
-        samples[samples.len() - 1] as f64 / 1000.0
+        at(1.0)
     )
 }
 
-fn percentiles(mut samples: Vec<i64>) -> String {
-    if samples.is_empty() {
-        return "no samples".into();
-    }
-    samples.sort_unstable();
-    let at = |quantile: f64| samples[((samples.len() - 1) as f64 * quantile).round() as usize];
-    format!("{:>6} {:>6} {:>6} {:>6} {:>6}", samples.len(), at(0.50), at(0.95), at(0.99), samples[samples.len() - 1])
+/// [`percentiles`] of millisecond samples.
+fn percentiles_of_ms(samples: &[i64]) -> String {
+    percentiles(samples, 1.0, 0)
+}
+
+/// [`percentiles`] of microsecond samples, in ms to 0.1.
+fn percentiles_of_us(samples: &[i64]) -> String {
+    percentiles(samples, 1000.0, 1)
 }
 
 fn stored(data_dir: &Path) -> Vec<ActivityEvent> {
@@ -149,10 +152,6 @@ fn start_instance(
             .expect("daemon"),
     );
     Instance { _daemon: daemon, name, transport, data_dir, events_url }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 /// Arrivals at the raw client, Unix µs: logs notifications by signature;
@@ -392,19 +391,19 @@ async fn main() {
         sending.as_secs_f64()
     );
     println!("{:<80} {:>6} {:>6} {:>6} {:>6} {:>6}", "milliseconds", "n", "p50", "p95", "p99", "max");
-    println!("{:<80} {}", "baseline: raw client, sendTransaction -> logsNotification", percentiles(raw));
+    println!("{:<80} {}", "baseline: raw client, sendTransaction -> logsNotification", percentiles_of_ms(&raw));
     for (name, send_to_notification, notification_to_stored, send_to_stored, _) in &results {
         println!(
             "{:<80} {}",
             format!("{name}, sendTransaction -> first notification"),
-            percentiles(send_to_notification.clone())
+            percentiles_of_ms(send_to_notification)
         );
         println!(
             "{:<80} {}",
             format!("{name}, first notification -> event stored"),
-            percentiles(notification_to_stored.clone())
+            percentiles_of_ms(notification_to_stored)
         );
-        println!("{:<80} {}", format!("{name}, sendTransaction -> event stored"), percentiles(send_to_stored.clone()));
+        println!("{:<80} {}", format!("{name}, sendTransaction -> event stored"), percentiles_of_ms(send_to_stored));
     }
     println!();
     println!(
@@ -412,16 +411,16 @@ async fn main() {
     );
     println!("{:<80} {:>6} {:>6} {:>6} {:>6} {:>6}", "milliseconds added", "n", "p50", "p95", "p99", "max");
     for (name, added, unseen, to_notified, to_client) in &edges {
-        println!("{:<80} {}", format!("{name} ({unseen} not on /ws)"), percentiles_ms(added));
+        println!("{:<80} {}", format!("{name} ({unseen} not on /ws)"), percentiles_of_us(added));
         println!(
             "{:<80} {}",
             "  of which: until its own first notification (ms resolution)",
-            percentiles_ms(to_notified)
+            percentiles_of_us(to_notified)
         );
         println!(
             "{:<80} {}",
             "  of which: its notification -> its /ws client (ms resolution)",
-            percentiles_ms(to_client)
+            percentiles_of_us(to_client)
         );
     }
     println!(

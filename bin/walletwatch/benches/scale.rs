@@ -25,12 +25,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ww_bench::replay::ReplayNode;
+use ww_test_utils::free_port;
 
 use common::{Daemon, env_number};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
-}
 
 /// A `/proc/<pid>/status` field in bytes (`VmRSS`, `VmHWM`).
 fn memory(pid: u32, field: &str) -> u64 {

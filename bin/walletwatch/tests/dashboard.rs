@@ -21,7 +21,7 @@ use common::{Daemon, MAX_WAIT, all_active, wait_until, walletwatch};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use ww_test_utils::contracts::{ContractServer, Failure, Family};
-use ww_test_utils::{LocalNode, fresh_address};
+use ww_test_utils::{LocalNode, free_port, fresh_address};
 
 const WEBHOOK_SECRET: &str = "dashboard-webhook-secret";
 
@@ -192,10 +192,6 @@ fn create_token(data_dir: &Path, user: &str, admin: bool) -> String {
     let output = command.output().expect("token create");
     assert!(output.status.success(), "{output:?}");
     String::from_utf8(output.stdout).expect("utf-8").trim().to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 fn screenshot_dir(fallback: &Path) -> PathBuf {

@@ -108,6 +108,11 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
+/// Returns a loopback port free at the moment (for a server a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
+}
+
 /// Returns a random address nobody holds a key for: a fresh destination.
 pub fn fresh_address() -> WalletAddress {
     let bytes: [u8; 32] = random_bytes();

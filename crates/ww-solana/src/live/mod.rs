@@ -1081,14 +1081,11 @@ impl Pipeline {
         drop(events_rx);
         self.pool.shutdown().await;
         self.is_shutting_down = true;
-        loop {
-            while let Some(joined) = self.tasks.join_next().await {
-                self.handle_joined(joined).await;
-                self.flush_records();
-            }
-            if self.pending_records.is_empty() {
-                break;
-            }
+        // A commit is running while anything waits for one, so joining
+        // every task stores everything accepted.
+        self.flush_records();
+        while let Some(joined) = self.tasks.join_next().await {
+            self.handle_joined(joined).await;
             self.flush_records();
         }
         self.tasks.abort_all();

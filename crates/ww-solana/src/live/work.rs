@@ -374,9 +374,9 @@ impl Pipeline {
     }
 
     /// Starts the commit of the decoded live events, unless one is running
-    /// (its end starts the next, with what was decoded meanwhile: commits
-    /// grow with the load). The loop goes on while the store works.
-    /// Called after every turn of the loop.
+    /// (the turn that handles its end starts the next, with what was decoded
+    /// meanwhile: commits grow with the load). The loop goes on while the
+    /// store works. Called after every turn of the loop and of shutdown.
     pub(super) fn flush_records(&mut self) {
         if self.recording.is_some() || self.pending_records.is_empty() {
             return;
@@ -396,8 +396,8 @@ impl Pipeline {
         self.pending_records.len() + self.recording.as_ref().map_or(0, Vec::len)
     }
 
-    /// Handles the end of a live commit and starts the next one. On failure
-    /// nothing was stored: the events' wallets are left to the gap fill.
+    /// Handles the end of a live commit. On failure nothing was stored: the
+    /// events' wallets are left to the gap fill.
     fn handle_recorded(&mut self, result: Result<ww_core::record::Outcomes, ww_core::record::RecordError>) {
         let committed = self.recording.take().unwrap_or_default();
         match result {
@@ -414,7 +414,6 @@ impl Pipeline {
             }
             Err(error) => self.record_failed(&error.to_string(), committed),
         }
-        self.flush_records();
     }
 
     fn record_failed(&mut self, error: &str, committed: Vec<(WalletAddress, Signature)>) {
@@ -451,7 +450,6 @@ impl Pipeline {
             Task::Record => {
                 let committed = self.recording.take().unwrap_or_default();
                 self.record_failed("the record task panicked", committed);
-                self.flush_records();
             }
         }
     }
