@@ -41,6 +41,27 @@ async fn metric(daemon: &Daemon, series: &str) -> f64 {
     text.lines().find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
 }
 
+/// `count` fresh wallets spread evenly over the instances `names` by the
+/// instances' own rendezvous hashing (random wallets could all fall to
+/// one instance).
+fn wallets_split_over(names: &[&str], count: usize) -> Vec<WalletAddress> {
+    let names: Vec<String> = names.iter().map(|name| (*name).to_string()).collect();
+    let share = count.div_ceil(names.len());
+    let mut owned = std::collections::HashMap::<String, usize>::new();
+    let mut wallets = Vec::new();
+    while wallets.len() < count {
+        let wallet = fresh_address();
+        let resource = ww_app::cluster::wallet_resource(&ww_core::WalletId::solana(wallet.clone()));
+        let owner = ww_app::cluster::owner_of(&resource, &names).expect("an owner").to_string();
+        let taken = owned.entry(owner).or_default();
+        if *taken < share {
+            *taken += 1;
+            wallets.push(wallet);
+        }
+    }
+    wallets
+}
+
 fn signal(daemon: &Daemon, name: &str) {
     let status = std::process::Command::new("kill").args([name, &daemon.pid().to_string()]).status().expect("kill");
     assert!(status.success(), "kill {name}");
@@ -201,7 +222,7 @@ async fn two_instances_share_the_wallets_and_take_over_across_kill_9_and_sigstop
     let data_dir = tempfile::tempdir().expect("tempdir");
     let (config_a, config_b) =
         (write_config_for(data_dir.path(), &schema, "a"), write_config_for(data_dir.path(), &schema, "b"));
-    let wallets: Vec<WalletAddress> = (0..6).map(|_| fresh_address()).collect();
+    let wallets = wallets_split_over(&["a", "b"], 6);
     for wallet in &wallets {
         let output = walletwatch_configured(data_dir.path())
             .args(["--config", &config_a, "track", wallet.as_str()])
@@ -217,12 +238,12 @@ async fn two_instances_share_the_wallets_and_take_over_across_kill_9_and_sigstop
     let mut split = (0.0, 0.0);
     for _ in 0..300 {
         split = (metric(&daemon_a, held).await, metric(&daemon_b, held).await);
-        if split.0 > 0.0 && split.1 > 0.0 && split.0 + split.1 == 6.0 {
+        if split == (3.0, 3.0) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    assert!(split.0 > 0.0 && split.1 > 0.0 && split.0 + split.1 == 6.0, "the wallets are split: {split:?}");
+    assert_eq!(split, (3.0, 3.0), "the wallets are split by the names' hashes");
     wait_until("wallets Active", data_dir.path(), || statuses(data_dir.path(), &config_a) == vec!["\"Active\""; 6]);
     let output = walletwatch_configured(data_dir.path())
         .args(["--config", &config_a, "instances", "--json"])
@@ -278,12 +299,12 @@ async fn two_instances_share_the_wallets_and_take_over_across_kill_9_and_sigstop
     let mut rejoined = 0.0;
     for _ in 0..300 {
         rejoined = metric(&daemon_b, held).await;
-        if rejoined > 0.0 && rejoined < 6.0 {
+        if rejoined == 3.0 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    assert!(rejoined > 0.0 && rejoined < 6.0, "b rejoined with its share: {rejoined}");
+    assert_eq!(rejoined, 3.0, "b rejoined with its share");
     let events = pg_events(&schema);
     assert_eq!(events.len(), 18, "six wallets, three transfers each, once");
     daemon_a.stop();
@@ -375,7 +396,7 @@ async fn a_websocket_client_of_one_instance_gets_every_instances_events_once_acr
     let mut redis = ww_test_utils::redis::RedisServer::start();
     let data_dir = tempfile::tempdir().expect("tempdir");
     let configs = write_instance_configs(data_dir.path(), &schema, &["a", "b"], &redis.url(), "");
-    let wallets: Vec<WalletAddress> = (0..4).map(|_| fresh_address()).collect();
+    let wallets = wallets_split_over(&["a", "b"], 4);
     track_all(data_dir.path(), &configs[0], &wallets);
     let token = admin_token(data_dir.path(), &configs[0]);
     let start =
@@ -390,12 +411,15 @@ async fn a_websocket_client_of_one_instance_gets_every_instances_events_once_acr
             .expect("connect");
     // Both instances hold wallets; every transfer reaches b's client once.
     let held = "ww_lease_held{kind=\"wallet\"}";
+    let mut split = (0.0, 0.0);
     for _ in 0..300 {
-        if metric(&daemon_a, held).await > 0.0 && metric(&daemon_b, held).await > 0.0 {
+        split = (metric(&daemon_a, held).await, metric(&daemon_b, held).await);
+        if split == (2.0, 2.0) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+    assert_eq!(split, (2.0, 2.0), "the wallets are split by the names' hashes");
     for wallet in &wallets {
         node.transfer(wallet, 1_000_000, 1).await.expect("transfer");
     }
@@ -510,7 +534,7 @@ async fn three_instances_store_alert_and_stream_every_transfer_once_through_kill
          [users.local]\ndestinations = [\"webhook:hook\"]\n"
     );
     let configs = write_instance_configs(data_dir.path(), &schema, &["a", "b", "c"], &redis.url(), &webhook);
-    let wallets: Vec<WalletAddress> = (0..30).map(|_| fresh_address()).collect();
+    let wallets = wallets_split_over(&["a", "b", "c"], 30);
     track_all(data_dir.path(), &configs[0], &wallets);
     let token = admin_token(data_dir.path(), &configs[0]);
     let start =

@@ -70,12 +70,18 @@ pub fn destination_resource(destination: &DestinationId) -> String {
 }
 
 /// The live instance that owns `resource` by rendezvous hashing.
+///
+/// The hash is of the instance's configured name (`SERVER_ID`, without the
+/// `#nonce` of its run), so an instance restarted under the same name owns
+/// the same share again, and which instance owns what is known from the
+/// names alone.
 pub fn owner_of<'a>(resource: &str, instances: &'a [String]) -> Option<&'a str> {
     instances
         .iter()
         .max_by_key(|server_id| {
+            let name = server_id.split('#').next().unwrap_or(server_id);
             let digest =
-                Sha256::new().chain_update(server_id.as_bytes()).chain_update([0]).chain_update(resource).finalize();
+                Sha256::new().chain_update(name.as_bytes()).chain_update([0]).chain_update(resource).finalize();
             let mut score = [0u8; 8];
             score.copy_from_slice(&digest[..8]);
             (u64::from_be_bytes(score), server_id.as_str())
@@ -717,4 +723,27 @@ fn rand_nonce() -> [u8; 4] {
 
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner_of;
+
+    #[test]
+    fn a_resource_goes_to_the_same_instance_name_whatever_the_runs_nonces() {
+        let resources: Vec<String> = (0..64).map(|index| format!("wallet:{index}")).collect();
+        let first = ["a#00000001".to_string(), "b#00000002".to_string()];
+        let restarted = ["a#9f3c0a11".to_string(), "b#77e0d4c2".to_string()];
+        let names = ["a".to_string(), "b".to_string()];
+        let name_of = |holder: Option<&str>| holder.and_then(|holder| holder.split('#').next()).map(str::to_string);
+        let mut owned_by_a = 0;
+        for resource in &resources {
+            let owner = name_of(owner_of(resource, &first));
+            assert_eq!(owner, name_of(owner_of(resource, &restarted)), "{resource}");
+            assert_eq!(owner, name_of(owner_of(resource, &names)), "{resource}");
+            owned_by_a += usize::from(owner.as_deref() == Some("a"));
+        }
+        assert!(owned_by_a > 0 && owned_by_a < resources.len(), "both names own a share: {owned_by_a}");
+        assert_eq!(owner_of("wallet:0", &[]), None);
+    }
 }
