@@ -1123,6 +1123,7 @@ async fn replay(
             report.latency_ms_p50, report.latency_ms_p99, report.latency_ms_max
         );
         println!("CPU {:.2} s, peak memory {:.0} MiB", report.cpu_seconds, report.peak_memory_mib);
+        println!("JSON-RPC: {} calls in {} HTTP requests", report.rpc_calls, report.rpc_requests);
         println!(
             "baseline: the same transactions parsed and decoded in one thread, no network or store: {:.0} transactions/s",
             report.baseline_decode_transactions_per_second

@@ -75,6 +75,32 @@ async fn a_sol_transfer_to_a_tracked_wallet_is_found_with_our_rpc_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_answers_batched_get_transaction_as_it_answers_single_calls() {
+    let node = LocalNode::start().await.expect("local node starts");
+    let client = rpc(&node);
+    let wallet = fresh_address();
+    let signatures = node.transfer(&wallet, 1_000_000, 5).await.expect("transfers");
+    let mut asked = signatures.clone();
+    asked.push(ww_test_utils::signature_of_byte(9));
+    let params: Vec<serde_json::Value> = asked
+        .iter()
+        .map(|signature| ww_solana::rpc::client::transaction_params(signature, Commitment::Confirmed))
+        .collect();
+    let batched = client.call_batch("getTransaction", &params).await.expect("the node takes batch requests");
+    assert_eq!(batched.len(), asked.len());
+    for (signature, outcome) in asked.iter().zip(batched) {
+        let single = client.get_transaction(signature, Commitment::Confirmed).await.expect("getTransaction");
+        assert_eq!(outcome.expect("its reply"), single.unwrap_or(serde_json::Value::Null), "{signature}");
+    }
+    // Fetched concurrently through the fetcher, each gets its own.
+    let fetcher = ww_solana::resolve::TransactionFetcher::new(client, Commitment::Confirmed).with_max_batch(16);
+    let fetched = futures_util::future::join_all(signatures.iter().map(|signature| fetcher.fetch(signature))).await;
+    for (signature, transaction) in signatures.iter().zip(fetched) {
+        assert_eq!(transaction.expect("fetched")["transaction"]["signatures"][0], signature.as_str());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_transfers_credit_the_owner_for_both_token_programs() {
     let node = LocalNode::start().await.expect("local node starts");
     let client = rpc(&node);

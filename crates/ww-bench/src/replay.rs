@@ -10,7 +10,8 @@
 //! sandboxed: no Telegram polling, and no alert destination unless asked
 //! for ([`Sandbox`]).
 //!
-//! Answers: `getTransaction` by signature; `getSignaturesForAddress` from an
+//! Answers (one request, or a batch of them like a Solana node):
+//! `getTransaction` by signature; `getSignaturesForAddress` from an
 //! index of every entry the capture saw for the address (with `before`,
 //! `until` and `limit` applied), so any paging the daemon does is served,
 //! showing an entry only once every notification captured before the reply
@@ -85,6 +86,10 @@ struct NodeState {
     subscriptions: Mutex<Subscriptions>,
     next_connection: AtomicU64,
     transactions_served: AtomicU64,
+    /// JSON-RPC HTTP requests answered, and the calls in them (a batch
+    /// request holds several).
+    rpc_requests: AtomicU64,
+    rpc_calls: AtomicU64,
     /// The capture time of the first notification not played yet: history
     /// shows entries first listed before it.
     visible_before_us: AtomicU64,
@@ -186,6 +191,8 @@ impl ReplayNode {
             }),
             next_connection: AtomicU64::new(0),
             transactions_served: AtomicU64::new(0),
+            rpc_requests: AtomicU64::new(0),
+            rpc_calls: AtomicU64::new(0),
             visible_before_us: AtomicU64::new(first_notification_us),
         });
         let stop = CancellationToken::new();
@@ -245,6 +252,11 @@ impl ReplayNode {
 
     pub fn transactions_served(&self) -> u64 {
         self.state.transactions_served.load(Ordering::Relaxed)
+    }
+
+    /// JSON-RPC HTTP requests answered so far, and the calls in them.
+    pub fn rpc_counts(&self) -> (u64, u64) {
+        (self.state.rpc_requests.load(Ordering::Relaxed), self.state.rpc_calls.load(Ordering::Relaxed))
     }
 
     /// Sends the recorded notifications to the subscriptions the daemon made;
@@ -357,17 +369,30 @@ fn answer_value<'a>(state: &'a NodeState, method: &str, params: &Value) -> Resul
     }
 }
 
+/// Answers one request or, like a Solana node, a batch of them (an array,
+/// answered by an array).
 async fn rpc(State(state): State<Arc<NodeState>>, Json(request): Json<Value>) -> axum::response::Response {
+    state.rpc_requests.fetch_add(1, Ordering::Relaxed);
+    let calls = request.as_array().map_or(1, Vec::len);
+    state.rpc_calls.fetch_add(calls as u64, Ordering::Relaxed);
+    let body = match &request {
+        Value::Array(requests) => {
+            let replies: Vec<String> = requests.iter().map(|request| reply_text(&state, request)).collect();
+            format!("[{}]", replies.join(","))
+        }
+        single => reply_text(&state, single),
+    };
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// One request's whole reply object as JSON text.
+fn reply_text(state: &NodeState, request: &Value) -> String {
     let id = request["id"].clone();
-    let method = request["method"].as_str().unwrap_or_default().to_string();
-    match answer(&state, &method, &request["params"]) {
-        Ok(result) => (
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#),
-        )
-            .into_response(),
+    let method = request["method"].as_str().unwrap_or_default();
+    match answer(state, method, &request["params"]) {
+        Ok(result) => format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#),
         Err((code, message)) => {
-            Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})).into_response()
+            json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}).to_string()
         }
     }
 }
@@ -469,6 +494,11 @@ pub struct ReplayReport {
     /// Baseline in the same run: the capture's transactions parsed and
     /// decoded in one thread, no network, no store (transactions/s).
     pub baseline_decode_transactions_per_second: f64,
+    /// JSON-RPC HTTP requests the node answered during the replay.
+    pub rpc_requests: u64,
+    /// JSON-RPC calls in those requests (more than the requests when calls
+    /// were batched).
+    pub rpc_calls: u64,
 }
 
 fn cpu_seconds() -> f64 {
@@ -616,6 +646,7 @@ pub async fn run(
         })
     };
     let transactions_before = node.transactions_served();
+    let rpc_before = node.rpc_counts();
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     let delivered = node.play(speed).await;
@@ -643,6 +674,7 @@ pub async fn run(
     let finished = last_event.max(last_activity);
     let seconds = finished.saturating_duration_since(started).max(played).as_secs_f64().max(0.001);
     let cpu = cpu_seconds() - cpu_before;
+    let rpc_after = node.rpc_counts();
     stop.cancel();
     let _ = daemon.await;
     counter.abort();
@@ -668,6 +700,8 @@ pub async fn run(
         cpu_seconds: cpu,
         peak_memory_mib: peak_memory_mib(),
         baseline_decode_transactions_per_second: baseline,
+        rpc_requests: rpc_after.0 - rpc_before.0,
+        rpc_calls: rpc_after.1 - rpc_before.1,
     })
 }
 

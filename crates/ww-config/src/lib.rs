@@ -138,6 +138,8 @@ pub struct SolanaConfig {
     pub rpc_requests_per_second: Option<std::num::NonZeroU32>,
     /// Requests per second per method (`None`: unlimited).
     pub rpc_requests_per_second_per_method: Option<std::num::NonZeroU32>,
+    /// Most `getTransaction` calls in one JSON-RPC batch request (1: no batches).
+    pub rpc_batch_size: NonZeroUsize,
 }
 
 /// Validated `[evm.NAME]`.
@@ -660,6 +662,10 @@ impl Config {
         let polling_secs =
             positive("solana.fallback_polling_interval_secs", raw.solana.fallback_polling_interval_secs, &mut errors);
         let rpc_timeout_secs = positive("solana.rpc_timeout_secs", raw.solana.rpc_timeout_secs, &mut errors);
+        let rpc_batch_size = raw.solana.rpc_batch_size;
+        if !(1..=100).contains(&rpc_batch_size) {
+            errors.push(format!("solana.rpc_batch_size: {rpc_batch_size} must be from 1 to 100"));
+        }
         let websocket_max =
             positive("server.websocket_max_connections", raw.server.websocket_max_connections, &mut errors);
         let heartbeat_secs = positive(
@@ -775,6 +781,7 @@ impl Config {
                 rpc_requests_per_second_per_method: std::num::NonZeroU32::new(
                     raw.solana.rpc_requests_per_second_per_method,
                 ),
+                rpc_batch_size: non_zero(rpc_batch_size),
             },
             server: ServerConfig {
                 listen,
@@ -955,6 +962,20 @@ mod tests {
             "destinations.x.delivery: \"eventually\" is not instant or final",
         ] {
             assert!(errors.contains(expected), "{expected:?} in {errors}");
+        }
+    }
+
+    #[test]
+    fn the_rpc_batch_size_defaults_to_16_and_is_checked() {
+        let config = load_str("", &no_env()).expect("default");
+        assert_eq!(config.solana.rpc_batch_size.get(), 16);
+        let config = load_str("[solana]\nrpc_batch_size = 1\n", &no_env()).expect("no batches");
+        assert_eq!(config.solana.rpc_batch_size.get(), 1);
+        for size in [0, 101] {
+            let errors = load_str(&format!("[solana]\nrpc_batch_size = {size}\n"), &no_env())
+                .expect_err("out of range")
+                .to_string();
+            assert!(errors.contains(&format!("solana.rpc_batch_size: {size} must be from 1 to 100")), "{errors}");
         }
     }
 

@@ -165,6 +165,10 @@ pub struct RawSolana {
     /// JSON-RPC requests per second per method; 0 is unlimited (public mainnet: 4).
     #[serde(default)]
     pub rpc_requests_per_second_per_method: u32,
+    /// Most `getTransaction` calls sent in one JSON-RPC batch request
+    /// (1 to 100; 1 sends every call on its own).
+    #[serde(default = "default_rpc_batch_size")]
+    pub rpc_batch_size: usize,
 }
 
 /// `[evm.NAME]`: one EVM chain.
@@ -404,6 +408,7 @@ impl Default for RawSolana {
             rpc_timeout_secs: default_rpc_timeout_secs(),
             rpc_requests_per_second: 0,
             rpc_requests_per_second_per_method: 0,
+            rpc_batch_size: default_rpc_batch_size(),
         }
     }
 }
@@ -464,6 +469,9 @@ fn default_fallback_polling_interval_secs() -> u64 {
 }
 fn default_rpc_timeout_secs() -> u64 {
     30
+}
+fn default_rpc_batch_size() -> usize {
+    16
 }
 fn default_listen() -> String {
     "127.0.0.1:8080".into()

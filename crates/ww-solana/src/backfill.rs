@@ -24,12 +24,9 @@ use ww_core::record::EventRecorder;
 use ww_core::source::{HistoryBound, HistoryRequest, HistorySummary, SourceError};
 use ww_core::{Chain, Origin, Signature, TxId, WalletAddress};
 
-use crate::resolve::TransactionFetcher;
+use crate::resolve::{TransactionFetcher, fetch_concurrency};
 use crate::walk::{CatchUp, CatchUpError, HistoryRange, HistoryStart, Walk};
 use crate::{RpcClient, RpcError};
-
-/// Concurrent `getTransaction` calls of a backfill.
-pub const BACKFILL_CONCURRENCY: usize = 16;
 
 /// Runs a backfill of `wallet` (which must be tracked) over `rpc`, recording
 /// through `recorder`: events of the wallet's tracked period are owed their
@@ -56,11 +53,11 @@ pub async fn run(
     let tracked: HashSet<WalletAddress> = records.iter().map(|record| record.address.clone()).collect();
     let catch_up = CatchUp {
         rpc: rpc.clone(),
-        fetcher: TransactionFetcher::new(rpc.clone(), solana.commitment),
+        fetcher: TransactionFetcher::new(rpc.clone(), solana.commitment).with_max_batch(solana.rpc_batch_size.get()),
         recorder,
         commitment: solana.commitment,
-        permits: Arc::new(Semaphore::new(BACKFILL_CONCURRENCY)),
-        fetch_concurrency: BACKFILL_CONCURRENCY,
+        permits: Arc::new(Semaphore::new(fetch_concurrency(solana.rpc_batch_size.get()))),
+        fetch_concurrency: fetch_concurrency(solana.rpc_batch_size.get()),
     };
     let mut addresses = vec![wallet.clone()];
     for program in [crate::pubsub::protocol::TOKEN_PROGRAM, crate::pubsub::protocol::TOKEN_2022_PROGRAM] {

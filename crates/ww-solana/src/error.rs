@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-/// A failed JSON-RPC call.
-#[derive(Debug, thiserror::Error)]
+/// A failed JSON-RPC call (cloned to every call of a batch that failed as a whole).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RpcError {
     /// The HTTP client could not be built (TLS setup).
     #[error("cannot set up the HTTP client: {reason}")]
@@ -20,7 +20,7 @@ pub enum RpcError {
         endpoint: String,
         /// The transport error.
         #[source]
-        source: reqwest::Error,
+        source: std::sync::Arc<reqwest::Error>,
     },
     /// The endpoint answered with a non-success HTTP status.
     #[error("{method}: {endpoint} answered HTTP {status}")]

@@ -25,5 +25,5 @@ pub mod source;
 pub mod walk;
 
 pub use error::RpcError;
-pub use rpc::client::{AccountInfo, RateLimits, RpcClient, SignatureInfo, SignaturesQuery};
+pub use rpc::client::{AccountInfo, BatchFailure, RateLimits, RpcClient, SignatureInfo, SignaturesQuery};
 pub use source::SolanaSource;

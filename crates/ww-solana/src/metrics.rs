@@ -20,6 +20,9 @@ pub const PUBSUB_UNPLACED_SUBSCRIPTIONS: &str = "ww_pubsub_unplaced_subscription
 pub const RPC_CALLS_TOTAL: &str = "ww_rpc_calls_total";
 /// Counter: failed JSON-RPC calls. Labels: `method`, `error_kind`.
 pub const RPC_ERRORS_TOTAL: &str = "ww_rpc_errors_total";
+/// Counter: JSON-RPC batch requests (each of their calls also counts in
+/// [`RPC_CALLS_TOTAL`]). Labels: `method`, `outcome` (`sent`, `refused`).
+pub const RPC_BATCHES_TOTAL: &str = "ww_rpc_batches_total";
 /// Counter: transactions that could not be decoded. Labels: `reason`.
 pub const DECODE_ERRORS_TOTAL: &str = "ww_solana_decode_errors_total";
 
@@ -149,6 +152,12 @@ pub const CATALOG: &[ww_core::metric::MetricSpec] = {
             kind: Counter,
             help: "Failed JSON-RPC attempts",
             labels: &[("method", RPC_METHODS), ("error_kind", ERROR_KINDS)],
+        },
+        MetricSpec {
+            name: RPC_BATCHES_TOTAL,
+            kind: Counter,
+            help: "JSON-RPC batch requests sent (their calls count in ww_rpc_calls_total) or refused by the endpoint",
+            labels: &[("method", &["getTransaction"]), ("outcome", &["sent", "refused"])],
         },
         MetricSpec {
             name: DECODE_ERRORS_TOTAL,

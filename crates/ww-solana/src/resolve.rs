@@ -6,9 +6,17 @@
 //! [`TransactionFetcher::fetch_shared`] is single-flight: callers asking for
 //! a transaction that is already being fetched (the live path and a history
 //! walk that lists it at the same moment) share that one request.
+//!
+//! Concurrent fetches are sent as JSON-RPC batch requests
+//! ([`TransactionFetcher::with_max_batch`]): a fetch goes out at once when a
+//! batch slot is free (alone when nothing else waits: no added latency), and
+//! while every slot is busy the fetches that arrive wait and go out together
+//! in the next batch, so batches grow with load. An endpoint that refuses
+//! batches gets the calls one by one from then on.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
@@ -17,7 +25,7 @@ use serde_json::Value;
 use ww_core::{Commitment, Signature};
 
 use crate::error::RpcError;
-use crate::rpc::client::RpcClient;
+use crate::rpc::client::{BatchFailure, RpcClient, transaction_params};
 
 /// Why a transaction could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +75,126 @@ type SharedFetch = Shared<BoxFuture<'static, Arc<Result<Value, FetchError>>>>;
 /// The same, held without keeping it alive.
 type WeakFetch = WeakShared<BoxFuture<'static, Arc<Result<Value, FetchError>>>>;
 
+/// Default largest batch of `getTransaction` calls (`solana.rpc_batch_size`).
+pub const DEFAULT_MAX_BATCH: usize = 16;
+/// `getTransaction` requests (single calls or batches) in flight at once
+/// per fetcher; fetches arriving while all are busy wait for the next batch.
+pub const REQUESTS_IN_FLIGHT: usize = 16;
+
+/// Transactions fetched at once by a fetcher sending batches of at most
+/// `max_batch`: enough to fill every request in flight.
+pub fn fetch_concurrency(max_batch: usize) -> usize {
+    REQUESTS_IN_FLIGHT * max_batch.max(1)
+}
+/// Fetches waiting for a batch, at most (callers wait beyond it).
+const BATCH_QUEUE: usize = 4096;
+
+/// One fetch waiting for its batch.
+struct Pending {
+    signature: Signature,
+    reply: tokio::sync::oneshot::Sender<Result<Option<Value>, RpcError>>,
+}
+
+/// Groups concurrent `getTransaction` calls into batch requests.
+struct Batcher {
+    client: RpcClient,
+    commitment: Commitment,
+    max_batch: usize,
+    /// Set once the endpoint refused a batch: calls go one by one.
+    refused: Arc<AtomicBool>,
+    /// The queue of the task that sends the batches, started by the first
+    /// fetch (it ends when the fetcher and its clones are gone).
+    queue: OnceLock<tokio::sync::mpsc::Sender<Pending>>,
+}
+
+impl Batcher {
+    async fn get(&self, signature: &Signature) -> Result<Option<Value>, RpcError> {
+        if self.refused.load(Ordering::Relaxed) {
+            return self.client.get_transaction(signature, self.commitment).await;
+        }
+        let queue = self.queue.get_or_init(|| {
+            let (sender, receiver) = tokio::sync::mpsc::channel(BATCH_QUEUE);
+            tokio::spawn(send_batches(
+                self.client.clone(),
+                self.commitment,
+                self.max_batch,
+                Arc::clone(&self.refused),
+                receiver,
+            ));
+            sender
+        });
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if queue.send(Pending { signature: signature.clone(), reply }).await.is_err() {
+            return self.client.get_transaction(signature, self.commitment).await;
+        }
+        match answer.await {
+            Ok(outcome) => outcome,
+            // The batch was dropped unanswered (the runtime is stopping).
+            Err(_) => self.client.get_transaction(signature, self.commitment).await,
+        }
+    }
+}
+
+/// Takes waiting fetches into batches of at most `max_batch`, up to
+/// [`REQUESTS_IN_FLIGHT`] at once.
+async fn send_batches(
+    client: RpcClient,
+    commitment: Commitment,
+    max_batch: usize,
+    refused: Arc<AtomicBool>,
+    mut queue: tokio::sync::mpsc::Receiver<Pending>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { break };
+        // What arrived while waiting for the slot goes in this batch.
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match queue.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
+        }
+        let (client, refused) = (client.clone(), Arc::clone(&refused));
+        tokio::spawn(async move {
+            send_batch(&client, commitment, &refused, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn send_batch(client: &RpcClient, commitment: Commitment, refused: &AtomicBool, batch: Vec<Pending>) {
+    if batch.len() > 1 && !refused.load(Ordering::Relaxed) {
+        let params: Vec<Value> =
+            batch.iter().map(|pending| transaction_params(&pending.signature, commitment)).collect();
+        match client.call_batch("getTransaction", &params).await {
+            Ok(outcomes) => {
+                for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = pending.reply.send(outcome.map(|result| Some(result).filter(|result| !result.is_null())));
+                }
+                return;
+            }
+            Err(BatchFailure::Failed(error)) => {
+                for pending in batch {
+                    let _ = pending.reply.send(Err(error.clone()));
+                }
+                return;
+            }
+            Err(BatchFailure::Refused { reason }) => {
+                if !refused.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(endpoint = %client.endpoint_label(), reason,
+                        "the JSON-RPC endpoint refuses batch requests: getTransaction is sent one call at a time");
+                }
+            }
+        }
+    }
+    futures_util::future::join_all(batch.into_iter().map(|pending| async move {
+        let outcome = client.get_transaction(&pending.signature, commitment).await;
+        let _ = pending.reply.send(outcome);
+    }))
+    .await;
+}
+
 /// Fetches transactions with retries.
 #[derive(Clone)]
 pub struct TransactionFetcher {
@@ -78,6 +206,8 @@ pub struct TransactionFetcher {
     /// Fetches in progress. Weak: a fetch every caller gave up on (a walk
     /// that stopped) is dropped, not kept alive by this map.
     in_flight: Arc<Mutex<HashMap<Signature, WeakFetch>>>,
+    /// Sends concurrent calls in batches (`None`: one call each).
+    batcher: Option<Arc<Batcher>>,
 }
 
 impl std::fmt::Debug for TransactionFetcher {
@@ -87,7 +217,8 @@ impl std::fmt::Debug for TransactionFetcher {
 }
 
 impl TransactionFetcher {
-    /// Creates a fetcher: 8 attempts, 100 ms doubling up to 2 s (about 8 s in all).
+    /// Creates a fetcher: 8 attempts, 100 ms doubling up to 2 s (about 8 s
+    /// in all), one call per fetch (see [`TransactionFetcher::with_max_batch`]).
     pub fn new(client: RpcClient, commitment: Commitment) -> Self {
         Self {
             client,
@@ -96,7 +227,25 @@ impl TransactionFetcher {
             initial_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(2),
             in_flight: Arc::default(),
+            batcher: None,
         }
+    }
+
+    /// Returns this fetcher sending concurrent fetches as batch requests of
+    /// at most `max_batch` calls (1, or a client on an in-process
+    /// transport: one call each).
+    #[must_use]
+    pub fn with_max_batch(mut self, max_batch: usize) -> Self {
+        self.batcher = (max_batch > 1 && self.client.takes_batches()).then(|| {
+            Arc::new(Batcher {
+                client: self.client.clone(),
+                commitment: self.commitment,
+                max_batch,
+                refused: Arc::default(),
+                queue: OnceLock::new(),
+            })
+        });
+        self
     }
 
     /// Fetches one transaction like [`TransactionFetcher::fetch`], sharing
@@ -140,7 +289,11 @@ impl TransactionFetcher {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let wait = match self.client.get_transaction(signature, self.commitment).await {
+            let reply = match &self.batcher {
+                Some(batcher) => batcher.get(signature).await,
+                None => self.client.get_transaction(signature, self.commitment).await,
+            };
+            let wait = match reply {
                 Ok(Some(reply)) => return Ok(reply),
                 Ok(None) if attempt >= self.max_attempts => {
                     return Err(FetchError::NotFound { signature: signature.clone(), attempts: attempt });

@@ -87,8 +87,6 @@ use work::{Task, TaskOutput};
 pub const WALLET_SYNC_INTERVAL: Duration = Duration::from_secs(2);
 /// Capacity of the PubSub → pipeline channel (backpressure beyond it).
 const PUBSUB_QUEUE: usize = 4096;
-/// Live transactions fetched concurrently.
-const FETCH_CONCURRENCY: usize = 16;
 /// Live transactions accepted and not fetched yet, at most (each is one
 /// small task waiting for an RPC permit); beyond it the PubSub queue is not
 /// read (backpressure).
@@ -404,15 +402,18 @@ pub async fn run_with(
 ) -> Result<(), SourceError> {
     let SourceContext { store, recorder, health, shutdown } = context;
     let solana = &config.solana;
-    let permits = Arc::new(Semaphore::new(FETCH_CONCURRENCY));
-    let fetcher = TransactionFetcher::new(rpc.clone(), solana.commitment);
+    // Live fetches and walks share the fetcher's requests: 16 in flight,
+    // each of up to `rpc_batch_size` calls.
+    let fetch_concurrency = crate::resolve::fetch_concurrency(solana.rpc_batch_size.get());
+    let permits = Arc::new(Semaphore::new(fetch_concurrency));
+    let fetcher = TransactionFetcher::new(rpc.clone(), solana.commitment).with_max_batch(solana.rpc_batch_size.get());
     let catch_up = CatchUp {
         rpc: rpc.clone(),
         fetcher: fetcher.clone(),
         recorder: Arc::clone(&recorder),
         commitment: solana.commitment,
         permits: Arc::clone(&permits),
-        fetch_concurrency: FETCH_CONCURRENCY,
+        fetch_concurrency,
     };
     let mut pipeline = Pipeline {
         store,

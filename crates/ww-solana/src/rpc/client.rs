@@ -160,6 +160,43 @@ struct ReplyError {
     message: String,
 }
 
+/// One reply of a batch, matched to its call by `id`.
+#[derive(Deserialize)]
+struct BatchReply {
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default)]
+    result: Option<Value>,
+    #[serde(default)]
+    error: Option<ReplyError>,
+}
+
+/// What a batch's HTTP reply holds: a reply per call, or (from an
+/// endpoint that does not take batches) one error object.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum BatchBody {
+    Many(Vec<BatchReply>),
+    One(Reply),
+}
+
+/// Why a batch of calls got no replies of their own.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchFailure {
+    /// The endpoint does not take batch requests (an HTTP 4xx other than
+    /// 408 and 429, or one error object instead of a reply per call): send
+    /// the calls one by one.
+    #[error("the endpoint refuses batch requests: {reason}")]
+    Refused {
+        /// What it answered.
+        reason: String,
+    },
+    /// The batch failed as a whole after the usual retries; every call in
+    /// it has this error.
+    #[error(transparent)]
+    Failed(RpcError),
+}
+
 #[derive(Deserialize)]
 struct WithContext<T> {
     value: T,
@@ -218,6 +255,12 @@ impl RpcClient {
     pub fn with_transport(mut self, transport: std::sync::Arc<dyn Transport>) -> Self {
         self.transport = Some(transport);
         self
+    }
+
+    /// Whether [`RpcClient::call_batch`] can send batches (not through an
+    /// in-process [`Transport`], which takes single calls).
+    pub fn takes_batches(&self) -> bool {
+        self.transport.is_none()
     }
 
     /// Returns this client recording every successful reply into `capture`.
@@ -288,6 +331,12 @@ impl RpcClient {
     /// [`MAX_CALL_ATTEMPTS`] times with exponential backoff, honouring
     /// `Retry-After`.
     pub async fn call<T: DeserializeOwned>(&self, method: &'static str, params: Value) -> Result<T, RpcError> {
+        decode_result(method, self.call_value(method, params).await?)
+    }
+
+    /// [`RpcClient::call`] returning the `result` as it was parsed (no
+    /// second pass over a large reply).
+    pub async fn call_value(&self, method: &'static str, params: Value) -> Result<Value, RpcError> {
         let mut delay = Duration::from_millis(200);
         let mut attempt = 1;
         loop {
@@ -308,7 +357,7 @@ impl RpcClient {
         }
     }
 
-    async fn call_limited<T: DeserializeOwned>(&self, method: &'static str, params: Value) -> Result<T, RpcError> {
+    async fn call_limited(&self, method: &'static str, params: Value) -> Result<Value, RpcError> {
         if let Some(limiter) = &self.limiter {
             if let Some(per_method) = &limiter.per_method {
                 per_method.until_key_ready(&method).await;
@@ -329,7 +378,7 @@ impl RpcClient {
         outcome
     }
 
-    async fn call_once<T: DeserializeOwned>(&self, method: &'static str, params: Value) -> Result<T, RpcError> {
+    async fn call_once(&self, method: &'static str, params: Value) -> Result<Value, RpcError> {
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let recorded_params = self.capture.as_ref().map(|_| params.clone());
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
@@ -345,17 +394,161 @@ impl RpcClient {
         if let (Some(capture), Some(params)) = (&self.capture, &recorded_params) {
             capture.rpc(method, params, &result);
         }
-        serde_json::from_value(result).map_err(|error| RpcError::Malformed { method, reason: error.to_string() })
+        Ok(result)
+    }
+
+    /// Sends one call of `method` per element of `params` as one JSON-RPC
+    /// batch request and returns each call's outcome, in order. The batch is
+    /// retried as a whole like [`RpcClient::call`]; each call counts against
+    /// the rate limits and in the call metrics as a request of its own
+    /// (providers bill and limit batched calls one by one). A client with an
+    /// in-process [`Transport`] sends no batches ([`BatchFailure::Refused`]).
+    pub async fn call_batch(
+        &self,
+        method: &'static str,
+        params: &[Value],
+    ) -> Result<Vec<Result<Value, RpcError>>, BatchFailure> {
+        let mut delay = Duration::from_millis(200);
+        let mut attempt = 1;
+        loop {
+            let index = self.current.load(Ordering::Relaxed) % self.endpoints.len();
+            match self.call_batch_limited(method, params).await {
+                Err(BatchFailure::Failed(error)) if error.is_retryable() && attempt < MAX_CALL_ATTEMPTS => {
+                    if matches!(error, RpcError::Transport { .. } | RpcError::Http { .. }) {
+                        self.fail_over(index, &error);
+                    }
+                    let wait = error.retry_after().unwrap_or(delay).min(MAX_RETRY_DELAY);
+                    tracing::debug!(method, calls = params.len(), attempt, delay_ms = wait.as_millis() as u64, error = %error,
+                        "retrying a JSON-RPC batch");
+                    tokio::time::sleep(wait).await;
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn call_batch_limited(
+        &self,
+        method: &'static str,
+        params: &[Value],
+    ) -> Result<Vec<Result<Value, RpcError>>, BatchFailure> {
+        if self.transport.is_some() {
+            return Err(BatchFailure::Refused { reason: "an in-process transport takes single calls".into() });
+        }
+        if let Some(limiter) = &self.limiter {
+            for _ in params {
+                if let Some(per_method) = &limiter.per_method {
+                    per_method.until_key_ready(&method).await;
+                }
+                if let Some(total) = &limiter.total {
+                    total.until_ready().await;
+                }
+            }
+        }
+        let calls = params.len() as u64;
+        metrics::counter!(crate::metrics::RPC_CALLS_TOTAL, "method" => method).increment(calls);
+        metrics::counter!(crate::metrics::RPC_BATCHES_TOTAL, "method" => method, "outcome" => "sent").increment(1);
+        if let Ok(mut counts) = self.call_counts.lock() {
+            *counts.entry(method).or_insert(0) += calls;
+        }
+        let outcome = self.call_batch_once(method, params).await;
+        let count_error = |error: &RpcError| {
+            metrics::counter!(crate::metrics::RPC_ERRORS_TOTAL, "method" => method, "error_kind" => error.kind_label())
+                .increment(1);
+        };
+        match &outcome {
+            Ok(replies) => replies.iter().filter_map(|reply| reply.as_ref().err()).for_each(count_error),
+            Err(BatchFailure::Failed(error)) => count_error(error),
+            Err(BatchFailure::Refused { .. }) => {
+                metrics::counter!(crate::metrics::RPC_BATCHES_TOTAL, "method" => method, "outcome" => "refused")
+                    .increment(1);
+            }
+        }
+        outcome
+    }
+
+    async fn call_batch_once(
+        &self,
+        method: &'static str,
+        params: &[Value],
+    ) -> Result<Vec<Result<Value, RpcError>>, BatchFailure> {
+        let first_id = self.next_request_id.fetch_add(params.len() as u64, Ordering::Relaxed);
+        let body = Value::Array(
+            params
+                .iter()
+                .zip(first_id..)
+                .map(|(params, id)| json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+                .collect(),
+        );
+        let bytes = self.post_bytes(method, &body).await.map_err(|error| match error {
+            RpcError::Http { status, .. } if (400..500).contains(&status) && status != 408 && status != 429 => {
+                BatchFailure::Refused { reason: error.to_string() }
+            }
+            other => BatchFailure::Failed(other),
+        })?;
+        let replies = match serde_json::from_slice::<BatchBody>(&bytes) {
+            Ok(BatchBody::Many(replies)) => replies,
+            Ok(BatchBody::One(reply)) => {
+                let reason = reply.error.map_or_else(
+                    || "one reply for the whole batch".to_string(),
+                    |error| format!("node error {}: {}", error.code, error.message),
+                );
+                return Err(BatchFailure::Refused { reason });
+            }
+            Err(error) => {
+                return Err(BatchFailure::Failed(RpcError::Malformed {
+                    method,
+                    reason: format!("not a JSON-RPC batch reply: {error}"),
+                }));
+            }
+        };
+        let mut outcomes: Vec<Option<Result<Value, RpcError>>> = params.iter().map(|_| None).collect();
+        for reply in replies {
+            let Some(slot) = reply
+                .id
+                .and_then(|id| id.checked_sub(first_id))
+                .and_then(|offset| usize::try_from(offset).ok())
+                .and_then(|offset| outcomes.get_mut(offset))
+            else {
+                continue;
+            };
+            *slot = Some(match reply.error {
+                Some(error) => Err(RpcError::Node { method, code: error.code, message: error.message }),
+                None => Ok(reply.result.unwrap_or(Value::Null)),
+            });
+        }
+        Ok(outcomes
+            .into_iter()
+            .zip(params)
+            .map(|(outcome, params)| {
+                let outcome = outcome.unwrap_or_else(|| {
+                    Err(RpcError::Malformed { method, reason: "the batch reply has no reply to this call".into() })
+                });
+                if let (Some(capture), Ok(result)) = (&self.capture, &outcome) {
+                    capture.rpc(method, params, result);
+                }
+                outcome
+            })
+            .collect())
     }
 
     /// Posts one request to the current endpoint and reads its reply.
     async fn post(&self, method: &'static str, body: &Value) -> Result<Reply, RpcError> {
+        let bytes = self.post_bytes(method, body).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|error| RpcError::Malformed { method, reason: format!("not a JSON-RPC reply: {error}") })
+    }
+
+    /// Posts `body` to the current endpoint and reads its reply's bytes.
+    async fn post_bytes(&self, method: &'static str, body: &Value) -> Result<Vec<u8>, RpcError> {
         let (url, label) = self.endpoint();
         // reqwest quotes the URL in its errors: keys in it must not reach a log.
         let transport = |source: reqwest::Error| RpcError::Transport {
             method,
             endpoint: label.clone(),
-            source: source.without_url(),
+            source: std::sync::Arc::new(source.without_url()),
         };
         let response = self.http.post(url.clone()).json(body).send().await.map_err(transport)?;
         let status = response.status();
@@ -370,14 +563,12 @@ impl RpcClient {
         if response.content_length().is_some_and(|length| length > MAX_REPLY_BYTES as u64) {
             return Err(RpcError::Malformed { method, reason: format!("reply larger than {MAX_REPLY_BYTES} bytes") });
         }
-        let bytes = read_capped(response, MAX_REPLY_BYTES).await.map_err(|error| match error {
+        read_capped(response, MAX_REPLY_BYTES).await.map_err(|error| match error {
             CappedReadError::Transport(source) => transport(source),
             CappedReadError::TooLarge => {
                 RpcError::Malformed { method, reason: format!("reply larger than {MAX_REPLY_BYTES} bytes") }
             }
-        })?;
-        serde_json::from_slice(&bytes)
-            .map_err(|error| RpcError::Malformed { method, reason: format!("not a JSON-RPC reply: {error}") })
+        })
     }
 
     /// `getSlot` at a commitment.
@@ -388,7 +579,7 @@ impl RpcClient {
     /// `getSlot` at a commitment, one attempt and no retries: for a quick
     /// answer where an unreachable node must not hold the caller up.
     pub async fn get_slot_once(&self, commitment: Commitment) -> Result<Slot, RpcError> {
-        self.call_limited("getSlot", json!([{"commitment": commitment.as_str()}])).await
+        decode_result("getSlot", self.call_limited("getSlot", json!([{"commitment": commitment.as_str()}])).await?)
     }
 
     /// `getVersion`: the node's `solana-core` version string.
@@ -523,20 +714,33 @@ impl RpcClient {
         signature: &Signature,
         commitment: Commitment,
     ) -> Result<Option<Value>, RpcError> {
-        let commitment = match commitment {
-            Commitment::Processed => Commitment::Confirmed,
-            other => other,
-        };
-        self.call(
-            "getTransaction",
-            json!([signature.as_str(), {
-                "encoding": "jsonParsed",
-                "commitment": commitment.as_str(),
-                "maxSupportedTransactionVersion": 0
-            }]),
-        )
-        .await
+        let result = self.call_value("getTransaction", transaction_params(signature, commitment)).await?;
+        Ok(Some(result).filter(|result| !result.is_null()))
     }
+}
+
+/// Decodes a call's `result` into what the method returns (a mismatch is
+/// [`RpcError::Malformed`], counted as a failed call).
+fn decode_result<T: DeserializeOwned>(method: &'static str, result: Value) -> Result<T, RpcError> {
+    serde_json::from_value(result).map_err(|error| {
+        metrics::counter!(crate::metrics::RPC_ERRORS_TOTAL, "method" => method, "error_kind" => "malformed")
+            .increment(1);
+        RpcError::Malformed { method, reason: error.to_string() }
+    })
+}
+
+/// The params of `getTransaction` (jsonParsed, versioned transactions
+/// allowed; `processed` is not allowed by nodes and is sent as `confirmed`).
+pub fn transaction_params(signature: &Signature, commitment: Commitment) -> Value {
+    let commitment = match commitment {
+        Commitment::Processed => Commitment::Confirmed,
+        other => other,
+    };
+    json!([signature.as_str(), {
+        "encoding": "jsonParsed",
+        "commitment": commitment.as_str(),
+        "maxSupportedTransactionVersion": 0
+    }])
 }
 
 enum CappedReadError {
