@@ -20,7 +20,9 @@
 //!   balance: the k-th transfer of 1 000 000 lamports leaves k × 1 000 000).
 //!
 //! Environment: `WALLETWATCH_LOCALNET_BIN` (set by scripts/test.sh),
-//! `BENCH_WALLETS` (10), `BENCH_TRANSFERS` (200).
+//! `BENCH_WALLETS` (10), `BENCH_TRANSFERS` (200), `BENCH_INSTANCES` (which
+//! walletwatch runs to start, of `logs,accounts,polled`, all by default: one
+//! alone measures it without the others' load on the same cores).
 
 mod common;
 
@@ -250,24 +252,32 @@ async fn main() {
     let binary = localnet_binary().expect("walletwatch-localnet binary");
     let node = LocalNode::start().await.expect("local node");
     let wallets: Vec<WalletAddress> = (0..wallet_count).map(|_| fresh_address()).collect();
-    let instances = [
-        start_instance("walletwatch streamed (3 a wallet)", "stream", "", &node, &wallets),
-        start_instance(
+    let chosen = std::env::var("BENCH_INSTANCES").unwrap_or_else(|_| "logs,accounts,polled".into());
+    let chosen: Vec<&str> = chosen.split(',').map(str::trim).collect();
+    let mut instances = Vec::new();
+    if chosen.contains(&"logs") {
+        instances.push(start_instance("walletwatch streamed (3 a wallet)", "stream", "", &node, &wallets));
+    }
+    if chosen.contains(&"accounts") {
+        instances.push(start_instance(
             "walletwatch streamed (4 a wallet: + accountSubscribe)",
             "stream",
             "[solana]\naccount_subscriptions = true\n",
             &node,
             &wallets,
-        ),
+        ));
+    }
+    if chosen.contains(&"polled") {
         // Two subscriptions on one connection hold no wallet: all are polled.
-        start_instance(
+        instances.push(start_instance(
             "walletwatch polled (every 15 s once moving)",
             "poll",
             "[solana]\nmax_connections_per_endpoint = 1\nmax_subscriptions_per_connection = 2\n",
             &node,
             &wallets,
-        ),
-    ];
+        ));
+    }
+    assert!(!instances.is_empty(), "BENCH_INSTANCES names none of logs, accounts, polled");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !instances.iter().all(|instance| all_watched(instance.data_dir.path(), wallet_count, instance.transport)) {
         assert!(Instant::now() < deadline, "wallets never got their transport");
