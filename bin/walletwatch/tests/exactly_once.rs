@@ -84,11 +84,12 @@ async fn kill_9_during_a_catch_up_loses_and_repeats_nothing() {
     });
     wait_idle(&daemon.api_url()).await;
     assert_eq!(distinct_pairs(&stored_events(data_dir.path())), expected);
-    // Resuming fetched only what the killed run had not stored (its last
-    // window of fetches at most is repeated).
+    // Resuming fetched only what the killed run had not stored: at most its
+    // fetch window (128), the fetched results queued for storing (100) and
+    // the chunk being committed (100) are fetched again.
     let fetched = proxy.calls("getTransaction");
     assert!(
-        fetched < expected.len() + 200,
+        fetched <= expected.len() + 328,
         "{fetched} fetches for {} transactions: stored ones were fetched again",
         expected.len()
     );

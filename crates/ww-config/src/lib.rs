@@ -716,6 +716,9 @@ impl Config {
         if raw.data_dir.trim().is_empty() {
             errors.push("data_dir must not be empty".to_string());
         }
+        if raw.server_id.contains('#') {
+            errors.push(format!("server_id: {:?} must not contain '#'", raw.server_id));
+        }
         if raw.server_id.trim().is_empty() {
             errors.push("server_id must not be empty".to_string());
         }
@@ -963,6 +966,12 @@ mod tests {
         ] {
             assert!(errors.contains(expected), "{expected:?} in {errors}");
         }
+    }
+
+    #[test]
+    fn a_server_id_with_a_hash_sign_is_refused() {
+        let errors = load_str("server_id = \"eu#1\"\n", &no_env()).expect_err("refused").to_string();
+        assert!(errors.contains("server_id: \"eu#1\" must not contain '#'"), "{errors}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use ww_core::record::EventRecorder;
 use ww_core::source::{HistoryBound, HistoryRequest, HistorySummary, SourceError};
 use ww_core::{Chain, Origin, Signature, TxId, WalletAddress};
 
-use crate::resolve::{TransactionFetcher, fetch_concurrency};
+use crate::resolve::{REQUESTS_IN_FLIGHT, TransactionFetcher};
 use crate::walk::{CatchUp, CatchUpError, HistoryRange, HistoryStart, Walk};
 use crate::{RpcClient, RpcError};
 
@@ -51,13 +51,17 @@ pub async fn run(
         )));
     };
     let tracked: HashSet<WalletAddress> = records.iter().map(|record| record.address.clone()).collect();
+    let fetcher = TransactionFetcher::new(rpc.clone(), solana.commitment).with_max_batch(solana.rpc_batch_size.get());
+    // One walk at a time: it may fill every request in flight with full batches.
+    let fetch_concurrency = fetcher.concurrency();
     let catch_up = CatchUp {
         rpc: rpc.clone(),
-        fetcher: TransactionFetcher::new(rpc.clone(), solana.commitment).with_max_batch(solana.rpc_batch_size.get()),
+        fetcher,
         recorder,
         commitment: solana.commitment,
-        permits: Arc::new(Semaphore::new(fetch_concurrency(solana.rpc_batch_size.get()))),
-        fetch_concurrency: fetch_concurrency(solana.rpc_batch_size.get()),
+        permits: Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT)),
+        fetch_permits: Arc::new(Semaphore::new(fetch_concurrency)),
+        fetch_concurrency,
     };
     let mut addresses = vec![wallet.clone()];
     for program in [crate::pubsub::protocol::TOKEN_PROGRAM, crate::pubsub::protocol::TOKEN_2022_PROGRAM] {

@@ -15,7 +15,6 @@
 //! batches gets the calls one by one from then on.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -75,19 +74,15 @@ type SharedFetch = Shared<BoxFuture<'static, Arc<Result<Value, FetchError>>>>;
 /// The same, held without keeping it alive.
 type WeakFetch = WeakShared<BoxFuture<'static, Arc<Result<Value, FetchError>>>>;
 
-/// Default largest batch of `getTransaction` calls (`solana.rpc_batch_size`).
-pub const DEFAULT_MAX_BATCH: usize = 16;
 /// `getTransaction` requests (single calls or batches) in flight at once
 /// per fetcher; fetches arriving while all are busy wait for the next batch.
 pub const REQUESTS_IN_FLIGHT: usize = 16;
-
-/// Transactions fetched at once by a fetcher sending batches of at most
-/// `max_batch`: enough to fill every request in flight.
-pub fn fetch_concurrency(max_batch: usize) -> usize {
-    REQUESTS_IN_FLIGHT * max_batch.max(1)
-}
 /// Fetches waiting for a batch, at most (callers wait beyond it).
 const BATCH_QUEUE: usize = 4096;
+/// After an endpoint refused a batch, calls go one at a time for this long,
+/// then a batch is tried again (the endpoint, or the one failed over to,
+/// may take them by then).
+const REFUSAL_BACKOFF: Duration = Duration::from_secs(600);
 
 /// One fetch waiting for its batch.
 struct Pending {
@@ -95,13 +90,32 @@ struct Pending {
     reply: tokio::sync::oneshot::Sender<Result<Option<Value>, RpcError>>,
 }
 
-/// Groups concurrent `getTransaction` calls into batch requests.
+/// Until when batches are not sent (after a refusal).
+#[derive(Debug, Default)]
+struct Refusal(Mutex<Option<std::time::Instant>>);
+
+impl Refusal {
+    fn is_on(&self) -> bool {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).is_some_and(|until| std::time::Instant::now() < until)
+    }
+
+    /// Notes a refusal; returns whether batches were on until now.
+    fn note(&self) -> bool {
+        let mut until = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        let was_on = until.is_some_and(|until| now < until);
+        *until = Some(now + REFUSAL_BACKOFF);
+        !was_on
+    }
+}
+
+/// Groups concurrent `getTransaction` calls into batch requests, at most
+/// [`REQUESTS_IN_FLIGHT`] requests at once whether batched or not.
 struct Batcher {
     client: RpcClient,
     commitment: Commitment,
     max_batch: usize,
-    /// Set once the endpoint refused a batch: calls go one by one.
-    refused: Arc<AtomicBool>,
+    refusal: Arc<Refusal>,
     /// The queue of the task that sends the batches, started by the first
     /// fetch (it ends when the fetcher and its clones are gone).
     queue: OnceLock<tokio::sync::mpsc::Sender<Pending>>,
@@ -109,16 +123,13 @@ struct Batcher {
 
 impl Batcher {
     async fn get(&self, signature: &Signature) -> Result<Option<Value>, RpcError> {
-        if self.refused.load(Ordering::Relaxed) {
-            return self.client.get_transaction(signature, self.commitment).await;
-        }
         let queue = self.queue.get_or_init(|| {
             let (sender, receiver) = tokio::sync::mpsc::channel(BATCH_QUEUE);
             tokio::spawn(send_batches(
                 self.client.clone(),
                 self.commitment,
                 self.max_batch,
-                Arc::clone(&self.refused),
+                Arc::clone(&self.refusal),
                 receiver,
             ));
             sender
@@ -135,64 +146,86 @@ impl Batcher {
     }
 }
 
-/// Takes waiting fetches into batches of at most `max_batch`, up to
-/// [`REQUESTS_IN_FLIGHT`] at once.
+/// Takes waiting fetches into batches of at most `max_batch` (one call
+/// each while batches are refused), up to [`REQUESTS_IN_FLIGHT`] requests
+/// at once. Fetches whose callers gave up are not sent.
 async fn send_batches(
     client: RpcClient,
     commitment: Commitment,
     max_batch: usize,
-    refused: Arc<AtomicBool>,
+    refusal: Arc<Refusal>,
     mut queue: tokio::sync::mpsc::Receiver<Pending>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT));
     while let Some(first) = queue.recv().await {
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { break };
         // What arrived while waiting for the slot goes in this batch.
-        let mut batch = vec![first];
-        while batch.len() < max_batch {
+        let mut batch: Vec<Pending> = std::iter::once(first).filter(|pending| !pending.reply.is_closed()).collect();
+        let limit = if refusal.is_on() { 1 } else { max_batch };
+        while batch.len() < limit {
             match queue.try_recv() {
+                Ok(pending) if pending.reply.is_closed() => {}
                 Ok(pending) => batch.push(pending),
                 Err(_) => break,
             }
         }
-        let (client, refused) = (client.clone(), Arc::clone(&refused));
+        if batch.is_empty() {
+            continue;
+        }
+        let (client, refusal) = (client.clone(), Arc::clone(&refusal));
         tokio::spawn(async move {
-            send_batch(&client, commitment, &refused, batch).await;
+            send_batch(&client, commitment, &refusal, batch).await;
             drop(slot);
         });
     }
 }
 
-async fn send_batch(client: &RpcClient, commitment: Commitment, refused: &AtomicBool, batch: Vec<Pending>) {
-    if batch.len() > 1 && !refused.load(Ordering::Relaxed) {
+async fn send_batch(client: &RpcClient, commitment: Commitment, refusal: &Refusal, batch: Vec<Pending>) {
+    let mut singles = Vec::new();
+    if batch.len() == 1 || refusal.is_on() {
+        singles = batch;
+    } else {
         let params: Vec<Value> =
             batch.iter().map(|pending| transaction_params(&pending.signature, commitment)).collect();
         match client.call_batch("getTransaction", &params).await {
             Ok(outcomes) => {
                 for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = pending.reply.send(outcome.map(|result| Some(result).filter(|result| !result.is_null())));
+                    match outcome {
+                        // No reply of its own in the batch: asked again alone.
+                        Err(RpcError::Malformed { .. }) => singles.push(pending),
+                        outcome => {
+                            let _ = pending.reply.send(outcome.map(|result| Some(result).filter(|r| !r.is_null())));
+                        }
+                    }
                 }
-                return;
             }
-            Err(BatchFailure::Failed(error)) => {
+            // Transient (429, 5xx, transport) and retried as a batch already:
+            // each fetch retries it with its own backoff.
+            Err(BatchFailure::Failed(error)) if error.is_retryable() => {
                 for pending in batch {
                     let _ = pending.reply.send(Err(error.clone()));
                 }
-                return;
             }
+            // A reply that was not a batch reply: the calls are asked alone.
+            Err(BatchFailure::Failed(_)) => singles = batch,
             Err(BatchFailure::Refused { reason }) => {
-                if !refused.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(endpoint = %client.endpoint_label(), reason,
+                if refusal.note() {
+                    tracing::warn!(endpoint = %client.endpoint_label(), reason, retry_in_secs = REFUSAL_BACKOFF.as_secs(),
                         "the JSON-RPC endpoint refuses batch requests: getTransaction is sent one call at a time");
                 }
+                singles = batch;
             }
         }
     }
-    futures_util::future::join_all(batch.into_iter().map(|pending| async move {
+    // One call at a time within this request slot: the endpoint never has
+    // more than [`REQUESTS_IN_FLIGHT`] requests of this fetcher at once.
+    for pending in singles {
+        if pending.reply.is_closed() {
+            continue;
+        }
         let outcome = client.get_transaction(&pending.signature, commitment).await;
         let _ = pending.reply.send(outcome);
-    }))
-    .await;
+    }
 }
 
 /// Fetches transactions with retries.
@@ -208,6 +241,8 @@ pub struct TransactionFetcher {
     in_flight: Arc<Mutex<HashMap<Signature, WeakFetch>>>,
     /// Sends concurrent calls in batches (`None`: one call each).
     batcher: Option<Arc<Batcher>>,
+    /// Requests in flight without batches, at most [`REQUESTS_IN_FLIGHT`].
+    requests: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for TransactionFetcher {
@@ -228,20 +263,30 @@ impl TransactionFetcher {
             max_delay: Duration::from_secs(2),
             in_flight: Arc::default(),
             batcher: None,
+            requests: Arc::new(tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT)),
         }
     }
 
+    /// Transactions worth fetching at once through this fetcher: enough to
+    /// fill every request in flight with a full batch.
+    pub fn concurrency(&self) -> usize {
+        REQUESTS_IN_FLIGHT * self.batcher.as_ref().map_or(1, |batcher| batcher.max_batch)
+    }
+
     /// Returns this fetcher sending concurrent fetches as batch requests of
-    /// at most `max_batch` calls (1, or a client on an in-process
-    /// transport: one call each).
+    /// at most `max_batch` calls. One call each with `max_batch` 1, on a
+    /// client with rate limits (they count calls, so a batch would only
+    /// wait for all of its calls' turns before the first is sent) or on an
+    /// in-process transport.
     #[must_use]
     pub fn with_max_batch(mut self, max_batch: usize) -> Self {
-        self.batcher = (max_batch > 1 && self.client.takes_batches()).then(|| {
+        let batches = max_batch > 1 && self.client.takes_batches() && !self.client.is_rate_limited();
+        self.batcher = batches.then(|| {
             Arc::new(Batcher {
                 client: self.client.clone(),
                 commitment: self.commitment,
                 max_batch,
-                refused: Arc::default(),
+                refusal: Arc::default(),
                 queue: OnceLock::new(),
             })
         });
@@ -291,7 +336,10 @@ impl TransactionFetcher {
             attempt += 1;
             let reply = match &self.batcher {
                 Some(batcher) => batcher.get(signature).await,
-                None => self.client.get_transaction(signature, self.commitment).await,
+                None => {
+                    let _request = self.requests.acquire().await;
+                    self.client.get_transaction(signature, self.commitment).await
+                }
             };
             let wait = match reply {
                 Ok(Some(reply)) => return Ok(reply),

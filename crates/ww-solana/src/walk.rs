@@ -199,9 +199,14 @@ pub struct CatchUp {
     pub recorder: Arc<dyn EventRecorder>,
     /// Read commitment.
     pub commitment: Commitment,
-    /// Bounds concurrent RPC calls, shared with the live path.
+    /// Bounds concurrent RPC calls other than `getTransaction` (listing),
+    /// shared with the live path.
     pub permits: Arc<Semaphore>,
-    /// `getTransaction` calls in flight per walk.
+    /// Bounds concurrent `getTransaction` fetches, shared with the live
+    /// path (the fetcher itself keeps its requests in flight bounded and
+    /// batches what waits).
+    pub fetch_permits: Arc<Semaphore>,
+    /// `getTransaction` fetches in flight per walk.
     pub fetch_concurrency: usize,
 }
 
@@ -273,7 +278,7 @@ impl CatchUp {
     /// first) in chunks. With `checkpoint` (the cursor the entries start
     /// after), the cursor moves with each stored chunk.
     ///
-    /// Fetching runs ahead of storing (a window of `fetch_concurrency × 4`
+    /// Fetching runs ahead of storing (a window of `fetch_concurrency × 2`
     /// transactions, in order), so the store's commits overlap the network.
     pub async fn process(
         &self,
@@ -294,7 +299,7 @@ impl CatchUp {
             walk.owner.clone(),
             Arc::clone(self.store()),
             self.fetcher.clone(),
-            Arc::clone(&self.permits),
+            Arc::clone(&self.fetch_permits),
             self.fetch_concurrency.max(1),
             fetched_tx,
         )));
@@ -495,7 +500,7 @@ fn decode_reason(error: &DecodeError) -> String {
     error.to_string()
 }
 
-/// Fetches `entries` with at most `concurrency × 4` in flight, sending the
+/// Fetches `entries` with at most `concurrency × 2` in flight, sending the
 /// results in the entries' order. Transactions whose event `owner` already
 /// has (or that were given up) are not fetched: one store lookup per
 /// [`CHUNK`] entries. Stops when the receiver goes away; pending fetches are
@@ -516,7 +521,7 @@ async fn fetch_in_order(
     let mut looked_up_until = 0usize;
     let mut next_index = 0usize;
     loop {
-        while window.len() < concurrency * 4 && next_index < entries.len() {
+        while window.len() < concurrency * 2 && next_index < entries.len() {
             if next_index >= looked_up_until {
                 let end = (next_index + CHUNK).min(entries.len());
                 let page: Vec<ww_core::Signature> =

@@ -99,6 +99,8 @@ pub const MAX_UNRECORDED_EVENTS: usize = 16_384;
 pub const MAX_EVENTS_PER_LIVE_COMMIT: usize = 4096;
 /// History walks running at once; the others wait in the walk queue.
 pub const MAX_WALKS: usize = 32;
+/// `getTransaction` fetches one history walk has in flight at most.
+const WALK_FETCH_CONCURRENCY: usize = 64;
 /// Token account lookups running at once; the others wait in their queue.
 pub const MAX_DISCOVERIES: usize = 16;
 /// Signatures remembered in memory in front of the store's keys.
@@ -273,7 +275,10 @@ struct Pipeline {
     /// the wallets whose notifications named them.
     in_flight: HashMap<Signature, Vec<WalletAddress>>,
     tasks: Supervised<Task, TaskOutput>,
+    /// RPC calls other than `getTransaction` in flight.
     permits: Arc<Semaphore>,
+    /// `getTransaction` fetches in flight (live, walks, retries).
+    fetch_permits: Arc<Semaphore>,
     connection_states: HashMap<usize, (ConnectionState, Vec<SubscriptionKey>)>,
     /// Each wallet's status as stored, with why it is polled or failed.
     persisted_status: HashMap<WalletAddress, (SubscriptionStatus, Option<Reason>)>,
@@ -402,18 +407,22 @@ pub async fn run_with(
 ) -> Result<(), SourceError> {
     let SourceContext { store, recorder, health, shutdown } = context;
     let solana = &config.solana;
-    // Live fetches and walks share the fetcher's requests: 16 in flight,
-    // each of up to `rpc_batch_size` calls.
-    let fetch_concurrency = crate::resolve::fetch_concurrency(solana.rpc_batch_size.get());
-    let permits = Arc::new(Semaphore::new(fetch_concurrency));
     let fetcher = TransactionFetcher::new(rpc.clone(), solana.commitment).with_max_batch(solana.rpc_batch_size.get());
+    // Other RPC work (listing, balances, discoveries): 16 calls at once.
+    let permits = Arc::new(Semaphore::new(crate::resolve::REQUESTS_IN_FLIGHT));
+    // Live fetches and walks share the fetcher's 16 requests in flight,
+    // each of up to `rpc_batch_size` calls; a walk takes at most 64 of them
+    // (its window of fetched transactions waiting to be stored stays small
+    // however many walks run).
+    let fetch_permits = Arc::new(Semaphore::new(fetcher.concurrency()));
     let catch_up = CatchUp {
         rpc: rpc.clone(),
         fetcher: fetcher.clone(),
         recorder: Arc::clone(&recorder),
         commitment: solana.commitment,
         permits: Arc::clone(&permits),
-        fetch_concurrency,
+        fetch_permits: Arc::clone(&fetch_permits),
+        fetch_concurrency: fetcher.concurrency().min(WALK_FETCH_CONCURRENCY),
     };
     let mut pipeline = Pipeline {
         store,
@@ -429,6 +438,7 @@ pub async fn run_with(
         in_flight: HashMap::new(),
         tasks: Supervised::default(),
         permits,
+        fetch_permits,
         connection_states: HashMap::new(),
         persisted_status: HashMap::new(),
         account_subscriptions: solana.account_subscriptions,

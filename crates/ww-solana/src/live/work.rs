@@ -113,7 +113,7 @@ impl Pipeline {
         // The task starts now and waits for an RPC permit itself, so a slot
         // freed by a finished fetch is taken at once, whatever the loop is doing.
         let fetcher = self.fetcher.clone();
-        let permits = Arc::clone(&self.permits);
+        let permits = Arc::clone(&self.fetch_permits);
         let tracked = Arc::clone(&self.tracked_snapshot);
         self.tasks.spawn(Task::Fetch(signature.clone()), async move {
             let _permit = permits.acquire_owned().await;
@@ -635,7 +635,7 @@ impl Pipeline {
             let fetcher = self.fetcher.clone();
             let recorder = self.recorder.clone();
             let tracked = Arc::clone(&self.tracked_snapshot);
-            let permits = Arc::clone(&self.permits);
+            let permits = Arc::clone(&self.fetch_permits);
             let task = Task::RetryUnresolved(entry.owner.clone(), entry.signature.clone());
             self.tasks.spawn(task, async move {
                 let _permit = permits.acquire_owned().await;

@@ -163,8 +163,10 @@ struct ReplyError {
 /// One reply of a batch, matched to its call by `id`.
 #[derive(Deserialize)]
 struct BatchReply {
+    /// Any JSON (a node may echo an id it did not get): matched when it is
+    /// one of the batch's numbers.
     #[serde(default)]
-    id: Option<u64>,
+    id: Option<Value>,
     #[serde(default)]
     result: Option<Value>,
     #[serde(default)]
@@ -261,6 +263,11 @@ impl RpcClient {
     /// in-process [`Transport`], which takes single calls).
     pub fn takes_batches(&self) -> bool {
         self.transport.is_none()
+    }
+
+    /// Whether this client has request budgets ([`RpcClient::with_rate_limits`]).
+    pub fn is_rate_limited(&self) -> bool {
+        self.limiter.is_some()
     }
 
     /// Returns this client recording every successful reply into `capture`.
@@ -447,24 +454,28 @@ impl RpcClient {
                 }
             }
         }
+        let outcome = self.call_batch_once(method, params).await;
+        let count_errors = |error: &RpcError, count: u64| {
+            metrics::counter!(crate::metrics::RPC_ERRORS_TOTAL, "method" => method, "error_kind" => error.kind_label())
+                .increment(count);
+        };
+        // A refused batch's calls are sent again one by one and counted then.
         let calls = params.len() as u64;
+        match &outcome {
+            Err(BatchFailure::Refused { .. }) => {
+                metrics::counter!(crate::metrics::RPC_BATCHES_TOTAL, "method" => method, "outcome" => "refused")
+                    .increment(1);
+                return outcome;
+            }
+            Ok(replies) => {
+                replies.iter().filter_map(|reply| reply.as_ref().err()).for_each(|error| count_errors(error, 1))
+            }
+            Err(BatchFailure::Failed(error)) => count_errors(error, calls),
+        }
         metrics::counter!(crate::metrics::RPC_CALLS_TOTAL, "method" => method).increment(calls);
         metrics::counter!(crate::metrics::RPC_BATCHES_TOTAL, "method" => method, "outcome" => "sent").increment(1);
         if let Ok(mut counts) = self.call_counts.lock() {
             *counts.entry(method).or_insert(0) += calls;
-        }
-        let outcome = self.call_batch_once(method, params).await;
-        let count_error = |error: &RpcError| {
-            metrics::counter!(crate::metrics::RPC_ERRORS_TOTAL, "method" => method, "error_kind" => error.kind_label())
-                .increment(1);
-        };
-        match &outcome {
-            Ok(replies) => replies.iter().filter_map(|reply| reply.as_ref().err()).for_each(count_error),
-            Err(BatchFailure::Failed(error)) => count_error(error),
-            Err(BatchFailure::Refused { .. }) => {
-                metrics::counter!(crate::metrics::RPC_BATCHES_TOTAL, "method" => method, "outcome" => "refused")
-                    .increment(1);
-            }
         }
         outcome
     }
@@ -491,11 +502,18 @@ impl RpcClient {
         let replies = match serde_json::from_slice::<BatchBody>(&bytes) {
             Ok(BatchBody::Many(replies)) => replies,
             Ok(BatchBody::One(reply)) => {
-                let reason = reply.error.map_or_else(
-                    || "one reply for the whole batch".to_string(),
-                    |error| format!("node error {}: {}", error.code, error.message),
-                );
-                return Err(BatchFailure::Refused { reason });
+                return Err(match reply.error {
+                    Some(error) => {
+                        let error = RpcError::Node { method, code: error.code, message: error.message };
+                        // A node behind or busy says so for the whole batch: that is not a refusal.
+                        if error.is_retryable() {
+                            BatchFailure::Failed(error)
+                        } else {
+                            BatchFailure::Refused { reason: error.to_string() }
+                        }
+                    }
+                    None => BatchFailure::Refused { reason: "one reply for the whole batch".to_string() },
+                });
             }
             Err(error) => {
                 return Err(BatchFailure::Failed(RpcError::Malformed {
@@ -508,12 +526,18 @@ impl RpcClient {
         for reply in replies {
             let Some(slot) = reply
                 .id
+                .as_ref()
+                .and_then(Value::as_u64)
                 .and_then(|id| id.checked_sub(first_id))
                 .and_then(|offset| usize::try_from(offset).ok())
                 .and_then(|offset| outcomes.get_mut(offset))
             else {
                 continue;
             };
+            if slot.is_some() {
+                // A second reply to one call: the first one stands.
+                continue;
+            }
             *slot = Some(match reply.error {
                 Some(error) => Err(RpcError::Node { method, code: error.code, message: error.message }),
                 None => Ok(reply.result.unwrap_or(Value::Null)),
