@@ -7,7 +7,7 @@
 //! PubsubPool ──events (bounded; not read while the fetch queue is full)──► Pipeline
 //!      ▲                                                                      │
 //!      └──── add/remove keys ◄── wallet sync (store, every 2 s)               │
-//!   logs notification ──► fetch task (≤ 8 192 pending, 16 fetching) ──► decoded events ─┐
+//!   logs notification ──► fetch (≤ 8 192 pending, 16 requests batched) ► decoded events ┐
 //!   token (or account) notification, live events stored (1 s later), (re)subscription, │
 //!   any failure ──► walk queue ──►                                                       │
 //!        ≤ 32 history walks (from the durable cursor) ──────────────────────────────────►│
