@@ -2,7 +2,9 @@
 //! faults on request: HTTP errors for the next N calls of a method, `null`
 //! or a damaged reply (`meta: null`) for one transaction, a delay per
 //! method. Everything else is forwarded unchanged, so the node stays the
-//! source of truth and only the named calls misbehave.
+//! source of truth and only the named calls misbehave. Batch requests are
+//! forwarded as batches: an HTTP error or a delay applies to the whole
+//! request, a transaction's damage to its own reply in it.
 //!
 //! ```no_run
 //! # async fn sketch(node_rpc_url: &str) -> anyhow::Result<()> {
@@ -20,7 +22,7 @@ use anyhow::{Context as _, Result};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// How the proxy answers one transaction's `getTransaction`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,13 +160,21 @@ async fn forward(State(state): State<ProxyState>, body: axum::body::Bytes) -> Re
             *rules.faults_served.entry(method.clone()).or_insert(0) += 1;
         }
         let delay = methods.iter().filter_map(|method| rules.delays.get(method)).max().copied();
-        let fault = if request["method"] == "getTransaction" {
-            request["params"][0].as_str().and_then(|signature| rules.transaction_faults.get(signature).copied())
-        } else {
-            None
+        // The damaged transactions asked for, by the id of their call (a
+        // batch request may ask for several).
+        let calls: Vec<&Value> = match &request {
+            Value::Array(items) => items.iter().collect(),
+            single => vec![single],
         };
-        if fault.is_some() {
-            *rules.faults_served.entry("getTransaction".into()).or_insert(0) += 1;
+        let mut fault: HashMap<String, TransactionFault> = HashMap::new();
+        for call in calls {
+            if call["method"] == "getTransaction"
+                && let Some(injected) =
+                    call["params"][0].as_str().and_then(|signature| rules.transaction_faults.get(signature).copied())
+            {
+                fault.insert(call["id"].to_string(), injected);
+                *rules.faults_served.entry("getTransaction".into()).or_insert(0) += 1;
+            }
         }
         (failure, delay, fault)
     };
@@ -179,9 +189,6 @@ async fn forward(State(state): State<ProxyState>, body: axum::body::Bytes) -> Re
         }
         return response;
     }
-    if fault == Some(TransactionFault::Null) {
-        return axum::Json(json!({"jsonrpc": "2.0", "id": request["id"].clone(), "result": null})).into_response();
-    }
     let upstream =
         state.client.post(&state.upstream).header("content-type", "application/json").body(body.to_vec()).send().await;
     let Ok(upstream) = upstream else {
@@ -191,11 +198,18 @@ async fn forward(State(state): State<ProxyState>, body: axum::body::Bytes) -> Re
     let Ok(bytes) = upstream.bytes().await else {
         return (StatusCode::BAD_GATEWAY, "upstream reply cut").into_response();
     };
-    if fault == Some(TransactionFault::NullMeta)
+    if !fault.is_empty()
         && let Ok(mut reply) = serde_json::from_slice::<Value>(&bytes)
-        && reply["result"].is_object()
     {
-        reply["result"]["meta"] = Value::Null;
+        let damage = |reply: &mut Value| match fault.get(&reply["id"].to_string()) {
+            Some(TransactionFault::Null) => reply["result"] = Value::Null,
+            Some(TransactionFault::NullMeta) if reply["result"].is_object() => reply["result"]["meta"] = Value::Null,
+            _ => {}
+        };
+        match &mut reply {
+            Value::Array(replies) => replies.iter_mut().for_each(damage),
+            single => damage(single),
+        }
         return (status, axum::Json(reply)).into_response();
     }
     (status, [(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response()
