@@ -1,5 +1,5 @@
 //! `RpcProxy`: an HTTP JSON-RPC proxy in front of a real node that injects
-//! faults on request: HTTP errors for the next N calls of a method, `null`
+//! faults on request: HTTP errors for the next N requests of a method, `null`
 //! or a damaged reply (`meta: null`) for one transaction, a delay per
 //! method. Everything else is forwarded unchanged, so the node stays the
 //! source of truth and only the named calls misbehave. Batch requests are
