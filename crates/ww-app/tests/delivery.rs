@@ -191,6 +191,11 @@ async fn a_deep_failing_backlog_holds_back_only_its_own_destination() {
     let healthy = fixture.record(5000, 1, "discord-webhook:chat");
     // The healthy destination is served while the stuck one still owes its whole backlog.
     fixture.wait_for("the healthy destination's alert", || fixture.alerted("discord-webhook:7") == healthy).await;
+    // Its job leaves the outbox once the answer is back (just after the
+    // server saw the alert); the stuck destination's jobs stay owed.
+    fixture
+        .wait_for("the healthy destination's job done", || fixture.store.outbox_depth().expect("depth") <= 1500)
+        .await;
     assert_eq!(fixture.store.outbox_depth().expect("depth"), 1500, "the stuck destination's jobs are all still owed");
     assert_eq!(fixture.store.dead_letter_count().expect("dead"), 0);
     drop(fixture);
