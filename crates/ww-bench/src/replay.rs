@@ -373,15 +373,14 @@ fn answer_value<'a>(state: &'a NodeState, method: &str, params: &Value) -> Resul
 /// answered by an array).
 async fn rpc(State(state): State<Arc<NodeState>>, Json(request): Json<Value>) -> axum::response::Response {
     state.rpc_requests.fetch_add(1, Ordering::Relaxed);
-    let calls = request.as_array().map_or(1, Vec::len);
-    state.rpc_calls.fetch_add(calls as u64, Ordering::Relaxed);
-    let body = match &request {
+    let (calls, body) = match &request {
         Value::Array(requests) => {
             let replies: Vec<String> = requests.iter().map(|request| reply_text(&state, request)).collect();
-            format!("[{}]", replies.join(","))
+            (replies.len(), format!("[{}]", replies.join(",")))
         }
-        single => reply_text(&state, single),
+        single => (1, reply_text(&state, single)),
     };
+    state.rpc_calls.fetch_add(calls as u64, Ordering::Relaxed);
     ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 

@@ -12,7 +12,9 @@
 //! batch slot is free (alone when nothing else waits: no added latency), and
 //! while every slot is busy the fetches that arrive wait and go out together
 //! in the next batch, so batches grow with load. An endpoint that refuses
-//! batches gets the calls one by one from then on.
+//! batches gets the calls one by one for a while (then a batch is tried
+//! again); batched or not, a fetcher has at most [`REQUESTS_IN_FLIGHT`]
+//! requests in flight.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};

@@ -137,10 +137,12 @@ async fn forward(State(state): State<ProxyState>, body: axum::body::Bytes) -> Re
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "not JSON").into_response();
     };
-    let methods: Vec<String> = match &request {
-        Value::Array(items) => items.iter().filter_map(|item| item["method"].as_str().map(str::to_string)).collect(),
-        single => single["method"].as_str().map(str::to_string).into_iter().collect(),
+    // A batch request's calls, or the one call.
+    let calls: Vec<&Value> = match &request {
+        Value::Array(items) => items.iter().collect(),
+        single => vec![single],
     };
+    let methods: Vec<String> = calls.iter().filter_map(|call| call["method"].as_str().map(str::to_string)).collect();
     let (failure, delay, fault) = {
         let mut rules = state.rules();
         for method in &methods {
@@ -162,12 +164,8 @@ async fn forward(State(state): State<ProxyState>, body: axum::body::Bytes) -> Re
         let delay = methods.iter().filter_map(|method| rules.delays.get(method)).max().copied();
         // The damaged transactions asked for, by the id of their call (a
         // batch request may ask for several).
-        let calls: Vec<&Value> = match &request {
-            Value::Array(items) => items.iter().collect(),
-            single => vec![single],
-        };
         let mut fault: HashMap<String, TransactionFault> = HashMap::new();
-        for call in calls {
+        for call in &calls {
             if call["method"] == "getTransaction"
                 && let Some(injected) =
                     call["params"][0].as_str().and_then(|signature| rules.transaction_faults.get(signature).copied())

@@ -199,6 +199,16 @@ pub enum BatchFailure {
     Failed(RpcError),
 }
 
+impl BatchFailure {
+    /// The error of a batch that failed as a whole (none for a refusal).
+    fn rpc_error(&self) -> Option<&RpcError> {
+        match self {
+            BatchFailure::Failed(error) => Some(error),
+            BatchFailure::Refused { .. } => None,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct WithContext<T> {
     value: T,
@@ -344,27 +354,44 @@ impl RpcClient {
     /// [`RpcClient::call`] returning the `result` as it was parsed (no
     /// second pass over a large reply).
     pub async fn call_value(&self, method: &'static str, params: Value) -> Result<Value, RpcError> {
+        self.retrying(method, || self.call_limited(method, params.clone()), |error| Some(error)).await
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or
+    /// [`MAX_CALL_ATTEMPTS`] are made: a retryable failure (`rpc_error` of
+    /// it) is tried again after exponential backoff or its `Retry-After`,
+    /// on the next endpoint when the endpoint itself failed.
+    async fn retrying<T, E, Attempt>(
+        &self,
+        method: &'static str,
+        mut attempt: impl FnMut() -> Attempt,
+        rpc_error: fn(&E) -> Option<&RpcError>,
+    ) -> Result<T, E>
+    where
+        Attempt: std::future::Future<Output = Result<T, E>>,
+    {
         let mut delay = Duration::from_millis(200);
-        let mut attempt = 1;
+        let mut made = 1;
         loop {
             let index = self.current.load(Ordering::Relaxed) % self.endpoints.len();
-            match self.call_limited(method, params.clone()).await {
-                Err(error) if error.is_retryable() && attempt < MAX_CALL_ATTEMPTS => {
-                    if matches!(error, RpcError::Transport { .. } | RpcError::Http { .. }) {
-                        self.fail_over(index, &error);
-                    }
-                    let wait = error.retry_after().unwrap_or(delay).min(MAX_RETRY_DELAY);
-                    tracing::debug!(method, attempt, delay_ms = wait.as_millis() as u64, error = %error, "retrying a JSON-RPC call");
-                    tokio::time::sleep(wait).await;
-                    delay = (delay * 2).min(MAX_RETRY_DELAY);
-                    attempt += 1;
-                }
-                outcome => return outcome,
+            let outcome = attempt().await;
+            let Some(error) = outcome.as_ref().err().and_then(rpc_error) else { return outcome };
+            if !error.is_retryable() || made >= MAX_CALL_ATTEMPTS {
+                return outcome;
             }
+            if matches!(error, RpcError::Transport { .. } | RpcError::Http { .. }) {
+                self.fail_over(index, error);
+            }
+            let wait = error.retry_after().unwrap_or(delay).min(MAX_RETRY_DELAY);
+            tracing::debug!(method, attempt = made, delay_ms = wait.as_millis() as u64, error = %error, "retrying a JSON-RPC call");
+            tokio::time::sleep(wait).await;
+            delay = (delay * 2).min(MAX_RETRY_DELAY);
+            made += 1;
         }
     }
 
-    async fn call_limited(&self, method: &'static str, params: Value) -> Result<Value, RpcError> {
+    /// Waits for one call's turn in the request budgets, if any.
+    async fn wait_for_budget(&self, method: &'static str) {
         if let Some(limiter) = &self.limiter {
             if let Some(per_method) = &limiter.per_method {
                 per_method.until_key_ready(&method).await;
@@ -373,10 +400,19 @@ impl RpcClient {
                 total.until_ready().await;
             }
         }
-        metrics::counter!(crate::metrics::RPC_CALLS_TOTAL, "method" => method).increment(1);
+    }
+
+    /// Counts `calls` calls of `method` sent (metrics and `walletwatch stats`).
+    fn count_calls(&self, method: &'static str, calls: u64) {
+        metrics::counter!(crate::metrics::RPC_CALLS_TOTAL, "method" => method).increment(calls);
         if let Ok(mut counts) = self.call_counts.lock() {
-            *counts.entry(method).or_insert(0) += 1;
+            *counts.entry(method).or_insert(0) += calls;
         }
+    }
+
+    async fn call_limited(&self, method: &'static str, params: Value) -> Result<Value, RpcError> {
+        self.wait_for_budget(method).await;
+        self.count_calls(method, 1);
         let outcome = self.call_once(method, params).await;
         if let Err(error) = &outcome {
             metrics::counter!(crate::metrics::RPC_ERRORS_TOTAL, "method" => method, "error_kind" => error.kind_label())
@@ -415,25 +451,7 @@ impl RpcClient {
         method: &'static str,
         params: &[Value],
     ) -> Result<Vec<Result<Value, RpcError>>, BatchFailure> {
-        let mut delay = Duration::from_millis(200);
-        let mut attempt = 1;
-        loop {
-            let index = self.current.load(Ordering::Relaxed) % self.endpoints.len();
-            match self.call_batch_limited(method, params).await {
-                Err(BatchFailure::Failed(error)) if error.is_retryable() && attempt < MAX_CALL_ATTEMPTS => {
-                    if matches!(error, RpcError::Transport { .. } | RpcError::Http { .. }) {
-                        self.fail_over(index, &error);
-                    }
-                    let wait = error.retry_after().unwrap_or(delay).min(MAX_RETRY_DELAY);
-                    tracing::debug!(method, calls = params.len(), attempt, delay_ms = wait.as_millis() as u64, error = %error,
-                        "retrying a JSON-RPC batch");
-                    tokio::time::sleep(wait).await;
-                    delay = (delay * 2).min(MAX_RETRY_DELAY);
-                    attempt += 1;
-                }
-                outcome => return outcome,
-            }
-        }
+        self.retrying(method, || self.call_batch_limited(method, params), BatchFailure::rpc_error).await
     }
 
     async fn call_batch_limited(
@@ -444,15 +462,8 @@ impl RpcClient {
         if self.transport.is_some() {
             return Err(BatchFailure::Refused { reason: "an in-process transport takes single calls".into() });
         }
-        if let Some(limiter) = &self.limiter {
-            for _ in params {
-                if let Some(per_method) = &limiter.per_method {
-                    per_method.until_key_ready(&method).await;
-                }
-                if let Some(total) = &limiter.total {
-                    total.until_ready().await;
-                }
-            }
+        for _ in params {
+            self.wait_for_budget(method).await;
         }
         let outcome = self.call_batch_once(method, params).await;
         let count_errors = |error: &RpcError, count: u64| {
@@ -472,11 +483,8 @@ impl RpcClient {
             }
             Err(BatchFailure::Failed(error)) => count_errors(error, calls),
         }
-        metrics::counter!(crate::metrics::RPC_CALLS_TOTAL, "method" => method).increment(calls);
+        self.count_calls(method, calls);
         metrics::counter!(crate::metrics::RPC_BATCHES_TOTAL, "method" => method, "outcome" => "sent").increment(1);
-        if let Ok(mut counts) = self.call_counts.lock() {
-            *counts.entry(method).or_insert(0) += calls;
-        }
         outcome
     }
 
