@@ -74,6 +74,11 @@ async fn a_sol_transfer_to_a_tracked_wallet_is_found_with_our_rpc_client() {
     assert_eq!(older.len(), history.len() - 1);
 }
 
+/// A `getTransaction` reply's text, parsed.
+fn parsed(text: &serde_json::value::RawValue) -> serde_json::Value {
+    serde_json::from_str(text.get()).expect("the reply is JSON")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_answers_batched_get_transaction_as_it_answers_single_calls() {
     let node = LocalNode::start().await.expect("local node starts");
@@ -86,17 +91,19 @@ async fn the_node_answers_batched_get_transaction_as_it_answers_single_calls() {
         .iter()
         .map(|signature| ww_solana::rpc::client::transaction_params(signature, Commitment::Confirmed))
         .collect();
-    let batched = client.call_batch("getTransaction", &params).await.expect("the node takes batch requests");
+    let batched: Vec<Result<serde_json::Value, _>> =
+        client.call_batch("getTransaction", &params).await.expect("the node takes batch requests");
     assert_eq!(batched.len(), asked.len());
     for (signature, outcome) in asked.iter().zip(batched) {
         let single = client.get_transaction(signature, Commitment::Confirmed).await.expect("getTransaction");
-        assert_eq!(outcome.expect("its reply"), single.unwrap_or(serde_json::Value::Null), "{signature}");
+        let single = single.map_or(serde_json::Value::Null, |text| parsed(&text));
+        assert_eq!(outcome.expect("its reply"), single, "{signature}");
     }
     // Fetched concurrently through the fetcher, each gets its own.
     let fetcher = ww_solana::resolve::TransactionFetcher::new(client, Commitment::Confirmed).with_max_batch(16);
     let fetched = futures_util::future::join_all(signatures.iter().map(|signature| fetcher.fetch(signature))).await;
     for (signature, transaction) in signatures.iter().zip(fetched) {
-        assert_eq!(transaction.expect("fetched")["transaction"]["signatures"][0], signature.as_str());
+        assert_eq!(parsed(&transaction.expect("fetched"))["transaction"]["signatures"][0], signature.as_str());
     }
 }
 
@@ -112,11 +119,13 @@ async fn token_transfers_credit_the_owner_for_both_token_programs() {
         // check each one's change rather than the final balance.
         let mut transaction = serde_json::Value::Null;
         for signature in &signatures {
-            transaction = client
-                .get_transaction(signature, Commitment::Confirmed)
-                .await
-                .expect("getTransaction")
-                .expect("transaction present");
+            transaction = parsed(
+                &client
+                    .get_transaction(signature, Commitment::Confirmed)
+                    .await
+                    .expect("getTransaction")
+                    .expect("transaction present"),
+            );
             let owner_amount = |field: &str| {
                 transaction["meta"][field]
                     .as_array()

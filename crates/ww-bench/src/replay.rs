@@ -228,7 +228,7 @@ impl ReplayNode {
         let mut decoded = 0u64;
         for (signature, text) in &self.state.answers.transactions {
             let (Ok(signature), Ok(reply)) =
-                (ww_core::Signature::parse(signature), serde_json::from_str::<Value>(text))
+                (ww_core::Signature::parse(signature), serde_json::from_str::<Box<serde_json::value::RawValue>>(text))
             else {
                 continue;
             };

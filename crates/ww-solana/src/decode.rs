@@ -15,6 +15,7 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use ww_core::event::{TokenDelta, TxOutcome};
 use ww_core::time::UnixMillis;
 use ww_core::{ActivityEvent, Chain, Origin, Signature, Slot, WalletAddress};
@@ -106,18 +107,46 @@ struct RawMessage {
     instructions: Vec<RawInstruction>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawAccountKey {
-    Parsed { pubkey: WalletAddress },
-    Plain(WalletAddress),
-}
+/// An account key: `{"pubkey": …, "signer": …, …}` in jsonParsed replies, a
+/// plain address string otherwise. Read by a visitor of its own rather than
+/// an untagged enum, which would buffer every key before trying each shape.
+struct RawAccountKey(WalletAddress);
 
 impl RawAccountKey {
     fn address(&self) -> &WalletAddress {
-        match self {
-            RawAccountKey::Parsed { pubkey } | RawAccountKey::Plain(pubkey) => pubkey,
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for RawAccountKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = RawAccountKey;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("an account key: an address, or an object with its pubkey")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RawAccountKey, E> {
+                WalletAddress::parse(text).map(RawAccountKey).map_err(E::custom)
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawAccountKey, A::Error> {
+                let mut pubkey = None;
+                while let Some(field) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if field == "pubkey" && pubkey.is_none() {
+                        pubkey = Some(map.next_value::<WalletAddress>()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                pubkey.map(RawAccountKey).ok_or_else(|| serde::de::Error::missing_field("pubkey"))
+            }
         }
+
+        deserializer.deserialize_any(KeyVisitor)
     }
 }
 
@@ -130,16 +159,18 @@ pub struct Provenance {
     pub received_at: SystemTime,
 }
 
-/// Decodes a jsonParsed `getTransaction` reply into one event per tracked
-/// wallet it touches (in account-key order, then token owners).
+/// Decodes a jsonParsed `getTransaction` reply (its JSON text) into one
+/// event per tracked wallet it touches (in account-key order, then token
+/// owners). Only the fields used are read; the rest of the text (parsed
+/// instructions, logs) is skipped, not parsed into values.
 pub fn decode_transaction(
     signature: &Signature,
-    reply: &Value,
+    reply: &RawValue,
     is_tracked: impl Fn(&WalletAddress) -> bool,
     provenance: Provenance,
 ) -> Result<Vec<ActivityEvent>, DecodeError> {
     let malformed = |reason: String| DecodeError::Malformed { signature: signature.to_string(), reason };
-    let raw = RawTransaction::deserialize(reply).map_err(|error| malformed(error.to_string()))?;
+    let raw: RawTransaction = serde_json::from_str(reply.get()).map_err(|error| malformed(error.to_string()))?;
     let meta = raw.meta.ok_or_else(|| malformed("no meta".into()))?;
     let keys: Vec<&WalletAddress> = raw.transaction.message.account_keys.iter().map(RawAccountKey::address).collect();
     if meta.pre_balances.len() != keys.len() || meta.post_balances.len() != keys.len() {
@@ -319,8 +350,8 @@ fn sol_counterparty(
 
 /// Returns every address the transaction names (account keys and token
 /// account owners), for bookkeeping of the newest signature per address.
-pub fn touched_addresses(reply: &Value) -> Vec<WalletAddress> {
-    let Ok(raw) = RawTransaction::deserialize(reply) else { return Vec::new() };
+pub fn touched_addresses(reply: &RawValue) -> Vec<WalletAddress> {
+    let Ok(raw) = serde_json::from_str::<RawTransaction>(reply.get()) else { return Vec::new() };
     let mut addresses: Vec<WalletAddress> =
         raw.transaction.message.account_keys.iter().map(|key| key.address().clone()).collect();
     if let Some(meta) = raw.meta {

@@ -26,7 +26,7 @@ use serde_json::Value;
 use ww_core::{Commitment, Signature};
 
 use crate::error::RpcError;
-use crate::rpc::client::{BatchFailure, RpcClient, transaction_params};
+use crate::rpc::client::{BatchFailure, CallResult, RpcClient, TransactionText, transaction_params};
 
 /// Why a transaction could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -72,9 +72,9 @@ impl FetchError {
 const PRUNE_ABOVE: usize = 4096;
 
 /// A fetch shared by every caller asking for the same transaction meanwhile.
-type SharedFetch = Shared<BoxFuture<'static, Arc<Result<Value, FetchError>>>>;
+type SharedFetch = Shared<BoxFuture<'static, Arc<Result<TransactionText, FetchError>>>>;
 /// The same, held without keeping it alive.
-type WeakFetch = WeakShared<BoxFuture<'static, Arc<Result<Value, FetchError>>>>;
+type WeakFetch = WeakShared<BoxFuture<'static, Arc<Result<TransactionText, FetchError>>>>;
 
 /// `getTransaction` requests (single calls or batches) in flight at once
 /// per fetcher; fetches arriving while all are busy wait for the next batch.
@@ -89,7 +89,7 @@ const REFUSAL_BACKOFF: Duration = Duration::from_secs(600);
 /// One fetch waiting for its batch.
 struct Pending {
     signature: Signature,
-    reply: tokio::sync::oneshot::Sender<Result<Option<Value>, RpcError>>,
+    reply: tokio::sync::oneshot::Sender<Result<Option<TransactionText>, RpcError>>,
 }
 
 /// Until when batches are not sent (after a refusal).
@@ -124,7 +124,7 @@ struct Batcher {
 }
 
 impl Batcher {
-    async fn get(&self, signature: &Signature) -> Result<Option<Value>, RpcError> {
+    async fn get(&self, signature: &Signature) -> Result<Option<TransactionText>, RpcError> {
         let queue = self.queue.get_or_init(|| {
             let (sender, receiver) = tokio::sync::mpsc::channel(BATCH_QUEUE);
             tokio::spawn(send_batches(
@@ -189,14 +189,16 @@ async fn send_batch(client: &RpcClient, commitment: Commitment, refusal: &Refusa
     } else {
         let params: Vec<Value> =
             batch.iter().map(|pending| transaction_params(&pending.signature, commitment)).collect();
-        match client.call_batch("getTransaction", &params).await {
+        match client.call_batch::<TransactionText>("getTransaction", &params).await {
             Ok(outcomes) => {
                 for (pending, outcome) in batch.into_iter().zip(outcomes) {
                     match outcome {
                         // No reply of its own in the batch: asked again alone.
                         Err(RpcError::Malformed { .. }) => singles.push(pending),
                         outcome => {
-                            let _ = pending.reply.send(outcome.map(|result| Some(result).filter(|r| !r.is_null())));
+                            let _ = pending
+                                .reply
+                                .send(outcome.map(|result| Some(result).filter(|text| !CallResult::is_null(text))));
                         }
                     }
                 }
@@ -297,7 +299,7 @@ impl TransactionFetcher {
 
     /// Fetches one transaction like [`TransactionFetcher::fetch`], sharing
     /// the request with any other caller fetching the same signature now.
-    pub async fn fetch_shared(&self, signature: &Signature) -> Arc<Result<Value, FetchError>> {
+    pub async fn fetch_shared(&self, signature: &Signature) -> Arc<Result<TransactionText, FetchError>> {
         let shared: SharedFetch = {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
             match in_flight.get(signature).and_then(WeakShared::upgrade) {
@@ -331,7 +333,7 @@ impl TransactionFetcher {
     }
 
     /// Fetches one transaction (jsonParsed), retrying `null` and retryable errors.
-    pub async fn fetch(&self, signature: &Signature) -> Result<Value, FetchError> {
+    pub async fn fetch(&self, signature: &Signature) -> Result<TransactionText, FetchError> {
         let mut delay = self.initial_delay;
         let mut attempt = 0;
         loop {

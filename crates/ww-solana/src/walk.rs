@@ -221,7 +221,7 @@ enum Fetched {
     /// Its event is stored already, or it was given up: nothing to fetch.
     Known,
     /// Its reply.
-    Reply(Arc<Result<serde_json::Value, FetchError>>),
+    Reply(Arc<Result<crate::rpc::client::TransactionText, FetchError>>),
 }
 
 impl CatchUp {
@@ -514,7 +514,7 @@ async fn fetch_in_order(
     concurrency: usize,
     results: tokio::sync::mpsc::Sender<(SignatureInfo, Fetched)>,
 ) {
-    type Pending = Option<AbortOnDropHandle<Arc<Result<serde_json::Value, FetchError>>>>;
+    type Pending = Option<AbortOnDropHandle<Arc<Result<crate::rpc::client::TransactionText, FetchError>>>>;
     let chunk_limit = Arc::new(Semaphore::new(concurrency));
     let mut window: std::collections::VecDeque<(SignatureInfo, Pending)> = std::collections::VecDeque::new();
     let mut known: HashSet<ww_core::Signature> = HashSet::new();

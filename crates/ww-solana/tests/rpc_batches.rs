@@ -139,9 +139,14 @@ async fn start(batches: Batches) -> (Arc<Server>, RpcClient) {
     (server, client)
 }
 
+/// A fetched transaction's text, parsed.
+fn parsed(text: &serde_json::value::RawValue) -> Value {
+    serde_json::from_str(text.get()).expect("the reply is JSON")
+}
+
 async fn fetch_all(fetcher: &TransactionFetcher, signatures: &[Signature]) -> Vec<Value> {
     futures_util::future::join_all(
-        signatures.iter().map(|signature| async move { fetcher.fetch(signature).await.expect("fetched") }),
+        signatures.iter().map(|signature| async move { parsed(&fetcher.fetch(signature).await.expect("fetched")) }),
     )
     .await
 }
@@ -178,7 +183,7 @@ async fn a_lone_fetch_goes_out_as_a_single_call() {
     let fetcher = TransactionFetcher::new(client, Commitment::Confirmed).with_max_batch(16);
     for signature in signatures(3) {
         let transaction = fetcher.fetch(&signature).await.expect("fetched");
-        assert_eq!(transaction["signature"], signature.as_str());
+        assert_eq!(parsed(&transaction)["signature"], signature.as_str());
     }
     assert_eq!(*server.requests.lock().expect("lock"), vec![0, 0, 0], "one single call each, no batch of one");
 }
@@ -192,7 +197,7 @@ async fn a_batch_answered_429_is_retried_as_a_whole() {
         .iter()
         .map(|signature| ww_solana::rpc::client::transaction_params(signature, Commitment::Confirmed))
         .collect();
-    let outcomes = client.call_batch("getTransaction", &params).await.expect("answered on the second attempt");
+    let outcomes = client.call_batch::<Value>("getTransaction", &params).await.expect("answered on the second attempt");
     for (signature, outcome) in wanted.iter().zip(outcomes) {
         assert_eq!(outcome.expect("its reply")["signature"], signature.as_str());
     }
@@ -204,7 +209,10 @@ async fn an_endpoint_that_refuses_batches_gets_single_calls_from_then_on() {
     for refusal in [Batches::Http400, Batches::OneError] {
         let (server, client) = start(refusal).await;
         let params = vec![ww_solana::rpc::client::transaction_params(&signatures(1)[0], Commitment::Confirmed); 2];
-        assert!(matches!(client.call_batch("getTransaction", &params).await, Err(BatchFailure::Refused { .. })));
+        assert!(matches!(
+            client.call_batch::<Value>("getTransaction", &params).await,
+            Err(BatchFailure::Refused { .. })
+        ));
         server.requests.lock().expect("lock").clear();
 
         let fetcher = TransactionFetcher::new(client, Commitment::Confirmed).with_max_batch(8);
@@ -253,7 +261,7 @@ async fn a_batch_answered_node_is_behind_is_retried_not_taken_for_a_refusal() {
     let (server, client) = start(Batches::BehindOnce).await;
     let params = vec![ww_solana::rpc::client::transaction_params(&signatures(1)[0], Commitment::Confirmed); 2];
     // Transient: the batch is sent again, and answered.
-    let outcomes = client.call_batch("getTransaction", &params).await.expect("answered the second time");
+    let outcomes = client.call_batch::<Value>("getTransaction", &params).await.expect("answered the second time");
     assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
     assert_eq!(*server.requests.lock().expect("lock"), vec![2, 2]);
     server.behind_once.store(true, Ordering::SeqCst);

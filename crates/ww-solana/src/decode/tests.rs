@@ -24,6 +24,11 @@ fn fixture(name: &str) -> (Signature, Value) {
     (signature, value["reply"].clone())
 }
 
+/// The reply as the RPC client hands it over: its JSON text.
+fn text(reply: &Value) -> Box<serde_json::value::RawValue> {
+    serde_json::value::to_raw_value(reply).expect("JSON")
+}
+
 fn address(text: &str) -> WalletAddress {
     WalletAddress::parse(text).expect("valid")
 }
@@ -35,7 +40,7 @@ fn live() -> Provenance {
 fn decode_for(name: &str, tracked: &[&str]) -> Vec<ww_core::ActivityEvent> {
     let (signature, reply) = fixture(name);
     let tracked: Vec<WalletAddress> = tracked.iter().map(|text| address(text)).collect();
-    decode_transaction(&signature, &reply, |candidate| tracked.contains(candidate), live()).expect("decodes")
+    decode_transaction(&signature, &text(&reply), |candidate| tracked.contains(candidate), live()).expect("decodes")
 }
 
 #[test]
@@ -122,23 +127,58 @@ fn malformed_replies_are_errors_naming_the_problem() {
     let (signature, reply) = fixture("sol_incoming");
     let mut truncated = reply.clone();
     truncated["meta"]["postBalances"] = serde_json::json!([1]);
-    let error = decode_transaction(&signature, &truncated, |_| true, live()).expect_err("mismatch");
+    let error = decode_transaction(&signature, &text(&truncated), |_| true, live()).expect_err("mismatch");
     assert!(matches!(&error, DecodeError::Malformed { reason, .. } if reason.contains("post balances")), "{error}");
     let mut bad_key = reply.clone();
     bad_key["transaction"]["message"]["accountKeys"][0]["pubkey"] = serde_json::json!("0OIl");
-    assert!(decode_transaction(&signature, &bad_key, |_| true, live()).is_err());
+    assert!(decode_transaction(&signature, &text(&bad_key), |_| true, live()).is_err());
     for broken in [Value::Null, serde_json::json!({}), serde_json::json!({"slot": "x"}), serde_json::json!([])] {
-        assert!(decode_transaction(&signature, &broken, |_| true, live()).is_err(), "{broken}");
+        assert!(decode_transaction(&signature, &text(&broken), |_| true, live()).is_err(), "{broken}");
     }
     let mut no_meta = reply.clone();
     no_meta["meta"] = Value::Null;
-    assert!(decode_transaction(&signature, &no_meta, |_| true, live()).is_err());
+    assert!(decode_transaction(&signature, &text(&no_meta), |_| true, live()).is_err());
     // A lamport change beyond an i64 (only a broken or hostile node says so)
     // is malformed: an event carrying it could not be stored.
     let mut overflowing = reply;
     let count = overflowing["meta"]["preBalances"].as_array().expect("balances").len();
     overflowing["meta"]["preBalances"] = serde_json::json!(vec![0u64; count]);
     overflowing["meta"]["postBalances"] = serde_json::json!(vec![u64::MAX; count]);
-    let error = decode_transaction(&signature, &overflowing, |_| true, live()).expect_err("overflow");
+    let error = decode_transaction(&signature, &text(&overflowing), |_| true, live()).expect_err("overflow");
     assert!(matches!(&error, DecodeError::Malformed { reason, .. } if reason.contains("overflows")), "{error}");
+}
+
+#[test]
+fn account_keys_as_plain_addresses_decode_like_parsed_ones() {
+    let (signature, reply) = fixture("two_recipients");
+    let mut plain = reply.clone();
+    let keys = plain["transaction"]["message"]["accountKeys"].as_array_mut().expect("keys");
+    for key in keys.iter_mut() {
+        *key = key["pubkey"].clone();
+    }
+    let tracked = [address(WALLET_A), address(WALLET_B)];
+    let decode = |reply: &Value| {
+        decode_transaction(&signature, &text(reply), |candidate| tracked.contains(candidate), live()).expect("decodes")
+    };
+    assert_eq!(decode(&plain), decode(&reply));
+    // Fields of a key other than its pubkey are skipped, in any order.
+    let mut reordered = reply.clone();
+    let first = &mut reordered["transaction"]["message"]["accountKeys"][0];
+    let pubkey = first["pubkey"].clone();
+    *first =
+        serde_json::json!({"signer": true, "source": "transaction", "extra": {"nested": [1, 2]}, "pubkey": pubkey});
+    assert_eq!(decode(&reordered), decode(&reply));
+}
+
+#[test]
+fn an_account_key_without_its_pubkey_is_malformed() {
+    let (signature, reply) = fixture("sol_incoming");
+    let mut keyless = reply;
+    keyless["transaction"]["message"]["accountKeys"][0] = serde_json::json!({"signer": true});
+    let error = decode_transaction(&signature, &text(&keyless), |_| true, live()).expect_err("no pubkey");
+    assert!(matches!(&error, DecodeError::Malformed { reason, .. } if reason.contains("pubkey")), "{error}");
+    let mut numeric = fixture("sol_incoming").1;
+    numeric["transaction"]["message"]["accountKeys"][0] = serde_json::json!(7);
+    let error = decode_transaction(&signature, &text(&numeric), |_| true, live()).expect_err("not a key");
+    assert!(matches!(&error, DecodeError::Malformed { reason, .. } if reason.contains("account key")), "{error}");
 }

@@ -145,10 +145,65 @@ pub struct SignatureInfo {
     pub confirmation_status: Option<String>,
 }
 
+/// A `getTransaction` result as the node sent it: its JSON text, checked to
+/// be well-formed JSON but not parsed into a tree. The decoder reads only
+/// the fields it uses from it, straight into typed fields.
+pub type TransactionText = Box<serde_json::value::RawValue>;
+
+/// What a call's `result` is read as: a parsed [`Value`], or the reply's
+/// text ([`TransactionText`]) for large replies decoded later.
+pub trait CallResult: DeserializeOwned + Send + 'static {
+    /// JSON `null` (a reply without a result).
+    fn null() -> Self;
+    /// Whether it is JSON `null` (`getTransaction` of an unknown signature).
+    fn is_null(&self) -> bool;
+    /// The result from an in-process transport's parsed reply.
+    fn from_value(value: Value) -> Result<Self, String>;
+    /// The result parsed, for a capture.
+    fn to_value(&self) -> Value;
+}
+
+impl CallResult for Value {
+    fn null() -> Self {
+        Value::Null
+    }
+
+    fn is_null(&self) -> bool {
+        Value::is_null(self)
+    }
+
+    fn from_value(value: Value) -> Result<Self, String> {
+        Ok(value)
+    }
+
+    fn to_value(&self) -> Value {
+        self.clone()
+    }
+}
+
+impl CallResult for TransactionText {
+    fn null() -> Self {
+        serde_json::value::RawValue::NULL.to_owned()
+    }
+
+    fn is_null(&self) -> bool {
+        self.get() == "null"
+    }
+
+    fn from_value(value: Value) -> Result<Self, String> {
+        serde_json::value::to_raw_value(&value).map_err(|error| error.to_string())
+    }
+
+    fn to_value(&self) -> Value {
+        serde_json::from_str(self.get()).unwrap_or(Value::Null)
+    }
+}
+
 #[derive(Deserialize)]
-struct Reply {
-    #[serde(default)]
-    result: Option<Value>,
+#[serde(bound = "R: CallResult")]
+struct Reply<R> {
+    #[serde(default = "Option::default")]
+    result: Option<R>,
     #[serde(default)]
     error: Option<ReplyError>,
 }
@@ -162,24 +217,35 @@ struct ReplyError {
 
 /// One reply of a batch, matched to its call by `id`.
 #[derive(Deserialize)]
-struct BatchReply {
+#[serde(bound = "R: CallResult")]
+struct BatchReply<R> {
     /// Any JSON (a node may echo an id it did not get): matched when it is
     /// one of the batch's numbers.
     #[serde(default)]
     id: Option<Value>,
-    #[serde(default)]
-    result: Option<Value>,
+    #[serde(default = "Option::default")]
+    result: Option<R>,
     #[serde(default)]
     error: Option<ReplyError>,
 }
 
 /// What a batch's HTTP reply holds: a reply per call, or (from an
 /// endpoint that does not take batches) one error object.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum BatchBody {
-    Many(Vec<BatchReply>),
-    One(Reply),
+enum BatchBody<R> {
+    Many(Vec<BatchReply<R>>),
+    One(Reply<R>),
+}
+
+impl<R: CallResult> BatchBody<R> {
+    /// Parses an array as the replies and an object as the one reply, by
+    /// the first byte that is not white space (without buffering the body
+    /// to try one shape and then the other).
+    fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        match bytes.iter().find(|byte| !byte.is_ascii_whitespace()) {
+            Some(b'{') => serde_json::from_slice(bytes).map(BatchBody::One),
+            _ => serde_json::from_slice(bytes).map(BatchBody::Many),
+        }
+    }
 }
 
 /// Why a batch of calls got no replies of their own.
@@ -357,6 +423,11 @@ impl RpcClient {
         self.retrying(method, || self.call_limited(method, params.clone()), |error| Some(error)).await
     }
 
+    /// [`RpcClient::call`] returning the `result` as its JSON text.
+    async fn call_text(&self, method: &'static str, params: Value) -> Result<TransactionText, RpcError> {
+        self.retrying(method, || self.call_limited(method, params.clone()), |error| Some(error)).await
+    }
+
     /// Runs `attempt` until it succeeds, fails for good, or
     /// [`MAX_CALL_ATTEMPTS`] are made: a retryable failure (`rpc_error` of
     /// it) is tried again after exponential backoff or its `Retry-After`,
@@ -410,7 +481,7 @@ impl RpcClient {
         }
     }
 
-    async fn call_limited(&self, method: &'static str, params: Value) -> Result<Value, RpcError> {
+    async fn call_limited<R: CallResult>(&self, method: &'static str, params: Value) -> Result<R, RpcError> {
         self.wait_for_budget(method).await;
         self.count_calls(method, 1);
         let outcome = self.call_once(method, params).await;
@@ -421,21 +492,27 @@ impl RpcClient {
         outcome
     }
 
-    async fn call_once(&self, method: &'static str, params: Value) -> Result<Value, RpcError> {
+    async fn call_once<R: CallResult>(&self, method: &'static str, params: Value) -> Result<R, RpcError> {
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let recorded_params = self.capture.as_ref().map(|_| params.clone());
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let reply: Reply = match &self.transport {
-            Some(transport) => serde_json::from_value(transport.send(method, &body).await?)
-                .map_err(|error| RpcError::Malformed { method, reason: format!("not a JSON-RPC reply: {error}") })?,
+        let not_a_reply =
+            |error: String| RpcError::Malformed { method, reason: format!("not a JSON-RPC reply: {error}") };
+        let reply: Reply<R> = match &self.transport {
+            Some(transport) => {
+                let reply: Reply<Value> = serde_json::from_value(transport.send(method, &body).await?)
+                    .map_err(|error| not_a_reply(error.to_string()))?;
+                let result = reply.result.map(R::from_value).transpose().map_err(not_a_reply)?;
+                Reply { result, error: reply.error }
+            }
             None => self.post(method, &body).await?,
         };
         if let Some(error) = reply.error {
             return Err(RpcError::Node { method, code: error.code, message: error.message });
         }
-        let result = reply.result.unwrap_or(Value::Null);
+        let result = reply.result.unwrap_or_else(R::null);
         if let (Some(capture), Some(params)) = (&self.capture, &recorded_params) {
-            capture.rpc(method, params, &result);
+            capture.rpc(method, params, &result.to_value());
         }
         Ok(result)
     }
@@ -446,19 +523,19 @@ impl RpcClient {
     /// the rate limits and in the call metrics as a request of its own
     /// (providers bill and limit batched calls one by one). A client with an
     /// in-process [`Transport`] sends no batches ([`BatchFailure::Refused`]).
-    pub async fn call_batch(
+    pub async fn call_batch<R: CallResult>(
         &self,
         method: &'static str,
         params: &[Value],
-    ) -> Result<Vec<Result<Value, RpcError>>, BatchFailure> {
+    ) -> Result<Vec<Result<R, RpcError>>, BatchFailure> {
         self.retrying(method, || self.call_batch_limited(method, params), BatchFailure::rpc_error).await
     }
 
-    async fn call_batch_limited(
+    async fn call_batch_limited<R: CallResult>(
         &self,
         method: &'static str,
         params: &[Value],
-    ) -> Result<Vec<Result<Value, RpcError>>, BatchFailure> {
+    ) -> Result<Vec<Result<R, RpcError>>, BatchFailure> {
         if self.transport.is_some() {
             return Err(BatchFailure::Refused { reason: "an in-process transport takes single calls".into() });
         }
@@ -488,11 +565,11 @@ impl RpcClient {
         outcome
     }
 
-    async fn call_batch_once(
+    async fn call_batch_once<R: CallResult>(
         &self,
         method: &'static str,
         params: &[Value],
-    ) -> Result<Vec<Result<Value, RpcError>>, BatchFailure> {
+    ) -> Result<Vec<Result<R, RpcError>>, BatchFailure> {
         let first_id = self.next_request_id.fetch_add(params.len() as u64, Ordering::Relaxed);
         let body = Value::Array(
             params
@@ -507,7 +584,7 @@ impl RpcClient {
             }
             other => BatchFailure::Failed(other),
         })?;
-        let replies = match serde_json::from_slice::<BatchBody>(&bytes) {
+        let replies = match BatchBody::<R>::parse(&bytes) {
             Ok(BatchBody::Many(replies)) => replies,
             Ok(BatchBody::One(reply)) => {
                 return Err(match reply.error {
@@ -530,7 +607,7 @@ impl RpcClient {
                 }));
             }
         };
-        let mut outcomes: Vec<Option<Result<Value, RpcError>>> = params.iter().map(|_| None).collect();
+        let mut outcomes: Vec<Option<Result<R, RpcError>>> = params.iter().map(|_| None).collect();
         for reply in replies {
             let Some(slot) = reply
                 .id
@@ -548,7 +625,7 @@ impl RpcClient {
             }
             *slot = Some(match reply.error {
                 Some(error) => Err(RpcError::Node { method, code: error.code, message: error.message }),
-                None => Ok(reply.result.unwrap_or(Value::Null)),
+                None => Ok(reply.result.unwrap_or_else(R::null)),
             });
         }
         Ok(outcomes
@@ -559,7 +636,7 @@ impl RpcClient {
                     Err(RpcError::Malformed { method, reason: "the batch reply has no reply to this call".into() })
                 });
                 if let (Some(capture), Ok(result)) = (&self.capture, &outcome) {
-                    capture.rpc(method, params, result);
+                    capture.rpc(method, params, &result.to_value());
                 }
                 outcome
             })
@@ -567,7 +644,7 @@ impl RpcClient {
     }
 
     /// Posts one request to the current endpoint and reads its reply.
-    async fn post(&self, method: &'static str, body: &Value) -> Result<Reply, RpcError> {
+    async fn post<R: CallResult>(&self, method: &'static str, body: &Value) -> Result<Reply<R>, RpcError> {
         let bytes = self.post_bytes(method, body).await?;
         serde_json::from_slice(&bytes)
             .map_err(|error| RpcError::Malformed { method, reason: format!("not a JSON-RPC reply: {error}") })
@@ -611,7 +688,10 @@ impl RpcClient {
     /// `getSlot` at a commitment, one attempt and no retries: for a quick
     /// answer where an unreachable node must not hold the caller up.
     pub async fn get_slot_once(&self, commitment: Commitment) -> Result<Slot, RpcError> {
-        decode_result("getSlot", self.call_limited("getSlot", json!([{"commitment": commitment.as_str()}])).await?)
+        decode_result(
+            "getSlot",
+            self.call_limited::<Value>("getSlot", json!([{"commitment": commitment.as_str()}])).await?,
+        )
     }
 
     /// `getVersion`: the node's `solana-core` version string.
@@ -745,8 +825,8 @@ impl RpcClient {
         &self,
         signature: &Signature,
         commitment: Commitment,
-    ) -> Result<Option<Value>, RpcError> {
-        let result = self.call_value("getTransaction", transaction_params(signature, commitment)).await?;
+    ) -> Result<Option<TransactionText>, RpcError> {
+        let result = self.call_text("getTransaction", transaction_params(signature, commitment)).await?;
         Ok(Some(result).filter(|result| !result.is_null()))
     }
 }
@@ -794,6 +874,29 @@ async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_body_is_read_by_its_shape_and_results_kept_as_text() {
+        let many = br#" [{"jsonrpc":"2.0","id":7,"result":{"slot": 5, "meta":null}},{"id":8,"result":null}]"#;
+        let Ok(BatchBody::Many(replies)) = BatchBody::<TransactionText>::parse(many) else { panic!("not replies") };
+        assert_eq!(replies.len(), 2);
+        let text = replies[0].result.as_ref().expect("a result");
+        assert_eq!(text.get(), r#"{"slot": 5, "meta":null}"#, "the node's text, unparsed");
+        assert!(replies[1].result.is_none(), "null is no result");
+        let one = b"\n {\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32600,\"message\":\"batch not allowed\"}}";
+        let Ok(BatchBody::One(reply)) = BatchBody::<TransactionText>::parse(one) else { panic!("not one reply") };
+        assert_eq!(reply.error.expect("an error").code, -32600);
+        assert!(BatchBody::<Value>::parse(b"[{\"id\":1,\"result\":").is_err(), "a cut body");
+        assert!(BatchBody::<Value>::parse(b"").is_err());
+    }
+
+    #[test]
+    fn a_transaction_text_knows_null_and_converts_both_ways() {
+        assert!(CallResult::is_null(&<TransactionText as CallResult>::null()));
+        let text = <TransactionText as CallResult>::from_value(json!({"slot": 1})).expect("JSON");
+        assert!(!CallResult::is_null(&text));
+        assert_eq!(text.to_value(), json!({"slot": 1}));
+    }
 
     #[test]
     fn retry_after_seconds_are_parsed() {
