@@ -121,8 +121,24 @@ fn slot_of(value: &Value) -> u64 {
     value["slot"].as_u64().or_else(|| value["context"]["slot"].as_u64()).unwrap_or(0)
 }
 
+/// [`slot_of`] of a notification's text, reading only the two fields (a
+/// capture holds tens of thousands of notifications).
 fn slot_of_text(text: &str) -> u64 {
-    serde_json::from_str::<Value>(text).map_or(0, |value| slot_of(&value))
+    #[derive(serde::Deserialize)]
+    struct Context {
+        #[serde(default)]
+        slot: Option<Value>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Slotted {
+        #[serde(default)]
+        slot: Option<Value>,
+        #[serde(default)]
+        context: Option<Context>,
+    }
+    let Ok(slotted) = serde_json::from_str::<Slotted>(text) else { return 0 };
+    let context_slot = slotted.context.and_then(|context| context.slot);
+    slotted.slot.as_ref().and_then(Value::as_u64).or_else(|| context_slot.as_ref().and_then(Value::as_u64)).unwrap_or(0)
 }
 
 impl ReplayNode {
@@ -715,5 +731,20 @@ mod tests {
         assert_eq!("2.5X".parse::<Speed>(), Ok(Speed::Times(2.5)));
         assert!("0x".parse::<Speed>().is_err());
         assert!("fast".parse::<Speed>().is_err());
+    }
+
+    #[test]
+    fn a_notifications_slot_is_read_from_its_text_as_from_its_value() {
+        for text in [
+            r#"{"slot": 5, "err": null}"#,
+            r#"{"context": {"slot": 7, "apiVersion": "2.0"}, "value": {"signature": "x", "logs": ["a"]}}"#,
+            r#"{"slot": "five", "context": {"slot": 9}}"#,
+            r#"{"value": {"slot": 11}}"#,
+            "not json",
+        ] {
+            let parsed = serde_json::from_str::<Value>(text).map_or(0, |value| slot_of(&value));
+            assert_eq!(slot_of_text(text), parsed, "{text}");
+        }
+        assert_eq!(slot_of_text(r#"{"context": {"slot": 7}}"#), 7);
     }
 }
