@@ -14,12 +14,12 @@
 //! cannot be read), nothing is stored: the caller leaves the events to the
 //! gap fill, which routes them again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use ww_core::ActivityEvent;
 use ww_core::alert::{DestinationId, FilterDecision, Subscription};
 use ww_core::store::{Route, Store};
+use ww_core::{ActivityEvent, Chain, WalletAddress};
 
 use crate::error::AppError;
 
@@ -47,15 +47,26 @@ impl Router {
         let wallets: Vec<_> = events.iter().map(ActivityEvent::wallet_id).collect();
         let store = Arc::clone(&self.store);
         let subscriptions = tokio::task::spawn_blocking(move || store.subscriptions_for(&wallets)).await??;
-        Ok(events.iter().map(|event| self.routes_of(event, &subscriptions)).collect())
+        // Each event looks up its own wallet's subscriptions (in the store's
+        // order): scanning all of them for every event made a commit of
+        // thousands of events for thousands of wallets quadratic.
+        let mut by_wallet: HashMap<(Chain, &WalletAddress), Vec<&Subscription>> = HashMap::new();
+        for subscription in &subscriptions {
+            by_wallet.entry((subscription.chain, &subscription.wallet)).or_default().push(subscription);
+        }
+        Ok(events
+            .iter()
+            .map(|event| {
+                let own = by_wallet.get(&(event.chain, &event.wallet)).map_or(&[][..], Vec::as_slice);
+                self.routes_of(event, own)
+            })
+            .collect())
     }
 
-    fn routes_of(&self, event: &ActivityEvent, subscriptions: &[Subscription]) -> Vec<Route> {
+    /// The routes of `event`, given its wallet's subscriptions.
+    fn routes_of(&self, event: &ActivityEvent, subscriptions: &[&Subscription]) -> Vec<Route> {
         let mut routes: Vec<(Route, Option<f64>)> = Vec::new();
-        for subscription in subscriptions
-            .iter()
-            .filter(|subscription| subscription.chain == event.chain && subscription.wallet == event.wallet)
-        {
+        for subscription in subscriptions {
             // Prices are unknown here: a USD threshold is checked at delivery.
             let decision = subscription.filter.evaluate(event, |_| None);
             metrics::counter!(crate::metric_names::ALERTS_ROUTED_TOTAL, "decision" => decision.as_str()).increment(1);
@@ -133,5 +144,66 @@ impl Alerting {
         if let Some(alerting) = alerting {
             alerting.wake.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ww_core::store::TrackRequest;
+    use ww_core::time::UnixMillis;
+    use ww_test_utils::{fresh_address, sample_event, signature_from_seed};
+
+    use super::*;
+
+    fn track(store: &dyn Store, chain: Chain, wallet: &WalletAddress, user: &str, destination: &str) {
+        let mut request = TrackRequest::new(chain, wallet.clone(), user);
+        request.destination = Some(destination.parse().expect("destination"));
+        store.track_wallet(&request, UnixMillis(0)).expect("track");
+    }
+
+    #[tokio::test]
+    async fn each_event_gets_the_routes_of_its_own_wallet_on_its_own_chain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(ww_store::RedbStore::open_in_dir(dir.path()).expect("store"));
+        let (first, second, untracked) = (fresh_address(), fresh_address(), fresh_address());
+        let evm = WalletAddress::parse("0x52908400098527886E0F7030069857D2E4169EE7").expect("address");
+        track(store.as_ref(), Chain::SOLANA, &first, "alice", "webhook:first");
+        track(store.as_ref(), Chain::SOLANA, &first, "bob", "webhook:bob");
+        track(store.as_ref(), Chain::SOLANA, &second, "alice", "webhook:second");
+        track(store.as_ref(), Chain::ETHEREUM, &evm, "alice", "webhook:ethereum");
+        track(store.as_ref(), Chain::POLYGON, &evm, "alice", "webhook:polygon");
+        let event = |wallet: &WalletAddress, chain: Chain, seed: u64| {
+            let mut event = sample_event(wallet, signature_from_seed(seed), seed);
+            event.chain = chain;
+            event
+        };
+        let events = [
+            event(&first, Chain::SOLANA, 1),
+            event(&second, Chain::SOLANA, 2),
+            event(&untracked, Chain::SOLANA, 3),
+            event(&evm, Chain::POLYGON, 4),
+            event(&first, Chain::SOLANA, 5),
+            event(&evm, Chain::ETHEREUM, 6),
+        ];
+        let routes = Router::new(store, BTreeMap::new()).routes(&events).await.expect("routes");
+        let destinations: Vec<Vec<String>> = routes
+            .iter()
+            .map(|routes| {
+                let mut names: Vec<String> = routes.iter().map(|route| route.destination.to_string()).collect();
+                names.sort();
+                names
+            })
+            .collect();
+        assert_eq!(
+            destinations,
+            vec![
+                vec!["webhook:bob".to_string(), "webhook:first".to_string()],
+                vec!["webhook:second".to_string()],
+                vec![],
+                vec!["webhook:polygon".to_string()],
+                vec!["webhook:bob".to_string(), "webhook:first".to_string()],
+                vec!["webhook:ethereum".to_string()],
+            ]
+        );
     }
 }
