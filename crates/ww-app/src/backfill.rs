@@ -37,5 +37,7 @@ pub async fn run(
 ) -> Result<HistorySummary, AppError> {
     let recorder = Arc::new(Recorder::new(Arc::clone(&store), Some(alerting(config, store)), None));
     let request = HistoryRequest { wallet, since, until, progress };
-    Ok(source.backfill(recorder, request).await?)
+    let summary = source.backfill(Arc::clone(&recorder) as Arc<dyn ww_core::record::EventRecorder>, request).await;
+    recorder.flush_log().await;
+    Ok(summary?)
 }

@@ -121,12 +121,11 @@ pub async fn run_in_cluster(
             shutdown.child_token(),
         ));
     }
-    let recorder: Arc<dyn ww_core::record::EventRecorder> =
-        Arc::new(crate::recorder::Recorder::new(Arc::clone(&store), Some(alerting), Some(publisher)));
+    let recorder = Arc::new(crate::recorder::Recorder::new(Arc::clone(&store), Some(alerting), Some(publisher)));
     for source in sources {
         let context = SourceContext {
             store: Arc::clone(&store),
-            recorder: Arc::clone(&recorder),
+            recorder: Arc::clone(&recorder) as Arc<dyn ww_core::record::EventRecorder>,
             health: health.clone(),
             shutdown: shutdown.child_token(),
         };
@@ -141,7 +140,12 @@ pub async fn run_in_cluster(
 
     shutdown.cancelled().await;
     info!(timeout_secs = config.shutdown_timeout.as_secs(), "shutting down");
-    if tokio::time::timeout(config.shutdown_timeout, tracker.wait()).await.is_err() {
+    let stopped = async {
+        tracker.wait().await;
+        // Every event stored by now has its activity line written.
+        recorder.flush_log().await;
+    };
+    if tokio::time::timeout(config.shutdown_timeout, stopped).await.is_err() {
         error!(still_running = tracker.len(), "shutdown timed out; abandoning the remaining tasks");
     } else {
         info!("shutdown complete");

@@ -59,6 +59,7 @@ pub struct Recorder {
     alerting: Option<Alerting>,
     publisher: Option<Publisher>,
     requests: mpsc::Sender<Request>,
+    lines: mpsc::Sender<LogItem>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -94,8 +95,8 @@ impl Recorder {
         let (requests, receiver) = mpsc::channel(QUEUE);
         let (lines, lines_receiver) = mpsc::channel(LOG_QUEUE);
         tokio::spawn(write_activity_lines(lines_receiver));
-        tokio::spawn(commit_loop(Arc::clone(&store), alerting.clone(), publisher.clone(), receiver, lines));
-        Self { store, alerting, publisher, requests }
+        tokio::spawn(commit_loop(Arc::clone(&store), alerting.clone(), publisher.clone(), receiver, lines.clone()));
+        Self { store, alerting, publisher, requests, lines }
     }
 
     /// Routes and stores `events` with the cursor move they complete, in one
@@ -220,6 +221,16 @@ impl Recorder {
         Ok(retracted)
     }
 
+    /// Waits until the "wallet activity" line of every event recorded so
+    /// far is written (before a command prints its summary, or the daemon
+    /// reports its shutdown complete).
+    pub async fn flush_log(&self) {
+        let (written, wait) = oneshot::channel();
+        if self.lines.send(LogItem::Flush(written)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+
     async fn submit(&self, events: Vec<ActivityEvent>, batch: Vec<NewEvent>, cursor: Option<CursorMove>) -> Outcomes {
         let (reply, outcome) = oneshot::channel();
         self.requests.send(Request { events, batch, cursor, reply }).await.map_err(|_| RecordError::Stopped)?;
@@ -233,7 +244,7 @@ async fn commit_loop(
     alerting: Option<Alerting>,
     publisher: Option<Publisher>,
     mut receiver: mpsc::Receiver<Request>,
-    lines: mpsc::Sender<Vec<ActivityLine>>,
+    lines: mpsc::Sender<LogItem>,
 ) {
     while let Some(first) = receiver.recv().await {
         let mut group = vec![first];
@@ -254,8 +265,15 @@ async fn commit_loop(
 /// Writes each stored event's "wallet activity" line, in the order of the
 /// commits, off the committer's path: formatting and writing a line per
 /// event took about a fifth of each live commit's cycle under load.
-async fn write_activity_lines(mut receiver: mpsc::Receiver<Vec<ActivityLine>>) {
-    while let Some(lines) = receiver.recv().await {
+async fn write_activity_lines(mut receiver: mpsc::Receiver<LogItem>) {
+    while let Some(item) = receiver.recv().await {
+        let lines = match item {
+            LogItem::Lines(lines) => lines,
+            LogItem::Flush(written) => {
+                let _ = written.send(());
+                continue;
+            }
+        };
         for line in lines {
             info!(
                 seq = line.seq.0,
@@ -270,6 +288,13 @@ async fn write_activity_lines(mut receiver: mpsc::Receiver<Vec<ActivityLine>>) {
             );
         }
     }
+}
+
+/// What the log writer is handed: a commit's lines, or a request to say
+/// when everything handed before it is written.
+enum LogItem {
+    Lines(Vec<ActivityLine>),
+    Flush(oneshot::Sender<()>),
 }
 
 /// What the "wallet activity" line of a stored event says.
@@ -306,7 +331,7 @@ async fn commit_group(
     alerting: Option<&Alerting>,
     publisher: Option<&Publisher>,
     mut group: Vec<Request>,
-    lines: &mpsc::Sender<Vec<ActivityLine>>,
+    lines: &mpsc::Sender<LogItem>,
 ) {
     loop {
         let batch: Vec<NewEvent> = group.iter().flat_map(|request| request.batch.iter().cloned()).collect();
@@ -362,6 +387,7 @@ async fn commit_group(
         let is_logging = tracing::enabled!(tracing::Level::INFO);
         let mut activity = Vec::new();
         let mut outcomes = outcomes.into_iter();
+        let mut replies = Vec::with_capacity(group.len());
         for request in group {
             let mut answered = Vec::with_capacity(request.events.len());
             for event in request.events {
@@ -375,15 +401,20 @@ async fn commit_group(
                 }
                 answered.push((event, outcome));
             }
-            let _ = request.reply.send(Ok(answered));
+            replies.push((request.reply, answered));
         }
         if let Some(publisher) = publisher {
             publisher.offer(stored);
         }
         if !activity.is_empty() {
-            // The writer lives as long as the committer: a send fails only
-            // if it panicked, and then only log lines are lost.
-            let _ = lines.send(activity).await;
+            // Handed over before the replies, so that a flush asked for
+            // after a reply finds these lines written. The writer lives as
+            // long as any recorder: a send fails only if it panicked, and
+            // then only log lines are lost.
+            let _ = lines.send(LogItem::Lines(activity)).await;
+        }
+        for (reply, answered) in replies {
+            let _ = reply.send(Ok(answered));
         }
         return;
     }
