@@ -188,21 +188,19 @@ mod tests {
         let routes = Router::new(store, BTreeMap::new()).routes(&events).await.expect("routes");
         let destinations: Vec<Vec<String>> = routes
             .iter()
-            .map(|routes| {
-                let mut names: Vec<String> = routes.iter().map(|route| route.destination.to_string()).collect();
-                names.sort();
-                names
-            })
+            .map(|routes| routes.iter().map(|route| format!("{}={}", route.user, route.destination)).collect())
             .collect();
+        // In the store's order of a wallet's subscriptions (by user).
+        let first_routes = vec!["alice=webhook:first".to_string(), "bob=webhook:bob".to_string()];
         assert_eq!(
             destinations,
             vec![
-                vec!["webhook:bob".to_string(), "webhook:first".to_string()],
-                vec!["webhook:second".to_string()],
+                first_routes.clone(),
+                vec!["alice=webhook:second".to_string()],
                 vec![],
-                vec!["webhook:polygon".to_string()],
-                vec!["webhook:bob".to_string(), "webhook:first".to_string()],
-                vec!["webhook:ethereum".to_string()],
+                vec!["alice=webhook:polygon".to_string()],
+                first_routes,
+                vec!["alice=webhook:ethereum".to_string()],
             ]
         );
     }

@@ -125,20 +125,15 @@ fn slot_of(value: &Value) -> u64 {
 /// capture holds tens of thousands of notifications).
 fn slot_of_text(text: &str) -> u64 {
     #[derive(serde::Deserialize)]
-    struct Context {
-        #[serde(default)]
-        slot: Option<Value>,
-    }
-    #[derive(serde::Deserialize)]
     struct Slotted {
         #[serde(default)]
         slot: Option<Value>,
         #[serde(default)]
-        context: Option<Context>,
+        context: Option<Value>,
     }
     let Ok(slotted) = serde_json::from_str::<Slotted>(text) else { return 0 };
-    let context_slot = slotted.context.and_then(|context| context.slot);
-    slotted.slot.as_ref().and_then(Value::as_u64).or_else(|| context_slot.as_ref().and_then(Value::as_u64)).unwrap_or(0)
+    let context_slot = slotted.context.as_ref().and_then(|context| context.get("slot")).and_then(Value::as_u64);
+    slotted.slot.as_ref().and_then(Value::as_u64).or(context_slot).unwrap_or(0)
 }
 
 impl ReplayNode {
@@ -740,6 +735,7 @@ mod tests {
             r#"{"context": {"slot": 7, "apiVersion": "2.0"}, "value": {"signature": "x", "logs": ["a"]}}"#,
             r#"{"slot": "five", "context": {"slot": 9}}"#,
             r#"{"value": {"slot": 11}}"#,
+            r#"{"slot": 5, "context": 0}"#,
             "not json",
         ] {
             let parsed = serde_json::from_str::<Value>(text).map_or(0, |value| slot_of(&value));

@@ -134,12 +134,21 @@ impl<'de> Deserialize<'de> for RawAccountKey {
             }
 
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawAccountKey, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(field_identifier, rename_all = "lowercase")]
+                enum Field {
+                    Pubkey,
+                    #[serde(other)]
+                    Other,
+                }
                 let mut pubkey = None;
-                while let Some(field) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    if field == "pubkey" && pubkey.is_none() {
-                        pubkey = Some(map.next_value::<WalletAddress>()?);
-                    } else {
-                        map.next_value::<serde::de::IgnoredAny>()?;
+                while let Some(field) = map.next_key::<Field>()? {
+                    match field {
+                        // A repeated field: the last one stands, as in a JSON object read whole.
+                        Field::Pubkey => pubkey = Some(map.next_value::<WalletAddress>()?),
+                        Field::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
                     }
                 }
                 pubkey.map(RawAccountKey).ok_or_else(|| serde::de::Error::missing_field("pubkey"))

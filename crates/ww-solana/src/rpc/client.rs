@@ -195,7 +195,12 @@ impl CallResult for TransactionText {
     }
 
     fn to_value(&self) -> Value {
-        serde_json::from_str(self.get()).unwrap_or(Value::Null)
+        serde_json::from_str(self.get()).unwrap_or_else(|error| {
+            // Only a reply nested deeper than serde_json's tree limit: the
+            // capture holds its text as a string rather than losing it.
+            tracing::warn!(error = %error, "a reply's text could not be parsed for the capture; recorded as a string");
+            Value::String(self.get().to_string())
+        })
     }
 }
 
