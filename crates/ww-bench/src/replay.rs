@@ -238,9 +238,10 @@ impl ReplayNode {
         let started = Instant::now();
         let mut decoded = 0u64;
         for (signature, text) in &self.state.answers.transactions {
-            let (Ok(signature), Ok(reply)) =
-                (ww_core::Signature::parse(signature), serde_json::from_str::<Box<serde_json::value::RawValue>>(text))
-            else {
+            let (Ok(signature), Ok(reply)) = (
+                ww_core::Signature::parse(signature),
+                serde_json::from_str::<ww_solana::rpc::client::TransactionText>(text),
+            ) else {
                 continue;
             };
             if ww_solana::decode::decode_transaction(&signature, &reply, |wallet| tracked.contains(wallet), provenance)

@@ -26,7 +26,7 @@ use serde_json::Value;
 use ww_core::{Commitment, Signature};
 
 use crate::error::RpcError;
-use crate::rpc::client::{BatchFailure, CallResult, RpcClient, TransactionText, transaction_params};
+use crate::rpc::client::{BatchFailure, RpcClient, TransactionText, transaction_found, transaction_params};
 
 /// Why a transaction could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -196,9 +196,7 @@ async fn send_batch(client: &RpcClient, commitment: Commitment, refusal: &Refusa
                         // No reply of its own in the batch: asked again alone.
                         Err(RpcError::Malformed { .. }) => singles.push(pending),
                         outcome => {
-                            let _ = pending
-                                .reply
-                                .send(outcome.map(|result| Some(result).filter(|text| !CallResult::is_null(text))));
+                            let _ = pending.reply.send(outcome.map(transaction_found));
                         }
                     }
                 }

@@ -419,17 +419,12 @@ impl RpcClient {
     /// [`MAX_CALL_ATTEMPTS`] times with exponential backoff, honouring
     /// `Retry-After`.
     pub async fn call<T: DeserializeOwned>(&self, method: &'static str, params: Value) -> Result<T, RpcError> {
-        decode_result(method, self.call_value(method, params).await?)
+        decode_result(method, self.call_result::<Value>(method, params).await?)
     }
 
-    /// [`RpcClient::call`] returning the `result` as it was parsed (no
-    /// second pass over a large reply).
-    pub async fn call_value(&self, method: &'static str, params: Value) -> Result<Value, RpcError> {
-        self.retrying(method, || self.call_limited(method, params.clone()), |error| Some(error)).await
-    }
-
-    /// [`RpcClient::call`] returning the `result` as its JSON text.
-    async fn call_text(&self, method: &'static str, params: Value) -> Result<TransactionText, RpcError> {
+    /// [`RpcClient::call`] returning the `result` as read: a parsed
+    /// [`Value`], or its JSON text ([`TransactionText`]).
+    async fn call_result<R: CallResult>(&self, method: &'static str, params: Value) -> Result<R, RpcError> {
         self.retrying(method, || self.call_limited(method, params.clone()), |error| Some(error)).await
     }
 
@@ -831,9 +826,15 @@ impl RpcClient {
         signature: &Signature,
         commitment: Commitment,
     ) -> Result<Option<TransactionText>, RpcError> {
-        let result = self.call_text("getTransaction", transaction_params(signature, commitment)).await?;
-        Ok(Some(result).filter(|result| !result.is_null()))
+        let result = self.call_result("getTransaction", transaction_params(signature, commitment)).await?;
+        Ok(transaction_found(result))
     }
+}
+
+/// A `getTransaction` result, or `None` for `null`: the node does not have
+/// the transaction (yet).
+pub(crate) fn transaction_found(result: TransactionText) -> Option<TransactionText> {
+    Some(result).filter(|text| !CallResult::is_null(text))
 }
 
 /// Decodes a call's `result` into what the method returns (a mismatch is
