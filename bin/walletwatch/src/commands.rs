@@ -1109,7 +1109,24 @@ async fn replay(
     let (header, records) =
         ww_solana::capture::CaptureReader::open(file).map_err(|error| Failure::Usage(anyhow!(error)))?;
     let shutdown = crate::signals::install().map_err(Failure::Runtime)?;
-    let report = ww_bench::replay::run(config, &header, records, speed, sandbox, shutdown).await?;
+    // The daemon's metrics, as `walletwatch run` records them: the report's
+    // per-stage times are read from them.
+    let metrics = crate::telemetry::install_metrics().map_err(Failure::Runtime)?;
+    // Histogram samples wait in buffers until an upkeep folds them in.
+    let upkeep = {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                metrics.run_upkeep();
+            }
+        })
+    };
+    let render = || metrics.render();
+    let report = ww_bench::replay::run(config, &header, records, speed, sandbox, Some(&render), shutdown).await;
+    upkeep.abort();
+    let report = report?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|error| Failure::Runtime(error.into()))?);
     } else {
@@ -1124,6 +1141,13 @@ async fn replay(
         );
         println!("CPU {:.2} s, peak memory {:.0} MiB", report.cpu_seconds, report.peak_memory_mib);
         println!("JSON-RPC: {} calls in {} HTTP requests", report.rpc_calls, report.rpc_requests);
+        println!("where the time went (busy: summed durations, share: of the {:.2} s):", report.seconds);
+        for stage in &report.stages {
+            println!(
+                "  {:<13} {:>9} units, busy {:>7.3} s, mean {:>8.3} ms, share {:>5.2}",
+                stage.stage, stage.count, stage.busy_seconds, stage.mean_ms, stage.busy_share
+            );
+        }
         println!(
             "baseline: the same transactions parsed and decoded in one thread, no network or store: {:.0} transactions/s",
             report.baseline_decode_transactions_per_second

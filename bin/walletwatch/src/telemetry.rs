@@ -27,6 +27,12 @@ pub(crate) fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::P
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
         .map_err(|error| anyhow::anyhow!("configuring metrics: {error}"))?
+        // An exact name is matched before a suffix.
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(ww_core::metric::PIPELINE_STAGE_SECONDS.into()),
+            &ww_core::metric::STAGE_BUCKETS,
+        )
+        .map_err(|error| anyhow::anyhow!("configuring metrics: {error}"))?
         .install_recorder()
         .map_err(|error| anyhow::anyhow!("installing the metrics recorder: {error}"))?;
     let catalogs: [&[ww_core::metric::MetricSpec]; 5] = [

@@ -90,6 +90,18 @@ async fn a_replayed_capture_stores_exactly_the_live_events_once() {
     let replayed_events = stored_events(replayed.path());
     assert_eq!(essence(&replayed_events), essence(&live_events), "the replay differs from the live run: {first}");
     assert!(first["transactions"].as_u64().is_some_and(|transactions| transactions > 0), "{first}");
+    // Where the time went: every stage the replayed events went through did
+    // work, and no more transactions were decoded than were fetched.
+    let stage = |name: &str| {
+        first["stages"].as_array().and_then(|stages| stages.iter().find(|stage| stage["stage"] == name)).cloned()
+    };
+    for name in ["pubsub_parse", "rpc_request", "decode", "routing", "store_commit", "publish"] {
+        let found = stage(name).unwrap_or_else(|| panic!("no {name} stage: {first}"));
+        assert!(found["count"].as_u64().is_some_and(|count| count > 0), "{name} did no work: {first}");
+        assert!(found["busy_seconds"].as_f64().is_some_and(|seconds| seconds > 0.0), "{name}: {first}");
+    }
+    let decoded = stage("decode").and_then(|decode| decode["count"].as_u64()).unwrap_or(0);
+    assert!(decoded <= first["rpc_calls"].as_u64().unwrap_or(0), "{first}");
 
     let second = replay(replayed.path(), &capture);
     assert_eq!(second["events"], 0, "a second replay stored events: {second}");

@@ -23,6 +23,8 @@ pub const EVENTS_PROCESSED_TOTAL: &str = "ww_events_processed_total";
 pub const DUPLICATES_DROPPED_TOTAL: &str = "ww_duplicates_dropped_total";
 /// Histogram: seconds from the first notification to the stored event (origin live).
 pub const DETECTION_LATENCY_SECONDS: &str = "ww_detection_latency_seconds";
+/// Histogram: seconds per unit of work in each pipeline stage. Labels: `stage`.
+pub use ww_core::metric::PIPELINE_STAGE_SECONDS;
 
 // The outbox (kept current by the daemon).
 /// Gauge: delivery jobs waiting in the outbox.
@@ -75,6 +77,12 @@ pub const METRICS: &[ww_core::metric::MetricSpec] = {
             kind: Histogram,
             help: "Seconds from the first notification to the stored event (live events)",
             labels: &[],
+        },
+        MetricSpec {
+            name: PIPELINE_STAGE_SECONDS,
+            kind: Histogram,
+            help: "Seconds per unit of work in each pipeline stage (a PubSub frame, an RPC request, a transaction, a routed batch, a commit)",
+            labels: &[("stage", ww_core::metric::STAGES)],
         },
         MetricSpec { name: OUTBOX_DEPTH, kind: Gauge, help: "Delivery jobs waiting in the outbox", labels: &[] },
         MetricSpec {

@@ -21,9 +21,11 @@
 //! its alerts and never lost.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
+use ww_core::metric::Stage;
 pub use ww_core::record::RecordError;
 use ww_core::record::{EventRecorder, RecordFuture, RetractFuture};
 use ww_core::store::{CursorMove, NewEvent, RecordOutcome, Retraction, Store, StoreError};
@@ -110,9 +112,10 @@ impl Recorder {
         for event in &mut events {
             event.emitted_at = emitted_at;
         }
-        let batch = Alerting::new_events(self.alerting.as_ref(), &events)
-            .await
-            .map_err(|error| RecordError::Routing(Box::new(error)))?;
+        let routing_started = Instant::now();
+        let batch = Alerting::new_events(self.alerting.as_ref(), &events).await;
+        Stage::Routing.record_since(routing_started);
+        let batch = batch.map_err(|error| RecordError::Routing(Box::new(error)))?;
         self.submit(events, batch, cursor).await
     }
 
@@ -150,10 +153,10 @@ impl Recorder {
                 .is_some_and(|record| record.predates_tracking(event.slot, event.block_time))
         };
         let owed: Vec<ActivityEvent> = events.iter().filter(|event| !predates(event)).cloned().collect();
-        let mut routed = Alerting::new_events(self.alerting.as_ref(), &owed)
-            .await
-            .map_err(|error| RecordError::Routing(Box::new(error)))?
-            .into_iter();
+        let routing_started = Instant::now();
+        let routed = Alerting::new_events(self.alerting.as_ref(), &owed).await;
+        Stage::Routing.record_since(routing_started);
+        let mut routed = routed.map_err(|error| RecordError::Routing(Box::new(error)))?.into_iter();
         let batch: Vec<NewEvent> = events
             .iter()
             .map(|event| {
@@ -337,7 +340,10 @@ async fn commit_group(
         let batch: Vec<NewEvent> = group.iter().flat_map(|request| request.batch.iter().cloned()).collect();
         let cursors: Vec<CursorMove> = group.iter().filter_map(|request| request.cursor.clone()).collect();
         let committing = Arc::clone(store);
+        let commit_started = Instant::now();
         let result = tokio::task::spawn_blocking(move || committing.record_events(&batch, &cursors)).await;
+        Stage::StoreCommit.record_since(commit_started);
+        let publish_started = Instant::now();
         let outcomes = match result {
             Ok(Ok(outcomes)) => outcomes,
             Ok(Err(StoreError::CursorConflict { owner, address, expected, found })) => {
@@ -416,6 +422,7 @@ async fn commit_group(
         for (reply, answered) in replies {
             let _ = reply.send(Ok(answered));
         }
+        Stage::Publish.record_since(publish_started);
         return;
     }
 }

@@ -510,6 +510,28 @@ pub struct ReplayReport {
     /// JSON-RPC calls in those requests (more than the requests when calls
     /// were batched).
     pub rpc_calls: u64,
+    /// Where the time went: each pipeline stage's work during the replay
+    /// (empty when no metrics recorder was installed).
+    pub stages: Vec<StageReport>,
+}
+
+/// One pipeline stage's work during a replay (`ww_pipeline_stage_seconds`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StageReport {
+    /// The stage (`pubsub_parse`, `rpc_request`, `decode`, `routing`,
+    /// `store_commit`, `publish`).
+    pub stage: String,
+    /// Units of work (frames, requests, transactions, routed batches,
+    /// commits).
+    pub count: u64,
+    /// Their summed duration. Units of a stage can run at once (requests
+    /// in flight), so this can exceed the replay's seconds.
+    pub busy_seconds: f64,
+    /// Mean duration of one unit, milliseconds.
+    pub mean_ms: f64,
+    /// `busy_seconds` over the replay's seconds: near 1 for a stage done
+    /// one unit at a time, that stage bounds the throughput.
+    pub busy_share: f64,
 }
 
 fn cpu_seconds() -> f64 {
@@ -596,6 +618,7 @@ pub async fn run(
     records: impl IntoIterator<Item = Result<CaptureRecord, String>>,
     speed: Speed,
     sandbox: Sandbox,
+    metrics: Option<&dyn Fn() -> String>,
     shutdown: CancellationToken,
 ) -> Result<ReplayReport, ww_app::AppError> {
     let rejected = |message: String| ww_app::AppError::Rejected(message);
@@ -659,6 +682,7 @@ pub async fn run(
     let transactions_before = node.transactions_served();
     let rpc_before = node.rpc_counts();
     let cpu_before = cpu_seconds();
+    let stages_before = metrics.map(|render| stage_totals(&render()));
     let started = Instant::now();
     let delivered = node.play(speed).await;
     let played = started.elapsed();
@@ -685,6 +709,10 @@ pub async fn run(
     let finished = last_event.max(last_activity);
     let seconds = finished.saturating_duration_since(started).max(played).as_secs_f64().max(0.001);
     let cpu = cpu_seconds() - cpu_before;
+    let stages = match (metrics, stages_before) {
+        (Some(render), Some(before)) => stage_reports(&before, &stage_totals(&render()), seconds),
+        _ => Vec::new(),
+    };
     let rpc_after = node.rpc_counts();
     stop.cancel();
     let _ = daemon.await;
@@ -713,12 +741,94 @@ pub async fn run(
         baseline_decode_transactions_per_second: baseline,
         rpc_requests: rpc_after.0 - rpc_before.0,
         rpc_calls: rpc_after.1 - rpc_before.1,
+        stages,
     })
+}
+
+/// Each stage's (units of work, seconds) so far, read from a Prometheus
+/// exposition's `ww_pipeline_stage_seconds` `_count` and `_sum` lines.
+fn stage_totals(exposition: &str) -> HashMap<String, (u64, f64)> {
+    let mut totals: HashMap<String, (u64, f64)> = HashMap::new();
+    let prefix = ww_core::metric::PIPELINE_STAGE_SECONDS;
+    for line in exposition.lines() {
+        let Some(rest) = line.strip_prefix(prefix) else { continue };
+        let (is_count, rest) = if let Some(rest) = rest.strip_prefix("_count{") {
+            (true, rest)
+        } else if let Some(rest) = rest.strip_prefix("_sum{") {
+            (false, rest)
+        } else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else { continue };
+        let Some(stage) = labels.split(',').find_map(|label| label.strip_prefix("stage=\"")) else { continue };
+        let stage = stage.trim_end_matches('"').to_string();
+        let Ok(value) = value.trim().parse::<f64>() else { continue };
+        let entry = totals.entry(stage).or_default();
+        if is_count {
+            entry.0 = value as u64;
+        } else {
+            entry.1 = value;
+        }
+    }
+    totals
+}
+
+/// The work each stage did between two readings, in the pipeline's order.
+fn stage_reports(
+    before: &HashMap<String, (u64, f64)>,
+    after: &HashMap<String, (u64, f64)>,
+    seconds: f64,
+) -> Vec<StageReport> {
+    ww_core::metric::STAGES
+        .iter()
+        .map(|stage| {
+            let (count_before, sum_before) = before.get(*stage).copied().unwrap_or_default();
+            let (count_after, sum_after) = after.get(*stage).copied().unwrap_or_default();
+            let count = count_after.saturating_sub(count_before);
+            let busy_seconds = (sum_after - sum_before).max(0.0);
+            StageReport {
+                stage: (*stage).to_string(),
+                count,
+                busy_seconds,
+                mean_ms: if count == 0 { 0.0 } else { busy_seconds * 1000.0 / count as f64 },
+                busy_share: busy_seconds / seconds,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stage_totals_are_read_from_the_exposition_and_differenced() {
+        let before = stage_totals(
+            "# TYPE ww_pipeline_stage_seconds histogram\n\
+             ww_pipeline_stage_seconds_bucket{stage=\"decode\",le=\"0.00001\"} 1\n\
+             ww_pipeline_stage_seconds_sum{stage=\"decode\"} 0.5\n\
+             ww_pipeline_stage_seconds_count{stage=\"decode\"} 10\n\
+             ww_pipeline_stage_seconds_sum{stage=\"store_commit\"} 1\n\
+             ww_pipeline_stage_seconds_count{stage=\"store_commit\"} 2\n\
+             ww_detection_latency_seconds_sum 9\n",
+        );
+        assert_eq!(before.get("decode"), Some(&(10, 0.5)));
+        let after = stage_totals(
+            "ww_pipeline_stage_seconds_sum{stage=\"decode\"} 2.5\n\
+             ww_pipeline_stage_seconds_count{stage=\"decode\"} 1010\n\
+             ww_pipeline_stage_seconds_sum{stage=\"store_commit\"} 4\n\
+             ww_pipeline_stage_seconds_count{stage=\"store_commit\"} 32\n",
+        );
+        let reports = stage_reports(&before, &after, 4.0);
+        let names: Vec<&str> = reports.iter().map(|report| report.stage.as_str()).collect();
+        assert_eq!(names, ww_core::metric::STAGES);
+        let decode = &reports[2];
+        assert_eq!((decode.count, decode.busy_seconds), (1000, 2.0));
+        assert!((decode.mean_ms - 2.0).abs() < 1e-9);
+        let commit = &reports[4];
+        assert_eq!((commit.count, commit.busy_seconds, commit.busy_share), (30, 3.0, 0.75));
+        assert_eq!(reports[0].count, 0, "a stage with no series did no work");
+    }
 
     #[test]
     fn speeds_parse() {

@@ -51,6 +51,65 @@ impl MetricSpec {
     }
 }
 
+/// Histogram: seconds each unit of work spent in a stage of the pipeline.
+/// Labels: `stage` (one of [`STAGES`]). Its sums over an interval, next to
+/// the interval, say where the time goes: a serial stage whose sum nears
+/// the interval is the bound.
+pub const PIPELINE_STAGE_SECONDS: &str = "ww_pipeline_stage_seconds";
+
+/// The pipeline's stages, in the order an event meets them.
+pub const STAGES: &[&str] = &[
+    Stage::PubsubParse.as_str(),
+    Stage::RpcRequest.as_str(),
+    Stage::Decode.as_str(),
+    Stage::Routing.as_str(),
+    Stage::StoreCommit.as_str(),
+    Stage::Publish.as_str(),
+];
+
+/// Bucket bounds for [`PIPELINE_STAGE_SECONDS`]: 10 µs to 5 s (a frame is
+/// parsed in microseconds, a commit of thousands takes a tenth of a second).
+pub const STAGE_BUCKETS: [f64; 13] =
+    [0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 5.0];
+
+/// A stage of the pipeline timed by [`PIPELINE_STAGE_SECONDS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Parsing one Solana PubSub frame.
+    PubsubParse,
+    /// One Solana JSON-RPC HTTP request, sent to its reply read (a batch
+    /// counts once), whatever its outcome.
+    RpcRequest,
+    /// Decoding one Solana transaction into the tracked wallets' events.
+    Decode,
+    /// Matching one recorded batch of events to their subscriptions.
+    Routing,
+    /// One group commit of the store (events, keys, outbox jobs, cursors).
+    StoreCommit,
+    /// After a commit: handing its events to the fan-out and the log, and
+    /// answering its requests.
+    Publish,
+}
+
+impl Stage {
+    /// The `stage` label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Stage::PubsubParse => "pubsub_parse",
+            Stage::RpcRequest => "rpc_request",
+            Stage::Decode => "decode",
+            Stage::Routing => "routing",
+            Stage::StoreCommit => "store_commit",
+            Stage::Publish => "publish",
+        }
+    }
+
+    /// Records the time since `started` as one unit of this stage's work.
+    pub fn record_since(self, started: std::time::Instant) {
+        metrics::histogram!(PIPELINE_STAGE_SECONDS, "stage" => self.as_str()).record(started.elapsed().as_secs_f64());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

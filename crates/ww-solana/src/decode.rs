@@ -168,6 +168,21 @@ pub struct Provenance {
     pub received_at: SystemTime,
 }
 
+/// [`decode_transaction`], timed as the pipeline's decode stage
+/// (`ww_pipeline_stage_seconds{stage="decode"}`): what the live path, the
+/// history walks and the backfill call.
+pub(crate) fn decode_timed(
+    signature: &Signature,
+    reply: &RawValue,
+    is_tracked: impl Fn(&WalletAddress) -> bool,
+    provenance: Provenance,
+) -> Result<Vec<ActivityEvent>, DecodeError> {
+    let started = std::time::Instant::now();
+    let decoded = decode_transaction(signature, reply, is_tracked, provenance);
+    ww_core::metric::Stage::Decode.record_since(started);
+    decoded
+}
+
 /// Decodes a jsonParsed `getTransaction` reply (its JSON text) into one
 /// event per tracked wallet it touches (in account-key order, then token
 /// owners). Only the fields used are read; the rest of the text (parsed

@@ -27,7 +27,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::decode::{DecodeError, Provenance, decode_transaction};
+use crate::decode::{DecodeError, Provenance, decode_timed};
 pub use crate::history::HistoryRange;
 use crate::history::list_signatures;
 use crate::resolve::{FetchError, TransactionFetcher};
@@ -367,7 +367,7 @@ impl CatchUp {
             Ok(reply) => {
                 let provenance =
                     Provenance { origin: walk.origin, received_at: walk.received_at.unwrap_or_else(SystemTime::now) };
-                match decode_transaction(&entry.signature, reply, |wallet| tracked.contains(wallet), provenance) {
+                match decode_timed(&entry.signature, reply, |wallet| tracked.contains(wallet), provenance) {
                     Ok(events) => return Ok(Some(events)),
                     Err(error) => {
                         metrics::counter!(crate::metrics::DECODE_ERRORS_TOTAL, "reason" => error.reason_label())

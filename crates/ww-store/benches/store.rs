@@ -6,6 +6,9 @@
 //! - `record_events`, 1 event per durable commit (the unbatched path);
 //! - baseline: raw redb inserts of the same JSON bytes, 100 per durable commit
 //!   (the floor: one table, no dedup key, no index, no outbox, no counters);
+//! - `record_events` at the live pipeline's size under load (4 096 events a
+//!   commit, no routes, 200 wallets, to 40 960 events) next to raw redb with
+//!   the same JSON encoding and commits;
 //! - `WalletAddress::parse` next to a bare `bs58` decode.
 //!
 //! The machine is shared and noisy: compare ratios, not absolute figures.
@@ -76,6 +79,54 @@ fn bench_record_events(batch: u64) -> f64 {
     median(samples)
 }
 
+/// The live pipeline under load: commits of [`LIVE_BATCH`] events for 200
+/// wallets with no routes (as `walletwatch replay` stores them), into a
+/// store that grows to [`LIVE_EVENTS`] events. Returns (walletwatch, raw
+/// redb with the same JSON bytes and commit sizes) events/s.
+fn bench_live_commits() -> (f64, f64) {
+    const LIVE_EVENTS: u64 = 40_960;
+    const LIVE_BATCH: usize = 4_096;
+    const TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("raw");
+    let live_event = |index: u64| {
+        let wallet = WalletAddress::parse(&bs58::encode([(index % 200) as u8 + 1; 32]).into_string()).expect("valid");
+        let event = ww_test_utils::sample_event(&wallet, ww_test_utils::signature_from_seed(index), index);
+        NewEvent { event, routes: Vec::new(), allows_before_tracking: false }
+    };
+    let events: Vec<NewEvent> = (0..LIVE_EVENTS).map(live_event).collect();
+    let mut ours = Vec::new();
+    let mut raw = Vec::new();
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RedbStore::open_in_dir(dir.path()).expect("open");
+        for new_event in &events[..200] {
+            let request =
+                ww_core::store::TrackRequest::new(ww_core::Chain::SOLANA, new_event.event.wallet.clone(), "bench");
+            store.track_wallet(&request, UnixMillis(0)).expect("track");
+        }
+        let started = Instant::now();
+        for chunk in events.chunks(LIVE_BATCH) {
+            store.record_events(chunk, &[]).expect("record");
+        }
+        ours.push(rate(LIVE_EVENTS, started.elapsed()));
+
+        let database = Database::create(dir.path().join("raw.redb")).expect("create");
+        let started = Instant::now();
+        for (chunk_index, chunk) in events.chunks(LIVE_BATCH).enumerate() {
+            let write = database.begin_write().expect("write");
+            {
+                let mut table = write.open_table(TABLE).expect("table");
+                for (offset, new_event) in chunk.iter().enumerate() {
+                    let payload = serde_json::to_vec(&new_event.event).expect("json");
+                    table.insert((chunk_index * LIVE_BATCH + offset) as u64, payload.as_slice()).expect("insert");
+                }
+            }
+            write.commit().expect("commit");
+        }
+        raw.push(rate(LIVE_EVENTS, started.elapsed()));
+    }
+    (median(ours), median(raw))
+}
+
 fn bench_raw_redb(batch: u64) -> f64 {
     const TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("raw");
     let samples = (0..RUNS)
@@ -144,6 +195,9 @@ fn main() {
     println!("{:<52} {:>12.0} {:>10.2}", "baseline: raw redb insert, 100 per commit", baseline, 1.0);
     println!("{:<52} {:>12.0} {:>10.2}", "record_events, 100 per commit", batched, batched / baseline);
     println!("{:<52} {:>12.0} {:>10.2}", "record_events, 1 per commit", unbatched, unbatched / baseline);
+    let (live, live_raw) = bench_live_commits();
+    println!("{:<52} {:>12.0} {:>10.2}", "baseline: raw redb, 4096 per commit, to 40 960", live_raw, 1.0);
+    println!("{:<52} {:>12.0} {:>10.2}", "record_events, 4096 per commit, to 40 960, no routes", live, live / live_raw);
     let (parse, bs58_raw) = bench_parse();
     println!("{:<52} {:>12} {:>10}", "case", "parses/s", "vs bs58");
     println!("{:<52} {:>12.0} {:>10.2}", "baseline: bs58::decode into_vec", bs58_raw, 1.0);

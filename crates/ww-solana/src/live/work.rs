@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::balance_rounds::{AccountToRead, RoundReport};
-use crate::decode::{DecodeError, Provenance, decode_transaction};
+use crate::decode::{DecodeError, Provenance, decode_timed};
 use crate::walk::{CatchUpError, CatchUpReport, Walk};
 use tracing::{debug, error, info, warn};
 use ww_core::record::EventRecorder;
@@ -120,8 +120,7 @@ impl Pipeline {
             let reply = fetcher.fetch_shared(&signature).await;
             let outcome = match reply.as_ref() {
                 Err(error) => FetchOutcome::FetchFailed(error.to_string()),
-                Ok(reply) => match decode_transaction(&signature, reply, |wallet| tracked.contains(wallet), provenance)
-                {
+                Ok(reply) => match decode_timed(&signature, reply, |wallet| tracked.contains(wallet), provenance) {
                     Ok(events) => FetchOutcome::Events(events),
                     Err(error) => FetchOutcome::DecodeFailed(error),
                 },
@@ -660,7 +659,7 @@ async fn retry_unresolved(
     let decoded = match reply.as_ref() {
         Ok(reply) => {
             let provenance = Provenance { origin: Origin::Backfill, received_at: SystemTime::now() };
-            decode_transaction(&entry.signature, reply, |wallet| tracked.contains(wallet), provenance)
+            decode_timed(&entry.signature, reply, |wallet| tracked.contains(wallet), provenance)
                 .map_err(|error| error.to_string())
         }
         Err(error) => Err(error.to_string()),

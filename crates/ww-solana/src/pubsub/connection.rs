@@ -524,7 +524,10 @@ async fn run_session(
                     Message::Close(frame) => return SessionEnd::Lost(format!("server sent close: {frame:?}")),
                     Message::Binary(_) | Message::Ping(_) | Message::Frame(_) => continue,
                 };
-                let parsed = match parse_frame(text.as_str()) {
+                let parse_started = std::time::Instant::now();
+                let parsed = parse_frame(text.as_str());
+                ww_core::metric::Stage::PubsubParse.record_since(parse_started);
+                let parsed = match parsed {
                     Ok(parsed) => parsed,
                     Err(error) => {
                         metrics::counter!(m::PUBSUB_DECODE_ERRORS_TOTAL).increment(1);

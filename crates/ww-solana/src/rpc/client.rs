@@ -652,6 +652,13 @@ impl RpcClient {
 
     /// Posts `body` to the current endpoint and reads its reply's bytes.
     async fn post_bytes(&self, method: &'static str, body: &Value) -> Result<Vec<u8>, RpcError> {
+        let started = std::time::Instant::now();
+        let reply = self.post_bytes_untimed(method, body).await;
+        ww_core::metric::Stage::RpcRequest.record_since(started);
+        reply
+    }
+
+    async fn post_bytes_untimed(&self, method: &'static str, body: &Value) -> Result<Vec<u8>, RpcError> {
         let (url, label) = self.endpoint();
         // reqwest quotes the URL in its errors: keys in it must not reach a log.
         let transport = |source: reqwest::Error| RpcError::Transport {
