@@ -7,8 +7,8 @@
 //! - baseline: raw redb inserts of the same JSON bytes, 100 per durable commit
 //!   (the floor: one table, no dedup key, no index, no outbox, no counters);
 //! - `record_events` at the live pipeline's size under load (4 096 events a
-//!   commit, no routes, 200 wallets, to 40 960 events) next to raw redb with
-//!   the same JSON encoding and commits;
+//!   commit, no routes, 200 wallets, from empty to 40 960 and to 163 840
+//!   events) next to raw redb with the same JSON encoding and commits;
 //! - `WalletAddress::parse` next to a bare `bs58` decode.
 //!
 //! The machine is shared and noisy: compare ratios, not absolute figures.
@@ -79,12 +79,12 @@ fn bench_record_events(batch: u64) -> f64 {
     median(samples)
 }
 
-/// The live pipeline under load: commits of [`LIVE_BATCH`] events for 200
+/// The live pipeline under load: commits of `LIVE_BATCH` events for 200
 /// wallets with no routes (as `walletwatch replay` stores them), into a
-/// store that grows to [`LIVE_EVENTS`] events. Returns (walletwatch, raw
-/// redb with the same JSON bytes and commit sizes) events/s.
-fn bench_live_commits() -> (f64, f64) {
-    const LIVE_EVENTS: u64 = 40_960;
+/// store that grows from empty to `live_events` events. Returns
+/// (walletwatch, raw redb with the same JSON bytes and commit sizes)
+/// events/s.
+fn bench_live_commits(live_events: u64) -> (f64, f64) {
     const LIVE_BATCH: usize = 4_096;
     const TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("raw");
     let live_event = |index: u64| {
@@ -92,7 +92,7 @@ fn bench_live_commits() -> (f64, f64) {
         let event = ww_test_utils::sample_event(&wallet, ww_test_utils::signature_from_seed(index), index);
         NewEvent { event, routes: Vec::new(), allows_before_tracking: false }
     };
-    let events: Vec<NewEvent> = (0..LIVE_EVENTS).map(live_event).collect();
+    let events: Vec<NewEvent> = (0..live_events).map(live_event).collect();
     let mut ours = Vec::new();
     let mut raw = Vec::new();
     for _ in 0..3 {
@@ -107,7 +107,7 @@ fn bench_live_commits() -> (f64, f64) {
         for chunk in events.chunks(LIVE_BATCH) {
             store.record_events(chunk, &[]).expect("record");
         }
-        ours.push(rate(LIVE_EVENTS, started.elapsed()));
+        ours.push(rate(live_events, started.elapsed()));
 
         let database = Database::create(dir.path().join("raw.redb")).expect("create");
         let started = Instant::now();
@@ -122,7 +122,7 @@ fn bench_live_commits() -> (f64, f64) {
             }
             write.commit().expect("commit");
         }
-        raw.push(rate(LIVE_EVENTS, started.elapsed()));
+        raw.push(rate(live_events, started.elapsed()));
     }
     (median(ours), median(raw))
 }
@@ -195,9 +195,16 @@ fn main() {
     println!("{:<52} {:>12.0} {:>10.2}", "baseline: raw redb insert, 100 per commit", baseline, 1.0);
     println!("{:<52} {:>12.0} {:>10.2}", "record_events, 100 per commit", batched, batched / baseline);
     println!("{:<52} {:>12.0} {:>10.2}", "record_events, 1 per commit", unbatched, unbatched / baseline);
-    let (live, live_raw) = bench_live_commits();
-    println!("{:<52} {:>12.0} {:>10.2}", "baseline: raw redb, 4096 per commit, to 40 960", live_raw, 1.0);
-    println!("{:<52} {:>12.0} {:>10.2}", "record_events, 4096 per commit, to 40 960, no routes", live, live / live_raw);
+    for size in [40_960, 163_840] {
+        let (live, live_raw) = bench_live_commits(size);
+        println!("{:<52} {:>12.0} {:>10.2}", format!("baseline: raw redb, 4096 per commit, to {size}"), live_raw, 1.0);
+        println!(
+            "{:<52} {:>12.0} {:>10.2}",
+            format!("record_events, 4096 per commit, to {size}"),
+            live,
+            live / live_raw
+        );
+    }
     let (parse, bs58_raw) = bench_parse();
     println!("{:<52} {:>12} {:>10}", "case", "parses/s", "vs bs58");
     println!("{:<52} {:>12.0} {:>10.2}", "baseline: bs58::decode into_vec", bs58_raw, 1.0);

@@ -2,9 +2,10 @@
 //! `walletwatch store migrate`.
 
 use redb::{ReadableDatabase as _, ReadableTable as _};
+use ww_core::StoredEvent;
 use ww_core::store::{StoreError, StoreRow};
 
-use crate::codec::{decode, read_u64, storage_error, table_error, transaction_error};
+use crate::codec::{decode, event_key, read_u64, storage_error, table_error, transaction_error};
 use crate::tables::{
     API_TOKENS, BALANCE_HISTORY, BALANCES, CURSORS, DEAD_LETTERS, EVENT_KEYS, EVENTS, META, META_NEXT_OUTBOX_ID,
     META_NEXT_SEQ, META_RUNTIME_STATS, META_WALLETS_VERSION, OUTBOX, RETRACTIONS, SETTINGS, SUBSCRIPTIONS, UNRESOLVED,
@@ -13,7 +14,8 @@ use crate::tables::{
 
 impl crate::RedbStore {
     /// Hands every row to `sink`, from one read snapshot: counters first,
-    /// then each table in key order.
+    /// then each table in key order (the exactly-once keys in the order of
+    /// their events).
     pub fn export_rows(&self, mut sink: impl FnMut(StoreRow) -> Result<(), StoreError>) -> Result<(), StoreError> {
         let read = self.database().begin_read().map_err(transaction_error)?;
         {
@@ -51,14 +53,17 @@ impl crate::RedbStore {
         for entry in read.open_table(EVENTS).map_err(table_error)?.iter().map_err(storage_error)? {
             sink(StoreRow::Event(decode("events", entry.map_err(storage_error)?.1.value())?))?;
         }
-        for entry in read.open_table(EVENT_KEYS).map_err(table_error)?.iter().map_err(storage_error)? {
-            let (key, value) = entry.map_err(storage_error)?;
-            let (wallet, signature) = key.value();
-            sink(StoreRow::EventKey {
-                wallet: wallet.to_string(),
-                signature: signature.to_string(),
-                seq: value.value(),
-            })?;
+        // The keys are digests: each is written out as the pair it stands
+        // for, read from the event it names (a key is written with its
+        // event and released only when that event is retracted).
+        let event_keys = read.open_table(EVENT_KEYS).map_err(table_error)?;
+        for entry in read.open_table(EVENTS).map_err(table_error)?.iter().map_err(storage_error)? {
+            let stored: StoredEvent = decode("events", entry.map_err(storage_error)?.1.value())?;
+            let wallet = stored.event.wallet_id().key().into_owned();
+            let digest = event_key(&wallet, stored.event.signature.as_str());
+            if event_keys.get(digest).map_err(storage_error)?.is_some_and(|seq| seq.value() == stored.seq.0) {
+                sink(StoreRow::EventKey { wallet, signature: stored.event.signature.to_string(), seq: stored.seq.0 })?;
+            }
         }
         for entry in read.open_table(RETRACTIONS).map_err(table_error)?.iter().map_err(storage_error)? {
             let (key, value) = entry.map_err(storage_error)?;

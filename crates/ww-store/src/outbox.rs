@@ -8,7 +8,7 @@ use ww_core::alert::DestinationId;
 use ww_core::store::{DeadLetter, JobKind, JobSelection, OutboxJob, Retraction, RetractionsSince, StoreError};
 use ww_core::time::UnixMillis;
 
-use crate::codec::{commit_error, decode, encode, read_u64, storage_error, table_error, transaction_error};
+use crate::codec::{commit_error, decode, encode, event_key, read_u64, storage_error, table_error, transaction_error};
 use crate::tables::{
     DEAD_LETTERS, EVENT_KEYS, EVENTS, META, META_NEXT_OUTBOX_ID, META_NEXT_SEQ, OUTBOX, OUTBOX_BY_DESTINATION,
     RETRACTIONS,
@@ -57,7 +57,7 @@ pub(crate) fn retract_events(
             log.insert(next_retraction, (stored.seq.0, newest_event)).map_err(storage_error)?;
             next_retraction += 1;
             let wallet_key = stored.event.wallet_id().key().into_owned();
-            let key = (wallet_key.as_str(), stored.event.signature.as_str());
+            let key = event_key(&wallet_key, stored.event.signature.as_str());
             // Release the key only if it still names this event.
             if event_keys.get(key).map_err(storage_error)?.is_some_and(|seq| seq.value() == stored.seq.0) {
                 event_keys.remove(key).map_err(storage_error)?;

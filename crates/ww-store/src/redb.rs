@@ -28,7 +28,8 @@ use ww_core::wallet::{SubscriptionStatus, TrackOutcome, UntrackOutcome, WalletRe
 use ww_core::{EventSeq, Position, Signature, StoredEvent, WalletAddress, WalletId};
 
 use crate::codec::{
-    commit_error, decode, encode, is_disk_full, read_u64, read_wallet, storage_error, table_error, transaction_error,
+    commit_error, decode, encode, event_key, is_disk_full, read_u64, read_wallet, storage_error, table_error,
+    transaction_error,
 };
 use crate::tables::{
     BALANCE_HISTORY, BALANCES, CURSORS, EVENT_KEYS, EVENTS, META, META_NEXT_OUTBOX_ID, META_NEXT_SEQ,
@@ -394,13 +395,14 @@ impl Store for RedbStore {
                     continue;
                 }
                 let key = (wallet_key.as_str(), event.signature.as_str());
-                if event_keys.get(key).map_err(storage_error)?.is_some() {
+                let digest = event_key(key.0, key.1);
+                if event_keys.get(digest).map_err(storage_error)?.is_some() {
                     outcomes.push(RecordOutcome::Duplicate);
                     continue;
                 }
                 let seq = EventSeq(next_seq);
                 next_seq += 1;
-                event_keys.insert(key, seq.0).map_err(storage_error)?;
+                event_keys.insert(digest, seq.0).map_err(storage_error)?;
                 unresolved.remove(key).map_err(storage_error)?;
                 let stored = StoredEvent::new(seq, event.clone());
                 stored_events.insert(seq.0, encode(&stored)?.as_slice()).map_err(storage_error)?;
@@ -446,7 +448,7 @@ impl Store for RedbStore {
         let read = self.database.begin_read().map_err(transaction_error)?;
         let event_keys = read.open_table(EVENT_KEYS).map_err(table_error)?;
         Ok(event_keys
-            .get((&*wallet.key(), signature.as_str()))
+            .get(event_key(&wallet.key(), signature.as_str()))
             .map_err(storage_error)?
             .map(|seq| EventSeq(seq.value())))
     }
@@ -454,7 +456,7 @@ impl Store for RedbStore {
     fn is_seen(&self, wallet: &WalletId, signature: &Signature) -> Result<bool, StoreError> {
         let read = self.database.begin_read().map_err(transaction_error)?;
         let event_keys = read.open_table(EVENT_KEYS).map_err(table_error)?;
-        Ok(event_keys.get((&*wallet.key(), signature.as_str())).map_err(storage_error)?.is_some())
+        Ok(event_keys.get(event_key(&wallet.key(), signature.as_str())).map_err(storage_error)?.is_some())
     }
 
     fn known_transactions(
@@ -469,7 +471,7 @@ impl Store for RedbStore {
         let wallet_key = wallet.key();
         for signature in signatures {
             let key = (&*wallet_key, signature.as_str());
-            if event_keys.get(key).map_err(storage_error)?.is_some() {
+            if event_keys.get(event_key(key.0, key.1)).map_err(storage_error)?.is_some() {
                 known.insert(signature.clone(), KnownTransaction::Stored);
             } else if let Some(bytes) = unresolved.get(key).map_err(storage_error)? {
                 let entry: UnresolvedTransaction = decode("unresolved", bytes.value())?;

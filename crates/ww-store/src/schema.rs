@@ -16,11 +16,12 @@ use ww_core::store::{OutboxJob, StoreError};
 use ww_core::wallet::WalletRecord;
 use ww_core::{Position, StoredEvent};
 
-use crate::codec::{commit_error, decode, encode, read_u64, storage_error, table_error, transaction_error};
+use crate::codec::{commit_error, decode, encode, event_key, read_u64, storage_error, table_error, transaction_error};
 use crate::tables::{
-    API_TOKENS, BALANCE_HISTORY, BALANCES, CURSORS, DEAD_LETTERS, EVENT_KEYS, EVENTS, LEGACY_CURSORS, LEGACY_SEEN,
-    LEGACY_SEEN_BY_EXPIRY, META, META_NEXT_SEQ, META_SCHEMA_VERSION, OUTBOX, OUTBOX_BY_DESTINATION, RETRACTIONS,
-    SCHEMA_VERSION, SETTINGS, SUBSCRIPTIONS, UNRESOLVED, USER_SUBSCRIPTIONS, WALLET_EVENTS, WALLETS,
+    API_TOKENS, BALANCE_HISTORY, BALANCES, CURSORS, DEAD_LETTERS, EVENT_KEYS, EVENTS, LEGACY_CURSORS,
+    LEGACY_EVENT_KEYS, LEGACY_SEEN, LEGACY_SEEN_BY_EXPIRY, META, META_NEXT_SEQ, META_SCHEMA_VERSION, OUTBOX,
+    OUTBOX_BY_DESTINATION, RETRACTIONS, SCHEMA_VERSION, SETTINGS, SUBSCRIPTIONS, UNRESOLVED, USER_SUBSCRIPTIONS,
+    WALLET_EVENTS, WALLETS,
 };
 
 /// Brings the file at `path` (opened as `database`) to [`SCHEMA_VERSION`]:
@@ -44,7 +45,7 @@ pub(crate) fn initialize(database: &redb::Database, path: &str) -> Result<Option
                 supported: SCHEMA_VERSION,
             });
         }
-        Some(version @ 1..=6) => {
+        Some(version @ 1..=7) => {
             let mut step = version;
             while step < u64::from(SCHEMA_VERSION) {
                 match step {
@@ -53,7 +54,8 @@ pub(crate) fn initialize(database: &redb::Database, path: &str) -> Result<Option
                     3 => migrate_3_to_4(&write)?,
                     4 => migrate_4_to_5(&write)?,
                     5 => migrate_5_to_6(&write)?,
-                    _ => migrate_6_to_7(&write)?,
+                    6 => migrate_6_to_7(&write)?,
+                    _ => migrate_7_to_8(&write)?,
                 }
                 step += 1;
             }
@@ -177,7 +179,7 @@ fn migrate_4_to_5(write: &WriteTransaction) -> Result<(), StoreError> {
     let mut token_account_owners: HashMap<String, String> = HashMap::new();
     {
         let events = write.open_table(EVENTS).map_err(table_error)?;
-        let mut event_keys = write.open_table(EVENT_KEYS).map_err(table_error)?;
+        let mut event_keys = write.open_table(LEGACY_EVENT_KEYS).map_err(table_error)?;
         for entry in events.iter().map_err(storage_error)? {
             let (seq, value) = entry.map_err(storage_error)?;
             let stored: StoredEvent = decode("events", value.value())?;
@@ -276,5 +278,23 @@ fn migrate_6_to_7(write: &WriteTransaction) -> Result<(), StoreError> {
         events.insert(stored.seq.0, encode(&stored)?.as_slice()).map_err(storage_error)?;
         log.insert(retraction_seq, (stored.seq.0, newest_event)).map_err(storage_error)?;
     }
+    Ok(())
+}
+
+/// Schema 8 keys exactly-once by a 16-byte digest of the (wallet,
+/// transaction) pair (`codec::event_key`) instead of the pair's text: every
+/// key is carried over with its sequence number, and the text table is
+/// dropped.
+fn migrate_7_to_8(write: &WriteTransaction) -> Result<(), StoreError> {
+    {
+        let legacy = write.open_table(LEGACY_EVENT_KEYS).map_err(table_error)?;
+        let mut digests = write.open_table(EVENT_KEYS).map_err(table_error)?;
+        for entry in legacy.iter().map_err(storage_error)? {
+            let (key, seq) = entry.map_err(storage_error)?;
+            let (wallet, signature) = key.value();
+            digests.insert(event_key(wallet, signature), seq.value()).map_err(storage_error)?;
+        }
+    }
+    write.delete_table(LEGACY_EVENT_KEYS).map_err(table_error)?;
     Ok(())
 }

@@ -114,10 +114,10 @@ pub(crate) fn rewind_to_schema_4(path: &std::path::Path, extra_cursors: &[(Walle
     let mut cursors: Vec<(String, Vec<u8>)> = Vec::new();
     {
         let read = database.begin_read().expect("read");
-        for entry in read.open_table(crate::tables::EVENT_KEYS).expect("keys").iter().expect("iter") {
-            let (key, _) = entry.expect("entry");
-            let (wallet, signature) = key.value();
-            keys.push(format!("{wallet}:{signature}"));
+        for entry in read.open_table(crate::tables::EVENTS).expect("events").iter().expect("iter") {
+            let (_, value) = entry.expect("entry");
+            let stored: ww_core::StoredEvent = serde_json::from_slice(value.value()).expect("json");
+            keys.push(format!("{}:{}", stored.event.wallet, stored.event.signature));
         }
         for entry in read.open_table(crate::tables::CURSORS).expect("cursors").iter().expect("iter") {
             let (key, value) = entry.expect("entry");
@@ -454,4 +454,104 @@ fn a_schema_6_store_files_its_retracted_events_in_the_retraction_log() {
     let next =
         store.retract_events(&[Retraction { seq: seqs[1], routes: Vec::new() }], UnixMillis(50)).expect("retract");
     assert_eq!(next[0].retraction_seq, Some(3));
+}
+
+#[test]
+fn a_schema_7_store_keeps_every_exactly_once_key_as_a_digest() {
+    use redb::{ReadableDatabase as _, ReadableTable as _};
+    use ww_core::store::Retraction;
+    let (dir, store) = open_temp();
+    let wallet = address(1);
+    track(&store, &wallet, "alice");
+    let new_event = |byte: u8| NewEvent {
+        event: event(&wallet, byte, u64::from(byte)),
+        routes: Vec::new(),
+        allows_before_tracking: false,
+    };
+    let outcomes = store.record_events(&[1, 2, 3].map(new_event), &[]).expect("record");
+    let seqs: Vec<ww_core::EventSeq> = outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            RecordOutcome::Inserted(seq) => *seq,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // A retracted event's key is released: its transaction may be stored again.
+    store.retract_events(&[Retraction { seq: seqs[1], routes: Vec::new() }], UnixMillis(40)).expect("retract");
+    drop(store);
+    // Back to schema 7: the keys as (wallet, signature) text.
+    let path = dir.path().join(crate::STORE_FILE_NAME);
+    {
+        let database = redb::Database::create(&path).expect("open raw");
+        let mut keys = Vec::new();
+        {
+            let read = database.begin_read().expect("read");
+            let events = read.open_table(crate::tables::EVENTS).expect("events");
+            for entry in events.iter().expect("iter") {
+                let (_, value) = entry.expect("entry");
+                let stored: ww_core::StoredEvent = serde_json::from_slice(value.value()).expect("json");
+                if !stored.is_retracted() {
+                    keys.push((stored.event.wallet.to_string(), stored.event.signature.to_string(), stored.seq.0));
+                }
+            }
+        }
+        assert_eq!(keys.len(), 2);
+        let write = database.begin_write().expect("write");
+        {
+            let mut legacy = write.open_table(crate::tables::LEGACY_EVENT_KEYS).expect("legacy keys");
+            for (wallet, signature, seq) in &keys {
+                legacy.insert((wallet.as_str(), signature.as_str()), *seq).expect("insert");
+            }
+            write
+                .open_table(crate::tables::META)
+                .expect("meta")
+                .insert(crate::tables::META_SCHEMA_VERSION, 7u64.to_le_bytes().as_slice())
+                .expect("version");
+        }
+        write.delete_table(crate::tables::EVENT_KEYS).expect("drop the digests");
+        write.commit().expect("commit");
+    }
+    let store = RedbStore::open_in_dir(dir.path()).expect("migrates");
+    assert_eq!(store.migrated_from(), Some(7));
+    let id = ww_core::WalletId::solana(wallet.clone());
+    assert_eq!(store.event_seq(&id, &signature(1)).expect("key"), Some(seqs[0]));
+    assert_eq!(store.event_seq(&id, &signature(3)).expect("key"), Some(seqs[2]));
+    assert_eq!(store.event_seq(&id, &signature(2)).expect("key"), None, "released by the retraction");
+    let again = store.record_events(&[1, 2, 3].map(new_event), &[]).expect("record again");
+    assert!(matches!(again[0], RecordOutcome::Duplicate), "{again:?}");
+    assert!(matches!(again[1], RecordOutcome::Inserted(_)), "{again:?}");
+    assert!(matches!(again[2], RecordOutcome::Duplicate), "{again:?}");
+    drop(store);
+    let database = redb::Database::create(&path).expect("open raw");
+    let read = database.begin_read().expect("read");
+    let tables: Vec<String> =
+        read.list_tables().expect("tables").map(|table| redb::TableHandle::name(&table).to_string()).collect();
+    assert!(!tables.contains(&"event_keys".to_string()), "the text keys are dropped: {tables:?}");
+}
+
+#[test]
+fn the_export_writes_each_exactly_once_key_as_its_pair() {
+    use ww_core::store::{Retraction, StoreRow};
+    let (_dir, store) = open_temp();
+    let wallet = address(1);
+    track(&store, &wallet, "alice");
+    let new_event = |byte: u8| NewEvent {
+        event: event(&wallet, byte, u64::from(byte)),
+        routes: Vec::new(),
+        allows_before_tracking: false,
+    };
+    let outcomes = store.record_events(&[1, 2].map(new_event), &[]).expect("record");
+    let RecordOutcome::Inserted(retracted) = outcomes[1] else { panic!("{outcomes:?}") };
+    store.retract_events(&[Retraction { seq: retracted, routes: Vec::new() }], UnixMillis(40)).expect("retract");
+    let mut keys = Vec::new();
+    store
+        .export_rows(|row| {
+            if let StoreRow::EventKey { wallet, signature, seq } = row {
+                keys.push((wallet, signature, seq));
+            }
+            Ok(())
+        })
+        .expect("export");
+    let RecordOutcome::Inserted(kept) = outcomes[0] else { panic!("{outcomes:?}") };
+    assert_eq!(keys, vec![(wallet.to_string(), signature(1).to_string(), kept.0)], "the retracted event's key is gone");
 }
