@@ -1112,7 +1112,8 @@ async fn replay(
     // The daemon's metrics, as `walletwatch run` records them: the report's
     // per-stage times are read from them.
     let metrics = crate::telemetry::install_metrics().map_err(Failure::Runtime)?;
-    // Histogram samples wait in buffers until an upkeep folds them in.
+    // Histogram samples wait in buffers until a render or an upkeep folds
+    // them in: the upkeep bounds their memory during a long replay.
     let upkeep = {
         let metrics = metrics.clone();
         tokio::spawn(async move {

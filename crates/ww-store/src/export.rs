@@ -1,7 +1,7 @@
 //! Every row of the embedded store, read in one snapshot, for
 //! `walletwatch store migrate`.
 
-use redb::{ReadableDatabase as _, ReadableTable as _};
+use redb::{ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _};
 use ww_core::StoredEvent;
 use ww_core::store::{StoreError, StoreRow};
 
@@ -57,13 +57,24 @@ impl crate::RedbStore {
         // for, read from the event it names (a key is written with its
         // event and released only when that event is retracted).
         let event_keys = read.open_table(EVENT_KEYS).map_err(table_error)?;
+        let mut exported = 0u64;
         for entry in read.open_table(EVENTS).map_err(table_error)?.iter().map_err(storage_error)? {
             let stored: StoredEvent = decode("events", entry.map_err(storage_error)?.1.value())?;
             let wallet = stored.event.wallet_id().key().into_owned();
             let digest = event_key(&wallet, stored.event.signature.as_str());
             if event_keys.get(digest).map_err(storage_error)?.is_some_and(|seq| seq.value() == stored.seq.0) {
                 sink(StoreRow::EventKey { wallet, signature: stored.event.signature.to_string(), seq: stored.seq.0 })?;
+                exported += 1;
             }
+        }
+        // Every key names a stored event; a key no event accounts for
+        // would be lost by the copy: refused rather than dropped.
+        let keys = event_keys.len().map_err(storage_error)?;
+        if exported != keys {
+            return Err(StoreError::Corrupt {
+                table: "event_key_digests",
+                error: format!("{keys} exactly-once keys but {exported} of them name a stored event").into(),
+            });
         }
         for entry in read.open_table(RETRACTIONS).map_err(table_error)?.iter().map_err(storage_error)? {
             let (key, value) = entry.map_err(storage_error)?;

@@ -20,8 +20,8 @@ use crate::codec::{commit_error, decode, encode, event_key, read_u64, storage_er
 use crate::tables::{
     API_TOKENS, BALANCE_HISTORY, BALANCES, CURSORS, DEAD_LETTERS, EVENT_KEYS, EVENTS, LEGACY_CURSORS,
     LEGACY_EVENT_KEYS, LEGACY_SEEN, LEGACY_SEEN_BY_EXPIRY, META, META_NEXT_SEQ, META_SCHEMA_VERSION, OUTBOX,
-    OUTBOX_BY_DESTINATION, RETRACTIONS, SCHEMA_VERSION, SETTINGS, SUBSCRIPTIONS, UNRESOLVED, USER_SUBSCRIPTIONS,
-    WALLET_EVENTS, WALLETS,
+    OUTBOX_BY_DESTINATION, RETIRED_EVENT_KEYS, RETRACTIONS, SCHEMA_VERSION, SETTINGS, SUBSCRIPTIONS, UNRESOLVED,
+    USER_SUBSCRIPTIONS, WALLET_EVENTS, WALLETS,
 };
 
 /// Brings the file at `path` (opened as `database`) to [`SCHEMA_VERSION`]:
@@ -296,5 +296,10 @@ fn migrate_7_to_8(write: &WriteTransaction) -> Result<(), StoreError> {
         }
     }
     write.delete_table(LEGACY_EVENT_KEYS).map_err(table_error)?;
+    // A walletwatch of schema 7 still running on this file would otherwise
+    // create an empty text table at its next commit and store duplicates:
+    // a table of another type under the old name makes its commits fail
+    // (it then leaves the events to its gap fill) instead.
+    write.open_table(RETIRED_EVENT_KEYS).map_err(table_error)?;
     Ok(())
 }

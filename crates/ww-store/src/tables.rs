@@ -38,13 +38,18 @@ pub(crate) const LEGACY_SEEN_BY_EXPIRY: TableDefinition<(i64, &str), ()> = Table
 /// `event_keys` (schemas 5 to 7): (wallet, signature) as text → sequence
 /// number of its stored event; replaced by [`EVENT_KEYS`].
 pub(crate) const LEGACY_EVENT_KEYS: TableDefinition<(&str, &str), u64> = TableDefinition::new("event_keys");
+/// `event_keys` since schema 8: an empty table of another type than
+/// [`LEGACY_EVENT_KEYS`], left by the migration so that a schema-7 process
+/// still running on a migrated file fails to open its key table instead of
+/// creating an empty one.
+pub(crate) const RETIRED_EVENT_KEYS: TableDefinition<u64, ()> = TableDefinition::new("event_keys");
 /// `event_key_digests` (since schema 8): the exactly-once key, a
 /// (wallet, transaction) pair's [`event_key`](crate::codec::event_key)
 /// digest → sequence number of its stored event. Never expires. A 16-byte
 /// digest instead of the pair's ~135 bytes of text keeps this table, whose
-/// inserts land at random places, a fifth of the size: a commit rewrites
+/// inserts land at random places, several times smaller: a commit rewrites
 /// fewer of its pages (the store's throughput fell with its size when the
-/// keys were text).
+/// keys were text). A digest is a sixth of the pair's text.
 pub(crate) const EVENT_KEYS: TableDefinition<u128, u64> = TableDefinition::new("event_key_digests");
 /// `events`: sequence number → JSON `StoredEvent`.
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");

@@ -522,11 +522,11 @@ fn a_schema_7_store_keeps_every_exactly_once_key_as_a_digest() {
     assert!(matches!(again[1], RecordOutcome::Inserted(_)), "{again:?}");
     assert!(matches!(again[2], RecordOutcome::Duplicate), "{again:?}");
     drop(store);
+    // The text keys are gone, and a schema-7 process still running on the
+    // file cannot open (and so cannot silently recreate) their table.
     let database = redb::Database::create(&path).expect("open raw");
-    let read = database.begin_read().expect("read");
-    let tables: Vec<String> =
-        read.list_tables().expect("tables").map(|table| redb::TableHandle::name(&table).to_string()).collect();
-    assert!(!tables.contains(&"event_keys".to_string()), "the text keys are dropped: {tables:?}");
+    let write = database.begin_write().expect("write");
+    assert!(write.open_table(crate::tables::LEGACY_EVENT_KEYS).is_err(), "the text key table opens");
 }
 
 #[test]
@@ -540,9 +540,15 @@ fn the_export_writes_each_exactly_once_key_as_its_pair() {
         routes: Vec::new(),
         allows_before_tracking: false,
     };
-    let outcomes = store.record_events(&[1, 2].map(new_event), &[]).expect("record");
+    let outcomes = store.record_events(&[1, 2, 3].map(new_event), &[]).expect("record");
     let RecordOutcome::Inserted(retracted) = outcomes[1] else { panic!("{outcomes:?}") };
-    store.retract_events(&[Retraction { seq: retracted, routes: Vec::new() }], UnixMillis(40)).expect("retract");
+    let RecordOutcome::Inserted(replaced) = outcomes[2] else { panic!("{outcomes:?}") };
+    store
+        .retract_events(&[retracted, replaced].map(|seq| Retraction { seq, routes: Vec::new() }), UnixMillis(40))
+        .expect("retract");
+    // The third transaction lands again: its key names the new event.
+    let again = store.record_events(&[new_event(3)], &[]).expect("record again");
+    let RecordOutcome::Inserted(relanded) = again[0] else { panic!("{again:?}") };
     let mut keys = Vec::new();
     store
         .export_rows(|row| {
@@ -553,5 +559,35 @@ fn the_export_writes_each_exactly_once_key_as_its_pair() {
         })
         .expect("export");
     let RecordOutcome::Inserted(kept) = outcomes[0] else { panic!("{outcomes:?}") };
-    assert_eq!(keys, vec![(wallet.to_string(), signature(1).to_string(), kept.0)], "the retracted event's key is gone");
+    assert_eq!(
+        keys,
+        vec![
+            (wallet.to_string(), signature(1).to_string(), kept.0),
+            (wallet.to_string(), signature(3).to_string(), relanded.0)
+        ],
+        "each standing key once, as its pair; the retracted events' keys are gone"
+    );
+}
+
+#[test]
+fn the_export_refuses_a_key_no_stored_event_accounts_for() {
+    let (dir, store) = open_temp();
+    let wallet = address(1);
+    track(&store, &wallet, "alice");
+    store
+        .record_events(
+            &[NewEvent { event: event(&wallet, 1, 1), routes: Vec::new(), allows_before_tracking: false }],
+            &[],
+        )
+        .expect("record");
+    drop(store);
+    {
+        let database = redb::Database::create(dir.path().join(crate::STORE_FILE_NAME)).expect("open raw");
+        let write = database.begin_write().expect("write");
+        write.open_table(crate::tables::EVENT_KEYS).expect("keys").insert(7u128, 1).expect("stray key");
+        write.commit().expect("commit");
+    }
+    let store = RedbStore::open_in_dir(dir.path()).expect("open");
+    let error = store.export_rows(|_| Ok(())).expect_err("a key would be lost");
+    assert!(matches!(error, StoreError::Corrupt { table: "event_key_digests", .. }), "{error}");
 }
