@@ -390,18 +390,8 @@ async fn run(config: Config) -> CommandResult {
     };
     let api = tokio::spawn(ww_server::serve(listener, api_state, api_shutdown.clone()));
     let metrics_server = {
-        let upkeep = metrics.clone();
-        let stop = api_shutdown.clone();
         // Histograms are folded into the exposition by the upkeep.
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = tick.tick() => upkeep.run_upkeep(),
-                }
-            }
-        });
+        crate::telemetry::spawn_upkeep(metrics.clone(), api_shutdown.clone());
         let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || metrics.render());
         tokio::spawn(ww_server::serve_metrics(metrics_listener, render, api_shutdown.clone()))
     };
@@ -1112,21 +1102,12 @@ async fn replay(
     // The daemon's metrics, as `walletwatch run` records them: the report's
     // per-stage times are read from them.
     let metrics = crate::telemetry::install_metrics().map_err(Failure::Runtime)?;
-    // Histogram samples wait in buffers until a render or an upkeep folds
-    // them in: the upkeep bounds their memory during a long replay.
-    let upkeep = {
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                metrics.run_upkeep();
-            }
-        })
-    };
+    // The upkeep bounds the buffered histogram samples during a long replay.
+    let upkeep_stop = CancellationToken::new();
+    crate::telemetry::spawn_upkeep(metrics.clone(), upkeep_stop.clone());
     let render = || metrics.render();
     let report = ww_bench::replay::run(config, &header, records, speed, sandbox, Some(&render), shutdown).await;
-    upkeep.abort();
+    upkeep_stop.cancel();
     let report = report?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|error| Failure::Runtime(error.into()))?);

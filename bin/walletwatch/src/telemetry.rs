@@ -48,6 +48,23 @@ pub(crate) fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::P
     Ok(handle)
 }
 
+/// Folds buffered histogram samples into the exposition every 5 s until
+/// `stop`: without a render or an upkeep they pile up in memory.
+pub(crate) fn spawn_upkeep(
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => metrics.run_upkeep(),
+            }
+        }
+    });
+}
+
 fn register(spec: &ww_core::metric::MetricSpec) {
     use ww_core::metric::MetricKind;
     match spec.kind {

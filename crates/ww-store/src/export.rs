@@ -14,8 +14,8 @@ use crate::tables::{
 
 impl crate::RedbStore {
     /// Hands every row to `sink`, from one read snapshot: counters first,
-    /// then each table in key order (the exactly-once keys in the order of
-    /// their events).
+    /// then each table in key order (each event followed by its
+    /// exactly-once key).
     pub fn export_rows(&self, mut sink: impl FnMut(StoreRow) -> Result<(), StoreError>) -> Result<(), StoreError> {
         let read = self.database().begin_read().map_err(transaction_error)?;
         {
@@ -50,20 +50,26 @@ impl crate::RedbStore {
                 position: decode("cursors", value.value())?,
             })?;
         }
-        for entry in read.open_table(EVENTS).map_err(table_error)?.iter().map_err(storage_error)? {
-            sink(StoreRow::Event(decode("events", entry.map_err(storage_error)?.1.value())?))?;
-        }
-        // The keys are digests: each is written out as the pair it stands
-        // for, read from the event it names (a key is written with its
-        // event and released only when that event is retracted).
+        // Each event, then its exactly-once key: the keys are digests, so
+        // each is written out as the pair it stands for, read from the
+        // event it names (a key is written with its event and released only
+        // when that event is retracted).
         let event_keys = read.open_table(EVENT_KEYS).map_err(table_error)?;
         let mut exported = 0u64;
         for entry in read.open_table(EVENTS).map_err(table_error)?.iter().map_err(storage_error)? {
             let stored: StoredEvent = decode("events", entry.map_err(storage_error)?.1.value())?;
             let wallet = stored.event.wallet_id().key().into_owned();
             let digest = event_key(&wallet, stored.event.signature.as_str());
-            if event_keys.get(digest).map_err(storage_error)?.is_some_and(|seq| seq.value() == stored.seq.0) {
-                sink(StoreRow::EventKey { wallet, signature: stored.event.signature.to_string(), seq: stored.seq.0 })?;
+            let names_it =
+                event_keys.get(digest).map_err(storage_error)?.is_some_and(|seq| seq.value() == stored.seq.0);
+            let key = names_it.then(|| StoreRow::EventKey {
+                wallet,
+                signature: stored.event.signature.to_string(),
+                seq: stored.seq.0,
+            });
+            sink(StoreRow::Event(stored))?;
+            if let Some(key) = key {
+                sink(key)?;
                 exported += 1;
             }
         }

@@ -47,9 +47,9 @@ pub(crate) const RETIRED_EVENT_KEYS: TableDefinition<u64, ()> = TableDefinition:
 /// (wallet, transaction) pair's [`event_key`](crate::codec::event_key)
 /// digest → sequence number of its stored event. Never expires. A 16-byte
 /// digest instead of the pair's ~135 bytes of text keeps this table, whose
-/// inserts land at random places, several times smaller: a commit rewrites
-/// fewer of its pages (the store's throughput fell with its size when the
-/// keys were text). A digest is a sixth of the pair's text.
+/// inserts land at random places, about a sixth of the size: a commit
+/// rewrites fewer of its pages (the store's throughput fell with its size
+/// when the keys were text).
 pub(crate) const EVENT_KEYS: TableDefinition<u128, u64> = TableDefinition::new("event_key_digests");
 /// `events`: sequence number → JSON `StoredEvent`.
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");

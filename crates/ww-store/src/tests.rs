@@ -20,6 +20,31 @@ fn track(store: &RedbStore, wallet: &WalletAddress, user: &str) -> TrackOutcome 
     store.track_wallet(&request, UnixMillis(10)).expect("track")
 }
 
+/// `wallet`'s events for the signatures `bytes` (slot = byte, no routes).
+fn new_events(wallet: &WalletAddress, bytes: &[u8]) -> Vec<NewEvent> {
+    bytes
+        .iter()
+        .map(|&byte| NewEvent {
+            event: event(wallet, byte, u64::from(byte)),
+            routes: Vec::new(),
+            allows_before_tracking: false,
+        })
+        .collect()
+}
+
+/// Records [`new_events`] in one commit and returns their sequence
+/// numbers; each must be new.
+fn record_new(store: &RedbStore, wallet: &WalletAddress, bytes: &[u8]) -> Vec<ww_core::EventSeq> {
+    let outcomes = store.record_events(&new_events(wallet, bytes), &[]).expect("record");
+    outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            RecordOutcome::Inserted(seq) => *seq,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
 ww_test_utils::store_conformance_tests!(open_temp);
 
 fn open_temp() -> (tempfile::TempDir, RedbStore) {
@@ -389,23 +414,7 @@ fn a_schema_6_store_files_its_retracted_events_in_the_retraction_log() {
     let (dir, store) = open_temp();
     let wallet = address(1);
     track(&store, &wallet, "alice");
-    let outcomes = store
-        .record_events(
-            &[1, 2, 3].map(|byte| NewEvent {
-                event: event(&wallet, byte, u64::from(byte)),
-                routes: Vec::new(),
-                allows_before_tracking: false,
-            }),
-            &[],
-        )
-        .expect("record");
-    let seqs: Vec<ww_core::EventSeq> = outcomes
-        .iter()
-        .map(|outcome| match outcome {
-            RecordOutcome::Inserted(seq) => *seq,
-            other => panic!("{other:?}"),
-        })
-        .collect();
+    let seqs = record_new(&store, &wallet, &[1, 2, 3]);
     for seq in [seqs[2], seqs[0]] {
         store.retract_events(&[Retraction { seq, routes: Vec::new() }], UnixMillis(40)).expect("retract");
     }
@@ -463,19 +472,7 @@ fn a_schema_7_store_keeps_every_exactly_once_key_as_a_digest() {
     let (dir, store) = open_temp();
     let wallet = address(1);
     track(&store, &wallet, "alice");
-    let new_event = |byte: u8| NewEvent {
-        event: event(&wallet, byte, u64::from(byte)),
-        routes: Vec::new(),
-        allows_before_tracking: false,
-    };
-    let outcomes = store.record_events(&[1, 2, 3].map(new_event), &[]).expect("record");
-    let seqs: Vec<ww_core::EventSeq> = outcomes
-        .iter()
-        .map(|outcome| match outcome {
-            RecordOutcome::Inserted(seq) => *seq,
-            other => panic!("{other:?}"),
-        })
-        .collect();
+    let seqs = record_new(&store, &wallet, &[1, 2, 3]);
     // A retracted event's key is released: its transaction may be stored again.
     store.retract_events(&[Retraction { seq: seqs[1], routes: Vec::new() }], UnixMillis(40)).expect("retract");
     drop(store);
@@ -517,7 +514,7 @@ fn a_schema_7_store_keeps_every_exactly_once_key_as_a_digest() {
     assert_eq!(store.event_seq(&id, &signature(1)).expect("key"), Some(seqs[0]));
     assert_eq!(store.event_seq(&id, &signature(3)).expect("key"), Some(seqs[2]));
     assert_eq!(store.event_seq(&id, &signature(2)).expect("key"), None, "released by the retraction");
-    let again = store.record_events(&[1, 2, 3].map(new_event), &[]).expect("record again");
+    let again = store.record_events(&new_events(&wallet, &[1, 2, 3]), &[]).expect("record again");
     assert!(matches!(again[0], RecordOutcome::Duplicate), "{again:?}");
     assert!(matches!(again[1], RecordOutcome::Inserted(_)), "{again:?}");
     assert!(matches!(again[2], RecordOutcome::Duplicate), "{again:?}");
@@ -535,20 +532,12 @@ fn the_export_writes_each_exactly_once_key_as_its_pair() {
     let (_dir, store) = open_temp();
     let wallet = address(1);
     track(&store, &wallet, "alice");
-    let new_event = |byte: u8| NewEvent {
-        event: event(&wallet, byte, u64::from(byte)),
-        routes: Vec::new(),
-        allows_before_tracking: false,
-    };
-    let outcomes = store.record_events(&[1, 2, 3].map(new_event), &[]).expect("record");
-    let RecordOutcome::Inserted(retracted) = outcomes[1] else { panic!("{outcomes:?}") };
-    let RecordOutcome::Inserted(replaced) = outcomes[2] else { panic!("{outcomes:?}") };
+    let [kept, retracted, replaced] = record_new(&store, &wallet, &[1, 2, 3])[..] else { panic!("three events") };
     store
         .retract_events(&[retracted, replaced].map(|seq| Retraction { seq, routes: Vec::new() }), UnixMillis(40))
         .expect("retract");
     // The third transaction lands again: its key names the new event.
-    let again = store.record_events(&[new_event(3)], &[]).expect("record again");
-    let RecordOutcome::Inserted(relanded) = again[0] else { panic!("{again:?}") };
+    let relanded = record_new(&store, &wallet, &[3])[0];
     let mut keys = Vec::new();
     store
         .export_rows(|row| {
@@ -558,7 +547,6 @@ fn the_export_writes_each_exactly_once_key_as_its_pair() {
             Ok(())
         })
         .expect("export");
-    let RecordOutcome::Inserted(kept) = outcomes[0] else { panic!("{outcomes:?}") };
     assert_eq!(
         keys,
         vec![
@@ -574,12 +562,7 @@ fn the_export_refuses_a_key_no_stored_event_accounts_for() {
     let (dir, store) = open_temp();
     let wallet = address(1);
     track(&store, &wallet, "alice");
-    store
-        .record_events(
-            &[NewEvent { event: event(&wallet, 1, 1), routes: Vec::new(), allows_before_tracking: false }],
-            &[],
-        )
-        .expect("record");
+    record_new(&store, &wallet, &[1]);
     drop(store);
     {
         let database = redb::Database::create(dir.path().join(crate::STORE_FILE_NAME)).expect("open raw");
